@@ -1,0 +1,36 @@
+# Two entry points that work on a fresh machine with Python 3.10+:
+#   make demo   create .venv if needed, install, run the demo (plots in ./bayesfilt-demo/)
+#   make test   install the test extras and run the whole suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch 2.13.0 is pinned so pip takes the CPU build from this machine's local disk.
+TORCH_PIN := torch==2.13.0
+
+.PHONY: demo test install install-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(PY) pyproject.toml
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e ".[test]" triton tqdm
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/bayesfilt demo --out bayesfilt-demo
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+clean:
+	rm -rf $(VENV) bayesfilt-demo .pytest_cache

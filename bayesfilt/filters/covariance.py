@@ -1,0 +1,177 @@
+"""The covariance-form Kalman filter: the specification every other form must reproduce.
+
+Model and notation: docs/math/notation.md; derivation: docs/math/covariance_filter.md.
+One textbook equation per line; shapes carry leading batch axes (...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import value_error
+from ..gaussian import Gaussian
+from ..linalg import mT, mv, observed_system, sym
+from ..model import LinearGaussianSSM
+from ..results import FilterResult
+from ..validation import as_float_array
+from .common import prepare
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def predict_step(mean: np.ndarray, cov: np.ndarray, F: np.ndarray, Q: np.ndarray,
+                 b: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Kalman prediction; mean (..., n), cov (..., n, n). No validation (a kernel)."""
+    mean = mv(F, mean)                                         # m_{t|t-1} = F_t m_{t-1}
+    if b is not None:
+        mean = mean + b                                        #           + b_t
+    cov = sym(F @ cov @ mT(F) + Q)                             # P_{t|t-1} = F_t P_{t-1} F_t^T + Q_t
+    return mean, cov
+
+
+def update_step(mean: np.ndarray, cov: np.ndarray, y_t: np.ndarray, H: np.ndarray, R: np.ndarray,
+                d: np.ndarray | None, t: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kalman update with the observed components of ``y_t`` (NaN = missing).
+
+    Returns ``(mean, cov, loglik_term)``; Joseph-form covariance. No validation.
+    """
+    n = mean.shape[-1]
+    y0, H, R, d, obs, n_obs = observed_system(y_t, H, R, d)
+    y_hat = mv(H, mean) if d is None else mv(H, mean) + d     # yhat_t = H_t m_{t|t-1} + d_t
+    r = y0 - y_hat                                             # r_t = y_t - yhat_t (0 where missing)
+    PHt = cov @ mT(H)                                          # P H^T
+    S = sym(H @ PHt + R)                                       # S_t = H_t P_{t|t-1} H_t^T + R_t
+    try:
+        L = np.linalg.cholesky(S)                              # S_t = L L^T
+    except np.linalg.LinAlgError:
+        raise value_error("R", f"gives an innovation covariance that is not positive definite at step {t}",
+                          "make R positive definite for every observed component") from None
+    K = mT(np.linalg.solve(S, mT(PHt)))                        # K_t = P H^T S_t^{-1}
+    mean = mean + mv(K, r)                                     # m_t = m_{t|t-1} + K_t r_t
+    I_KH = np.eye(n, dtype=cov.dtype) - K @ H                  # (I - K_t H_t)
+    cov = sym(I_KH @ cov @ mT(I_KH) + K @ R @ mT(K))           # P_t = (I-KH) P (I-KH)^T + K R K^T (Joseph)
+    z = np.linalg.solve(L, r[..., None])[..., 0]               # z = L^{-1} r_t
+    logdet = 2.0 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(-1)  # log|S_t|
+    loglik = -0.5 * (n_obs * LOG_2PI + logdet + (z * z).sum(-1))       # log N(r_t; 0, S_t), observed rows only
+    return mean, cov, loglik
+
+
+def predict(gaussian: Gaussian, model: LinearGaussianSSM, t: int) -> Gaussian:
+    """Predict x_t from a belief about x_{t-1} with the model's F_t, b_t, Q_t.
+
+    Args:
+        gaussian: belief about x_{t-1} (mean (..., n), cov (..., n, n)).
+        model: the state-space model.
+        t: 0-based time index of the *predicted* state (1 <= t; for a time-varying model
+            entry t of F, b, Q is used).
+
+    Returns:
+        The predicted ``Gaussian`` for x_t.
+
+    Example:
+        >>> g = bayesfilt.Gaussian(model.m0, model.P0)          # doctest: +SKIP
+        >>> g = bayesfilt.predict(bayesfilt.update(g, y[0], model, 0), model, 1)  # doctest: +SKIP
+    """
+    _check_step(model, t, "t")
+    mean = as_float_array(gaussian.mean, "gaussian.mean")
+    cov = as_float_array(gaussian.cov, "gaussian.cov")
+    _check_belief(mean, cov, model.n)
+    m, P = predict_step(mean, cov, model.param("F", t), model.param("Q", t), model.param("b", t))
+    return Gaussian(mean=m, cov=P)
+
+
+def update(gaussian: Gaussian, y_t, model: LinearGaussianSSM, t: int) -> Gaussian:
+    """Condition a belief about x_t on the observation y_t (NaN components are skipped).
+
+    Args:
+        gaussian: predicted belief about x_t.
+        y_t: observation of shape (..., m); NaN marks missing components.
+        model: the state-space model (H_t, d_t, R_t are used).
+        t: 0-based time index (selects entry t of time-varying H, d, R).
+
+    Returns:
+        The posterior ``Gaussian``. Use :func:`update_with_loglik` for log p(y_t | past) too.
+    """
+    return update_with_loglik(gaussian, y_t, model, t)[0]
+
+
+def update_with_loglik(gaussian: Gaussian, y_t, model: LinearGaussianSSM, t: int) -> tuple[Gaussian, np.ndarray]:
+    """As :func:`update`, also returning the log-likelihood term log p(y_t | y_{1:t-1}), shape (...)."""
+    _check_step(model, t, "t", allow_zero=True)
+    mean = as_float_array(gaussian.mean, "gaussian.mean")
+    cov = as_float_array(gaussian.cov, "gaussian.cov")
+    _check_belief(mean, cov, model.n)
+    y_t = as_float_array(y_t, "y_t")
+    if y_t.ndim < 1 or y_t.shape[-1] != model.m:
+        raise value_error("y_t", f"has shape {y_t.shape}", f"pass one observation of shape (..., {model.m})")
+    m, P, ll = update_step(mean, cov, y_t, model.param("H", t), model.param("R", t), model.param("d", t), t)
+    return Gaussian(mean=m, cov=P), ll
+
+
+def _check_step(model, t, arg, allow_zero=False):
+    if not isinstance(model, LinearGaussianSSM):
+        raise value_error("model", f"is a {type(model).__name__}", "pass a bayesfilt.LinearGaussianSSM")
+    if not isinstance(t, (int, np.integer)) or t < (0 if allow_zero else 1):
+        raise value_error(arg, f"is {t!r}", "pass a 0-based integer time index (>= 1 for predict)")
+    T = model.num_timesteps
+    if T is not None and t >= T:
+        raise value_error(arg, f"is {t} but the time-varying parameters have {T} steps", f"pass t < {T}")
+
+
+def _check_belief(mean, cov, n):
+    if mean.shape[-1:] != (n,) or cov.shape[-2:] != (n, n):
+        raise value_error("gaussian", f"has mean shape {mean.shape} and cov shape {cov.shape}",
+                          f"pass a belief with mean (..., {n}) and cov (..., {n}, {n})")
+
+
+def kalman_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> FilterResult:
+    """Covariance-form Kalman filter over observations ``y`` of shape (..., T, m).
+
+    NaN in ``y`` marks a missing observation: a whole vector (pure prediction) or single
+    components (update with the observed rows only). Leading batch axes of ``y`` (and of
+    the model's parameters) are filtered at once. Computes in the common dtype of the
+    model and ``y`` (float64 by default; float32 accepted). Exact diffuse initialisation
+    is used when the model declares ``diffuse`` states.
+
+    Args:
+        model: the state-space model (docs/math/notation.md).
+        y: observations (..., T, m).
+        validate: check the model's definiteness first (the default; skip only for
+            models validated already).
+
+    Returns:
+        A :class:`~bayesfilt.FilterResult`.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> model = bayesfilt.LinearGaussianSSM(m0=np.zeros(1), P0=np.eye(1), F=np.eye(1),
+        ...     Q=np.eye(1), H=np.eye(1), R=np.eye(1))
+        >>> res = bayesfilt.kalman_filter(model, np.array([[1.0], [np.nan], [2.0]]))
+        >>> res.means.shape, float(res.covs[0, 0, 0])
+        ((3, 1), 0.5)
+    """
+    model, y, T, batch = prepare(model, y, validate=validate)
+    if model.has_diffuse:
+        from .diffuse import diffuse_kalman_filter
+        return diffuse_kalman_filter(model, y)
+    n = model.n
+    dtype = y.dtype
+    means = np.empty(batch + (T, n), dtype)
+    covs = np.empty(batch + (T, n, n), dtype)
+    pmeans = np.empty(batch + (T, n), dtype)
+    pcovs = np.empty(batch + (T, n, n), dtype)
+    terms = np.empty(batch + (T,), dtype)
+    mean = np.broadcast_to(model.m0, batch + (n,))             # m_{1|0} = m0
+    cov = np.broadcast_to(model.P0, batch + (n, n))            # P_{1|0} = P0
+    for t in range(T):
+        if t > 0:
+            mean, cov = predict_step(mean, cov, model.param("F", t), model.param("Q", t), model.param("b", t))
+        pmeans[..., t, :] = mean
+        pcovs[..., t, :, :] = cov
+        mean, cov, ll = update_step(mean, cov, y[..., t, :], model.param("H", t), model.param("R", t),
+                                    model.param("d", t), t)
+        means[..., t, :] = mean
+        covs[..., t, :, :] = cov
+        terms[..., t] = ll
+    return FilterResult(means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
+                        loglik=terms.sum(-1), loglik_terms=terms)

@@ -1,0 +1,44 @@
+"""Batched linear-algebra helpers used by every filter form (NumPy)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sym(a: np.ndarray) -> np.ndarray:
+    """(A + A^T) / 2 over the trailing two axes."""
+    return 0.5 * (a + np.swapaxes(a, -1, -2))
+
+
+def mT(a: np.ndarray) -> np.ndarray:
+    """Transpose of the trailing two axes."""
+    return np.swapaxes(a, -1, -2)
+
+
+def mv(a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Batched matrix-vector product a @ x with a (..., i, j) and x (..., j)."""
+    return (a @ x[..., None])[..., 0]
+
+
+def observed_system(y_t: np.ndarray, H: np.ndarray, R: np.ndarray, d: np.ndarray | None):
+    """Restrict one step's observation model to its observed (non-NaN) components.
+
+    Missing components get a zero row in H and a decoupled unit variance in R, and a
+    zero residual, so they change neither the update nor the log-likelihood.
+
+    Args:
+        y_t: observations (..., m) with NaN for missing components.
+        H: (..., m, n); R: (..., m, m); d: (..., m) or None.
+
+    Returns:
+        ``(y0, H_o, R_o, d_o, obs, n_obs)``: y with NaN set to 0, masked H, R and d, the
+        boolean mask (..., m) and the count of observed components (...).
+    """
+    obs = ~np.isnan(y_t)                                           # observed components
+    y0 = np.where(obs, y_t, 0.0)
+    H_o = H * obs[..., :, None]                                    # rows of missing components -> 0
+    both = obs[..., :, None] & obs[..., None, :]
+    eye = np.eye(R.shape[-1], dtype=R.dtype)
+    R_o = np.where(both, R, eye)                                   # missing block -> identity, decoupled
+    d_o = None if d is None else d * obs
+    return y0, H_o, R_o, d_o, obs, obs.sum(axis=-1)

@@ -1,0 +1,80 @@
+"""One validation layer for the public boundary.
+
+Kernels and references assume valid inputs; public functions call these helpers
+first. Each helper raises a :class:`~bayesfilt.errors.BayesfiltError` whose message
+names the argument, the offending value or its location, and the fix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import type_error, value_error
+
+#: Relative tolerance used when checking symmetry and definiteness of covariances.
+DEFAULT_RTOL = 1e-8
+
+
+def as_float_array(x, arg: str, *, dtype=None) -> np.ndarray:
+    """Convert ``x`` to a floating NumPy array (integers become float64).
+
+    Raises a ``BayesfiltTypeError`` for complex, boolean, object or string input.
+    """
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor given to a NumPy function
+        raise type_error(arg, f"got a torch tensor ({getattr(x, 'dtype', '?')})",
+                         "pass a NumPy array (tensor.numpy()), or use a torch backend")
+    try:
+        a = np.asarray(x)
+    except Exception as exc:  # ragged lists and similar
+        raise type_error(arg, f"cannot be read as an array ({exc})", "pass a rectangular numeric array") from None
+    if a.dtype == object or a.dtype.kind in "USVMm":
+        raise type_error(arg, f"has dtype {a.dtype}", "pass a real numeric array")
+    if a.dtype.kind == "c":
+        raise type_error(arg, f"is complex ({a.dtype})", "pass a real array")
+    if a.dtype.kind == "b":
+        raise type_error(arg, "is boolean", "pass a real numeric array")
+    if dtype is not None:
+        return a.astype(dtype, copy=False)
+    if a.dtype.kind in "iu":
+        return a.astype(np.float64)
+    if a.dtype == np.float16 or (a.dtype.kind == "f" and a.dtype.itemsize > 8):
+        return a.astype(np.float64)
+    return a
+
+
+def check_finite(a: np.ndarray, arg: str) -> None:
+    """Raise if ``a`` holds NaN or infinity, naming the first bad index."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise value_error(arg, f"holds a non-finite value {a[idx]!r} at index {idx}",
+                          "replace NaN/inf in model parameters (NaN is allowed only in observations y)")
+
+
+def check_symmetric(a: np.ndarray, arg: str, rtol: float = DEFAULT_RTOL) -> None:
+    """Raise if the trailing two axes of ``a`` are not symmetric to ``rtol`` of their scale."""
+    diff = np.abs(a - np.swapaxes(a, -1, -2))
+    scale = np.maximum(np.abs(a).max(axis=(-1, -2), keepdims=True), np.finfo(np.float64).tiny)
+    rel = diff / scale
+    if (rel > max(rtol, 10 * np.finfo(a.dtype).eps)).any():
+        idx = tuple(int(i) for i in np.argwhere(rel > rtol)[0])
+        raise value_error(arg, f"is not symmetric (relative asymmetry {rel[idx]:.3g} at index {idx})",
+                          "pass a symmetric matrix, e.g. (A + A.T) / 2, or call model.symmetrized()")
+
+
+def check_psd(a: np.ndarray, arg: str, *, strict: bool, rtol: float = DEFAULT_RTOL) -> None:
+    """Raise if ``a`` is not positive semi-definite (``strict``: positive definite).
+
+    Eigenvalues down to ``-rtol * max|eigenvalue|`` count as zero (rounding).
+    """
+    w = np.linalg.eigvalsh(a.astype(np.float64, copy=False))
+    scale = np.maximum(np.abs(w).max(axis=-1, keepdims=True), np.finfo(np.float64).tiny)
+    tol = max(rtol, 10 * np.finfo(a.dtype).eps) * scale
+    bad = (w <= 0) if strict else (w < -tol)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0][:-1])
+        kind = "positive definite" if strict else "positive semi-definite"
+        loc = f" at index {where}" if where else ""
+        raise value_error(arg, f"is not {kind}: smallest eigenvalue {w[where].min():.6g}{loc}",
+                          f"pass a {kind} matrix" + ("" if not strict else
+                          " (a measurement noise covariance must have every variance > 0)"))

@@ -1,0 +1,40 @@
+"""Shared fixtures: random stable models for parity tests."""
+
+import numpy as np
+import pytest
+
+import bayesfilt
+
+
+def random_model(rng, n, m, *, time_varying=(), T=None, bias=False, psd_q=False):
+    """A random stable LinearGaussianSSM (spectral radius < 1, well-conditioned R)."""
+    def spd(k, scale=1.0, rank=None):
+        A = rng.standard_normal((k, rank or k))
+        return scale * (A @ A.T / (rank or k) + (0 if rank else 0.1 * np.eye(k)))
+
+    def stable(k):
+        A = rng.standard_normal((k, k))
+        return 0.9 * A / max(1.0, np.abs(np.linalg.eigvals(A)).max())
+
+    def maybe_tv(name, make):
+        if name in time_varying:
+            return np.stack([make() for _ in range(T)])
+        return make()
+
+    kw = dict(
+        m0=rng.standard_normal(n), P0=spd(n),
+        F=maybe_tv("F", lambda: stable(n)),
+        Q=maybe_tv("Q", lambda: spd(n, 0.3, rank=1 if psd_q else None)),
+        H=maybe_tv("H", lambda: rng.standard_normal((m, n))),
+        R=maybe_tv("R", lambda: spd(m, 0.5)),
+        time_varying=tuple(time_varying),
+    )
+    if bias:
+        kw["b"] = maybe_tv("b", lambda: rng.standard_normal(n))
+        kw["d"] = maybe_tv("d", lambda: rng.standard_normal(m))
+    return bayesfilt.LinearGaussianSSM(**kw)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
