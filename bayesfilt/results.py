@@ -22,6 +22,8 @@ class FilterResult:
             y_t is entirely missing.
         info_vectors: filtered information vectors (information form only), (..., T, n).
         precisions: filtered precision matrices (information form only), (..., T, n, n).
+        diffuse_steps: number of leading steps of an exact-diffuse period, in which the
+            state is not yet identified and means/covs are NaN (0 without diffuse states).
     """
 
     means: np.ndarray
@@ -32,6 +34,7 @@ class FilterResult:
     loglik_terms: np.ndarray
     info_vectors: np.ndarray | None = None
     precisions: np.ndarray | None = None
+    diffuse_steps: int = 0
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,7 @@ def update_step(mean: np.ndarray, cov: np.ndarray, y_t: np.ndarray, H: np.ndarra
     try:
         L = np.linalg.cholesky(S)                              # S_t = L L^T
     except np.linalg.LinAlgError:
-        raise value_error("R", f"gives an innovation covariance that is not positive definite at step {t}",
-                          "make R positive definite for every observed component") from None
+        raise innovation_error(S, t) from None
     K = mT(np.linalg.solve(S, mT(PHt)))                        # K_t = P H^T S_t^{-1}
     mean = mean + mv(K, r)                                     # m_t = m_{t|t-1} + K_t r_t
     I_KH = np.eye(n, dtype=cov.dtype) - K @ H                  # (I - K_t H_t)
@@ -54,6 +53,34 @@ def update_step(mean: np.ndarray, cov: np.ndarray, y_t: np.ndarray, H: np.ndarra
     logdet = 2.0 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(-1)  # log|S_t|
     loglik = -0.5 * (n_obs * LOG_2PI + logdet + (z * z).sum(-1))       # log N(r_t; 0, S_t), observed rows only
     return mean, cov, loglik
+
+
+def innovation_error(S: np.ndarray, t: int):
+    """The error for a failed Cholesky factorisation of the innovation covariance at step ``t``."""
+    if not np.isfinite(S).all():
+        return value_error("model", f"the innovation covariance overflowed the {S.dtype} range at step {t}",
+                           "rescale the data and covariances (e.g. change units) or use float64")
+    return value_error("R", f"gives an innovation covariance that is not positive definite at step {t}",
+                       "make R positive definite for every observed component (or rescale extreme magnitudes)")
+
+
+def check_finite_result(result: FilterResult, name: str = "kalman_filter") -> FilterResult:
+    """Raise instead of returning non-finite moments or log-likelihoods (overflow/underflow).
+
+    Steps inside an exact-diffuse period are reported as NaN on purpose and are skipped
+    (their ``loglik_terms`` stay finite).
+    """
+    for field in ("means", "covs", "loglik_terms"):
+        arr = getattr(result, field)
+        ok = np.isfinite(arr)
+        if field != "loglik_terms":
+            ok |= np.isnan(arr) & (result.diffuse_steps > np.arange(arr.shape[-2 if field == "means" else -3])
+                                   .reshape((-1,) + (1,) * (1 if field == "means" else 2)))
+        if not ok.all():
+            idx = tuple(int(i) for i in np.argwhere(~ok)[0])
+            raise value_error("model", f"{name} produced a non-finite {field} at index {idx} (the values left the "
+                              f"{arr.dtype} range)", "rescale the data and covariances (e.g. change units) or use float64")
+    return result
 
 
 def predict(gaussian: Gaussian, model: LinearGaussianSSM, t: int) -> Gaussian:
@@ -173,5 +200,5 @@ def kalman_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> Filt
         means[..., t, :] = mean
         covs[..., t, :, :] = cov
         terms[..., t] = ll
-    return FilterResult(means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
-                        loglik=terms.sum(-1), loglik_terms=terms)
+    return check_finite_result(FilterResult(means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
+                                            loglik=terms.sum(-1), loglik_terms=terms))
