@@ -31,6 +31,12 @@ def rts_smoother(model: LinearGaussianSSM, filter_result: FilterResult) -> Smoot
         filter_result: output of :func:`~bayesfilt.kalman_filter` (or any form/backend
             returning a :class:`~bayesfilt.FilterResult` with predicted moments).
 
+    A result of a model with exactly diffuse states (:class:`~bayesfilt.filters.diffuse.DiffuseFilterResult`)
+    is smoothed exactly through its diffuse period (docs/math/diffuse.md): every state the
+    whole data identifies gets finite smoothed moments, equal to the limit of the ordinary
+    smoother under a N(0, κ I) prior as κ → ∞; states never identified stay NaN, and the
+    gains of the diffuse period are NaN.
+
     Returns:
         A :class:`~bayesfilt.SmootherResult` with means (..., T, n), covs (..., T, n, n),
         lag-one cross-covariances Cov[x_{t+1}, x_t | y_{1:T}] (..., T-1, n, n) and gains.
@@ -52,6 +58,8 @@ def rts_smoother(model: LinearGaussianSSM, filter_result: FilterResult) -> Smoot
     if model.num_timesteps is not None and model.num_timesteps != T:
         raise value_error("filter_result", f"has {T} steps but the model's time-varying parameters have "
                           f"{model.num_timesteps}", "smooth with the model the filter ran with")
+    diffuse_steps = getattr(filter_result, "diffuse_steps", 0)   # a DiffuseFilterResult (exact diffuse filter)
+    stop = max(diffuse_steps - 1, 0)                             # ordinary backward steps t >= stop
     means = np.empty_like(fm)
     covs = np.empty_like(fP)
     gains = np.empty(fP.shape[:-3] + (max(T - 1, 0),) + fP.shape[-2:], fP.dtype)
@@ -59,7 +67,7 @@ def rts_smoother(model: LinearGaussianSSM, filter_result: FilterResult) -> Smoot
     ms, Ps = fm[..., T - 1, :], fP[..., T - 1, :, :]             # m^s_T = m_T, P^s_T = P_T
     means[..., T - 1, :] = ms
     covs[..., T - 1, :, :] = Ps
-    for t in range(T - 2, -1, -1):
+    for t in range(T - 2, stop - 1, -1):
         F = model.param("F", t + 1)
         P_t = fP[..., t, :, :]
         P_pred = pP[..., t + 1, :, :]                            # P_{t+1|t}
@@ -70,4 +78,7 @@ def rts_smoother(model: LinearGaussianSSM, filter_result: FilterResult) -> Smoot
         means[..., t, :] = ms
         covs[..., t, :, :] = Ps
         gains[..., t, :, :] = G
+    if diffuse_steps:                                            # exact diffuse smoothing of t < stop
+        from .diffuse import diffuse_smoother_backward
+        diffuse_smoother_backward(model, filter_result, ms, Ps, means, covs, cross, gains, _solve_psd)
     return SmootherResult(means=means, covs=covs, cross_covs=cross, gains=gains, loglik=filter_result.loglik)
