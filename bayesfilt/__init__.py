@@ -6,6 +6,7 @@ optional extras (``bayesfilt[torch]``, ``bayesfilt[triton]``).
 
 from .errors import BayesfiltError, BayesfiltTypeError, BayesfiltValueError
 from .filters import kalman_filter, predict, rts_smoother, update, update_with_loglik
+from .filters import information_filter, sqrt_filter
 from .gaussian import Gaussian, InfoGaussian, to_information, to_moment
 from . import models
 from .model import LinearGaussianSSM
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BayesfiltError", "BayesfiltTypeError", "BayesfiltValueError",
     "FilterResult", "Gaussian", "InfoGaussian", "LinearGaussianSSM", "SmootherResult",
+    "information_filter", "sqrt_filter",
     "kalman_filter", "predict", "rts_smoother", "to_information", "to_moment", "update", "update_with_loglik",
     "__version__",
 ]
