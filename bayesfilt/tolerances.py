@@ -25,6 +25,16 @@ class Tolerance:
 #: (component, backend, dtype) -> Tolerance. Components: "filter", "smoother", "kla_scan".
 TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     ("filter", "sequential-covariance", "float64"): Tolerance(0.0, "max_abs", "the reference itself"),
+    # KLA diagonal scan (bayesfilt.nn.functional.kla_scan): outputs y, y_var, final state and every
+    # gradient, against the float64 sequential reference fed the same (rounded) inputs.
+    ("kla_scan", "numpy-reference", "float64"): Tolerance(0.0, "rel_rms", "bayesfilt.filters.diagonal: the specification"),
+    ("kla_scan", "numpy-scan", "float64"): Tolerance(1e-10, "rel_rms", "bayesfilt.scan.diagonal on NumPy, any schedule"),
+    ("kla_scan", "reference", "float64"): Tolerance(1e-12, "rel_rms", "torch sequential loop, autograd gradients"),
+    ("kla_scan", "reference", "float32"): Tolerance(1e-4, "rel_rms", "torch sequential loop in float32"),
+    ("kla_scan", "torch", "float64"): Tolerance(1e-10, "rel_rms", "parallel Möbius/affine scans, adjoint backward"),
+    ("kla_scan", "torch", "float32"): Tolerance(1e-4, "rel_rms", "parallel Möbius/affine scans, adjoint backward"),
+    ("kla_scan", "torch", "bfloat16"): Tolerance(1e-2, "rel_rms", "bf16 in/out, float32 state; error is bf16 rounding of y and gradients"),
+    ("kla_scan", "reference", "bfloat16"): Tolerance(1e-2, "rel_rms", "bf16 in/out, float32 state"),
 }
 
 

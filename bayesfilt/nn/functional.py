@@ -1,0 +1,522 @@
+"""Public KLA scan: ``kla_scan`` / ``kla_step`` with validation, backend dispatch and exact gradients.
+
+The filter (docs/math/kla.md; spec: ``bayesfilt.filters.diagonal.diagonal_information_filter``):
+every lane (channel m, state s) is a scalar Kalman filter in information form,
+
+    lam_t = lam_{t-1} / (a^2 + p lam_{t-1}) + lambda_v_t k_t^2
+    eta_t = a / (a^2 + p lam_{t-1}) * eta_{t-1} + lambda_v_t v_t k_t
+    y_t = sum_s q_t eta_t / lam_t,       y_var_t = sum_s q_t^2 / lam_t
+
+(prior readout instead: y_t = sum_s q_t a mu_t, y_var_t = sum_s q_t^2 (a^2 / lam_t + p)).
+
+Backends:
+
+- ``"reference"``: the sequential torch loop (``bayesfilt.nn.reference``), differentiated
+  by autograd: slow, the yardstick.
+- ``"torch"``: the parallel Möbius + affine scans (``bayesfilt.scan.diagonal``), vectorised
+  over lanes and time, CPU or GPU; gradients by the exact adjoint recurrences (reverse
+  affine scans), registered as the torch custom ops ``bayesfilt::kla_scan`` /
+  ``bayesfilt::kla_scan_backward`` (so ``torch.compile`` and CUDA graphs see one opaque op
+  with a fake-tensor shape rule and an autograd formula). :class:`KLAScanFunction` is the
+  same forward/backward as a ``torch.autograd.Function``.
+- ``"triton"``: the fused GPU kernels of ``bayesfilt.nn.kernels`` (imported lazily).
+- ``"auto"``: ``"triton"`` for CUDA tensors when the kernels import, else ``"torch"``.
+
+dtypes: float32, float64 and bfloat16 inputs. bfloat16 inputs are computed with float32
+state and accumulation; y and y_var come back in the dtype of ``v``; the state comes back
+in the compute dtype (float32 for bfloat16 / float32 inputs, float64 for float64).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+
+from ..errors import BayesfiltError, type_error, value_error
+from ..scan.diagonal import diagonal_filter_adjoint, diagonal_filter_scan
+from .reference import kla_scan_reference, kla_step_reference
+
+BACKENDS = ("auto", "reference", "torch", "triton")
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+
+class KLAState(NamedTuple):
+    """Filter state of every lane: precision ``lam`` (> 0) and information vector ``eta``.
+
+    Both of shape (B, M, S); the posterior mean is ``eta / lam``, the variance ``1 / lam``.
+
+    Example:
+        >>> import torch
+        >>> s = KLAState(lam=torch.ones(1, 2, 3), eta=torch.zeros(1, 2, 3))
+        >>> (s.eta / s.lam).shape
+        torch.Size([1, 2, 3])
+    """
+
+    lam: torch.Tensor
+    eta: torch.Tensor
+
+
+# ============================================================================ schedule choice
+def _schedule(L: int) -> tuple[str, Optional[int]]:
+    """Schedule of the torch parallel form: a tree for short sequences, chunks of ~sqrt(L) otherwise."""
+    if L <= 64:
+        return "tree", None
+    return "chunked", max(8, int(math.ceil(math.sqrt(L))))
+
+
+def _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: bool):
+    sched, chunk = _schedule(v.shape[1])
+    out = diagonal_filter_scan(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, sched, chunk)
+    return out.y, out.y_var, out.lams[:, -1].clone(), out.etas[:, -1].clone()
+
+
+def _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout: bool):
+    sched, chunk = _schedule(v.shape[1])
+    return tuple(diagonal_filter_adjoint(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta,
+                                         prior_readout, sched, chunk))
+
+
+# ============================================================================ custom ops
+@torch.library.custom_op("bayesfilt::kla_scan", mutates_args=())
+def _kla_scan_op(v: torch.Tensor, lambda_v: torch.Tensor, k: torch.Tensor, q: torch.Tensor,
+                 a_bar: torch.Tensor, p_bar: torch.Tensor, lam0: torch.Tensor, eta0: torch.Tensor,
+                 prior_readout: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward of the torch parallel KLA scan: returns (y, y_var, lam_L, eta_L)."""
+    with torch.no_grad():
+        return _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout)
+
+
+@_kla_scan_op.register_fake
+def _kla_scan_fake(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout):
+    B, L, M = v.shape
+    S = k.shape[-1]
+    return v.new_empty(B, L, M), v.new_empty(B, L, M), v.new_empty(B, M, S), v.new_empty(B, M, S)
+
+
+@torch.library.custom_op("bayesfilt::kla_scan_backward", mutates_args=())
+def _kla_scan_bwd_op(v: torch.Tensor, lambda_v: torch.Tensor, k: torch.Tensor, q: torch.Tensor,
+                     a_bar: torch.Tensor, p_bar: torch.Tensor, lam0: torch.Tensor, eta0: torch.Tensor,
+                     g_y: torch.Tensor, g_y_var: torch.Tensor, g_lam: torch.Tensor, g_eta: torch.Tensor,
+                     prior_readout: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                   torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact adjoint backward of ``bayesfilt::kla_scan``: gradients of the 8 tensor inputs."""
+    with torch.no_grad():
+        grads = _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta,
+                              prior_readout)
+        return tuple(g.contiguous() for g in grads)
+
+
+@_kla_scan_bwd_op.register_fake
+def _kla_scan_bwd_fake(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout):
+    return tuple(torch.empty_like(x) for x in (v, lambda_v, k, q, a_bar, p_bar, lam0, eta0))
+
+
+def _op_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:8])
+    ctx.prior_readout = inputs[8]
+
+
+def _zeros_if_none(g, like):
+    return torch.zeros_like(like) if g is None else g
+
+
+def _op_backward(ctx, g_y, g_y_var, g_lam, g_eta):
+    v, lambda_v, k, q, a_bar, p_bar, lam0, eta0 = ctx.saved_tensors
+    ref_y = v
+    grads = torch.ops.bayesfilt.kla_scan_backward(
+        v, lambda_v, k, q, a_bar, p_bar, lam0, eta0,
+        _zeros_if_none(g_y, ref_y), _zeros_if_none(g_y_var, ref_y),
+        _zeros_if_none(g_lam, lam0), _zeros_if_none(g_eta, eta0), ctx.prior_readout)
+    return (*grads, None)
+
+
+_kla_scan_op.register_autograd(_op_backward, setup_context=_op_setup_context)
+
+
+class KLAScanFunction(torch.autograd.Function):
+    """The torch parallel KLA scan with the exact adjoint backward, as an autograd Function.
+
+    ``forward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout)`` returns
+    ``(y, y_var, lam_L, eta_L)``; ``backward`` runs the reverse affine scans of
+    ``bayesfilt.scan.diagonal.diagonal_filter_adjoint`` (docs/math/kla.md, "Adjoint"): the
+    specification the fused GPU backward follows. The inputs must already be validated
+    and of one float dtype (use :func:`kla_scan` for checked inputs).
+
+    Example:
+        >>> import torch
+        >>> B, L, M, S = 1, 6, 2, 3
+        >>> args = [torch.randn(B, L, M, dtype=torch.float64), torch.ones(B, L, M, dtype=torch.float64),
+        ...         torch.randn(B, L, S, dtype=torch.float64), torch.randn(B, L, S, dtype=torch.float64),
+        ...         torch.full((M, S), 0.9, dtype=torch.float64), torch.full((M, S), 0.1, dtype=torch.float64),
+        ...         torch.ones(B, M, S, dtype=torch.float64), torch.zeros(B, M, S, dtype=torch.float64)]
+        >>> args = [a.requires_grad_() for a in args]
+        >>> torch.autograd.gradcheck(lambda *x: KLAScanFunction.apply(*x, False), args)
+        True
+    """
+
+    @staticmethod
+    def forward(ctx, v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout=False):
+        ctx.save_for_backward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0)
+        ctx.prior_readout = bool(prior_readout)
+        return _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, bool(prior_readout))
+
+    @staticmethod
+    def backward(ctx, g_y, g_y_var, g_lam, g_eta):
+        v, lambda_v, k, q, a_bar, p_bar, lam0, eta0 = ctx.saved_tensors
+        grads = _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta,
+                              ctx.prior_readout)
+        return (*grads, None)
+
+
+# ============================================================================ validation
+def _check_tensor(x, name):
+    if not isinstance(x, torch.Tensor):
+        raise type_error(name, f"is a {type(x).__name__}", "pass a torch.Tensor (torch.as_tensor(x))")
+    if x.dtype not in _DTYPES:
+        raise type_error(name, f"has dtype {x.dtype}", "pass float32, float64 or bfloat16")
+
+
+def _check_shape(x, name, shape, what):
+    if tuple(x.shape) != tuple(shape):
+        raise value_error(name, f"has shape {tuple(x.shape)}", f"pass shape {what} = {tuple(shape)}")
+
+
+def _validate(v, lambda_v, k, q, a_bar, p_bar, state, *, step: bool, state_name: str, check_values: bool):
+    """Check types, shapes, dtypes, devices and (optionally) values; return (compute_dtype, lam0, eta0)."""
+    named = [("v", v), ("lambda_v", lambda_v), ("k", k), ("q", q), ("a_bar", a_bar), ("p_bar", p_bar)]
+    for name, x in named:
+        _check_tensor(x, name)
+    if step:
+        if v.ndim != 2:
+            raise value_error("v", f"has shape {tuple(v.shape)}", "pass one token of values of shape (B, M)")
+        B, M = v.shape
+        _check_shape(lambda_v, "lambda_v", (B, M), "(B, M)")
+        if k.ndim != 2 or k.shape[0] != B:
+            raise value_error("k", f"has shape {tuple(k.shape)}", f"pass one token of keys of shape (B, S) with B = {B}")
+        S = k.shape[1]
+        _check_shape(q, "q", (B, S), "(B, S)")
+    else:
+        if v.ndim != 3:
+            raise value_error("v", f"has shape {tuple(v.shape)}", "pass values of shape (B, L, M)")
+        B, L, M = v.shape
+        if L == 0:
+            raise value_error("v", "has zero tokens (L = 0)", "pass at least one token")
+        _check_shape(lambda_v, "lambda_v", (B, L, M), "(B, L, M)")
+        if k.ndim != 3 or k.shape[:2] != (B, L):
+            raise value_error("k", f"has shape {tuple(k.shape)}", f"pass keys of shape (B, L, S) with (B, L) = {(B, L)}")
+        S = k.shape[2]
+        _check_shape(q, "q", (B, L, S), "(B, L, S)")
+    _check_shape(a_bar, "a_bar", (M, S), "(M, S)")
+    _check_shape(p_bar, "p_bar", (M, S), "(M, S)")
+    if state is not None:
+        if not (isinstance(state, tuple) and len(state) == 2):
+            raise type_error(state_name, f"is a {type(state).__name__}", "pass a KLAState(lam, eta) of (B, M, S) tensors")
+        for name, x in ((f"{state_name}.lam", state[0]), (f"{state_name}.eta", state[1])):
+            _check_tensor(x, name)
+            _check_shape(x, name, (B, M, S), "(B, M, S)")
+        named += [(f"{state_name}.lam", state[0]), (f"{state_name}.eta", state[1])]
+    dev = v.device
+    for name, x in named:
+        if x.device != dev:
+            raise value_error(name, f"is on {x.device} but v is on {dev}", f"move every input to {dev}")
+    dtypes = {x.dtype for _, x in named}
+    if torch.float64 in dtypes and len(dtypes) > 1:
+        odd = next(name for name, x in named if x.dtype != torch.float64)
+        raise type_error(odd, f"is {dict(named)[odd].dtype} while other inputs are float64",
+                         "cast all inputs to float64, or none")
+    compute = torch.float64 if torch.float64 in dtypes else torch.float32
+    if check_values and not _is_compiling():
+        _check_values(named, state_name)
+    if state is None:
+        lam0 = torch.ones(B, M, S, dtype=compute, device=dev)       # lam_0 = 1
+        eta0 = torch.zeros(B, M, S, dtype=compute, device=dev)      # eta_0 = 0
+    else:
+        lam0, eta0 = state[0].to(compute), state[1].to(compute)
+    return compute, lam0, eta0
+
+
+def _is_compiling() -> bool:
+    try:
+        return torch.compiler.is_compiling()
+    except AttributeError:  # pragma: no cover - old torch
+        return False
+
+
+def _check_values(named, state_name):
+    """Value checks with one device synchronisation; the slow path only runs to word the error."""
+    d = dict(named)
+    flags = [torch.isfinite(x).all() for _, x in named]
+    flags += [(d["lambda_v"] > 0).all(), ((d["a_bar"] > 0) & (d["a_bar"] <= 1)).all(), (d["p_bar"] >= 0).all()]
+    lam_name = f"{state_name}.lam"
+    if lam_name in d:
+        flags.append((d[lam_name] > 0).all())
+    if bool(torch.stack(flags).all()):
+        return
+    for name, x in named:
+        if not bool(torch.isfinite(x).all()):
+            idx = tuple(int(i) for i in torch.nonzero(~torch.isfinite(x))[0])
+            raise value_error(name, f"holds a non-finite value {float(x[idx])!r} at index {idx}",
+                              "replace NaN/inf (masking of missing tokens is not supported: use lambda_v tiny instead)")
+    lv = d["lambda_v"]
+    if not bool((lv > 0).all()):
+        raise value_error("lambda_v", f"has a non-positive entry (min {float(lv.min()):.6g})",
+                          "pass precisions > 0, e.g. 1 / (softplus(x) + 1e-4)")
+    a = d["a_bar"]
+    if not bool(((a > 0) & (a <= 1)).all()):
+        raise value_error("a_bar", f"has an entry outside (0, 1] (min {float(a.min()):.6g}, max {float(a.max()):.6g})",
+                          "pass a_bar = exp(-a * dt) with a >= 0, dt > 0")
+    p = d["p_bar"]
+    if not bool((p >= 0).all()):
+        raise value_error("p_bar", f"has a negative entry (min {float(p.min()):.6g})", "pass p_bar >= 0")
+    lam = d[lam_name]
+    raise value_error(lam_name, f"has a non-positive entry (min {float(lam.min()):.6g})", "pass a precision > 0")
+
+
+def _resolve_backend(backend, device):
+    if backend not in BACKENDS:
+        raise value_error("backend", f"is {backend!r}", f"pass one of {BACKENDS}")
+    if backend != "auto":
+        return backend
+    if device.type == "cuda":
+        try:
+            import bayesfilt.nn.kernels  # noqa: F401
+            import triton  # noqa: F401
+            return "triton"
+        except ImportError:
+            return "torch"
+    return "torch"
+
+
+def _import_triton(name):
+    try:
+        from bayesfilt.nn import kernels
+        return getattr(kernels, name)
+    except (ImportError, AttributeError) as exc:
+        raise BayesfiltError(f"backend: 'triton' is not available ({exc}). Fix: install triton and run on a "
+                             "CUDA device, or pass backend='torch'.") from None
+
+
+# ============================================================================ public API
+def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_readout: bool = False,
+             backend: str = "auto", validate: bool = True):
+    """Run the KLA diagonal information filter over a sequence (docs/math/kla.md).
+
+    Model per lane (m, s): x_t = a_bar x_{t-1} + N(0, p_bar); v_t[m] = k_t[s] x_t + N(0, 1/lambda_v_t[m]).
+
+    Args:
+        v: values, (B, L, M).
+        lambda_v: value precisions, (B, L, M), > 0.
+        k: keys, (B, L, S).
+        q: queries, (B, L, S).
+        a_bar: decay, (M, S), in (0, 1].
+        p_bar: process-noise variance, (M, S), >= 0.
+        initial_state: optional :class:`KLAState` (lam_0, eta_0) of (B, M, S) tensors, the
+            belief before token 1 (token 1 is predicted from it); default lam_0 = 1, eta_0 = 0.
+        prior_readout: False: read out the posterior of x_t (y = sum q mu_t, y_var =
+            sum q^2 / lam_t). True: read out the one-step-ahead prior of x_{t+1} instead
+            (y = sum q a mu_t, y_var = sum q^2 (a^2/lam_t + p)), with the same q_t.
+        backend: "auto", "reference", "torch" or "triton" (module docstring).
+        validate: check values too (positivity, finiteness; one device sync). Shapes,
+            dtypes and devices are always checked. Skipped automatically under torch.compile.
+
+    Returns:
+        ``(y, y_var, final_state)``: y and y_var (B, L, M) in v's dtype; the posterior
+        :class:`KLAState` after token L (compute dtype).
+
+    Raises:
+        BayesfiltValueError / BayesfiltTypeError: bad shapes, dtypes, devices or values.
+        BayesfiltError: backend "triton" requested but not available.
+
+    Example:
+        >>> import torch
+        >>> from bayesfilt.nn.functional import kla_scan
+        >>> B, L, M, S = 2, 10, 4, 3
+        >>> y, y_var, st = kla_scan(torch.randn(B, L, M), torch.ones(B, L, M), torch.randn(B, L, S),
+        ...     torch.randn(B, L, S), torch.full((M, S), 0.9), torch.full((M, S), 0.01))
+        >>> y.shape, st.lam.shape
+        (torch.Size([2, 10, 4]), torch.Size([2, 4, 3]))
+    """
+    compute, lam0, eta0 = _validate(v, lambda_v, k, q, a_bar, p_bar, initial_state, step=False,
+                                    state_name="initial_state", check_values=validate)
+    backend = _resolve_backend(backend, v.device)
+    out_dtype = v.dtype
+    if backend == "triton":
+        fn = _import_triton("kla_scan_triton")
+        y, y_var, lam, eta = fn(v, lambda_v, k, q, a_bar, p_bar,
+                                initial_state=None if initial_state is None else KLAState(*initial_state),
+                                prior_readout=bool(prior_readout))
+        return y, y_var, KLAState(lam, eta)
+    args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)] + [lam0, eta0]
+    if backend == "reference":
+        y, y_var, lam, eta = kla_scan_reference(*args, prior_readout=bool(prior_readout))
+    else:
+        y, y_var, lam, eta = torch.ops.bayesfilt.kla_scan(*args, bool(prior_readout))
+    return y.to(out_dtype), y_var.to(out_dtype), KLAState(lam, eta)
+
+
+def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = False, backend: str = "auto",
+             validate: bool = True):
+    """One token of the KLA filter (decoding): state in, readout and new state out.
+
+    Equal to :func:`kla_scan` over a sequence of length 1 with ``initial_state=state``.
+
+    Args:
+        v, lambda_v: (B, M) value and its precision (> 0) of this token.
+        k, q: (B, S) key and query of this token.
+        a_bar, p_bar: (M, S).
+        state: :class:`KLAState` (lam, eta) of (B, M, S) tensors, or None for the default
+            initial state (lam = 1, eta = 0).
+        prior_readout, backend, validate: as in :func:`kla_scan`.
+
+    Returns:
+        ``(y, y_var, new_state)`` with y, y_var (B, M).
+
+    Example:
+        >>> import torch
+        >>> from bayesfilt.nn.functional import kla_step, KLAState
+        >>> B, M, S = 1, 4, 3
+        >>> st = KLAState(torch.ones(B, M, S), torch.zeros(B, M, S))
+        >>> y, y_var, st = kla_step(torch.randn(B, M), torch.ones(B, M), torch.randn(B, S),
+        ...     torch.randn(B, S), torch.full((M, S), 0.9), torch.full((M, S), 0.01), st)
+        >>> y.shape
+        torch.Size([1, 4])
+    """
+    compute, lam0, eta0 = _validate(v, lambda_v, k, q, a_bar, p_bar, state, step=True, state_name="state",
+                                    check_values=validate)
+    backend = _resolve_backend(backend, v.device)
+    if backend == "triton":
+        fn = _import_triton("kla_step_triton")
+        y, y_var, lam, eta = fn(v, lambda_v, k, q, a_bar, p_bar, KLAState(lam0, eta0), prior_readout=bool(prior_readout))
+        return y, y_var, KLAState(lam, eta)
+    args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)]
+    y, y_var, lam, eta = kla_step_reference(*args, lam0, eta0, prior_readout=bool(prior_readout))
+    return y.to(v.dtype), y_var.to(v.dtype), KLAState(lam, eta)
+
+
+# ============================================================================ backend check
+class CheckRow(NamedTuple):
+    """One line of :func:`check_backends`: a backend's error on one output or gradient."""
+
+    backend: str
+    output: str
+    error: float
+    tolerance: Optional[float]
+    passed: Optional[bool]
+    note: str = ""
+
+
+_GRAD_NAMES = ("v", "lambda_v", "k", "q", "a_bar", "p_bar", "lam0", "eta0")
+
+
+def _rel_rms(x, ref) -> float:
+    x = x.detach().to("cpu", torch.float64)
+    ref = ref.detach().to("cpu", torch.float64)
+    den = float(torch.linalg.vector_norm(ref))
+    num = float(torch.linalg.vector_norm(x - ref))
+    return num / den if den > 0 else num
+
+
+def random_inputs(B: int, L: int, M: int, S: int, *, dtype=torch.float64, device="cpu", seed: int = 0,
+                  with_initial_state: bool = True):
+    """Random valid KLA inputs (v, lambda_v, k, q, a_bar, p_bar, lam0, eta0), as in the tests and benchmarks.
+
+    Keys and queries are L2-normalised over S (as in the layer); lambda_v = exp(N(0, 0.5^2));
+    a_bar in (0.5, 1); p_bar in (0, 0.1); lam0 = exp(N(0, 0.5^2)) (or 1) and eta0 ~ N(0, 1) (or 0).
+
+    Example:
+        >>> v, lv, k, q, a, p, lam0, eta0 = random_inputs(1, 5, 2, 3)
+        >>> v.shape, a.shape, lam0.shape
+        (torch.Size([1, 5, 2]), torch.Size([2, 3]), torch.Size([1, 2, 3]))
+    """
+    g = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+
+    def rn(*s):
+        return torch.randn(*s, generator=g, dtype=f64)
+
+    v = rn(B, L, M)
+    lambda_v = (0.5 * rn(B, L, M)).exp()
+    k = torch.nn.functional.normalize(rn(B, L, S), dim=-1)
+    q = torch.nn.functional.normalize(rn(B, L, S), dim=-1)
+    a_bar = 0.5 + 0.5 * torch.rand(M, S, generator=g, dtype=f64).clamp(min=1e-3)
+    p_bar = 0.1 * torch.rand(M, S, generator=g, dtype=f64)
+    if with_initial_state:
+        lam0 = (0.5 * rn(B, M, S)).exp()
+        eta0 = rn(B, M, S)
+    else:
+        lam0 = torch.ones(B, M, S, dtype=f64)
+        eta0 = torch.zeros(B, M, S, dtype=f64)
+    return tuple(x.to(device=device, dtype=dtype) for x in (v, lambda_v, k, q, a_bar, p_bar, lam0, eta0))
+
+
+def check_backends(backends=None, *, shape=(2, 64, 4, 5), dtype=torch.float32, device="cpu",
+                   prior_readout: bool = False, grads: bool = True, seed: int = 0) -> list:
+    """Measure each backend of :func:`kla_scan` against the float64 sequential reference.
+
+    Runs every backend on the same random inputs (rounded to ``dtype``), and compares y,
+    y_var, the final state and (``grads``) the gradients of a random linear loss with
+    respect to every input (v, lambda_v, k, q, a_bar, p_bar, lam0, eta0) with the
+    float64 reference (``bayesfilt.nn.reference`` differentiated by autograd on CPU, fed
+    the same rounded inputs). The error metric is the relative RMS ||x - ref|| / ||ref||;
+    the promised bound is read from ``bayesfilt.tolerances`` (component "kla_scan").
+
+    Args:
+        backends: names to check (default: "reference", "torch", and "triton" on CUDA).
+        shape: (B, L, M, S).
+        dtype: input dtype (torch.float32, torch.float64 or torch.bfloat16).
+        device: where the backends run.
+        prior_readout: check the prior readout instead of the posterior one.
+        grads: also check gradients.
+        seed: random seed of the inputs.
+
+    Returns:
+        A list of :class:`CheckRow` (backend, output, error, tolerance, passed, note); an
+        unavailable backend gives one row with error NaN and the reason in ``note``.
+
+    Example:
+        >>> rows = check_backends(["torch"], shape=(1, 8, 2, 3))
+        >>> all(r.passed for r in rows)
+        True
+    """
+    from ..tolerances import TOLERANCES
+
+    device = torch.device(device)
+    if backends is None:
+        backends = ["reference", "torch"] + (["triton"] if device.type == "cuda" else [])
+    B, L, M, S = shape
+    base = random_inputs(B, L, M, S, seed=seed)
+    rounded = [x.to(dtype).to(torch.float64) for x in base]
+    ref_in = [x.clone().requires_grad_(grads) for x in rounded]
+    y, y_var, lam, eta = kla_scan_reference(*ref_in, prior_readout=prior_readout)
+    g = torch.Generator().manual_seed(seed + 1)
+    cot = [torch.randn(x.shape, generator=g, dtype=torch.float64).to(dtype).to(torch.float64)
+           for x in (y, y_var, lam, eta)]
+    ref_out = {"y": y, "y_var": y_var, "lam_L": lam, "eta_L": eta}
+    ref_grads = {}
+    if grads:
+        loss = sum((o * c).sum() for o, c in zip((y, y_var, lam, eta), cot))
+        ref_grads = dict(zip(_GRAD_NAMES, torch.autograd.grad(loss, ref_in)))
+    dname = str(dtype).replace("torch.", "")
+    rows = []
+    for name in backends:
+        tol = TOLERANCES.get(("kla_scan", name, dname))
+        bound = None if tol is None else tol.bound
+        ins = [x.to(device=device, dtype=dtype).requires_grad_(grads) for x in rounded]
+        try:
+            out = kla_scan(*ins[:6], initial_state=KLAState(ins[6], ins[7]), prior_readout=prior_readout,
+                           backend=name)
+        except BayesfiltError as exc:
+            rows.append(CheckRow(name, "-", float("nan"), bound, None, str(exc)))
+            continue
+        outs = {"y": out[0], "y_var": out[1], "lam_L": out[2].lam, "eta_L": out[2].eta}
+        results = [(k_, _rel_rms(outs[k_], ref_out[k_])) for k_ in outs]
+        if grads:
+            loss = sum((o.to(torch.float64) * c.to(o.device)).sum()
+                       for o, c in zip((out[0], out[1], out[2].lam, out[2].eta), cot))
+            gs = torch.autograd.grad(loss, ins)
+            results += [(f"grad_{n}", _rel_rms(gx, ref_grads[n])) for n, gx in zip(_GRAD_NAMES, gs)]
+        for oname, err in results:
+            rows.append(CheckRow(name, oname, err, bound, None if bound is None else bool(err <= bound)))
+    return rows
