@@ -159,8 +159,9 @@ def information_filter(model: LinearGaussianSSM, y, *, validate: bool = True) ->
     (= lim_{κ→∞} log L_κ + (q/2) log(2πκ) for prior variance κ on the q diffuse states).
     While a batch element's precision is still singular (state not yet identified), its
     ``means``/``covs`` (and ``predicted_means``/``predicted_covs``) are NaN for that step;
-    ``info_vectors``/``precisions`` are always finite, and ``diffuse_steps`` is the largest
-    number of such leading steps over the batch. ``loglik_terms`` always sum to ``loglik``; a
+    ``info_vectors``/``precisions`` are always finite, and ``diffuse_steps`` is, as in the
+    covariance form (filters/diffuse.py), the number of leading steps in which some series is
+    not yet identified (T if some series never is; 0 without diffuse states). ``loglik_terms`` always sum to ``loglik``; a
     step in that period carries the integral over the directions it identifies (and the Jacobian
     of predicting unidentified directions), so a fully missing step there may be non-zero. If
     some direction is never identified, ``loglik`` integrates only over the identified ones.
@@ -231,7 +232,7 @@ def information_filter(model: LinearGaussianSSM, y, *, validate: bool = True) ->
         lams[..., t, :, :] = lam
         means[..., t, :], covs[..., t, :, :] = _moments(pinv, eta, nullity)
         unidentified[..., t] = nullity > 0
-    diffuse_steps = int(unidentified.sum(-1).max()) if unidentified.size else 0
+    diffuse_steps = int(unidentified.reshape(-1, T).any(0).sum())  # leading steps with some series unidentified
     return FilterResult(means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
                         loglik=terms.sum(-1), loglik_terms=terms, info_vectors=etas, precisions=lams,
                         diffuse_steps=diffuse_steps)
