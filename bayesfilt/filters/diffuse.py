@@ -23,7 +23,7 @@ import numpy as np
 from ..linalg import mT, mv, observed_system, sym
 from ..model import LinearGaussianSSM
 from ..results import FilterResult
-from .covariance import LOG_2PI, predict_step, update_step
+from .covariance import LOG_2PI, check_finite_result, predict_step, update_step
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,14 @@ class DiffuseFilterResult(FilterResult):
 
     Steps in the diffuse period (state not yet identified by the data) have NaN means
     and covariances, filtered and predicted. Besides the usual fields it carries the
-    augmented quantities of the first ``diffuse_steps`` steps (Q = number of diffuse
+    augmented quantities of the first ``augmented_steps`` steps (Q = number of diffuse
     states q), which :func:`~bayesfilt.rts_smoother` needs for exact smoothing.
 
     Attributes:
-        diffuse_steps: number of leading steps run in augmented form (the step at which
-            every series was identified, plus one; T if some series never was).
+        diffuse_steps: number of leading steps in which some series is not yet identified
+            (its means/covs are NaN there); T if some series never is.
+        augmented_steps: number of leading steps run in augmented form (stored below):
+            ``diffuse_steps + 1``, or T.
         identified: (..., T) bool, whether x_t given y_{1:t} is identified.
         aug_means, aug_loadings, aug_covs: a_t (..., D, n), X_t (..., D, n, q), P*_t
             (..., D, n, n): x_t | y_{1:t}, δ ~ N(a_t + X_t δ, P*_t) for t < D.
@@ -49,6 +51,7 @@ class DiffuseFilterResult(FilterResult):
     """
 
     diffuse_steps: int = 0
+    augmented_steps: int = 0
     identified: np.ndarray | None = None
     aug_means: np.ndarray | None = None
     aug_loadings: np.ndarray | None = None
@@ -206,7 +209,7 @@ def diffuse_kalman_filter(model: LinearGaussianSSM, y: np.ndarray) -> DiffuseFil
         t += 1
         if ok.all():
             break
-    diffuse_steps = t
+    augmented_steps = t
     while t < T:                                               # every series identified: ordinary filter
         mean, cov = predict_step(mean, cov, model.param("F", t), model.param("Q", t), model.param("b", t))
         pmeans[..., t, :] = mean
@@ -219,12 +222,13 @@ def diffuse_kalman_filter(model: LinearGaussianSSM, y: np.ndarray) -> DiffuseFil
         identified[..., t] = True
         t += 1
     st = {k: np.stack(v, axis=len(batch)) for k, v in aug.items()}
-    return DiffuseFilterResult(
+    return check_finite_result(DiffuseFilterResult(
         means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
-        loglik=terms.sum(-1), loglik_terms=terms, diffuse_steps=diffuse_steps, identified=identified,
+        loglik=terms.sum(-1), loglik_terms=terms, diffuse_steps=int(T - identified.all(axis=tuple(range(len(batch)))).sum()),
+        augmented_steps=augmented_steps, identified=identified,
         aug_means=st["a"], aug_loadings=st["X"], aug_covs=st["P"], aug_predicted_means=st["pa"],
         aug_predicted_loadings=st["pX"], aug_predicted_covs=st["pP"], delta_precs=st["prec"],
-        delta_etas=st["eta"], diffuse_covs=st["Pinf"])
+        delta_etas=st["eta"], diffuse_covs=st["Pinf"]))
 
 
 def diffuse_smoother_backward(model: LinearGaussianSSM, fr: DiffuseFilterResult, ms, Ps, means, covs, cross,
@@ -232,14 +236,14 @@ def diffuse_smoother_backward(model: LinearGaussianSSM, fr: DiffuseFilterResult,
     """Exact smoothing of the diffuse period; fills steps t < D-1 of the output arrays in place.
 
     Called by :func:`~bayesfilt.rts_smoother` after its ordinary backward pass down to
-    step D-1 (``fr.diffuse_steps`` = D), with ``(ms, Ps)`` the smoothed moments there.
+    step D-1 (``fr.augmented_steps`` = D), with ``(ms, Ps)`` the smoothed moments there.
     The pair z_t = (x_t, δ) is smoothed backwards: given δ, x_t | x_{t+1}, y_{1:t} is the
     ordinary RTS conditional of the augmented filter, so z_t = A_t z_{t+1} + c_t + noise
     (docs/math/diffuse.md). Steps whose smoothed state still depends on an unidentified
     direction of δ get NaN; gains of the diffuse period are NaN (the ordinary gain has
     no finite limit there).
     """
-    D = fr.diffuse_steps
+    D = fr.augmented_steps
     tc = D - 1
     T = fr.means.shape[-2]
     n = model.n

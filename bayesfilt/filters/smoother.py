@@ -58,8 +58,8 @@ def rts_smoother(model: LinearGaussianSSM, filter_result: FilterResult) -> Smoot
     if model.num_timesteps is not None and model.num_timesteps != T:
         raise value_error("filter_result", f"has {T} steps but the model's time-varying parameters have "
                           f"{model.num_timesteps}", "smooth with the model the filter ran with")
-    diffuse_steps = getattr(filter_result, "diffuse_steps", 0)   # a DiffuseFilterResult (exact diffuse filter)
-    stop = max(diffuse_steps - 1, 0)                             # ordinary backward steps t >= stop
+    aug_steps = getattr(filter_result, "augmented_steps", 0)     # a DiffuseFilterResult (exact diffuse filter)
+    stop = max(aug_steps - 1, 0)                                 # ordinary backward steps t >= stop
     means = np.empty_like(fm)
     covs = np.empty_like(fP)
     gains = np.empty(fP.shape[:-3] + (max(T - 1, 0),) + fP.shape[-2:], fP.dtype)
@@ -78,7 +78,7 @@ def rts_smoother(model: LinearGaussianSSM, filter_result: FilterResult) -> Smoot
         means[..., t, :] = ms
         covs[..., t, :, :] = Ps
         gains[..., t, :, :] = G
-    if diffuse_steps:                                            # exact diffuse smoothing of t < stop
+    if aug_steps:                                                # exact diffuse smoothing of t < stop
         from .diffuse import diffuse_smoother_backward
         diffuse_smoother_backward(model, filter_result, ms, Ps, means, covs, cross, gains, _solve_psd)
     return SmootherResult(means=means, covs=covs, cross_covs=cross, gains=gains, loglik=filter_result.loglik)
