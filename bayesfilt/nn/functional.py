@@ -30,6 +30,7 @@ in the compute dtype (float32 for bfloat16 / float32 inputs, float64 for float64
 from __future__ import annotations
 
 import math
+import os
 from typing import NamedTuple, Optional
 
 import torch
@@ -289,7 +290,11 @@ def _resolve_backend(backend, device):
     return "torch"
 
 
-def _import_triton(name):
+def _import_triton(name, device):
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise BayesfiltError(f"backend: 'triton' needs CUDA tensors, got tensors on {device}. Fix: move the "
+                             "inputs to a CUDA device, set TRITON_INTERPRET=1 (slow, for tests), or pass "
+                             "backend='torch'.")
     try:
         from bayesfilt.nn import kernels
         return getattr(kernels, name)
@@ -343,7 +348,7 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
     backend = _resolve_backend(backend, v.device)
     out_dtype = v.dtype
     if backend == "triton":
-        fn = _import_triton("kla_scan_triton")
+        fn = _import_triton("kla_scan_triton", v.device)
         y, y_var, lam, eta = fn(v, lambda_v, k, q, a_bar, p_bar,
                                 initial_state=None if initial_state is None else KLAState(*initial_state),
                                 prior_readout=bool(prior_readout))
@@ -387,7 +392,7 @@ def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = Fa
                                     check_values=validate)
     backend = _resolve_backend(backend, v.device)
     if backend == "triton":
-        fn = _import_triton("kla_step_triton")
+        fn = _import_triton("kla_step_triton", v.device)
         y, y_var, lam, eta = fn(v, lambda_v, k, q, a_bar, p_bar, KLAState(lam0, eta0), prior_readout=bool(prior_readout))
         return y, y_var, KLAState(lam, eta)
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)]
