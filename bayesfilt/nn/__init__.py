@@ -5,5 +5,9 @@ Importing this package needs torch. ``bayesfilt.nn.functional`` holds the public
 """
 
 from .functional import KLAScanFunction, KLAState, check_backends, kla_scan, kla_step
+from .config import KLAConfig
+from .layer import KLALayer, KLALayerState
+from .lm import KLALanguageModel
 
-__all__ = ["KLAScanFunction", "KLAState", "check_backends", "kla_scan", "kla_step"]
+__all__ = ["KLAScanFunction", "KLAState", "check_backends", "kla_scan", "kla_step",
+           "KLAConfig", "KLALayer", "KLALayerState", "KLALanguageModel"]

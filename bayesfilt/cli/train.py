@@ -1,0 +1,63 @@
+"""``bayesfilt train TASK``: train a KLA (or baseline) model on a synthetic task (see :mod:`bayesfilt.nn.train`)."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    """Add the ``train`` subcommand."""
+    p = sub.add_parser("train", help="train a KLA or baseline model on A5/S5 or a MAD task",
+                       description="Train a model on a synthetic task; writes config.json, metrics.jsonl, "
+                                   "checkpoint.pt and result.json into --out (never overwritten without --force).")
+    p.add_argument("task", help="a5, s5, in_context_recall, fuzzy_recall, noisy_recall, selective_copy, "
+                                "compression or memorization")
+    p.add_argument("--mixer", default="kla", help="kla, attention, gla or gdn (gla/gdn need the 'fla' extra)")
+    p.add_argument("--layers", type=int, default=1, help="number of blocks (default: %(default)s)")
+    p.add_argument("--d-model", type=int, default=128, help="width (default: %(default)s)")
+    p.add_argument("--d-state", type=int, default=16, help="KLA state size S (default: %(default)s)")
+    p.add_argument("--expand", type=int, default=2, help="KLA d_inner / d_model (default: %(default)s)")
+    p.add_argument("--heads", type=int, default=4, help="heads of attention/GLA/GDN (default: %(default)s)")
+    p.add_argument("--no-process-noise", action="store_true", help="fix KLA's process noise p = 0 (ablation)")
+    p.add_argument("--posterior-samples", type=int, default=0, help="KLA+: loss averaged over K posterior samples")
+    p.add_argument("--length", type=int, default=None, help="sequence length (default: the task's)")
+    p.add_argument("--n-train", type=int, default=None, help="training sequences (default: the task's)")
+    p.add_argument("--n-test", type=int, default=None, help="test sequences (default: the task's)")
+    p.add_argument("--steps", type=int, default=2000, help="maximum optimiser steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="(default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=100, help="warm-up steps (default: %(default)s)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip (default: %(default)s)")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between evaluations (default: %(default)s)")
+    p.add_argument("--eval-size", type=int, default=None, help="test sequences per evaluation (default: all)")
+    p.add_argument("--target-acc", type=float, default=None, help="stop once test accuracy reaches this")
+    p.add_argument("--patience", type=int, default=0, help="stop after this many evaluations without improvement")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="bfloat16: autocast")
+    p.add_argument("--backend", default="auto", help="kla_scan backend (default: %(default)s)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/TASK-MIXER-LAYERS-SEED)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite a run already in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Build the TrainConfig from the flags and train; prints the result record as JSON."""
+    import torch
+
+    from ..nn.train import TrainConfig, train
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = TrainConfig(task=args.task, length=args.length, n_train=args.n_train, n_test=args.n_test,
+                      mixer=args.mixer, layers=args.layers, d_model=args.d_model, d_state=args.d_state,
+                      expand=args.expand, n_heads=args.heads, process_noise=not args.no_process_noise,
+                      posterior_samples=args.posterior_samples, steps=args.steps, batch_size=args.batch_size,
+                      lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip,
+                      eval_every=args.eval_every, eval_size=args.eval_size, target_acc=args.target_acc,
+                      patience=args.patience, seed=args.seed, device=device, dtype=args.dtype, backend=args.backend)
+    out = args.out or f"runs/{args.task}-{args.mixer}-{args.layers}-{args.seed}"
+    res = train(cfg, out, resume=args.resume, force=args.force, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in res.items() if k != "config"}, sort_keys=True))
+    return 0

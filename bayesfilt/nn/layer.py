@@ -1,0 +1,205 @@
+"""The Kalman Linear Attention layer: a drop-in sequence mixer that also returns its uncertainty.
+
+Block (DESIGN.md "Layer"; KLA paper, arXiv 2602.10743; docs/kla.md)::
+
+    x -> in_proj -> (z, gate)                                   [B, L, M] each, M = expand * d_model
+    z -> causal depthwise conv (kernel K) -> SiLU -> u          u: [B, L, M]
+    u -> sensor projection -> v, raw, k, q                      v, raw: [B, L, M]; k, q: [B, L, S]
+    Λv = 1 / (softplus(raw) + 1e-4);  k, q <- k / |k|, q / |q|
+    (y, y_var) = kla_scan(v, Λv, k, q, ā, p̄)                    the per-lane information filter
+    y <- y + skip * u                                           (the variance is unchanged)
+    y <- y * SiLU(gate);   y_var <- y_var * SiLU(gate)^2
+    out = out_proj(y);     out_var = y_var @ (W_out^2)^T          [B, L, d_model]
+
+with ā = exp(-a Δ) and p̄ = p (1 - exp(-2 a Δ)) / (2 a) (exact Ornstein-Uhlenbeck discretisation).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import type_error, value_error
+from .config import KLAConfig
+from .functional import KLAState, kla_scan, kla_step
+
+
+class KLALayerState(NamedTuple):
+    """Everything a :class:`KLALayer` carries between calls when decoding.
+
+    Attributes:
+        conv: [B, M, K - 1], the last K - 1 inputs of the causal convolution.
+        kla: the filter's :class:`~bayesfilt.nn.functional.KLAState` (lam, eta: [B, M, S]).
+    """
+
+    conv: torch.Tensor
+    kla: KLAState
+
+
+class KLALayer(nn.Module):
+    """Kalman Linear Attention mixer: ``[B, L, d_model] -> [B, L, d_model]`` plus its variance.
+
+    Return types (they never depend on the config):
+
+    - ``layer(x)`` -> ``y``
+    - ``layer(x, return_variance=True)`` -> ``(y, y_var)``
+    - ``layer(x, state=s)`` -> ``(y, new_state)``
+    - ``layer(x, state=s, return_variance=True)`` -> ``(y, y_var, new_state)``
+
+    A forward with a state continues the sequence the state summarises: any L (prefill) or
+    L = 1 (decode). Prefill followed by decode equals the full-sequence forward.
+
+    Args:
+        d_model: width of the input and output.
+        config: :class:`KLAConfig` (defaults: the paper's).
+
+    Example:
+        >>> import torch
+        >>> from bayesfilt.nn import KLAConfig, KLALayer
+        >>> layer = KLALayer(32, KLAConfig(d_state=4))
+        >>> y, y_var = layer(torch.randn(2, 10, 32), return_variance=True)
+        >>> y.shape, bool((y_var >= 0).all())
+        (torch.Size([2, 10, 32]), True)
+    """
+
+    def __init__(self, d_model: int, config: KLAConfig | None = None) -> None:
+        super().__init__()
+        if isinstance(d_model, bool) or not isinstance(d_model, int):
+            raise type_error("d_model", f"must be an int, got {d_model!r}", "pass the model width as an int")
+        if d_model < 1:
+            raise value_error("d_model", f"must be >= 1, got {d_model}", "pass a positive width")
+        config = KLAConfig() if config is None else config
+        if not isinstance(config, KLAConfig):
+            raise type_error("config", f"must be a KLAConfig, got {type(config).__name__}",
+                             "pass bayesfilt.nn.KLAConfig(...)")
+        self.d_model = d_model
+        self.config = config
+        M, S, K = config.d_inner(d_model), config.d_state, config.conv_kernel
+        self.d_inner, self.d_state, self.conv_kernel = M, S, K
+        self.in_proj = nn.Linear(d_model, 2 * M, bias=config.bias)
+        self.conv_weight = nn.Parameter(torch.empty(M, K))
+        self.conv_bias = nn.Parameter(torch.zeros(M))
+        self.sensor = nn.Linear(M, 2 * M + 2 * S)
+        self.log_dt = nn.Parameter(torch.empty(M))                     # Δ = exp(log_dt) > 0
+        self.log_a = nn.Parameter(torch.empty(M, S))                   # a = exp(log_a) > 0
+        if config.process_noise:
+            self.p_raw = nn.Parameter(torch.empty(M, S))               # p = softplus(p_raw) >= 0
+        else:
+            self.register_parameter("p_raw", None)                     # p = 0: the linear ablation
+        self.skip = nn.Parameter(torch.ones(M)) if config.skip else None
+        self.out_proj = nn.Linear(M, d_model, bias=config.bias)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise as the paper: Δ log-uniform in [dt_min, dt_max], a per ``a_init``, p = p_init."""
+        cfg = self.config
+        nn.init.kaiming_uniform_(self.conv_weight, a=math.sqrt(5))
+        fan_in = self.conv_kernel
+        bound = 1 / math.sqrt(fan_in)
+        nn.init.uniform_(self.conv_bias, -bound, bound)
+        u = torch.rand(self.d_inner)
+        self.log_dt.copy_(math.log(cfg.dt_min) + u * (math.log(cfg.dt_max) - math.log(cfg.dt_min)))
+        if cfg.a_init == "s4d-real":
+            a = torch.arange(1, self.d_state + 1, dtype=torch.float32).expand(self.d_inner, -1)
+        else:
+            a = torch.full((self.d_inner, self.d_state), cfg.a_init_value)
+        self.log_a.copy_(torch.log(a))
+        if self.p_raw is not None:
+            p0 = max(cfg.p_init, 1e-12)
+            self.p_raw.fill_(math.log(math.expm1(p0)) if p0 < 20 else p0)   # softplus^-1(p_init)
+        if self.skip is not None:
+            self.skip.fill_(1.0)
+
+    def discretize(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """ā, p̄ [M, S] from the learned a, p, Δ (exact Ornstein-Uhlenbeck discretisation)."""
+        a = torch.exp(self.log_a)                                      # a > 0
+        dt = torch.exp(self.log_dt)[:, None]                           # Δ > 0
+        a_bar = torch.exp(-a * dt)                                     # ā = exp(-a Δ)
+        if self.p_raw is None:
+            return a_bar, torch.zeros_like(a_bar)                      # p̄ = 0
+        p = F.softplus(self.p_raw)                                     # p >= 0
+        p_bar = p * -torch.expm1(-2 * a * dt) / (2 * a)                # p̄ = p (1 - exp(-2aΔ)) / (2a)
+        return a_bar, p_bar
+
+    def init_state(self, batch: int, *, device=None, dtype=None) -> KLALayerState:
+        """The state before the first token: zero conv cache, λ_0 = init_precision, η_0 = 0.
+
+        Args:
+            batch: B.
+            device, dtype: of the state (default: the parameters' device; float32, or
+                float64 if the parameters are float64).
+        """
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise value_error("batch", f"must be a positive int, got {batch!r}", "pass the batch size B")
+        device = self.log_a.device if device is None else device
+        if dtype is None:
+            dtype = torch.float64 if self.log_a.dtype == torch.float64 else torch.float32
+        M, S = self.d_inner, self.d_state
+        conv = torch.zeros(batch, M, self.conv_kernel - 1, device=device, dtype=dtype)
+        lam = torch.full((batch, M, S), self.config.init_precision, device=device, dtype=dtype)
+        eta = torch.zeros(batch, M, S, device=device, dtype=dtype)
+        return KLALayerState(conv, KLAState(lam, eta))
+
+    def forward(self, x: torch.Tensor, state: KLALayerState | None = None, *, return_variance: bool = False):
+        """Mix ``x`` [B, L, d_model] in time; see the class docstring for the return types."""
+        if not isinstance(x, torch.Tensor):
+            raise type_error("x", f"must be a torch.Tensor, got {type(x).__name__}", "pass a [B, L, d_model] tensor")
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise value_error("x", f"has shape {tuple(x.shape)}", f"pass [B, L, {self.d_model}]")
+        if state is not None and not isinstance(state, KLALayerState):
+            raise type_error("state", f"must be a KLALayerState, got {type(state).__name__}",
+                             "pass layer.init_state(batch) or the state a previous call returned")
+        B, L, _ = x.shape
+        M, S, K = self.d_inner, self.d_state, self.conv_kernel
+        z, gate = self.in_proj(x).split(M, dim=-1)                     # [B, L, M] each
+        zt = z.transpose(1, 2)                                         # [B, M, L]
+        if state is None:
+            cache = zt.new_zeros(B, M, K - 1)
+        else:
+            cache = state.conv.to(zt.dtype)
+        full = torch.cat([cache, zt], dim=-1)                          # [B, M, K - 1 + L]
+        u = F.conv1d(full, self.conv_weight.unsqueeze(1).to(full.dtype), self.conv_bias.to(full.dtype),
+                     groups=M).transpose(1, 2)                         # causal depthwise conv: [B, L, M]
+        u = F.silu(u)
+        v, raw, k, q = self.sensor(u).split([M, M, S, S], dim=-1)
+        scan_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        v, raw, k, q = v.to(scan_dtype), raw.to(scan_dtype), k.to(scan_dtype), q.to(scan_dtype)
+        lambda_v = 1.0 / (F.softplus(raw) + self.config.precision_floor)   # Λv = 1 / (softplus + 1e-4)
+        if self.config.qk_norm:
+            k = F.normalize(k, dim=-1)                                 # k / |k|
+            q = F.normalize(q, dim=-1)                                 # q / |q|
+        a_bar, p_bar = self.discretize()
+        a_bar, p_bar = a_bar.to(scan_dtype), p_bar.to(scan_dtype)
+        backend = self.config.backend
+        if state is None:
+            y, y_var, final = kla_scan(v, lambda_v, k, q, a_bar, p_bar, backend=backend, validate=False)
+        else:
+            init = KLAState(state.kla.lam.to(scan_dtype), state.kla.eta.to(scan_dtype))
+            if L == 1:
+                y, y_var, final = kla_step(v[:, 0], lambda_v[:, 0], k[:, 0], q[:, 0], a_bar, p_bar, init,
+                                           backend=backend, validate=False)
+                y, y_var = y.unsqueeze(1), y_var.unsqueeze(1)
+            else:
+                y, y_var, final = kla_scan(v, lambda_v, k, q, a_bar, p_bar, initial_state=init, backend=backend,
+                                           validate=False)
+        if self.skip is not None:
+            y = y + self.skip.to(y.dtype) * u.to(y.dtype)              # y += skip * u
+        if self.config.gating:
+            g = F.silu(gate).to(y.dtype)
+            y = y * g                                                  # y *= SiLU(gate)
+            y_var = y_var * g * g                                      # y_var *= SiLU(gate)^2
+        out = self.out_proj(y.to(x.dtype))
+        result = [out]
+        if return_variance:
+            w2 = self.out_proj.weight.to(y_var.dtype) ** 2
+            result.append(F.linear(y_var, w2))                         # Var(W y) = (W∘W) Var(y), channels taken independent
+        if state is not None:
+            new_conv = full[..., full.shape[-1] - (K - 1):].to(state.conv.dtype)
+            result.append(KLALayerState(new_conv, KLAState(final.lam.to(state.kla.lam.dtype),
+                                                           final.eta.to(state.kla.eta.dtype))))
+        return result[0] if len(result) == 1 else tuple(result)

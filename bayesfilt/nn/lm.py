@@ -1,0 +1,371 @@
+"""A small language model around swappable sequence mixers: KLA, softmax attention, GLA, Gated DeltaNet.
+
+Architecture: token embedding -> N pre-norm blocks ``x += mixer(RMSNorm(x)); x += SwiGLU(RMSNorm(x))``
+-> RMSNorm -> LM head. Mixers come from :data:`MIXERS` (or any factory you pass):
+
+- ``"kla"``: :class:`~bayesfilt.nn.KLALayer` (stateful decoding: O(1) memory per token);
+- ``"attention"``: causal softmax attention through PyTorch SDPA with rotary positions and a KV cache;
+- ``"gla"``, ``"gdn"``: flash-linear-attention's GatedLinearAttention and GatedDeltaNet, only when the
+  optional ``fla`` package is installed (``pip install bayesfilt[fla]``; it needs a CUDA GPU to run).
+
+Posterior-sampled training ("KLA+", arXiv 2602.10743): :meth:`KLALanguageModel.loss` with
+``posterior_samples=K`` averages the loss over K samples y ~ N(y, y_var) of the last block's mixer output.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import type_error, value_error
+from .config import KLAConfig
+from .layer import KLALayer
+
+
+class KVCache(NamedTuple):
+    """Keys and values seen so far by an attention mixer: [B, H, T, d_head] each."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+
+def _rope(x: torch.Tensor, offset: int) -> torch.Tensor:
+    """Rotary position embedding of x [B, H, L, d] for positions offset..offset+L-1."""
+    d = x.shape[-1]
+    half = d // 2
+    inv = 1.0 / (10000 ** (torch.arange(half, device=x.device, dtype=torch.float32) / half))
+    pos = torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=torch.float32)
+    ang = pos[:, None] * inv[None, :]                                   # [L, d/2]
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:2 * half]
+    rot = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return torch.cat([rot, x[..., 2 * half:]], dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal softmax attention (SDPA) with rotary positions and a KV cache.
+
+    ``forward(x)`` -> y; ``forward(x, state=cache)`` -> (y, new_cache) (prefill any L, or decode).
+
+    Example:
+        >>> import torch
+        >>> att = CausalSelfAttention(16, n_heads=2)
+        >>> att(torch.randn(1, 5, 16)).shape
+        torch.Size([1, 5, 16])
+    """
+
+    def __init__(self, d_model: int, n_heads: int = 4) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise value_error("n_heads", f"{n_heads} does not divide d_model={d_model}", "pick a divisor of d_model")
+        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def init_state(self, batch: int, *, device=None, dtype=None) -> KVCache:
+        """An empty KV cache for ``batch`` sequences."""
+        device = self.qkv.weight.device if device is None else device
+        dtype = self.qkv.weight.dtype if dtype is None else dtype
+        empty = torch.zeros(batch, self.n_heads, 0, self.d_head, device=device, dtype=dtype)
+        return KVCache(empty, empty.clone())
+
+    def forward(self, x: torch.Tensor, state: KVCache | None = None):
+        B, L, _ = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        offset = 0 if state is None else state.k.shape[-2]
+        q, k = _rope(q, offset), _rope(k, offset)
+        if state is not None:
+            k = torch.cat([state.k.to(k.dtype), k], dim=-2)
+            v = torch.cat([state.v.to(v.dtype), v], dim=-2)
+        if offset == 0:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:                                                          # new queries see the cache and their past
+            T = k.shape[-2]
+            mask = torch.ones(L, T, dtype=torch.bool, device=x.device).tril(diagonal=offset)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = self.out(o.transpose(1, 2).reshape(B, L, self.d_model))
+        return y if state is None else (y, KVCache(k, v))
+
+
+class _FLAMixer(nn.Module):
+    """Wraps a flash-linear-attention layer (no state support: generate() recomputes the prefix)."""
+
+    stateful = False
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor):
+        out = self.layer(x)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def fla_available() -> bool:
+    """Whether the optional flash-linear-attention package (``fla``) is importable."""
+    return importlib.util.find_spec("fla") is not None
+
+
+def _make_kla(d_model: int, layer_idx: int, *, kla_config: KLAConfig | None = None, **_) -> nn.Module:
+    return KLALayer(d_model, kla_config)
+
+
+def _make_attention(d_model: int, layer_idx: int, *, n_heads: int = 4, **_) -> nn.Module:
+    return CausalSelfAttention(d_model, n_heads)
+
+
+def _make_gla(d_model: int, layer_idx: int, *, n_heads: int = 4, **_) -> nn.Module:
+    if not fla_available():
+        raise value_error("mixer", "'gla' needs flash-linear-attention, which is not installed",
+                          "pip install 'bayesfilt[fla]' (needs a CUDA GPU), or pick mixer='kla' or 'attention'")
+    from fla.layers import GatedLinearAttention
+    return _FLAMixer(GatedLinearAttention(hidden_size=d_model, num_heads=n_heads, layer_idx=layer_idx))
+
+
+def _make_gdn(d_model: int, layer_idx: int, *, n_heads: int = 4, **_) -> nn.Module:
+    if not fla_available():
+        raise value_error("mixer", "'gdn' needs flash-linear-attention, which is not installed",
+                          "pip install 'bayesfilt[fla]' (needs a CUDA GPU), or pick mixer='kla' or 'attention'")
+    from fla.layers import GatedDeltaNet
+    return _FLAMixer(GatedDeltaNet(hidden_size=d_model, num_heads=n_heads, head_dim=max(d_model // n_heads, 16),
+                                   layer_idx=layer_idx))
+
+
+#: Mixer name -> factory ``(d_model, layer_idx, **options) -> nn.Module``.
+MIXERS: dict[str, Callable[..., nn.Module]] = {"kla": _make_kla, "attention": _make_attention,
+                                               "gla": _make_gla, "gdn": _make_gdn}
+
+
+class SwiGLU(nn.Module):
+    """The MLP of a block: ``W_down (SiLU(W_gate x) * W_up x)``."""
+
+    def __init__(self, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(d_model, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g, u = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(g) * u)
+
+
+class Block(nn.Module):
+    """Pre-norm block: ``x += mixer(norm(x)); x += mlp(norm(x))``."""
+
+    def __init__(self, d_model: int, mixer: nn.Module, mlp_hidden: int) -> None:
+        super().__init__()
+        self.norm1 = nn.RMSNorm(d_model)
+        self.mixer = mixer
+        self.norm2 = nn.RMSNorm(d_model)
+        self.mlp = SwiGLU(d_model, mlp_hidden)
+
+    def forward(self, x, state=None):
+        if state is None:
+            x = x + self.mixer(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        m, state = self.mixer(self.norm1(x), state=state)
+        x = x + m
+        return x + self.mlp(self.norm2(x)), state
+
+
+class KLALanguageModel(nn.Module):
+    """Embedding, ``n_layers`` pre-norm blocks (mixer + SwiGLU), RMSNorm and an LM head.
+
+    Args:
+        vocab_size: input vocabulary size.
+        d_model: width.
+        n_layers: number of blocks.
+        mixer: a name in :data:`MIXERS` ("kla", "attention", "gla", "gdn") or a factory
+            ``(d_model, layer_idx, **options) -> nn.Module``.
+        kla_config: :class:`KLAConfig` for KLA mixers (paper defaults if None).
+        n_heads: heads for attention / GLA / GDN mixers.
+        mlp_ratio: MLP hidden width / d_model (SwiGLU; default 8/3, i.e. ~4x parameters of a GELU MLP).
+        n_classes: output size of the head (default: vocab_size).
+
+    Example:
+        >>> import torch
+        >>> from bayesfilt.nn import KLAConfig, KLALanguageModel
+        >>> lm = KLALanguageModel(10, 16, 2, kla_config=KLAConfig(d_state=4))
+        >>> lm(torch.randint(0, 10, (2, 7))).shape
+        torch.Size([2, 7, 10])
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int, *, mixer: str | Callable = "kla",
+                 kla_config: KLAConfig | None = None, n_heads: int = 4, mlp_ratio: float = 8 / 3,
+                 n_classes: int | None = None) -> None:
+        super().__init__()
+        for arg, val in (("vocab_size", vocab_size), ("d_model", d_model), ("n_layers", n_layers)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise value_error(arg, f"must be a positive int, got {val!r}", f"pass a positive integer {arg}")
+        if isinstance(mixer, str):
+            if mixer not in MIXERS:
+                raise value_error("mixer", f"unknown mixer {mixer!r}", f"pass one of {sorted(MIXERS)} or a factory")
+            factory = MIXERS[mixer]
+        elif callable(mixer):
+            factory = mixer
+        else:
+            raise type_error("mixer", f"must be a name or a callable, got {type(mixer).__name__}",
+                             f"pass one of {sorted(MIXERS)}")
+        self.mixer_name = mixer if isinstance(mixer, str) else getattr(mixer, "__name__", "custom")
+        self.vocab_size, self.d_model, self.n_layers = vocab_size, d_model, n_layers
+        self.n_classes = vocab_size if n_classes is None else n_classes
+        hidden = max(1, int(round(mlp_ratio * d_model)))
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.blocks = nn.ModuleList(
+            Block(d_model, factory(d_model, i, kla_config=kla_config, n_heads=n_heads), hidden)
+            for i in range(n_layers))
+        self.norm = nn.RMSNorm(d_model)
+        self.head = nn.Linear(d_model, self.n_classes, bias=False)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether every mixer supports stateful decoding (KLA and attention do; the fla wrappers don't)."""
+        return all(getattr(b.mixer, "stateful", True) and hasattr(b.mixer, "init_state") for b in self.blocks)
+
+    def init_state(self, batch: int, *, device=None) -> list:
+        """One state per block (KLA: conv cache + filter state; attention: an empty KV cache)."""
+        if not self.stateful:
+            raise value_error("mixer", f"{self.mixer_name!r} has no stateful decoding here",
+                              "use mixer 'kla' or 'attention' for stateful decoding")
+        return [b.mixer.init_state(batch, device=device) for b in self.blocks]
+
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The final normalised hidden states [B, L, d_model] (before the head)."""
+        x = self.embed(tokens)
+        for b in self.blocks:
+            x = b(x)
+        return self.norm(x)
+
+    def forward(self, tokens: torch.Tensor, states: list | None = None):
+        """Logits [B, L, n_classes]; with ``states`` (from :meth:`init_state`) -> ``(logits, new_states)``."""
+        if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
+            raise value_error("tokens", f"must be a [B, L] integer tensor, got {getattr(tokens, 'shape', tokens)!r}",
+                              "pass token ids of shape [B, L]")
+        if states is None:
+            return self.head(self.hidden(tokens))
+        x = self.embed(tokens)
+        new = []
+        for b, s in zip(self.blocks, states):
+            x, s = b(x, state=s)
+            new.append(s)
+        return self.head(self.norm(x)), new
+
+    def posterior_variance(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The KLA mixers' output variance, averaged over channels: [n_layers, B, L].
+
+        Raises a clear error when a block's mixer is not a :class:`KLALayer`.
+        """
+        x = self.embed(tokens)
+        out = []
+        for b in self.blocks:
+            if not isinstance(b.mixer, KLALayer):
+                raise value_error("mixer", f"{self.mixer_name!r} has no posterior variance", "use mixer='kla'")
+            m, var = b.mixer(b.norm1(x), return_variance=True)
+            out.append(var.mean(-1))
+            x = x + m
+            x = x + b.mlp(b.norm2(x))
+        return torch.stack(out)
+
+    def loss(self, tokens: torch.Tensor, targets: torch.Tensor, *, posterior_samples: int = 0,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy over labelled positions (targets -100 are ignored) and the logits.
+
+        With ``posterior_samples = K > 0`` ("KLA+") the last block's mixer output is sampled K
+        times from N(y, y_var) (reparameterised) and the loss is the mean over the samples;
+        the returned logits are those of the mean y.
+        """
+        if posterior_samples <= 0:
+            logits = self(tokens)
+            return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100), logits
+        last = self.blocks[-1]
+        if not isinstance(last.mixer, KLALayer):
+            raise value_error("posterior_samples", "needs a KLA mixer in the last block", "use mixer='kla' or 0")
+        x = self.embed(tokens)
+        for b in self.blocks[:-1]:
+            x = b(x)
+        mean, var = last.mixer(last.norm1(x), return_variance=True)
+        std = var.clamp_min(0).sqrt()
+        total = 0.0
+        logits = None
+        for i in range(posterior_samples + 1):
+            if i == 0:
+                m = mean
+            else:
+                eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+                m = mean + std.to(mean.dtype) * eps                    # y ~ N(y, y_var), reparameterised
+            h = x + m
+            h = h + last.mlp(last.norm2(h))
+            lg = self.head(self.norm(h))
+            if i == 0:
+                logits = lg
+                continue
+            total = total + F.cross_entropy(lg.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        return total / posterior_samples, logits
+
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Continue ``prompt`` [B, L0] by ``max_new_tokens`` tokens: greedy (temperature 0) or sampled.
+
+        Stateful mixers (KLA, attention) prefill once and then decode one token per step from
+        their states (KLA: O(1) memory per token; attention: a growing KV cache). Mixers without
+        state support recompute the whole prefix each step.
+
+        Returns:
+            [B, L0 + max_new_tokens] token ids.
+        """
+        if max_new_tokens < 0:
+            raise value_error("max_new_tokens", f"must be >= 0, got {max_new_tokens}", "pass a non-negative count")
+        out = prompt
+        if self.stateful:
+            states = self.init_state(prompt.shape[0], device=prompt.device)
+            logits, states = self(prompt, states)
+        else:
+            states, logits = None, self(prompt)
+        for _ in range(max_new_tokens):
+            last = logits[:, -1].float()
+            if temperature > 0:
+                probs = torch.softmax(last / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)
+            else:
+                nxt = last.argmax(-1, keepdim=True)
+            out = torch.cat([out, nxt], dim=1)
+            if states is not None:
+                logits, states = self(nxt, states)
+            else:
+                logits = self(out)
+        return out
+
+
+class CompressionDecoder(nn.Module):
+    """MAD compression readout: a 2-layer MLP (widths 240, 120) decoding token i from (h, position i).
+
+    Example:
+        >>> import torch
+        >>> dec = CompressionDecoder(16, n_positions=31, n_classes=16)
+        >>> dec(torch.randn(2, 16)).shape
+        torch.Size([2, 31, 16])
+    """
+
+    def __init__(self, d_model: int, n_positions: int, n_classes: int, widths: tuple[int, int] = (240, 120)) -> None:
+        super().__init__()
+        self.pos = nn.Embedding(n_positions, d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, widths[0]), nn.GELU(), nn.Linear(widths[0], widths[1]),
+                                 nn.GELU(), nn.Linear(widths[1], n_classes))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h [B, d_model] (the state at the compression token) -> logits [B, n_positions, n_classes]."""
+        return self.mlp(h[:, None, :] + self.pos.weight[None])
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+__all__ = ["CausalSelfAttention", "CompressionDecoder", "KLALanguageModel", "KVCache", "MIXERS", "count_parameters",
+           "fla_available"]

@@ -1,0 +1,55 @@
+"""The container every task generator returns (NumPy only; no torch needed to build data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Target value marking a position that carries no label (the torch cross-entropy default).
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a task.
+
+    Attributes:
+        inputs: [N, L] int64 token ids in ``[0, vocab_size)``.
+        targets: [N, L] int64 labels in ``[0, n_classes)`` or :data:`IGNORE` (for the
+            ``"compression"`` readout: [N, L - 1], every position labelled).
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+
+@dataclass(frozen=True)
+class Task:
+    """A seeded, deterministic synthetic task: train and test splits plus what a model needs.
+
+    Attributes:
+        name: the registry name (e.g. ``"a5"``, ``"in_context_recall"``).
+        train, test: the :class:`Split` s.
+        vocab_size: size of the input vocabulary.
+        n_classes: size of the output vocabulary.
+        readout: ``"sequence"`` (a label per position, from the LM head) or ``"compression"``
+            (the hidden state at the last position is decoded by an MLP into every earlier token).
+        settings: the generator's arguments, for the record.
+    """
+
+    name: str
+    train: Split
+    test: Split
+    vocab_size: int
+    n_classes: int
+    readout: str = "sequence"
+    settings: dict = field(default_factory=dict)
+
+
+def rng_for(seed: int, task_id: int, split: int) -> np.random.Generator:
+    """A generator for (seed, task, split): splits and tasks never share random streams."""
+    return np.random.default_rng([int(seed), int(task_id), int(split)])

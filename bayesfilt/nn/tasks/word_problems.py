@@ -1,0 +1,106 @@
+"""Group word problems (A5, S5): state tracking as in Merrill, Petty & Sabharwal (2024).
+
+Tokens are group elements (permutations of {0..4}, sorted lexicographically; token 0 is the
+identity). Each position's label is the product of the permutations read so far,
+
+    P_1 = g_1,   P_t = g_t ∘ P_{t-1}   ((g ∘ P)[i] = g[P[i]]: P is applied first),
+
+so the label at t is the permutation that the prefix g_1, ..., g_t applies in reading order.
+A5 (60 even permutations) is the smallest non-solvable group: no constant-depth linear RNN or
+transformer tracks it at every length (the KLA paper reports 1 block up to length 8, 2 up to 20).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from itertools import permutations
+
+import numpy as np
+
+from ...errors import type_error, value_error
+from .base import Split, Task, rng_for
+
+GROUPS = ("a5", "s5")
+
+
+def _parity(p: tuple) -> int:
+    inv = sum(1 for i in range(len(p)) for j in range(i + 1, len(p)) if p[i] > p[j])
+    return inv % 2
+
+
+@lru_cache(maxsize=None)
+def group_elements(group: str) -> tuple[tuple[int, ...], ...]:
+    """The elements of ``group`` ("a5" or "s5") as permutation tuples, sorted; index = token id.
+
+    Example:
+        >>> len(group_elements("a5")), group_elements("s5")[0]
+        (60, (0, 1, 2, 3, 4))
+    """
+    if group not in GROUPS:
+        raise value_error("group", f"unknown group {group!r}", f"pass one of {GROUPS}")
+    perms = sorted(permutations(range(5)))
+    if group == "a5":
+        perms = [p for p in perms if _parity(p) == 0]
+    return tuple(perms)
+
+
+@lru_cache(maxsize=None)
+def multiplication_table(group: str) -> np.ndarray:
+    """[n, n] int64 table with ``table[a, b]`` = token of ``g_a ∘ g_b`` (g_b applied first)."""
+    elems = group_elements(group)
+    index = {p: i for i, p in enumerate(elems)}
+    arr = np.array(elems)
+    table = np.empty((len(elems), len(elems)), dtype=np.int64)
+    for a in range(len(elems)):
+        for b in range(len(elems)):
+            table[a, b] = index[tuple(arr[a][arr[b]])]                 # (g_a ∘ g_b)[i] = g_a[g_b[i]]
+    table.setflags(write=False)
+    return table
+
+
+def word_problem(group: str, n: int, length: int, *, seed: int, split: int = 0) -> Split:
+    """``n`` random words of ``length`` group elements and their running products.
+
+    Args:
+        group: "a5" or "s5".
+        n: number of sequences.
+        length: L, tokens per sequence (any L >= 1; the paper uses 3..20).
+        seed: random seed; the same (seed, split) always gives the same data.
+        split: 0 for training, 1 for test (independent streams).
+
+    Returns:
+        :class:`Split` with inputs and targets [n, L] (every position labelled).
+
+    Example:
+        >>> s = word_problem("a5", 2, 5, seed=0)
+        >>> s.inputs.shape, s.targets.shape
+        ((2, 5), (2, 5))
+    """
+    for arg, val in (("n", n), ("length", length)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)):
+            raise type_error(arg, f"must be an int, got {val!r}", f"pass an integer {arg}")
+        if val < 1:
+            raise value_error(arg, f"must be >= 1, got {val}", f"pass a positive {arg}")
+    table = multiplication_table(group)
+    rng = rng_for(seed, GROUPS.index(group) + 1, split)
+    x = rng.integers(0, table.shape[0], size=(n, length), dtype=np.int64)
+    y = np.empty_like(x)
+    y[:, 0] = x[:, 0]                                                  # P_1 = g_1
+    for t in range(1, length):
+        y[:, t] = table[x[:, t], y[:, t - 1]]                          # P_t = g_t ∘ P_{t-1}
+    return Split(x, y)
+
+
+def word_problem_task(group: str = "a5", *, length: int = 16, n_train: int = 100_000, n_test: int = 2_000,
+                      seed: int = 0) -> Task:
+    """The word-problem task for ``group`` at one ``length`` (train and test splits).
+
+    Example:
+        >>> t = word_problem_task("a5", length=4, n_train=8, n_test=4, seed=0)
+        >>> t.vocab_size, t.n_classes, t.train.inputs.shape
+        (60, 60, (8, 4))
+    """
+    n_el = len(group_elements(group))
+    return Task(name=group, train=word_problem(group, n_train, length, seed=seed, split=0),
+                test=word_problem(group, n_test, length, seed=seed, split=1), vocab_size=n_el, n_classes=n_el,
+                settings=dict(group=group, length=length, n_train=n_train, n_test=n_test, seed=seed))

@@ -1,0 +1,382 @@
+"""Training loop for KLA and baseline language models on the synthetic tasks.
+
+One entry point, :func:`train`: AdamW with linear warm-up and cosine decay, gradient clipping,
+periodic evaluation, early stopping (target accuracy reached, or no improvement for
+``patience`` evaluations), a progress bar with live loss and accuracy, metrics as JSON lines,
+atomic checkpoints (:mod:`bayesfilt.nn.checkpoint`) and exact resumption.
+
+Reproducibility: every random choice is a function of (seed, step): model initialisation uses
+``seed``; the batch at step t comes from a per-epoch permutation seeded with (seed, epoch); the
+KLA+ posterior samples of step t use a generator seeded with (seed, t). A run resumed from a
+checkpoint therefore repeats the uninterrupted run bit for bit on the CPU.
+
+Output folder: ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` and ``result.json``. An
+existing run is never overwritten unless ``force=True`` (or continued with ``resume=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import type_error, value_error
+from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from .config import KLAConfig
+from .lm import MIXERS, CompressionDecoder, KLALanguageModel, count_parameters
+from .tasks import TASKS, Task, make_task
+
+OUTPUT_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "result.json")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (validated; saved as ``config.json``).
+
+    Attributes:
+        task: a name in :data:`bayesfilt.nn.tasks.TASKS`.
+        length: sequence length (None: the task's default).
+        n_train, n_test: numbers of sequences (None: the task's defaults).
+        mixer: "kla", "attention", "gla" or "gdn".
+        layers, d_model: depth and width.
+        d_state: KLA's S (paper: 16). expand: KLA's d_inner / d_model (paper: 2).
+        n_heads: heads of the attention / GLA / GDN baselines.
+        process_noise: KLA learns p (True) or fixes p = 0 (the ablation).
+        posterior_samples: K > 0 trains "KLA+" (loss averaged over K posterior samples).
+        steps: maximum optimiser steps. batch_size: sequences per step.
+        lr, weight_decay, warmup, grad_clip: AdamW and schedule settings.
+        eval_every: steps between evaluations (and checkpoints). eval_size: test sequences
+            used per evaluation (None: all).
+        target_acc: stop once the test accuracy reaches this (None: never).
+        patience: stop after this many evaluations without improvement (0: never).
+        seed: the one seed of the run. device: "cpu", "cuda", ... dtype: "float32" or
+            "bfloat16" (autocast). backend: kla_scan backend.
+    """
+
+    task: str = "a5"
+    length: int | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    mixer: str = "kla"
+    layers: int = 1
+    d_model: int = 128
+    d_state: int = 16
+    expand: int = 2
+    n_heads: int = 4
+    process_noise: bool = True
+    posterior_samples: int = 0
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 100
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_size: int | None = None
+    target_acc: float | None = None
+    patience: int = 0
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise value_error("task", f"unknown task {self.task!r}", f"pass one of {TASKS}")
+        if self.mixer not in MIXERS:
+            raise value_error("mixer", f"unknown mixer {self.mixer!r}", f"pass one of {sorted(MIXERS)}")
+        for name in ("layers", "d_model", "d_state", "expand", "n_heads", "steps", "batch_size", "eval_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise value_error(name, f"must be a positive int, got {v!r}", f"pass --{name.replace('_', '-')} >= 1")
+        for name in ("posterior_samples", "warmup", "patience", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise value_error(name, f"must be a non-negative int, got {v!r}", f"pass {name} >= 0")
+        for name in ("length", "n_train", "n_test", "eval_size"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise value_error(name, f"must be a positive int or None, got {v!r}", f"pass {name} >= 1")
+        for name in ("lr", "grad_clip"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+                raise value_error(name, f"must be a positive finite number, got {v!r}", f"pass {name} > 0")
+        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            raise value_error("weight_decay", f"must be >= 0, got {self.weight_decay!r}", "pass weight_decay >= 0")
+        if self.target_acc is not None and not 0 < self.target_acc <= 1:
+            raise value_error("target_acc", f"must be in (0, 1], got {self.target_acc!r}", "pass e.g. 0.9")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise value_error("dtype", f"unknown dtype {self.dtype!r}", "pass 'float32' or 'bfloat16'")
+        if self.posterior_samples and self.mixer != "kla":
+            raise value_error("posterior_samples", f"KLA+ needs mixer 'kla', got {self.mixer!r}",
+                              "pass posterior_samples=0 or mixer='kla'")
+        if not isinstance(self.process_noise, bool):
+            raise type_error("process_noise", f"must be a bool, got {self.process_noise!r}", "pass True or False")
+
+    def kla_config(self) -> KLAConfig:
+        """The :class:`KLAConfig` this run uses (paper defaults except the fields set here)."""
+        return KLAConfig(d_state=self.d_state, expand=self.expand, process_noise=self.process_noise,
+                         backend=self.backend)
+
+
+class TaskModel(nn.Module):
+    """A :class:`KLALanguageModel` plus the task's readout (LM head, or the compression decoder)."""
+
+    def __init__(self, cfg: TrainConfig, task: Task) -> None:
+        super().__init__()
+        self.readout = task.readout
+        self.lm = KLALanguageModel(task.vocab_size, cfg.d_model, cfg.layers, mixer=cfg.mixer,
+                                   kla_config=cfg.kla_config(), n_heads=cfg.n_heads, n_classes=task.n_classes)
+        self.decoder = (CompressionDecoder(cfg.d_model, task.train.targets.shape[1], task.n_classes)
+                        if task.readout == "compression" else None)
+
+    def loss_and_logits(self, x, y, posterior_samples: int = 0, generator=None):
+        """(mean cross-entropy over labelled positions, logits aligned with ``y``)."""
+        if self.decoder is None:
+            return self.lm.loss(x, y, posterior_samples=posterior_samples, generator=generator)
+        logits = self.decoder(self.lm.hidden(x)[:, -1])                # read out at the compression token
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100), logits
+
+
+@dataclass
+class _Progress:
+    best_acc: float = -1.0
+    evals_since_best: int = 0
+    history: list = field(default_factory=list)
+
+
+def batch_indices(seed: int, step: int, batch_size: int, n: int) -> np.ndarray:
+    """The training-sequence indices of ``step``: consecutive slices of per-epoch permutations."""
+    pos = np.arange(step * batch_size, (step + 1) * batch_size)
+    epochs, offsets = pos // n, pos % n
+    out = np.empty(batch_size, dtype=np.int64)
+    for e in np.unique(epochs):
+        perm = np.random.default_rng([int(seed), 7, int(e)]).permutation(n)
+        sel = epochs == e
+        out[sel] = perm[offsets[sel]]
+    return out
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up for ``warmup`` steps, then cosine decay to 10% at ``steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def _accuracy(logits, y) -> tuple[int, int, int, int]:
+    """(correct labelled tokens, labelled tokens, fully correct sequences, sequences)."""
+    pred = logits.argmax(-1)
+    mask = y != -100
+    correct = (pred == y) & mask
+    seq_ok = (correct | ~mask).all(dim=-1)
+    return int(correct.sum()), int(mask.sum()), int(seq_ok.sum()), int(y.shape[0])
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.dtype == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+@torch.no_grad()
+def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.device, batch_size: int = 256) -> dict:
+    """Test loss, token accuracy (labelled positions) and whole-sequence accuracy."""
+    model.eval()
+    n = len(task.test) if cfg.eval_size is None else min(cfg.eval_size, len(task.test))
+    tot_loss, tot_tok, c_tok, c_seq = 0.0, 0, 0, 0
+    for i in range(0, n, batch_size):
+        x = torch.from_numpy(task.test.inputs[i:min(n, i + batch_size)]).to(device)
+        y = torch.from_numpy(task.test.targets[i:min(n, i + batch_size)]).to(device)
+        with _autocast(cfg, device):
+            loss, logits = model.loss_and_logits(x, y)
+        c, t, s, _ = _accuracy(logits, y)
+        tot_loss += float(loss) * t
+        tot_tok += t
+        c_tok += c
+        c_seq += s
+    model.train()
+    return {"eval_loss": tot_loss / max(tot_tok, 1), "eval_acc": c_tok / max(tot_tok, 1), "eval_seq_acc": c_seq / n}
+
+
+def _prepare_out(out: Path, cfg: TrainConfig, *, resume: bool, force: bool) -> None:
+    existing = [f for f in OUTPUT_FILES if (out / f).exists()]
+    if existing and not (resume or force):
+        raise value_error("out", f"{str(out)!r} already holds a run ({', '.join(existing)})",
+                          "pass --resume to continue it, --force to overwrite it, or another --out")
+    if force and not resume:
+        for f in existing:
+            (out / f).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    if resume and (out / "config.json").exists():
+        saved = json.loads((out / "config.json").read_text())
+        if saved != asdict(cfg):
+            diff = sorted(k for k in set(saved) | set(asdict(cfg)) if saved.get(k) != asdict(cfg).get(k))
+            raise value_error("resume", f"the settings differ from the saved run's in {diff}",
+                              "resume with the same settings, or start anew with --force")
+    atomic_write_bytes(out / "config.json", json.dumps(asdict(cfg), indent=1, sort_keys=True).encode())
+
+
+def _write_metrics(out: Path, records: list) -> None:
+    atomic_write_bytes(out / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False,
+          progress: bool = True, stop_after: int | None = None, task: Task | None = None) -> dict:
+    """Train ``cfg`` and write its outputs into folder ``out``; returns the result record.
+
+    Args:
+        cfg: the run's :class:`TrainConfig`.
+        out: output folder (config.json, metrics.jsonl, checkpoint.pt, result.json).
+        resume: continue from ``out/checkpoint.pt`` (the settings must match).
+        force: overwrite an existing run in ``out``.
+        progress: show a progress bar (tqdm) with live loss and accuracy.
+        stop_after: stop (as an interruption would) after this many steps in total, with a
+            checkpoint written; a later ``resume=True`` call continues exactly.
+        task: a prebuilt task (default: ``make_task`` from the config).
+
+    Returns:
+        dict with ``status`` ("done", "target reached", "no improvement", "stopped"), ``step``,
+        ``best_eval_acc``, the last evaluation and the parameter count.
+
+    Example:
+        >>> import tempfile
+        >>> cfg = TrainConfig(task="a5", length=4, n_train=64, n_test=32, d_model=16, d_state=4,
+        ...                   steps=2, batch_size=8, eval_every=2, warmup=1)
+        >>> train(cfg, tempfile.mkdtemp(), progress=False, force=True)["step"]
+        2
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise type_error("cfg", f"must be a TrainConfig, got {type(cfg).__name__}", "pass TrainConfig(...)")
+    out = Path(out)
+    _prepare_out(out, cfg, resume=resume, force=force)
+    device = torch.device(cfg.device)
+    task = make_task(cfg.task, seed=cfg.seed, length=cfg.length, n_train=cfg.n_train, n_test=cfg.n_test) \
+        if task is None else task
+    torch.manual_seed(cfg.seed)
+    model = TaskModel(cfg, task).to(device)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    prog = _Progress()
+    step = 0
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path, map_location=device)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step = int(ck["step"])
+        prog = _Progress(float(ck["best_acc"]), int(ck["evals_since_best"]), list(ck["history"]))
+        if ck.get("status") in ("target reached", "no improvement", "done"):
+            return _finish(out, cfg, model, prog, step, ck["status"])
+    _write_metrics(out, prog.history)
+
+    def checkpoint(status: str) -> None:
+        save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                    "best_acc": prog.best_acc, "evals_since_best": prog.evals_since_best,
+                                    "history": prog.history, "status": status, "config": asdict(cfg)})
+
+    bar = _progress_bar(cfg.steps, step, progress)
+    status = "done"
+    t0 = time.perf_counter()
+    n = len(task.train)
+    try:
+        while step < cfg.steps:
+            idx = batch_indices(cfg.seed, step, cfg.batch_size, n)
+            x = torch.from_numpy(task.train.inputs[idx]).to(device)
+            y = torch.from_numpy(task.train.targets[idx]).to(device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step)
+            gen = None
+            if cfg.posterior_samples:
+                gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
+            with _autocast(cfg, device):
+                loss, logits = model.loss_and_logits(x, y, cfg.posterior_samples, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            c, t, _, _ = _accuracy(logits.detach(), y)
+            rec = {"step": step, "loss": float(loss.detach()), "acc": c / max(t, 1), "lr": lr_at(cfg, step - 1),
+                   "grad_norm": float(gnorm)}
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}")
+            bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                ev = evaluate(model, task, cfg, device)
+                rec.update(ev)
+                if ev["eval_acc"] > prog.best_acc:
+                    prog.best_acc, prog.evals_since_best = ev["eval_acc"], 0
+                else:
+                    prog.evals_since_best += 1
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}", eval=f"{ev['eval_acc']:.3f}")
+            prog.history.append(rec)
+            if "eval_acc" in rec:
+                if cfg.target_acc is not None and rec["eval_acc"] >= cfg.target_acc:
+                    status = "target reached"
+                elif cfg.patience and prog.evals_since_best >= cfg.patience:
+                    status = "no improvement"
+            with open(out / "metrics.jsonl", "a") as f:             # appended live; rewritten atomically on resume
+                f.write(json.dumps(rec, sort_keys=True) + "\n")
+            if status != "done":
+                break
+            if "eval_acc" in rec or (stop_after is not None and step >= stop_after):
+                checkpoint("running")
+            if stop_after is not None and step >= stop_after and step < cfg.steps:
+                status = "stopped"
+                break
+    except KeyboardInterrupt:
+        checkpoint("running")
+        bar.close()
+        raise
+    bar.close()
+    checkpoint(status if status != "stopped" else "running")
+    res = _finish(out, cfg, model, prog, step, status)
+    res["train_seconds_this_run"] = time.perf_counter() - t0
+    return res
+
+
+def _finish(out: Path, cfg: TrainConfig, model: nn.Module, prog: _Progress, step: int, status: str) -> dict:
+    last_eval = next((r for r in reversed(prog.history) if "eval_acc" in r), {})
+    res = {"status": status, "step": step, "best_eval_acc": prog.best_acc,
+           "last_eval": {k: v for k, v in last_eval.items() if k.startswith("eval")},
+           "parameters": count_parameters(model), "config": asdict(cfg)}
+    if status != "stopped":
+        atomic_write_bytes(out / "result.json", json.dumps(res, indent=1, sort_keys=True).encode())
+    return res
+
+
+class _NoBar:
+    def set_postfix(self, **_):
+        pass
+
+    def update(self, _):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True)
+
+
+def config_fields() -> tuple[str, ...]:
+    """The names of :class:`TrainConfig`'s fields (the CLI maps its flags onto them)."""
+    return tuple(f.name for f in fields(TrainConfig))
