@@ -13,7 +13,23 @@ from scipy.stats import chi2
 
 
 def covariance_ellipse(mean, cov, prob: float = 0.95, **kwargs) -> Ellipse:
-    """A matplotlib ``Ellipse`` holding probability ``prob`` of N(mean, cov) (2-D)."""
+    """A matplotlib ``Ellipse`` holding probability ``prob`` of N(mean, cov) (2-D).
+
+    The contour (x - mean)^T cov^{-1} (x - mean) = χ²_prob(2); its semi-axes are
+    sqrt(χ²_prob(2) λ_i) along the eigenvectors of ``cov``.
+
+    Args:
+        mean: (2,) centre. cov: (2, 2) covariance. prob: probability inside the ellipse.
+        **kwargs: passed to ``matplotlib.patches.Ellipse`` (colour, line width, ...).
+
+    Returns:
+        The ``Ellipse`` patch (width/height are full axis lengths, angle in degrees).
+
+    Example:
+        >>> e = covariance_ellipse([0, 0], [[4.0, 0.0], [0.0, 1.0]], prob=0.95)
+        >>> round(float(e.width) / 2 / 2.0, 4)     # semi-axis / sigma = sqrt(chi2_0.95(2))
+        2.4477
+    """
     w, V = np.linalg.eigh(np.asarray(cov, float))
     scale = np.sqrt(chi2.ppf(prob, df=2))                       # Mahalanobis radius of the prob contour
     width, height = 2 * scale * np.sqrt(np.clip(w[::-1], 0, None))
@@ -31,6 +47,16 @@ def track_2d(observations=None, truth=None, estimates=None, covs=None, *, smooth
         estimates, covs: filtered positions (T, 2) and their covariances (T, 2, 2).
         smoothed, smoothed_covs: smoothed positions and covariances, optional.
         prob: probability mass inside each ellipse. every: draw every k-th ellipse.
+        title: axes title. units: axis units.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` (no pyplot, no display).
+
+    Example:
+        >>> import numpy as np
+        >>> fig = track_2d(observations=np.zeros((3, 2)), estimates=np.zeros((3, 2)), covs=np.tile(np.eye(2), (3, 1, 1)))
+        >>> len(fig.axes[0].patches)
+        3
     """
     fig = Figure(figsize=(7, 6))
     ax = fig.add_subplot()
@@ -52,4 +78,157 @@ def track_2d(observations=None, truth=None, estimates=None, covs=None, *, smooth
     ax.set_aspect("equal", adjustable="datalim")
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title or f"track with {int(prob * 100)}% covariance ellipses")
+    return fig
+
+
+def series_1d(times, observations=None, means=None, variances=None, *, smoothed=None, smoothed_variances=None,
+              truth=None, k: float = 2.0, title: str | None = None, xlabel: str = "time",
+              ylabel: str = "value", labels=("filtered", "smoothed")) -> Figure:
+    """Plot a scalar series with estimates and ±k σ bands (k = 2: about 95 %).
+
+    Args:
+        times: (T,) x-axis values. observations: (T,) data (NaN skipped), optional.
+        means, variances: (T,) filtered estimates and their variances, optional.
+        smoothed, smoothed_variances: (T,) smoothed estimates and variances, optional.
+        truth: (T,) true values, optional. k: band half-width in standard deviations.
+        title, xlabel, ylabel: labels. labels: legend names of the two estimates.
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
+
+    Example:
+        >>> import numpy as np
+        >>> fig = series_1d(np.arange(5), np.ones(5), np.ones(5), np.ones(5))
+        >>> len(fig.axes[0].collections)     # one band
+        1
+    """
+    fig = Figure(figsize=(8, 4))
+    ax = fig.add_subplot()
+    t = np.asarray(times, float)
+    if truth is not None:
+        ax.plot(t, np.asarray(truth, float), "k-", lw=1, label="truth")
+    if observations is not None:
+        ax.plot(t, np.asarray(observations, float), ".", color="0.4", ms=4, label="observations")
+    for est, var, color, name in ((means, variances, "C0", labels[0]), (smoothed, smoothed_variances, "C1", labels[1])):
+        if est is None:
+            continue
+        est = np.asarray(est, float)
+        ax.plot(t, est, "-", color=color, lw=1.3, label=name)
+        if var is not None:
+            sd = np.sqrt(np.clip(np.asarray(var, float), 0, None))
+            ax.fill_between(t, est - k * sd, est + k * sd, color=color, alpha=0.2, lw=0,
+                            label=f"{name} ±{k:g}σ")                           # mean ± k σ
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="best", fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def _chi2_figure(values, dof, prob, times, name, dof_label):
+    from .consistency import chi2_bounds
+    v = np.asarray(values, float)
+    if v.ndim == 1:
+        v = v[None]
+    n_runs, T = v.shape[-2], v.shape[-1]
+    t = np.arange(1, T + 1) if times is None else np.asarray(times, float)
+    k = np.broadcast_to(np.asarray(dof, float), v.shape)
+    avg = v.mean(0)                                                        # average over runs, per step
+    kk = k.mean(0)
+    fig = Figure(figsize=(8, 4))
+    ax = fig.add_subplot()
+    ax.plot(t, avg, ".-", color="C0", lw=0.8, ms=3, label=f"{name}, average of {n_runs} run(s)")
+    lo = np.full(T, np.nan)
+    hi = np.full(T, np.nan)
+    for j in range(T):
+        if kk[j] > 0:
+            lo[j], hi[j] = chi2_bounds(kk[j], n_runs, prob)               # χ²(N k)/N interval
+    ax.plot(t, lo, "k--", lw=1, label=f"{int(round(prob * 100))}% χ² bounds")
+    ax.plot(t, hi, "k--", lw=1)
+    ax.plot(t, kk, ":", color="0.3", lw=1, label=f"expected ({dof_label})")
+    use = k > 0
+    inside = np.mean((avg >= lo) & (avg <= hi))
+    ax.set_title(f"{name}: overall average {v[use].mean():.3f} (expected {k[use].mean():.3g}); "
+                 f"{inside * 100:.0f}% of steps inside the bounds", fontsize=9)
+    ax.set_xlabel("time step" if times is None else "time")
+    ax.set_ylabel(name)
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def nis_plot(nis_values, dof, *, prob: float = 0.95, times=None) -> Figure:
+    """NIS per step (averaged over runs) against the χ² bounds for the run average.
+
+    Args:
+        nis_values: (T,) for one run or (N, T) for N independent runs.
+        dof: observed components per step (scalar, (T,) or (N, T)), e.g. from
+            :func:`bayesfilt.consistency.nis`.
+        prob: coverage of the bounds. times: optional x-axis values (T,).
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
+
+    Example:
+        >>> import numpy as np
+        >>> fig = nis_plot(np.random.default_rng(0).chisquare(2, (10, 30)), 2)
+        >>> fig.axes[0].get_ylabel()
+        'NIS'
+    """
+    return _chi2_figure(nis_values, dof, prob, times, "NIS", "m")
+
+
+def nees_plot(nees_values, dof, *, prob: float = 0.95, times=None) -> Figure:
+    """NEES per step (averaged over runs) against the χ² bounds for the run average.
+
+    Args:
+        nees_values: (T,) or (N, T) values from :func:`bayesfilt.consistency.nees`.
+        dof: the state dimension n (or per-step degrees of freedom).
+        prob: coverage of the bounds. times: optional x-axis values (T,).
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
+
+    Example:
+        >>> import numpy as np
+        >>> fig = nees_plot(np.random.default_rng(0).chisquare(4, (10, 30)), 4)
+        >>> fig.axes[0].get_ylabel()
+        'NEES'
+    """
+    return _chi2_figure(nees_values, dof, prob, times, "NEES", "n")
+
+
+def tracks_overview(tracks, *, title: str | None = None, units: str = "m") -> Figure:
+    """Several 2-D tracks on one map: observations and estimated paths, one colour each.
+
+    Args:
+        tracks: iterable of dicts with keys ``"observations"`` (T, 2), optional
+            ``"estimates"`` (T, 2) and optional ``"label"``.
+        title: axes title. units: axis units.
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
+
+    Example:
+        >>> import numpy as np
+        >>> fig = tracks_overview([{"observations": np.zeros((2, 2)), "label": "a"}])
+        >>> len(fig.axes)
+        1
+    """
+    fig = Figure(figsize=(8, 7))
+    ax = fig.add_subplot()
+    for i, tr in enumerate(tracks):
+        color = f"C{i % 10}"
+        obs = np.asarray(tr["observations"], float)
+        ax.plot(*obs.T, ".", color=color, ms=3)
+        if tr.get("estimates") is not None:
+            ax.plot(*np.asarray(tr["estimates"], float).T, "-", color=color, lw=1.2, label=tr.get("label"))
+        elif tr.get("label"):
+            ax.plot([], [], ".", color=color, label=tr["label"])
+    ax.set_xlabel(f"east [{units}]")
+    ax.set_ylabel(f"north [{units}]")
+    ax.set_aspect("equal", adjustable="datalim")
+    if any(tr.get("label") for tr in tracks):
+        ax.legend(loc="best", fontsize=8)
+    ax.set_title(title or "tracks: observations (dots) and estimates (lines)")
     return fig
