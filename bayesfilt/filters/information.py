@@ -119,6 +119,10 @@ def psd_pinv(lam: np.ndarray, max_nullity: np.ndarray, t: int, what: str):
 
     At most ``max_nullity`` (per batch element) of the smallest eigenvalues may count as zero,
     and only those <= RANK_RTOL * the largest: the unidentified subspace can only shrink.
+
+    Returns:
+        ``(pinv, logpdet, nullity, V, zero)``: V holds the eigenvectors, ``zero`` (..., n) marks
+        the columns of V spanning the null space (the unidentified directions).
     """
     n = lam.shape[-1]
     w, V = np.linalg.eigh(lam)
@@ -133,7 +137,32 @@ def psd_pinv(lam: np.ndarray, max_nullity: np.ndarray, t: int, what: str):
     inv_w = np.where(zero, 0.0, 1.0 / w_safe)
     pinv = sym((V * inv_w[..., None, :]) @ mT(V))              # Λ^+ = V diag(1/w, 0 on the null space) V^T
     logpdet = np.log(w_safe).sum(-1)                           # log pdet Λ (non-zero eigenvalues)
-    return pinv, logpdet, nullity
+    return pinv, logpdet, nullity, V, zero
+
+
+def _block(M, mask):
+    """M on the rows/columns where ``mask``; the identity elsewhere (a decoupled block)."""
+    both = mask[..., :, None] & mask[..., None, :]
+    return np.where(both, M, np.eye(M.shape[-1], dtype=M.dtype))
+
+
+def diffuse_measure(pinf, V_p, zero_p, V, zero):
+    """Update the diffuse covariance P∞ through one measurement step; return it and ½ log pdet P∞_t.
+
+    P∞_t = X_t Π_t X_t^T (Durbin & Koopman's diffuse covariance) lives on the unidentified
+    subspace null(Λ_t) = span V[:, zero]; conditioning on an exact observation of the identified
+    part gives, in the basis N_t of that subspace, N_t^T P∞_t N_t = (N_t^T (P∞_{t|t-1})^+ N_t)^{-1}
+    (docs/math/information_filter.md). ½ log pdet P∞_t converts the flat measure on null(Λ_t)
+    in x_t's coordinates into the flat measure on the diffuse components of x_1.
+    """
+    A_p = _block(mT(V_p) @ pinf @ V_p, zero_p)                 # N_p^T P∞_{t|t-1} N_p (identity off the block)
+    both_p = zero_p[..., :, None] & zero_p[..., None, :]
+    pinf_pinv = V_p @ np.where(both_p, np.linalg.inv(A_p), 0.0) @ mT(V_p)  # (P∞_{t|t-1})^+ = N_p A_p^{-1} N_p^T
+    B = _block(mT(V) @ pinf_pinv @ V, zero)                    # N_t^T (P∞_{t|t-1})^+ N_t
+    sign, logdet_B = np.linalg.slogdet(B)
+    both = zero[..., :, None] & zero[..., None, :]
+    pinf = sym(V @ np.where(both, np.linalg.inv(B), 0.0) @ mT(V))  # P∞_t = N_t (N_t^T P∞^+ N_t)^{-1} N_t^T
+    return pinf, -0.5 * logdet_B                               # ½ log pdet P∞_t
 
 
 def _moments(pinv, eta, nullity):
@@ -201,33 +230,42 @@ def information_filter(model: LinearGaussianSSM, y, *, validate: bool = True) ->
     eta, lam = information_prior(model, batch)                 # η_{1|0}, Λ_{1|0}
     nullity = np.full(batch, int(model.diffuse_mask.sum()))    # dim of the unidentified subspace
     logpdet = np.zeros(batch, dtype)
+    diffuse = model.has_diffuse
+    pinf = np.broadcast_to(np.diag(model.diffuse_mask).astype(dtype), batch + (n, n))  # P∞_{1|0}: flat on diffuse states
+    c_prev = np.zeros(batch, dtype)
     for t in range(T):
         jac = np.zeros(batch, dtype)
         if t > 0:
             try:
-                eta, lam, logdet_K = info_predict_step(eta, lam, model.param("F", t), model.param("Q", t),
-                                                       model.param("b", t))
+                F_t = model.param("F", t)
+                eta, lam, logdet_K = info_predict_step(eta, lam, F_t, model.param("Q", t), model.param("b", t))
             except np.linalg.LinAlgError:
                 raise value_error("model", f"the predicted covariance is singular at step {t} (F and Q leave a "
                                   "direction with no uncertainty, or F removes a direction with zero precision)",
                                   "use kalman_filter or sqrt_filter for this model") from None
-            pinv_p, logpdet_p, nullity_p = psd_pinv(lam, nullity, t, "predicted")
+            pinv_p, logpdet_p, nullity_p, V_p, zero_p = psd_pinv(lam, nullity, t, "predicted")
+            if diffuse:
+                pinf = F_t @ pinf @ mT(F_t)                    # P∞_{t|t-1} = F_t P∞_{t-1} F_t^T
             jac = np.where(nullity > 0,                        # J_t = -½ log|K| + ½ (k_p - k) log 2π - ½ log pdet Λ_p + ½ log pdet Λ
                            -0.5 * logdet_K + 0.5 * (nullity - nullity_p) * LOG_2PI - 0.5 * logpdet_p + 0.5 * logpdet,
                            0.0)
         else:
-            pinv_p, logpdet_p, nullity_p = psd_pinv(lam, nullity, t, "prior")
+            pinv_p, logpdet_p, nullity_p, V_p, zero_p = psd_pinv(lam, nullity, t, "prior")
         pmeans[..., t, :], pcovs[..., t, :, :] = _moments(pinv_p, eta, nullity_p)
         m_pred = mv(pinv_p, eta)                               # m̃ = Λ_{t|t-1}^+ η_{t|t-1} (any solution of Λ m̃ = η)
         eta, lam, LiH, Lie, logdet_R, n_obs = info_update_step(eta, lam, y[..., t, :], model.param("H", t),
                                                                model.param("R", t), model.param("d", t), t)
-        pinv, logpdet, nullity = psd_pinv(lam, nullity_p, t, "filtered")
+        pinv, logpdet, nullity, V, zero = psd_pinv(lam, nullity_p, t, "filtered")
         r_w = Lie - mv(LiH, m_pred)                            # L^{-1} r_t, r_t = y_t - d_t - H m̃
         s = mv(mT(LiH), r_w)                                   # s = H^T R^{-1} r_t
         quad = (r_w * r_w).sum(-1) - (s * mv(pinv, s)).sum(-1)  # r^T S^{-1} r = r^T R^{-1} r - s^T Λ_t^+ s
         logdet_S = logdet_R + logpdet - logpdet_p              # log|S_t| = log|R| + log|Λ_t| - log|Λ_{t|t-1}|
         dims = n_obs - (nullity_p - nullity)                   # observed dims minus newly identified directions
         terms[..., t] = jac - 0.5 * (dims * LOG_2PI + logdet_S + quad)  # log N(y_t; H m + d, S) (diffuse: see doc)
+        if diffuse:                                            # measure the unidentified directions in x_1's coordinates
+            pinf, c = diffuse_measure(pinf, V_p, zero_p, V, zero)
+            terms[..., t] += c - c_prev                        # + ½ log pdet P∞_t - ½ log pdet P∞_{t-1}
+            c_prev = c
         etas[..., t, :] = eta
         lams[..., t, :, :] = lam
         means[..., t, :], covs[..., t, :, :] = _moments(pinv, eta, nullity)
