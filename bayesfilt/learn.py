@@ -96,7 +96,7 @@ def _total_loglik(models, ys):
 
 def fit_mle(build_model: Callable[[np.ndarray], object], y, theta0, *, transforms=None,
             method: str = "L-BFGS-B", tol: float = 1e-10, maxiter: int = 1000, stderr: bool = True,
-            options: dict | None = None) -> MLEResult:
+            options: dict | None = None, progress: bool = False) -> MLEResult:
     """Maximum-likelihood parameters of a state-space model by numerical optimisation.
 
     Maximises log p(y | θ) = Σ_t log N(y_t; ŷ_{t|t-1}(θ), S_t(θ)) computed by
@@ -120,6 +120,7 @@ def fit_mle(build_model: Callable[[np.ndarray], object], y, theta0, *, transform
         stderr: compute standard errors from the numerical Hessian (2p² + 1 extra
             log-likelihood evaluations).
         options: extra optimiser options (override the defaults).
+        progress: show a progress line per optimiser iteration (tqdm if installed).
 
     Returns:
         An :class:`MLEResult`.
@@ -200,7 +201,21 @@ def fit_mle(build_model: Callable[[np.ndarray], object], y, theta0, *, transform
         opts.update(ftol=tol, gtol=1e-8, maxcor=20)
     opts.update(options or {})
     jac = None if method in ("Nelder-Mead", "Powell", "COBYLA") else grad
-    res = minimize(negll, u0, jac=jac, method=method, tol=tol, options=opts)
+    bar = _Progress(None, "MLE", progress)
+    last = [first]
+
+    def callback(*args):
+        bar.update(f"-loglik {last[0]:.4f}, {n_evals[0]} evaluations")
+
+    def negll_tracked(u):
+        val = negll(u)
+        last[0] = min(last[0], val)
+        return val
+
+    try:
+        res = minimize(negll_tracked, u0, jac=jac, method=method, tol=tol, options=opts, callback=callback)
+    finally:
+        bar.close()
     u_hat = np.asarray(res.x, float)
     theta = to_theta(u_hat)
     built, models = models_of(theta)
@@ -284,6 +299,9 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(info, refresh=False)
             self.bar.update(1)
+        elif self.total is None:
+            sys.stderr.write(f"\r{self.desc} iteration {self.k} {info}")
+            sys.stderr.flush()
         else:
             w = 30
             done = int(w * self.k / self.total)

@@ -73,6 +73,23 @@ def lonlat_to_east_north(lon, lat, ref_lon: float, ref_lat: float) -> tuple[np.n
     return east, north
 
 
+def east_north_to_lonlat(east, north, ref_lon: float, ref_lat: float) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`lonlat_to_east_north` (same reference point and radii).
+
+    Example:
+        >>> lon, lat = east_north_to_lonlat(*lonlat_to_east_north([-74.01], [40.7], -74.0, 40.6), -74.0, 40.6)
+        >>> round(float(lon[0]), 6), round(float(lat[0]), 6)
+        (-74.01, 40.7)
+    """
+    phi0 = np.radians(ref_lat)
+    s2 = np.sin(phi0) ** 2
+    N = WGS84_A / np.sqrt(1 - WGS84_E2 * s2)
+    M = WGS84_A * (1 - WGS84_E2) / (1 - WGS84_E2 * s2) ** 1.5
+    lon = ref_lon + np.degrees(np.asarray(east, float) / (N * np.cos(phi0)))     # Δλ = x / (N cos φ0)
+    lat = ref_lat + np.degrees(np.asarray(north, float) / M)                     # Δφ = y / M
+    return lon, lat
+
+
 @dataclass(frozen=True)
 class VesselTrack:
     """One vessel's AIS reports.
@@ -183,4 +200,4 @@ def load_nile() -> tuple[np.ndarray, np.ndarray]:
     return np.array([int(r["year"]) for r in rows]), np.array([float(r["flow"]) for r in rows])
 
 
-__all__ = ["KNOT", "VesselTrack", "data_path", "fix_cog", "load_ais", "load_nile", "lonlat_to_east_north"]
+__all__ = ["KNOT", "VesselTrack", "data_path", "east_north_to_lonlat", "fix_cog", "load_ais", "load_nile", "lonlat_to_east_north"]

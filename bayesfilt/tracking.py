@@ -1,0 +1,228 @@
+"""Tracking recipes for irregularly sampled 2-D positions (used by ``bayesfilt track`` and the demo).
+
+Each object's positions y_t (metres, or any unit) at times τ_t (seconds) are filtered
+with a model from :mod:`bayesfilt.models` built on that object's own time steps:
+
+- ``"cv"``: constant velocity, white-noise acceleration of spectral density q;
+- ``"ca"``: constant acceleration, white-noise jerk of spectral density q;
+- ``"local-level"``: random walk (Brownian motion, variance q per second).
+
+Observation noise R = r I. The prior of the first state is centred on the first
+observed position (zero velocity/acceleration) with standard deviations of
+``PRIOR_POSITION_SD`` in position, ``PRIOR_VELOCITY_SD`` per second in velocity and
+``PRIOR_ACCEL_SD`` in acceleration (in the data's units), wide enough to be
+uninformative for vessels and vehicles. Speed and course come from the velocity
+estimate, with standard deviations by the delta method. Tutorial: docs/tutorials/ais.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import value_error
+from .filters import kalman_filter, rts_smoother
+from .model import LinearGaussianSSM
+from .models import constant_acceleration_irregular, constant_velocity_irregular, random_walk, time_steps
+
+MODELS = ("cv", "ca", "local-level")
+PRIOR_POSITION_SD = 100.0
+PRIOR_VELOCITY_SD = 10.0
+PRIOR_ACCEL_SD = 1.0
+
+
+def _check_kind(kind):
+    if kind not in MODELS:
+        raise value_error("model", f"is {kind!r}", f"use one of {MODELS}")
+
+
+def _first_position(positions):
+    ok = np.flatnonzero(~np.isnan(positions).any(-1))
+    if ok.size == 0:
+        raise value_error("positions", "has no complete (x, y) observation", "give at least one observed position")
+    return positions[ok[0]]
+
+
+def tracking_model(kind: str, times, positions, q: float, r: float) -> LinearGaussianSSM:
+    """The model ``kind`` on the time grid ``times``, with a prior at the first observed position.
+
+    Args:
+        kind: ``"cv"``, ``"ca"`` or ``"local-level"``.
+        times: (T,) non-decreasing times (seconds). positions: (T, 2) (NaN = missing).
+        q: process-noise level (spectral density; see the module docstring). r: observation variance.
+
+    Returns:
+        A :class:`~bayesfilt.LinearGaussianSSM` with time-varying F and Q.
+
+    Example:
+        >>> import numpy as np
+        >>> m = tracking_model("cv", [0.0, 60.0], np.array([[0.0, 0.0], [60.0, 0.0]]), 1e-3, 9.0)
+        >>> m.n, m.F.shape
+        (4, (2, 4, 4))
+    """
+    _check_kind(kind)
+    positions = np.asarray(positions, float)
+    p0 = _first_position(positions)
+    if kind == "cv":
+        m0 = np.r_[p0, 0.0, 0.0]
+        P0 = np.diag([PRIOR_POSITION_SD**2] * 2 + [PRIOR_VELOCITY_SD**2] * 2)
+        return constant_velocity_irregular(times, q, r, m0=m0, P0=P0)
+    if kind == "ca":
+        m0 = np.r_[p0, 0.0, 0.0, 0.0, 0.0]
+        P0 = np.diag([PRIOR_POSITION_SD**2] * 2 + [PRIOR_VELOCITY_SD**2] * 2 + [PRIOR_ACCEL_SD**2] * 2)
+        return constant_acceleration_irregular(times, q, r, m0=m0, P0=P0)
+    return random_walk(q, r, times=times, dim=2, m0=p0, P0=PRIOR_POSITION_SD**2 * np.eye(2), diffuse=False)
+
+
+def initial_noise_guess(kind: str, series) -> tuple[float, float]:
+    """Rough (q, r) from the data's step sizes, a starting point for :func:`fit_noise`.
+
+    r = (1/100) median |Δy|² (observation error a tenth of a typical step); q such that
+    one typical step's process noise is comparable to a typical step: median |Δy|² / Δt³
+    for ``"cv"`` (velocity changes), / Δt⁵ for ``"ca"``, / Δt for ``"local-level"``,
+    each times 1/100.
+
+    Args:
+        kind: model name. series: list of ``(times, positions)`` pairs.
+
+    Returns:
+        ``(q, r)``, both > 0.
+
+    Example:
+        >>> import numpy as np
+        >>> t = np.arange(5.0); y = np.c_[t, 0 * t]
+        >>> initial_noise_guess("cv", [(t, y)])
+        (0.01, 0.01)
+    """
+    _check_kind(kind)
+    d2, dts = [], []
+    for times, pos in series:
+        pos = np.asarray(pos, float)
+        dt = time_steps(times)[1:]
+        step = np.sum(np.diff(pos, axis=0) ** 2, -1)
+        ok = np.isfinite(step) & (dt > 0)
+        d2.append(step[ok])
+        dts.append(dt[ok])
+    d2 = np.concatenate(d2) if d2 else np.array([])
+    dts = np.concatenate(dts) if dts else np.array([])
+    s2 = float(np.median(d2)) if d2.size and np.median(d2) > 0 else 1.0
+    dt = float(np.median(dts)) if dts.size else 1.0
+    power = {"cv": 3, "ca": 5, "local-level": 1}[kind]
+    return s2 / dt**power / 100.0, s2 / 100.0
+
+
+def fit_noise(kind: str, series, q0: float | None = None, r0: float | None = None):
+    """Maximum-likelihood (q, r) shared by several tracks (:func:`bayesfilt.learn.fit_mle`, log scale).
+
+    Args:
+        kind: model name. series: list of ``(times, positions)`` pairs (one per object).
+        q0, r0: starting values; default :func:`initial_noise_guess`.
+
+    Returns:
+        The :class:`~bayesfilt.learn.MLEResult` (``theta = [q, r]``).
+
+    Example:
+        >>> from bayesfilt.data import load_ais            # doctest: +SKIP
+        >>> res = fit_noise("cv", [(v.times, v.positions) for v in load_ais()])  # doctest: +SKIP
+    """
+    from .learn import fit_mle
+    _check_kind(kind)
+    series = [(np.asarray(t, float), np.asarray(p, float)) for t, p in series]
+    gq, gr = initial_noise_guess(kind, series)
+    q0 = gq if q0 is None else q0
+    r0 = gr if r0 is None else r0
+    return fit_mle(lambda th: [tracking_model(kind, t, p, th[0], th[1]) for t, p in series],
+                   [p for _, p in series], [q0, r0], transforms="log")
+
+
+@dataclass(frozen=True)
+class TrackEstimate:
+    """Filtered or smoothed estimates of one track.
+
+    Attributes:
+        times: (T,). means: (T, n) states. covs: (T, n, n).
+        position: (T, 2). position_std: (T, 2) standard deviations.
+        velocity: (T, 2) per second, or None for the local-level model. speed, speed_std,
+            course (degrees clockwise from north, 0-360), course_std: (T,) or None.
+        loglik: the filter's log-likelihood. smoothed: whether these are smoothed.
+    """
+
+    times: np.ndarray
+    means: np.ndarray
+    covs: np.ndarray
+    position: np.ndarray
+    position_std: np.ndarray
+    velocity: np.ndarray | None
+    speed: np.ndarray | None
+    speed_std: np.ndarray | None
+    course: np.ndarray | None
+    course_std: np.ndarray | None
+    loglik: float
+    smoothed: bool
+
+
+def speed_course(velocity, velocity_cov):
+    """Speed |v|, course atan2(v_e, v_n) and their delta-method standard deviations.
+
+    Args:
+        velocity: (..., 2) east/north velocity. velocity_cov: (..., 2, 2).
+
+    Returns:
+        ``(speed, speed_std, course_deg, course_std_deg)``; course clockwise from north in [0, 360).
+
+    Example:
+        >>> import numpy as np
+        >>> s, ss, c, cs = speed_course(np.array([3.0, 4.0]), np.eye(2))
+        >>> float(s), float(ss), round(float(c), 2)
+        (5.0, 1.0, 36.87)
+    """
+    v = np.asarray(velocity, float)
+    P = np.asarray(velocity_cov, float)
+    speed = np.hypot(v[..., 0], v[..., 1])                                    # s = |v|
+    safe = np.where(speed > 0, speed, np.nan)
+    gs = v / safe[..., None]                                                  # ∂s/∂v = v / s
+    gc = np.stack([v[..., 1], -v[..., 0]], -1) / safe[..., None] ** 2         # ∂atan2(ve, vn)/∂v = (vn, -ve) / s²
+    speed_std = np.sqrt(np.einsum("...i,...ij,...j->...", gs, P, gs))
+    course = np.degrees(np.arctan2(v[..., 0], v[..., 1])) % 360.0
+    course_std = np.degrees(np.sqrt(np.einsum("...i,...ij,...j->...", gc, P, gc)))
+    return speed, speed_std, course, course_std
+
+
+def track(kind: str, times, positions, q: float, r: float, *, smooth: bool = True) -> TrackEstimate:
+    """Filter (and by default smooth) one object's positions with the model ``kind``.
+
+    Args:
+        kind: ``"cv"``, ``"ca"`` or ``"local-level"``. times: (T,) non-decreasing seconds.
+        positions: (T, 2) with NaN for missing values. q, r: noise levels.
+        smooth: return RTS-smoothed estimates (else filtered ones).
+
+    Returns:
+        A :class:`TrackEstimate`.
+
+    Example:
+        >>> import numpy as np
+        >>> t = np.array([0.0, 60.0, 130.0]); y = np.c_[3.0 * t, 0 * t]
+        >>> est = track("cv", t, y, 1e-4, 1.0)
+        >>> round(float(est.speed[-1]), 1)
+        3.0
+    """
+    _check_kind(kind)
+    times = np.asarray(times, float)
+    positions = np.asarray(positions, float)
+    model = tracking_model(kind, times, positions, q, r)
+    filt = kalman_filter(model, positions)
+    res = rts_smoother(model, filt) if smooth else filt
+    means, covs = res.means, res.covs
+    pos = means[:, :2]
+    pos_std = np.sqrt(np.stack([covs[:, 0, 0], covs[:, 1, 1]], -1))
+    vel = sp = sps = crs = crss = None
+    if kind in ("cv", "ca"):
+        vel = means[:, 2:4]
+        sp, sps, crs, crss = speed_course(vel, covs[:, 2:4, 2:4])
+    return TrackEstimate(times=times, means=means, covs=covs, position=pos, position_std=pos_std, velocity=vel,
+                         speed=sp, speed_std=sps, course=crs, course_std=crss, loglik=float(filt.loglik),
+                         smoothed=smooth)
+
+
+__all__ = ["MODELS", "TrackEstimate", "fit_noise", "initial_noise_guess", "speed_course", "track", "tracking_model"]
