@@ -1,0 +1,15 @@
+"""Parallel-in-time (associative scan) forms of the filters, and the generic scan.
+
+- :func:`scan` (core.py): associative scan with schedules ``sequential`` | ``tree`` | ``chunked``
+  over pytrees of NumPy arrays or torch tensors;
+- covariance.py, information.py, smoother.py: scan elements and combines mirroring filters/;
+- :func:`parallel_filter`, :func:`parallel_smoother` (api.py): the public entry points;
+- triton_filter.py: the Triton kernel for small state sizes on the GPU.
+
+Mathematics: docs/math/parallel_scan.md.
+"""
+
+from .api import parallel_filter, parallel_smoother
+from .core import SCHEDULES, scan
+
+__all__ = ["SCHEDULES", "parallel_filter", "parallel_smoother", "scan"]

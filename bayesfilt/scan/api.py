@@ -1,0 +1,233 @@
+"""Public entry points of the parallel-in-time filters: ``parallel_filter``, ``parallel_smoother``.
+
+They validate their inputs, pick the backend from where the data lives, run the scan of
+the chosen form and return the same result types as the sequential references
+(:func:`bayesfilt.kalman_filter`, :func:`bayesfilt.information_filter`,
+:func:`bayesfilt.rts_smoother`). Mathematics: docs/math/parallel_scan.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _ops as ops
+from ..errors import type_error, value_error
+from ..model import LinearGaussianSSM
+from ..results import FilterResult, SmootherResult
+
+FORMS = ("covariance", "information")
+BACKENDS = ("auto", "numpy", "torch", "triton")
+SCHEDULE_CHOICES = ("auto", "sequential", "tree", "chunked")
+METHODS = ("auto", "elements", "riccati")
+
+
+def triton_available(device=None) -> bool:
+    """Whether the Triton kernel can run: triton importable and a CUDA device (or TRITON_INTERPRET=1)."""
+    import os
+    try:
+        import torch
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True
+    return bool(torch.cuda.is_available()) and (device is None or getattr(device, "type", "cuda") == "cuda")
+
+
+def _check_choice(arg, value, choices):
+    if value not in choices:
+        raise value_error(arg, f"is {value!r}", f"use one of {choices}")
+
+
+def _prepare(model, y, form, backend, schedule, method, validate):
+    """Validate and bring y to its backend; returns (model, y_time_first, backend, schedule, method)."""
+    if not isinstance(model, LinearGaussianSSM):
+        raise type_error("model", f"is a {type(model).__name__}", "pass a bayesfilt.LinearGaussianSSM")
+    _check_choice("form", form, FORMS)
+    _check_choice("backend", backend, BACKENDS)
+    _check_choice("schedule", schedule, SCHEDULE_CHOICES)
+    _check_choice("method", method, METHODS)
+    if model.has_diffuse:
+        raise value_error("model", "declares diffuse states, which the parallel filters do not support",
+                          "use bayesfilt.kalman_filter or information_filter, or give the states a proper prior")
+    on_torch = ops.is_torch(y)
+    if backend == "auto":
+        if not on_torch:
+            backend = "numpy"
+        elif y.is_cuda and form == "covariance" and model.n <= 8 and triton_available(y.device):
+            backend = "triton"
+        else:
+            backend = "torch"
+    if backend == "numpy":
+        if on_torch:
+            raise type_error("y", "is a torch tensor but backend='numpy'",
+                             "pass y.cpu().numpy(), or use backend='auto' / 'torch'")
+        from ..filters.common import prepare
+        model, y, T, batch = prepare(model, y, validate=validate)
+    else:
+        import torch
+        if not on_torch:
+            from ..filters.common import prepare
+            model, y_np, T, batch = prepare(model, y, validate=validate)
+            y = torch.as_tensor(y_np)
+        else:
+            if not torch.is_floating_point(y):
+                y = y.to(torch.float64)
+            if y.ndim < 2 or y.shape[-1] != model.m:
+                raise value_error("y", f"has shape {tuple(y.shape)}", f"pass observations of shape (..., T, {model.m})")
+            if y.shape[-2] == 0:
+                raise value_error("y", "has zero time steps", "pass at least one time step")
+            if bool(torch.isinf(y).any()):
+                raise value_error("y", "holds an infinite value", "use NaN to mark a missing observation")
+            if validate:
+                model.validate(num_timesteps=int(y.shape[-2]))
+            elif model.num_timesteps is not None:
+                model.validate(num_timesteps=int(y.shape[-2]))
+        if backend == "triton":
+            if form != "covariance":
+                raise value_error("backend", "is 'triton' with form='information'",
+                                  "use form='covariance' (the Triton kernel is covariance form) or backend='torch'")
+            if model.n > 8:
+                raise value_error("backend", f"is 'triton' but the state size n={model.n} exceeds 8",
+                                  "use backend='torch' for larger states")
+            if not triton_available(y.device):
+                raise value_error("backend", "is 'triton' but triton or a CUDA device is unavailable",
+                                  "install triton and pass CUDA tensors (or set TRITON_INTERPRET=1), or use backend='torch'")
+    if form == "information":
+        _check_information(model)
+    if schedule == "auto":
+        schedule = "chunked" if backend == "numpy" else "tree"
+    if method == "riccati" and (backend != "numpy" or form != "covariance"):
+        raise value_error("method", f"is 'riccati' with backend={backend!r}, form={form!r}",
+                          "use method='riccati' only with backend='numpy' and form='covariance'")
+    yt = ops.moveaxis(y, -2, 0)
+    if method == "auto":
+        method = "elements"
+        if backend == "numpy" and form == "covariance" and model.batch_shape == () and not np.isnan(y).any():
+            method = "riccati"
+    elif method == "riccati":
+        if model.batch_shape != () or np.isnan(y).any():
+            raise value_error("method", "is 'riccati' but y has missing values or the parameters have batch axes",
+                              "use method='elements' (or 'auto'), which handles both")
+    return model, yt, backend, schedule, method
+
+
+def _check_information(model):
+    for name in ("Q", "P0"):
+        arr = getattr(model, name)
+        w = np.linalg.eigvalsh(arr)
+        if (w <= arr.shape[-1] * np.finfo(np.float64).eps * np.abs(w).max(-1, keepdims=True)).any():
+            raise value_error("model", f"has a singular {name}, which the information-form scan elements cannot hold "
+                              "(they carry its inverse)", "use form='covariance' for singular "
+                              + ("Q" if name == "Q" else "P0"))
+
+
+def _public(x, core):
+    return ops.moveaxis(x, 0, x.ndim - core - 1)
+
+
+def _result(out) -> FilterResult:
+    kw = dict(means=_public(out["means"], 1), covs=_public(out["covs"], 2),
+              predicted_means=_public(out["predicted_means"], 1), predicted_covs=_public(out["predicted_covs"], 2),
+              loglik=out["loglik"], loglik_terms=_public(out["loglik_terms"], 0))
+    if "info_vectors" in out:
+        kw["info_vectors"] = _public(out["info_vectors"], 1)
+        kw["precisions"] = _public(out["precisions"], 2)
+    return FilterResult(**kw)
+
+
+def _run_filter(model, yt, form, backend, schedule, method, chunk_size):
+    if backend == "triton":
+        from .triton_filter import triton_filter_time_first
+        return triton_filter_time_first(model, yt)
+    if method == "riccati":
+        from .covariance import riccati_filter
+        return riccati_filter(model, yt, schedule=schedule, chunk_size=chunk_size)
+    if form == "covariance":
+        from .covariance import scan_filter
+        return scan_filter(model, yt, schedule, chunk_size)
+    from .information import scan_info_filter
+    return scan_info_filter(model, yt, schedule, chunk_size)
+
+
+def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", backend: str = "auto",
+                    schedule: str = "auto", chunk_size: int | None = None, method: str = "auto",
+                    validate: bool = True) -> FilterResult:
+    """Kalman filter computed by an associative scan over time (parallel in time).
+
+    Same model, inputs and outputs as :func:`bayesfilt.kalman_filter` (covariance form) or
+    :func:`bayesfilt.information_filter` (information form): observations ``y`` of shape
+    (..., T, m) with NaN for missing components, leading batch axes, time-varying parameters
+    and offsets b, d. Elements and combine: Särkkä & García-Fernández (2021), with the
+    log-likelihood carried through the scan (docs/math/parallel_scan.md).
+
+    Args:
+        model: the state-space model (no diffuse states; information form: Q and P0 positive definite).
+        y: observations (..., T, m): a NumPy array or a torch tensor (CPU or CUDA).
+        form: ``"covariance"`` (Särkkä elements) or ``"information"`` (canonical potentials).
+        backend: ``"auto"`` (decided by where ``y`` lives: NumPy -> ``"numpy"``; torch ->
+            ``"torch"``, or ``"triton"`` for CUDA tensors when the kernel covers the model:
+            covariance form and n <= 8), ``"numpy"``, ``"torch"`` or ``"triton"``.
+        schedule: ``"sequential"`` (the reference fold), ``"tree"``, ``"chunked"`` or ``"auto"``
+            (chunked on NumPy, tree on torch). Ignored by the Triton kernel (always chunked).
+        chunk_size: chunk length of the chunked schedule (default sqrt(T)).
+        method: ``"elements"`` (scan of full filter elements), ``"riccati"`` (NumPy, covariance form,
+            no missing data, unbatched parameters: covariances shared by all series from one Riccati
+            recursion stopped at its fixed point, means by an affine scan) or ``"auto"`` (riccati when
+            it applies on NumPy, else elements).
+        validate: check the model's definiteness first.
+
+    Returns:
+        A :class:`~bayesfilt.FilterResult` (arrays of y's backend; time axis before the core axes).
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+        >>> x, y = model.simulate(50, seed=0)
+        >>> par = bayesfilt.parallel_filter(model, y, schedule="tree")
+        >>> seq = bayesfilt.kalman_filter(model, y)
+        >>> bool(np.allclose(par.means, seq.means) and np.isclose(par.loglik, seq.loglik))
+        True
+    """
+    model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate)
+    return _result(_run_filter(model, yt, form, backend, schedule, method, chunk_size))
+
+
+def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", backend: str = "auto",
+                      schedule: str = "auto", chunk_size: int | None = None, method: str = "auto",
+                      validate: bool = True) -> SmootherResult:
+    """Fixed-interval smoother computed by associative scans (a forward filter scan, a backward scan).
+
+    Covariance form: Särkkä & García-Fernández (2021) RTS elements, the parallel form of
+    :func:`bayesfilt.rts_smoother`. Information form: a two-filter smoother whose backward
+    information comes from the reverse scan of the filter's canonical elements.
+
+    Args:
+        model, y, form, backend, schedule, chunk_size, method, validate: as :func:`parallel_filter`
+            (the backward pass of the ``"triton"`` backend runs on torch).
+
+    Returns:
+        A :class:`~bayesfilt.SmootherResult`: means (..., T, n), covs (..., T, n, n),
+        cross_covs (..., T-1, n, n), gains (..., T-1, n, n) and the filter's loglik.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+        >>> x, y = model.simulate(50, seed=0)
+        >>> par = bayesfilt.parallel_smoother(model, y)
+        >>> seq = bayesfilt.rts_smoother(model, bayesfilt.kalman_filter(model, y))
+        >>> bool(np.allclose(par.means, seq.means))
+        True
+    """
+    model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate)
+    filt = _run_filter(model, yt, form, backend, schedule, method, chunk_size)
+    if form == "covariance":
+        from .smoother import scan_rts
+        means, covs = filt["means"], filt["covs"]
+        out = scan_rts(model, yt, ops.contiguous(means), ops.contiguous(covs), schedule, chunk_size)
+    else:
+        from .information import scan_two_filter
+        out = scan_two_filter(model, yt, filt, schedule, chunk_size)
+    return SmootherResult(means=_public(out["means"], 1), covs=_public(out["covs"], 2),
+                          cross_covs=_public(out["cross_covs"], 2), gains=_public(out["gains"], 2),
+                          loglik=filt["loglik"])
