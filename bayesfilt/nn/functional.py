@@ -224,8 +224,9 @@ def _validate(v, lambda_v, k, q, a_bar, p_bar, state, *, step: bool, state_name:
             raise value_error(name, f"is on {x.device} but v is on {dev}", f"move every input to {dev}")
     dtypes = {x.dtype for _, x in named}
     if torch.float64 in dtypes and len(dtypes) > 1:
-        odd = next(name for name, x in named if x.dtype != torch.float64)
-        raise type_error(odd, f"is {dict(named)[odd].dtype} while other inputs are float64",
+        f64 = next(name for name, x in named if x.dtype == torch.float64)
+        other = next(name for name, x in named if x.dtype != torch.float64)
+        raise type_error(f64, f"is float64 while {other} is {dict(named)[other].dtype}",
                          "cast all inputs to float64, or none")
     compute = torch.float64 if torch.float64 in dtypes else torch.float32
     if check_values and not _is_compiling():
