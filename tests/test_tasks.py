@@ -1,0 +1,147 @@
+"""Task generators: determinism and semantics, checked by recomputing each label independently."""
+
+from itertools import permutations
+
+import numpy as np
+import pytest
+
+from bayesfilt.errors import BayesfiltError
+from bayesfilt.nn.tasks import IGNORE, TASKS, group_elements, make_task, mad_task, word_problem
+
+SMALL = dict(n_train=64, n_test=16)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_seeded_and_deterministic(name):
+    a, b, c = make_task(name, seed=1, **SMALL), make_task(name, seed=1, **SMALL), make_task(name, seed=2, **SMALL)
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(getattr(a, split).inputs, getattr(b, split).inputs)
+        np.testing.assert_array_equal(getattr(a, split).targets, getattr(b, split).targets)
+    assert not np.array_equal(a.train.inputs, c.train.inputs)
+    assert not np.array_equal(a.train.inputs[:16], a.test.inputs)      # train and test streams differ
+    assert a.train.inputs.dtype == np.int64 and a.train.inputs.min() >= 0 and a.train.inputs.max() < a.vocab_size
+    lab = a.train.targets[a.train.targets != IGNORE]
+    assert lab.size > 0 and lab.min() >= 0 and lab.max() < a.n_classes
+
+
+def _compose(g, p):
+    """(g ∘ p)[i] = g[p[i]]: p first, then g."""
+    return tuple(g[p[i]] for i in range(len(p)))
+
+
+def _even(p):
+    seen, cycles = set(), 0
+    for i in range(len(p)):
+        if i not in seen:
+            cycles += 1
+            j = i
+            while j not in seen:
+                seen.add(j)
+                j = p[j]
+    return (len(p) - cycles) % 2 == 0
+
+
+@pytest.mark.parametrize("group,size", [("a5", 60), ("s5", 120)])
+def test_word_problem_labels_are_running_products(group, size):
+    elems = group_elements(group)
+    assert len(elems) == size == len(set(elems))
+    assert set(elems) == {p for p in permutations(range(5)) if group == "s5" or _even(p)}
+    split = word_problem(group, 50, 20, seed=3)
+    for x, y in zip(split.inputs, split.targets):
+        prod = tuple(range(5))
+        for t in range(20):
+            prod = _compose(elems[x[t]], prod)
+            assert elems[y[t]] == prod
+
+
+def test_word_problem_any_length_and_errors():
+    assert word_problem("a5", 2, 100, seed=0).targets.shape == (2, 100)
+    assert make_task("a5", length=3, **SMALL).train.inputs.shape == (64, 3)
+    with pytest.raises(BayesfiltError, match="group"):
+        word_problem("a4", 2, 3, seed=0)
+    with pytest.raises(BayesfiltError, match="length"):
+        word_problem("a5", 2, 0, seed=0)
+    with pytest.raises(BayesfiltError, match="task"):
+        make_task("nope")
+
+
+def _check_recall(split, n_kv=16, noise_from=None):
+    for x, y in zip(split.inputs, split.targets):
+        kv, t = {}, 0
+        while t < len(x):
+            if noise_from is not None and x[t] >= noise_from:
+                assert y[t] == IGNORE
+                t += 1
+                continue
+            k, v = x[t], x[t + 1]
+            assert 0 <= k < 8 <= v < n_kv
+            assert y[t + 1] == IGNORE
+            if k in kv:
+                assert v == kv[k] and y[t] == v            # a repeated key: labelled with its (consistent) value
+            else:
+                assert y[t] == IGNORE                      # first occurrence: nothing to recall
+            kv[k] = v
+            t += 2
+
+
+def test_in_context_recall_paper_settings_and_semantics():
+    task = mad_task("in_context_recall", seed=0)
+    assert (len(task.train), len(task.test), task.train.inputs.shape[1], task.vocab_size) == (12_800, 1_280, 128, 16)
+    _check_recall(mad_task("in_context_recall", seed=0, n_train=100, n_test=1).train)
+
+
+def test_noisy_recall_twenty_percent_noise_from_separate_vocab():
+    task = mad_task("noisy_recall", seed=0, n_train=100, n_test=1)
+    assert task.vocab_size == 32
+    frac = (task.train.inputs >= 16).mean()
+    assert abs(frac - 0.2) < 0.01
+    _check_recall(task.train, noise_from=16)
+
+
+def test_fuzzy_recall_spans_and_labels():
+    task = mad_task("fuzzy_recall", seed=0, n_train=50, n_test=1)
+    x, y = task.train.inputs, task.train.targets
+    lab = y != IGNORE
+    assert lab.any()
+    np.testing.assert_array_equal(y[:, :-1][lab[:, :-1]], x[:, 1:][lab[:, :-1]])   # each label is the next token
+    assert (x[:, 1:][lab[:, :-1]] >= 8).all()                                           # and it is a value token
+    for row in x:                                       # spans of 1-3 tokens: no run of > 3 keys or values
+        kinds = row >= 8
+        run = 1
+        for i in range(1, len(row)):
+            run = run + 1 if kinds[i] == kinds[i - 1] else 1
+            assert run <= 3 or i < 3
+
+
+def test_selective_copy():
+    task = mad_task("selective_copy", seed=0, n_train=20, n_test=1)
+    assert task.train.inputs.shape == (20, 256) and task.vocab_size == 16
+    for x, y in zip(task.train.inputs, task.train.targets):
+        marker = int(np.flatnonzero(x == 15)[0])
+        assert marker == 256 - 17
+        data = x[:marker][x[:marker] != 14]
+        assert len(data) == 16
+        np.testing.assert_array_equal(y[marker + 1:], data)
+        assert (y[:marker + 1] == IGNORE).all() and (x[marker + 1:] == 14).all()
+
+
+def test_compression():
+    task = mad_task("compression", seed=0, n_train=20, n_test=1)
+    assert task.readout == "compression" and task.train.inputs.shape == (20, 32)
+    assert (task.train.inputs[:, -1] == 15).all() and (task.train.inputs[:, :-1] < 15).all()
+    np.testing.assert_array_equal(task.train.targets, task.train.inputs[:, :-1])
+    assert task.settings["decoder_widths"] == (240, 120)
+
+
+def test_memorization_fixed_map():
+    task = mad_task("memorization", seed=0)
+    assert (len(task.train), task.train.inputs.shape[1], task.vocab_size) == (256, 32, 256)
+    kv = {}
+    for split in (task.train, task.test):
+        for x, y in zip(split.inputs, split.targets):
+            keys, vals = x[0::2], x[1::2]
+            assert (keys < 128).all() and (vals >= 128).all()
+            np.testing.assert_array_equal(y[0::2], vals)
+            assert (y[1::2] == IGNORE).all()
+            for k, v in zip(keys, vals):
+                assert kv.setdefault(k, v) == v            # one map for every sequence and both splits

@@ -1,0 +1,129 @@
+"""Training loop and CLI: exact resume, no silent overwrite, safe checkpoints, early stopping."""
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bayesfilt.cli import main  # noqa: E402
+from bayesfilt.errors import BayesfiltError  # noqa: E402
+from bayesfilt.nn.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from bayesfilt.nn.train import TrainConfig, batch_indices, train  # noqa: E402
+
+TINY = dict(task="a5", length=4, n_train=96, n_test=32, d_model=16, d_state=4, batch_size=16, warmup=2,
+            eval_every=3, lr=3e-3)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _metrics(path):
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("extra", [{}, {"posterior_samples": 2}])
+def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, extra):
+    cfg = TrainConfig(steps=8, **TINY, **extra)
+    full = train(cfg, tmp_path / "full", progress=False)
+    part = train(cfg, tmp_path / "resumed", progress=False, stop_after=5)
+    assert part["status"] == "stopped" and part["step"] == 5
+    assert not (tmp_path / "resumed" / "result.json").exists()
+    done = train(cfg, tmp_path / "resumed", progress=False, resume=True)
+    assert done["step"] == full["step"] == 8
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "resumed")
+    assert done["best_eval_acc"] == full["best_eval_acc"]
+
+
+def test_never_overwrites_without_force(tmp_path):
+    cfg = TrainConfig(steps=2, **TINY)
+    train(cfg, tmp_path, progress=False)
+    before = (tmp_path / "metrics.jsonl").read_bytes()
+    with pytest.raises(BayesfiltError, match="--force"):
+        train(cfg, tmp_path, progress=False)
+    assert (tmp_path / "metrics.jsonl").read_bytes() == before
+    with pytest.raises(BayesfiltError, match="settings differ"):
+        train(TrainConfig(steps=3, **TINY), tmp_path, progress=False, resume=True)
+    res = train(TrainConfig(steps=3, **TINY), tmp_path, progress=False, force=True)
+    assert res["step"] == 3 and len(_metrics(tmp_path)) == 3
+
+
+def test_checkpoint_tampered_or_truncated_is_a_clear_error(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"w": torch.arange(5.0), "step": 7, "history": [{"a": 1.0}]})
+    loaded = load_checkpoint(path)
+    assert loaded["step"] == 7 and torch.equal(loaded["w"], torch.arange(5.0))
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-10])
+    with pytest.raises(BayesfiltError, match="corrupted"):
+        load_checkpoint(path)
+    flipped = bytearray(raw)
+    flipped[-20] ^= 0xFF
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(BayesfiltError, match="corrupted"):
+        load_checkpoint(path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(BayesfiltError, match="not a bayesfilt checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(BayesfiltError, match="no file"):
+        load_checkpoint(tmp_path / "missing.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]          # no temp files left behind
+
+
+def test_early_stopping(tmp_path):
+    res = train(TrainConfig(steps=30, target_acc=0.001, **TINY), tmp_path / "a", progress=False)
+    assert res["status"] == "target reached" and res["step"] == 3
+    res = train(TrainConfig(steps=30, patience=1, **{**TINY, "lr": 1e-9}), tmp_path / "b", progress=False)
+    assert res["status"] == "no improvement" and res["step"] < 30
+
+
+def test_learns_a_trivial_task(tmp_path):
+    """A5 at length 1: the label is the input token itself; a tiny model must learn it."""
+    cfg = TrainConfig(steps=60, **{**TINY, "length": 1, "n_train": 512, "batch_size": 64, "lr": 1e-2, "eval_every": 20})
+    res = train(cfg, tmp_path, progress=False)
+    assert res["best_eval_acc"] > 0.5
+
+
+def test_compression_readout_trains(tmp_path):
+    cfg = TrainConfig(task="compression", n_train=32, n_test=8, d_model=16, d_state=4, steps=2, batch_size=8,
+                      eval_every=2, warmup=1)
+    res = train(cfg, tmp_path, progress=False)
+    assert res["parameters"] > 0 and 0 <= res["best_eval_acc"] <= 1
+
+
+def test_batches_cover_each_epoch_once():
+    n, bs = 10, 4
+    idx = [i for step in range(5) for i in batch_indices(0, step, bs, n)]
+    assert sorted(idx[:10]) == list(range(10)) and sorted(idx[10:20]) == list(range(10))
+
+
+def test_config_validation():
+    for bad in ({"task": "x"}, {"mixer": "rnn"}, {"steps": 0}, {"lr": -1.0}, {"dtype": "fp8"},
+                {"target_acc": 2.0}, {"posterior_samples": 2, "mixer": "attention"}, {"n_train": 0}):
+        with pytest.raises(BayesfiltError):
+            TrainConfig(**bad)
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "a5", "--mixer", "attention", "--layers", "1", "--d-model", "16", "--seed", "1",
+            "--length", "3", "--n-train", "64", "--n-test", "16", "--steps", "4", "--eval-every", "2",
+            "--warmup", "1", "--batch-size", "8", "--heads", "2", "--device", "cpu", "--out", str(out),
+            "--no-progress"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["status"] == "done" and result["step"] == 4
+    assert len(_metrics(out)) == 4 and "eval_acc" in _metrics(out)[1]
+    assert main(args) == 2                                  # refuses to overwrite
+    assert "--force" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0                   # a finished run resumes to its result
+    assert main(args + ["--force"]) == 0
