@@ -14,8 +14,13 @@ from .filters import kalman_filter, rts_smoother
 from .models import constant_velocity
 
 
-def run_demo(out_dir: str = "bayesfilt-demo", T: int = 200, seed: int = 0, verbose: bool = True) -> dict:
-    """Run the demo; returns the figures it printed (RMSEs) and the paths it wrote."""
+def run_demo(out_dir: str = "bayesfilt-demo", T: int = 200, seed: int = 0, verbose: bool = True,
+             ais: bool = True) -> dict:
+    """Run the demo; returns the figures it printed (RMSEs) and the paths it wrote.
+
+    With ``ais`` (the default) it then runs the AIS part on the shipped vessel reports
+    (:func:`bayesfilt.demo_ais.run_ais_demo`), whose figures are under ``out["ais"]``.
+    """
     model = constant_velocity(dt=1.0, q=0.05, r=4.0, m0=np.zeros(4), P0=np.diag([25.0, 25.0, 1.0, 1.0]))
     x, y = model.simulate(T, seed=seed)
     y[60:75] = np.nan                                           # a gap: pure prediction
@@ -41,4 +46,10 @@ def run_demo(out_dir: str = "bayesfilt-demo", T: int = 200, seed: int = 0, verbo
         print(f"                 smoothed     {rmse_s:7.3f} m")
         print(f"  log-likelihood {out['loglik']:.3f}")
         print(f"  wrote {path}")
+    if ais:
+        from .demo_ais import run_ais_demo
+        if verbose:
+            print()
+        out["ais"] = run_ais_demo(out_dir, verbose=verbose)
+        out["plots"] = out["plots"] + out["ais"]["plots"]
     return out

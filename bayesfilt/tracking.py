@@ -225,4 +225,143 @@ def track(kind: str, times, positions, q: float, r: float, *, smooth: bool = Tru
                          smoothed=smooth)
 
 
-__all__ = ["MODELS", "TrackEstimate", "fit_noise", "initial_noise_guess", "speed_course", "track", "tracking_model"]
+
+@dataclass(frozen=True)
+class SpeedCheck:
+    """Estimated speed/course against a reported one (e.g. AIS SOG/COG), per track and overall.
+
+    Attributes:
+        names: track labels. n_reports: reports per track.
+        speed_rms: RMS of (estimated - reported) speed per track [knots].
+        course_rms: RMS course difference per track [degrees], where reported speed > ``min_speed``.
+        prediction_rms: RMS one-step-ahead position prediction error per track (filter
+            innovations, from the third report on) [m]. residual_rms: RMS of observation - estimate per track [m].
+        speed_rms_all, course_rms_all, prediction_rms_all: over all reports.
+        speed_z_rms: RMS of (estimated - reported) / estimated standard deviation.
+        estimates: the :class:`TrackEstimate` of each track.
+    """
+
+    names: tuple
+    n_reports: tuple
+    speed_rms: tuple
+    course_rms: tuple
+    prediction_rms: tuple
+    residual_rms: tuple
+    speed_rms_all: float
+    course_rms_all: float
+    prediction_rms_all: float
+    speed_z_rms: float
+    estimates: tuple
+
+
+def speed_check(vessels, kind: str, q: float, r: float, *, smooth: bool = True, min_speed: float = 2.0,
+                skip: int = 0) -> SpeedCheck:
+    """Compare the speed and course estimated from positions alone with the reported SOG/COG.
+
+    Args:
+        vessels: :class:`bayesfilt.data.VesselTrack` objects (positions in metres, times in s).
+        kind: ``"cv"`` or ``"ca"``. q, r: noise levels.
+        smooth: use smoothed (default) or filtered estimates.
+        min_speed: course is compared only where the reported speed exceeds this [knots].
+        skip: leave out the first ``skip`` reports of each track from the speed/course
+            figures (e.g. 2 for filtered estimates, whose velocity needs two positions).
+            One-step predictions are always scored from the third report on.
+
+    Returns:
+        A :class:`SpeedCheck`.
+
+    Example:
+        >>> from bayesfilt.data import load_ais             # doctest: +SKIP
+        >>> speed_check(load_ais(), "cv", 1.4e-3, 8.8).speed_rms_all   # doctest: +SKIP
+    """
+    from .data import KNOT
+    if kind not in ("cv", "ca"):
+        raise value_error("kind", f"is {kind!r}", "use 'cv' or 'ca' (models with a velocity)")
+    names, ns, srms, crms, prms, rrms, ests = [], [], [], [], [], [], []
+    all_s, all_c, all_p, all_z = [], [], [], []
+    for v in vessels:
+        est = track(kind, v.times, v.positions, q, r, smooth=smooth)
+        model = tracking_model(kind, v.times, v.positions, q, r)
+        filt = kalman_filter(model, v.positions)
+        pred = filt.predicted_means[2:, :2] - v.positions[2:]                   # one-step-ahead position error
+        keep = np.arange(len(v)) >= skip
+        ds = (est.speed / KNOT - v.sog)[keep]
+        ok = (v.sog > min_speed) & np.isfinite(v.cog) & keep
+        dc = ((est.course - v.cog + 180.0) % 360.0 - 180.0)[ok]                 # wrapped course difference
+        names.append(v.name or str(v.mmsi))
+        ns.append(len(v))
+        srms.append(float(np.sqrt(np.mean(ds**2))))
+        crms.append(float(np.sqrt(np.mean(dc**2))) if dc.size else float("nan"))
+        prms.append(float(np.sqrt(np.mean(np.sum(pred**2, -1)))))
+        rrms.append(float(np.sqrt(np.mean(np.sum((v.positions - est.position) ** 2, -1)))))
+        ests.append(est)
+        all_s.append(ds)
+        all_c.append(dc)
+        all_p.append(np.sum(pred**2, -1))
+        all_z.append(ds / (est.speed_std / KNOT)[keep])
+    cat = np.concatenate
+    return SpeedCheck(names=tuple(names), n_reports=tuple(ns), speed_rms=tuple(srms), course_rms=tuple(crms),
+                      prediction_rms=tuple(prms), residual_rms=tuple(rrms),
+                      speed_rms_all=float(np.sqrt(np.mean(cat(all_s) ** 2))),
+                      course_rms_all=float(np.sqrt(np.mean(cat(all_c) ** 2))),
+                      prediction_rms_all=float(np.sqrt(np.mean(cat(all_p)))),
+                      speed_z_rms=float(np.sqrt(np.mean(cat(all_z) ** 2))), estimates=tuple(ests))
+
+
+
+@dataclass(frozen=True)
+class HoldoutCheck:
+    """Position error at withheld reports (see :func:`holdout_check`).
+
+    Attributes:
+        rms: RMS distance between the smoothed position at the withheld reports and the
+            reported positions [m]. coverage: fraction of withheld reports inside the 95 %
+            ellipse of the smoothed position plus the observation noise. count: number of
+            withheld reports. errors: (count,) distances [m].
+    """
+
+    rms: float
+    coverage: float
+    count: int
+    errors: np.ndarray
+
+
+def holdout_check(vessels, kind: str, q: float, r: float, every: int = 4, offset: int = 3) -> HoldoutCheck:
+    """Withhold every ``every``-th report (from ``offset``), smooth the rest, score the withheld ones.
+
+    The smoothed position x̂_t, covariance P_t at a withheld report is compared with the
+    report y_t: error |y_t - x̂_t|, and y_t - x̂_t ~ N(0, P_t + r I) for a calibrated model,
+    so (y_t - x̂_t)^T (P_t + r I)^{-1} (y_t - x̂_t) <= χ²_0.95(2) in 95 % of cases.
+
+    Args:
+        vessels: tracks with ``times`` and ``positions``. kind, q, r: model and noise levels.
+        every, offset: which reports to withhold (indices offset, offset + every, ...).
+
+    Returns:
+        A :class:`HoldoutCheck`.
+
+    Example:
+        >>> from bayesfilt.data import load_ais                      # doctest: +SKIP
+        >>> holdout_check(load_ais(), "cv", 1.4e-3, 8.8).rms          # doctest: +SKIP
+    """
+    from scipy.stats import chi2
+    errs, inside = [], []
+    for v in vessels:
+        y = np.array(v.positions, float)
+        idx = np.arange(offset, len(y), every)
+        y_cv = y.copy()
+        y_cv[idx] = np.nan                                                   # withheld reports
+        est = track(kind, v.times, y_cv, q, r, smooth=True)
+        e = y[idx] - est.position[idx]
+        S = est.covs[idx, :2, :2] + r * np.eye(2)                            # Cov[y_t - x̂_t] = P_t + R
+        d2 = np.einsum("ti,ti->t", e, np.linalg.solve(S, e[..., None])[..., 0])
+        errs.append(np.hypot(e[:, 0], e[:, 1]))
+        inside.append(d2 <= chi2.ppf(0.95, 2))
+    errs = np.concatenate(errs)
+    inside = np.concatenate(inside)
+    return HoldoutCheck(rms=float(np.sqrt(np.mean(errs**2))), coverage=float(inside.mean()), count=int(errs.size),
+                        errors=errs)
+
+
+__all__ = ["HoldoutCheck", "MODELS", "SpeedCheck", "TrackEstimate", "fit_noise", "initial_noise_guess", "speed_check", "speed_course", "track",
+           "tracking_model", "holdout_check"]
