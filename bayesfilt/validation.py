@@ -70,7 +70,8 @@ def check_psd(a: np.ndarray, arg: str, *, strict: bool, rtol: float = DEFAULT_RT
     w = np.linalg.eigvalsh(a.astype(np.float64, copy=False))
     scale = np.maximum(np.abs(w).max(axis=-1, keepdims=True), np.finfo(np.float64).tiny)
     tol = max(rtol, 10 * np.finfo(a.dtype).eps) * scale
-    bad = (w <= 0) if strict else (w < -tol)
+    # strict: eigenvalues within rounding of zero (relative to the largest) count as singular
+    bad = (w <= 10 * a.shape[-1] * np.finfo(a.dtype).eps * scale) if strict else (w < -tol)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0][:-1])
         kind = "positive definite" if strict else "positive semi-definite"

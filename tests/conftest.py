@@ -38,3 +38,32 @@ def random_model(rng, n, m, *, time_varying=(), T=None, bias=False, psd_q=False)
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+# ---------------------------------------------------------------- fuzz-case counting
+# Fuzz tests record how many generated cases they tried (record_property("fuzz_cases", n));
+# the counts travel with the test reports (also from xdist workers) and are summed here.
+
+def pytest_configure(config):
+    config._fuzz_counts = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when != "call":
+        return
+    for key, value in getattr(report, "user_properties", ()):
+        if key == "fuzz_cases":
+            counts = getattr(pytest_runtest_logreport, "_config")._fuzz_counts
+            counts[report.nodeid] = counts.get(report.nodeid, 0) + int(value)
+
+
+def pytest_sessionstart(session):
+    pytest_runtest_logreport._config = session.config
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    counts = getattr(config, "_fuzz_counts", {})
+    if counts:
+        terminalreporter.write_line(
+            f"fuzz: {sum(counts.values())} generated cases tried in {len(counts)} fuzz tests "
+            f"(BAYESFILT_FUZZ_EXAMPLES raises the budget)")
