@@ -210,7 +210,7 @@ def information_filter(model: LinearGaussianSSM, y, *, validate: bool = True) ->
 
     Example:
         >>> import numpy as np, bayesfilt
-        >>> model = bayesfilt.LinearGaussianSSM(m0=np.zeros(1), P0=np.eye(1), F=np.eye(1),
+        >>> model = bayesfilt.LinearGaussianSSM(m0=np.zeros(1), P0=np.zeros((1, 1)), F=np.eye(1),
         ...     Q=np.eye(1), H=np.eye(1), R=np.eye(1), diffuse=True)
         >>> res = bayesfilt.information_filter(model, np.array([[1.0], [2.0]]))
         >>> float(res.precisions[0, 0, 0]), float(res.means[0, 0])

@@ -117,7 +117,7 @@ def sqrt_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> Filter
         >>> model = bayesfilt.LinearGaussianSSM(m0=np.zeros(1), P0=np.eye(1), F=np.eye(1),
         ...     Q=np.eye(1), H=np.eye(1), R=np.eye(1))
         >>> res = bayesfilt.sqrt_filter(model, np.array([[1.0], [np.nan], [2.0]]))
-        >>> float(res.covs[0, 0, 0])
+        >>> round(float(res.covs[0, 0, 0]), 12)
         0.5
     """
     model, y, T, batch = prepare(model, y, validate=validate)
