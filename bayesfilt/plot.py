@@ -126,7 +126,7 @@ def series_1d(times, observations=None, means=None, variances=None, *, smoothed=
     return fig
 
 
-def _chi2_figure(values, dof, prob, times, name, dof_label):
+def _chi2_figure(values, dof, prob, times, name, dof_label, xlabel=None):
     from .consistency import chi2_bounds
     v = np.asarray(values, float)
     if v.ndim == 1:
@@ -151,20 +151,20 @@ def _chi2_figure(values, dof, prob, times, name, dof_label):
     inside = np.mean((avg >= lo) & (avg <= hi))
     ax.set_title(f"{name}: overall average {v[use].mean():.3f} (expected {k[use].mean():.3g}); "
                  f"{inside * 100:.0f}% of steps inside the bounds", fontsize=9)
-    ax.set_xlabel("time step" if times is None else "time")
+    ax.set_xlabel(xlabel or ("time step" if times is None else "time"))
     ax.set_ylabel(name)
     ax.legend(loc="best", fontsize=8)
     return fig
 
 
-def nis_plot(nis_values, dof, *, prob: float = 0.95, times=None) -> Figure:
+def nis_plot(nis_values, dof, *, prob: float = 0.95, times=None, xlabel: str | None = None) -> Figure:
     """NIS per step (averaged over runs) against the χ² bounds for the run average.
 
     Args:
         nis_values: (T,) for one run or (N, T) for N independent runs.
         dof: observed components per step (scalar, (T,) or (N, T)), e.g. from
             :func:`bayesfilt.consistency.nis`.
-        prob: coverage of the bounds. times: optional x-axis values (T,).
+        prob: coverage of the bounds. times: optional x-axis values (T,). xlabel: x-axis label.
 
     Returns:
         A ``matplotlib.figure.Figure``.
@@ -175,16 +175,16 @@ def nis_plot(nis_values, dof, *, prob: float = 0.95, times=None) -> Figure:
         >>> fig.axes[0].get_ylabel()
         'NIS'
     """
-    return _chi2_figure(nis_values, dof, prob, times, "NIS", "m")
+    return _chi2_figure(nis_values, dof, prob, times, "NIS", "m", xlabel)
 
 
-def nees_plot(nees_values, dof, *, prob: float = 0.95, times=None) -> Figure:
+def nees_plot(nees_values, dof, *, prob: float = 0.95, times=None, xlabel: str | None = None) -> Figure:
     """NEES per step (averaged over runs) against the χ² bounds for the run average.
 
     Args:
         nees_values: (T,) or (N, T) values from :func:`bayesfilt.consistency.nees`.
         dof: the state dimension n (or per-step degrees of freedom).
-        prob: coverage of the bounds. times: optional x-axis values (T,).
+        prob: coverage of the bounds. times: optional x-axis values (T,). xlabel: x-axis label.
 
     Returns:
         A ``matplotlib.figure.Figure``.
@@ -195,7 +195,7 @@ def nees_plot(nees_values, dof, *, prob: float = 0.95, times=None) -> Figure:
         >>> fig.axes[0].get_ylabel()
         'NEES'
     """
-    return _chi2_figure(nees_values, dof, prob, times, "NEES", "n")
+    return _chi2_figure(nees_values, dof, prob, times, "NEES", "n", xlabel)
 
 
 def tracks_overview(tracks, *, title: str | None = None, units: str = "m") -> Figure:
@@ -231,4 +231,49 @@ def tracks_overview(tracks, *, title: str | None = None, units: str = "m") -> Fi
     if any(tr.get("label") for tr in tracks):
         ax.legend(loc="best", fontsize=8)
     ax.set_title(title or "tracks: observations (dots) and estimates (lines)")
+    return fig
+
+
+def posterior_variance(variance, *, marks=None, title: str | None = None, log: bool = True,
+                       label: str = "mean posterior variance") -> Figure:
+    """Plot a KLA model's mean posterior variance over time (e.g. the paper's selective-copy figure).
+
+    Args:
+        variance: array-like [..., L] (e.g. ``KLALanguageModel.posterior_variance(tokens)``,
+            [n_layers, B, L]; a torch tensor is detached and moved to the CPU); every leading
+            axis is averaged, so one curve over positions 0..L-1 is drawn, with the band between
+            the 10% and 90% quantiles over the leading axes when there are several rows.
+        marks: optional positions to mark with vertical lines (e.g. the tokens to copy).
+        title: figure title. log: logarithmic y axis.
+
+    Returns:
+        A matplotlib ``Figure`` (no pyplot state).
+
+    Example:
+        >>> import numpy as np
+        >>> fig = posterior_variance(np.exp(-np.arange(20.0))[None], marks=[5])
+    """
+    if hasattr(variance, "detach"):
+        variance = variance.detach().float().cpu().numpy()
+    v = np.asarray(variance, dtype=float)
+    if v.ndim == 0:
+        from .errors import value_error
+        raise value_error("variance", "is a scalar", "pass an array whose last axis is time")
+    rows = v.reshape(-1, v.shape[-1])
+    mean = rows.mean(axis=0)
+    t = np.arange(v.shape[-1])
+    fig = Figure(figsize=(8, 3.5))
+    ax = fig.add_subplot()
+    ax.plot(t, mean, "-", color="C0", lw=1.2, label=label)
+    if rows.shape[0] > 1:
+        lo, hi = np.quantile(rows, [0.1, 0.9], axis=0)
+        ax.fill_between(t, lo, hi, color="C0", alpha=0.2, lw=0, label="10-90% over rows")
+    for i, m in enumerate([] if marks is None else np.asarray(marks).ravel()):
+        ax.axvline(float(m), color="C3", lw=0.6, alpha=0.6, label="marked tokens" if i == 0 else None)
+    if log and (mean > 0).all():
+        ax.set_yscale("log")
+    ax.set_xlabel("position")
+    ax.set_ylabel("posterior variance")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title or "KLA posterior variance over time")
     return fig
