@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # torch 2.13.0 is pinned so pip takes the CPU build from this machine's local disk.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test docs install install-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(VENV)/.installed: $(PY) pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e ".[test]" triton tqdm
+	$(PY) -m pip install -q -e ".[test,docs]" triton tqdm
 	touch $@
 
 install: $(VENV)/.installed
@@ -31,6 +31,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(MAKE) --no-print-directory docs
+
+# The documentation site; warnings (broken links, missing references, pages outside the nav) fail.
+docs: $(VENV)/.installed-test
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 clean:
-	rm -rf $(VENV) bayesfilt-demo .pytest_cache
+	rm -rf $(VENV) bayesfilt-demo .pytest_cache site

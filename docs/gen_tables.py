@@ -1,0 +1,273 @@
+"""Pages generated from the package's own data, so that they cannot go stale.
+
+Used two ways:
+
+- as an MkDocs hook (``hooks:`` in mkdocs.yml): at every build it adds the pages
+  ``backends.md`` (from ``bayesfilt/tolerances.py``'s ``TOLERANCES``) and ``benchmarks.md``
+  (from the committed ``benchmarks/results/*.json``) to the site; neither is a file in
+  the repository;
+- as a script, to look at the generated Markdown: ``python docs/gen_tables.py backends``
+  or ``python docs/gen_tables.py benchmarks``.
+
+Unreadable benchmark JSON is logged as a warning, which fails ``mkdocs build --strict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+log = logging.getLogger("mkdocs.hooks.gen_tables")
+
+# keys that describe where and how a benchmark ran (shown above its tables, in this order)
+META_KEYS = ("benchmark", "name", "description", "date", "timestamp", "commit", "git_commit",
+             "git", "machine", "device", "gpu", "cpu", "platform", "python", "versions", "dtype",
+             "shapes", "shape", "config")
+
+
+# --------------------------------------------------------------------------- helpers
+def _cell(value) -> str:
+    """One table cell: numbers to 4 significant digits, containers as compact JSON."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list, tuple)):
+        text = json.dumps(value, separators=(", ", ": "), default=str)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
+             "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """Nested dicts to dotted keys; lists are kept as values."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and len(_flatten(v)) <= 12:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _is_records(v) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(isinstance(r, dict) for r in v)
+
+
+def _is_keyed_records(v) -> bool:
+    return isinstance(v, dict) and len(v) > 0 and all(isinstance(r, dict) for r in v.values())
+
+
+def _records_table(records: list[dict], key_name: str | None = None, keys: list | None = None) -> str:
+    flat = [_flatten(r) for r in records]
+    header: list[str] = []
+    for r in flat:
+        header += [k for k in r if k not in header]
+    rows = [[r.get(h) for h in header] for r in flat]
+    if keys is not None:
+        header = [key_name or "name"] + header
+        rows = [[k] + row for k, row in zip(keys, rows)]
+    return _table(header, rows)
+
+
+# --------------------------------------------------------------------------- backends.md
+def render_backends() -> str:
+    """The tolerance table (``bayesfilt.tolerances.TOLERANCES``) as Markdown."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from bayesfilt import tolerances as tol_mod
+
+    doc = tol_mod.__doc__ or ""
+    doc = re.sub(r"``([^`]+)``", r"`\1`", doc)                    # reST literals -> Markdown
+    by_component: dict[str, list] = {}
+    for (component, backend, dtype), tol in tol_mod.TOLERANCES.items():
+        by_component.setdefault(component, []).append((backend, dtype, tol))
+    extra = []
+    for rows in by_component.values():
+        for _, _, tol in rows:
+            for f in dataclasses.fields(tol):
+                if f.name not in ("bound", "metric", "note") and f.name not in extra:
+                    extra.append(f.name)
+
+    parts = [
+        "# Backends, dtypes and promised tolerances\n",
+        "!!! info \"Generated page\"\n"
+        "    This page is rendered at every docs build from `bayesfilt/tolerances.py` "
+        "(`TOLERANCES`), the one place the promises are stored; the tests and "
+        "`bayesfilt check` read the same table. Edit the table there, not here.\n",
+        "## How errors are measured\n",
+        doc.strip() + "\n",
+        "Every promise is checked against the float64 sequential reference "
+        "([covariance form](math/covariance_filter.md)) on the model convention of the "
+        "[notation page](math/notation.md).\n",
+    ]
+    header = ["backend", "dtype"] + extra + ["bound", "metric", "note"]
+    for component in sorted(by_component):
+        parts.append(f"## `{component}`\n")
+        rows = [[f"`{backend}`", dtype] + [getattr(tol, e, None) for e in extra]
+                + [tol.bound, f"`{tol.metric}`", tol.note]
+                for backend, dtype, tol in sorted(by_component[component], key=lambda r: (r[0], r[1]))]
+        parts.append(_table(header, rows))
+    if not by_component:
+        parts.append("No tolerances are declared yet.\n")
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- benchmarks.md
+def _render_result(path: Path) -> str:
+    data = json.loads(path.read_text())
+    rel = path.relative_to(ROOT).as_posix()
+    parts = [f"## {path.stem}\n", f"Source: `{rel}`\n"]
+    if _is_records(data):
+        parts.append(_records_table(data))
+        return "\n".join(parts)
+    if not isinstance(data, dict):
+        parts.append(f"`{_cell(data)}`\n")
+        return "\n".join(parts)
+    meta, scalars, tables = [], [], []
+    for key, value in data.items():
+        if _is_records(value):
+            tables.append((key, _records_table(value)))
+        elif _is_keyed_records(value) and key not in META_KEYS:
+            tables.append((key, _records_table(list(value.values()), "name", list(value))))
+        elif key in META_KEYS:
+            meta.append((key, value))
+        else:
+            scalars.append((key, value))
+    meta.sort(key=lambda kv: META_KEYS.index(kv[0]))
+    rows = []
+    for key, value in meta + scalars:
+        if isinstance(value, dict):
+            rows += [[f"{key}.{k}", v] for k, v in _flatten(value).items()]
+        else:
+            rows.append([key, value])
+    if rows:
+        parts.append(_table(["field", "value"], rows))
+    for key, table in tables:
+        parts.append(f"### {key}\n")
+        parts.append(table)
+    return "\n".join(parts)
+
+
+def render_benchmarks() -> str:
+    """Every committed ``benchmarks/results/*.json`` as Markdown tables."""
+    parts = [
+        "# Benchmarks\n",
+        "!!! info \"Generated page\"\n"
+        "    Rendered at every docs build from the JSON files committed under "
+        "`benchmarks/results/`. Each benchmark script in `benchmarks/` runs bayesfilt and "
+        "its peers in the same process, only after a parity check against the reference, "
+        "and records the machine, the library versions and the git commit it ran on; "
+        "re-run a script to refresh its file. Numbers are shown to 4 significant digits.\n",
+        "The targets these numbers are measured against are listed in the project's "
+        "`TARGETS` notes; the tolerances each backend promises are on the "
+        "[backends page](backends.md).\n",
+    ]
+    files = sorted(RESULTS_DIR.glob("*.json")) if RESULTS_DIR.is_dir() else []
+    if not files:
+        parts.append("No benchmark results are committed yet.\n")
+    for path in files:
+        try:
+            parts.append(_render_result(path))
+        except (ValueError, OSError) as exc:                       # JSONDecodeError is a ValueError
+            log.warning("gen_tables: cannot render %s: %s", path, exc)
+            parts.append(f"## {path.stem}\n\nThis file could not be read: `{_cell(str(exc))}`\n")
+    return "\n".join(parts)
+
+
+GENERATED = {"backends.md": render_backends, "benchmarks.md": render_benchmarks}
+
+
+# --------------------------------------------------------------------------- api.md summary
+def _first_line(obj) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def render_toplevel_summary() -> str:
+    """A table of ``bayesfilt.__all__``: each name cross-referenced to its documentation.
+
+    The links are mkdocstrings cross-references (``[name][identifier]``) to the object's
+    defining module path; if no ``:::`` block documents it, autorefs warns and the strict
+    build fails, so a new public name cannot be left out of the API reference.
+    """
+    import inspect
+    import types
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import bayesfilt
+
+    rows = []
+    for name in bayesfilt.__all__:
+        obj = getattr(bayesfilt, name)
+        if name.startswith("__"):
+            rows.append([f"`{name}`", "attribute", f"`{obj!r}`"])
+            continue
+        if isinstance(obj, types.ModuleType):
+            ident, kind = obj.__name__, "module"
+        else:
+            ident = f"{obj.__module__}.{obj.__qualname__}"
+            kind = "class" if inspect.isclass(obj) else "function" if callable(obj) else "attribute"
+        rows.append([f"[`{name}`][{ident}]", kind, _first_line(obj)])
+    lines = ["| name | kind | summary |", "|---|---|---|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+PAGE_MARKERS = {"<!-- gen:toplevel -->": render_toplevel_summary}
+
+
+def on_page_markdown(markdown, page, config, files):
+    """MkDocs hook: fill the ``<!-- gen:... -->`` markers of a page."""
+    for marker, render in PAGE_MARKERS.items():
+        if marker in markdown:
+            markdown = markdown.replace(marker, render())
+    return markdown
+
+
+# --------------------------------------------------------------------------- mkdocs hook
+def on_files(files, config):
+    """MkDocs hook: add the generated pages to the site (they are not in docs/)."""
+    from mkdocs.structure.files import File
+
+    for name, render in GENERATED.items():
+        if files.get_file_from_path(name) is not None:
+            log.warning("gen_tables: docs/%s exists but is generated; delete the file", name)
+            continue
+        files.append(File.generated(config, name, content=render()))
+    return files
+
+
+def on_config(config):
+    """MkDocs hook: rebuild when the data behind the generated pages changes (``mkdocs serve``)."""
+    watch = config.setdefault("watch", [])
+    for p in (ROOT / "bayesfilt" / "tolerances.py", RESULTS_DIR):
+        if p.exists() and str(p) not in watch:
+            watch.append(str(p))
+    return config
+
+
+if __name__ == "__main__":
+    which = sys.argv[1] if len(sys.argv) > 1 else "backends"
+    if which not in ("backends", "benchmarks"):
+        sys.exit("usage: python docs/gen_tables.py backends|benchmarks")
+    print(GENERATED[which + ".md"]())
