@@ -219,3 +219,35 @@ def test_bad_inputs_raise_named_errors():
         assert "Fix:" in str(info.value)
     with pytest.raises(bayesfilt.BayesfiltTypeError, match="^model:"):
         bayesfilt.information_filter("not a model", np.zeros((3, 1)))
+
+
+def test_constant_velocity_fully_diffuse_matches_covariance_form():
+    model = bayesfilt.models.constant_velocity(q=0.5, r=2.0, P0=np.zeros((4, 4))).replace(diffuse=True)
+    _, y = model.replace(diffuse=False, P0=np.eye(4)).simulate(15, seed=5, batch_shape=(3,))
+    y[1, 1, 0] = np.nan
+    y[2, 0] = np.nan
+    res = bayesfilt.information_filter(model, y)
+    ref = bayesfilt.kalman_filter(model, y)
+    assert res.diffuse_steps == ref.diffuse_steps == 2                        # pos + vel need two positions
+    np.testing.assert_allclose(res.means, ref.means, atol=1e-8, equal_nan=True)
+    np.testing.assert_allclose(res.covs, ref.covs, atol=1e-8, equal_nan=True)
+    np.testing.assert_allclose(res.loglik_terms, ref.loglik_terms, atol=1e-9)
+    kappa = 1e8
+    big = bayesfilt.kalman_filter(model.replace(diffuse=False, P0=kappa * np.eye(4)), y)
+    np.testing.assert_allclose(res.loglik, big.loglik + 4 / 2 * np.log(2 * np.pi * kappa), atol=1e-5)
+
+
+def test_never_identified_direction_is_integrated_out(rng):
+    """State 1 is diffuse and never observed: the log-likelihood is that of state 0 alone,
+    its means stay NaN, and the precisions stay finite (zero along the unidentified state)."""
+    model = bayesfilt.LinearGaussianSSM(m0=np.zeros(2), P0=np.diag([1.0, 0.0]), F=np.diag([0.9, 1.0]),
+                                        Q=np.diag([0.5, 0.1]), H=np.array([[1.0, 0.0]]), R=np.array([[0.7]]),
+                                        diffuse=np.array([False, True]))
+    _, y = model.replace(diffuse=False, P0=np.eye(2)).simulate(8, seed=0)
+    res = bayesfilt.information_filter(model, y)
+    alone = bayesfilt.kalman_filter(bayesfilt.LinearGaussianSSM(m0=np.zeros(1), P0=np.eye(1), F=np.array([[0.9]]),
+                                                                Q=np.array([[0.5]]), H=np.eye(1), R=np.array([[0.7]])), y)
+    np.testing.assert_allclose(res.loglik, alone.loglik, atol=1e-10)
+    assert res.diffuse_steps == 8 and np.isnan(res.means).all()
+    np.testing.assert_allclose(res.precisions[:, 1, 1], 0.0, atol=1e-12)
+    np.testing.assert_allclose(res.info_vectors[:, 0] / res.precisions[:, 0, 0], alone.means[:, 0], atol=1e-10)
