@@ -134,7 +134,10 @@ def render_backends() -> str:
 # --------------------------------------------------------------------------- benchmarks.md
 def _render_result(path: Path) -> str:
     data = json.loads(path.read_text())
-    rel = path.relative_to(ROOT).as_posix()
+    try:
+        rel = path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        rel = str(path)
     parts = [f"## {path.stem}\n", f"Source: `{rel}`\n"]
     if _is_records(data):
         parts.append(_records_table(data))
@@ -167,7 +170,7 @@ def _render_result(path: Path) -> str:
     return "\n".join(parts)
 
 
-def render_benchmarks() -> str:
+def render_benchmarks(results_dir: Path = RESULTS_DIR) -> str:
     """Every committed ``benchmarks/results/*.json`` as Markdown tables."""
     parts = [
         "# Benchmarks\n",
@@ -181,7 +184,7 @@ def render_benchmarks() -> str:
         "`TARGETS` notes; the tolerances each backend promises are on the "
         "[backends page](backends.md).\n",
     ]
-    files = sorted(RESULTS_DIR.glob("*.json")) if RESULTS_DIR.is_dir() else []
+    files = sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []
     if not files:
         parts.append("No benchmark results are committed yet.\n")
     for path in files:

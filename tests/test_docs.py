@@ -292,6 +292,38 @@ def test_example_runs(script, tmp_path):
     print(f"{script.name}: {took:.1f} s")
 
 
+def _gen_tables():
+    spec = importlib.util.spec_from_file_location("gen_tables", ROOT / "docs" / "gen_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_backends_page_lists_every_tolerance():
+    from bayesfilt.tolerances import TOLERANCES
+
+    page = _gen_tables().render_backends()
+    for (component, backend, dtype), tol in TOLERANCES.items():
+        assert f"## `{component}`" in page
+        assert any(f"`{backend}`" in line and dtype in line and f"`{tol.metric}`" in line
+                   for line in page.splitlines()), (component, backend, dtype)
+
+
+def test_benchmarks_page_renders_results_and_flags_bad_json(tmp_path, caplog):
+    import json
+    import logging
+
+    (tmp_path / "cpu.json").write_text(json.dumps({
+        "commit": "0123abc", "machine": {"cpu": "test cpu"},
+        "results": [{"library": "bayesfilt", "seconds": 0.25}, {"library": "peer", "seconds": 2.5}]}))
+    (tmp_path / "broken.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        page = _gen_tables().render_benchmarks(tmp_path)
+    assert "| commit | 0123abc |" in page and "| machine.cpu | test cpu |" in page
+    assert "| bayesfilt | 0.25 |" in page and "| peer | 2.5 |" in page
+    assert any("broken.json" in r.getMessage() for r in caplog.records)
+
+
 def test_index_page_code_runs(tmp_path, monkeypatch):
     import matplotlib
     matplotlib.use("Agg")
