@@ -118,3 +118,14 @@ def test_compression_decoder_widths():
     dec = CompressionDecoder(16, n_positions=31, n_classes=16)
     assert [m.out_features for m in dec.mlp if isinstance(m, torch.nn.Linear)] == [240, 120, 16]
     assert dec(torch.randn(2, 16)).shape == (2, 31, 16)
+
+
+def test_posterior_variance_plot_from_model():
+    from bayesfilt.plot import posterior_variance
+    lm = make_lm("kla", layers=2)
+    var = lm.posterior_variance(torch.randint(0, 11, (3, 10)))
+    fig = posterior_variance(var, marks=[2, 5])
+    line = fig.axes[0].lines[0]
+    torch.testing.assert_close(torch.as_tensor(line.get_ydata()), var.detach().mean(dim=(0, 1)))
+    with pytest.raises(BayesfiltError, match="variance"):
+        posterior_variance(1.0)

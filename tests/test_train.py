@@ -127,3 +127,10 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert main(args + ["--resume"]) == 0                   # a finished run resumes to its result
     assert main(args + ["--force"]) == 0
+
+
+def test_accuracy_counts_last_labelled_position():
+    from bayesfilt.nn.train import _accuracy
+    y = torch.tensor([[1, 2, -100], [3, -100, -100]])
+    logits = torch.nn.functional.one_hot(torch.tensor([[1, 0, 0], [3, 0, 0]]), 5).float()
+    assert _accuracy(logits, y) == (2, 3, 1, 2, 1)          # row 0's last label (2) wrong, row 1's (3) right

@@ -34,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--target-acc", type=float, default=None, help="stop once test accuracy reaches this")
     p.add_argument("--patience", type=int, default=0, help="stop after this many evaluations without improvement")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this much training time (time-boxed runs)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="bfloat16: autocast")
     p.add_argument("--backend", default="auto", help="kla_scan backend (default: %(default)s)")
@@ -58,6 +59,7 @@ def run(args) -> int:
                       eval_every=args.eval_every, eval_size=args.eval_size, target_acc=args.target_acc,
                       patience=args.patience, seed=args.seed, device=device, dtype=args.dtype, backend=args.backend)
     out = args.out or f"runs/{args.task}-{args.mixer}-{args.layers}-{args.seed}"
-    res = train(cfg, out, resume=args.resume, force=args.force, progress=not args.no_progress)
+    res = train(cfg, out, resume=args.resume, force=args.force, progress=not args.no_progress,
+                max_seconds=args.max_seconds)
     print(json.dumps({k: v for k, v in res.items() if k != "config"}, sort_keys=True))
     return 0

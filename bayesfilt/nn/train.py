@@ -173,13 +173,15 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
-def _accuracy(logits, y) -> tuple[int, int, int, int]:
-    """(correct labelled tokens, labelled tokens, fully correct sequences, sequences)."""
+def _accuracy(logits, y) -> tuple[int, int, int, int, int]:
+    """(correct labelled tokens, labelled tokens, fully correct sequences, sequences, correct last labels)."""
     pred = logits.argmax(-1)
     mask = y != -100
     correct = (pred == y) & mask
     seq_ok = (correct | ~mask).all(dim=-1)
-    return int(correct.sum()), int(mask.sum()), int(seq_ok.sum()), int(y.shape[0])
+    last = mask.shape[-1] - 1 - torch.flip(mask, dims=[-1]).int().argmax(-1)    # last labelled position per row
+    last_ok = correct.gather(-1, last[:, None]).squeeze(-1) & mask.any(-1)
+    return int(correct.sum()), int(mask.sum()), int(seq_ok.sum()), int(y.shape[0]), int(last_ok.sum())
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -190,22 +192,27 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 
 @torch.no_grad()
 def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.device, batch_size: int = 256) -> dict:
-    """Test loss, token accuracy (labelled positions) and whole-sequence accuracy."""
+    """Test loss, token accuracy (labelled positions), whole-sequence accuracy and last-label accuracy.
+
+    For the word problems the last label is the product of the whole word (the state-tracking score).
+    """
     model.eval()
     n = len(task.test) if cfg.eval_size is None else min(cfg.eval_size, len(task.test))
-    tot_loss, tot_tok, c_tok, c_seq = 0.0, 0, 0, 0
+    tot_loss, tot_tok, c_tok, c_seq, c_last = 0.0, 0, 0, 0, 0
     for i in range(0, n, batch_size):
         x = torch.from_numpy(task.test.inputs[i:min(n, i + batch_size)]).to(device)
         y = torch.from_numpy(task.test.targets[i:min(n, i + batch_size)]).to(device)
         with _autocast(cfg, device):
             loss, logits = model.loss_and_logits(x, y)
-        c, t, s, _ = _accuracy(logits, y)
+        c, t, s, _, last = _accuracy(logits, y)
         tot_loss += float(loss) * t
         tot_tok += t
         c_tok += c
         c_seq += s
+        c_last += last
     model.train()
-    return {"eval_loss": tot_loss / max(tot_tok, 1), "eval_acc": c_tok / max(tot_tok, 1), "eval_seq_acc": c_seq / n}
+    return {"eval_loss": tot_loss / max(tot_tok, 1), "eval_acc": c_tok / max(tot_tok, 1), "eval_seq_acc": c_seq / n,
+            "eval_last_acc": c_last / n}
 
 
 def _prepare_out(out: Path, cfg: TrainConfig, *, resume: bool, force: bool) -> None:
@@ -231,7 +238,8 @@ def _write_metrics(out: Path, records: list) -> None:
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False,
-          progress: bool = True, stop_after: int | None = None, task: Task | None = None) -> dict:
+          progress: bool = True, stop_after: int | None = None, max_seconds: float | None = None,
+          task: Task | None = None) -> dict:
     """Train ``cfg`` and write its outputs into folder ``out``; returns the result record.
 
     Args:
@@ -245,7 +253,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         task: a prebuilt task (default: ``make_task`` from the config).
 
     Returns:
-        dict with ``status`` ("done", "target reached", "no improvement", "stopped"), ``step``,
+        dict with ``status`` ("done", "target reached", "no improvement", "time limit", "stopped"), ``step``,
         ``best_eval_acc``, the last evaluation and the parameter count.
 
     Example:
@@ -277,7 +285,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         opt.load_state_dict(ck["optimizer"])
         step = int(ck["step"])
         prog = _Progress(float(ck["best_acc"]), int(ck["evals_since_best"]), list(ck["history"]))
-        if ck.get("status") in ("target reached", "no improvement", "done"):
+        if ck.get("status") in ("target reached", "no improvement", "done", "time limit"):
             return _finish(out, cfg, model, prog, step, ck["status"])
     _write_metrics(out, prog.history)
 
@@ -307,7 +315,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             step += 1
-            c, t, _, _ = _accuracy(logits.detach(), y)
+            c, t, _, _, _ = _accuracy(logits.detach(), y)
             rec = {"step": step, "loss": float(loss.detach()), "acc": c / max(t, 1), "lr": lr_at(cfg, step - 1),
                    "grad_norm": float(gnorm)}
             bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}")
@@ -326,6 +334,12 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
                     status = "target reached"
                 elif cfg.patience and prog.evals_since_best >= cfg.patience:
                     status = "no improvement"
+            if max_seconds is not None and status == "done" and time.perf_counter() - t0 > max_seconds:
+                if "eval_acc" not in rec:
+                    ev = evaluate(model, task, cfg, device)
+                    rec.update(ev)
+                    prog.best_acc = max(prog.best_acc, ev["eval_acc"])
+                status = "time limit"
             with open(out / "metrics.jsonl", "a") as f:             # appended live; rewritten atomically on resume
                 f.write(json.dumps(rec, sort_keys=True) + "\n")
             if status != "done":
@@ -349,6 +363,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
 def _finish(out: Path, cfg: TrainConfig, model: nn.Module, prog: _Progress, step: int, status: str) -> dict:
     last_eval = next((r for r in reversed(prog.history) if "eval_acc" in r), {})
     res = {"status": status, "step": step, "best_eval_acc": prog.best_acc,
+           "best_eval_last_acc": max((r.get("eval_last_acc", -1.0) for r in prog.history), default=-1.0),
            "last_eval": {k: v for k, v in last_eval.items() if k.startswith("eval")},
            "parameters": count_parameters(model), "config": asdict(cfg)}
     if status != "stopped":

@@ -1,0 +1,175 @@
+"""KLA layer forward+backward on the GPU, beside flash-linear-attention's GatedLinearAttention.
+
+Workload (issue 5, TARGETS.md §1): one mixer layer, d_model 1024, B=8, L=2048, bf16 autocast,
+forward + backward of ``(y * g).sum()`` with a fixed random g. Reported per layer: median time
+of the timed iterations (CUDA events), tokens/s, and the peak GPU memory of one step above what
+was allocated before it. Peers in the same process: fla's ``GatedLinearAttention`` layer with
+its default settings (expand_k 0.5, expand_v 1, 4 heads) and with the state size matched to
+KLA's (16 heads, key dim 16, value dim 128 per head: 16 x 16 x 128 = 2048 x 16 = M x S).
+
+Parity first: on a small shape the layer's outputs and gradients with backend "triton" are
+compared with backend "torch" (float32); nothing is timed if they disagree.
+
+Usage (GPU)::
+
+    python benchmarks/kla_layer.py --out benchmarks/results/kla_layer.json
+    python benchmarks/kla_layer.py --quick       # small shapes (also runs on the CPU, torch backend)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except Exception:
+        return "unknown"
+
+
+def parity(device: str) -> dict:
+    """Layer outputs and gradients: backend triton (or the default) against backend torch, float32."""
+    from bayesfilt.nn import KLAConfig, KLALayer
+    backends = ("torch", "triton") if device == "cuda" else ("torch", "reference")
+    res = {}
+    x = torch.randn(2, 300, 64, device=device)
+    outs = {}
+    for be in backends:
+        torch.manual_seed(0)
+        layer = KLALayer(64, KLAConfig(backend=be)).to(device)
+        with torch.no_grad():
+            layer.p_raw.uniform_(-3, 0)
+        xi = x.clone().requires_grad_(True)
+        y, var = layer(xi, return_variance=True)
+        (y.square().sum() + var.sum()).backward()
+        outs[be] = [y, var, xi.grad] + [p.grad for p in layer.parameters()]
+    for i, (a, b) in enumerate(zip(*outs.values())):
+        err = float((a.detach() - b.detach()).norm() / b.detach().norm().clamp_min(1e-30))
+        res[f"rel_rms_{i}"] = err
+    res["max_rel_rms"] = max(res.values())
+    res["backends"] = list(backends)
+    return res
+
+
+def time_layer(make, B, L, D, device, iters, warmup, autocast=True) -> dict:
+    torch.manual_seed(0)
+    layer = make().to(device)
+    x = torch.randn(B, L, D, device=device, requires_grad=True)
+    g = torch.randn(B, L, D, device=device)
+
+    def step():
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
+            y = layer(x)
+            y = y[0] if isinstance(y, tuple) else y
+        (y.float() * g).sum().backward()
+        x.grad = None
+        for p in layer.parameters():
+            p.grad = None
+
+    for _ in range(warmup):
+        step()
+    times = []
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        for _ in range(iters):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            step()
+            e.record()
+            torch.cuda.synchronize()
+            times.append(s.elapsed_time(e) / 1e3)
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        peak = None
+    times.sort()
+    med = times[len(times) // 2]
+    return {"median_s": med, "min_s": times[0], "tokens_per_s": B * L / med,
+            "peak_mem_gib": None if peak is None else peak / 2 ** 30,
+            "params": sum(p.numel() for p in layer.parameters())}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--d-model", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--length", type=int, default=2048)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="small shapes, few iterations")
+    ap.add_argument("--no-torch-backend", action="store_true", help="skip timing KLA's pure-torch backend")
+    ap.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/kla_layer[_quick].json)")
+    args = ap.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    B, L, D = args.batch, args.length, args.d_model
+    if args.quick:
+        B, L, D, args.iters, args.warmup = 2, 256, 128, 3, 1
+    from bayesfilt.nn import KLAConfig, KLALayer
+    from bayesfilt.nn.lm import fla_available
+
+    par = parity(device)
+    print("parity", json.dumps(par), flush=True)
+    record = {"benchmark": "kla_layer", "shape": {"B": B, "L": L, "d_model": D, "d_state": 16, "expand": 2},
+              "autocast": "bfloat16", "iters": args.iters, "warmup": args.warmup, "device": device,
+              "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+              "machine": platform.node(), "python": sys.version.split()[0], "torch": torch.__version__,
+              "git_commit": git_commit(), "parity": par, "results": {}}
+    if par["max_rel_rms"] > 1e-3:
+        record["error"] = "parity failed: nothing timed"
+        print(record["error"], file=sys.stderr)
+    else:
+        try:
+            import triton
+            record["triton"] = triton.__version__
+        except ImportError:
+            pass
+        runs = {"kla": lambda: KLALayer(D, KLAConfig())}
+        if device == "cuda" and not args.no_torch_backend:
+            runs["kla_torch_backend"] = lambda: KLALayer(D, KLAConfig(backend="torch"))
+        if fla_available() and device == "cuda":
+            import fla
+            from fla.layers import GatedLinearAttention
+            record["fla"] = getattr(fla, "__version__", "?")
+            runs["gla_default"] = lambda: GatedLinearAttention(hidden_size=D, layer_idx=0)
+            runs["gla_matched_state"] = lambda: GatedLinearAttention(hidden_size=D, num_heads=16, expand_k=0.25,
+                                                                     expand_v=2.0, layer_idx=0)
+        for name, make in runs.items():
+            try:
+                r = time_layer(make, B, L, D, device, args.iters, args.warmup)
+            except Exception as exc:  # an OOM or a missing kernel must not hide the other numbers
+                r = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+            record["results"][name] = r
+            print(name, json.dumps(r), flush=True)
+        res = record["results"]
+        for peer in ("gla_default", "gla_matched_state"):
+            if "median_s" in res.get("kla", {}) and "median_s" in res.get(peer, {}):
+                record[f"kla_time_over_{peer}"] = res["kla"]["median_s"] / res[peer]["median_s"]
+        record["target"] = "KLA time within 1.25x of GLA's (issue 5)"
+    out = Path(args.out) if args.out else HERE / "results" / ("kla_layer_quick.json" if args.quick else "kla_layer.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1))
+    print("wrote", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
