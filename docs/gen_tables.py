@@ -26,9 +26,9 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 log = logging.getLogger("mkdocs.hooks.gen_tables")
 
 # keys that describe where and how a benchmark ran (shown above its tables, in this order)
-META_KEYS = ("benchmark", "name", "description", "date", "timestamp", "commit", "git_commit",
-             "git", "machine", "device", "gpu", "cpu", "platform", "python", "versions", "dtype",
-             "shapes", "shape", "config")
+META_KEYS = ("benchmark", "name", "description", "date", "date_utc", "timestamp", "commit",
+             "git_commit", "git", "git_dirty", "machine", "device", "gpu", "cpu", "platform", "python",
+             "versions", "dtype", "shapes", "shape", "config")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -132,6 +132,39 @@ def render_backends() -> str:
 
 
 # --------------------------------------------------------------------------- benchmarks.md
+def _homogeneous(d: dict) -> bool:
+    """A dict of dicts whose members share (most of) their keys: one table, a row each."""
+    if not _is_keyed_records(d):
+        return False
+    keysets = [set(_flatten(v)) for v in d.values()]
+    union = set().union(*keysets)
+    return all(len(k) >= 0.75 * len(union) for k in keysets)
+
+
+def _render_section(data: dict, level: int, meta_first: bool = False) -> list[str]:
+    """Scalars of ``data`` as a field/value table, then one sub-section per nested part."""
+    rows, sections = [], []
+    items = list(data.items())
+    if meta_first:
+        items.sort(key=lambda kv: META_KEYS.index(kv[0]) if kv[0] in META_KEYS else len(META_KEYS))
+    heading = "#" * min(level, 6)
+    for key, value in items:
+        if _is_records(value):
+            sections += [f"{heading} {key}\n", _records_table(value)]
+        elif _homogeneous(value) and not (meta_first and key in META_KEYS):
+            sections += [f"{heading} {key}\n", _records_table(list(value.values()), "name", list(value))]
+        elif isinstance(value, dict) and value and (key in META_KEYS or len(_flatten(value)) <= 6
+                                                      and not any(isinstance(v, dict) for v in value.values())
+                                                      and meta_first):
+            rows += [[f"{key}.{k}", v] for k, v in _flatten(value).items()]
+        elif isinstance(value, dict) and value:
+            sections += [f"{heading} {key}\n"] + _render_section(value, level + 1)
+        else:
+            rows.append([key, value])
+    out = [_table(["field", "value"], rows)] if rows else []
+    return out + sections
+
+
 def _render_result(path: Path) -> str:
     data = json.loads(path.read_text())
     try:
@@ -141,32 +174,10 @@ def _render_result(path: Path) -> str:
     parts = [f"## {path.stem}\n", f"Source: `{rel}`\n"]
     if _is_records(data):
         parts.append(_records_table(data))
-        return "\n".join(parts)
-    if not isinstance(data, dict):
+    elif isinstance(data, dict):
+        parts += _render_section(data, 3, meta_first=True)
+    else:
         parts.append(f"`{_cell(data)}`\n")
-        return "\n".join(parts)
-    meta, scalars, tables = [], [], []
-    for key, value in data.items():
-        if _is_records(value):
-            tables.append((key, _records_table(value)))
-        elif _is_keyed_records(value) and key not in META_KEYS:
-            tables.append((key, _records_table(list(value.values()), "name", list(value))))
-        elif key in META_KEYS:
-            meta.append((key, value))
-        else:
-            scalars.append((key, value))
-    meta.sort(key=lambda kv: META_KEYS.index(kv[0]))
-    rows = []
-    for key, value in meta + scalars:
-        if isinstance(value, dict):
-            rows += [[f"{key}.{k}", v] for k, v in _flatten(value).items()]
-        else:
-            rows.append([key, value])
-    if rows:
-        parts.append(_table(["field", "value"], rows))
-    for key, table in tables:
-        parts.append(f"### {key}\n")
-        parts.append(table)
     return "\n".join(parts)
 
 
