@@ -253,12 +253,15 @@ def information_filter(model: LinearGaussianSSM, y, *, validate: bool = True) ->
             pinv_p, logpdet_p, nullity_p, V_p, zero_p = psd_pinv(lam, nullity, t, "prior")
         pmeans[..., t, :], pcovs[..., t, :, :] = _moments(pinv_p, eta, nullity_p)
         m_pred = mv(pinv_p, eta)                               # m̃ = Λ_{t|t-1}^+ η_{t|t-1} (any solution of Λ m̃ = η)
+        lam_p = lam
         eta, lam, LiH, Lie, logdet_R, n_obs = info_update_step(eta, lam, y[..., t, :], model.param("H", t),
                                                                model.param("R", t), model.param("d", t), t)
         pinv, logpdet, nullity, V, zero = psd_pinv(lam, nullity_p, t, "filtered")
         r_w = Lie - mv(LiH, m_pred)                            # L^{-1} r_t, r_t = y_t - d_t - H m̃
         s = mv(mT(LiH), r_w)                                   # s = H^T R^{-1} r_t
-        quad = (r_w * r_w).sum(-1) - (s * mv(pinv, s)).sum(-1)  # r^T S^{-1} r = r^T R^{-1} r - s^T Λ_t^+ s
+        delta = mv(pinv, s)                                    # δ = Λ_t^+ s: m̂_t = m̃ + δ solves Λ_t m̂ = η_t
+        res_w = r_w - mv(LiH, delta)                           # L^{-1} (y_t - d_t - H m̂_t)
+        quad = (res_w * res_w).sum(-1) + (delta * mv(lam_p, delta)).sum(-1)  # r^T S^{-1} r = |y-d-H m̂|²_R + |m̂-m̃|²_Λp
         logdet_S = logdet_R + logpdet - logpdet_p              # log|S_t| = log|R| + log|Λ_t| - log|Λ_{t|t-1}|
         dims = n_obs - (nullity_p - nullity)                   # observed dims minus newly identified directions
         terms[..., t] = jac - 0.5 * (dims * LOG_2PI + logdet_S + quad)  # log N(y_t; H m + d, S) (diffuse: see doc)
