@@ -163,13 +163,17 @@ def scan_filter(model, y, schedule="tree", chunk_size=None):
 
     Returns:
         dict of time-first arrays: means, covs, predicted_means, predicted_covs,
-        loglik_terms, cum_loglik (the carried c of every prefix) and loglik.
+        loglik_terms, cum_loglik (the carried c of every prefix: log p(y_{1:t})) and loglik
+        (sum of the terms).
     """
     elems = filter_elements(model, y)
     A, b, C, eta, J, c = scan(elems, filter_combine, schedule, chunk_size=chunk_size)
     pm, pP, terms = predicted_and_terms(model, y, b, C)
+    # loglik: the sum of the per-step terms (a parallel map and reduction). The carried c equals it in
+    # float64 (tests), but in float32 it cancels quadratic forms in the absolute state (b^T J b ~ |x|^2/σ^2):
+    # docs/math/parallel_scan.md, "Log-likelihood in float32".
     return dict(means=b, covs=C, predicted_means=pm, predicted_covs=pP, loglik_terms=terms,
-                cum_loglik=c, loglik=c[-1])
+                cum_loglik=c, loglik=terms.sum(0))
 
 
 # ------------------------------------------------------------------ shared covariances

@@ -155,7 +155,7 @@ def scan_info_filter(model, y, schedule="tree", chunk_size=None):
     cum = c + 0.5 * (quad - logdet + n * ops.LOG_2PI)         # log ∫ φ(x_t) dx_t = log p(y_{1:t})
     pm, pP, terms = predicted_and_terms(model, y, mean, cov)
     return dict(means=mean, covs=cov, predicted_means=pm, predicted_covs=pP, loglik_terms=terms,
-                cum_loglik=cum, loglik=cum[-1], info_vectors=hb, precisions=Lbb)
+                cum_loglik=cum, loglik=terms.sum(0), info_vectors=hb, precisions=Lbb)
 
 
 def scan_two_filter(model, y, filt, schedule="tree", chunk_size=None):

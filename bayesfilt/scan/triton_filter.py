@@ -1,0 +1,435 @@
+"""Triton kernel of the covariance-form parallel Kalman filter for small states (n <= 8).
+
+The chunked schedule of :mod:`bayesfilt.scan.core`, fused: one program per (series, chunk)
+keeps its state in registers and sweeps its chunk sequentially, so a long single series
+costs a handful of kernel launches instead of one per tree level.
+
+1. ``_fold_steps``: program (b, k) folds the steps of chunk k into one Särkkä element
+   e = (A, b, C, η, J) (the prefix of chunk 0 starts from the prior), by the single-step
+   update that equals ``filter_combine(e, e_t)`` (docs/math/parallel_scan.md);
+2. the exclusive prefixes of the chunk elements, i.e. the filtered (m, P) just before each
+   chunk: if there are more chunks than ``group``, they are folded in groups
+   (``_fold_elements``, the general combine), the group prefixes computed recursively, and
+   expanded (``_absorb``); otherwise one program per series absorbs them in order;
+3. ``_sweep``: program (b, k) runs the sequential Kalman filter over chunk k from its
+   starting (m, P), writing filtered and predicted moments and the log-likelihood terms.
+
+The combine uses C_1 = L L^T (a semi-definite Cholesky) and the SPD matrix
+G = I + L^T J_2 L, so that every solve is with a symmetric positive-definite matrix and
+needs no pivoting: (I + C_1 J_2)^{-1} C_1 = L G^{-1} L^T. Shapes are padded to powers of
+two N >= n, Mo >= m (padding is exact: zero states, unit-variance missing observations).
+Forward only (no autograd; use the torch backend for gradients). Kernels: no validation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:
+    import triton
+    import triton.language as tl
+except Exception:  # pragma: no cover - triton is optional
+    triton = None
+    tl = None
+
+from . import _ops as ops
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _next_pow2(k: int) -> int:
+    return 1 << max(1, (k - 1).bit_length())
+
+
+if triton is not None:
+
+    @triton.jit
+    def _mm(A, B):
+        """A [P, Q] @ B [Q, R]."""
+        return tl.sum(A[:, :, None] * B[None, :, :], axis=1)
+
+    @triton.jit
+    def _mv(A, x):
+        """A [P, Q] @ x [Q]."""
+        return tl.sum(A * x[None, :], axis=1)
+
+    @triton.jit
+    def _chol(A, N: tl.constexpr, EPS: tl.constexpr):
+        """Lower L with L L^T = A for symmetric PSD A; pivots below EPS * max diag count as zero."""
+        ri = tl.arange(0, N)
+        ci = tl.arange(0, N)
+        diag = tl.sum(tl.where(ri[:, None] == ci[None, :], A, 0.0), axis=1)
+        thr = EPS * tl.max(tl.abs(diag), axis=0)
+        L = tl.zeros((N, N), dtype=A.dtype)
+        for k in tl.static_range(N):
+            col = tl.sum(tl.where(ci[None, :] == k, A, 0.0), axis=1)          # A[:, k]
+            akk = tl.sum(tl.where(ri == k, col, 0.0), axis=0)
+            ok = akk > thr
+            d = tl.sqrt(tl.where(ok, akk, 1.0))
+            l = tl.where(ri >= k, col / d, 0.0)                               # L[:, k]
+            l = tl.where(ok, l, 0.0)
+            L = tl.where(ci[None, :] == k, l[:, None], L)
+            A = A - l[:, None] * l[None, :]
+        return L
+
+    @triton.jit
+    def _spd_solve(G, B, N: tl.constexpr):
+        """G^{-1} B for symmetric positive-definite G [N, N] (Gauss-Jordan, no pivoting); also log det G."""
+        ri = tl.arange(0, N)
+        logdet = tl.sum(tl.zeros((N,), dtype=G.dtype), axis=0)
+        for k in tl.static_range(N):
+            grow = tl.sum(tl.where(ri[:, None] == k, G, 0.0), axis=0)        # G[k, :]
+            brow = tl.sum(tl.where(ri[:, None] == k, B, 0.0), axis=0)        # B[k, :]
+            piv = tl.sum(tl.where(ri == k, grow, 0.0), axis=0)
+            logdet += tl.log(piv)
+            grow = grow / piv
+            brow = brow / piv
+            f = tl.sum(tl.where(ri[None, :] == k, G, 0.0), axis=1)           # G[:, k]
+            f = tl.where(ri == k, 0.0, f)
+            G = G - f[:, None] * grow[None, :]
+            B = B - f[:, None] * brow[None, :]
+            G = tl.where(ri[:, None] == k, grow[None, :], G)
+            B = tl.where(ri[:, None] == k, brow[None, :], B)
+        return B, logdet
+
+    @triton.jit
+    def _spd_solve_vec(G, v, N: tl.constexpr):
+        """G^{-1} v for SPD G [N, N] and v [N]."""
+        ri = tl.arange(0, N)
+        for k in tl.static_range(N):
+            grow = tl.sum(tl.where(ri[:, None] == k, G, 0.0), axis=0)
+            vk = tl.sum(tl.where(ri == k, v, 0.0), axis=0)
+            piv = tl.sum(tl.where(ri == k, grow, 0.0), axis=0)
+            grow = grow / piv
+            vk = vk / piv
+            f = tl.sum(tl.where(ri[None, :] == k, G, 0.0), axis=1)
+            f = tl.where(ri == k, 0.0, f)
+            G = G - f[:, None] * grow[None, :]
+            v = v - f * vk
+            G = tl.where(ri[:, None] == k, grow[None, :], G)
+            v = tl.where(ri == k, vk, v)
+        return v
+
+    @triton.jit
+    def _combine(A1, b1, C1, e1, J1, A2, b2, C2, e2, J2, N: tl.constexpr, EPS: tl.constexpr):
+        """Särkkä combine of (A1, b1, C1, e1, J1) then (A2, b2, C2, e2, J2); W = M^{-1} C_1 = L G^{-1} L^T."""
+        ri = tl.arange(0, N)
+        I = tl.where(ri[:, None] == ri[None, :], 1.0, 0.0).to(A1.dtype)
+        L = _chol(C1, N, EPS)                                                 # C_1 = L L^T
+        LT = tl.trans(L)
+        G = I + _mm(LT, _mm(J2, L))                                           # G = I + L^T J_2 L (SPD)
+        Z, _ld = _spd_solve(G, LT, N)                                         # G^{-1} L^T
+        W = _mm(L, Z)                                                         # W = (I + C_1 J_2)^{-1} C_1
+        W = 0.5 * (W + tl.trans(W))
+        JA = _mm(J2, A1)
+        d = e2 - _mv(J2, b1)                                                  # η_2 - J_2 b_1
+        A = _mm(A2, A1 - _mm(W, JA))                                          # A_2 (I - W J_2) A_1
+        b = _mv(A2, b1 + _mv(W, d)) + b2                                      # A_2 (b_1 + W d) + b_2
+        C = _mm(_mm(A2, W), tl.trans(A2)) + C2                                # A_2 W A_2^T + C_2
+        JW = _mm(J2, W)
+        AT = tl.trans(A1)
+        e = _mv(AT, d - _mv(JW, d)) + e1                                      # A_1^T (I - J_2 W) d + η_1
+        J = _mm(AT, JA - _mm(JW, JA)) + J1                                    # A_1^T (J_2 - J_2 W J_2) A_1 + J_1
+        return A, b, 0.5 * (C + tl.trans(C)), e, 0.5 * (J + tl.trans(J))
+
+    @triton.jit
+    def _load_step(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, pb, t,
+                   s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt, sdb, sdt,
+                   m, N: tl.constexpr, Mo: tl.constexpr):
+        ri = tl.arange(0, N)
+        oi = tl.arange(0, Mo)
+        F = tl.load(F_ptr + pb * sFb + t * sFt + ri[:, None] * N + ri[None, :])
+        Q = tl.load(Q_ptr + pb * sQb + t * sQt + ri[:, None] * N + ri[None, :])
+        bt = tl.load(bt_ptr + pb * sbb + t * sbt + ri)
+        H = tl.load(H_ptr + pb * sHb + t * sHt + oi[:, None] * N + ri[None, :])
+        R = tl.load(R_ptr + pb * sRb + t * sRt + oi[:, None] * Mo + oi[None, :])
+        d = tl.load(d_ptr + pb * sdb + t * sdt + oi)
+        y = tl.load(y_ptr + pb * s_yb + t * s_yt + oi, mask=oi < m, other=float("nan"))
+        return F, Q, bt, H, R, d, y
+
+    @triton.jit
+    def _observe(y, H, R, d, Mo: tl.constexpr):
+        """Observed system: zero rows of H and decoupled unit R for missing/padded components."""
+        oi = tl.arange(0, Mo)
+        obs = y == y                                                          # not NaN
+        H = tl.where(obs[:, None], H, 0.0)
+        both = obs[:, None] & obs[None, :]
+        R = tl.where(both, R, tl.where(oi[:, None] == oi[None, :], 1.0, 0.0))
+        y0 = tl.where(obs, y - d, 0.0)
+        nobs = tl.sum(obs.to(tl.int32), axis=0)
+        return y0, H, R, nobs
+
+    @triton.jit
+    def _fold_steps(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, m0_ptr, P0_ptr,
+                    oA, ob, oC, oe, oJ,
+                    T, L_chunk, K, m,
+                    s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt, sdb, sdt, sm0, sP0,
+                    N: tl.constexpr, Mo: tl.constexpr):
+        pb = tl.program_id(0)
+        pk = tl.program_id(1)
+        ri = tl.arange(0, N)
+        I = tl.where(ri[:, None] == ri[None, :], 1.0, 0.0)
+        m0 = tl.load(m0_ptr + pb * sm0 + ri)
+        P0 = tl.load(P0_ptr + pb * sP0 + ri[:, None] * N + ri[None, :])
+        first = pk == 0
+        A = tl.where(first, 0.0, I).to(P0.dtype)                             # chunk 0 starts from the prior
+        b = tl.where(first, m0, 0.0)                                          # (A, b, C) = (0, m0, P0)
+        C = tl.where(first, P0, 0.0)                                          # other chunks: the identity
+        e = tl.zeros((N,), dtype=P0.dtype)
+        J = tl.zeros((N, N), dtype=P0.dtype)
+        t0 = pk * L_chunk
+        for j in range(0, L_chunk):
+            t = t0 + j
+            if t < T:
+                F, Q, bt, H, R, d, y = _load_step(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, pb, t,
+                                                  s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt,
+                                                  sdb, sdt, m, N, Mo)
+                pred = t > 0
+                F = tl.where(pred, F, I)
+                A = _mm(F, A)                                                 # predict: A <- F A
+                b = _mv(F, b) + tl.where(pred, bt, 0.0)                       #          b <- F b + b_t
+                C = _mm(_mm(F, C), tl.trans(F)) + tl.where(pred, Q, 0.0)      #          C <- F C F^T + Q
+                y0, Hm, Rm, nobs = _observe(y, H, R, d, Mo)
+                r = y0 - _mv(Hm, b)                                           # r = y - d - H b
+                HC = _mm(Hm, C)
+                S = _mm(HC, tl.trans(Hm)) + Rm                                # S = H C H^T + R
+                Kt, _ld = _spd_solve(S, HC, Mo)                               # K^T = S^{-1} H C
+                Sr = _spd_solve_vec(S, r, Mo)                                 # S^{-1} r
+                HA = _mm(Hm, A)
+                SHA, _ld2 = _spd_solve(S, HA, Mo)                             # S^{-1} H A
+                J = J + _mm(tl.trans(HA), SHA)                                # J += (HA)^T S^{-1} H A
+                e = e + _mv(tl.trans(HA), Sr)                                 # η += (HA)^T S^{-1} r
+                KT = tl.trans(Kt)
+                b = b + _mv(KT, r)                                            # b += K r
+                A = A - _mm(KT, HA)                                           # A <- (I - K H) A
+                C = C - _mm(KT, HC)                                           # C <- C - K S K^T
+                C = 0.5 * (C + tl.trans(C))
+        base = pb * K + pk
+        tl.store(oA + base * N * N + ri[:, None] * N + ri[None, :], A)
+        tl.store(ob + base * N + ri, b)
+        tl.store(oC + base * N * N + ri[:, None] * N + ri[None, :], C)
+        tl.store(oe + base * N + ri, e)
+        tl.store(oJ + base * N * N + ri[:, None] * N + ri[None, :], J)
+
+    @triton.jit
+    def _fold_elements(iA, ib, iC, ie, iJ, oA, ob, oC, oe, oJ, K, G_size, KG,
+                       N: tl.constexpr, EPS: tl.constexpr):
+        """Program (b, g) folds elements g*G .. g*G+G-1 (of K) into one."""
+        pb = tl.program_id(0)
+        pg = tl.program_id(1)
+        ri = tl.arange(0, N)
+        mat = ri[:, None] * N + ri[None, :]
+        i0 = pb * K + pg * G_size
+        A = tl.load(iA + i0 * N * N + mat)
+        b = tl.load(ib + i0 * N + ri)
+        C = tl.load(iC + i0 * N * N + mat)
+        e = tl.load(ie + i0 * N + ri)
+        J = tl.load(iJ + i0 * N * N + mat)
+        for j in range(1, G_size):
+            if pg * G_size + j < K:
+                i = i0 + j
+                A, b, C, e, J = _combine(A, b, C, e, J,
+                                         tl.load(iA + i * N * N + mat), tl.load(ib + i * N + ri),
+                                         tl.load(iC + i * N * N + mat), tl.load(ie + i * N + ri),
+                                         tl.load(iJ + i * N * N + mat), N, EPS)
+        o = pb * KG + pg
+        tl.store(oA + o * N * N + mat, A)
+        tl.store(ob + o * N + ri, b)
+        tl.store(oC + o * N * N + mat, C)
+        tl.store(oe + o * N + ri, e)
+        tl.store(oJ + o * N * N + mat, J)
+
+    @triton.jit
+    def _absorb(iA, ib, iC, ie, iJ, sm, sP, om, oP, K, G_size, KG,
+                N: tl.constexpr, EPS: tl.constexpr):
+        """Program (b, g): from the state (m, P) before group g, write the state before each of its elements."""
+        pb = tl.program_id(0)
+        pg = tl.program_id(1)
+        ri = tl.arange(0, N)
+        mat = ri[:, None] * N + ri[None, :]
+        s = pb * KG + pg
+        mean = tl.load(sm + s * N + ri)
+        P = tl.load(sP + s * N * N + mat)
+        Z = tl.zeros((N, N), dtype=P.dtype)
+        z = tl.zeros((N,), dtype=P.dtype)
+        for j in range(0, G_size):
+            if pg * G_size + j < K:
+                i = pb * K + pg * G_size + j
+                tl.store(om + i * N + ri, mean)
+                tl.store(oP + i * N * N + mat, P)
+                _A, mean, P, _e, _J = _combine(Z, mean, P, z, Z,
+                                               tl.load(iA + i * N * N + mat), tl.load(ib + i * N + ri),
+                                               tl.load(iC + i * N * N + mat), tl.load(ie + i * N + ri),
+                                               tl.load(iJ + i * N * N + mat), N, EPS)
+
+    @triton.jit
+    def _sweep(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, m0_ptr, P0_ptr, sm, sP,
+               out_m, out_P, out_pm, out_pP, out_ll,
+               T, L_chunk, K, n, m,
+               s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt, sdb, sdt, sm0, sP0,
+               LOG2PI: tl.constexpr, N: tl.constexpr, Mo: tl.constexpr):
+        """Program (b, k): sequential Kalman filter over chunk k from the state before it."""
+        pb = tl.program_id(0)
+        pk = tl.program_id(1)
+        ri = tl.arange(0, N)
+        I = tl.where(ri[:, None] == ri[None, :], 1.0, 0.0)
+        s = pb * K + pk
+        mean = tl.load(sm + s * N + ri)
+        P = tl.load(sP + s * N * N + ri[:, None] * N + ri[None, :])
+        outm = (ri < n)
+        outP = (ri[:, None] < n) & (ri[None, :] < n)
+        t0 = pk * L_chunk
+        for j in range(0, L_chunk):
+            t = t0 + j
+            if t < T:
+                F, Q, bt, H, R, d, y = _load_step(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, pb, t,
+                                                  s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt,
+                                                  sdb, sdt, m, N, Mo)
+                if t == 0:
+                    mean = tl.load(m0_ptr + pb * sm0 + ri)                    # m_{1|0} = m0
+                    P = tl.load(P0_ptr + pb * sP0 + ri[:, None] * N + ri[None, :])  # P_{1|0} = P0
+                else:
+                    mean = _mv(F, mean) + bt                                  # m_{t|t-1} = F m + b
+                    P = _mm(_mm(F, P), tl.trans(F)) + Q                       # P_{t|t-1} = F P F^T + Q
+                    P = 0.5 * (P + tl.trans(P))
+                o = pb * T + t
+                tl.store(out_pm + o * n + ri, mean, mask=outm)
+                tl.store(out_pP + o * n * n + ri[:, None] * n + ri[None, :], P, mask=outP)
+                y0, Hm, Rm, nobs = _observe(y, H, R, d, Mo)
+                r = y0 - _mv(Hm, mean)                                        # r = y - d - H m
+                HP = _mm(Hm, P)
+                S = _mm(HP, tl.trans(Hm)) + Rm                                # S = H P H^T + R
+                Kt, logdet = _spd_solve(S, HP, Mo)                            # K^T = S^{-1} H P, log|S|
+                Sr = _spd_solve_vec(S, r, Mo)
+                KT = tl.trans(Kt)
+                mean = mean + _mv(KT, r)                                      # m = m + K r
+                P = P - _mm(KT, HP)                                           # P = P - K S K^T
+                P = 0.5 * (P + tl.trans(P))
+                ll = -0.5 * (tl.sum(r * Sr, axis=0) + logdet + nobs.to(P.dtype) * LOG2PI)
+                tl.store(out_m + o * n + ri, mean, mask=outm)
+                tl.store(out_P + o * n * n + ri[:, None] * n + ri[None, :], P, mask=outP)
+                tl.store(out_ll + o, ll)
+
+
+def _padded(arr_tf, core, lead_b, N, Mo, like, tv, B, T):
+    """Time-first parameter -> contiguous padded (Bp, Tp, *core_padded) tensor and its (batch, time) strides."""
+    import torch
+    pad = tuple(N if c == "n" else Mo for c in core)
+    a = arr_tf  # (Tp, *batch, *core) numpy
+    k = len(core)
+    Tp = a.shape[0]
+    batch = a.shape[1:a.ndim - k]
+    Bp = int(np.prod(batch)) if batch else 1
+    a = a.reshape((Tp, Bp) + a.shape[a.ndim - k:])
+    a = np.moveaxis(a, 0, 1)                                                   # (Bp, Tp, core)
+    out = torch.zeros((Bp, Tp) + pad, dtype=like.dtype, device=like.device)
+    sl = (slice(None), slice(None)) + tuple(slice(0, s) for s in a.shape[2:])
+    out[sl] = torch.as_tensor(np.ascontiguousarray(a), dtype=like.dtype).to(like.device)
+    size = int(np.prod(pad))
+    return out, (0 if Bp == 1 else Tp * size), (0 if Tp == 1 else size)
+
+
+def triton_filter_time_first(model, y_tf, chunk: int | None = None, group: int | None = None):
+    """Run the Triton filter on time-first torch ``y_tf`` (T, *B, m); returns the dict of :func:`scan_filter`.
+
+    The batch axes (and parameters' batch axes, which must broadcast to y's) are flattened.
+    """
+    y = ops.moveaxis(y_tf, 0, -2)                                              # (*B, T, m)
+    return triton_filter(model, y, chunk=chunk, group=group, time_first=True)
+
+
+def triton_filter(model, y, chunk: int | None = None, group: int | None = None, time_first: bool = False):
+    """Triton covariance-form filter of torch ``y`` (*B, T, m) on the GPU (or TRITON_INTERPRET=1 on CPU).
+
+    Args:
+        model: a validated LinearGaussianSSM with n <= 8 (no diffuse states).
+        y: torch tensor (*B, T, m), float32 or float64, NaN for missing components.
+        chunk: steps per program (default: about sqrt(T), at least 16, at most 256).
+        group: chunk elements per program in the prefix stage (default 64).
+        time_first: return time-first arrays (the internal layout of the scan drivers).
+
+    Returns:
+        dict with means, covs, predicted_means, predicted_covs, loglik_terms, loglik.
+
+    Example:
+        >>> out = triton_filter(model, torch.as_tensor(y, device="cuda"))  # doctest: +SKIP
+    """
+    import torch
+    from ._params import static, time_first as tf
+    n, m = model.n, model.m
+    N, Mo = _next_pow2(n), _next_pow2(m)
+    ybatch = tuple(y.shape[:-2])
+    T = int(y.shape[-2])
+    batch = tuple(np.broadcast_shapes(ybatch, model.batch_shape))
+    B = int(np.prod(batch)) if batch else 1
+    nb = len(batch)
+    yb = y.expand(batch + (T, m)).reshape(B, T, m).contiguous()
+    dev = y.device
+    like = yb
+    dummy = np.zeros((1,) + (1,) * nb)
+    P = {}
+    for name, core in (("F", "nn"), ("Q", "nn"), ("H", "on"), ("R", "oo")):
+        arr = tf(model, name, nb, dummy)
+        P[name] = _padded(arr, core, None, N, Mo, like, name in model.time_varying, B, T)
+    for name, core, size in (("b", "n", n), ("d", "o", m)):
+        arr = tf(model, name, nb, dummy)
+        if arr is None:
+            arr = np.zeros((1,) + (1,) * nb + (size,))
+        P[name] = _padded(arr, core, None, N, Mo, like, False, B, T)
+    m0 = _padded(static(model, "m0", nb, dummy)[None], "n", None, N, Mo, like, False, B, T)
+    P0 = _padded(static(model, "P0", nb, dummy)[None], "nn", None, N, Mo, like, False, B, T)
+    # parameters with a batch size of 1 broadcast (stride 0); others must have B entries
+    for key, val in list(P.items()) + [("m0", m0), ("P0", P0)]:
+        if val[0].shape[0] not in (1, B):
+            # batch axes that broadcast partially: expand explicitly
+            raise NotImplementedError("parameter batch axes must equal y's batch or be absent")
+    L = chunk or int(min(256, max(16, _next_pow2(int(math.isqrt(max(T, 1)))))))
+    K = -(-T // L)
+    Gs = group or 64
+    eps = 1e-6 if yb.dtype == torch.float32 else 1e-13
+    dt = yb.dtype
+
+    def buf(k):
+        return (torch.empty((B, k, N, N), dtype=dt, device=dev), torch.empty((B, k, N), dtype=dt, device=dev),
+                torch.empty((B, k, N, N), dtype=dt, device=dev), torch.empty((B, k, N), dtype=dt, device=dev),
+                torch.empty((B, k, N, N), dtype=dt, device=dev))
+
+    strides = (yb.stride(0), yb.stride(1), P["F"][1], P["F"][2], P["Q"][1], P["Q"][2], P["b"][1], P["b"][2],
+               P["H"][1], P["H"][2], P["R"][1], P["R"][2], P["d"][1], P["d"][2], m0[1], P0[1])
+    tens = (yb, P["F"][0], P["Q"][0], P["b"][0], P["H"][0], P["R"][0], P["d"][0], m0[0], P0[0])
+    elems = buf(K)
+    _fold_steps[(B, K)](*tens, *elems, T, L, K, m, *strides, N=N, Mo=Mo, num_warps=1)
+
+    def prefixes(el, k):
+        """Exclusive prefix states (m, P) before each of the k elements of ``el``."""
+        sm = torch.empty((B, k, N), dtype=dt, device=dev)
+        sP = torch.empty((B, k, N, N), dtype=dt, device=dev)
+        if k <= Gs:
+            start_m = torch.zeros((B, 1, N), dtype=dt, device=dev)
+            start_P = torch.zeros((B, 1, N, N), dtype=dt, device=dev)
+            _absorb[(B, 1)](*el, start_m, start_P, sm, sP, k, k, 1, N=N, EPS=eps, num_warps=1)
+            return sm, sP
+        KG = -(-k // Gs)
+        groups = buf(KG)
+        _fold_elements[(B, KG)](*el, *groups, k, Gs, KG, N=N, EPS=eps, num_warps=1)
+        gm, gP = prefixes(groups, KG)
+        _absorb[(B, KG)](*el, gm, gP, sm, sP, k, Gs, KG, N=N, EPS=eps, num_warps=1)
+        return sm, sP
+
+    sm, sP = prefixes(elems, K)
+    means = torch.empty((B, T, n), dtype=dt, device=dev)
+    covs = torch.empty((B, T, n, n), dtype=dt, device=dev)
+    pm = torch.empty((B, T, n), dtype=dt, device=dev)
+    pP = torch.empty((B, T, n, n), dtype=dt, device=dev)
+    ll = torch.empty((B, T), dtype=dt, device=dev)
+    _sweep[(B, K)](*tens, sm, sP, means, covs, pm, pP, ll, T, L, K, n, m, *strides,
+                   LOG2PI=LOG_2PI, N=N, Mo=Mo, num_warps=1)
+    out = dict(means=means.reshape(batch + (T, n)), covs=covs.reshape(batch + (T, n, n)),
+               predicted_means=pm.reshape(batch + (T, n)), predicted_covs=pP.reshape(batch + (T, n, n)),
+               loglik_terms=ll.reshape(batch + (T,)))
+    out["loglik"] = out["loglik_terms"].sum(-1)
+    if time_first:
+        out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
+    return out
