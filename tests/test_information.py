@@ -251,3 +251,29 @@ def test_never_identified_direction_is_integrated_out(rng):
     assert res.diffuse_steps == 8 and np.isnan(res.means).all()
     np.testing.assert_allclose(res.precisions[:, 1, 1], 0.0, atol=1e-12)
     np.testing.assert_allclose(res.info_vectors[:, 0] / res.precisions[:, 0, 0], alone.means[:, 0], atol=1e-10)
+
+
+def test_huge_prior_variance_declared_diffuse_matches_sqrt_filter():
+    """A 1e24 prior variance with a nearly noiseless sensor: the proper prior is out of the
+    information form's reach (named error), the diffuse declaration is its exact limit and
+    equals the square-root filter run with the 1e24 prior (difference O(1/kappa))."""
+    model = bayesfilt.LinearGaussianSSM(m0=np.zeros(2), P0=1e24 * np.eye(2), F=np.array([[1.0, 1.0], [0.0, 1.0]]),
+                                        Q=1e-6 * np.eye(2), H=np.array([[1.0, 0.5]]), R=np.array([[1e-12]]))
+    _, y = model.replace(P0=np.eye(2)).simulate(6, seed=1)
+    with pytest.raises(bayesfilt.BayesfiltValueError, match="^model:.*precision.*diffuse"):
+        bayesfilt.information_filter(model, y)
+    res = bayesfilt.information_filter(model.replace(P0=np.zeros((2, 2)), diffuse=True), y)
+    ref = bayesfilt.sqrt_filter(model, y)
+    np.testing.assert_allclose(res.means[1:], ref.means[1:], atol=1e-9)
+    np.testing.assert_allclose(res.covs[1:], ref.covs[1:], rtol=1e-6, atol=1e-20)
+    np.testing.assert_allclose(res.loglik, ref.loglik + 2 / 2 * np.log(2 * np.pi * 1e24), atol=1e-5)
+
+
+def test_float32_accepted(rng):
+    model = random_model(rng, 3, 2)
+    _, y = model.simulate(20, seed=0)
+    r64 = bayesfilt.information_filter(model, y)
+    r32 = bayesfilt.information_filter(model.astype(np.float32), y.astype(np.float32))
+    assert r32.means.dtype == np.float32 and r32.precisions.dtype == np.float32
+    np.testing.assert_allclose(r32.means, r64.means, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(r32.loglik, r64.loglik, rtol=1e-4)

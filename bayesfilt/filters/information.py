@@ -132,7 +132,8 @@ def psd_pinv(lam: np.ndarray, max_nullity: np.ndarray, t: int, what: str):
     if (~zero & (w <= 0)).any():
         raise value_error("model", f"the {what} precision lost positive definiteness at step {t} "
                           "(rounding on an ill-conditioned problem)",
-                          "rescale the model (e.g. change units) or use sqrt_filter")
+                          "rescale the model (e.g. change units), declare states with a huge prior variance "
+                          "diffuse (model.diffuse), or use sqrt_filter")
     w_safe = np.where(zero, 1.0, w)
     inv_w = np.where(zero, 0.0, 1.0 / w_safe)
     pinv = sym((V * inv_w[..., None, :]) @ mT(V))              # Λ^+ = V diag(1/w, 0 on the null space) V^T
