@@ -25,6 +25,19 @@ class Tolerance:
 #: (component, backend, dtype) -> Tolerance. Components: "filter", "smoother", "kla_scan".
 TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     ("filter", "sequential-covariance", "float64"): Tolerance(0.0, "max_abs", "the reference itself"),
+    # Parallel-in-time filters and smoothers (bayesfilt.parallel_filter / parallel_smoother): means,
+    # covariances (filter: also predicted moments, per-step and total log-likelihood) against the float64
+    # sequential reference (kalman_filter / information_filter / rts_smoother) on the same inputs.
+    ("filter", "numpy", "float64"): Tolerance(1e-9, "max_rel", "any schedule; method elements or riccati"),
+    ("filter", "torch", "float64"): Tolerance(1e-9, "max_rel", "any schedule, CPU or CUDA"),
+    ("filter", "torch", "float32"): Tolerance(1e-3, "max_rel", "covariance form; log-likelihood as sum of terms"),
+    ("filter", "triton", "float64"): Tolerance(1e-9, "max_rel", "chunked kernel (n <= 8)"),
+    ("filter", "triton", "float32"): Tolerance(1e-3, "max_rel", "chunked kernel (n <= 8)"),
+    ("filter-information", "numpy", "float64"): Tolerance(1e-9, "max_rel", "canonical elements; needs Q, P0 > 0"),
+    ("filter-information", "torch", "float64"): Tolerance(1e-9, "max_rel", "canonical elements; needs Q, P0 > 0"),
+    ("smoother", "numpy", "float64"): Tolerance(1e-9, "max_rel", "RTS elements, any schedule"),
+    ("smoother", "torch", "float64"): Tolerance(1e-9, "max_rel", "RTS elements, any schedule"),
+    ("smoother-information", "numpy", "float64"): Tolerance(1e-9, "max_rel", "two-filter, reverse scan"),
     # KLA diagonal scan (bayesfilt.nn.functional.kla_scan): outputs y, y_var, final state and every
     # gradient, against the float64 sequential reference fed the same (rounded) inputs.
     ("kla_scan", "numpy-reference", "float64"): Tolerance(0.0, "rel_rms", "bayesfilt.filters.diagonal: the specification"),
