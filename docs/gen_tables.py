@@ -141,9 +141,57 @@ def _homogeneous(d: dict) -> bool:
     return all(len(k) >= 0.75 * len(union) for k in keysets)
 
 
-def _render_section(data: dict, level: int, meta_first: bool = False) -> list[str]:
-    """Scalars of ``data`` as a field/value table, then one sub-section per nested part."""
+TIME_KEY = re.compile(r"(^|_)(times?|seconds|ms|us|us_per_step|ms_per_step)($|_)|_s$|_ms$")
+
+
+def _bar_chart(title: str, values: dict, unit: str) -> bytes:
+    """A horizontal bar chart (log scale) of name -> time; bayesfilt's bars highlighted."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(values)
+    from matplotlib.ticker import NullFormatter
+
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(names) + 1.2))
+    colors = ["tab:blue" if n.lower().startswith("bayesfilt") else "tab:gray" for n in names]
+    ax.barh(range(len(names)), [values[n] for n in names], color=colors)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    for i, n in enumerate(names):
+        ax.text(values[n], i, f" {values[n]:.3g}", va="center", fontsize=7)
+    ax.set_xlabel(unit)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _render_section(data: dict, level: int, meta_first: bool = False, figures: dict | None = None,
+                    name: str = "") -> list[str]:
+    """Scalars of ``data`` as a field/value table, then one sub-section per nested part.
+
+    With ``figures`` (a dict), a section of two or more timings (a key like ``times_s``)
+    also gets a bar chart: its PNG bytes are stored in ``figures`` under its file name.
+    """
     rows, sections = [], []
+    numeric = [v for v in data.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    leaf = name.rsplit("/", 1)[-1]
+    if (figures is not None and TIME_KEY.search(leaf) and len(numeric) >= 2
+            and len(numeric) == len(data) and all(v > 0 for v in numeric)):
+        file = "benchmarks_img/" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".png"
+        unit = ("seconds" if leaf.endswith("_s") or "second" in leaf else
+                "µs per step" if leaf == "us_per_step" else leaf.replace("_", " "))
+        figures[file] = _bar_chart(name.replace("/", " / "), data, unit)
+        rows_note = [f"![{name}]({file})\n"]
+    else:
+        rows_note = []
     items = list(data.items())
     if meta_first:
         items.sort(key=lambda kv: META_KEYS.index(kv[0]) if kv[0] in META_KEYS else len(META_KEYS))
@@ -158,14 +206,15 @@ def _render_section(data: dict, level: int, meta_first: bool = False) -> list[st
                                                       and meta_first):
             rows += [[f"{key}.{k}", v] for k, v in _flatten(value).items()]
         elif isinstance(value, dict) and value:
-            sections += [f"{heading} {key}\n"] + _render_section(value, level + 1)
+            sections += [f"{heading} {key}\n"] + _render_section(value, level + 1, figures=figures,
+                                                                  name=f"{name}/{key}")
         else:
             rows.append([key, value])
     out = [_table(["field", "value"], rows)] if rows else []
-    return out + sections
+    return out + rows_note + sections
 
 
-def _render_result(path: Path) -> str:
+def _render_result(path: Path, figures: dict | None = None) -> str:
     data = json.loads(path.read_text())
     try:
         rel = path.resolve().relative_to(ROOT).as_posix()
@@ -175,14 +224,15 @@ def _render_result(path: Path) -> str:
     if _is_records(data):
         parts.append(_records_table(data))
     elif isinstance(data, dict):
-        parts += _render_section(data, 3, meta_first=True)
+        parts += _render_section(data, 3, meta_first=True, figures=figures, name=path.stem)
     else:
         parts.append(f"`{_cell(data)}`\n")
     return "\n".join(parts)
 
 
-def render_benchmarks(results_dir: Path = RESULTS_DIR) -> str:
-    """Every committed ``benchmarks/results/*.json`` as Markdown tables."""
+def render_benchmarks(results_dir: Path = RESULTS_DIR, figures: dict | None = None) -> str:
+    """Every committed ``benchmarks/results/*.json`` as Markdown tables (and, given a
+    ``figures`` dict to fill with PNG bytes, bar charts of the timings)."""
     parts = [
         "# Benchmarks\n",
         "!!! info \"Generated page\"\n"
@@ -200,7 +250,7 @@ def render_benchmarks(results_dir: Path = RESULTS_DIR) -> str:
         parts.append("No benchmark results are committed yet.\n")
     for path in files:
         try:
-            parts.append(_render_result(path))
+            parts.append(_render_result(path, figures))
         except (ValueError, OSError) as exc:                       # JSONDecodeError is a ValueError
             log.warning("gen_tables: cannot render %s: %s", path, exc)
             parts.append(f"## {path.stem}\n\nThis file could not be read: `{_cell(str(exc))}`\n")
@@ -263,11 +313,13 @@ def on_files(files, config):
     """MkDocs hook: add the generated pages to the site (they are not in docs/)."""
     from mkdocs.structure.files import File
 
-    for name, render in GENERATED.items():
+    figures: dict[str, bytes] = {}
+    pages = {"backends.md": render_backends(), "benchmarks.md": render_benchmarks(figures=figures)}
+    for name, content in list(pages.items()) + list(figures.items()):
         if files.get_file_from_path(name) is not None:
             log.warning("gen_tables: docs/%s exists but is generated; delete the file", name)
             continue
-        files.append(File.generated(config, name, content=render()))
+        files.append(File.generated(config, name, content=content))
     return files
 
 

@@ -323,6 +323,13 @@ def test_benchmarks_page_renders_results_and_flags_bad_json(tmp_path, caplog):
     assert "| bayesfilt | 0.25 |" in page and "| peer | 2.5 |" in page
     assert any("broken.json" in r.getMessage() for r in caplog.records)
 
+    (tmp_path / "timed.json").write_text(json.dumps({"times_s": {"bayesfilt": 0.1, "peer": 1.0}}))
+    figures: dict = {}
+    page = _gen_tables().render_benchmarks(tmp_path, figures=figures)
+    assert len(figures) == 1
+    (name, png), = figures.items()
+    assert png[:4] == b"\x89PNG" and f"]({name})" in page
+
 
 def test_index_page_code_runs(tmp_path, monkeypatch):
     import matplotlib
