@@ -201,9 +201,7 @@ def _render_section(data: dict, level: int, meta_first: bool = False, figures: d
             sections += [f"{heading} {key}\n", _records_table(value)]
         elif _homogeneous(value) and not (meta_first and key in META_KEYS):
             sections += [f"{heading} {key}\n", _records_table(list(value.values()), "name", list(value))]
-        elif isinstance(value, dict) and value and (key in META_KEYS or len(_flatten(value)) <= 6
-                                                      and not any(isinstance(v, dict) for v in value.values())
-                                                      and meta_first):
+        elif isinstance(value, dict) and value and key in META_KEYS:
             rows += [[f"{key}.{k}", v] for k, v in _flatten(value).items()]
         elif isinstance(value, dict) and value:
             sections += [f"{heading} {key}\n"] + _render_section(value, level + 1, figures=figures,
