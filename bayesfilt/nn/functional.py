@@ -29,7 +29,6 @@ in the compute dtype (float32 for bfloat16 / float32 inputs, float64 for float64
 
 from __future__ import annotations
 
-import math
 import os
 from typing import NamedTuple, Optional
 
@@ -61,10 +60,12 @@ class KLAState(NamedTuple):
 
 # ============================================================================ schedule choice
 def _schedule(L: int) -> tuple[str, Optional[int]]:
-    """Schedule of the torch parallel form: a tree for short sequences, chunks of ~sqrt(L) otherwise."""
-    if L <= 64:
-        return "tree", None
-    return "chunked", max(8, int(math.ceil(math.sqrt(L))))
+    """Schedule of the torch parallel form: the shared work-efficient tree (bayesfilt.scan.core).
+
+    Measured on the 2-core CPU (float32, forward + adjoint backward): at B=1, L=65536, M=2,
+    S=3 tree 0.17 s vs chunked 0.56 s; at B=2, L=2048, M=64, S=16 tree 3.4 s vs chunked 3.5 s.
+    """
+    return "tree", None
 
 
 def _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: bool):
@@ -351,9 +352,9 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
     if backend == "triton":
         fn = _import_triton("kla_scan_triton", v.device)
         y, y_var, lam, eta = fn(v, lambda_v, k, q, a_bar, p_bar,
-                                initial_state=None if initial_state is None else KLAState(*initial_state),
+                                initial_state=None if initial_state is None else (lam0.float(), eta0.float()),
                                 prior_readout=bool(prior_readout))
-        return y, y_var, KLAState(lam, eta)
+        return y.to(out_dtype), y_var.to(out_dtype), KLAState(lam, eta)
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)] + [lam0, eta0]
     if backend == "reference":
         y, y_var, lam, eta = kla_scan_reference(*args, prior_readout=bool(prior_readout))
@@ -394,8 +395,9 @@ def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = Fa
     backend = _resolve_backend(backend, v.device)
     if backend == "triton":
         fn = _import_triton("kla_step_triton", v.device)
-        y, y_var, lam, eta = fn(v, lambda_v, k, q, a_bar, p_bar, KLAState(lam0, eta0), prior_readout=bool(prior_readout))
-        return y, y_var, KLAState(lam, eta)
+        y, y_var, lam, eta = fn(v, lambda_v, k, q, a_bar, p_bar, lam0.float(), eta0.float(),
+                                prior_readout=bool(prior_readout))
+        return y.to(v.dtype), y_var.to(v.dtype), KLAState(lam, eta)
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)]
     y, y_var, lam, eta = kla_step_reference(*args, lam0, eta0, prior_readout=bool(prior_readout))
     return y.to(v.dtype), y_var.to(v.dtype), KLAState(lam, eta)

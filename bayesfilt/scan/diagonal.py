@@ -18,11 +18,10 @@ Scan elements and their ``combine(earlier, later)`` (associative):
   divided by its trace.
 - affine: a pair (A, b); combine = (A2 A1, A2 b1 + b2).
 
-Schedules (all give the same prefixes because combine is associative): ``"sequential"``
-(a fold), ``"tree"`` (Hillis–Steele, log2(L) vectorised levels), ``"chunked"`` (fold inside
-chunks vectorised over chunks, scan the chunk totals, then combine). Elements carry time
-on axis 1: shape (B, L, M, S). These local schedules are written over an element-agnostic
-``combine`` so that they can move onto the shared ``bayesfilt.scan`` schedule machinery.
+Schedules: those of the shared generic scan ``bayesfilt.scan.core.scan`` (``"sequential"``
+fold, ``"tree"`` work-efficient odd/even tree, ``"chunked"`` fold-inside-chunks); all give
+the same prefixes because the combines are associative. Elements here carry time on axis
+1, shape (B, L, M, S); :func:`scan` moves it to the front for the shared machinery.
 
 Example:
     >>> import numpy as np
@@ -38,12 +37,14 @@ Example:
 
 from __future__ import annotations
 
-import math
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
-SCHEDULES = ("sequential", "tree", "chunked")
+from .core import SCHEDULES, scan as core_scan
+
+__all__ = ["SCHEDULES", "affine_combine", "diagonal_filter_adjoint", "diagonal_filter_scan",
+           "mobius_combine", "precision_path", "readout", "scan"]
 
 
 # ----------------------------------------------------------------------------- array helpers
@@ -68,11 +69,6 @@ def _take(x, start: int, stop: int | None, axis: int = 1):
     idx = [slice(None)] * x.ndim
     idx[axis] = slice(start, stop)
     return x[tuple(idx)]
-
-
-def _expand_time(x, axis: int = 1):
-    """Insert a length-1 time axis."""
-    return x[(slice(None),) * axis + (None,)]
 
 
 # ----------------------------------------------------------------------------- scan elements
@@ -124,93 +120,6 @@ def affine_apply(aff: tuple, x):
     return A * x + b
 
 
-def _identity_like(elem: tuple, kind: str) -> tuple:
-    one = elem[0] * 0 + 1
-    zero = elem[0] * 0
-    return (one, zero, zero, one) if kind == "mobius" else (one, zero)
-
-
-# ----------------------------------------------------------------------------- schedules
-def sequential_scan(elems: tuple, combine: Callable, axis: int = 1) -> tuple:
-    """Inclusive prefix scan by a left fold along ``axis`` (the reference schedule).
-
-    Args:
-        elems: tuple of arrays with time on ``axis``.
-        combine: ``combine(earlier, later)``.
-        axis: the time axis.
-
-    Returns:
-        Tuple of arrays of the same shapes: prefix t = elems[0] ∘ ... ∘ elems[t].
-    """
-    L = elems[0].shape[axis]
-    acc = tuple(_take(e, 0, 1, axis) for e in elems)
-    out = [acc]
-    for t in range(1, L):
-        acc = combine(acc, tuple(_take(e, t, t + 1, axis) for e in elems))
-        out.append(acc)
-    return tuple(_cat([o[i] for o in out], axis) for i in range(len(elems)))
-
-
-def tree_scan(elems: tuple, combine: Callable, axis: int = 1) -> tuple:
-    """Inclusive prefix scan, Hillis–Steele: ceil(log2 L) levels, each vectorised over time.
-
-    At level j every position t >= 2^j becomes combine(prefix[t - 2^j], prefix[t]).
-    """
-    L = elems[0].shape[axis]
-    cur = tuple(elems)
-    offset = 1
-    while offset < L:
-        earlier = tuple(_take(e, 0, L - offset, axis) for e in cur)
-        later = tuple(_take(e, offset, None, axis) for e in cur)
-        comb = combine(earlier, later)
-        cur = tuple(_cat([_take(e, 0, offset, axis), c], axis) for e, c in zip(cur, comb))
-        offset *= 2
-    return cur
-
-
-def chunked_scan(elems: tuple, combine: Callable, identity: tuple, chunk: int | None = None,
-                 axis: int = 1) -> tuple:
-    """Inclusive prefix scan in chunks: fold inside chunks (vectorised over chunks),
-    tree-scan the chunk totals, then combine each chunk's carry-in with its local prefixes.
-
-    Args:
-        elems: tuple of arrays with time on ``axis``.
-        combine: ``combine(earlier, later)``.
-        identity: the identity element, arrays broadcastable to one time step.
-        chunk: chunk length (default ~sqrt(L)).
-        axis: the time axis.
-    """
-    L = elems[0].shape[axis]
-    C = int(chunk) if chunk else max(1, int(math.isqrt(L)))
-    C = min(C, L)
-    n = -(-L // C)
-    pad = n * C - L
-    if pad:
-        step = tuple(_take(e, 0, 1, axis) for e in elems)
-        ident = tuple(i + s * 0 for i, s in zip(identity, step))     # identity, one time step
-        elems = tuple(_cat([e, _repeat_time(i, pad, axis)], axis) for e, i in zip(elems, ident))
-    shp = elems[0].shape
-    split = shp[:axis] + (n, C) + shp[axis + 1:]
-    blocks = tuple(e.reshape(split) for e in elems)                  # (..., n, C, ...)
-    local = sequential_scan(blocks, combine, axis=axis + 1)          # prefixes inside each chunk
-    totals = tuple(_take(x, C - 1, C, axis + 1) for x in local)      # (..., n, 1, ...)
-    totals = tuple(t.reshape(t.shape[:axis + 1] + t.shape[axis + 2:]) for t in totals)
-    incl = tree_scan(totals, combine, axis=axis)                     # prefix over chunk totals
-    if n > 1:
-        carry = tuple(_take(x, 0, n - 1, axis) for x in incl)        # carry-in of chunks 1..n-1
-        rest = tuple(_take(x, 1, None, axis) for x in local)
-        rest = combine(tuple(_expand_time(c, axis + 1) for c in carry), rest)
-        local = tuple(_cat([_take(x, 0, 1, axis), r], axis) for x, r in zip(local, rest))
-    out = tuple(x.reshape(shp) for x in local)
-    return tuple(_take(o, 0, L, axis) for o in out)
-
-
-def _repeat_time(x, times: int, axis: int):
-    if _is_numpy(x):
-        return np.repeat(x, times, axis=axis)
-    return x.repeat_interleave(times, dim=axis)
-
-
 def scan(elems: tuple, kind: str, schedule: str = "tree", chunk: int | None = None, axis: int = 1) -> tuple:
     """Inclusive prefix scan of Möbius (``kind="mobius"``) or affine (``kind="affine"``) elements.
 
@@ -231,14 +140,15 @@ def scan(elems: tuple, kind: str, schedule: str = "tree", chunk: int | None = No
         [[[2.0, 6.0]], [[1.0, 4.0]]]
     """
     combine = mobius_combine if kind == "mobius" else affine_combine
-    if schedule == "sequential":
-        return sequential_scan(elems, combine, axis)
-    if schedule == "tree":
-        return tree_scan(elems, combine, axis)
-    if schedule == "chunked":
-        return chunked_scan(elems, combine, _identity_like(tuple(_take(e, 0, 1, axis) for e in elems), kind),
-                            chunk, axis)
-    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    moved = tuple(_moveaxis(e, axis, 0) for e in elems)             # the shared scan wants time first
+    out = core_scan(moved, combine, schedule, chunk_size=chunk)
+    return tuple(_moveaxis(o, 0, axis) for o in out)
+
+
+def _moveaxis(x, src: int, dst: int):
+    if _is_numpy(x):
+        return np.moveaxis(x, src, dst)
+    return x.movedim(src, dst)
 
 
 # ----------------------------------------------------------------------------- the filter
