@@ -1,0 +1,108 @@
+"""``bayesfilt track``: default AIS run, CSV detection, missing values, errors, --force."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from bayesfilt.cli import main
+from bayesfilt.data import KNOT, load_ais
+
+
+def read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return str(path)
+
+
+def test_default_runs_on_shipped_ais(tmp_path, capsys):
+    out, png = tmp_path / "est.csv", tmp_path / "track.png"
+    assert main(["track", "--fit", "--smooth", "--out", str(out), "--plot", str(png)]) == 0
+    text = capsys.readouterr().out
+    assert "7 track(s)" in text and "maximum-likelihood" in text
+    rows = read(out)
+    assert len(rows) == 317 and png.stat().st_size > 10000
+    assert {"lon", "lat", "speed", "speed_std", "course_deg", "east_std_m"} <= set(rows[0])
+    # speed estimates in the file agree with the reported SOG (same bound as the AIS test)
+    sog = np.concatenate([t.sog for t in load_ais()])
+    speed = np.array([float(r["speed"]) for r in rows]) / KNOT
+    assert np.sqrt(np.mean((speed - sog) ** 2)) < 0.30
+    assert all(float(r["east_std_m"]) > 0 for r in rows)
+    # never overwrite without --force
+    before = out.read_bytes()
+    assert main(["track", "--out", str(out), "--plot", str(png)]) == 2
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["track", "--out", str(out), "--no-plot", "--force", "--model", "local-level", "--quiet"]) == 0
+    assert "speed" not in read(out)[0]
+
+
+@pytest.mark.parametrize("model", ["cv", "ca", "local-level"])
+def test_xy_csv_with_missing_values_and_irregular_times(tmp_path, model):
+    rng = np.random.default_rng(0)
+    t = np.cumsum(rng.uniform(0.5, 2.0, 40))
+    x, y = 3.0 * t + rng.normal(0, 0.3, 40), -1.0 * t + rng.normal(0, 0.3, 40)
+    rows = [[f"{a:.3f}", f"{b:.3f}", f"{c:.3f}"] for a, b, c in zip(t, x, y)]
+    rows[5][1] = ""                                  # one coordinate missing
+    rows[9][1] = rows[9][2] = "NaN"                  # both missing
+    src = write(tmp_path / "in.csv", ["t", "X", "Y"], rows)
+    out = tmp_path / "o.csv"
+    assert main(["track", src, "--model", model, "--fit", "--out", str(out), "--plot", str(tmp_path / "p.png"),
+                 "--quiet"]) == 0
+    res = read(out)
+    assert len(res) == 40 and res[9]["x_obs"] == "nan" and np.isfinite(float(res[9]["x"]))
+    assert float(res[9]["x_std"]) > float(res[8]["x_std"])   # uncertainty grows without data
+    if model == "cv":
+        assert float(res[-1]["speed"]) == pytest.approx(np.hypot(3.0, 1.0), rel=0.1)
+
+
+def test_named_columns_and_several_ids(tmp_path):
+    rows = []
+    for obj in ("a", "b"):
+        for k in range(10):
+            rows.append([obj, f"2020-01-01T00:00:{5 * k:02d}", f"{-74 + 1e-4 * k:.6f}", f"{40.5 + (obj == 'b') * 1e-3}"])
+    src = write(tmp_path / "ll.csv", ["obj", "when", "longit", "latit"], rows)
+    out = tmp_path / "o.csv"
+    assert main(["track", src, "--id-col", "obj", "--time-col", "when", "--lon-col", "longit", "--lat-col", "latit",
+                 "--q", "0.01", "--r", "4", "--smooth", "--out", str(out), "--no-plot", "--quiet"]) == 0
+    res = read(out)
+    assert [r["id"] for r in res] == ["a"] * 10 + ["b"] * 10
+    assert float(res[9]["t_seconds"]) == 45.0
+    # east speed: 1e-4 deg of longitude per 5 s at 40.5°N
+    assert float(res[5]["speed"]) == pytest.approx(1e-4 * np.pi / 180 * 6378137 * np.cos(np.radians(40.5)) / 5,
+                                                   rel=0.02)
+
+
+def test_clear_errors(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "o.csv"), "--no-plot"]
+    assert main(["track", str(tmp_path / "nope.csv"), *out]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    binary = tmp_path / "bin.csv"
+    binary.write_bytes(b"\x00\x01\x02\xff" * 50)
+    assert main(["track", str(binary), *out]) == 2
+    assert "FILE" in capsys.readouterr().err
+    src = write(tmp_path / "a.csv", ["time", "foo", "bar"], [["0", "1", "2"]])
+    assert main(["track", src, *out]) == 2
+    err = capsys.readouterr().err
+    assert "no x column" in err and "--x-col" in err
+    src = write(tmp_path / "b.csv", ["time", "x", "y"], [["0", "1", "2"], ["2", "1", "2"], ["1", "1", "2"]])
+    assert main(["track", src, *out]) == 2
+    assert "times decrease" in capsys.readouterr().err
+    src = write(tmp_path / "c.csv", ["time", "x", "y"], [["0", "1", "2"], ["", "1", "2"]])
+    assert main(["track", src, *out]) == 2
+    assert "time is missing" in capsys.readouterr().err
+    src = write(tmp_path / "d.csv", ["time", "x", "y"], [["0", "1", "2"], ["yesterday", "1", "2"]])
+    assert main(["track", src, *out]) == 2
+    assert "cannot read the time" in capsys.readouterr().err
+    src = write(tmp_path / "e.csv", ["time", "x", "y"], [["0", "1", "2"], ["1", "abc", "2"]])
+    assert main(["track", src, *out]) == 2
+    assert "non-numeric position" in capsys.readouterr().err
+    src = write(tmp_path / "f.csv", ["time", "x", "y"], [["0", "1", "2"]])
+    assert main(["track", src, "--x-col", "east", *out]) == 2
+    assert "--x-col" in capsys.readouterr().err
