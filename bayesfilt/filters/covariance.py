@@ -36,7 +36,10 @@ def update_step(mean: np.ndarray, cov: np.ndarray, y_t: np.ndarray, H: np.ndarra
     Returns ``(mean, cov, loglik_term)``; Joseph-form covariance. No validation.
     """
     n = mean.shape[-1]
-    y0, H, R, d, obs, n_obs = observed_system(y_t, H, R, d)
+    if np.isnan(y_t).any():
+        y0, H, R, d, obs, n_obs = observed_system(y_t, H, R, d)
+    else:                                                      # fully observed: no masking needed
+        y0, n_obs = y_t, y_t.shape[-1]
     y_hat = mv(H, mean) if d is None else mv(H, mean) + d     # yhat_t = H_t m_{t|t-1} + d_t
     r = y0 - y_hat                                             # r_t = y_t - yhat_t (0 where missing)
     PHt = cov @ mT(H)                                          # P H^T
@@ -45,11 +48,12 @@ def update_step(mean: np.ndarray, cov: np.ndarray, y_t: np.ndarray, H: np.ndarra
         L = np.linalg.cholesky(S)                              # S_t = L L^T
     except np.linalg.LinAlgError:
         raise innovation_error(S, t) from None
-    K = mT(np.linalg.solve(S, mT(PHt)))                        # K_t = P H^T S_t^{-1}
+    L_inv = np.linalg.inv(L)                                   # L^{-1} (one factorisation serves K and z)
+    K = (PHt @ mT(L_inv)) @ L_inv                              # K_t = P H^T S_t^{-1} = P H^T L^{-T} L^{-1}
     mean = mean + mv(K, r)                                     # m_t = m_{t|t-1} + K_t r_t
     I_KH = np.eye(n, dtype=cov.dtype) - K @ H                  # (I - K_t H_t)
     cov = sym(I_KH @ cov @ mT(I_KH) + K @ R @ mT(K))           # P_t = (I-KH) P (I-KH)^T + K R K^T (Joseph)
-    z = np.linalg.solve(L, r[..., None])[..., 0]               # z = L^{-1} r_t
+    z = mv(L_inv, r)                                           # z = L^{-1} r_t
     logdet = 2.0 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(-1)  # log|S_t|
     loglik = -0.5 * (n_obs * LOG_2PI + logdet + (z * z).sum(-1))       # log N(r_t; 0, S_t), observed rows only
     return mean, cov, loglik
@@ -158,7 +162,9 @@ def kalman_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> Filt
     components (update with the observed rows only). Leading batch axes of ``y`` (and of
     the model's parameters) are filtered at once. Computes in the common dtype of the
     model and ``y`` (float64 by default; float32 accepted). Exact diffuse initialisation
-    is used when the model declares ``diffuse`` states.
+    is used when the model declares ``diffuse`` states. When the parameters have no batch
+    axes and ``y`` has no missing values, the covariances are the same for every series:
+    they are computed once and ``covs``/``predicted_covs`` are read-only broadcast views.
 
     Args:
         model: the state-space model (docs/math/notation.md).
@@ -183,13 +189,17 @@ def kalman_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> Filt
         return diffuse_kalman_filter(model, y)
     n = model.n
     dtype = y.dtype
+    # Without per-series parameters or missing values the covariances do not depend on the
+    # data: compute them once and return them broadcast over the batch (read-only views).
+    shared = model.batch_shape == () and not np.isnan(y).any()
+    cov_batch = () if shared else batch
     means = np.empty(batch + (T, n), dtype)
-    covs = np.empty(batch + (T, n, n), dtype)
+    covs = np.empty(cov_batch + (T, n, n), dtype)
     pmeans = np.empty(batch + (T, n), dtype)
-    pcovs = np.empty(batch + (T, n, n), dtype)
+    pcovs = np.empty(cov_batch + (T, n, n), dtype)
     terms = np.empty(batch + (T,), dtype)
     mean = np.broadcast_to(model.m0, batch + (n,))             # m_{1|0} = m0
-    cov = np.broadcast_to(model.P0, batch + (n, n))            # P_{1|0} = P0
+    cov = np.broadcast_to(model.P0, cov_batch + (n, n))        # P_{1|0} = P0
     for t in range(T):
         if t > 0:
             mean, cov = predict_step(mean, cov, model.param("F", t), model.param("Q", t), model.param("b", t))
@@ -200,5 +210,8 @@ def kalman_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> Filt
         means[..., t, :] = mean
         covs[..., t, :, :] = cov
         terms[..., t] = ll
+    if shared:
+        covs = np.broadcast_to(covs, batch + (T, n, n))
+        pcovs = np.broadcast_to(pcovs, batch + (T, n, n))
     return check_finite_result(FilterResult(means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
                                             loglik=terms.sum(-1), loglik_terms=terms))
