@@ -458,24 +458,23 @@ def _m_step(model, ys, means, covs, cross, learn):
     changes = {}
     Exx = covs + np.einsum("sti,stj->stij", means, means)                 # E[x_t x_t^T]
     if "H" in learn or "R" in learn:
-        Ey = np.empty((S, T, m))
-        Eyx = np.empty((S, T, m, n))
-        Eyy = np.empty((S, T, m, m))
-        for s in range(S):
-            for t in range(T):
-                Ey[s, t], Eyx[s, t], Eyy[s, t] = _imputed_obs_moments(
-                    ys[s, t], model.param("H", t), model.param("R", t), model.param("d", t), means[s, t], covs[s, t])
+        d_all = 0.0 if model.d is None else np.broadcast_to(
+            model.d if "d" in model.time_varying else model.d[None], (T, m))
+        yt = ys - d_all                                                      # ỹ = y - d (NaN where missing)
+        Ey = yt.copy()
+        Eyx = np.einsum("sti,stj->stij", yt, means)                          # fully observed: ỹ x̂^T
+        Eyy = np.einsum("sti,stj->stij", yt, yt)
+        for s, t in zip(*np.nonzero(np.isnan(ys).any(-1))):                 # impute where anything is missing
+            Ey[s, t], Eyx[s, t], Eyy[s, t] = _imputed_obs_moments(
+                ys[s, t], model.param("H", t), model.param("R", t), model.param("d", t), means[s, t], covs[s, t])
         if "H" in learn:
             H = np.linalg.solve(Exx.sum((0, 1)).T, Eyx.sum((0, 1)).T).T          # H = ΣE[ỹx^T] (ΣE[xx^T])^{-1}
             changes["H"] = H
         if "R" in learn:
-            Ht = H if "H" in learn or "H" not in model.time_varying else None
-            acc = np.zeros((m, m))
-            for t in range(T):
-                Hc = Ht if Ht is not None else model.param("H", t)
-                HEyxT = np.einsum("ij,skj->sik", Hc, Eyx[:, t])                 # H E[x ỹ^T]
-                acc += (Eyy[:, t] - HEyxT - mT(HEyxT)
-                        + np.einsum("ij,sjk,lk->sil", Hc, Exx[:, t], Hc)).sum(0)  # E[(ỹ-Hx)(ỹ-Hx)^T]
+            Hs = H if "H" in learn or "H" not in model.time_varying else model.H[None]   # (m, n) or (1, T, m, n)
+            HEyxT = np.einsum("...ij,...kj->...ik", Hs, Eyx)                   # H E[x ỹ^T]
+            acc = (Eyy - HEyxT - mT(HEyxT)
+                   + np.einsum("...ij,...jk,...lk->...il", Hs, Exx, Hs)).sum((0, 1))   # Σ E[(ỹ-Hx)(ỹ-Hx)^T]
             changes["R"] = sym(acc / (S * T))
     if T > 1 and ("F" in learn or "Q" in learn):
         x1 = means[:, 1:]
@@ -493,16 +492,14 @@ def _m_step(model, ys, means, covs, cross, learn):
             F = np.linalg.solve(E00.sum((0, 1)).T, num.T).T                # F = (ΣE[x_t x_{t-1}^T] - b x̂^T)(ΣE[x x^T])^{-1}
             changes["F"] = F
         if "Q" in learn:
-            acc = np.zeros((n, n))
-            for t in range(1, T):
-                Fc = F if ("F" in learn or "F" not in model.time_varying) else model.param("F", t)
-                FE01 = np.einsum("ij,skj->sik", Fc, E10[:, t - 1])          # F E[x_{t-1} x_t^T]
-                term = E11[:, t - 1] - FE01 - mT(FE01) + np.einsum("ij,sjk,lk->sil", Fc, E00[:, t - 1], Fc)
-                if b is not None:
-                    r = x1[:, t - 1] - np.einsum("ij,sj->si", Fc, x0[:, t - 1])     # E[x_t - F x_{t-1}]
-                    bb = bt[t - 1]
-                    term = term - np.einsum("si,j->sij", r, bb) - np.einsum("i,sj->sij", bb, r) + np.outer(bb, bb)
-                acc += term.sum(0)
+            Fs = F if ("F" in learn or "F" not in model.time_varying) else model.F[None, 1:]  # (n, n) or (1, T-1, n, n)
+            FE01 = np.einsum("...ij,...kj->...ik", Fs, E10)                    # F E[x_{t-1} x_t^T]
+            term = E11 - FE01 - mT(FE01) + np.einsum("...ij,...jk,...lk->...il", Fs, E00, Fs)
+            if b is not None:
+                r = x1 - np.einsum("...ij,...j->...i", Fs, x0)                   # E[x_t - F x_{t-1}]
+                term = (term - np.einsum("sti,tj->stij", r, bt) - np.einsum("ti,stj->stij", bt, r)
+                        + np.einsum("ti,tj->tij", bt, bt)[None])
+            acc = term.sum((0, 1))
             changes["Q"] = sym(acc / (S * (T - 1)))
     if "m0" in learn:
         m0 = means[:, 0].mean(0)                                            # m0 = x̂_1

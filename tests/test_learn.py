@@ -147,3 +147,18 @@ def test_em_follows_pykalman_with_fixed_offsets():
     res = em(start, y, 3, learn=learn, progress=False)
     for name, pk in PK_NAMES.items():
         np.testing.assert_allclose(getattr(res.model, name), getattr(kf, pk), rtol=1e-8, atol=1e-10, err_msg=name)
+
+
+def test_em_with_fixed_time_varying_transition():
+    """Irregular-time CV model: F_t fixed and time-varying, a shared Q and R learned."""
+    from bayesfilt.models import constant_velocity_irregular
+    times = np.cumsum(np.r_[0.0, np.random.default_rng(2).uniform(0.5, 2.0, 59)])
+    model = constant_velocity_irregular(times, 0.3, 2.0, dim=1, m0=np.zeros(2), P0=np.eye(2))
+    _, y = model.simulate(60, seed=4, batch_shape=(3,))
+    start = model.replace(Q=np.stack([np.eye(2)] * 60), R=np.eye(1) * 0.5)
+    with pytest.raises(BayesfiltValueError, match="time-varying"):
+        em(start, y, 2, learn=("Q",), progress=False)
+    res = em(model.replace(Q=np.eye(2) * 0.1, time_varying=("F",), R=np.eye(1) * 0.5), y, 20,
+             learn=("Q", "R"), progress=False)
+    assert np.all(np.diff(res.loglik_trace) >= -1e-8 * np.abs(res.loglik_trace[1:]))
+    assert res.model.F.shape == (60, 2, 2)
