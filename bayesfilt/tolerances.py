@@ -6,6 +6,9 @@ error is measured against the float64 sequential reference:
 - ``"max_abs"``: max |fast - ref| over means, covariances (and the log-likelihood);
 - ``"max_rel"``: max |fast - ref| / max(|ref|, 1);
 - ``"rel_rms"``: ||fast - ref||_2 / ||ref||_2 for each output and each gradient.
+- ``"scale_rel"``: max |fast - ref| / max |ref| for each output array (means, covariances,
+  log-likelihood): float32 filters of long drifting series (positions ~1e7) cannot hold a
+  per-entry relative bound on small components, whatever the algorithm (docs/parallel.md).
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     # sequential reference (kalman_filter / information_filter / rts_smoother) on the same inputs.
     ("filter", "numpy", "float64"): Tolerance(1e-9, "max_rel", "any schedule; method elements or riccati"),
     ("filter", "torch", "float64"): Tolerance(1e-9, "max_rel", "any schedule, CPU or CUDA"),
-    ("filter", "torch", "float32"): Tolerance(1e-3, "max_rel", "covariance form; log-likelihood as sum of terms"),
+    ("filter", "torch", "float32"): Tolerance(1e-3, "scale_rel", "covariance form; log-likelihood as sum of terms"),
     ("filter", "triton", "float64"): Tolerance(1e-9, "max_rel", "chunked kernel (n <= 8)"),
-    ("filter", "triton", "float32"): Tolerance(1e-3, "max_rel", "chunked kernel (n <= 8)"),
+    ("filter", "triton", "float32"): Tolerance(1e-3, "scale_rel", "chunked kernel (n <= 8)"),
     ("filter-information", "numpy", "float64"): Tolerance(1e-9, "max_rel", "canonical elements; needs Q, P0 > 0"),
     ("filter-information", "torch", "float64"): Tolerance(1e-9, "max_rel", "canonical elements; needs Q, P0 > 0"),
     ("smoother", "numpy", "float64"): Tolerance(1e-9, "max_rel", "RTS elements, any schedule"),

@@ -1,0 +1,62 @@
+"""The Triton kernel of the parallel filter, on the CPU under TRITON_INTERPRET=1 (small shapes).
+
+Runs in a subprocess so that the interpreter flag is set before triton compiles anything and
+does not leak into other tests. Compares against the float64 sequential kalman_filter.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+SCRIPT = textwrap.dedent(r"""
+    import sys
+    import numpy as np, torch
+    sys.path.insert(0, {tests!r})
+    from conftest import random_model
+    import bayesfilt
+    from bayesfilt.scan.triton_filter import triton_filter
+
+    def err(a, b):
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        return float((np.abs(a - b) / np.maximum(np.abs(b), 1.0)).max())
+
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    cases = [(3, 2, 7, {{}}, (2,), 2, 2),                                   # 4 chunks > group: grouped prefix
+             (2, 1, 9, dict(time_varying=("F", "Q", "H", "R", "b", "d"), T=9, bias=True), (), 2, 2),  # 2 levels
+             (4, 2, 1, {{}}, (), None, None)]                                 # T = 1
+    for n, m, T, kw, batch, chunk, group in cases:
+        model = random_model(rng, n, m, **kw)
+        _, y = model.simulate(T, seed=1, batch_shape=batch)
+        y[..., ::3, 0] = np.nan                                               # partial
+        if T > 4:
+            y[..., 4, :] = np.nan                                             # whole vector
+        ref = bayesfilt.kalman_filter(model, y)
+        out = triton_filter(model, torch.tensor(y), chunk=chunk, group=group)
+        for k in ("means", "covs", "predicted_means", "predicted_covs", "loglik_terms", "loglik"):
+            worst = max(worst, err(out[k].numpy(), getattr(ref, k)))
+    # the public API with backend="triton"
+    model = random_model(rng, 2, 2, bias=True)
+    _, y = model.simulate(6, seed=3)
+    res = bayesfilt.parallel_filter(model, torch.tensor(y), backend="triton")
+    ref = bayesfilt.kalman_filter(model, y)
+    worst = max(worst, err(res.means.numpy(), ref.means), err(res.loglik.numpy(), ref.loglik))
+    print("WORST", worst)
+""")
+
+
+def test_triton_kernel_interpreted_float64():
+    from bayesfilt.tolerances import tolerance
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    worst = float(proc.stdout.split("WORST")[-1])
+    assert worst <= tolerance("filter", "triton", "float64").bound, worst
