@@ -14,7 +14,9 @@ reciprocal per lane-step instead of two:
 Readout: y = sum_s q mu, y_var = sum_s q^2 w; prior readout: y = sum_s q a mu,
 y_var = sum_s q^2 (a^2 w + p).
 
-Programs own a tile of lanes [MO, SB, MI] (m = m0 + mo*MI + mi, s = s0 + si) and sweep time.
+Programs own a tile of lanes [SB, BM] (s = s0 + i, m = m0 + j) and sweep time; every
+[M, S] plane (a, p, states, checkpoints) is stored transposed, [S, M], so that m is the
+contiguous axis of every access (4 m per thread, 8 threads along m, 4 along s).
 Time may be split into NC chunks of LC tokens (LC a multiple of CK) for few lanes:
   forward  MODE 1: each chunk's Möbius map of w (2x2, renormalised every step),
            MODE 2: each chunk's affine map of mu (given the true w at its start),
@@ -41,28 +43,49 @@ BWD_CK = tl.constexpr(8)
 
 # ----------------------------------------------------------------------------- helpers
 @triton.jit
-def _lanes(pid_m, sb, M, S, MO: tl.constexpr, SB: tl.constexpr, MI: tl.constexpr):
-    """Lane indices of one program: m [MO,1,MI], s [1,SB,1] and their masks."""
-    mo = tl.arange(0, MO)[:, None, None]
-    si = tl.arange(0, SB)[None, :, None]
-    mi = tl.arange(0, MI)[None, None, :]
-    m = pid_m * (MO * MI) + mo * MI + mi
-    s = sb * SB + si
+def _lanes(pid_m, sb, M, S, SB: tl.constexpr, BM: tl.constexpr):
+    """Lane indices of one program: s [SB,1], m [1,BM] and their masks."""
+    s = sb * SB + tl.arange(0, SB)[:, None]
+    m = pid_m * BM + tl.arange(0, BM)[None, :]
     return m, s, m < M, s < S
 
 
 @triton.jit
-def _live(mask, idx, tok, t_end):
+def _live(mask, idx, tok, t_end, MASKED: tl.constexpr):
     """mask & (tok < t_end), built as a tensor comparison (the interpreter mistypes bool & scalar)."""
-    return mask & (idx * 0 + tok < t_end)
+    if MASKED:
+        return mask & (idx * 0 + tok < t_end)
+    else:
+        return mask
 
 
 @triton.jit
-def _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask):
-    """Load token `tok` of batch b: v, Lv [MO,1,MI] and k, q [1,SB,1] as float32."""
+def _keep(new, old, valid, MASKED: tl.constexpr):
+    """new where the token is valid, else old (only in a masked block)."""
+    if MASKED:
+        return tl.where(valid, new, old)
+    else:
+        return new
+
+
+@triton.jit
+def _rcp(x, FAST: tl.constexpr):
+    """1/x; FAST: one MUFU.RCP (rcp.approx.ftz, ~1 ulp; used where x >= 1 or x is a sum of
+    non-negative terms), else IEEE-ish division (the interpreter has no inline PTX)."""
+    if FAST:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return 1.0 / x
+
+
+@triton.jit
+def _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
+         MASKED: tl.constexpr):
+    """Load token `tok` of batch b: v, Lv [1,BM] and k, q [SB,1] as float32."""
     row = b.to(tl.int64) * L + tok                      # (b, t) row, int64
-    vm = _live(mmask, m, tok, t_end)
-    sm = _live(smask, s, tok, t_end)
+    vm = _live(mmask, m, tok, t_end, MASKED)
+    sm = _live(smask, s, tok, t_end, MASKED)
     vv = tl.load(v_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
     lv = tl.load(lv_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
     kk = tl.load(k_ptr + row * S + s, mask=sm, other=0.0).to(tl.float32)
@@ -71,15 +94,15 @@ def _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask
 
 
 @triton.jit
-def _fstep(w, mu, a, a2, p, vv, lv, kk, valid):
+def _fstep(w, mu, a, a2, p, vv, lv, kk, valid, MASKED: tl.constexpr, FAST: tl.constexpr):
     """One filter step in covariance form; returns (w_t, mu_t) (unchanged where not valid)."""
     phi = lv * kk * kk                                  # phi_t = Lv_t k_t^2
     uu = lv * vv * kk                                   # u_t = Lv_t v_t k_t
     P = a2 * w + p                                      # P_t = a^2 w_{t-1} + p
-    g = 1.0 / (1.0 + phi * P)                           # g_t = 1 / (1 + phi_t P_t)
+    g = _rcp(1.0 + phi * P, FAST)                       # g_t = 1 / (1 + phi_t P_t)
     w_new = P * g                                       # w_t = P_t g_t
     mu_new = (a * g) * mu + w_new * uu                  # mu_t = a g_t mu_{t-1} + w_t u_t
-    return tl.where(valid, w_new, w), tl.where(valid, mu_new, mu)
+    return _keep(w_new, w, valid, MASKED), _keep(mu_new, mu, valid, MASKED)
 
 
 @triton.jit
@@ -103,12 +126,61 @@ def _start_state(w, mu, sumw_ptr, summu_ptr, b, c, NC, M, S, ms, lmask, WITH_MU:
 
 # ----------------------------------------------------------------------------- forward
 @triton.jit
+def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
+               v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr, yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask,
+               MODE: tl.constexpr, PRIOR: tl.constexpr, CK: tl.constexpr, MASKED: tl.constexpr,
+               FAST: tl.constexpr):
+    """CK tokens t0 .. t0+CK-1 of one program (MASKED: tokens >= t_end leave all unchanged)."""
+    for i in tl.static_range(CK):
+        tok = t0 + i
+        valid = tok < t_end
+        vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s,
+                              mmask, smask, MASKED)
+        if MODE == 1:
+            phi = lv * kk * kk                          # phi_t
+            x2 = a2 * x + p * z                         # M_t @ R, numerator rows
+            y2 = a2 * y + p * u
+            z2 = z + phi * x2                           # denominator = phi * numerator + old
+            u2 = u + phi * y2
+            nrm = _rcp(x2 + y2 + z2 + u2, FAST)         # renormalise (all entries >= 0)
+            x = _keep(x2 * nrm, x, valid, MASKED)
+            y = _keep(y2 * nrm, y, valid, MASKED)
+            z = _keep(z2 * nrm, z, valid, MASKED)
+            u = _keep(u2 * nrm, u, valid, MASKED)
+        else:
+            phi = lv * kk * kk                          # phi_t = Lv_t k_t^2
+            uu = lv * vv * kk                           # u_t = Lv_t v_t k_t
+            P = a2 * w + p                              # P_t = a^2 w_{t-1} + p
+            g = _rcp(1.0 + phi * P, FAST)               # g_t = 1/(1 + phi_t P_t)
+            w_new = P * g                               # w_t = P_t g_t
+            ag = a * g                                  # a g_t
+            mu_new = ag * mu + w_new * uu               # mu_t = a g_t mu_{t-1} + w_t u_t
+            w = _keep(w_new, w, valid, MASKED)
+            mu = _keep(mu_new, mu, valid, MASKED)
+            if MODE == 2:
+                A = _keep(ag * A, A, valid, MASKED)
+                bb = _keep(ag * bb + w_new * uu, bb, valid, MASKED)
+            else:
+                if PRIOR:
+                    yt = tl.sum(qq * a * mu, axis=0, keep_dims=True)              # sum_s q a mu_t
+                    yvt = tl.sum(qq * qq * (a2 * w + p), axis=0, keep_dims=True)  # sum_s q^2 (a^2 w_t + p)
+                else:
+                    yt = tl.sum(qq * mu, axis=0, keep_dims=True)                  # sum_s q mu_t
+                    yvt = tl.sum(qq * qq * w, axis=0, keep_dims=True)             # sum_s q^2 w_t
+                orow = ((sb.to(tl.int64) * B + b) * L + tok) * M
+                om = _live(mmask, m, tok, t_end, MASKED)
+                tl.store(y_ptr + orow + m, yt, mask=om)
+                tl.store(yv_ptr + orow + m, yvt, mask=om)
+    return w, mu, x, y, z, u, A, bb
+
+
+@triton.jit
 def _fwd_kernel(
     v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, w0_ptr, mu0_ptr,
     y_ptr, yv_ptr, lamL_ptr, etaL_ptr, ck_ptr, sumw_ptr, summu_ptr,
     B, L, M, S, LC, NC, NMB, NSB,
     MODE: tl.constexpr, PRIOR: tl.constexpr, WRITE_CK: tl.constexpr,
-    MO: tl.constexpr, SB: tl.constexpr, MI: tl.constexpr, CK: tl.constexpr,
+    SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_m = pid % NMB
@@ -118,9 +190,9 @@ def _fwd_kernel(
     b = rest % B
     c = rest // B
 
-    m, s, mmask, smask = _lanes(pid_m, sb, M, S, MO, SB, MI)
+    m, s, mmask, smask = _lanes(pid_m, sb, M, S, SB, BM)
     lmask = mmask & smask
-    ms = m * S + s                                      # lane offset in an [M, S] plane
+    ms = s * M + m                                      # lane offset in an [S, M] plane
     MSs = M * S
     a = tl.load(a_ptr + ms, mask=lmask, other=1.0).to(tl.float32)
     p = tl.load(p_ptr + ms, mask=lmask, other=0.0).to(tl.float32)
@@ -133,6 +205,7 @@ def _fwd_kernel(
 
     t_start = c * LC
     t_end = tl.minimum(t_start + LC, L)
+    t_full = t_start + ((t_end - t_start) // CK) * CK   # end of the whole CK-blocks
     # MODE 1: Möbius map [[x, y], [z, u]] of w; MODE 2: affine map (A, bb) of mu
     x = 0.0 * w + 1.0
     y = 0.0 * w
@@ -140,52 +213,25 @@ def _fwd_kernel(
     u = x
     A = x
     bb = y
-
-    for t0 in range(t_start, t_end, CK):
+    NCK = (L + CK - 1) // CK
+    for t0 in range(t_start, t_full, CK):
         if MODE == 0:
             if WRITE_CK:
-                ckb = ((b.to(tl.int64) * ((L + CK - 1) // CK) + t0 // CK) * 2) * MSs
+                ckb = (b.to(tl.int64) * NCK + t0 // CK) * 2 * MSs
                 tl.store(ck_ptr + ckb + ms, w, mask=lmask)
                 tl.store(ck_ptr + ckb + MSs + ms, mu, mask=lmask)
-        for i in tl.static_range(CK):
-            tok = t0 + i
-            valid = tok < t_end
-            vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s,
-                                  mmask, smask)
-            if MODE == 1:
-                phi = lv * kk * kk                      # phi_t
-                x2 = a2 * x + p * z                     # rows of M_t @ R: numerator
-                y2 = a2 * y + p * u
-                z2 = z + phi * x2                       # denominator = phi * numerator + old
-                u2 = u + phi * y2
-                nrm = 1.0 / (x2 + y2 + z2 + u2)         # renormalise (all entries >= 0)
-                x = tl.where(valid, x2 * nrm, x)
-                y = tl.where(valid, y2 * nrm, y)
-                z = tl.where(valid, z2 * nrm, z)
-                u = tl.where(valid, u2 * nrm, u)
-            else:
-                phi = lv * kk * kk                      # phi_t = Lv_t k_t^2
-                uu = lv * vv * kk                       # u_t = Lv_t v_t k_t
-                P = a2 * w + p                          # P_t = a^2 w_{t-1} + p
-                g = 1.0 / (1.0 + phi * P)               # g_t = 1/(1 + phi_t P_t)
-                w_new = P * g                           # w_t = P_t g_t
-                ag = a * g                              # f_t lam_{t-1} w_t = a g_t
-                mu_new = ag * mu + w_new * uu           # mu_t = a g_t mu_{t-1} + w_t u_t
-                w = tl.where(valid, w_new, w)
-                mu = tl.where(valid, mu_new, mu)
-                if MODE == 2:
-                    A = tl.where(valid, ag * A, A)
-                    bb = tl.where(valid, ag * bb + w_new * uu, bb)
-                else:
-                    if PRIOR:
-                        yt = tl.sum(qq * a * mu, axis=1, keep_dims=True)              # sum_s q a mu_t
-                        yvt = tl.sum(qq * qq * (a2 * w + p), axis=1, keep_dims=True)  # sum_s q^2 (a^2 w_t + p)
-                    else:
-                        yt = tl.sum(qq * mu, axis=1, keep_dims=True)                  # sum_s q mu_t
-                        yvt = tl.sum(qq * qq * w, axis=1, keep_dims=True)             # sum_s q^2 w_t
-                    orow = ((sb.to(tl.int64) * B + b) * L + tok) * M
-                    tl.store(y_ptr + orow + m, yt, mask=_live(mmask, m, tok, t_end))
-                    tl.store(yv_ptr + orow + m, yvt, mask=_live(mmask, m, tok, t_end))
+        w, mu, x, y, z, u, A, bb = _fwd_block(
+            w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
+            yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, False, FAST)
+    if t_full < t_end:                                  # the last, partial block
+        if MODE == 0:
+            if WRITE_CK:
+                ckb = (b.to(tl.int64) * NCK + t_full // CK) * 2 * MSs
+                tl.store(ck_ptr + ckb + ms, w, mask=lmask)
+                tl.store(ck_ptr + ckb + MSs + ms, mu, mask=lmask)
+        w, mu, x, y, z, u, A, bb = _fwd_block(
+            w, mu, x, y, z, u, A, bb, t_full, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
+            yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, True, FAST)
 
     if MODE == 1:
         base = (b.to(tl.int64) * NC + c) * 4 * MSs
@@ -207,32 +253,35 @@ def _fwd_kernel(
 # ----------------------------------------------------------------------------- backward
 @triton.jit
 def _frec(w, mu, tok, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s,
-          mmask, smask):
+          mmask, smask, MASKED: tl.constexpr, FAST: tl.constexpr):
     """Recompute one forward step (token tok) from the state before it."""
     valid = tok < t_end
-    vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask)
-    return _fstep(w, mu, a, a2, p, vv, lv, kk, valid)
+    vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
+                          MASKED)
+    return _fstep(w, mu, a, a2, p, vv, lv, kk, valid, MASKED, FAST)
 
 
 @triton.jit
 def _brec(w_prev, mu_prev, Gw, Gm, ga, gp, cww, cwm, cmm, tok, t_end, a, a2, p,
           v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
           b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
-          SUMMARY: tl.constexpr, PRIOR: tl.constexpr):
+          SUMMARY: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr):
     """Adjoint of one step (token tok), given the state before it and the adjoint after it.
 
     (Gw, Gm) is the adjoint of (w_t, mu_t) from later steps; returns the adjoint of
     (w_{t-1}, mu_{t-1}) and the updated accumulators. Formulas: docs/kla_kernels.md.
     """
     valid = tok < t_end
-    vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask)
+    vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
+                          MASKED)
     row = b.to(tl.int64) * L + tok
-    gy = tl.load(gy_ptr + row * M + m, mask=_live(mmask, m, tok, t_end), other=0.0)
-    gyv = tl.load(gyv_ptr + row * M + m, mask=_live(mmask, m, tok, t_end), other=0.0)
+    om = _live(mmask, m, tok, t_end, MASKED)
+    gy = tl.load(gy_ptr + row * M + m, mask=om, other=0.0)
+    gyv = tl.load(gyv_ptr + row * M + m, mask=om, other=0.0)
     phi = lv * kk * kk                                  # phi_t = Lv k^2
     uu = lv * vv * kk                                   # u_t = Lv v k
     P = a2 * w_prev + p                                 # P_t
-    g = 1.0 / (1.0 + phi * P)                           # g_t
+    g = _rcp(1.0 + phi * P, FAST)                       # g_t
     w = P * g                                           # w_t
     ag = a * g                                          # a g_t
     mu = ag * mu_prev + w * uu                          # mu_t
@@ -249,14 +298,14 @@ def _brec(w_prev, mu_prev, Gw, Gm, ga, gp, cww, cwm, cmm, tok, t_end, a, a2, p,
     Gg = Gag * a + Gw_t * P                             # through a g_t and w_t = P g_t
     gg2 = g * g
     GP = Gw_t * g - Gg * phi * gg2                      # dg/dP = -phi g^2
-    Gw_o = tl.where(valid, GP * a2, Gw)                 # P = a^2 w_{t-1} + p
-    Gm_o = tl.where(valid, Gm_t * ag, Gm)
+    Gw_o = _keep(GP * a2, Gw, valid, MASKED)            # P = a^2 w_{t-1} + p
+    Gm_o = _keep(Gm_t * ag, Gm, valid, MASKED)
     if SUMMARY:
         al = a2 * gg2                                   # d w_t / d w_{t-1}
         be = al * (uu - phi * a * mu_prev)              # d mu_t / d w_{t-1}
-        cwm = tl.where(valid, al * cwm + be * cmm, cwm)
-        cww = tl.where(valid, al * cww, cww)
-        cmm = tl.where(valid, ag * cmm, cmm)
+        cwm = _keep(al * cwm + be * cmm, cwm, valid, MASKED)
+        cww = _keep(al * cww, cww, valid, MASKED)
+        cmm = _keep(ag * cmm, cmm, valid, MASKED)
     else:
         Gphi = -Gg * P * gg2                            # dg/dphi = -P g^2
         ga_n = ga + Gag * g + GP * 2.0 * a * w_prev
@@ -267,20 +316,46 @@ def _brec(w_prev, mu_prev, Gw, Gm, ga, gp, cww, cwm, cmm, tok, t_end, a, a2, p,
             Xq = gy * a * mu + 2.0 * qq * gyv * (a2 * w + p)
         else:
             Xq = gy * mu + 2.0 * qq * gyv * w
-        ga = tl.where(valid, ga_n, ga)
-        gp = tl.where(valid, gp_n, gp)
-        R1 = tl.sum(Gu * kk, axis=1, keep_dims=True)                  # sum_s Gu k
-        R2 = tl.sum(Gphi * kk * kk, axis=1, keep_dims=True)           # sum_s Gphi k^2
+        ga = _keep(ga_n, ga, valid, MASKED)
+        gp = _keep(gp_n, gp, valid, MASKED)
+        R1 = tl.sum(Gu * kk, axis=0, keep_dims=True)                  # sum_s Gu k
+        R2 = tl.sum(Gphi * kk * kk, axis=0, keep_dims=True)           # sum_s Gphi k^2
         orow = (sb.to(tl.int64) * B + b) * L + tok
-        tl.store(gv_ptr + orow * M + m, lv * R1, mask=_live(mmask, m, tok, t_end))            # dv
-        tl.store(glv_ptr + orow * M + m, R2 + vv * R1, mask=_live(mmask, m, tok, t_end))      # dLv
+        tl.store(gv_ptr + orow * M + m, lv * R1, mask=om)            # dv
+        tl.store(glv_ptr + orow * M + m, R2 + vv * R1, mask=om)      # dLv
         Xk = lv * (2.0 * kk * Gphi + vv * Gu)
-        gk = tl.sum(tl.sum(Xk, axis=2, keep_dims=True), axis=0, keep_dims=True)
-        gq = tl.sum(tl.sum(Xq, axis=2, keep_dims=True), axis=0, keep_dims=True)
+        gk = tl.sum(Xk, axis=1, keep_dims=True)             # sum_m over this block
+        gq = tl.sum(Xq, axis=1, keep_dims=True)
         krow = (pid_m.to(tl.int64) * B + b) * L + tok
-        tl.store(gk_ptr + krow * S + s, gk, mask=_live(smask, s, tok, t_end))
-        tl.store(gq_ptr + krow * S + s, gq, mask=_live(smask, s, tok, t_end))
+        tl.store(gk_ptr + krow * S + s, gk, mask=_live(smask, s, tok, t_end, MASKED))
+        tl.store(gq_ptr + krow * S + s, gq, mask=_live(smask, s, tok, t_end, MASKED))
     return Gw_o, Gm_o, ga, gp, cww, cwm, cmm
+
+
+@triton.jit
+def _bwd_sub(w0, m0, Gw, Gm, ga, gp, cww, cwm, cmm, t0, t_end, a, a2, p,
+             v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
+             b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
+             MODE: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr):
+    """Backward over tokens t0 .. t0+7 from the checkpoint (w0, m0) at t0."""
+    # recompute the 7 states after tokens t0 .. t0+6 (kept in registers)
+    w1, m1 = _frec(w0, m0, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    w2, m2 = _frec(w1, m1, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    w3, m3 = _frec(w2, m2, t0 + 2, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    w4, m4 = _frec(w3, m3, t0 + 3, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    w5, m5 = _frec(w4, m4, t0 + 4, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    w6, m6 = _frec(w5, m5, t0 + 5, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    w7, m7 = _frec(w6, m6, t0 + 6, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    # reverse: tokens t0+7 .. t0
+    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w7, m7, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 7, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w6, m6, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 6, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w5, m5, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 5, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w4, m4, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 4, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w3, m3, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 3, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w2, m2, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 2, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w1, m1, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w0, m0, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    return Gw, Gm, ga, gp, cww, cwm, cmm
 
 
 @triton.jit
@@ -289,7 +364,7 @@ def _bwd_kernel(
     bsum_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, ga_ptr, gp_ptr, gw0_ptr, gm0_ptr,
     B, L, M, S, LC, NC, NMB, NSB,
     MODE: tl.constexpr, PRIOR: tl.constexpr,
-    MO: tl.constexpr, SB: tl.constexpr, MI: tl.constexpr,
+    SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_m = pid % NMB
@@ -299,9 +374,9 @@ def _bwd_kernel(
     b = rest % B
     c = rest // B
 
-    m, s, mmask, smask = _lanes(pid_m, sb, M, S, MO, SB, MI)
+    m, s, mmask, smask = _lanes(pid_m, sb, M, S, SB, BM)
     lmask = mmask & smask
-    ms = m * S + s
+    ms = s * M + m
     MSs = M * S
     a = tl.load(a_ptr + ms, mask=lmask, other=1.0).to(tl.float32)
     p = tl.load(p_ptr + ms, mask=lmask, other=0.0).to(tl.float32)
@@ -340,23 +415,16 @@ def _bwd_kernel(
         ckb = (b.to(tl.int64) * NCK + t0 // CK) * 2 * MSs
         w0 = tl.load(ck_ptr + ckb + ms, mask=lmask, other=1.0)
         m0 = tl.load(ck_ptr + ckb + MSs + ms, mask=lmask, other=0.0)
-        # recompute the 7 states after tokens t0 .. t0+6 (kept in registers)
-        w1, m1 = _frec(w0, m0, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask)
-        w2, m2 = _frec(w1, m1, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask)
-        w3, m3 = _frec(w2, m2, t0 + 2, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask)
-        w4, m4 = _frec(w3, m3, t0 + 3, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask)
-        w5, m5 = _frec(w4, m4, t0 + 4, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask)
-        w6, m6 = _frec(w5, m5, t0 + 5, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask)
-        w7, m7 = _frec(w6, m6, t0 + 6, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask)
-        # reverse: tokens t0+7 .. t0
-        Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w7, m7, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 7, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR)
-        Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w6, m6, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 6, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR)
-        Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w5, m5, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 5, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR)
-        Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w4, m4, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 4, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR)
-        Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w3, m3, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 3, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR)
-        Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w2, m2, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 2, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR)
-        Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w1, m1, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR)
-        Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w0, m0, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR)
+        if jj == 0:                                     # the last block may be partial
+            Gw, Gm, ga, gp, cww, cwm, cmm = _bwd_sub(
+                w0, m0, Gw, Gm, ga, gp, cww, cwm, cmm, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
+                q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
+                m, s, mmask, smask, MODE, PRIOR, True, FAST)
+        else:
+            Gw, Gm, ga, gp, cww, cwm, cmm = _bwd_sub(
+                w0, m0, Gw, Gm, ga, gp, cww, cwm, cmm, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
+                q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
+                m, s, mmask, smask, MODE, PRIOR, False, FAST)
 
     if MODE == 1:
         base = (b.to(tl.int64) * NC + c) * 5 * MSs
@@ -379,17 +447,17 @@ def _bwd_kernel(
 def _step_kernel(
     v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, lam_ptr, eta_ptr,
     y_ptr, yv_ptr, lamo_ptr, etao_ptr, M, S, NMB,
-    PRIOR: tl.constexpr, MO: tl.constexpr, SB: tl.constexpr, MI: tl.constexpr,
+    PRIOR: tl.constexpr, SB: tl.constexpr, BM: tl.constexpr,
 ):
     """One token in information form (exactly the reference's equations)."""
     pid = tl.program_id(0)
     pid_m = pid % NMB
     b = pid // NMB
-    m, s, mmask, smask = _lanes(pid_m, 0, M, S, MO, SB, MI)
+    m, s, mmask, smask = _lanes(pid_m, 0, M, S, SB, BM)
     lmask = mmask & smask
-    ms = m * S + s
+    ms = m * S + s                                      # user layout (B, M, S), (M, S)
     bms = b.to(tl.int64) * M * S
-    vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, 0, 1, b, 1, M, S, m, s, mmask, smask)
+    vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, 0, 1, b, 1, M, S, m, s, mmask, smask, False)
     a = tl.load(a_ptr + ms, mask=lmask, other=1.0).to(tl.float32)
     p = tl.load(p_ptr + ms, mask=lmask, other=0.0).to(tl.float32)
     lam = tl.load(lam_ptr + bms + ms, mask=lmask, other=1.0).to(tl.float32)
@@ -401,11 +469,11 @@ def _step_kernel(
     w = 1.0 / lam_n
     mu = eta_n * w                                      # mu_t = eta_t / lam_t
     if PRIOR:
-        yt = tl.sum(qq * a * mu, axis=1, keep_dims=True)                  # sum_s q a mu
-        yvt = tl.sum(qq * qq * (a2 * w + p), axis=1, keep_dims=True)      # sum_s q^2 (a^2/lam + p)
+        yt = tl.sum(qq * a * mu, axis=0, keep_dims=True)                  # sum_s q a mu
+        yvt = tl.sum(qq * qq * (a2 * w + p), axis=0, keep_dims=True)      # sum_s q^2 (a^2/lam + p)
     else:
-        yt = tl.sum(qq * mu, axis=1, keep_dims=True)                      # sum_s q mu
-        yvt = tl.sum(qq * qq * w, axis=1, keep_dims=True)                 # sum_s q^2 / lam
+        yt = tl.sum(qq * mu, axis=0, keep_dims=True)                      # sum_s q mu
+        yvt = tl.sum(qq * qq * w, axis=0, keep_dims=True)                 # sum_s q^2 / lam
     tl.store(y_ptr + b.to(tl.int64) * M + m, yt, mask=mmask)
     tl.store(yv_ptr + b.to(tl.int64) * M + m, yvt, mask=mmask)
     tl.store(lamo_ptr + bms + ms, lam_n, mask=lmask)

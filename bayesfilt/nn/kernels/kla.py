@@ -15,6 +15,7 @@ one CUDA device (or on the CPU under ``TRITON_INTERPRET=1``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -24,10 +25,12 @@ from bayesfilt.nn.kernels import _kla_triton as K
 
 #: tokens between checkpoints of (w, mu) kept for the backward
 CHECKPOINT_EVERY = 8
-#: lanes along m per program are MO * MI; MI = 8 threads along m, 4 along s (for S >= 4)
-_MI = 8
-#: at most this many s-lanes per program (larger S: several s-blocks, partial sums)
-_MAX_SB = 16
+#: lanes along m per program (4 per thread x 8 threads)
+_BM = 32
+#: at most this many s-lanes per program in the forward / backward (larger S: several
+#: s-blocks and a fixed-order sum of their partial outputs)
+_MAX_SB_FWD = 16
+_MAX_SB_BWD = 8
 #: shortest time chunk worth a separate program
 _MIN_CHUNK = 256
 
@@ -40,7 +43,7 @@ class Plan:
     L: int
     M: int
     S: int
-    MO: int
+    BM: int
     SB: int
     NSB: int
     NMB: int
@@ -60,17 +63,17 @@ def _sm_count(device: torch.device) -> int:
 
 
 def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunks: int | None = None,
-              mo: int | None = None) -> Plan:
+              max_sb: int = _MAX_SB_FWD, bm: int | None = None) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give too few programs to fill the
     GPU (about 16 one-warp programs per multiprocessor); ``num_chunks`` forces a count.
     """
     s_pad = triton.next_power_of_2(S)
-    SB = min(s_pad, _MAX_SB)
+    SB = min(s_pad, max_sb)
     NSB = triton.cdiv(S, SB)
-    MO = mo or 1
-    NMB = triton.cdiv(M, MO * _MI)
+    BM = bm or _BM
+    NMB = triton.cdiv(M, BM)
     programs = NMB * NSB * B
     if num_chunks is None:
         target = 16 * _sm_count(device)
@@ -79,7 +82,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     num_chunks = max(1, min(int(num_chunks), triton.cdiv(L, CHECKPOINT_EVERY)))
     LC = triton.cdiv(triton.cdiv(L, num_chunks), CHECKPOINT_EVERY) * CHECKPOINT_EVERY
     NC = triton.cdiv(L, LC)
-    return Plan(B, L, M, S, MO, SB, NSB, NMB, LC, NC)
+    return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC)
 
 
 def _new(shape, device, poison: bool):
@@ -92,108 +95,122 @@ def _dims(plan: Plan):
     return (plan.B, plan.L, plan.M, plan.S, plan.LC, plan.NC, plan.NMB, plan.NSB)
 
 
+def _fast() -> bool:
+    """Use inline PTX (rcp.approx) unless running under the Triton interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("1", "true", "True")
+
+
 def _consts(plan: Plan):
-    return dict(MO=plan.MO, SB=plan.SB, MI=_MI, num_warps=plan.num_warps)
+    return dict(SB=plan.SB, BM=plan.BM, FAST=_fast(), num_warps=plan.num_warps)
 
 
-def scan_forward(v, lv, k, q, a, p, w0, mu0, plan: Plan, prior: bool, keep_checkpoints: bool,
+def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_checkpoints: bool,
                  poison: bool = False):
-    """Launch the forward: returns y, y_var (B, L, M), lam_L, eta_L (B, M, S), checkpoints.
+    """Launch the forward; returns y, y_var (B, L, M), lam_L, eta_L (B, S, M), checkpoints.
 
-    ``w0, mu0`` are the initial state in covariance form (1/lam_0, eta_0/lam_0), float32.
+    Planes are transposed: ``aT, pT`` (S, M); the initial state in covariance form
+    ``w0T = 1/lam_0, mu0T = eta_0/lam_0`` (B, S, M), float32.
     """
     B, L, M, S = plan.B, plan.L, plan.M, plan.S
     dev = v.device
     ysh = (plan.NSB, B, L, M)
     y, yv = _new(ysh, dev, poison), _new(ysh, dev, poison)
-    lamL, etaL = _new((B, M, S), dev, poison), _new((B, M, S), dev, poison)
+    lamL, etaL = _new((B, S, M), dev, poison), _new((B, S, M), dev, poison)
     nck = triton.cdiv(L, CHECKPOINT_EVERY)
-    ck = _new((B, nck, 2, M, S), dev, poison) if keep_checkpoints else y
-    sumw = _new((B, plan.NC, 4, M, S), dev, poison) if plan.NC > 1 else y
-    summu = _new((B, plan.NC, 2, M, S), dev, poison) if plan.NC > 1 else y
-    args = (v, lv, k, q, a, p, w0, mu0, y, yv, lamL, etaL, ck, sumw, summu) + _dims(plan)
+    ck = _new((B, nck, 2, S, M), dev, poison) if keep_checkpoints else y
+    sumw = _new((B, plan.NC, 4, S, M), dev, poison) if plan.NC > 1 else y
+    summu = _new((B, plan.NC, 2, S, M), dev, poison) if plan.NC > 1 else y
+    args = (v, lv, k, q, aT, pT, w0T, mu0T, y, yv, lamL, etaL, ck, sumw, summu) + _dims(plan)
     kw = dict(PRIOR=prior, WRITE_CK=keep_checkpoints, CK=CHECKPOINT_EVERY, **_consts(plan))
     if plan.NC > 1:
         K._fwd_kernel[plan.grid](*args, MODE=1, **kw)
         K._fwd_kernel[plan.grid](*args, MODE=2, **kw)
     K._fwd_kernel[plan.grid](*args, MODE=0, **kw)
-    if plan.NSB > 1:
-        y, yv = y.sum(0), yv.sum(0)
-    else:
-        y, yv = y[0], yv[0]
+    y, yv = (y.sum(0), yv.sum(0)) if plan.NSB > 1 else (y[0], yv[0])
     return y, yv, lamL, etaL, (ck if keep_checkpoints else None)
 
 
-def scan_backward(v, lv, k, q, a, p, gy, gyv, ck, gwL, gmL, plan: Plan, prior: bool,
+def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, gwLT, gmLT, plan: Plan, prior: bool,
                   poison: bool = False):
-    """Launch the backward; returns dv, dLv (B,L,M), dk, dq (B,L,S), da, dp (M,S), dw0, dmu0."""
+    """Launch the backward; returns dv, dLv (B,L,M), dk, dq (B,L,S), da, dp (S,M), dw0, dmu0 (B,S,M)."""
     B, L, M, S = plan.B, plan.L, plan.M, plan.S
     dev = v.device
     gsh = (plan.NSB, B, L, M)
     gv, glv = _new(gsh, dev, poison), _new(gsh, dev, poison)
     gk, gq = _new((plan.NMB, B, L, S), dev, poison), _new((plan.NMB, B, L, S), dev, poison)
-    ga, gp = _new((B, plan.NC, M, S), dev, poison), _new((B, plan.NC, M, S), dev, poison)
-    gw0, gm0 = _new((B, M, S), dev, poison), _new((B, M, S), dev, poison)
-    bsum = _new((B, plan.NC, 5, M, S), dev, poison) if plan.NC > 1 else ga
-    args = (v, lv, k, q, a, p, gy, gyv, ck, gwL, gmL, bsum, gv, glv, gk, gq, ga, gp, gw0,
+    ga, gp = _new((B, plan.NC, S, M), dev, poison), _new((B, plan.NC, S, M), dev, poison)
+    gw0, gm0 = _new((B, S, M), dev, poison), _new((B, S, M), dev, poison)
+    bsum = _new((B, plan.NC, 5, S, M), dev, poison) if plan.NC > 1 else ga
+    args = (v, lv, k, q, aT, pT, gy, gyv, ck, gwLT, gmLT, bsum, gv, glv, gk, gq, ga, gp, gw0,
             gm0) + _dims(plan)
     kw = dict(PRIOR=prior, **_consts(plan))
     if plan.NC > 1:
         K._bwd_kernel[plan.grid](*args, MODE=1, **kw)
     K._bwd_kernel[plan.grid](*args, MODE=0, **kw)
-    # fixed-order reductions of the per-program partial sums (deterministic)
-    gv = gv.sum(0) if plan.NSB > 1 else gv[0]
-    glv = glv.sum(0) if plan.NSB > 1 else glv[0]
-    gk = gk.sum(0) if plan.NMB > 1 else gk[0]
-    gq = gq.sum(0) if plan.NMB > 1 else gq[0]
+    # fixed-order reductions of the per-program partial sums (deterministic, no atomics)
+    gv, glv = (gv.sum(0), glv.sum(0)) if plan.NSB > 1 else (gv[0], glv[0])
+    gk, gq = (gk.sum(0), gq.sum(0)) if plan.NMB > 1 else (gk[0], gq[0])
     return gv, glv, gk, gq, ga.sum((0, 1)), gp.sum((0, 1)), gw0, gm0
 
 
-def _f32c(x):
+def _c(x):
     return x.contiguous()
+
+
+def _T(x):
+    """(…, M, S) -> contiguous (…, S, M)."""
+    return x.transpose(-1, -2).contiguous()
 
 
 class KLAScanFunction(torch.autograd.Function):
     """Autograd node of the fused scan: forward keeps only inputs and (w, mu) checkpoints."""
 
     @staticmethod
-    def forward(ctx, v, lv, k, q, a, p, lam0, eta0, prior, num_chunks, mo, poison):
+    def forward(ctx, v, lv, k, q, a, p, lam0, eta0, prior, tune, poison):
         B, L, M = v.shape
         S = k.shape[-1]
-        plan = make_plan(B, L, M, S, v.device, num_chunks=num_chunks, mo=mo)
-        lam0f, eta0f = lam0.float(), eta0.float()
-        w0 = (1.0 / lam0f).contiguous()                 # w_0 = 1 / lam_0
-        mu0 = (eta0f * w0).contiguous()                 # mu_0 = eta_0 / lam_0
+        tune = dict(tune or ())
+        plan = make_plan(B, L, M, S, v.device, num_chunks=tune.get("num_chunks"),
+                         max_sb=tune.get("fwd_sb", _MAX_SB_FWD), bm=tune.get("fwd_bm"))
+        lam0T, eta0T = _T(lam0.float()), _T(eta0.float())
+        w0T = 1.0 / lam0T                               # w_0 = 1 / lam_0
+        mu0T = eta0T * w0T                              # mu_0 = eta_0 / lam_0
+        aT, pT = _T(a), _T(p)
         need = any(ctx.needs_input_grad[:8])
-        y, yv, lamL, etaL, ck = scan_forward(v, lv, k, q, a, p, w0, mu0, plan, prior, need, poison)
+        y, yv, lamLT, etaLT, ck = scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan, prior, need,
+                                               poison)
         if need:
-            ctx.save_for_backward(v, lv, k, q, a, p, lam0f, eta0f, ck, lamL, etaL)
-        ctx.plan, ctx.prior, ctx.poison = plan, prior, poison
-        return y, yv, lamL, etaL
+            ctx.save_for_backward(v, lv, k, q, a, p, aT, pT, lam0T, eta0T, ck, lamLT, etaLT)
+        ctx.prior, ctx.poison, ctx.tune = prior, poison, tune
+        return y, yv, _T(lamLT), _T(etaLT)
 
     @staticmethod
     def backward(ctx, gy, gyv, glam, geta):
-        v, lv, k, q, a, p, lam0, eta0, ck, lamL, etaL = ctx.saved_tensors
-        z = torch.zeros_like
-        gy = z(v, dtype=torch.float32) if gy is None else gy.float().contiguous()
-        gyv = z(v, dtype=torch.float32) if gyv is None else gyv.float().contiguous()
-        glam = z(lamL) if glam is None else glam.float()
-        geta = z(etaL) if geta is None else geta.float()
+        v, lv, k, q, a, p, aT, pT, lam0T, eta0T, ck, lamLT, etaLT = ctx.saved_tensors
+        B, L, M = v.shape
+        S = k.shape[-1]
+        tune = ctx.tune
+        plan = make_plan(B, L, M, S, v.device, num_chunks=tune.get("num_chunks"),
+                         max_sb=tune.get("bwd_sb", _MAX_SB_BWD), bm=tune.get("bwd_bm"))
+        gy = torch.zeros(B, L, M, device=v.device) if gy is None else _c(gy.float())
+        gyv = torch.zeros(B, L, M, device=v.device) if gyv is None else _c(gyv.float())
+        glamT = torch.zeros_like(lamLT) if glam is None else _T(glam.float())
+        getaT = torch.zeros_like(etaLT) if geta is None else _T(geta.float())
         # (lam, eta) = (1/w, mu/w): adjoint of the final (w, mu)
-        gwL = (-(lamL * lamL) * glam - etaL * lamL * geta).contiguous()
-        gmL = (lamL * geta).contiguous()
-        gv, glv, gk, gq, ga, gp, gw0, gm0 = scan_backward(
-            v, lv, k, q, a, p, gy, gyv, ck, gwL, gmL, ctx.plan, ctx.prior, ctx.poison)
+        gwLT = _c(-(lamLT * lamLT) * glamT - etaLT * lamLT * getaT)
+        gmLT = _c(lamLT * getaT)
+        gv, glv, gk, gq, gaT, gpT, gw0T, gm0T = scan_backward(
+            v, lv, k, q, aT, pT, gy, gyv, ck, gwLT, gmLT, plan, ctx.prior, ctx.poison)
         # (w0, mu0) = (1/lam0, eta0/lam0)
-        il = 1.0 / lam0
-        glam0 = -(gw0 + gm0 * eta0) * il * il
-        geta0 = gm0 * il
-        return (gv.to(v.dtype), glv.to(lv.dtype), gk.to(k.dtype), gq.to(q.dtype), ga.to(a.dtype),
-                gp.to(p.dtype), glam0, geta0, None, None, None, None)
+        il = 1.0 / lam0T
+        glam0 = -(gw0T + gm0T * eta0T) * il * il
+        geta0 = gm0T * il
+        return (gv.to(v.dtype), glv.to(lv.dtype), gk.to(k.dtype), gq.to(q.dtype),
+                gaT.t().to(a.dtype), gpT.t().to(p.dtype), _T(glam0), _T(geta0), None, None, None)
 
 
 def kla_scan_triton(v, lambda_v, k, q, a_bar, p_bar, initial_state=None, prior_readout=False, *,
-                    _num_chunks=None, _mo=None, _poison=False):
+                    _num_chunks=None, _tune=None, _poison=False):
     """Fused Triton KLA scan over L tokens, differentiable (exact gradients).
 
     Args:
@@ -220,14 +237,14 @@ def kla_scan_triton(v, lambda_v, k, q, a_bar, p_bar, initial_state=None, prior_r
     """
     B, L, M = v.shape
     S = k.shape[-1]
+    tune = tuple(sorted({**(_tune or {}), **({"num_chunks": _num_chunks} if _num_chunks else {})}.items()))
     if initial_state is None:
         lam0 = torch.ones(B, M, S, device=v.device, dtype=torch.float32)
         eta0 = torch.zeros(B, M, S, device=v.device, dtype=torch.float32)
     else:
         lam0, eta0 = initial_state
-    return KLAScanFunction.apply(
-        _f32c(v), _f32c(lambda_v), _f32c(k), _f32c(q), _f32c(a_bar), _f32c(p_bar), lam0, eta0,
-        bool(prior_readout), _num_chunks, _mo, _poison)
+    return KLAScanFunction.apply(_c(v), _c(lambda_v), _c(k), _c(q), _c(a_bar), _c(p_bar), lam0, eta0,
+                                 bool(prior_readout), tune, _poison)
 
 
 def kla_step_triton(v, lambda_v, k, q, a_bar, p_bar, lam, eta, prior_readout=False, *, _poison=False):
@@ -259,11 +276,12 @@ def kla_step_triton(v, lambda_v, k, q, a_bar, p_bar, lam, eta, prior_readout=Fal
     B, M = v.shape
     S = k.shape[-1]
     SB = triton.next_power_of_2(S)
-    NMB = triton.cdiv(M, _MI)
+    BM = 16
     dev = v.device
     y, yv = _new((B, M), dev, _poison), _new((B, M), dev, _poison)
     lam_o, eta_o = _new((B, M, S), dev, _poison), _new((B, M, S), dev, _poison)
-    K._step_kernel[(NMB * B,)](_f32c(v), _f32c(lambda_v), _f32c(k), _f32c(q), _f32c(a_bar),
-                               _f32c(p_bar), _f32c(lam), _f32c(eta), y, yv, lam_o, eta_o, M, S,
-                               NMB, PRIOR=bool(prior_readout), MO=1, SB=SB, MI=_MI, num_warps=1)
+    NMB = triton.cdiv(M, BM)
+    K._step_kernel[(NMB * B,)](_c(v), _c(lambda_v), _c(k), _c(q), _c(a_bar), _c(p_bar), _c(lam),
+                               _c(eta), y, yv, lam_o, eta_o, M, S, NMB, PRIOR=bool(prior_readout),
+                               SB=SB, BM=BM, num_warps=4)
     return y, yv, lam_o, eta_o
