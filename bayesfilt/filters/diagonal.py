@@ -40,6 +40,13 @@ class DiagonalFilterResult:
         eta: final information vector eta_L, shape (B, M, S).
         lams: precision path lam_1..lam_L, shape (B, L, M, S).
         etas: information path eta_1..eta_L, shape (B, L, M, S).
+
+    Example:
+        >>> import numpy as np
+        >>> res = diagonal_information_filter(np.ones((1, 2, 1)), np.ones((1, 2, 1)), np.ones((1, 2, 1)),
+        ...     np.ones((1, 2, 1)), np.ones((1, 1)), np.zeros((1, 1)))
+        >>> res.lams[0, :, 0, 0].tolist(), res.etas[0, :, 0, 0].tolist()
+        ([2.0, 3.0], [1.0, 2.0])
     """
 
     y: np.ndarray

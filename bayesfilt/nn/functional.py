@@ -38,6 +38,10 @@ from ..errors import BayesfiltError, type_error, value_error
 from ..scan.diagonal import diagonal_filter_adjoint, diagonal_filter_scan
 from .reference import kla_scan_reference, kla_step_reference
 
+__all__ = ["BACKENDS", "CheckRow", "KLAScanFunction", "KLAState", "check_backends", "kla_scan", "kla_step",
+           "random_inputs"]
+
+#: Names accepted by ``backend=``.
 BACKENDS = ("auto", "reference", "torch", "triton")
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
@@ -46,6 +50,10 @@ class KLAState(NamedTuple):
     """Filter state of every lane: precision ``lam`` (> 0) and information vector ``eta``.
 
     Both of shape (B, M, S); the posterior mean is ``eta / lam``, the variance ``1 / lam``.
+
+    Attributes:
+        lam: precision of every lane, (B, M, S), > 0.
+        eta: information vector (precision times mean) of every lane, (B, M, S).
 
     Example:
         >>> import torch
@@ -405,7 +413,21 @@ def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = Fa
 
 # ============================================================================ backend check
 class CheckRow(NamedTuple):
-    """One line of :func:`check_backends`: a backend's error on one output or gradient."""
+    """One line of :func:`check_backends`: a backend's error on one output or gradient.
+
+    Attributes:
+        backend: backend name ("reference", "torch", "triton").
+        output: "y", "y_var", "lam_L", "eta_L" or "grad_<input>" ("-" if the backend is unavailable).
+        error: relative RMS error against the float64 reference (NaN if unavailable).
+        tolerance: the promised bound from ``bayesfilt.tolerances`` (None if none is promised).
+        passed: ``error <= tolerance`` (None without a tolerance).
+        note: why a backend was unavailable, else "".
+
+    Example:
+        >>> row = CheckRow("torch", "y", 1e-7, 1e-4, True)
+        >>> row.passed
+        True
+    """
 
     backend: str
     output: str
@@ -432,6 +454,18 @@ def random_inputs(B: int, L: int, M: int, S: int, *, dtype=torch.float64, device
 
     Keys and queries are L2-normalised over S (as in the layer); lambda_v = exp(N(0, 0.5^2));
     a_bar in (0.5, 1); p_bar in (0, 0.1); lam0 = exp(N(0, 0.5^2)) (or 1) and eta0 ~ N(0, 1) (or 0).
+    Drawn in float64 from a seeded generator, then cast.
+
+    Args:
+        B, L, M, S: batch, tokens, channels, state size.
+        dtype: dtype of the returned tensors.
+        device: device of the returned tensors.
+        seed: seed of the generator.
+        with_initial_state: random (lam0, eta0) if True, else the default (1, 0).
+
+    Returns:
+        Tuple (v, lambda_v, k, q, a_bar, p_bar, lam0, eta0) with shapes (B, L, M) x2,
+        (B, L, S) x2, (M, S) x2, (B, M, S) x2.
 
     Example:
         >>> v, lv, k, q, a, p, lam0, eta0 = random_inputs(1, 5, 2, 3)
