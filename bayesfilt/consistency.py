@@ -23,18 +23,20 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chi2
 
-from .errors import value_error
+from .errors import type_error, value_error
 from .linalg import mv
 from .model import LinearGaussianSSM
 from .results import FilterResult
-from .validation import as_float_array
+from .validation import as_float_array, as_real_scalar, check_finite
 
 
 def nees(states, means, covs) -> np.ndarray:
     """Normalised estimation error squared ε_t = (x_t - m_t)^T P_t^{-1} (x_t - m_t).
 
     Args:
-        states: true states (..., T, n). means: estimates (..., T, n). covs: (..., T, n, n).
+        states: true states (..., T, n).
+        means: estimates (..., T, n).
+        covs: their covariances (..., T, n, n).
 
     Returns:
         (..., T) NEES values (χ²(n) distributed for a consistent filter).
@@ -51,7 +53,11 @@ def nees(states, means, covs) -> np.ndarray:
         raise value_error("states", f"has shape {x.shape}, means {m.shape}, covs {P.shape}",
                           "pass states and means of shape (..., T, n) and covs (..., T, n, n)")
     e = x - m
-    return np.einsum("...i,...i->...", e, np.linalg.solve(P, e[..., None])[..., 0])
+    try:
+        sol = np.linalg.solve(P, e[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        raise value_error("covs", "holds a singular covariance", "pass positive definite covariances") from None
+    return np.einsum("...i,...i->...", e, sol)
 
 
 def nis(model: LinearGaussianSSM, y, filter_result: FilterResult) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +68,8 @@ def nis(model: LinearGaussianSSM, y, filter_result: FilterResult) -> tuple[np.nd
     degrees of freedom.
 
     Args:
-        model: the model the filter ran with. y: observations (..., T, m).
+        model: the model the filter ran with.
+        y: observations (..., T, m).
         filter_result: the :class:`~bayesfilt.FilterResult` of ``kalman_filter(model, y)``.
 
     Returns:
@@ -77,7 +84,14 @@ def nis(model: LinearGaussianSSM, y, filter_result: FilterResult) -> tuple[np.nd
         >>> v.tolist(), k.tolist()
         ([2.0, 0.0], [1, 0])
     """
+    if not isinstance(model, LinearGaussianSSM):
+        raise type_error("model", f"is a {type(model).__name__}", "pass a bayesfilt.LinearGaussianSSM")
+    if not isinstance(filter_result, FilterResult):
+        raise type_error("filter_result", f"is a {type(filter_result).__name__}",
+                         "pass the FilterResult of a filter run (e.g. bayesfilt.kalman_filter(model, y))")
     y = as_float_array(y, "y")
+    if y.ndim < 2:
+        raise value_error("y", f"has shape {y.shape}", "pass the observations the filter ran on, shape (..., T, m)")
     pm, pP = filter_result.predicted_means, filter_result.predicted_covs
     if y.shape[-1] != model.m or y.shape[-2] != pm.shape[-2]:
         raise value_error("y", f"has shape {y.shape}", "pass the observations the filter ran on")
@@ -93,7 +107,12 @@ def nis(model: LinearGaussianSSM, y, filter_result: FilterResult) -> tuple[np.nd
         S = H @ pP[..., t, :, :] @ np.swapaxes(H, -1, -2) + R                         # S_t = H P_{t|t-1} H^T + R
         both = obs[..., :, None] & obs[..., None, :]
         S = np.where(both, S, np.eye(model.m))                                        # missing rows decoupled
-        out[..., t] = np.einsum("...i,...i->...", r, np.linalg.solve(S, r[..., None])[..., 0])
+        try:
+            sol = np.linalg.solve(S, r[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            raise value_error("filter_result", f"gives a singular innovation covariance at step {t}",
+                              "pass the result of a filter run with this model (R positive definite)") from None
+        out[..., t] = np.einsum("...i,...i->...", r, sol)
         dof[..., t] = obs.sum(-1)
     return out, dof
 
@@ -117,13 +136,11 @@ def chi2_bounds(dof, n_runs: int = 1, prob: float = 0.95) -> tuple[float, float]
         >>> round(lo, 3), round(hi, 3)
         (1.484, 2.591)
     """
-    if not 0 < prob < 1:
-        raise value_error("prob", f"is {prob!r}", "pass a probability in (0, 1)")
-    if not n_runs >= 1:
-        raise value_error("n_runs", f"is {n_runs!r}", "pass a positive number of runs")
-    if not np.all(np.asarray(dof) > 0):
-        raise value_error("dof", f"is {dof!r}", "pass positive degrees of freedom")
-    k = n_runs * np.asarray(dof, float)
+    prob = as_real_scalar(prob, "prob", low=0.0, low_open=True, high=1.0, high_open=True,
+                          fix="pass a probability in (0, 1)")
+    n_runs = as_real_scalar(n_runs, "n_runs", low=1.0, fix="pass a positive number of runs")
+    dof = as_real_scalar(dof, "dof", low=0.0, low_open=True, fix="pass positive degrees of freedom")
+    k = n_runs * dof
     a = (1 - prob) / 2
     return float(chi2.ppf(a, k) / n_runs), float(chi2.ppf(1 - a, k) / n_runs)
 
@@ -133,9 +150,16 @@ class ConsistencyCheck:
     """Outcome of :func:`check_average`.
 
     Attributes:
-        average: the average statistic. lower, upper: its ``prob`` χ² bounds.
-        inside: whether lower <= average <= upper. dof_total: total degrees of freedom
-            of the sum. count: number of values averaged. prob: the coverage.
+        average: the average statistic.
+        lower, upper: its ``prob`` χ² bounds.
+        inside: whether lower <= average <= upper.
+        dof_total: total degrees of freedom of the sum.
+        count: number of values averaged.
+        prob: the coverage.
+
+    Example:
+        >>> check_average([1.0, 3.0], 2).average
+        2.0
     """
 
     average: float
@@ -167,16 +191,30 @@ def check_average(values, dof, prob: float = 0.95) -> ConsistencyCheck:
         >>> check_average(rng.chisquare(2, size=(20, 50)), 2).inside
         True
     """
+    prob = as_real_scalar(prob, "prob", low=0.0, low_open=True, high=1.0, high_open=True,
+                          fix="pass a probability in (0, 1)")
     v = as_float_array(values, "values")
-    k = np.broadcast_to(np.asarray(dof, float), v.shape)
+    dof_arr = as_float_array(dof, "dof")
+    try:
+        k = np.broadcast_to(dof_arr, v.shape)
+    except ValueError:
+        raise value_error("dof", f"has shape {dof_arr.shape}, values {v.shape}",
+                          "pass degrees of freedom broadcastable to the values") from None
+    check_finite(k, "dof")
+    if (k < 0).any():
+        raise value_error("dof", "holds a negative entry", "pass degrees of freedom >= 0")
     use = k > 0
     count = int(use.sum())
     if count == 0:
         raise value_error("dof", "is zero everywhere", "pass statistics with positive degrees of freedom")
+    bad = use & ~(np.isfinite(v) & (v >= 0))
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise value_error("values", f"holds {v[idx]!r} at index {idx}", "pass finite, non-negative chi-square statistics")
     total = float(k[use].sum())
     a = (1 - prob) / 2
     lo, hi = chi2.ppf(a, total) / count, chi2.ppf(1 - a, total) / count
-    avg = float(v[use].mean())
+    avg = float((v[use] / count).sum())                      # mean without overflowing the sum
     return ConsistencyCheck(average=avg, lower=float(lo), upper=float(hi), inside=bool(lo <= avg <= hi),
                             dof_total=total, count=count, prob=prob)
 

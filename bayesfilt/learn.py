@@ -71,9 +71,18 @@ class MLEResult:
             of the negative log-likelihood (delta method through the transforms); NaN
             where the Hessian is not positive definite.
         cov: (p, p) the corresponding covariance of ``theta``.
-        success: the optimiser's success flag. message: its message.
-        n_evals: number of log-likelihood evaluations. unconstrained: (p,) optimum in
-            the optimiser's (transformed) coordinates.
+        success: the optimiser's success flag.
+        message: the optimiser's message.
+        n_evals: number of log-likelihood evaluations.
+        unconstrained: (p,) optimum in the optimiser's (transformed) coordinates.
+
+    Example:
+        >>> import numpy as np
+        >>> from bayesfilt.models import local_level
+        >>> y = np.array([[1.0], [2.0], [1.5], [3.0], [2.5]])
+        >>> res = fit_mle(lambda th: local_level(th[0], th[1]), y, [1.0, 1.0], transforms="log")
+        >>> res.theta.shape, res.stderr.shape
+        ((2,), (2,))
     """
 
     theta: np.ndarray
@@ -270,7 +279,16 @@ class EMResult:
         loglik: log-likelihood of ``model`` (``loglik_trace[-1]``).
         loglik_trace: (n_iter + 1,) log-likelihood of the model before the first and
             after each M-step; never decreases (up to rounding).
-        n_iter: number of EM iterations run. learned: names of the learned parameters.
+        n_iter: number of EM iterations run.
+        learned: names of the learned parameters.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> m = bayesfilt.LinearGaussianSSM(m0=np.zeros(1), P0=np.eye(1), F=np.eye(1),
+        ...     Q=np.eye(1), H=np.eye(1), R=np.eye(1))
+        >>> res = em(m, m.simulate(30, seed=0)[1], 3, learn=("R",), progress=False)
+        >>> res.loglik_trace.shape, res.learned
+        ((4,), ('R',))
     """
 
     model: LinearGaussianSSM

@@ -6,6 +6,7 @@ import numpy as np
 
 from .errors import value_error
 from .model import LinearGaussianSSM
+from .validation import as_float_array, as_int, as_real_scalar
 
 
 def constant_velocity(dt: float = 1.0, q: float = 1.0, r: float = 1.0, dim: int = 2,
@@ -16,22 +17,32 @@ def constant_velocity(dt: float = 1.0, q: float = 1.0, r: float = 1.0, dim: int 
     discretisation over a fixed step ``dt``; positions observed with noise variance ``r``.
 
     Args:
-        dt: time step (> 0). q: process-noise spectral density (>= 0).
-        r: observation-noise variance (> 0). dim: number of spatial dimensions.
+        dt: time step (> 0).
+        q: process-noise spectral density (>= 0).
+        r: observation-noise variance (> 0).
+        dim: number of spatial dimensions.
         m0, P0: prior of the first state; default zero mean and covariance 100 I.
+
+    Returns:
+        A time-invariant :class:`~bayesfilt.LinearGaussianSSM` with n = 2 dim, m = dim.
+
+    Example:
+        >>> constant_velocity(dt=0.5, dim=1).F.tolist()
+        [[1.0, 0.5], [0.0, 1.0]]
     """
-    if not dt > 0:
-        raise value_error("dt", f"is {dt!r}", "pass a positive time step")
-    if not q >= 0:
-        raise value_error("q", f"is {q!r}", "pass a non-negative spectral density")
-    if not r > 0:
-        raise value_error("r", f"is {r!r}", "pass a positive observation variance")
+    dt = np.float64(as_real_scalar(dt, "dt", low=0.0, low_open=True, fix="pass a positive time step"))
+    q = as_real_scalar(q, "q", low=0.0, fix="pass a non-negative spectral density")
+    r = as_real_scalar(r, "r", low=0.0, low_open=True, fix="pass a positive observation variance")
+    dim = as_int(dim, "dim", low=1, fix="pass the number of spatial dimensions (>= 1)")
     I = np.eye(dim)
     Z = np.zeros((dim, dim))
     F = np.block([[I, dt * I], [Z, I]])                                   # x_t = x + dt v, v_t = v
     Q = q * np.block([[dt**3 / 3 * I, dt**2 / 2 * I], [dt**2 / 2 * I, dt * I]])  # ∫ e^{As} G q G^T e^{A^T s} ds
     H = np.hstack([I, Z])                                                 # positions observed
     R = r * I
+    if not (np.isfinite(F).all() and np.isfinite(Q).all()):
+        raise value_error("dt", f"is {float(dt)!r}, which overflows F or Q (q dt^3 / 3 = {q * dt**3 / 3:.3g})",
+                          "rescale the time unit so that q dt^3 stays within the float64 range")
     n = 2 * dim
     m0 = np.zeros(n) if m0 is None else np.asarray(m0, float)
     P0 = 100.0 * np.eye(n) if P0 is None else np.asarray(P0, float)
@@ -55,7 +66,7 @@ def time_steps(times) -> np.ndarray:
         >>> time_steps([0.0, 1.5, 4.0]).tolist()
         [0.0, 1.5, 2.5]
     """
-    t = np.asarray(times, dtype=float)
+    t = as_float_array(times, "times").astype(np.float64)
     if t.ndim != 1 or t.size < 1:
         raise value_error("times", f"has shape {t.shape}", "pass a 1-D array of T >= 1 times")
     if not np.isfinite(t).all():
@@ -70,13 +81,16 @@ def time_steps(times) -> np.ndarray:
 
 
 def _check_pos(name, val, strict):
-    ok = val > 0 if strict else val >= 0
-    if not np.all(ok) or not np.all(np.isfinite(val)):
-        raise value_error(name, f"is {val!r}", "pass a positive value" if strict else "pass a non-negative value")
+    as_real_scalar(val, name, low=0.0, low_open=strict,
+                   fix="pass a positive value" if strict else "pass a non-negative value")
+
+
+def _check_dim(dim):
+    return as_int(dim, "dim", low=1, fix="pass the number of spatial dimensions (>= 1)")
 
 
 def _noise_matrix(r, dim, name="r"):
-    r = np.asarray(r, float)
+    r = as_float_array(r, name).astype(np.float64)
     if r.ndim == 0:
         _check_pos(name, float(r), True)
         return float(r) * np.eye(dim)
@@ -133,6 +147,7 @@ def constant_velocity_irregular(times, q: float, r, *, dim: int = 2, m0=None, P0
     """
     dt = time_steps(times)
     _check_pos("q", q, False)
+    dim = _check_dim(dim)
     one, zero = np.ones_like(dt), np.zeros_like(dt)
     Fb = np.stack([np.stack([one, dt], -1), np.stack([zero, one], -1)], -2)          # [[1, Δt], [0, 1]]
     Qb = q * np.stack([np.stack([dt**3 / 3, dt**2 / 2], -1),
@@ -155,10 +170,12 @@ def constant_acceleration_irregular(times, q: float, r, *, dim: int = 2, m0=None
         Q_t = q [[Δt⁵/20, Δt⁴/8, Δt³/6], [Δt⁴/8, Δt³/3, Δt²/2], [Δt³/6, Δt²/2, Δt]] ⊗ I
 
     Args:
-        times: (T,) non-decreasing observation times. q: jerk spectral density (>= 0).
+        times: (T,) non-decreasing observation times.
+        q: jerk spectral density (>= 0).
         r: observation-noise variance (scalar > 0) or (dim, dim) covariance.
-        dim: spatial dimensions. m0, P0, diffuse: prior, as in
-            :func:`constant_velocity_irregular` (n = 3 dim).
+        dim: spatial dimensions.
+        m0, P0: prior of the first state, as in :func:`constant_velocity_irregular` (n = 3 dim).
+        diffuse: exact diffuse states, as in :func:`constant_velocity_irregular`.
 
     Returns:
         A :class:`~bayesfilt.LinearGaussianSSM` with time_varying=("F", "Q").
@@ -170,6 +187,7 @@ def constant_acceleration_irregular(times, q: float, r, *, dim: int = 2, m0=None
     """
     dt = time_steps(times)
     _check_pos("q", q, False)
+    dim = _check_dim(dim)
     one, zero = np.ones_like(dt), np.zeros_like(dt)
     Fb = np.stack([np.stack([one, dt, dt**2 / 2], -1),
                    np.stack([zero, one, dt], -1),
@@ -190,12 +208,22 @@ def constant_acceleration(dt: float = 1.0, q: float = 1.0, r: float = 1.0, dim: 
 
     Same equations as :func:`constant_acceleration_irregular` with every Δt = ``dt``.
 
+    Args:
+        dt: time step (> 0).
+        q: jerk spectral density (>= 0).
+        r: observation-noise variance or (dim, dim) covariance.
+        dim: spatial dimensions.
+        m0, P0: prior of the first state (default zero mean, covariance 1e6 I).
+        diffuse: exact diffuse states.
+
+    Returns:
+        A time-invariant :class:`~bayesfilt.LinearGaussianSSM` with n = 3 dim.
+
     Example:
         >>> constant_acceleration(dt=0.5, dim=1).F[0].tolist()
         [1.0, 0.5, 0.125]
     """
-    if not dt > 0:
-        raise value_error("dt", f"is {dt!r}", "pass a positive time step")
+    dt = as_real_scalar(dt, "dt", low=0.0, low_open=True, fix="pass a positive time step")
     tv = constant_acceleration_irregular([0.0, dt], q, r, dim=dim, m0=m0, P0=P0, diffuse=diffuse)
     return tv.replace(F=tv.F[1], Q=tv.Q[1], time_varying=())
 
@@ -207,16 +235,22 @@ def random_walk(q: float, r, *, times=None, dim: int = 1, m0=None, P0=None, diff
     otherwise); y_t = x_t + v_t, v_t ~ N(0, R).
 
     Args:
-        q: random-walk variance per unit time (>= 0). r: observation variance or (dim, dim).
+        q: random-walk variance per unit time (>= 0).
+        r: observation variance or (dim, dim) covariance.
         times: optional (T,) non-decreasing times; then Q is time-varying, Q_t = q Δt_t I.
-        dim: state dimension. m0, P0: prior (used where not diffuse).
+        dim: state dimension.
+        m0, P0: prior (used where not diffuse).
         diffuse: exact diffuse prior on the initial level (default True).
+
+    Returns:
+        A :class:`~bayesfilt.LinearGaussianSSM` (time-varying F, Q when ``times`` is given).
 
     Example:
         >>> random_walk(0.5, 2.0, times=[0.0, 1.0, 3.0]).Q[:, 0, 0].tolist()
         [0.0, 0.5, 1.0]
     """
     _check_pos("q", q, False)
+    dim = _check_dim(dim)
     I = np.eye(dim)
     m0, P0 = _prior(m0, P0, dim, diffuse, 1e6)
     R = _noise_matrix(r, dim)
@@ -237,8 +271,14 @@ def local_level(obs_var: float, level_var: float, *, times=None, m0=None, P0=Non
     by default. With ``times`` the level is Brownian motion (variance σ²η per unit time).
 
     Args:
-        obs_var: σ²ε > 0. level_var: σ²η >= 0. times: optional irregular times.
-        m0, P0: prior of μ_1 (used only with ``diffuse=False``). diffuse: exact diffuse μ_1.
+        obs_var: σ²ε > 0.
+        level_var: σ²η >= 0.
+        times: optional (T,) irregular times.
+        m0, P0: prior of μ_1 (used only with ``diffuse=False``).
+        diffuse: exact diffuse μ_1 (default True).
+
+    Returns:
+        A :class:`~bayesfilt.LinearGaussianSSM` with n = m = 1.
 
     Example:
         >>> model = local_level(15099.0, 1469.1)
@@ -262,8 +302,15 @@ def local_linear_trend(obs_var: float, level_var: float, slope_var: float, *, ti
     F_t = [[1, Δt], [0, 1]], Q_t = [[σ²ξ Δt + σ²ζ Δt³/3, σ²ζ Δt²/2], [σ²ζ Δt²/2, σ²ζ Δt]].
 
     Args:
-        obs_var: σ²ε > 0. level_var: σ²ξ >= 0. slope_var: σ²ζ >= 0.
-        times: optional (T,) irregular times. m0, P0, diffuse: prior (diffuse by default).
+        obs_var: σ²ε > 0.
+        level_var: σ²ξ >= 0.
+        slope_var: σ²ζ >= 0.
+        times: optional (T,) irregular times.
+        m0, P0: prior of (μ_1, ν_1), used where not diffuse.
+        diffuse: exact diffuse states (default True).
+
+    Returns:
+        A :class:`~bayesfilt.LinearGaussianSSM` with n = 2, m = 1.
 
     Example:
         >>> local_linear_trend(1.0, 0.1, 0.01).F.tolist()

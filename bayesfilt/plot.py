@@ -19,7 +19,9 @@ def covariance_ellipse(mean, cov, prob: float = 0.95, **kwargs) -> Ellipse:
     sqrt(χ²_prob(2) λ_i) along the eigenvectors of ``cov``.
 
     Args:
-        mean: (2,) centre. cov: (2, 2) covariance. prob: probability inside the ellipse.
+        mean: (2,) centre.
+        cov: (2, 2) covariance.
+        prob: probability inside the ellipse.
         **kwargs: passed to ``matplotlib.patches.Ellipse`` (colour, line width, ...).
 
     Returns:
@@ -46,8 +48,10 @@ def track_2d(observations=None, truth=None, estimates=None, covs=None, *, smooth
         truth: (T, 2) true positions, optional.
         estimates, covs: filtered positions (T, 2) and their covariances (T, 2, 2).
         smoothed, smoothed_covs: smoothed positions and covariances, optional.
-        prob: probability mass inside each ellipse. every: draw every k-th ellipse.
-        title: axes title. units: axis units.
+        prob: probability mass inside each ellipse.
+        every: draw every k-th ellipse.
+        title: axes title.
+        units: axis units.
 
     Returns:
         A ``matplotlib.figure.Figure`` (no pyplot, no display).
@@ -87,11 +91,14 @@ def series_1d(times, observations=None, means=None, variances=None, *, smoothed=
     """Plot a scalar series with estimates and ±k σ bands (k = 2: about 95 %).
 
     Args:
-        times: (T,) x-axis values. observations: (T,) data (NaN skipped), optional.
+        times: (T,) x-axis values.
+        observations: (T,) data (NaN skipped), optional.
         means, variances: (T,) filtered estimates and their variances, optional.
         smoothed, smoothed_variances: (T,) smoothed estimates and variances, optional.
-        truth: (T,) true values, optional. k: band half-width in standard deviations.
-        title, xlabel, ylabel: labels. labels: legend names of the two estimates.
+        truth: (T,) true values, optional.
+        k: band half-width in standard deviations.
+        title, xlabel, ylabel: axes title and labels.
+        labels: legend names of the two estimates.
 
     Returns:
         A ``matplotlib.figure.Figure``.
@@ -164,7 +171,9 @@ def nis_plot(nis_values, dof, *, prob: float = 0.95, times=None, xlabel: str | N
         nis_values: (T,) for one run or (N, T) for N independent runs.
         dof: observed components per step (scalar, (T,) or (N, T)), e.g. from
             :func:`bayesfilt.consistency.nis`.
-        prob: coverage of the bounds. times: optional x-axis values (T,). xlabel: x-axis label.
+        prob: coverage of the bounds.
+        times: optional x-axis values (T,).
+        xlabel: x-axis label.
 
     Returns:
         A ``matplotlib.figure.Figure``.
@@ -184,7 +193,9 @@ def nees_plot(nees_values, dof, *, prob: float = 0.95, times=None, xlabel: str |
     Args:
         nees_values: (T,) or (N, T) values from :func:`bayesfilt.consistency.nees`.
         dof: the state dimension n (or per-step degrees of freedom).
-        prob: coverage of the bounds. times: optional x-axis values (T,). xlabel: x-axis label.
+        prob: coverage of the bounds.
+        times: optional x-axis values (T,).
+        xlabel: x-axis label.
 
     Returns:
         A ``matplotlib.figure.Figure``.
@@ -204,7 +215,8 @@ def tracks_overview(tracks, *, title: str | None = None, units: str = "m") -> Fi
     Args:
         tracks: iterable of dicts with keys ``"observations"`` (T, 2), optional
             ``"estimates"`` (T, 2) and optional ``"label"``.
-        title: axes title. units: axis units.
+        title: axes title.
+        units: axis units.
 
     Returns:
         A ``matplotlib.figure.Figure``.
@@ -244,7 +256,9 @@ def posterior_variance(variance, *, marks=None, title: str | None = None, log: b
             axis is averaged, so one curve over positions 0..L-1 is drawn, with the band between
             the 10% and 90% quantiles over the leading axes when there are several rows.
         marks: optional positions to mark with vertical lines (e.g. the tokens to copy).
-        title: figure title. log: logarithmic y axis.
+        title: figure title.
+        log: logarithmic y axis (when every value is positive).
+        label: legend label of the curve.
 
     Returns:
         A matplotlib ``Figure`` (no pyplot state).

@@ -49,8 +49,10 @@ def tracking_model(kind: str, times, positions, q: float, r: float) -> LinearGau
 
     Args:
         kind: ``"cv"``, ``"ca"`` or ``"local-level"``.
-        times: (T,) non-decreasing times (seconds). positions: (T, 2) (NaN = missing).
-        q: process-noise level (spectral density; see the module docstring). r: observation variance.
+        times: (T,) non-decreasing times (seconds).
+        positions: (T, 2) (NaN = missing).
+        q: process-noise level (spectral density; see the module docstring).
+        r: observation variance.
 
     Returns:
         A :class:`~bayesfilt.LinearGaussianSSM` with time-varying F and Q.
@@ -84,7 +86,8 @@ def initial_noise_guess(kind: str, series) -> tuple[float, float]:
     each times 1/100.
 
     Args:
-        kind: model name. series: list of ``(times, positions)`` pairs.
+        kind: model name.
+        series: list of ``(times, positions)`` pairs.
 
     Returns:
         ``(q, r)``, both > 0.
@@ -116,7 +119,8 @@ def fit_noise(kind: str, series, q0: float | None = None, r0: float | None = Non
     """Maximum-likelihood (q, r) shared by several tracks (:func:`bayesfilt.learn.fit_mle`, log scale).
 
     Args:
-        kind: model name. series: list of ``(times, positions)`` pairs (one per object).
+        kind: model name.
+        series: list of ``(times, positions)`` pairs (one per object).
         q0, r0: starting values; default :func:`initial_noise_guess`.
 
     Returns:
@@ -141,11 +145,22 @@ class TrackEstimate:
     """Filtered or smoothed estimates of one track.
 
     Attributes:
-        times: (T,). means: (T, n) states. covs: (T, n, n).
-        position: (T, 2). position_std: (T, 2) standard deviations.
-        velocity: (T, 2) per second, or None for the local-level model. speed, speed_std,
-            course (degrees clockwise from north, 0-360), course_std: (T,) or None.
-        loglik: the filter's log-likelihood. smoothed: whether these are smoothed.
+        times: (T,) times.
+        means: (T, n) state estimates.
+        covs: (T, n, n) their covariances.
+        position: (T, 2) position estimates.
+        position_std: (T, 2) their standard deviations.
+        velocity: (T, 2) per second, or None for the local-level model.
+        speed, speed_std: (T,) speed |v| and its standard deviation, or None.
+        course, course_std: (T,) degrees clockwise from north in [0, 360) and its
+            standard deviation, or None.
+        loglik: the filter's log-likelihood.
+        smoothed: whether these are smoothed estimates.
+
+    Example:
+        >>> t = np.array([0.0, 1.0]); y = np.array([[0.0, 0.0], [1.0, 0.0]])
+        >>> track("local-level", t, y, 1.0, 1.0).velocity is None
+        True
     """
 
     times: np.ndarray
@@ -166,7 +181,8 @@ def speed_course(velocity, velocity_cov):
     """Speed |v|, course atan2(v_e, v_n) and their delta-method standard deviations.
 
     Args:
-        velocity: (..., 2) east/north velocity. velocity_cov: (..., 2, 2).
+        velocity: (..., 2) east/north velocity.
+        velocity_cov: (..., 2, 2) its covariance.
 
     Returns:
         ``(speed, speed_std, course_deg, course_std_deg)``; course clockwise from north in [0, 360).
@@ -193,8 +209,10 @@ def track(kind: str, times, positions, q: float, r: float, *, smooth: bool = Tru
     """Filter (and by default smooth) one object's positions with the model ``kind``.
 
     Args:
-        kind: ``"cv"``, ``"ca"`` or ``"local-level"``. times: (T,) non-decreasing seconds.
-        positions: (T, 2) with NaN for missing values. q, r: noise levels.
+        kind: ``"cv"``, ``"ca"`` or ``"local-level"``.
+        times: (T,) non-decreasing seconds.
+        positions: (T, 2) with NaN for missing values.
+        q, r: noise levels.
         smooth: return RTS-smoothed estimates (else filtered ones).
 
     Returns:
@@ -231,14 +249,22 @@ class SpeedCheck:
     """Estimated speed/course against a reported one (e.g. AIS SOG/COG), per track and overall.
 
     Attributes:
-        names: track labels. n_reports: reports per track.
+        names: track labels.
+        n_reports: reports per track.
         speed_rms: RMS of (estimated - reported) speed per track [knots].
         course_rms: RMS course difference per track [degrees], where reported speed > ``min_speed``.
         prediction_rms: RMS one-step-ahead position prediction error per track (filter
-            innovations, from the third report on) [m]. residual_rms: RMS of observation - estimate per track [m].
+            innovations, from the third report on) [m].
+        residual_rms: RMS of observation - estimate per track [m].
         speed_rms_all, course_rms_all, prediction_rms_all: over all reports.
         speed_z_rms: RMS of (estimated - reported) / estimated standard deviation.
         estimates: the :class:`TrackEstimate` of each track.
+
+    Example:
+        >>> from bayesfilt.data import load_ais
+        >>> chk = speed_check(load_ais()[:1], "cv", 1.4e-3, 8.8)
+        >>> chk.names, chk.n_reports
+        (('SHANTI',), (40,))
     """
 
     names: tuple
@@ -260,7 +286,8 @@ def speed_check(vessels, kind: str, q: float, r: float, *, smooth: bool = True, 
 
     Args:
         vessels: :class:`bayesfilt.data.VesselTrack` objects (positions in metres, times in s).
-        kind: ``"cv"`` or ``"ca"``. q, r: noise levels.
+        kind: ``"cv"`` or ``"ca"``.
+        q, r: noise levels.
         smooth: use smoothed (default) or filtered estimates.
         min_speed: course is compared only where the reported speed exceeds this [knots].
         skip: leave out the first ``skip`` reports of each track from the speed/course
@@ -315,9 +342,15 @@ class HoldoutCheck:
 
     Attributes:
         rms: RMS distance between the smoothed position at the withheld reports and the
-            reported positions [m]. coverage: fraction of withheld reports inside the 95 %
-            ellipse of the smoothed position plus the observation noise. count: number of
-            withheld reports. errors: (count,) distances [m].
+            reported positions [m].
+        coverage: fraction of withheld reports inside the 95 % ellipse of the smoothed
+            position plus the observation noise.
+        count: number of withheld reports.
+        errors: (count,) distances [m].
+
+    Example:
+        >>> HoldoutCheck(rms=1.0, coverage=1.0, count=1, errors=np.ones(1)).count
+        1
     """
 
     rms: float
@@ -334,7 +367,9 @@ def holdout_check(vessels, kind: str, q: float, r: float, every: int = 4, offset
     so (y_t - x̂_t)^T (P_t + r I)^{-1} (y_t - x̂_t) <= χ²_0.95(2) in 95 % of cases.
 
     Args:
-        vessels: tracks with ``times`` and ``positions``. kind, q, r: model and noise levels.
+        vessels: tracks with ``times`` and ``positions``.
+        kind: model name.
+        q, r: noise levels.
         every, offset: which reports to withhold (indices offset, offset + every, ...).
 
     Returns:

@@ -32,6 +32,12 @@ NILE_FILE = "nile.csv"
 def data_path(name: str) -> str:
     """Filesystem path of a shipped data file (``"ais_nyharbor.csv"`` or ``"nile.csv"``).
 
+    Args:
+        name: the file name.
+
+    Returns:
+        The path as a string (found through ``importlib.resources``).
+
     Example:
         >>> from bayesfilt.data import data_path
         >>> data_path("nile.csv").endswith("nile.csv")
@@ -76,6 +82,13 @@ def lonlat_to_east_north(lon, lat, ref_lon: float, ref_lat: float) -> tuple[np.n
 def east_north_to_lonlat(east, north, ref_lon: float, ref_lat: float) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`lonlat_to_east_north` (same reference point and radii).
 
+    Args:
+        east, north: metres about the reference point.
+        ref_lon, ref_lat: the reference point in degrees.
+
+    Returns:
+        ``(lon, lat)`` in degrees.
+
     Example:
         >>> lon, lat = east_north_to_lonlat(*lonlat_to_east_north([-74.01], [40.7], -74.0, 40.6), -74.0, 40.6)
         >>> round(float(lon[0]), 6), round(float(lat[0]), 6)
@@ -95,13 +108,21 @@ class VesselTrack:
     """One vessel's AIS reports.
 
     Attributes:
-        mmsi: the vessel's MMSI number. name: vessel name (may be empty).
+        mmsi: the vessel's MMSI number.
+        name: vessel name (may be empty).
         timestamps: (T,) ``datetime64[s]`` report times (UTC).
         times: (T,) seconds since 2020-06-30T00:00:00 UTC (irregular steps).
-        lon, lat: (T,) degrees. east, north: (T,) metres about ``ref_lon``/``ref_lat``.
-        sog: (T,) reported speed over ground [knots]. cog: (T,) reported course over
-            ground [degrees clockwise from north, 0-360), NaN where not available.
+        lon, lat: (T,) degrees.
+        east, north: (T,) metres about ``ref_lon``/``ref_lat``.
+        sog: (T,) reported speed over ground [knots].
+        cog: (T,) reported course over ground [degrees clockwise from north, 0-360),
+            NaN where not available.
         ref_lon, ref_lat: reference point of the east/north frame (degrees).
+
+    Example:
+        >>> v = load_ais()[0]
+        >>> v.positions.shape == (len(v), 2), v.name
+        (True, 'SHANTI')
     """
 
     mmsi: int
@@ -133,6 +154,12 @@ def fix_cog(cog) -> np.ndarray:
     file stores some values as signed 12-bit integers (-204.8 .. 204.7); adding 409.6 to
     the negative ones restores 0-409.5, which agrees with the vessels' headings. Values
     of 360 and above are "not available" and become NaN.
+
+    Args:
+        cog: raw course-over-ground values [degrees].
+
+    Returns:
+        Course over ground in [0, 360) degrees, NaN where not available.
 
     Example:
         >>> fix_cog([-160.7, 164.2, 360.0]).round(1).tolist()
