@@ -321,6 +321,9 @@ def _padded(arr_tf, core, lead_b, N, Mo, like, tv, B, T):
     k = len(core)
     Tp = a.shape[0]
     batch = a.shape[1:a.ndim - k]
+    if int(np.prod(batch)) > 1 and tuple(batch) != tuple(lead_b):
+        a = np.broadcast_to(a, (Tp,) + tuple(lead_b) + a.shape[a.ndim - k:])   # partial batch: expand
+        batch = tuple(lead_b)
     Bp = int(np.prod(batch)) if batch else 1
     a = a.reshape((Tp, Bp) + a.shape[a.ndim - k:])
     a = np.moveaxis(a, 0, 1)                                                   # (Bp, Tp, core)
@@ -340,7 +343,34 @@ def triton_filter_time_first(model, y_tf, chunk: int | None = None, group: int |
     return triton_filter(model, y, chunk=chunk, group=group, time_first=True)
 
 
-def triton_filter(model, y, chunk: int | None = None, group: int | None = None, time_first: bool = False):
+def triton_params(model, batch: tuple, dtype, device):
+    """Padded parameter tensors and strides for the kernels (see :func:`triton_filter`); reusable across calls."""
+    import torch
+    from ._params import static, time_first as tf
+    n, m = model.n, model.m
+    N, Mo = _next_pow2(n), _next_pow2(m)
+    nb = len(batch)
+    B = int(np.prod(batch)) if batch else 1
+    like = torch.empty((), dtype=dtype, device=device)
+    dummy = np.zeros((1,) + (1,) * nb)
+    P = {}
+    for name, core in (("F", "nn"), ("Q", "nn"), ("H", "on"), ("R", "oo")):
+        P[name] = _padded(tf(model, name, nb, dummy), core, batch, N, Mo, like, name in model.time_varying, B, 0)
+    for name, core, size in (("b", "n", n), ("d", "o", m)):
+        arr = tf(model, name, nb, dummy)
+        if arr is None:
+            arr = np.zeros((1,) + (1,) * nb + (size,))
+        P[name] = _padded(arr, core, batch, N, Mo, like, False, B, 0)
+    P["m0"] = _padded(static(model, "m0", nb, dummy)[None], "n", batch, N, Mo, like, False, B, 0)
+    P["P0"] = _padded(static(model, "P0", nb, dummy)[None], "nn", batch, N, Mo, like, False, B, 0)
+    for key, val in P.items():
+        if val[0].shape[0] not in (1, B):
+            raise NotImplementedError("parameter batch axes must equal y's (flattened) batch or be absent")
+    return P
+
+
+def triton_filter(model, y, chunk: int | None = None, group: int | None = None, time_first: bool = False,
+                  params=None):
     """Triton covariance-form filter of torch ``y`` (*B, T, m) on the GPU (or TRITON_INTERPRET=1 on CPU).
 
     Args:
@@ -349,6 +379,8 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
         chunk: steps per program (default: about sqrt(T), at least 16, at most 256).
         group: chunk elements per program in the prefix stage (default 64).
         time_first: return time-first arrays (the internal layout of the scan drivers).
+        params: the output of :func:`triton_params` for this model, batch, dtype and device
+            (computed here when None).
 
     Returns:
         dict with means, covs, predicted_means, predicted_covs, loglik_terms, loglik.
@@ -357,34 +389,16 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
         >>> out = triton_filter(model, torch.as_tensor(y, device="cuda"))  # doctest: +SKIP
     """
     import torch
-    from ._params import static, time_first as tf
     n, m = model.n, model.m
     N, Mo = _next_pow2(n), _next_pow2(m)
     ybatch = tuple(y.shape[:-2])
     T = int(y.shape[-2])
     batch = tuple(np.broadcast_shapes(ybatch, model.batch_shape))
     B = int(np.prod(batch)) if batch else 1
-    nb = len(batch)
     yb = y.expand(batch + (T, m)).reshape(B, T, m).contiguous()
     dev = y.device
-    like = yb
-    dummy = np.zeros((1,) + (1,) * nb)
-    P = {}
-    for name, core in (("F", "nn"), ("Q", "nn"), ("H", "on"), ("R", "oo")):
-        arr = tf(model, name, nb, dummy)
-        P[name] = _padded(arr, core, None, N, Mo, like, name in model.time_varying, B, T)
-    for name, core, size in (("b", "n", n), ("d", "o", m)):
-        arr = tf(model, name, nb, dummy)
-        if arr is None:
-            arr = np.zeros((1,) + (1,) * nb + (size,))
-        P[name] = _padded(arr, core, None, N, Mo, like, False, B, T)
-    m0 = _padded(static(model, "m0", nb, dummy)[None], "n", None, N, Mo, like, False, B, T)
-    P0 = _padded(static(model, "P0", nb, dummy)[None], "nn", None, N, Mo, like, False, B, T)
-    # parameters with a batch size of 1 broadcast (stride 0); others must have B entries
-    for key, val in list(P.items()) + [("m0", m0), ("P0", P0)]:
-        if val[0].shape[0] not in (1, B):
-            # batch axes that broadcast partially: expand explicitly
-            raise NotImplementedError("parameter batch axes must equal y's batch or be absent")
+    P = params if params is not None else triton_params(model, batch, yb.dtype, dev)
+    m0, P0 = P["m0"], P["P0"]
     L = chunk or int(min(256, max(16, _next_pow2(int(math.isqrt(max(T, 1)))))))
     K = -(-T // L)
     Gs = group or 64

@@ -1,0 +1,63 @@
+"""Parallel filter on a CUDA device (run through the device tool): Triton kernel and torch backend.
+
+float64 parity with the sequential reference; float32 on the long constant-velocity series
+(T = 262144) and on 1024 series x 1024 steps within the promised tolerance.
+"""
+
+import numpy as np
+import pytest
+
+import bayesfilt
+from bayesfilt.tolerances import tolerance
+from conftest import random_model
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (device tool)")]
+
+
+def max_rel(a, b):
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float((np.abs(a - b) / np.maximum(np.abs(b), 1.0)).max())
+
+
+def scale_rel(a, b):
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_cuda_float64_parity(backend):
+    rng = np.random.default_rng(0)
+    T = 3000
+    model = random_model(rng, 4, 2, bias=True, time_varying=("F", "Q", "H", "R", "b", "d"), T=T)
+    _, y = model.simulate(T, seed=1, batch_shape=(2,))
+    y[..., ::5, 1] = np.nan
+    y[..., 100:120, :] = np.nan
+    ref = bayesfilt.kalman_filter(model, y)
+    res = bayesfilt.parallel_filter(model, torch.tensor(y, device="cuda"), backend=backend)
+    bound = tolerance("filter", backend, "float64").bound
+    for k in ("means", "covs", "predicted_means", "predicted_covs", "loglik_terms", "loglik"):
+        assert max_rel(getattr(res, k).cpu().numpy(), getattr(ref, k)) <= bound, k
+    if backend == "torch":
+        sm = bayesfilt.parallel_smoother(model, torch.tensor(y, device="cuda"), backend=backend)
+        sref = bayesfilt.rts_smoother(model, ref)
+        assert max_rel(sm.means.cpu().numpy(), sref.means) <= tolerance("smoother", "torch", "float64").bound
+
+
+@pytest.mark.parametrize("shape", [(262144,), (1024, 1024)])
+def test_cuda_float32_constant_velocity(shape):
+    """float32 Triton kernel vs the float64 filter on the same (float32-rounded) data."""
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    T = shape[-1]
+    batch = shape[:-1]
+    _, y = model.simulate(T, seed=0, batch_shape=batch)
+    y32 = y.astype(np.float32)
+    ref = bayesfilt.parallel_filter(model, y32.astype(np.float64), method="riccati")  # float64, = kalman_filter (tests)
+    res = bayesfilt.parallel_filter(model, torch.tensor(y32, device="cuda"))          # auto -> triton
+    tol = tolerance("filter", "triton", "float32")
+    assert res.means.dtype == torch.float32
+    for k in ("means", "covs", "loglik"):
+        got = getattr(res, k).cpu().numpy()
+        assert np.isfinite(got).all(), k
+        assert scale_rel(got, getattr(ref, k)) <= tol.bound, (k, scale_rel(got, getattr(ref, k)))
