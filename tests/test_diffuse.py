@@ -159,3 +159,19 @@ def test_diffuse_mask_requires_zero_P0_rows(rng):
     model = random_model(rng, 2, 1)
     with pytest.raises(ValueError, match="P0"):
         bayesfilt.kalman_filter(model.replace(diffuse=np.array([True, False])), np.zeros((3, 1)))
+
+
+def test_information_form_agrees(rng):
+    """The information form (H1's filters/information.py) follows the same convention."""
+    model = diffuse_model(rng, 4, 2, [True, False, True, False], bias=True)
+    _, y = model.simulate(7, seed=3, batch_shape=(2,))
+    y[1, :2] = np.nan
+    y[0, 3, 0] = np.nan
+    a = bayesfilt.kalman_filter(model, y)
+    b = bayesfilt.information_filter(model, y)
+    np.testing.assert_allclose(a.loglik_terms, b.loglik_terms, atol=1e-9)
+    np.testing.assert_allclose(a.means, b.means, atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(a.predicted_covs, b.predicted_covs, atol=1e-9, equal_nan=True)
+    assert a.diffuse_steps == b.diffuse_steps
+    with pytest.raises(ValueError, match="filter_result"):
+        bayesfilt.rts_smoother(model, b)

@@ -59,6 +59,10 @@ def rts_smoother(model: LinearGaussianSSM, filter_result: FilterResult) -> Smoot
         raise value_error("filter_result", f"has {T} steps but the model's time-varying parameters have "
                           f"{model.num_timesteps}", "smooth with the model the filter ran with")
     aug_steps = getattr(filter_result, "augmented_steps", 0)     # a DiffuseFilterResult (exact diffuse filter)
+    if filter_result.diffuse_steps and not aug_steps:
+        raise value_error("filter_result", f"has a diffuse period of {filter_result.diffuse_steps} steps but not "
+                          "the augmented quantities exact diffuse smoothing needs",
+                          "smooth the result of bayesfilt.kalman_filter for models with diffuse states")
     stop = max(aug_steps - 1, 0)                                 # ordinary backward steps t >= stop
     means = np.empty_like(fm)
     covs = np.empty_like(fP)
