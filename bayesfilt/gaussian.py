@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import type_error, value_error
+from .validation import as_float_array, check_finite
+
 
 @dataclass(frozen=True)
 class Gaussian:
@@ -39,9 +42,36 @@ class InfoGaussian:
     prec: np.ndarray
 
 
+def _checked(vec, mat, owner: str, vname: str, mname: str):
+    """Validate a (vector, matrix) pair of a Gaussian container; returns float arrays."""
+    v = as_float_array(vec, f"{owner}.{vname}")
+    M = as_float_array(mat, f"{owner}.{mname}")
+    if M.ndim < 2 or M.shape[-1] != M.shape[-2] or v.ndim < 1 or v.shape[-1] != M.shape[-1]:
+        raise value_error(f"{owner}.{mname}", f"has shape {M.shape} with {vname} of shape {v.shape}",
+                          f"pass {vname} of shape (..., n) and {mname} of shape (..., n, n)")
+    check_finite(v, f"{owner}.{vname}")
+    check_finite(M, f"{owner}.{mname}")
+    return v, M
+
+
+def _inverse(M: np.ndarray, arg: str) -> np.ndarray:
+    """Inverse of a batch of matrices; a singular (or numerically singular) one is a named error."""
+    try:
+        inv = np.linalg.inv(M)
+    except np.linalg.LinAlgError:
+        inv = None
+    if inv is None or not np.isfinite(inv).all():
+        raise value_error(arg, "is singular (or numerically singular)",
+                          "pass a positive definite matrix (a zero variance or precision has no inverse)")
+    return inv
+
+
 def to_information(g: Gaussian) -> InfoGaussian:
     """Moment form -> information form (needs a non-singular covariance)."""
-    prec = np.linalg.inv(g.cov)                                  # Lambda = P^{-1}
+    if not isinstance(g, Gaussian):
+        raise type_error("g", f"is a {type(g).__name__}", "pass a bayesfilt.Gaussian(mean, cov)")
+    g = Gaussian(*_checked(g.mean, g.cov, "g", "mean", "cov"))
+    prec = _inverse(g.cov, "g.cov")                                  # Lambda = P^{-1}
     prec = 0.5 * (prec + np.swapaxes(prec, -1, -2))
     eta = np.einsum("...ij,...j->...i", prec, g.mean)             # eta = Lambda m
     return InfoGaussian(eta=eta, prec=prec)
@@ -49,7 +79,10 @@ def to_information(g: Gaussian) -> InfoGaussian:
 
 def to_moment(g: InfoGaussian) -> Gaussian:
     """Information form -> moment form (needs a non-singular precision)."""
-    cov = np.linalg.inv(g.prec)                                  # P = Lambda^{-1}
+    if not isinstance(g, InfoGaussian):
+        raise type_error("g", f"is a {type(g).__name__}", "pass a bayesfilt.InfoGaussian(eta, prec)")
+    g = InfoGaussian(*_checked(g.eta, g.prec, "g", "eta", "prec"))
+    cov = _inverse(g.prec, "g.prec")                                  # P = Lambda^{-1}
     cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
     mean = np.einsum("...ij,...j->...i", cov, g.eta)              # m = P eta
     return Gaussian(mean=mean, cov=cov)

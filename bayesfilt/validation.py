@@ -79,3 +79,51 @@ def check_psd(a: np.ndarray, arg: str, *, strict: bool, rtol: float = DEFAULT_RT
         raise value_error(arg, f"is not {kind}: smallest eigenvalue {w[where].min():.6g}{loc}",
                           f"pass a {kind} matrix" + ("" if not strict else
                           " (a measurement noise covariance must have every variance > 0)"))
+
+
+def as_real_scalar(x, arg: str, *, low: float | None = None, low_open: bool = False,
+                   high: float | None = None, high_open: bool = False, fix: str | None = None) -> float:
+    """Return ``x`` as a finite Python float in the given range, or raise naming ``arg``.
+
+    ``low``/``high`` bound the value (inclusive unless ``low_open``/``high_open``). Strings,
+    booleans, arrays of more than one element and non-finite values are rejected.
+
+    Example:
+        >>> as_real_scalar(2, "q", low=0.0)
+        2.0
+    """
+    if isinstance(x, (bool, np.bool_, str, bytes)) or x is None:
+        raise type_error(arg, f"is {x!r}", fix or "pass a real number")
+    try:
+        a = np.asarray(x)
+    except Exception:
+        raise type_error(arg, f"is {x!r}", fix or "pass a real number") from None
+    if a.size != 1 or a.dtype.kind not in "iuf":
+        raise type_error(arg, f"is {x!r}", fix or "pass a single real number")
+    v = float(a.reshape(()))
+    where = ("> " if low_open else ">= ") + repr(low) if low is not None else ""
+    if high is not None:
+        where += (" and " if where else "") + ("< " if high_open else "<= ") + repr(high)
+    bad = not np.isfinite(v)
+    if low is not None:
+        bad |= v <= low if low_open else v < low
+    if high is not None:
+        bad |= v >= high if high_open else v > high
+    if bad:
+        raise value_error(arg, f"is {x!r}", fix or f"pass a finite number {where}".rstrip())
+    return v
+
+
+def as_int(x, arg: str, *, low: int | None = None, fix: str | None = None) -> int:
+    """Return ``x`` as a Python int (>= ``low``), or raise naming ``arg``; floats and bools are rejected.
+
+    Example:
+        >>> as_int(3, "dim", low=1)
+        3
+    """
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise type_error(arg, f"is {x!r}", fix or "pass an integer")
+    v = int(x)
+    if low is not None and v < low:
+        raise value_error(arg, f"is {v}", fix or f"pass an integer >= {low}")
+    return v

@@ -17,6 +17,7 @@ from ..linalg import mT, mv, observed_system, sym
 from ..model import LinearGaussianSSM
 from ..results import FilterResult
 from .common import prepare
+from .covariance import check_finite_result
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -275,6 +276,6 @@ def information_filter(model: LinearGaussianSSM, y, *, validate: bool = True) ->
         means[..., t, :], covs[..., t, :, :] = _moments(pinv, eta, nullity)
         unidentified[..., t] = nullity > 0
     diffuse_steps = int(unidentified.reshape(-1, T).any(0).sum())  # leading steps with some series unidentified
-    return FilterResult(means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
-                        loglik=terms.sum(-1), loglik_terms=terms, info_vectors=etas, precisions=lams,
-                        diffuse_steps=diffuse_steps)
+    return check_finite_result(FilterResult(means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
+                                            loglik=terms.sum(-1), loglik_terms=terms, info_vectors=etas,
+                                            precisions=lams, diffuse_steps=diffuse_steps), "information_filter")

@@ -16,6 +16,7 @@ from ..linalg import mT, mv, observed_system, sym
 from ..model import LinearGaussianSSM
 from ..results import FilterResult
 from .common import prepare
+from .covariance import check_finite_result
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -145,5 +146,5 @@ def sqrt_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> Filter
         means[..., t, :] = mean
         covs[..., t, :, :] = sym(chol @ mT(chol))              # P_t = S_t S_t^T
         terms[..., t] = ll
-    return FilterResult(means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
-                        loglik=terms.sum(-1), loglik_terms=terms)
+    return check_finite_result(FilterResult(means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
+                                            loglik=terms.sum(-1), loglik_terms=terms), "sqrt_filter")

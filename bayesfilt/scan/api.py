@@ -71,8 +71,12 @@ def _prepare(model, y, form, backend, schedule, method, validate):
             model, y_np, T, batch = prepare(model, y, validate=validate)
             y = torch.as_tensor(y_np)
         else:
+            if y.is_complex() or y.dtype == torch.bool:
+                raise type_error("y", f"has dtype {y.dtype}", "pass a real floating-point tensor")
             if not torch.is_floating_point(y):
                 y = y.to(torch.float64)
+            elif y.dtype in (torch.float16, torch.bfloat16):
+                y = y.to(torch.float32)                         # half precision: filter in float32
             if y.ndim < 2 or y.shape[-1] != model.m:
                 raise value_error("y", f"has shape {tuple(y.shape)}", f"pass observations of shape (..., T, {model.m})")
             if y.shape[-2] == 0:
@@ -120,6 +124,19 @@ def _check_information(model):
             raise value_error("model", f"has a singular {name}, which the information-form scan elements cannot hold "
                               "(they carry its inverse)", "use form='covariance' for singular "
                               + ("Q" if name == "Q" else "P0"))
+
+
+def _check_finite_out(out: dict, name: str) -> dict:
+    """Raise instead of returning non-finite moments or log-likelihoods (values left the dtype's range)."""
+    for field in ("means", "covs", "loglik_terms", "loglik"):
+        x = out.get(field)
+        if x is None:
+            continue
+        ok = bool(x.isfinite().all()) if ops.is_torch(x) else bool(np.isfinite(x).all())
+        if not ok:
+            raise value_error("model", f"{name} produced a non-finite {field} (the values left the {x.dtype} range)",
+                              "rescale the data and covariances (e.g. change units) or use float64")
+    return out
 
 
 def _public(x, core):
@@ -190,7 +207,8 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
         True
     """
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate)
-    return _result(_run_filter(model, yt, form, backend, schedule, method, chunk_size))
+    return _result(_check_finite_out(_run_filter(model, yt, form, backend, schedule, method, chunk_size),
+                                     "parallel_filter"))
 
 
 def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", backend: str = "auto",
@@ -220,7 +238,7 @@ def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", 
         True
     """
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate)
-    filt = _run_filter(model, yt, form, backend, schedule, method, chunk_size)
+    filt = _check_finite_out(_run_filter(model, yt, form, backend, schedule, method, chunk_size), "parallel_smoother")
     if form == "covariance":
         from .smoother import scan_rts
         means, covs = filt["means"], filt["covs"]
@@ -228,6 +246,7 @@ def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", 
     else:
         from .information import scan_two_filter
         out = scan_two_filter(model, yt, filt, schedule, chunk_size)
+    _check_finite_out(out, "parallel_smoother")
     return SmootherResult(means=_public(out["means"], 1), covs=_public(out["covs"], 2),
                           cross_covs=_public(out["cross_covs"], 2), gains=_public(out["gains"], 2),
                           loglik=filt["loglik"])
