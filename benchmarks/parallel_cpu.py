@@ -1,0 +1,254 @@
+"""Parallel-in-time filters on the CPU (TARGETS.md §3), against filterpy, statsmodels and simdkalman.
+
+Constant-velocity 2-D model (n=4, m=2, q=1, r=1), float64, 2 threads. Parity first (means,
+covariances, log-likelihood against kalman_filter and the peers), then best-of-k wall times
+(time.perf_counter), peers in the same process:
+
+(a) one series, T = 20000: filterpy batch_filter, statsmodels' compiled filter, our
+    sequential kalman_filter, parallel_filter (auto = riccati: shared covariances + affine
+    mean scan; and the full Särkkä elements with the tree and chunked schedules);
+(b) 2000 series x 200 steps: simdkalman against parallel_filter;
+(c) time vs T (2^10 .. 2^20): sequential, parallel (riccati) and parallel (elements, tree)
+    up to the sizes that fit the budget.
+
+Usage:
+    python benchmarks/parallel_cpu.py                 # -> benchmarks/results/parallel_cpu.json
+    python benchmarks/parallel_cpu.py --quick         # smoke run -> parallel_cpu_quick.json
+    python benchmarks/parallel_cpu.py --plot          # docs/parallel_time_vs_T.png from the JSONs
+
+Prior mapping (DESIGN.md): filterpy gets x0 = 0, P0' = 100 I; everyone else m0 = 0,
+P0 = F P0' F^T + Q (the prior of the first observed state).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "2")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import bayesfilt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+def best_of(fn, repeats, budget_s=20.0):
+    t0 = time.perf_counter()
+    fn()
+    best = time.perf_counter() - t0
+    for _ in range(int(min(repeats - 1, max(0, budget_s // max(best, 1e-9) - 1)))):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def make_model():
+    base = bayesfilt.models.constant_velocity(dt=1.0, q=1.0, r=1.0)
+    P0_fp = 100.0 * np.eye(4)
+    return base.replace(P0=base.F @ P0_fp @ base.F.T + base.Q), P0_fp
+
+
+def check(name, a, b, tol=1e-9):
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    err = float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b))))
+    if not err <= tol:
+        raise SystemExit(f"parity failed for {name}: max relative error {err:.3g} > {tol}")
+    return err
+
+
+def filterpy_filter(model, P0_fp, y):
+    from filterpy.kalman import KalmanFilter
+    kf = KalmanFilter(dim_x=4, dim_z=2)
+    kf.x, kf.P = np.zeros(4), P0_fp.copy()
+    kf.F, kf.Q, kf.H, kf.R = model.F, model.Q, model.H, model.R
+    means, covs, _, _ = kf.batch_filter(y)
+    return means, covs
+
+
+def statsmodels_model(model, y):
+    from statsmodels.tsa.statespace.mlemodel import MLEModel
+    mod = MLEModel(y, k_states=4)
+    mod["design"], mod["obs_cov"] = model.H, model.R
+    mod["transition"], mod["selection"], mod["state_cov"] = model.F, np.eye(4), model.Q
+    mod.initialize_known(model.m0, model.P0)
+    return mod
+
+
+def versions():
+    out = {"python": sys.version.split()[0], "numpy": np.__version__, "bayesfilt": bayesfilt.__version__}
+    for mod in ("scipy", "filterpy", "statsmodels", "simdkalman", "torch"):
+        try:
+            out[mod] = getattr(__import__(mod), "__version__", "unknown")
+        except ImportError:
+            out[mod] = None
+    return out
+
+
+def git_commit():
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "bayesfilt"], cwd=HERE, capture_output=True,
+                               text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def single_series(T, repeats):
+    model, P0_fp = make_model()
+    _, y = model.simulate(T, seed=0)
+    ref = bayesfilt.kalman_filter(model, y)
+    par = bayesfilt.parallel_filter(model, y)
+    tree = bayesfilt.parallel_filter(model, y, method="elements", schedule="tree")
+    chunk = bayesfilt.parallel_filter(model, y, method="elements", schedule="chunked")
+    fpm, fpc = filterpy_filter(model, P0_fp, y)
+    smod = statsmodels_model(model, y)
+    sres = smod.ssm.filter()
+    parity = {}
+    for name, r in (("riccati", par), ("elements_tree", tree), ("elements_chunked", chunk)):
+        parity[f"{name}_means"] = check(name, r.means, ref.means)
+        parity[f"{name}_covs"] = check(name, r.covs, ref.covs)
+        parity[f"{name}_loglik"] = check(name, r.loglik, ref.loglik)
+    parity["filterpy_means"] = check("filterpy", par.means, fpm)
+    parity["statsmodels_means"] = check("statsmodels", par.means, sres.filtered_state.T)
+    parity["statsmodels_loglik"] = check("statsmodels loglik", par.loglik, sres.llf_obs.sum())
+    times = {
+        "statsmodels.ssm.filter": best_of(lambda: smod.ssm.filter(), repeats),
+        "bayesfilt.parallel_filter (auto: riccati + chunked affine scan)": best_of(
+            lambda: bayesfilt.parallel_filter(model, y), repeats),
+        "bayesfilt.parallel_filter (riccati, validate=False)": best_of(
+            lambda: bayesfilt.parallel_filter(model, y, validate=False), repeats),
+        "bayesfilt.parallel_filter (elements, tree)": best_of(
+            lambda: bayesfilt.parallel_filter(model, y, method="elements", schedule="tree"), repeats),
+        "bayesfilt.parallel_filter (elements, chunked)": best_of(
+            lambda: bayesfilt.parallel_filter(model, y, method="elements", schedule="chunked"), repeats),
+        "filterpy.batch_filter": best_of(lambda: filterpy_filter(model, P0_fp, y), 2),
+        "bayesfilt.kalman_filter (sequential)": best_of(lambda: bayesfilt.kalman_filter(model, y), 2),
+    }
+    fastest = min((v, k) for k, v in times.items() if k.startswith("bayesfilt.parallel"))
+    ratios = {"fastest bayesfilt path": fastest[1],
+              "filterpy / fastest": times["filterpy.batch_filter"] / fastest[0],
+              "statsmodels / fastest": times["statsmodels.ssm.filter"] / fastest[0],
+              "statsmodels / parallel_filter(auto)": times["statsmodels.ssm.filter"]
+              / times["bayesfilt.parallel_filter (auto: riccati + chunked affine scan)"]}
+    return {"shape": {"series": 1, "T": T, "n": 4, "m": 2, "dtype": "float64"}, "parity_max_rel_err": parity,
+            "times_s": times, "us_per_step": {k: v / T * 1e6 for k, v in times.items()}, "ratios": ratios}
+
+
+def many_series(S, T, repeats):
+    import simdkalman
+    model, _ = make_model()
+    _, y = model.simulate(T, seed=1, batch_shape=(S,))
+    ref = bayesfilt.kalman_filter(model, y)
+    par = bayesfilt.parallel_filter(model, y)
+    skf = simdkalman.KalmanFilter(model.F, model.Q, model.H, model.R)
+
+    def simd():
+        return skf.compute(y, 0, initial_value=model.m0, initial_covariance=model.P0, filtered=True,
+                           smoothed=False, log_likelihood=True)
+    sres = simd()
+    parity = {"riccati_means": check("riccati", par.means, ref.means), "riccati_covs": check("covs", par.covs, ref.covs),
+              "riccati_loglik": check("loglik", par.loglik, ref.loglik),
+              "simdkalman_means": check("simdkalman", par.means, sres.filtered.states.mean),
+              "simdkalman_loglik_plus_2pi": check("simdkalman loglik", par.loglik,
+                                                  sres.log_likelihood - T * LOG_2PI)}
+    y_missing = y.copy()
+    y_missing[:, 50:60, 0] = np.nan
+    times = {"simdkalman.compute (filtered)": best_of(simd, repeats),
+             "bayesfilt.parallel_filter (auto: riccati)": best_of(lambda: bayesfilt.parallel_filter(model, y), repeats),
+             "bayesfilt.parallel_filter (elements, tree)": best_of(
+                 lambda: bayesfilt.parallel_filter(model, y, method="elements", schedule="tree"), 2),
+             "bayesfilt.parallel_filter (missing data -> elements, chunked)": best_of(
+                 lambda: bayesfilt.parallel_filter(model, y_missing), 2),
+             "bayesfilt.kalman_filter (sequential, batched)": best_of(lambda: bayesfilt.kalman_filter(model, y), 2)}
+    ours = times["bayesfilt.parallel_filter (auto: riccati)"]
+    return {"shape": {"series": S, "T": T, "n": 4, "m": 2, "dtype": "float64"}, "parity_max_rel_err": parity,
+            "times_s": times, "ratios": {"simdkalman / parallel_filter(auto)": times["simdkalman.compute (filtered)"] / ours}}
+
+
+def scaling(max_p_seq, max_p_tree, max_p_par):
+    model, _ = make_model()
+    rows = []
+    for p in range(10, max_p_par + 1):
+        T = 2 ** p
+        _, y = model.simulate(T, seed=p) if p <= 16 else (None, np.random.default_rng(p).standard_normal((T, 2)))
+        row = {"T": T, "parallel_riccati_s": best_of(lambda: bayesfilt.parallel_filter(model, y), 3, 10)}
+        if p <= max_p_tree:
+            row["parallel_elements_tree_s"] = best_of(
+                lambda: bayesfilt.parallel_filter(model, y, method="elements", schedule="tree"), 2, 5)
+        if p <= max_p_seq:
+            row["sequential_s"] = best_of(lambda: bayesfilt.kalman_filter(model, y), 1)
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def plot(out_png):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cpu = json.load(open(HERE / "results" / "parallel_cpu.json"))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rows = cpu["time_vs_T"]
+    for key, label, style in (("sequential_s", "sequential kalman_filter (NumPy, CPU)", "o-"),
+                              ("parallel_elements_tree_s", "parallel, Särkkä elements, tree (NumPy, CPU)", "s-"),
+                              ("parallel_riccati_s", "parallel, shared Riccati + affine scan (NumPy, CPU)", "^-")):
+        pts = [(r["T"], r[key]) for r in rows if key in r]
+        ax.loglog(*zip(*pts), style, label=label)
+    gpu_path = HERE / "results" / "parallel_gpu.json"
+    if gpu_path.exists():
+        gpu = json.load(open(gpu_path))
+        pts = [(r["T"], r["kernel_ms"][0] / 1e3) for r in gpu["time_vs_T_gpu"]]
+        ax.loglog(*zip(*pts), "d-", label=f"parallel, Triton kernel (GPU {gpu['machine']['gpu']}, float32)")
+        pts = [(r["T"], r["api_ms"][0] / 1e3) for r in gpu["time_vs_T_gpu"]]
+        ax.loglog(*zip(*pts), "d--", label="  same through parallel_filter (incl. parameter upload)")
+    ax.set_xlabel("T (steps, one series, constant-velocity model n=4, m=2)")
+    ax.set_ylabel("filter wall time [s]")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("bayesfilt: time vs T")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    print("wrote", out_png)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--plot", action="store_true")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--notes", default="")
+    args = ap.parse_args(argv)
+    if args.plot:
+        plot(HERE.parent / "docs" / "parallel_time_vs_T.png")
+        return
+    quick = args.quick
+    res = {"benchmark": "parallel_cpu", "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                                                    "cpu_count": os.cpu_count(),
+                                                    "threads": os.environ.get("OMP_NUM_THREADS")},
+           "versions": versions(), "commit": git_commit(), "notes": args.notes,
+           "model": "constant_velocity(dt=1, q=1, r=1), m0 = 0, P0 = F (100 I) F^T + Q"}
+    res["single_series"] = single_series(2000 if quick else 20000, 2 if quick else args.repeats)
+    print(json.dumps(res["single_series"]["times_s"], indent=1), res["single_series"]["ratios"], flush=True)
+    res["many_series"] = many_series(200 if quick else 2000, 50 if quick else 200, 2 if quick else args.repeats)
+    print(json.dumps(res["many_series"]["times_s"], indent=1), res["many_series"]["ratios"], flush=True)
+    res["time_vs_T"] = scaling(12, 12, 13) if quick else scaling(16, 16, 20)
+    path = HERE / "results" / ("parallel_cpu_quick.json" if quick else "parallel_cpu.json")
+    path.write_text(json.dumps(res, indent=1))
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
