@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: Modules (in bayesfilt.cli) that each register one subcommand.
-SUBCOMMANDS = ("demo", "train", "track")
+SUBCOMMANDS = ("demo", "train", "track", "check")
 
 
 def build_parser() -> argparse.ArgumentParser:
