@@ -5,6 +5,7 @@
   ``Args:`` naming every parameter (``Attributes:`` for dataclass fields), ``Returns:`` /
   ``Yields:`` for functions that return something, and an ``Example:``. Public methods of
   public classes need the same (the example is optional for methods).
+- Every ``Example:`` of those docstrings runs as a doctest and prints what it shows.
 - Every public module appears in docs/api.md (``::: module`` block).
 - Every script in examples/ runs (CPU, output in a temporary folder).
 - The Python blocks of docs/index.md run.
@@ -227,6 +228,32 @@ def test_every_public_name_has_a_complete_docstring():
     print(f"docstring gate: {count} public names checked in {len(MODULES)} modules, "
           f"{len(failures)} incomplete")
     assert not failures, "incomplete docstrings:\n  " + "\n  ".join(failures)
+
+
+def test_every_docstring_example_runs(tmp_path, monkeypatch):
+    """The ``Example:`` sections are doctests: they must run and print what they show."""
+    import doctest
+
+    import matplotlib
+    matplotlib.use("Agg")
+    monkeypatch.chdir(tmp_path)
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    failures, count = [], 0
+    for qualname, obj, _ in _public_objects():
+        if isinstance(obj, property):
+            continue
+        module = importlib.import_module(obj.__module__)
+        for test in finder.find(obj, qualname, module=module, globs=dict(vars(module))):
+            if not test.examples:
+                continue
+            count += 1
+            report: list[str] = []
+            result = runner.run(test, out=report.append)
+            if result.failed:
+                failures.append(f"{qualname}:\n" + "".join(report)[-1500:])
+    print(f"{count} docstring examples run, {len(failures)} failed")
+    assert not failures, "\n".join(failures)
 
 
 def test_the_gate_can_fail():
