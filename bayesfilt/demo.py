@@ -46,6 +46,8 @@ def run_demo(out_dir: str = "bayesfilt-demo", T: int = 200, seed: int = 0, verbo
         print(f"                 smoothed     {rmse_s:7.3f} m")
         print(f"  log-likelihood {out['loglik']:.3f}")
         print(f"  wrote {path}")
+    from .scan.demo import parallel_vs_sequential
+    out["parallel"] = parallel_vs_sequential(model, y, filt, smooth, verbose=verbose)
     if ais:
         from .demo_ais import run_ais_demo
         if verbose:
