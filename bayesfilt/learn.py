@@ -223,6 +223,11 @@ def fit_mle(build_model: Callable[[np.ndarray], object], y, theta0, *, transform
 
     try:
         res = minimize(negll_tracked, u0, jac=jac, method=method, tol=tol, options=opts, callback=callback)
+    except ValueError as exc:
+        if "solver" not in str(exc).lower() and "method" not in str(exc).lower():
+            raise
+        raise value_error("method", f"is {method!r} ({exc})", "pass a scipy.optimize.minimize method, "
+                          "e.g. 'L-BFGS-B', 'BFGS' or 'Nelder-Mead'") from None
     finally:
         bar.close()
     u_hat = np.asarray(res.x, float)
@@ -442,6 +447,8 @@ def em(model: LinearGaussianSSM, y, n_iter: int = 10, learn: Sequence[str] = ("F
     if model.batch_shape != ():
         raise value_error("model", f"has batch axes {model.batch_shape}", "use one model shared by all series")
     T = y.shape[-2]
+    if T < 1 or y.size == 0:
+        raise value_error("y", f"has shape {y.shape} (no observations)", "pass at least one series with T >= 1 steps")
     ys = y.reshape((-1, T, model.m))
     n = model.n
 

@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import value_error
+from .errors import type_error, value_error
 from .validation import DEFAULT_RTOL, as_float_array, check_finite, check_psd, check_symmetric
 
 #: Core rank (without time or batch axes) of each parameter.
@@ -193,7 +193,13 @@ class LinearGaussianSSM:
 
     def astype(self, dtype) -> "LinearGaussianSSM":
         """A copy with every parameter cast to ``dtype``."""
-        changes = {nm: getattr(self, nm).astype(dtype) for nm in CORE_RANK if getattr(self, nm) is not None}
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise type_error("dtype", f"is {dtype!r}", "pass a floating dtype such as np.float32 or np.float64") from None
+        if dt.kind != "f":
+            raise type_error("dtype", f"is {dt}", "pass a floating dtype such as np.float32 or np.float64")
+        changes = {nm: getattr(self, nm).astype(dt) for nm in CORE_RANK if getattr(self, nm) is not None}
         return self.replace(**changes)
 
     def symmetrized(self) -> "LinearGaussianSSM":
@@ -249,8 +255,12 @@ class LinearGaussianSSM:
         if not isinstance(T, (int, np.integer)) or T < 1:
             raise value_error("T", f"is {T!r}", "pass a positive integer number of time steps")
         self.validate(num_timesteps=int(T))
+        shape = tuple(batch_shape) if isinstance(batch_shape, Iterable) and not isinstance(batch_shape, str) else None
+        if shape is None or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
+                                    for s in shape):
+            raise value_error("batch_shape", f"is {batch_shape!r}", "pass a tuple of non-negative ints")
         rng = np.random.default_rng(seed)
-        batch = tuple(np.broadcast_shapes(tuple(batch_shape), self.batch_shape))
+        batch = tuple(np.broadcast_shapes(shape, self.batch_shape))
         n, m = self.n, self.m
         x = np.empty(batch + (T, n))
         y = np.empty(batch + (T, m))

@@ -11,6 +11,23 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 from scipy.stats import chi2
 
+from .errors import type_error, value_error
+from .validation import as_float_array, as_int, as_real_scalar
+
+
+def _arr(x, arg, *, core=None, length=None, min_len=0):
+    """``x`` as a float array, validated at the plotting boundary: trailing ``core`` shape, leading ``length``."""
+    a = as_float_array(x, arg).astype(float)
+    if core is not None and (a.ndim != 1 + len(core) or a.shape[1:] != tuple(core)):
+        raise value_error(arg, f"has shape {a.shape}", f"pass shape (T, {', '.join(map(str, core))})" if core
+                          else "pass a 1-D array")
+    if length is not None and (a.ndim < 1 or a.shape[0] != length):
+        raise value_error(arg, f"has shape {a.shape}, but the other series have length {length}",
+                          "pass series of the same length")
+    if a.ndim >= 1 and a.shape[0] < min_len:
+        raise value_error(arg, f"has shape {a.shape}", f"pass at least {min_len} value(s)")
+    return a
+
 
 def covariance_ellipse(mean, cov, prob: float = 0.95, **kwargs) -> Ellipse:
     """A matplotlib ``Ellipse`` holding probability ``prob`` of N(mean, cov) (2-D).
@@ -32,7 +49,15 @@ def covariance_ellipse(mean, cov, prob: float = 0.95, **kwargs) -> Ellipse:
         >>> round(float(e.width) / 2 / 2.0, 4)     # semi-axis / sigma = sqrt(chi2_0.95(2))
         2.4477
     """
-    w, V = np.linalg.eigh(np.asarray(cov, float))
+    mean = _arr(mean, "mean", core=())
+    if mean.shape != (2,):
+        raise value_error("mean", f"has shape {mean.shape}", "pass a 2-D centre of shape (2,)")
+    cov = _arr(cov, "cov", core=(2,), length=2)
+    if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+        raise value_error("cov", "or mean holds NaN/inf", "pass a finite mean and covariance")
+    prob = as_real_scalar(prob, "prob", low=0.0, low_open=True, high=1.0, high_open=True,
+                          fix="pass a probability in (0, 1)")
+    w, V = np.linalg.eigh(cov)
     scale = np.sqrt(chi2.ppf(prob, df=2))                       # Mahalanobis radius of the prob contour
     width, height = 2 * scale * np.sqrt(np.clip(w[::-1], 0, None))
     angle = np.degrees(np.arctan2(V[1, -1], V[0, -1]))
@@ -62,6 +87,16 @@ def track_2d(observations=None, truth=None, estimates=None, covs=None, *, smooth
         >>> len(fig.axes[0].patches)
         3
     """
+    every = as_int(every, "every", low=1, fix="pass a positive step between ellipses")
+    truth = None if truth is None else _arr(truth, "truth", core=(2,))
+    observations = None if observations is None else _arr(observations, "observations", core=(2,))
+    for e, c, en, cn in ((estimates, covs, "estimates", "covs"), (smoothed, smoothed_covs, "smoothed", "smoothed_covs")):
+        if e is None and c is not None:
+            raise value_error(cn, "is given without its positions", f"pass {en} too")
+        if e is not None:
+            n = _arr(e, en, core=(2,)).shape[0]
+            if c is not None:
+                _arr(c, cn, core=(2, 2), length=n)
     fig = Figure(figsize=(7, 6))
     ax = fig.add_subplot()
     if truth is not None:
@@ -111,7 +146,12 @@ def series_1d(times, observations=None, means=None, variances=None, *, smoothed=
     """
     fig = Figure(figsize=(8, 4))
     ax = fig.add_subplot()
-    t = np.asarray(times, float)
+    t = _arr(times, "times", core=())
+    T = t.shape[0]
+    for nm, val in (("truth", truth), ("observations", observations), ("means", means), ("variances", variances),
+                    ("smoothed", smoothed), ("smoothed_variances", smoothed_variances)):
+        if val is not None:
+            _arr(val, nm, core=(), length=T)
     if truth is not None:
         ax.plot(t, np.asarray(truth, float), "k-", lw=1, label="truth")
     if observations is not None:
@@ -135,12 +175,20 @@ def series_1d(times, observations=None, means=None, variances=None, *, smoothed=
 
 def _chi2_figure(values, dof, prob, times, name, dof_label, xlabel=None):
     from .consistency import chi2_bounds
-    v = np.asarray(values, float)
+    v = as_float_array(values, "values").astype(float)
     if v.ndim == 1:
         v = v[None]
+    if v.ndim != 2 or v.shape[-1] < 1:
+        raise value_error("values", f"has shape {v.shape}", "pass statistics of shape (T,) or (runs, T), T >= 1")
     n_runs, T = v.shape[-2], v.shape[-1]
-    t = np.arange(1, T + 1) if times is None else np.asarray(times, float)
-    k = np.broadcast_to(np.asarray(dof, float), v.shape)
+    t = np.arange(1, T + 1) if times is None else _arr(times, "times", core=(), length=T)
+    try:
+        k = np.broadcast_to(as_float_array(dof, "dof").astype(float), v.shape)
+    except ValueError:
+        raise value_error("dof", f"does not broadcast to the values' shape {v.shape}",
+                          "pass a scalar or per-value degrees of freedom") from None
+    if not (k > 0).any():
+        raise value_error("dof", "is not positive anywhere", "pass positive degrees of freedom")
     avg = v.mean(0)                                                        # average over runs, per step
     kk = k.mean(0)
     fig = Figure(figsize=(8, 4))
@@ -227,6 +275,16 @@ def tracks_overview(tracks, *, title: str | None = None, units: str = "m") -> Fi
         >>> len(fig.axes)
         1
     """
+    if isinstance(tracks, dict) or not hasattr(tracks, "__iter__"):
+        raise type_error("tracks", f"is a {type(tracks).__name__}", "pass a list of dicts with an 'observations' key")
+    tracks = list(tracks)
+    for i, tr in enumerate(tracks):
+        if not isinstance(tr, dict) or "observations" not in tr:
+            raise value_error(f"tracks[{i}]", f"is {type(tr).__name__} without 'observations'",
+                              "give every track a dict with 'observations' (T, 2)")
+        _arr(tr["observations"], f"tracks[{i}]['observations']", core=(2,))
+        if tr.get("estimates") is not None:
+            _arr(tr["estimates"], f"tracks[{i}]['estimates']", core=(2,))
     fig = Figure(figsize=(8, 7))
     ax = fig.add_subplot()
     for i, tr in enumerate(tracks):
@@ -269,10 +327,9 @@ def posterior_variance(variance, *, marks=None, title: str | None = None, log: b
     """
     if hasattr(variance, "detach"):
         variance = variance.detach().float().cpu().numpy()
-    v = np.asarray(variance, dtype=float)
-    if v.ndim == 0:
-        from .errors import value_error
-        raise value_error("variance", "is a scalar", "pass an array whose last axis is time")
+    v = as_float_array(variance, "variance").astype(float)
+    if v.ndim == 0 or v.size == 0:
+        raise value_error("variance", f"has shape {v.shape}", "pass a non-empty array whose last axis is time")
     rows = v.reshape(-1, v.shape[-1])
     mean = rows.mean(axis=0)
     t = np.arange(v.shape[-1])

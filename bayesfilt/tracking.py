@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import value_error
+from .validation import as_float_array
 from .filters import kalman_filter, rts_smoother
 from .model import LinearGaussianSSM
 from .models import constant_acceleration_irregular, constant_velocity_irregular, random_walk, time_steps
@@ -186,6 +187,8 @@ def speed_course(velocity, velocity_cov):
 
     Returns:
         ``(speed, speed_std, course_deg, course_std_deg)``; course clockwise from north in [0, 360).
+        At zero speed the course and both delta-method standard deviations are undefined: the
+        standard deviations are NaN there.
 
     Example:
         >>> import numpy as np
@@ -193,8 +196,11 @@ def speed_course(velocity, velocity_cov):
         >>> float(s), float(ss), round(float(c), 2)
         (5.0, 1.0, 36.87)
     """
-    v = np.asarray(velocity, float)
-    P = np.asarray(velocity_cov, float)
+    v = as_float_array(velocity, "velocity")
+    P = as_float_array(velocity_cov, "velocity_cov")
+    if v.ndim < 1 or v.shape[-1] != 2 or P.shape[-2:] != (2, 2) or P.ndim != v.ndim + 1:
+        raise value_error("velocity_cov", f"has shape {P.shape} with velocity {v.shape}",
+                          "pass velocity of shape (..., 2) and velocity_cov of shape (..., 2, 2)")
     speed = np.hypot(v[..., 0], v[..., 1])                                    # s = |v|
     safe = np.where(speed > 0, speed, np.nan)
     gs = v / safe[..., None]                                                  # ∂s/∂v = v / s

@@ -18,6 +18,7 @@ from importlib import resources
 import numpy as np
 
 from ..errors import value_error
+from ..validation import as_float_array, as_real_scalar
 
 #: WGS84 semi-major axis [m] and first eccentricity squared.
 WGS84_A = 6378137.0
@@ -68,8 +69,11 @@ def lonlat_to_east_north(lon, lat, ref_lon: float, ref_lat: float) -> tuple[np.n
         >>> round(float(n[0]), 1)
         111.0
     """
-    lon = np.asarray(lon, float)
-    lat = np.asarray(lat, float)
+    lon = as_float_array(lon, "lon").astype(float)
+    lat = as_float_array(lat, "lat").astype(float)
+    ref_lon = as_real_scalar(ref_lon, "ref_lon", low=-360.0, high=360.0, fix="pass a longitude in degrees")
+    ref_lat = as_real_scalar(ref_lat, "ref_lat", low=-90.0, high=90.0, high_open=True,
+                             fix="pass a latitude in degrees in [-90, 90)")
     phi0 = np.radians(ref_lat)
     s2 = np.sin(phi0) ** 2
     N = WGS84_A / np.sqrt(1 - WGS84_E2 * s2)                          # prime-vertical radius
@@ -98,8 +102,8 @@ def east_north_to_lonlat(east, north, ref_lon: float, ref_lat: float) -> tuple[n
     s2 = np.sin(phi0) ** 2
     N = WGS84_A / np.sqrt(1 - WGS84_E2 * s2)
     M = WGS84_A * (1 - WGS84_E2) / (1 - WGS84_E2 * s2) ** 1.5
-    lon = ref_lon + np.degrees(np.asarray(east, float) / (N * np.cos(phi0)))     # Δλ = x / (N cos φ0)
-    lat = ref_lat + np.degrees(np.asarray(north, float) / M)                     # Δφ = y / M
+    lon = ref_lon + np.degrees(as_float_array(east, "east").astype(float) / (N * np.cos(phi0)))     # Δλ = x / (N cos φ0)
+    lat = ref_lat + np.degrees(as_float_array(north, "north").astype(float) / M)                     # Δφ = y / M
     return lon, lat
 
 
@@ -165,7 +169,7 @@ def fix_cog(cog) -> np.ndarray:
         >>> fix_cog([-160.7, 164.2, 360.0]).round(1).tolist()
         [248.9, 164.2, nan]
     """
-    c = np.asarray(cog, float)
+    c = as_float_array(cog, "cog").astype(float)
     c = np.round(np.where(c < 0, c + 409.6, c), 1)                    # signed 12-bit -> unsigned, 0.1° steps
     return np.where(c >= 360.0, np.nan, c)
 

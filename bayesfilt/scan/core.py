@@ -28,7 +28,7 @@ import math
 from typing import Any, Callable
 
 from . import _ops as ops
-from ..errors import value_error
+from ..errors import type_error, value_error
 
 SCHEDULES = ("sequential", "tree", "chunked")
 
@@ -178,6 +178,8 @@ def scan(elements, combine: Callable, schedule: str = "tree", *, reverse: bool =
         >>> scan(np.arange(1.0, 6.0), lambda a, b: a + b, schedule="tree")
         array([ 1.,  3.,  6., 10., 15.])
     """
+    if not callable(combine):
+        raise type_error("combine", f"is a {type(combine).__name__}", "pass a function combine(earlier, later)")
     if schedule not in SCHEDULES:
         raise value_error("schedule", f"is {schedule!r}", f"use one of {SCHEDULES}")
     if inner not in ("sequential", "tree"):
@@ -185,7 +187,7 @@ def scan(elements, combine: Callable, schedule: str = "tree", *, reverse: bool =
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise value_error("chunk_size", f"is {chunk_size!r}", "pass a positive integer or None")
     leaves = tree_flatten(elements)[0]
-    if not leaves or any(x.ndim < 1 for x in leaves):
+    if not leaves or any(not hasattr(x, "ndim") or x.ndim < 1 for x in leaves):
         raise value_error("elements", "has a leaf without a leading time axis", "give every leaf shape (T, ...)")
     T = int(leaves[0].shape[0])
     if T < 1 or any(int(x.shape[0]) != T for x in leaves):
