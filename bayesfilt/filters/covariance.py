@@ -6,6 +6,8 @@ One textbook equation per line; shapes carry leading batch axes (...).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..errors import value_error
@@ -210,8 +212,9 @@ def kalman_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> Filt
         means[..., t, :] = mean
         covs[..., t, :, :] = cov
         terms[..., t] = ll
+    result = check_finite_result(FilterResult(means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
+                                              loglik=terms.sum(-1), loglik_terms=terms))
     if shared:
-        covs = np.broadcast_to(covs, batch + (T, n, n))
-        pcovs = np.broadcast_to(pcovs, batch + (T, n, n))
-    return check_finite_result(FilterResult(means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
-                                            loglik=terms.sum(-1), loglik_terms=terms))
+        result = dataclasses.replace(result, covs=np.broadcast_to(covs, batch + (T, n, n)),
+                                     predicted_covs=np.broadcast_to(pcovs, batch + (T, n, n)))
+    return result
