@@ -23,7 +23,7 @@ import numpy as np
 from ..linalg import mT, mv, observed_system, sym
 from ..model import LinearGaussianSSM
 from ..results import FilterResult
-from .covariance import LOG_2PI, check_finite_result, predict_step, update_step
+from .covariance import LOG_2PI, check_finite_result, innovation_error, predict_step, update_step
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def _tolerance(dtype) -> float:
     return float(np.sqrt(np.finfo(dtype).eps))
 
 
-def augmented_update_step(mean, loadings, cov, y_t, H, R, d):
+def augmented_update_step(mean, loadings, cov, y_t, H, R, d, t: int = 0):
     """Kalman update of the augmented state (a, X, P*) with the observed rows of ``y_t``.
 
     Returns ``(mean, loadings, cov, loglik0, prec_inc, eta_inc)``: the updated a_t, X_t,
@@ -83,7 +83,10 @@ def augmented_update_step(mean, loadings, cov, y_t, H, R, d):
     E = H @ loadings                                           # E_t = H_t X_{t|t-1}: y_t - yhat_t = e_t - E_t δ + noise
     PHt = cov @ mT(H)                                          # P* H^T
     S = sym(H @ PHt + R)                                       # F_t = H_t P*_{t|t-1} H_t^T + R_t
-    L = np.linalg.cholesky(S)                                  # F_t = L L^T
+    try:
+        L = np.linalg.cholesky(S)                              # F_t = L L^T
+    except np.linalg.LinAlgError:
+        raise innovation_error(S, t) from None
     K = mT(np.linalg.solve(S, mT(PHt)))                        # K_t = P* H^T F_t^{-1}
     mean = mean + mv(K, e)                                     # a_t = a_{t|t-1} + K_t e_t
     loadings = loadings - K @ E                                # X_t = X_{t|t-1} - K_t E_t
@@ -191,7 +194,7 @@ def diffuse_kalman_filter(model: LinearGaussianSSM, y: np.ndarray) -> DiffuseFil
         aug["pX"].append(X)
         aug["pP"].append(P)
         a, X, P, ll0, dprec, deta = augmented_update_step(a, X, P, y[..., t, :], model.param("H", t),
-                                                          model.param("R", t), model.param("d", t))
+                                                          model.param("R", t), model.param("d", t), t)
         prec = prec + dprec                                    # Ω_t = Ω_{t-1} + E^T F^{-1} E
         eta = eta + deta                                       # ω_t = ω_{t-1} + E^T F^{-1} e
         V, null_proj, c = delta_posterior(prec, eta)
