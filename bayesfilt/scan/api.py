@@ -100,7 +100,13 @@ def _prepare(model, y, form, backend, schedule, method, validate):
     if form == "information":
         _check_information(model)
     if schedule == "auto":
-        schedule = "chunked" if backend == "numpy" else "tree"
+        # NumPy: the chunked scan has the fewest Python-level steps for long series; when the batch alone
+        # gives more parallelism than time (B >= T), the left fold does half the work of any parallel schedule.
+        size = int(np.prod(np.broadcast_shapes(tuple(y.shape[:-2]), model.batch_shape)))
+        if backend == "numpy":
+            schedule = "sequential" if size >= y.shape[-2] else "chunked"
+        else:
+            schedule = "tree"
     if method == "riccati" and (backend != "numpy" or form != "covariance"):
         raise value_error("method", f"is 'riccati' with backend={backend!r}, form={form!r}",
                           "use method='riccati' only with backend='numpy' and form='covariance'")
@@ -186,7 +192,8 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
             ``"torch"``, or ``"triton"`` for CUDA tensors when the kernel covers the model:
             covariance form and n <= 8), ``"numpy"``, ``"torch"`` or ``"triton"``.
         schedule: ``"sequential"`` (the reference fold), ``"tree"``, ``"chunked"`` or ``"auto"``
-            (chunked on NumPy, tree on torch). Ignored by the Triton kernel (always chunked).
+            (torch: tree; NumPy: chunked, or the fold when the batch has at least T series, since
+            it then does half the work). Ignored by the Triton kernel (always chunked).
         chunk_size: chunk length of the chunked schedule (default sqrt(T)).
         method: ``"elements"`` (scan of full filter elements), ``"riccati"`` (NumPy, covariance form,
             no missing data, unbatched parameters: covariances shared by all series from one Riccati
