@@ -183,10 +183,8 @@ def fit_mle(build_model: Callable[[np.ndarray], object], y, theta0, *, transform
         try:
             _, models = models_of(theta)
             val = -_total_loglik(models, ys)
-        except (np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
-            if isinstance(exc, TypeError):
-                raise
-            return 1e300
+        except (np.linalg.LinAlgError, FloatingPointError, ValueError):
+            return 1e300                                              # invalid model: outside the feasible set
         return val if np.isfinite(val) else 1e300
 
     first = negll(u0)

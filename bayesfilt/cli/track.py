@@ -227,6 +227,8 @@ def run(args) -> int:
     say(f"wrote {args.out} ({'smoothed' if args.smooth else 'filtered'} estimates with standard deviations)")
     if plot:
         fig = _figure(data, ests, args.model)
+        if os.path.dirname(plot):
+            os.makedirs(os.path.dirname(plot), exist_ok=True)
         fig.savefig(plot, dpi=120)
         say(f"wrote {plot}")
     return 0
