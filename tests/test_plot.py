@@ -73,3 +73,13 @@ def test_no_pyplot_needed():
             "p.nis_plot(np.ones(5), 1).savefig(__import__('io').BytesIO()); "
             "assert 'matplotlib.pyplot' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_chi2_plot_draws_the_run_average_bounds():
+    vals = np.random.default_rng(2).chisquare(3, (8, 20))
+    fig = nees_plot(vals, 3, prob=0.9)
+    ax = fig.axes[0]
+    avg, lo, hi = (np.asarray(ax.lines[i].get_ydata()) for i in range(3))
+    np.testing.assert_allclose(avg, vals.mean(0))
+    np.testing.assert_allclose(lo, chi2.ppf(0.05, 24) / 8)
+    np.testing.assert_allclose(hi, chi2.ppf(0.95, 24) / 8)
