@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import value_error
+from ..errors import type_error, value_error
 
 MAGIC = b"BFCKPT1\n"
 
@@ -66,8 +66,18 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
         >>> load_checkpoint(p)["step"]
         3
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise type_error("path", f"is a {type(path).__name__}", "pass a file path (str or pathlib.Path)")
+    if Path(path).is_dir():
+        raise value_error("path", f"{str(path)!r} is a folder", "pass the path of a checkpoint file inside it")
+    if not isinstance(payload, dict):
+        raise type_error("payload", f"is a {type(payload).__name__}", "pass a dict of tensors and plain values")
     buf = io.BytesIO()
-    torch.save(payload, buf)
+    try:
+        torch.save(payload, buf)
+    except Exception as exc:  # unpicklable values (functions, open files, ...)
+        raise value_error("payload", f"cannot be saved ({type(exc).__name__}: {exc})",
+                          "save only tensors, numbers, strings, lists and dicts") from None
     body = buf.getvalue()
     digest = hashlib.sha256(body).hexdigest().encode()
     atomic_write_bytes(path, MAGIC + digest + b"\n" + body)
@@ -79,6 +89,8 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     Raises:
         BayesfiltValueError: the file is missing, truncated, tampered with or not a checkpoint.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise type_error("checkpoint", f"is a {type(path).__name__}", "pass the path of a saved checkpoint")
     path = Path(path)
     if not path.is_file():
         raise value_error("checkpoint", f"no file at {str(path)!r}", "pass the path of a saved checkpoint")

@@ -313,6 +313,18 @@ def _import_triton(name, device):
                              "CUDA device, or pass backend='torch'.") from None
 
 
+def _check_outputs(outs, validate: bool, dtype):
+    """With ``validate``: raise instead of returning inf/NaN computed from finite inputs (range overflow)."""
+    if not validate or _is_compiling():
+        return outs
+    if bool(torch.stack([torch.isfinite(x).all() for x in outs]).all()):
+        return outs
+    names = ("y", "y_var", "lam", "eta")
+    bad = next(nm for nm, x in zip(names, outs) if not bool(torch.isfinite(x).all()))
+    raise value_error("v", f"the scan's {bad} left the {dtype} range (finite inputs, overflowed result)",
+                      "rescale v, lambda_v, k, q or p_bar (e.g. normalise keys), or compute in float64")
+
+
 # ============================================================================ public API
 def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_readout: bool = False,
              backend: str = "auto", validate: bool = True):
@@ -359,15 +371,16 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
     out_dtype = v.dtype
     if backend == "triton":
         fn = _import_triton("kla_scan_triton", v.device)
-        y, y_var, lam, eta = fn(v, lambda_v, k, q, a_bar, p_bar,
+        y, y_var, lam, eta = _check_outputs(fn(v, lambda_v, k, q, a_bar, p_bar,
                                 initial_state=None if initial_state is None else (lam0.float(), eta0.float()),
-                                prior_readout=bool(prior_readout))
+                                prior_readout=bool(prior_readout)), validate, torch.float32)
         return y.to(out_dtype), y_var.to(out_dtype), KLAState(lam, eta)
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)] + [lam0, eta0]
     if backend == "reference":
         y, y_var, lam, eta = kla_scan_reference(*args, prior_readout=bool(prior_readout))
     else:
         y, y_var, lam, eta = torch.ops.bayesfilt.kla_scan(*args, bool(prior_readout))
+    y, y_var, lam, eta = _check_outputs((y, y_var, lam, eta), validate, compute)
     return y.to(out_dtype), y_var.to(out_dtype), KLAState(lam, eta)
 
 
@@ -403,11 +416,12 @@ def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = Fa
     backend = _resolve_backend(backend, v.device)
     if backend == "triton":
         fn = _import_triton("kla_step_triton", v.device)
-        y, y_var, lam, eta = fn(v, lambda_v, k, q, a_bar, p_bar, lam0.float(), eta0.float(),
-                                prior_readout=bool(prior_readout))
+        y, y_var, lam, eta = _check_outputs(fn(v, lambda_v, k, q, a_bar, p_bar, lam0.float(), eta0.float(),
+                                               prior_readout=bool(prior_readout)), validate, torch.float32)
         return y.to(v.dtype), y_var.to(v.dtype), KLAState(lam, eta)
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)]
-    y, y_var, lam, eta = kla_step_reference(*args, lam0, eta0, prior_readout=bool(prior_readout))
+    y, y_var, lam, eta = _check_outputs(kla_step_reference(*args, lam0, eta0, prior_readout=bool(prior_readout)),
+                                        validate, compute)
     return y.to(v.dtype), y_var.to(v.dtype), KLAState(lam, eta)
 
 
