@@ -162,3 +162,17 @@ def test_em_with_fixed_time_varying_transition():
              learn=("Q", "R"), progress=False)
     assert np.all(np.diff(res.loglik_trace) >= -1e-8 * np.abs(res.loglik_trace[1:]))
     assert res.model.F.shape == (60, 2, 2)
+
+
+def test_progress_without_tqdm(monkeypatch, capsys):
+    """Without tqdm the progress bar is a plain stderr bar."""
+    import sys
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    model = random_model(np.random.default_rng(0), 2, 1)
+    _, y = model.simulate(15, seed=0)
+    em(model, y, 3, learn=("R",), progress=True)
+    err = capsys.readouterr().err
+    assert "EM [" in err and "3/3" in err
+    fit_mle(lambda th: model.replace(R=np.array([[th[0]]])), y, [1.0], transforms="log", stderr=False, progress=True)
+    assert "MLE iteration" in capsys.readouterr().err
