@@ -151,6 +151,14 @@ class KLALayer(nn.Module):
             raise type_error("x", f"must be a torch.Tensor, got {type(x).__name__}", "pass a [B, L, d_model] tensor")
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise value_error("x", f"has shape {tuple(x.shape)}", f"pass [B, L, {self.d_model}]")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise value_error("x", f"has shape {tuple(x.shape)} (no batch or no tokens)", "pass B >= 1 and L >= 1")
+        if not torch.is_floating_point(x):
+            raise type_error("x", f"has dtype {x.dtype}", "pass a floating tensor (e.g. x.float())")
+        pdtype = self.in_proj.weight.dtype
+        if x.dtype != pdtype and not torch.is_autocast_enabled(x.device.type):
+            raise type_error("x", f"has dtype {x.dtype} but the layer's parameters are {pdtype}",
+                             f"cast with x.to({pdtype}) or layer.to({x.dtype}), or run under torch.autocast")
         if state is not None and not isinstance(state, KLALayerState):
             raise type_error("state", f"must be a KLALayerState, got {type(state).__name__}",
                              "pass layer.init_state(batch) or the state a previous call returned")

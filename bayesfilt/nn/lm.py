@@ -233,8 +233,27 @@ class KLALanguageModel(nn.Module):
                               "use mixer 'kla' or 'attention' for stateful decoding")
         return [b.mixer.init_state(batch, device=device) for b in self.blocks]
 
+    def _check_tokens(self, tokens, name: str = "tokens", *, high: int | None = None, ignore: int | None = None):
+        """Validate a [B, L] integer tensor of ids in [0, high) (``ignore`` also allowed); one device sync."""
+        high = self.vocab_size if high is None else high
+        if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
+            raise value_error(name, f"must be a [B, L] integer tensor, got {getattr(tokens, 'shape', tokens)!r}",
+                              f"pass {name} of shape [B, L]")
+        if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
+            raise type_error(name, f"has dtype {tokens.dtype}", f"pass integer ids (e.g. {name}.long())")
+        if tokens.shape[0] == 0 or tokens.shape[1] == 0:
+            raise value_error(name, f"has shape {tuple(tokens.shape)}", "pass B >= 1 and L >= 1")
+        ok = (tokens >= 0) & (tokens < high)
+        if ignore is not None:
+            ok |= tokens == ignore
+        if not bool(ok.all()):
+            bad = tokens[~ok][0]
+            raise value_error(name, f"holds id {int(bad)} outside [0, {high})",
+                              f"pass ids in [0, {high})" + (f" or {ignore} for unlabelled" if ignore is not None else ""))
+
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         """The final normalised hidden states [B, L, d_model] (before the head)."""
+        self._check_tokens(tokens)
         x = self.embed(tokens)
         for b in self.blocks:
             x = b(x)
@@ -242,9 +261,7 @@ class KLALanguageModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, states: list | None = None):
         """Logits [B, L, n_classes]; with ``states`` (from :meth:`init_state`) -> ``(logits, new_states)``."""
-        if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
-            raise value_error("tokens", f"must be a [B, L] integer tensor, got {getattr(tokens, 'shape', tokens)!r}",
-                              "pass token ids of shape [B, L]")
+        self._check_tokens(tokens)
         if states is None:
             return self.head(self.hidden(tokens))
         x = self.embed(tokens)
@@ -259,6 +276,7 @@ class KLALanguageModel(nn.Module):
 
         Raises a clear error when a block's mixer is not a :class:`KLALayer`.
         """
+        self._check_tokens(tokens)
         x = self.embed(tokens)
         out = []
         for b in self.blocks:
@@ -278,6 +296,11 @@ class KLALanguageModel(nn.Module):
         times from N(y, y_var) (reparameterised) and the loss is the mean over the samples;
         the returned logits are those of the mean y.
         """
+        self._check_tokens(tokens)
+        self._check_tokens(targets, "targets", high=self.n_classes, ignore=-100)
+        if targets.shape != tokens.shape:
+            raise value_error("targets", f"has shape {tuple(targets.shape)}, tokens {tuple(tokens.shape)}",
+                              "pass one label per token (-100 where unlabelled)")
         if posterior_samples <= 0:
             logits = self(tokens)
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100), logits

@@ -29,6 +29,8 @@ def make_task(name: str, *, seed: int = 0, length: int | None = None, n_train: i
         >>> make_task("a5", length=5, n_train=10, n_test=5).train.inputs.shape
         (10, 5)
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise value_error("seed", f"must be a non-negative int, got {seed!r}", "pass seed >= 0")
     if name in GROUPS:
         kw = {k: v for k, v in dict(length=length, n_train=n_train, n_test=n_test).items() if v is not None}
         return word_problem_task(name, seed=seed, **kw)
