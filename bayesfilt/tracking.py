@@ -111,9 +111,14 @@ def initial_noise_guess(kind: str, series) -> tuple[float, float]:
     d2 = np.concatenate(d2) if d2 else np.array([])
     dts = np.concatenate(dts) if dts else np.array([])
     s2 = float(np.median(d2)) if d2.size and np.median(d2) > 0 else 1.0
-    dt = float(np.median(dts)) if dts.size else 1.0
+    dt = np.float64(np.median(dts)) if dts.size else np.float64(1.0)
     power = {"cv": 3, "ca": 5, "local-level": 1}[kind]
-    return s2 / dt**power / 100.0, s2 / 100.0
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        q = s2 / dt**power / 100.0                                  # float64: no OverflowError for huge steps
+    if not (np.isfinite(q) and np.isfinite(s2)):
+        raise value_error("times", f"have a median step {float(dt):.3g} that gives no finite noise guess",
+                          "rescale the times or positions (change units), or pass q and r explicitly")
+    return float(q), s2 / 100.0
 
 
 def fit_noise(kind: str, series, q0: float | None = None, r0: float | None = None):

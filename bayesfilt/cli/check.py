@@ -14,7 +14,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     """Print the table; exit code 1 if any backend misses its promised tolerance."""
+    from ..errors import value_error
     from ..scan.check import check_parallel, format_table, kla_rows
+    if args.T < 2:
+        raise value_error("--T", f"is {args.T}", "pass at least 2 time steps")
     rows = check_parallel(T=args.T, seed=args.seed)
     if not args.no_kla:
         rows += kla_rows()

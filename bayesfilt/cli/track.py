@@ -184,8 +184,19 @@ def read_tracks(path, *, time_col=None, x_col=None, y_col=None, lon_col=None, la
 # ----------------------------------------------------------------------------- running
 def _check_outputs(paths, force):
     for p in paths:
+        if p and os.path.isdir(p):
+            raise value_error("--out/--plot", f"{p} is a folder", "pass a file path")
         if p and os.path.exists(p) and not force:
             raise value_error("--out/--plot", f"{p} exists", "pass --force to overwrite it, or choose another path")
+
+
+def _check_plot_format(plot):
+    from matplotlib.backend_bases import FigureCanvasBase
+    ext = os.path.splitext(plot)[1][1:].lower()
+    known = FigureCanvasBase.get_supported_filetypes()
+    if ext not in known:
+        raise value_error("--plot", f"{plot!r} has the extension {ext!r}, which matplotlib cannot write",
+                          f"use one of {sorted(known)} (e.g. track.png), or --no-plot")
 
 
 def run(args) -> int:
@@ -199,6 +210,8 @@ def run(args) -> int:
         path = data_path(AIS_FILE)
     plot = None if args.no_plot or not args.plot else args.plot
     _check_outputs([args.out, plot], args.force)
+    if plot:
+        _check_plot_format(plot)
     data = read_tracks(path, time_col=args.time_col, x_col=args.x_col, y_col=args.y_col, lon_col=args.lon_col,
                        lat_col=args.lat_col, id_col=args.id_col)
     ids = data["ids"]

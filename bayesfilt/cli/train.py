@@ -50,7 +50,14 @@ def run(args) -> int:
     import torch
 
     from ..nn.train import TrainConfig, train
+    from ..errors import value_error
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise value_error("--device", f"is {device!r}", "pass cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise value_error("--device", f"is {device!r} but no CUDA device is available", "pass --device cpu")
     cfg = TrainConfig(task=args.task, length=args.length, n_train=args.n_train, n_test=args.n_test,
                       mixer=args.mixer, layers=args.layers, d_model=args.d_model, d_state=args.d_state,
                       expand=args.expand, n_heads=args.heads, process_noise=not args.no_process_noise,

@@ -216,6 +216,8 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
 
 
 def _prepare_out(out: Path, cfg: TrainConfig, *, resume: bool, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise value_error("out", f"{str(out)!r} is a file, not a folder", "pass a folder for the run's outputs")
     existing = [f for f in OUTPUT_FILES if (out / f).exists()]
     if existing and not (resume or force):
         raise value_error("out", f"{str(out)!r} already holds a run ({', '.join(existing)})",
