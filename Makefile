@@ -27,7 +27,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/bayesfilt demo --out bayesfilt-demo
+	$(VENV)/bin/bayesfilt demo --out bayesfilt-demo --force
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2 --dist loadfile
