@@ -21,7 +21,7 @@ Time may be split into NC chunks of LC tokens (LC a multiple of CK) for few lane
   forward  MODE 1: each chunk's Möbius map of w (2x2, renormalised every step),
            MODE 2: each chunk's affine map of mu (given the true w at its start),
            MODE 0: the sweep from the true start state (outputs, checkpoints, final state);
-  backward MODE 1: each chunk's affine map of the adjoint (Gw, Gmu) (end -> start),
+  backward MODE 1: each chunk's affine map of the adjoint (d lam, d eta) (end -> start),
            MODE 0: the reverse sweep with the true incoming adjoint (all gradients).
 A program finds its chunk's start state (adjoint) by applying the maps of the chunks before
 (after) it in order: O(NC) small loads, no extra launch. Checkpoints of (w, mu) every CK=8
@@ -251,25 +251,32 @@ def _fwd_kernel(
 
 
 # ----------------------------------------------------------------------------- backward
+# The backward carries the adjoint in information form, (Hl, He) = dLoss/d(lam_t, eta_t):
+# the final-state gradient enters as it is and the initial-state gradient leaves as it is
+# (no (w, mu) <-> (lam, eta) conversion whose terms could cancel), and the recompute inside
+# each 8-token block runs the information-form step from the (w, mu) checkpoint.
 @triton.jit
-def _frec(w, mu, tok, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s,
+def _frec(lam, eta, tok, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s,
           mmask, smask, MASKED: tl.constexpr, FAST: tl.constexpr):
-    """Recompute one forward step (token tok) from the state before it."""
+    """Recompute one step (token tok) in information form from the state before it."""
     valid = tok < t_end
     vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
                           MASKED)
-    return _fstep(w, mu, a, a2, p, vv, lv, kk, valid, MASKED, FAST)
+    r = _rcp(a2 + p * lam, FAST)                        # 1/d_t, d_t = a^2 + p lam_{t-1}
+    lam_n = lam * r + lv * kk * kk                      # lam_t = lam_{t-1}/d_t + Lv k^2
+    eta_n = (a * r) * eta + lv * vv * kk                # eta_t = (a/d_t) eta_{t-1} + Lv v k
+    return _keep(lam_n, lam, valid, MASKED), _keep(eta_n, eta, valid, MASKED)
 
 
 @triton.jit
-def _brec(w_prev, mu_prev, Gw, Gm, ga, gp, cww, cwm, cmm, tok, t_end, a, a2, p,
+def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, tok, t_end, a, a2, p,
           v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
           b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
           SUMMARY: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr):
     """Adjoint of one step (token tok), given the state before it and the adjoint after it.
 
-    (Gw, Gm) is the adjoint of (w_t, mu_t) from later steps; returns the adjoint of
-    (w_{t-1}, mu_{t-1}) and the updated accumulators. Formulas: docs/kla_kernels.md.
+    (Hl, He) is the adjoint of (lam_t, eta_t) from later steps; returns the adjoint of
+    (lam_{t-1}, eta_{t-1}) and the updated accumulators. Formulas: docs/kla_kernels.md.
     """
     valid = tok < t_end
     vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
@@ -278,90 +285,99 @@ def _brec(w_prev, mu_prev, Gw, Gm, ga, gp, cww, cwm, cmm, tok, t_end, a, a2, p,
     om = _live(mmask, m, tok, t_end, MASKED)
     gy = tl.load(gy_ptr + row * M + m, mask=om, other=0.0)
     gyv = tl.load(gyv_ptr + row * M + m, mask=om, other=0.0)
-    phi = lv * kk * kk                                  # phi_t = Lv k^2
+    k2 = kk * kk
+    phi = lv * k2                                       # phi_t = Lv k^2
     uu = lv * vv * kk                                   # u_t = Lv v k
-    P = a2 * w_prev + p                                 # P_t
-    g = _rcp(1.0 + phi * P, FAST)                       # g_t
-    w = P * g                                           # w_t
-    ag = a * g                                          # a g_t
-    mu = ag * mu_prev + w * uu                          # mu_t
+    r = _rcp(a2 + p * lamp, FAST)                       # r = 1/d_t
+    f = a * r                                           # f_t = a/d_t
+    lam = lamp * r + phi                                # lam_t
+    eta = f * etap + uu                                 # eta_t
+    w = _rcp(lam, FAST)                                 # 1/lam_t
+    mu = eta * w                                        # mu_t
     q2 = qq * qq
     if PRIOR:
-        Gm_t = Gm + gy * qq * a                         # d y / d mu_t = q a
-        Gw_t = Gw + gyv * q2 * a2                       # d y_var / d w_t = q^2 a^2
+        gmu = gy * qq * a                               # dL/dmu_t through y = sum q a mu
+        gw = gyv * q2 * a2                              # dL/dw_t through y_var = sum q^2 (a^2 w + p)
     else:
-        Gm_t = Gm + gy * qq                             # d y / d mu_t = q
-        Gw_t = Gw + gyv * q2                            # d y_var / d w_t = q^2
-    Gu = Gm_t * w                                       # mu_t = ... + w_t u_t
-    Gw_t = Gw_t + Gm_t * uu
-    Gag = Gm_t * mu_prev                                # mu_t = (a g) mu_{t-1} + ...
-    Gg = Gag * a + Gw_t * P                             # through a g_t and w_t = P g_t
-    gg2 = g * g
-    GP = Gw_t * g - Gg * phi * gg2                      # dg/dP = -phi g^2
-    Gw_o = _keep(GP * a2, Gw, valid, MASKED)            # P = a^2 w_{t-1} + p
-    Gm_o = _keep(Gm_t * ag, Gm, valid, MASKED)
+        gmu = gy * qq                                   # y = sum q mu
+        gw = gyv * q2                                   # y_var = sum q^2 w
+    Hl_t = Hl - w * (gmu * mu + gw * w)                 # mu = eta w, w = 1/lam
+    He_t = He + gmu * w
+    Gf = He_t * etap                                    # eta_t = f eta_{t-1} + u
+    Gr = Hl_t * lamp + Gf * a                           # lam_t = lam_{t-1} r + phi, f = a r
+    Gd = -Gr * r * r                                    # r = 1/d
+    Hl_o = _keep(Hl_t * r + Gd * p, Hl, valid, MASKED)  # d = a^2 + p lam_{t-1}
+    He_o = _keep(He_t * f, He, valid, MASKED)
     if SUMMARY:
-        al = a2 * gg2                                   # d w_t / d w_{t-1}
-        be = al * (uu - phi * a * mu_prev)              # d mu_t / d w_{t-1}
-        cwm = _keep(al * cwm + be * cmm, cwm, valid, MASKED)
-        cww = _keep(al * cww, cww, valid, MASKED)
-        cmm = _keep(ag * cmm, cmm, valid, MASKED)
+        al = r + (-p * r * r) * lamp                    # d lam_t / d lam_{t-1} = a^2/d^2
+        be = (-p * r * r) * a * etap                    # d eta_t / d lam_{t-1}
+        cle = _keep(al * cle + be * cee, cle, valid, MASKED)
+        cll = _keep(al * cll, cll, valid, MASKED)
+        cee = _keep(f * cee, cee, valid, MASKED)
     else:
-        Gphi = -Gg * P * gg2                            # dg/dphi = -P g^2
-        ga_n = ga + Gag * g + GP * 2.0 * a * w_prev
-        gp_n = gp + GP
+        ga_n = ga + Gf * r + Gd * (2.0 * a)
+        gp_n = gp + Gd * lamp
         if PRIOR:
-            ga_n = ga_n + gy * qq * mu + gyv * q2 * 2.0 * a * w
+            ga_n = ga_n + gy * qq * mu + gyv * q2 * (2.0 * a) * w
             gp_n = gp_n + gyv * q2
             Xq = gy * a * mu + 2.0 * qq * gyv * (a2 * w + p)
         else:
             Xq = gy * mu + 2.0 * qq * gyv * w
         ga = _keep(ga_n, ga, valid, MASKED)
         gp = _keep(gp_n, gp, valid, MASKED)
-        R1 = tl.sum(Gu * kk, axis=0, keep_dims=True)                  # sum_s Gu k
-        R2 = tl.sum(Gphi * kk * kk, axis=0, keep_dims=True)           # sum_s Gphi k^2
+        # Gphi = Hl_t, Gu = He_t
+        R1 = tl.sum(He_t * kk, axis=0, keep_dims=True)                # sum_s Gu k
+        R2 = tl.sum(Hl_t * k2, axis=0, keep_dims=True)                # sum_s Gphi k^2
         orow = (sb.to(tl.int64) * B + b) * L + tok
-        tl.store(gv_ptr + orow * M + m, lv * R1, mask=om)            # dv
-        tl.store(glv_ptr + orow * M + m, R2 + vv * R1, mask=om)      # dLv
-        Xk = lv * (2.0 * kk * Gphi + vv * Gu)
-        gk = tl.sum(Xk, axis=1, keep_dims=True)             # sum_m over this block
+        tl.store(gv_ptr + orow * M + m, lv * R1, mask=om)                       # dv
+        tl.store(glv_ptr + orow * M + m, R2 + vv * R1, mask=om)                 # dLv
+        Xk = lv * ((2.0 * kk) * Hl_t + vv * He_t)
+        gk = tl.sum(Xk, axis=1, keep_dims=True)         # sum over this block's m
         gq = tl.sum(Xq, axis=1, keep_dims=True)
         krow = (pid_m.to(tl.int64) * B + b) * L + tok
         tl.store(gk_ptr + krow * S + s, gk, mask=_live(smask, s, tok, t_end, MASKED))
         tl.store(gq_ptr + krow * S + s, gq, mask=_live(smask, s, tok, t_end, MASKED))
-    return Gw_o, Gm_o, ga, gp, cww, cwm, cmm
+    return Hl_o, He_o, ga, gp, cll, cle, cee
 
 
 @triton.jit
-def _bwd_sub(w0, m0, Gw, Gm, ga, gp, cww, cwm, cmm, t0, t_end, a, a2, p,
+def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
              v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
              b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
              MODE: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr):
-    """Backward over tokens t0 .. t0+7 from the checkpoint (w0, m0) at t0."""
+    """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0."""
     # recompute the 7 states after tokens t0 .. t0+6 (kept in registers)
-    w1, m1 = _frec(w0, m0, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
-    w2, m2 = _frec(w1, m1, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
-    w3, m3 = _frec(w2, m2, t0 + 2, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
-    w4, m4 = _frec(w3, m3, t0 + 3, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
-    w5, m5 = _frec(w4, m4, t0 + 4, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
-    w6, m6 = _frec(w5, m5, t0 + 5, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
-    w7, m7 = _frec(w6, m6, t0 + 6, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    l1, e1 = _frec(l0, e0, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    l2, e2 = _frec(l1, e1, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    l3, e3 = _frec(l2, e2, t0 + 2, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    l4, e4 = _frec(l3, e3, t0 + 3, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    l5, e5 = _frec(l4, e4, t0 + 4, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    l6, e6 = _frec(l5, e5, t0 + 5, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    l7, e7 = _frec(l6, e6, t0 + 6, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
     # reverse: tokens t0+7 .. t0
-    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w7, m7, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 7, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w6, m6, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 6, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w5, m5, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 5, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w4, m4, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 4, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w3, m3, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 3, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w2, m2, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 2, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w1, m1, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Gw, Gm, ga, gp, cww, cwm, cmm = _brec(w0, m0, Gw, Gm, ga, gp, cww, cwm, cmm, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    return Gw, Gm, ga, gp, cww, cwm, cmm
+    Hl, He, ga, gp, cll, cle, cee = _brec(l7, e7, Hl, He, ga, gp, cll, cle, cee, t0 + 7, t_end,
+                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Hl, He, ga, gp, cll, cle, cee = _brec(l6, e6, Hl, He, ga, gp, cll, cle, cee, t0 + 6, t_end,
+                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Hl, He, ga, gp, cll, cle, cee = _brec(l5, e5, Hl, He, ga, gp, cll, cle, cee, t0 + 5, t_end,
+                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Hl, He, ga, gp, cll, cle, cee = _brec(l4, e4, Hl, He, ga, gp, cll, cle, cee, t0 + 4, t_end,
+                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Hl, He, ga, gp, cll, cle, cee = _brec(l3, e3, Hl, He, ga, gp, cll, cle, cee, t0 + 3, t_end,
+                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Hl, He, ga, gp, cll, cle, cee = _brec(l2, e2, Hl, He, ga, gp, cll, cle, cee, t0 + 2, t_end,
+                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Hl, He, ga, gp, cll, cle, cee = _brec(l1, e1, Hl, He, ga, gp, cll, cle, cee, t0 + 1, t_end,
+                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Hl, He, ga, gp, cll, cle, cee = _brec(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0 + 0, t_end,
+                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    return Hl, He, ga, gp, cll, cle, cee
 
 
 @triton.jit
 def _bwd_kernel(
-    v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, gy_ptr, gyv_ptr, ck_ptr, gwL_ptr, gmL_ptr,
-    bsum_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, ga_ptr, gp_ptr, gw0_ptr, gm0_ptr,
+    v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, gy_ptr, gyv_ptr, ck_ptr, glL_ptr, geL_ptr,
+    bsum_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, ga_ptr, gp_ptr, gl0_ptr, ge0_ptr,
     B, L, M, S, LC, NC, NMB, NSB,
     MODE: tl.constexpr, PRIOR: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr,
@@ -384,28 +400,28 @@ def _bwd_kernel(
     bms = b.to(tl.int64) * MSs
     zero = 0.0 * a
     if MODE == 1:
-        Gw = zero
-        Gm = zero
+        Hl = zero
+        He = zero
     else:
-        Gw = tl.load(gwL_ptr + bms + ms, mask=lmask, other=0.0)
-        Gm = tl.load(gmL_ptr + bms + ms, mask=lmask, other=0.0)
+        Hl = tl.load(glL_ptr + bms + ms, mask=lmask, other=0.0)
+        He = tl.load(geL_ptr + bms + ms, mask=lmask, other=0.0)
         for j in range(0, NC - 1 - c):                  # chunks NC-1, ..., c+1 (end -> start)
             cc = NC - 1 - j
             base = (b.to(tl.int64) * NC + cc) * 5 * MSs
-            cww = tl.load(bsum_ptr + base + ms, mask=lmask, other=1.0)
-            cwm = tl.load(bsum_ptr + base + MSs + ms, mask=lmask, other=0.0)
-            cmm = tl.load(bsum_ptr + base + 2 * MSs + ms, mask=lmask, other=1.0)
-            ow = tl.load(bsum_ptr + base + 3 * MSs + ms, mask=lmask, other=0.0)
-            om = tl.load(bsum_ptr + base + 4 * MSs + ms, mask=lmask, other=0.0)
-            Gw = cww * Gw + cwm * Gm + ow
-            Gm = cmm * Gm + om
-    cww = zero + 1.0
-    cwm = zero
-    cmm = zero + 1.0
+            cll = tl.load(bsum_ptr + base + ms, mask=lmask, other=1.0)
+            cle = tl.load(bsum_ptr + base + MSs + ms, mask=lmask, other=0.0)
+            cee = tl.load(bsum_ptr + base + 2 * MSs + ms, mask=lmask, other=1.0)
+            ol = tl.load(bsum_ptr + base + 3 * MSs + ms, mask=lmask, other=0.0)
+            oe = tl.load(bsum_ptr + base + 4 * MSs + ms, mask=lmask, other=0.0)
+            Hl = cll * Hl + cle * He + ol               # affine map of chunk cc (end -> start)
+            He = cee * He + oe
+    cll = zero + 1.0
+    cle = zero
+    cee = zero + 1.0
     ga = zero
     gp = zero
 
-    CK = BWD_CK                                         # the recompute below is written for 8
+    CK = BWD_CK                                         # the recompute is written for 8
     t_start = c * LC
     t_end = tl.minimum(t_start + LC, L)
     n_sub = (t_end - t_start + CK - 1) // CK
@@ -414,32 +430,33 @@ def _bwd_kernel(
         t0 = t_start + (n_sub - 1 - jj) * CK
         ckb = (b.to(tl.int64) * NCK + t0 // CK) * 2 * MSs
         w0 = tl.load(ck_ptr + ckb + ms, mask=lmask, other=1.0)
-        m0 = tl.load(ck_ptr + ckb + MSs + ms, mask=lmask, other=0.0)
+        l0 = 1.0 / w0                                   # checkpoint (w, mu) -> (lam, eta)
+        e0 = tl.load(ck_ptr + ckb + MSs + ms, mask=lmask, other=0.0) * l0
         if jj == 0:                                     # the last block may be partial
-            Gw, Gm, ga, gp, cww, cwm, cmm = _bwd_sub(
-                w0, m0, Gw, Gm, ga, gp, cww, cwm, cmm, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
+            Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
+                l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                 q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
                 m, s, mmask, smask, MODE, PRIOR, True, FAST)
         else:
-            Gw, Gm, ga, gp, cww, cwm, cmm = _bwd_sub(
-                w0, m0, Gw, Gm, ga, gp, cww, cwm, cmm, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
+            Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
+                l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                 q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
                 m, s, mmask, smask, MODE, PRIOR, False, FAST)
 
     if MODE == 1:
         base = (b.to(tl.int64) * NC + c) * 5 * MSs
-        tl.store(bsum_ptr + base + ms, cww, mask=lmask)
-        tl.store(bsum_ptr + base + MSs + ms, cwm, mask=lmask)
-        tl.store(bsum_ptr + base + 2 * MSs + ms, cmm, mask=lmask)
-        tl.store(bsum_ptr + base + 3 * MSs + ms, Gw, mask=lmask)
-        tl.store(bsum_ptr + base + 4 * MSs + ms, Gm, mask=lmask)
+        tl.store(bsum_ptr + base + ms, cll, mask=lmask)
+        tl.store(bsum_ptr + base + MSs + ms, cle, mask=lmask)
+        tl.store(bsum_ptr + base + 2 * MSs + ms, cee, mask=lmask)
+        tl.store(bsum_ptr + base + 3 * MSs + ms, Hl, mask=lmask)
+        tl.store(bsum_ptr + base + 4 * MSs + ms, He, mask=lmask)
     else:
         pbase = (b.to(tl.int64) * NC + c) * MSs
         tl.store(ga_ptr + pbase + ms, ga, mask=lmask)
         tl.store(gp_ptr + pbase + ms, gp, mask=lmask)
         if c == 0:
-            tl.store(gw0_ptr + bms + ms, Gw, mask=lmask)
-            tl.store(gm0_ptr + bms + ms, Gm, mask=lmask)
+            tl.store(gl0_ptr + bms + ms, Hl, mask=lmask)
+            tl.store(ge0_ptr + bms + ms, He, mask=lmask)
 
 
 # ----------------------------------------------------------------------------- decode step

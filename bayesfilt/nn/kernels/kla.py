@@ -130,19 +130,19 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
     return y, yv, lamL, etaL, (ck if keep_checkpoints else None)
 
 
-def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, gwLT, gmLT, plan: Plan, prior: bool,
+def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, prior: bool,
                   poison: bool = False):
-    """Launch the backward; returns dv, dLv (B,L,M), dk, dq (B,L,S), da, dp (S,M), dw0, dmu0 (B,S,M)."""
+    """Launch the backward; returns dv, dLv (B,L,M), dk, dq (B,L,S), da, dp (S,M), dlam0, deta0 (B,S,M)."""
     B, L, M, S = plan.B, plan.L, plan.M, plan.S
     dev = v.device
     gsh = (plan.NSB, B, L, M)
     gv, glv = _new(gsh, dev, poison), _new(gsh, dev, poison)
     gk, gq = _new((plan.NMB, B, L, S), dev, poison), _new((plan.NMB, B, L, S), dev, poison)
     ga, gp = _new((B, plan.NC, S, M), dev, poison), _new((B, plan.NC, S, M), dev, poison)
-    gw0, gm0 = _new((B, S, M), dev, poison), _new((B, S, M), dev, poison)
+    gl0, ge0 = _new((B, S, M), dev, poison), _new((B, S, M), dev, poison)
     bsum = _new((B, plan.NC, 5, S, M), dev, poison) if plan.NC > 1 else ga
-    args = (v, lv, k, q, aT, pT, gy, gyv, ck, gwLT, gmLT, bsum, gv, glv, gk, gq, ga, gp, gw0,
-            gm0) + _dims(plan)
+    args = (v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, bsum, gv, glv, gk, gq, ga, gp, gl0,
+            ge0) + _dims(plan)
     kw = dict(PRIOR=prior, **_consts(plan))
     if plan.NC > 1:
         K._bwd_kernel[plan.grid](*args, MODE=1, **kw)
@@ -150,7 +150,7 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, gwLT, gmLT, plan: Plan, prio
     # fixed-order reductions of the per-program partial sums (deterministic, no atomics)
     gv, glv = (gv.sum(0), glv.sum(0)) if plan.NSB > 1 else (gv[0], glv[0])
     gk, gq = (gk.sum(0), gq.sum(0)) if plan.NMB > 1 else (gk[0], gq[0])
-    return gv, glv, gk, gq, ga.sum((0, 1)), gp.sum((0, 1)), gw0, gm0
+    return gv, glv, gk, gq, ga.sum((0, 1)), gp.sum((0, 1)), gl0, ge0
 
 
 def _c(x):
@@ -180,13 +180,13 @@ class KLAScanFunction(torch.autograd.Function):
         y, yv, lamLT, etaLT, ck = scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan, prior, need,
                                                poison)
         if need:
-            ctx.save_for_backward(v, lv, k, q, a, p, aT, pT, lam0T, eta0T, ck, lamLT, etaLT)
+            ctx.save_for_backward(v, lv, k, q, a, p, aT, pT, ck, lamLT)
         ctx.prior, ctx.poison, ctx.tune = prior, poison, tune
         return y, yv, _T(lamLT), _T(etaLT)
 
     @staticmethod
     def backward(ctx, gy, gyv, glam, geta):
-        v, lv, k, q, a, p, aT, pT, lam0T, eta0T, ck, lamLT, etaLT = ctx.saved_tensors
+        v, lv, k, q, a, p, aT, pT, ck, lamLT = ctx.saved_tensors
         B, L, M = v.shape
         S = k.shape[-1]
         tune = ctx.tune
@@ -195,16 +195,9 @@ class KLAScanFunction(torch.autograd.Function):
         gy = torch.zeros(B, L, M, device=v.device) if gy is None else _c(gy.float())
         gyv = torch.zeros(B, L, M, device=v.device) if gyv is None else _c(gyv.float())
         glamT = torch.zeros_like(lamLT) if glam is None else _T(glam.float())
-        getaT = torch.zeros_like(etaLT) if geta is None else _T(geta.float())
-        # (lam, eta) = (1/w, mu/w): adjoint of the final (w, mu)
-        gwLT = _c(-(lamLT * lamLT) * glamT - etaLT * lamLT * getaT)
-        gmLT = _c(lamLT * getaT)
-        gv, glv, gk, gq, gaT, gpT, gw0T, gm0T = scan_backward(
-            v, lv, k, q, aT, pT, gy, gyv, ck, gwLT, gmLT, plan, ctx.prior, ctx.poison)
-        # (w0, mu0) = (1/lam0, eta0/lam0)
-        il = 1.0 / lam0T
-        glam0 = -(gw0T + gm0T * eta0T) * il * il
-        geta0 = gm0T * il
+        getaT = torch.zeros_like(lamLT) if geta is None else _T(geta.float())
+        gv, glv, gk, gq, gaT, gpT, glam0, geta0 = scan_backward(
+            v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan, ctx.prior, ctx.poison)
         return (gv.to(v.dtype), glv.to(lv.dtype), gk.to(k.dtype), gq.to(q.dtype),
                 gaT.t().to(a.dtype), gpT.t().to(p.dtype), _T(glam0), _T(geta0), None, None, None)
 

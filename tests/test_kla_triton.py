@@ -1,0 +1,247 @@
+"""Triton KLA kernels (bayesfilt.nn.kernels) against the float64 sequential reference.
+
+Without CUDA the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``, set
+below before triton is imported) on small shapes; with CUDA the same small tests run
+compiled on the GPU, and the ``gpu``-marked tests add the full matrix of shapes
+(L up to 65536, bf16 inputs, extremes). Every output buffer is poisoned with NaN before
+the kernels write it. The error metric is the relative RMS ||fast - ref|| / ||ref|| of
+y, y_var, the final state and every gradient (bound: bayesfilt.tolerances, "kla_scan",
+"triton").
+"""
+
+import importlib
+import os
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"                # before triton is imported
+pytest.importorskip("triton")
+
+from bayesfilt.nn.reference import kla_scan_reference, kla_step_reference  # noqa: E402
+from bayesfilt.tolerances import TOLERANCES  # noqa: E402
+
+
+def _kernels():
+    """The kernel modules, re-imported if triton decorated them before the interpreter was set."""
+    import bayesfilt.nn.kernels._kla_triton as K
+    if not HAS_CUDA and "Interpreted" not in type(K._fwd_kernel).__name__:
+        K = importlib.reload(K)
+        importlib.reload(sys.modules["bayesfilt.nn.kernels.kla"])
+        importlib.reload(sys.modules["bayesfilt.nn.kernels"])
+    import bayesfilt.nn.kernels.kla as kla
+    return kla
+
+
+DEV = "cuda" if HAS_CUDA else "cpu"
+TOL = TOLERANCES.get(("kla_scan", "triton", "float32"))
+RTOL = TOL.bound if TOL is not None else 1e-4
+NAMES = ("v", "lambda_v", "k", "q", "a_bar", "p_bar", "lam0", "eta0")
+
+
+def _inputs(B, L, M, S, *, seed=0, a_range=(0.5, 1.0), p_range=(0.0, 0.2), lv_scale=(0.5, 1.5),
+            device=DEV):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)          # noqa: E731
+    u = lambda *s: torch.rand(*s, generator=g, dtype=torch.float64)           # noqa: E731
+    xs = [r(B, L, M), lv_scale[0] + (lv_scale[1] - lv_scale[0]) * u(B, L, M), r(B, L, S) / S ** 0.5,
+          r(B, L, S) / S ** 0.5, a_range[0] + (a_range[1] - a_range[0]) * u(M, S),
+          p_range[0] + (p_range[1] - p_range[0]) * u(M, S), 0.5 + u(B, M, S), r(B, M, S)]
+    return [x.to(device) for x in xs]
+
+
+def _rel(a, b):
+    a, b = a.double(), b.double()
+    n = b.norm()
+    return float((a - b).norm() / (n if n > 0 else 1.0))
+
+
+def _reference(xs, prior, with_grad=True, weights=None):
+    """float64 sequential reference (autograd) on the same (rounded) inputs."""
+    xr = [x.detach().double().requires_grad_(with_grad) for x in xs]
+    out = kla_scan_reference(*xr, prior_readout=prior)
+    if with_grad:
+        sum((o * w).sum() for o, w in zip(out, weights)).backward()
+    return [o.detach() for o in out], [x.grad for x in xr] if with_grad else None
+
+
+def _triton(xs, prior, init, weights=None, dtype=torch.float32, num_chunks=None, tune=None):
+    kla = _kernels()
+    xt = [x.detach().to(dtype).requires_grad_(weights is not None) for x in xs]
+    out = kla.kla_scan_triton(*xt[:6], initial_state=(xt[6], xt[7]) if init else None,
+                              prior_readout=prior, _num_chunks=num_chunks, _tune=tune, _poison=True)
+    if weights is not None:
+        sum((o * w.float()).sum() for o, w in zip(out, weights)).backward()
+    return [o.detach() for o in out], [x.grad for x in xt] if weights is not None else None
+
+
+def _check(B, L, M, S, *, init, prior, num_chunks=None, seed=0, tol=RTOL, grads=True, **kw):
+    xs = _inputs(B, L, M, S, seed=seed, **kw)
+    if not init:
+        xs[6], xs[7] = torch.ones_like(xs[6]), torch.zeros_like(xs[7])
+    g = torch.Generator().manual_seed(seed + 1)
+    shapes = [(B, L, M), (B, L, M), (B, M, S), (B, M, S)]
+    weights = [torch.randn(*s, generator=g, dtype=torch.float64).to(DEV) for s in shapes] if grads else None
+    out_r, g_r = _reference(xs, prior, grads, weights)
+    out_t, g_t = _triton(xs, prior, init, weights, num_chunks=num_chunks)
+    errs = {}
+    for name, a, b in zip(("y", "y_var", "lam_L", "eta_L"), out_t, out_r):
+        assert a.dtype == torch.float32 and a.shape == b.shape
+        assert torch.isfinite(a).all(), f"{name}: non-finite (unwritten?)"
+        errs[name] = _rel(a, b)
+    if grads:
+        for i, (name, a, b) in enumerate(zip(NAMES, g_t, g_r)):
+            if i >= 6 and not init:
+                continue
+            assert a is not None and torch.isfinite(a).all(), f"grad {name}: missing or non-finite"
+            errs["grad_" + name] = _rel(a, b)
+    bad = {k: v for k, v in errs.items() if not v <= tol}
+    assert not bad, f"rel RMS over {tol}: {bad} (all: {errs})"
+    return errs
+
+
+# ----------------------------------------------------------------------------- small shapes (CI)
+@pytest.mark.parametrize("B,L,M,S,init,prior,nc", [
+    (2, 1, 5, 3, False, False, None),
+    (1, 3, 4, 16, True, False, None),
+    (2, 37, 5, 3, True, True, None),
+    (1, 37, 9, 16, False, False, None),
+    (2, 37, 5, 3, True, False, 3),          # time-chunked variant, 3 chunks
+    (1, 37, 3, 16, True, True, 4),          # chunked + prior readout
+    (1, 11, 3, 20, True, False, None),      # S > 16 and not a power of two: two s-blocks
+])
+def test_scan_matches_float64_reference(B, L, M, S, init, prior, nc):
+    _check(B, L, M, S, init=init, prior=prior, num_chunks=nc)
+
+
+def test_extreme_inputs_small():
+    """a near 0 and 1, p = 0, very large and very small value precisions.
+
+    (a near 0 with p = 0 makes lam grow like a^(-2t): past float32's range in ~7 steps for
+    any float32 implementation, so a near 0 is tested with a small p > 0.)"""
+    _check(1, 37, 4, 3, init=True, prior=False, a_range=(1e-3, 2e-3), p_range=(1e-3, 1e-2))
+    _check(1, 37, 4, 3, init=True, prior=False, a_range=(1.0, 1.0), p_range=(0.0, 0.0),
+           lv_scale=(1e3, 1e4))
+    _check(1, 37, 4, 3, init=False, prior=True, a_range=(0.99, 1.0), lv_scale=(1e-4, 1e-3))
+
+
+def test_bf16_inputs_float32_state():
+    """bf16 inputs: outputs float32 and as accurate as for the same inputs in float32."""
+    xs = [x.to(torch.bfloat16).double() for x in _inputs(1, 19, 4, 16, seed=3)]
+    out_r, _ = _reference(xs, False, with_grad=False)
+    out_t, _ = _triton(xs, False, True, dtype=torch.bfloat16)
+    for a, b in zip(out_t, out_r):
+        assert a.dtype == torch.float32
+        assert _rel(a, b) <= RTOL
+    w = [torch.randn_like(o) for o in out_r]
+    _, gt = _triton(xs, False, True, weights=w, dtype=torch.bfloat16)
+    assert all(gi.dtype == torch.bfloat16 and torch.isfinite(gi).all() for gi in gt[:6])
+
+
+@pytest.mark.parametrize("prior", [False, True])
+def test_decode_step_matches_reference(prior):
+    kla = _kernels()
+    B, M, S = 2, 11, 5
+    xs = _inputs(B, 1, M, S, seed=4)
+    step_args = [xs[0][:, 0], xs[1][:, 0], xs[2][:, 0], xs[3][:, 0], xs[4], xs[5], xs[6], xs[7]]
+    ref = kla_step_reference(*step_args, prior_readout=prior)
+    out = kla.kla_step_triton(*[x.float() for x in step_args], prior_readout=prior, _poison=True)
+    for a, b in zip(out, ref):
+        assert a.shape == b.shape and torch.isfinite(a).all()
+        assert _rel(a, b) <= RTOL
+    # with gradients it runs through the scan's autograd node (L = 1)
+    xt = [x.float().requires_grad_() for x in step_args]
+    out = kla.kla_step_triton(*xt, prior_readout=prior)
+    sum(o.sum() for o in out).backward()
+    xr = [x.clone().requires_grad_() for x in step_args]
+    sum(o.sum() for o in kla_step_reference(*xr, prior_readout=prior)).backward()
+    for a, b in zip(xt, xr):
+        assert _rel(a.grad, b.grad) <= RTOL
+
+
+def test_gradients_deterministic():
+    """Two backward passes give bit-identical gradients (no atomics in the reductions)."""
+    xs = _inputs(1, 21, 9, 16, seed=5)
+    w = [torch.randn(1, 21, 9, device=DEV), torch.randn(1, 21, 9, device=DEV),
+         torch.randn(1, 9, 16, device=DEV), torch.randn(1, 9, 16, device=DEV)]
+    _, g1 = _triton(xs, False, True, weights=w, num_chunks=2)
+    _, g2 = _triton(xs, False, True, weights=w, num_chunks=2)
+    for a, b in zip(g1, g2):
+        assert torch.equal(a, b)
+
+
+def test_plan_chunks_cover_time():
+    kla = _kernels()
+    for L in (1, 7, 8, 37, 1000, 65536):
+        for nc in (None, 1, 3, 64):
+            p = kla.make_plan(1, L, 1024, 16, torch.device("cpu"), num_chunks=nc)
+            assert p.LC % kla.CHECKPOINT_EVERY == 0 and p.NC * p.LC >= L > (p.NC - 1) * p.LC
+
+
+# ----------------------------------------------------------------------------- GPU matrix
+gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device (run on the GPU machine)")
+
+GPU_CASES = [  # B, L, M, S, init, prior, num_chunks
+    (2, 1, 64, 16, True, False, None),
+    (3, 3, 40, 5, False, True, None),
+    (2, 64, 100, 16, True, False, None),
+    (4, 1000, 64, 7, True, False, None),
+    (2, 1000, 32, 16, False, False, 8),
+    (1, 4097, 48, 16, True, True, None),
+    (1, 4097, 32, 33, True, False, 16),
+]
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("case", GPU_CASES)
+def test_gpu_matrix(case):
+    B, L, M, S, init, prior, nc = case
+    _check(B, L, M, S, init=init, prior=prior, num_chunks=nc)
+
+
+def _torch_f64(xs, prior, weights):
+    """float64 reference for long L: the parallel torch scans (tested to 1e-10 vs the loop)."""
+    from bayesfilt.nn.functional import kla_scan
+    xr = [x.detach().double().requires_grad_() for x in xs]
+    y, yv, st = kla_scan(*xr[:6], initial_state=(xr[6], xr[7]), prior_readout=prior, backend="torch")
+    out = (y, yv, st.lam, st.eta)
+    sum((o * w).sum() for o, w in zip(out, weights)).backward()
+    return [o.detach() for o in out], [x.grad for x in xr]
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("nc,kw", [
+    (None, {}),
+    (None, dict(a_range=(1.0, 1.0), p_range=(0.0, 0.0))),        # precision grows without bound
+    (None, dict(a_range=(1e-3, 1e-2))),
+    (None, dict(lv_scale=(1e3, 1e4))),
+    (32, {}),
+])
+def test_gpu_long_sequence_65536(nc, kw):
+    B, L, M, S = 1, 65536, 8, 16
+    xs = _inputs(B, L, M, S, seed=7, **kw)
+    g = torch.Generator().manual_seed(8)
+    w = [torch.randn(*s, generator=g, dtype=torch.float64).to(DEV)
+         for s in [(B, L, M), (B, L, M), (B, M, S), (B, M, S)]]
+    out_r, g_r = _torch_f64(xs, False, w)
+    out_t, g_t = _triton(xs, False, True, w, num_chunks=nc)
+    errs = {n: _rel(a, b) for n, a, b in zip(("y", "y_var", "lam_L", "eta_L"), out_t, out_r)}
+    errs.update({"grad_" + n: _rel(a, b) for n, a, b in zip(NAMES, g_t, g_r)})
+    assert all(torch.isfinite(o).all() for o in out_t)
+    bad = {k: v for k, v in errs.items() if not v <= RTOL}
+    assert not bad, f"rel RMS over {RTOL}: {bad} (all: {errs})"
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_bf16_inputs_long():
+    xs = [x.to(torch.bfloat16).double() for x in _inputs(2, 1000, 64, 16, seed=9)]
+    out_r, _ = _reference(xs, False, with_grad=False)
+    out_t, _ = _triton(xs, False, True, dtype=torch.bfloat16)
+    for a, b in zip(out_t, out_r):
+        assert _rel(a, b) <= RTOL
