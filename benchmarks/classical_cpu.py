@@ -98,11 +98,11 @@ def simdkalman_filter(kf, model, y):
 
 def versions():
     out = {"python": sys.version.split()[0], "numpy": np.__version__, "bayesfilt": bayesfilt.__version__}
+    from importlib import metadata
     for mod in ("scipy", "filterpy", "pykalman", "statsmodels", "simdkalman"):
         try:
-            m = __import__(mod)
-            out[mod] = getattr(m, "__version__", "unknown")
-        except ImportError:
+            out[mod] = metadata.version(mod)
+        except metadata.PackageNotFoundError:
             out[mod] = None
     return out
 
