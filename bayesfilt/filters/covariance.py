@@ -10,12 +10,12 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import value_error
+from ..errors import type_error, value_error
 from ..gaussian import Gaussian
 from ..linalg import mT, mv, observed_system, sym
 from ..model import LinearGaussianSSM
 from ..results import FilterResult
-from ..validation import as_float_array
+from ..validation import as_float_array, check_finite
 from .common import prepare
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -74,14 +74,16 @@ def check_finite_result(result: FilterResult, name: str = "kalman_filter") -> Fi
     """Raise instead of returning non-finite moments or log-likelihoods (overflow/underflow).
 
     Steps inside an exact-diffuse period are reported as NaN on purpose and are skipped
-    (their ``loglik_terms`` stay finite).
+    (their ``loglik_terms`` stay finite); so is the prediction made from the last of them (the
+    prior of a diffuse state at step 1 is NaN too).
     """
-    for field in ("means", "covs", "loglik_terms"):
+    for field in ("means", "covs", "predicted_means", "predicted_covs", "loglik_terms"):
         arr = getattr(result, field)
         ok = np.isfinite(arr)
         if field != "loglik_terms":
-            ok |= np.isnan(arr) & (result.diffuse_steps > np.arange(arr.shape[-2 if field == "means" else -3])
-                                   .reshape((-1,) + (1,) * (1 if field == "means" else 2)))
+            vec = field.endswith("means")
+            d = result.diffuse_steps + (1 if field.startswith("predicted") else 0)    # the prior m0, P0 is validated
+            ok |= np.isnan(arr) & (d > np.arange(arr.shape[-2 if vec else -3]).reshape((-1,) + (1,) * (1 if vec else 2)))
         if not ok.all():
             idx = tuple(int(i) for i in np.argwhere(~ok)[0])
             raise value_error("model", f"{name} produced a non-finite {field} at index {idx} (the values left the "
@@ -106,6 +108,7 @@ def predict(gaussian: Gaussian, model: LinearGaussianSSM, t: int) -> Gaussian:
         >>> g = bayesfilt.predict(bayesfilt.update(g, y[0], model, 0), model, 1)  # doctest: +SKIP
     """
     _check_step(model, t, "t")
+    _check_gaussian(gaussian)
     mean = as_float_array(gaussian.mean, "gaussian.mean")
     cov = as_float_array(gaussian.cov, "gaussian.cov")
     _check_belief(mean, cov, model.n)
@@ -131,12 +134,15 @@ def update(gaussian: Gaussian, y_t, model: LinearGaussianSSM, t: int) -> Gaussia
 def update_with_loglik(gaussian: Gaussian, y_t, model: LinearGaussianSSM, t: int) -> tuple[Gaussian, np.ndarray]:
     """As :func:`update`, also returning the log-likelihood term log p(y_t | y_{1:t-1}), shape (...)."""
     _check_step(model, t, "t", allow_zero=True)
+    _check_gaussian(gaussian)
     mean = as_float_array(gaussian.mean, "gaussian.mean")
     cov = as_float_array(gaussian.cov, "gaussian.cov")
     _check_belief(mean, cov, model.n)
     y_t = as_float_array(y_t, "y_t")
     if y_t.ndim < 1 or y_t.shape[-1] != model.m:
         raise value_error("y_t", f"has shape {y_t.shape}", f"pass one observation of shape (..., {model.m})")
+    if np.isinf(y_t).any():
+        raise value_error("y_t", "holds an infinite value", "use NaN to mark a missing component")
     m, P, ll = update_step(mean, cov, y_t, model.param("H", t), model.param("R", t), model.param("d", t), t)
     return Gaussian(mean=m, cov=P), ll
 
@@ -151,10 +157,17 @@ def _check_step(model, t, arg, allow_zero=False):
         raise value_error(arg, f"is {t} but the time-varying parameters have {T} steps", f"pass t < {T}")
 
 
+def _check_gaussian(gaussian):
+    if not isinstance(gaussian, Gaussian):
+        raise type_error("gaussian", f"is a {type(gaussian).__name__}", "pass a bayesfilt.Gaussian(mean, cov)")
+
+
 def _check_belief(mean, cov, n):
     if mean.shape[-1:] != (n,) or cov.shape[-2:] != (n, n):
         raise value_error("gaussian", f"has mean shape {mean.shape} and cov shape {cov.shape}",
                           f"pass a belief with mean (..., {n}) and cov (..., {n}, {n})")
+    check_finite(mean, "gaussian.mean")
+    check_finite(cov, "gaussian.cov")
 
 
 def kalman_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> FilterResult:

@@ -18,6 +18,8 @@ singular Q. Kernels: no validation.
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _ops as ops
 from ._params import observed, static, step, time_first
 from .core import scan
@@ -45,6 +47,8 @@ def info_elements(model, y):
     P = {k: time_first(model, k, nb, y) for k in ("F", "Q", "b", "H", "R", "d")}
     HRH, HRe, c_obs = _whiten_obs(y, P["H"], P["R"], P["d"])
     m0, P0 = static(model, "m0", nb, y)[None], static(model, "P0", nb, y)[None]
+    bshape = tuple(np.broadcast_shapes(tuple(m0.shape[:-1]), tuple(P0.shape[:-2])))
+    m0, P0 = ops.broadcast_to(m0, bshape + (n,)), ops.broadcast_to(P0, bshape + (n, n))   # batch only in m0 or P0
     L0 = ops.cholesky(P0)
     W0 = ops.tri_solve(L0, ops.concat([ops.broadcast_to(ops.eye(n, y), P0.shape), m0[..., None]], -1))
     Li0, w0 = W0[..., :n], W0[..., n]                          # L0^{-1}, L0^{-1} m0
