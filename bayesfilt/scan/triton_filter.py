@@ -313,9 +313,8 @@ if triton is not None:
                 tl.store(out_ll + o, ll)
 
 
-def _padded(arr_tf, core, lead_b, N, Mo, like, tv, B, T):
-    """Time-first parameter -> contiguous padded (Bp, Tp, *core_padded) tensor and its (batch, time) strides."""
-    import torch
+def _padded(arr_tf, core, lead_b, N, Mo):
+    """Time-first parameter -> padded NumPy (Bp, Tp, *core_padded) array and its (batch, time) strides."""
     pad = tuple(N if c == "n" else Mo for c in core)
     a = arr_tf  # (Tp, *batch, *core) numpy
     k = len(core)
@@ -327,9 +326,8 @@ def _padded(arr_tf, core, lead_b, N, Mo, like, tv, B, T):
     Bp = int(np.prod(batch)) if batch else 1
     a = a.reshape((Tp, Bp) + a.shape[a.ndim - k:])
     a = np.moveaxis(a, 0, 1)                                                   # (Bp, Tp, core)
-    out = torch.zeros((Bp, Tp) + pad, dtype=like.dtype, device=like.device)
-    sl = (slice(None), slice(None)) + tuple(slice(0, s) for s in a.shape[2:])
-    out[sl] = torch.as_tensor(np.ascontiguousarray(a), dtype=like.dtype).to(like.device)
+    out = np.zeros((Bp, Tp) + pad)
+    out[(slice(None), slice(None)) + tuple(slice(0, s) for s in a.shape[2:])] = a
     size = int(np.prod(pad))
     return out, (0 if Bp == 1 else Tp * size), (0 if Tp == 1 else size)
 
@@ -344,28 +342,36 @@ def triton_filter_time_first(model, y_tf, chunk: int | None = None, group: int |
 
 
 def triton_params(model, batch: tuple, dtype, device):
-    """Padded parameter tensors and strides for the kernels (see :func:`triton_filter`); reusable across calls."""
+    """Padded parameter tensors and strides for the kernels (see :func:`triton_filter`); reusable across calls.
+
+    All parameters travel to the device in one copy (one flat buffer, then views).
+    """
     import torch
     from ._params import static, time_first as tf
     n, m = model.n, model.m
     N, Mo = _next_pow2(n), _next_pow2(m)
     nb = len(batch)
     B = int(np.prod(batch)) if batch else 1
-    like = torch.empty((), dtype=dtype, device=device)
     dummy = np.zeros((1,) + (1,) * nb)
-    P = {}
+    host = {}
     for name, core in (("F", "nn"), ("Q", "nn"), ("H", "on"), ("R", "oo")):
-        P[name] = _padded(tf(model, name, nb, dummy), core, batch, N, Mo, like, name in model.time_varying, B, 0)
+        host[name] = _padded(tf(model, name, nb, dummy), core, batch, N, Mo)
     for name, core, size in (("b", "n", n), ("d", "o", m)):
         arr = tf(model, name, nb, dummy)
         if arr is None:
             arr = np.zeros((1,) + (1,) * nb + (size,))
-        P[name] = _padded(arr, core, batch, N, Mo, like, False, B, 0)
-    P["m0"] = _padded(static(model, "m0", nb, dummy)[None], "n", batch, N, Mo, like, False, B, 0)
-    P["P0"] = _padded(static(model, "P0", nb, dummy)[None], "nn", batch, N, Mo, like, False, B, 0)
-    for key, val in P.items():
+        host[name] = _padded(arr, core, batch, N, Mo)
+    host["m0"] = _padded(static(model, "m0", nb, dummy)[None], "n", batch, N, Mo)
+    host["P0"] = _padded(static(model, "P0", nb, dummy)[None], "nn", batch, N, Mo)
+    for key, val in host.items():
         if val[0].shape[0] not in (1, B):
             raise NotImplementedError("parameter batch axes must equal y's (flattened) batch or be absent")
+    flat = np.concatenate([v[0].ravel() for v in host.values()])
+    dev = torch.as_tensor(flat).to(dtype=dtype, device=device)
+    P, i = {}, 0
+    for key, (arr, sb, st) in host.items():
+        P[key] = (dev[i:i + arr.size].view(arr.shape), sb, st)
+        i += arr.size
     return P
 
 
