@@ -104,16 +104,34 @@ class KLAConfig:
                               f"pass one of {BACKENDS}")
 
     def d_inner(self, d_model: int) -> int:
-        """M, the number of filtered channels for a layer of width ``d_model``."""
+        """M, the number of filtered channels for a layer of width ``d_model``.
+
+        Args:
+            d_model: the layer's width.
+
+        Returns:
+            ``expand * d_model``.
+        """
         return self.expand * d_model
 
     def to_dict(self) -> dict:
-        """The fields as a plain dict (JSON-serialisable)."""
+        """The fields as a plain dict.
+
+        Returns:
+            dict of field name -> value (JSON-serialisable).
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "KLAConfig":
-        """Build a config from :meth:`to_dict`'s output; unknown keys raise a clear error."""
+        """Build a config from :meth:`to_dict`'s output; unknown keys raise a clear error.
+
+        Args:
+            d: field name -> value.
+
+        Returns:
+            The validated :class:`KLAConfig`.
+        """
         known = {f.name for f in fields(cls)}
         extra = sorted(set(d) - known)
         if extra:

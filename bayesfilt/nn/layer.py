@@ -34,6 +34,12 @@ class KLALayerState(NamedTuple):
     Attributes:
         conv: [B, M, K - 1], the last K - 1 inputs of the causal convolution.
         kla: the filter's :class:`~bayesfilt.nn.functional.KLAState` (lam, eta: [B, M, S]).
+
+    Example:
+        >>> from bayesfilt.nn import KLAConfig, KLALayer
+        >>> s = KLALayer(8, KLAConfig(d_state=4)).init_state(2)
+        >>> tuple(s.conv.shape), tuple(s.kla.lam.shape)
+        ((2, 16, 3), (2, 16, 4))
     """
 
     conv: torch.Tensor
@@ -116,7 +122,11 @@ class KLALayer(nn.Module):
             self.skip.fill_(1.0)
 
     def discretize(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """ā, p̄ [M, S] from the learned a, p, Δ (exact Ornstein-Uhlenbeck discretisation)."""
+        """ā, p̄ [M, S] from the learned a, p, Δ (exact Ornstein-Uhlenbeck discretisation).
+
+        Returns:
+            ``(a_bar, p_bar)``: ā = exp(-a Δ) in (0, 1] and p̄ = p (1 - exp(-2 a Δ)) / (2 a) >= 0.
+        """
         a = torch.exp(self.log_a)                                      # a > 0
         dt = torch.exp(self.log_dt)[:, None]                           # Δ > 0
         a_bar = torch.exp(-a * dt)                                     # ā = exp(-a Δ)
@@ -133,6 +143,9 @@ class KLALayer(nn.Module):
             batch: B.
             device, dtype: of the state (default: the parameters' device; float32, or
                 float64 if the parameters are float64).
+
+        Returns:
+            :class:`KLALayerState` with conv [B, M, K - 1] and kla (lam, eta) [B, M, S].
         """
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise value_error("batch", f"must be a positive int, got {batch!r}", "pass the batch size B")
@@ -146,7 +159,17 @@ class KLALayer(nn.Module):
         return KLALayerState(conv, KLAState(lam, eta))
 
     def forward(self, x: torch.Tensor, state: KLALayerState | None = None, *, return_variance: bool = False):
-        """Mix ``x`` [B, L, d_model] in time; see the class docstring for the return types."""
+        """Mix ``x`` in time.
+
+        Args:
+            x: [B, L, d_model] input.
+            state: a :class:`KLALayerState` to continue from (prefill any L, or decode L = 1);
+                None starts a fresh sequence and returns no state.
+            return_variance: also return the output variance [B, L, d_model].
+
+        Returns:
+            ``y``; ``(y, y_var)``; ``(y, new_state)``; or ``(y, y_var, new_state)`` (class docstring).
+        """
         if not isinstance(x, torch.Tensor):
             raise type_error("x", f"must be a torch.Tensor, got {type(x).__name__}", "pass a [B, L, d_model] tensor")
         if x.ndim != 3 or x.shape[-1] != self.d_model:

@@ -227,7 +227,15 @@ class KLALanguageModel(nn.Module):
         return all(getattr(b.mixer, "stateful", True) and hasattr(b.mixer, "init_state") for b in self.blocks)
 
     def init_state(self, batch: int, *, device=None) -> list:
-        """One state per block (KLA: conv cache + filter state; attention: an empty KV cache)."""
+        """One state per block (KLA: conv cache + filter state; attention: an empty KV cache).
+
+        Args:
+            batch: B.
+            device: where the states live (default: the parameters' device).
+
+        Returns:
+            list of per-block states, to pass to :meth:`forward`.
+        """
         if not self.stateful:
             raise value_error("mixer", f"{self.mixer_name!r} has no stateful decoding here",
                               "use mixer 'kla' or 'attention' for stateful decoding")
@@ -252,7 +260,14 @@ class KLALanguageModel(nn.Module):
                               f"pass ids in [0, {high})" + (f" or {ignore} for unlabelled" if ignore is not None else ""))
 
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The final normalised hidden states [B, L, d_model] (before the head)."""
+        """The final normalised hidden states (before the head).
+
+        Args:
+            tokens: [B, L] token ids.
+
+        Returns:
+            [B, L, d_model] tensor.
+        """
         self._check_tokens(tokens)
         x = self.embed(tokens)
         for b in self.blocks:
@@ -260,7 +275,15 @@ class KLALanguageModel(nn.Module):
         return self.norm(x)
 
     def forward(self, tokens: torch.Tensor, states: list | None = None):
-        """Logits [B, L, n_classes]; with ``states`` (from :meth:`init_state`) -> ``(logits, new_states)``."""
+        """Logits of every position.
+
+        Args:
+            tokens: [B, L] token ids.
+            states: per-block states from :meth:`init_state` or a previous call (prefill or decode).
+
+        Returns:
+            logits [B, L, n_classes]; with ``states``: ``(logits, new_states)``.
+        """
         self._check_tokens(tokens)
         if states is None:
             return self.head(self.hidden(tokens))
@@ -272,9 +295,13 @@ class KLALanguageModel(nn.Module):
         return self.head(self.norm(x)), new
 
     def posterior_variance(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The KLA mixers' output variance, averaged over channels: [n_layers, B, L].
+        """The KLA mixers' output variance, averaged over channels.
 
-        Raises a clear error when a block's mixer is not a :class:`KLALayer`.
+        Args:
+            tokens: [B, L] token ids.
+
+        Returns:
+            [n_layers, B, L] tensor (raises a clear error when a mixer is not a :class:`KLALayer`).
         """
         self._check_tokens(tokens)
         x = self.embed(tokens)
@@ -295,6 +322,15 @@ class KLALanguageModel(nn.Module):
         With ``posterior_samples = K > 0`` ("KLA+") the last block's mixer output is sampled K
         times from N(y, y_var) (reparameterised) and the loss is the mean over the samples;
         the returned logits are those of the mean y.
+
+        Args:
+            tokens: [B, L] token ids.
+            targets: [B, L] labels (-100: unlabelled).
+            posterior_samples: K (0: the plain loss).
+            generator: torch generator for the posterior samples (reproducible KLA+).
+
+        Returns:
+            ``(loss, logits)``.
         """
         self._check_tokens(tokens)
         self._check_tokens(targets, "targets", high=self.n_classes, ignore=-100)
@@ -337,6 +373,12 @@ class KLALanguageModel(nn.Module):
         Stateful mixers (KLA, attention) prefill once and then decode one token per step from
         their states (KLA: O(1) memory per token; attention: a growing KV cache). Mixers without
         state support recompute the whole prefix each step.
+
+        Args:
+            prompt: [B, L0] token ids.
+            max_new_tokens: how many tokens to append.
+            temperature: 0 for greedy decoding, > 0 to sample from softmax(logits / temperature).
+            generator: torch generator for sampling.
 
         Returns:
             [B, L0 + max_new_tokens] token ids.

@@ -25,6 +25,9 @@ def make_task(name: str, *, seed: int = 0, length: int | None = None, n_train: i
         length: sequence length (word problems default 16; MAD tasks their paper length).
         n_train, n_test: numbers of sequences (word problems default 100,000 / 2,000).
 
+    Returns:
+        the :class:`Task`.
+
     Example:
         >>> make_task("a5", length=5, n_train=10, n_test=5).train.inputs.shape
         (10, 5)

@@ -18,6 +18,11 @@ class Split:
         inputs: [N, L] int64 token ids in ``[0, vocab_size)``.
         targets: [N, L] int64 labels in ``[0, n_classes)`` or :data:`IGNORE` (for the
             ``"compression"`` readout: [N, L - 1], every position labelled).
+
+    Example:
+        >>> import numpy as np
+        >>> len(Split(np.zeros((3, 4), np.int64), np.zeros((3, 4), np.int64)))
+        3
     """
 
     inputs: np.ndarray
@@ -39,6 +44,12 @@ class Task:
         readout: ``"sequence"`` (a label per position, from the LM head) or ``"compression"``
             (the hidden state at the last position is decoded by an MLP into every earlier token).
         settings: the generator's arguments, for the record.
+
+    Example:
+        >>> from bayesfilt.nn.tasks import make_task
+        >>> t = make_task("a5", length=3, n_train=4, n_test=2)
+        >>> t.name, t.vocab_size, t.readout
+        ('a5', 60, 'sequence')
     """
 
     name: str

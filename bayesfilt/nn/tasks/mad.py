@@ -136,6 +136,9 @@ def mad_task(name: str, *, seed: int = 0, n_train: int | None = None, n_test: in
         n_train, n_test: numbers of sequences (defaults: 12,800 / 1,280; memorisation 256 / 256).
         length: L (defaults: recall tasks 128, selective copy 256, compression and memorisation 32).
 
+    Returns:
+        the :class:`~bayesfilt.nn.tasks.Task` (train and test splits, vocabulary, readout, settings).
+
     Example:
         >>> t = mad_task("in_context_recall", n_train=4, n_test=2, seed=0)
         >>> t.vocab_size, t.train.inputs.shape

@@ -95,6 +95,15 @@ def word_problem_task(group: str = "a5", *, length: int = 16, n_train: int = 100
                       seed: int = 0) -> Task:
     """The word-problem task for ``group`` at one ``length`` (train and test splits).
 
+    Args:
+        group: "a5" or "s5".
+        length: L.
+        n_train, n_test: numbers of training and test sequences.
+        seed: random seed.
+
+    Returns:
+        the :class:`~bayesfilt.nn.tasks.Task` (vocabulary = classes = the group's elements).
+
     Example:
         >>> t = word_problem_task("a5", length=4, n_train=8, n_test=4, seed=0)
         >>> t.vocab_size, t.n_classes, t.train.inputs.shape
