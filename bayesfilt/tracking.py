@@ -65,7 +65,7 @@ def tracking_model(kind: str, times, positions, q: float, r: float) -> LinearGau
         (4, (2, 4, 4))
     """
     _check_kind(kind)
-    positions = np.asarray(positions, float)
+    positions = as_float_array(positions, "positions").astype(float)
     p0 = _first_position(positions)
     if kind == "cv":
         m0 = np.r_[p0, 0.0, 0.0]
@@ -102,7 +102,7 @@ def initial_noise_guess(kind: str, series) -> tuple[float, float]:
     _check_kind(kind)
     d2, dts = [], []
     for times, pos in series:
-        pos = np.asarray(pos, float)
+        pos = as_float_array(pos, "positions").astype(float)
         dt = time_steps(times)[1:]
         step = np.sum(np.diff(pos, axis=0) ** 2, -1)
         ok = np.isfinite(step) & (dt > 0)
@@ -237,8 +237,8 @@ def track(kind: str, times, positions, q: float, r: float, *, smooth: bool = Tru
         3.0
     """
     _check_kind(kind)
-    times = np.asarray(times, float)
-    positions = np.asarray(positions, float)
+    times = as_float_array(times, "times").astype(float)
+    positions = as_float_array(positions, "positions").astype(float)
     model = tracking_model(kind, times, positions, q, r)
     filt = kalman_filter(model, positions)
     res = rts_smoother(model, filt) if smooth else filt

@@ -113,6 +113,9 @@ def predict(gaussian: Gaussian, model: LinearGaussianSSM, t: int) -> Gaussian:
     cov = as_float_array(gaussian.cov, "gaussian.cov")
     _check_belief(mean, cov, model.n)
     m, P = predict_step(mean, cov, model.param("F", t), model.param("Q", t), model.param("b", t))
+    if not (np.isfinite(m).all() and np.isfinite(P).all()):
+        raise value_error("model", f"gives a non-finite prediction at step {t} (the values left the "
+                          f"{np.result_type(m, P)} range)", "rescale the data and covariances (e.g. change units)")
     return Gaussian(mean=m, cov=P)
 
 
@@ -144,6 +147,9 @@ def update_with_loglik(gaussian: Gaussian, y_t, model: LinearGaussianSSM, t: int
     if np.isinf(y_t).any():
         raise value_error("y_t", "holds an infinite value", "use NaN to mark a missing component")
     m, P, ll = update_step(mean, cov, y_t, model.param("H", t), model.param("R", t), model.param("d", t), t)
+    if not (np.isfinite(m).all() and np.isfinite(P).all() and np.isfinite(ll).all()):
+        raise value_error("y_t", f"gives a non-finite posterior or log-likelihood at step {t} (the values left the "
+                          f"{np.result_type(m, P)} range)", "rescale the data and covariances (e.g. change units)")
     return Gaussian(mean=m, cov=P), ll
 
 
