@@ -228,7 +228,7 @@ def test_parallel_options_and_tensors(which, record_property):
         finite = kind not in ("inf",)
         yt = torch.as_tensor(y)
         arg = {"numpy": y, "float64": yt, "float32": yt.float(), "bfloat16": yt.bfloat16(), "float16": yt.half(),
-               "int64": torch.nan_to_num(yt).round().long(), "noncontig": torch.cat([yt, yt], -1)[:, ::2],
+               "int64": torch.nan_to_num(yt).round().long(), "noncontig": torch.stack([yt, yt], -1).reshape(T, 2 * m)[:, ::2],
                "expanded": yt.expand(2, T, m), "requires_grad": yt.clone().requires_grad_(),
                "complex": yt.to(torch.complex128), "bool": yt > 0, "nan": yt * np.nan, "inf": yt * np.inf,
                "empty_T": yt[:0], "rank1": yt[:, 0]}[kind]
