@@ -175,3 +175,25 @@ def test_information_form_agrees(rng):
     assert a.diffuse_steps == b.diffuse_steps
     with pytest.raises(ValueError, match="filter_result"):
         bayesfilt.rts_smoother(model, b)
+
+
+def test_forgotten_diffuse_state_is_identified_without_its_delta():
+    """A diffuse state that is never observed but forgotten by the dynamics: Ω stays singular,
+    yet x_t is identified from t = 2 on (P∞ = X Π X^T = 0); the log-likelihood integrates the
+    identified direction only, and the smoother leaves x_1 (which depends on it) NaN."""
+    model = bayesfilt.LinearGaussianSSM(
+        m0=np.zeros(2), P0=np.zeros((2, 2)), F=np.array([[0.0, 0.0], [0.0, 0.9]]), Q=np.diag([1.0, 0.5]),
+        H=np.array([[0.0, 1.0]]), R=np.array([[0.3]]), diffuse=True)
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=(8, 1))
+    res = bayesfilt.kalman_filter(model, y)
+    sm = bayesfilt.rts_smoother(model, res)
+    np.testing.assert_array_equal(res.identified, [False] + [True] * 7)
+    assert np.isnan(sm.means[0]).all() and np.isfinite(sm.means[1:]).all()
+    lim = kappa_limit(model.replace(diffuse=np.array([False, True]), P0=np.diag([1e10, 0.0])), y, kappa=1e6)
+    # x_{1,1} never reaches y: with any prior on it the likelihood is the same, so the reference
+    # puts a proper (huge) variance there and a κ-diffuse one on the observed state.
+    np.testing.assert_allclose(res.loglik, lim["loglik"], atol=1e-6)
+    np.testing.assert_allclose(res.means[1:], lim["means"][1:], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(sm.means[1:], lim["s_means"][1:], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(sm.covs[1:], lim["s_covs"][1:], rtol=1e-6, atol=1e-9)

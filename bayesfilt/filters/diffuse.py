@@ -65,8 +65,17 @@ class DiffuseFilterResult(FilterResult):
 
 
 def _tolerance(dtype) -> float:
-    """Relative tolerance for rank and identification decisions (sqrt of machine epsilon)."""
+    """Relative tolerance for the identification test max|X Π| <= tol max|X| (sqrt of machine epsilon)."""
     return float(np.sqrt(np.finfo(dtype).eps))
+
+
+def _rank_tolerance(dtype, q: int) -> float:
+    """Eigenvalues of Ω below this fraction of the largest count as zero: 1000 q ε.
+
+    A direction the data do not inform has an eigenvalue of order ε λ_max or below from
+    rounding; a genuine one is kept down to a condition number of 1/(1000 q ε) (≈ 4e12/q in float64).
+    """
+    return 1e3 * q * float(np.finfo(dtype).eps)
 
 
 def augmented_update_step(mean, loadings, cov, y_t, H, R, d, t: int = 0):
@@ -111,7 +120,7 @@ def delta_posterior(prec: np.ndarray, eta: np.ndarray):
     q = prec.shape[-1]
     lam, U = np.linalg.eigh(sym(prec))                         # Ω = U diag(λ) U^T
     top = lam.max(axis=-1, keepdims=True)
-    pos = lam > _tolerance(prec.dtype) * q * np.maximum(top, 0.0)  # λ > tol (relative); Ω = 0 -> rank 0
+    pos = lam > _rank_tolerance(prec.dtype, q) * np.maximum(top, 0.0)  # λ > tol λ_max; Ω = 0 -> rank 0
     pos &= top > 0
     inv_lam = np.where(pos, 1.0 / np.where(pos, lam, 1.0), 0.0)
     V = (U * inv_lam[..., None, :]) @ mT(U)                    # Ω^+ = U diag(1/λ, 0) U^T
