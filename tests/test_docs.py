@@ -38,6 +38,9 @@ PUBLIC_MODULES = (
     "bayesfilt.nn", "bayesfilt.nn.functional", "bayesfilt.learn", "bayesfilt.plot",
     "bayesfilt.nn.tasks", "bayesfilt.data", "bayesfilt.consistency", "bayesfilt.tracking",
 )
+#: Top-level modules that are implementation details (not in the API reference).
+INTERNAL_MODULES = ("bayesfilt.linalg", "bayesfilt.validation", "bayesfilt.demo", "bayesfilt.demo_ais", "bayesfilt.cli",
+                    "bayesfilt.__main__")
 SECTIONS = ("Args", "Arguments", "Attributes", "Returns", "Yields", "Raises", "Example", "Examples",
             "Note", "Notes", "Warns", "References", "See Also", "Todo", "Warning")
 HEADER = re.compile(r"^(\s*)(" + "|".join(SECTIONS) + r"):\s*$")
@@ -298,6 +301,18 @@ def test_every_public_module_is_in_the_api_reference():
     blocks = re.findall(r"^::: ([\w.]+)", api, flags=re.M)
     missing = [m for m in MODULES if not any(b == m or b.startswith(m + ".") for b in blocks)]
     assert not missing, f"add a '::: MODULE' block to docs/api.md for {missing}"
+
+
+def test_every_top_level_module_is_public_or_internal():
+    """A new module of bayesfilt must be listed in PUBLIC_MODULES (and so documented) or INTERNAL_MODULES."""
+    import pkgutil
+
+    import bayesfilt
+
+    found = {f"bayesfilt.{m.name}" for m in pkgutil.iter_modules(bayesfilt.__path__) if not m.name.startswith("_")}
+    unclassified = sorted(found - set(PUBLIC_MODULES) - set(INTERNAL_MODULES))
+    assert not unclassified, (f"classify {unclassified} in tests/test_docs.py: PUBLIC_MODULES (then add a "
+                              "'::: module' block to docs/api.md) or INTERNAL_MODULES")
 
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
