@@ -255,6 +255,15 @@ def test_extreme_inputs_float32_finite_and_accurate(L, a, p, lv_scale):
         assert torch.isfinite(x.grad).all()
 
 
+def test_range_overflow_raises_named_error():
+    """p = 0, a = 1e-3: lam_t >= a^(-2t) leaves float32 after ~6 tokens (docs/math/kla.md, Ranges)."""
+    ins = _extreme(20, 1e-3, 0.0)
+    with pytest.raises(BayesfiltError, match="range"):
+        kla_scan(*ins[:6], initial_state=KLAState(ins[6], ins[7]), backend="torch")
+    y, _, st = kla_scan(*[x.double() for x in ins[:6]], backend="torch")   # float64 holds it at this L
+    assert torch.isfinite(y).all() and torch.isfinite(st.lam).all()
+
+
 # ---------------------------------------------------------------------------------- dtypes, step
 def test_bfloat16_inputs_use_float32_state():
     ins = [x.to(torch.bfloat16) for x in random_inputs(2, 50, 3, 4, seed=2)]

@@ -345,7 +345,9 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
             sum q^2 / lam_t). True: read out the one-step-ahead prior of x_{t+1} instead
             (y = sum q a mu_t, y_var = sum q^2 (a^2/lam_t + p)), with the same q_t.
         backend: "auto", "reference", "torch" or "triton" (module docstring).
-        validate: check values too (positivity, finiteness; one device sync). Shapes,
+        validate: check values too (positivity, finiteness; one device sync) and that the
+            outputs are finite (a second sync): e.g. p_bar = 0 with a_bar < 1 makes lam grow
+            like a_bar^(-2t) and leave the float32 range (docs/math/kla.md, "Ranges"). Shapes,
             dtypes and devices are always checked. Skipped automatically under torch.compile.
 
     Returns:
