@@ -22,6 +22,12 @@ class Gaussian:
     Attributes:
         mean: shape (..., n).
         cov: shape (..., n, n), symmetric positive semi-definite.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> g = bayesfilt.Gaussian(mean=np.zeros(2), cov=np.eye(2))
+        >>> g.mean.shape
+        (2,)
     """
 
     mean: np.ndarray
@@ -36,6 +42,12 @@ class InfoGaussian:
         eta: information vector Lambda @ mean, shape (..., n).
         prec: precision matrix Lambda = cov^{-1}, shape (..., n, n); may be singular
             (zero precision = no information, e.g. an unknown initial state).
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> ig = bayesfilt.InfoGaussian(eta=np.zeros(2), prec=np.zeros((2, 2)))  # no information
+        >>> ig.prec.sum()
+        np.float64(0.0)
     """
 
     eta: np.ndarray
@@ -67,7 +79,19 @@ def _inverse(M: np.ndarray, arg: str) -> np.ndarray:
 
 
 def to_information(g: Gaussian) -> InfoGaussian:
-    """Moment form -> information form (needs a non-singular covariance)."""
+    """Moment form -> information form (needs a non-singular covariance).
+
+    Args:
+        g: a :class:`Gaussian` with mean (..., n) and non-singular cov (..., n, n).
+
+    Returns:
+        The :class:`InfoGaussian` with prec = cov^{-1} and eta = prec @ mean.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> bayesfilt.to_information(bayesfilt.Gaussian(np.array([2.0]), np.array([[4.0]]))).eta
+        array([0.5])
+    """
     if not isinstance(g, Gaussian):
         raise type_error("g", f"is a {type(g).__name__}", "pass a bayesfilt.Gaussian(mean, cov)")
     g = Gaussian(*_checked(g.mean, g.cov, "g", "mean", "cov"))
@@ -78,7 +102,19 @@ def to_information(g: Gaussian) -> InfoGaussian:
 
 
 def to_moment(g: InfoGaussian) -> Gaussian:
-    """Information form -> moment form (needs a non-singular precision)."""
+    """Information form -> moment form (needs a non-singular precision).
+
+    Args:
+        g: an :class:`InfoGaussian` with eta (..., n) and non-singular prec (..., n, n).
+
+    Returns:
+        The :class:`Gaussian` with cov = prec^{-1} and mean = cov @ eta.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> bayesfilt.to_moment(bayesfilt.InfoGaussian(np.array([0.5]), np.array([[0.25]]))).mean
+        array([2.])
+    """
     if not isinstance(g, InfoGaussian):
         raise type_error("g", f"is a {type(g).__name__}", "pass a bayesfilt.InfoGaussian(eta, prec)")
     g = InfoGaussian(*_checked(g.eta, g.prec, "g", "eta", "prec"))

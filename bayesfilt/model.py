@@ -179,7 +179,19 @@ class LinearGaussianSSM:
     def param(self, name: str, t: int) -> np.ndarray | None:
         """The parameter ``name`` at time index ``t`` (0-based), without its time axis.
 
-        For a time-invariant parameter this is the array itself; ``b``/``d`` may be None.
+        Args:
+            name: one of m0, P0, F, b, Q, H, d, R.
+            t: 0-based time index (used only for a time-varying parameter).
+
+        Returns:
+            The array at step t (a time-invariant parameter is returned whole); None for an
+            absent offset ``b``/``d``.
+
+        Example:
+            >>> import numpy as np, bayesfilt
+            >>> model = bayesfilt.models.constant_velocity(dim=1)
+            >>> model.param("F", 3).shape
+            (2, 2)
         """
         arr = getattr(self, name)
         if arr is None or name not in self.time_varying:
@@ -188,11 +200,35 @@ class LinearGaussianSSM:
         return arr[(Ellipsis, t) + (slice(None),) * k]
 
     def replace(self, **changes) -> "LinearGaussianSSM":
-        """A copy with some fields replaced (``dataclasses.replace``)."""
+        """A copy with some fields replaced (``dataclasses.replace``).
+
+        Args:
+            **changes: new values of fields, by name (e.g. ``Q=...``).
+
+        Returns:
+            A new, re-checked :class:`LinearGaussianSSM`.
+
+        Example:
+            >>> import numpy as np, bayesfilt
+            >>> bayesfilt.models.constant_velocity(dim=1).replace(R=np.eye(1) * 4.0).R
+            array([[4.]])
+        """
         return dataclasses.replace(self, **changes)
 
     def astype(self, dtype) -> "LinearGaussianSSM":
-        """A copy with every parameter cast to ``dtype``."""
+        """A copy with every parameter cast to ``dtype``.
+
+        Args:
+            dtype: a floating NumPy dtype (np.float32 or np.float64).
+
+        Returns:
+            A new :class:`LinearGaussianSSM` whose arrays have that dtype.
+
+        Example:
+            >>> import numpy as np, bayesfilt
+            >>> bayesfilt.models.constant_velocity(dim=1).astype(np.float32).F.dtype
+            dtype('float32')
+        """
         try:
             dt = np.dtype(dtype)
         except TypeError:
@@ -203,7 +239,17 @@ class LinearGaussianSSM:
         return self.replace(**changes)
 
     def symmetrized(self) -> "LinearGaussianSSM":
-        """A copy with P0, Q and R replaced by (A + A^T) / 2."""
+        """A copy with P0, Q and R replaced by (A + A^T) / 2.
+
+        Returns:
+            A new :class:`LinearGaussianSSM` with exactly symmetric covariances.
+
+        Example:
+            >>> import numpy as np, bayesfilt
+            >>> m = bayesfilt.models.constant_velocity(dim=1)
+            >>> bool((m.symmetrized().Q == m.Q).all())
+            True
+        """
         return self.replace(**{nm: 0.5 * (getattr(self, nm) + np.swapaxes(getattr(self, nm), -1, -2))
                                for nm in ("P0", "Q", "R")})
 
@@ -213,10 +259,20 @@ class LinearGaussianSSM:
 
         P0 and Q must be positive semi-definite (singular is valid), R positive definite.
         Diffuse states must have zero rows and columns in P0.
-        ``num_timesteps``, when given, must equal T of the time-varying parameters.
+        Args:
+            rtol: relative tolerance for symmetry and for eigenvalues counted as zero.
+            num_timesteps: when given, must equal T of the time-varying parameters.
+
+        Returns:
+            ``self``, unchanged.
 
         Raises:
             BayesfiltValueError: naming the parameter, the offending entry and the fix.
+
+        Example:
+            >>> import bayesfilt
+            >>> bayesfilt.models.constant_velocity(dim=1).validate().n
+            2
         """
         for name in CORE_RANK:
             arr = getattr(self, name)

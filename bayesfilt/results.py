@@ -24,6 +24,13 @@ class FilterResult:
         precisions: filtered precision matrices (information form only), (..., T, n, n).
         diffuse_steps: number of leading steps of an exact-diffuse period, in which the
             state is not yet identified and means/covs are NaN (0 without diffuse states).
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> model = bayesfilt.models.constant_velocity(dim=1)
+        >>> res = bayesfilt.kalman_filter(model, np.array([[0.0], [1.0], [2.0]]))
+        >>> res.means.shape, res.covs.shape, res.loglik_terms.shape
+        ((3, 2), (3, 2, 2), (3,))
     """
 
     means: np.ndarray
@@ -48,6 +55,14 @@ class SmootherResult:
             t = 1..T-1, shape (..., T-1, n, n).
         gains: smoother gains G_t = P_t F_{t+1}^T P_{t+1|t}^{-1}, shape (..., T-1, n, n).
         loglik: the filter's total log-likelihood, shape (...).
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> model = bayesfilt.models.constant_velocity(dim=1)
+        >>> y = np.array([[0.0], [1.0], [2.0]])
+        >>> sm = bayesfilt.rts_smoother(model, bayesfilt.kalman_filter(model, y))
+        >>> sm.means.shape, sm.cross_covs.shape
+        ((3, 2), (2, 2, 2))
     """
 
     means: np.ndarray

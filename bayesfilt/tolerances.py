@@ -18,7 +18,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Tolerance:
-    """A promised accuracy: ``bound`` under ``metric`` (see the module docstring)."""
+    """A promised accuracy: ``bound`` under ``metric`` (see the module docstring).
+
+    Attributes:
+        bound: the largest error the backend promises.
+        metric: how the error is measured ("max_abs", "max_rel", "scale_rel", "rel_rms").
+        note: what the promise covers.
+
+    Example:
+        >>> Tolerance(1e-9, "max_rel").bound
+        1e-09
+    """
 
     bound: float
     metric: str
@@ -55,5 +65,18 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
 
 
 def tolerance(component: str, backend: str, dtype: str) -> Tolerance:
-    """The promised tolerance for a component/backend/dtype; raises KeyError if none is promised."""
+    """The promised tolerance for a component/backend/dtype.
+
+    Args:
+        component: "filter", "smoother", "kla_scan", ...
+        backend: "numpy", "torch", "triton", ...
+        dtype: "float64", "float32" or "bfloat16".
+
+    Returns:
+        The :class:`Tolerance`; raises KeyError if none is promised.
+
+    Example:
+        >>> tolerance("filter", "numpy", "float64").metric
+        'max_rel'
+    """
     return TOLERANCES[(component, backend, dtype)]

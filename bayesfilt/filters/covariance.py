@@ -130,12 +130,37 @@ def update(gaussian: Gaussian, y_t, model: LinearGaussianSSM, t: int) -> Gaussia
 
     Returns:
         The posterior ``Gaussian``. Use :func:`update_with_loglik` for log p(y_t | past) too.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> model = bayesfilt.models.constant_velocity(dim=1, r=1.0, P0=np.eye(2))
+        >>> g = bayesfilt.update(bayesfilt.Gaussian(model.m0, model.P0), np.array([1.0]), model, 0)
+        >>> g.mean
+        array([0.5, 0. ])
     """
     return update_with_loglik(gaussian, y_t, model, t)[0]
 
 
 def update_with_loglik(gaussian: Gaussian, y_t, model: LinearGaussianSSM, t: int) -> tuple[Gaussian, np.ndarray]:
-    """As :func:`update`, also returning the log-likelihood term log p(y_t | y_{1:t-1}), shape (...)."""
+    """As :func:`update`, also returning the log-likelihood term log p(y_t | y_{1:t-1}).
+
+    Args:
+        gaussian: predicted belief about x_t.
+        y_t: observation (..., m); NaN marks missing components.
+        model: the state-space model.
+        t: 0-based time index.
+
+    Returns:
+        ``(posterior Gaussian, loglik term of shape (...))``; the term is 0 when y_t is
+        entirely missing.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> model = bayesfilt.models.constant_velocity(dim=1, r=1.0, P0=np.eye(2))
+        >>> g, ll = bayesfilt.update_with_loglik(bayesfilt.Gaussian(model.m0, model.P0), np.array([0.0]), model, 0)
+        >>> round(float(ll), 4)   # log N(0; 0, 2)
+        -1.2655
+    """
     _check_step(model, t, "t", allow_zero=True)
     _check_gaussian(gaussian)
     mean = as_float_array(gaussian.mean, "gaussian.mean")
