@@ -337,6 +337,7 @@ class KLALanguageModel(nn.Module):
         if targets.shape != tokens.shape:
             raise value_error("targets", f"has shape {tuple(targets.shape)}, tokens {tuple(tokens.shape)}",
                               "pass one label per token (-100 where unlabelled)")
+        targets = targets.long()
         if posterior_samples <= 0:
             logits = self(tokens)
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100), logits

@@ -34,6 +34,9 @@ def make_task(name: str, *, seed: int = 0, length: int | None = None, n_train: i
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise value_error("seed", f"must be a non-negative int, got {seed!r}", "pass seed >= 0")
+    for arg, val in (("length", length), ("n_train", n_train), ("n_test", n_test)):
+        if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
+            raise value_error(arg, f"must be a positive int or None, got {val!r}", f"pass {arg} >= 1")
     if name in GROUPS:
         kw = {k: v for k, v in dict(length=length, n_train=n_train, n_test=n_test).items() if v is not None}
         return word_problem_task(name, seed=seed, **kw)
