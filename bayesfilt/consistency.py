@@ -141,6 +141,8 @@ def chi2_bounds(dof, n_runs: int = 1, prob: float = 0.95) -> tuple[float, float]
     n_runs = as_real_scalar(n_runs, "n_runs", low=1.0, fix="pass a positive number of runs")
     dof = as_real_scalar(dof, "dof", low=0.0, low_open=True, fix="pass positive degrees of freedom")
     k = n_runs * dof
+    if not np.isfinite(k):
+        raise value_error("dof", f"times n_runs is {k!r}", "pass degrees of freedom and runs whose product is finite")
     a = (1 - prob) / 2
     return float(chi2.ppf(a, k) / n_runs), float(chi2.ppf(1 - a, k) / n_runs)
 

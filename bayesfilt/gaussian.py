@@ -61,6 +61,11 @@ def _checked(vec, mat, owner: str, vname: str, mname: str):
     if M.ndim < 2 or M.shape[-1] != M.shape[-2] or v.ndim < 1 or v.shape[-1] != M.shape[-1]:
         raise value_error(f"{owner}.{mname}", f"has shape {M.shape} with {vname} of shape {v.shape}",
                           f"pass {vname} of shape (..., n) and {mname} of shape (..., n, n)")
+    try:
+        np.broadcast_shapes(v.shape[:-1], M.shape[:-2])
+    except ValueError:
+        raise value_error(f"{owner}.{mname}", f"has batch shape {M.shape[:-2]}, {vname} {v.shape[:-1]}",
+                          "give the vector and the matrix batch axes that broadcast") from None
     check_finite(v, f"{owner}.{vname}")
     check_finite(M, f"{owner}.{mname}")
     return v, M

@@ -46,7 +46,7 @@ def constant_velocity(dt: float = 1.0, q: float = 1.0, r: float = 1.0, dim: int 
     n = 2 * dim
     m0 = np.zeros(n) if m0 is None else np.asarray(m0, float)
     P0 = 100.0 * np.eye(n) if P0 is None else np.asarray(P0, float)
-    return LinearGaussianSSM(m0=m0, P0=P0, F=F, Q=Q, H=H, R=R)
+    return _checked_model(m0=m0, P0=P0, F=F, Q=Q, H=H, R=R)
 
 
 # ----------------------------------------------------------------------------- irregular sampling
@@ -83,6 +83,18 @@ def time_steps(times) -> np.ndarray:
 def _check_pos(name, val, strict):
     as_real_scalar(val, name, low=0.0, low_open=strict,
                    fix="pass a positive value" if strict else "pass a non-negative value")
+
+
+def _checked_model(**kw) -> LinearGaussianSSM:
+    """The model, unless the discretisation overflowed (huge time steps or noise levels)."""
+    for nm in ("F", "Q"):
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(np.asarray(kw[nm], dtype=float)).all()
+        if not ok:
+            arg = "times" if kw.get("time_varying") else "dt"
+            raise value_error(arg, f"gives a non-finite {nm} (the discretisation overflowed the float64 range)",
+                              "rescale the time unit or the noise levels so that q dt^k stays finite")
+    return LinearGaussianSSM(**kw)
 
 
 def _check_dim(dim):
@@ -155,7 +167,7 @@ def constant_velocity_irregular(times, q: float, r, *, dim: int = 2, m0=None, P0
     n = 2 * dim
     H = np.hstack([np.eye(dim), np.zeros((dim, dim))])                                 # positions observed
     m0, P0 = _prior(m0, P0, n, diffuse, 1e6)
-    return LinearGaussianSSM(m0=m0, P0=P0, F=_kron_blocks(Fb, dim), Q=_kron_blocks(Qb, dim), H=H,
+    return _checked_model(m0=m0, P0=P0, F=_kron_blocks(Fb, dim), Q=_kron_blocks(Qb, dim), H=H,
                              R=_noise_matrix(r, dim), time_varying=("F", "Q"), diffuse=diffuse)
 
 
@@ -198,7 +210,7 @@ def constant_acceleration_irregular(times, q: float, r, *, dim: int = 2, m0=None
     n = 3 * dim
     H = np.hstack([np.eye(dim), np.zeros((dim, 2 * dim))])
     m0, P0 = _prior(m0, P0, n, diffuse, 1e6)
-    return LinearGaussianSSM(m0=m0, P0=P0, F=_kron_blocks(Fb, dim), Q=_kron_blocks(Qb, dim), H=H,
+    return _checked_model(m0=m0, P0=P0, F=_kron_blocks(Fb, dim), Q=_kron_blocks(Qb, dim), H=H,
                              R=_noise_matrix(r, dim), time_varying=("F", "Q"), diffuse=diffuse)
 
 
@@ -255,10 +267,10 @@ def random_walk(q: float, r, *, times=None, dim: int = 1, m0=None, P0=None, diff
     m0, P0 = _prior(m0, P0, dim, diffuse, 1e6)
     R = _noise_matrix(r, dim)
     if times is None:
-        return LinearGaussianSSM(m0=m0, P0=P0, F=I, Q=q * I, H=I, R=R, diffuse=diffuse)  # x_t = x_{t-1} + w_t
+        return _checked_model(m0=m0, P0=P0, F=I, Q=q * I, H=I, R=R, diffuse=diffuse)  # x_t = x_{t-1} + w_t
     dt = time_steps(times)
     T = dt.size
-    return LinearGaussianSSM(m0=m0, P0=P0, F=np.broadcast_to(I, (T, dim, dim)).copy(),
+    return _checked_model(m0=m0, P0=P0, F=np.broadcast_to(I, (T, dim, dim)).copy(),
                              Q=q * dt[:, None, None] * I, H=I, R=R,                  # Q_t = q Δt_t I
                              time_varying=("F", "Q"), diffuse=diffuse)
 
@@ -322,11 +334,11 @@ def local_linear_trend(obs_var: float, level_var: float, slope_var: float, *, ti
     H = np.array([[1.0, 0.0]])
     R = _noise_matrix(obs_var, 1, "obs_var")
     if times is None:
-        return LinearGaussianSSM(m0=m0, P0=P0, F=np.array([[1.0, 1.0], [0.0, 1.0]]),
+        return _checked_model(m0=m0, P0=P0, F=np.array([[1.0, 1.0], [0.0, 1.0]]),
                                  Q=np.diag([float(level_var), float(slope_var)]), H=H, R=R, diffuse=diffuse)
     dt = time_steps(times)
     one, zero = np.ones_like(dt), np.zeros_like(dt)
     F = np.stack([np.stack([one, dt], -1), np.stack([zero, one], -1)], -2)           # [[1, Δt], [0, 1]]
     Q = np.stack([np.stack([level_var * dt + slope_var * dt**3 / 3, slope_var * dt**2 / 2], -1),
                   np.stack([slope_var * dt**2 / 2, slope_var * dt], -1)], -2)
-    return LinearGaussianSSM(m0=m0, P0=P0, F=F, Q=Q, H=H, R=R, time_varying=("F", "Q"), diffuse=diffuse)
+    return _checked_model(m0=m0, P0=P0, F=F, Q=Q, H=H, R=R, time_varying=("F", "Q"), diffuse=diffuse)

@@ -104,6 +104,9 @@ def initial_noise_guess(kind: str, series) -> tuple[float, float]:
     for times, pos in series:
         pos = as_float_array(pos, "positions").astype(float)
         dt = time_steps(times)[1:]
+        if pos.ndim != 2 or pos.shape[-1] != 2 or pos.shape[0] != dt.size + 1:
+            raise value_error("positions", f"has shape {pos.shape} for {dt.size + 1} times",
+                              "pass positions of shape (T, 2), one row per time")
         step = np.sum(np.diff(pos, axis=0) ** 2, -1)
         ok = np.isfinite(step) & (dt > 0)
         d2.append(step[ok])
