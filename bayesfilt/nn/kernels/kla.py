@@ -230,7 +230,7 @@ def kla_scan_triton(v, lambda_v, k, q, a_bar, p_bar, initial_state=None, prior_r
     """
     B, L, M = v.shape
     S = k.shape[-1]
-    tune = tuple(sorted({**(_tune or {}), **({"num_chunks": _num_chunks} if _num_chunks else {})}.items()))
+    tune = tuple(sorted({**dict(_tune or {}), **({"num_chunks": _num_chunks} if _num_chunks else {})}.items()))
     if initial_state is None:
         lam0 = torch.ones(B, M, S, device=v.device, dtype=torch.float32)
         eta0 = torch.zeros(B, M, S, device=v.device, dtype=torch.float32)

@@ -1,0 +1,235 @@
+"""Benchmark of the fused Triton KLA scan (bayesfilt.nn.kernels) on the GPU; TARGETS.md §1.
+
+Shapes (float32 unless noted): B=8, L=2048, M=2048, S=16 forward and forward+backward;
+B=1, L=65536, M=1024, S=16 forward and forward+backward (time-chunked kernels); the decode
+step at B=1, M=2048, S=16 (plain call and CUDA-graph replay); flash-linear-attention's
+chunk_gla at the same state size (H=16, K=16, V=128), bf16 and float32, in the same process
+when the ``fla`` package imports.
+
+Parity first: before timing a configuration, the same kernels (same plan: tile, number of
+time chunks) run at the same L on fewer channels against a float64 reference (the
+parallel torch scans in float64, themselves tested to 1e-10 against the sequential loop)
+for y, y_var, the final state and every gradient; a configuration that fails parity is
+not timed. Times: triton.testing.do_bench, median. Bandwidth: the fewest bytes the
+operation must move (inputs read once, outputs and gradients written once) over the
+median time, as a fraction of the 4.3 TB/s copy rate measured on this machine kind.
+
+Usage (on the GPU machine): python benchmarks/kla_scan.py --out benchmarks/results/kla_scan.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+import triton
+from triton.testing import do_bench
+
+from bayesfilt.nn.kernels import kla_scan_triton, kla_step_triton
+from bayesfilt.nn.kernels.kla import make_plan
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+COPY_RATE = 4.3e12          # bytes/s, device-to-device copy on the H200 (read + write)
+TARGETS_MS = {"main_fwd": 0.5, "main_fwdbwd": 2.5, "long_fwd": 1.0, "long_fwdbwd": 5.0,
+              "decode": 0.020}
+
+
+def _inputs(B, L, M, S, dtype=torch.float32, seed=0, device=DEV, grad=False):
+    g = torch.Generator(device=device).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, device=device)                   # noqa: E731
+    u = lambda *s: torch.rand(*s, generator=g, device=device)                    # noqa: E731
+    xs = [r(B, L, M), 0.5 + u(B, L, M), r(B, L, S) / S ** 0.5, r(B, L, S) / S ** 0.5,
+          0.5 + 0.5 * u(M, S), 0.1 * u(M, S)]
+    xs = [x.to(dtype) if i < 4 else x for i, x in enumerate(xs)]
+    return [x.requires_grad_(grad) for x in xs]
+
+
+def _rel(a, b):
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def parity(B, L, M, S, tune, seed=1):
+    """Errors of the Triton kernels (plan `tune`) against the float64 torch scans."""
+    from bayesfilt.nn.functional import kla_scan
+    xs = _inputs(B, L, M, S, seed=seed)
+    g = torch.Generator(device=DEV).manual_seed(seed + 1)
+    w = [torch.randn(B, L, M, generator=g, device=DEV), torch.randn(B, L, M, generator=g, device=DEV)]
+    xr = [x.detach().double().requires_grad_() for x in xs]
+    y, yv, st = kla_scan(*xr, backend="torch")
+    ((y * w[0]).sum() + (yv * w[1]).sum()).backward()
+    xt = [x.detach().requires_grad_() for x in xs]
+    out = kla_scan_triton(*xt, _tune=tune, _poison=True)
+    ((out[0] * w[0]).sum() + (out[1] * w[1]).sum()).backward()
+    errs = {n: _rel(a, b) for n, a, b in zip(("y", "y_var", "lam_L", "eta_L"), out, (y, yv, st.lam, st.eta))}
+    errs.update({"grad_" + n: _rel(a.grad, b.grad) for n, a, b in zip(("v", "lambda_v", "k", "q", "a_bar", "p_bar"), xt, xr)})
+    return errs
+
+
+def bench_scan(B, L, M, S, tune, dtype=torch.float32, reps=200):
+    """Median ms of forward (no grad) and forward+backward, peak memory of fwd+bwd."""
+    xs = _inputs(B, L, M, S, dtype=dtype, grad=True)
+    gy, gyv = torch.randn(B, L, M, device=DEV), torch.randn(B, L, M, device=DEV)
+
+    def fwd():
+        with torch.no_grad():
+            return kla_scan_triton(*xs, _tune=tune)
+
+    def fwdbwd():
+        y, yv, _, _ = kla_scan_triton(*xs, _tune=tune)
+        torch.autograd.backward((y, yv), (gy, gyv))
+
+    t_f = do_bench(fwd, warmup=25, rep=reps, return_mode="median")
+    t_fb = do_bench(fwdbwd, warmup=25, rep=reps, grad_to_none=xs, return_mode="median")
+    for x in xs:
+        x.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fwdbwd()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    esz = xs[0].element_size()
+    in_bytes = 2 * B * L * M * esz + 2 * B * L * S * esz + 2 * M * S * 4
+    out_bytes = 2 * B * L * M * 4 + 2 * B * M * S * 4
+    grad_bytes = in_bytes                                 # one gradient per input
+    return {"fwd_ms": t_f, "fwdbwd_ms": t_fb, "input_bytes": in_bytes,
+            "peak_extra_bytes_fwdbwd": int(peak),
+            "fwd_bw_frac": (in_bytes + out_bytes) / (t_f * 1e-3) / COPY_RATE,
+            "fwdbwd_bw_frac": (2 * in_bytes + out_bytes + 2 * B * L * M * 4 + grad_bytes)
+            / (t_fb * 1e-3) / COPY_RATE}
+
+
+def bench_decode(B=1, M=2048, S=16):
+    xs = _inputs(B, 1, M, S)
+    v, lv, k, q = (x[:, 0].contiguous() for x in xs[:4])
+    a, p = xs[4], xs[5]
+    lam, eta = torch.ones(B, M, S, device=DEV), torch.zeros(B, M, S, device=DEV)
+    with torch.no_grad():
+        t_call = do_bench(lambda: kla_step_triton(v, lv, k, q, a, p, lam, eta), warmup=25, rep=200,
+                          return_mode="median")
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                kla_step_triton(v, lv, k, q, a, p, lam, eta)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            kla_step_triton(v, lv, k, q, a, p, lam, eta)
+        t_graph = do_bench(graph.replay, warmup=25, rep=200, return_mode="median")
+        # 100 steps in one graph: per-step time without the replay launch
+        graph100 = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph100):
+            for _ in range(100):
+                kla_step_triton(v, lv, k, q, a, p, lam, eta)
+        t_graph100 = do_bench(graph100.replay, warmup=10, rep=200, return_mode="median") / 100
+    return {"call_ms": t_call, "graph_replay_ms": t_graph, "graph_per_step_of_100_ms": t_graph100}
+
+
+def bench_fla(B=8, T=2048, H=16, K=16, V=128):
+    try:
+        from fla.ops.gla import chunk_gla
+    except Exception as exc:                              # noqa: BLE001
+        return {"available": False, "error": repr(exc)[:200]}
+    res = {"available": True, "shape": dict(B=B, T=T, H=H, K=K, V=V)}
+    for name, dt in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        try:
+            q = torch.randn(B, T, H, K, device=DEV, dtype=dt, requires_grad=True)
+            k = torch.randn(B, T, H, K, device=DEV, dtype=dt, requires_grad=True)
+            v = torch.randn(B, T, H, V, device=DEV, dtype=dt, requires_grad=True)
+            g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, K, device=DEV)).to(dt).requires_grad_()
+            do = torch.randn(B, T, H, V, device=DEV, dtype=dt)
+
+            def fwd():
+                with torch.no_grad():
+                    return chunk_gla(q, k, v, g)
+
+            def fwdbwd():
+                o, _ = chunk_gla(q, k, v, g)
+                o.backward(do)
+
+            res[name] = {"fwd_ms": do_bench(fwd, warmup=25, rep=200, return_mode="median"),
+                         "fwdbwd_ms": do_bench(fwdbwd, warmup=25, rep=200, grad_to_none=[q, k, v, g],
+                                               return_mode="median")}
+        except Exception as exc:                          # noqa: BLE001
+            res[name] = {"error": repr(exc)[:300]}
+    return res
+
+
+def _save(res, path):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(res, fh, indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="benchmarks/results/kla_scan.json")
+    ap.add_argument("--sweep", action="store_true", help="also time other tile configurations")
+    args = ap.parse_args()
+    dev = torch.cuda.get_device_name()
+    commit = os.environ.get("GIT_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    res = {"device": dev, "torch": torch.__version__, "triton": triton.__version__,
+           "python": platform.python_version(), "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+           "copy_rate_bytes_per_s": COPY_RATE, "targets_ms": TARGETS_MS, "runs": []}
+    main_shape = dict(B=8, L=2048, M=2048, S=16)
+    long_shape = dict(B=1, L=65536, M=1024, S=16)
+    configs = [{}]
+    if args.sweep:
+        configs += [{"fwd_bm": 16}, {"bwd_sb": 8, "bwd_bm": 32}, {"bwd_sb": 16, "bwd_bm": 16},
+                    {"bwd_sb": 4, "bwd_bm": 32}]
+    for shape_name, shape in (("main", main_shape), ("long", long_shape)):
+        plan = make_plan(shape["B"], shape["L"], shape["M"], shape["S"], torch.device("cuda"))
+        for cfg in (configs if shape_name == "main" else [{}]):
+            tune = tuple(sorted({**cfg, "num_chunks": plan.NC}.items()))
+            row = {"shape_name": shape_name, "shape": shape, "dtype": "float32", "tune": dict(tune),
+                   "plan": {"NC": plan.NC, "LC": plan.LC, "BM": plan.BM, "SB": plan.SB}}
+            t0 = time.time()
+            row["parity"] = parity(1 if shape["B"] == 1 else 2, shape["L"], 64, shape["S"], tune)
+            row["parity_ok"] = all(e <= 1e-4 for e in row["parity"].values())
+            if row["parity_ok"]:
+                row.update(bench_scan(**shape, tune=tune))
+            row["wall_s"] = time.time() - t0
+            res["runs"].append(row)
+            _save(res, args.out)
+            print(json.dumps({k: row.get(k) for k in ("shape_name", "tune", "parity_ok", "fwd_ms", "fwdbwd_ms",
+                                                       "fwd_bw_frac", "peak_extra_bytes_fwdbwd", "wall_s")}),
+                  flush=True)
+            if not row["parity_ok"]:
+                print("PARITY FAILED", row["parity"], flush=True)
+    # bf16 inputs at the main shape (default plan)
+    row = {"shape_name": "main", "shape": main_shape, "dtype": "bfloat16", "tune": {}}
+    row.update(bench_scan(**main_shape, tune=None, dtype=torch.bfloat16))
+    res["runs"].append(row)
+    print(json.dumps({k: row.get(k) for k in ("shape_name", "dtype", "fwd_ms", "fwdbwd_ms")}), flush=True)
+    res["decode"] = bench_decode()
+    print("decode", json.dumps(res["decode"]), flush=True)
+    res["fla_chunk_gla"] = bench_fla()
+    print("fla", json.dumps(res["fla_chunk_gla"]), flush=True)
+    _save(res, args.out)
+    # summary table
+    print(f"\n{dev}  torch {torch.__version__}  triton {triton.__version__}  commit {commit[:10]}")
+    print(f"{'shape':6} {'dtype':9} {'tune':40} {'fwd ms':>8} {'f+b ms':>8} {'bw fwd':>7} {'peak GB':>8}")
+    for r in res["runs"]:
+        if "fwd_ms" in r:
+            print(f"{r['shape_name']:6} {r['dtype']:9} {str(r['tune'])[:40]:40} {r['fwd_ms']:8.3f} {r['fwdbwd_ms']:8.3f} "
+                  f"{r['fwd_bw_frac']:7.2f} {r['peak_extra_bytes_fwdbwd'] / 2**30:8.2f}")
+    d = res["decode"]
+    print(f"decode B=1 M=2048 S=16: call {d['call_ms'] * 1e3:.1f} us, graph replay {d['graph_replay_ms'] * 1e3:.1f} us, "
+          f"per step in a 100-step graph {d['graph_per_step_of_100_ms'] * 1e3:.1f} us")
+    f = res["fla_chunk_gla"]
+    if f.get("available"):
+        for n in ("bf16", "fp32"):
+            print(f"fla chunk_gla {n}: {f.get(n)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
