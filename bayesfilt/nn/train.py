@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import type_error, value_error
+from ..validation import as_real_scalar
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .config import KLAConfig
 from .lm import MIXERS, CompressionDecoder, KLALanguageModel, count_parameters
@@ -109,10 +110,9 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
                 raise value_error(name, f"must be a positive finite number, got {v!r}", f"pass {name} > 0")
-        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            raise value_error("weight_decay", f"must be >= 0, got {self.weight_decay!r}", "pass weight_decay >= 0")
-        if self.target_acc is not None and not 0 < self.target_acc <= 1:
-            raise value_error("target_acc", f"must be in (0, 1], got {self.target_acc!r}", "pass e.g. 0.9")
+        as_real_scalar(self.weight_decay, "weight_decay", low=0.0, fix="pass weight_decay >= 0")
+        if self.target_acc is not None:
+            as_real_scalar(self.target_acc, "target_acc", low=0.0, low_open=True, high=1.0, fix="pass e.g. 0.9")
         if self.dtype not in ("float32", "bfloat16"):
             raise value_error("dtype", f"unknown dtype {self.dtype!r}", "pass 'float32' or 'bfloat16'")
         if self.posterior_samples and self.mixer != "kla":
