@@ -184,8 +184,7 @@ def main():
     long_shape = dict(B=1, L=65536, M=1024, S=16)
     configs = [{}]
     if args.sweep:
-        configs += [{"fwd_bm": 16}, {"bwd_sb": 8, "bwd_bm": 32}, {"bwd_sb": 16, "bwd_bm": 16},
-                    {"bwd_sb": 4, "bwd_bm": 32}]
+        configs += [{"fwd_bm": 16, "bwd_sb": 4, "bwd_bm": 32}]
     for shape_name, shape in (("main", main_shape), ("long", long_shape)):
         plan = make_plan(shape["B"], shape["L"], shape["M"], shape["S"], torch.device("cuda"))
         for cfg in (configs if shape_name == "main" else [{}]):
