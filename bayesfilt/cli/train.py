@@ -11,8 +11,9 @@ def register(sub) -> None:
                        description="Train a model on a synthetic task; writes config.json, metrics.jsonl, "
                                    "checkpoint.pt and result.json into --out (never overwritten without --force).")
     p.add_argument("task", help="a5, s5, in_context_recall, fuzzy_recall, noisy_recall, selective_copy, "
-                                "compression or memorization")
-    p.add_argument("--mixer", default="kla", help="kla, attention, gla or gdn (gla/gdn need the 'fla' extra)")
+                                "compression, memorization, or lm (characters of the King James Bible; docs/lm.md)")
+    p.add_argument("--mixer", default="kla", help="kla, attention, gla, gdn (gla/gdn need the 'fla' extra) or hybrid "
+                                           "(attention, the last block KLA)")
     p.add_argument("--layers", type=int, default=1, help="number of blocks (default: %(default)s)")
     p.add_argument("--d-model", type=int, default=128, help="width (default: %(default)s)")
     p.add_argument("--d-state", type=int, default=16, help="KLA state size S (default: %(default)s)")
@@ -42,6 +43,7 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--cache-dir", default=None, help="lm: token cache folder (default: $BAYESFILT_CACHE or ~/.cache/bayesfilt)")
     p.set_defaults(func=run)
 
 
@@ -66,7 +68,8 @@ def run(args) -> int:
                       eval_every=args.eval_every, eval_size=args.eval_size, target_acc=args.target_acc,
                       patience=args.patience, seed=args.seed, device=device, dtype=args.dtype, backend=args.backend)
     out = args.out or f"runs/{args.task}-{args.mixer}-{args.layers}-{args.seed}"
+    from ..nn.text import cli_task
     res = train(cfg, out, resume=args.resume, force=args.force, progress=not args.no_progress,
-                max_seconds=args.max_seconds)
+                max_seconds=args.max_seconds, task=cli_task(cfg, args.cache_dir))
     print(json.dumps({k: v for k, v in res.items() if k != "config"}, sort_keys=True))
     return 0

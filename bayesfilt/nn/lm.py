@@ -135,9 +135,14 @@ def _make_gdn(d_model: int, layer_idx: int, *, n_heads: int = 4, **_) -> nn.Modu
                                    layer_idx=layer_idx))
 
 
+def _make_hybrid(d_model: int, layer_idx: int, *, n_layers: int = 1, **options) -> nn.Module:
+    """A Transformer whose last block's mixer is KLA (arXiv 2602.10743's hybrid; docs/lm.md)."""
+    return (_make_kla if layer_idx == n_layers - 1 else _make_attention)(d_model, layer_idx, **options)
+
+
 #: Mixer name -> factory ``(d_model, layer_idx, **options) -> nn.Module``.
 MIXERS: dict[str, Callable[..., nn.Module]] = {"kla": _make_kla, "attention": _make_attention,
-                                               "gla": _make_gla, "gdn": _make_gdn}
+                                               "gla": _make_gla, "gdn": _make_gdn, "hybrid": _make_hybrid}
 
 
 class SwiGLU(nn.Module):
@@ -179,7 +184,8 @@ class KLALanguageModel(nn.Module):
         vocab_size: input vocabulary size.
         d_model: width.
         n_layers: number of blocks.
-        mixer: a name in :data:`MIXERS` ("kla", "attention", "gla", "gdn") or a factory
+        mixer: a name in :data:`MIXERS` ("kla", "attention", "gla", "gdn"; "hybrid": attention
+            blocks, the last block KLA) or a factory
             ``(d_model, layer_idx, **options) -> nn.Module``.
         kla_config: :class:`KLAConfig` for KLA mixers (paper defaults if None).
         n_heads: heads for attention / GLA / GDN mixers.
@@ -216,7 +222,8 @@ class KLALanguageModel(nn.Module):
         hidden = max(1, int(round(mlp_ratio * d_model)))
         self.embed = nn.Embedding(vocab_size, d_model)
         self.blocks = nn.ModuleList(
-            Block(d_model, factory(d_model, i, kla_config=kla_config, n_heads=n_heads), hidden)
+            Block(d_model, factory(d_model, i, kla_config=kla_config, n_heads=n_heads,
+                                   **({"n_layers": n_layers} if isinstance(mixer, str) else {})), hidden)
             for i in range(n_layers))
         self.norm = nn.RMSNorm(d_model)
         self.head = nn.Linear(d_model, self.n_classes, bias=False)

@@ -33,7 +33,8 @@ from ..validation import as_real_scalar
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .config import KLAConfig
 from .lm import MIXERS, CompressionDecoder, KLALanguageModel, count_parameters
-from .tasks import TASKS, Task, make_task
+from .tasks import Task
+from .text import ALL_TASKS as TASKS, make_any_task as make_task   # the synthetic tasks and "lm"
 
 OUTPUT_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "result.json")
 
