@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: Modules (in bayesfilt.cli) that each register one subcommand.
-SUBCOMMANDS = ("demo", "train", "track", "check")
+SUBCOMMANDS = ("demo", "train", "track", "check", "generate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,335 @@
+"""Decoding a language model one token at a time, with its uncertainty.
+
+:func:`decode_step` runs a :class:`~bayesfilt.nn.KLALanguageModel` on new tokens given the
+per-block states (KLA: a conv cache and the filter's (λ, η), O(1) memory per sequence;
+attention: a KV cache that grows with the context) and can also return the KLA layers'
+posterior variance. :func:`generate` samples a continuation (temperature, top-k, seed) and
+records, for every generated token, the model's predictive entropy
+
+    H_t = -Σ_v p_t(v) log2 p_t(v),   p_t = softmax(logits_t)      (bits; the untempered model)
+
+and the mean posterior variance of the KLA layers at the position that predicted it
+
+    s_t = mean over KLA blocks b and channels d of Var_b[t, d]
+
+where Var_b is the variance of block b's mixer output (:class:`~bayesfilt.nn.KLALayer` with
+``return_variance=True``: the filter's readout variance through gate and output projection;
+docs/math/kla.md). :func:`plot_generation` draws both over the generated text.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import type_error, value_error
+from .layer import KLALayer
+
+
+def kla_block_count(model) -> int:
+    """How many blocks of ``model`` have a :class:`~bayesfilt.nn.KLALayer` mixer.
+
+    Args:
+        model: a :class:`~bayesfilt.nn.KLALanguageModel`.
+
+    Returns:
+        the count (0 for a pure attention model; 1 for the hybrid).
+
+    Example:
+        >>> from bayesfilt.nn import KLALanguageModel, KLAConfig
+        >>> kla_block_count(KLALanguageModel(5, 8, 3, mixer="hybrid", kla_config=KLAConfig(d_state=2)))
+        1
+    """
+    return sum(isinstance(b.mixer, KLALayer) for b in model.blocks)
+
+
+def decode_step(model, tokens: torch.Tensor, states: list, *, return_variance: bool = False):
+    """Continue the sequences that ``states`` summarise by ``tokens`` (prefill any L, or decode L = 1).
+
+    The same computation as ``model(tokens, states)``, block by block
+    (``x += mixer(norm1(x)); x += mlp(norm2(x))``), additionally collecting the KLA mixers'
+    output variance when asked.
+
+    Args:
+        model: a stateful :class:`~bayesfilt.nn.KLALanguageModel` (mixers "kla", "attention" or "hybrid").
+        tokens: [B, L] token ids.
+        states: per-block states (``model.init_state(B)`` or a previous call's).
+        return_variance: also return the KLA layers' mean posterior variance.
+
+    Returns:
+        ``(logits [B, L, V], new_states)``; with ``return_variance``: ``(logits, new_states, var)``
+        where var is [B, L] (the mean over KLA blocks and channels), or None when the model has
+        no KLA block.
+
+    Example:
+        >>> import torch
+        >>> from bayesfilt.nn import KLALanguageModel, KLAConfig
+        >>> lm = KLALanguageModel(5, 8, 2, kla_config=KLAConfig(d_state=2))
+        >>> logits, states, var = decode_step(lm, torch.tensor([[1, 2, 3]]), lm.init_state(1), return_variance=True)
+        >>> logits.shape, var.shape
+        (torch.Size([1, 3, 5]), torch.Size([1, 3]))
+    """
+    if not isinstance(states, list) or len(states) != len(model.blocks):
+        raise value_error("states", f"must be a list of {len(model.blocks)} block states",
+                          "pass model.init_state(batch) or the states a previous call returned")
+    model._check_tokens(tokens)
+    x = model.embed(tokens)
+    new, variances = [], []
+    for block, state in zip(model.blocks, states):
+        h = block.norm1(x)
+        if return_variance and isinstance(block.mixer, KLALayer):
+            m, var, state = block.mixer(h, state=state, return_variance=True)
+            variances.append(var.float().mean(-1))                    # mean over channels: [B, L]
+        else:
+            m, state = block.mixer(h, state=state)
+        x = x + m                                                      # x += mixer(norm1(x))
+        x = x + block.mlp(block.norm2(x))                              # x += mlp(norm2(x))
+        new.append(state)
+    logits = model.head(model.norm(x))
+    if not return_variance:
+        return logits, new
+    var = torch.stack(variances).mean(0) if variances else None        # mean over KLA blocks
+    return logits, new, var
+
+
+def state_nbytes(states) -> int:
+    """Bytes held by decoding states (every tensor inside, nested tuples and lists included).
+
+    Args:
+        states: what :meth:`~bayesfilt.nn.KLALanguageModel.init_state` or :func:`decode_step` returns.
+
+    Returns:
+        the total size in bytes.
+
+    Example:
+        >>> import torch
+        >>> state_nbytes([(torch.zeros(2, 3), [torch.zeros(4, dtype=torch.float64)])])
+        56
+    """
+    if isinstance(states, torch.Tensor):
+        return states.numel() * states.element_size()
+    if isinstance(states, (tuple, list)):
+        return sum(state_nbytes(s) for s in states)
+    return 0
+
+
+def entropy_bits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) over the last axis, in bits: ``-Σ p log2 p``.
+
+    Args:
+        logits: [..., V].
+
+    Returns:
+        [...] tensor (float32 or float64).
+
+    Example:
+        >>> import torch
+        >>> round(float(entropy_bits(torch.zeros(8))), 5)
+        3.0
+    """
+    logp = F.log_softmax(logits.float() if logits.dtype not in (torch.float32, torch.float64) else logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1) / math.log(2)
+
+
+def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one token per row from softmax(logits / temperature) restricted to the top k.
+
+    Args:
+        logits: [B, V].
+        temperature: > 0 to sample; 0 for greedy (argmax).
+        top_k: keep only the k most likely tokens (None: all).
+        generator: torch generator (reproducible draws).
+
+    Returns:
+        [B, 1] int64 token ids.
+
+    Example:
+        >>> import torch
+        >>> sample_next(torch.tensor([[0.0, 5.0, 1.0]]), temperature=0).tolist()
+        [[1]]
+    """
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        raise value_error("temperature", f"must be a finite number >= 0, got {temperature!r}",
+                          "pass 0 (greedy) or e.g. 0.8")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise value_error("top_k", f"must be a positive int or None, got {top_k!r}", "pass e.g. 10, or None")
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A sampled continuation and the model's uncertainty at each generated token.
+
+    Attributes:
+        prompt_ids: [L0] ids of the prompt.
+        ids: [N] generated ids.
+        entropy_bits: [N] predictive entropy (bits) of the distribution each token was drawn from.
+        kla_variance: [N] mean posterior variance of the KLA layers at the predicting position,
+            or None (no KLA block, or a model without stateful decoding).
+        stateful: True when decoding went through the layer states (else the prefix was recomputed).
+        state_bytes: bytes held by the decoding states after the last token (0 if not stateful).
+
+    Example:
+        >>> import numpy as np
+        >>> g = Generation(np.array([1]), np.array([2, 3]), np.array([1.0, 0.5]), None, True, 64)
+        >>> len(g.ids)
+        2
+    """
+
+    prompt_ids: np.ndarray
+    ids: np.ndarray
+    entropy_bits: np.ndarray
+    kla_variance: np.ndarray | None
+    stateful: bool
+    state_bytes: int
+
+
+@torch.no_grad()
+def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+             seed: int = 0, device=None) -> Generation:
+    """Sample ``n_tokens`` after ``prompt_ids`` and record the uncertainty of every step.
+
+    Stateful models (KLA, attention, hybrid) prefill the prompt once and then decode one token
+    per step through their states (KLA: constant memory; attention: a KV cache). Models without
+    state support (the flash-linear-attention wrappers) recompute the whole prefix each step.
+
+    Args:
+        model: a :class:`~bayesfilt.nn.KLALanguageModel`.
+        prompt_ids: [L0] token ids (L0 >= 1).
+        n_tokens: N >= 0 tokens to generate.
+        temperature: sampling temperature (0: greedy).
+        top_k: sample among the k most likely tokens (None: all).
+        seed: seed of the sampling generator.
+        device: where to run (default: the model's device).
+
+    Returns:
+        :class:`Generation`.
+
+    Example:
+        >>> import torch
+        >>> from bayesfilt.nn import KLALanguageModel, KLAConfig
+        >>> lm = KLALanguageModel(5, 8, 1, kla_config=KLAConfig(d_state=2))
+        >>> g = generate(lm, [1, 2], 4, seed=0)
+        >>> len(g.ids), g.kla_variance.shape, g.stateful
+        (4, (4,), True)
+    """
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
+        raise value_error("n_tokens", f"must be an int >= 0, got {n_tokens!r}", "pass how many tokens to generate")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise value_error("seed", f"must be a non-negative int, got {seed!r}", "pass seed >= 0")
+    prompt = np.asarray(prompt_ids)
+    if prompt.ndim != 1 or prompt.size < 1 or not np.issubdtype(prompt.dtype, np.integer):
+        raise value_error("prompt_ids", f"must be a non-empty 1-D sequence of ids, got shape {prompt.shape}",
+                          "pass at least one token id")
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.as_tensor(prompt.astype(np.int64), device=device)[None]
+    want_var = kla_block_count(model) > 0
+    ids, ents, vars_ = [], [], []
+    stateful = model.stateful
+    try:
+        if stateful:
+            out = decode_step(model, x, model.init_state(1, device=device), return_variance=want_var)
+            logits, states, var = out if want_var else (*out, None)
+        else:
+            states, var, logits = None, None, model(x)
+        seq = x
+        for _ in range(n_tokens):
+            last = logits[:, -1]
+            ents.append(float(entropy_bits(last)[0]))
+            if var is not None:
+                vars_.append(float(var[0, -1]))
+            nxt = sample_next(last, temperature=temperature, top_k=top_k, generator=gen)
+            ids.append(int(nxt[0, 0]))
+            if stateful:
+                out = decode_step(model, nxt, states, return_variance=want_var)
+                logits, states, var = out if want_var else (*out, None)
+            else:
+                seq = torch.cat([seq, nxt], dim=1)
+                logits = model(seq)
+    finally:
+        model.train(was_training)
+    return Generation(prompt.astype(np.int64), np.asarray(ids, dtype=np.int64), np.asarray(ents, dtype=np.float64),
+                      np.asarray(vars_, dtype=np.float64) if want_var and stateful else None, stateful,
+                      state_nbytes(states) if stateful else 0)
+
+
+def _label(c: str) -> str:
+    return {"\n": "\\n", " ": "␣", "\t": "\\t"}.get(c, c)
+
+
+def plot_generation(text: str, entropy, variance=None, path: str | os.PathLike | None = None, *,
+                    title: str | None = None):
+    """Predictive entropy (and the KLA posterior variance) over the generated characters.
+
+    Args:
+        text: the N generated characters (x-axis labels; spaces drawn as ␣, line ends as \\n).
+        entropy: [N] entropy in bits.
+        variance: [N] mean KLA posterior variance, or None (then one panel).
+        path: save the figure there (.png, .pdf, .svg, ...); None: only return it.
+        title: figure title.
+
+    Returns:
+        the matplotlib Figure.
+
+    Example:
+        >>> fig = plot_generation("ab", [1.0, 2.0], [0.1, 0.2])
+        >>> len(fig.axes)
+        2
+    """
+    import matplotlib
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    entropy = np.asarray(entropy, dtype=float)
+    if entropy.ndim != 1 or entropy.size != len(text):
+        raise value_error("entropy", f"has shape {entropy.shape} for {len(text)} characters",
+                          "pass one entropy value per generated character")
+    rows = 1 if variance is None else 2
+    width = min(40.0, max(6.0, 0.14 * len(text)))
+    fig, axes = plt.subplots(rows, 1, figsize=(width, 2.4 * rows + 0.6), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    x = np.arange(len(text))
+    axes[0].plot(x, entropy, color="C0", lw=1.2, marker=".", ms=3)
+    axes[0].set_ylabel("entropy (bits)")
+    axes[0].set_ylim(bottom=0)
+    if variance is not None:
+        variance = np.asarray(variance, dtype=float)
+        if variance.shape != entropy.shape:
+            raise value_error("variance", f"has shape {variance.shape}, entropy {entropy.shape}",
+                              "pass one variance value per generated character")
+        axes[1].plot(x, variance, color="C3", lw=1.2, marker=".", ms=3)
+        axes[1].set_ylabel("KLA posterior var.")
+    step = max(1, math.ceil(len(text) / 160))
+    axes[-1].set_xticks(x[::step])
+    axes[-1].set_xticklabels([_label(c) for c in text[::step]], fontsize=7, family="monospace")
+    axes[-1].set_xlabel("generated character")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "uncertainty over the generated text")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(Path(path), dpi=120)
+        plt.close(fig)
+    return fig
+
+
+__all__ = ["Generation", "decode_step", "entropy_bits", "generate", "kla_block_count", "plot_generation",
+           "sample_next", "state_nbytes"]
