@@ -162,7 +162,23 @@ def _result(out) -> FilterResult:
     return FilterResult(**kw)
 
 
+def _guard_linalg(fn, *args):
+    """Run a scan; a factorisation that fails on the way (lost definiteness) becomes a named error."""
+    try:
+        return fn(*args)
+    except (np.linalg.LinAlgError, RuntimeError) as exc:
+        if not type(exc).__name__.endswith("LinAlgError"):
+            raise
+        raise value_error("model", f"the scan lost positive definiteness on the way ({exc}); the problem is too "
+                          "ill-conditioned for this form (e.g. very long missing runs in the information form)",
+                          "use form='covariance' (or the sequential bayesfilt.kalman_filter), or rescale the model") from None
+
+
 def _run_filter(model, yt, form, backend, schedule, method, chunk_size):
+    return _guard_linalg(_run_filter_unguarded, model, yt, form, backend, schedule, method, chunk_size)
+
+
+def _run_filter_unguarded(model, yt, form, backend, schedule, method, chunk_size):
     if backend == "triton":
         from .triton_filter import triton_filter_time_first
         return triton_filter_time_first(model, yt)
@@ -252,10 +268,10 @@ def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", 
     if form == "covariance":
         from .smoother import scan_rts
         means, covs = filt["means"], filt["covs"]
-        out = scan_rts(model, yt, ops.contiguous(means), ops.contiguous(covs), schedule, chunk_size)
+        out = _guard_linalg(scan_rts, model, yt, ops.contiguous(means), ops.contiguous(covs), schedule, chunk_size)
     else:
         from .information import scan_two_filter
-        out = scan_two_filter(model, yt, filt, schedule, chunk_size)
+        out = _guard_linalg(scan_two_filter, model, yt, filt, schedule, chunk_size)
     _check_finite_out(out, "parallel_smoother")
     return SmootherResult(means=_public(out["means"], 1), covs=_public(out["covs"], 2),
                           cross_covs=_public(out["cross_covs"], 2), gains=_public(out["gains"], 2),
