@@ -144,7 +144,11 @@ def chi2_bounds(dof, n_runs: int = 1, prob: float = 0.95) -> tuple[float, float]
     if not np.isfinite(k):
         raise value_error("dof", f"times n_runs is {k!r}", "pass degrees of freedom and runs whose product is finite")
     a = (1 - prob) / 2
-    return float(chi2.ppf(a, k) / n_runs), float(chi2.ppf(1 - a, k) / n_runs)
+    lo, hi = float(chi2.ppf(a, k) / n_runs), float(chi2.ppf(1 - a, k) / n_runs)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise value_error("dof", f"is {dof!r}, outside the range where chi-square quantiles are computable",
+                          "pass degrees of freedom between about 1e-300 and 1e300")
+    return lo, hi
 
 
 @dataclass(frozen=True)
