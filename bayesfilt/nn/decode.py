@@ -85,7 +85,8 @@ def decode_step(model, tokens: torch.Tensor, states: list, *, return_variance: b
         h = block.norm1(x)
         if return_variance and isinstance(block.mixer, KLALayer):
             m, var, state = block.mixer(h, state=state, return_variance=True)
-            variances.append(var.float().mean(-1))                    # mean over channels: [B, L]
+            v = var.mean(-1)                                           # mean over channels: [B, L]
+            variances.append(v if v.dtype == torch.float64 else v.float())
         else:
             m, state = block.mixer(h, state=state)
         x = x + m                                                      # x += mixer(norm1(x))
