@@ -61,6 +61,8 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     ("kla_scan", "torch", "float32"): Tolerance(1e-4, "rel_rms", "parallel Möbius/affine scans, adjoint backward"),
     ("kla_scan", "torch", "bfloat16"): Tolerance(1e-2, "rel_rms", "bf16 in/out, float32 state; error is bf16 rounding of y and gradients"),
     ("kla_scan", "reference", "bfloat16"): Tolerance(1e-2, "rel_rms", "bf16 in/out, float32 state"),
+    ("kla_scan", "triton", "float32"): Tolerance(1e-4, "rel_rms", "fused Triton kernels (bayesfilt.nn.kernels), exact adjoint"),
+    ("kla_scan", "triton", "bfloat16"): Tolerance(1e-2, "rel_rms", "bf16 inputs, float32 state; kernel outputs float32, gradients bf16"),
 }
 
 
