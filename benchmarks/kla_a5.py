@@ -61,6 +61,7 @@ def main(argv=None) -> int:
         extra = ["--n-train", "200000", "--n-test", "2000", "--warmup", "200", "--eval-every", "250",
                  "--target-acc", "0.99"]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kla_a5_"))
+    work.mkdir(parents=True, exist_ok=True)
     procs = []
     t0 = time.time()
     for mixer, layers, length in runs:

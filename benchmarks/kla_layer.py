@@ -124,6 +124,12 @@ def main(argv=None) -> int:
     from bayesfilt.nn import KLAConfig, KLALayer
     from bayesfilt.nn.lm import fla_available
 
+    out = Path(args.out) if args.out else HERE / "results" / ("kla_layer_quick.json" if args.quick else "kla_layer.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(rec):                  # after every measurement, so a run stopped at its time limit keeps its numbers
+        out.write_text(json.dumps(rec, indent=1))
+
     par = parity(device)
     print("parity", json.dumps(par), flush=True)
     record = {"benchmark": "kla_layer", "shape": {"B": B, "L": L, "d_model": D, "d_state": 16, "expand": 2},
@@ -158,15 +164,14 @@ def main(argv=None) -> int:
                 if device == "cuda":
                     torch.cuda.empty_cache()
             record["results"][name] = r
+            write(record)
             print(name, json.dumps(r), flush=True)
         res = record["results"]
         for peer in ("gla_default", "gla_matched_state"):
             if "median_s" in res.get("kla", {}) and "median_s" in res.get(peer, {}):
                 record[f"kla_time_over_{peer}"] = res["kla"]["median_s"] / res[peer]["median_s"]
         record["target"] = "KLA time within 1.25x of GLA's (issue 5)"
-    out = Path(args.out) if args.out else HERE / "results" / ("kla_layer_quick.json" if args.quick else "kla_layer.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1))
+    write(record)
     print("wrote", out)
     return 0
 
