@@ -264,46 +264,48 @@ def _first_line(obj) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
-def render_toplevel_summary() -> str:
-    """A table of ``bayesfilt.__all__``: each name cross-referenced to its documentation.
+def render_summary(package: str = "bayesfilt") -> str:
+    """A table of ``package.__all__``: each name cross-referenced to its documentation.
 
     The links are mkdocstrings cross-references (``[name][identifier]``) to the object's
     defining module path; if no ``:::`` block documents it, autorefs warns and the strict
-    build fails, so a new public name cannot be left out of the API reference.
+    build fails, so a new public name cannot be left out of the API reference. Constants
+    are listed without a link.
     """
+    import importlib
     import inspect
     import types
 
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    import bayesfilt
+    try:
+        module = importlib.import_module(package)
+    except ImportError as exc:                                       # e.g. torch not installed
+        log.info("gen_tables: cannot import %s (%s); no summary table", package, exc)
+        return f"*(`{package}` could not be imported when these pages were built: {exc})*\n"
 
     rows = []
-    for name in bayesfilt.__all__:
-        obj = getattr(bayesfilt, name)
-        if name.startswith("__"):
-            rows.append([f"`{name}`", "attribute", f"`{obj!r}`"])
-            continue
+    for name in module.__all__:
+        obj = getattr(module, name)
         if isinstance(obj, types.ModuleType):
-            ident, kind = obj.__name__, "module"
+            rows.append([f"[`{name}`][{obj.__name__}]", "module", _first_line(obj)])
+        elif inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj):
+            kind = "class" if inspect.isclass(obj) else "function"
+            rows.append([f"[`{name}`][{obj.__module__}.{obj.__qualname__}]", kind, _first_line(obj)])
         else:
-            ident = f"{obj.__module__}.{obj.__qualname__}"
-            kind = "class" if inspect.isclass(obj) else "function" if callable(obj) else "attribute"
-        rows.append([f"[`{name}`][{ident}]", kind, _first_line(obj)])
+            text = repr(obj)
+            rows.append([f"`{name}`", "constant", f"`{text[:60]}{'...' if len(text) > 60 else ''}`"])
     lines = ["| name | kind | summary |", "|---|---|---|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-PAGE_MARKERS = {"<!-- gen:toplevel -->": render_toplevel_summary}
+SUMMARY_MARKER = re.compile(r"<!-- gen:summary ([\w.]+) -->")
 
 
 def on_page_markdown(markdown, page, config, files):
-    """MkDocs hook: fill the ``<!-- gen:... -->`` markers of a page."""
-    for marker, render in PAGE_MARKERS.items():
-        if marker in markdown:
-            markdown = markdown.replace(marker, render())
-    return markdown
+    """MkDocs hook: replace each ``<!-- gen:summary PACKAGE -->`` by PACKAGE's summary table."""
+    return SUMMARY_MARKER.sub(lambda m: render_summary(m.group(1)), markdown)
 
 
 # --------------------------------------------------------------------------- mkdocs hook

@@ -36,7 +36,9 @@ PUBLIC_MODULES = (
     "bayesfilt", "bayesfilt.model", "bayesfilt.models", "bayesfilt.gaussian", "bayesfilt.results",
     "bayesfilt.errors", "bayesfilt.tolerances", "bayesfilt.filters", "bayesfilt.scan",
     "bayesfilt.nn", "bayesfilt.nn.functional", "bayesfilt.learn", "bayesfilt.plot",
-    "bayesfilt.nn.tasks", "bayesfilt.data", "bayesfilt.consistency", "bayesfilt.tracking",
+    "bayesfilt.nn.config", "bayesfilt.nn.layer", "bayesfilt.nn.lm", "bayesfilt.nn.tasks", "bayesfilt.nn.train",
+    "bayesfilt.nn.checkpoint", "bayesfilt.nn.decode", "bayesfilt.nn.text", "bayesfilt.filters.diagonal",
+    "bayesfilt.scan.diagonal", "bayesfilt.data", "bayesfilt.consistency", "bayesfilt.tracking",
 )
 #: Top-level modules that are implementation details (not in the API reference).
 INTERNAL_MODULES = ("bayesfilt.linalg", "bayesfilt.validation", "bayesfilt.demo", "bayesfilt.demo_ais", "bayesfilt.cli",
