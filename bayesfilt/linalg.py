@@ -11,7 +11,10 @@ def sym(a: np.ndarray) -> np.ndarray:
 
 
 def mT(a: np.ndarray) -> np.ndarray:
-    """Transpose of the trailing two axes."""
+    """Transpose of the trailing two axes (a contiguous copy for one small shared matrix,
+    so that a stack times it is a single fast product)."""
+    if a.ndim == 2:
+        return np.ascontiguousarray(a.T)
     return np.swapaxes(a, -1, -2)
 
 

@@ -50,14 +50,14 @@ def update_step(mean: np.ndarray, cov: np.ndarray, y_t: np.ndarray, H: np.ndarra
         L = np.linalg.cholesky(S)                              # S_t = L L^T
     except np.linalg.LinAlgError:
         raise innovation_error(S, t) from None
-    L_inv = np.linalg.inv(L)                                   # L^{-1} (one factorisation serves K and z)
-    K = (PHt @ mT(L_inv)) @ L_inv                              # K_t = P H^T S_t^{-1} = P H^T L^{-T} L^{-1}
+    S_inv = np.linalg.inv(S)                                   # S_t^{-1} (serves K_t and the log-likelihood)
+    K = PHt @ S_inv                                            # K_t = P H^T S_t^{-1}
     mean = mean + mv(K, r)                                     # m_t = m_{t|t-1} + K_t r_t
     I_KH = np.eye(n, dtype=cov.dtype) - K @ H                  # (I - K_t H_t)
     cov = sym(I_KH @ cov @ mT(I_KH) + K @ R @ mT(K))           # P_t = (I-KH) P (I-KH)^T + K R K^T (Joseph)
-    z = mv(L_inv, r)                                           # z = L^{-1} r_t
+    maha = (r * mv(S_inv, r)).sum(-1)                          # r_t^T S_t^{-1} r_t
     logdet = 2.0 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(-1)  # log|S_t|
-    loglik = -0.5 * (n_obs * LOG_2PI + logdet + (z * z).sum(-1))       # log N(r_t; 0, S_t), observed rows only
+    loglik = -0.5 * (n_obs * LOG_2PI + logdet + maha)                  # log N(r_t; 0, S_t), observed rows only
     return mean, cov, loglik
 
 
