@@ -188,7 +188,8 @@ def main():
     shapes = {"main": main_shape, "long": long_shape}
     jobs = [("main", {}), ("long", {})]
     if args.sweep:
-        jobs += [("main", {"bwd_sb": 4, "bwd_bm": 32}), ("main", {"fwd_bm": 16}), ("main", {"num_chunks": 5})]
+        jobs += [("main", {"bwd_maxnreg": 128}), ("main", {"bwd_sb": 4, "bwd_bm": 32}), ("main", {"fwd_bm": 16}),
+                 ("main", {"num_chunks": 5})]
     for i, (shape_name, cfg) in enumerate(jobs):
         shape = shapes[shape_name]
         plan = make_plan(shape["B"], shape["L"], shape["M"], shape["S"], torch.device("cuda"))

@@ -50,6 +50,7 @@ class Plan:
     LC: int
     NC: int
     num_warps: int = 1
+    maxnreg: int | None = None
 
     @property
     def grid(self) -> tuple[int]:
@@ -63,7 +64,7 @@ def _sm_count(device: torch.device) -> int:
 
 
 def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunks: int | None = None,
-              max_sb: int = _MAX_SB_FWD, bm: int | None = None) -> Plan:
+              max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -86,7 +87,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     num_chunks = max(1, min(int(num_chunks), triton.cdiv(L, CHECKPOINT_EVERY)))
     LC = triton.cdiv(triton.cdiv(L, num_chunks), CHECKPOINT_EVERY) * CHECKPOINT_EVERY
     NC = triton.cdiv(L, LC)
-    return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC)
+    return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, maxnreg=maxnreg)
 
 
 def _new(shape, device, poison: bool):
@@ -105,7 +106,10 @@ def _fast() -> bool:
 
 
 def _consts(plan: Plan):
-    return dict(SB=plan.SB, BM=plan.BM, FAST=_fast(), num_warps=plan.num_warps)
+    kw = dict(SB=plan.SB, BM=plan.BM, FAST=_fast(), num_warps=plan.num_warps)
+    if plan.maxnreg and _fast():                        # register cap (compile option; not interpreted)
+        kw["maxnreg"] = plan.maxnreg
+    return kw
 
 
 def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_checkpoints: bool,
@@ -175,7 +179,8 @@ class KLAScanFunction(torch.autograd.Function):
         S = k.shape[-1]
         tune = dict(tune or ())
         plan = make_plan(B, L, M, S, v.device, num_chunks=tune.get("num_chunks"),
-                         max_sb=tune.get("fwd_sb", _MAX_SB_FWD), bm=tune.get("fwd_bm"))
+                         max_sb=tune.get("fwd_sb", _MAX_SB_FWD), bm=tune.get("fwd_bm"),
+                         maxnreg=tune.get("fwd_maxnreg"))
         lam0T, eta0T = _T(lam0.float()), _T(eta0.float())
         w0T = 1.0 / lam0T                               # w_0 = 1 / lam_0
         mu0T = eta0T * w0T                              # mu_0 = eta_0 / lam_0
@@ -195,7 +200,8 @@ class KLAScanFunction(torch.autograd.Function):
         S = k.shape[-1]
         tune = ctx.tune
         plan = make_plan(B, L, M, S, v.device, num_chunks=tune.get("num_chunks"),
-                         max_sb=tune.get("bwd_sb", _MAX_SB_BWD), bm=tune.get("bwd_bm"))
+                         max_sb=tune.get("bwd_sb", _MAX_SB_BWD), bm=tune.get("bwd_bm"),
+                         maxnreg=tune.get("bwd_maxnreg"))
         gy = torch.zeros(B, L, M, device=v.device) if gy is None else _c(gy.float())
         gyv = torch.zeros(B, L, M, device=v.device) if gyv is None else _c(gyv.float())
         glamT = torch.zeros_like(lamLT) if glam is None else _T(glam.float())
