@@ -5,7 +5,7 @@ scattered among blanks; after a copy marker the model must emit them in order. T
 layer's mean posterior variance over positions, with the data tokens marked: the paper
 (arXiv 2602.10743) shows it decaying as evidence accumulates and spiking at the tokens to copy.
 
-    python examples/kla_train_tiny.py --steps 200 --out kla_tiny
+    python examples/kla_train_tiny.py --steps 150 --out kla_tiny
 """
 
 import argparse
@@ -21,7 +21,7 @@ from bayesfilt.plot import posterior_variance
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--out", default="kla_tiny")
     args = ap.parse_args()
     torch.set_num_threads(1)
