@@ -122,3 +122,17 @@ def test_rejects_bad_inputs(rng):
         bayesfilt.rts_smoother(model, {"means": res.means})
     with pytest.raises(ValueError, match="filter_result"):
         bayesfilt.rts_smoother(random_model(rng, 3, 1), res)
+
+
+def test_shared_covariance_batch(rng):
+    """A batch without missing data and with unbatched parameters (covariances shared by all
+    series, returned as broadcast views) smooths like each series alone."""
+    model = random_model(rng, 3, 2, bias=True)
+    _, y = model.simulate(12, seed=4, batch_shape=(5,))
+    res = bayesfilt.kalman_filter(model, y)
+    sm = bayesfilt.rts_smoother(model, res)
+    for i in range(5):
+        one = bayesfilt.rts_smoother(model, bayesfilt.kalman_filter(model, y[i]))
+        np.testing.assert_allclose(sm.means[i], one.means, atol=1e-12)
+        np.testing.assert_allclose(sm.covs[i], one.covs, atol=1e-12)
+        np.testing.assert_allclose(sm.cross_covs[i], one.cross_covs, atol=1e-12)

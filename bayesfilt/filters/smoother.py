@@ -26,16 +26,16 @@ def _solve_psd(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 def rts_smoother(model: LinearGaussianSSM, filter_result: FilterResult) -> SmootherResult:
     """Smooth a covariance- or information-form filter result backwards in time.
 
-    Args:
-        model: the model the filter ran with.
-        filter_result: output of :func:`~bayesfilt.kalman_filter` (or any form/backend
-            returning a :class:`~bayesfilt.FilterResult` with predicted moments).
-
     A result of a model with exactly diffuse states (:class:`~bayesfilt.filters.diffuse.DiffuseFilterResult`)
     is smoothed exactly through its diffuse period (docs/math/diffuse.md): every state the
     whole data identifies gets finite smoothed moments, equal to the limit of the ordinary
     smoother under a N(0, κ I) prior as κ → ∞; states never identified stay NaN, and the
     gains of the diffuse period are NaN.
+
+    Args:
+        model: the model the filter ran with.
+        filter_result: output of :func:`~bayesfilt.kalman_filter` (or any form/backend
+            returning a :class:`~bayesfilt.FilterResult` with predicted moments).
 
     Returns:
         A :class:`~bayesfilt.SmootherResult` with means (..., T, n), covs (..., T, n, n),
