@@ -128,11 +128,14 @@ def test_shared_covariance_batch(rng):
     """A batch without missing data and with unbatched parameters (covariances shared by all
     series, returned as broadcast views) smooths like each series alone."""
     model = random_model(rng, 3, 2, bias=True)
-    _, y = model.simulate(12, seed=4, batch_shape=(5,))
+    model = model.replace(m0=rng.standard_normal((5, 3)), b=rng.standard_normal((5, 3)))   # per-series means only
+    _, y = model.simulate(12, seed=4)
     res = bayesfilt.kalman_filter(model, y)
+    assert res.covs.strides[0] == 0                            # one covariance path, broadcast
     sm = bayesfilt.rts_smoother(model, res)
     for i in range(5):
-        one = bayesfilt.rts_smoother(model, bayesfilt.kalman_filter(model, y[i]))
+        one_model = model.replace(m0=model.m0[i], b=model.b[i])
+        one = bayesfilt.rts_smoother(one_model, bayesfilt.kalman_filter(one_model, y[i]))
         np.testing.assert_allclose(sm.means[i], one.means, atol=1e-12)
         np.testing.assert_allclose(sm.covs[i], one.covs, atol=1e-12)
         np.testing.assert_allclose(sm.cross_covs[i], one.cross_covs, atol=1e-12)

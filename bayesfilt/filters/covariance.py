@@ -208,9 +208,9 @@ def kalman_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> Filt
     components (update with the observed rows only). Leading batch axes of ``y`` (and of
     the model's parameters) are filtered at once. Computes in the common dtype of the
     model and ``y`` (float64 by default; float32 accepted). Exact diffuse initialisation
-    is used when the model declares ``diffuse`` states. When the parameters have no batch
-    axes and ``y`` has no missing values, the covariances are the same for every series:
-    they are computed once and ``covs``/``predicted_covs`` are read-only broadcast views.
+    is used when the model declares ``diffuse`` states. When P0, F, Q, H and R have no
+    batch axes and ``y`` has no missing values, the covariances are the same for every
+    series: they are computed once and ``covs``/``predicted_covs`` are read-only broadcast views.
 
     Args:
         model: the state-space model (docs/math/notation.md).
@@ -235,9 +235,10 @@ def kalman_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> Filt
         return diffuse_kalman_filter(model, y)
     n = model.n
     dtype = y.dtype
-    # Without per-series parameters or missing values the covariances do not depend on the
-    # data: compute them once and return them broadcast over the batch (read-only views).
-    shared = model.batch_shape == () and not np.isnan(y).any()
+    # Without per-series covariance parameters (P0, F, Q, H, R) or missing values the
+    # covariances do not depend on the data or on m0, b, d: compute them once and return
+    # them broadcast over the batch (read-only views).
+    shared = not any(model._batch_shape_of(nm) for nm in ("P0", "F", "Q", "H", "R")) and not np.isnan(y).any()
     cov_batch = () if shared else batch
     means = np.empty(batch + (T, n), dtype)
     covs = np.empty(cov_batch + (T, n, n), dtype)
