@@ -209,3 +209,17 @@ def test_config_defaults_are_the_papers():
     c = KLAConfig()
     assert (c.d_state, c.expand, c.conv_kernel, c.dt_min, c.dt_max, c.p_init) == (16, 2, 4, 0.001, 0.1, 0.01)
     assert c.qk_norm and c.gating and c.skip and c.process_noise
+
+
+def test_filter_readout_is_the_scan_before_gate_and_projection():
+    layer = make_layer(seed=6)
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    y_f, var_f = layer.filter_readout(x)
+    assert y_f.shape == var_f.shape == (2, 5, layer.d_inner) and bool((var_f > 0).all())
+    # with a unit gate (gating off), no skip and out_proj = identity on the first d_model channels,
+    # the layer's output variance is the first channels of the filter variance
+    lay = make_layer(seed=6, d_model=8, expand=1, gating=False, skip=False)
+    with torch.no_grad():
+        lay.out_proj.weight.copy_(torch.eye(8, dtype=torch.float64))
+    _, var = lay(x, return_variance=True)
+    torch.testing.assert_close(var, lay.filter_readout(x)[1])

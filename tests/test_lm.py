@@ -129,3 +129,11 @@ def test_posterior_variance_plot_from_model():
     torch.testing.assert_close(torch.as_tensor(line.get_ydata()), var.detach().mean(dim=(0, 1)))
     with pytest.raises(BayesfiltError, match="variance"):
         posterior_variance(1.0)
+
+
+def test_filter_posterior_variance():
+    lm = make_lm("kla", layers=2)
+    var = lm.posterior_variance(torch.randint(0, 11, (2, 8)), kind="filter")
+    assert var.shape == (2, 2, 8) and bool((var > 0).all())
+    with pytest.raises(BayesfiltError, match="kind"):
+        lm.posterior_variance(torch.randint(0, 11, (2, 8)), kind="prior")

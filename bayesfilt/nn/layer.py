@@ -158,6 +158,47 @@ class KLALayer(nn.Module):
         eta = torch.zeros(batch, M, S, device=device, dtype=dtype)
         return KLALayerState(conv, KLAState(lam, eta))
 
+    def _sensor(self, x: torch.Tensor, state: KLALayerState | None):
+        """in_proj, causal conv + SiLU, sensor projection: (u, gate, conv input, scan inputs)."""
+        B, L, _ = x.shape
+        M, S, K = self.d_inner, self.d_state, self.conv_kernel
+        z, gate = self.in_proj(x).split(M, dim=-1)                     # [B, L, M] each
+        zt = z.transpose(1, 2)                                         # [B, M, L]
+        cache = zt.new_zeros(B, M, K - 1) if state is None else state.conv.to(zt.dtype)
+        full = torch.cat([cache, zt], dim=-1)                          # [B, M, K - 1 + L]
+        u = F.conv1d(full, self.conv_weight.unsqueeze(1).to(full.dtype), self.conv_bias.to(full.dtype),
+                     groups=M).transpose(1, 2)                         # causal depthwise conv: [B, L, M]
+        u = F.silu(u)
+        v, raw, k, q = self.sensor(u).split([M, M, S, S], dim=-1)
+        scan_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        v, raw, k, q = v.to(scan_dtype), raw.to(scan_dtype), k.to(scan_dtype), q.to(scan_dtype)
+        lambda_v = 1.0 / (F.softplus(raw) + self.config.precision_floor)   # Λv = 1 / (softplus + 1e-4)
+        if self.config.qk_norm:
+            k = F.normalize(k, dim=-1)                                 # k / |k|
+            q = F.normalize(q, dim=-1)                                 # q / |q|
+        a_bar, p_bar = self.discretize()
+        return u, gate, full, (v, lambda_v, k, q, a_bar.to(scan_dtype), p_bar.to(scan_dtype))
+
+    def filter_readout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The filter's own readout, before skip, gate and out_proj (a fresh sequence).
+
+        Args:
+            x: [B, L, d_model] input.
+
+        Returns:
+            ``(y, y_var)`` [B, L, M]: y = Σ_s q μ_t and the posterior variance Σ_s q² / λ_t.
+
+        Example:
+            >>> import torch
+            >>> from bayesfilt.nn import KLAConfig, KLALayer
+            >>> y, y_var = KLALayer(8, KLAConfig(d_state=4)).filter_readout(torch.randn(1, 5, 8))
+            >>> y_var.shape
+            torch.Size([1, 5, 16])
+        """
+        _, _, _, inputs = self._sensor(x, None)
+        y, y_var, _ = kla_scan(*inputs, backend=self.config.backend, validate=False)
+        return y, y_var
+
     def forward(self, x: torch.Tensor, state: KLALayerState | None = None, *, return_variance: bool = False):
         """Mix ``x`` in time.
 
@@ -185,32 +226,13 @@ class KLALayer(nn.Module):
         if state is not None and not isinstance(state, KLALayerState):
             raise type_error("state", f"must be a KLALayerState, got {type(state).__name__}",
                              "pass layer.init_state(batch) or the state a previous call returned")
-        B, L, _ = x.shape
-        M, S, K = self.d_inner, self.d_state, self.conv_kernel
-        z, gate = self.in_proj(x).split(M, dim=-1)                     # [B, L, M] each
-        zt = z.transpose(1, 2)                                         # [B, M, L]
-        if state is None:
-            cache = zt.new_zeros(B, M, K - 1)
-        else:
-            cache = state.conv.to(zt.dtype)
-        full = torch.cat([cache, zt], dim=-1)                          # [B, M, K - 1 + L]
-        u = F.conv1d(full, self.conv_weight.unsqueeze(1).to(full.dtype), self.conv_bias.to(full.dtype),
-                     groups=M).transpose(1, 2)                         # causal depthwise conv: [B, L, M]
-        u = F.silu(u)
-        v, raw, k, q = self.sensor(u).split([M, M, S, S], dim=-1)
-        scan_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        v, raw, k, q = v.to(scan_dtype), raw.to(scan_dtype), k.to(scan_dtype), q.to(scan_dtype)
-        lambda_v = 1.0 / (F.softplus(raw) + self.config.precision_floor)   # Λv = 1 / (softplus + 1e-4)
-        if self.config.qk_norm:
-            k = F.normalize(k, dim=-1)                                 # k / |k|
-            q = F.normalize(q, dim=-1)                                 # q / |q|
-        a_bar, p_bar = self.discretize()
-        a_bar, p_bar = a_bar.to(scan_dtype), p_bar.to(scan_dtype)
+        L = x.shape[1]
+        u, gate, full, (v, lambda_v, k, q, a_bar, p_bar) = self._sensor(x, state)
         backend = self.config.backend
         if state is None:
             y, y_var, final = kla_scan(v, lambda_v, k, q, a_bar, p_bar, backend=backend, validate=False)
         else:
-            init = KLAState(state.kla.lam.to(scan_dtype), state.kla.eta.to(scan_dtype))
+            init = KLAState(state.kla.lam.to(v.dtype), state.kla.eta.to(v.dtype))
             if L == 1:
                 y, y_var, final = kla_step(v[:, 0], lambda_v[:, 0], k[:, 0], q[:, 0], a_bar, p_bar, init,
                                            backend=backend, validate=False)
@@ -218,6 +240,7 @@ class KLALayer(nn.Module):
             else:
                 y, y_var, final = kla_scan(v, lambda_v, k, q, a_bar, p_bar, initial_state=init, backend=backend,
                                            validate=False)
+        K = self.conv_kernel
         if self.skip is not None:
             y = y + self.skip.to(y.dtype) * u.to(y.dtype)              # y += skip * u
         if self.config.gating:

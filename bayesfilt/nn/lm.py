@@ -301,22 +301,29 @@ class KLALanguageModel(nn.Module):
             new.append(s)
         return self.head(self.norm(x)), new
 
-    def posterior_variance(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The KLA mixers' output variance, averaged over channels.
+    def posterior_variance(self, tokens: torch.Tensor, kind: str = "output") -> torch.Tensor:
+        """The KLA mixers' variance, averaged over channels.
 
         Args:
             tokens: [B, L] token ids.
+            kind: ``"output"``: the variance each layer returns (through gate and out_proj);
+                ``"filter"``: the filters' own posterior variance Σ_s q² / λ_t, before the gate.
 
         Returns:
             [n_layers, B, L] tensor (raises a clear error when a mixer is not a :class:`KLALayer`).
         """
         self._check_tokens(tokens)
+        if kind not in ("output", "filter"):
+            raise value_error("kind", f"unknown kind {kind!r}", "pass 'output' or 'filter'")
         x = self.embed(tokens)
         out = []
         for b in self.blocks:
             if not isinstance(b.mixer, KLALayer):
                 raise value_error("mixer", f"{self.mixer_name!r} has no posterior variance", "use mixer='kla'")
-            m, var = b.mixer(b.norm1(x), return_variance=True)
+            h = b.norm1(x)
+            m, var = b.mixer(h, return_variance=True)
+            if kind == "filter":
+                var = b.mixer.filter_readout(h)[1]
             out.append(var.mean(-1))
             x = x + m
             x = x + b.mlp(b.norm2(x))
