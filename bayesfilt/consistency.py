@@ -217,7 +217,7 @@ def check_average(values, dof, prob: float = 0.95) -> ConsistencyCheck:
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise value_error("values", f"holds {v[idx]!r} at index {idx}", "pass finite, non-negative chi-square statistics")
-    total = float((k[use] / count).sum()) * count                # sum without overflowing the partial sums
+    total = float(k[use].sum())
     if not np.isfinite(total):
         raise value_error("dof", f"sums to {total!r} over {count} values", "pass degrees of freedom whose total is finite")
     a = (1 - prob) / 2
