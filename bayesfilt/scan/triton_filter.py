@@ -216,30 +216,38 @@ if triton is not None:
     @triton.jit
     def _fold_elements(iA, ib, iC, ie, iJ, oA, ob, oC, oe, oJ, K, G_size, KG,
                        N: tl.constexpr, EPS: tl.constexpr):
-        """Program (b, g) folds elements g*G .. g*G+G-1 (of K) into one."""
+        """Program (b, g) folds elements g*G .. g*G+G-1 (of K) into one.
+
+        The running element lives in the output slot (stored and reloaded every step): carrying all
+        five of its parts in registers through the loop made the compiler take minutes.
+        """
         pb = tl.program_id(0)
         pg = tl.program_id(1)
         ri = tl.arange(0, N)
         mat = ri[:, None] * N + ri[None, :]
         i0 = pb * K + pg * G_size
-        A = tl.load(iA + i0 * N * N + mat)
-        b = tl.load(ib + i0 * N + ri)
-        C = tl.load(iC + i0 * N * N + mat)
-        e = tl.load(ie + i0 * N + ri)
-        J = tl.load(iJ + i0 * N * N + mat)
+        o = pb * KG + pg
+        tl.store(oA + o * N * N + mat, tl.load(iA + i0 * N * N + mat))
+        tl.store(ob + o * N + ri, tl.load(ib + i0 * N + ri))
+        tl.store(oC + o * N * N + mat, tl.load(iC + i0 * N * N + mat))
+        tl.store(oe + o * N + ri, tl.load(ie + i0 * N + ri))
+        tl.store(oJ + o * N * N + mat, tl.load(iJ + i0 * N * N + mat))
         for j in range(1, G_size):
             if pg * G_size + j < K:
                 i = i0 + j
-                A, b, C, e, J = _combine(A, b, C, e, J,
+                tl.debug_barrier()
+                A, b, C, e, J = _combine(tl.load(oA + o * N * N + mat), tl.load(ob + o * N + ri),
+                                         tl.load(oC + o * N * N + mat), tl.load(oe + o * N + ri),
+                                         tl.load(oJ + o * N * N + mat),
                                          tl.load(iA + i * N * N + mat), tl.load(ib + i * N + ri),
                                          tl.load(iC + i * N * N + mat), tl.load(ie + i * N + ri),
                                          tl.load(iJ + i * N * N + mat), N, EPS)
-        o = pb * KG + pg
-        tl.store(oA + o * N * N + mat, A)
-        tl.store(ob + o * N + ri, b)
-        tl.store(oC + o * N * N + mat, C)
-        tl.store(oe + o * N + ri, e)
-        tl.store(oJ + o * N * N + mat, J)
+                tl.debug_barrier()
+                tl.store(oA + o * N * N + mat, A)
+                tl.store(ob + o * N + ri, b)
+                tl.store(oC + o * N * N + mat, C)
+                tl.store(oe + o * N + ri, e)
+                tl.store(oJ + o * N * N + mat, J)
 
     @triton.jit
     def _absorb(iA, ib, iC, ie, iJ, sm, sP, om, oP, K, G_size, KG,
