@@ -60,3 +60,32 @@ def test_triton_kernel_interpreted_float64():
     assert proc.returncode == 0, proc.stderr[-3000:]
     worst = float(proc.stdout.split("WORST")[-1])
     assert worst <= tolerance("filter", "triton", "float64").bound, worst
+
+
+def test_kernels_compile_for_sm90_quickly():
+    """Ahead-of-time compilation for an H100/H200 (sm_90) on the CPU: a compile-time regression guard.
+
+    Carrying a whole scan element through a loop in registers once made _fold_elements take over
+    15 minutes to compile; every kernel must now compile (ptxas included) within the subprocess timeout.
+    """
+    code = textwrap.dedent(r'''
+        import warnings; warnings.filterwarnings("ignore")
+        import triton
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+        from bayesfilt.scan import triton_filter as tf
+        ptrs = {"oA","ob","oC","oe","oJ","iA","ib","iC","ie","iJ","sm","sP","om","oP"}
+        consts = {"N": 4, "EPS": 1e-6}
+        kern = tf._fold_elements
+        sig, cx = {}, {}
+        for i, nm in enumerate(kern.arg_names):
+            if nm in consts:
+                sig[nm] = "constexpr"; cx[(i,)] = consts[nm]
+            else:
+                sig[nm] = "*fp32" if nm in ptrs else "i32"
+        triton.compile(ASTSource(fn=kern, signature=sig, constexprs=cx), target=GPUTarget("cuda", 90, 32))
+        print("COMPILED")
+    ''')
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert "COMPILED" in proc.stdout, proc.stderr[-3000:]
