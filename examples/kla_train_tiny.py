@@ -39,9 +39,9 @@ def main():
     model.load_state_dict(load_checkpoint(out / "checkpoint.pt")["model"])
     x = torch.from_numpy(task.test.inputs[:1])
     with torch.no_grad():
-        var = model.lm.posterior_variance(x)                        # [layers, 1, L]
+        var = model.lm.posterior_variance(x, kind="filter")         # [layers, 1, L]: Σ_s q² / λ_t
     marks = np.flatnonzero((task.test.inputs[0] != 14) & (task.test.inputs[0] != 15))
-    fig = posterior_variance(var, marks=marks, title="selective copy: KLA posterior variance (data tokens marked)")
+    fig = posterior_variance(var, marks=marks, title="selective copy: KLA filter posterior variance (data tokens marked)")
     fig.savefig(out / "posterior_variance.png", dpi=120, bbox_inches="tight")
     print("wrote", out / "posterior_variance.png")
 
