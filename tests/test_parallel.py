@@ -181,7 +181,7 @@ def test_float32_cv_model_torch_cpu():
     """float32 (torch CPU, tree and chunked) within the promised 1e-3 of the float64 reference on the same data."""
     torch = pytest.importorskip("torch")
     model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
-    _, y = model.simulate(4096, seed=0)
+    _, y = model.simulate(2048, seed=0)
     y32 = y.astype(np.float32)
     ref = bayesfilt.parallel_filter(model, y32.astype(np.float64))          # riccati, float64
     tol = tolerance("filter", "torch", "float32")
