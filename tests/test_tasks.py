@@ -145,3 +145,15 @@ def test_memorization_fixed_map():
             assert (y[1::2] == IGNORE).all()
             for k, v in zip(keys, vals):
                 assert kv.setdefault(k, v) == v            # one map for every sequence and both splits
+
+
+def test_selective_copy_length_bound():
+    assert mad_task("selective_copy", length=33, n_train=2, n_test=1).train.inputs.shape == (2, 33)
+    with pytest.raises(BayesfiltError, match="length >= 33"):
+        mad_task("selective_copy", length=32, n_train=2, n_test=1)
+
+
+@pytest.mark.parametrize("name", ["in_context_recall", "memorization"])
+def test_pair_tasks_need_even_length(name):
+    with pytest.raises(BayesfiltError, match="even"):
+        mad_task(name, length=7, n_train=2, n_test=1)

@@ -134,3 +134,13 @@ def test_accuracy_counts_last_labelled_position():
     y = torch.tensor([[1, 2, -100], [3, -100, -100]])
     logits = torch.nn.functional.one_hot(torch.tensor([[1, 0, 0], [3, 0, 0]]), 5).float()
     assert _accuracy(logits, y) == (2, 3, 1, 2, 1)          # row 0's last label (2) wrong, row 1's (3) right
+
+
+@pytest.mark.parametrize("task", ["a5", "s5", "in_context_recall", "fuzzy_recall", "noisy_recall", "selective_copy",
+                                  "compression", "memorization"])
+def test_every_task_trains_a_step(tmp_path, task):
+    length = 33 if task == "selective_copy" else 8
+    cfg = TrainConfig(task=task, length=length, n_train=8, n_test=4, d_model=8, d_state=2, batch_size=4, steps=1,
+                      eval_every=1, warmup=1)
+    res = train(cfg, tmp_path, progress=False)
+    assert res["step"] == 1 and 0 <= res["best_eval_acc"] <= 1

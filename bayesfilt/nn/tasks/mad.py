@@ -153,6 +153,9 @@ def mad_task(name: str, *, seed: int = 0, n_train: int | None = None, n_test: in
     length = default_len if length is None else length
     if length < 4:
         raise value_error("length", f"must be >= 4, got {length}", "pass a longer sequence length")
+    if name in ("in_context_recall", "memorization") and length % 2:
+        raise value_error("length", f"{name} is made of (key, value) pairs: the length must be even, got {length}",
+                          f"pass length={length + 1}")
     settings = dict(name=name, seed=seed, n_train=n_train, n_test=n_test, length=length)
     readout, n_classes = "sequence", None
     if name in ("in_context_recall", "noisy_recall"):
@@ -166,8 +169,8 @@ def mad_task(name: str, *, seed: int = 0, n_train: int | None = None, n_test: in
         vocab = 16
         settings.update(keys=8, values=8, span=(1, 3), distinct_keys=8)
     elif name == "selective_copy":
-        if length < 18:
-            raise value_error("length", f"selective copy needs length >= 18, got {length}", "pass length >= 18")
+        if length < 33:                                               # 16 data tokens + marker + 16 slots
+            raise value_error("length", f"selective copy needs length >= 33, got {length}", "pass length >= 33")
         make = lambda r, nn: _selective_copy_split(r, nn, length, 16, 16)   # noqa: E731
         vocab = 16
         settings.update(n_copy=16)
