@@ -294,6 +294,17 @@ class SpeedCheck:
     estimates: tuple
 
 
+def _vessel_list(vessels):
+    """The vessels as a non-empty list of objects with times and positions (e.g. load_ais())."""
+    if vessels is None or isinstance(vessels, (str, bytes)) or not hasattr(vessels, "__iter__"):
+        raise value_error("vessels", f"is {type(vessels).__name__}", "pass a list of tracks, e.g. bayesfilt.data.load_ais()")
+    vessels = list(vessels)
+    if not vessels or not all(hasattr(v, "times") and hasattr(v, "positions") for v in vessels):
+        raise value_error("vessels", f"holds {len(vessels)} item(s), not all tracks with times and positions",
+                          "pass a non-empty list of tracks, e.g. bayesfilt.data.load_ais()")
+    return vessels
+
+
 def speed_check(vessels, kind: str, q: float, r: float, *, smooth: bool = True, min_speed: float = 2.0,
                 skip: int = 0) -> SpeedCheck:
     """Compare the speed and course estimated from positions alone with the reported SOG/COG.
@@ -318,6 +329,7 @@ def speed_check(vessels, kind: str, q: float, r: float, *, smooth: bool = True, 
     from .data import KNOT
     if kind not in ("cv", "ca"):
         raise value_error("kind", f"is {kind!r}", "use 'cv' or 'ca' (models with a velocity)")
+    vessels = _vessel_list(vessels)
     names, ns, srms, crms, prms, rrms, ests = [], [], [], [], [], [], []
     all_s, all_c, all_p, all_z = [], [], [], []
     for v in vessels:
@@ -394,6 +406,11 @@ def holdout_check(vessels, kind: str, q: float, r: float, every: int = 4, offset
         >>> holdout_check(load_ais(), "cv", 1.4e-3, 8.8).rms          # doctest: +SKIP
     """
     from scipy.stats import chi2
+    vessels = _vessel_list(vessels)
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 2:
+        raise value_error("every", f"is {every!r}", "withhold every k-th report with an integer k >= 2")
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+        raise value_error("offset", f"is {offset!r}", "pass a non-negative integer index")
     errs, inside = [], []
     for v in vessels:
         y = np.array(v.positions, float)

@@ -540,7 +540,15 @@ def check_backends(backends=None, *, shape=(2, 64, 4, 5), dtype=torch.float32, d
     """
     from ..tolerances import TOLERANCES
 
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise value_error("device", f"is {device!r}", "pass 'cpu', 'cuda' or a torch.device") from None
+    if dtype not in (torch.float32, torch.float64, torch.bfloat16):
+        raise type_error("dtype", f"is {dtype!r}", "pass torch.float32, torch.float64 or torch.bfloat16")
+    if (not isinstance(shape, (tuple, list)) or len(shape) != 4
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)):
+        raise value_error("shape", f"is {shape!r}", "pass (B, L, M, S), four positive ints")
     if backends is None:
         backends = ["reference", "torch"] + (["triton"] if device.type == "cuda" else [])
     B, L, M, S = shape

@@ -162,6 +162,9 @@ class KLALayer(nn.Module):
         """in_proj, causal conv + SiLU, sensor projection: (u, gate, conv input, scan inputs)."""
         B, L, _ = x.shape
         M, S, K = self.d_inner, self.d_state, self.conv_kernel
+        if state is not None and (tuple(state.conv.shape) != (B, M, K - 1) or tuple(state.kla.lam.shape) != (B, M, S)):
+            raise value_error("state", f"holds conv {tuple(state.conv.shape)} and lam {tuple(state.kla.lam.shape)} for "
+                              f"x of batch {B}", f"pass a state from init_state({B}) or from a call with the same batch")
         z, gate = self.in_proj(x).split(M, dim=-1)                     # [B, L, M] each
         zt = z.transpose(1, 2)                                         # [B, M, L]
         cache = zt.new_zeros(B, M, K - 1) if state is None else state.conv.to(zt.dtype)

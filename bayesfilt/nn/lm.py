@@ -294,6 +294,10 @@ class KLALanguageModel(nn.Module):
         self._check_tokens(tokens)
         if states is None:
             return self.head(self.hidden(tokens))
+        if not isinstance(states, (list, tuple)) or len(states) != len(self.blocks):
+            raise value_error("states", f"must be a list of {len(self.blocks)} per-block states, got "
+                              f"{type(states).__name__} of length {len(states) if hasattr(states, '__len__') else '?'}",
+                              "pass model.init_state(batch) or the states a previous call returned")
         x = self.embed(tokens)
         new = []
         for b, s in zip(self.blocks, states):
@@ -398,8 +402,8 @@ class KLALanguageModel(nn.Module):
         Returns:
             [B, L0 + max_new_tokens] token ids.
         """
-        if max_new_tokens < 0:
-            raise value_error("max_new_tokens", f"must be >= 0, got {max_new_tokens}", "pass a non-negative count")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise value_error("max_new_tokens", f"must be an int >= 0, got {max_new_tokens!r}", "pass a non-negative count")
         out = prompt
         if self.stateful:
             states = self.init_state(prompt.shape[0], device=prompt.device)
