@@ -49,7 +49,7 @@ def kla_block_count(model) -> int:
     return sum(isinstance(b.mixer, KLALayer) for b in model.blocks)
 
 
-def decode_step(model, tokens: torch.Tensor, states: list, *, return_variance: bool = False):
+def decode_step(model, tokens: torch.Tensor, states: list, *, return_variance: bool = False, validate: bool = True):
     """Continue the sequences that ``states`` summarise by ``tokens`` (prefill any L, or decode L = 1).
 
     The same computation as ``model(tokens, states)``, block by block
@@ -61,6 +61,7 @@ def decode_step(model, tokens: torch.Tensor, states: list, *, return_variance: b
         tokens: [B, L] token ids.
         states: per-block states (``model.init_state(B)`` or a previous call's).
         return_variance: also return the KLA layers' mean posterior variance.
+        validate: check the ids (one device sync); False skips it (benchmarks, trusted ids).
 
     Returns:
         ``(logits [B, L, V], new_states)``; with ``return_variance``: ``(logits, new_states, var)``
@@ -78,7 +79,8 @@ def decode_step(model, tokens: torch.Tensor, states: list, *, return_variance: b
     if not isinstance(states, list) or len(states) != len(model.blocks):
         raise value_error("states", f"must be a list of {len(model.blocks)} block states",
                           "pass model.init_state(batch) or the states a previous call returned")
-    model._check_tokens(tokens)
+    if validate:
+        model._check_tokens(tokens)
     x = model.embed(tokens)
     new, variances = [], []
     for block, state in zip(model.blocks, states):
