@@ -320,3 +320,19 @@ def test_containers_reject_nonsense(name):
         else:
             consistency.nis(model, np.zeros((3, 1)), bayesfilt.SmootherResult(np.zeros((3, 2)), np.zeros((3, 2, 2)),
                                                                               np.zeros((2, 2, 2))))
+
+
+@pytest.mark.parametrize("case", ["speed_none", "speed_empty", "speed_str", "holdout_every0", "holdout_every_float",
+                                  "holdout_offset_neg", "holdout_kind"])
+def test_vessel_checks_bad_arguments(case):
+    vs = bdata.load_ais()[:1]
+    call = {
+        "speed_none": lambda: tracking.speed_check(None, "cv", 1e-3, 9.0),
+        "speed_empty": lambda: tracking.speed_check([], "cv", 1e-3, 9.0),
+        "speed_str": lambda: tracking.speed_check("vessels", "cv", 1e-3, 9.0),
+        "holdout_every0": lambda: tracking.holdout_check(vs, "cv", 1e-3, 9.0, every=0),
+        "holdout_every_float": lambda: tracking.holdout_check(vs, "cv", 1e-3, 9.0, every=2.5),
+        "holdout_offset_neg": lambda: tracking.holdout_check(vs, "cv", 1e-3, 9.0, offset=-1),
+        "holdout_kind": lambda: tracking.holdout_check(vs, "bogus", 1e-3, 9.0),
+    }[case]
+    assert contract(call, finite_inputs=True, where=case) == "error"

@@ -249,3 +249,24 @@ def test_checkpoint_payload_code_is_never_executed(tmp_path):
     with pytest.raises(bayesfilt.BayesfiltError, match="Fix:"):
         load_checkpoint(p)
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("case", ["layer_state_batch", "lm_states_len", "lm_states_type", "gen_float", "gen_str",
+                                  "gen_neg", "check_shape", "check_dtype", "check_device", "init_state_zero"])
+def test_decode_and_tools_bad_arguments(case):
+    layer = KLALayer(8, KLAConfig(d_state=2))
+    lm = KLALanguageModel(11, 8, 2, kla_config=KLAConfig(d_state=2))
+    from bayesfilt.nn import check_backends
+    call = {
+        "layer_state_batch": lambda: layer(torch.randn(3, 1, 8), state=layer.init_state(2)),
+        "lm_states_len": lambda: lm(torch.randint(0, 11, (2, 1)), states=lm.init_state(2)[:1]),
+        "lm_states_type": lambda: lm(torch.randint(0, 11, (2, 1)), states="s"),
+        "gen_float": lambda: lm.generate(torch.randint(0, 11, (1, 2)), 2.5),
+        "gen_str": lambda: lm.generate(torch.randint(0, 11, (1, 2)), "2"),
+        "gen_neg": lambda: lm.generate(torch.randint(0, 11, (1, 2)), -1),
+        "check_shape": lambda: check_backends(["torch"], shape=(2, 2)),
+        "check_dtype": lambda: check_backends(["torch"], dtype=torch.int32),
+        "check_device": lambda: check_backends(["torch"], device="nowhere"),
+        "init_state_zero": lambda: layer.init_state(0),
+    }[case]
+    assert contract(call, finite_inputs=True, where=case) == "error"
