@@ -10,12 +10,12 @@ forward's logits (float32) for every mixer, or nothing is timed.
 
 H200 (docs/lm.md)::
 
-    python benchmarks/decode_speed.py --device cuda --layers 6 --d-model 384 --batches 1 64 \\
+    python benchmarks/decode_speed.py --device cuda --layers 6 --d-model 256 --match-params --batches 1 64 \\
         --contexts 1024 8192 --out benchmarks/results/decode_speed_h200.json
 
 CPU smoke (tiny; says nothing about the GPU)::
 
-    python benchmarks/decode_speed.py --quick --out benchmarks/results/decode_speed_cpu_smoke.json
+    python benchmarks/decode_speed.py --quick --match-params --out benchmarks/results/decode_speed_cpu_smoke.json
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def git_commit() -> str:
 def build(mixer: str, d_model: int, args, device) -> KLALanguageModel:
     torch.manual_seed(0)
     lm = KLALanguageModel(VOCAB, d_model, args.layers, mixer=mixer, n_heads=args.heads,
-                          kla_config=KLAConfig(d_state=args.d_state, backend=args.backend))
+                          kla_config=KLAConfig(d_state=args.d_state, expand=args.expand, backend=args.backend))
     return lm.to(device).eval()
 
 
@@ -111,10 +111,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mixers", nargs="+", default=["kla", "attention"], choices=["kla", "attention", "hybrid"])
     p.add_argument("--layers", type=int, default=6)
-    p.add_argument("--d-model", type=int, default=384, help="width of every mixer (see --match-params)")
+    p.add_argument("--d-model", type=int, default=256, help="width of every mixer (see --match-params)")
     p.add_argument("--match-params", action="store_true",
                    help="give attention/hybrid the width of benchmarks/lm_text.py's parameter matching")
     p.add_argument("--d-state", type=int, default=16)
+    p.add_argument("--expand", type=int, default=2)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     p.add_argument("--contexts", type=int, nargs="+", default=[1024, 8192])

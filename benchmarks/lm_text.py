@@ -4,7 +4,7 @@ The experiment of issue 10 (docs/lm.md). Every mixer trains with the same corpus
 same windows and batch order (same seed), the same number of optimiser steps, batch size,
 context, learning-rate schedule and weight decay, at the same parameter count (within ±5%):
 KLA sets the budget at ``--d-model``; every other mixer gets the width (a multiple of
-2 x heads) whose total parameter count is closest to KLA's, and the script stops if none is
+the number of heads) whose total parameter count is closest to KLA's, and the script stops if none is
 within the tolerance. Mixers:
 
 - ``kla``: every block's mixer is KLA;
@@ -20,8 +20,8 @@ draws the validation curves.
 
 H200 (the settings of docs/lm.md)::
 
-    python benchmarks/lm_text.py --device cuda --dtype bfloat16 --layers 6 --d-model 384 --context 512 \\
-        --batch-size 64 --steps 4000 --eval-every 250 --eval-size 256 --seeds 0 1 \\
+    python benchmarks/lm_text.py --device cuda --dtype bfloat16 --layers 6 --d-model 256 --context 512 \\
+        --batch-size 32 --steps 2500 --eval-every 250 --eval-size 128 --seeds 0 1 \\
         --run-dir runs/lm_text --out benchmarks/results/lm_text_h200.json --plot docs/lm_curves_h200.png
 
 CPU smoke (tiny model, minutes; its numbers say nothing about the H200 comparison)::
@@ -83,8 +83,8 @@ def n_params(vocab: int, d_model: int, args, mixer: str) -> int:
 
 
 def match_width(vocab: int, target: int, args, mixer: str) -> tuple[int, int]:
-    """The width (multiple of 2 x heads) whose parameter count is closest to ``target``."""
-    step = 2 * args.heads
+    """The width (a multiple of the number of heads) whose parameter count is closest to ``target``."""
+    step = args.heads
     lo, hi = 1, max(2, 8 * args.d_model // step)                       # widths lo*step .. hi*step
     while lo < hi:                                                     # first width with >= target parameters
         mid = (lo + hi) // 2
@@ -137,18 +137,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mixers", nargs="+", default=list(ALL_MIXERS), choices=ALL_MIXERS)
     p.add_argument("--layers", type=int, default=6)
-    p.add_argument("--d-model", type=int, default=384, help="KLA's width; it sets the parameter budget")
+    p.add_argument("--d-model", type=int, default=256, help="KLA's width; it sets the parameter budget")
     p.add_argument("--d-state", type=int, default=16)
     p.add_argument("--expand", type=int, default=2)
     p.add_argument("--heads", type=int, default=8, help="heads of attention / GLA")
     p.add_argument("--context", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--eval-size", type=int, default=256, help="validation windows per evaluation during training")
+    p.add_argument("--eval-size", type=int, default=128, help="validation windows per evaluation during training")
     p.add_argument("--test-windows", type=int, default=None,
                    help="validation and test windows scored at the end (default: all)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
