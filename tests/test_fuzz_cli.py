@@ -202,7 +202,9 @@ def test_train_output_rules(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv", [["check", "--T", "0"], ["check", "--T", "-5", "--no-kla"], ["check", "--T", "x"],
                                   ["check", "--seed", "x"], ["demo", "--seed", "x"], ["bogus"], ["track", "--bogus"],
-                                  ["train"], ["train", "a5", "--steps"], ["--version-typo"]])
+                                  ["train"], ["train", "a5", "--steps"], ["--version-typo"],
+                                  ["generate", "no_such_run"], ["generate", "/"], ["generate", "x", "--tokens", "x"],
+                                  ["generate", "x", "--temperature", "hot"], ["generate"]])
 def test_other_subcommands_bad_argv(argv):
     rc, out, err = run_cli(argv)
     assert rc == 2 and "Traceback" not in err and err.strip(), (argv, rc, err)
