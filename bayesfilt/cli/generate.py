@@ -62,7 +62,11 @@ def load_lm(checkpoint: str | os.PathLike, device: str = "cpu"):
     if not isinstance(ck.get("config"), dict) or not isinstance(ck.get("model"), dict):
         raise value_error("checkpoint", f"{str(checkpoint)!r} holds no model and config",
                           "pass a checkpoint written by 'bayesfilt train lm'")
-    cfg = TrainConfig(**ck["config"])
+    try:
+        cfg = TrainConfig(**ck["config"])
+    except TypeError as exc:                                           # written by another version of TrainConfig
+        raise value_error("checkpoint", f"its settings do not fit this version's TrainConfig ({exc})",
+                          "generate with the bayesfilt version that trained it") from None
     if cfg.task != LM_TASK:
         raise value_error("checkpoint", f"was trained on task {cfg.task!r}, not {LM_TASK!r}",
                           "pass a checkpoint of 'bayesfilt train lm'")
@@ -98,6 +102,8 @@ def run(args) -> int:
             raise value_error("--plot", f"{str(plot)!r} exists", "pass --force to overwrite it, or another file")
         if plot.is_dir():
             raise value_error("--plot", f"{str(plot)!r} is a folder", "pass a file name")
+        if not plot.resolve().parent.is_dir():
+            raise value_error("--plot", f"the folder of {str(plot)!r} does not exist", "create it or pick another file")
     try:
         dev = torch.device(args.device)
     except (RuntimeError, TypeError):
