@@ -128,11 +128,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--label", default=None)
     p.add_argument("--quick", action="store_true", help="CPU smoke: 2 layers, d_model 32, B 1/8, C 256/1024, 16 tokens")
+    if p.parse_known_args(argv)[0].quick:                              # the preset's values are defaults: flags win
+        p.set_defaults(layers=2, d_model=32, d_state=8, heads=2, batches=[1, 8], contexts=[256, 1024], new_tokens=16,
+                       repeats=1, device="cpu", threads=1)
     args = p.parse_args(argv)
-    if args.quick:
-        args.layers, args.d_model, args.d_state, args.heads = 2, 32, 8, 2
-        args.batches, args.contexts, args.new_tokens, args.repeats = [1, 8], [256, 1024], 16, 1
-        args.device, args.threads = "cpu", args.threads or 1
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
