@@ -44,6 +44,12 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--cache-dir", default=None, help="lm: token cache folder (default: $BAYESFILT_CACHE or ~/.cache/bayesfilt)")
+    p.add_argument("--distributed", action="store_true",
+                   help="train on every process of a torchrun launch (DDP; gloo on cpu, nccl on cuda); "
+                        "--batch-size is the global batch (docs/distributed.md)")
+    p.add_argument("--fsdp", action="store_true", help="with --distributed: shard with FSDP2 instead of DDP")
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="with --distributed: micro-batches per step on each process (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -69,6 +75,9 @@ def run(args) -> int:
                       patience=args.patience, seed=args.seed, device=device, dtype=args.dtype, backend=args.backend)
     out = args.out or f"runs/{args.task}-{args.mixer}-{args.layers}-{args.seed}"
     from ..nn.text import cli_task
+    if args.distributed or args.fsdp or args.grad_accum != 1:
+        from ..nn.distributed import run_cli                 # issue 9: torchrun / DDP / FSDP2
+        return run_cli(args, cfg, out)
     res = train(cfg, out, resume=args.resume, force=args.force, progress=not args.no_progress,
                 max_seconds=args.max_seconds, task=cli_task(cfg, args.cache_dir))
     print(json.dumps({k: v for k, v in res.items() if k != "config"}, sort_keys=True))

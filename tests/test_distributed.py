@@ -1,0 +1,256 @@
+"""Distributed training (issue 9) on the CPU with the gloo backend and 2 processes.
+
+The references are independent of bayesfilt.nn.distributed: the single-process training loop
+(bayesfilt.nn.train.train, through ``python -m bayesfilt train``) and batch_indices.
+
+1. ``torchrun --nproc-per-node 2 -m bayesfilt train ... --distributed`` with DDP (and gradient
+   accumulation 2) and with FSDP2 (``--fsdp``): the loss curve, gradient norms, evaluations and
+   final weights and AdamW moments equal the single-process run with the same global batch to
+   float32 summation-order tolerance (the observed maxima are printed and recorded).
+2. One rank of an FSDP2 run is SIGKILLed mid-run; torchrun's group fails; relaunched with
+   ``--resume`` the run ends bit-identical to the uninterrupted FSDP2 run.
+3. In one process: the sampler slices the single-process batch; the optimiser state key maps
+   round-trip; the multicast variables are set by setdefault; bad flags exit 2; a world of one
+   with gradient accumulation stopped and resumed equals the uninterrupted run bit for bit.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bayesfilt.cli import main  # noqa: E402
+from bayesfilt.errors import BayesfiltError  # noqa: E402
+from bayesfilt.nn.checkpoint import load_checkpoint  # noqa: E402
+from bayesfilt.nn.distributed import (DistributedConfig, optimizer_state_by_index,  # noqa: E402
+                                      optimizer_state_by_name, rank_batches, set_multicast_env,
+                                      train_distributed)
+from bayesfilt.nn.train import TrainConfig, batch_indices, train  # noqa: E402
+
+# 20 steps (a checkpoint every 2) of a tiny A5 model: long enough to kill a rank mid-run
+TINY = ["train", "a5", "--length", "4", "--n-train", "64", "--n-test", "20", "--d-model", "8", "--d-state", "2",
+        "--batch-size", "8", "--steps", "20", "--eval-every", "2", "--warmup", "5", "--seed", "3", "--device", "cpu",
+        "--no-progress"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+# float32 training, 20 AdamW steps: the runs differ only by the order of gradient sums (observed ~1e-7)
+WEIGHT_TOL = 1e-5
+LOSS_TOL = 1e-5
+
+
+def _torchrun(out, *extra, resume=False):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "bayesfilt", *TINY, "--out", str(out), "--distributed", *extra]
+    return subprocess.Popen(cmd + (["--resume"] if resume else []), env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait(proc, timeout=120):
+    out, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        lines = [ln for ln in err.splitlines() if ln.startswith("[rank") or "Error" in ln or "error" in ln]
+        raise AssertionError("torchrun failed:\n" + "\n".join(lines[-60:]) + "\n" + err[-1500:])
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The single-process reference and the uninterrupted DDP (grad-accum 2) and FSDP2 runs."""
+    root = tmp_path_factory.mktemp("dist")
+    ddp = _torchrun(root / "ddp", "--grad-accum", "2")
+    fsdp = _torchrun(root / "fsdp", "--fsdp")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*TINY, "--out", str(root / "single")]) == 0
+    finally:
+        torch.set_num_threads(n)
+    _wait(ddp)
+    _wait(fsdp)
+    return root
+
+
+def _metrics(path):
+    return [json.loads(line) for line in (Path(path) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _max_diff(a, b):
+    if isinstance(a, torch.Tensor):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        return max((_max_diff(a[k], b[k]) for k in a), default=0.0)
+    if isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        return max((_max_diff(x, y) for x, y in zip(a, b)), default=0.0)
+    if isinstance(a, float):
+        return abs(a - b)
+    assert a == b
+    return 0.0
+
+
+def _compare_to_single(root, name, record_property):
+    ref, got = load_checkpoint(root / "single" / "checkpoint.pt"), load_checkpoint(root / name / "checkpoint.pt")
+    assert got["step"] == ref["step"] == 20 and got["status"] == "done"
+    w = _max_diff(ref["model"], got["model"])
+    assert got["optimizer"]["param_groups"] == ref["optimizer"]["param_groups"]
+    m = _max_diff(ref["optimizer"]["state"], got["optimizer"]["state"])
+    mr, mg = _metrics(root / "single"), _metrics(root / name)
+    assert [sorted(r) for r in mr] == [sorted(r) for r in mg]
+    loss = max(abs(a["loss"] - b["loss"]) for a, b in zip(mr, mg))
+    gn = max(abs(a["grad_norm"] - b["grad_norm"]) / a["grad_norm"] for a, b in zip(mr, mg))
+    ev = max(abs(a["eval_loss"] - b["eval_loss"]) for a, b in zip(mr, mg) if "eval_loss" in a)
+    assert [a["acc"] for a in mr] == pytest.approx([b["acc"] for b in mg], abs=1e-12)
+    assert [a.get("eval_acc") for a in mr] == [b.get("eval_acc") for b in mg]
+    print(f"{name}: max |dw| {w:.3g}, max |d AdamW moment| {m:.3g}, max |d loss| {loss:.3g}, "
+          f"max rel d grad_norm {gn:.3g}, max |d eval_loss| {ev:.3g}")
+    for k, v in (("weights", w), ("adam", m), ("loss", loss), ("grad_norm_rel", gn), ("eval_loss", ev)):
+        record_property(f"{name}_max_diff_{k}", v)
+    assert w < WEIGHT_TOL and m < WEIGHT_TOL and loss < LOSS_TOL and gn < 1e-5 and ev < LOSS_TOL
+    info = json.loads((root / name / "result.json").read_text())["distributed"]
+    assert info["world_size"] == 2 and info["backend"] == "gloo"
+    assert info["env"] == {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
+    return info
+
+
+def test_ddp_with_grad_accum_equals_single_process(runs, record_property):
+    info = _compare_to_single(runs, "ddp", record_property)
+    assert not info["fsdp"] and info["grad_accum"] == 2 and info["micro_batch"] == 2
+
+
+def test_fsdp2_equals_single_process(runs, record_property):
+    info = _compare_to_single(runs, "fsdp", record_property)
+    assert info["fsdp"] and info["grad_accum"] == 1 and info["micro_batch"] == 4
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def _rank_pid(launcher, rank):
+    for pid in _children(launcher):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env:
+            return pid
+    return None
+
+
+def _step(path):
+    try:
+        return int(load_checkpoint(path)["step"])
+    except (BayesfiltError, KeyError):
+        return -1
+
+
+def test_killed_rank_then_resume_reproduces_uninterrupted_run(runs, tmp_path):
+    out = tmp_path / "killed"
+    proc = _torchrun(out, "--fsdp")
+    deadline = time.time() + 120
+    victim = None
+    while time.time() < deadline and proc.poll() is None:
+        victim = victim or _rank_pid(proc.pid, 1)
+        if victim and _step(out / "checkpoint.pt") >= 4:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None and victim, "the run ended before a rank could be killed"
+    os.kill(victim, signal.SIGKILL)                          # one rank dies; torchrun ends the group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, "torchrun should fail when a rank is killed"
+    killed_at = _step(out / "checkpoint.pt")
+    assert 4 <= killed_at < 20, killed_at
+    assert not (out / "result.json").exists()
+    _wait(_torchrun(out, "--fsdp", resume=True))
+    a, b = load_checkpoint(runs / "fsdp" / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
+    assert _max_diff(a, b) == 0.0                             # model, AdamW state, history: bit for bit
+    assert (runs / "fsdp" / "metrics.jsonl").read_bytes() == (out / "metrics.jsonl").read_bytes()
+    ra, rb = (json.loads((d / "result.json").read_text()) for d in (runs / "fsdp", out))
+    ra.pop("train_seconds_this_run", None)
+    rb.pop("train_seconds_this_run", None)
+    assert ra == rb
+    print(f"rank 1 killed after the step-{killed_at} checkpoint; resumed run bit-identical")
+
+
+@pytest.mark.parametrize("world,accum", [(1, 1), (2, 1), (2, 2), (4, 2), (8, 1)])
+def test_rank_batches_partition_the_single_process_batch(world, accum):
+    for step in (0, 5, 13):                                  # 13 * 16 > 100: crosses an epoch boundary
+        parts = [b for r in range(world) for b in rank_batches(4, step, 16, 100, r, world, accum)]
+        assert all(len(p) == 16 // (world * accum) for p in parts)
+        np.testing.assert_array_equal(np.concatenate(parts), batch_indices(4, step, 16, 100))
+
+
+def test_rank_batches_rejects_an_indivisible_batch():
+    with pytest.raises(BayesfiltError, match="divisible"):
+        rank_batches(0, 0, 10, 100, 0, 4)
+    with pytest.raises(BayesfiltError, match="rank"):
+        rank_batches(0, 0, 8, 100, 2, 2)
+
+
+def test_optimizer_state_maps_round_trip():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    names = [n for n, _ in model.named_parameters()]
+    opt = torch.optim.AdamW([{"params": [model[0].weight, model[1].weight]},
+                             {"params": [model[0].bias, model[1].bias], "weight_decay": 0.0}])
+    model(torch.ones(4, 2)).sum().backward()
+    opt.step()
+    sd = opt.state_dict()
+    order = ["0.weight", "1.weight", "0.bias", "1.bias"]
+    by_name = optimizer_state_by_name(sd, order)
+    assert set(by_name["state"]) == set(names)
+    torch.testing.assert_close(by_name["state"]["1.bias"]["exp_avg"], sd["state"][3]["exp_avg"], rtol=0, atol=0)
+    assert _max_diff(optimizer_state_by_index(by_name), sd) == 0.0
+    with pytest.raises(BayesfiltError, match="parameters"):
+        optimizer_state_by_name(sd, order[:3])
+
+
+def test_multicast_variables_are_set_by_default_only():
+    env = {}
+    assert set_multicast_env(env) == {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
+    env = {"NCCL_NVLS_ENABLE": "1"}
+    assert set_multicast_env(env)["NCCL_NVLS_ENABLE"] == "1"
+
+
+def test_bad_flags_exit_2(tmp_path, capsys):
+    assert main([*TINY, "--out", str(tmp_path / "a"), "--fsdp"]) == 2
+    assert "--distributed" in capsys.readouterr().err
+    assert main([*TINY, "--out", str(tmp_path / "b"), "--distributed", "--grad-accum", "3"]) == 2
+    assert "divisible" in capsys.readouterr().err
+    assert main([*TINY, "--out", str(tmp_path / "c"), "--distributed", "--grad-accum", "0"]) == 2
+    with pytest.raises(BayesfiltError, match="DistributedConfig"):
+        train_distributed(TrainConfig(task="a5"), tmp_path / "d", {"fsdp": True})
+
+
+def test_world_of_one_with_accumulation_resumes_bit_for_bit(tmp_path):
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = TrainConfig(task="a5", length=4, n_train=48, n_test=16, d_model=8, d_state=2, steps=6, batch_size=8,
+                          eval_every=2, warmup=2, posterior_samples=1)
+        d = DistributedConfig(grad_accum=2)
+        full = train_distributed(cfg, tmp_path / "full", d, progress=False)
+        part = train_distributed(cfg, tmp_path / "part", d, progress=False, stop_after=3)
+        assert part["status"] == "stopped" and not (tmp_path / "part" / "result.json").exists()
+        shutil.copytree(tmp_path / "part", tmp_path / "single")
+        done = train_distributed(cfg, tmp_path / "part", d, progress=False, resume=True)
+        assert full["step"] == done["step"] == 6
+        a, b = (load_checkpoint(tmp_path / x / "checkpoint.pt") for x in ("full", "part"))
+        assert _max_diff(a, b) == 0.0
+        # the distributed checkpoint is a single-process checkpoint: train() continues it
+        assert train(cfg, tmp_path / "single", progress=False, resume=True)["step"] == 6
+    finally:
+        torch.set_num_threads(n)
