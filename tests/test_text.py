@@ -216,3 +216,26 @@ def test_bits_per_char_of_a_uniform_model_is_log2_v():
         logp = torch.log_softmax(lm(x[None, :50]).double(), -1)[0]
     manual = -float(logp[torch.arange(50), x[1:51]].mean()) / math.log(2)
     assert bits_per_char(lm, ids[:60], length=50) == pytest.approx(manual, rel=1e-5)
+
+
+def test_benchmark_matches_parameter_counts_within_5_percent():
+    """benchmarks/lm_text.py's widths: counted on the meta device, equal to a real model's count, within ±5%."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    from bayesfilt.nn.lm import count_parameters
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "lm_text.py"
+    spec = importlib.util.spec_from_file_location("lm_text_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for layers, d, heads, S in ((6, 256, 8, 16), (2, 32, 2, 8), (4, 128, 4, 16)):
+        args = argparse.Namespace(layers=layers, heads=heads, d_state=S, expand=2, d_model=d)
+        budget = bench.n_params(75, d, args, "kla")
+        real = KLALanguageModel(75, d, layers, mixer="kla", n_heads=heads, kla_config=KLAConfig(d_state=S))
+        assert budget == count_parameters(real)
+        for mixer in ("attention", "hybrid"):
+            width, n = bench.match_width(75, budget, args, mixer)
+            assert width % heads == 0 and abs(n / budget - 1) <= 0.05, (mixer, width, n, budget)
+            for other in (width - heads, width + heads):               # no other width is closer
+                assert abs(bench.n_params(75, other, args, mixer) - budget) >= abs(n - budget)
