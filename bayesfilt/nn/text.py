@@ -212,10 +212,10 @@ class CharTokenizer:
 def _encode_fast(tok: CharTokenizer, text: str) -> np.ndarray:
     """encode() for long ASCII/Latin-1 texts: one table lookup over the bytes."""
     if all(ord(c) < 256 for c in tok.alphabet) and text.isascii():
-        lut = np.full(256, 255, dtype=np.int64)
+        lut = np.full(256, -1, dtype=np.int64)                          # -1: not in the alphabet
         lut[[ord(c) for c in tok.alphabet]] = np.arange(tok.vocab_size)
         ids = lut[np.frombuffer(text.encode("latin-1"), dtype=np.uint8)]
-        if (ids == 255).any() and tok.vocab_size <= 255:
+        if (ids < 0).any():
             return tok.encode(text)                                      # raises naming the character
         return ids.astype(tok.dtype)
     return tok.encode(text)
