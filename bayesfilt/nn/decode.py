@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import type_error, value_error
+from ..errors import value_error
 from .layer import KLALayer
 
 
