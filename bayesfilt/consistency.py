@@ -222,6 +222,9 @@ def check_average(values, dof, prob: float = 0.95) -> ConsistencyCheck:
         raise value_error("dof", f"sums to {total!r} over {count} values", "pass degrees of freedom whose total is finite")
     a = (1 - prob) / 2
     lo, hi = chi2.ppf(a, total) / count, chi2.ppf(1 - a, total) / count
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise value_error("dof", f"totals {total!r}, outside the range where chi-square quantiles are computable",
+                          "pass degrees of freedom between about 1e-300 and 1e300")
     avg = float((v[use] / count).sum())                      # mean without overflowing the sum
     return ConsistencyCheck(average=avg, lower=float(lo), upper=float(hi), inside=bool(lo <= avg <= hi),
                             dof_total=total, count=count, prob=prob)
