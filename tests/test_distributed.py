@@ -118,7 +118,8 @@ def _compare_to_single(root, name, record_property):
     assert w < WEIGHT_TOL and m < WEIGHT_TOL and loss < LOSS_TOL and gn < 1e-5 and ev < LOSS_TOL
     info = json.loads((root / name / "result.json").read_text())["distributed"]
     assert info["world_size"] == 2 and info["backend"] == "gloo"
-    assert info["env"] == {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
+    assert info["env"] == {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+                           "NVSHMEM_DISABLE_NVLS": "1"}
     return info
 
 
@@ -220,7 +221,8 @@ def test_optimizer_state_maps_round_trip():
 
 def test_multicast_variables_are_set_by_default_only():
     env = {}
-    assert set_multicast_env(env) == {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
+    assert set_multicast_env(env) == {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+                                      "NVSHMEM_DISABLE_NVLS": "1"}
     env = {"NCCL_NVLS_ENABLE": "1"}
     assert set_multicast_env(env)["NCCL_NVLS_ENABLE"] == "1"
 

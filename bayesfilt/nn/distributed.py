@@ -36,8 +36,9 @@ Not bitwise equal to one process: KLA+ (``posterior_samples > 0``) draws its pos
 per (seed, step, rank, micro-batch) when there is more than one micro-batch, so its samples
 differ from the single-process ones (same distribution).
 
-NVLink multicast stays off: :func:`set_multicast_env` sets ``NCCL_NVLS_ENABLE=0`` and
-``TORCH_SYMM_MEM_DISABLE_MULTICAST=1`` (unless already set) before the process group starts.
+NVLink multicast stays off: :func:`set_multicast_env` sets ``NCCL_NVLS_ENABLE=0``,
+``TORCH_SYMM_MEM_DISABLE_MULTICAST=1`` and ``NVSHMEM_DISABLE_NVLS=1`` (each unless already set)
+before the process group starts.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from .train import (TaskModel, TrainConfig, _accuracy, _autocast, _finish, _prep
                     _write_metrics, batch_indices, lr_at, make_task)
 
 #: Environment variables set (with ``os.environ.setdefault``) before the process group starts.
-MULTICAST_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
+MULTICAST_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 #: Rows per evaluation forward pass on each rank (as :func:`bayesfilt.nn.train.evaluate`).
 EVAL_BATCH = 256
 
@@ -90,7 +91,9 @@ class DistributedConfig:
 
 
 def set_multicast_env(environ=None) -> dict:
-    """Keep NVLink multicast off: ``NCCL_NVLS_ENABLE=0``, ``TORCH_SYMM_MEM_DISABLE_MULTICAST=1``.
+    """Keep NVLink multicast off: set the variables of :data:`MULTICAST_ENV` unless already set.
+
+    ``NCCL_NVLS_ENABLE=0``, ``TORCH_SYMM_MEM_DISABLE_MULTICAST=1``, ``NVSHMEM_DISABLE_NVLS=1``.
 
     Uses ``setdefault``: a value the launcher's environment already holds wins.
 
@@ -98,12 +101,12 @@ def set_multicast_env(environ=None) -> dict:
         environ: the mapping to update (default: ``os.environ``).
 
     Returns:
-        dict of the two variables' values now in ``environ``.
+        dict of the three variables' values now in ``environ``.
 
     Example:
         >>> env = {"NCCL_NVLS_ENABLE": "1"}
         >>> set_multicast_env(env)
-        {'NCCL_NVLS_ENABLE': '1', 'TORCH_SYMM_MEM_DISABLE_MULTICAST': '1'}
+        {'NCCL_NVLS_ENABLE': '1', 'TORCH_SYMM_MEM_DISABLE_MULTICAST': '1', 'NVSHMEM_DISABLE_NVLS': '1'}
     """
     environ = os.environ if environ is None else environ
     for k, v in MULTICAST_ENV.items():
@@ -161,8 +164,27 @@ class _LossForward(nn.Module):
         return self.model.loss_and_logits(x, y, posterior_samples, generator)
 
 
-def _init(cfg: TrainConfig):
-    """Start (or join) the process group; returns (rank, world, device, started_here)."""
+def init_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device, bool]:
+    """Start the process group (or join one already started) for ``cfg.device``.
+
+    Sets the NVLink multicast variables (:func:`set_multicast_env`) first. Under torchrun
+    (``RANK``/``WORLD_SIZE`` in the environment) it uses env:// rendezvous; otherwise a world of
+    one process. Backend NCCL on CUDA (this rank's device is ``cuda:LOCAL_RANK``), gloo on the CPU.
+
+    Args:
+        cfg: the run's :class:`~bayesfilt.nn.train.TrainConfig` (its device type is used).
+
+    Returns:
+        ``(rank, world_size, device, started)``; ``started``: this call created the group (the
+        caller then destroys it with ``torch.distributed.destroy_process_group()``).
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> rank, world, device, started = init_distributed(TrainConfig(task="a5"))
+        >>> (rank, world, device.type, started)
+        (0, 1, 'cpu', True)
+        >>> dist.destroy_process_group()
+    """
     import torch.distributed as dist
 
     set_multicast_env()
@@ -316,7 +338,16 @@ def _param_names(model: TaskModel) -> tuple[list[str], list[str]]:
     return decay, no_decay
 
 
-def _optimizer(model: TaskModel, cfg: TrainConfig):
+def make_optimizer(model: TaskModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW exactly as :func:`bayesfilt.nn.train.train` builds it (same groups, same parameter order).
+
+    Args:
+        model: the (sharded or not) :class:`~bayesfilt.nn.train.TaskModel`.
+        cfg: the run's config (lr, weight_decay).
+
+    Returns:
+        the optimiser (decayed matrices first, then the rest).
+    """
     params = dict(model.named_parameters())
     decay, no_decay = _param_names(model)
     return torch.optim.AdamW([{"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},
@@ -508,7 +539,7 @@ def train_distributed(cfg: TrainConfig, out: str | os.PathLike, dcfg: Distribute
     if not isinstance(dcfg, DistributedConfig):
         raise type_error("dcfg", f"must be a DistributedConfig, got {type(dcfg).__name__}",
                          "pass DistributedConfig(...)")
-    rank, world, device, started = _init(cfg)
+    rank, world, device, started = init_distributed(cfg)
     ok = False
     try:
         res = _train(cfg, Path(out), dcfg, rank, world, device, resume=resume, force=force, progress=progress,
@@ -549,7 +580,7 @@ def _train(cfg, out, dcfg, rank, world, device, *, resume, force, progress, stop
     torch.manual_seed(cfg.seed)
     model = TaskModel(cfg, task).to(device)                 # same initial weights on every rank (same seed)
     fwd = wrap_model(model, task, dcfg, device)
-    opt = _optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)
     prog, step = _Progress(), 0
     ckpt_path = out / "checkpoint.pt"
     if has_ckpt:
