@@ -37,7 +37,8 @@ PUBLIC_MODULES = (
     "bayesfilt.errors", "bayesfilt.tolerances", "bayesfilt.filters", "bayesfilt.scan",
     "bayesfilt.nn", "bayesfilt.nn.functional", "bayesfilt.learn", "bayesfilt.plot",
     "bayesfilt.nn.config", "bayesfilt.nn.layer", "bayesfilt.nn.lm", "bayesfilt.nn.tasks", "bayesfilt.nn.train",
-    "bayesfilt.nn.checkpoint", "bayesfilt.nn.decode", "bayesfilt.nn.text", "bayesfilt.filters.diagonal",
+    "bayesfilt.nn.checkpoint", "bayesfilt.nn.decode", "bayesfilt.nn.text", "bayesfilt.nn.distributed",
+    "bayesfilt.filters.diagonal",
     "bayesfilt.scan.diagonal", "bayesfilt.data", "bayesfilt.consistency", "bayesfilt.tracking",
 )
 #: Top-level modules that are implementation details (not in the API reference).

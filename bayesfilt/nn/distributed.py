@@ -246,6 +246,19 @@ def wrap_model(model: TaskModel, task, dcfg: DistributedConfig, device: torch.de
 
     Returns:
         ``fwd(x, y, posterior_samples, generator) -> (loss, logits)``; for DDP it also has ``no_sync()``.
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> from bayesfilt.nn.tasks import make_task
+        >>> cfg = TrainConfig(task="a5", length=4, n_train=16, n_test=8, d_model=8, d_state=2, batch_size=4)
+        >>> task = make_task("a5", length=4, n_train=16, n_test=8)
+        >>> rank, world, device, started = init_distributed(cfg)        # a world of one process
+        >>> model = TaskModel(cfg, task)
+        >>> fwd = wrap_model(model, task, DistributedConfig(), device)
+        >>> opt = make_optimizer(model, cfg)
+        >>> type(fwd).__name__
+        'DistributedDataParallel'
+        >>> dist.destroy_process_group()
     """
     if dcfg.fsdp:
         _shard(model)
@@ -278,6 +291,20 @@ def train_step(fwd, model: TaskModel, opt, task, cfg: TrainConfig, dcfg: Distrib
 
     Returns:
         the metrics record of the step (step, loss, acc, lr, grad_norm), equal on every rank.
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> from bayesfilt.nn.tasks import make_task
+        >>> cfg = TrainConfig(task="a5", length=4, n_train=16, n_test=8, d_model=8, d_state=2, batch_size=4)
+        >>> task = make_task("a5", length=4, n_train=16, n_test=8)
+        >>> rank, world, device, started = init_distributed(cfg)        # a world of one process
+        >>> model = TaskModel(cfg, task)
+        >>> fwd = wrap_model(model, task, DistributedConfig(), device)
+        >>> opt = make_optimizer(model, cfg)
+        >>> rec = train_step(fwd, model, opt, task, cfg, DistributedConfig(), 0, rank, world, device)
+        >>> rec["step"], sorted(rec)
+        (1, ['acc', 'grad_norm', 'loss', 'lr', 'step'])
+        >>> dist.destroy_process_group()
     """
     import torch.distributed as dist
 
@@ -347,6 +374,13 @@ def make_optimizer(model: TaskModel, cfg: TrainConfig) -> torch.optim.AdamW:
 
     Returns:
         the optimiser (decayed matrices first, then the rest).
+
+    Example:
+        >>> from bayesfilt.nn.tasks import make_task
+        >>> cfg = TrainConfig(task="a5", length=4, n_train=16, n_test=8, d_model=8, d_state=2)
+        >>> opt = make_optimizer(TaskModel(cfg, make_task("a5", length=4, n_train=16, n_test=8)), cfg)
+        >>> [g["weight_decay"] for g in opt.param_groups]
+        [0.1, 0.0]
     """
     params = dict(model.named_parameters())
     decay, no_decay = _param_names(model)
@@ -468,6 +502,19 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
 
     Returns:
         dict with eval_loss, eval_acc, eval_seq_acc, eval_last_acc (the same on every rank).
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> from bayesfilt.nn.tasks import make_task
+        >>> cfg = TrainConfig(task="a5", length=4, n_train=16, n_test=8, d_model=8, d_state=2, batch_size=4)
+        >>> task = make_task("a5", length=4, n_train=16, n_test=8)
+        >>> rank, world, device, started = init_distributed(cfg)        # a world of one process
+        >>> model = TaskModel(cfg, task)
+        >>> fwd = wrap_model(model, task, DistributedConfig(), device)
+        >>> opt = make_optimizer(model, cfg)
+        >>> sorted(evaluate_distributed(model, task, cfg, device, rank, world))
+        ['eval_acc', 'eval_last_acc', 'eval_loss', 'eval_seq_acc']
+        >>> dist.destroy_process_group()
     """
     import torch.distributed as dist
 
