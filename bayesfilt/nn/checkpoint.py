@@ -27,9 +27,21 @@ MAGIC = b"BFCKPT1\n"
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file + fsync + rename + folder fsync).
 
+    The bytes go to a temporary file next to ``path``, which is flushed, fsync'ed and renamed
+    over ``path`` (``os.replace``), then the folder is fsync'ed where the platform allows it.
+    A crash leaves either the old file or the new one, never a partial write. Missing parent
+    folders are created. Not validated: an internal helper that the public savers call.
+
+    Args:
+        path: the file to (over)write.
+        data: its complete new contents.
+
     Example:
         >>> import tempfile, os
-        >>> d = tempfile.mkdtemp(); atomic_write_bytes(os.path.join(d, "x"), b"hi")
+        >>> p = os.path.join(tempfile.mkdtemp(), "sub", "x.bin")
+        >>> atomic_write_bytes(p, b"hi")
+        >>> open(p, "rb").read(), os.listdir(os.path.dirname(p))
+        (b'hi', ['x.bin'])
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +71,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     """Save ``payload`` (tensors, numbers, strings, lists, dicts) atomically with a checksum.
 
+    The file holds the magic ``b"BFCKPT1\\n"``, the hex SHA-256 of the payload and a newline,
+    then ``torch.save(payload)``; it is written with :func:`atomic_write_bytes`.
+
+    Args:
+        path: the checkpoint file to (over)write (not a folder).
+        payload: a dict of tensors and plain Python values (what ``torch.load(weights_only=True)``
+            can read back, e.g. a ``state_dict``).
+
+    Raises:
+        BayesfiltTypeError: ``path`` is not a str / PathLike or ``payload`` is not a dict.
+        BayesfiltValueError: ``path`` is a folder or ``payload`` cannot be pickled.
+
     Example:
         >>> import tempfile, os, torch
         >>> p = os.path.join(tempfile.mkdtemp(), "ck.pt")
@@ -86,8 +110,34 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
 def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`, verifying magic and checksum.
 
+    The payload is unpickled only after its checksum matches, and then with
+    ``torch.load(weights_only=True)``, so no arbitrary code runs.
+
+    Args:
+        path: the checkpoint file (errors name it ``checkpoint``).
+        map_location: where tensors are loaded (``torch.load``'s ``map_location``; default "cpu").
+
+    Returns:
+        The saved payload dict.
+
     Raises:
+        BayesfiltTypeError: ``path`` is not a str / PathLike.
         BayesfiltValueError: the file is missing, truncated, tampered with or not a checkpoint.
+
+    Example:
+        >>> import tempfile, os, torch
+        >>> p = os.path.join(tempfile.mkdtemp(), "ck.pt")
+        >>> save_checkpoint(p, {"w": torch.arange(3.0), "step": 7})
+        >>> ck = load_checkpoint(p)
+        >>> ck["w"], ck["step"]
+        (tensor([0., 1., 2.]), 7)
+        >>> raw = open(p, "rb").read()
+        >>> with open(p, "wb") as f:
+        ...     _ = f.write(raw[:-1])                 # truncate the file by one byte
+        >>> load_checkpoint(p)
+        Traceback (most recent call last):
+            ...
+        bayesfilt.errors.BayesfiltValueError: ...checksum does not match...
     """
     if not isinstance(path, (str, os.PathLike)):
         raise type_error("checkpoint", f"is a {type(path).__name__}", "pass the path of a saved checkpoint")

@@ -27,7 +27,23 @@ from .layer import KLALayer
 
 
 class KVCache(NamedTuple):
-    """Keys and values seen so far by an attention mixer: [B, H, T, d_head] each."""
+    """Keys and values seen so far by a :class:`CausalSelfAttention` mixer (its decoding state).
+
+    Attributes:
+        k: the cached keys, rotary-encoded at their positions, [B, H, T, d_head] (H heads,
+            T tokens seen so far).
+        v: the cached values, [B, H, T, d_head].
+
+    Example:
+        >>> import torch
+        >>> att = CausalSelfAttention(16, n_heads=2)
+        >>> cache = att.init_state(3)
+        >>> cache.k.shape
+        torch.Size([3, 2, 0, 8])
+        >>> y, cache = att(torch.randn(3, 5, 16), state=cache)
+        >>> cache.k.shape, cache.v.shape
+        (torch.Size([3, 2, 5, 8]), torch.Size([3, 2, 5, 8]))
+    """
 
     k: torch.Tensor
     v: torch.Tensor
@@ -50,12 +66,26 @@ class CausalSelfAttention(nn.Module):
     """Multi-head causal softmax attention (SDPA) with rotary positions and a KV cache.
 
     ``forward(x)`` -> y; ``forward(x, state=cache)`` -> (y, new_cache) (prefill any L, or decode).
+    The query, key and value projections are one bias-free linear map, followed by a bias-free
+    output projection.
+
+    Args:
+        d_model: width of the input and output; d_head = d_model / n_heads.
+        n_heads: number of heads H; must divide ``d_model``.
 
     Example:
         >>> import torch
         >>> att = CausalSelfAttention(16, n_heads=2)
         >>> att(torch.randn(1, 5, 16)).shape
         torch.Size([1, 5, 16])
+
+        Prefilling 4 tokens and then decoding 2 more with the cache gives the full pass:
+
+        >>> x = torch.randn(2, 6, 16)
+        >>> y1, cache = att(x[:, :4], state=att.init_state(2))
+        >>> y2, cache = att(x[:, 4:], state=cache)
+        >>> torch.allclose(torch.cat([y1, y2], dim=1), att(x), atol=1e-5)
+        True
     """
 
     def __init__(self, d_model: int, n_heads: int = 4) -> None:
@@ -67,13 +97,34 @@ class CausalSelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model, bias=False)
 
     def init_state(self, batch: int, *, device=None, dtype=None) -> KVCache:
-        """An empty KV cache for ``batch`` sequences."""
+        """An empty KV cache for ``batch`` sequences.
+
+        Args:
+            batch: number of sequences B.
+            device: where the cache lives (default: the parameters' device).
+            dtype: its dtype (default: the parameters' dtype).
+
+        Returns:
+            :class:`KVCache` with k and v of shape [B, H, 0, d_head].
+        """
         device = self.qkv.weight.device if device is None else device
         dtype = self.qkv.weight.dtype if dtype is None else dtype
         empty = torch.zeros(batch, self.n_heads, 0, self.d_head, device=device, dtype=dtype)
         return KVCache(empty, empty.clone())
 
     def forward(self, x: torch.Tensor, state: KVCache | None = None):
+        """Attend causally over ``x`` (and over the cache, when ``state`` is given).
+
+        With a cache holding T0 earlier tokens, the new tokens take positions T0..T0+L-1 and
+        each attends to all cached tokens and to the new ones up to itself.
+
+        Args:
+            x: [B, L, d_model] inputs.
+            state: a :class:`KVCache` from :meth:`init_state` or a previous call (None: no cache).
+
+        Returns:
+            y [B, L, d_model]; with ``state``: ``(y, new_cache)``, the cache grown by L tokens.
+        """
         B, L, _ = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
         offset = 0 if state is None else state.k.shape[-2]
@@ -106,7 +157,18 @@ class _FLAMixer(nn.Module):
 
 
 def fla_available() -> bool:
-    """Whether the optional flash-linear-attention package (``fla``) is importable."""
+    """Whether the optional flash-linear-attention package (``fla``) is importable.
+
+    The ``"gla"`` and ``"gdn"`` mixers need it (it only finds the package; it does not import it
+    or check for a CUDA GPU).
+
+    Returns:
+        True when ``fla`` can be imported.
+
+    Example:
+        >>> fla_available() in (True, False)
+        True
+    """
     return importlib.util.find_spec("fla") is not None
 
 
@@ -428,6 +490,15 @@ class KLALanguageModel(nn.Module):
 class CompressionDecoder(nn.Module):
     """MAD compression readout: a 2-layer MLP (widths 240, 120) decoding token i from (h, position i).
 
+    Position i has a learned embedding that is added to the state h; the sum goes through
+    Linear -> GELU -> Linear -> GELU -> Linear to the logits of the token at position i.
+
+    Args:
+        d_model: width of the state h.
+        n_positions: number of positions to decode (the compressed sequence length).
+        n_classes: output vocabulary size.
+        widths: hidden widths of the two GELU layers.
+
     Example:
         >>> import torch
         >>> dec = CompressionDecoder(16, n_positions=31, n_classes=16)
@@ -442,12 +513,33 @@ class CompressionDecoder(nn.Module):
                                  nn.GELU(), nn.Linear(widths[1], n_classes))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """h [B, d_model] (the state at the compression token) -> logits [B, n_positions, n_classes]."""
+        """Decode every position from one state.
+
+        Args:
+            h: [B, d_model], the hidden state at the compression token.
+
+        Returns:
+            logits [B, n_positions, n_classes].
+        """
         return self.mlp(h[:, None, :] + self.pos.weight[None])
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
+    """Number of trainable parameters (those with ``requires_grad``; frozen ones are left out).
+
+    Args:
+        module: any ``torch.nn.Module``.
+
+    Returns:
+        The total number of elements of its trainable parameters.
+
+    Example:
+        >>> from torch import nn
+        >>> count_parameters(nn.Linear(3, 2))                 # 3 * 2 weights + 2 biases
+        8
+        >>> count_parameters(CausalSelfAttention(16, n_heads=2))   # 16 * 48 + 16 * 16
+        1024
+    """
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 

@@ -44,23 +44,40 @@ class TrainConfig:
     """Everything that defines a training run (validated; saved as ``config.json``).
 
     Attributes:
-        task: a name in :data:`bayesfilt.nn.tasks.TASKS`.
-        length: sequence length (None: the task's default).
+        task: a name in :data:`bayesfilt.nn.text.ALL_TASKS` (the synthetic tasks of
+            :data:`bayesfilt.nn.tasks.TASKS`, or ``"lm"`` for character-level text).
+        length: sequence length L (None: the task's default).
         n_train, n_test: numbers of sequences (None: the task's defaults).
-        mixer: "kla", "attention", "gla" or "gdn".
-        layers, d_model: depth and width.
-        d_state: KLA's S (paper: 16). expand: KLA's d_inner / d_model (paper: 2).
+        mixer: a name in :data:`bayesfilt.nn.lm.MIXERS` ("kla", "attention", "gla", "gdn", "hybrid").
+        layers, d_model: depth (number of blocks) and width.
+        d_state: KLA's S (paper: 16).
+        expand: KLA's d_inner / d_model (paper: 2).
         n_heads: heads of the attention / GLA / GDN baselines.
         process_noise: KLA learns p (True) or fixes p = 0 (the ablation).
-        posterior_samples: K > 0 trains "KLA+" (loss averaged over K posterior samples).
-        steps: maximum optimiser steps. batch_size: sequences per step.
-        lr, weight_decay, warmup, grad_clip: AdamW and schedule settings.
-        eval_every: steps between evaluations (and checkpoints). eval_size: test sequences
-            used per evaluation (None: all).
-        target_acc: stop once the test accuracy reaches this (None: never).
+        posterior_samples: K > 0 trains "KLA+" (loss averaged over K posterior samples; needs mixer "kla").
+        steps: maximum optimiser steps.
+        batch_size: training sequences per step.
+        lr, weight_decay, warmup, grad_clip: AdamW peak learning rate, weight decay (matrices
+            other than embeddings only), linear warm-up steps and gradient-norm clip (see :func:`lr_at`).
+        eval_every: steps between evaluations (and checkpoints).
+        eval_size: test sequences used per evaluation (None: all); the first ``eval_size`` of
+            the test split, so every evaluation scores the same sequences.
+        target_acc: stop once the test token accuracy reaches this, in (0, 1] (None: never).
         patience: stop after this many evaluations without improvement (0: never).
-        seed: the one seed of the run. device: "cpu", "cuda", ... dtype: "float32" or
-            "bfloat16" (autocast). backend: kla_scan backend.
+        seed: the one seed of the run (model initialisation, batch order, KLA+ samples).
+        device: torch device string, e.g. "cpu", "cuda" or "cuda:1".
+        dtype: "float32" or "bfloat16" (bfloat16 autocast around the forward pass).
+        backend: the ``kla_scan`` backend of KLA mixers (:class:`KLAConfig`'s ``backend``:
+            "auto", "reference", "torch" or "triton").
+
+    Example:
+        >>> cfg = TrainConfig(task="a5", length=4, d_model=16, d_state=4, steps=10)
+        >>> cfg.kla_config().d_state, cfg.mixer
+        (4, 'kla')
+        >>> TrainConfig(steps=0)
+        Traceback (most recent call last):
+            ...
+        bayesfilt.errors.BayesfiltValueError: ...steps...
     """
 
     task: str = "a5"
@@ -123,13 +140,38 @@ class TrainConfig:
             raise type_error("process_noise", f"must be a bool, got {self.process_noise!r}", "pass True or False")
 
     def kla_config(self) -> KLAConfig:
-        """The :class:`KLAConfig` this run uses (paper defaults except the fields set here)."""
+        """The :class:`KLAConfig` this run uses (paper defaults except the fields set here).
+
+        Returns:
+            ``KLAConfig(d_state, expand, process_noise, backend)`` from this config's fields.
+        """
         return KLAConfig(d_state=self.d_state, expand=self.expand, process_noise=self.process_noise,
                          backend=self.backend)
 
 
 class TaskModel(nn.Module):
-    """A :class:`KLALanguageModel` plus the task's readout (LM head, or the compression decoder)."""
+    """A :class:`KLALanguageModel` plus the task's readout (LM head, or the compression decoder).
+
+    The language model has ``cfg.layers`` blocks of ``cfg.mixer`` at width ``cfg.d_model``, the
+    task's input vocabulary and ``task.n_classes`` outputs. For ``task.readout == "sequence"``
+    its LM head gives one label per position; for ``"compression"`` a
+    :class:`CompressionDecoder` decodes every earlier token from the hidden state at the last
+    position (``decoder`` is None otherwise).
+
+    Args:
+        cfg: the run's :class:`TrainConfig` (mixer, sizes, KLA settings).
+        task: the :class:`~bayesfilt.nn.tasks.Task` (vocabulary, classes, readout).
+
+    Example:
+        >>> import torch
+        >>> from bayesfilt.nn.tasks import make_task
+        >>> task = make_task("a5", length=4, n_train=8, n_test=4)
+        >>> model = TaskModel(TrainConfig(task="a5", length=4, d_model=16, d_state=4), task)
+        >>> loss, logits = model.loss_and_logits(torch.from_numpy(task.train.inputs),
+        ...                                      torch.from_numpy(task.train.targets))
+        >>> loss.shape, logits.shape                      # [B, L, n_classes]
+        (torch.Size([]), torch.Size([8, 4, 60]))
+    """
 
     def __init__(self, cfg: TrainConfig, task: Task) -> None:
         super().__init__()
@@ -140,7 +182,19 @@ class TaskModel(nn.Module):
                         if task.readout == "compression" else None)
 
     def loss_and_logits(self, x, y, posterior_samples: int = 0, generator=None):
-        """(mean cross-entropy over labelled positions, logits aligned with ``y``)."""
+        """Mean cross-entropy over labelled positions and the logits aligned with ``y``.
+
+        Args:
+            x: [B, L] input token ids.
+            y: labels, [B, L] for the sequence readout or [B, n_positions] for the compression
+                readout; -100 marks an unlabelled position.
+            posterior_samples: K > 0 averages the loss over K posterior samples ("KLA+",
+                :meth:`KLALanguageModel.loss`; sequence readout only, ignored by the compression readout).
+            generator: torch generator for those samples.
+
+        Returns:
+            ``(loss, logits)``: the scalar loss and logits of shape ``y.shape + (n_classes,)``.
+        """
         if self.decoder is None:
             return self.lm.loss(x, y, posterior_samples=posterior_samples, generator=generator)
         logits = self.decoder(self.lm.hidden(x)[:, -1])                # read out at the compression token
@@ -155,7 +209,29 @@ class _Progress:
 
 
 def batch_indices(seed: int, step: int, batch_size: int, n: int) -> np.ndarray:
-    """The training-sequence indices of ``step``: consecutive slices of per-epoch permutations."""
+    """The training-sequence indices of ``step``: consecutive slices of per-epoch permutations.
+
+    Positions step * batch_size .. (step + 1) * batch_size - 1 of the endless stream
+    "permutation of epoch 0, permutation of epoch 1, ..." (each seeded with (seed, epoch)); a
+    batch that straddles an epoch boundary takes the end of one and the start of the next. A
+    pure function of its arguments, which makes resumed runs exact.
+
+    Args:
+        seed: the run's seed.
+        step: the optimiser step (0-based).
+        batch_size: sequences per step.
+        n: number of training sequences.
+
+    Returns:
+        int64 array of shape (batch_size,) with indices in [0, n).
+
+    Example:
+        >>> first_epoch = np.concatenate([batch_indices(0, s, 5, 10) for s in (0, 1)])
+        >>> sorted(first_epoch.tolist())                   # two steps of 5 cover all 10 once
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+        >>> bool((batch_indices(0, 3, 5, 10) == batch_indices(0, 3, 5, 10)).all())
+        True
+    """
     pos = np.arange(step * batch_size, (step + 1) * batch_size)
     epochs, offsets = pos // n, pos % n
     out = np.empty(batch_size, dtype=np.int64)
@@ -167,7 +243,24 @@ def batch_indices(seed: int, step: int, batch_size: int, n: int) -> np.ndarray:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up for ``warmup`` steps, then cosine decay to 10% at ``steps``."""
+    """Linear warm-up for ``warmup`` steps, then cosine decay to 10% at ``steps``.
+
+    lr(t) = lr (t + 1) / warmup for t < warmup; after it
+    lr(t) = lr (0.1 + 0.45 (1 + cos(pi min(1, (t - warmup) / (steps - warmup))))),
+    constant at 10% of ``cfg.lr`` from ``steps`` on.
+
+    Args:
+        cfg: the run's :class:`TrainConfig` (``lr``, ``warmup``, ``steps``).
+        step: the optimiser step t (0-based).
+
+    Returns:
+        The learning rate of that step.
+
+    Example:
+        >>> cfg = TrainConfig(lr=1e-3, warmup=10, steps=110)
+        >>> [round(lr_at(cfg, t), 6) for t in (0, 9, 60, 110)]
+        [0.0001, 0.001, 0.00055, 0.0001]
+    """
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -196,6 +289,29 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
     """Test loss, token accuracy (labelled positions), whole-sequence accuracy and last-label accuracy.
 
     For the word problems the last label is the product of the whole word (the state-tracking score).
+    Scores the first ``cfg.eval_size`` test sequences (all when None) in ``cfg.dtype``, without
+    gradients; the model is put in eval mode and back in train mode afterwards.
+
+    Args:
+        model: the :class:`TaskModel` to score.
+        task: its task (the test split is used).
+        cfg: the run's :class:`TrainConfig` (``eval_size``, ``dtype``).
+        device: where the model lives.
+        batch_size: test sequences per forward pass.
+
+    Returns:
+        dict with ``eval_loss`` (mean cross-entropy per labelled token, nats), ``eval_acc``
+        (fraction of labelled tokens predicted right), ``eval_seq_acc`` (fraction of sequences
+        with every label right) and ``eval_last_acc`` (fraction whose last label is right).
+
+    Example:
+        >>> import torch
+        >>> from bayesfilt.nn.tasks import make_task
+        >>> task = make_task("a5", length=4, n_train=8, n_test=4)
+        >>> cfg = TrainConfig(task="a5", length=4, d_model=16, d_state=4)
+        >>> scores = evaluate(TaskModel(cfg, task), task, cfg, torch.device("cpu"))
+        >>> sorted(scores), 0.0 <= scores["eval_acc"] <= 1.0
+        (['eval_acc', 'eval_last_acc', 'eval_loss', 'eval_seq_acc'], True)
     """
     model.eval()
     n = len(task.test) if cfg.eval_size is None else min(cfg.eval_size, len(task.test))
@@ -253,6 +369,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         progress: show a progress bar (tqdm) with live loss and accuracy.
         stop_after: stop (as an interruption would) after this many steps in total, with a
             checkpoint written; a later ``resume=True`` call continues exactly.
+        max_seconds: wall-clock budget of this call in seconds (None: none). Checked after each
+            step: once exceeded, the run evaluates (if that step did not), checkpoints and ends
+            with status "time limit", which is final (a later ``resume=True`` returns the result
+            without training on).
         task: a prebuilt task (default: ``make_task`` from the config).
 
     Returns:
@@ -396,5 +516,13 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 
 
 def config_fields() -> tuple[str, ...]:
-    """The names of :class:`TrainConfig`'s fields (the CLI maps its flags onto them)."""
+    """The names of :class:`TrainConfig`'s fields (the CLI maps its flags onto them).
+
+    Returns:
+        The field names, in declaration order.
+
+    Example:
+        >>> config_fields()[:4]
+        ('task', 'length', 'n_train', 'n_test')
+    """
     return tuple(f.name for f in fields(TrainConfig))
