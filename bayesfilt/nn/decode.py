@@ -170,7 +170,12 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | 
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+    probs = torch.softmax(logits, dim=-1)
+    try:
+        return torch.multinomial(probs, 1, generator=generator)
+    except RuntimeError as exc:                                 # NaN/inf logits (a diverged model)
+        raise value_error("logits", f"give no valid distribution ({exc})",
+                          "check the model for NaN/inf outputs, or decode greedily (temperature 0)") from None
 
 
 @dataclass(frozen=True)
