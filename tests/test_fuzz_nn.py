@@ -270,3 +270,27 @@ def test_decode_and_tools_bad_arguments(case):
         "init_state_zero": lambda: layer.init_state(0),
     }[case]
     assert contract(call, finite_inputs=True, where=case) == "error"
+
+
+@pytest.mark.parametrize("case", ["tok_unknown", "tok_decode_oob", "windows_len0", "windows_offset_neg", "split_block0",
+                                  "gen_prompt_oob", "gen_prompt_empty", "gen_temp_nan", "gen_topk0", "sample_nan",
+                                  "bpc_short", "corpus_missing"])
+def test_text_and_decode_bad_arguments(case):
+    from bayesfilt.nn import decode, text
+    lm = KLALanguageModel(3, 8, 1, kla_config=KLAConfig(d_state=2))
+    ids = np.arange(60) % 3
+    call = {
+        "tok_unknown": lambda: text.CharTokenizer("abc").encode("abz"),
+        "tok_decode_oob": lambda: text.CharTokenizer("abc").decode([0, 5]),
+        "windows_len0": lambda: text.TokenWindows(ids, 0),
+        "windows_offset_neg": lambda: text.windows_split(ids, 5, offset=-1),
+        "split_block0": lambda: text.split_text("abc", block_chars=0),
+        "gen_prompt_oob": lambda: decode.generate(lm, [0, 7], 2),
+        "gen_prompt_empty": lambda: decode.generate(lm, [], 2),
+        "gen_temp_nan": lambda: decode.generate(lm, [0, 1], 2, temperature=float("nan")),
+        "gen_topk0": lambda: decode.generate(lm, [0, 1], 2, top_k=0),
+        "sample_nan": lambda: decode.sample_next(torch.full((2, 3), float("nan"))),
+        "bpc_short": lambda: text.bits_per_char(lm, ids[:5], length=10),
+        "corpus_missing": lambda: text.load_corpus("/nonexistent/corpus.txt"),
+    }[case]
+    assert contract(call, finite_inputs=True, where=case) == "error"
