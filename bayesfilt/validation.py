@@ -42,6 +42,66 @@ def as_float_array(x, arg: str, *, dtype=None) -> np.ndarray:
     return a
 
 
+def check_observations(y, m: int, batch_shape: tuple = (), *, arg: str = "y"):
+    """Validate observations ``y`` (..., T, m): a NumPy array (or array-like) or a torch tensor.
+
+    The one place that checks observations for every public filter (sequential and
+    parallel): a real floating dtype (integers become float64; torch half precision
+    becomes float32), at least two axes with ``m`` components last, at least one time step,
+    no infinity (NaN marks a missing component) and leading axes that broadcast with the
+    model's ``batch_shape``. A torch tensor stays a tensor (torch is never imported here
+    for NumPy input).
+
+    Args:
+        y: observations (..., T, m).
+        m: the observation size (rows of H).
+        batch_shape: the model's parameter batch shape, to broadcast with y's leading axes.
+        arg: the argument name used in error messages.
+
+    Returns:
+        ``(y, T, batch)``: y as a floating array/tensor, the number of steps and the
+        broadcast batch shape of ``y`` and the parameters.
+
+    Example:
+        >>> import numpy as np
+        >>> y, T, batch = check_observations(np.zeros((5, 2), int), 2, (3,))
+        >>> y.dtype, T, batch
+        (dtype('float64'), 5, (3,))
+    """
+    if hasattr(y, "detach") and hasattr(y, "cpu"):             # a torch tensor: checked without leaving torch
+        import torch
+        if y.is_complex() or y.dtype == torch.bool:
+            raise type_error(arg, f"has dtype {y.dtype}", "pass a real floating-point tensor")
+        if not torch.is_floating_point(y):
+            y = y.to(torch.float64)
+        elif y.dtype in (torch.float16, torch.bfloat16):
+            y = y.to(torch.float32)                             # half precision: filter in float32
+        isinf = lambda a: torch.isinf(a).any().item() and torch.argwhere(torch.isinf(a))[0].tolist()  # noqa: E731
+    else:
+        y = as_float_array(y, arg)
+        isinf = lambda a: np.isinf(a).any() and np.argwhere(np.isinf(a))[0].tolist()  # noqa: E731
+    shape = tuple(y.shape)
+    if len(shape) < 2:
+        raise value_error(arg, f"has shape {shape}", f"pass observations of shape (..., T, m) with m={m}"
+                          " (use y[:, None] for a scalar series)")
+    if shape[-1] != m:
+        raise value_error(arg, f"has {shape[-1]} components per step (shape {shape})",
+                          f"pass shape (..., T, {m}) to match H's {m} rows")
+    T = shape[-2]
+    if T == 0:
+        raise value_error(arg, "has zero time steps", "pass at least one time step")
+    bad = isinf(y)
+    if bad:
+        raise value_error(arg, f"holds an infinite value at index {tuple(int(i) for i in bad)}",
+                          "use NaN to mark a missing observation")
+    try:
+        batch = tuple(np.broadcast_shapes(shape[:-2], tuple(batch_shape)))
+    except ValueError:
+        raise value_error(arg, f"has batch shape {shape[:-2]}, which does not broadcast with the model's "
+                          f"{tuple(batch_shape)}", "give y and the parameters broadcastable leading axes") from None
+    return y, T, batch
+
+
 def check_finite(a: np.ndarray, arg: str) -> None:
     """Raise if ``a`` holds NaN or infinity, naming the first bad index."""
     bad = ~np.isfinite(a)

@@ -115,6 +115,42 @@ def test_parameter_batch_axes_and_broadcasting():
     check_smoother(bayesfilt.parallel_smoother(model, y), bayesfilt.rts_smoother(model, ref))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_model_batch_axes_with_unbatched_y(backend):
+    """Parameters batched (3,) with y unbatched (T, m): y broadcasts to the model's batch (DESIGN.md)."""
+    rng = np.random.default_rng(11)
+    base = random_model(rng, 2, 1, bias=True)
+    model = base.replace(R=np.stack([base.R, 2.0 * base.R, 5.0 * base.R]))   # batch (3,) only in R
+    _, y = base.simulate(17, seed=2)
+    y[4, 0] = np.nan
+    ref = bayesfilt.kalman_filter(model, y)
+    iref = bayesfilt.information_filter(model, y)
+    sref = bayesfilt.rts_smoother(model, ref)
+    assert ref.means.shape == (3, 17, 2)
+    yy = y
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        yy = torch.as_tensor(y)
+    for schedule in SCHEDULES:
+        for form, fref in (("covariance", ref), ("information", iref)):
+            res = bayesfilt.parallel_filter(model, yy, form=form, schedule=schedule)
+            check_filter(res, fref, info=form == "information")
+            check_smoother(bayesfilt.parallel_smoother(model, yy, form=form, schedule=schedule), sref)
+
+
+def test_torch_y_batch_mismatch_is_named():
+    """y batch (2,) against parameter batch (3,) on torch: the same named error as NumPy."""
+    torch = pytest.importorskip("torch")
+    model, _ = problem(5, seed=1, batch=())
+    model = model.replace(R=np.stack([model.R] * 3))
+    y = torch.zeros(2, 5, model.m, dtype=torch.float64)
+    for form in ("covariance", "information"):
+        with pytest.raises(BayesfiltValueError, match="broadcast"):
+            bayesfilt.parallel_filter(model, y, form=form)
+    with pytest.raises(BayesfiltValueError, match="broadcast"):
+        bayesfilt.parallel_filter(model, y.numpy())
+
+
 @pytest.mark.parametrize("tv", [False, True])
 def test_riccati_method(tv):
     """Shared covariances (one Riccati recursion) + affine mean scan equal the reference."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import type_error, value_error
+from ..errors import type_error
 from ..model import LinearGaussianSSM
-from ..validation import as_float_array
+from ..validation import check_observations
 
 
 def prepare(model: LinearGaussianSSM, y, *, validate: bool = True):
@@ -17,19 +17,7 @@ def prepare(model: LinearGaussianSSM, y, *, validate: bool = True):
     """
     if not isinstance(model, LinearGaussianSSM):
         raise type_error("model", f"is a {type(model).__name__}", "pass a bayesfilt.LinearGaussianSSM")
-    y = as_float_array(y, "y")
-    if y.ndim < 2:
-        raise value_error("y", f"has shape {y.shape}", f"pass observations of shape (..., T, m) with m={model.m}"
-                          " (use y[:, None] for a scalar series)")
-    if y.shape[-1] != model.m:
-        raise value_error("y", f"has {y.shape[-1]} components per step (shape {y.shape})",
-                          f"pass shape (..., T, {model.m}) to match H's {model.m} rows")
-    T = y.shape[-2]
-    if T == 0:
-        raise value_error("y", "has zero time steps", "pass at least one time step")
-    if np.isinf(y).any():
-        idx = tuple(int(i) for i in np.argwhere(np.isinf(y))[0])
-        raise value_error("y", f"holds an infinite value at index {idx}", "use NaN to mark a missing observation")
+    y, T, batch = check_observations(y, model.m, model.batch_shape)
     if validate:
         model.validate(num_timesteps=T)
     elif model.num_timesteps is not None and model.num_timesteps != T:
@@ -38,9 +26,4 @@ def prepare(model: LinearGaussianSSM, y, *, validate: bool = True):
     if dtype != model.dtype:
         model = model.astype(dtype)
     y = y.astype(dtype, copy=False)
-    try:
-        batch = np.broadcast_shapes(y.shape[:-2], model.batch_shape)
-    except ValueError:
-        raise value_error("y", f"has batch shape {y.shape[:-2]}, which does not broadcast with the model's "
-                          f"{model.batch_shape}", "give y and the parameters broadcastable leading axes") from None
     return model, y, T, batch

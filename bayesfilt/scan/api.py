@@ -14,6 +14,7 @@ from . import _ops as ops
 from ..errors import type_error, value_error
 from ..model import LinearGaussianSSM
 from ..results import FilterResult, SmootherResult
+from ..validation import check_observations
 
 FORMS = ("covariance", "information")
 BACKENDS = ("auto", "numpy", "torch", "triton")
@@ -71,22 +72,9 @@ def _prepare(model, y, form, backend, schedule, method, validate):
             model, y_np, T, batch = prepare(model, y, validate=validate)
             y = torch.as_tensor(y_np)
         else:
-            if y.is_complex() or y.dtype == torch.bool:
-                raise type_error("y", f"has dtype {y.dtype}", "pass a real floating-point tensor")
-            if not torch.is_floating_point(y):
-                y = y.to(torch.float64)
-            elif y.dtype in (torch.float16, torch.bfloat16):
-                y = y.to(torch.float32)                         # half precision: filter in float32
-            if y.ndim < 2 or y.shape[-1] != model.m:
-                raise value_error("y", f"has shape {tuple(y.shape)}", f"pass observations of shape (..., T, {model.m})")
-            if y.shape[-2] == 0:
-                raise value_error("y", "has zero time steps", "pass at least one time step")
-            if bool(torch.isinf(y).any()):
-                raise value_error("y", "holds an infinite value", "use NaN to mark a missing observation")
-            if validate:
-                model.validate(num_timesteps=int(y.shape[-2]))
-            elif model.num_timesteps is not None:
-                model.validate(num_timesteps=int(y.shape[-2]))
+            y, T, batch = check_observations(y, model.m, model.batch_shape)
+            if validate or model.num_timesteps is not None:
+                model.validate(num_timesteps=T)
         if backend == "triton":
             if form != "covariance":
                 raise value_error("backend", "is 'triton' with form='information'",
@@ -102,7 +90,7 @@ def _prepare(model, y, form, backend, schedule, method, validate):
     if schedule == "auto":
         # NumPy: the chunked scan has the fewest Python-level steps for long series; when the batch alone
         # gives more parallelism than time (B >= T), the left fold does half the work of any parallel schedule.
-        size = int(np.prod(np.broadcast_shapes(tuple(y.shape[:-2]), model.batch_shape)))
+        size = int(np.prod(batch))
         if backend == "numpy":
             schedule = "sequential" if size >= y.shape[-2] else "chunked"
         else:
@@ -110,6 +98,8 @@ def _prepare(model, y, form, backend, schedule, method, validate):
     if method == "riccati" and (backend != "numpy" or form != "covariance"):
         raise value_error("method", f"is 'riccati' with backend={backend!r}, form={form!r}",
                           "use method='riccati' only with backend='numpy' and form='covariance'")
+    if tuple(y.shape[:-2]) != batch:                             # parameters batched where y is not: broadcast y
+        y = ops.broadcast_to(y, batch + tuple(y.shape[-2:]))
     yt = ops.moveaxis(y, -2, 0)
     if method == "auto":
         method = "elements"
