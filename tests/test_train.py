@@ -144,3 +144,40 @@ def test_every_task_trains_a_step(tmp_path, task):
                       eval_every=1, warmup=1)
     res = train(cfg, tmp_path, progress=False)
     assert res["step"] == 1 and 0 <= res["best_eval_acc"] <= 1
+
+
+def _nan_from_step(monkeypatch, bad_step):
+    """Make training step ``bad_step`` (1-based) produce a NaN loss (and so NaN gradients)."""
+    from bayesfilt.nn.train import TaskModel
+    orig, calls = TaskModel.loss_and_logits, []
+
+    def patched(self, x, y, *a, **k):
+        loss, logits = orig(self, x, y, *a, **k)
+        if self.training:
+            calls.append(1)
+            if len(calls) >= bad_step:
+                loss = loss * float("nan")
+        return loss, logits
+    monkeypatch.setattr(TaskModel, "loss_and_logits", patched)
+
+
+def test_nonfinite_loss_stops_with_status_diverged(tmp_path, monkeypatch):
+    _nan_from_step(monkeypatch, 2)
+    out = tmp_path / "run"
+    res = train(TrainConfig(steps=6, **TINY), out, progress=False)
+    assert res["status"] == "diverged" and res["step"] == 2
+    assert "step 2" in res["message"]
+    assert [r["step"] for r in _metrics(out)] == [1, 2]
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())    # the NaN update was not applied
+    assert json.loads((out / "result.json").read_text())["status"] == "diverged"
+
+
+def test_cli_exits_2_on_nonfinite_loss(tmp_path, monkeypatch, capsys):
+    _nan_from_step(monkeypatch, 1)
+    args = ["train", "a5", "--d-model", "16", "--d-state", "4", "--length", "3", "--n-train", "32", "--n-test",
+            "8", "--steps", "3", "--batch-size", "8", "--warmup", "1", "--device", "cpu", "--out",
+            str(tmp_path / "run"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "diverged at step 1" in err

@@ -81,4 +81,6 @@ def run(args) -> int:
     res = train(cfg, out, resume=args.resume, force=args.force, progress=not args.no_progress,
                 max_seconds=args.max_seconds, task=cli_task(cfg, args.cache_dir))
     print(json.dumps({k: v for k, v in res.items() if k != "config"}, sort_keys=True))
+    from ..nn.train import raise_if_diverged
+    raise_if_diverged(res)                                  # NaN/inf loss: a BayesfiltError, exit code 2
     return 0

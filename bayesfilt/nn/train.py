@@ -376,8 +376,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         task: a prebuilt task (default: ``make_task`` from the config).
 
     Returns:
-        dict with ``status`` ("done", "target reached", "no improvement", "time limit", "stopped"), ``step``,
-        ``best_eval_acc``, the last evaluation and the parameter count.
+        dict with ``status`` ("done", "target reached", "no improvement", "time limit", "stopped",
+        "diverged"), ``step``, ``best_eval_acc``, the last evaluation and the parameter count. "diverged":
+        the loss or gradient norm of a step was not finite (NaN/inf); the run stops at that step
+        without applying its update, and ``message`` names the step (:func:`nonfinite_message`).
 
     Example:
         >>> import tempfile
@@ -408,17 +410,19 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         opt.load_state_dict(ck["optimizer"])
         step = int(ck["step"])
         prog = _Progress(float(ck["best_acc"]), int(ck["evals_since_best"]), list(ck["history"]))
-        if ck.get("status") in ("target reached", "no improvement", "done", "time limit"):
-            return _finish(out, cfg, model, prog, step, ck["status"])
+        if ck.get("status") in ("target reached", "no improvement", "done", "time limit", "diverged"):
+            return _finish(out, cfg, model, prog, step, ck["status"], message=ck.get("message"))
     _write_metrics(out, prog.history)
 
     def checkpoint(status: str) -> None:
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                                     "best_acc": prog.best_acc, "evals_since_best": prog.evals_since_best,
-                                    "history": prog.history, "status": status, "config": asdict(cfg)})
+                                    "history": prog.history, "status": status, "config": asdict(cfg),
+                                    "message": diverged})
 
     bar = _progress_bar(cfg.steps, step, progress)
     status = "done"
+    diverged = None
     t0 = time.perf_counter()
     n = len(task.train)
     try:
@@ -436,11 +440,19 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            diverged = nonfinite_message(float(loss.detach()), float(gnorm), step + 1)
+            if diverged is None:                            # never step on NaN/inf: the checkpoint keeps finite weights
+                opt.step()
             step += 1
             c, t, _, _, _ = _accuracy(logits.detach(), y)
             rec = {"step": step, "loss": float(loss.detach()), "acc": c / max(t, 1), "lr": lr_at(cfg, step - 1),
                    "grad_norm": float(gnorm)}
+            if diverged is not None:
+                status = "diverged"
+                prog.history.append(rec)
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(rec, sort_keys=True) + "\n")
+                break
             bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}")
             bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -478,17 +490,68 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         raise
     bar.close()
     checkpoint(status if status != "stopped" else "running")
-    res = _finish(out, cfg, model, prog, step, status)
+    res = _finish(out, cfg, model, prog, step, status, message=diverged)
     res["train_seconds_this_run"] = time.perf_counter() - t0
     return res
 
 
-def _finish(out: Path, cfg: TrainConfig, model: nn.Module, prog: _Progress, step: int, status: str) -> dict:
+def nonfinite_message(loss: float, grad_norm: float, step: int) -> str | None:
+    """The reason to stop training when step ``step`` produced a non-finite loss or gradient norm.
+
+    Both training loops (:func:`train` and :func:`bayesfilt.nn.distributed.train_distributed`)
+    call this after clipping and end the run with status "diverged" and this message
+    (``bayesfilt train`` then exits with code 2).
+
+    Args:
+        loss: the step's training loss.
+        grad_norm: the step's total gradient norm (before clipping).
+        step: the 1-based step number (named in the message).
+
+    Returns:
+        None when both are finite, else a message naming the step and the values.
+
+    Example:
+        >>> nonfinite_message(2.3, 0.5, 7) is None
+        True
+        >>> nonfinite_message(float("nan"), float("nan"), 1)
+        'training diverged at step 1: loss nan, gradient norm nan'
+    """
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return None
+    return f"training diverged at step {step}: loss {loss}, gradient norm {grad_norm}"
+
+
+def raise_if_diverged(res: dict) -> None:
+    """Raise a :class:`~bayesfilt.errors.BayesfiltValueError` when a training result has status "diverged".
+
+    Args:
+        res: the record returned by :func:`train` (or ``train_distributed``).
+
+    Raises:
+        BayesfiltValueError: naming the step where the loss or gradient norm stopped being finite.
+
+    Example:
+        >>> raise_if_diverged({"status": "done"})
+        >>> raise_if_diverged({"status": "diverged", "message": "training diverged at step 1: loss nan, gradient norm nan"})
+        Traceback (most recent call last):
+            ...
+        bayesfilt.errors.BayesfiltValueError: training: training diverged at step 1...
+    """
+    if res.get("status") == "diverged":
+        raise value_error("training", res.get("message", "diverged (non-finite loss or gradient norm)"),
+                          "lower --lr or --grad-clip, or check the model (e.g. KLA without process noise "
+                          "overflows on long sequences); the weights before that step are in checkpoint.pt")
+
+
+def _finish(out: Path, cfg: TrainConfig, model: nn.Module, prog: _Progress, step: int, status: str,
+            message: str | None = None) -> dict:
     last_eval = next((r for r in reversed(prog.history) if "eval_acc" in r), {})
     res = {"status": status, "step": step, "best_eval_acc": prog.best_acc,
            "best_eval_last_acc": max((r.get("eval_last_acc", -1.0) for r in prog.history), default=-1.0),
            "last_eval": {k: v for k, v in last_eval.items() if k.startswith("eval")},
            "parameters": count_parameters(model), "config": asdict(cfg)}
+    if message is not None:
+        res["message"] = message
     if status != "stopped":
         atomic_write_bytes(out / "result.json", json.dumps(res, indent=1, sort_keys=True).encode())
     return res
