@@ -181,3 +181,15 @@ def test_cli_exits_2_on_nonfinite_loss(tmp_path, monkeypatch, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "diverged at step 1" in err
+
+
+def test_distributed_loop_also_stops_on_nonfinite_loss(tmp_path, monkeypatch):
+    """The same check in nn.distributed's loop (a world of one process, as torchrun-less calls run)."""
+    from bayesfilt.nn.distributed import DistributedConfig, train_distributed
+    _nan_from_step(monkeypatch, 2)
+    res = train_distributed(TrainConfig(steps=6, **{**TINY, "device": "cpu"}), tmp_path / "d",
+                            DistributedConfig(), progress=False)
+    # (wrap_model may probe the model once in training mode, so the NaN step is 1 or 2)
+    assert res["status"] == "diverged" and res["step"] in (1, 2) and f"step {res['step']}" in res["message"]
+    ck = load_checkpoint(tmp_path / "d" / "checkpoint.pt")
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())

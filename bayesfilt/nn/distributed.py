@@ -57,7 +57,7 @@ from torch import nn
 from ..errors import BayesfiltError, type_error, value_error
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .train import (TaskModel, TrainConfig, _accuracy, _autocast, _finish, _prepare_out, _progress_bar, _Progress,
-                    _write_metrics, batch_indices, lr_at, make_task)
+                    _write_metrics, batch_indices, lr_at, make_task, nonfinite_message, raise_if_diverged)
 
 #: Environment variables set (with ``os.environ.setdefault``) before the process group starts.
 MULTICAST_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -290,7 +290,9 @@ def train_step(fwd, model: TaskModel, opt, task, cfg: TrainConfig, dcfg: Distrib
         device: this rank's device.
 
     Returns:
-        the metrics record of the step (step, loss, acc, lr, grad_norm), equal on every rank.
+        the metrics record of the step (step, loss, acc, lr, grad_norm), equal on every rank. When
+        the loss or the gradient norm is not finite the update is skipped (the training loop then
+        ends the run as "diverged").
 
     Example:
         >>> import torch.distributed as dist
@@ -350,11 +352,13 @@ def train_step(fwd, model: TaskModel, opt, task, cfg: TrainConfig, dcfg: Distrib
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     if hasattr(gnorm, "full_tensor"):                                   # FSDP2: a replicated DTensor
         gnorm = gnorm.full_tensor()
-    opt.step()
     dist.all_reduce(stats)
     loss_sum, correct, labelled = stats.tolist()
-    return {"step": step + 1, "loss": loss_sum / total, "acc": correct / max(labelled, 1.0),
-            "lr": lr_at(cfg, step), "grad_norm": float(gnorm)}
+    rec = {"step": step + 1, "loss": loss_sum / total, "acc": correct / max(labelled, 1.0),
+           "lr": lr_at(cfg, step), "grad_norm": float(gnorm)}
+    if nonfinite_message(rec["loss"], rec["grad_norm"], step + 1) is None:  # the same values on every rank
+        opt.step()                                                          # never step on NaN/inf
+    return rec
 
 
 def _param_names(model: TaskModel) -> tuple[list[str], list[str]]:
@@ -536,7 +540,8 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
         with _autocast(cfg, device):
             loss, logits = model.loss_and_logits(x, y)
         c, t, s, _, last = _accuracy(logits, y)
-        sums += torch.tensor([float(loss) * t, t, c, s, last], dtype=torch.float64, device=device)
+        part = float(loss) * t if t else 0.0                           # a batch without labels has loss NaN
+        sums += torch.tensor([part, t, c, s, last], dtype=torch.float64, device=device)
     dist.all_reduce(sums)
     model.train()
     loss_sum, tok, c_tok, c_seq, c_last = sums.tolist()
@@ -635,14 +640,15 @@ def _train(cfg, out, dcfg, rank, world, device, *, resume, force, progress, stop
 
         def read():                                     # rank 0 reads and verifies; the others get the metadata
             held["ck"] = load_checkpoint(ckpt_path, map_location="cpu")
-            return {k: held["ck"][k] for k in ("step", "best_acc", "evals_since_best", "history", "status")}
+            meta = {k: held["ck"][k] for k in ("step", "best_acc", "evals_since_best", "history", "status")}
+            return {**meta, "message": held["ck"].get("message")}
 
         meta = _on_rank0(read, rank)
         _load_state(model, opt, held.pop("ck", None), rank)
         step = int(meta["step"])
         prog = _Progress(float(meta["best_acc"]), int(meta["evals_since_best"]), list(meta["history"]))
-        if meta.get("status") in ("target reached", "no improvement", "done", "time limit"):
-            return _result(out, cfg, model, prog, step, meta["status"], info, rank)
+        if meta.get("status") in ("target reached", "no improvement", "done", "time limit", "diverged"):
+            return _result(out, cfg, model, prog, step, meta["status"], info, rank, message=meta["message"])
     if rank == 0:
         _write_metrics(out, prog.history)
 
@@ -651,14 +657,22 @@ def _train(cfg, out, dcfg, rank, world, device, *, resume, force, progress, stop
         if rank == 0:
             save_checkpoint(ckpt_path, {"model": msd, "optimizer": osd, "step": step, "best_acc": prog.best_acc,
                                         "evals_since_best": prog.evals_since_best, "history": prog.history,
-                                        "status": status, "config": asdict(cfg)})
+                                        "status": status, "config": asdict(cfg), "message": diverged})
 
     bar = _progress_bar(cfg.steps, step, progress and rank == 0)
-    status = "done"
+    status, diverged = "done", None
     t0 = time.perf_counter()
     while step < cfg.steps:
         rec = train_step(fwd, model, opt, task, cfg, dcfg, step, rank, world, device)
         step += 1
+        diverged = nonfinite_message(rec["loss"], rec["grad_norm"], step)    # equal on every rank
+        if diverged is not None:                        # as train(): log the step, stop, keep the last weights
+            status = "diverged"
+            prog.history.append(rec)
+            if rank == 0:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(rec, sort_keys=True) + "\n")
+            break
         bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}")
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -696,14 +710,14 @@ def _train(cfg, out, dcfg, rank, world, device, *, resume, force, progress, stop
             break
     bar.close()
     checkpoint(status if status != "stopped" else "running")
-    res = _result(out, cfg, model, prog, step, status, info, rank)
+    res = _result(out, cfg, model, prog, step, status, info, rank, message=diverged)
     res["train_seconds_this_run"] = time.perf_counter() - t0
     return res
 
 
-def _result(out, cfg, model, prog, step, status, info, rank) -> dict:
+def _result(out, cfg, model, prog, step, status, info, rank, message=None) -> dict:
     if rank == 0:
-        res = _finish(out, cfg, model, prog, step, status)
+        res = _finish(out, cfg, model, prog, step, status, message=message)
         res["distributed"] = info
         if status != "stopped":
             atomic_write_bytes(out / "result.json", json.dumps(res, indent=1, sort_keys=True).encode())
@@ -739,4 +753,5 @@ def run_cli(args, cfg: TrainConfig, out: str) -> int:
                             max_seconds=args.max_seconds, task=lambda: cli_task(cfg, args.cache_dir))
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps({k: v for k, v in res.items() if k != "config"}, sort_keys=True))
+    raise_if_diverged(res)
     return 0
