@@ -42,21 +42,22 @@ def as_float_array(x, arg: str, *, dtype=None) -> np.ndarray:
     return a
 
 
-def check_observations(y, m: int, batch_shape: tuple = (), *, arg: str = "y"):
+def check_observations(y, m: int, batch_shape: tuple = (), *, arg: str = "y", allow_torch: bool = False):
     """Validate observations ``y`` (..., T, m): a NumPy array (or array-like) or a torch tensor.
 
     The one place that checks observations for every public filter (sequential and
     parallel): a real floating dtype (integers become float64; torch half precision
     becomes float32), at least two axes with ``m`` components last, at least one time step,
     no infinity (NaN marks a missing component) and leading axes that broadcast with the
-    model's ``batch_shape``. A torch tensor stays a tensor (torch is never imported here
-    for NumPy input).
+    model's ``batch_shape``. With ``allow_torch`` a torch tensor stays a tensor (torch is
+    never imported here for NumPy input); without it a tensor is a named type error.
 
     Args:
         y: observations (..., T, m).
         m: the observation size (rows of H).
         batch_shape: the model's parameter batch shape, to broadcast with y's leading axes.
         arg: the argument name used in error messages.
+        allow_torch: accept torch tensors (the torch backends of the parallel filters).
 
     Returns:
         ``(y, T, batch)``: y as a floating array/tensor, the number of steps and the
@@ -68,7 +69,7 @@ def check_observations(y, m: int, batch_shape: tuple = (), *, arg: str = "y"):
         >>> y.dtype, T, batch
         (dtype('float64'), 5, (3,))
     """
-    if hasattr(y, "detach") and hasattr(y, "cpu"):             # a torch tensor: checked without leaving torch
+    if allow_torch and hasattr(y, "detach") and hasattr(y, "cpu"):   # a torch tensor: checked without leaving torch
         import torch
         if y.is_complex() or y.dtype == torch.bool:
             raise type_error(arg, f"has dtype {y.dtype}", "pass a real floating-point tensor")

@@ -72,7 +72,7 @@ def _prepare(model, y, form, backend, schedule, method, validate):
             model, y_np, T, batch = prepare(model, y, validate=validate)
             y = torch.as_tensor(y_np)
         else:
-            y, T, batch = check_observations(y, model.m, model.batch_shape)
+            y, T, batch = check_observations(y, model.m, model.batch_shape, allow_torch=True)
             if validate or model.num_timesteps is not None:
                 model.validate(num_timesteps=T)
         if backend == "triton":
