@@ -44,6 +44,7 @@ before the process group starts.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import time
@@ -600,6 +601,9 @@ def train_distributed(cfg: TrainConfig, out: str | os.PathLike, dcfg: Distribute
         return res
     finally:
         if started:
+            # FSDP2 modules hold reference cycles to the process group: free them while it is alive,
+            # not at interpreter exit
+            gc.collect()
             if ok:
                 dist.barrier()                  # no rank tears down while another still has messages in flight
             dist.destroy_process_group()
