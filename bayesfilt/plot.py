@@ -348,3 +348,56 @@ def posterior_variance(variance, *, marks=None, title: str | None = None, log: b
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title or "KLA posterior variance over time")
     return fig
+
+
+def _char_label(c: str) -> str:
+    return {"\n": "\\n", " ": "\u2423", "\t": "\\t"}.get(c, c)
+
+
+def generation_uncertainty(text: str, entropy, variance=None, *, title: str | None = None) -> Figure:
+    """Predictive entropy (and a KLA model's posterior variance) over generated characters.
+
+    Args:
+        text: the N generated characters (x-axis labels; spaces drawn as \u2423, line ends as \\n).
+        entropy: [N] predictive entropy in bits per character.
+        variance: [N] mean KLA posterior variance per character, or None (then one panel).
+        title: figure title.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` with one or two axes (no pyplot, no backend change).
+
+    Example:
+        >>> fig = generation_uncertainty("ab", [1.0, 2.0], [0.1, 0.2])
+        >>> len(fig.axes)
+        2
+    """
+    if not isinstance(text, str):
+        raise type_error("text", f"is a {type(text).__name__}", "pass the generated characters as a str")
+    entropy = as_float_array(entropy, "entropy").astype(float)
+    if entropy.ndim != 1 or entropy.size != len(text):
+        raise value_error("entropy", f"has shape {entropy.shape} for {len(text)} characters",
+                          "pass one entropy value per generated character")
+    if variance is not None:
+        variance = as_float_array(variance, "variance").astype(float)
+        if variance.shape != entropy.shape:
+            raise value_error("variance", f"has shape {variance.shape}, entropy {entropy.shape}",
+                              "pass one variance value per generated character")
+    rows = 1 if variance is None else 2
+    width = min(40.0, max(6.0, 0.14 * len(text)))
+    fig = Figure(figsize=(width, 2.4 * rows + 0.6), layout="tight")
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    x = np.arange(len(text))
+    axes[0].plot(x, entropy, color="C0", lw=1.2, marker=".", ms=3)
+    axes[0].set_ylabel("entropy (bits)")
+    axes[0].set_ylim(bottom=0)
+    if variance is not None:
+        axes[1].plot(x, variance, color="C3", lw=1.2, marker=".", ms=3)
+        axes[1].set_ylabel("KLA posterior var.")
+    step = max(1, -(-len(text) // 160))                     # at most ~160 tick labels
+    axes[-1].set_xticks(x[::step])
+    axes[-1].set_xticklabels([_char_label(c) for c in text[::step]], fontsize=7, family="monospace")
+    axes[-1].set_xlabel("generated character")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "uncertainty over the generated text")
+    return fig

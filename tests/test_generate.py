@@ -134,6 +134,22 @@ def test_plot_generation(tmp_path):
         plot_generation("abc", [1.0])
 
 
+def test_plot_generation_uses_no_pyplot_and_keeps_the_backend(tmp_path):
+    """plot.py's rule: a Figure built directly; no pyplot state, no global backend switch."""
+    import subprocess
+    import sys
+    code = ("import sys, matplotlib; matplotlib.use('svg'); "
+            "from bayesfilt.nn.decode import plot_generation; "
+            "from matplotlib.figure import Figure; "
+            f"fig = plot_generation('ab', [1.0, 2.0], [0.1, 0.2], {str(tmp_path / 'g.png')!r}); "
+            "assert isinstance(fig, Figure), type(fig); "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); "
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "g.png").stat().st_size > 1000
+
+
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("lmrun")

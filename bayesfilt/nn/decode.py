@@ -278,13 +278,12 @@ def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_
                       state_nbytes(states) if stateful else 0)
 
 
-def _label(c: str) -> str:
-    return {"\n": "\\n", " ": "␣", "\t": "\\t"}.get(c, c)
-
-
 def plot_generation(text: str, entropy, variance=None, path: str | os.PathLike | None = None, *,
                     title: str | None = None):
     """Predictive entropy (and the KLA posterior variance) over the generated characters.
+
+    Draws with :func:`bayesfilt.plot.generation_uncertainty` (a ``Figure`` built without pyplot;
+    the global matplotlib backend is never changed) and optionally saves it.
 
     Args:
         text: the N generated characters (x-axis labels; spaces drawn as ␣, line ends as \\n).
@@ -301,41 +300,11 @@ def plot_generation(text: str, entropy, variance=None, path: str | os.PathLike |
         >>> len(fig.axes)
         2
     """
-    import matplotlib
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from ..plot import generation_uncertainty          # lazily: plotting is a consumer above nn/
 
-    entropy = np.asarray(entropy, dtype=float)
-    if entropy.ndim != 1 or entropy.size != len(text):
-        raise value_error("entropy", f"has shape {entropy.shape} for {len(text)} characters",
-                          "pass one entropy value per generated character")
-    rows = 1 if variance is None else 2
-    width = min(40.0, max(6.0, 0.14 * len(text)))
-    fig, axes = plt.subplots(rows, 1, figsize=(width, 2.4 * rows + 0.6), sharex=True, squeeze=False)
-    axes = axes[:, 0]
-    x = np.arange(len(text))
-    axes[0].plot(x, entropy, color="C0", lw=1.2, marker=".", ms=3)
-    axes[0].set_ylabel("entropy (bits)")
-    axes[0].set_ylim(bottom=0)
-    if variance is not None:
-        variance = np.asarray(variance, dtype=float)
-        if variance.shape != entropy.shape:
-            raise value_error("variance", f"has shape {variance.shape}, entropy {entropy.shape}",
-                              "pass one variance value per generated character")
-        axes[1].plot(x, variance, color="C3", lw=1.2, marker=".", ms=3)
-        axes[1].set_ylabel("KLA posterior var.")
-    step = max(1, math.ceil(len(text) / 160))
-    axes[-1].set_xticks(x[::step])
-    axes[-1].set_xticklabels([_label(c) for c in text[::step]], fontsize=7, family="monospace")
-    axes[-1].set_xlabel("generated character")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.suptitle(title or "uncertainty over the generated text")
-    fig.tight_layout()
+    fig = generation_uncertainty(text, entropy, variance, title=title)
     if path is not None:
         fig.savefig(Path(path), dpi=120)
-        plt.close(fig)
     return fig
 
 
