@@ -279,3 +279,16 @@ def test_micro_batches_without_labels_add_nothing(tmp_path):
         assert w < WEIGHT_TOL and loss < LOSS_TOL
     finally:
         torch.set_num_threads(n)
+
+
+def test_time_limit_stops_every_rank_with_an_evaluation(tmp_path):
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = TrainConfig(task="a5", length=4, n_train=32, n_test=8, d_model=8, d_state=2, steps=50, batch_size=4,
+                          eval_every=10, warmup=2)
+        res = train_distributed(cfg, tmp_path / "t", progress=False, max_seconds=0.0)
+        assert res["status"] == "time limit" and res["step"] == 1 and "eval_acc" in res["last_eval"]
+        assert json.loads((tmp_path / "t" / "result.json").read_text())["status"] == "time limit"
+    finally:
+        torch.set_num_threads(n)
