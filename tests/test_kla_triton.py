@@ -1,7 +1,9 @@
 """Triton KLA kernels (bayesfilt.nn.kernels) against the float64 sequential reference.
 
-Without CUDA the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``, set
-below before triton is imported) on small shapes; with CUDA the same small tests run
+Without CUDA the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``) on small
+shapes, in a child pytest process of this module (see ``test_interpreted`` below: triton must be
+imported with the variable set, and neither the variable nor interpreted triton may leak into
+the other test modules of a worker); with CUDA the same small tests run
 compiled on the GPU, and the ``gpu``-marked tests add the full matrix of shapes
 (L up to 65536, bf16 inputs, extremes). Every output buffer is poisoned with NaN before
 the kernels write it. The error metric is the relative RMS ||fast - ref|| / ||ref|| of
@@ -17,8 +19,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 HAS_CUDA = torch.cuda.is_available()
-if not HAS_CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"                # before triton is imported
+# the child process that runs this module's CPU tests under the interpreter (set by test_interpreted)
+CHILD = os.environ.get("BAYESFILT_KLA_TRITON_CHILD") == "1"
+if CHILD:
+    assert os.environ.get("TRITON_INTERPRET") == "1" and "triton" not in sys.modules
 pytest.importorskip("triton")
 
 from bayesfilt.nn.reference import kla_scan_reference, kla_step_reference  # noqa: E402
@@ -245,3 +249,49 @@ def test_gpu_bf16_inputs_long():
     out_t, _ = _triton(xs, False, True, dtype=torch.bfloat16)
     for a, b in zip(out_t, out_r):
         assert _rel(a, b) <= RTOL
+
+
+# ----------------------------------------------------------------------------- CPU: run the above interpreted
+def _cpu_tests() -> list:
+    """This module's tests that run on the CPU (under the interpreter), by function name."""
+    return [n for n, f in globals().items() if n.startswith("test_") and callable(f)
+            and not any(m.name == "gpu" for m in getattr(f, "pytestmark", []))]
+
+
+if not HAS_CUDA and not CHILD:
+    INTERPRETED = _cpu_tests()
+    for _name in INTERPRETED:               # they run in the child process, reported here one by one
+        del globals()[_name]
+
+    @pytest.fixture(scope="module")
+    def interpreted_outcomes(tmp_path_factory):
+        """Run this module once in a fresh pytest process with TRITON_INTERPRET=1 set before triton
+        is imported; returns {function name: [outcome of each (parametrised) case]} and the log."""
+        import subprocess
+        import xml.etree.ElementTree as ET
+        xml = tmp_path_factory.mktemp("kla_triton") / "junit.xml"
+        env = {**os.environ, "TRITON_INTERPRET": "1", "BAYESFILT_KLA_TRITON_CHILD": "1", "CUDA_VISIBLE_DEVICES": ""}
+        env.pop("PYTEST_XDIST_WORKER", None)
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                               "-p", "no:xdist", f"--junitxml={xml}", os.path.abspath(__file__)],
+                              capture_output=True, text=True, timeout=900, env=env,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        outcomes = {}
+        if xml.exists():
+            for case in ET.parse(xml).getroot().iter("testcase"):
+                kind = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+                outcomes.setdefault(case.get("name").split("[")[0], []).append(kind)
+        return outcomes, proc.stdout[-6000:] + proc.stderr[-2000:]
+
+    @pytest.mark.parametrize("name", INTERPRETED)
+    def test_interpreted(name, interpreted_outcomes):
+        """Each CPU test of this module passed (every parametrised case, none skipped) in the child."""
+        outcomes, log = interpreted_outcomes
+        assert outcomes.get(name) and all(o == "passed" for o in outcomes[name]), f"{name}: {outcomes.get(name)}\n{log}"
+
+    def test_interpreter_does_not_leak():
+        """The interpreter lives in the child only: this process has neither the variable nor
+        interpreted kernels (another module of the worker would otherwise inherit them)."""
+        assert os.environ.get("TRITON_INTERPRET") != "1"
+        K = sys.modules.get("bayesfilt.nn.kernels._kla_triton")
+        assert K is None or "Interpreted" not in type(K._fwd_kernel).__name__
