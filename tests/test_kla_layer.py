@@ -268,3 +268,30 @@ def test_triton_backend_layer_gradients_and_decode_under_interpreter(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     err = float(proc.stdout.split("MAXERR")[-1])
     assert err < 1e-5, err
+
+
+def test_skip_is_a_per_channel_vector_on_the_convolved_input_as_documented():
+    """The skip term is ``y += skip ⊙ u`` with skip: [M] and u = SiLU(conv(z)) (before gate and
+    out_proj, variance unchanged), and KLAConfig/KLALayer/docs say exactly that (it deviates from
+    DESIGN.md's learned scalar times z, which the docstrings must say too)."""
+    from pathlib import Path
+    layer = make_layer(seed=3)
+    M = layer.d_inner
+    assert tuple(layer.skip.shape) == (M,)
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    with torch.no_grad():
+        layer.skip.copy_(torch.linspace(-1.0, 2.0, M, dtype=torch.float64))
+        y, var = layer(x, return_variance=True)
+        no_skip = make_layer(seed=3, skip=False)
+        no_skip.load_state_dict({k: v for k, v in layer.state_dict().items() if k != "skip"})
+        y0, var0 = no_skip(x, return_variance=True)
+        z, gate = layer.in_proj(x).split(M, dim=-1)
+        u = F.silu(F.conv1d(F.pad(z.transpose(1, 2), (layer.conv_kernel - 1, 0)), layer.conv_weight.unsqueeze(1),
+                            layer.conv_bias, groups=M).transpose(1, 2))
+        expected = (layer.skip * u * F.silu(gate)) @ layer.out_proj.weight.T
+    torch.testing.assert_close(y - y0, expected)
+    torch.testing.assert_close(var, var0)
+    docs = [KLAConfig.__doc__, KLALayer.__doc__,
+            (Path(__file__).resolve().parents[1] / "docs" / "kla.md").read_text()]
+    for text in docs:
+        assert "per channel" in text and "SiLU(conv(z))" in text and "DESIGN.md" in text, text[:200]

@@ -44,7 +44,11 @@ class KLAConfig:
             a linear fixed-gate recurrence (the paper's ablation, about -4.7 MAD points).
         qk_norm: L2-normalise keys and queries over the state axis (paper: True).
         gating: multiply the output by SiLU(gate) (paper: True).
-        skip: add a learned per-channel skip ``skip * z`` of the convolved input (paper: True).
+        skip: add ``skip ⊙ u`` to the filter readout, with ``skip`` a learned vector of one
+            weight per channel ([d_inner], initialised to 1) and u = SiLU(conv(z)) the
+            convolved input that the sensor projection reads; the variance is unchanged
+            (default True). DESIGN.md writes a learned scalar times z: the per-channel vector on
+            u is Mamba's D skip and holds the scalar as the case of equal entries.
         precision_floor: the 1e-4 in Λv = 1 / (softplus(raw) + 1e-4), which bounds the
             value precision above by 1 / precision_floor (paper: 1e-4; must be > 0).
         init_precision: λ_0, the prior precision of each lane at the start of a sequence

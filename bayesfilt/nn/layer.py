@@ -7,11 +7,18 @@ Block (DESIGN.md "Layer"; KLA paper, arXiv 2602.10743; docs/kla.md)::
     u -> sensor projection -> v, raw, k, q                      v, raw: [B, L, M]; k, q: [B, L, S]
     Λv = 1 / (softplus(raw) + 1e-4);  k, q <- k / |k|, q / |q|
     (y, y_var) = kla_scan(v, Λv, k, q, ā, p̄)                    the per-lane information filter
-    y <- y + skip * u                                           (the variance is unchanged)
+    y <- y + skip ⊙ u                                           skip: [M], learned per channel (init 1);
+                                                                the variance is unchanged
     y <- y * SiLU(gate);   y_var <- y_var * SiLU(gate)^2
     out = out_proj(y);     out_var = y_var @ (W_out^2)^T          [B, L, d_model]
 
 with ā = exp(-a Δ) and p̄ = p (1 - exp(-2 a Δ)) / (2 a) (exact Ornstein-Uhlenbeck discretisation).
+
+Deviation from DESIGN.md ("y += skip·z (learned scalar)"): the skip here is a learned
+per-channel vector ``skip`` of shape [M] and multiplies u = SiLU(conv(z)), the branch the
+sensor projection reads, not the raw z. This is Mamba's D skip (per channel, on the
+post-convolution input of the recurrence); a learned scalar is the special case of equal
+entries, at M - 1 fewer parameters. ``KLAConfig(skip=False)`` removes the term.
 """
 
 from __future__ import annotations
@@ -58,6 +65,11 @@ class KLALayer(nn.Module):
 
     A forward with a state continues the sequence the state summarises: any L (prefill) or
     L = 1 (decode). Prefill followed by decode equals the full-sequence forward.
+
+    Skip (when ``config.skip``): ``y += skip ⊙ u`` with the parameter ``skip`` of shape
+    [d_inner] (one weight per channel, initialised to 1) and u = SiLU(conv(z)), before the gate
+    and out_proj; the variance is unchanged. DESIGN.md writes a learned scalar times z; see
+    the module docstring for this deviation and its reason.
 
     Args:
         d_model: width of the input and output.
