@@ -121,6 +121,13 @@ def logdet_chol(L):
     return 2.0 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(-1)
 
 
+def finfo_eps(a):
+    """Machine epsilon of ``a``'s floating dtype."""
+    if is_torch(a):
+        return _torch().finfo(a.dtype).eps
+    return np.finfo(a.dtype).eps
+
+
 def where(c, a, b):
     """Elementwise select."""
     if is_torch(c) or is_torch(a) or is_torch(b):
