@@ -25,6 +25,35 @@ def mv(a: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.einsum("...ij,...j->...i", a, x)                     # faster than a stack of (i, j) @ (j, 1)
 
 
+def solve_psd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a^{-1} b for symmetric positive semi-definite a (..., n, n), b (..., n, k); broadcasts.
+
+    Where ``a`` is singular (e.g. the predicted covariance of a state known exactly, with
+    zero prior and process variance) the pseudo-inverse a^+ b is used instead, the limit the
+    smoother gains take (docs/math/rts_smoother.md). The torch twin is
+    :func:`bayesfilt.scan._ops.solve_psd`.
+
+    Args:
+        a: symmetric PSD matrices (..., n, n).
+        b: right-hand sides (..., n, k).
+
+    Returns:
+        a^{-1} b (a^+ b for the batch elements where a is singular), shape broadcast(...) + (n, k).
+
+    Example:
+        >>> import numpy as np
+        >>> solve_psd(np.diag([2.0, 0.0]), np.ones((2, 1)))[:, 0]
+        array([0.5, 0. ])
+    """
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = np.broadcast_to(a, shape + a.shape[-2:])
+    b = np.broadcast_to(b, shape + b.shape[-2:])
+    try:
+        return np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(a, hermitian=True) @ b
+
+
 def observed_system(y_t: np.ndarray, H: np.ndarray, R: np.ndarray, d: np.ndarray | None):
     """Restrict one step's observation model to its observed (non-NaN) components.
 

@@ -139,3 +139,35 @@ def test_shared_covariance_batch(rng):
         np.testing.assert_allclose(sm.means[i], one.means, atol=1e-12)
         np.testing.assert_allclose(sm.covs[i], one.covs, atol=1e-12)
         np.testing.assert_allclose(sm.cross_covs[i], one.cross_covs, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_known_constant_state_parallel_backends(backend):
+    """A state known exactly (zero prior and process variance: P0 = diag(1, 0), Q = diag(0.1, 0)) makes
+    every predicted covariance singular; the gains then use the pseudo-inverse on every backend:
+    rts_smoother = brute-force joint posterior, and parallel_smoother (each schedule) = rts_smoother.
+    The batch pairs the singular model with a regular one, so the fallback acts per batch element."""
+    P0 = np.stack([np.diag([1.0, 0.0]), np.eye(2)])
+    Q = np.stack([np.diag([0.1, 0.0]), np.diag([0.1, 0.2])])
+    model = bayesfilt.LinearGaussianSSM(m0=np.array([0.0, 0.5]), P0=P0, F=np.eye(2), Q=Q,
+                                        H=np.array([[1.0, 1.0]]), R=np.eye(1))
+    _, y = bayesfilt.LinearGaussianSSM(m0=np.array([0.0, 0.5]), P0=P0[0], F=np.eye(2), Q=Q[0],
+                                       H=np.array([[1.0, 1.0]]), R=np.eye(1)).simulate(9, seed=3)
+    y[4] = np.nan
+    ref = bayesfilt.rts_smoother(model, bayesfilt.kalman_filter(model, y))
+    # independent reference: x2 = 0.5 exactly, so x1 follows the scalar model y - 0.5 = x1 + noise
+    scalar = bayesfilt.LinearGaussianSSM(m0=np.zeros(1), P0=np.eye(1), F=np.eye(1), Q=0.1 * np.eye(1),
+                                         H=np.eye(1), R=np.eye(1))
+    mean, cov, _ = joint_posterior(scalar, y - 0.5)
+    np.testing.assert_allclose(ref.means[0, :, 0], mean[:, 0], atol=1e-9, rtol=0)
+    np.testing.assert_allclose(ref.means[0, :, 1], 0.5, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(ref.covs[0, :, 0, 0], [cov[t, 0, t, 0] for t in range(9)], atol=1e-9, rtol=0)
+    np.testing.assert_allclose(ref.covs[0, :, :, 1], 0.0, atol=1e-12)
+    yy = y
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        yy = torch.as_tensor(y)
+    for schedule in ("sequential", "tree", "chunked"):
+        sm = bayesfilt.parallel_smoother(model, yy, schedule=schedule)
+        for name in ("means", "covs", "cross_covs", "gains"):
+            np.testing.assert_allclose(np.asarray(getattr(sm, name)), getattr(ref, name), atol=1e-12, rtol=1e-9)

@@ -10,17 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import type_error, value_error
-from ..linalg import mT, mv, sym
+from ..linalg import mT, mv, solve_psd, sym
 from ..model import LinearGaussianSSM
 from ..results import FilterResult, SmootherResult
-
-
-def _solve_psd(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """A^{-1} B for symmetric PSD A; the pseudo-inverse where A is singular."""
-    try:
-        return np.linalg.solve(A, B)
-    except np.linalg.LinAlgError:
-        return np.linalg.pinv(A, hermitian=True) @ B
 
 
 def rts_smoother(model: LinearGaussianSSM, filter_result: FilterResult) -> SmootherResult:
@@ -75,7 +67,7 @@ def rts_smoother(model: LinearGaussianSSM, filter_result: FilterResult) -> Smoot
         F = model.param("F", t + 1)
         P_t = fP[..., t, :, :]
         P_pred = pP[..., t + 1, :, :]                            # P_{t+1|t}
-        G = mT(_solve_psd(P_pred, F @ P_t))                      # G_t = P_t F_{t+1}^T P_{t+1|t}^{-1}
+        G = mT(solve_psd(P_pred, F @ P_t))                      # G_t = P_t F_{t+1}^T P_{t+1|t}^{-1}
         cross[..., t, :, :] = Ps @ mT(G)                         # Cov[x_{t+1}, x_t | y_{1:T}] = P^s_{t+1} G_t^T
         ms = fm[..., t, :] + mv(G, ms - pm[..., t + 1, :])       # m^s_t = m_t + G_t (m^s_{t+1} - m_{t+1|t})
         Ps = sym(P_t + G @ (Ps - P_pred) @ mT(G))                # P^s_t = P_t + G_t (P^s_{t+1} - P_{t+1|t}) G_t^T
@@ -84,5 +76,5 @@ def rts_smoother(model: LinearGaussianSSM, filter_result: FilterResult) -> Smoot
         gains[..., t, :, :] = G
     if aug_steps:                                                # exact diffuse smoothing of t < stop
         from .diffuse import diffuse_smoother_backward
-        diffuse_smoother_backward(model, filter_result, ms, Ps, means, covs, cross, gains, _solve_psd)
+        diffuse_smoother_backward(model, filter_result, ms, Ps, means, covs, cross, gains, solve_psd)
     return SmootherResult(means=means, covs=covs, cross_covs=cross, gains=gains, loglik=filter_result.loglik)

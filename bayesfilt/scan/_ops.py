@@ -88,6 +88,26 @@ def solve(a, b):
     return np.linalg.solve(np.broadcast_to(a, shape + a.shape[-2:]), np.broadcast_to(b, shape + b.shape[-2:]))
 
 
+def solve_psd(a, b):
+    """a^{-1} b for symmetric PSD a, with the pseudo-inverse for the batch elements where a is singular.
+
+    NumPy: :func:`bayesfilt.linalg.solve_psd`; torch: ``solve_ex`` and ``pinv`` for the failing
+    elements only (one device sync).
+    """
+    if not is_torch(a):
+        from ..linalg import solve_psd as solve_psd_np
+        return solve_psd_np(a, b)
+    torch = _torch()
+    shape = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a, b = a.expand(shape + a.shape[-2:]), b.expand(shape + b.shape[-2:])
+    x, info = torch.linalg.solve_ex(a, b)
+    bad = info != 0                                            # singular elements (exact zero pivot)
+    if bool(bad.any()):
+        x = x.clone()
+        x[bad] = torch.linalg.pinv(a[bad], hermitian=True) @ b[bad]
+    return x
+
+
 def logdet_pos(a):
     """log det a for a matrix with positive determinant."""
     if is_torch(a):

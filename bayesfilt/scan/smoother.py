@@ -46,16 +46,6 @@ def smoother_identity(n: int, batch: tuple, like):
     return Z + ops.eye(n, like), ops.zeros(tuple(batch) + (n,), like), Z
 
 
-def _solve_psd(A, B):
-    """A^{-1} B for symmetric PSD A (pseudo-inverse where singular, NumPy)."""
-    if ops.is_torch(A):
-        return ops.solve(A, B)
-    try:
-        return ops.solve(A, B)
-    except np.linalg.LinAlgError:
-        return np.linalg.pinv(A, hermitian=True) @ B
-
-
 def gains(model, y, means, covs):
     """Smoother gains G_t = P_t F_{t+1}^T P_{t+1|t}^{-1}, t = 0..T-2, time-first (T-1, *B, n, n)."""
     T = means.shape[0]
@@ -66,7 +56,7 @@ def gains(model, y, means, covs):
     Ppred = ops.sym(F @ Pt @ ops.mT(F) + Q)                    # P_{t+1|t}
     FP = F @ Pt
     shape = ops.shape_of(Ppred[..., 0], FP[..., 0])
-    G = ops.mT(_solve_psd(ops.broadcast_to(Ppred, shape + Ppred.shape[-1:]),
+    G = ops.mT(ops.solve_psd(ops.broadcast_to(Ppred, shape + Ppred.shape[-1:]),
                           ops.broadcast_to(FP, shape + FP.shape[-1:])))  # G_t = P_t F^T P_{t+1|t}^{-1}
     return G, Ppred
 
