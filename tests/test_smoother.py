@@ -124,6 +124,16 @@ def test_rejects_bad_inputs(rng):
         bayesfilt.rts_smoother(random_model(rng, 3, 1), res)
 
 
+def test_rejects_torch_filter_result(rng):
+    """A FilterResult of torch tensors (parallel_filter on torch input) is a named type error, not numpy's."""
+    torch = pytest.importorskip("torch")
+    model = random_model(rng, 2, 1)
+    _, y = model.simulate(6, seed=0)
+    res = bayesfilt.parallel_filter(model, torch.as_tensor(y))
+    with pytest.raises(bayesfilt.BayesfiltTypeError, match="filter_result.*parallel_smoother"):
+        bayesfilt.rts_smoother(model, res)
+
+
 def test_shared_covariance_batch(rng):
     """A batch without missing data and with unbatched parameters (covariances shared by all
     series, returned as broadcast views) smooths like each series alone."""

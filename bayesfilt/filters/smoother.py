@@ -43,6 +43,10 @@ def rts_smoother(model: LinearGaussianSSM, filter_result: FilterResult) -> Smoot
         raise type_error("filter_result", f"is a {type(filter_result).__name__}",
                          "pass the FilterResult returned by kalman_filter / information_filter")
     fm, fP = filter_result.means, filter_result.covs
+    if hasattr(fm, "detach"):                                    # torch tensors (duck-typed: filters/ never imports torch)
+        raise type_error("filter_result", f"holds torch tensors ({getattr(fm, 'dtype', '?')}), e.g. from "
+                         "parallel_filter on torch input", "call bayesfilt.parallel_smoother(model, y) on the tensors, "
+                         "or convert y with .cpu().numpy() and smooth the NumPy kalman_filter result")
     pm, pP = filter_result.predicted_means, filter_result.predicted_covs
     if fm.shape[-1] != model.n:
         raise value_error("filter_result", f"has state size {fm.shape[-1]}", f"pass a result of this model (n={model.n})")
