@@ -7,6 +7,7 @@ plot (truth, observations, estimates, 95% ellipses) to ``out_dir``.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -59,7 +60,6 @@ def run_demo(out_dir: str = "bayesfilt-demo", T: int = 200, seed: int = 0, verbo
         print(f"    smoothed            {rmse_s:7.3f}              {gap_s:7.3f}")
         print(f"  log-likelihood {out['loglik']:.3f}")
         print(f"  wrote {path} and {gap_path}")
-    from .scan.demo import parallel_vs_sequential
     out["parallel"] = parallel_vs_sequential(model, y, filt, smooth, verbose=verbose)
     if ais:
         from .demo_ais import run_ais_demo
@@ -67,4 +67,43 @@ def run_demo(out_dir: str = "bayesfilt-demo", T: int = 200, seed: int = 0, verbo
             print()
         out["ais"] = run_ais_demo(out_dir, verbose=verbose)
         out["plots"] = out["plots"] + out["ais"]["plots"]
+    return out
+
+
+def parallel_vs_sequential(model, y, filt, smooth, T_long: int = 5000, seed: int = 1, verbose: bool = True) -> dict:
+    """Compare parallel_filter / parallel_smoother with the sequential results on the demo track,
+    and time both filters on a longer track of the same model.
+
+    Args:
+        model: the demo model. y: the demo observations (with gaps). filt, smooth: the
+            sequential filter and smoother results on ``y``.
+        T_long: length of the timing track. seed: its seed. verbose: print the figures.
+
+    Returns:
+        dict with ``max_diff_filter``, ``max_diff_smoother``, ``max_diff_loglik``, the times and ``speedup``.
+
+    Example:
+        >>> out = parallel_vs_sequential(model, y, filt, smooth, verbose=False)  # doctest: +SKIP
+    """
+    from .scan import parallel_filter, parallel_smoother
+    par = parallel_filter(model, y)
+    psm = parallel_smoother(model, y)
+    d_f = float(max(np.abs(par.means - filt.means).max(), np.abs(par.covs - filt.covs).max()))
+    d_s = float(max(np.abs(psm.means - smooth.means).max(), np.abs(psm.covs - smooth.covs).max()))
+    d_ll = float(abs(par.loglik - filt.loglik))
+    _, y_long = model.simulate(T_long, seed=seed)
+    t0 = time.perf_counter()
+    seq = kalman_filter(model, y_long)
+    t_seq = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fast = parallel_filter(model, y_long)
+    t_par = time.perf_counter() - t0
+    d_long = float(np.abs(fast.means - seq.means).max())
+    out = {"max_diff_filter": d_f, "max_diff_smoother": d_s, "max_diff_loglik": d_ll, "T_long": T_long,
+           "sequential_s": t_seq, "parallel_s": t_par, "speedup": t_seq / t_par, "max_diff_long": d_long}
+    if verbose:
+        print("  parallel-in-time filter (bayesfilt.parallel_filter, associative scan) on the same track:")
+        print(f"    max |parallel - sequential|  filter {d_f:.1e}, smoother {d_s:.1e}, log-likelihood {d_ll:.1e}")
+        print(f"    T={T_long}: sequential {t_seq * 1e3:.0f} ms, parallel {t_par * 1e3:.1f} ms "
+              f"({out['speedup']:.0f}x faster, max difference {d_long:.1e})")
     return out
