@@ -49,3 +49,12 @@ def test_check_without_torch_says_what_it_skipped():
     assert "KLA backends skipped: torch not installed" in p.stdout
     assert "torch parallel-filter backends skipped: torch not installed" in p.stdout
     assert "numpy" in p.stdout and " NO" not in p.stdout
+
+
+@pytest.mark.parametrize("argv", [["train", "a5", "--steps", "1"], ["generate", "run_dir", "--prompt", "In the"]])
+def test_torch_subcommands_without_torch_name_the_extra(argv):
+    """`bayesfilt train` / `generate` without torch: a named error with the install command, no traceback."""
+    p = _run_without_torch(f"from bayesfilt.cli import main\nsys.exit(main({argv!r}))")
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    assert "torch: is not installed. Fix: pip install 'bayesfilt[torch]'" in p.stderr

@@ -85,7 +85,8 @@ def load_lm(checkpoint: str | os.PathLike, device: str = "cpu"):
 
 def run(args) -> int:
     """Generate, print the text (and the per-character uncertainty), optionally plot it."""
-    import torch
+    from ._deps import require_torch
+    torch = require_torch()
 
     from ..errors import value_error
     from ..nn.decode import generate, kla_block_count, plot_generation

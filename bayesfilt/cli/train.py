@@ -55,7 +55,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     """Build the TrainConfig from the flags and train; prints the result record as JSON."""
-    import torch
+    from ._deps import require_torch
+    torch = require_torch()
 
     from ..nn.train import TrainConfig, train
     from ..errors import value_error
