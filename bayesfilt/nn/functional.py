@@ -18,7 +18,11 @@ Backends:
   affine scans), registered as the torch custom ops ``bayesfilt::kla_scan`` /
   ``bayesfilt::kla_scan_backward`` (so ``torch.compile`` and CUDA graphs see one opaque op
   with a fake-tensor shape rule and an autograd formula). :class:`KLAScanFunction` is the
-  same forward/backward as a ``torch.autograd.Function``.
+  same forward/backward as a ``torch.autograd.Function``. Where the information form
+  overflows (p = 0: lam_t grows like a^(-2t)), forward and backward are recomputed in the
+  identical moment form (``bayesfilt.scan.diagonal.diagonal_filter_scan_moments``; gradients
+  by ``torch.func.vjp`` of it), so y and y_var stay finite; the returned state (lam, eta)
+  may then hold inf (docs/math/kla.md, section 6). The reference loop runs the moment form.
 - ``"triton"``: the fused GPU kernels of ``bayesfilt.nn.kernels`` (imported lazily).
 - ``"auto"``: ``"triton"`` for CUDA tensors when the kernels import, else ``"torch"``.
 
@@ -35,7 +39,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..errors import BayesfiltError, type_error, value_error
-from ..scan.diagonal import diagonal_filter_adjoint, diagonal_filter_scan
+from ..scan.diagonal import diagonal_filter_adjoint, diagonal_filter_scan, diagonal_filter_scan_moments
 from .reference import kla_scan_reference, kla_step_reference
 
 __all__ = ["BACKENDS", "CheckRow", "KLAScanFunction", "KLAState", "check_backends", "kla_scan", "kla_step",
@@ -76,16 +80,51 @@ def _schedule(L: int) -> tuple[str, Optional[int]]:
     return "tree", None
 
 
+def _finite(*xs) -> bool:
+    return all(bool(torch.isfinite(x).all()) for x in xs)
+
+
 def _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: bool):
     sched, chunk = _schedule(v.shape[1])
     out = diagonal_filter_scan(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, sched, chunk)
-    return out.y, out.y_var, out.lams[:, -1].clone(), out.etas[:, -1].clone()
+    res = out.y, out.y_var, out.lams[:, -1].clone(), out.etas[:, -1].clone()
+    if _finite(out.y, out.y_var) or not _finite(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0):
+        return res
+    # the information form overflowed (p = 0: lam_t grows like a^(-2t)); the moment form (variance
+    # and mean per lane) is the same filter with bounded quantities (docs/math/kla.md)
+    out = diagonal_filter_scan_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, sched, chunk)
+    lam = 1.0 / out.lams[:, -1]                                  # lam_L = 1 / sig2_L (may be inf: sig2_L underflows)
+    return out.y, out.y_var, lam, out.etas[:, -1] * lam          # eta_L = mu_L lam_L
 
 
 def _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout: bool):
     sched, chunk = _schedule(v.shape[1])
-    return tuple(diagonal_filter_adjoint(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta,
-                                         prior_readout, sched, chunk))
+    grads = tuple(diagonal_filter_adjoint(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta,
+                                          prior_readout, sched, chunk))
+    if _finite(*grads) or not _finite(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta):
+        return grads
+    return _moments_vjp(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout)
+
+
+def _moments_vjp(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout: bool):
+    """Exact gradients by reverse-mode differentiation of the moment-form forward.
+
+    Used where the information-form adjoint overflows (p = 0: its factors grow like a^(-2t));
+    the moment form's coefficients are bounded. ``torch.func.vjp`` also works inside the custom
+    op's implementation, where the autograd dispatch keys are excluded."""
+    sched, chunk = _schedule(v.shape[1])
+
+    def fwd(*xs):
+        out = diagonal_filter_scan_moments(*xs, prior_readout, sched, chunk)
+        return out.y, out.y_var, out.lams[:, -1], out.etas[:, -1]
+
+    (_, _, sig2, mu), vjp = torch.func.vjp(fwd, v, lambda_v, k, q, a_bar, p_bar, lam0, eta0)
+    inv = 1.0 / sig2
+    # lam_L = 1/sig2_L, eta_L = mu_L/sig2_L: dL/dsig2 = -(g_lam + g_eta mu) / sig2^2, dL/dmu = g_eta / sig2;
+    # zero where the upstream gradient is zero (sig2_L may underflow to 0 when p = 0)
+    g_sig2 = torch.where((g_lam != 0) | (g_eta != 0), -(g_lam + g_eta * mu) * inv * inv, torch.zeros_like(sig2))
+    g_mu = torch.where(g_eta != 0, g_eta * inv, torch.zeros_like(mu))
+    return tuple(vjp((g_y, g_y_var, g_sig2, g_mu)))
 
 
 # ============================================================================ custom ops

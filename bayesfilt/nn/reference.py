@@ -1,8 +1,10 @@
 """Sequential torch reference of the KLA diagonal information filter (for autograd checks).
 
-The same equations, in the same order, as the NumPy specification
-``bayesfilt.filters.diagonal.diagonal_information_filter`` (docs/math/kla.md), written
-with torch ops so that autograd differentiates it: the gradients of every fast backend
+The filter of the NumPy specification ``bayesfilt.filters.diagonal.diagonal_information_filter``
+(docs/math/kla.md), run in the mathematically identical moment form per lane: variance
+sig2_t = 1 / lam_t and mean mu_t = eta_t / lam_t, so that p = 0 (where lam_t grows like
+a^(-2t) and overflows) stays finite; see ``bayesfilt.scan.diagonal.diagonal_filter_scan_moments``.
+Written with torch ops so that autograd differentiates it: the gradients of every fast backend
 are tested against autograd of this loop in float64. It runs in the dtype of its inputs
 (float64 gives the reference; float32 is a baseline). No validation: call it through
 ``bayesfilt.nn.functional.kla_scan(..., backend="reference")`` for checked inputs.
@@ -25,7 +27,9 @@ def kla_scan_reference(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readou
             of the posterior (mu_t, 1/lam_t).
 
     Returns:
-        ``(y, y_var, lam_L, eta_L)``: (B, L, M), (B, L, M), (B, M, S), (B, M, S).
+        ``(y, y_var, lam_L, eta_L)``: (B, L, M), (B, L, M), (B, M, S), (B, M, S). The final
+        state is returned in information form, lam_L = 1 / sig2_L, eta_L = mu_L lam_L; with
+        p = 0 over long sequences sig2_L can underflow and lam_L be inf (y, y_var stay finite).
 
     Example:
         >>> import torch
@@ -37,25 +41,26 @@ def kla_scan_reference(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readou
         (torch.Size([1, 4, 2]), torch.Size([1, 2, 3]))
     """
     L = v.shape[1]
-    lam, eta = lam0, eta0
+    sig2 = 1.0 / lam0                                               # sig2_0 = 1 / lam_0
+    mu = eta0 * sig2                                                # mu_0 = eta_0 / lam_0
     a2 = a_bar * a_bar                                              # a^2
     ys, yvs = [], []
     for t in range(L):
         kt = k[:, t, None, :]                                       # k_t[s] over m
         qt = q[:, t, None, :]                                       # q_t[s] over m
         lv = lambda_v[:, t, :, None]                                # lambda_v_t[m] over s
-        d = a2 + p_bar * lam                                        # d_t = a^2 + p lam_{t-1}
-        f = a_bar / d                                               # f_t = a / d_t
-        lam = lam / d + lv * kt * kt                                # lam_t = lam_{t-1}/d_t + lambda_v_t k_t^2
-        eta = f * eta + lv * v[:, t, :, None] * kt                  # eta_t = f_t eta_{t-1} + lambda_v_t v_t k_t
-        mu = eta / lam                                              # mu_t = eta_t / lam_t
+        prior_var = a2 * sig2 + p_bar                               # P_t = a^2 sig2_{t-1} + p  (= 1 / (lam_{t-1}/d_t))
+        den = 1.0 + lv * kt * kt * prior_var                        # 1 + phi_t P_t,  phi_t = lambda_v_t k_t^2
+        sig2 = prior_var / den                                      # sig2_t = P_t / (1 + phi_t P_t)  (= 1 / lam_t)
+        mu = (a_bar * mu + prior_var * lv * kt * v[:, t, :, None]) / den  # mu_t = (a mu_{t-1} + P_t lv k v)/(1 + phi P_t)
         if prior_readout:
             ys.append((qt * a_bar * mu).sum(-1))                    # y_t = sum_s q_t a mu_t
-            yvs.append((qt * qt * (a2 / lam + p_bar)).sum(-1))      # y_var_t = sum_s q_t^2 (a^2/lam_t + p)
+            yvs.append((qt * qt * (a2 * sig2 + p_bar)).sum(-1))     # y_var_t = sum_s q_t^2 (a^2 sig2_t + p)
         else:
             ys.append((qt * mu).sum(-1))                            # y_t = sum_s q_t mu_t
-            yvs.append((qt * qt / lam).sum(-1))                     # y_var_t = sum_s q_t^2 / lam_t
-    return torch.stack(ys, 1), torch.stack(yvs, 1), lam, eta
+            yvs.append((qt * qt * sig2).sum(-1))                    # y_var_t = sum_s q_t^2 sig2_t
+    lam = 1.0 / sig2                                                # lam_L = 1 / sig2_L (inf if sig2_L underflows)
+    return torch.stack(ys, 1), torch.stack(yvs, 1), lam, mu * lam   # eta_L = mu_L lam_L
 
 
 def kla_step_reference(v, lambda_v, k, q, a_bar, p_bar, lam, eta, prior_readout: bool = False):
