@@ -24,7 +24,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from .errors import type_error, value_error
-from .linalg import mv
+from .linalg import mv, observed_system
 from .model import LinearGaussianSSM
 from .results import FilterResult
 from .validation import as_float_array, as_real_scalar, check_finite
@@ -100,20 +100,17 @@ def nis(model: LinearGaussianSSM, y, filter_result: FilterResult) -> tuple[np.nd
     out = np.zeros(batch + (T,))
     dof = np.zeros(batch + (T,), dtype=int)
     for t in range(T):
-        H, R, d = model.param("H", t), model.param("R", t), model.param("d", t)
         yt = np.broadcast_to(y[..., t, :], batch + (model.m,))
-        obs = ~np.isnan(yt)
-        r = np.where(obs, yt - mv(H, pm[..., t, :]) - (0 if d is None else d), 0.0)   # r_t = y_t - H m_{t|t-1} - d
-        S = H @ pP[..., t, :, :] @ np.swapaxes(H, -1, -2) + R                         # S_t = H P_{t|t-1} H^T + R
-        both = obs[..., :, None] & obs[..., None, :]
-        S = np.where(both, S, np.eye(model.m))                                        # missing rows decoupled
+        y0, H, R, d, _, n_obs = observed_system(yt, model.param("H", t), model.param("R", t), model.param("d", t))
+        r = y0 - mv(H, pm[..., t, :]) - (0 if d is None else d)                      # r_t = y_t - H m_{t|t-1} - d (0 where missing)
+        S = H @ pP[..., t, :, :] @ np.swapaxes(H, -1, -2) + R                         # S_t = H P_{t|t-1} H^T + R (missing: decoupled I)
         try:
             sol = np.linalg.solve(S, r[..., None])[..., 0]
         except np.linalg.LinAlgError:
             raise value_error("filter_result", f"gives a singular innovation covariance at step {t}",
                               "pass the result of a filter run with this model (R positive definite)") from None
         out[..., t] = np.einsum("...i,...i->...", r, sol)
-        dof[..., t] = obs.sum(-1)
+        dof[..., t] = n_obs
     return out, dof
 
 

@@ -72,3 +72,22 @@ def test_bounds_and_basic_values():
         nees(np.zeros((3, 2)), np.zeros((3, 3)), np.zeros((3, 3, 3)))
     with pytest.raises(BayesfiltValueError):
         check_average(np.ones(3), 0)
+
+
+def test_nis_masks_through_the_shared_observed_system(simulated, monkeypatch):
+    """NIS restricts each step to its observed components with bayesfilt.linalg.observed_system (the one
+    masking rule of the filters), not a copy of it: every step goes through that function."""
+    import bayesfilt.consistency as consistency
+    from bayesfilt.linalg import observed_system
+    calls = []
+
+    def spy(*args):
+        calls.append(1)
+        return observed_system(*args)
+
+    monkeypatch.setattr(consistency, "observed_system", spy)
+    model, x, y = simulated
+    y = y[:2].copy()
+    y[:, 3, 1] = np.nan
+    nis(model, y, kalman_filter(model, y))
+    assert len(calls) == y.shape[-2]
