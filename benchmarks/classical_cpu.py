@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,8 @@ import numpy as np
 import bayesfilt
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import git_state  # noqa: E402
 LOG_2PI = float(np.log(2 * np.pi))
 
 
@@ -121,16 +122,6 @@ def versions():
         except metadata.PackageNotFoundError:
             out[mod] = None
     return out
-
-
-def git_commit():
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "bayesfilt"], cwd=HERE, capture_output=True,
-                               text=True).stdout.strip()
-        return sha, bool(dirty)
-    except OSError:
-        return None, None
 
 
 # ----------------------------------------------------------------------------- workloads
@@ -255,7 +246,7 @@ def main(argv=None):
     t_start = time.time()
     a = single_series(T1, repeats, has_info)
     b = many_series(S, T2, repeats, has_info, S_loop)
-    sha, dirty = git_commit()
+    sha, dirty = git_state()
     report = {
         "benchmark": "classical_cpu", "quick": quick, "repeats_best_of": repeats,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -24,7 +24,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,20 +32,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import git_state  # noqa: E402
 
 from bayesfilt.nn import KLAConfig, KLALanguageModel  # noqa: E402
 from bayesfilt.nn.decode import decode_step, state_nbytes  # noqa: E402
 from bayesfilt.nn.lm import count_parameters  # noqa: E402
 
 VOCAB = 75
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:
-        return "unknown"
 
 
 def build(mixer: str, d_model: int, args, device) -> KLALanguageModel:
@@ -167,7 +160,7 @@ def main(argv=None) -> int:
                     else "issue 10: decoding tokens/s, KLA (states) vs attention (KV cache)"),
            "machine": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-           "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "git_commit": git_commit(),
+           "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "git_commit": git_state()[0],
            "settings": {k: v for k, v in vars(args).items() if k not in ("out", "label")},
            "parity_max_rel_diff": par, "results": results}
     if args.out:

@@ -25,17 +25,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import git_state  # noqa: E402
 
 DEFAULT_RUNS = ([("kla", 1, L) for L in (4, 6, 8, 10, 12)] + [("kla", 2, L) for L in (8, 12, 16, 20)]
                 + [("attention", 1, 8), ("attention", 2, 8), ("attention", 4, 8)])
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:
-        return "unknown"
 
 
 def main(argv=None) -> int:
@@ -96,7 +90,7 @@ def main(argv=None) -> int:
               "batch_size": args.batch_size, "lr": args.lr, "max_seconds_per_run": args.max_seconds,
               "max_steps": args.steps, "concurrent_runs": len(runs), "wall_s": time.time() - t0,
               "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-              "machine": platform.node(), "torch": torch.__version__, "git_commit": git_commit(),
+              "machine": platform.node(), "torch": torch.__version__, "git_commit": git_state()[0],
               "score": "test accuracy at the last position (product of the whole word); >= 0.9 counts as solved",
               "paper": "KLA: 1 block up to length 8, 2 blocks up to 20 (best of 5 seeds)", "runs": results}
     out = Path(args.out) if args.out else HERE / "results" / ("kla_a5_quick.json" if args.quick else "kla_a5.json")

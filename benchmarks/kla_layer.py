@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,14 +28,8 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:
-        return "unknown"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import git_state  # noqa: E402
 
 
 def parity(device: str) -> dict:
@@ -136,7 +129,7 @@ def main(argv=None) -> int:
               "autocast": "bfloat16", "iters": args.iters, "warmup": args.warmup, "device": device,
               "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
               "machine": platform.node(), "python": sys.version.split()[0], "torch": torch.__version__,
-              "git_commit": git_commit(), "parity": par, "results": {}}
+              "git_commit": git_state()[0], "parity": par, "results": {}}
     if par["max_rel_rms"] > 1e-3:
         record["error"] = "parity failed: nothing timed"
         print(record["error"], file=sys.stderr)

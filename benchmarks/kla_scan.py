@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -31,8 +30,11 @@ import torch
 import triton
 from triton.testing import do_bench
 
-from bayesfilt.nn.kernels import kla_scan_triton, kla_step_triton
-from bayesfilt.nn.kernels.kla import make_plan
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import git_state  # noqa: E402
+
+from bayesfilt.nn.kernels import kla_scan_triton, kla_step_triton  # noqa: E402
+from bayesfilt.nn.kernels.kla import make_plan  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 COPY_RATE = 4.3e12          # bytes/s, device-to-device copy on the H200 (read + write)
@@ -178,8 +180,7 @@ def main():
     ap.add_argument("--parity-L", type=int, default=0, help="parity at this L (default: the timed L)")
     args = ap.parse_args()
     dev = torch.cuda.get_device_name()
-    commit = os.environ.get("GIT_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    commit = os.environ.get("GIT_COMMIT") or git_state()[0]
     res = {"device": dev, "torch": torch.__version__, "triton": triton.__version__,
            "python": platform.python_version(), "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
            "copy_rate_bytes_per_s": COPY_RATE, "targets_ms": TARGETS_MS, "runs": []}

@@ -40,7 +40,6 @@ import json
 import math
 import platform
 import statistics
-import subprocess
 import tempfile
 import sys
 import time
@@ -51,6 +50,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import git_state  # noqa: E402
 
 from bayesfilt.nn import KLAConfig, KLALanguageModel  # noqa: E402
 from bayesfilt.nn.lm import count_parameters, fla_available  # noqa: E402
@@ -59,23 +60,6 @@ from bayesfilt.nn.train import TaskModel, TrainConfig, train  # noqa: E402
 
 ALL_MIXERS = ("kla", "attention", "gla", "hybrid")
 TOLERANCE = 0.05
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:
-        return "unknown"
-
-
-def git_dirty() -> bool:
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--", "bayesfilt", "benchmarks/lm_text.py"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout
-        return bool(out.strip())
-    except Exception:
-        return True
 
 
 def n_params(vocab: int, d_model: int, args, mixer: str) -> int:
@@ -277,14 +261,15 @@ def main(argv=None) -> int:
                       "train_tokens_per_s_mean": statistics.mean(r["train_tokens_per_s"] for r in rs),
                       "seeds": len(rs), "parameters": widths[m]["parameters"], "d_model": widths[m]["d_model"]}
     best = min(summary, key=lambda m: summary[m]["test_bpc_mean"]) if summary and not incomplete else None
+    sha, dirty = git_state(("bayesfilt", "benchmarks/lm_text.py"))
     out = {
         "benchmark": "lm_text", "label": label,
         "note": ("CPU smoke test of the pipeline (tiny model, few steps): not the H200 comparison of issue 10"
                  if label == "CPU smoke" else "issue 10: equal parameters (±5%), tokens and optimiser budget"),
         "machine": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "git_commit": git_commit(),
-        "git_dirty": git_dirty(),
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "git_commit": sha,
+        "git_dirty": dirty is not False,
         "corpus": {"name": "King James Bible (bayesfilt/data/kjv.txt.xz)", "vocab": vocab,
                    "train_chars": int(data.train.size), "val_chars": int(data.val.size),
                    "test_chars": int(data.test.size)},

@@ -30,7 +30,6 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -40,6 +39,8 @@ import numpy as np  # noqa: E402
 import bayesfilt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import git_state  # noqa: E402
 LOG_2PI = float(np.log(2 * np.pi))
 
 
@@ -94,16 +95,6 @@ def versions():
         except ImportError:
             out[mod] = None
     return out
-
-
-def git_commit():
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "bayesfilt"], cwd=HERE, capture_output=True,
-                               text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except OSError:
-        return "unknown"
 
 
 def single_series(T, repeats):
@@ -235,10 +226,11 @@ def main(argv=None):
         plot(HERE.parent / "docs" / "parallel_time_vs_T.png")
         return
     quick = args.quick
+    sha, dirty = git_state()
     res = {"benchmark": "parallel_cpu", "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                                     "cpu_count": os.cpu_count(),
                                                     "threads": os.environ.get("OMP_NUM_THREADS")},
-           "versions": versions(), "commit": git_commit(), "notes": args.notes,
+           "versions": versions(), "commit": sha + ("+dirty" if dirty else ""), "notes": args.notes,
            "model": "constant_velocity(dt=1, q=1, r=1), m0 = 0, P0 = F (100 I) F^T + Q"}
     res["single_series"] = single_series(2000 if quick else 20000, 2 if quick else args.repeats)
     print(json.dumps(res["single_series"]["times_s"], indent=1), res["single_series"]["ratios"], flush=True)

@@ -33,3 +33,22 @@ def test_importorskip_packages_are_in_the_test_extra():
 def test_tqdm_and_triton_in_the_test_extra():
     """The Makefile's `make test` installs triton and tqdm; `pip install .[test]` must get them too."""
     assert {"tqdm", "triton"} <= _test_extra()
+
+
+def test_benchmarks_record_the_commit_through_one_helper():
+    """benchmarks/_common.git_state is the one place that asks git for the commit; it equals `git rev-parse
+    HEAD` and says whether bayesfilt/ is modified. The scripts use it instead of their own copies
+    (distributed_lm.py excepted: another engineer's file at the time of writing)."""
+    import importlib.util
+    import subprocess
+
+    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "benchmarks" / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    sha, dirty = common.git_state()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert sha == head.stdout.strip() and isinstance(dirty, bool)
+    copies = [p.name for p in (ROOT / "benchmarks").glob("*.py")
+              if p.name not in ("_common.py", "distributed_lm.py") and "rev-parse" in p.read_text()]
+    assert not copies, f"{copies} ask git themselves; use benchmarks/_common.git_state"
