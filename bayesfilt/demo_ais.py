@@ -90,7 +90,7 @@ def run_ais_demo(out_dir: str = "bayesfilt-demo", verbose: bool = True) -> dict:
     if verbose:
         n = sum(len(v) for v in vessels)
         print(f"AIS vessel reports, New York Harbor, 2020-06-30 00:00-01:00 UTC: {len(vessels)} vessels, {n} reports")
-        print(f"  constant-velocity model, maximum-likelihood noise levels over all vessels:")
+        print("  constant-velocity model, maximum-likelihood noise levels over all vessels:")
         print(f"    q = {q:.3g} m²/s³ (s.e. {fit.stderr[0]:.2g}), r = {r:.3g} m² (s.e. {fit.stderr[1]:.2g}; "
               f"position noise σ = {np.sqrt(r):.2f} m), log-likelihood {fit.loglik:.2f}")
         print(f"  {'vessel':<16}{'reports':>8}{'1-step pred':>13}{'residual':>10}{'speed vs SOG':>14}"

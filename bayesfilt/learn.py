@@ -448,7 +448,6 @@ def em(model: LinearGaussianSSM, y, n_iter: int = 10, learn: Sequence[str] = ("F
     if T < 1 or y.size == 0:
         raise value_error("y", f"has shape {y.shape} (no observations)", "pass at least one series with T >= 1 steps")
     ys = y.reshape((-1, T, model.m))
-    n = model.n
 
     trace = []
     bar = _Progress(n_iter, "EM", progress)
@@ -477,7 +476,7 @@ def _m_step(model, ys, means, covs, cross, learn):
     """One M-step (the formulas in :func:`em`'s docstring), summing over series."""
     S, T, n = means.shape
     m = model.m
-    H, R, F, Q, m0, P0 = model.H, model.R, model.F, model.Q, model.m0, model.P0
+    H, F, m0 = model.H, model.F, model.m0
     changes = {}
     Exx = covs + np.einsum("sti,stj->stij", means, means)                 # E[x_t x_t^T]
     if "H" in learn or "R" in learn:

@@ -201,7 +201,7 @@ def _check_plot_format(plot):
 
 def run(args) -> int:
     """Run ``bayesfilt track`` with the parsed arguments."""
-    from ..tracking import fit_noise, initial_noise_guess, track
+    from ..tracking import initial_noise_guess, track
     from ..learn import _Progress
 
     path = args.file

@@ -201,6 +201,30 @@ def _check_belief(mean, cov, n):
     check_finite(cov, "gaussian.cov")
 
 
+def run_steps(model: LinearGaussianSSM, y: np.ndarray, mean: np.ndarray, cov: np.ndarray, t0: int,
+              pmeans: np.ndarray, pcovs: np.ndarray, means: np.ndarray, covs: np.ndarray,
+              terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ordinary predict/update loop from step ``t0`` to T, writing the outputs in place.
+
+    ``mean``/``cov`` are the filtered belief at ``t0 - 1`` (for ``t0 = 0``: the prior
+    m0, P0, which is not predicted). No validation (a kernel shared by the filters).
+
+    Returns:
+        The filtered ``(mean, cov)`` at the last step.
+    """
+    for t in range(t0, y.shape[-2]):
+        if t > 0:
+            mean, cov = predict_step(mean, cov, model.param("F", t), model.param("Q", t), model.param("b", t))
+        pmeans[..., t, :] = mean
+        pcovs[..., t, :, :] = cov
+        mean, cov, ll = update_step(mean, cov, y[..., t, :], model.param("H", t), model.param("R", t),
+                                    model.param("d", t), t)
+        means[..., t, :] = mean
+        covs[..., t, :, :] = cov
+        terms[..., t] = ll
+    return mean, cov
+
+
 def kalman_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> FilterResult:
     """Covariance-form Kalman filter over observations ``y`` of shape (..., T, m).
 
@@ -247,16 +271,7 @@ def kalman_filter(model: LinearGaussianSSM, y, *, validate: bool = True) -> Filt
     terms = np.empty(batch + (T,), dtype)
     mean = np.broadcast_to(model.m0, batch + (n,))             # m_{1|0} = m0
     cov = np.broadcast_to(model.P0, cov_batch + (n, n))        # P_{1|0} = P0
-    for t in range(T):
-        if t > 0:
-            mean, cov = predict_step(mean, cov, model.param("F", t), model.param("Q", t), model.param("b", t))
-        pmeans[..., t, :] = mean
-        pcovs[..., t, :, :] = cov
-        mean, cov, ll = update_step(mean, cov, y[..., t, :], model.param("H", t), model.param("R", t),
-                                    model.param("d", t), t)
-        means[..., t, :] = mean
-        covs[..., t, :, :] = cov
-        terms[..., t] = ll
+    run_steps(model, y, mean, cov, 0, pmeans, pcovs, means, covs, terms)
     result = check_finite_result(FilterResult(means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
                                               loglik=terms.sum(-1), loglik_terms=terms))
     if shared:

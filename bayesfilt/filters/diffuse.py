@@ -23,7 +23,7 @@ import numpy as np
 from ..linalg import mT, mv, observed_system, sym
 from ..model import LinearGaussianSSM
 from ..results import FilterResult
-from .covariance import LOG_2PI, check_finite_result, innovation_error, predict_step, update_step
+from .covariance import LOG_2PI, check_finite_result, innovation_error, predict_step, run_steps
 
 
 @dataclass(frozen=True)
@@ -222,17 +222,8 @@ def diffuse_kalman_filter(model: LinearGaussianSSM, y: np.ndarray) -> DiffuseFil
         if ok.all():
             break
     augmented_steps = t
-    while t < T:                                               # every series identified: ordinary filter
-        mean, cov = predict_step(mean, cov, model.param("F", t), model.param("Q", t), model.param("b", t))
-        pmeans[..., t, :] = mean
-        pcovs[..., t, :, :] = cov
-        mean, cov, ll = update_step(mean, cov, y[..., t, :], model.param("H", t), model.param("R", t),
-                                    model.param("d", t), t)
-        means[..., t, :] = mean
-        covs[..., t, :, :] = cov
-        terms[..., t] = ll
-        identified[..., t] = True
-        t += 1
+    run_steps(model, y, mean, cov, t, pmeans, pcovs, means, covs, terms)  # every series identified: ordinary filter
+    identified[..., t:] = True
     st = {k: np.stack(v, axis=len(batch)) for k, v in aug.items()}
     return check_finite_result(DiffuseFilterResult(
         means=means, covs=covs, predicted_means=pmeans, predicted_covs=pcovs,
@@ -258,7 +249,6 @@ def diffuse_smoother_backward(model: LinearGaussianSSM, fr: DiffuseFilterResult,
     D = fr.augmented_steps
     tc = D - 1
     T = fr.means.shape[-2]
-    n = model.n
     a_c, X_c, P_c = fr.aug_means[..., tc, :], fr.aug_loadings[..., tc, :, :], fr.aug_covs[..., tc, :, :]
     V, null_proj, _ = delta_posterior(fr.delta_precs[..., tc, :, :], fr.delta_etas[..., tc, :])
     dmean = mv(V, fr.delta_etas[..., tc, :])                   # E[δ | y_{1:tc}] = Ω^+ ω
