@@ -57,7 +57,8 @@ from torch import nn
 
 from ..errors import BayesfiltError, type_error, value_error
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .train import (TaskModel, TrainConfig, _accuracy, _autocast, _finish, _prepare_out, _progress_bar, _Progress,
+from .train import (TaskModel, TrainConfig, _accuracy, _autocast, _evaluate_when_due, _finish, _prepare_out,
+                    _progress_bar, _Progress,
                     _write_metrics, batch_indices, lr_at, make_task, nonfinite_message, raise_if_diverged)
 
 #: Environment variables set (with ``os.environ.setdefault``) before the process group starts.
@@ -679,20 +680,9 @@ def _train(cfg, out, dcfg, rank, world, device, *, resume, force, progress, stop
             break
         bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}")
         bar.update(1)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            ev = evaluate_distributed(model, task, cfg, device, rank, world, fsdp=dcfg.fsdp)
-            rec.update(ev)
-            if ev["eval_acc"] > prog.best_acc:
-                prog.best_acc, prog.evals_since_best = ev["eval_acc"], 0
-            else:
-                prog.evals_since_best += 1
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}", eval=f"{ev['eval_acc']:.3f}")
-        prog.history.append(rec)
-        if "eval_acc" in rec:
-            if cfg.target_acc is not None and rec["eval_acc"] >= cfg.target_acc:
-                status = "target reached"
-            elif cfg.patience and prog.evals_since_best >= cfg.patience:
-                status = "no improvement"
+        status = _evaluate_when_due(
+            rec, step, cfg, prog, bar,
+            lambda: evaluate_distributed(model, task, cfg, device, rank, world, fsdp=dcfg.fsdp), status)
         if max_seconds is not None and status == "done":
             late = torch.tensor([float(time.perf_counter() - t0 > max_seconds)], device=device)
             dist.broadcast(late, src=0)                         # rank 0's clock decides for every rank

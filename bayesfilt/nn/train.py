@@ -332,6 +332,40 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
             "eval_last_acc": c_last / n}
 
 
+def _evaluate_when_due(rec: dict, step: int, cfg: TrainConfig, prog, bar, run_eval, status: str) -> str:
+    """Evaluate at the scheduled steps, record the result and apply early stopping.
+
+    Shared by the single-process and the distributed training loops.
+
+    Args:
+        rec: this step's metrics record (updated in place with the evaluation).
+        step: the 1-based optimiser step just taken.
+        cfg: the training configuration (eval_every, steps, target_acc, patience).
+        prog: the run's progress record (best accuracy, evaluations since the best, history).
+        bar: the progress bar (its postfix shows the latest figures).
+        run_eval: a function of no arguments returning the evaluation dict (with "eval_acc").
+        status: the run's status so far.
+
+    Returns:
+        The new status: unchanged, "target reached" or "no improvement".
+    """
+    if step % cfg.eval_every == 0 or step == cfg.steps:
+        ev = run_eval()
+        rec.update(ev)
+        if ev["eval_acc"] > prog.best_acc:
+            prog.best_acc, prog.evals_since_best = ev["eval_acc"], 0
+        else:
+            prog.evals_since_best += 1
+        bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}", eval=f"{ev['eval_acc']:.3f}")
+    prog.history.append(rec)
+    if "eval_acc" in rec:
+        if cfg.target_acc is not None and rec["eval_acc"] >= cfg.target_acc:
+            status = "target reached"
+        elif cfg.patience and prog.evals_since_best >= cfg.patience:
+            status = "no improvement"
+    return status
+
+
 def _prepare_out(out: Path, cfg: TrainConfig, *, resume: bool, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise value_error("out", f"{str(out)!r} is a file, not a folder", "pass a folder for the run's outputs")
@@ -455,20 +489,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
                 break
             bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}")
             bar.update(1)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                ev = evaluate(model, task, cfg, device)
-                rec.update(ev)
-                if ev["eval_acc"] > prog.best_acc:
-                    prog.best_acc, prog.evals_since_best = ev["eval_acc"], 0
-                else:
-                    prog.evals_since_best += 1
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}", eval=f"{ev['eval_acc']:.3f}")
-            prog.history.append(rec)
-            if "eval_acc" in rec:
-                if cfg.target_acc is not None and rec["eval_acc"] >= cfg.target_acc:
-                    status = "target reached"
-                elif cfg.patience and prog.evals_since_best >= cfg.patience:
-                    status = "no improvement"
+            status = _evaluate_when_due(rec, step, cfg, prog, bar, lambda: evaluate(model, task, cfg, device),
+                                       status)
             if max_seconds is not None and status == "done" and time.perf_counter() - t0 > max_seconds:
                 if "eval_acc" not in rec:
                     ev = evaluate(model, task, cfg, device)
