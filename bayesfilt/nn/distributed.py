@@ -57,8 +57,8 @@ from torch import nn
 
 from ..errors import BayesfiltError, type_error, value_error
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .train import (TaskModel, TrainConfig, _accuracy, _autocast, _evaluate_when_due, _finish, _prepare_out,
-                    _progress_bar, _Progress,
+from .train import (TaskModel, TrainConfig, _accuracy, _append_metrics, _autocast, _evaluate_when_due, _finish,
+                    _prepare_out, _progress_bar, _Progress, _stop_for_time,
                     _write_metrics, batch_indices, lr_at, make_task, nonfinite_message, raise_if_diverged)
 
 #: Environment variables set (with ``os.environ.setdefault``) before the process group starts.
@@ -675,8 +675,7 @@ def _train(cfg, out, dcfg, rank, world, device, *, resume, force, progress, stop
             status = "diverged"
             prog.history.append(rec)
             if rank == 0:
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(rec, sort_keys=True) + "\n")
+                _append_metrics(out, rec)
             break
         bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}")
         bar.update(1)
@@ -687,14 +686,10 @@ def _train(cfg, out, dcfg, rank, world, device, *, resume, force, progress, stop
             late = torch.tensor([float(time.perf_counter() - t0 > max_seconds)], device=device)
             dist.broadcast(late, src=0)                         # rank 0's clock decides for every rank
             if float(late) > 0:
-                if "eval_acc" not in rec:
-                    ev = evaluate_distributed(model, task, cfg, device, rank, world, fsdp=dcfg.fsdp)
-                    rec.update(ev)
-                    prog.best_acc = max(prog.best_acc, ev["eval_acc"])
-                status = "time limit"
+                status = _stop_for_time(
+                    rec, prog, lambda: evaluate_distributed(model, task, cfg, device, rank, world, fsdp=dcfg.fsdp))
         if rank == 0:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec, sort_keys=True) + "\n")
+            _append_metrics(out, rec)
         if status != "done":
             break
         if "eval_acc" in rec or (stop_after is not None and step >= stop_after):

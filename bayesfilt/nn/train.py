@@ -332,6 +332,21 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
             "eval_last_acc": c_last / n}
 
 
+def _append_metrics(out: Path, rec: dict) -> None:
+    """Append one step's record to ``out/metrics.jsonl`` (one JSON object a line)."""
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+
+def _stop_for_time(rec: dict, prog, run_eval) -> str:
+    """End a run at its time limit: evaluate the last step if it was not, and say so."""
+    if "eval_acc" not in rec:
+        ev = run_eval()
+        rec.update(ev)
+        prog.best_acc = max(prog.best_acc, ev["eval_acc"])
+    return "time limit"
+
+
 def _evaluate_when_due(rec: dict, step: int, cfg: TrainConfig, prog, bar, run_eval, status: str) -> str:
     """Evaluate at the scheduled steps, record the result and apply early stopping.
 
@@ -484,21 +499,15 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             if diverged is not None:
                 status = "diverged"
                 prog.history.append(rec)
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(rec, sort_keys=True) + "\n")
+                _append_metrics(out, rec)
                 break
             bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}")
             bar.update(1)
             status = _evaluate_when_due(rec, step, cfg, prog, bar, lambda: evaluate(model, task, cfg, device),
                                        status)
             if max_seconds is not None and status == "done" and time.perf_counter() - t0 > max_seconds:
-                if "eval_acc" not in rec:
-                    ev = evaluate(model, task, cfg, device)
-                    rec.update(ev)
-                    prog.best_acc = max(prog.best_acc, ev["eval_acc"])
-                status = "time limit"
-            with open(out / "metrics.jsonl", "a") as f:             # appended live; rewritten atomically on resume
-                f.write(json.dumps(rec, sort_keys=True) + "\n")
+                status = _stop_for_time(rec, prog, lambda: evaluate(model, task, cfg, device))
+            _append_metrics(out, rec)                                # appended live; rewritten atomically on resume
             if status != "done":
                 break
             if "eval_acc" in rec or (stop_after is not None and step >= stop_after):
