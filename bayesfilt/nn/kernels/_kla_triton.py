@@ -37,6 +37,11 @@ import triton
 import triton.language as tl
 
 
+#: Size arguments the scan kernels do not specialise on (value 1, divisibility by 16): one
+#: compiled kernel serves every batch, length and chunking. M and S stay specialised (they
+#: decide whether the row offsets allow 16-byte loads) and are fixed for a given model.
+_SIZES = ["B", "L", "LC", "NC", "NMB", "NSB"]
+
 #: Checkpoint interval of the backward (its recompute keeps these 8 states in registers).
 BWD_CK = tl.constexpr(8)
 
@@ -174,7 +179,7 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
     return w, mu, x, y, z, u, A, bb
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def _fwd_kernel(
     v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, w0_ptr, mu0_ptr,
     y_ptr, yv_ptr, lamL_ptr, etaL_ptr, ck_ptr, sumw_ptr, summu_ptr,
@@ -374,7 +379,7 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     return Hl, He, ga, gp, cll, cle, cee
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def _bwd_kernel(
     v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, gy_ptr, gyv_ptr, ck_ptr, glL_ptr, geL_ptr,
     bsum_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, ga_ptr, gp_ptr, gl0_ptr, ge0_ptr,

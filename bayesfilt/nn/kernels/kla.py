@@ -170,46 +170,94 @@ def _T(x):
     return x.transpose(-1, -2).contiguous()
 
 
-class KLAScanFunction(torch.autograd.Function):
-    """Autograd node of the fused scan: forward keeps only inputs and (w, mu) checkpoints."""
+def _tune_str(tune) -> str:
+    """Private launch knobs as a string (custom ops take str, not dict): "k1=v1,k2=v2"."""
+    return ",".join(f"{k}={int(v)}" for k, v in sorted(dict(tune or {}).items()))
 
-    @staticmethod
-    def forward(ctx, v, lv, k, q, a, p, lam0, eta0, prior, tune, poison):
-        B, L, M = v.shape
-        S = k.shape[-1]
-        tune = dict(tune or ())
-        plan = make_plan(B, L, M, S, v.device, num_chunks=tune.get("num_chunks"),
-                         max_sb=tune.get("fwd_sb", _MAX_SB_FWD), bm=tune.get("fwd_bm"),
-                         maxnreg=tune.get("fwd_maxnreg"))
-        lam0T, eta0T = _T(lam0.float()), _T(eta0.float())
-        w0T = 1.0 / lam0T                               # w_0 = 1 / lam_0
-        mu0T = eta0T * w0T                              # mu_0 = eta_0 / lam_0
-        aT, pT = _T(a), _T(p)
-        need = any(ctx.needs_input_grad[:8])
-        y, yv, lamLT, etaLT, ck = scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan, prior, need,
-                                               poison)
-        if need:
-            ctx.save_for_backward(v, lv, k, q, a, p, aT, pT, ck, lamLT)
-        ctx.prior, ctx.poison, ctx.tune = prior, poison, tune
-        return y, yv, _T(lamLT), _T(etaLT)
 
-    @staticmethod
-    def backward(ctx, gy, gyv, glam, geta):
-        v, lv, k, q, a, p, aT, pT, ck, lamLT = ctx.saved_tensors
-        B, L, M = v.shape
-        S = k.shape[-1]
-        tune = ctx.tune
-        plan = make_plan(B, L, M, S, v.device, num_chunks=tune.get("num_chunks"),
-                         max_sb=tune.get("bwd_sb", _MAX_SB_BWD), bm=tune.get("bwd_bm"),
-                         maxnreg=tune.get("bwd_maxnreg"))
-        gy = torch.zeros(B, L, M, device=v.device) if gy is None else _c(gy.float())
-        gyv = torch.zeros(B, L, M, device=v.device) if gyv is None else _c(gyv.float())
-        glamT = torch.zeros_like(lamLT) if glam is None else _T(glam.float())
-        getaT = torch.zeros_like(lamLT) if geta is None else _T(geta.float())
-        gv, glv, gk, gq, gaT, gpT, glam0, geta0 = scan_backward(
-            v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan, ctx.prior, ctx.poison)
-        return (gv.to(v.dtype), glv.to(lv.dtype), gk.to(k.dtype), gq.to(q.dtype),
-                gaT.t().to(a.dtype), gpT.t().to(p.dtype), _T(glam0), _T(geta0), None, None, None)
+def _tune_dict(tune: str) -> dict:
+    return {k: int(v) for k, v in (kv.split("=") for kv in tune.split(",") if kv)}
+
+
+def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
+    B, L, M = v.shape
+    return make_plan(B, L, M, k.shape[-1], v.device, num_chunks=tune.get("num_chunks"),
+                     max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
+                     bm=tune.get(pass_ + "_bm"), maxnreg=tune.get(pass_ + "_maxnreg"))
+
+
+# The scan is a pair of torch custom ops (forward, backward) tied by register_autograd, so that
+# torch.compile treats it as one opaque node (no graph break) and CUDA graphs capture it: the
+# launches read no host values from device memory.
+@torch.library.custom_op("bayesfilt::kla_scan_triton", mutates_args=())
+def _scan_op(v: torch.Tensor, lv: torch.Tensor, k: torch.Tensor, q: torch.Tensor, a: torch.Tensor,
+             p: torch.Tensor, lam0: torch.Tensor, eta0: torch.Tensor, prior: bool, keep: bool, tune: str,
+             poison: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward launch: (y, y_var, lam_L, eta_L, checkpoints); checkpoints are empty unless ``keep``."""
+    plan = _scan_plan(v, k, _tune_dict(tune), "fwd")
+    lam0T, eta0T = _T(lam0.float()), _T(eta0.float())
+    w0T = 1.0 / lam0T                                   # w_0 = 1 / lam_0
+    mu0T = eta0T * w0T                                  # mu_0 = eta_0 / lam_0
+    y, yv, lamLT, etaLT, ck = scan_forward(_c(v), _c(lv), _c(k), _c(q), _T(a), _T(p), w0T, mu0T, plan,
+                                           prior, keep, poison)
+    if ck is None:
+        ck = y.new_empty(0)
+    return y, yv, _T(lamLT), _T(etaLT), ck
+
+
+@_scan_op.register_fake
+def _scan_op_fake(v, lv, k, q, a, p, lam0, eta0, prior, keep, tune, poison):
+    B, L, M = v.shape
+    S = k.shape[-1]
+    f32 = dict(dtype=torch.float32, device=v.device)
+    ck = (B, triton.cdiv(L, CHECKPOINT_EVERY), 2, S, M) if keep else (0,)
+    return (torch.empty(B, L, M, **f32), torch.empty(B, L, M, **f32), torch.empty(B, M, S, **f32),
+            torch.empty(B, M, S, **f32), torch.empty(ck, **f32))
+
+
+@torch.library.custom_op("bayesfilt::kla_scan_triton_backward", mutates_args=())
+def _scan_bwd_op(v: torch.Tensor, lv: torch.Tensor, k: torch.Tensor, q: torch.Tensor, a: torch.Tensor,
+                 p: torch.Tensor, ck: torch.Tensor, gy: torch.Tensor, gyv: torch.Tensor, glam: torch.Tensor,
+                 geta: torch.Tensor, prior: bool, tune: str, poison: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                            torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward launch: gradients of v, lv, k, q, a, p (their dtypes) and of lam0, eta0 (float32)."""
+    plan = _scan_plan(v, k, _tune_dict(tune), "bwd")
+    gv, glv, gk, gq, gaT, gpT, glam0, geta0 = scan_backward(
+        _c(v), _c(lv), _c(k), _c(q), _T(a), _T(p), _c(gy.float()), _c(gyv.float()), ck,
+        _T(glam.float()), _T(geta.float()), plan, prior, poison)
+    return (gv.to(v.dtype), glv.to(lv.dtype), gk.to(k.dtype), gq.to(q.dtype), gaT.t().to(a.dtype),
+            gpT.t().to(p.dtype), _T(glam0), _T(geta0))
+
+
+@_scan_bwd_op.register_fake
+def _scan_bwd_op_fake(v, lv, k, q, a, p, ck, gy, gyv, glam, geta, prior, tune, poison):
+    B, M, S = v.shape[0], v.shape[2], k.shape[-1]
+    st = dict(dtype=torch.float32, device=v.device)
+    return (torch.empty_like(v), torch.empty_like(lv), torch.empty_like(k), torch.empty_like(q),
+            torch.empty_like(a), torch.empty_like(p), torch.empty(B, M, S, **st), torch.empty(B, M, S, **st))
+
+
+def _scan_setup_context(ctx, inputs, output):
+    v, lv, k, q, a, p, lam0, eta0, prior, keep, tune, poison = inputs
+    ctx.save_for_backward(v, lv, k, q, a, p, output[4])
+    ctx.prior, ctx.tune, ctx.poison = prior, tune, poison
+    ctx.state_dtypes = (lam0.dtype, eta0.dtype)
+
+
+def _scan_backward(ctx, gy, gyv, glam, geta, gck):
+    v, lv, k, q, a, p, ck = ctx.saved_tensors
+    B, L, M = v.shape
+    S = k.shape[-1]
+    zl, zs = v.new_zeros(B, L, M, dtype=torch.float32), v.new_zeros(B, M, S, dtype=torch.float32)
+    grads = torch.ops.bayesfilt.kla_scan_triton_backward(
+        v, lv, k, q, a, p, ck, zl if gy is None else gy, zl if gyv is None else gyv,
+        zs if glam is None else glam, zs if geta is None else geta, ctx.prior, ctx.tune, ctx.poison)
+    g_lam0, g_eta0 = (g.to(dt) for g, dt in zip(grads[6:], ctx.state_dtypes))
+    return (*grads[:6], g_lam0, g_eta0, None, None, None, None)
+
+
+_scan_op.register_autograd(_scan_backward, setup_context=_scan_setup_context)
 
 
 def kla_scan_triton(v, lambda_v, k, q, a_bar, p_bar, initial_state=None, prior_readout=False, *,
@@ -240,14 +288,17 @@ def kla_scan_triton(v, lambda_v, k, q, a_bar, p_bar, initial_state=None, prior_r
     """
     B, L, M = v.shape
     S = k.shape[-1]
-    tune = tuple(sorted({**dict(_tune or {}), **({"num_chunks": _num_chunks} if _num_chunks else {})}.items()))
+    tune = {**dict(_tune or {}), **({"num_chunks": _num_chunks} if _num_chunks else {})}
     if initial_state is None:
         lam0 = torch.ones(B, M, S, device=v.device, dtype=torch.float32)
         eta0 = torch.zeros(B, M, S, device=v.device, dtype=torch.float32)
     else:
         lam0, eta0 = initial_state
-    return KLAScanFunction.apply(_c(v), _c(lambda_v), _c(k), _c(q), _c(a_bar), _c(p_bar), lam0, eta0,
-                                 bool(prior_readout), tune, _poison)
+    keep = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (v, lambda_v, k, q, a_bar, p_bar, lam0, eta0))
+    y, y_var, lam_L, eta_L, _ = torch.ops.bayesfilt.kla_scan_triton(
+        v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, bool(prior_readout), keep, _tune_str(tune), bool(_poison))
+    return y, y_var, lam_L, eta_L
 
 
 def kla_step_triton(v, lambda_v, k, q, a_bar, p_bar, lam, eta, prior_readout=False, *, _poison=False):
