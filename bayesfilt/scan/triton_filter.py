@@ -45,6 +45,13 @@ def _next_pow2(k: int) -> int:
 
 if triton is not None:
 
+    # Integer arguments the kernels do not specialise on (value 1, divisibility by 16): one compile
+    # per state size serves every length, chunking and layout (fast first result in a new process).
+    _STRIDES = ['s_yb', 's_yt', 'sFb', 'sFt', 'sQb', 'sQt', 'sbb', 'sbt', 'sHb', 'sHt', 'sRb', 'sRt', 'sdb', 'sdt', 'sm0', 'sP0']
+    _STEP_INTS = ['T', 'L_chunk', 'K', 'm'] + _STRIDES
+    _GROUP_INTS = ['K', 'G_size', 'KG']
+    _SWEEP_INTS = ['T', 'L_chunk', 'K', 'n', 'm'] + _STRIDES
+
     @triton.jit
     def _mm(A, B):
         """A [P, Q] @ B [Q, R]."""
@@ -161,7 +168,7 @@ if triton is not None:
         nobs = tl.sum(obs.to(tl.int32), axis=0)
         return y0, H, R, nobs
 
-    @triton.jit
+    @triton.jit(do_not_specialize=_STEP_INTS)
     def _fold_steps(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, m0_ptr, P0_ptr,
                     oA, ob, oC, oe, oJ,
                     T, L_chunk, K, m,
@@ -213,7 +220,7 @@ if triton is not None:
         tl.store(oe + base * N + ri, e)
         tl.store(oJ + base * N * N + ri[:, None] * N + ri[None, :], J)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=_GROUP_INTS)
     def _fold_elements(iA, ib, iC, ie, iJ, oA, ob, oC, oe, oJ, K, G_size, KG,
                        N: tl.constexpr, EPS: tl.constexpr):
         """Program (b, g) folds elements g*G .. g*G+G-1 (of K) into one.
@@ -249,7 +256,7 @@ if triton is not None:
                 tl.store(oe + o * N + ri, e)
                 tl.store(oJ + o * N * N + mat, J)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=_GROUP_INTS)
     def _absorb(iA, ib, iC, ie, iJ, sm, sP, om, oP, K, G_size, KG,
                 N: tl.constexpr, EPS: tl.constexpr):
         """Program (b, g): from the state (m, P) before group g, write the state before each of its elements."""
@@ -272,7 +279,7 @@ if triton is not None:
                                                tl.load(iC + i * N * N + mat), tl.load(ie + i * N + ri),
                                                tl.load(iJ + i * N * N + mat), N, EPS)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=_SWEEP_INTS)
     def _sweep(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, m0_ptr, P0_ptr, sm, sP,
                out_m, out_P, out_pm, out_pP, out_ll,
                T, L_chunk, K, n, m,
