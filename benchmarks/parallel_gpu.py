@@ -7,7 +7,9 @@ then timings with CUDA events (median of repeats, after a warm-up):
 - T = 262144, one series; 1024 series x 1024 steps (public API and kernel call);
 - chunk-size sweep of the kernel; time vs T = 2^10 .. 2^20;
 - time to first result in a fresh process (cold Triton cache, and warm cache);
-- dynamax beside it when ``--dynamax`` is given and dynamax imports (not run by default).
+- dynamax beside it when ``--dynamax`` is given (last, in a child process with a timeout; needs
+  dynamax + tfp-nightly + dm-tree + decorator + fastprogress importable; not run by default).
+  ``--dynamax-only --dynamax-shapes 2048,8x256`` runs that part alone (no torch; CPU JAX works).
 
 Usage (device tool):  python benchmarks/parallel_gpu.py --out $OUT --commit <sha>
 Writes parallel_gpu.json into --out (copy it to benchmarks/results/).
@@ -101,15 +103,187 @@ def dump(res, out):
         json.dump(res, f, indent=1)
 
 
+# ---------------------------------------------------------------------------------------------
+# dynamax beside ours (--dynamax). JAX runs in a child process (own GPU memory, no
+# preallocation, a wall-clock timeout), so a hang or crash there cannot end this benchmark.
+# The child reads each workload (float32 y, float64 reference means/log-likelihood) from a
+# temporary folder and appends one JSON line per measurement to results.jsonl.
+# ---------------------------------------------------------------------------------------------
+
+def dynamax_save_workload(folder, shape, y32, ref):
+    """Write one workload (y float32, float64 reference) for the dynamax child; return its record."""
+    name = "x".join(str(s) for s in shape)
+    np.save(os.path.join(folder, f"y_{name}.npy"), np.ascontiguousarray(y32, dtype=np.float32))
+    np.save(os.path.join(folder, f"refmeans_{name}.npy"), np.asarray(ref.means, dtype=np.float64))
+    np.save(os.path.join(folder, f"refll_{name}.npy"), np.asarray(ref.loglik, dtype=np.float64))
+    return {"name": name, "shape": list(shape)}
+
+
+def dynamax_child(folder):
+    """Time dynamax's parallel and sequential LGSSM filters on the saved workloads (runs in a child)."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    cfg = json.load(open(os.path.join(folder, "config.json")))
+    deadline = time.perf_counter() + cfg["budget_s"]
+    out = open(os.path.join(folder, "results.jsonl"), "a")
+
+    def emit(rec):
+        out.write(json.dumps(rec) + "\n")
+        out.flush()
+        print("DYNAMAX", json.dumps(rec), flush=True)
+
+    t0 = time.perf_counter()
+    import jax
+    import jax.numpy as jnp
+    import dynamax
+    from dynamax.linear_gaussian_ssm.inference import (
+        ParamsLGSSM, ParamsLGSSMDynamics, ParamsLGSSMEmissions, ParamsLGSSMInitial, lgssm_filter)
+    from dynamax.linear_gaussian_ssm.parallel_inference import lgssm_filter as parallel_lgssm_filter
+    import tensorflow_probability
+    emit({"kind": "info", "import_s": time.perf_counter() - t0, "jax": jax.__version__,
+          "jaxlib": __import__("jaxlib").__version__, "dynamax": dynamax.__version__,
+          "tfp": tensorflow_probability.__version__, "devices": [str(d) for d in jax.devices()],
+          "backend": jax.default_backend(), "x64": bool(jax.config.jax_enable_x64)})
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    n, m = model.n, model.m
+    f32 = lambda a: jnp.asarray(np.asarray(a, dtype=np.float64), dtype=jnp.float32)  # noqa: E731
+    params = ParamsLGSSM(
+        initial=ParamsLGSSMInitial(mean=f32(model.m0), cov=f32(model.P0)),            # x_1 ~ N(m0, P0)
+        dynamics=ParamsLGSSMDynamics(weights=f32(model.F), bias=f32(np.zeros(n)),     # x_t = F x_{t-1} + w_t
+                                     input_weights=f32(np.zeros((n, 0))), cov=f32(model.Q)),
+        emissions=ParamsLGSSMEmissions(weights=f32(model.H), bias=f32(np.zeros(m)),   # y_t = H x_t + v_t
+                                       input_weights=f32(np.zeros((m, 0))), cov=f32(model.R)))
+    for wl in cfg["workloads"]:
+        name, shape = wl["name"], wl["shape"]
+        y = jnp.asarray(np.load(os.path.join(folder, f"y_{name}.npy")), dtype=jnp.float32)
+        ref_means = np.load(os.path.join(folder, f"refmeans_{name}.npy"))
+        ref_ll = np.load(os.path.join(folder, f"refll_{name}.npy"))
+        T = shape[-1]
+        for method, base in (("parallel", parallel_lgssm_filter), ("sequential", lgssm_filter)):
+            rec = {"kind": "timing", "shape": shape, "method": method, "dtype": "float32"}
+            left = deadline - time.perf_counter()
+            if method == "sequential" and T > cfg["seq_max_T"]:
+                rec["skipped"] = f"T={T} > seq_max_T={cfg['seq_max_T']}"
+                emit(rec)
+                continue
+            if left < 10.0:
+                rec["skipped"] = f"time budget: {left:.1f} s left"
+                emit(rec)
+                continue
+            fn = base if len(shape) == 1 else jax.vmap(base, in_axes=(None, 0))
+            fn = jax.jit(fn)
+            t1 = time.perf_counter()
+            r = fn(params, y)
+            jax.block_until_ready(r)
+            first = time.perf_counter() - t1
+            means = np.asarray(r.filtered_means, dtype=np.float64)
+            ll = np.asarray(r.marginal_loglik, dtype=np.float64)
+            rec.update({
+                "first_call_s": first,
+                "loglik_finite": bool(np.isfinite(ll).all()),
+                "means_finite": bool(np.isfinite(means).all()),
+                "means_max_abs_diff_vs_float64": float(np.nanmax(np.abs(means - ref_means)))
+                if np.isfinite(means).any() else float("nan"),
+                "means_scale_rel_vs_float64": float(np.nanmax(np.abs(means - ref_means)) / np.abs(ref_means).max())
+                if np.isfinite(means).any() else float("nan"),
+                "loglik_max_rel_vs_float64": float(np.max(np.abs(ll - ref_ll) / np.maximum(np.abs(ref_ll), 1.0))),
+            })
+            # one timed call after the warm-up, then more (up to cfg["repeats"]) while the budget allows
+            left = deadline - time.perf_counter()
+            if left < 10.0 + first:
+                rec["timing_skipped"] = f"time budget: {left:.1f} s left after the first call"
+                emit(rec)
+                continue
+            max_reps = 1 if (method == "sequential" and len(shape) == 1 and T >= 65536) else cfg["repeats"]
+            rec["max_repeats"] = max_reps
+            times = []
+            while True:
+                t1 = time.perf_counter()
+                jax.block_until_ready(fn(params, y))
+                times.append(1e3 * (time.perf_counter() - t1))
+                left = deadline - time.perf_counter()
+                if len(times) >= max_reps or left < 10.0 + 2e-3 * max(times):
+                    break
+            reps = len(times)
+            rec.update({"ms_median": float(np.median(times)), "ms_min": float(np.min(times)), "repeats": reps})
+            emit(rec)
+    out.close()
+
+
+def run_dynamax(workloads, folder, budget_s=240.0, seq_max_T=262144, repeats=20, platform_name=""):
+    """Run dynamax_child in a subprocess with a timeout; return res["dynamax"]."""
+    cfg = {"workloads": workloads, "budget_s": budget_s - 15.0, "seq_max_T": seq_max_T, "repeats": repeats}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    if platform_name:
+        env["JAX_PLATFORMS"] = platform_name
+    result = {"note": "dynamax LGSSM filters (parallel_inference.lgssm_filter and inference.lgssm_filter), "
+                      "jax.jit, float32, batches via jax.vmap; wall-clock ms after block_until_ready, "
+                      "median of repeats after the first (compiling) call; errors vs the float64 reference",
+              "budget_s": budget_s, "seq_max_T": seq_max_T}
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), "--dynamax-child", folder], env=env,
+                           capture_output=True, text=True, timeout=budget_s)
+        result["returncode"] = p.returncode
+        if p.returncode != 0:
+            result["stderr_tail"] = p.stderr[-3000:]
+    except subprocess.TimeoutExpired:
+        result["timeout"] = f"child killed after {budget_s} s"
+    result["child_wall_s"] = time.perf_counter() - t0
+    recs = []
+    path = os.path.join(folder, "results.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+    info = [r for r in recs if r.get("kind") == "info"]
+    if info:
+        result["versions"] = info[0]
+    result["timings"] = [r for r in recs if r.get("kind") == "timing"]
+    return result
+
+
+def dynamax_only(args):
+    """--dynamax-only: the dynamax part alone, no torch (e.g. on CPU JAX with small shapes to test it)."""
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    folder = tempfile.mkdtemp(prefix="dynamax_")
+    work = []
+    for spec in args.dynamax_shapes.split(","):
+        shape = [int(v) for v in spec.split("x")]
+        y32 = simulate_fast(model, shape[-1], tuple(shape[:-1]), seed=0).astype(np.float32)
+        ref = bayesfilt.parallel_filter(model, y32.astype(np.float64), method="riccati")
+        work.append(dynamax_save_workload(folder, shape, y32, ref))
+    res = {"machine": {"python": platform.python_version(), "numpy": np.__version__, "host": platform.node()},
+           "commit": args.commit, "model": "constant_velocity(dt=1, q=0.05, r=4), n=4, m=2, float32",
+           "dynamax": run_dynamax(work, folder, budget_s=args.dynamax_budget, seq_max_T=args.dynamax_seq_max_T,
+                                  platform_name=args.dynamax_platform)}
+    dump(res, args.out)
+    print(json.dumps(res["dynamax"], indent=1))
+
+
 def main():
-    import torch
-    from bayesfilt.scan.triton_filter import triton_filter, triton_params
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--dynamax", action="store_true")
+    ap.add_argument("--dynamax", action="store_true", help="also time dynamax (JAX) in a child process, last")
+    ap.add_argument("--dynamax-only", action="store_true", help="only the dynamax part (no torch), small shapes")
+    ap.add_argument("--dynamax-shapes", default="16384,1024x1024,262144",
+                    help="workloads for --dynamax-only, comma-separated, batch axes as AxT")
+    ap.add_argument("--dynamax-budget", type=float, default=240.0, help="wall-clock limit of the dynamax child (s)")
+    ap.add_argument("--dynamax-seq-max-T", type=int, default=262144,
+                    help="skip dynamax's sequential filter for single series longer than this")
+    ap.add_argument("--dynamax-platform", default="", help="JAX_PLATFORMS for the child ('' = JAX's choice)")
+    ap.add_argument("--dynamax-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.dynamax_child:
+        return dynamax_child(args.dynamax_child)
+    if args.dynamax_only:
+        return dynamax_only(args)
+    import torch
+    from bayesfilt.scan.triton_filter import triton_filter, triton_params
+    dyn_folder = tempfile.mkdtemp(prefix="dynamax_") if args.dynamax else None
+    dyn_work = []
     res = {"machine": {"gpu": torch.cuda.get_device_name(0), "python": platform.python_version(),
                        "torch": torch.__version__, "triton": __import__("triton").__version__,
                        "numpy": np.__version__, "host": platform.node()},
@@ -127,6 +301,8 @@ def main():
         out = bayesfilt.parallel_filter(model, yc)
         row = {"shape": shape, "dtype": "float32", "errors_vs_float64": errors(out, ref),
                "numpy_riccati_float64_cpu_s": t_ref}
+        if args.dynamax:
+            dyn_work.append(dynamax_save_workload(dyn_folder, shape, y32, ref))
         y64c = torch.tensor(y32.astype(np.float64), device="cuda")
         row["errors_float64_kernel"] = errors(bayesfilt.parallel_filter(model, y64c), ref)
         row["api_ms"] = cuda_time(lambda: bayesfilt.parallel_filter(model, yc, validate=False))
@@ -162,12 +338,16 @@ def main():
     res["first_result_cold_cache"] = first_result(cold)
     res["first_result_warm_cache"] = first_result(cold)
     print("first result", res["first_result_cold_cache"], res["first_result_warm_cache"], flush=True)
-    if args.dynamax:
-        try:
-            import dynamax  # noqa: F401
-            res["dynamax"] = "importable (not timed in this run)"
-        except Exception as exc:
-            res["dynamax"] = f"not available: {exc}"
+    dump(res, args.out)
+    if args.dynamax:                                             # last: JAX in a child process
+        y32 = simulate_fast(model, 16384, (), seed=0).astype(np.float32)
+        ref = bayesfilt.parallel_filter(model, y32.astype(np.float64), method="riccati")
+        dyn_work.insert(0, dynamax_save_workload(dyn_folder, [16384], y32, ref))
+        torch.cuda.empty_cache()
+        res["dynamax"] = run_dynamax(dyn_work, dyn_folder, budget_s=args.dynamax_budget,
+                                     seq_max_T=args.dynamax_seq_max_T, platform_name=args.dynamax_platform)
+        for r in res["dynamax"]["timings"]:
+            print("dynamax", json.dumps(r), flush=True)
     dump(res, args.out)
     print("wrote", os.path.join(args.out, "parallel_gpu.json"))
     print("\nSUMMARY")
