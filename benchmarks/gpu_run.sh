@@ -32,13 +32,13 @@ kla)
     # compile every benchmark configuration in parallel processes while the GPU tests run
     python3 benchmarks/kla_scan.py --warm-only --sweep > "$OUT/warm.log" 2>&1 &
     warm=$!
-    timeout 300 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_kla_triton.py \
+    timeout 240 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_kla_triton.py \
         tests/test_kla_layer_gpu.py tests/test_parallel_gpu.py tests/test_parallel_triton.py > "$OUT/gpu_tests.log" 2>&1
     el "gpu tests rc=$?"; tail -n 25 "$OUT/gpu_tests.log"
     wait $warm; el "warm rc=$?"; tail -c 1500 "$OUT/warm.log"; echo
     timeout 90 python3 -m pytest -q -s -p no:cacheprovider tests/test_determinism_gpu.py > "$OUT/determinism.log" 2>&1
     el "determinism rc=$?"; grep -E "difference|passed|failed|Error" "$OUT/determinism.log" | head -20
-    timeout 330 python3 benchmarks/kla_scan.py --sweep --parity-L 512 --fla-timeout 120 --out "$OUT/kla_scan.json" \
+    timeout 300 python3 benchmarks/kla_scan.py --sweep --parity-L 512 --fla-timeout 120 --out "$OUT/kla_scan.json" \
         > "$OUT/kla_scan.log" 2>&1
     el "kla_scan rc=$?"; tail -n 22 "$OUT/kla_scan.log"
     ;;
