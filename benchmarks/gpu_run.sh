@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # The GPU work of issues 3, 4, 5, 7 and 10 as device-tool calls of at most 10 minutes each.
 #
-# Usage (device tool, repository root; carry .whl and, from the second call on, .tcache):
+# Usage (device tool, repository root; carry .whl, the optional wheels: fla-core, dynamax):
 #   bash benchmarks/gpu_run.sh COMMIT kla        # GPU tests, determinism, KLA scan benchmark
 #   bash benchmarks/gpu_run.sh COMMIT parallel   # parallel Kalman filter benchmark (+ dynamax)
 #   bash benchmarks/gpu_run.sh COMMIT lm         # issue 10: character LM comparison, decode speed
 #   bash benchmarks/gpu_run.sh COMMIT a5         # issue 5: A5 depth-vs-length sweep
-# Several stages may follow COMMIT. Results and logs go to $OUT (the device tool's folder);
-# the Triton cache goes back as $OUT/triton_cache.tgz to be carried (as .tcache/) next time.
+# Several stages may follow COMMIT. Results go to $OUT (the device tool's folder), the logs to
+# /tmp/logs, packed into $OUT/logs.tgz after each stage (the tool returns at most 8 files).
 set -u
 COMMIT=${1:?commit}
 shift
 OUT=${OUT:-$(mktemp -d)}
+LOG=/tmp/logs
+mkdir -p $LOG
 export PYTHONUNBUFFERED=1 GIT_COMMIT=$COMMIT XLA_PYTHON_CLIENT_PREALLOCATE=false
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONPATH=$PWD
@@ -20,7 +22,6 @@ if compgen -G "$WHL/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHL"/*.whl \
         && export PYTHONPATH=$PWD:/tmp/site
 fi
-if [ -f .tcache/triton_cache.tgz ]; then mkdir -p ~/.triton && tar -xzf .tcache/triton_cache.tgz -C ~/.triton; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 T0=$(date +%s)
@@ -29,40 +30,45 @@ el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 for stage in "$@"; do
 case $stage in
 kla)
+    # flash-linear-attention's chunk_gla compiles and autotunes in the background from the start
+    rm -f /tmp/fla_go "$LOG/fla.json"
+    python3 benchmarks/kla_scan.py --fla-only --fla-go /tmp/fla_go --fla-out "$LOG/fla.json" > "$LOG/fla.log" 2>&1 &
     # compile every benchmark configuration in parallel processes while the GPU tests run
-    python3 benchmarks/kla_scan.py --warm-only --sweep > "$OUT/warm.log" 2>&1 &
+    python3 benchmarks/kla_scan.py --warm-only --sweep > "$LOG/warm.log" 2>&1 &
     warm=$!
     timeout 240 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_kla_triton.py \
-        tests/test_kla_layer_gpu.py tests/test_parallel_gpu.py tests/test_parallel_triton.py > "$OUT/gpu_tests.log" 2>&1
-    el "gpu tests rc=$?"; tail -n 25 "$OUT/gpu_tests.log"
-    wait $warm; el "warm rc=$?"; tail -c 1500 "$OUT/warm.log"; echo
-    timeout 90 python3 -m pytest -q -s -p no:cacheprovider tests/test_determinism_gpu.py > "$OUT/determinism.log" 2>&1
-    el "determinism rc=$?"; grep -E "difference|passed|failed|Error" "$OUT/determinism.log" | head -20
-    timeout 300 python3 benchmarks/kla_scan.py --sweep --parity-L 512 --fla-timeout 120 --out "$OUT/kla_scan.json" \
-        > "$OUT/kla_scan.log" 2>&1
-    el "kla_scan rc=$?"; tail -n 22 "$OUT/kla_scan.log"
+        tests/test_kla_layer_gpu.py tests/test_parallel_gpu.py tests/test_parallel_triton.py > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; tail -n 25 "$LOG/gpu_tests.log"
+    wait $warm; el "warm rc=$?"; tail -c 1500 "$LOG/warm.log"; echo
+    timeout 90 python3 -m pytest -q -s -p no:cacheprovider tests/test_determinism_gpu.py > "$LOG/determinism.log" 2>&1
+    el "determinism rc=$?"; grep -E "difference|passed|failed|Error" "$LOG/determinism.log" | head -20
+    timeout 300 python3 benchmarks/kla_scan.py --sweep --parity-L 512 --fla-go /tmp/fla_go --fla-out "$LOG/fla.json" \
+        --fla-timeout 60 --out "$OUT/kla_scan.json" \
+        > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 22 "$LOG/kla_scan.log"
     ;;
 parallel)
-    timeout 400 python3 benchmarks/parallel_gpu.py --out "$OUT" --commit "$COMMIT" --dynamax > "$OUT/parallel_gpu.log" 2>&1
-    el "parallel_gpu rc=$?"; tail -n 30 "$OUT/parallel_gpu.log"
+    timeout 290 python3 benchmarks/parallel_gpu.py --out "$OUT" --commit "$COMMIT" --dynamax --dynamax-budget 110 \
+        --dynamax-seq-max-T 16384 > "$LOG/parallel_gpu.log" 2>&1
+    el "parallel_gpu rc=$?"; tail -n 30 "$LOG/parallel_gpu.log"
     ;;
 lm)
     timeout 420 python3 benchmarks/lm_text.py --device cuda --dtype bfloat16 --layers 4 --d-model 256 --context 512 \
         --batch-size 32 --steps 600 --eval-every 150 --eval-size 64 --seeds 0 --max-seconds 75 \
         --run-dir /tmp/runs/lm_text --out "$OUT/lm_text_h200.json" --plot "$OUT/lm_curves_h200.png" \
-        > "$OUT/lm_text.log" 2>&1
-    el "lm_text rc=$?"; tail -n 30 "$OUT/lm_text.log"
+        > "$LOG/lm_text.log" 2>&1
+    el "lm_text rc=$?"; tail -n 30 "$LOG/lm_text.log"
     timeout 150 python3 benchmarks/decode_speed.py --device cuda --layers 4 --d-model 256 --match-params \
-        --batches 1 64 --contexts 1024 8192 --out "$OUT/decode_speed_h200.json" > "$OUT/decode_speed.log" 2>&1
-    el "decode_speed rc=$?"; tail -n 15 "$OUT/decode_speed.log"
+        --batches 1 64 --contexts 1024 8192 --out "$OUT/decode_speed_h200.json" > "$LOG/decode_speed.log" 2>&1
+    el "decode_speed rc=$?"; tail -n 15 "$LOG/decode_speed.log"
     ;;
 a5)
-    timeout 400 python3 benchmarks/kla_a5.py --out "$OUT/kla_a5.json" --max-seconds 240 > "$OUT/kla_a5.log" 2>&1
-    el "kla_a5 rc=$?"; tail -n 20 "$OUT/kla_a5.log"
+    timeout 400 python3 benchmarks/kla_a5.py --out "$OUT/kla_a5.json" --max-seconds 240 > "$LOG/kla_a5.log" 2>&1
+    el "kla_a5 rc=$?"; tail -n 20 "$LOG/kla_a5.log"
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
+tar -czf "$OUT/logs.tgz" -C /tmp logs
 done
-tar -czf "$OUT/triton_cache.tgz" -C ~/.triton cache 2> /dev/null
 ls -la "$OUT"
 el done

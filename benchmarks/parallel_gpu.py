@@ -313,6 +313,16 @@ def main():
                 sweep[f"chunk{chunk}_group{group}"] = cuda_time(
                     lambda: triton_filter(model, yc, chunk=chunk, group=group, params=prm))
         row["kernel_ms_sweep"] = sweep
+        # the same kernel in float64 (float32 data widened): the float32 state cannot hold the
+        # long CV track's log-likelihood to 1e-3 (positions reach ~1e7, where a float32 ulp is ~1)
+        prm64 = triton_params(model, batch, torch.float64, "cuda")
+        sweep64 = {}
+        for chunk in (64, 128, 256):
+            for group in (16, 64):
+                sweep64[f"chunk{chunk}_group{group}"] = cuda_time(
+                    lambda: triton_filter(model, y64c, chunk=chunk, group=group, params=prm64))
+        row["kernel64_ms_sweep"] = sweep64
+        row["api64_ms"] = cuda_time(lambda: bayesfilt.parallel_filter(model, y64c, validate=False))
         best = min(sweep, key=lambda k: sweep[k][0])
         row["kernel_ms_best"] = [best, sweep[best]]
         if not args.quick:

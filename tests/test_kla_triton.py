@@ -196,6 +196,15 @@ def test_torch_compile_and_cuda_graph():
         y, yv, lam, eta = kla.kla_scan_triton(*a[:6], initial_state=(a[6], a[7]))
         return (y * y).sum() + yv.sum() + (lam * a[6]).sum() + eta.sum()
 
+    # fake (meta) kernels agree with the real ones on shapes, dtypes and strides
+    ops = torch.ops.bayesfilt
+    fwd_args = (*xs, False, True, "", False)
+    torch.library.opcheck(ops.kla_scan_triton, fwd_args, test_utils=("test_schema", "test_faketensor"))
+    ck = ops.kla_scan_triton(*fwd_args)[4]
+    g = [torch.randn(2, 19, 8, device=DEV), torch.randn(2, 19, 8, device=DEV), torch.randn(2, 8, 5, device=DEV),
+         torch.randn(2, 8, 5, device=DEV)]
+    torch.library.opcheck(ops.kla_scan_triton_backward, (*xs[:6], ck, *g, False, "", False),
+                          test_utils=("test_schema", "test_faketensor"))
     leaves = [x.clone().requires_grad_() for x in xs]
     ref = loss_fn(*leaves)
     g_ref = torch.autograd.grad(ref, leaves)

@@ -24,6 +24,7 @@ Forward only (no autograd; use the torch backend for gradients). Kernels: no val
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -51,6 +52,13 @@ if triton is not None:
     _STEP_INTS = ['T', 'L_chunk', 'K', 'm'] + _STRIDES
     _GROUP_INTS = ['K', 'G_size', 'KG']
     _SWEEP_INTS = ['T', 'L_chunk', 'K', 'n', 'm'] + _STRIDES
+
+    def _jit(do_not_specialize):
+        """``triton.jit`` without specialisation on these arguments; plain under the interpreter,
+        which compiles nothing (and whose triton 3.6 version mis-handles unspecialised ints)."""
+        if os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True"):
+            return triton.jit
+        return triton.jit(do_not_specialize=do_not_specialize)
 
     @triton.jit
     def _mm(A, B):
@@ -168,7 +176,7 @@ if triton is not None:
         nobs = tl.sum(obs.to(tl.int32), axis=0)
         return y0, H, R, nobs
 
-    @triton.jit(do_not_specialize=_STEP_INTS)
+    @_jit(_STEP_INTS)
     def _fold_steps(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, m0_ptr, P0_ptr,
                     oA, ob, oC, oe, oJ,
                     T, L_chunk, K, m,
@@ -220,7 +228,7 @@ if triton is not None:
         tl.store(oe + base * N + ri, e)
         tl.store(oJ + base * N * N + ri[:, None] * N + ri[None, :], J)
 
-    @triton.jit(do_not_specialize=_GROUP_INTS)
+    @_jit(_GROUP_INTS)
     def _fold_elements(iA, ib, iC, ie, iJ, oA, ob, oC, oe, oJ, K, G_size, KG,
                        N: tl.constexpr, EPS: tl.constexpr):
         """Program (b, g) folds elements g*G .. g*G+G-1 (of K) into one.
@@ -256,7 +264,7 @@ if triton is not None:
                 tl.store(oe + o * N + ri, e)
                 tl.store(oJ + o * N * N + mat, J)
 
-    @triton.jit(do_not_specialize=_GROUP_INTS)
+    @_jit(_GROUP_INTS)
     def _absorb(iA, ib, iC, ie, iJ, sm, sP, om, oP, K, G_size, KG,
                 N: tl.constexpr, EPS: tl.constexpr):
         """Program (b, g): from the state (m, P) before group g, write the state before each of its elements."""
@@ -279,7 +287,7 @@ if triton is not None:
                                                tl.load(iC + i * N * N + mat), tl.load(ie + i * N + ri),
                                                tl.load(iJ + i * N * N + mat), N, EPS)
 
-    @triton.jit(do_not_specialize=_SWEEP_INTS)
+    @_jit(_SWEEP_INTS)
     def _sweep(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, m0_ptr, P0_ptr, sm, sP,
                out_m, out_P, out_pm, out_pP, out_ll,
                T, L_chunk, K, n, m,

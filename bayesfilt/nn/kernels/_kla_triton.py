@@ -8,7 +8,11 @@ reciprocal per lane-step instead of two:
     P_t   = a^2 w_{t-1} + p                 (prior variance)
     g_t   = 1 / (1 + phi_t P_t)             (phi_t = Lv_t k_t^2)
     w_t   = P_t g_t                         (= 1/lam_t)
-    mu_t  = (a g_t) mu_{t-1} + w_t u_t      (u_t = Lv_t v_t k_t; a g_t = f_t lam_{t-1} w_t)
+    mu_t  = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1})   (u_t = Lv_t v_t k_t)
+
+(the last line equals a g_t mu_{t-1} + w_t u_t since g_t = 1 - phi_t w_t; in this innovation form a
+rounding error of g_t touches only the correction, not the whole mean, which matters over long
+sequences with p = 0, where g_t -> 1 and the mean is an average of many tokens).
 
 (w_t = 1/(1/P_t + phi_t) and lam_{t-1}/(a^2 + p lam_{t-1}) = 1/P_t: the same filter.)
 Readout: y = sum_s q mu, y_var = sum_s q^2 w; prior readout: y = sum_s q a mu,
@@ -33,6 +37,8 @@ with a batch or time factor) are computed in int64.
 
 from __future__ import annotations
 
+import os
+
 import triton
 import triton.language as tl
 
@@ -41,6 +47,14 @@ import triton.language as tl
 #: compiled kernel serves every batch, length and chunking. M and S stay specialised (they
 #: decide whether the row offsets allow 16-byte loads) and are fixed for a given model.
 _SIZES = ["B", "L", "LC", "NC", "NMB", "NSB"]
+
+
+def _jit(do_not_specialize):
+    """``triton.jit`` without specialisation on these arguments; plain under the interpreter, which
+    compiles nothing (and whose triton 3.6 version mis-handles unspecialised ints in ``range``)."""
+    if os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True"):
+        return triton.jit
+    return triton.jit(do_not_specialize=do_not_specialize)
 
 #: Checkpoint interval of the backward (its recompute keeps these 8 states in registers).
 BWD_CK = tl.constexpr(8)
@@ -99,18 +113,6 @@ def _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask
 
 
 @triton.jit
-def _fstep(w, mu, a, a2, p, vv, lv, kk, valid, MASKED: tl.constexpr, FAST: tl.constexpr):
-    """One filter step in covariance form; returns (w_t, mu_t) (unchanged where not valid)."""
-    phi = lv * kk * kk                                  # phi_t = Lv_t k_t^2
-    uu = lv * vv * kk                                   # u_t = Lv_t v_t k_t
-    P = a2 * w + p                                      # P_t = a^2 w_{t-1} + p
-    g = _rcp(1.0 + phi * P, FAST)                       # g_t = 1 / (1 + phi_t P_t)
-    w_new = P * g                                       # w_t = P_t g_t
-    mu_new = (a * g) * mu + w_new * uu                  # mu_t = a g_t mu_{t-1} + w_t u_t
-    return _keep(w_new, w, valid, MASKED), _keep(mu_new, mu, valid, MASKED)
-
-
-@triton.jit
 def _start_state(w, mu, sumw_ptr, summu_ptr, b, c, NC, M, S, ms, lmask, WITH_MU: tl.constexpr):
     """Apply the chunk maps of chunks 0..c-1 (in order) to the initial (w, mu)."""
     MSs = M * S
@@ -158,13 +160,14 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
             P = a2 * w + p                              # P_t = a^2 w_{t-1} + p
             g = _rcp(1.0 + phi * P, FAST)               # g_t = 1/(1 + phi_t P_t)
             w_new = P * g                               # w_t = P_t g_t
-            ag = a * g                                  # a g_t
-            mu_new = ag * mu + w_new * uu               # mu_t = a g_t mu_{t-1} + w_t u_t
+            amu = a * mu                                # prior mean a mu_{t-1}
+            mu_new = amu + w_new * (uu - phi * amu)     # mu_t = a mu + w_t (u_t - phi_t a mu) (= a g_t mu + w_t u_t)
             w = _keep(w_new, w, valid, MASKED)
             mu = _keep(mu_new, mu, valid, MASKED)
             if MODE == 2:
-                A = _keep(ag * A, A, valid, MASKED)
-                bb = _keep(ag * bb + w_new * uu, bb, valid, MASKED)
+                A = _keep((a * g) * A, A, valid, MASKED)                      # A_t = a g_t A_{t-1}
+                ab = a * bb
+                bb = _keep(ab + w_new * (uu - phi * ab), bb, valid, MASKED)   # b_t: the mu_t step from b_{t-1}
             else:
                 if PRIOR:
                     yt = tl.sum(qq * a * mu, axis=0, keep_dims=True)              # sum_s q a mu_t
@@ -179,7 +182,7 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
     return w, mu, x, y, z, u, A, bb
 
 
-@triton.jit(do_not_specialize=_SIZES)
+@_jit(_SIZES)
 def _fwd_kernel(
     v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, w0_ptr, mu0_ptr,
     y_ptr, yv_ptr, lamL_ptr, etaL_ptr, ck_ptr, sumw_ptr, summu_ptr,
@@ -379,7 +382,7 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     return Hl, He, ga, gp, cll, cle, cee
 
 
-@triton.jit(do_not_specialize=_SIZES)
+@_jit(_SIZES)
 def _bwd_kernel(
     v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, gy_ptr, gyv_ptr, ck_ptr, glL_ptr, geL_ptr,
     bsum_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, ga_ptr, gp_ptr, gl0_ptr, ge0_ptr,

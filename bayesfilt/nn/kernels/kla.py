@@ -30,7 +30,7 @@ _BM = 32
 #: at most this many s-lanes per program in the forward / backward (larger S: several
 #: s-blocks and a fixed-order sum of their partial outputs)
 _MAX_SB_FWD = 16
-_MAX_SB_BWD = 8
+_MAX_SB_BWD = 4
 #: shortest time chunk worth a separate program
 _MIN_CHUNK = 256
 
@@ -226,8 +226,8 @@ def _scan_bwd_op(v: torch.Tensor, lv: torch.Tensor, k: torch.Tensor, q: torch.Te
     gv, glv, gk, gq, gaT, gpT, glam0, geta0 = scan_backward(
         _c(v), _c(lv), _c(k), _c(q), _T(a), _T(p), _c(gy.float()), _c(gyv.float()), ck,
         _T(glam.float()), _T(geta.float()), plan, prior, poison)
-    return (gv.to(v.dtype), glv.to(lv.dtype), gk.to(k.dtype), gq.to(q.dtype), gaT.t().to(a.dtype),
-            gpT.t().to(p.dtype), _T(glam0), _T(geta0))
+    return (gv.to(v.dtype), glv.to(lv.dtype), gk.to(k.dtype), gq.to(q.dtype), _T(gaT).to(a.dtype),
+            _T(gpT).to(p.dtype), _T(glam0), _T(geta0))
 
 
 @_scan_bwd_op.register_fake
