@@ -6,6 +6,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT parallel   # parallel Kalman filter benchmark (+ dynamax)
 #   bash benchmarks/gpu_run.sh COMMIT lm         # issue 10: character LM comparison, decode speed
 #   bash benchmarks/gpu_run.sh COMMIT a5         # issue 5: A5 depth-vs-length sweep
+#   bash benchmarks/gpu_run.sh COMMIT final      # A5 + two GPU tests, then LM + decode (one call)
 # Several stages may follow COMMIT. Results go to $OUT (the device tool's folder), the logs to
 # /tmp/logs, packed into $OUT/logs.tgz after each stage (the tool returns at most 8 files).
 set -u
@@ -65,6 +66,24 @@ lm)
 a5)
     timeout 400 python3 benchmarks/kla_a5.py --out "$OUT/kla_a5.json" --max-seconds 240 > "$LOG/kla_a5.log" 2>&1
     el "kla_a5 rc=$?"; tail -n 20 "$LOG/kla_a5.log"
+    ;;
+final)
+    # issue 5's A5 sweep (tiny models, concurrent) while the changed kernels' GPU tests run; then
+    # issue 10's language models alone on the GPU (their tokens/s is measured), then decoding speed
+    python3 benchmarks/kla_a5.py --out "$OUT/kla_a5.json" --max-seconds 170 > "$LOG/kla_a5.log" 2>&1 &
+    a5=$!
+    timeout 200 python3 -m pytest -q -p no:cacheprovider -rfE "tests/test_kla_triton.py::test_gpu_long_sequence_65536" \
+        tests/test_parallel_triton.py > "$LOG/gpu_tests_final.log" 2>&1
+    el "gpu tests rc=$?"; tail -n 8 "$LOG/gpu_tests_final.log"
+    wait $a5; el "kla_a5 rc=$?"; tail -n 14 "$LOG/kla_a5.log"
+    timeout 300 python3 benchmarks/lm_text.py --device cuda --dtype bfloat16 --layers 6 --d-model 256 --context 512 \
+        --batch-size 32 --steps 1200 --eval-every 200 --eval-size 64 --seeds 0 1 --mixers kla attention hybrid \
+        --time-budget 230 --run-dir /tmp/runs/lm_text --out "$OUT/lm_text_h200.json" --plot "$OUT/lm_curves_h200.png" \
+        > "$LOG/lm_text.log" 2>&1
+    el "lm_text rc=$?"; tail -n 12 "$LOG/lm_text.log"
+    timeout 80 python3 benchmarks/decode_speed.py --device cuda --layers 6 --d-model 256 --match-params \
+        --batches 1 64 --contexts 1024 8192 --out "$OUT/decode_speed_h200.json" > "$LOG/decode_speed.log" 2>&1
+    el "decode_speed rc=$?"; tail -n 12 "$LOG/decode_speed.log"
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

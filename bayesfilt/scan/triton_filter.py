@@ -406,7 +406,8 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
         model: a validated LinearGaussianSSM with n <= 8 (no diffuse states).
         y: torch tensor (*B, T, m), float32 or float64, NaN for missing components.
         chunk: steps per program (default: about sqrt(T), at least 16, at most 256).
-        group: chunk elements per program in the prefix stage (default 64).
+        group: chunk elements per program in the prefix stage (default 16: fastest in the H200 sweep,
+            benchmarks/results/parallel_gpu.json).
         time_first: return time-first arrays (the internal layout of the scan drivers).
         params: the output of :func:`triton_params` for this model, batch, dtype and device
             (computed here when None).
@@ -430,7 +431,7 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     m0, P0 = P["m0"], P["P0"]
     L = chunk or int(min(256, max(16, _next_pow2(int(math.isqrt(max(T, 1)))))))
     K = -(-T // L)
-    Gs = group or 64
+    Gs = group or 16
     eps = 1e-6 if yb.dtype == torch.float32 else 1e-13
     dt = yb.dtype
 

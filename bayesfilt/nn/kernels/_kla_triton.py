@@ -99,6 +99,15 @@ def _rcp(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def _div_rn(x, FAST: tl.constexpr):
+    """1/x correctly rounded (div.rn.f32); the interpreter's 1/x is IEEE already."""
+    if FAST:
+        return tl.math.div_rn(1.0 + 0.0 * x, x)
+    else:
+        return 1.0 / x
+
+
+@triton.jit
 def _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
          MASKED: tl.constexpr):
     """Load token `tok` of batch b: v, Lv [1,BM] and k, q [SB,1] as float32."""
@@ -158,7 +167,10 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
             phi = lv * kk * kk                          # phi_t = Lv_t k_t^2
             uu = lv * vv * kk                           # u_t = Lv_t v_t k_t
             P = a2 * w + p                              # P_t = a^2 w_{t-1} + p
-            g = _rcp(1.0 + phi * P, FAST)               # g_t = 1/(1 + phi_t P_t)
+            if MODE == 2:                               # the chunk map multiplies 256+ factors a g_t:
+                g = _div_rn(1.0 + phi * P, FAST)        # correctly rounded, so its error does not drift
+            else:
+                g = _rcp(1.0 + phi * P, FAST)           # g_t = 1/(1 + phi_t P_t)
             w_new = P * g                               # w_t = P_t g_t
             amu = a * mu                                # prior mean a mu_{t-1}
             mu_new = amu + w_new * (uu - phi * amu)     # mu_t = a mu + w_t (u_t - phi_t a mu) (= a g_t mu + w_t u_t)
