@@ -70,6 +70,25 @@ def _lanes(pid_m, sb, M, S, SB: tl.constexpr, BM: tl.constexpr):
 
 
 @triton.jit
+def _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB: tl.constexpr, BM: tl.constexpr):
+    """This program's m-block, s-block, sequence b and time chunk c (the grid's one axis, m fastest),
+    its lanes (``_lanes``), their mask, their offset ms = s M + m in an [S, M] plane, and ā, p̄ there."""
+    pid = tl.program_id(0)
+    pid_m = pid % NMB
+    rest = pid // NMB
+    sb = rest % NSB
+    rest = rest // NSB
+    b = rest % B
+    c = rest // B
+    m, s, mmask, smask = _lanes(pid_m, sb, M, S, SB, BM)
+    lmask = mmask & smask
+    ms = s * M + m                                      # lane offset in an [S, M] plane
+    a = tl.load(a_ptr + ms, mask=lmask, other=1.0).to(tl.float32)
+    p = tl.load(p_ptr + ms, mask=lmask, other=0.0).to(tl.float32)
+    return pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p
+
+
+@triton.jit
 def _live(mask, idx, tok, t_end, MASKED: tl.constexpr):
     """mask & (tok < t_end), built as a tensor comparison (the interpreter mistypes bool & scalar)."""
     if MASKED:
@@ -202,20 +221,8 @@ def _fwd_kernel(
     MODE: tl.constexpr, PRIOR: tl.constexpr, WRITE_CK: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    pid_m = pid % NMB
-    rest = pid // NMB
-    sb = rest % NSB
-    rest = rest // NSB
-    b = rest % B
-    c = rest // B
-
-    m, s, mmask, smask = _lanes(pid_m, sb, M, S, SB, BM)
-    lmask = mmask & smask
-    ms = s * M + m                                      # lane offset in an [S, M] plane
+    pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
-    a = tl.load(a_ptr + ms, mask=lmask, other=1.0).to(tl.float32)
-    p = tl.load(p_ptr + ms, mask=lmask, other=0.0).to(tl.float32)
     a2 = a * a
     bms = b.to(tl.int64) * MSs
     w = tl.load(w0_ptr + bms + ms, mask=lmask, other=1.0)
@@ -402,20 +409,8 @@ def _bwd_kernel(
     MODE: tl.constexpr, PRIOR: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    pid_m = pid % NMB
-    rest = pid // NMB
-    sb = rest % NSB
-    rest = rest // NSB
-    b = rest % B
-    c = rest // B
-
-    m, s, mmask, smask = _lanes(pid_m, sb, M, S, SB, BM)
-    lmask = mmask & smask
-    ms = s * M + m
+    pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
-    a = tl.load(a_ptr + ms, mask=lmask, other=1.0).to(tl.float32)
-    p = tl.load(p_ptr + ms, mask=lmask, other=0.0).to(tl.float32)
     a2 = a * a
     bms = b.to(tl.int64) * MSs
     zero = 0.0 * a
