@@ -24,7 +24,6 @@ Forward only (no autograd; use the torch backend for gradients). Kernels: no val
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
@@ -36,6 +35,7 @@ except Exception:  # pragma: no cover - triton is optional
     tl = None
 
 from . import _ops as ops
+from ._triton import jit_unspecialized as _jit
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -53,12 +53,6 @@ if triton is not None:
     _GROUP_INTS = ['K', 'G_size', 'KG']
     _SWEEP_INTS = ['T', 'L_chunk', 'K', 'n', 'm'] + _STRIDES
 
-    def _jit(do_not_specialize):
-        """``triton.jit`` without specialisation on these arguments; plain under the interpreter,
-        which compiles nothing (and whose triton 3.6 version mis-handles unspecialised ints)."""
-        if os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True"):
-            return triton.jit
-        return triton.jit(do_not_specialize=do_not_specialize)
 
     @triton.jit
     def _mm(A, B):
@@ -297,7 +291,6 @@ if triton is not None:
         pb = tl.program_id(0)
         pk = tl.program_id(1)
         ri = tl.arange(0, N)
-        I = tl.where(ri[:, None] == ri[None, :], 1.0, 0.0)
         s = pb * K + pk
         mean = tl.load(sm + s * N + ri)
         P = tl.load(sP + s * N * N + ri[:, None] * N + ri[None, :])

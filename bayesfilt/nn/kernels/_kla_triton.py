@@ -37,24 +37,15 @@ with a batch or time factor) are computed in int64.
 
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
+from bayesfilt.scan._triton import jit_unspecialized as _jit
 
 #: Size arguments the scan kernels do not specialise on (value 1, divisibility by 16): one
 #: compiled kernel serves every batch, length and chunking. M and S stay specialised (they
 #: decide whether the row offsets allow 16-byte loads) and are fixed for a given model.
 _SIZES = ["B", "L", "LC", "NC", "NMB", "NSB"]
-
-
-def _jit(do_not_specialize):
-    """``triton.jit`` without specialisation on these arguments; plain under the interpreter, which
-    compiles nothing (and whose triton 3.6 version mis-handles unspecialised ints in ``range``)."""
-    if os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True"):
-        return triton.jit
-    return triton.jit(do_not_specialize=do_not_specialize)
 
 #: Checkpoint interval of the backward (its recompute keeps these 8 states in registers).
 BWD_CK = tl.constexpr(8)

@@ -15,13 +15,13 @@ one CUDA device (or on the CPU under ``TRITON_INTERPRET=1``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import triton
 
 from bayesfilt.nn.kernels import _kla_triton as K
+from bayesfilt.scan._triton import interpreting
 
 #: tokens between checkpoints of (w, mu) kept for the backward
 CHECKPOINT_EVERY = 8
@@ -102,7 +102,7 @@ def _dims(plan: Plan):
 
 def _fast() -> bool:
     """Use inline PTX (rcp.approx) unless running under the Triton interpreter."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("1", "true", "True")
+    return not interpreting()
 
 
 def _consts(plan: Plan):
