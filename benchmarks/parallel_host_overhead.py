@@ -1,0 +1,68 @@
+"""Host-side cost of the public ``parallel_filter`` call on the Triton path, without a GPU.
+
+The four Triton kernels are replaced by no-ops and the interpreter flag lets the Triton path run on
+CPU tensors, so what remains is the Python wrapper: validation, parameter packing, buffer
+allocation, layout moves and the result. Counts the top-level torch operations and kernel
+launches of one call (each costs a few µs of launch time on a GPU) and times the wrapper.
+On the H200 the public call took 1.36 ms against 0.52–0.54 ms for the kernels alone
+(benchmarks/results/parallel_gpu.json); this shows where the difference goes.
+
+Usage::
+
+    python benchmarks/parallel_host_overhead.py
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+os.environ["TRITON_INTERPRET"] = "1"                    # before triton is imported
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+import bayesfilt  # noqa: E402
+import bayesfilt.scan.api as api  # noqa: E402
+import bayesfilt.scan.triton_filter as tf  # noqa: E402
+
+
+def main() -> int:
+    launches = []
+
+    class NoKernel:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *a, **k: launches.append(self.name)
+
+    for name in ("_fold_steps", "_fold_elements", "_absorb", "_sweep"):
+        setattr(tf, name, NoKernel(name))
+    api._check_finite_out = lambda out, name: out       # the no-op kernels leave the buffers unwritten
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    for shape in ((4096, 2), (16, 256, 2)):
+        y = torch.zeros(shape, dtype=torch.float32)
+
+        def call():
+            return bayesfilt.parallel_filter(model, y, backend="triton", validate=False)
+
+        call()
+        launches.clear()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            call()
+        ops = [e.name for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None]
+        one_call = list(launches)
+        t0 = time.perf_counter()
+        for _ in range(50):
+            call()
+        ms = (time.perf_counter() - t0) / 50 * 1e3
+        print(f"y {shape}: {len(ops)} top-level torch ops, {len(one_call)} kernel launches {one_call}, "
+              f"wrapper {ms:.2f} ms per call (no kernels, no finiteness check)")
+        print("   most frequent:", Counter(ops).most_common(6))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
