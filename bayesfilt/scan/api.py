@@ -223,6 +223,10 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
         True
     """
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate)
+    if backend == "triton":         # the kernel is batch-first: no round trip through the time-first layout
+        from .triton_filter import triton_filter
+        out = _guard_linalg(triton_filter, model, ops.moveaxis(yt, 0, yt.ndim - 2))
+        return FilterResult(**_check_finite_out(out, "parallel_filter"))
     return _result(_check_finite_out(_run_filter(model, yt, form, backend, schedule, method, chunk_size),
                                      "parallel_filter"))
 

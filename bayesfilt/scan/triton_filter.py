@@ -334,6 +334,11 @@ def _padded(arr_tf, core, lead_b, N, Mo):
     pad = tuple(N if c == "n" else Mo for c in core)
     a = arr_tf  # (Tp, *batch, *core) numpy
     k = len(core)
+    core_shape = a.shape[a.ndim - k:]
+    if a.size == int(np.prod(core_shape)):                                     # static, unbatched: one block
+        out = np.zeros((1, 1) + pad)
+        out[(0, 0) + tuple(slice(0, s) for s in core_shape)] = a.reshape(core_shape)
+        return out, 0, 0
     Tp = a.shape[0]
     batch = a.shape[1:a.ndim - k]
     if int(np.prod(batch)) > 1 and tuple(batch) != tuple(lead_b):
