@@ -335,21 +335,21 @@ def _padded(arr_tf, core, lead_b, N, Mo):
     a = arr_tf  # (Tp, *batch, *core) numpy
     k = len(core)
     core_shape = a.shape[a.ndim - k:]
-    if a.size == int(np.prod(core_shape)):                                     # static, unbatched: one block
+    if a.size == math.prod(core_shape):                                        # static, unbatched: one block
         out = np.zeros((1, 1) + pad)
         out[(0, 0) + tuple(slice(0, s) for s in core_shape)] = a.reshape(core_shape)
         return out, 0, 0
     Tp = a.shape[0]
     batch = a.shape[1:a.ndim - k]
-    if int(np.prod(batch)) > 1 and tuple(batch) != tuple(lead_b):
+    if math.prod(batch) > 1 and tuple(batch) != tuple(lead_b):
         a = np.broadcast_to(a, (Tp,) + tuple(lead_b) + a.shape[a.ndim - k:])   # partial batch: expand
         batch = tuple(lead_b)
-    Bp = int(np.prod(batch)) if batch else 1
+    Bp = math.prod(batch) if batch else 1
     a = a.reshape((Tp, Bp) + a.shape[a.ndim - k:])
     a = np.moveaxis(a, 0, 1)                                                   # (Bp, Tp, core)
     out = np.zeros((Bp, Tp) + pad)
     out[(slice(None), slice(None)) + tuple(slice(0, s) for s in a.shape[2:])] = a
-    size = int(np.prod(pad))
+    size = math.prod(pad)
     return out, (0 if Bp == 1 else Tp * size), (0 if Tp == 1 else size)
 
 
@@ -372,7 +372,7 @@ def triton_params(model, batch: tuple, dtype, device):
     n, m = model.n, model.m
     N, Mo = _next_pow2(n), _next_pow2(m)
     nb = len(batch)
-    B = int(np.prod(batch)) if batch else 1
+    B = math.prod(batch) if batch else 1
     dummy = np.zeros((1,) + (1,) * nb)
     host = {}
     for name, core in (("F", "nn"), ("Q", "nn"), ("H", "on"), ("R", "oo")):
@@ -422,7 +422,7 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     ybatch = tuple(y.shape[:-2])
     T = int(y.shape[-2])
     batch = tuple(np.broadcast_shapes(ybatch, model.batch_shape))
-    B = int(np.prod(batch)) if batch else 1
+    B = math.prod(batch) if batch else 1
     yb = y.expand(batch + (T, m)).reshape(B, T, m).contiguous()
     dev = y.device
     P = params if params is not None else triton_params(model, batch, yb.dtype, dev)
