@@ -32,7 +32,11 @@ import bayesfilt
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import git_state  # noqa: E402
+from functools import partial  # noqa: E402
+
+from _common import check as _check, cv_model_filterpy_prior as make_model, filterpy_filter, git_state  # noqa: E402
+
+check = partial(_check, tol=1e-8)
 LOG_2PI = float(np.log(2 * np.pi))
 
 
@@ -64,30 +68,7 @@ def race(fns: dict, repeats: int, budget_s: float = 60.0) -> dict:
     return best
 
 
-def make_model():
-    base = bayesfilt.models.constant_velocity(dt=1.0, q=1.0, r=1.0)
-    P0_fp = 100.0 * np.eye(4)                                  # filterpy's prior of x_0 (before its first predict)
-    P0 = base.F @ P0_fp @ base.F.T + base.Q                    # ours: prior of x_1 = F x_0 + w
-    return base.replace(P0=P0), P0_fp
-
-
-def check(name, a, b, tol=1e-8):
-    err = float(np.max(np.abs(np.asarray(a) - np.asarray(b)) / np.maximum(1.0, np.abs(np.asarray(b)))))
-    if not err <= tol:
-        raise SystemExit(f"parity failed for {name}: max relative error {err:.3g} > {tol}")
-    return err
-
-
 # ----------------------------------------------------------------------------- peers
-def filterpy_filter(model, P0_fp, y):
-    from filterpy.kalman import KalmanFilter
-    kf = KalmanFilter(dim_x=4, dim_z=2)
-    kf.x, kf.P = np.zeros(4), P0_fp.copy()
-    kf.F, kf.Q, kf.H, kf.R = model.F, model.Q, model.H, model.R
-    means, covs, _, _ = kf.batch_filter(y)
-    return kf, means, covs
-
-
 def filterpy_smoother(kf, means, covs):
     return kf.rts_smoother(means, covs)[:2]
 

@@ -40,7 +40,11 @@ import bayesfilt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import git_state  # noqa: E402
+from functools import partial  # noqa: E402
+
+from _common import check as _check, cv_model_filterpy_prior as make_model, filterpy_filter, git_state  # noqa: E402
+
+check = partial(_check, tol=1e-9)
 LOG_2PI = float(np.log(2 * np.pi))
 
 
@@ -53,29 +57,6 @@ def best_of(fn, repeats, budget_s=20.0):
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
-
-
-def make_model():
-    base = bayesfilt.models.constant_velocity(dt=1.0, q=1.0, r=1.0)
-    P0_fp = 100.0 * np.eye(4)
-    return base.replace(P0=base.F @ P0_fp @ base.F.T + base.Q), P0_fp
-
-
-def check(name, a, b, tol=1e-9):
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    err = float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b))))
-    if not err <= tol:
-        raise SystemExit(f"parity failed for {name}: max relative error {err:.3g} > {tol}")
-    return err
-
-
-def filterpy_filter(model, P0_fp, y):
-    from filterpy.kalman import KalmanFilter
-    kf = KalmanFilter(dim_x=4, dim_z=2)
-    kf.x, kf.P = np.zeros(4), P0_fp.copy()
-    kf.F, kf.Q, kf.H, kf.R = model.F, model.Q, model.H, model.R
-    means, covs, _, _ = kf.batch_filter(y)
-    return means, covs
 
 
 def statsmodels_model(model, y):
@@ -104,7 +85,7 @@ def single_series(T, repeats):
     par = bayesfilt.parallel_filter(model, y)
     tree = bayesfilt.parallel_filter(model, y, method="elements", schedule="tree")
     chunk = bayesfilt.parallel_filter(model, y, method="elements", schedule="chunked")
-    fpm, fpc = filterpy_filter(model, P0_fp, y)
+    _, fpm, fpc = filterpy_filter(model, P0_fp, y)
     smod = statsmodels_model(model, y)
     sres = smod.ssm.filter()
     parity = {}
