@@ -33,7 +33,6 @@ in the compute dtype (float32 for bfloat16 / float32 inputs, float64 for float64
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple, Optional
 
 import torch
@@ -340,7 +339,8 @@ def _resolve_backend(backend, device):
 
 
 def _import_triton(name, device):
-    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    from bayesfilt.scan._triton import interpreting
+    if device.type != "cuda" and not interpreting():
         raise BayesfiltError(f"backend: 'triton' needs CUDA tensors, got tensors on {device}. Fix: move the "
                              "inputs to a CUDA device, set TRITON_INTERPRET=1 (slow, for tests), or pass "
                              "backend='torch'.")

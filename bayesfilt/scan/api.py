@@ -24,13 +24,13 @@ METHODS = ("auto", "elements", "riccati")
 
 def triton_available(device=None) -> bool:
     """Whether the Triton kernel can run: triton importable and a CUDA device (or TRITON_INTERPRET=1)."""
-    import os
+    from ._triton import interpreting
     try:
         import torch
         import triton  # noqa: F401
     except Exception:
         return False
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    if interpreting():
         return True
     return bool(torch.cuda.is_available()) and (device is None or getattr(device, "type", "cuda") == "cuda")
 
