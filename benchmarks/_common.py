@@ -70,3 +70,119 @@ def filterpy_filter(model, P0_fp, y):
     kf.F, kf.Q, kf.H, kf.R = model.F, model.Q, model.H, model.R
     means, covs, _, _ = kf.batch_filter(y)
     return kf, means, covs
+
+
+# --------------------------------------------------------------------------- `bayesfilt train` runs
+def train_command(task: str, out, **flags) -> list:
+    """The command line of one ``bayesfilt train TASK`` child (this interpreter, ``--force --no-progress``).
+
+    Each keyword becomes a flag: ``d_model=128`` -> ``--d-model 128``; True -> the bare flag
+    (``no_process_noise=True``); None or False -> left out.
+
+    Example:
+        >>> train_command("a5", "/tmp/r", mixer="kla", d_model=16, no_process_noise=True)[3:]
+        ['train', 'a5', '--out', '/tmp/r', '--force', '--no-progress', '--mixer', 'kla', '--d-model', '16', '--no-process-noise']
+    """
+    import sys
+    cmd = [sys.executable, "-m", "bayesfilt", "train", task, "--out", str(out), "--force", "--no-progress"]
+    for key, value in flags.items():
+        if value is None or value is False:
+            continue
+        cmd.append("--" + key.replace("_", "-"))
+        if value is not True:
+            cmd.append(str(value))
+    return cmd
+
+
+def read_run(out, log=None) -> dict:
+    """What a finished (or killed) ``bayesfilt train`` run left in ``out``.
+
+    Returns:
+        dict with ``result`` (result.json, or None when the run wrote none), ``history`` (the
+        metrics.jsonl records, [] when absent), ``stdout`` (the last JSON line of ``log``,
+        which the CLI prints with ``train_seconds_this_run``; None when absent) and, when there
+        is no result, ``log_tail`` (the last 1,500 characters of ``log``).
+    """
+    import json
+    out = Path(out)
+    rec = {"result": None, "history": [], "stdout": None}
+    if (out / "result.json").exists():
+        rec["result"] = json.loads((out / "result.json").read_text())
+    if (out / "metrics.jsonl").exists():
+        for line in (out / "metrics.jsonl").read_text().splitlines():
+            try:
+                rec["history"].append(json.loads(line))
+            except ValueError:                                  # a line cut off by a kill
+                pass
+    text = Path(log).read_text(errors="replace") if log is not None and Path(log).exists() else ""
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            try:
+                rec["stdout"] = json.loads(line)
+            except ValueError:
+                pass
+            break
+    if rec["result"] is None:
+        rec["log_tail"] = text[-1500:]
+    return rec
+
+
+def run_processes(jobs, *, concurrency=None, kill_after=None, on_done=None, poll_s: float = 0.5) -> list:
+    """Run child processes, at most ``concurrency`` at once, each with OMP_NUM_THREADS=1.
+
+    Args:
+        jobs: dicts with ``cmd`` (argv list), ``log`` (path of its stdout + stderr) and any
+            other keys (passed through); started in order.
+        concurrency: maximum number running at once (None: all at once).
+        kill_after: wall-clock seconds after which a child (and its process group) is killed
+            (None: never); its row then says ``killed: True``.
+        on_done: called with each finished row, in the order they finish (e.g. to print it).
+        poll_s: seconds between checks.
+
+    Returns:
+        one row per job, in the order of ``jobs``: the job's keys plus ``rc``, ``wall_s`` and ``killed``.
+    """
+    import os
+    import signal
+    import subprocess
+    import time
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    limit = len(jobs) if not concurrency else max(1, int(concurrency))
+    rows = [dict(job) for job in jobs]
+    pending = list(range(len(jobs)))
+    running = {}                                                # index -> (Popen, start time, log file)
+    while pending or running:
+        while pending and len(running) < limit:
+            i = pending.pop(0)
+            Path(rows[i]["log"]).parent.mkdir(parents=True, exist_ok=True)
+            log = open(rows[i]["log"], "w")
+            proc = subprocess.Popen(rows[i]["cmd"], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)     # own process group: a kill takes its children
+            running[i] = (proc, time.time(), log)
+        time.sleep(poll_s)
+        for i, (proc, t0, log) in list(running.items()):
+            killed = False
+            if proc.poll() is None:
+                if kill_after is None or time.time() - t0 < kill_after:
+                    continue
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                killed = True
+            rc = proc.wait()
+            log.close()
+            rows[i].update(rc=rc, wall_s=round(time.time() - t0, 1), killed=killed)
+            del running[i]
+            if on_done is not None:
+                on_done(rows[i])
+    return rows
+
+
+def torch_record() -> dict:
+    """``device`` (the CUDA device's name, or "cpu"), ``machine`` and ``torch`` (version) of this process."""
+    import platform
+
+    import torch
+    return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "machine": platform.node(), "torch": torch.__version__}

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import git_state  # noqa: E402
+from _common import git_state, read_run, run_processes, torch_record, train_command  # noqa: E402
 
 DEFAULT_RUNS = ([("kla", 1, L) for L in (4, 6, 8, 10, 12)] + [("kla", 2, L) for L in (8, 12, 16, 20)]
                 + [("attention", 1, 8), ("attention", 2, 8), ("attention", 4, 8)])
@@ -56,41 +53,35 @@ def main(argv=None) -> int:
                  "--target-acc", "0.99"]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kla_a5_"))
     work.mkdir(parents=True, exist_ok=True)
-    procs = []
     t0 = time.time()
+    jobs = []
     for mixer, layers, length in runs:
-        out = work / f"{mixer}-{layers}-{length}"
-        cmd = [sys.executable, "-m", "bayesfilt", "train", "a5", "--mixer", mixer, "--layers", str(layers),
-               "--length", str(length), "--d-model", str(args.d_model), "--batch-size", str(args.batch_size),
-               "--lr", str(args.lr), "--steps", str(args.steps), "--seed", str(args.seed),
-               "--max-seconds", str(args.max_seconds), "--out", str(out), "--force", "--no-progress"] + extra
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        log = open(work / f"{mixer}-{layers}-{length}.log", "w")
-        procs.append(((mixer, layers, length), out, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                                     env=env)))
+        name = f"{mixer}-{layers}-{length}"
+        jobs.append(dict(mixer=mixer, layers=layers, length=length, out=work / name, log=work / f"{name}.log",
+                         cmd=train_command("a5", work / name, mixer=mixer, layers=layers, length=length,
+                                           d_model=args.d_model, batch_size=args.batch_size, lr=args.lr,
+                                           steps=args.steps, seed=args.seed, max_seconds=args.max_seconds)
+                         + extra))
     results = []
-    for (mixer, layers, length), out, p in procs:
-        rc = p.wait()
-        row = {"mixer": mixer, "layers": layers, "length": length, "rc": rc}
-        if (out / "result.json").exists():
-            r = json.loads((out / "result.json").read_text())
-            hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-            evals = [h for h in hist if "eval_acc" in h]
+    for job in run_processes(jobs):
+        row = {"mixer": job["mixer"], "layers": job["layers"], "length": job["length"], "rc": job["rc"]}
+        run = read_run(job["out"], job["log"])
+        r = run["result"]
+        if r is not None:
+            evals = [h for h in run["history"] if "eval_acc" in h]
             row.update(status=r["status"], steps=r["step"], best_token_acc=r["best_eval_acc"],
                        best_last_acc=r.get("best_eval_last_acc"), parameters=r["parameters"],
                        solved_90=bool((r.get("best_eval_last_acc") or 0) >= 0.9),
                        curve=[(h["step"], round(h["eval_acc"], 4), round(h.get("eval_last_acc", -1), 4))
                               for h in evals])
         else:
-            row["log_tail"] = (work / f"{mixer}-{layers}-{length}.log").read_text()[-1500:]
+            row["log_tail"] = run["log_tail"]
         results.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
-    import torch
     record = {"benchmark": "kla_a5", "seed": args.seed, "seeds": 1, "d_model": args.d_model,
               "batch_size": args.batch_size, "lr": args.lr, "max_seconds_per_run": args.max_seconds,
               "max_steps": args.steps, "concurrent_runs": len(runs), "wall_s": time.time() - t0,
-              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-              "machine": platform.node(), "torch": torch.__version__, "git_commit": git_state()[0],
+              **torch_record(), "git_commit": git_state()[0],
               "score": "test accuracy at the last position (product of the whole word); >= 0.9 counts as solved",
               "paper": "KLA: 1 block up to length 8, 2 blocks up to 20 (best of 5 seeds)", "runs": results}
     out = Path(args.out) if args.out else HERE / "results" / ("kla_a5_quick.json" if args.quick else "kla_a5.json")
