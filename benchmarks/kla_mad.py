@@ -95,7 +95,8 @@ def state_size(mixer: str, args, length: int | None = None) -> dict:
         return {"state": n, "what": f"M x S = {2 * d} x {args.d_state} posterior means (+ as many precisions)"}
     if mixer == "gla":
         h = args.gla_heads
-        return {"state": (d // 2) * d // h, "what": f"{h} heads x ({d // 2}/{h} x {d}/{h}) (fla expand_k 0.5, expand_v 1)"}
+        return {"state": (d // 2) * d // h,
+                "what": f"{h} heads x ({d // 2}/{h} x {d}/{h}) (fla expand_k 0.5, expand_v 1)"}
     if mixer == "gdn":
         h = args.gdn_heads
         hd = max(d // h, 16)
@@ -310,17 +311,21 @@ def main(argv=None) -> int:
     if warm and jobs:
         families = sorted({"kla" if j["mixer"] in ("kla", "kla_p0") else j["mixer"] for j in jobs}
                           & {"kla", "gla", "gdn"})
-        wjobs = [{"family": f, "log": work / f"warm-{f}.log",
-                  "cmd": train_command("in_context_recall", work / f"warm-{f}",
-                                       **dict(common, **mixer_flags(f, args), length=32, n_train=args.batch_size,
+        # KLA's kernels do not specialise on B or L (and L < 512 is never split into chunks): one run
+        # compiles them all. fla's GLA switches kernels at L = 64 (fused_recurrent below, chunk above):
+        # one run at L = 32 and one at L = 128 for gla and gdn.
+        wjobs = [{"family": f, "length": n, "log": work / f"warm-{f}-{n}.log",
+                  "cmd": train_command("in_context_recall", work / f"warm-{f}-{n}",
+                                       **dict(common, **mixer_flags(f, args), length=n, n_train=args.batch_size,
                                               n_test=64, steps=2, eval_every=2, warmup=1, max_seconds=None,
-                                              target_acc=None))} for f in families]
+                                              target_acc=None))}
+                 for f in families for n in ((128,) if f == "kla" else (32, 128))]
         print(f"warming the Triton caches: {families}", flush=True)
         tw = time.time()
         done = run_processes(wjobs, kill_after=600)
         record["warm"] = {"wall_s": round(time.time() - tw, 1),
-                          "runs": [{"family": d["family"], "rc": d["rc"], "wall_s": d["wall_s"], "killed": d["killed"]}
-                                   for d in done]}
+                          "runs": [{"family": d["family"], "length": d["length"], "rc": d["rc"], "wall_s": d["wall_s"],
+                                    "killed": d["killed"]} for d in done]}
         print(json.dumps(record["warm"]), flush=True)
     finished = []
 
