@@ -253,7 +253,7 @@ def main(argv=None) -> int:
         length = QUICK_LENGTH[t] if args.quick else None
         task = mad_task(t, n_train=1, n_test=1, length=length)
         s = {k: v for k, v in task.settings.items() if k not in ("name", "seed", "n_train", "n_test")}
-        s.update(vocab_size=task.vocab_size, readout=task.readout,
+        s.update(vocab_size=task.vocab_size, readout=task.readout,          # sizes: mad_task's defaults
                  n_train=extra.get("n_train", 256 if t == "memorization" else 12_800),
                  n_test=extra.get("n_test", 256 if t == "memorization" else 1_280))
         task_settings[t] = s
@@ -283,8 +283,9 @@ def main(argv=None) -> int:
                            "concurrency": args.concurrency or len(jobs), "runs": len(jobs),
                            "omp_num_threads_per_run": 1, "tasks": task_settings},
               "state_size": {m: state_size(m, args, length=None) for m in mixers},
-              "score": "MAD accuracy: test token accuracy over the labelled positions (eval_acc), in %; a run's "
-                       "score is its best evaluation, 'final_accuracy' its last; summary = mean over seeds",
+              "score": "MAD accuracy: test token accuracy over the labelled positions (eval_acc). A run's "
+                       "'accuracy' is its best evaluation, 'final_accuracy' its last (fractions); the summary "
+                       "is the mean of 'accuracy' over seeds, in %",
               "notes": ["Matched state size (numbers carried from token to token, per sequence and block): "
                         + "; ".join(f"{m}: {state_size(m, args)['state'] or 'grows with L'} = "
                                     f"{state_size(m, args)['what']}" for m in ALL_MIXERS) + ".",
