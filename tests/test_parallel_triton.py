@@ -93,3 +93,42 @@ def test_kernels_compile_for_sm90_quickly():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
     assert "COMPILED" in proc.stdout, proc.stderr[-3000:]
+
+
+WIDE_SCRIPT = textwrap.dedent(r"""
+    import dataclasses
+    import numpy as np, torch
+    import bayesfilt
+    from bayesfilt.scan.triton_filter import triton_filter
+
+    # a constant-velocity track far from the origin: positions ~1e7, where a float32 ulp (1.0) is
+    # half the observation noise's standard deviation (2.0)
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    model = dataclasses.replace(model, m0=np.array([1.0e7, -1.0e7, 300.0, -200.0]))
+    _, y = model.simulate(256, seed=0)
+    y32 = y.astype(np.float32)
+    ref = bayesfilt.kalman_filter(model, y32.astype(np.float64))       # float64 filter, same data
+    for wide in (True, False):
+        # chunks of 64 steps, longer than the filter's memory (4 chunks > group 2: grouped prefixes)
+        out = triton_filter(model, torch.tensor(y32), chunk=64, group=2, wide_vectors=wide)
+        assert out["means"].dtype == torch.float32 and out["loglik"].dtype == torch.float32
+        mean_err = float(np.abs(out["means"].numpy() - ref.means).max() / np.abs(ref.means).max())
+        ll_err = float(abs(out["loglik"].item() - ref.loglik) / abs(ref.loglik))
+        print("ERR", wide, mean_err, ll_err)
+""")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(),
+                    reason="the CPU (CI) path; on CUDA tests/test_parallel_gpu.py checks T = 262144")
+def test_float32_kernel_keeps_loglik_of_far_tracks():
+    """float32 inputs: float64 vectors in the kernel keep the log-likelihood of a track at 1e7 to 1e-4
+    (float32 means alone lose ~1e-2 there, which the second case confirms: the test can fail)."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", WIDE_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    errs = {line.split()[1]: [float(v) for v in line.split()[2:]]
+            for line in proc.stdout.splitlines() if line.startswith("ERR")}
+    wide_means, wide_ll = errs["True"]
+    narrow_means, narrow_ll = errs["False"]
+    assert wide_means <= 1e-6 and wide_ll <= 1e-4, errs["True"]
+    assert narrow_ll > 1e-3, errs["False"]          # the problem is hard for float32 means

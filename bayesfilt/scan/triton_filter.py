@@ -55,6 +55,14 @@ if triton is not None:
 
 
     @triton.jit
+    def _wide(x, V64: tl.constexpr):
+        """x in float64 when V64 (the data-driven vectors of a float32 filter), else unchanged."""
+        if V64:
+            return x.to(tl.float64)
+        else:
+            return x
+
+    @triton.jit
     def _mm(A, B):
         """A [P, Q] @ B [Q, R]."""
         return tl.sum(A[:, :, None] * B[None, :, :], axis=1)
@@ -146,7 +154,7 @@ if triton is not None:
     @triton.jit
     def _load_step(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, pb, t,
                    s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt, sdb, sdt,
-                   m, N: tl.constexpr, Mo: tl.constexpr):
+                   m, N: tl.constexpr, Mo: tl.constexpr, V64: tl.constexpr):
         ri = tl.arange(0, N)
         oi = tl.arange(0, Mo)
         F = tl.load(F_ptr + pb * sFb + t * sFt + ri[:, None] * N + ri[None, :])
@@ -156,7 +164,7 @@ if triton is not None:
         R = tl.load(R_ptr + pb * sRb + t * sRt + oi[:, None] * Mo + oi[None, :])
         d = tl.load(d_ptr + pb * sdb + t * sdt + oi)
         y = tl.load(y_ptr + pb * s_yb + t * s_yt + oi, mask=oi < m, other=float("nan"))
-        return F, Q, bt, H, R, d, y
+        return F, Q, bt, H, R, d, _wide(y, V64)
 
     @triton.jit
     def _observe(y, H, R, d, Mo: tl.constexpr):
@@ -175,18 +183,18 @@ if triton is not None:
                     oA, ob, oC, oe, oJ,
                     T, L_chunk, K, m,
                     s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt, sdb, sdt, sm0, sP0,
-                    N: tl.constexpr, Mo: tl.constexpr):
+                    N: tl.constexpr, Mo: tl.constexpr, V64: tl.constexpr):
         pb = tl.program_id(0)
         pk = tl.program_id(1)
         ri = tl.arange(0, N)
         I = tl.where(ri[:, None] == ri[None, :], 1.0, 0.0)
-        m0 = tl.load(m0_ptr + pb * sm0 + ri)
+        m0 = _wide(tl.load(m0_ptr + pb * sm0 + ri), V64)
         P0 = tl.load(P0_ptr + pb * sP0 + ri[:, None] * N + ri[None, :])
         first = pk == 0
         A = tl.where(first, 0.0, I).to(P0.dtype)                             # chunk 0 starts from the prior
         b = tl.where(first, m0, 0.0)                                          # (A, b, C) = (0, m0, P0)
         C = tl.where(first, P0, 0.0)                                          # other chunks: the identity
-        e = tl.zeros((N,), dtype=P0.dtype)
+        e = _wide(tl.zeros((N,), dtype=P0.dtype), V64)
         J = tl.zeros((N, N), dtype=P0.dtype)
         t0 = pk * L_chunk
         for j in range(0, L_chunk):
@@ -194,7 +202,7 @@ if triton is not None:
             if t < T:
                 F, Q, bt, H, R, d, y = _load_step(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, pb, t,
                                                   s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt,
-                                                  sdb, sdt, m, N, Mo)
+                                                  sdb, sdt, m, N, Mo, V64)
                 pred = t > 0
                 F = tl.where(pred, F, I)
                 A = _mm(F, A)                                                 # predict: A <- F A
@@ -286,7 +294,7 @@ if triton is not None:
                out_m, out_P, out_pm, out_pP, out_ll,
                T, L_chunk, K, n, m,
                s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt, sdb, sdt, sm0, sP0,
-               LOG2PI: tl.constexpr, N: tl.constexpr, Mo: tl.constexpr):
+               LOG2PI: tl.constexpr, N: tl.constexpr, Mo: tl.constexpr, V64: tl.constexpr):
         """Program (b, k): sequential Kalman filter over chunk k from the state before it."""
         pb = tl.program_id(0)
         pk = tl.program_id(1)
@@ -302,9 +310,9 @@ if triton is not None:
             if t < T:
                 F, Q, bt, H, R, d, y = _load_step(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, pb, t,
                                                   s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt,
-                                                  sdb, sdt, m, N, Mo)
+                                                  sdb, sdt, m, N, Mo, V64)
                 if t == 0:
-                    mean = tl.load(m0_ptr + pb * sm0 + ri)                    # m_{1|0} = m0
+                    mean = _wide(tl.load(m0_ptr + pb * sm0 + ri), V64)        # m_{1|0} = m0
                     P = tl.load(P0_ptr + pb * sP0 + ri[:, None] * N + ri[None, :])  # P_{1|0} = P0
                 else:
                     mean = _mv(F, mean) + bt                                  # m_{t|t-1} = F m + b
@@ -397,7 +405,7 @@ def triton_params(model, batch: tuple, dtype, device):
 
 
 def triton_filter(model, y, chunk: int | None = None, group: int | None = None, time_first: bool = False,
-                  params=None):
+                  params=None, wide_vectors: bool | None = None):
     """Triton covariance-form filter of torch ``y`` (*B, T, m) on the GPU (or TRITON_INTERPRET=1 on CPU).
 
     Args:
@@ -409,6 +417,12 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
         time_first: return time-first arrays (the internal layout of the scan drivers).
         params: the output of :func:`triton_params` for this model, batch, dtype and device
             (computed here when None).
+        wide_vectors: carry the data-driven vectors (element offsets b and η, means, innovations,
+            log-likelihood terms) in float64 inside the kernels while the matrices stay in y's
+            dtype. Default: True for float32 y. A float32 mean of a track at 1e7 is only known
+            to ~1 (its ulp), the size of typical observation noise, which ruins the
+            log-likelihood; with float64 vectors the float32 rounding only perturbs the gains,
+            whose errors scale with the innovations (docs/parallel.md, "Precision").
 
     Returns:
         dict with means, covs, predicted_means, predicted_covs, loglik_terms, loglik.
@@ -432,24 +446,26 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     Gs = group or 16
     eps = 1e-6 if yb.dtype == torch.float32 else 1e-13
     dt = yb.dtype
+    v64 = bool(dt == torch.float32 if wide_vectors is None else wide_vectors) and dt != torch.float64
+    vt = torch.float64 if v64 else dt                                          # dtype of the vector buffers
 
     def buf(k):
-        return (torch.empty((B, k, N, N), dtype=dt, device=dev), torch.empty((B, k, N), dtype=dt, device=dev),
-                torch.empty((B, k, N, N), dtype=dt, device=dev), torch.empty((B, k, N), dtype=dt, device=dev),
+        return (torch.empty((B, k, N, N), dtype=dt, device=dev), torch.empty((B, k, N), dtype=vt, device=dev),
+                torch.empty((B, k, N, N), dtype=dt, device=dev), torch.empty((B, k, N), dtype=vt, device=dev),
                 torch.empty((B, k, N, N), dtype=dt, device=dev))
 
     strides = (yb.stride(0), yb.stride(1), P["F"][1], P["F"][2], P["Q"][1], P["Q"][2], P["b"][1], P["b"][2],
                P["H"][1], P["H"][2], P["R"][1], P["R"][2], P["d"][1], P["d"][2], m0[1], P0[1])
     tens = (yb, P["F"][0], P["Q"][0], P["b"][0], P["H"][0], P["R"][0], P["d"][0], m0[0], P0[0])
     elems = buf(K)
-    _fold_steps[(B, K)](*tens, *elems, T, L, K, m, *strides, N=N, Mo=Mo, num_warps=1)
+    _fold_steps[(B, K)](*tens, *elems, T, L, K, m, *strides, N=N, Mo=Mo, V64=v64, num_warps=1)
 
     def prefixes(el, k):
         """Exclusive prefix states (m, P) before each of the k elements of ``el``."""
-        sm = torch.empty((B, k, N), dtype=dt, device=dev)
+        sm = torch.empty((B, k, N), dtype=vt, device=dev)
         sP = torch.empty((B, k, N, N), dtype=dt, device=dev)
         if k <= Gs:
-            start_m = torch.zeros((B, 1, N), dtype=dt, device=dev)
+            start_m = torch.zeros((B, 1, N), dtype=vt, device=dev)
             start_P = torch.zeros((B, 1, N, N), dtype=dt, device=dev)
             _absorb[(B, 1)](*el, start_m, start_P, sm, sP, k, k, 1, N=N, EPS=eps, num_warps=1)
             return sm, sP
@@ -467,11 +483,11 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     pP = torch.empty((B, T, n, n), dtype=dt, device=dev)
     ll = torch.empty((B, T), dtype=dt, device=dev)
     _sweep[(B, K)](*tens, sm, sP, means, covs, pm, pP, ll, T, L, K, n, m, *strides,
-                   LOG2PI=LOG_2PI, N=N, Mo=Mo, num_warps=1)
+                   LOG2PI=LOG_2PI, N=N, Mo=Mo, V64=v64, num_warps=1)
     out = dict(means=means.reshape(batch + (T, n)), covs=covs.reshape(batch + (T, n, n)),
                predicted_means=pm.reshape(batch + (T, n)), predicted_covs=pP.reshape(batch + (T, n, n)),
                loglik_terms=ll.reshape(batch + (T,)))
-    out["loglik"] = out["loglik_terms"].sum(-1)
+    out["loglik"] = ll.sum(-1, dtype=vt).to(dt).reshape(batch)                # sum of the terms (float64 if v64)
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
     return out
