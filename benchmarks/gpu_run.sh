@@ -7,6 +7,11 @@
 #   bash benchmarks/gpu_run.sh COMMIT lm         # issue 10: character LM comparison, decode speed
 #   bash benchmarks/gpu_run.sh COMMIT a5         # issue 5: A5 depth-vs-length sweep
 #   bash benchmarks/gpu_run.sh COMMIT final      # A5 + two GPU tests, then LM + decode (one call)
+#   bash benchmarks/gpu_run.sh COMMIT check      # all GPU tests + KLA benchmark, fla compiles in the background
+#   bash benchmarks/gpu_run.sh COMMIT mad        # issue 5: the MAD suite (kla, kla_p0, attention, gla)
+# Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
+# 15 MiB), written back as $OUT/tcache.tgz* after the stages (Triton 3.6 on the device takes about a
+# minute per KLA configuration and flash-linear-attention's autotuning takes many minutes).
 # Several stages may follow COMMIT. Results go to $OUT (the device tool's folder), the logs to
 # /tmp/logs, packed into $OUT/logs.tgz after each stage (the tool returns at most 8 files).
 set -u
@@ -27,6 +32,16 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 T0=$(date +%s)
 el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+export TRITON_CACHE_DIR=/tmp/tcache
+mkdir -p $TRITON_CACHE_DIR
+if compgen -G ".tcache/tcache.tgz*" > /dev/null; then
+    cat .tcache/tcache.tgz* | tar -xzf - -C /tmp && el "triton cache in: $(du -sh /tmp/tcache | cut -f1)"
+fi
+pack_cache() {
+    rm -f "$OUT"/tcache.tgz*
+    tar -czf /tmp/tcache.tgz -C /tmp tcache && split -b 15M -d /tmp/tcache.tgz "$OUT/tcache.tgz."
+    el "triton cache out: $(du -sh /tmp/tcache | cut -f1) -> $(du -sh /tmp/tcache.tgz | cut -f1)"
+}
 
 for stage in "$@"; do
 case $stage in
@@ -85,9 +100,40 @@ final)
         --batches 1 64 --contexts 1024 8192 --out "$OUT/decode_speed_h200.json" > "$LOG/decode_speed.log" 2>&1
     el "decode_speed rc=$?"; tail -n 12 "$LOG/decode_speed.log"
     ;;
+check)
+    # flash-linear-attention compiles into the cache in the background: chunk_gla (kla_scan's
+    # shape), the GatedLinearAttention layer (kla_layer's shape), GLA at the MAD size
+    rm -f /tmp/fla_go "$LOG/fla.json"
+    python3 benchmarks/kla_scan.py --fla-only --fla-go /tmp/fla_go --fla-out "$LOG/fla.json" > "$LOG/fla.log" 2>&1 &
+    python3 benchmarks/kla_mad.py --mixers gla --tasks compression --max-seconds 5 --steps 5 --no-warm \
+        --out /tmp/mad_warm.json --workdir /tmp/mad_warm > "$LOG/mad_warm.log" 2>&1 &
+    python3 benchmarks/kla_scan.py --warm-only --sweep > "$LOG/warm.log" 2>&1 &
+    warm=$!
+    timeout 250 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_kla_triton.py tests/test_kla_layer_gpu.py \
+        tests/test_parallel_gpu.py tests/test_parallel_triton.py tests/test_determinism_gpu.py > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; tail -n 25 "$LOG/gpu_tests.log"
+    wait $warm; el "warm rc=$?"; tail -c 1200 "$LOG/warm.log"; echo
+    timeout 100 python3 benchmarks/kla_layer.py --no-torch-backend --iters 3 --warmup 1 --out /tmp/kla_layer_warm.json \
+        > "$LOG/kla_layer_warm.log" 2>&1 &
+    timeout 170 python3 benchmarks/kla_scan.py --sweep --parity-L 512 --fla-go /tmp/fla_go --fla-out "$LOG/fla.json" \
+        --fla-timeout 20 --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 22 "$LOG/kla_scan.log"
+    # the background compiles get until DEADLINE seconds after the start, then stop (the cache keeps
+    # every kernel finished so far)
+    while [ -n "$(jobs -pr)" ] && [ $(( $(date +%s) - T0 )) -lt ${DEADLINE:-500} ]; do sleep 5; done
+    pkill -TERM -f "benchmarks/kla_mad.py|--fla-only|benchmarks/kla_layer.py|bayesfilt train"; sleep 2
+    el "background done"; tail -n 5 "$LOG/fla.log" "$LOG/mad_warm.log" "$LOG/kla_layer_warm.log"
+    ;;
+mad)
+    timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \
+        --kill-after $(( ${MAD_SECONDS:-240} + 60 )) --steps ${MAD_STEPS:-4000} --out "$OUT/kla_mad.json" \
+        --workdir /tmp/kla_mad > "$LOG/kla_mad.log" 2>&1
+    el "kla_mad rc=$?"; tail -n 40 "$LOG/kla_mad.log"
+    ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
 tar -czf "$OUT/logs.tgz" -C /tmp logs
 done
+[ -n "${PACK_CACHE:-}" ] && pack_cache
 ls -la "$OUT"
 el done
