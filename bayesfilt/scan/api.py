@@ -20,6 +20,10 @@ FORMS = ("covariance", "information")
 BACKENDS = ("auto", "numpy", "torch", "triton")
 SCHEDULE_CHOICES = ("auto", "sequential", "tree", "chunked")
 METHODS = ("auto", "elements", "riccati")
+# method="auto" on the Triton backend takes the shared-gain kernels (scan/triton_riccati.py) from this many
+# series on: for one series they would add kernels to the element kernel's covariance work; from two on,
+# they do that covariance work once instead of once per series (a GPU crossover has not been measured).
+RICCATI_MIN_SERIES = 2
 
 
 def triton_available(device=None) -> bool:
@@ -95,18 +99,22 @@ def _prepare(model, y, form, backend, schedule, method, validate):
             schedule = "sequential" if size >= y.shape[-2] else "chunked"
         else:
             schedule = "tree"
-    if method == "riccati" and (backend != "numpy" or form != "covariance"):
+    if method == "riccati" and (backend not in ("numpy", "triton") or form != "covariance"):
         raise value_error("method", f"is 'riccati' with backend={backend!r}, form={form!r}",
-                          "use method='riccati' only with backend='numpy' and form='covariance'")
+                          "use method='riccati' only with form='covariance' and backend='numpy' or 'triton'")
     if tuple(y.shape[:-2]) != batch:                             # parameters batched where y is not: broadcast y
         y = ops.broadcast_to(y, batch + tuple(y.shape[-2:]))
     yt = ops.moveaxis(y, -2, 0)
     if method == "auto":
         method = "elements"
-        if backend == "numpy" and form == "covariance" and model.batch_shape == () and not np.isnan(y).any():
-            method = "riccati"
+        if form == "covariance" and model.batch_shape == ():
+            if backend == "numpy" and not np.isnan(y).any():
+                method = "riccati"
+            elif (backend == "triton" and int(np.prod(batch)) >= RICCATI_MIN_SERIES
+                  and not bool(ops.isnan(y).any())):             # one device sync, batches only
+                method = "riccati"
     elif method == "riccati":
-        if model.batch_shape != () or np.isnan(y).any():
+        if model.batch_shape != () or bool(ops.isnan(y).any()):
             raise value_error("method", "is 'riccati' but y has missing values or the parameters have batch axes",
                               "use method='elements' (or 'auto'), which handles both")
     return model, yt, backend, schedule, method
@@ -170,6 +178,9 @@ def _run_filter(model, yt, form, backend, schedule, method, chunk_size):
 
 def _run_filter_unguarded(model, yt, form, backend, schedule, method, chunk_size):
     if backend == "triton":
+        if method == "riccati":
+            from .triton_riccati import triton_riccati
+            return triton_riccati(model, ops.moveaxis(yt, 0, yt.ndim - 2), time_first=True)
         from .triton_filter import triton_filter_time_first
         return triton_filter_time_first(model, yt)
     if method == "riccati":
@@ -204,10 +215,14 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
             (torch: tree; NumPy: chunked, or the fold when the batch has at least T series, since
             it then does half the work). Ignored by the Triton kernel (always chunked).
         chunk_size: chunk length of the chunked schedule (default sqrt(T)).
-        method: ``"elements"`` (scan of full filter elements), ``"riccati"`` (NumPy, covariance form,
-            no missing data, unbatched parameters: covariances shared by all series from one Riccati
-            recursion stopped at its fixed point, means by an affine scan) or ``"auto"`` (riccati when
-            it applies on NumPy, else elements).
+        method: ``"elements"`` (scan of full filter elements), ``"riccati"`` (covariance form, no
+            missing data, unbatched parameters: covariances and gains shared by all series, computed
+            once, means by an affine recursion; NumPy: the Riccati recursion stopped at its fixed
+            point and an affine scan; Triton: the element kernel on one series for the covariances,
+            then chunked kernels for the means of all series, carried in float64, with ``covs`` and
+            ``predicted_covs`` returned as ``expand``-ed views of the shared (T, n, n) tensors) or
+            ``"auto"`` (riccati when it applies: on NumPy for any batch; on Triton for batches of at
+            least 2 series, after one check of y for NaN; else elements).
         validate: check the model's definiteness first.
 
     Returns:
@@ -223,6 +238,12 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
         True
     """
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate)
+    if backend == "triton" and method == "riccati":   # shared covariances: check the (T, n, n) tensors once
+        from .triton_riccati import triton_riccati
+        out = _guard_linalg(triton_riccati, model, ops.moveaxis(yt, 0, yt.ndim - 2))
+        shared = {k: out[k][(0,) * (out[k].ndim - 3)] for k in ("covs", "predicted_covs")}
+        _check_finite_out({**out, **shared}, "parallel_filter")
+        return FilterResult(**out)
     if backend == "triton":         # the kernel is batch-first: no round trip through the time-first layout
         from .triton_filter import triton_filter
         out = _guard_linalg(triton_filter, model, ops.moveaxis(yt, 0, yt.ndim - 2))

@@ -1,0 +1,269 @@
+"""Triton kernels of the shared-gain ("riccati") Kalman filter for many series (n <= 8).
+
+Specification: :func:`bayesfilt.kalman_filter`; the NumPy form of the same method is
+:func:`bayesfilt.scan.covariance.riccati_filter`. With no missing observations and
+parameters without batch axes, the covariances P_{t|t-1}, P_t, the gains K_t and the
+innovation covariances S_t do not depend on the data, so all B series share them:
+
+1. covariances once: :func:`bayesfilt.scan.triton_filter.triton_filter` on the first series
+   alone (B = 1) gives P_{t|t-1} and P_t (T, n, n); ``_gains`` (one program per step) turns
+   them into K_t = P_{t|t-1} H_t^T S_t^{-1}, S_t^{-1} and log|S_t| (float64);
+2. means of all series: with the gains fixed the filter is an affine recursion per series,
+   m_t = m_{t|t-1} + K_t (y_t - d_t - H_t m_{t|t-1}), m_{t|t-1} = F_t m_{t-1} + b_t
+   (m_{1|0} = m0). It is chunked over time like the element kernel: ``_fold_means``, program
+   (series block, chunk k), runs chunk k from a zero state (chunk 0 from m0), which gives the
+   chunk's offset z_k (B, K, n), and the chunk's slope Φ_k = Π (I - K_t H_t) F_t (K, n, n);
+   ``_carry_means`` links the chunks per series (end_k = Φ_k end_{k-1} + z_k); ``_sweep_means``
+   reruns each chunk from its start, writing predicted and filtered means and the
+   log-likelihood terms -½ (r^T S^{-1} r + log|S| + m log 2π).
+
+Precision: the means, innovations and log-likelihood are carried in float64 inside the
+kernels whatever the input dtype (float32 y and parameters are widened when loaded; outputs
+are stored in y's dtype). On a long constant-velocity track the positions reach ~1e7, where a
+float32 ulp (~1) is the size of the observation noise, and a float32 mean would lose the
+innovations the log-likelihood is made of. The covariances come from the element kernel in
+y's dtype (they stay O(1)). Mathematics: docs/math/parallel_scan.md; docs/parallel.md
+("Many series: the shared-gain path"). Forward only; kernels do not validate.
+"""
+
+from __future__ import annotations
+
+import math
+
+try:
+    import triton
+    import triton.language as tl
+except Exception:  # pragma: no cover - triton is optional
+    triton = None
+    tl = None
+
+from . import _ops as ops
+from ._triton import jit_unspecialized as _jit
+from .triton_filter import LOG_2PI, _next_pow2, triton_filter, triton_params
+
+if triton is not None:
+    from .triton_filter import _mm, _spd_solve
+
+    _GAIN_INTS = ['n', 'm', 'sHt', 'sRt']
+    _MEAN_INTS = ['B', 'T', 'L_chunk', 'K', 'n', 'm', 's_yb', 's_yt', 'sFt', 'sbt', 'sHt', 'sdt']
+
+    @_jit(_GAIN_INTS)
+    def _gains(pP_ptr, H_ptr, R_ptr, K_ptr, Si_ptr, ln_ptr, n, m, sHt, sRt,
+               LOG2PI: tl.constexpr, N: tl.constexpr, Mo: tl.constexpr):
+        """Program t: gain K_t (N, Mo), S_t^{-1} (Mo, Mo) and log|S_t| + m log 2π from P_{t|t-1} (T, n, n), in float64."""
+        t = tl.program_id(0)
+        ri = tl.arange(0, N)
+        oi = tl.arange(0, Mo)
+        inside = (ri[:, None] < n) & (ri[None, :] < n)
+        P = tl.load(pP_ptr + t * n * n + ri[:, None] * n + ri[None, :], mask=inside, other=0.0).to(tl.float64)
+        H = tl.load(H_ptr + t * sHt + oi[:, None] * N + ri[None, :]).to(tl.float64)   # padded rows are 0
+        R = tl.load(R_ptr + t * sRt + oi[:, None] * Mo + oi[None, :]).to(tl.float64)
+        eye = tl.where(oi[:, None] == oi[None, :], 1.0, 0.0).to(tl.float64)
+        real = (oi[:, None] < m) & (oi[None, :] < m)
+        R = tl.where(real, R, eye)                                            # padded components: unit variance
+        HP = _mm(H, P)                                                        # H P_{t|t-1}   (Mo, N)
+        S = _mm(HP, tl.trans(H)) + R                                          # S_t = H P_{t|t-1} H^T + R_t
+        S = 0.5 * (S + tl.trans(S))
+        Si, logdet = _spd_solve(S, eye, Mo)                                   # S_t^{-1}, log|S_t|
+        Si = 0.5 * (Si + tl.trans(Si))
+        KT = _mm(Si, HP)                                                      # K_t^T = S_t^{-1} H P_{t|t-1}
+        tl.store(K_ptr + t * N * Mo + ri[None, :] * Mo + oi[:, None], KT)     # K_t[i, o] = K_t^T[o, i]
+        tl.store(Si_ptr + t * Mo * Mo + oi[:, None] * Mo + oi[None, :], Si)
+        m_f = tl.sum(tl.where(oi < m, 1.0, 0.0).to(tl.float64), axis=0)      # m as float64 (int * float is float32)
+        tl.store(ln_ptr + t, logdet + m_f * LOG2PI)                           # log|S_t| + m log 2π
+
+    @triton.jit
+    def _load_shared(F_ptr, b_ptr, H_ptr, d_ptr, K_ptr, t, sFt, sbt, sHt, sdt,
+                     N: tl.constexpr, Mo: tl.constexpr):
+        """The step-t quantities all series share, widened to float64 (F = I, b = 0 at t = 0: m_{1|0} = m0)."""
+        ri = tl.arange(0, N)
+        oi = tl.arange(0, Mo)
+        first = t == 0
+        F = tl.load(F_ptr + t * sFt + ri[:, None] * N + ri[None, :]).to(tl.float64)
+        F = tl.where(first, tl.where(ri[:, None] == ri[None, :], 1.0, 0.0), F)
+        b = tl.where(first, 0.0, tl.load(b_ptr + t * sbt + ri).to(tl.float64))
+        H = tl.load(H_ptr + t * sHt + oi[:, None] * N + ri[None, :]).to(tl.float64)
+        d = tl.load(d_ptr + t * sdt + oi).to(tl.float64)
+        G = tl.load(K_ptr + t * N * Mo + ri[:, None] * Mo + oi[None, :])     # K_t (N, Mo), float64
+        return F, b, H, d, G
+
+    @triton.jit
+    def _mean_step(mean, y, F, b, H, d, G):
+        """One filter step of a block of series: mean (BS, N) -> predicted, innovation (BS, Mo), filtered."""
+        pred = tl.sum(F[None, :, :] * mean[:, None, :], axis=2) + b[None, :]  # m_{t|t-1} = F_t m_{t-1} + b_t
+        r = y - d[None, :] - tl.sum(H[None, :, :] * pred[:, None, :], axis=2)  # r_t = y_t - d_t - H_t m_{t|t-1}
+        new = pred + tl.sum(G[None, :, :] * r[:, None, :], axis=2)            # m_t = m_{t|t-1} + K_t r_t
+        return pred, r, new
+
+    @triton.jit
+    def _load_y(y_ptr, s, t, B, m, s_yb, s_yt, Mo: tl.constexpr):
+        """y_t of the series ``s`` (BS,) as float64 (BS, Mo); padding and series past B read 0."""
+        oi = tl.arange(0, Mo)
+        ok = (s[:, None] < B) & (oi[None, :] < m)
+        return tl.load(y_ptr + s[:, None] * s_yb + t * s_yt + oi[None, :], mask=ok, other=0.0).to(tl.float64)
+
+    @_jit(_MEAN_INTS)
+    def _fold_means(y_ptr, F_ptr, b_ptr, H_ptr, d_ptr, m0_ptr, K_ptr, z_ptr, Phi_ptr,
+                    B, T, L_chunk, K, n, m, s_yb, s_yt, sFt, sbt, sHt, sdt,
+                    N: tl.constexpr, Mo: tl.constexpr, BS: tl.constexpr):
+        """Program (series block, chunk k < K-1): the chunk's affine map, offset z_k (B, K, N), slope Φ_k (K, N, N)."""
+        pb = tl.program_id(0)
+        pk = tl.program_id(1)
+        ri = tl.arange(0, N)
+        s = pb * BS + tl.arange(0, BS)
+        m0 = tl.load(m0_ptr + ri).to(tl.float64)
+        mean = tl.where(pk == 0, 1.0, 0.0) * m0[None, :] + tl.zeros((BS, N), dtype=tl.float64)  # chunk 0 from m0
+        Phi = tl.where(ri[:, None] == ri[None, :], 1.0, 0.0).to(tl.float64)  # Φ = I
+        t0 = pk * L_chunk
+        for j in range(0, L_chunk):
+            t = t0 + j
+            F, b, H, d, G = _load_shared(F_ptr, b_ptr, H_ptr, d_ptr, K_ptr, t, sFt, sbt, sHt, sdt, N, Mo)
+            y = _load_y(y_ptr, s, t, B, m, s_yb, s_yt, Mo)
+            _pred, _r, mean = _mean_step(mean, y, F, b, H, d, G)              # z <- (I - K H)(F z + b) + K (y - d)
+            FPhi = _mm(F, Phi)
+            Phi = FPhi - _mm(G, _mm(H, FPhi))                                 # Φ <- (I - K_t H_t) F_t Φ
+        tl.store(z_ptr + (s[:, None] * K + pk) * N + ri[None, :], mean, mask=(s[:, None] < B) & (ri[None, :] < N))
+        tl.store(Phi_ptr + pk * N * N + ri[:, None] * N + ri[None, :], Phi,
+                 mask=(ri[:, None] + pb * N < N) & (ri[None, :] < N))                 # written by series block 0
+
+    @_jit(['B', 'K'])
+    def _carry_means(z_ptr, Phi_ptr, start_ptr, B, K, N: tl.constexpr, BS: tl.constexpr):
+        """Program (series block): start of chunk k = end of chunk k-1, end_k = Φ_k end_{k-1} + z_k."""
+        pb = tl.program_id(0)
+        ri = tl.arange(0, N)
+        s = pb * BS + tl.arange(0, BS)
+        ok = (s[:, None] < B) & (ri[None, :] < N)                             # (BS, N)
+        end = tl.load(z_ptr + (s[:, None] * K) * N + ri[None, :], mask=ok, other=0.0)   # end_0 = z_0
+        for k in range(1, K - 1):
+            tl.store(start_ptr + (s[:, None] * K + k) * N + ri[None, :], end, mask=ok)
+            Phi = tl.load(Phi_ptr + k * N * N + ri[:, None] * N + ri[None, :])
+            z = tl.load(z_ptr + (s[:, None] * K + k) * N + ri[None, :], mask=ok, other=0.0)
+            end = tl.sum(Phi[None, :, :] * end[:, None, :], axis=2) + z     # end_k = Φ_k end_{k-1} + z_k
+        tl.store(start_ptr + (s[:, None] * K + K - 1) * N + ri[None, :], end, mask=ok)   # start of the last chunk
+
+    @_jit(_MEAN_INTS)
+    def _sweep_means(y_ptr, F_ptr, b_ptr, H_ptr, d_ptr, m0_ptr, K_ptr, Si_ptr, ln_ptr, start_ptr,
+                     out_m, out_pm, out_ll,
+                     B, T, L_chunk, K, n, m, s_yb, s_yt, sFt, sbt, sHt, sdt,
+                     N: tl.constexpr, Mo: tl.constexpr, BS: tl.constexpr):
+        """Program (series block, chunk k): the filter over chunk k from its start; means, predictions, terms."""
+        pb = tl.program_id(0)
+        pk = tl.program_id(1)
+        ri = tl.arange(0, N)
+        oi = tl.arange(0, Mo)
+        s = pb * BS + tl.arange(0, BS)
+        ok = (s[:, None] < B) & (ri[None, :] < N)                             # (BS, N)
+        okn = ok & (ri[None, :] < n)
+        m0 = tl.load(m0_ptr + ri).to(tl.float64)
+        start = tl.load(start_ptr + (s[:, None] * K + pk) * N + ri[None, :], mask=ok, other=0.0)
+        mean = tl.where(pk == 0, m0[None, :] + 0.0 * start, start)            # chunk 0 starts from m0 (its slot is unset)
+        t0 = pk * L_chunk
+        for j in range(0, L_chunk):
+            t = t0 + j
+            if t < T:
+                F, b, H, d, G = _load_shared(F_ptr, b_ptr, H_ptr, d_ptr, K_ptr, t, sFt, sbt, sHt, sdt, N, Mo)
+                y = _load_y(y_ptr, s, t, B, m, s_yb, s_yt, Mo)
+                pred, r, mean = _mean_step(mean, y, F, b, H, d, G)
+                Si = tl.load(Si_ptr + t * Mo * Mo + oi[:, None] * Mo + oi[None, :])
+                Sr = tl.sum(Si[None, :, :] * r[:, None, :], axis=2)           # S_t^{-1} r_t
+                quad = tl.sum(r * Sr, axis=1)                                 # r_t^T S_t^{-1} r_t
+                ll = -0.5 * (quad + tl.load(ln_ptr + t))                      # log N(r_t; 0, S_t)
+                o = s[:, None] * T + t
+                tl.store(out_pm + o * n + ri[None, :], pred.to(out_pm.dtype.element_ty), mask=okn)
+                tl.store(out_m + o * n + ri[None, :], mean.to(out_m.dtype.element_ty), mask=okn)
+                tl.store(out_ll + s * T + t, ll.to(out_ll.dtype.element_ty), mask=s < B)
+
+
+def chunk_length(T: int) -> int:
+    """Default steps per chunk of the means kernels: about sqrt(T) (a power of two, at least 16), which
+    balances the per-chunk sweeps (L steps) against the sequential link of the chunks (T / L steps)."""
+    return max(16, _next_pow2(int(math.isqrt(max(T, 1)))))
+
+
+def series_block(N: int, Mo: int) -> int:
+    """Series per program: 32 (one warp) unless the (BS, N, max(N, Mo)) float64 tiles would exceed 1024 entries."""
+    return max(2, min(32, 1024 // (N * max(N, Mo))))
+
+
+def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False, materialize: bool = False,
+                   params=None, covariances=None):
+    """Kalman filter of many series with shared covariances and gains (Triton; no missing data).
+
+    Model (docs/math/notation.md): x_1 ~ N(m0, P0), x_t = F_t x_{t-1} + b_t + w_t,
+    y_t = H_t x_t + d_t + v_t, the same parameters for every series. Covariances once
+    (the element kernel on one series), then the means of all series by the chunked affine
+    recursion of the module docstring, in float64.
+
+    Args:
+        model: a validated LinearGaussianSSM with n <= 8 and no parameter batch axes.
+        y: torch tensor (*B, T, m), float32 or float64, no NaN (not checked here).
+        chunk: steps per chunk of the means kernels (default :func:`chunk_length`).
+        time_first: return time-first arrays (T, *B, ...) (the layout of the scan drivers).
+        materialize: copy the shared covariances out to (*B, T, n, n); by default ``covs`` and
+            ``predicted_covs`` are ``expand``-ed views of the shared (T, n, n) tensors (no memory,
+            no kernel; read-only: copy before writing into them).
+        params: the output of :func:`~bayesfilt.scan.triton_filter.triton_params` for (model, (1,), dtype,
+            device) (computed here when None).
+        covariances: optional ``(predicted_covs, covs)``, each (T, n, n) on y's device in y's dtype, to use
+            instead of computing them (e.g. kept from an earlier call with the same model and T).
+
+    Returns:
+        dict with means (*B, T, n), covs (*B, T, n, n), predicted_means, predicted_covs,
+        loglik_terms (*B, T) and loglik (*B), in y's dtype.
+
+    Example:
+        >>> import numpy as np, torch, bayesfilt
+        >>> model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+        >>> y = torch.as_tensor(np.zeros((1024, 1024, 2)), dtype=torch.float32, device="cuda")  # doctest: +SKIP
+        >>> out = triton_riccati(model, y)          # doctest: +SKIP
+        >>> out["means"].shape, out["covs"].stride()[0]   # doctest: +SKIP
+        (torch.Size([1024, 1024, 4]), 0)
+    """
+    import torch
+    n, m = model.n, model.m
+    N, Mo = _next_pow2(n), _next_pow2(m)
+    batch = tuple(y.shape[:-2])
+    T = int(y.shape[-2])
+    B = math.prod(batch) if batch else 1
+    yb = y.reshape(B, T, m)
+    dt, dev = yb.dtype, yb.device
+    P = params if params is not None else triton_params(model, (1,), dt, dev)
+    if covariances is None:
+        cov = triton_filter(model, yb[:1], params=P)                          # P_{t|t-1}, P_t: (1, T, n, n)
+        covariances = (cov["predicted_covs"][0], cov["covs"][0])
+    pcov, fcov = (c.contiguous() for c in covariances)
+    f64 = torch.float64
+    gain = torch.empty((T, N, Mo), dtype=f64, device=dev)
+    Sinv = torch.empty((T, Mo, Mo), dtype=f64, device=dev)
+    lognorm = torch.empty((T,), dtype=f64, device=dev)
+    _gains[(T,)](pcov, P["H"][0], P["R"][0], gain, Sinv, lognorm, n, m, P["H"][2], P["R"][2],
+                 LOG2PI=LOG_2PI, N=N, Mo=Mo, num_warps=1)
+    L = chunk or chunk_length(T)
+    K = -(-T // L)
+    BS = series_block(N, Mo)
+    nb = -(-B // BS)
+    shared = (P["F"][0], P["b"][0], P["H"][0], P["d"][0], P["m0"][0], gain)
+    ints = (B, T, L, K, n, m, yb.stride(0), yb.stride(1), P["F"][2], P["b"][2], P["H"][2], P["d"][2])
+    start = torch.empty((B, K, N), dtype=f64, device=dev)
+    if K > 1:
+        z = torch.empty((B, K, N), dtype=f64, device=dev)
+        Phi = torch.empty((K, N, N), dtype=f64, device=dev)
+        _fold_means[(nb, K - 1)](yb, *shared, z, Phi, *ints, N=N, Mo=Mo, BS=BS, num_warps=1)
+        _carry_means[(nb,)](z, Phi, start, B, K, N=N, BS=BS, num_warps=1)
+    means = torch.empty((B, T, n), dtype=dt, device=dev)
+    pm = torch.empty((B, T, n), dtype=dt, device=dev)
+    ll = torch.empty((B, T), dtype=dt, device=dev)
+    _sweep_means[(nb, K)](yb, *shared, Sinv, lognorm, start, means, pm, ll, *ints,
+                          N=N, Mo=Mo, BS=BS, num_warps=1)
+
+    def spread(c):                                                            # (T, n, n) -> (*B, T, n, n)
+        c = c.expand(batch + (T, n, n))
+        return c.contiguous() if materialize else c
+
+    out = dict(means=means.reshape(batch + (T, n)), covs=spread(fcov),
+               predicted_means=pm.reshape(batch + (T, n)), predicted_covs=spread(pcov),
+               loglik_terms=ll.reshape(batch + (T,)))
+    out["loglik"] = ll.sum(-1, dtype=f64).to(dt).reshape(batch)               # log p(y_{1:T}) = Σ_t terms
+    if time_first:
+        out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
+    return out
