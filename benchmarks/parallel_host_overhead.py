@@ -7,6 +7,10 @@ launches of one call (each costs a few µs of launch time on a GPU) and times th
 On the H200 the public call took 1.36 ms against 0.52–0.54 ms for the kernels alone
 (benchmarks/results/parallel_gpu.json); this shows where the difference goes.
 
+Each shape runs with ``method="elements"`` (the element kernels) and ``method="auto"``, which for a
+batch without NaN and unbatched parameters is the shared-gain path (bayesfilt/scan/triton_riccati.py:
+the element kernels on one series, a gains kernel and three means kernels, plus the NaN check).
+
 Usage::
 
     python benchmarks/parallel_host_overhead.py
@@ -26,6 +30,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 import bayesfilt  # noqa: E402
 import bayesfilt.scan.api as api  # noqa: E402
 import bayesfilt.scan.triton_filter as tf  # noqa: E402
+import bayesfilt.scan.triton_riccati as tr  # noqa: E402
 
 
 def main() -> int:
@@ -40,13 +45,17 @@ def main() -> int:
 
     for name in ("_fold_steps", "_fold_elements", "_absorb", "_sweep"):
         setattr(tf, name, NoKernel(name))
+    for name in ("_gains", "_fold_means", "_carry_means", "_sweep_means"):
+        setattr(tr, name, NoKernel(name))
     api._check_finite_out = lambda out, name: out       # the no-op kernels leave the buffers unwritten
     model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
-    for shape in ((4096, 2), (16, 256, 2)):
+    # small y: on CPU tensors the data-sized operations (input checks, the NaN test) run on the host, while on
+    # a GPU they are asynchronous kernels; the small shapes keep them out of the wrapper's time
+    for shape, method in (((4096, 2), "auto"), ((16, 256, 2), "elements"), ((16, 256, 2), "auto")):
         y = torch.zeros(shape, dtype=torch.float32)
 
         def call():
-            return bayesfilt.parallel_filter(model, y, backend="triton", validate=False)
+            return bayesfilt.parallel_filter(model, y, backend="triton", method=method, validate=False)
 
         call()
         launches.clear()
@@ -58,8 +67,8 @@ def main() -> int:
         for _ in range(50):
             call()
         ms = (time.perf_counter() - t0) / 50 * 1e3
-        print(f"y {shape}: {len(ops)} top-level torch ops, {len(one_call)} kernel launches {one_call}, "
-              f"wrapper {ms:.2f} ms per call (no kernels, no finiteness check)")
+        print(f"y {shape}, method={method!r}: {len(ops)} top-level torch ops, {len(one_call)} kernel launches "
+              f"{one_call}, wrapper {ms:.2f} ms per call (no kernels, no finiteness check)")
         print("   most frequent:", Counter(ops).most_common(6))
     return 0
 
