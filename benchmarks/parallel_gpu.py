@@ -4,7 +4,12 @@ Constant-velocity 2-D model (n=4, m=2; q=0.05, r=4). Parity first (float32 again
 float64 filter on the same float32-rounded data, float64 kernel against kalman_filter),
 then timings with CUDA events (median of repeats, after a warm-up):
 
-- T = 262144, one series; 1024 series x 1024 steps (public API and kernel call);
+- T = 262144, one series; 1024 series x 1024 steps (public API and kernel call); ``api_method``
+  records which method ``method="auto"`` ran (1024 x 1024: the shared-gain kernels,
+  bayesfilt/scan/triton_riccati.py), and the batched case also times both methods explicitly,
+  the shared-gain kernels alone (with and without the covariance stage) and their chunk sizes;
+- ``riccati_crossover``: elements vs shared gains through the public call, T = 1024, B = 1 .. 1024
+  (for the threshold of ``method="auto"``, bayesfilt.scan.api.RICCATI_MIN_SERIES);
 - chunk-size sweep of the kernel; time vs T = 2^10 .. 2^20;
 - time to first result in a fresh process (cold Triton cache, and warm cache);
 - dynamax beside it when ``--dynamax`` is given (last, in a child process with a timeout; needs
@@ -44,6 +49,12 @@ def cuda_time(fn, repeats=20):
         torch.cuda.synchronize()
         times.append(a.elapsed_time(b))
     return float(np.median(times)), float(np.min(times))
+
+
+def method_ran(res):
+    """Which method produced a Triton-path result: the shared-gain path returns ``covs`` as a stride-0
+    ``expand`` over the batch axes (bayesfilt.parallel_filter docstring), the element kernels do not."""
+    return "riccati" if res.covs.ndim > 3 and res.covs.stride(0) == 0 else "elements"
 
 
 def errors(res, ref):
@@ -282,6 +293,7 @@ def main():
         return dynamax_only(args)
     import torch
     from bayesfilt.scan.triton_filter import triton_filter, triton_params
+    from bayesfilt.scan.triton_riccati import triton_riccati
     dyn_folder = tempfile.mkdtemp(prefix="dynamax_") if args.dynamax else None
     dyn_work = []
     res = {"machine": {"gpu": torch.cuda.get_device_name(0), "python": platform.python_version(),
@@ -299,13 +311,28 @@ def main():
         t_ref = time.perf_counter() - t0
         yc = torch.tensor(y32, device="cuda")
         out = bayesfilt.parallel_filter(model, yc)
-        row = {"shape": shape, "dtype": "float32", "errors_vs_float64": errors(out, ref),
+        row = {"shape": shape, "dtype": "float32", "api_method": method_ran(out), "errors_vs_float64": errors(out, ref),
                "numpy_riccati_float64_cpu_s": t_ref}
         if args.dynamax:
             dyn_work.append(dynamax_save_workload(dyn_folder, shape, y32, ref))
         y64c = torch.tensor(y32.astype(np.float64), device="cuda")
-        row["errors_float64_kernel"] = errors(bayesfilt.parallel_filter(model, y64c), ref)
+        out64 = bayesfilt.parallel_filter(model, y64c)
+        row["errors_float64_kernel"], row["api_method_float64"] = errors(out64, ref), method_ran(out64)
         row["api_ms"] = cuda_time(lambda: bayesfilt.parallel_filter(model, yc, validate=False))
+        if batch:                                                # both methods of the Triton backend
+            row["errors_elements_vs_float64"] = errors(bayesfilt.parallel_filter(model, yc, backend="triton",
+                                                                                   method="elements"), ref)
+            for method in ("elements", "riccati"):
+                row[f"api_{method}_ms"] = cuda_time(
+                    lambda: bayesfilt.parallel_filter(model, yc, backend="triton", method=method, validate=False))
+            prm_r = triton_params(model, (1,), torch.float32, "cuda")
+            shared = (out.predicted_covs[(0,) * len(batch)], out.covs[(0,) * len(batch)])
+            row["riccati_kernels_ms"] = cuda_time(lambda: triton_riccati(model, yc, params=prm_r))
+            row["riccati_means_only_ms"] = cuda_time(
+                lambda: triton_riccati(model, yc, params=prm_r, covariances=shared))
+            row["riccati_chunk_sweep"] = {f"chunk{c}": cuda_time(lambda: triton_riccati(model, yc, chunk=c,
+                                                                                       params=prm_r))
+                                          for c in (16, 32, 64, 128)}
         prm = triton_params(model, batch, torch.float32, "cuda")
         sweep = {}
         for chunk in (16, 32, 64, 128, 256):
@@ -333,6 +360,16 @@ def main():
         dump(res, args.out)
         print(json.dumps(row)[:1500], flush=True)
     res["workloads"] = rows
+    crossover = []
+    for B in (1, 2, 4, 16, 64, 256, 1024):                      # elements vs shared gains, T = 1024
+        yB = torch.tensor(simulate_fast(model, 1024, (B,), seed=1).astype(np.float32), device="cuda")
+        crossover.append({"B": B, "T": 1024, **{
+            f"api_{meth}_ms": cuda_time(lambda: bayesfilt.parallel_filter(model, yB, backend="triton", method=meth,
+                                                                           validate=False))
+            for meth in ("elements", "riccati")}})
+        print("crossover", crossover[-1], flush=True)
+    res["riccati_crossover"] = crossover
+    dump(res, args.out)
     scaling = []
     prm1 = triton_params(model, (), torch.float32, "cuda")
     for p in range(10, 21):
@@ -362,7 +399,7 @@ def main():
     print("wrote", os.path.join(args.out, "parallel_gpu.json"))
     print("\nSUMMARY")
     for r in rows:
-        print(r["shape"], "api ms", r["api_ms"], "kernel best", r["kernel_ms_best"],
+        print(r["shape"], "api ms", r["api_ms"], r["api_method"], "kernel best", r["kernel_ms_best"],
               "means scale_rel", r["errors_vs_float64"]["means"]["scale_rel"],
               "loglik rel", r["errors_vs_float64"]["loglik"]["scale_rel"])
 
