@@ -156,7 +156,7 @@ if triton is not None:
         okn = ok & (ri[None, :] < n)
         m0 = tl.load(m0_ptr + ri).to(tl.float64)
         start = tl.load(start_ptr + (s[:, None] * K + pk) * N + ri[None, :], mask=ok, other=0.0)
-        mean = tl.where(pk == 0, m0[None, :] + 0.0 * start, start)            # chunk 0 starts from m0 (its slot is unset)
+        mean = tl.where(pk == 0, m0[None, :] + tl.zeros((BS, N), dtype=tl.float64), start)  # chunk 0: m0 (slot unset)
         t0 = pk * L_chunk
         for j in range(0, L_chunk):
             t = t0 + j
