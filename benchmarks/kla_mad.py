@@ -84,6 +84,8 @@ def mixer_flags(mixer: str, args) -> dict:
     if mixer == "kla_p0":
         return {"mixer": "kla", "d_state": args.d_state, "no_process_noise": True}
     heads = {"attention": args.attention_heads, "gla": args.gla_heads, "gdn": args.gdn_heads}[mixer]
+    if mixer == "gla" and args.gla_kernel == "recurrent":
+        return {"mixer": "gla_recurrent", "heads": heads}                # same layer, fla's recurrent kernel
     return {"mixer": mixer, "heads": heads}
 
 
@@ -222,6 +224,9 @@ def main(argv=None) -> int:
     ap.add_argument("--d-state", type=int, default=16, help="KLA's S (default: %(default)s)")
     ap.add_argument("--attention-heads", type=int, default=4)
     ap.add_argument("--gla-heads", type=int, default=2, help="2: GLA state = KLA's 4,096 means (docstring)")
+    ap.add_argument("--gla-kernel", choices=("recurrent", "chunk"), default="recurrent",
+                    help="fla kernel of the GLA layer: 'recurrent' (fused_recurrent: the same maths, compiles "
+                         "in seconds) or 'chunk' (fla's default for L > 64; autotunes for minutes per shape)")
     ap.add_argument("--gdn-heads", type=int, default=8, help="8: GDN state = 4,096 (docstring)")
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: 2 tasks x 2 mixers, tiny, a few steps")
     args = ap.parse_args(argv)
@@ -276,6 +281,7 @@ def main(argv=None) -> int:
               "settings": {"layers": 1, "d_model": args.d_model, "kla_d_state": args.d_state, "kla_expand": 2,
                            "heads": {"attention": args.attention_heads, "gla": args.gla_heads,
                                      "gdn": args.gdn_heads},
+                           "gla_kernel": args.gla_kernel,
                            "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
                            "warmup": args.warmup, "max_steps": args.steps, "eval_every": args.eval_every,
                            "target_acc": args.target_acc, "dtype": args.dtype, "seeds": args.seeds,

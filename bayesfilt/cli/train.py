@@ -12,7 +12,7 @@ def register(sub) -> None:
                                    "checkpoint.pt and result.json into --out (never overwritten without --force).")
     p.add_argument("task", help="a5, s5, in_context_recall, fuzzy_recall, noisy_recall, selective_copy, "
                                 "compression, memorization, or lm (characters of the King James Bible; docs/lm.md)")
-    p.add_argument("--mixer", default="kla", help="kla, attention, gla, gdn (gla/gdn need the 'fla' extra) or hybrid "
+    p.add_argument("--mixer", default="kla", help="kla, attention, gla, gla_recurrent, gdn (these three need the 'fla' extra) or hybrid "
                                            "(attention, the last block KLA)")
     p.add_argument("--layers", type=int, default=1, help="number of blocks (default: %(default)s)")
     p.add_argument("--d-model", type=int, default=128, help="width (default: %(default)s)")
