@@ -124,6 +124,24 @@ check)
     pkill -TERM -f "benchmarks/kla_mad.py|--fla-only|benchmarks/kla_layer.py|bayesfilt train"; sleep 2
     el "background done"; tail -n 5 "$LOG/fla.log" "$LOG/mad_warm.log" "$LOG/kla_layer_warm.log"
     ;;
+c2)
+    # MAD (24 concurrent runs) while fla autotunes the GLA layer in the background; then the parallel
+    # filter benchmark with dynamax, then KLA vs GLA layer timing, each with the GPU to itself
+    python3 benchmarks/kla_layer.py --no-torch-backend --iters 1 --warmup 1 --out /tmp/kla_layer_warm.json \
+        > "$LOG/kla_layer_warm.log" 2>&1 &
+    timeout 300 python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-180} --kill-after $(( ${MAD_SECONDS:-180} + 70 )) \
+        --steps ${MAD_STEPS:-2500} --out "$OUT/kla_mad.json" --workdir /tmp/kla_mad > "$LOG/kla_mad.log" 2>&1
+    el "kla_mad rc=$?"; tail -n 16 "$LOG/kla_mad.log"
+    timeout 230 python3 benchmarks/parallel_gpu.py --out "$OUT" --commit "$COMMIT" --dynamax --dynamax-budget 100 \
+        --dynamax-seq-max-T 16384 > "$LOG/parallel_gpu.log" 2>&1
+    el "parallel_gpu rc=$?"; tail -n 30 "$LOG/parallel_gpu.log"
+    while [ -n "$(jobs -pr)" ] && [ $(( $(date +%s) - T0 )) -lt ${DEADLINE:-470} ]; do sleep 5; done
+    el "layer warm-up: $(tail -n 2 $LOG/kla_layer_warm.log)"
+    pkill -TERM -f "benchmarks/kla_layer.py"; sleep 1
+    timeout $(( ${END:-555} - ($(date +%s) - T0) )) python3 benchmarks/kla_layer.py --no-torch-backend \
+        --out "$OUT/kla_layer.json" > "$LOG/kla_layer.log" 2>&1
+    el "kla_layer rc=$?"; tail -n 12 "$LOG/kla_layer.log"
+    ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \
         --kill-after $(( ${MAD_SECONDS:-240} + 60 )) --steps ${MAD_STEPS:-4000} --out "$OUT/kla_mad.json" \
