@@ -99,7 +99,7 @@ SCRIPT = textwrap.dedent(r"""
     report["f32_loglik_max_rel"] = max_rel(res.loglik.numpy(), ref.loglik)
 
     # method="auto": the shared path only for >= 2 series, unbatched parameters and no NaN
-    model = random_model(rng, 2, 1)
+    model = random_model(rng, 2, 2)
     _, y = model.simulate(5, seed=5, batch_shape=(2,))
     yn = y.copy()
     yn[1, 2, 0] = np.nan
@@ -108,6 +108,13 @@ SCRIPT = textwrap.dedent(r"""
                           ("one_series", model, y[:1])):
         res = bayesfilt.parallel_filter(mod, torch.tensor(yy), backend="triton")
         ref = bayesfilt.kalman_filter(mod, yy)
+        report["picked"][name] = shared(res)
+        report["f64"].append(max(max_rel(getattr(res, k).numpy(), getattr(ref, k)) for k in FIELDS))
+    # strided and expanded y (components at stride 2; a batch axis of stride 0)
+    for name, yy, yref in (("strided", torch.tensor(np.repeat(y, 2, -1))[..., ::2], y),
+                           ("expanded", torch.tensor(y[0]).expand(3, 5, 2), np.broadcast_to(y[0], (3, 5, 2)))):
+        res = bayesfilt.parallel_filter(model, yy, backend="triton")
+        ref = bayesfilt.kalman_filter(model, np.ascontiguousarray(yref))
         report["picked"][name] = shared(res)
         report["f64"].append(max(max_rel(getattr(res, k).numpy(), getattr(ref, k)) for k in FIELDS))
     for name, mod, yy in (("nan", model, yn), ("batched_params", batched, y)):
@@ -138,8 +145,9 @@ CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(),
 @CPU_ONLY
 def test_interpreted_float64_matches_kalman_filter(interpreted):
     """n in {1, 2, 3, 5, 8}, m in {1, 2, 3}, T in {1, 2, 7, 64, 300}, batches (2,), (3, 4), offsets,
-    time-varying parameters, chunked means, the smoother on top; every field within 1e-9."""
-    assert len(interpreted["f64"]) == 12
+    time-varying parameters, chunked means, the smoother on top, strided and expanded y; every field
+    within 1e-9."""
+    assert len(interpreted["f64"]) == 14
     assert max(interpreted["f64"]) <= tolerance("filter", "triton", "float64").bound, interpreted["f64"]
 
 
@@ -152,7 +160,8 @@ def test_interpreted_float32_far_from_origin(interpreted):
 
 @CPU_ONLY
 def test_auto_picks_shared_gains_only_where_they_apply(interpreted):
-    assert interpreted["picked"] == {"plain": True, "nan": False, "batched_params": False, "one_series": False}
+    assert interpreted["picked"] == {"plain": True, "nan": False, "batched_params": False, "one_series": False,
+                                     "strided": True, "expanded": True}
 
 
 @CPU_ONLY

@@ -225,7 +225,9 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     batch = tuple(y.shape[:-2])
     T = int(y.shape[-2])
     B = math.prod(batch) if batch else 1
-    yb = y.reshape(B, T, m)
+    yb = y.reshape(B, T, m)                                                   # a view where possible (stride-0 batch ok)
+    if yb.stride(2) != 1:
+        yb = yb.contiguous()                                                  # the kernels read components at stride 1
     dt, dev = yb.dtype, yb.device
     P = params if params is not None else triton_params(model, (1,), dt, dev)
     if covariances is None:
