@@ -22,8 +22,8 @@ kernels whatever the input dtype (float32 y and parameters are widened when load
 are stored in y's dtype). On a long constant-velocity track the positions reach ~1e7, where a
 float32 ulp (~1) is the size of the observation noise, and a float32 mean would lose the
 innovations the log-likelihood is made of. The covariances come from the element kernel in
-y's dtype (they stay O(1)). Mathematics: docs/math/parallel_scan.md; docs/parallel.md
-("Many series: the shared-gain path"). Forward only; kernels do not validate.
+y's dtype (they stay O(1)). Mathematics: docs/math/parallel_scan.md §5; docs/parallel.md
+("Many series: the shared-gain path (Triton)"). Forward only; kernels do not validate.
 """
 
 from __future__ import annotations
