@@ -142,6 +142,17 @@ c2)
         --out "$OUT/kla_layer.json" > "$LOG/kla_layer.log" 2>&1
     el "kla_layer rc=$?"; tail -n 12 "$LOG/kla_layer.log"
     ;;
+c3)
+    # the MAD ablation without process noise (torch backend: the Triton kernels' information form
+    # overflows at p = 0), then the parallel filter with its new defaults and dynamax
+    timeout 260 python3 benchmarks/kla_mad.py --mixers kla_p0 --no-warm --max-seconds ${MAD_SECONDS:-180} \
+        --kill-after $(( ${MAD_SECONDS:-180} + 60 )) --steps ${MAD_STEPS:-2500} --out "$OUT/kla_mad_p0.json" \
+        --workdir /tmp/kla_mad > "$LOG/kla_mad_p0.log" 2>&1
+    el "kla_mad p0 rc=$?"; tail -n 12 "$LOG/kla_mad_p0.log"
+    timeout $(( ${END:-540} - ($(date +%s) - T0) )) python3 benchmarks/parallel_gpu.py --out "$OUT" --commit "$COMMIT" \
+        --dynamax --dynamax-budget 150 --dynamax-seq-max-T 16384 > "$LOG/parallel_gpu.log" 2>&1
+    el "parallel_gpu rc=$?"; tail -n 30 "$LOG/parallel_gpu.log"
+    ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \
         --kill-after $(( ${MAD_SECONDS:-240} + 60 )) --steps ${MAD_STEPS:-4000} --out "$OUT/kla_mad.json" \

@@ -35,6 +35,29 @@ from .config import KLAConfig
 from .functional import KLAState, kla_scan, kla_step
 
 
+def scan_backend(config: KLAConfig) -> str:
+    """The ``kla_scan`` backend a layer with ``config`` calls.
+
+    ``config.backend``, except that ``"auto"`` without process noise (p = 0, the paper's
+    ablation) means ``"torch"``: the Triton kernels run the information form, whose precision
+    grows like a^(-2t) when p = 0 and overflows float32 within a few hundred tokens, while the
+    torch backend then recomputes in the equivalent moment form (docs/math/kla.md, section 6).
+
+    Args:
+        config: the layer's :class:`KLAConfig`.
+
+    Returns:
+        ``"auto"``, ``"reference"``, ``"torch"`` or ``"triton"``.
+
+    Example:
+        >>> scan_backend(KLAConfig(process_noise=False))
+        'torch'
+    """
+    if config.backend == "auto" and not config.process_noise:
+        return "torch"
+    return config.backend
+
+
 class KLALayerState(NamedTuple):
     """Everything a :class:`KLALayer` carries between calls when decoding.
 
@@ -211,7 +234,7 @@ class KLALayer(nn.Module):
             torch.Size([1, 5, 16])
         """
         _, _, _, inputs = self._sensor(x, None)
-        y, y_var, _ = kla_scan(*inputs, backend=self.config.backend, validate=False)
+        y, y_var, _ = kla_scan(*inputs, backend=scan_backend(self.config), validate=False)
         return y, y_var
 
     def forward(self, x: torch.Tensor, state: KLALayerState | None = None, *, return_variance: bool = False):
@@ -243,7 +266,7 @@ class KLALayer(nn.Module):
                              "pass layer.init_state(batch) or the state a previous call returned")
         L = x.shape[1]
         u, gate, full, (v, lambda_v, k, q, a_bar, p_bar) = self._sensor(x, state)
-        backend = self.config.backend
+        backend = scan_backend(self.config)
         if state is None:
             y, y_var, final = kla_scan(v, lambda_v, k, q, a_bar, p_bar, backend=backend, validate=False)
         else:

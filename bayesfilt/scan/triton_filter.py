@@ -119,8 +119,9 @@ if triton is not None:
             grow = tl.sum(tl.where(ri[:, None] == k, G, 0.0), axis=0)
             vk = tl.sum(tl.where(ri == k, v, 0.0), axis=0)
             piv = tl.sum(tl.where(ri == k, grow, 0.0), axis=0)
-            grow = grow / piv
-            vk = vk / piv
+            rpiv = 1.0 / piv                                                  # in G's dtype: a float64 v
+            grow = grow * rpiv                                                #   (wide vectors) needs no
+            vk = vk * rpiv                                                    #   float64 division
             f = tl.sum(tl.where(ri[None, :] == k, G, 0.0), axis=1)
             f = tl.where(ri == k, 0.0, f)
             G = G - f[:, None] * grow[None, :]
@@ -411,7 +412,8 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     Args:
         model: a validated LinearGaussianSSM with n <= 8 (no diffuse states).
         y: torch tensor (*B, T, m), float32 or float64, NaN for missing components.
-        chunk: steps per program (default: about sqrt(T), at least 16, at most 256).
+        chunk: steps per program (default: 64 for float32 y; float64 y: about sqrt(T), at least 16,
+            at most 128).
         group: chunk elements per program in the prefix stage (default 16: fastest in the H200 sweep,
             benchmarks/results/parallel_gpu.json).
         time_first: return time-first arrays (the internal layout of the scan drivers).
@@ -441,13 +443,17 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     dev = y.device
     P = params if params is not None else triton_params(model, batch, yb.dtype, dev)
     m0, P0 = P["m0"], P["P0"]
-    L = chunk or int(min(256, max(16, _next_pow2(int(math.isqrt(max(T, 1)))))))
-    K = -(-T // L)
-    Gs = group or 16
-    eps = 1e-6 if yb.dtype == torch.float32 else 1e-13
     dt = yb.dtype
     v64 = bool(dt == torch.float32 if wide_vectors is None else wide_vectors) and dt != torch.float64
     vt = torch.float64 if v64 else dt                                          # dtype of the vector buffers
+    # default chunk: 64 steps with float64 vectors (float32 y), else about sqrt(T) in [16, 128]. From
+    # the H200 sweeps (benchmarks/results/parallel_gpu.json, T = 262144, float32 y: chunk 16 0.56 ms,
+    # 64 0.67 ms, 128 0.74 ms; float64 y: 128 1.66 ms, 256 2.08 ms). Float64 vectors are exact when the
+    # filter forgets within a chunk (docs/parallel.md, "Precision"): 64 steps, not the faster 16.
+    L = chunk or (64 if v64 else int(min(128, max(16, _next_pow2(int(math.isqrt(max(T, 1))))))))
+    K = -(-T // L)
+    Gs = group or 16
+    eps = 1e-6 if yb.dtype == torch.float32 else 1e-13
 
     def buf(k):
         return (torch.empty((B, k, N, N), dtype=dt, device=dev), torch.empty((B, k, N), dtype=vt, device=dev),

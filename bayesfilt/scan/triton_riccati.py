@@ -231,7 +231,8 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     dt, dev = yb.dtype, yb.device
     P = params if params is not None else triton_params(model, (1,), dt, dev)
     if covariances is None:
-        cov = triton_filter(model, yb[:1], params=P)                          # P_{t|t-1}, P_t: (1, T, n, n)
+        cov = triton_filter(model, yb[:1], params=P, wide_vectors=False)      # P_{t|t-1}, P_t: (1, T, n, n)
+                                                                              # (its means are not used)
         covariances = (cov["predicted_covs"][0], cov["covs"][0])
     pcov, fcov = (c.contiguous() for c in covariances)
     f64 = torch.float64
