@@ -21,9 +21,11 @@ BACKENDS = ("auto", "numpy", "torch", "triton")
 SCHEDULE_CHOICES = ("auto", "sequential", "tree", "chunked")
 METHODS = ("auto", "elements", "riccati")
 # method="auto" on the Triton backend takes the shared-gain kernels (scan/triton_riccati.py) from this many
-# series on: for one series they would add kernels to the element kernel's covariance work; from two on,
-# they do that covariance work once instead of once per series (a GPU crossover has not been measured).
-RICCATI_MIN_SERIES = 2
+# series on. They do the covariance work once instead of once per series but add launches and a serial
+# covariance stage: on the H200 at T = 1024 the element kernel was faster up to 256 series (1.02 against
+# 1.36 ms) and the shared gains at 1024 (1.30 against 2.21 ms; benchmarks/results/parallel_gpu_c3c76d1.json,
+# riccati_crossover); 512 is between the two measured points.
+RICCATI_MIN_SERIES = 512
 
 
 def triton_available(device=None) -> bool:
@@ -222,7 +224,7 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
             then chunked kernels for the means of all series, carried in float64, with ``covs`` and
             ``predicted_covs`` returned as ``expand``-ed views of the shared (T, n, n) tensors) or
             ``"auto"`` (riccati when it applies: on NumPy for any batch; on Triton for batches of at
-            least 2 series, after one check of y for NaN; else elements).
+            least RICCATI_MIN_SERIES = 512 series, after one check of y for NaN; else elements).
         validate: check the model's definiteness first.
 
     Returns:
