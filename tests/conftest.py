@@ -6,6 +6,31 @@ import pytest
 import bayesfilt
 
 
+def max_rel(a, b):
+    """max |a - b| / max(|b|, 1), elementwise: relative where b is large, absolute near 0."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float((np.abs(a - b) / np.maximum(np.abs(b), 1.0)).max())
+
+
+def scale_rel(a, b):
+    """max |a - b| / max |b|: the error relative to the output's scale."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def run_interpreted(code: str, timeout: float = 600) -> str:
+    """Run ``code`` in a fresh Python with TRITON_INTERPRET=1 (set before triton is imported, and not
+    leaked into this process); its stdout. The tests folder is importable there (``conftest``)."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.abspath(__file__))] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 def random_model(rng, n, m, *, time_varying=(), T=None, bias=False, psd_q=False):
     """A random stable LinearGaussianSSM (spectral radius < 1, well-conditioned R)."""
     def spd(k, scale=1.0, rank=None):

@@ -9,7 +9,7 @@ import pytest
 
 import bayesfilt
 from bayesfilt.tolerances import tolerance
-from conftest import random_model
+from conftest import max_rel, random_model, scale_rel
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu,
@@ -28,16 +28,6 @@ def simulate_fast(model, T, batch, seed):
         x[t] = x[t - 1] @ model.F.T + w[t]                     # x_t = F x_{t-1} + w_t
     y = x @ model.H.T + rng.standard_normal((T, B, m)) @ np.linalg.cholesky(model.R).T
     return np.moveaxis(y, 0, 1).reshape(tuple(batch) + (T, m))
-
-
-def max_rel(a, b):
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return float((np.abs(a - b) / np.maximum(np.abs(b), 1.0)).max())
-
-
-def scale_rel(a, b):
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return float(np.abs(a - b).max() / np.abs(b).max())
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])

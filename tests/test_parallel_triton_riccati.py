@@ -8,9 +8,9 @@ returns ``covs`` as a stride-0 ``expand`` over the batch axes). GPU (marked ``gp
 """
 
 import json
-import os
 import subprocess
 import sys
+import os
 import textwrap
 
 import numpy as np
@@ -18,6 +18,7 @@ import pytest
 
 import bayesfilt
 from bayesfilt.tolerances import tolerance
+from conftest import run_interpreted
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
@@ -26,7 +27,7 @@ SCRIPT = textwrap.dedent(r"""
     import json, sys
     import numpy as np, torch
     sys.path.insert(0, {tests!r})
-    from conftest import random_model
+    from conftest import max_rel, random_model, scale_rel
     import bayesfilt
     from bayesfilt.errors import BayesfiltValueError
     from bayesfilt.scan.triton_riccati import triton_riccati
@@ -41,14 +42,6 @@ SCRIPT = textwrap.dedent(r"""
     torch.empty = empty
 
     FIELDS = ("means", "covs", "predicted_means", "predicted_covs", "loglik_terms", "loglik")
-
-    def max_rel(a, b):
-        a, b = np.asarray(a, float), np.asarray(b, float)
-        return float((np.abs(a - b) / np.maximum(np.abs(b), 1.0)).max())
-
-    def scale_rel(a, b):
-        a, b = np.asarray(a, float), np.asarray(b, float)
-        return float(np.abs(a - b).max() / np.abs(b).max())
 
     def shared(res):
         # the shared-gain path returns covs as an expand over the batch axes (stride 0)
@@ -133,12 +126,8 @@ SCRIPT = textwrap.dedent(r"""
 @pytest.fixture(scope="module")
 def interpreted():
     """Run SCRIPT once under the interpreter; its JSON report."""
-    env = dict(os.environ, TRITON_INTERPRET="1")
     tests = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests)], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.split("REPORT")[-1])
+    return json.loads(run_interpreted(SCRIPT.format(tests=tests)).split("REPORT")[-1])
 
 
 CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(),
