@@ -10,7 +10,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT check      # all GPU tests + KLA benchmark, fla compiles in the background
 #   bash benchmarks/gpu_run.sh COMMIT mad        # issue 5: the MAD suite (kla, kla_p0, attention, gla)
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
-# 15 MiB), written back as $OUT/tcache.tgz* after the stages (Triton 3.6 on the device takes about a
+# 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
 # minute per KLA configuration and flash-linear-attention's autotuning takes many minutes).
 # Several stages may follow COMMIT. Results go to $OUT (the device tool's folder), the logs to
 # /tmp/logs, packed into $OUT/logs.tgz after each stage (the tool returns at most 8 files).
@@ -110,7 +110,8 @@ check)
     python3 benchmarks/kla_scan.py --warm-only --sweep > "$LOG/warm.log" 2>&1 &
     warm=$!
     timeout 250 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_kla_triton.py tests/test_kla_layer_gpu.py \
-        tests/test_parallel_gpu.py tests/test_parallel_triton.py tests/test_determinism_gpu.py > "$LOG/gpu_tests.log" 2>&1
+        tests/test_parallel_gpu.py tests/test_parallel_triton.py tests/test_parallel_triton_riccati.py \
+        tests/test_determinism_gpu.py > "$LOG/gpu_tests.log" 2>&1
     el "gpu tests rc=$?"; tail -n 25 "$LOG/gpu_tests.log"
     wait $warm; el "warm rc=$?"; tail -c 1200 "$LOG/warm.log"; echo
     timeout 100 python3 benchmarks/kla_layer.py --no-torch-backend --iters 3 --warmup 1 --out /tmp/kla_layer_warm.json \

@@ -102,14 +102,15 @@ def test_posterior_variance_shape_and_sign():
 
 
 def test_mixer_registry_and_errors():
-    assert {"kla", "attention", "gla", "gdn"} <= set(MIXERS)
+    assert {"kla", "attention", "gla", "gla_recurrent", "gdn"} <= set(MIXERS)
     with pytest.raises(BayesfiltError, match="mixer"):
         KLALanguageModel(5, 8, 1, mixer="mamba")
     with pytest.raises(BayesfiltError, match="n_layers"):
         KLALanguageModel(5, 8, 0)
     if not fla_available():
-        with pytest.raises(BayesfiltError, match="fla"):
-            KLALanguageModel(5, 8, 1, mixer="gla")
+        for name in ("gla", "gla_recurrent", "gdn"):
+            with pytest.raises(BayesfiltError, match="fla"):
+                KLALanguageModel(5, 8, 1, mixer=name)
     custom = KLALanguageModel(5, 8, 1, mixer=lambda d, i, **kw: CausalSelfAttention(d, 2))
     assert custom(torch.randint(0, 5, (1, 3))).shape == (1, 3, 5)
 

@@ -227,7 +227,7 @@ def test_gpu_float32_constant_velocity(B, T):
     model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
     y32 = simulate(model, T, B, seed=0).astype(np.float32)
     ref = bayesfilt.parallel_filter(model, y32.astype(np.float64), method="riccati")   # float64 NumPy
-    res = bayesfilt.parallel_filter(model, torch.tensor(y32, device="cuda"))             # auto -> triton riccati
+    res = bayesfilt.parallel_filter(model, torch.tensor(y32, device="cuda"), method="riccati")  # triton shared gains
     assert res.means.dtype == torch.float32 and res.covs.stride(0) == 0
     tol = tolerance("filter", "triton", "float32")
     for k in ("means", "covs", "loglik"):

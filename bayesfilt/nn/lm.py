@@ -6,7 +6,8 @@ Architecture: token embedding -> N pre-norm blocks ``x += mixer(RMSNorm(x)); x +
 - ``"kla"``: :class:`~bayesfilt.nn.KLALayer` (stateful decoding: O(1) memory per token);
 - ``"attention"``: causal softmax attention through PyTorch SDPA with rotary positions and a KV cache;
 - ``"gla"``, ``"gdn"``: flash-linear-attention's GatedLinearAttention and GatedDeltaNet, only when the
-  optional ``fla`` package is installed (``pip install bayesfilt[fla]``; it needs a CUDA GPU to run).
+  optional ``fla`` package is installed (``pip install bayesfilt[fla]``; it needs a CUDA GPU to run);
+  ``"gla_recurrent"``: the same GLA layer on fla's fused recurrent kernel (fast to compile).
 
 Posterior-sampled training ("KLA+", arXiv 2602.10743): :meth:`KLALanguageModel.loss` with
 ``posterior_samples=K`` averages the loss over K samples y ~ N(y, y_var) of the last block's mixer output.
@@ -254,7 +255,7 @@ class KLALanguageModel(nn.Module):
         vocab_size: input vocabulary size.
         d_model: width.
         n_layers: number of blocks.
-        mixer: a name in :data:`MIXERS` ("kla", "attention", "gla", "gdn"; "hybrid": attention
+        mixer: a name in :data:`MIXERS` ("kla", "attention", "gla", "gla_recurrent", "gdn"; "hybrid": attention
             blocks, the last block KLA) or a factory
             ``(d_model, layer_idx, **options) -> nn.Module``.
         kla_config: :class:`KLAConfig` for KLA mixers (paper defaults if None).

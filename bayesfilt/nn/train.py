@@ -48,7 +48,8 @@ class TrainConfig:
             :data:`bayesfilt.nn.tasks.TASKS`, or ``"lm"`` for character-level text).
         length: sequence length L (None: the task's default).
         n_train, n_test: numbers of sequences (None: the task's defaults).
-        mixer: a name in :data:`bayesfilt.nn.lm.MIXERS` ("kla", "attention", "gla", "gdn", "hybrid").
+        mixer: a name in :data:`bayesfilt.nn.lm.MIXERS` ("kla", "attention", "gla", "gla_recurrent", "gdn",
+            "hybrid").
         layers, d_model: depth (number of blocks) and width.
         d_state: KLA's S (paper: 16).
         expand: KLA's d_inner / d_model (paper: 2).

@@ -4,7 +4,8 @@
   over pytrees of NumPy arrays or torch tensors;
 - covariance.py, information.py, smoother.py: scan elements and combines mirroring filters/;
 - :func:`parallel_filter`, :func:`parallel_smoother` (api.py): the public entry points;
-- triton_filter.py: the Triton kernel for small state sizes on the GPU.
+- triton_filter.py: the Triton kernels for small state sizes on the GPU;
+- triton_riccati.py: the Triton shared-gain path for many series (covariances once).
 
 Mathematics: docs/math/parallel_scan.md.
 """

@@ -24,7 +24,7 @@ METHODS = ("auto", "elements", "riccati")
 # series on. They do the covariance work once instead of once per series but add launches and a serial
 # covariance stage: on the H200 at T = 1024 the element kernel was faster up to 256 series (1.02 against
 # 1.36 ms) and the shared gains at 1024 (1.30 against 2.21 ms; benchmarks/results/parallel_gpu_c3c76d1.json,
-# riccati_crossover); 512 is between the two measured points.
+# riccati_crossover); 512 is between the two measured points, measured at T = 1024 only.
 RICCATI_MIN_SERIES = 512
 
 

@@ -412,8 +412,8 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     Args:
         model: a validated LinearGaussianSSM with n <= 8 (no diffuse states).
         y: torch tensor (*B, T, m), float32 or float64, NaN for missing components.
-        chunk: steps per program (default: 64 for float32 y; float64 y: about sqrt(T), at least 16,
-            at most 128).
+        chunk: steps per program (default: 64 with wide vectors; otherwise about sqrt(T), at least
+            16, at most 128).
         group: chunk elements per program in the prefix stage (default 16: fastest in the H200 sweep,
             benchmarks/results/parallel_gpu.json).
         time_first: return time-first arrays (the internal layout of the scan drivers).
@@ -423,8 +423,12 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
             log-likelihood terms) in float64 inside the kernels while the matrices stay in y's
             dtype. Default: True for float32 y. A float32 mean of a track at 1e7 is only known
             to ~1 (its ulp), the size of typical observation noise, which ruins the
-            log-likelihood; with float64 vectors the float32 rounding only perturbs the gains,
-            whose errors scale with the innovations (docs/parallel.md, "Precision").
+            log-likelihood. With float64 vectors the float32 rounding perturbs the gains, whose
+            errors scale with the innovations, and the chunks' float32 slope prod (I - K H) F,
+            which multiplies the state at the chunk's start: exact only when the filter forgets
+            within a chunk (e.g. constant velocity, q = 0.05, r = 4: 5e-7 over 64 steps; a
+            long-memory filter keeps a ~1e-3 log-likelihood error; docs/parallel.md,
+            "Precision"). No effect for float64 y.
 
     Returns:
         dict with means, covs, predicted_means, predicted_covs, loglik_terms, loglik.
