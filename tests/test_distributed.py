@@ -241,54 +241,39 @@ def test_bad_flags_exit_2(tmp_path, capsys):
         train_distributed(TrainConfig(task="a5"), tmp_path / "d", {"fsdp": True})
 
 
-def test_world_of_one_with_accumulation_resumes_bit_for_bit(tmp_path):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = TrainConfig(task="a5", length=4, n_train=48, n_test=16, d_model=8, d_state=2, steps=6, batch_size=8,
-                          eval_every=2, warmup=2, posterior_samples=1)
-        d = DistributedConfig(grad_accum=2)
-        full = train_distributed(cfg, tmp_path / "full", d, progress=False)
-        part = train_distributed(cfg, tmp_path / "part", d, progress=False, stop_after=3)
-        assert part["status"] == "stopped" and not (tmp_path / "part" / "result.json").exists()
-        shutil.copytree(tmp_path / "part", tmp_path / "single")
-        done = train_distributed(cfg, tmp_path / "part", d, progress=False, resume=True)
-        assert full["step"] == done["step"] == 6
-        a, b = (load_checkpoint(tmp_path / x / "checkpoint.pt") for x in ("full", "part"))
-        assert _max_diff(a, b) == 0.0
-        # the distributed checkpoint is a single-process checkpoint: train() continues it
-        assert train(cfg, tmp_path / "single", progress=False, resume=True)["step"] == 6
-    finally:
-        torch.set_num_threads(n)
+def test_world_of_one_with_accumulation_resumes_bit_for_bit(tmp_path, one_torch_thread):
+    cfg = TrainConfig(task="a5", length=4, n_train=48, n_test=16, d_model=8, d_state=2, steps=6, batch_size=8,
+                      eval_every=2, warmup=2, posterior_samples=1)
+    d = DistributedConfig(grad_accum=2)
+    full = train_distributed(cfg, tmp_path / "full", d, progress=False)
+    part = train_distributed(cfg, tmp_path / "part", d, progress=False, stop_after=3)
+    assert part["status"] == "stopped" and not (tmp_path / "part" / "result.json").exists()
+    shutil.copytree(tmp_path / "part", tmp_path / "single")
+    done = train_distributed(cfg, tmp_path / "part", d, progress=False, resume=True)
+    assert full["step"] == done["step"] == 6
+    a, b = (load_checkpoint(tmp_path / x / "checkpoint.pt") for x in ("full", "part"))
+    assert _max_diff(a, b) == 0.0
+    # the distributed checkpoint is a single-process checkpoint: train() continues it
+    assert train(cfg, tmp_path / "single", progress=False, resume=True)["step"] == 6
 
 
-def test_micro_batches_without_labels_add_nothing(tmp_path):
+def test_micro_batches_without_labels_add_nothing(tmp_path, one_torch_thread):
     """fuzzy_recall labels few positions: most 2-row micro-batches hold no label (loss NaN on its own)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = TrainConfig(task="fuzzy_recall", length=12, n_train=64, n_test=16, d_model=8, d_state=2, steps=6,
-                          batch_size=16, eval_every=3, warmup=2, seed=5)
-        train(cfg, tmp_path / "single", progress=False)
-        res = train_distributed(cfg, tmp_path / "accum", DistributedConfig(grad_accum=8), progress=False)
-        assert res["status"] == "done"
-        a, b = (load_checkpoint(tmp_path / x / "checkpoint.pt") for x in ("single", "accum"))
-        w = _max_diff(a["model"], b["model"])
-        loss = max(abs(x["loss"] - y["loss"]) for x, y in zip(a["history"], b["history"]))
-        print(f"grad-accum 8 with empty micro-batches: max |dw| {w:.3g}, max |d loss| {loss:.3g}")
-        assert w < WEIGHT_TOL and loss < LOSS_TOL
-    finally:
-        torch.set_num_threads(n)
+    cfg = TrainConfig(task="fuzzy_recall", length=12, n_train=64, n_test=16, d_model=8, d_state=2, steps=6,
+                      batch_size=16, eval_every=3, warmup=2, seed=5)
+    train(cfg, tmp_path / "single", progress=False)
+    res = train_distributed(cfg, tmp_path / "accum", DistributedConfig(grad_accum=8), progress=False)
+    assert res["status"] == "done"
+    a, b = (load_checkpoint(tmp_path / x / "checkpoint.pt") for x in ("single", "accum"))
+    w = _max_diff(a["model"], b["model"])
+    loss = max(abs(x["loss"] - y["loss"]) for x, y in zip(a["history"], b["history"]))
+    print(f"grad-accum 8 with empty micro-batches: max |dw| {w:.3g}, max |d loss| {loss:.3g}")
+    assert w < WEIGHT_TOL and loss < LOSS_TOL
 
 
-def test_time_limit_stops_every_rank_with_an_evaluation(tmp_path):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = TrainConfig(task="a5", length=4, n_train=32, n_test=8, d_model=8, d_state=2, steps=50, batch_size=4,
-                          eval_every=10, warmup=2)
-        res = train_distributed(cfg, tmp_path / "t", progress=False, max_seconds=0.0)
-        assert res["status"] == "time limit" and res["step"] == 1 and "eval_acc" in res["last_eval"]
-        assert json.loads((tmp_path / "t" / "result.json").read_text())["status"] == "time limit"
-    finally:
-        torch.set_num_threads(n)
+def test_time_limit_stops_every_rank_with_an_evaluation(tmp_path, one_torch_thread):
+    cfg = TrainConfig(task="a5", length=4, n_train=32, n_test=8, d_model=8, d_state=2, steps=50, batch_size=4,
+                      eval_every=10, warmup=2)
+    res = train_distributed(cfg, tmp_path / "t", progress=False, max_seconds=0.0)
+    assert res["status"] == "time limit" and res["step"] == 1 and "eval_acc" in res["last_eval"]
+    assert json.loads((tmp_path / "t" / "result.json").read_text())["status"] == "time limit"

@@ -23,14 +23,7 @@ from bayesfilt.nn.train import TrainConfig, train  # noqa: E402
 V = 11
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: torch's CPU conv1d with an output of length 1 (each decode step) takes
-    ~10 ms instead of ~70 us with 2 threads on a loaded 2-core machine. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(mixer, layers=2, seed=0):

@@ -13,13 +13,7 @@ from bayesfilt.errors import BayesfiltError  # noqa: E402
 from bayesfilt.nn import KLAConfig, KLALayer, KLALayerState, KLAState  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes run far faster on one thread on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_layer(d_model=8, seed=0, dtype=torch.float64, **cfg):

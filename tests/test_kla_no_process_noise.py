@@ -20,12 +20,7 @@ from bayesfilt.scan.diagonal import diagonal_filter_scan, diagonal_filter_scan_m
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rel_rms(x, ref):

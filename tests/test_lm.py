@@ -9,12 +9,7 @@ from bayesfilt.nn import KLAConfig, KLALanguageModel  # noqa: E402
 from bayesfilt.nn.lm import MIXERS, CausalSelfAttention, CompressionDecoder, fla_available  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_lm(mixer="kla", layers=2, seed=0, dtype=torch.float64):

@@ -62,20 +62,25 @@ def problem(T, seed, n=3, m=2, batch=(2,), tv=False, bias=True, missing=True):
     return model, y
 
 
+def check_every_schedule(model, y, y_in, schedules):
+    """parallel_filter / parallel_smoother of ``y_in`` (y as given to the backend) in both forms and every
+    schedule against the sequential references on the NumPy ``y``."""
+    ref = bayesfilt.kalman_filter(model, y)
+    iref = bayesfilt.information_filter(model, y)
+    sref = bayesfilt.rts_smoother(model, ref)
+    for schedule in schedules:
+        for form, fref in (("covariance", ref), ("information", iref)):
+            res = bayesfilt.parallel_filter(model, y_in, form=form, schedule=schedule)
+            check_filter(res, fref, info=form == "information")
+            check_smoother(bayesfilt.parallel_smoother(model, y_in, form=form, schedule=schedule), sref)
+
+
 @pytest.mark.parametrize("T", [1, 2, 3, 7, 64, 1000, 4097])
 def test_parity_chain_float64(T):
     """Every schedule of both forms equals the sequential references (means, covs, loglik, smoother)."""
     big = T >= 1000
     model, y = problem(T, seed=T, batch=() if big else (2,), tv=not big)
-    ref = bayesfilt.kalman_filter(model, y)
-    iref = bayesfilt.information_filter(model, y)
-    sref = bayesfilt.rts_smoother(model, ref)
-    schedules = ("tree", "chunked") if big else SCHEDULES
-    for schedule in schedules:
-        for form, fref in (("covariance", ref), ("information", iref)):
-            res = bayesfilt.parallel_filter(model, y, form=form, schedule=schedule)
-            check_filter(res, fref, info=form == "information")
-            check_smoother(bayesfilt.parallel_smoother(model, y, form=form, schedule=schedule), sref)
+    check_every_schedule(model, y, y, ("tree", "chunked") if big else SCHEDULES)
 
 
 def test_sequential_fold_long():
@@ -123,19 +128,12 @@ def test_model_batch_axes_with_unbatched_y(backend):
     model = base.replace(R=np.stack([base.R, 2.0 * base.R, 5.0 * base.R]))   # batch (3,) only in R
     _, y = base.simulate(17, seed=2)
     y[4, 0] = np.nan
-    ref = bayesfilt.kalman_filter(model, y)
-    iref = bayesfilt.information_filter(model, y)
-    sref = bayesfilt.rts_smoother(model, ref)
-    assert ref.means.shape == (3, 17, 2)
+    assert bayesfilt.kalman_filter(model, y).means.shape == (3, 17, 2)
     yy = y
     if backend == "torch":
         torch = pytest.importorskip("torch")
         yy = torch.as_tensor(y)
-    for schedule in SCHEDULES:
-        for form, fref in (("covariance", ref), ("information", iref)):
-            res = bayesfilt.parallel_filter(model, yy, form=form, schedule=schedule)
-            check_filter(res, fref, info=form == "information")
-            check_smoother(bayesfilt.parallel_smoother(model, yy, form=form, schedule=schedule), sref)
+    check_every_schedule(model, y, yy, SCHEDULES)
 
 
 def test_torch_y_batch_mismatch_is_named():

@@ -15,12 +15,7 @@ TINY = dict(task="a5", length=4, n_train=96, n_test=32, d_model=16, d_state=4, b
             eval_every=3, lr=3e-3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _metrics(path):
