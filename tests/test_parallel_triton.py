@@ -70,7 +70,8 @@ def test_kernels_compile_for_sm90_quickly():
     """Ahead-of-time compilation for an H100/H200 (sm_90) on the CPU: a compile-time regression guard.
 
     Carrying a whole scan element through a loop in registers once made _fold_elements take over
-    15 minutes to compile; every kernel must now compile (ptxas included) within the subprocess timeout.
+    15 minutes to compile; every kernel must now compile (ptxas included) within the subprocess timeout,
+    with the float32-matrix / float64-vector signatures a float32 filter launches.
     """
     code = textwrap.dedent(r'''
         import warnings; warnings.filterwarnings("ignore")
@@ -79,19 +80,23 @@ def test_kernels_compile_for_sm90_quickly():
         from triton.compiler import ASTSource
         from bayesfilt.scan import triton_filter as tf
         ptrs = {"oA","ob","oC","oe","oJ","iA","ib","iC","ie","iJ","sm","sP","om","oP"}
-        consts = {"N": 4, "EPS": 1e-6}
-        kern = tf._fold_elements
-        sig, cx = {}, {}
-        for i, nm in enumerate(kern.arg_names):
-            if nm in consts:
-                sig[nm] = "constexpr"; cx[(i,)] = consts[nm]
-            else:
-                sig[nm] = "*fp32" if nm in ptrs else "i32"
-        triton.compile(ASTSource(fn=kern, signature=sig, constexprs=cx), target=GPUTarget("cuda", 90, 32))
+        wide = {"ob","oe","ib","ie","sm","om"}          # float64 vector buffers of a float32 filter
+        consts = {"N": 4, "Mo": 2, "EPS": 1e-6, "LOG2PI": 1.8378770664093453, "V64": True}
+        # the four kernels as a float32 filter with float64 vectors launches them (wide_vectors)
+        for kern in (tf._fold_steps, tf._fold_elements, tf._absorb, tf._sweep):
+            sig, cx = {}, {}
+            for i, nm in enumerate(kern.arg_names):
+                if nm in consts:
+                    sig[nm] = "constexpr"; cx[(i,)] = consts[nm]
+                elif nm in ptrs or nm.endswith("_ptr") or nm.startswith("out_"):
+                    sig[nm] = "*fp64" if nm in wide else "*fp32"
+                else:
+                    sig[nm] = "i32"
+            triton.compile(ASTSource(fn=kern, signature=sig, constexprs=cx), target=GPUTarget("cuda", 90, 32))
         print("COMPILED")
     ''')
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert "COMPILED" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -132,3 +137,23 @@ def test_float32_kernel_keeps_loglik_of_far_tracks():
     narrow_means, narrow_ll = errs["False"]
     assert wide_means <= 1e-6 and wide_ll <= 1e-4, errs["True"]
     assert narrow_ll > 1e-3, errs["False"]          # the problem is hard for float32 means
+
+
+def test_sizes_beyond_32_bit_offsets_are_named():
+    """The kernels index with 32 bits: backend='triton' on a problem past 2^31 elements raises a named
+    error (auto would take the torch backend instead); the bound itself is in fits_int32's doctest."""
+    from conftest import run_interpreted
+    out = run_interpreted(textwrap.dedent(r"""
+        import numpy as np, torch
+        import bayesfilt
+        from bayesfilt.errors import BayesfiltValueError
+        from bayesfilt.scan.triton_filter import fits_int32
+        model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)          # n = 4, m = 2: 16 per step
+        assert fits_int32(4, 2, 2 ** 27 - 1, 1) and not fits_int32(4, 2, 2 ** 27, 1)
+        y = torch.zeros(1, 2, 2).expand(2 ** 26, 2, 2)                    # 2^27 steps, no memory
+        try:
+            bayesfilt.parallel_filter(model, y, backend="triton", validate=False)
+        except BayesfiltValueError as exc:
+            print("RAISED", exc)
+    """), timeout=300)
+    assert "RAISED" in out and "32-bit" in out and "backend='torch'" in out, out

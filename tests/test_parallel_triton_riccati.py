@@ -148,6 +148,9 @@ def test_interpreted_float32_far_from_origin(interpreted):
     tol = tolerance("filter", "triton", "float32")
     assert all(v <= tol.bound for v in interpreted["f32"].values()), interpreted["f32"]
     assert interpreted["f32_loglik_max_rel"] <= tol.bound, interpreted["f32_loglik_max_rel"]
+    # float64 means inside the kernels keep the innovations exact; float32 means (ulp ~1 at 1e7, half the
+    # noise's standard deviation) put the log-likelihood ~1e-2 off (tests/test_parallel_triton.py)
+    assert interpreted["f32_loglik_max_rel"] <= 1e-5, interpreted["f32_loglik_max_rel"]
 
 
 @CPU_ONLY

@@ -58,6 +58,7 @@ def _prepare(model, y, form, backend, schedule, method, validate):
         raise value_error("model", "declares diffuse states, which the parallel filters do not support",
                           "use bayesfilt.kalman_filter or information_filter, or give the states a proper prior")
     on_torch = ops.is_torch(y)
+    auto_backend = backend == "auto"
     if backend == "auto":
         if not on_torch:
             backend = "numpy"
@@ -91,6 +92,14 @@ def _prepare(model, y, form, backend, schedule, method, validate):
             if not triton_available(y.device):
                 raise value_error("backend", "is 'triton' but triton or a CUDA device is unavailable",
                                   "install triton and pass CUDA tensors (or set TRITON_INTERPRET=1), or use backend='torch'")
+            from .triton_filter import fits_int32
+            series = int(np.prod(batch))
+            if not fits_int32(model.n, model.m, series, T):
+                if not auto_backend:
+                    raise value_error("y", f"has {series} series x {T} steps, beyond the Triton kernels' 32-bit "
+                                      f"offsets (n={model.n}, m={model.m})",
+                                      "split the batch into smaller calls, or use backend='torch'")
+                backend = "torch"                                # auto: the torch scan has no such limit
     if form == "information":
         _check_information(model)
     if schedule == "auto":

@@ -338,6 +338,20 @@ if triton is not None:
                 tl.store(out_ll + o, ll)
 
 
+def fits_int32(n: int, m: int, series: int, T: int) -> bool:
+    """Whether the kernels' 32-bit element offsets cover a problem of ``series`` x ``T`` steps.
+
+    The largest per-step blocks are the padded n x n (covariances, time-varying F, Q), m x n and
+    m x m matrices; every offset stays below series * T * that block size.
+
+    Example:
+        >>> fits_int32(4, 2, 1024, 1024), fits_int32(4, 2, 4096, 262144)
+        (True, False)
+    """
+    N, Mo = _next_pow2(n), _next_pow2(m)
+    return series * max(T, 1) * max(N * N, Mo * N, Mo * Mo) < 2 ** 31
+
+
 def _padded(arr_tf, core, lead_b, N, Mo):
     """Time-first parameter -> padded NumPy (Bp, Tp, *core_padded) array and its (batch, time) strides."""
     pad = tuple(N if c == "n" else Mo for c in core)

@@ -185,7 +185,7 @@ def series_block(N: int, Mo: int) -> int:
     return max(2, min(32, 1024 // (N * max(N, Mo))))
 
 
-def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False, materialize: bool = False,
+def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
                    params=None, covariances=None):
     """Kalman filter of many series with shared covariances and gains (Triton; no missing data).
 
@@ -199,9 +199,6 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
         y: torch tensor (*B, T, m), float32 or float64, no NaN (not checked here).
         chunk: steps per chunk of the means kernels (default :func:`chunk_length`).
         time_first: return time-first arrays (T, *B, ...) (the layout of the scan drivers).
-        materialize: copy the shared covariances out to (*B, T, n, n); by default ``covs`` and
-            ``predicted_covs`` are ``expand``-ed views of the shared (T, n, n) tensors (no memory,
-            no kernel; read-only: copy before writing into them).
         params: the output of :func:`~bayesfilt.scan.triton_filter.triton_params` for (model, (1,), dtype,
             device) (computed here when None).
         covariances: optional ``(predicted_covs, covs)``, each (T, n, n) on y's device in y's dtype, to use
@@ -209,7 +206,8 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
 
     Returns:
         dict with means (*B, T, n), covs (*B, T, n, n), predicted_means, predicted_covs,
-        loglik_terms (*B, T) and loglik (*B), in y's dtype.
+        loglik_terms (*B, T) and loglik (*B), in y's dtype; covs and predicted_covs are ``expand``-ed
+        views of the shared (T, n, n) tensors (no memory, no kernel; copy before writing into them).
 
     Example:
         >>> import numpy as np, torch, bayesfilt
@@ -259,9 +257,8 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     _sweep_means[(nb, K)](yb, *shared, Sinv, lognorm, start, means, pm, ll, *ints,
                           N=N, Mo=Mo, BS=BS, num_warps=1)
 
-    def spread(c):                                                            # (T, n, n) -> (*B, T, n, n)
-        c = c.expand(batch + (T, n, n))
-        return c.contiguous() if materialize else c
+    def spread(c):                                    # (T, n, n) -> (*B, T, n, n), a view (copy before writing)
+        return c.expand(batch + (T, n, n))
 
     out = dict(means=means.reshape(batch + (T, n)), covs=spread(fcov),
                predicted_means=pm.reshape(batch + (T, n)), predicted_covs=spread(pcov),
