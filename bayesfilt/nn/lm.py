@@ -183,7 +183,7 @@ def _make_attention(d_model: int, layer_idx: int, *, n_heads: int = 4, **_) -> n
 
 def _make_gla(d_model: int, layer_idx: int, *, n_heads: int = 4, fla_mode: str = "chunk", **_) -> nn.Module:
     if not fla_available():
-        raise value_error("mixer", "'gla' needs flash-linear-attention, which is not installed",
+        raise value_error("mixer", "'gla' and 'gla_recurrent' need flash-linear-attention (fla), which is not installed",
                           "pip install 'bayesfilt[fla]' (needs a CUDA GPU), or pick mixer='kla' or 'attention'")
     from fla.layers import GatedLinearAttention
     return _FLAMixer(GatedLinearAttention(hidden_size=d_model, num_heads=n_heads, layer_idx=layer_idx, mode=fla_mode))
