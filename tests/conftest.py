@@ -44,6 +44,42 @@ def run_interpreted(code: str, timeout: float = 600) -> str:
     return proc.stdout
 
 
+def compile_for_sm90(module: str, kernels, pointers=(), wide=(), dtypes=("fp32",), timeout: float = 300) -> None:
+    """Compile Triton kernels ahead of time for an H100/H200 (sm_90) on the CPU, in a fresh process
+    without the interpreter flag: the interpreter does not type-check the way the compiler does.
+
+    ``kernels``: (name in ``module``, constexpr values) pairs. An argument is a pointer when its name
+    is in ``pointers``, ends with ``_ptr`` or starts with ``out_``: ``*fp64`` when in ``wide``, else
+    each of ``dtypes`` in turn; other arguments are i32.
+    """
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import warnings; warnings.filterwarnings('ignore')\n"
+        "import importlib, triton\n"
+        "from triton.backends.compiler import GPUTarget\n"
+        "from triton.compiler import ASTSource\n"
+        f"mod = importlib.import_module({module!r})\n"
+        f"pointers, wide = {set(pointers)!r}, {set(wide)!r}\n"
+        f"for dt in {tuple(dtypes)!r}:\n"
+        f"    for name, consts in {list(kernels)!r}:\n"
+        "        kern = getattr(mod, name)\n"
+        "        sig, cx = {}, {}\n"
+        "        for i, nm in enumerate(kern.arg_names):\n"
+        "            if nm in consts:\n"
+        "                sig[nm] = 'constexpr'; cx[(i,)] = consts[nm]\n"
+        "            elif nm in pointers or nm.endswith('_ptr') or nm.startswith('out_'):\n"
+        "                sig[nm] = '*fp64' if nm in wide else '*' + dt\n"
+        "            else:\n"
+        "                sig[nm] = 'i32'\n"
+        "        triton.compile(ASTSource(fn=kern, signature=sig, constexprs=cx), target=GPUTarget('cuda', 90, 32))\n"
+        "print('COMPILED')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+    assert "COMPILED" in proc.stdout, proc.stderr[-3000:]
+
+
 def random_model(rng, n, m, *, time_varying=(), T=None, bias=False, psd_q=False):
     """A random stable LinearGaussianSSM (spectral radius < 1, well-conditioned R)."""
     def spd(k, scale=1.0, rank=None):

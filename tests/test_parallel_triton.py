@@ -73,31 +73,12 @@ def test_kernels_compile_for_sm90_quickly():
     15 minutes to compile; every kernel must now compile (ptxas included) within the subprocess timeout,
     with the float32-matrix / float64-vector signatures a float32 filter launches.
     """
-    code = textwrap.dedent(r'''
-        import warnings; warnings.filterwarnings("ignore")
-        import triton
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource
-        from bayesfilt.scan import triton_filter as tf
-        ptrs = {"oA","ob","oC","oe","oJ","iA","ib","iC","ie","iJ","sm","sP","om","oP"}
-        wide = {"ob","oe","ib","ie","sm","om"}          # float64 vector buffers of a float32 filter
-        consts = {"N": 4, "Mo": 2, "EPS": 1e-6, "LOG2PI": 1.8378770664093453, "V64": True}
-        # the four kernels as a float32 filter with float64 vectors launches them (wide_vectors)
-        for kern in (tf._fold_steps, tf._fold_elements, tf._absorb, tf._sweep):
-            sig, cx = {}, {}
-            for i, nm in enumerate(kern.arg_names):
-                if nm in consts:
-                    sig[nm] = "constexpr"; cx[(i,)] = consts[nm]
-                elif nm in ptrs or nm.endswith("_ptr") or nm.startswith("out_"):
-                    sig[nm] = "*fp64" if nm in wide else "*fp32"
-                else:
-                    sig[nm] = "i32"
-            triton.compile(ASTSource(fn=kern, signature=sig, constexprs=cx), target=GPUTarget("cuda", 90, 32))
-        print("COMPILED")
-    ''')
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert "COMPILED" in proc.stdout, proc.stderr[-3000:]
+    from conftest import compile_for_sm90
+    consts = {"N": 4, "Mo": 2, "EPS": 1e-6, "LOG2PI": 1.8378770664093453, "V64": True}
+    compile_for_sm90("bayesfilt.scan.triton_filter",
+                     [(name, consts) for name in ("_fold_steps", "_fold_elements", "_absorb", "_sweep")],
+                     pointers={"oA", "ob", "oC", "oe", "oJ", "iA", "ib", "iC", "ie", "iJ", "sm", "sP", "om", "oP"},
+                     wide={"ob", "oe", "ib", "ie", "sm", "om"})      # float64 vector buffers of a float32 filter
 
 
 WIDE_SCRIPT = textwrap.dedent(r"""

@@ -8,8 +8,6 @@ returns ``covs`` as a stride-0 ``expand`` over the batch axes). GPU (marked ``gp
 """
 
 import json
-import subprocess
-import sys
 import os
 import textwrap
 
@@ -18,7 +16,7 @@ import pytest
 
 import bayesfilt
 from bayesfilt.tolerances import tolerance
-from conftest import run_interpreted
+from conftest import compile_for_sm90, run_interpreted
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
@@ -168,30 +166,11 @@ def test_riccati_on_triton_refuses_missing_data_and_batched_parameters(interpret
 def test_kernels_compile_for_sm90():
     """Ahead-of-time compilation of the four kernels for an H100/H200 (sm_90) on the CPU, float32 and
     float64 data: the interpreter does not type-check the way the compiler does."""
-    code = textwrap.dedent(r'''
-        import warnings; warnings.filterwarnings("ignore")
-        import triton
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource
-        from bayesfilt.scan import triton_riccati as tr
-        wide = {"K_ptr", "Si_ptr", "ln_ptr", "z_ptr", "Phi_ptr", "start_ptr"}      # float64 scratch
-        for dt in ("fp32", "fp64"):
-            for kern, consts in ((tr._gains, dict(N=4, Mo=2, LOG2PI=1.84)), (tr._fold_means, dict(N=4, Mo=2, BS=32)),
-                                 (tr._carry_means, dict(N=4, BS=32)), (tr._sweep_means, dict(N=4, Mo=2, BS=32))):
-                sig, cx = {}, {}
-                for i, nm in enumerate(kern.arg_names):
-                    if nm in consts:
-                        sig[nm] = "constexpr"; cx[(i,)] = consts[nm]
-                    elif nm.endswith("_ptr") or nm.startswith("out_"):
-                        sig[nm] = "*fp64" if nm in wide else "*" + dt
-                    else:
-                        sig[nm] = "i32"
-                triton.compile(ASTSource(fn=kern, signature=sig, constexprs=cx), target=GPUTarget("cuda", 90, 32))
-        print("COMPILED")
-    ''')
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert "COMPILED" in proc.stdout, proc.stderr[-3000:]
+    compile_for_sm90("bayesfilt.scan.triton_riccati",
+                     [("_gains", dict(N=4, Mo=2, LOG2PI=1.84)), ("_fold_means", dict(N=4, Mo=2, BS=32)),
+                      ("_carry_means", dict(N=4, BS=32)), ("_sweep_means", dict(N=4, Mo=2, BS=32))],
+                     wide={"K_ptr", "Si_ptr", "ln_ptr", "z_ptr", "Phi_ptr", "start_ptr"},   # float64 scratch
+                     dtypes=("fp32", "fp64"))
 
 
 def test_riccati_on_torch_backend_raises():
