@@ -154,6 +154,26 @@ c3)
         --dynamax --dynamax-budget 150 --dynamax-seq-max-T 16384 > "$LOG/parallel_gpu.log" 2>&1
     el "parallel_gpu rc=$?"; tail -n 30 "$LOG/parallel_gpu.log"
     ;;
+prof)
+    # issue 3 diagnostics: the parallel-filter GPU tests, first result by phase (cold, warm cache),
+    # the public call under the torch profiler, Nsight Compute's warp-state view of every kernel
+    timeout 240 python3 -m pytest -q -n 4 -p no:cacheprovider -rfE tests/test_parallel_triton_riccati.py \
+        tests/test_parallel_gpu.py tests/test_parallel_triton.py > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; tail -n 12 "$LOG/gpu_tests.log"
+    rm -rf /tmp/tc_first
+    for i in 1 2; do timeout 120 python3 benchmarks/parallel_gpu_profile.py first --cache /tmp/tc_first; done
+    timeout 120 python3 benchmarks/parallel_gpu_profile.py torch --out "$OUT/profile_torch.json" > "$LOG/prof_torch.log" 2>&1
+    el "torch profile rc=$?"; grep -v "^USDT\|^STAGE" "$LOG/prof_torch.log" | tail -n 30
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    timeout ${NCU_TIMEOUT:-200} $NCU --clock-control none --profile-from-start off --section SpeedOfLight \
+        --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
+        --section SourceCounters -o /tmp/prof python3 benchmarks/parallel_gpu_profile.py ncu > "$LOG/ncu.log" 2>&1
+    el "ncu rc=$?"; tail -n 5 "$LOG/ncu.log"
+    $NCU -i /tmp/prof.ncu-rep --page details > "$OUT/ncu_details.txt" 2>&1
+    $NCU -i /tmp/prof.ncu-rep --page source --print-source sass --csv > "$OUT/ncu_source.csv" 2>&1
+    cp /tmp/prof.ncu-rep "$OUT/" 2>/dev/null
+    grep -E "^  _|Duration|Warp Cycles Per Issued|Stall|Achieved Occupancy|Registers Per" "$OUT/ncu_details.txt" | head -80
+    ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \
         --kill-after $(( ${MAD_SECONDS:-240} + 60 )) --steps ${MAD_STEPS:-4000} --out "$OUT/kla_mad.json" \
