@@ -42,7 +42,8 @@ def as_float_array(x, arg: str, *, dtype=None) -> np.ndarray:
     return a
 
 
-def check_observations(y, m: int, batch_shape: tuple = (), *, arg: str = "y", allow_torch: bool = False):
+def check_observations(y, m: int, batch_shape: tuple = (), *, arg: str = "y", allow_torch: bool = False,
+                       check_inf: bool = True):
     """Validate observations ``y`` (..., T, m): a NumPy array (or array-like) or a torch tensor.
 
     The one place that checks observations for every public filter (sequential and
@@ -58,6 +59,8 @@ def check_observations(y, m: int, batch_shape: tuple = (), *, arg: str = "y", al
         batch_shape: the model's parameter batch shape, to broadcast with y's leading axes.
         arg: the argument name used in error messages.
         allow_torch: accept torch tensors (the torch backends of the parallel filters).
+        check_inf: scan y for infinities (a device sync for a CUDA tensor). Only callers that
+            detect a non-finite result some other way and then call again with the scan may skip it.
 
     Returns:
         ``(y, T, batch)``: y as a floating array/tensor, the number of steps and the
@@ -91,7 +94,7 @@ def check_observations(y, m: int, batch_shape: tuple = (), *, arg: str = "y", al
     T = shape[-2]
     if T == 0:
         raise value_error(arg, "has zero time steps", "pass at least one time step")
-    bad = isinf(y)
+    bad = check_inf and isinf(y)
     if bad:
         raise value_error(arg, f"holds an infinite value at index {tuple(int(i) for i in bad)}",
                           "use NaN to mark a missing observation")

@@ -15,6 +15,7 @@
 # Several stages may follow COMMIT. Results go to $OUT (the device tool's folder), the logs to
 # /tmp/logs, packed into $OUT/logs.tgz after each stage (the tool returns at most 8 files).
 set -u
+PAR_ARGS=${PAR_ARGS:-}
 COMMIT=${1:?commit}
 shift
 OUT=${OUT:-$(mktemp -d)}
@@ -173,6 +174,20 @@ prof)
     $NCU -i /tmp/prof.ncu-rep --page source --print-source sass --csv > "$OUT/ncu_source.csv" 2>&1
     cp /tmp/prof.ncu-rep "$OUT/" 2>/dev/null
     grep -E "^  _|Duration|Warp Cycles Per Issued|Stall|Achieved Occupancy|Registers Per" "$OUT/ncu_details.txt" | head -80
+    ;;
+prof2)
+    # issue 3 after the host-path changes: GPU tests, host costs, torch profile, first result, full benchmark
+    timeout 240 python3 -m pytest -q -n 4 -p no:cacheprovider -rfE tests/test_parallel_triton_riccati.py \
+        tests/test_parallel_gpu.py tests/test_parallel_triton.py > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; tail -n 6 "$LOG/gpu_tests.log"
+    timeout 120 python3 benchmarks/parallel_gpu_profile.py host --out "$OUT/profile_host.json" > "$LOG/prof_host.log" 2>&1
+    el "host costs rc=$?"; grep -v "^USDT" "$LOG/prof_host.log" | head -45
+    timeout 120 python3 benchmarks/parallel_gpu_profile.py torch --out "$OUT/profile_torch.json" > "$LOG/prof_torch.log" 2>&1
+    el "torch profile rc=$?"; grep -v "^USDT\|^STAGE" "$LOG/prof_torch.log" | grep -B1 -A8 "host to return"
+    rm -rf /tmp/tc_first
+    for i in 1 2; do timeout 120 python3 benchmarks/parallel_gpu_profile.py first --cache /tmp/tc_first; done 2>&1 | tee "$LOG/first.log"
+    timeout ${PAR_TIMEOUT:-240} python3 benchmarks/parallel_gpu.py --out "$OUT" --commit "$COMMIT" $PAR_ARGS > "$LOG/parallel_gpu.log" 2>&1
+    el "parallel_gpu rc=$?"; grep -v "^USDT" "$LOG/parallel_gpu.log" | tail -n 12
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

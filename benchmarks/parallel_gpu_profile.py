@@ -7,6 +7,8 @@ Three parts, each printed as a short table (device tool, after ``pip install --n
 - ``torch``: the public call at T = 262144 (one series) and 1024 x 1024 under the torch profiler:
   device time per kernel, host time per call (to the return, without and with a sync), the
   number of torch operations on the host;
+- ``host``: host time of the pieces of a call (allocations, splits, a Triton launch, the parameter
+  upload, the flag read) and a cProfile of the public call;
 - ``ncu``: one call of each workload for Nsight Compute (``ncu --clock-control none ... python
   benchmarks/parallel_gpu_profile.py ncu``), after a warm-up outside the profiled range.
 
@@ -127,6 +129,70 @@ def torch_part(args):
             json.dump(res, f, indent=1)
 
 
+def host_part(args):
+    """Host cost of the pieces of a call (no sync inside the timed loops), and a cProfile of the call."""
+    import cProfile
+    import io
+    import pstats
+
+    import torch
+
+    import bayesfilt
+    from bayesfilt.scan import triton_filter as tf
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    dev = torch.device("cuda")
+    buf = torch.zeros(1 << 20, device=dev)
+    flag = torch.zeros(1, dtype=torch.int32, device=dev)
+    host = torch.zeros(64, dtype=torch.float64)
+    y = torch.randn(4096, 2, device=dev)
+    prm = tf.triton_params(model, (), torch.float32, dev)
+    tf.triton_filter(model, y, params=prm)
+    torch.cuda.synchronize()
+
+    def per_call_us(fn, reps=2000):
+        fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        t1 = time.perf_counter()
+        torch.cuda.synchronize()
+        return 1e6 * (t1 - t0) / reps
+
+    sm = torch.empty((1, 1, 4), device=dev)
+    sP = torch.empty((1, 1, 4, 4), device=dev)
+    el = tuple(torch.empty(16, device=dev) for _ in range(5))
+    costs = {
+        "torch.empty (cuda)": per_call_us(lambda: torch.empty((64, 4, 4), device=dev)),
+        "torch.zeros (cuda)": per_call_us(lambda: torch.zeros((1,), dtype=torch.int32, device=dev)),
+        "split into 8": per_call_us(lambda: torch.split(buf, [16, 16, 8, 4, 4, 2, 4, 16])),
+        "slice+view": per_call_us(lambda: buf[16:32].view(4, 4)),
+        "reshape": per_call_us(lambda: y.reshape(1, 4096, 2)),
+        "H2D 64 float64 (pageable)": per_call_us(lambda: host.to(dev), reps=500),
+        "item() of a ready int": per_call_us(lambda: flag.item(), reps=500),
+        "triton_params (static model)": per_call_us(lambda: tf.triton_params(model, (), torch.float32, dev), reps=500),
+        "triton launch _absorb (1 program)": per_call_us(
+            lambda: tf._absorb[(1, 1)](*el, sm, sP, sm, sP, 1, 1, 1, N=4, EPS=1e-6, num_warps=1), reps=500),
+        "triton_filter T=4096 (params given)": per_call_us(lambda: tf.triton_filter(model, y, params=prm), reps=300),
+        "parallel_filter T=4096": per_call_us(lambda: bayesfilt.parallel_filter(model, y, validate=False), reps=300),
+    }
+    print("\nhost cost per call (us, no sync in the loop):")
+    for k, v in costs.items():
+        print(f"   {v:8.1f}  {k}")
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(200):
+        bayesfilt.parallel_filter(model, y, validate=False)
+    pr.disable()
+    txt = io.StringIO()
+    pstats.Stats(pr, stream=txt).sort_stats("tottime").print_stats(22)
+    print("\ncProfile of 200 public calls, T=4096 (tottime):")
+    print("\n".join(ln for ln in txt.getvalue().splitlines() if ln.strip())[:5000])
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(costs, f, indent=1)
+
+
 def ncu_part(args):
     import torch
 
@@ -143,11 +209,11 @@ def ncu_part(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=("first", "torch", "ncu"))
+    ap.add_argument("part", choices=("first", "torch", "ncu", "host"))
     ap.add_argument("--cache", default="/tmp/tcache_first")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
-    {"first": first, "torch": torch_part, "ncu": ncu_part}[args.part](args)
+    {"first": first, "torch": torch_part, "ncu": ncu_part, "host": host_part}[args.part](args)
 
 
 if __name__ == "__main__":

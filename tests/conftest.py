@@ -44,13 +44,15 @@ def run_interpreted(code: str, timeout: float = 600) -> str:
     return proc.stdout
 
 
-def compile_for_sm90(module: str, kernels, pointers=(), wide=(), dtypes=("fp32",), timeout: float = 300) -> None:
+def compile_for_sm90(module: str, kernels, pointers=(), wide=(), dtypes=("fp32",), timeout: float = 300,
+                     typed=None) -> None:
     """Compile Triton kernels ahead of time for an H100/H200 (sm_90) on the CPU, in a fresh process
     without the interpreter flag: the interpreter does not type-check the way the compiler does.
 
     ``kernels``: (name in ``module``, constexpr values) pairs. An argument is a pointer when its name
     is in ``pointers``, ends with ``_ptr`` or starts with ``out_``: ``*fp64`` when in ``wide``, else
-    each of ``dtypes`` in turn; other arguments are i32.
+    each of ``dtypes`` in turn; other arguments are i32. ``typed`` maps argument names to a fixed
+    signature type (e.g. ``{"bad_ptr": "*i32"}``).
     """
     import os
     import subprocess
@@ -61,13 +63,15 @@ def compile_for_sm90(module: str, kernels, pointers=(), wide=(), dtypes=("fp32",
         "from triton.backends.compiler import GPUTarget\n"
         "from triton.compiler import ASTSource\n"
         f"mod = importlib.import_module({module!r})\n"
-        f"pointers, wide = {set(pointers)!r}, {set(wide)!r}\n"
+        f"pointers, wide, typed = {set(pointers)!r}, {set(wide)!r}, {dict(typed or {})!r}\n"
         f"for dt in {tuple(dtypes)!r}:\n"
         f"    for name, consts in {list(kernels)!r}:\n"
         "        kern = getattr(mod, name)\n"
         "        sig, cx = {}, {}\n"
         "        for i, nm in enumerate(kern.arg_names):\n"
-        "            if nm in consts:\n"
+        "            if nm in typed:\n"
+        "                sig[nm] = typed[nm]\n"
+        "            elif nm in consts:\n"
         "                sig[nm] = 'constexpr'; cx[(i,)] = consts[nm]\n"
         "            elif nm in pointers or nm.endswith('_ptr') or nm.startswith('out_'):\n"
         "                sig[nm] = '*fp64' if nm in wide else '*' + dt\n"

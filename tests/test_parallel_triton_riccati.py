@@ -170,7 +170,7 @@ def test_kernels_compile_for_sm90():
                      [("_gains", dict(N=4, Mo=2, LOG2PI=1.84)), ("_fold_means", dict(N=4, Mo=2, BS=32)),
                       ("_carry_means", dict(N=4, BS=32)), ("_sweep_means", dict(N=4, Mo=2, BS=32))],
                      wide={"K_ptr", "Si_ptr", "ln_ptr", "z_ptr", "Phi_ptr", "start_ptr"},   # float64 scratch
-                     dtypes=("fp32", "fp64"))
+                     dtypes=("fp32", "fp64"), typed={"bad_ptr": "*i32"})
 
 
 def test_riccati_on_torch_backend_raises():

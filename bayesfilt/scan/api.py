@@ -46,8 +46,13 @@ def _check_choice(arg, value, choices):
         raise value_error(arg, f"is {value!r}", f"use one of {choices}")
 
 
-def _prepare(model, y, form, backend, schedule, method, validate):
-    """Validate and bring y to its backend; returns (model, y_time_first, backend, schedule, method)."""
+def _prepare(model, y, form, backend, schedule, method, validate, lazy=False):
+    """Validate and bring y to its backend; returns (model, y_time_first, backend, schedule, method).
+
+    ``lazy`` (parallel_filter on the Triton backend): no device sync here. y is not scanned for
+    infinities, and ``method="auto"`` takes the shared-gain kernels for large batches without first
+    scanning y for NaN; the caller reads the kernels' non-finite flag and, only when it is set, checks
+    y and falls back (:func:`_triton_filter_checked`)."""
     if not isinstance(model, LinearGaussianSSM):
         raise type_error("model", f"is a {type(model).__name__}", "pass a bayesfilt.LinearGaussianSSM")
     _check_choice("form", form, FORMS)
@@ -79,7 +84,8 @@ def _prepare(model, y, form, backend, schedule, method, validate):
             model, y_np, T, batch = prepare(model, y, validate=validate)
             y = torch.as_tensor(y_np)
         else:
-            y, T, batch = check_observations(y, model.m, model.batch_shape, allow_torch=True)
+            y, T, batch = check_observations(y, model.m, model.batch_shape, allow_torch=True,
+                                             check_inf=not (lazy and backend == "triton"))
             if validate or model.num_timesteps is not None:
                 model.validate(num_timesteps=T)
         if backend == "triton":
@@ -122,7 +128,7 @@ def _prepare(model, y, form, backend, schedule, method, validate):
             if backend == "numpy" and not np.isnan(y).any():
                 method = "riccati"
             elif (backend == "triton" and int(np.prod(batch)) >= RICCATI_MIN_SERIES
-                  and not bool(ops.isnan(y).any())):             # one device sync, batches only
+                  and (lazy or not bool(ops.isnan(y).any()))):   # lazy: NaN found after the kernels
                 method = "riccati"
     elif method == "riccati":
         if model.batch_shape != () or bool(ops.isnan(y).any()):
@@ -142,7 +148,13 @@ def _check_information(model):
 
 
 def _check_finite_out(out: dict, name: str) -> dict:
-    """Raise instead of returning non-finite moments or log-likelihoods (values left the dtype's range)."""
+    """Raise instead of returning non-finite moments or log-likelihoods (values left the dtype's range).
+
+    Triton results carry the kernels' flag ``nonfinite``: one read of it (one device sync) replaces
+    the scan of the outputs, which runs only when it is set (to name the field)."""
+    flag = out.pop("nonfinite", None)
+    if flag is not None and not bool(flag.item()):
+        return out
     fields = [f for f in ("means", "covs", "loglik_terms", "loglik") if out.get(f) is not None]
     if fields and ops.is_torch(out[fields[0]]):
         import torch
@@ -248,19 +260,38 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
         >>> bool(np.allclose(par.means, seq.means) and np.isclose(par.loglik, seq.loglik))
         True
     """
-    model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate)
-    if backend == "triton" and method == "riccati":   # shared covariances: check the (T, n, n) tensors once
-        from .triton_riccati import triton_riccati
-        out = _guard_linalg(triton_riccati, model, ops.moveaxis(yt, 0, yt.ndim - 2))
-        shared = {k: out[k][(0,) * (out[k].ndim - 3)] for k in ("covs", "predicted_covs")}
-        _check_finite_out({**out, **shared}, "parallel_filter")
-        return FilterResult(**out)
-    if backend == "triton":         # the kernel is batch-first: no round trip through the time-first layout
-        from .triton_filter import triton_filter
-        out = _guard_linalg(triton_filter, model, ops.moveaxis(yt, 0, yt.ndim - 2))
-        return FilterResult(**_check_finite_out(out, "parallel_filter"))
+    explicit = method
+    model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate, lazy=True)
+    if backend == "triton":
+        return _triton_filter_checked(model, ops.moveaxis(yt, 0, yt.ndim - 2), method, explicit)
     return _result(_check_finite_out(_run_filter(model, yt, form, backend, schedule, method, chunk_size),
                                      "parallel_filter"))
+
+
+def _triton_filter_checked(model, y, method, requested) -> FilterResult:
+    """The Triton kernels on batch-first y (*B, T, m), with the checks _prepare(lazy=True) left out.
+
+    Fast path: the kernels, then one read of their non-finite flag. Only when it is set: y is scanned
+    for infinities (a named error), a shared-gain run that ``method="auto"`` chose is redone with the
+    element kernels if y has missing values (NaN), and otherwise the output field is named.
+    """
+    if method == "riccati":         # shared covariances and gains (expand-ed views over the batch)
+        from .triton_riccati import triton_riccati
+        out = _guard_linalg(triton_riccati, model, y)
+    else:                           # batch-first kernels: no round trip through the time-first layout
+        from .triton_filter import triton_filter
+        out = _guard_linalg(triton_filter, model, y)
+    flag = out.pop("nonfinite")
+    if not bool(flag.item()):       # one device sync
+        return FilterResult(**out)
+    check_observations(y, model.m, model.batch_shape, allow_torch=True)     # raises on an infinite y
+    if method == "riccati" and requested == "auto" and bool(ops.isnan(y).any()):
+        return _triton_filter_checked(model, y, "elements", "elements")     # missing data: element kernels
+    scan = dict(out)
+    if method == "riccati":         # check the shared (T, n, n) covariances once, not their expand
+        scan.update({k: out[k][(0,) * (out[k].ndim - 3)] for k in ("covs", "predicted_covs")})
+    _check_finite_out(scan, "parallel_filter")                               # raises, naming the field
+    return FilterResult(**out)
 
 
 def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", backend: str = "auto",

@@ -290,13 +290,22 @@ if triton is not None:
                                                tl.load(iC + i * N * N + mat), tl.load(ie + i * N + ri),
                                                tl.load(iJ + i * N * N + mat), N, EPS)
 
+    @triton.jit
+    def _count_bad(acc, x):
+        """acc + 1 where x is NaN or infinite (elementwise; no reduction inside the loop)."""
+        return acc + tl.where(tl.abs(x) < float("inf"), 0.0, 1.0)
+
     @_jit(_SWEEP_INTS)
     def _sweep(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, m0_ptr, P0_ptr, sm, sP,
-               out_m, out_P, out_pm, out_pP, out_ll,
+               out_m, out_P, out_pm, out_pP, out_ll, bad_ptr,
                T, L_chunk, K, n, m,
                s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt, sdb, sdt, sm0, sP0,
-               LOG2PI: tl.constexpr, N: tl.constexpr, Mo: tl.constexpr, V64: tl.constexpr):
-        """Program (b, k): sequential Kalman filter over chunk k from the state before it."""
+               LOG2PI: tl.constexpr, N: tl.constexpr, Mo: tl.constexpr, V64: tl.constexpr,
+               CHECK_M: tl.constexpr):
+        """Program (b, k): sequential Kalman filter over chunk k from the state before it.
+
+        Sets bad_ptr[0] to 1 (atomic max) if a filtered covariance, log-likelihood term or (with
+        CHECK_M) filtered mean it writes is NaN or infinite."""
         pb = tl.program_id(0)
         pk = tl.program_id(1)
         ri = tl.arange(0, N)
@@ -305,6 +314,9 @@ if triton is not None:
         P = tl.load(sP + s * N * N + ri[:, None] * N + ri[None, :])
         outm = (ri < n)
         outP = (ri[:, None] < n) & (ri[None, :] < n)
+        bad_m = tl.zeros((N,), dtype=tl.float32)                              # non-finite counts, elementwise
+        bad_P = tl.zeros((N, N), dtype=tl.float32)
+        bad_l = tl.sum(tl.zeros((N,), dtype=tl.float32), axis=0)
         t0 = pk * L_chunk
         for j in range(0, L_chunk):
             t = t0 + j
@@ -336,6 +348,12 @@ if triton is not None:
                 tl.store(out_m + o * n + ri, mean, mask=outm)
                 tl.store(out_P + o * n * n + ri[:, None] * n + ri[None, :], P, mask=outP)
                 tl.store(out_ll + o, ll)
+                if CHECK_M:                                                   # as stored: a float64 value
+                    bad_m = _count_bad(bad_m, mean.to(out_m.dtype.element_ty))  # may overflow float32
+                bad_P = _count_bad(bad_P, P)
+                bad_l = _count_bad(bad_l, ll.to(out_ll.dtype.element_ty))
+        nbad = tl.sum(bad_m, axis=0) + tl.sum(tl.sum(bad_P, axis=1), axis=0) + bad_l
+        tl.atomic_max(bad_ptr, (nbad > 0).to(tl.int32))
 
 
 def fits_int32(n: int, m: int, series: int, T: int) -> bool:
@@ -385,42 +403,62 @@ def triton_filter_time_first(model, y_tf, chunk: int | None = None, group: int |
     return triton_filter(model, y, chunk=chunk, group=group, time_first=True)
 
 
+_PARAM_CORES = (("F", "nn"), ("Q", "nn"), ("H", "on"), ("R", "oo"), ("b", "n"), ("d", "o"), ("m0", "n"), ("P0", "nn"))
+
+
+def _static_host(model, N, Mo):
+    """Padded host blocks of a model with neither batch axes nor time-varying parameters (the common case,
+    built without the general layout code: it runs on every call)."""
+    out = {}
+    for name, core in _PARAM_CORES:
+        block = np.zeros(tuple(N if c == "n" else Mo for c in core))
+        arr = getattr(model, name)
+        if arr is not None:
+            block[tuple(slice(0, k) for k in arr.shape)] = arr
+        out[name] = (block, 0, 0)
+    return out
+
+
 def triton_params(model, batch: tuple, dtype, device):
     """Padded parameter tensors and strides for the kernels (see :func:`triton_filter`); reusable across calls.
 
-    All parameters travel to the device in one copy (one flat buffer, then views).
+    Returns {name: (flat device tensor, batch stride, time stride)} for F, Q, H, R, b, d, m0, P0
+    (padded to N x N, Mo x N, Mo x Mo, N, Mo blocks; the kernels index them flat). All parameters
+    travel to the device in one copy (one flat buffer, then one split).
     """
     import torch
     from ._params import static, time_first as tf
     n, m = model.n, model.m
     N, Mo = _next_pow2(n), _next_pow2(m)
-    nb = len(batch)
-    B = math.prod(batch) if batch else 1
-    dummy = np.zeros((1,) + (1,) * nb)
-    host = {}
-    for name, core in (("F", "nn"), ("Q", "nn"), ("H", "on"), ("R", "oo")):
-        host[name] = _padded(tf(model, name, nb, dummy), core, batch, N, Mo)
-    for name, core, size in (("b", "n", n), ("d", "o", m)):
-        arr = tf(model, name, nb, dummy)
-        if arr is None:
-            arr = np.zeros((1,) + (1,) * nb + (size,))
-        host[name] = _padded(arr, core, batch, N, Mo)
-    host["m0"] = _padded(static(model, "m0", nb, dummy)[None], "n", batch, N, Mo)
-    host["P0"] = _padded(static(model, "P0", nb, dummy)[None], "nn", batch, N, Mo)
-    for key, val in host.items():
-        if val[0].shape[0] not in (1, B):
-            raise NotImplementedError("parameter batch axes must equal y's (flattened) batch or be absent")
-    flat = np.concatenate([v[0].ravel() for v in host.values()])
-    dev = torch.as_tensor(flat).to(dtype=dtype, device=device)
-    P, i = {}, 0
-    for key, (arr, sb, st) in host.items():
-        P[key] = (dev[i:i + arr.size].view(arr.shape), sb, st)
-        i += arr.size
-    return P
+    if not model.time_varying and all(getattr(model, k) is None or getattr(model, k).ndim == len(c)
+                                      for k, c in _PARAM_CORES):
+        host = _static_host(model, N, Mo)
+    else:
+        nb = len(batch)
+        B = math.prod(batch) if batch else 1
+        dummy = np.zeros((1,) + (1,) * nb)
+        host = {}
+        for name, core in _PARAM_CORES[:4]:
+            host[name] = _padded(tf(model, name, nb, dummy), core, batch, N, Mo)
+        for name, core, size in (("b", "n", n), ("d", "o", m)):
+            arr = tf(model, name, nb, dummy)
+            if arr is None:
+                arr = np.zeros((1,) + (1,) * nb + (size,))
+            host[name] = _padded(arr, core, batch, N, Mo)
+        host["m0"] = _padded(static(model, "m0", nb, dummy)[None], "n", batch, N, Mo)
+        host["P0"] = _padded(static(model, "P0", nb, dummy)[None], "nn", batch, N, Mo)
+        for key, val in host.items():
+            if val[0].shape[0] not in (1, B):
+                raise NotImplementedError("parameter batch axes must equal y's (flattened) batch or be absent")
+    np_dtype = {torch.float32: np.float32, torch.float64: np.float64}.get(dtype, np.float64)
+    flat = np.concatenate([v[0].ravel() for v in host.values()]).astype(np_dtype, copy=False)
+    dev = torch.from_numpy(flat).to(device=device, dtype=dtype)
+    parts = torch.split(dev, [v[0].size for v in host.values()])
+    return {key: (part, sb, st) for (key, (_arr, sb, st)), part in zip(host.items(), parts)}
 
 
 def triton_filter(model, y, chunk: int | None = None, group: int | None = None, time_first: bool = False,
-                  params=None, wide_vectors: bool | None = None):
+                  params=None, wide_vectors: bool | None = None, bad=None, check_means: bool = True):
     """Triton covariance-form filter of torch ``y`` (*B, T, m) on the GPU (or TRITON_INTERPRET=1 on CPU).
 
     Args:
@@ -443,9 +481,14 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
             within a chunk (e.g. constant velocity, q = 0.05, r = 4: 5e-7 over 64 steps; a
             long-memory filter keeps a ~1e-3 log-likelihood error; docs/parallel.md,
             "Precision"). No effect for float64 y.
+        bad: an int32 device tensor (1,) that the last kernel sets to 1 if a filtered mean (with
+            ``check_means``), covariance or log-likelihood term is NaN or infinite (allocated here,
+            zeroed, when None; pass one to share it between calls).
+        check_means: include the filtered means in that check.
 
     Returns:
-        dict with means, covs, predicted_means, predicted_covs, loglik_terms, loglik.
+        dict with means, covs, predicted_means, predicted_covs, loglik_terms, loglik and ``nonfinite``
+        (the ``bad`` tensor: read it once, one device sync, instead of scanning the outputs).
 
     Example:
         >>> out = triton_filter(model, torch.as_tensor(y, device="cuda"))  # doctest: +SKIP
@@ -506,12 +549,15 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     pm = torch.empty((B, T, n), dtype=dt, device=dev)
     pP = torch.empty((B, T, n, n), dtype=dt, device=dev)
     ll = torch.empty((B, T), dtype=dt, device=dev)
-    _sweep[(B, K)](*tens, sm, sP, means, covs, pm, pP, ll, T, L, K, n, m, *strides,
-                   LOG2PI=LOG_2PI, N=N, Mo=Mo, V64=v64, num_warps=1)
+    if bad is None:
+        bad = torch.zeros((1,), dtype=torch.int32, device=dev)
+    _sweep[(B, K)](*tens, sm, sP, means, covs, pm, pP, ll, bad, T, L, K, n, m, *strides,
+                   LOG2PI=LOG_2PI, N=N, Mo=Mo, V64=v64, CHECK_M=check_means, num_warps=1)
     out = dict(means=means.reshape(batch + (T, n)), covs=covs.reshape(batch + (T, n, n)),
                predicted_means=pm.reshape(batch + (T, n)), predicted_covs=pP.reshape(batch + (T, n, n)),
                loglik_terms=ll.reshape(batch + (T,)))
     out["loglik"] = ll.sum(-1, dtype=vt).to(dt).reshape(batch)                # sum of the terms (float64 if v64)
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
+    out["nonfinite"] = bad
     return out

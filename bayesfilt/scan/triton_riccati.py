@@ -42,7 +42,7 @@ from ._triton import jit_unspecialized as _jit
 from .triton_filter import LOG_2PI, _next_pow2, triton_filter, triton_params
 
 if triton is not None:
-    from .triton_filter import _mm, _spd_solve
+    from .triton_filter import _count_bad, _mm, _spd_solve
 
     _GAIN_INTS = ['n', 'm', 'sHt', 'sRt']
     _MEAN_INTS = ['B', 'T', 'L_chunk', 'K', 'n', 'm', 's_yb', 's_yt', 'sFt', 'sbt', 'sHt', 'sdt']
@@ -143,10 +143,12 @@ if triton is not None:
 
     @_jit(_MEAN_INTS)
     def _sweep_means(y_ptr, F_ptr, b_ptr, H_ptr, d_ptr, m0_ptr, K_ptr, Si_ptr, ln_ptr, start_ptr,
-                     out_m, out_pm, out_ll,
+                     out_m, out_pm, out_ll, bad_ptr,
                      B, T, L_chunk, K, n, m, s_yb, s_yt, sFt, sbt, sHt, sdt,
                      N: tl.constexpr, Mo: tl.constexpr, BS: tl.constexpr):
-        """Program (series block, chunk k): the filter over chunk k from its start; means, predictions, terms."""
+        """Program (series block, chunk k): the filter over chunk k from its start; means, predictions, terms.
+
+        Sets bad_ptr[0] to 1 (atomic max) if a filtered mean or log-likelihood term is NaN or infinite."""
         pb = tl.program_id(0)
         pk = tl.program_id(1)
         ri = tl.arange(0, N)
@@ -157,6 +159,8 @@ if triton is not None:
         m0 = tl.load(m0_ptr + ri).to(tl.float64)
         start = tl.load(start_ptr + (s[:, None] * K + pk) * N + ri[None, :], mask=ok, other=0.0)
         mean = tl.where(pk == 0, m0[None, :] + tl.zeros((BS, N), dtype=tl.float64), start)  # chunk 0: m0 (slot unset)
+        bad_m = tl.zeros((BS, N), dtype=tl.float32)                           # non-finite counts, elementwise
+        bad_l = tl.zeros((BS,), dtype=tl.float32)
         t0 = pk * L_chunk
         for j in range(0, L_chunk):
             t = t0 + j
@@ -172,6 +176,10 @@ if triton is not None:
                 tl.store(out_pm + o * n + ri[None, :], pred.to(out_pm.dtype.element_ty), mask=okn)
                 tl.store(out_m + o * n + ri[None, :], mean.to(out_m.dtype.element_ty), mask=okn)
                 tl.store(out_ll + s * T + t, ll.to(out_ll.dtype.element_ty), mask=s < B)
+                bad_m = _count_bad(bad_m, mean.to(out_m.dtype.element_ty))   # as stored (float64 -> float32
+                bad_l = _count_bad(bad_l, ll.to(out_ll.dtype.element_ty))     # may overflow); past B: zeros
+        nbad = tl.sum(tl.sum(bad_m, axis=1), axis=0) + tl.sum(bad_l, axis=0)
+        tl.atomic_max(bad_ptr, (nbad > 0).to(tl.int32))
 
 
 def chunk_length(T: int) -> int:
@@ -206,7 +214,9 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
 
     Returns:
         dict with means (*B, T, n), covs (*B, T, n, n), predicted_means, predicted_covs,
-        loglik_terms (*B, T) and loglik (*B), in y's dtype; covs and predicted_covs are ``expand``-ed
+        loglik_terms (*B, T) and loglik (*B), in y's dtype, and ``nonfinite``: an int32 device tensor (1,)
+        that is 1 if a filtered mean, covariance or log-likelihood term came out NaN or infinite
+        (NaN in y shows up there: this path has no missing-data handling); covs and predicted_covs are ``expand``-ed
         views of the shared (T, n, n) tensors (no memory, no kernel; copy before writing into them).
 
     Example:
@@ -228,9 +238,10 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
         yb = yb.contiguous()                                                  # the kernels read components at stride 1
     dt, dev = yb.dtype, yb.device
     P = params if params is not None else triton_params(model, (1,), dt, dev)
+    bad = torch.zeros((1,), dtype=torch.int32, device=dev)                   # set by a kernel on NaN / inf
     if covariances is None:
-        cov = triton_filter(model, yb[:1], params=P, wide_vectors=False)      # P_{t|t-1}, P_t: (1, T, n, n)
-                                                                              # (its means are not used)
+        cov = triton_filter(model, yb[:1], params=P, wide_vectors=False,      # P_{t|t-1}, P_t: (1, T, n, n)
+                            bad=bad, check_means=False)                       # (its means are not used)
         covariances = (cov["predicted_covs"][0], cov["covs"][0])
     pcov, fcov = (c.contiguous() for c in covariances)
     f64 = torch.float64
@@ -254,7 +265,7 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     means = torch.empty((B, T, n), dtype=dt, device=dev)
     pm = torch.empty((B, T, n), dtype=dt, device=dev)
     ll = torch.empty((B, T), dtype=dt, device=dev)
-    _sweep_means[(nb, K)](yb, *shared, Sinv, lognorm, start, means, pm, ll, *ints,
+    _sweep_means[(nb, K)](yb, *shared, Sinv, lognorm, start, means, pm, ll, bad, *ints,
                           N=N, Mo=Mo, BS=BS, num_warps=1)
 
     def spread(c):                                    # (T, n, n) -> (*B, T, n, n), a view (copy before writing)
@@ -266,4 +277,5 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     out["loglik"] = ll.sum(-1, dtype=f64).to(dt).reshape(batch)               # log p(y_{1:T}) = Σ_t terms
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
+    out["nonfinite"] = bad
     return out
