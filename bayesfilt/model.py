@@ -15,6 +15,7 @@ broadcast against the batch axes of the observations ``y`` of shape (..., T, m).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -165,9 +166,9 @@ class LinearGaussianSSM:
         k = CORE_RANK[name] + (1 if name in self.time_varying else 0)
         return arr.shape[: arr.ndim - k]
 
-    @property
+    @functools.cached_property
     def batch_shape(self) -> tuple:
-        """Broadcast batch shape of all parameters (``()`` for an unbatched model)."""
+        """Broadcast batch shape of all parameters (``()`` for an unbatched model; computed once per model)."""
         return np.broadcast_shapes(*(self._batch_shape_of(nm) for nm in CORE_RANK if getattr(self, nm) is not None))
 
     @property

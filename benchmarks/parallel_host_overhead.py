@@ -41,13 +41,18 @@ def main() -> int:
             self.name = name
 
         def __getitem__(self, grid):
-            return lambda *a, **k: launches.append(self.name)
+            def launch(*args, **kwargs):
+                launches.append(self.name)
+                if self.name == "_fold_steps":         # the first kernel zeroes the call's non-finite flag
+                    for a in args:
+                        if isinstance(a, torch.Tensor) and a.dtype == torch.int32:
+                            a.zero_()
+            return launch
 
     for name in ("_fold_steps", "_fold_elements", "_absorb", "_sweep"):
         setattr(tf, name, NoKernel(name))
     for name in ("_gains", "_fold_means", "_carry_means", "_sweep_means"):
         setattr(tr, name, NoKernel(name))
-    api._check_finite_out = lambda out, name: out       # the no-op kernels leave the buffers unwritten
     model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
     # small y: on CPU tensors the data-sized operations (input checks, the NaN test) run on the host, while on
     # a GPU they are asynchronous kernels; the small shapes keep them out of the wrapper's time

@@ -64,3 +64,17 @@ def test_cuda_float32_constant_velocity(shape):
         got = getattr(res, k).cpu().numpy()
         assert np.isfinite(got).all(), k
         assert scale_rel(got, getattr(ref, k)) <= tol.bound, (k, scale_rel(got, getattr(ref, k)))
+
+
+def test_cuda_checks_after_the_kernels():
+    """On the GPU: the one post-kernel check (the kernels' non-finite flag) names an infinite y and a
+    float32 overflow, reruns NaN batches with the element kernels, and reads 0 on a finite run."""
+    import os
+    import subprocess
+    import sys
+    from test_parallel_triton import CHECKS_SCRIPT, check_after_kernels
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", CHECKS_SCRIPT.format(device="cuda")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_after_kernels(proc.stdout)

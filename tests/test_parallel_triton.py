@@ -74,9 +74,10 @@ def test_kernels_compile_for_sm90_quickly():
     with the float32-matrix / float64-vector signatures a float32 filter launches.
     """
     from conftest import compile_for_sm90
-    consts = {"N": 4, "Mo": 2, "EPS": 1e-6, "LOG2PI": 1.8378770664093453, "V64": True, "CHECK_M": True}
+    consts = {"N": 4, "Mo": 2, "EPS": 1e-6, "LOG2PI": 1.8378770664093453, "V64": True, "MEANS": True, "ZERO_START": False}
     compile_for_sm90("bayesfilt.scan.triton_filter",
-                     [(name, consts) for name in ("_fold_steps", "_fold_elements", "_absorb", "_sweep")],
+                     [(name, consts) for name in ("_fold_steps", "_fold_elements", "_absorb", "_sweep")]
+                     + [("_absorb", {**consts, "ZERO_START": True}), ("_sweep", {**consts, "MEANS": False})],
                      pointers={"oA", "ob", "oC", "oe", "oJ", "iA", "ib", "iC", "ie", "iJ", "sm", "sP", "om", "oP"},
                      wide={"ob", "oe", "ib", "ie", "sm", "om"},      # float64 vector buffers of a float32 filter
                      typed={"bad_ptr": "*i32"})
@@ -141,40 +142,38 @@ def test_sizes_beyond_32_bit_offsets_are_named():
     assert "RAISED" in out and "32-bit" in out and "backend='torch'" in out, out
 
 
-def test_checks_after_the_kernels():
-    """The Triton path syncs once, after the kernels, on their non-finite flag (no scan of y first): an
-    infinite y is still a named error, a float32 overflow is named, NaN in a large batch (where
-    method="auto" took the shared-gain kernels without scanning y) is redone with the element kernels
-    and matches kalman_filter with missing data, and a finite run takes the flag's fast path."""
-    from conftest import run_interpreted
-    out = run_interpreted(textwrap.dedent(r"""
-        import numpy as np, torch
-        import bayesfilt
-        import bayesfilt.scan.api as api
-        from bayesfilt.errors import BayesfiltValueError
-        api.RICCATI_MIN_SERIES = 2                     # the shared-gain path from 2 series in this process
-        model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
-        _, y = model.simulate(12, seed=0, batch_shape=(3,))
-        def run(arr, **kw):
-            try:
-                return bayesfilt.parallel_filter(model, torch.tensor(arr), backend="triton", validate=False, **kw)
-            except BayesfiltValueError as exc:
-                return str(exc)
-        y_inf = y.copy(); y_inf[1, 3, 1] = np.inf
-        print("INF", run(y_inf))
-        print("OVERFLOW", run((y * 1e30).astype(np.float32)))
-        y_nan = y.copy(); y_nan[2, 5, 0] = np.nan; y_nan[0, 7] = np.nan
-        res, ref = run(y_nan), bayesfilt.kalman_filter(model, y_nan)
-        print("NAN", res.covs.stride(0) != 0, float(np.abs(res.means.numpy() - ref.means).max()),
-              float(np.abs(res.loglik.numpy() - ref.loglik).max()))
-        flags = []
-        real = bayesfilt.scan.triton_riccati.triton_riccati
-        def spy(*a, **k):
-            out = real(*a, **k); flags.append(int(out["nonfinite"].item())); return out
-        bayesfilt.scan.triton_riccati.triton_riccati = spy
-        res, ref = run(y), bayesfilt.kalman_filter(model, y)
-        print("FINITE", flags, res.covs.stride(0) == 0, float(np.abs(res.loglik.numpy() - ref.loglik).max()))
-    """), timeout=600)
+CHECKS_SCRIPT = textwrap.dedent(r"""
+    import numpy as np, torch
+    import bayesfilt
+    import bayesfilt.scan.api as api
+    from bayesfilt.errors import BayesfiltValueError
+    api.RICCATI_MIN_SERIES = 2                     # the shared-gain path from 2 series in this process
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    _, y = model.simulate(12, seed=0, batch_shape=(3,))
+    def run(arr, **kw):
+        try:
+            return bayesfilt.parallel_filter(model, torch.tensor(arr, device={device!r}), backend="triton",
+                                             validate=False, **kw)
+        except BayesfiltValueError as exc:
+            return str(exc)
+    y_inf = y.copy(); y_inf[1, 3, 1] = np.inf
+    print("INF", run(y_inf))
+    print("OVERFLOW", run((y * 1e30).astype(np.float32)))
+    y_nan = y.copy(); y_nan[2, 5, 0] = np.nan; y_nan[0, 7] = np.nan
+    res, ref = run(y_nan), bayesfilt.kalman_filter(model, y_nan)
+    print("NAN", res.covs.stride(0) != 0, float(np.abs(res.means.cpu().numpy() - ref.means).max()),
+          float(np.abs(res.loglik.cpu().numpy() - ref.loglik).max()))
+    flags = []
+    real = bayesfilt.scan.triton_riccati.triton_riccati
+    def spy(*a, **k):
+        out = real(*a, **k); flags.append(int(out["nonfinite"].item())); return out
+    bayesfilt.scan.triton_riccati.triton_riccati = spy
+    res, ref = run(y), bayesfilt.kalman_filter(model, y)
+    print("FINITE", flags, res.covs.stride(0) == 0, float(np.abs(res.loglik.cpu().numpy() - ref.loglik).max()))
+""")
+
+
+def check_after_kernels(out: str) -> None:
     lines = {ln.split()[0]: ln.split(None, 1)[1] for ln in out.splitlines() if ln.split()}
     assert "infinite value at index (1, 3, 1)" in lines["INF"], lines["INF"]
     assert "non-finite" in lines["OVERFLOW"] and "float32" in lines["OVERFLOW"], lines["OVERFLOW"]
@@ -182,3 +181,14 @@ def test_checks_after_the_kernels():
     assert elements == "True" and float(mean_err) < 1e-9 and float(ll_err) < 1e-9, lines["NAN"]
     flags, shared, ll_err = lines["FINITE"].rsplit(None, 2)
     assert flags == "[0]" and shared == "True" and float(ll_err) < 1e-9, lines["FINITE"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(),
+                    reason="the CPU (CI) path under the interpreter; tests/test_parallel_gpu.py runs it on CUDA")
+def test_checks_after_the_kernels():
+    """The Triton path syncs once, after the kernels, on their non-finite flag (no scan of y first): an
+    infinite y is still a named error, a float32 overflow is named, NaN in a large batch (where
+    method="auto" took the shared-gain kernels without scanning y) is redone with the element kernels
+    and matches kalman_filter with missing data, and a finite run takes the flag's fast path."""
+    from conftest import run_interpreted
+    check_after_kernels(run_interpreted(CHECKS_SCRIPT.format(device="cpu"), timeout=600))

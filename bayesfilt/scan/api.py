@@ -8,6 +8,8 @@ the chosen form and return the same result types as the sequential references
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _ops as ops
@@ -47,7 +49,8 @@ def _check_choice(arg, value, choices):
 
 
 def _prepare(model, y, form, backend, schedule, method, validate, lazy=False):
-    """Validate and bring y to its backend; returns (model, y_time_first, backend, schedule, method).
+    """Validate and bring y to its backend; returns (model, y_time_first, backend, schedule, method)
+    (y stays batch-first, (..., T, m), with ``lazy`` on the Triton backend).
 
     ``lazy`` (parallel_filter on the Triton backend): no device sync here. y is not scanned for
     infinities, and ``method="auto"`` takes the shared-gain kernels for large batches without first
@@ -99,7 +102,7 @@ def _prepare(model, y, form, backend, schedule, method, validate, lazy=False):
                 raise value_error("backend", "is 'triton' but triton or a CUDA device is unavailable",
                                   "install triton and pass CUDA tensors (or set TRITON_INTERPRET=1), or use backend='torch'")
             from .triton_filter import fits_int32
-            series = int(np.prod(batch))
+            series = math.prod(batch)
             if not fits_int32(model.n, model.m, series, T):
                 if not auto_backend:
                     raise value_error("y", f"has {series} series x {T} steps, beyond the Triton kernels' 32-bit "
@@ -111,7 +114,7 @@ def _prepare(model, y, form, backend, schedule, method, validate, lazy=False):
     if schedule == "auto":
         # NumPy: the chunked scan has the fewest Python-level steps for long series; when the batch alone
         # gives more parallelism than time (B >= T), the left fold does half the work of any parallel schedule.
-        size = int(np.prod(batch))
+        size = math.prod(batch)
         if backend == "numpy":
             schedule = "sequential" if size >= y.shape[-2] else "chunked"
         else:
@@ -121,13 +124,14 @@ def _prepare(model, y, form, backend, schedule, method, validate, lazy=False):
                           "use method='riccati' only with form='covariance' and backend='numpy' or 'triton'")
     if tuple(y.shape[:-2]) != batch:                             # parameters batched where y is not: broadcast y
         y = ops.broadcast_to(y, batch + tuple(y.shape[-2:]))
-    yt = ops.moveaxis(y, -2, 0)
+    # the scans run time-first; the lazy Triton path keeps y batch-first (the kernels' layout)
+    yt = y if lazy and backend == "triton" else ops.moveaxis(y, -2, 0)
     if method == "auto":
         method = "elements"
         if form == "covariance" and model.batch_shape == ():
             if backend == "numpy" and not np.isnan(y).any():
                 method = "riccati"
-            elif (backend == "triton" and int(np.prod(batch)) >= RICCATI_MIN_SERIES
+            elif (backend == "triton" and math.prod(batch) >= RICCATI_MIN_SERIES
                   and (lazy or not bool(ops.isnan(y).any()))):   # lazy: NaN found after the kernels
                 method = "riccati"
     elif method == "riccati":
@@ -263,7 +267,7 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
     explicit = method
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate, lazy=True)
     if backend == "triton":
-        return _triton_filter_checked(model, ops.moveaxis(yt, 0, yt.ndim - 2), method, explicit)
+        return _triton_filter_checked(model, yt, method, explicit)              # yt: batch-first here
     return _result(_check_finite_out(_run_filter(model, yt, form, backend, schedule, method, chunk_size),
                                      "parallel_filter"))
 

@@ -181,12 +181,14 @@ if triton is not None:
 
     @_jit(_STEP_INTS)
     def _fold_steps(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, m0_ptr, P0_ptr,
-                    oA, ob, oC, oe, oJ,
+                    oA, ob, oC, oe, oJ, bad_ptr,
                     T, L_chunk, K, m,
                     s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt, sdb, sdt, sm0, sP0,
                     N: tl.constexpr, Mo: tl.constexpr, V64: tl.constexpr):
         pb = tl.program_id(0)
         pk = tl.program_id(1)
+        if pb + pk == 0:
+            tl.store(bad_ptr, 0)                                              # the call's non-finite flag
         ri = tl.arange(0, N)
         I = tl.where(ri[:, None] == ri[None, :], 1.0, 0.0)
         m0 = _wide(tl.load(m0_ptr + pb * sm0 + ri), V64)
@@ -269,17 +271,24 @@ if triton is not None:
 
     @_jit(_GROUP_INTS)
     def _absorb(iA, ib, iC, ie, iJ, sm, sP, om, oP, K, G_size, KG,
-                N: tl.constexpr, EPS: tl.constexpr):
-        """Program (b, g): from the state (m, P) before group g, write the state before each of its elements."""
+                N: tl.constexpr, EPS: tl.constexpr, ZERO_START: tl.constexpr):
+        """Program (b, g): from the state (m, P) before group g, write the state before each of its elements.
+
+        ZERO_START: start from m = 0, P = 0 (the state before the first element, which holds the
+        prior) instead of reading sm, sP."""
         pb = tl.program_id(0)
         pg = tl.program_id(1)
         ri = tl.arange(0, N)
         mat = ri[:, None] * N + ri[None, :]
         s = pb * KG + pg
-        mean = tl.load(sm + s * N + ri)
-        P = tl.load(sP + s * N * N + mat)
-        Z = tl.zeros((N, N), dtype=P.dtype)
-        z = tl.zeros((N,), dtype=P.dtype)
+        Z = tl.zeros((N, N), dtype=iC.dtype.element_ty)
+        z = tl.zeros((N,), dtype=iC.dtype.element_ty)
+        if ZERO_START:
+            mean = tl.zeros((N,), dtype=ib.dtype.element_ty)
+            P = Z
+        else:
+            mean = tl.load(sm + s * N + ri)
+            P = tl.load(sP + s * N * N + mat)
         for j in range(0, G_size):
             if pg * G_size + j < K:
                 i = pb * K + pg * G_size + j
@@ -301,11 +310,11 @@ if triton is not None:
                T, L_chunk, K, n, m,
                s_yb, s_yt, sFb, sFt, sQb, sQt, sbb, sbt, sHb, sHt, sRb, sRt, sdb, sdt, sm0, sP0,
                LOG2PI: tl.constexpr, N: tl.constexpr, Mo: tl.constexpr, V64: tl.constexpr,
-               CHECK_M: tl.constexpr):
+               MEANS: tl.constexpr):
         """Program (b, k): sequential Kalman filter over chunk k from the state before it.
 
-        Sets bad_ptr[0] to 1 (atomic max) if a filtered covariance, log-likelihood term or (with
-        CHECK_M) filtered mean it writes is NaN or infinite."""
+        Sets bad_ptr[0] to 1 (atomic max) if a value it writes is NaN or infinite. Without MEANS only
+        the covariances are written (and checked)."""
         pb = tl.program_id(0)
         pk = tl.program_id(1)
         ri = tl.arange(0, N)
@@ -332,7 +341,8 @@ if triton is not None:
                     P = _mm(_mm(F, P), tl.trans(F)) + Q                       # P_{t|t-1} = F P F^T + Q
                     P = 0.5 * (P + tl.trans(P))
                 o = pb * T + t
-                tl.store(out_pm + o * n + ri, mean, mask=outm)
+                if MEANS:
+                    tl.store(out_pm + o * n + ri, mean, mask=outm)
                 tl.store(out_pP + o * n * n + ri[:, None] * n + ri[None, :], P, mask=outP)
                 y0, Hm, Rm, nobs = _observe(y, H, R, d, Mo)
                 r = y0 - _mv(Hm, mean)                                        # r = y - d - H m
@@ -345,13 +355,13 @@ if triton is not None:
                 P = P - _mm(KT, HP)                                           # P = P - K S K^T
                 P = 0.5 * (P + tl.trans(P))
                 ll = -0.5 * (tl.sum(r * Sr, axis=0) + logdet + nobs.to(P.dtype) * LOG2PI)
-                tl.store(out_m + o * n + ri, mean, mask=outm)
                 tl.store(out_P + o * n * n + ri[:, None] * n + ri[None, :], P, mask=outP)
-                tl.store(out_ll + o, ll)
-                if CHECK_M:                                                   # as stored: a float64 value
-                    bad_m = _count_bad(bad_m, mean.to(out_m.dtype.element_ty))  # may overflow float32
                 bad_P = _count_bad(bad_P, P)
-                bad_l = _count_bad(bad_l, ll.to(out_ll.dtype.element_ty))
+                if MEANS:
+                    tl.store(out_m + o * n + ri, mean, mask=outm)
+                    tl.store(out_ll + o, ll)
+                    bad_m = _count_bad(bad_m, mean.to(out_m.dtype.element_ty))  # as stored: float64 values
+                    bad_l = _count_bad(bad_l, ll.to(out_ll.dtype.element_ty))   # may overflow float32
         nbad = tl.sum(bad_m, axis=0) + tl.sum(tl.sum(bad_P, axis=1), axis=0) + bad_l
         tl.atomic_max(bad_ptr, (nbad > 0).to(tl.int32))
 
@@ -458,7 +468,7 @@ def triton_params(model, batch: tuple, dtype, device):
 
 
 def triton_filter(model, y, chunk: int | None = None, group: int | None = None, time_first: bool = False,
-                  params=None, wide_vectors: bool | None = None, bad=None, check_means: bool = True):
+                  params=None, wide_vectors: bool | None = None, bad=None, means_out: bool = True):
     """Triton covariance-form filter of torch ``y`` (*B, T, m) on the GPU (or TRITON_INTERPRET=1 on CPU).
 
     Args:
@@ -481,13 +491,15 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
             within a chunk (e.g. constant velocity, q = 0.05, r = 4: 5e-7 over 64 steps; a
             long-memory filter keeps a ~1e-3 log-likelihood error; docs/parallel.md,
             "Precision"). No effect for float64 y.
-        bad: an int32 device tensor (1,) that the last kernel sets to 1 if a filtered mean (with
-            ``check_means``), covariance or log-likelihood term is NaN or infinite (allocated here,
-            zeroed, when None; pass one to share it between calls).
-        check_means: include the filtered means in that check.
+        bad: an int32 device tensor (1,): the first kernel zeroes it, the last sets it to 1 if a
+            filtered mean, covariance or log-likelihood term it writes is NaN or infinite (allocated
+            here when None; pass one to let later kernels of the same call add to it).
+        means_out: write the means and log-likelihood terms; False: only the covariances
+            ``covs`` and ``predicted_covs`` (the shared-gain path's covariance stage).
 
     Returns:
-        dict with means, covs, predicted_means, predicted_covs, loglik_terms, loglik and ``nonfinite``
+        dict with means, covs, predicted_means, predicted_covs, loglik_terms, loglik (with
+        ``means_out``) and ``nonfinite``
         (the ``bad`` tensor: read it once, one device sync, instead of scanning the outputs).
 
     Example:
@@ -498,9 +510,9 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     N, Mo = _next_pow2(n), _next_pow2(m)
     ybatch = tuple(y.shape[:-2])
     T = int(y.shape[-2])
-    batch = tuple(np.broadcast_shapes(ybatch, model.batch_shape))
+    batch = ybatch if model.batch_shape == () else tuple(np.broadcast_shapes(ybatch, model.batch_shape))
     B = math.prod(batch) if batch else 1
-    yb = y.expand(batch + (T, m)).reshape(B, T, m).contiguous()
+    yb = y if ybatch == batch and y.is_contiguous() else y.expand(batch + (T, m)).contiguous()
     dev = y.device
     P = params if params is not None else triton_params(model, batch, yb.dtype, dev)
     m0, P0 = P["m0"], P["P0"]
@@ -515,48 +527,56 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     K = -(-T // L)
     Gs = group or 16
     eps = 1e-6 if yb.dtype == torch.float32 else 1e-13
+    levels = [K]                                   # elements per level of the prefix recursion
+    while levels[-1] > Gs:
+        levels.append(-(-levels[-1] // Gs))
+    # scratch of every level in one allocation per dtype (few host operations per call): per level
+    # the elements A, C, J and the prefix covariances (dt, B k N N each); b, η and prefix means (vt, B k N)
+    mat, vec = [B * k * N * N for k in levels for _ in range(4)], [B * k * N for k in levels for _ in range(3)]
+    if vt == dt:
+        parts = torch.empty(sum(mat) + sum(vec), dtype=dt, device=dev).split(mat + vec)
+        mats, vecs = parts[:len(mat)], parts[len(mat):]
+    else:
+        mats = torch.empty(sum(mat), dtype=dt, device=dev).split(mat)
+        vecs = torch.empty(sum(vec), dtype=vt, device=dev).split(vec)
 
-    def buf(k):
-        return (torch.empty((B, k, N, N), dtype=dt, device=dev), torch.empty((B, k, N), dtype=vt, device=dev),
-                torch.empty((B, k, N, N), dtype=dt, device=dev), torch.empty((B, k, N), dtype=vt, device=dev),
-                torch.empty((B, k, N, N), dtype=dt, device=dev))
+    def level(i):
+        """(elements (A, b, C, η, J), prefix means, prefix covariances) of level i."""
+        A, C, J, sP = mats[4 * i:4 * i + 4]
+        b, e, sm = vecs[3 * i:3 * i + 3]
+        return (A, b, C, e, J), sm, sP
 
-    strides = (yb.stride(0), yb.stride(1), P["F"][1], P["F"][2], P["Q"][1], P["Q"][2], P["b"][1], P["b"][2],
-               P["H"][1], P["H"][2], P["R"][1], P["R"][2], P["d"][1], P["d"][2], m0[1], P0[1])
-    tens = (yb, P["F"][0], P["Q"][0], P["b"][0], P["H"][0], P["R"][0], P["d"][0], m0[0], P0[0])
-    elems = buf(K)
-    _fold_steps[(B, K)](*tens, *elems, T, L, K, m, *strides, N=N, Mo=Mo, V64=v64, num_warps=1)
-
-    def prefixes(el, k):
-        """Exclusive prefix states (m, P) before each of the k elements of ``el``."""
-        sm = torch.empty((B, k, N), dtype=vt, device=dev)
-        sP = torch.empty((B, k, N, N), dtype=dt, device=dev)
-        if k <= Gs:
-            start_m = torch.zeros((B, 1, N), dtype=vt, device=dev)
-            start_P = torch.zeros((B, 1, N, N), dtype=dt, device=dev)
-            _absorb[(B, 1)](*el, start_m, start_P, sm, sP, k, k, 1, N=N, EPS=eps, num_warps=1)
-            return sm, sP
-        KG = -(-k // Gs)
-        groups = buf(KG)
-        _fold_elements[(B, KG)](*el, *groups, k, Gs, KG, N=N, EPS=eps, num_warps=1)
-        gm, gP = prefixes(groups, KG)
-        _absorb[(B, KG)](*el, gm, gP, sm, sP, k, Gs, KG, N=N, EPS=eps, num_warps=1)
-        return sm, sP
-
-    sm, sP = prefixes(elems, K)
-    means = torch.empty((B, T, n), dtype=dt, device=dev)
-    covs = torch.empty((B, T, n, n), dtype=dt, device=dev)
-    pm = torch.empty((B, T, n), dtype=dt, device=dev)
-    pP = torch.empty((B, T, n, n), dtype=dt, device=dev)
-    ll = torch.empty((B, T), dtype=dt, device=dev)
     if bad is None:
-        bad = torch.zeros((1,), dtype=torch.int32, device=dev)
+        bad = torch.empty((1,), dtype=torch.int32, device=dev)                 # zeroed by _fold_steps
+    strides = (T * m, m, P["F"][1], P["F"][2], P["Q"][1], P["Q"][2],                # yb contiguous (*B, T, m)
+               P["b"][1], P["b"][2], P["H"][1], P["H"][2], P["R"][1], P["R"][2], P["d"][1], P["d"][2], m0[1], P0[1])
+    tens = (yb, P["F"][0], P["Q"][0], P["b"][0], P["H"][0], P["R"][0], P["d"][0], m0[0], P0[0])
+    _fold_steps[(B, K)](*tens, *level(0)[0], bad, T, L, K, m, *strides, N=N, Mo=Mo, V64=v64, num_warps=1)
+    for i in range(1, len(levels)):                # fold groups of Gs elements into the next level
+        _fold_elements[(B, levels[i])](*level(i - 1)[0], *level(i)[0], levels[i - 1], Gs, levels[i],
+                                       N=N, EPS=eps, num_warps=1)
+    top = len(levels) - 1                          # one group: prefixes from the zero state
+    _absorb[(B, 1)](*level(top)[0], *level(top)[1:], *level(top)[1:], levels[top], levels[top], 1,
+                    N=N, EPS=eps, ZERO_START=True, num_warps=1)
+    for i in range(top - 1, -1, -1):               # expand each group's prefix over its elements
+        _absorb[(B, levels[i + 1])](*level(i)[0], *level(i + 1)[1:], *level(i)[1:], levels[i], Gs, levels[i + 1],
+                                    N=N, EPS=eps, ZERO_START=False, num_warps=1)
+    sm, sP = level(0)[1:]
+    covs = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
+    pP = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
+    if means_out:
+        means = torch.empty(batch + (T, n), dtype=dt, device=dev)
+        pm = torch.empty(batch + (T, n), dtype=dt, device=dev)
+        ll = torch.empty(batch + (T,), dtype=dt, device=dev)
+    else:
+        means = pm = ll = covs                                                 # not written (MEANS=False)
     _sweep[(B, K)](*tens, sm, sP, means, covs, pm, pP, ll, bad, T, L, K, n, m, *strides,
-                   LOG2PI=LOG_2PI, N=N, Mo=Mo, V64=v64, CHECK_M=check_means, num_warps=1)
-    out = dict(means=means.reshape(batch + (T, n)), covs=covs.reshape(batch + (T, n, n)),
-               predicted_means=pm.reshape(batch + (T, n)), predicted_covs=pP.reshape(batch + (T, n, n)),
-               loglik_terms=ll.reshape(batch + (T,)))
-    out["loglik"] = ll.sum(-1, dtype=vt).to(dt).reshape(batch)                # sum of the terms (float64 if v64)
+                   LOG2PI=LOG_2PI, N=N, Mo=Mo, V64=v64, MEANS=means_out, num_warps=1)
+    if not means_out:
+        out = dict(covs=covs, predicted_covs=pP)
+    else:
+        out = dict(means=means, covs=covs, predicted_means=pm, predicted_covs=pP, loglik_terms=ll,
+                   loglik=ll.sum(-1, dtype=vt).to(dt))                         # sum of the terms (float64 if v64)
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
     out["nonfinite"] = bad

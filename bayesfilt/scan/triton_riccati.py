@@ -238,43 +238,40 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
         yb = yb.contiguous()                                                  # the kernels read components at stride 1
     dt, dev = yb.dtype, yb.device
     P = params if params is not None else triton_params(model, (1,), dt, dev)
-    bad = torch.zeros((1,), dtype=torch.int32, device=dev)                   # set by a kernel on NaN / inf
-    if covariances is None:
-        cov = triton_filter(model, yb[:1], params=P, wide_vectors=False,      # P_{t|t-1}, P_t: (1, T, n, n)
-                            bad=bad, check_means=False)                       # (its means are not used)
-        covariances = (cov["predicted_covs"][0], cov["covs"][0])
-    pcov, fcov = (c.contiguous() for c in covariances)
-    f64 = torch.float64
-    gain = torch.empty((T, N, Mo), dtype=f64, device=dev)
-    Sinv = torch.empty((T, Mo, Mo), dtype=f64, device=dev)
-    lognorm = torch.empty((T,), dtype=f64, device=dev)
-    _gains[(T,)](pcov, P["H"][0], P["R"][0], gain, Sinv, lognorm, n, m, P["H"][2], P["R"][2],
-                 LOG2PI=LOG_2PI, N=N, Mo=Mo, num_warps=1)
     L = chunk or chunk_length(T)
     K = -(-T // L)
     BS = series_block(N, Mo)
     nb = -(-B // BS)
+    # float64 scratch in one allocation: gains (T, N, Mo), S^{-1} (T, Mo, Mo), log-normalisers (T,), chunk
+    # starts (B, K, N), chunk offsets (B, K, N), chunk slopes (K, N, N)
+    sizes = [T * N * Mo, T * Mo * Mo, T, B * K * N, B * K * N, K * N * N]
+    gain, Sinv, lognorm, start, z, Phi = torch.empty(sum(sizes), dtype=torch.float64, device=dev).split(sizes)
+    if covariances is None:
+        bad = torch.empty((1,), dtype=torch.int32, device=dev)               # zeroed by the first kernel
+        cov = triton_filter(model, yb[:1], params=P, wide_vectors=False,      # P_{t|t-1}, P_t: (1, T, n, n)
+                            bad=bad, means_out=False)
+        covariances = (cov["predicted_covs"][0], cov["covs"][0])
+    else:
+        bad = torch.zeros((1,), dtype=torch.int32, device=dev)               # set by a kernel on NaN / inf
+    pcov, fcov = (c.contiguous() for c in covariances)
+    _gains[(T,)](pcov, P["H"][0], P["R"][0], gain, Sinv, lognorm, n, m, P["H"][2], P["R"][2],
+                 LOG2PI=LOG_2PI, N=N, Mo=Mo, num_warps=1)
     shared = (P["F"][0], P["b"][0], P["H"][0], P["d"][0], P["m0"][0], gain)
     ints = (B, T, L, K, n, m, yb.stride(0), yb.stride(1), P["F"][2], P["b"][2], P["H"][2], P["d"][2])
-    start = torch.empty((B, K, N), dtype=f64, device=dev)
     if K > 1:
-        z = torch.empty((B, K, N), dtype=f64, device=dev)
-        Phi = torch.empty((K, N, N), dtype=f64, device=dev)
         _fold_means[(nb, K - 1)](yb, *shared, z, Phi, *ints, N=N, Mo=Mo, BS=BS, num_warps=1)
         _carry_means[(nb,)](z, Phi, start, B, K, N=N, BS=BS, num_warps=1)
-    means = torch.empty((B, T, n), dtype=dt, device=dev)
-    pm = torch.empty((B, T, n), dtype=dt, device=dev)
-    ll = torch.empty((B, T), dtype=dt, device=dev)
+    means = torch.empty(batch + (T, n), dtype=dt, device=dev)
+    pm = torch.empty(batch + (T, n), dtype=dt, device=dev)
+    ll = torch.empty(batch + (T,), dtype=dt, device=dev)
     _sweep_means[(nb, K)](yb, *shared, Sinv, lognorm, start, means, pm, ll, bad, *ints,
                           N=N, Mo=Mo, BS=BS, num_warps=1)
 
     def spread(c):                                    # (T, n, n) -> (*B, T, n, n), a view (copy before writing)
         return c.expand(batch + (T, n, n))
 
-    out = dict(means=means.reshape(batch + (T, n)), covs=spread(fcov),
-               predicted_means=pm.reshape(batch + (T, n)), predicted_covs=spread(pcov),
-               loglik_terms=ll.reshape(batch + (T,)))
-    out["loglik"] = ll.sum(-1, dtype=f64).to(dt).reshape(batch)               # log p(y_{1:T}) = Σ_t terms
+    out = dict(means=means, covs=spread(fcov), predicted_means=pm, predicted_covs=spread(pcov), loglik_terms=ll,
+               loglik=ll.sum(-1, dtype=torch.float64).to(dt))                 # log p(y_{1:T}) = Σ_t terms
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
     out["nonfinite"] = bad
