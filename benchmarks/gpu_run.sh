@@ -187,7 +187,7 @@ prof2)
     rm -rf /tmp/tc_first
     for i in 1 2; do timeout 120 python3 benchmarks/parallel_gpu_profile.py first --cache /tmp/tc_first; done 2>&1 | tee "$LOG/first.log"
     timeout ${PAR_TIMEOUT:-240} python3 benchmarks/parallel_gpu.py --out "$OUT" --commit "$COMMIT" $PAR_ARGS > "$LOG/parallel_gpu.log" 2>&1
-    el "parallel_gpu rc=$?"; grep -v "^USDT" "$LOG/parallel_gpu.log" | tail -n 12
+    el "parallel_gpu rc=$?"; grep -v "^USDT" "$LOG/parallel_gpu.log" | grep -v "^crossover\|^T " | tail -n 14
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

@@ -4,7 +4,9 @@ Constant-velocity 2-D model (n=4, m=2; q=0.05, r=4). Parity first (float32 again
 float64 filter on the same float32-rounded data, float64 kernel against kalman_filter),
 then timings with CUDA events (median of repeats, after a warm-up):
 
-- T = 262144, one series; 1024 series x 1024 steps (public API and kernel call); ``api_method``
+- T = 262144, one series; 1024 series x 1024 steps (public API and kernel call: CUDA events, and
+  ``api_wall_ms`` the host wall clock with a sync before and after; ``api_validate_wall_ms`` with the
+  default ``validate=True``); ``api_method``
   records which method ``method="auto"`` ran (1024 x 1024: the shared-gain kernels,
   bayesfilt/scan/triton_riccati.py), and the batched case also times both methods explicitly,
   the shared-gain kernels alone (with and without the covariance stage) and their chunk sizes;
@@ -51,6 +53,21 @@ def cuda_time(fn, repeats=20):
     return float(np.median(times)), float(np.min(times))
 
 
+def wall_time(fn, repeats=20):
+    """Host wall-clock per call, synchronised before and after (median, min in ms): what a caller waits,
+    the measure of dynamax's timings beside ours (block_until_ready)."""
+    import torch
+    fn()
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(1e3 * (time.perf_counter() - t0))
+    return float(np.median(times)), float(np.min(times))
+
+
 def method_ran(res):
     """Which method produced a Triton-path result: the shared-gain path returns ``covs`` as a stride-0
     ``expand`` over the batch axes (bayesfilt.parallel_filter docstring), the element kernels do not."""
@@ -73,21 +90,28 @@ import time
 t0 = time.perf_counter()
 import numpy as np, torch, bayesfilt
 model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
-y = torch.as_tensor(np.random.default_rng(0).standard_normal((1024, 2)), dtype=torch.float32, device="cuda")
+y = torch.as_tensor(np.random.default_rng(0).standard_normal(SHAPE), dtype=torch.float32, device="cuda")
+torch.cuda.synchronize()
+t1 = time.perf_counter()
 res = bayesfilt.parallel_filter(model, y)
 torch.cuda.synchronize()
-print("FIRST", time.perf_counter() - t0, float(res.loglik))
+print("FIRST", time.perf_counter() - t0, time.perf_counter() - t1, float(res.loglik.sum()))
 """
 
 
-def first_result(cache_dir):
+def first_result(cache_dir, shape=(1024, 2)):
+    """A fresh Python process: from its start (imports included) and from the first call (compilation
+    included) to the first result, with TRITON_CACHE_DIR=cache_dir."""
     env = dict(os.environ, TRITON_CACHE_DIR=cache_dir)
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", FIRST], env=env, capture_output=True, text=True, timeout=300)
+    p = subprocess.run([sys.executable, "-c", FIRST.replace("SHAPE", repr(tuple(shape)))], env=env,
+                       capture_output=True, text=True, timeout=300)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         return {"error": p.stderr[-2000:]}
-    return {"in_process_s": float(p.stdout.split("FIRST")[-1].split()[0]), "process_wall_s": wall}
+    vals = p.stdout.split("FIRST")[-1].split()
+    return {"shape": list(shape), "in_process_s": float(vals[0]), "first_call_s": float(vals[1]),
+            "process_wall_s": wall}
 
 
 def simulate_fast(model, T, batch, seed):
@@ -319,6 +343,8 @@ def main():
         out64 = bayesfilt.parallel_filter(model, y64c)
         row["errors_float64_kernel"], row["api_method_float64"] = errors(out64, ref), method_ran(out64)
         row["api_ms"] = cuda_time(lambda: bayesfilt.parallel_filter(model, yc, validate=False))
+        row["api_wall_ms"] = wall_time(lambda: bayesfilt.parallel_filter(model, yc, validate=False))
+        row["api_validate_wall_ms"] = wall_time(lambda: bayesfilt.parallel_filter(model, yc))
         if batch:                                                # both methods of the Triton backend
             row["errors_elements_vs_float64"] = errors(bayesfilt.parallel_filter(model, yc, backend="triton",
                                                                                    method="elements"), ref)
@@ -384,7 +410,11 @@ def main():
     cold = tempfile.mkdtemp()
     res["first_result_cold_cache"] = first_result(cold)
     res["first_result_warm_cache"] = first_result(cold)
-    print("first result", res["first_result_cold_cache"], res["first_result_warm_cache"], flush=True)
+    cold2 = tempfile.mkdtemp()                                   # the shared-gain path's kernels
+    res["first_result_cold_cache_1024x1024"] = first_result(cold2, (1024, 1024, 2))
+    res["first_result_warm_cache_1024x1024"] = first_result(cold2, (1024, 1024, 2))
+    for k in ("", "_1024x1024"):
+        print("first result" + k, res["first_result_cold_cache" + k], res["first_result_warm_cache" + k], flush=True)
     dump(res, args.out)
     if args.dynamax:                                             # last: JAX in a child process
         y32 = simulate_fast(model, 16384, (), seed=0).astype(np.float32)
@@ -399,7 +429,8 @@ def main():
     print("wrote", os.path.join(args.out, "parallel_gpu.json"))
     print("\nSUMMARY")
     for r in rows:
-        print(r["shape"], "api ms", r["api_ms"], r["api_method"], "kernel best", r["kernel_ms_best"],
+        print(r["shape"], "api ms", r["api_ms"], "wall", r["api_wall_ms"], "with validate", r["api_validate_wall_ms"],
+              r["api_method"], "kernel best", r["kernel_ms_best"],
               "means scale_rel", r["errors_vs_float64"]["means"]["scale_rel"],
               "loglik rel", r["errors_vs_float64"]["loglik"]["scale_rel"])
 

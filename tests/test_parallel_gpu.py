@@ -78,3 +78,32 @@ def test_cuda_checks_after_the_kernels():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_after_kernels(proc.stdout)
+
+
+FRESH = r"""
+import numpy as np, torch
+import bayesfilt
+import bayesfilt.scan.api as api
+api.RICCATI_MIN_SERIES = 4
+model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+_, y = model.simulate(300, seed=3, batch_shape=(4,))
+for arr in (y[0], y):                                 # element kernels (one series), shared gains (4 series)
+    res = bayesfilt.parallel_filter(model, torch.tensor(arr, device="cuda"))
+    ref = bayesfilt.kalman_filter(model, arr)
+    print("ERR", float(np.abs(res.means.cpu().numpy() - ref.means).max() / np.abs(ref.means).max()),
+          float(np.abs(res.loglik.cpu().numpy() - ref.loglik).max() / np.abs(ref.loglik).max()))
+"""
+
+
+def test_cuda_first_call_compiles_in_parallel(tmp_path):
+    """A fresh process with an empty Triton cache: the first call compiles its kernels concurrently
+    (bayesfilt.scan._triton.launch_all) and the results still match kalman_filter (float64)."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", FRESH], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    errs = [[float(v) for v in ln.split()[1:]] for ln in proc.stdout.splitlines() if ln.startswith("ERR")]
+    assert len(errs) == 2 and max(max(e) for e in errs) < 1e-9, errs

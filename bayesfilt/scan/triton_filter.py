@@ -36,6 +36,7 @@ except Exception:  # pragma: no cover - triton is optional
 
 from . import _ops as ops
 from ._triton import jit_unspecialized as _jit
+from ._triton import launch_all
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -468,7 +469,8 @@ def triton_params(model, batch: tuple, dtype, device):
 
 
 def triton_filter(model, y, chunk: int | None = None, group: int | None = None, time_first: bool = False,
-                  params=None, wide_vectors: bool | None = None, bad=None, means_out: bool = True):
+                  params=None, wide_vectors: bool | None = None, bad=None, means_out: bool = True,
+                  launches: list | None = None):
     """Triton covariance-form filter of torch ``y`` (*B, T, m) on the GPU (or TRITON_INTERPRET=1 on CPU).
 
     Args:
@@ -496,6 +498,9 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
             here when None; pass one to let later kernels of the same call add to it).
         means_out: write the means and log-likelihood terms; False: only the covariances
             ``covs`` and ``predicted_covs`` (the shared-gain path's covariance stage).
+        launches: a list to append the kernel launches to instead of running them (the caller runs
+            them with :func:`~bayesfilt.scan._triton.launch_all`, e.g. after its own); only with
+            ``means_out=False`` (the log-likelihood sum would precede the kernels).
 
     Returns:
         dict with means, covs, predicted_means, predicted_covs, loglik_terms, loglik (with
@@ -506,6 +511,8 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
         >>> out = triton_filter(model, torch.as_tensor(y, device="cuda"))  # doctest: +SKIP
     """
     import torch
+    if launches is not None and means_out:
+        raise ValueError("launches= needs means_out=False")                   # internal misuse
     n, m = model.n, model.m
     N, Mo = _next_pow2(n), _next_pow2(m)
     ybatch = tuple(y.shape[:-2])
@@ -551,17 +558,6 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     strides = (T * m, m, P["F"][1], P["F"][2], P["Q"][1], P["Q"][2],                # yb contiguous (*B, T, m)
                P["b"][1], P["b"][2], P["H"][1], P["H"][2], P["R"][1], P["R"][2], P["d"][1], P["d"][2], m0[1], P0[1])
     tens = (yb, P["F"][0], P["Q"][0], P["b"][0], P["H"][0], P["R"][0], P["d"][0], m0[0], P0[0])
-    _fold_steps[(B, K)](*tens, *level(0)[0], bad, T, L, K, m, *strides, N=N, Mo=Mo, V64=v64, num_warps=1)
-    for i in range(1, len(levels)):                # fold groups of Gs elements into the next level
-        _fold_elements[(B, levels[i])](*level(i - 1)[0], *level(i)[0], levels[i - 1], Gs, levels[i],
-                                       N=N, EPS=eps, num_warps=1)
-    top = len(levels) - 1                          # one group: prefixes from the zero state
-    _absorb[(B, 1)](*level(top)[0], *level(top)[1:], *level(top)[1:], levels[top], levels[top], 1,
-                    N=N, EPS=eps, ZERO_START=True, num_warps=1)
-    for i in range(top - 1, -1, -1):               # expand each group's prefix over its elements
-        _absorb[(B, levels[i + 1])](*level(i)[0], *level(i + 1)[1:], *level(i)[1:], levels[i], Gs, levels[i + 1],
-                                    N=N, EPS=eps, ZERO_START=False, num_warps=1)
-    sm, sP = level(0)[1:]
     covs = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
     pP = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
     if means_out:
@@ -570,8 +566,24 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
         ll = torch.empty(batch + (T,), dtype=dt, device=dev)
     else:
         means = pm = ll = covs                                                 # not written (MEANS=False)
-    _sweep[(B, K)](*tens, sm, sP, means, covs, pm, pP, ll, bad, T, L, K, n, m, *strides,
-                   LOG2PI=LOG_2PI, N=N, Mo=Mo, V64=v64, MEANS=means_out, num_warps=1)
+    plan = [] if launches is None else launches                                # (kernel, grid, args, kwargs)
+    plan.append((_fold_steps, (B, K), (*tens, *level(0)[0], bad, T, L, K, m, *strides),
+                 dict(N=N, Mo=Mo, V64=v64, num_warps=1)))
+    for i in range(1, len(levels)):                # fold groups of Gs elements into the next level
+        plan.append((_fold_elements, (B, levels[i]), (*level(i - 1)[0], *level(i)[0], levels[i - 1], Gs, levels[i]),
+                     dict(N=N, EPS=eps, num_warps=1)))
+    top = len(levels) - 1                          # one group: prefixes from the zero state
+    plan.append((_absorb, (B, 1), (*level(top)[0], *level(top)[1:], *level(top)[1:], levels[top], levels[top], 1),
+                 dict(N=N, EPS=eps, ZERO_START=True, num_warps=1)))
+    for i in range(top - 1, -1, -1):               # expand each group's prefix over its elements
+        plan.append((_absorb, (B, levels[i + 1]),
+                     (*level(i)[0], *level(i + 1)[1:], *level(i)[1:], levels[i], Gs, levels[i + 1]),
+                     dict(N=N, EPS=eps, ZERO_START=False, num_warps=1)))
+    sm, sP = level(0)[1:]
+    plan.append((_sweep, (B, K), (*tens, sm, sP, means, covs, pm, pP, ll, bad, T, L, K, n, m, *strides),
+                 dict(LOG2PI=LOG_2PI, N=N, Mo=Mo, V64=v64, MEANS=means_out, num_warps=1)))
+    if launches is None:
+        launch_all(plan)
     if not means_out:
         out = dict(covs=covs, predicted_covs=pP)
     else:

@@ -39,6 +39,7 @@ except Exception:  # pragma: no cover - triton is optional
 
 from . import _ops as ops
 from ._triton import jit_unspecialized as _jit
+from ._triton import launch_all
 from .triton_filter import LOG_2PI, _next_pow2, triton_filter, triton_params
 
 if triton is not None:
@@ -246,26 +247,30 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     # starts (B, K, N), chunk offsets (B, K, N), chunk slopes (K, N, N)
     sizes = [T * N * Mo, T * Mo * Mo, T, B * K * N, B * K * N, K * N * N]
     gain, Sinv, lognorm, start, z, Phi = torch.empty(sum(sizes), dtype=torch.float64, device=dev).split(sizes)
+    plan = []                                                                 # (kernel, grid, args, kwargs)
     if covariances is None:
         bad = torch.empty((1,), dtype=torch.int32, device=dev)               # zeroed by the first kernel
         cov = triton_filter(model, yb[:1], params=P, wide_vectors=False,      # P_{t|t-1}, P_t: (1, T, n, n)
-                            bad=bad, means_out=False)
+                            bad=bad, means_out=False, launches=plan)
         covariances = (cov["predicted_covs"][0], cov["covs"][0])
     else:
         bad = torch.zeros((1,), dtype=torch.int32, device=dev)               # set by a kernel on NaN / inf
-    pcov, fcov = (c.contiguous() for c in covariances)
-    _gains[(T,)](pcov, P["H"][0], P["R"][0], gain, Sinv, lognorm, n, m, P["H"][2], P["R"][2],
-                 LOG2PI=LOG_2PI, N=N, Mo=Mo, num_warps=1)
+    pcov, fcov = covariances                                                  # (T, n, n), contiguous
+    if not (pcov.is_contiguous() and fcov.is_contiguous()):
+        pcov, fcov = pcov.contiguous(), fcov.contiguous()
+    plan.append((_gains, (T,), (pcov, P["H"][0], P["R"][0], gain, Sinv, lognorm, n, m, P["H"][2], P["R"][2]),
+                 dict(LOG2PI=LOG_2PI, N=N, Mo=Mo, num_warps=1)))
     shared = (P["F"][0], P["b"][0], P["H"][0], P["d"][0], P["m0"][0], gain)
     ints = (B, T, L, K, n, m, yb.stride(0), yb.stride(1), P["F"][2], P["b"][2], P["H"][2], P["d"][2])
     if K > 1:
-        _fold_means[(nb, K - 1)](yb, *shared, z, Phi, *ints, N=N, Mo=Mo, BS=BS, num_warps=1)
-        _carry_means[(nb,)](z, Phi, start, B, K, N=N, BS=BS, num_warps=1)
+        plan.append((_fold_means, (nb, K - 1), (yb, *shared, z, Phi, *ints), dict(N=N, Mo=Mo, BS=BS, num_warps=1)))
+        plan.append((_carry_means, (nb,), (z, Phi, start, B, K), dict(N=N, BS=BS, num_warps=1)))
     means = torch.empty(batch + (T, n), dtype=dt, device=dev)
     pm = torch.empty(batch + (T, n), dtype=dt, device=dev)
     ll = torch.empty(batch + (T,), dtype=dt, device=dev)
-    _sweep_means[(nb, K)](yb, *shared, Sinv, lognorm, start, means, pm, ll, bad, *ints,
-                          N=N, Mo=Mo, BS=BS, num_warps=1)
+    plan.append((_sweep_means, (nb, K), (yb, *shared, Sinv, lognorm, start, means, pm, ll, bad, *ints),
+                 dict(N=N, Mo=Mo, BS=BS, num_warps=1)))
+    launch_all(plan)
 
     def spread(c):                                    # (T, n, n) -> (*B, T, n, n), a view (copy before writing)
         return c.expand(batch + (T, n, n))
