@@ -189,10 +189,21 @@ prof2)
     timeout ${PAR_TIMEOUT:-240} python3 benchmarks/parallel_gpu.py --out "$OUT" --commit "$COMMIT" $PAR_ARGS > "$LOG/parallel_gpu.log" 2>&1
     el "parallel_gpu rc=$?"; grep -v "^USDT" "$LOG/parallel_gpu.log" | grep -v "^crossover\|^T " | tail -n 14
     ;;
+kncu)
+    # issue 4: Nsight Compute on the KLA scan kernels at the main benchmark shape
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    timeout ${KNCU_TIMEOUT:-240} $NCU --clock-control none --profile-from-start off --section SpeedOfLight \
+        --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
+        --section MemoryWorkloadAnalysis -o /tmp/kla python3 benchmarks/kla_scan_profile.py > "$LOG/kncu.log" 2>&1
+    el "kla ncu rc=$?"; tail -n 3 "$LOG/kncu.log"
+    $NCU -i /tmp/kla.ncu-rep --page details > "$OUT/ncu_kla_details.txt" 2>&1
+    grep -E "^  [a-zA-Z_]|Duration|Memory Throughput|Compute \(SM\) Throughput|Warp Cycles Per Issued|Achieved Occupancy|Registers Per|Issue Slots Busy|Block Size|Grid Size" \
+        "$OUT/ncu_kla_details.txt" | head -60
+    ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \
-        --kill-after $(( ${MAD_SECONDS:-240} + 60 )) --steps ${MAD_STEPS:-4000} --out "$OUT/kla_mad.json" \
-        --workdir /tmp/kla_mad > "$LOG/kla_mad.log" 2>&1
+        --kill-after $(( ${MAD_SECONDS:-240} + 60 )) --steps ${MAD_STEPS:-4000} --out "$OUT/${MAD_OUT:-kla_mad.json}" \
+        --workdir /tmp/kla_mad ${MAD_ARGS:-} > "$LOG/kla_mad.log" 2>&1
     el "kla_mad rc=$?"; tail -n 40 "$LOG/kla_mad.log"
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;

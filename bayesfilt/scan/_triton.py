@@ -22,12 +22,11 @@ def jit_unspecialized(names):
     return triton.jit(do_not_specialize=list(names))
 
 
-def _compiled_here(kernel) -> bool:
-    """Whether ``kernel`` (a triton.jit function) has compiled any variant in this process for the current
-    device (Triton's per-device cache of compiled kernels; a version without it counts as compiled)."""
+def _compiled_here(kernel, device) -> bool:
+    """Whether ``kernel`` (a triton.jit function) has compiled any variant in this process for ``device``
+    (Triton's per-device cache of compiled kernels; a version without it counts as compiled)."""
     try:
-        from triton.runtime import driver
-        return bool(kernel.device_caches[driver.active.get_current_device()][0])
+        return bool(kernel.device_caches[device][0])
     except Exception:                     # another Triton layout: fall back to compiling one at a time
         return True
 
@@ -36,28 +35,36 @@ def launch_all(launches) -> None:
     """Launch Triton kernels in order: ``launches`` is a list of ``(kernel, grid, args, kwargs)``.
 
     On the first call in a process (some kernel not compiled yet) the distinct variants are compiled
-    concurrently first, in threads (``warmup``: compile, no launch; Triton's compiler passes and ptxas
-    run outside the GIL), which shortens the time to a first result; later calls only launch.
+    concurrently first, in threads: ``warmup`` (compile, no launch; Triton's compiler passes and ptxas
+    run outside the GIL) and the loading of each binary with its launcher (a C stub that Triton
+    builds with the system compiler). That shortens the time to a first result; later calls only launch.
     """
-    if not interpreting() and not all(_compiled_here(k) for k, _g, _a, _kw in launches):
-        from concurrent.futures import ThreadPoolExecutor
-        variants = {}
-        for k, grid, args, kw in launches:
-            key = (id(k), tuple(sorted(kw.items())),
-                   tuple(str(getattr(a, "dtype", type(a).__name__)) for a in args))
-            variants.setdefault(key, (k, grid, args, kw))
+    if not interpreting():
         import torch
         device = torch.cuda.current_device()
-
-        def warm(item):
-            k, grid, args, kw = item
-            with torch.cuda.device(device):
-                k.warmup(*args, grid=grid, **kw)
-
-        try:
-            with ThreadPoolExecutor(max_workers=len(variants)) as pool:
-                list(pool.map(warm, variants.values()))
-        except Exception:                 # e.g. a Triton without warmup: the launches below compile instead
-            pass
+        if not all(_compiled_here(k, device) for k, _g, _a, _kw in launches):
+            _warm_concurrently(launches, device)
     for k, grid, args, kw in launches:
         k[grid](*args, **kw)
+
+
+def _warm_concurrently(launches, device) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    variants = {}
+    for k, grid, args, kw in launches:
+        key = (id(k), tuple(sorted(kw.items())), tuple(str(getattr(a, "dtype", type(a).__name__)) for a in args))
+        variants.setdefault(key, (k, grid, args, kw))
+
+    def warm(item):
+        k, grid, args, kw = item
+        with torch.cuda.device(device):
+            compiled = k.warmup(*args, grid=grid, **kw)
+            getattr(compiled, "run", None)        # loads the binary and builds its launcher (Triton 3.x)
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(variants)) as pool:
+            list(pool.map(warm, variants.values()))
+    except Exception:                     # e.g. a Triton without warmup: the launches compile instead
+        pass

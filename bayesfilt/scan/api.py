@@ -98,7 +98,7 @@ def _prepare(model, y, form, backend, schedule, method, validate, lazy=False):
             if model.n > 8:
                 raise value_error("backend", f"is 'triton' but the state size n={model.n} exceeds 8",
                                   "use backend='torch' for larger states")
-            if not triton_available(y.device):
+            if not auto_backend and not triton_available(y.device):                 # auto: checked above
                 raise value_error("backend", "is 'triton' but triton or a CUDA device is unavailable",
                                   "install triton and pass CUDA tensors (or set TRITON_INTERPRET=1), or use backend='torch'")
             from .triton_filter import fits_int32

@@ -419,14 +419,18 @@ _PARAM_CORES = (("F", "nn"), ("Q", "nn"), ("H", "on"), ("R", "oo"), ("b", "n"), 
 
 def _static_host(model, N, Mo):
     """Padded host blocks of a model with neither batch axes nor time-varying parameters (the common case,
-    built without the general layout code: it runs on every call)."""
-    out = {}
-    for name, core in _PARAM_CORES:
-        block = np.zeros(tuple(N if c == "n" else Mo for c in core))
+    built without the general layout code: it runs on every call): views of one zeroed flat array."""
+    shapes = [tuple(N if c == "n" else Mo for c in core) for _name, core in _PARAM_CORES]
+    flat = np.zeros(sum(math.prod(sh) for sh in shapes))
+    out, i = {}, 0
+    for (name, _core), shape in zip(_PARAM_CORES, shapes):
+        size = math.prod(shape)
+        block = flat[i:i + size].reshape(shape)
         arr = getattr(model, name)
         if arr is not None:
             block[tuple(slice(0, k) for k in arr.shape)] = arr
         out[name] = (block, 0, 0)
+        i += size
     return out
 
 
