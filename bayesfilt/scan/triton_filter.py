@@ -74,6 +74,12 @@ if triton is not None:
         return tl.sum(A * x[None, :], axis=1)
 
     @triton.jit
+    def _eye(N: tl.constexpr, dtype: tl.constexpr):
+        """The N x N identity in ``dtype``."""
+        ri = tl.arange(0, N)
+        return tl.where(ri[:, None] == ri[None, :], 1.0, 0.0).to(dtype)
+
+    @triton.jit
     def _chol(A, N: tl.constexpr, EPS: tl.constexpr):
         """Lower L with L L^T = A for symmetric PSD A; pivots below EPS * max diag count as zero."""
         ri = tl.arange(0, N)
@@ -111,25 +117,6 @@ if triton is not None:
             G = tl.where(ri[:, None] == k, grow[None, :], G)
             B = tl.where(ri[:, None] == k, brow[None, :], B)
         return B, logdet
-
-    @triton.jit
-    def _spd_solve_vec(G, v, N: tl.constexpr):
-        """G^{-1} v for SPD G [N, N] and v [N]."""
-        ri = tl.arange(0, N)
-        for k in tl.static_range(N):
-            grow = tl.sum(tl.where(ri[:, None] == k, G, 0.0), axis=0)
-            vk = tl.sum(tl.where(ri == k, v, 0.0), axis=0)
-            piv = tl.sum(tl.where(ri == k, grow, 0.0), axis=0)
-            rpiv = 1.0 / piv                                                  # in G's dtype: a float64 v
-            grow = grow * rpiv                                                #   (wide vectors) needs no
-            vk = vk * rpiv                                                    #   float64 division
-            f = tl.sum(tl.where(ri[None, :] == k, G, 0.0), axis=1)
-            f = tl.where(ri == k, 0.0, f)
-            G = G - f[:, None] * grow[None, :]
-            v = v - f * vk
-            G = tl.where(ri[:, None] == k, grow[None, :], G)
-            v = tl.where(ri == k, vk, v)
-        return v
 
     @triton.jit
     def _combine(A1, b1, C1, e1, J1, A2, b2, C2, e2, J2, N: tl.constexpr, EPS: tl.constexpr):
@@ -216,10 +203,11 @@ if triton is not None:
                 r = y0 - _mv(Hm, b)                                           # r = y - d - H b
                 HC = _mm(Hm, C)
                 S = _mm(HC, tl.trans(Hm)) + Rm                                # S = H C H^T + R
-                Kt, _ld = _spd_solve(S, HC, Mo)                               # K^T = S^{-1} H C
-                Sr = _spd_solve_vec(S, r, Mo)                                 # S^{-1} r
+                Si, _ld = _spd_solve(S, _eye(Mo, S.dtype), Mo)                # S^{-1} (one elimination)
+                Kt = _mm(Si, HC)                                              # K^T = S^{-1} H C
+                Sr = _mv(Si, r)                                               # S^{-1} r
                 HA = _mm(Hm, A)
-                SHA, _ld2 = _spd_solve(S, HA, Mo)                             # S^{-1} H A
+                SHA = _mm(Si, HA)                                             # S^{-1} H A
                 J = J + _mm(tl.trans(HA), SHA)                                # J += (HA)^T S^{-1} H A
                 e = e + _mv(tl.trans(HA), Sr)                                 # η += (HA)^T S^{-1} r
                 KT = tl.trans(Kt)
@@ -349,8 +337,9 @@ if triton is not None:
                 r = y0 - _mv(Hm, mean)                                        # r = y - d - H m
                 HP = _mm(Hm, P)
                 S = _mm(HP, tl.trans(Hm)) + Rm                                # S = H P H^T + R
-                Kt, logdet = _spd_solve(S, HP, Mo)                            # K^T = S^{-1} H P, log|S|
-                Sr = _spd_solve_vec(S, r, Mo)
+                Si, logdet = _spd_solve(S, _eye(Mo, S.dtype), Mo)             # S^{-1}, log|S|
+                Kt = _mm(Si, HP)                                              # K^T = S^{-1} H P
+                Sr = _mv(Si, r)                                               # S^{-1} r
                 KT = tl.trans(Kt)
                 mean = mean + _mv(KT, r)                                      # m = m + K r
                 P = P - _mm(KT, HP)                                           # P = P - K S K^T
