@@ -11,7 +11,7 @@ from .gaussian import Gaussian, InfoGaussian, to_information, to_moment
 from . import models
 from .model import LinearGaussianSSM
 from .results import FilterResult, SmootherResult
-from .scan import parallel_filter, parallel_smoother
+from .scan import capture_filter, parallel_filter, parallel_smoother
 
 __version__ = "0.1.0"
 
@@ -19,7 +19,7 @@ __all__ = [
     "BayesfiltError", "BayesfiltTypeError", "BayesfiltValueError",
     "FilterResult", "Gaussian", "InfoGaussian", "LinearGaussianSSM", "SmootherResult",
     "information_filter", "sqrt_filter",
-    "parallel_filter", "parallel_smoother",
+    "capture_filter", "parallel_filter", "parallel_smoother",
     "kalman_filter", "predict", "rts_smoother", "to_information", "to_moment", "update", "update_with_loglik",
     "__version__",
 ]

@@ -6,7 +6,8 @@ then timings with CUDA events (median of repeats, after a warm-up):
 
 - T = 262144, one series; 1024 series x 1024 steps (public API and kernel call: CUDA events, and
   ``api_wall_ms`` the host wall clock with a sync before and after; ``api_validate_wall_ms`` with the
-  default ``validate=True``); ``api_method``
+  default ``validate=True``; ``graph_*``: ``bayesfilt.capture_filter``, the same kernels replayed as a
+  CUDA graph, with and without copies of the outputs); ``api_method``
   records which method ``method="auto"`` ran (1024 x 1024: the shared-gain kernels,
   bayesfilt/scan/triton_riccati.py), and the batched case also times both methods explicitly,
   the shared-gain kernels alone (with and without the covariance stage) and their chunk sizes;
@@ -345,6 +346,13 @@ def main():
         row["api_ms"] = cuda_time(lambda: bayesfilt.parallel_filter(model, yc, validate=False))
         row["api_wall_ms"] = wall_time(lambda: bayesfilt.parallel_filter(model, yc, validate=False))
         row["api_validate_wall_ms"] = wall_time(lambda: bayesfilt.parallel_filter(model, yc))
+        run = bayesfilt.capture_filter(model, yc)                  # the same kernels replayed as a CUDA graph
+        row["graph_errors_vs_float64"] = errors(run(yc), ref)
+        row["graph_ms"] = cuda_time(lambda: run(yc))
+        row["graph_wall_ms"] = wall_time(lambda: run(yc))
+        run_nc = bayesfilt.capture_filter(model, yc, copy=False)   # outputs not copied (overwritten next call)
+        row["graph_nocopy_wall_ms"] = wall_time(lambda: run_nc(yc))
+        del run, run_nc
         if batch:                                                # both methods of the Triton backend
             row["errors_elements_vs_float64"] = errors(bayesfilt.parallel_filter(model, yc, backend="triton",
                                                                                    method="elements"), ref)
@@ -430,6 +438,7 @@ def main():
     print("\nSUMMARY")
     for r in rows:
         print(r["shape"], "api ms", r["api_ms"], "wall", r["api_wall_ms"], "with validate", r["api_validate_wall_ms"],
+              "captured graph", r["graph_ms"], "wall", r["graph_wall_ms"], "no copy", r["graph_nocopy_wall_ms"],
               r["api_method"], "kernel best", r["kernel_ms_best"],
               "means scale_rel", r["errors_vs_float64"]["means"]["scale_rel"],
               "loglik rel", r["errors_vs_float64"]["loglik"]["scale_rel"])
