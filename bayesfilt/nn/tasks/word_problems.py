@@ -66,7 +66,7 @@ def word_problem(group: str, n: int, length: int, *, seed: int, split: int = 0) 
         n: number of sequences.
         length: L, tokens per sequence (any L >= 1; the paper uses 3..20).
         seed: random seed; the same (seed, split) always gives the same data.
-        split: 0 for training, 1 for test (independent streams).
+        split: 0 for training, 1 for test (independent streams; 2, 3, ... further test draws).
 
     Returns:
         :class:`Split` with inputs and targets [n, L] (every position labelled).
@@ -102,7 +102,13 @@ def word_problem_task(group: str = "a5", *, length: int = 16, n_train: int = 100
         seed: random seed.
 
     Returns:
-        the :class:`~bayesfilt.nn.tasks.Task` (vocabulary = classes = the group's elements).
+        the :class:`~bayesfilt.nn.tasks.Task` (vocabulary = classes = the group's elements). No
+        test word is also a training word (see :func:`_unseen_words`; at lengths >= 6 this never
+        changes the test split, at length 3 it replaces most of it).
+
+    Raises:
+        BayesfiltValueError: when fewer than ``n_test`` words of ``length`` are not training words
+            (e.g. length 2 with 100,000 training words: all 3,600 words are training words).
 
     Example:
         >>> t = word_problem_task("a5", length=4, n_train=8, n_test=4, seed=0)
@@ -110,6 +116,36 @@ def word_problem_task(group: str = "a5", *, length: int = 16, n_train: int = 100
         (60, 60, (8, 4))
     """
     n_el = len(group_elements(group))
-    return Task(name=group, train=word_problem(group, n_train, length, seed=seed, split=0),
-                test=word_problem(group, n_test, length, seed=seed, split=1), vocab_size=n_el, n_classes=n_el,
+    train = word_problem(group, n_train, length, seed=seed, split=0)
+    return Task(name=group, train=train, test=_unseen_words(group, n_test, length, seed, train.inputs),
+                vocab_size=n_el, n_classes=n_el,
                 settings=dict(group=group, length=length, n_train=n_train, n_test=n_test, seed=seed))
+
+
+def _unseen_words(group: str, n: int, length: int, seed: int, seen: np.ndarray) -> Split:
+    """``n`` test words of ``length`` that are not among the training words ``seen`` [N, L].
+
+    Draws from the test stream (split 1; then splits 2, 3, ... while more are needed) and drops
+    the words that occur in training, so the test score measures the product of new words, not
+    recall of training words (Merrill et al. 2024 hold out a share of unique words the same way).
+    At short lengths this matters: of 2,000 random length-3 words, 59% are among 200,000 random
+    training words (60^3 = 216,000 words exist). Where no test word is a training word (long
+    words) the split is exactly the plain test stream. Deterministic in its arguments.
+
+    Raises:
+        BayesfiltValueError: when fewer than ``n`` words of ``length`` are left outside training.
+    """
+    seen_set = {row.tobytes() for row in np.ascontiguousarray(seen, dtype=np.int64)}
+    free = len(group_elements(group)) ** length - len(seen_set)                 # Python int: no overflow
+    if free < n:
+        raise value_error("n_test", f"only {free} words of length {length} are not training words, {n} asked",
+                          "pass a smaller n_train or n_test, or a longer length")
+    xs, ys, kept, extra = [], [], 0, 0
+    while kept < n:
+        draw = word_problem(group, n, length, seed=seed, split=1 + extra)
+        new = np.fromiter((row.tobytes() not in seen_set for row in draw.inputs), dtype=bool, count=n)
+        xs.append(draw.inputs[new])
+        ys.append(draw.targets[new])
+        kept += int(new.sum())
+        extra += 1
+    return Split(np.concatenate(xs)[:n], np.concatenate(ys)[:n])
