@@ -196,7 +196,8 @@ def warm_jobs(sweep: bool):
             (None, "bfloat16")]
     if sweep:
         jobs += [((("bwd_sb", 8), ("num_chunks", 1)), "float32"), ((("bwd_sb", 2), ("num_chunks", 1)), "float32"),
-                 ((("fwd_sb", 8), ("num_chunks", 1)), "float32"), ((("fwd_sb", 4), ("num_chunks", 1)), "float32")]
+                 ((("fwd_sb", 8), ("num_chunks", 1)), "float32"), ((("fwd_sb", 4), ("num_chunks", 1)), "float32"),
+                 ((("fwd_defer", 1), ("num_chunks", 1)), "float32")]
     return jobs
 
 
@@ -308,7 +309,8 @@ def main():
     shapes = {"main": main_shape, "long": long_shape}
     jobs = [("main", {}), ("long", {})]
     if args.sweep:
-        jobs += [("main", {"bwd_sb": 8}), ("main", {"bwd_sb": 2}), ("main", {"fwd_sb": 8}), ("main", {"fwd_sb": 4})]
+        jobs += [("main", {"bwd_sb": 8}), ("main", {"bwd_sb": 2}), ("main", {"fwd_sb": 8}), ("main", {"fwd_sb": 4}),
+                 ("main", {"fwd_defer": 1}), ("long", {"fwd_defer": 1})]
     for i, (shape_name, cfg) in enumerate(jobs):
         shape = shapes[shape_name]
         plan = make_plan(shape["B"], shape["L"], shape["M"], shape["S"], torch.device("cuda"))

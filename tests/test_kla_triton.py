@@ -82,7 +82,7 @@ def _triton(xs, prior, init, weights=None, dtype=torch.float32, num_chunks=None,
     return [o.detach() for o in out], [x.grad for x in xt] if weights is not None else None
 
 
-def _check(B, L, M, S, *, init, prior, num_chunks=None, seed=0, tol=RTOL, grads=True, **kw):
+def _check(B, L, M, S, *, init, prior, num_chunks=None, seed=0, tol=RTOL, grads=True, tune=None, **kw):
     xs = _inputs(B, L, M, S, seed=seed, **kw)
     if not init:
         xs[6], xs[7] = torch.ones_like(xs[6]), torch.zeros_like(xs[7])
@@ -90,7 +90,7 @@ def _check(B, L, M, S, *, init, prior, num_chunks=None, seed=0, tol=RTOL, grads=
     shapes = [(B, L, M), (B, L, M), (B, M, S), (B, M, S)]
     weights = [torch.randn(*s, generator=g, dtype=torch.float64).to(DEV) for s in shapes] if grads else None
     out_r, g_r = _reference(xs, prior, grads, weights)
-    out_t, g_t = _triton(xs, prior, init, weights, num_chunks=num_chunks)
+    out_t, g_t = _triton(xs, prior, init, weights, num_chunks=num_chunks, tune=tune)
     errs = {}
     for name, a, b in zip(("y", "y_var", "lam_L", "eta_L"), out_t, out_r):
         assert a.dtype == torch.float32 and a.shape == b.shape
@@ -119,6 +119,17 @@ def _check(B, L, M, S, *, init, prior, num_chunks=None, seed=0, tol=RTOL, grads=
 ])
 def test_scan_matches_float64_reference(B, L, M, S, init, prior, nc):
     _check(B, L, M, S, init=init, prior=prior, num_chunks=nc)
+
+
+@pytest.mark.parametrize("B,L,M,S,init,prior,nc", [
+    (2, 37, 5, 3, True, True, None),        # 4 whole 8-token blocks and a partial one, prior readout
+    (1, 11, 3, 20, True, False, None),      # two s-blocks
+    (1, 37, 3, 16, True, False, 4),         # time-chunked
+])
+def test_deferred_output_stores_match(B, L, M, S, init, prior, nc):
+    """The forward's ``fwd_defer`` tuning option (y, y_var stored once per 8-token block) computes the
+    same outputs and gradients."""
+    _check(B, L, M, S, init=init, prior=prior, num_chunks=nc, tune={"fwd_defer": 1})
 
 
 def test_extreme_inputs_small():
@@ -270,6 +281,14 @@ GPU_CASES = [  # B, L, M, S, init, prior, num_chunks
 def test_gpu_matrix(case):
     B, L, M, S, init, prior, nc = case
     _check(B, L, M, S, init=init, prior=prior, num_chunks=nc)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("case", [GPU_CASES[2], GPU_CASES[4], GPU_CASES[5]])
+def test_gpu_matrix_deferred_stores(case):
+    B, L, M, S, init, prior, nc = case
+    _check(B, L, M, S, init=init, prior=prior, num_chunks=nc, tune={"fwd_defer": 1})
 
 
 def _torch_f64(xs, prior, weights):

@@ -146,8 +146,17 @@ def _start_state(w, mu, sumw_ptr, summu_ptr, b, c, NC, M, S, ms, lmask, WITH_MU:
 def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
                v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr, yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask,
                MODE: tl.constexpr, PRIOR: tl.constexpr, CK: tl.constexpr, MASKED: tl.constexpr,
-               FAST: tl.constexpr):
-    """CK tokens t0 .. t0+CK-1 of one program (MASKED: tokens >= t_end leave all unchanged)."""
+               FAST: tl.constexpr, DEFER_Y: tl.constexpr = False):
+    """CK tokens t0 .. t0+CK-1 of one program (MASKED: tokens >= t_end leave all unchanged).
+
+    DEFER_Y (outputs, MODE 0): y and y_var of the CK tokens are gathered in [CK, BM] tiles and
+    stored once after the block, so that no store separates one token's loads from the next
+    token's (a store to memory that may alias the inputs orders the loads after it): the block's
+    loads can be in flight together. Same values; a tuning option (``fwd_defer``) to be measured.
+    """
+    rows = tl.arange(0, CK)[:, None]                    # [CK, 1] token of the block
+    ytile = (rows * 0 + m * 0).to(tl.float32)           # [CK, BM] zeros (BM from m's shape)
+    yvtile = ytile
     for i in tl.static_range(CK):
         tok = t0 + i
         valid = tok < t_end
@@ -188,10 +197,20 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
                 else:
                     yt = tl.sum(qq * mu, axis=0, keep_dims=True)                  # sum_s q mu_t
                     yvt = tl.sum(qq * qq * w, axis=0, keep_dims=True)             # sum_s q^2 w_t
-                orow = ((sb.to(tl.int64) * B + b) * L + tok) * M
-                om = _live(mmask, m, tok, t_end, MASKED)
-                tl.store(y_ptr + orow + m, yt, mask=om)
-                tl.store(yv_ptr + orow + m, yvt, mask=om)
+                if DEFER_Y:
+                    ytile = tl.where(rows == i, yt, ytile)
+                    yvtile = tl.where(rows == i, yvt, yvtile)
+                else:
+                    orow = ((sb.to(tl.int64) * B + b) * L + tok) * M
+                    om = _live(mmask, m, tok, t_end, MASKED)
+                    tl.store(y_ptr + orow + m, yt, mask=om)
+                    tl.store(yv_ptr + orow + m, yvt, mask=om)
+    if DEFER_Y:
+        if MODE == 0:
+            orows = ((sb.to(tl.int64) * B + b) * L + t0 + rows) * M          # [CK, 1]
+            omask = mmask & (t0 + rows < t_end)                             # [CK, BM]
+            tl.store(y_ptr + orows + m, ytile, mask=omask)
+            tl.store(yv_ptr + orows + m, yvtile, mask=omask)
     return w, mu, x, y, z, u, A, bb
 
 
@@ -201,7 +220,7 @@ def _fwd_kernel(
     y_ptr, yv_ptr, lamL_ptr, etaL_ptr, ck_ptr, sumw_ptr, summu_ptr,
     B, L, M, S, LC, NC, NMB, NSB,
     MODE: tl.constexpr, PRIOR: tl.constexpr, WRITE_CK: tl.constexpr,
-    SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr,
+    SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr, DEFER_Y: tl.constexpr = False,
 ):
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
@@ -232,7 +251,7 @@ def _fwd_kernel(
                 tl.store(ck_ptr + ckb + MSs + ms, mu, mask=lmask)
         w, mu, x, y, z, u, A, bb = _fwd_block(
             w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
-            yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, False, FAST)
+            yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, False, FAST, DEFER_Y)
     if t_full < t_end:                                  # the last, partial block
         if MODE == 0:
             if WRITE_CK:
@@ -241,7 +260,7 @@ def _fwd_kernel(
                 tl.store(ck_ptr + ckb + MSs + ms, mu, mask=lmask)
         w, mu, x, y, z, u, A, bb = _fwd_block(
             w, mu, x, y, z, u, A, bb, t_full, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
-            yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, True, FAST)
+            yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, True, FAST, DEFER_Y)
 
     if MODE == 1:
         base = (b.to(tl.int64) * NC + c) * 4 * MSs

@@ -51,6 +51,7 @@ class Plan:
     NC: int
     num_warps: int = 1
     maxnreg: int | None = None
+    defer_y: bool = False          # forward: store y, y_var once per 8-token block (tuning option)
 
     @property
     def grid(self) -> tuple[int]:
@@ -64,7 +65,8 @@ def _sm_count(device: torch.device) -> int:
 
 
 def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunks: int | None = None,
-              max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None) -> Plan:
+              max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
+              defer_y: bool = False) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -87,7 +89,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     num_chunks = max(1, min(int(num_chunks), triton.cdiv(L, CHECKPOINT_EVERY)))
     LC = triton.cdiv(triton.cdiv(L, num_chunks), CHECKPOINT_EVERY) * CHECKPOINT_EVERY
     NC = triton.cdiv(L, LC)
-    return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, maxnreg=maxnreg)
+    return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, maxnreg=maxnreg, defer_y=bool(defer_y))
 
 
 def _new(shape, device, poison: bool):
@@ -133,7 +135,7 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
     if plan.NC > 1:
         K._fwd_kernel[plan.grid](*args, MODE=1, **kw)
         K._fwd_kernel[plan.grid](*args, MODE=2, **kw)
-    K._fwd_kernel[plan.grid](*args, MODE=0, **kw)
+    K._fwd_kernel[plan.grid](*args, MODE=0, **kw, **({"DEFER_Y": True} if plan.defer_y else {}))
     y, yv = (y.sum(0), yv.sum(0)) if plan.NSB > 1 else (y[0], yv[0])
     return y, yv, lamL, etaL, (ck if keep_checkpoints else None)
 
@@ -183,7 +185,8 @@ def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
     B, L, M = v.shape
     return make_plan(B, L, M, k.shape[-1], v.device, num_chunks=tune.get("num_chunks"),
                      max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
-                     bm=tune.get(pass_ + "_bm"), maxnreg=tune.get(pass_ + "_maxnreg"))
+                     bm=tune.get(pass_ + "_bm"), maxnreg=tune.get(pass_ + "_maxnreg"),
+                     defer_y=bool(tune.get("fwd_defer", 0)) and pass_ == "fwd")
 
 
 # The scan is a pair of torch custom ops (forward, backward) tied by register_autograd, so that
