@@ -104,6 +104,44 @@ def run_row(job: dict, run: dict) -> dict:
     return row
 
 
+def prefix_seq_acc(run_dir, device: str | None = None, batch: int = 1024) -> list:
+    """Test sequence accuracy of every prefix length 1..L of the run's final checkpoint.
+
+    The model is causal and labels every position, so its first t outputs on a length-L word
+    are its answers to the length-t word problem (a prefix of a uniform random word is one):
+    entry t - 1 is the fraction of test words whose first t labels are all right, i.e. the
+    length-t score of the same model. A run at L = 20 thus scores lengths 1..20 at once.
+    Its test words are new at length L, not necessarily at shorter t (at t <= 4 some prefixes
+    occur in training); dedicated runs at those lengths stay the reference.
+
+    Returns:
+        list of L floats (empty when the run left no checkpoint).
+    """
+    import torch
+
+    from bayesfilt.nn.checkpoint import load_checkpoint
+    from bayesfilt.nn.tasks import make_task
+    from bayesfilt.nn.train import TaskModel, TrainConfig
+    ck_path = Path(run_dir) / "checkpoint.pt"
+    if not ck_path.exists():
+        return []
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ck = load_checkpoint(ck_path, map_location=dev)
+    cfg = TrainConfig(**ck["config"])
+    task = make_task(cfg.task, seed=cfg.seed, length=cfg.length, n_train=cfg.n_train, n_test=cfg.n_test)
+    model = TaskModel(cfg, task).to(dev)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    ok = []
+    with torch.no_grad():
+        for i in range(0, len(task.test), batch):
+            x = torch.from_numpy(task.test.inputs[i:i + batch]).to(dev)
+            y = torch.from_numpy(task.test.targets[i:i + batch]).to(dev)
+            ok.append((model.lm(x).argmax(-1) == y).cpu())
+    right = torch.cat(ok).cummin(dim=1).values                  # [N, L]: first t labels all right
+    return [round(v, 4) for v in right.float().mean(0).tolist()]
+
+
 def min_blocks(rows) -> dict:
     """``{mixer: {length: fewest layers with a solved seed, or None}}`` over the rows.
 
@@ -147,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--target-acc", type=float, default=0.999,
                     help="stop a run at this test token accuracy (0.999 at L<=20 implies sequence accuracy >= 0.98)")
     ap.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
+    ap.add_argument("--prefix-scores", action="store_true",
+                    help="also score every prefix length 1..L of each final checkpoint (prefix_seq_acc)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workdir", default=None)
     return ap
@@ -190,6 +230,8 @@ def main(argv=None) -> int:
         job.update({k: v for k, v in finished.get(id(job), {}).items() if k in ("rc", "killed", "wall_s")})
     for job in jobs:
         row = run_row(dict(job, rc=job.get("rc", 0)), read_run(job["out"], job["log"] if not job.get("skip") else None))
+        if args.prefix_scores:
+            row["prefix_seq_acc"] = prefix_seq_acc(job["out"], "cpu" if args.quick else None)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
     record = {"benchmark": "kla_a5", "seeds": seeds, "d_model": args.d_model, "batch_size": args.batch_size,

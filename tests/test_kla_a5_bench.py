@@ -44,9 +44,14 @@ def test_tiny_sweep_then_resume(a5, tmp_path):
     """Two tiny CPU runs; one is cut back to a step-2 checkpoint and --resume continues only that one."""
     from bayesfilt.nn.train import TrainConfig, train
     out, work = tmp_path / "a5.json", tmp_path / "work"
-    args = ["--quick", "--runs", "kla:1:3", "--seeds", "0,1", "--workdir", str(work), "--out", str(out), "--steps", "4"]
+    args = ["--quick", "--runs", "kla:1:3", "--seeds", "0,1", "--workdir", str(work), "--out", str(out), "--steps", "4",
+            "--prefix-scores"]
     assert a5.main(args) == 0
     rec = json.loads(out.read_text())
+    for r in rec["runs"]:                                      # prefix scores of the final checkpoint (step 4)
+        pre = r["prefix_seq_acc"]
+        assert len(pre) == 3 and all(a >= b for a, b in zip(pre, pre[1:]))
+        assert pre[-1] == pytest.approx(r["curve"][-1][3], abs=1e-4)   # = the trainer's own sequence accuracy
     assert [(r["mixer"], r["layers"], r["length"], r["seed"]) for r in rec["runs"]] == [("kla", 1, 3, 0), ("kla", 1, 3, 1)]
     assert all(r["status"] == "done" and r["steps"] == 4 and 0 <= r["best_seq_acc"] <= 1 for r in rec["runs"])
     assert list(rec["min_blocks_solved"]["kla"]) == ["3"]
