@@ -1,6 +1,6 @@
 """Where the time of the GPU parallel filter goes (issue 3's speed targets): a diagnostic, not a result.
 
-Three parts, each printed as a short table (device tool, after ``pip install --no-deps -e .``):
+Four parts, each printed as a short table (device tool, after ``pip install --no-deps -e .``):
 
 - ``first``: time to first result in a fresh process, split into phases (imports, CUDA start,
   the first call with its compilation, a second call), with the given Triton cache directory;
@@ -181,13 +181,12 @@ def host_part(args):
     args = (*el, sm, sP, sm, sP, 1, 1, 1)
     ck = tf._absorb[(1, 1)](*args, N=4, EPS=1e-6, ZERO_START=False, num_warps=1)
     try:
-        dev_i = torch.cuda.current_device()
         stream = torch.cuda.current_stream().cuda_stream
         full = args + (4, 1e-6, False)
         costs["compiled kernel.run (1 program)"] = per_call_us(
             lambda: ck.run(1, 1, 1, stream, ck.function, ck.packed_metadata, None, None, None, *full), reps=500)
     except Exception as exc:                       # the launcher's calling convention differs by version
-        print("direct launch failed:", repr(exc)[:300], dev_i)
+        print("direct launch failed:", repr(exc)[:300])
     print("\nhost cost per call (us, no sync in the loop):")
     for k, v in costs.items():
         print(f"   {v:8.1f}  {k}")

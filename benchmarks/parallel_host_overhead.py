@@ -1,15 +1,15 @@
 """Host-side cost of the public ``parallel_filter`` call on the Triton path, without a GPU.
 
-The four Triton kernels are replaced by no-ops and the interpreter flag lets the Triton path run on
-CPU tensors, so what remains is the Python wrapper: validation, parameter packing, buffer
-allocation, layout moves and the result. Counts the top-level torch operations and kernel
-launches of one call (each costs a few µs of launch time on a GPU) and times the wrapper.
-On the H200 the public call took 1.36 ms against 0.52–0.54 ms for the kernels alone
-(benchmarks/results/parallel_gpu.json); this shows where the difference goes.
+The Triton kernels are replaced by no-ops (the first one still zeroes the call's non-finite flag)
+and the interpreter flag lets the Triton path run on CPU tensors, so what remains is the Python
+wrapper: validation, parameter packing, buffer allocation, layout moves, the flag read and the
+result. Counts the top-level torch operations and kernel launches of one call (each costs a few
+µs on a GPU's host) and times the wrapper. On the H200 the public call is host-bound
+(docs/parallel.md, "Where the time goes"); this shows what the host does.
 
-Each shape runs with ``method="elements"`` (the element kernels) and ``method="auto"``, which for a
-batch without NaN and unbatched parameters is the shared-gain path (bayesfilt/scan/triton_riccati.py:
-the element kernels on one series, a gains kernel and three means kernels, plus the NaN check).
+Shapes: one series (element kernels) and a batch of 16 with ``method="elements"`` and
+``method="auto"`` (16 series are below RICCATI_MIN_SERIES, so auto also takes the element kernels
+here; the shared-gain path starts at 512 series).
 
 Usage::
 

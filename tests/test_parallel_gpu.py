@@ -84,6 +84,12 @@ FRESH = r"""
 import numpy as np, torch
 import bayesfilt
 import bayesfilt.scan.api as api
+import bayesfilt.scan._triton as tri
+warmed = []
+_warm = tri._warm_concurrently
+def spy(*a, **k):
+    n = _warm(*a, **k); warmed.append(n); return n
+tri._warm_concurrently = spy
 api.RICCATI_MIN_SERIES = 4
 model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
 _, y = model.simulate(300, seed=3, batch_shape=(4,))
@@ -92,6 +98,7 @@ for arr in (y[0], y):                                 # element kernels (one ser
     ref = bayesfilt.kalman_filter(model, arr)
     print("ERR", float(np.abs(res.means.cpu().numpy() - ref.means).max() / np.abs(ref.means).max()),
           float(np.abs(res.loglik.cpu().numpy() - ref.loglik).max() / np.abs(ref.loglik).max()))
+print("WARMED", warmed)
 """
 
 
@@ -107,3 +114,6 @@ def test_cuda_first_call_compiles_in_parallel(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     errs = [[float(v) for v in ln.split()[1:]] for ln in proc.stdout.splitlines() if ln.startswith("ERR")]
     assert len(errs) == 2 and max(max(e) for e in errs) < 1e-9, errs
+    warmed = [ln for ln in proc.stdout.splitlines() if ln.startswith("WARMED")]
+    # the element kernels (3 variants at T = 300) and the shared-gain path's new ones compiled in threads
+    assert warmed and all(int(n) >= 3 for n in warmed[0][len("WARMED"):].strip(" []").split(",")), warmed

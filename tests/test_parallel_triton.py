@@ -170,6 +170,23 @@ CHECKS_SCRIPT = textwrap.dedent(r"""
     bayesfilt.scan.triton_riccati.triton_riccati = spy
     res, ref = run(y), bayesfilt.kalman_filter(model, y)
     print("FINITE", flags, res.covs.stride(0) == 0, float(np.abs(res.loglik.cpu().numpy() - ref.loglik).max()))
+    # element kernels on one series: the first kernel resets a flag that starts nonzero
+    from bayesfilt.scan.triton_filter import triton_filter
+    bad = torch.ones(1, dtype=torch.int32, device={device!r})
+    out = triton_filter(model, torch.tensor(y[0], device={device!r}), bad=bad)
+    print("RESET", int(out["nonfinite"].item()), int(bad.item()))
+    y_inf1 = y[0].copy(); y_inf1[4, 0] = -np.inf
+    print("INF1", run(y_inf1))
+    print("OVERFLOW1", run((y[0] * 1e30).astype(np.float32)))
+    # every term finite in float32, their sum not (alternating +-3e14 with q = r = 1e-8: terms ~1e37)
+    tiny = bayesfilt.models.constant_velocity(q=1e-8, r=1e-8)
+    y_alt = np.zeros((64, 2), np.float32); y_alt[::2] = 3e14; y_alt[1::2] = -3e14
+    try:
+        res = bayesfilt.parallel_filter(tiny, torch.tensor(y_alt, device={device!r}), backend="triton",
+                                        validate=False, method="elements")
+        print("LLSUM returned", bool(torch.isfinite(res.loglik_terms).all()), float(res.loglik))
+    except BayesfiltValueError as exc:
+        print("LLSUM", exc)
 """)
 
 
@@ -181,6 +198,10 @@ def check_after_kernels(out: str) -> None:
     assert elements == "True" and float(mean_err) < 1e-9 and float(ll_err) < 1e-9, lines["NAN"]
     flags, shared, ll_err = lines["FINITE"].rsplit(None, 2)
     assert flags == "[0]" and shared == "True" and float(ll_err) < 1e-9, lines["FINITE"]
+    assert lines["RESET"] == "0 0", lines["RESET"]
+    assert "infinite value at index (4, 0)" in lines["INF1"], lines["INF1"]
+    assert "non-finite" in lines["OVERFLOW1"] and "float32" in lines["OVERFLOW1"], lines["OVERFLOW1"]
+    assert "non-finite loglik" in lines["LLSUM"], lines["LLSUM"]
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(),

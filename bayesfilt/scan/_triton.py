@@ -39,16 +39,26 @@ def launch_all(launches) -> None:
     run outside the GIL) and the loading of each binary with its launcher (a C stub that Triton
     builds with the system compiler). That shortens the time to a first result; later calls only launch.
     """
-    if not interpreting():
-        import torch
-        device = torch.cuda.current_device()
-        if not all(_compiled_here(k, device) for k, _g, _a, _kw in launches):
-            _warm_concurrently(launches, device)
+    if interpreting():
+        for k, grid, args, kw in launches:
+            k[grid](*args, **kw)
+        return
+    import torch
+    device = next((a.device for _k, _g, args, _kw in launches for a in args if hasattr(a, "device")), None)
+    index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
+    if index != torch.cuda.current_device():            # Triton launches on the current device
+        with torch.cuda.device(index):
+            return launch_all(launches)
+    if not all([_compiled_here(k, index) for k, _g, _a, _kw in launches]):   # a list: every kernel's
+        _warm_concurrently(launches, index)                                    # cache made here
     for k, grid, args, kw in launches:
         k[grid](*args, **kw)
 
 
-def _warm_concurrently(launches, device) -> None:
+def _warm_concurrently(launches, device) -> int:
+    """Compile the distinct variants of ``launches`` in threads; returns how many (0 after a failure,
+    with a warning: the launches then compile one at a time)."""
+    import warnings
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
@@ -66,5 +76,8 @@ def _warm_concurrently(launches, device) -> None:
     try:
         with ThreadPoolExecutor(max_workers=len(variants)) as pool:
             list(pool.map(warm, variants.values()))
-    except Exception:                     # e.g. a Triton without warmup: the launches compile instead
-        pass
+    except Exception as exc:              # e.g. a Triton without warmup: the launches compile instead
+        warnings.warn(f"bayesfilt: concurrent Triton compilation failed ({exc!r}); compiling at launch",
+                      RuntimeWarning, stacklevel=3)
+        return 0
+    return len(variants)

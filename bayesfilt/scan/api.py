@@ -109,6 +109,8 @@ def _prepare(model, y, form, backend, schedule, method, validate, lazy=False):
                                       f"offsets (n={model.n}, m={model.m})",
                                       "split the batch into smaller calls, or use backend='torch'")
                 backend = "torch"                                # auto: the torch scan has no such limit
+                if lazy:                                         # the infinity scan skipped above
+                    check_observations(y, model.m, model.batch_shape, allow_torch=True)
     if form == "information":
         _check_information(model)
     if schedule == "auto":
@@ -154,8 +156,9 @@ def _check_information(model):
 def _check_finite_out(out: dict, name: str) -> dict:
     """Raise instead of returning non-finite moments or log-likelihoods (values left the dtype's range).
 
-    Triton results carry the kernels' flag ``nonfinite``: one read of it (one device sync) replaces
-    the scan of the outputs, which runs only when it is set (to name the field)."""
+    Triton results carry the kernels' flag ``nonfinite`` (which also covers an overflowing
+    log-likelihood sum): one read of it (one device sync) replaces the scan of the outputs, which
+    runs only when it is set (to name the field)."""
     flag = out.pop("nonfinite", None)
     if flag is not None and not bool(flag.item()):
         return out
@@ -249,11 +252,17 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
             then chunked kernels for the means of all series, carried in float64, with ``covs`` and
             ``predicted_covs`` returned as ``expand``-ed views of the shared (T, n, n) tensors) or
             ``"auto"`` (riccati when it applies: on NumPy for any batch; on Triton for batches of at
-            least RICCATI_MIN_SERIES = 512 series, after one check of y for NaN; else elements).
+            least RICCATI_MIN_SERIES = 512 series with unbatched parameters, without scanning y for
+            NaN first: if the kernels flag a non-finite value and y has NaN, the call reruns with
+            the element kernels, so large batches with missing data do best with
+            ``method="elements"``; else elements).
         validate: check the model's definiteness first.
 
     Returns:
         A :class:`~bayesfilt.FilterResult` (arrays of y's backend; time axis before the core axes).
+        On the Triton backend the call synchronises the device once, after the kernels, to read
+        their non-finite flag (and once more before, when uploading the parameters from pageable
+        host memory waits for the work already queued).
 
     Example:
         >>> import numpy as np, bayesfilt

@@ -74,12 +74,6 @@ if triton is not None:
         return tl.sum(A * x[None, :], axis=1)
 
     @triton.jit
-    def _eye(N: tl.constexpr, dtype: tl.constexpr):
-        """The N x N identity in ``dtype``."""
-        ri = tl.arange(0, N)
-        return tl.where(ri[:, None] == ri[None, :], 1.0, 0.0).to(dtype)
-
-    @triton.jit
     def _chol(A, N: tl.constexpr, EPS: tl.constexpr):
         """Lower L with L L^T = A for symmetric PSD A; pivots below EPS * max diag count as zero."""
         ri = tl.arange(0, N)
@@ -117,6 +111,25 @@ if triton is not None:
             G = tl.where(ri[:, None] == k, grow[None, :], G)
             B = tl.where(ri[:, None] == k, brow[None, :], B)
         return B, logdet
+
+    @triton.jit
+    def _spd_solve_vec(G, v, N: tl.constexpr):
+        """G^{-1} v for SPD G [N, N] and v [N]."""
+        ri = tl.arange(0, N)
+        for k in tl.static_range(N):
+            grow = tl.sum(tl.where(ri[:, None] == k, G, 0.0), axis=0)
+            vk = tl.sum(tl.where(ri == k, v, 0.0), axis=0)
+            piv = tl.sum(tl.where(ri == k, grow, 0.0), axis=0)
+            rpiv = 1.0 / piv                                                  # in G's dtype: a float64 v
+            grow = grow * rpiv                                                #   (wide vectors) needs no
+            vk = vk * rpiv                                                    #   float64 division
+            f = tl.sum(tl.where(ri[None, :] == k, G, 0.0), axis=1)
+            f = tl.where(ri == k, 0.0, f)
+            G = G - f[:, None] * grow[None, :]
+            v = v - f * vk
+            G = tl.where(ri[:, None] == k, grow[None, :], G)
+            v = tl.where(ri == k, vk, v)
+        return v
 
     @triton.jit
     def _combine(A1, b1, C1, e1, J1, A2, b2, C2, e2, J2, N: tl.constexpr, EPS: tl.constexpr):
@@ -203,11 +216,12 @@ if triton is not None:
                 r = y0 - _mv(Hm, b)                                           # r = y - d - H b
                 HC = _mm(Hm, C)
                 S = _mm(HC, tl.trans(Hm)) + Rm                                # S = H C H^T + R
-                Si, _ld = _spd_solve(S, _eye(Mo, S.dtype), Mo)                # S^{-1} (one elimination)
-                Kt = _mm(Si, HC)                                              # K^T = S^{-1} H C
-                Sr = _mv(Si, r)                                               # S^{-1} r
+                Kt, _ld = _spd_solve(S, HC, Mo)                               # K^T = S^{-1} H C
+                Sr = _spd_solve_vec(S, r, Mo)                                 # S^{-1} r
                 HA = _mm(Hm, A)
-                SHA = _mm(Si, HA)                                             # S^{-1} H A
+                SHA, _ld2 = _spd_solve(S, HA, Mo)                             # S^{-1} H A
+                # (solves, not an explicit S^{-1}: the inverse was 13% faster on the H200 but made
+                # float32 covariances 3-17x worse for an ill-conditioned S, review of 68e9d2c)
                 J = J + _mm(tl.trans(HA), SHA)                                # J += (HA)^T S^{-1} H A
                 e = e + _mv(tl.trans(HA), Sr)                                 # η += (HA)^T S^{-1} r
                 KT = tl.trans(Kt)
@@ -337,9 +351,8 @@ if triton is not None:
                 r = y0 - _mv(Hm, mean)                                        # r = y - d - H m
                 HP = _mm(Hm, P)
                 S = _mm(HP, tl.trans(Hm)) + Rm                                # S = H P H^T + R
-                Si, logdet = _spd_solve(S, _eye(Mo, S.dtype), Mo)             # S^{-1}, log|S|
-                Kt = _mm(Si, HP)                                              # K^T = S^{-1} H P
-                Sr = _mv(Si, r)                                               # S^{-1} r
+                Kt, logdet = _spd_solve(S, HP, Mo)                            # K^T = S^{-1} H P, log|S|
+                Sr = _spd_solve_vec(S, r, Mo)
                 KT = tl.trans(Kt)
                 mean = mean + _mv(KT, r)                                      # m = m + K r
                 P = P - _mm(KT, HP)                                           # P = P - K S K^T
@@ -486,9 +499,10 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
             within a chunk (e.g. constant velocity, q = 0.05, r = 4: 5e-7 over 64 steps; a
             long-memory filter keeps a ~1e-3 log-likelihood error; docs/parallel.md,
             "Precision"). No effect for float64 y.
-        bad: an int32 device tensor (1,): the first kernel zeroes it, the last sets it to 1 if a
-            filtered mean, covariance or log-likelihood term it writes is NaN or infinite (allocated
-            here when None; pass one to let later kernels of the same call add to it).
+        bad: an int32 device tensor (1,): the first kernel zeroes it, the last sets it nonzero if a
+            filtered mean, covariance or log-likelihood term it writes is NaN or infinite, and so
+            does an infinite log-likelihood sum (allocated here when None; pass one to let later
+            kernels of the same call add to it).
         means_out: write the means and log-likelihood terms; False: only the covariances
             ``covs`` and ``predicted_covs`` (the shared-gain path's covariance stage).
         launches: a list to append the kernel launches to instead of running them (the caller runs
@@ -582,6 +596,7 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     else:
         out = dict(means=means, covs=covs, predicted_means=pm, predicted_covs=pP, loglik_terms=ll,
                    loglik=ll.sum(-1, dtype=vt).to(dt))                         # sum of the terms (float64 if v64)
+        bad += torch.isinf(out["loglik"]).sum(dtype=torch.int32)               # finite terms, overflowing sum
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
     out["nonfinite"] = bad

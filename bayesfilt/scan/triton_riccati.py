@@ -216,8 +216,9 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     Returns:
         dict with means (*B, T, n), covs (*B, T, n, n), predicted_means, predicted_covs,
         loglik_terms (*B, T) and loglik (*B), in y's dtype, and ``nonfinite``: an int32 device tensor (1,)
-        that is 1 if a filtered mean, covariance or log-likelihood term came out NaN or infinite
-        (NaN in y shows up there: this path has no missing-data handling); covs and predicted_covs are ``expand``-ed
+        that is nonzero if a filtered mean, log-likelihood term, the log-likelihood or (unless
+        ``covariances`` are given) a covariance came out NaN or infinite (NaN in y shows up there:
+        this path has no missing-data handling); covs and predicted_covs are ``expand``-ed
         views of the shared (T, n, n) tensors (no memory, no kernel; copy before writing into them).
 
     Example:
@@ -277,6 +278,7 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
 
     out = dict(means=means, covs=spread(fcov), predicted_means=pm, predicted_covs=spread(pcov), loglik_terms=ll,
                loglik=ll.sum(-1, dtype=torch.float64).to(dt))                 # log p(y_{1:T}) = Σ_t terms
+    bad += torch.isinf(out["loglik"]).sum(dtype=torch.int32)                  # finite terms, overflowing sum
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
     out["nonfinite"] = bad
