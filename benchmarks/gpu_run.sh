@@ -9,6 +9,9 @@
 #   bash benchmarks/gpu_run.sh COMMIT final      # A5 + two GPU tests, then LM + decode (one call)
 #   bash benchmarks/gpu_run.sh COMMIT check      # all GPU tests + KLA benchmark, fla compiles in the background
 #   bash benchmarks/gpu_run.sh COMMIT mad        # issue 5: the MAD suite (kla, kla_p0, attention, gla)
+#   bash benchmarks/gpu_run.sh COMMIT prof2      # issue 3: GPU tests, host costs, torch profile, parallel_gpu.py
+#   bash benchmarks/gpu_run.sh COMMIT kncu       # issue 4: Nsight Compute on the KLA scan kernels
+#   bash benchmarks/gpu_run.sh COMMIT next       # what session 4 left unmeasured (capture_filter, fwd_defer)
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
 # minute per KLA configuration and flash-linear-attention's autotuning takes many minutes).
@@ -199,6 +202,24 @@ kncu)
     $NCU -i /tmp/kla.ncu-rep --page details > "$OUT/ncu_kla_details.txt" 2>&1
     grep -E "^  [a-zA-Z_]|Duration|Memory Throughput|Compute \(SM\) Throughput|Warp Cycles Per Issued|Achieved Occupancy|Registers Per|Issue Slots Busy|Block Size|Grid Size" \
         "$OUT/ncu_kla_details.txt" | head -60
+    ;;
+next)
+    # what the fourth session left unmeasured: the GPU tests of capture_filter, the deferred KLA
+    # stores and the parallel filter's checks; then capture_filter's timings in parallel_gpu.py; then
+    # the KLA sweep with fwd_defer (its compiles run in parallel processes first; carry .tcache)
+    python3 benchmarks/kla_scan.py --warm-only --sweep > "$LOG/warm.log" 2>&1 &    # KLA compiles meanwhile
+    warm=$!
+    timeout 300 python3 -m pytest -q -n 4 -p no:cacheprovider -rfE tests/test_parallel_graph.py \
+        tests/test_parallel_gpu.py tests/test_parallel_triton.py tests/test_parallel_triton_riccati.py \
+        "tests/test_kla_triton.py::test_gpu_matrix_deferred_stores" > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; tail -n 8 "$LOG/gpu_tests.log"
+    wait $warm; el "warm rc=$?"                       # the host quiet again before host-bound timings
+    timeout ${PAR_TIMEOUT:-200} python3 benchmarks/parallel_gpu.py --out "$OUT" --commit "$COMMIT" $PAR_ARGS \
+        > "$LOG/parallel_gpu.log" 2>&1
+    el "parallel_gpu rc=$?"; grep -v "^USDT" "$LOG/parallel_gpu.log" | grep -v "^crossover\|^T \|^{" | tail -n 8
+    timeout ${KLA_TIMEOUT:-280} python3 benchmarks/kla_scan.py --sweep --parity-L 512 --out "$OUT/kla_scan.json" \
+        > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 14 "$LOG/kla_scan.log"
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \
