@@ -103,8 +103,8 @@ def word_problem_task(group: str = "a5", *, length: int = 16, n_train: int = 100
 
     Returns:
         the :class:`~bayesfilt.nn.tasks.Task` (vocabulary = classes = the group's elements). No
-        test word is also a training word (see :func:`_unseen_words`; at lengths >= 6 this never
-        changes the test split, at length 3 it replaces most of it).
+        test word is also a training word (see :func:`_unseen_words`; from length 6 on this
+        practically never changes the test split, at length 3 it replaces most of it).
 
     Raises:
         BayesfiltValueError: when fewer than ``n_test`` words of ``length`` are not training words
