@@ -9,7 +9,6 @@ from itertools import permutations
 import numpy as np
 import pytest
 
-from bayesfilt.errors import BayesfiltError
 from bayesfilt.nn.tasks import make_task, word_problem
 
 
@@ -57,7 +56,9 @@ def test_split_deterministic_and_unchanged_for_long_words():
     np.testing.assert_array_equal(long.test.inputs, word_problem("a5", 300, 12, seed=2, split=1).inputs)
 
 
-def test_too_few_new_words_is_an_error():
-    with pytest.raises(BayesfiltError, match="n_test"):
-        make_task("a5", length=2, n_train=100_000, n_test=100)      # all 3,600 pairs are training words
+def test_too_few_new_words_keeps_the_plain_test_stream():
+    """Length 2 with 100,000 training words: all 3,600 pairs are training words; length 1 likewise."""
+    for length, n_train in ((2, 100_000), (1, 512)):
+        task = make_task("a5", length=length, n_train=n_train, n_test=100)
+        np.testing.assert_array_equal(task.test.inputs, word_problem("a5", 100, length, seed=0, split=1).inputs)
     assert make_task("a5", length=1, n_train=8, n_test=4).test.inputs.shape == (4, 1)

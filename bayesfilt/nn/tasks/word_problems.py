@@ -104,11 +104,8 @@ def word_problem_task(group: str = "a5", *, length: int = 16, n_train: int = 100
     Returns:
         the :class:`~bayesfilt.nn.tasks.Task` (vocabulary = classes = the group's elements). No
         test word is also a training word (see :func:`_unseen_words`; from length 6 on this
-        practically never changes the test split, at length 3 it replaces most of it).
-
-    Raises:
-        BayesfiltValueError: when fewer than ``n_test`` words of ``length`` are not training words
-            (e.g. length 2 with 100,000 training words: all 3,600 words are training words).
+        practically never changes the test split, at length 3 it replaces most of it), except
+        where too few other words exist (length 1; length 2 with thousands of training words).
 
     Example:
         >>> t = word_problem_task("a5", length=4, n_train=8, n_test=4, seed=0)
@@ -132,14 +129,14 @@ def _unseen_words(group: str, n: int, length: int, seed: int, seen: np.ndarray) 
     training words (60^3 = 216,000 words exist). Where no test word is a training word (long
     words) the split is exactly the plain test stream. Deterministic in its arguments.
 
-    Raises:
-        BayesfiltValueError: when fewer than ``n`` words of ``length`` are left outside training.
+    Where fewer than ``n`` words of ``length`` exist outside training (length 1, or length 2
+    with thousands of training words), the test split is the plain test stream and overlaps
+    training: such a task measures recall, not the group product on new words.
     """
     seen_set = {row.tobytes() for row in np.ascontiguousarray(seen, dtype=np.int64)}
     free = len(group_elements(group)) ** length - len(seen_set)                 # Python int: no overflow
-    if free < n:
-        raise value_error("n_test", f"only {free} words of length {length} are not training words, {n} asked",
-                          "pass a smaller n_train or n_test, or a longer length")
+    if free < n:                                                                # too few new words exist
+        return word_problem(group, n, length, seed=seed, split=1)
     xs, ys, kept, extra = [], [], 0, 0
     while kept < n:
         draw = word_problem(group, n, length, seed=seed, split=1 + extra)
