@@ -222,8 +222,8 @@ next)
     timeout ${PAR_TIMEOUT:-200} python3 benchmarks/parallel_gpu.py --out "$OUT" --commit "$COMMIT" $PAR_ARGS \
         > "$LOG/parallel_gpu.log" 2>&1
     el "parallel_gpu rc=$?"; grep -v "^USDT" "$LOG/parallel_gpu.log" | grep -v "^crossover\|^T \|^{" | tail -n 8
-    timeout ${KLA_TIMEOUT:-280} python3 benchmarks/kla_scan.py --sweep --parity-L 512 --out "$OUT/kla_scan.json" \
-        > "$LOG/kla_scan.log" 2>&1
+    timeout ${KLA_TIMEOUT:-280} python3 benchmarks/kla_scan.py --sweep --parity-L 512 --fla-timeout ${FLA_TIMEOUT:-60} \
+        --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
     el "kla_scan rc=$?"; tail -n 14 "$LOG/kla_scan.log"
     ;;
 mad)
