@@ -131,3 +131,26 @@ def test_irregular_model_simulates_and_smooths():
     # smoothed errors are consistent with their covariances (NEES mean ~ n = 4)
     nees = np.einsum("ti,ti->t", err, np.linalg.solve(smo.covs, err[..., None])[..., 0])
     assert 1.0 < nees.mean() < 10.0
+
+
+def test_validate_rechecks_arrays_changed_in_place():
+    """validate() remembers a passed check by the arrays' contents: changing an array in place (or
+    asking for another rtol) checks again, so the memo never hides a bad parameter."""
+    import pytest
+    from bayesfilt.errors import BayesfiltValueError
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    model.validate()
+    model.validate()                                    # the memo path
+    model.R[1, 1] = -1.0                                # not positive definite any more
+    with pytest.raises(BayesfiltValueError, match="R"):
+        model.validate()
+    model.R[1, 1] = 4.0
+    model.validate()
+    model.F[0, 0] = np.nan
+    with pytest.raises(BayesfiltValueError, match="F"):
+        model.validate()
+    model.F[0, 0] = 1.0
+    model.Q[0, 1] += 1e-9 * abs(model.Q).max()          # asymmetric by 1e-9 of the scale
+    model.validate(rtol=1e-6)
+    with pytest.raises(BayesfiltValueError, match="symmetric"):
+        model.validate(rtol=1e-12)                      # another rtol: checked again
