@@ -302,7 +302,8 @@ def _triton_filter_checked(model, y, method, requested) -> FilterResult:
         return _triton_filter_checked(model, y, "elements", "elements")     # missing data: element kernels
     scan = dict(out)
     if method == "riccati":         # check the shared (T, n, n) covariances once, not their expand
-        scan.update({k: out[k][(0,) * (out[k].ndim - 3)] for k in ("covs", "predicted_covs")})
+        from .triton_riccati import shared_covariances
+        scan.update(shared_covariances(out))
     _check_finite_out(scan, "parallel_filter")                               # raises, naming the field
     return FilterResult(**out)
 

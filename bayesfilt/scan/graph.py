@@ -2,8 +2,8 @@
 
 :func:`bayesfilt.parallel_filter` on CUDA tensors spends most of a call on the host for small and
 medium problems: validation, parameter packing and upload, buffer allocation and 5–9 Triton
-launches, 0.3–1 ms on the H200's host against 0.27–0.49 ms of GPU work for the benchmark shapes
-(docs/parallel.md, "Where the time goes"). When the same model filters many arrays of one shape,
+launches (on the H200 the call took 0.74–1.37 ms against 0.27–0.49 ms of GPU work for the
+benchmark shapes; docs/parallel.md, "Where the time goes"). When the same model filters many arrays of one shape,
 :func:`capture_filter` does that work once: it uploads the parameters, compiles and runs the
 kernels, and records their launches in a ``torch.cuda.CUDAGraph``. The returned function copies
 new observations into the graph's input buffer, replays the graph and reads the kernels'
@@ -55,7 +55,7 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
 
     from .api import _prepare, parallel_filter
     from .triton_filter import triton_filter, triton_params
-    from .triton_riccati import triton_riccati
+    from .triton_riccati import shared_covariances, triton_riccati
     from ._triton import interpreting
     if not (hasattr(like, "is_cuda") and like.is_cuda) or interpreting():
         raise type_error("like", "is not a CUDA tensor" if not interpreting() else "is used under TRITON_INTERPRET=1",
@@ -87,7 +87,7 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
     with torch.cuda.graph(graph):
         out = body()
     flag = out.pop("nonfinite")
-    shared = {k: out[k][(0,) * (out[k].ndim - 3)] for k in ("covs", "predicted_covs")} if method == "riccati" else {}
+    shared = shared_covariances(out) if method == "riccati" else {}
 
     def take(name):
         x = out[name]

@@ -183,6 +183,12 @@ if triton is not None:
         tl.atomic_max(bad_ptr, (nbad > 0).to(tl.int32))
 
 
+def shared_covariances(out: dict) -> dict:
+    """The shared (T, n, n) ``covs`` and ``predicted_covs`` behind the stride-0 batch views of a
+    :func:`triton_riccati` result (to check or copy them once, not once per series)."""
+    return {k: out[k][(0,) * (out[k].ndim - 3)] for k in ("covs", "predicted_covs")}
+
+
 def chunk_length(T: int) -> int:
     """Default steps per chunk of the means kernels: about sqrt(T) (a power of two, at least 16), which
     balances the per-chunk sweeps (L steps) against the sequential link of the chunks (T / L steps)."""
