@@ -85,8 +85,8 @@ lm)
 a5)
     # docs/notes_a5.md's recipe: 8-minute resumable chunks (run the stage again with A5_RESUME=--resume
     # while the machine is still held), every prefix length scored from the length-20 runs
-    timeout 560 python3 benchmarks/kla_a5.py --runs kla:1:8,20 kla:2:20 kla:3:20 attention:1:20 attention:2:20 \
-        attention:4:20 --seeds 0 --batch-size 1024 --lr 2e-3 --warmup 200 --steps 20000 --eval-every 250 \
+    timeout ${A5_TIMEOUT:-560} python3 benchmarks/kla_a5.py --runs ${A5_RUNS:-kla:1:8,20 kla:2:20 kla:3:20 attention:1:20 \
+        attention:2:20 attention:4:20} --seeds 0 --batch-size 1024 --lr 2e-3 --warmup 200 --steps 20000 --eval-every 250 \
         --n-train 2000000 --kill-after ${A5_KILL:-480} --prefix-scores --workdir /tmp/a5 --out "$OUT/kla_a5.json" \
         ${A5_RESUME:-} > "$LOG/kla_a5.log" 2>&1
     el "kla_a5 rc=$?"; tail -n 20 "$LOG/kla_a5.log"
