@@ -12,6 +12,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT prof2      # issue 3: GPU tests, host costs, torch profile, parallel_gpu.py
 #   bash benchmarks/gpu_run.sh COMMIT kncu       # issue 4: Nsight Compute on the KLA scan kernels
 #   bash benchmarks/gpu_run.sh COMMIT next       # what session 4 left unmeasured (capture_filter, fwd_defer)
+#   bash benchmarks/gpu_run.sh COMMIT final5     # session 5: capture_filter copies, KLA deferred stores
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
 # minute per KLA configuration and flash-linear-attention's autotuning takes many minutes).
@@ -34,6 +35,13 @@ if compgen -G "$WHL/*.whl" > /dev/null; then
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+# the device copies the working tree: refuse to measure uncommitted edits (a helper's unfinished kernel
+# edit broke a resumed A5 chunk in session 5) unless ALLOW_DIRTY=1
+if [ -z "${ALLOW_DIRTY:-}" ] && git rev-parse HEAD > /dev/null 2>&1; then
+    dirty=$(git status --porcelain --untracked-files=no)
+    if [ -n "$dirty" ]; then echo "uncommitted changes in the copy: $dirty"; exit 3; fi
+    [ "$(git rev-parse --short HEAD)" = "${COMMIT:0:7}" ] || echo "note: HEAD $(git rev-parse --short HEAD) != $COMMIT"
+fi
 T0=$(date +%s)
 el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 export TRITON_CACHE_DIR=/tmp/tcache
@@ -225,6 +233,22 @@ next)
     timeout ${KLA_TIMEOUT:-280} python3 benchmarks/kla_scan.py --sweep --parity-L 512 --fla-timeout ${FLA_TIMEOUT:-60} \
         --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
     el "kla_scan rc=$?"; tail -n 14 "$LOG/kla_scan.log"
+    ;;
+final5)
+    # the fifth session's changes: capture_filter queues its output copies before the sync; the KLA
+    # forward stores outputs per 8-token block by default and the backward can (bwd_defer)
+    python3 benchmarks/kla_scan.py --warm-only --sweep --warm-workers 12 > "$LOG/warm.log" 2>&1 &
+    warm=$!
+    timeout ${TEST_TIMEOUT:-200} python3 -m pytest -q -n 4 -p no:cacheprovider -rfE tests/test_parallel_graph.py \
+        ${KLA_TESTS:-tests/test_kla_triton.py} > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; tail -n 8 "$LOG/gpu_tests.log"
+    wait $warm; el "warm rc=$?"; tail -c 400 "$LOG/warm.log"; echo
+    timeout 100 python3 benchmarks/parallel_gpu.py --workloads-only --quick --out "$OUT" --commit "$COMMIT" \
+        > "$LOG/parallel_gpu.log" 2>&1
+    el "parallel_gpu rc=$?"; grep -A3 "^SUMMARY" "$LOG/parallel_gpu.log"
+    timeout ${KLA_TIMEOUT:-150} python3 benchmarks/kla_scan.py --sweep --no-fla --parity-L 512 --out "$OUT/kla_scan.json" \
+        > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 16 "$LOG/kla_scan.log"
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

@@ -302,6 +302,9 @@ def main():
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--workloads-only", action="store_true",
+                    help="only the two workloads (public call, captured graph, kernels); no crossover, "
+                         "time-vs-T or first-result parts")
     ap.add_argument("--dynamax", action="store_true", help="also time dynamax (JAX) in a child process, last")
     ap.add_argument("--dynamax-only", action="store_true", help="only the dynamax part (no torch), small shapes")
     ap.add_argument("--dynamax-shapes", default="16384,1024x1024,262144",
@@ -394,6 +397,10 @@ def main():
         dump(res, args.out)
         print(json.dumps(row)[:1500], flush=True)
     res["workloads"] = rows
+    if args.workloads_only:
+        dump(res, args.out)
+        summary(rows)
+        return
     crossover = []
     for B in (1, 2, 4, 16, 64, 256, 1024):                      # elements vs shared gains, T = 1024
         yB = torch.tensor(simulate_fast(model, 1024, (B,), seed=1).astype(np.float32), device="cuda")
@@ -435,6 +442,10 @@ def main():
             print("dynamax", json.dumps(r), flush=True)
     dump(res, args.out)
     print("wrote", os.path.join(args.out, "parallel_gpu.json"))
+    summary(rows)
+
+
+def summary(rows):
     print("\nSUMMARY")
     for r in rows:
         print(r["shape"], "api ms", r["api_ms"], "wall", r["api_wall_ms"], "with validate", r["api_validate_wall_ms"],

@@ -7,7 +7,8 @@ benchmark shapes; docs/parallel.md, "Where the time goes"). When the same model 
 :func:`capture_filter` does that work once: it uploads the parameters, compiles and runs the
 kernels, and records their launches in a ``torch.cuda.CUDAGraph``. The returned function copies
 new observations into the graph's input buffer, replays the graph and reads the kernels'
-non-finite flag (one device sync), so a call costs a copy, a replay and the copies of the outputs.
+non-finite flag (one device sync, after the output copies are queued), so a call costs a copy, a
+replay and the copies of the outputs.
 
 Same kernels, same results as ``parallel_filter(model, y, backend="triton")``: the element
 kernels (bayesfilt/scan/triton_filter.py) or, for a large batch without missing data, the
@@ -107,8 +108,9 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
                               "or capture again")
         static_y.copy_(y)                              # broadcasts and converts like the capture did
         graph.replay()
+        result = FilterResult(**{k: take(k) for k in out})   # copies queued behind the replay, before the sync
         if bool(flag.item()):                          # one device sync; then the uncaptured call names
             return parallel_filter(model, y, backend="triton", method=requested, validate=False)  # or handles it
-        return FilterResult(**{k: take(k) for k in out})
+        return result
 
     return run
