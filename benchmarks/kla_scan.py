@@ -197,7 +197,11 @@ def warm_jobs(sweep: bool):
     if sweep:
         jobs += [((("bwd_sb", 8), ("num_chunks", 1)), "float32"), ((("bwd_sb", 2), ("num_chunks", 1)), "float32"),
                  ((("fwd_sb", 8), ("num_chunks", 1)), "float32"), ((("fwd_sb", 4), ("num_chunks", 1)), "float32"),
-                 ((("fwd_defer", 1), ("num_chunks", 1)), "float32")]
+                 ((("fwd_defer", 0), ("num_chunks", 1)), "float32"),
+                 ((("bwd_defer", 1), ("num_chunks", 1)), "float32"),
+                 ((("bwd_defer", 1), ("bwd_group", 2), ("num_chunks", 1)), "float32"),
+                 ((("bwd_defer", 1), ("bwd_group", 4), ("num_chunks", 1)), "float32"),
+                 ((("bwd_defer", 1), ("bwd_group", 1), ("num_chunks", 1)), "float32")]
     return jobs
 
 
@@ -310,7 +314,10 @@ def main():
     jobs = [("main", {}), ("long", {})]
     if args.sweep:
         jobs += [("main", {"bwd_sb": 8}), ("main", {"bwd_sb": 2}), ("main", {"fwd_sb": 8}), ("main", {"fwd_sb": 4}),
-                 ("main", {"fwd_defer": 1}), ("long", {"fwd_defer": 1})]
+                 ("main", {"fwd_defer": 0}), ("long", {"fwd_defer": 0}),           # the old per-token forward stores
+                 ("main", {"bwd_defer": 1}), ("long", {"bwd_defer": 1}),           # backward stores per 8 tokens
+                 ("main", {"bwd_defer": 1, "bwd_group": 2}), ("long", {"bwd_defer": 1, "bwd_group": 2}),
+                 ("main", {"bwd_defer": 1, "bwd_group": 4}), ("main", {"bwd_defer": 1, "bwd_group": 1})]
     for i, (shape_name, cfg) in enumerate(jobs):
         shape = shapes[shape_name]
         plan = make_plan(shape["B"], shape["L"], shape["M"], shape["S"], torch.device("cuda"))

@@ -104,7 +104,18 @@ def _check(B, L, M, S, *, init, prior, num_chunks=None, seed=0, tol=RTOL, grads=
             errs["grad_" + name] = _rel(a, b)
     bad = {k: v for k, v in errs.items() if not v <= tol}
     assert not bad, f"rel RMS over {tol}: {bad} (all: {errs})"
-    return errs
+    return errs, out_t, g_t
+
+
+def _check_same(B, L, M, S, tune, base_tune, **kw):
+    """``tune`` and ``base_tune`` (two store schedules of the same maths) each pass ``_check`` against
+    the float64 reference, and their outputs and gradients are bit-identical."""
+    _, out, g = _check(B, L, M, S, tune=tune, **kw)
+    _, out0, g0 = _check(B, L, M, S, tune=base_tune, **kw)
+    names = ("y", "y_var", "lam_L", "eta_L") + tuple("grad_" + n for n in NAMES)
+    diff = {n: float((a - b).abs().max()) for n, a, b in zip(names, out + g, out0 + g0)
+            if a is not None and not torch.equal(a, b)}
+    assert not diff, f"{tune} differs from {base_tune} (max abs difference): {diff}"
 
 
 # ----------------------------------------------------------------------------- small shapes (CI)
@@ -127,9 +138,39 @@ def test_scan_matches_float64_reference(B, L, M, S, init, prior, nc):
     (1, 37, 3, 16, True, False, 4),         # time-chunked
 ])
 def test_deferred_output_stores_match(B, L, M, S, init, prior, nc):
-    """The forward's ``fwd_defer`` tuning option (y, y_var stored once per 8-token block) computes the
-    same outputs and gradients."""
-    _check(B, L, M, S, init=init, prior=prior, num_chunks=nc, tune={"fwd_defer": 1})
+    """The forward's store schedules: the default (``fwd_defer=1``: y, y_var stored once per 8-token
+    block) and ``fwd_defer=0`` (per token) both match the reference and each other bit for bit."""
+    _check_same(B, L, M, S, {"fwd_defer": 0}, {"fwd_defer": 1}, init=init, prior=prior, num_chunks=nc)
+
+
+@pytest.mark.parametrize("B,L,M,S,init,prior,nc,group", [
+    (2, 1, 5, 7, False, False, None, 8),    # one token: a block with 7 masked tokens; 2 s-blocks
+    (1, 3, 37, 6, True, True, None, 8),     # M = 37: two m-blocks, the second partial; S = 6: s-blocks 4 + 2
+    (2, 13, 5, 7, True, False, 2, 8),       # two time chunks (8 + 5 tokens: a partial block in the last)
+    (1, 64, 9, 5, False, True, 3, 2),       # three chunks of whole blocks, stores per 2 tokens
+    (1, 13, 6, 3, True, False, None, 4),    # stores per 4 tokens, partial last block (5 of 8)
+    (1, 13, 3, 20, True, True, None, 1),    # 5 s-blocks, stores per token from the tiles
+])
+def test_deferred_gradient_stores_match(B, L, M, S, init, prior, nc, group):
+    """The backward's ``bwd_defer`` tuning option (dv, dLv, dk, dq of ``bwd_group`` tokens gathered in
+    register tiles and stored together) gives every gradient within the bound of the float64
+    reference and bit-identical to the per-token stores (``bwd_defer=0``)."""
+    _check_same(B, L, M, S, {"bwd_defer": 1, "bwd_group": group}, {"bwd_defer": 0}, init=init,
+                prior=prior, num_chunks=nc, seed=L + S)
+
+
+def test_plan_store_schedules():
+    """Defaults and parsing of the deferred-store tuning keys (host side only)."""
+    kla = _kernels()
+    from bayesfilt.errors import BayesfiltValueError
+    v, k = torch.zeros(1, 9, 40), torch.zeros(1, 9, 6)
+    plan = lambda tune, pass_: kla._scan_plan(v, k, tune, pass_)      # noqa: E731
+    assert plan({}, "fwd").defer_y and not plan({"fwd_defer": 0}, "fwd").defer_y
+    assert plan({}, "bwd").defer_g == 0 and plan({"bwd_defer": 1}, "bwd").defer_g == 8
+    assert plan({"bwd_defer": 1, "bwd_group": 2}, "bwd").defer_g == 2
+    assert plan({"bwd_defer": 1}, "fwd").defer_g == 0 and not plan({}, "bwd").defer_y
+    with pytest.raises(BayesfiltValueError, match="bwd_group"):
+        plan({"bwd_defer": 1, "bwd_group": 3}, "bwd")
 
 
 def test_extreme_inputs_small():
@@ -287,8 +328,20 @@ def test_gpu_matrix(case):
 @gpu
 @pytest.mark.parametrize("case", [GPU_CASES[2], GPU_CASES[4], GPU_CASES[5]])
 def test_gpu_matrix_deferred_stores(case):
+    """Forward: the per-token stores (``fwd_defer=0``) against the default (deferred) ones."""
     B, L, M, S, init, prior, nc = case
-    _check(B, L, M, S, init=init, prior=prior, num_chunks=nc, tune={"fwd_defer": 1})
+    _check_same(B, L, M, S, {"fwd_defer": 0}, {"fwd_defer": 1}, init=init, prior=prior, num_chunks=nc)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("case,group", [(GPU_CASES[2], 8), (GPU_CASES[4], 8), (GPU_CASES[5], 8),
+                                        (GPU_CASES[4], 2)])
+def test_gpu_matrix_deferred_gradient_stores(case, group):
+    """Backward: deferred gradient stores (``bwd_defer=1``) against the default per-token ones."""
+    B, L, M, S, init, prior, nc = case
+    _check_same(B, L, M, S, {"bwd_defer": 1, "bwd_group": group}, {"bwd_defer": 0}, init=init, prior=prior,
+                num_chunks=nc)
 
 
 def _torch_f64(xs, prior, weights):

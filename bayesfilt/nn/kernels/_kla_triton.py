@@ -30,6 +30,9 @@ Time may be split into NC chunks of LC tokens (LC a multiple of CK) for few lane
 A program finds its chunk's start state (adjoint) by applying the maps of the chunks before
 (after) it in order: O(NC) small loads, no extra launch. Checkpoints of (w, mu) every CK=8
 tokens are the only thing the backward keeps; inside 8 tokens the states live in registers.
+Per-token results can be gathered in register tiles and stored once per block (forward DEFER_Y,
+the default) or per group of tokens (backward DEFER_G, an option), so that no store orders the
+next tokens' loads behind it: docs/kla_kernels.md, "Deferred stores".
 
 No validation here: bayesfilt.nn.functional validates. Offsets that can pass 2^31 (anything
 with a batch or time factor) are computed in int64.
@@ -299,14 +302,20 @@ def _frec(lam, eta, tok, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, 
 
 
 @triton.jit
-def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, tok, t_end, a, a2, p,
+def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, tok, t_end, a, a2, p,
           v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
           b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
-          SUMMARY: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr):
-    """Adjoint of one step (token tok), given the state before it and the adjoint after it.
+          SUMMARY: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
+          I: tl.constexpr, DEFER_G: tl.constexpr):
+    """Adjoint of one step (token tok = t0 + I of its block), given the state before it and the
+    adjoint after it.
 
     (Hl, He) is the adjoint of (lam_t, eta_t) from later steps; returns the adjoint of
     (lam_{t-1}, eta_{t-1}) and the updated accumulators. Formulas: docs/kla_kernels.md.
+    DEFER_G = G > 0: this token's dv, dLv row goes into row I % G of the [G, BM] tiles (gvt, glvt)
+    and its dk, dq column into column I % G of the [SB, G] tiles (gkt, gqt) instead of being
+    stored here (``_gstore`` stores them once per G tokens); DEFER_G = 0: stored here, the tiles
+    pass through.
     """
     valid = tok < t_end
     vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
@@ -358,24 +367,63 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, tok, t_end, a, a2, p,
         # Gphi = Hl_t, Gu = He_t
         R1 = tl.sum(He_t * kk, axis=0, keep_dims=True)                # sum_s Gu k
         R2 = tl.sum(Hl_t * k2, axis=0, keep_dims=True)                # sum_s Gphi k^2
-        orow = (sb.to(tl.int64) * B + b) * L + tok
-        tl.store(gv_ptr + orow * M + m, lv * R1, mask=om)                       # dv
-        tl.store(glv_ptr + orow * M + m, R2 + vv * R1, mask=om)                 # dLv
+        if DEFER_G:                                     # row I % G of the [G, BM] tiles
+            rows = tl.arange(0, DEFER_G)[:, None]
+            gvt = tl.where(rows == I % DEFER_G, lv * R1, gvt)                   # dv
+            glvt = tl.where(rows == I % DEFER_G, R2 + vv * R1, glvt)            # dLv
+        else:
+            orow = (sb.to(tl.int64) * B + b) * L + tok
+            tl.store(gv_ptr + orow * M + m, lv * R1, mask=om)                   # dv
+            tl.store(glv_ptr + orow * M + m, R2 + vv * R1, mask=om)             # dLv
         Xk = lv * ((2.0 * kk) * Hl_t + vv * He_t)
         gk = tl.sum(Xk, axis=1, keep_dims=True)         # sum over this block's m
         gq = tl.sum(Xq, axis=1, keep_dims=True)
-        krow = (pid_m.to(tl.int64) * B + b) * L + tok
-        tl.store(gk_ptr + krow * S + s, gk, mask=_live(smask, s, tok, t_end, MASKED))
-        tl.store(gq_ptr + krow * S + s, gq, mask=_live(smask, s, tok, t_end, MASKED))
-    return Hl_o, He_o, ga, gp, cll, cle, cee
+        if DEFER_G:                                     # column I % G of the [SB, G] tiles
+            cols = tl.arange(0, DEFER_G)[None, :]
+            gkt = tl.where(cols == I % DEFER_G, gk, gkt)
+            gqt = tl.where(cols == I % DEFER_G, gq, gqt)
+        else:
+            krow = (pid_m.to(tl.int64) * B + b) * L + tok
+            tl.store(gk_ptr + krow * S + s, gk, mask=_live(smask, s, tok, t_end, MASKED))
+            tl.store(gq_ptr + krow * S + s, gq, mask=_live(smask, s, tok, t_end, MASKED))
+    return Hl_o, He_o, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt
+
+
+@triton.jit
+def _gstore(gvt, glvt, gkt, gqt, I: tl.constexpr, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
+            b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE: tl.constexpr, G: tl.constexpr):
+    """DEFER_G = G > 0 (gradients, MODE 0), after token t0 + I: store the tiles' tokens
+    t0 + I .. t0 + I + G - 1 when I is a multiple of G (tokens >= t_end masked)."""
+    if G > 0:
+        if MODE == 0:
+            if I % G == 0:
+                rows = tl.arange(0, G)[:, None]
+                cols = tl.arange(0, G)[None, :]
+                orows = ((sb.to(tl.int64) * B + b) * L + t0 + I + rows) * M  # [G, 1]
+                omask = mmask & (t0 + I + rows < t_end)                     # [G, BM]
+                tl.store(gv_ptr + orows + m, gvt, mask=omask)
+                tl.store(glv_ptr + orows + m, glvt, mask=omask)
+                kcols = ((pid_m.to(tl.int64) * B + b) * L + t0 + I + cols) * S   # [1, G]
+                kmask = smask & (t0 + I + cols < t_end)                    # [SB, G]
+                tl.store(gk_ptr + kcols + s, gkt, mask=kmask)
+                tl.store(gq_ptr + kcols + s, gqt, mask=kmask)
 
 
 @triton.jit
 def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
              v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
              b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
-             MODE: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr):
-    """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0."""
+             MODE: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
+             DEFER_G: tl.constexpr = 0):
+    """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0.
+
+    DEFER_G = G in {1, 2, 4, 8} (gradients, MODE 0): dv, dLv of G consecutive tokens are gathered
+    in [G, BM] tiles and dk, dq in [SB, G] tiles and stored once per G tokens (G = 8: once after
+    the block), so that no store separates one token's loads from the next token's within a
+    group (a store to memory that may alias the inputs orders the loads after it). Same values;
+    tuning options ``bwd_defer`` / ``bwd_group`` (docs/kla_kernels.md, "Deferred stores").
+    DEFER_G = 0: every token's gradients are stored as soon as they are computed.
+    """
     # recompute the 7 states after tokens t0 .. t0+6 (kept in registers)
     l1, e1 = _frec(l0, e0, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
     l2, e2 = _frec(l1, e1, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
@@ -384,23 +432,38 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     l5, e5 = _frec(l4, e4, t0 + 4, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
     l6, e6 = _frec(l5, e5, t0 + 5, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
     l7, e7 = _frec(l6, e6, t0 + 6, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    # DEFER_G = G: [G, BM] tiles of dv, dLv and [SB, G] tiles of dk, dq (token t0 + i in row / column i % G)
+    rows = tl.arange(0, DEFER_G if DEFER_G > 0 else 1)[:, None]
+    cols = tl.arange(0, DEFER_G if DEFER_G > 0 else 1)[None, :]
+    gvt = (rows * 0 + m * 0).to(tl.float32)
+    glvt = gvt
+    gkt = (s * 0 + cols * 0).to(tl.float32)
+    gqt = gkt
     # reverse: tokens t0+7 .. t0
-    Hl, He, ga, gp, cll, cle, cee = _brec(l7, e7, Hl, He, ga, gp, cll, cle, cee, t0 + 7, t_end,
-                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Hl, He, ga, gp, cll, cle, cee = _brec(l6, e6, Hl, He, ga, gp, cll, cle, cee, t0 + 6, t_end,
-                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Hl, He, ga, gp, cll, cle, cee = _brec(l5, e5, Hl, He, ga, gp, cll, cle, cee, t0 + 5, t_end,
-                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Hl, He, ga, gp, cll, cle, cee = _brec(l4, e4, Hl, He, ga, gp, cll, cle, cee, t0 + 4, t_end,
-                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Hl, He, ga, gp, cll, cle, cee = _brec(l3, e3, Hl, He, ga, gp, cll, cle, cee, t0 + 3, t_end,
-                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Hl, He, ga, gp, cll, cle, cee = _brec(l2, e2, Hl, He, ga, gp, cll, cle, cee, t0 + 2, t_end,
-                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Hl, He, ga, gp, cll, cle, cee = _brec(l1, e1, Hl, He, ga, gp, cll, cle, cee, t0 + 1, t_end,
-                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
-    Hl, He, ga, gp, cll, cle, cee = _brec(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0 + 0, t_end,
-                                          a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST)
+    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
+        l7, e7, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 7, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 7, DEFER_G)
+    _gstore(gvt, glvt, gkt, gqt, 7, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
+        l6, e6, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 6, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 6, DEFER_G)
+    _gstore(gvt, glvt, gkt, gqt, 6, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
+        l5, e5, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 5, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 5, DEFER_G)
+    _gstore(gvt, glvt, gkt, gqt, 5, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
+        l4, e4, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 4, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 4, DEFER_G)
+    _gstore(gvt, glvt, gkt, gqt, 4, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
+        l3, e3, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 3, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 3, DEFER_G)
+    _gstore(gvt, glvt, gkt, gqt, 3, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
+        l2, e2, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 2, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 2, DEFER_G)
+    _gstore(gvt, glvt, gkt, gqt, 2, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
+        l1, e1, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 1, DEFER_G)
+    _gstore(gvt, glvt, gkt, gqt, 1, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
+        l0, e0, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 0, DEFER_G)
+    _gstore(gvt, glvt, gkt, gqt, 0, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
     return Hl, He, ga, gp, cll, cle, cee
 
 
@@ -410,7 +473,7 @@ def _bwd_kernel(
     bsum_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, ga_ptr, gp_ptr, gl0_ptr, ge0_ptr,
     B, L, M, S, LC, NC, NMB, NSB,
     MODE: tl.constexpr, PRIOR: tl.constexpr,
-    SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr,
+    SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr, DEFER_G: tl.constexpr = 0,
 ):
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
@@ -454,12 +517,12 @@ def _bwd_kernel(
             Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                 l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                 q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                m, s, mmask, smask, MODE, PRIOR, True, FAST)
+                m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G)
         else:
             Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                 l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                 q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                m, s, mmask, smask, MODE, PRIOR, False, FAST)
+                m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G)
 
     if MODE == 1:
         base = (b.to(tl.int64) * NC + c) * 5 * MSs

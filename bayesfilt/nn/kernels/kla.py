@@ -51,7 +51,9 @@ class Plan:
     NC: int
     num_warps: int = 1
     maxnreg: int | None = None
-    defer_y: bool = False          # forward: store y, y_var once per 8-token block (tuning option)
+    defer_y: bool = True           # forward: store y, y_var once per 8-token block (tune fwd_defer)
+    defer_g: int = 0               # backward: store dv, dLv, dk, dq once per this many tokens (1, 2, 4, 8;
+                                   # 0: per token as computed; tune bwd_defer, bwd_group)
 
     @property
     def grid(self) -> tuple[int]:
@@ -66,12 +68,15 @@ def _sm_count(device: torch.device) -> int:
 
 def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunks: int | None = None,
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
-              defer_y: bool = False) -> Plan:
+              defer_y: bool = True, defer_g: int = 0) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
     has multiprocessors (then into enough chunks for about 16 one-warp programs per
-    multiprocessor); ``num_chunks`` forces a count.
+    multiprocessor); ``num_chunks`` forces a count. ``defer_y``: the forward stores y, y_var
+    once per 8-token block; ``defer_g`` (0, 1, 2, 4 or 8): the backward stores its per-token
+    gradients once per that many tokens, 0 as it computes them. Same values either way
+    (docs/kla_kernels.md, "Deferred stores").
     """
     s_pad = triton.next_power_of_2(S)
     SB = min(s_pad, max_sb)
@@ -89,7 +94,8 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     num_chunks = max(1, min(int(num_chunks), triton.cdiv(L, CHECKPOINT_EVERY)))
     LC = triton.cdiv(triton.cdiv(L, num_chunks), CHECKPOINT_EVERY) * CHECKPOINT_EVERY
     NC = triton.cdiv(L, LC)
-    return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, maxnreg=maxnreg, defer_y=bool(defer_y))
+    return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, maxnreg=maxnreg, defer_y=bool(defer_y),
+                defer_g=int(defer_g))
 
 
 def _new(shape, device, poison: bool):
@@ -156,7 +162,7 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
     kw = dict(PRIOR=prior, **_consts(plan))
     if plan.NC > 1:
         K._bwd_kernel[plan.grid](*args, MODE=1, **kw)
-    K._bwd_kernel[plan.grid](*args, MODE=0, **kw)
+    K._bwd_kernel[plan.grid](*args, MODE=0, **kw, **({"DEFER_G": plan.defer_g} if plan.defer_g else {}))
     # fixed-order reductions of the per-program partial sums (deterministic, no atomics)
     gv, glv = (gv.sum(0), glv.sum(0)) if plan.NSB > 1 else (gv[0], glv[0])
     gk, gq = (gk.sum(0), gq.sum(0)) if plan.NMB > 1 else (gk[0], gq[0])
@@ -181,12 +187,29 @@ def _tune_dict(tune: str) -> dict:
     return {k: int(v) for k, v in (kv.split("=") for kv in tune.split(",") if kv)}
 
 
+#: defaults of the deferred-store tuning keys (see make_plan; docs/kla_kernels.md)
+_FWD_DEFER, _BWD_DEFER, _BWD_GROUP = 1, 0, 8
+
+
+def _bwd_defer(tune: dict) -> int:
+    """The backward's store group from the tuning keys: ``bwd_defer`` (0 off, 1 on) and
+    ``bwd_group`` (tokens per store when on: 1, 2, 4 or 8; default 8, the whole block)."""
+    if not tune.get("bwd_defer", _BWD_DEFER):
+        return 0
+    g = int(tune.get("bwd_group", _BWD_GROUP))
+    if g not in (1, 2, 4, 8):
+        from bayesfilt.errors import value_error
+        raise value_error("_tune['bwd_group']", f"is {g}", "pass 1, 2, 4 or 8 (a power of two dividing the 8-token block)")
+    return g
+
+
 def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
     B, L, M = v.shape
     return make_plan(B, L, M, k.shape[-1], v.device, num_chunks=tune.get("num_chunks"),
                      max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
                      bm=tune.get(pass_ + "_bm"), maxnreg=tune.get(pass_ + "_maxnreg"),
-                     defer_y=bool(tune.get("fwd_defer", 0)) and pass_ == "fwd")
+                     defer_y=bool(tune.get("fwd_defer", _FWD_DEFER)) and pass_ == "fwd",
+                     defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0)
 
 
 # The scan is a pair of torch custom ops (forward, backward) tied by register_autograd, so that
