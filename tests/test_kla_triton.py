@@ -109,10 +109,19 @@ def _check(B, L, M, S, *, init, prior, num_chunks=None, seed=0, tol=RTOL, grads=
 
 def _check_same(B, L, M, S, tune, base_tune, **kw):
     """``tune`` and ``base_tune`` (two store schedules of the same maths) each pass ``_check`` against
-    the float64 reference, and their outputs and gradients are bit-identical."""
+    the float64 reference, and their outputs and gradients are bit-identical under the interpreter
+    (the same operations in the same order). On a GPU the two schedules are different compiled
+    kernels, whose multiply-adds the compiler may contract differently, so there they must agree
+    within the promised bound only (bit identity is not promised; at 418af3a 3 of 10 of these tests
+    failed on the H200 with the bit-identity check, their report cut by a time limit)."""
     _, out, g = _check(B, L, M, S, tune=tune, **kw)
     _, out0, g0 = _check(B, L, M, S, tune=base_tune, **kw)
     names = ("y", "y_var", "lam_L", "eta_L") + tuple("grad_" + n for n in NAMES)
+    if DEV == "cuda":
+        rel = {n: _rel(a, b) for n, a, b in zip(names, out + g, out0 + g0) if a is not None}
+        bad = {n: e for n, e in rel.items() if not e <= RTOL}
+        assert not bad, f"{tune} differs from {base_tune} (rel RMS): {bad}"
+        return
     diff = {n: float((a - b).abs().max()) for n, a, b in zip(names, out + g, out0 + g0)
             if a is not None and not torch.equal(a, b)}
     assert not diff, f"{tune} differs from {base_tune} (max abs difference): {diff}"
@@ -166,7 +175,7 @@ def test_plan_store_schedules():
     v, k = torch.zeros(1, 9, 40), torch.zeros(1, 9, 6)
     plan = lambda tune, pass_: kla._scan_plan(v, k, tune, pass_)      # noqa: E731
     assert plan({}, "fwd").defer_y and not plan({"fwd_defer": 0}, "fwd").defer_y
-    assert plan({}, "bwd").defer_g == 0 and plan({"bwd_defer": 1}, "bwd").defer_g == 8
+    assert plan({}, "bwd").defer_g == 8 and plan({"bwd_defer": 0}, "bwd").defer_g == 0
     assert plan({"bwd_defer": 1, "bwd_group": 2}, "bwd").defer_g == 2
     assert plan({"bwd_defer": 1}, "fwd").defer_g == 0 and not plan({}, "bwd").defer_y
     with pytest.raises(BayesfiltValueError, match="bwd_group"):

@@ -7,8 +7,9 @@ benchmark shapes; docs/parallel.md, "Where the time goes"). When the same model 
 :func:`capture_filter` does that work once: it uploads the parameters, compiles and runs the
 kernels, and records their launches in a ``torch.cuda.CUDAGraph``. The returned function copies
 new observations into the graph's input buffer, replays the graph and reads the kernels'
-non-finite flag (one device sync, after the output copies are queued), so a call costs a copy, a
-replay and the copies of the outputs.
+non-finite flag (one device sync), so a call costs a copy, a replay and the copies of the outputs
+(``copy=False`` skips those: measured on the H200, 0.55 ms at T = 262144 and 0.34 ms at
+1024 x 1024 without them, 1.15-1.47 and 1.15-1.25 ms with them (median, CUDA events); docs/parallel.md).
 
 Same kernels, same results as ``parallel_filter(model, y, backend="triton")``: the element
 kernels (bayesfilt/scan/triton_filter.py) or, for a large batch without missing data, the
@@ -108,9 +109,10 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
                               "or capture again")
         static_y.copy_(y)                              # broadcasts and converts like the capture did
         graph.replay()
-        result = FilterResult(**{k: take(k) for k in out})   # copies queued behind the replay, before the sync
         if bool(flag.item()):                          # one device sync; then the uncaptured call names
             return parallel_filter(model, y, backend="triton", method=requested, validate=False)  # or handles it
-        return result
+        # copies after the sync: queued before it they measured slower on the H200 (1.47 against
+        # 1.15 ms median at T = 262144, two runs on two hosts; docs/parallel.md)
+        return FilterResult(**{k: take(k) for k in out})
 
     return run
