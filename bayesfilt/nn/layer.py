@@ -284,7 +284,8 @@ class KLALayer(nn.Module):
         if self.config.gating:
             g = F.silu(gate).to(y.dtype)
             y = y * g                                                  # y *= SiLU(gate)
-            y_var = y_var * g * g                                      # y_var *= SiLU(gate)^2
+            if return_variance:                                        # (two [B, L, M] passes saved otherwise)
+                y_var = y_var * g * g                                  # y_var *= SiLU(gate)^2
         out = self.out_proj(y.to(x.dtype))
         result = [out]
         if return_variance:
