@@ -256,7 +256,8 @@ check6)
     warm=$!
     timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -n 6 -p no:cacheprovider -rfE tests/test_kla_triton.py \
         tests/test_parallel_graph.py tests/test_parallel_gpu.py tests/test_parallel_triton.py \
-        tests/test_parallel_triton_riccati.py tests/test_kla_layer_gpu.py > "$LOG/gpu_tests.log" 2>&1
+        tests/test_parallel_triton_riccati.py tests/test_kla_layer_gpu.py tests/test_determinism_gpu.py \
+        > "$LOG/gpu_tests.log" 2>&1
     el "gpu tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests.log" | tail -n 25
     pkill -f "pytest" ; sleep 1                        # no test worker left on the GPU during the timings
     wait $warm; el "warm rc=$?"
