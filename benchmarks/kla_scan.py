@@ -202,6 +202,11 @@ def warm_jobs(sweep: bool):
                  ((("bwd_defer", 1), ("bwd_group", 2), ("num_chunks", 1)), "float32"),
                  ((("bwd_defer", 1), ("bwd_group", 4), ("num_chunks", 1)), "float32"),
                  ((("bwd_defer", 1), ("bwd_group", 1), ("num_chunks", 1)), "float32")]
+        # multi-warp programs (untimed so far; why these three: docs/kla_kernels.md, "Multi-warp programs")
+        jobs += [((("fwd_warps", 2), ("num_chunks", 1)), "float32"),
+                 ((("bwd_warps", 2), ("num_chunks", 1)), "float32"),
+                 ((("bwd_warps", 2), ("num_chunks", 2)), "float32"),        # the long shape's chunked kernels
+                 ((("bwd_warps", 4), ("num_chunks", 1)), "float32")]
     return jobs
 
 
@@ -317,7 +322,10 @@ def main():
                  ("main", {"fwd_defer": 0}), ("long", {"fwd_defer": 0}),           # the old per-token forward stores
                  ("main", {"bwd_defer": 1}), ("long", {"bwd_defer": 1}),           # backward stores per 8 tokens
                  ("main", {"bwd_defer": 1, "bwd_group": 2}), ("long", {"bwd_defer": 1, "bwd_group": 2}),
-                 ("main", {"bwd_defer": 1, "bwd_group": 4}), ("main", {"bwd_defer": 1, "bwd_group": 1})]
+                 ("main", {"bwd_defer": 1, "bwd_group": 4}), ("main", {"bwd_defer": 1, "bwd_group": 1}),
+                 # programs of 2 or 4 warps on the same tile (docs/kla_kernels.md, "Multi-warp programs")
+                 ("main", {"fwd_warps": 2}), ("main", {"bwd_warps": 2}), ("long", {"bwd_warps": 2}),
+                 ("main", {"bwd_warps": 4})]
     for i, (shape_name, cfg) in enumerate(jobs):
         shape = shapes[shape_name]
         plan = make_plan(shape["B"], shape["L"], shape["M"], shape["S"], torch.device("cuda"))

@@ -182,6 +182,30 @@ def test_plan_store_schedules():
         plan({"bwd_defer": 1, "bwd_group": 3}, "bwd")
 
 
+def test_plan_warps():
+    """The warps-per-program tuning keys (host side): default 1 in both passes, each pass reads its
+    own key, anything but 1, 2 or 4 is refused naming the key."""
+    kla = _kernels()
+    from bayesfilt.errors import BayesfiltValueError
+    v, k = torch.zeros(1, 9, 40), torch.zeros(1, 9, 6)
+    plan = lambda tune, pass_: kla._scan_plan(v, k, tune, pass_)      # noqa: E731
+    assert plan({}, "fwd").num_warps == 1 and plan({}, "bwd").num_warps == 1
+    tune = {"fwd_warps": 2, "bwd_warps": 4}
+    assert plan(tune, "fwd").num_warps == 2 and plan(tune, "bwd").num_warps == 4
+    assert plan({"fwd_warps": 4}, "bwd").num_warps == 1 and plan({"bwd_warps": 2}, "fwd").num_warps == 1
+    assert kla._consts(plan(tune, "bwd"))["num_warps"] == 4
+    for key, bad in (("fwd_warps", 3), ("bwd_warps", 8), ("bwd_warps", 0)):
+        with pytest.raises(BayesfiltValueError, match=key):
+            plan({key: bad}, key[:3])
+
+
+def test_multi_warp_launch_interpreted():
+    """``fwd_warps`` / ``bwd_warps`` reach the launches. Under the interpreter num_warps changes
+    nothing (bit-identical to one warp); the compiled multi-warp kernels are checked on the GPU
+    (``test_gpu_matrix_multi_warp``)."""
+    _check_same(2, 11, 5, 7, {"fwd_warps": 2, "bwd_warps": 4}, {}, init=True, prior=True)
+
+
 def test_extreme_inputs_small():
     """a near 0 and 1, p = 0, very large and very small value precisions.
 
@@ -351,6 +375,28 @@ def test_gpu_matrix_deferred_gradient_stores(case, group):
     B, L, M, S, init, prior, nc = case
     _check_same(B, L, M, S, {"bwd_defer": 1, "bwd_group": group}, {"bwd_defer": 0}, init=init, prior=prior,
                 num_chunks=nc)
+
+
+# tune of the multi-warp variants (docs/kla_kernels.md, "Multi-warp programs"): the [SB, BM] tile spread
+# over 2 or 4 warps, so that the reductions over s (y, y_var, dv, dLv) and over m (dk, dq) may cross warps
+W2, W4 = {"fwd_warps": 2, "bwd_warps": 2}, {"fwd_warps": 4, "bwd_warps": 4}
+W2_BM64 = {**W2, "fwd_bm": 64, "bwd_bm": 64}
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("case,tune", [
+    (GPU_CASES[2], W2),                                       # M = 100: a partial m-block
+    (GPU_CASES[2], W4),
+    (GPU_CASES[5], W2_BM64),                                  # L = 4097, prior readout, a partial last block
+    (GPU_CASES[6], W4),                                       # S = 33 (s-blocks with masked lanes), 16 time chunks
+    (GPU_CASES[4], {**W2, "fwd_defer": 0, "bwd_defer": 0}),   # per-token stores, 8 time chunks
+])
+def test_gpu_matrix_multi_warp(case, tune):
+    """Programs of 2 or 4 warps (tune keys ``fwd_warps`` / ``bwd_warps``, with ``*_bm`` 64 too): every output
+    and gradient within the bound of the float64 reference, and within the bound of the one-warp default."""
+    B, L, M, S, init, prior, nc = case
+    _check_same(B, L, M, S, tune, {}, init=init, prior=prior, num_chunks=nc)
 
 
 def _torch_f64(xs, prior, weights):

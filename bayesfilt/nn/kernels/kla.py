@@ -68,7 +68,7 @@ def _sm_count(device: torch.device) -> int:
 
 def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunks: int | None = None,
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
-              defer_y: bool = True, defer_g: int = 0) -> Plan:
+              defer_y: bool = True, defer_g: int = 0, num_warps: int = 1) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -76,7 +76,9 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     multiprocessor); ``num_chunks`` forces a count. ``defer_y``: the forward stores y, y_var
     once per 8-token block; ``defer_g`` (0, 1, 2, 4 or 8): the backward stores its per-token
     gradients once per that many tokens, 0 as it computes them. Same values either way
-    (docs/kla_kernels.md, "Deferred stores").
+    (docs/kla_kernels.md, "Deferred stores"). ``num_warps`` (1, 2 or 4): warps per program, which
+    Triton spreads over the program's [SB, BM] lane tile (the same lanes, more threads; the
+    chunking heuristic still counts programs, not warps; docs/kla_kernels.md, "Multi-warp programs").
     """
     s_pad = triton.next_power_of_2(S)
     SB = min(s_pad, max_sb)
@@ -94,8 +96,8 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     num_chunks = max(1, min(int(num_chunks), triton.cdiv(L, CHECKPOINT_EVERY)))
     LC = triton.cdiv(triton.cdiv(L, num_chunks), CHECKPOINT_EVERY) * CHECKPOINT_EVERY
     NC = triton.cdiv(L, LC)
-    return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, maxnreg=maxnreg, defer_y=bool(defer_y),
-                defer_g=int(defer_g))
+    return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
+                defer_y=bool(defer_y), defer_g=int(defer_g))
 
 
 def _new(shape, device, poison: bool):
@@ -192,6 +194,8 @@ def _tune_dict(tune: str) -> dict:
 # 1.28 -> 0.80 ms forward (418af3a); bwd_defer with 8-token groups 5.69 -> 5.07 ms forward+backward
 # (groups of 1, 2, 4: 5.72, 5.46, 5.66 ms; B=1 L=65536 M=1024: 15.94 -> 14.36 ms)
 _FWD_DEFER, _BWD_DEFER, _BWD_GROUP = 1, 1, 8
+#: warps per program of both passes (tune keys fwd_warps, bwd_warps: 1, 2 or 4); 1 is what was measured
+_WARPS = 1
 
 
 def _bwd_defer(tune: dict) -> int:
@@ -206,13 +210,24 @@ def _bwd_defer(tune: dict) -> int:
     return g
 
 
+def _warps(tune: dict, pass_: str) -> int:
+    """Warps per program of one pass from the tuning keys ``fwd_warps`` / ``bwd_warps`` (1, 2 or 4;
+    default 1, the measured configuration; 2 and 4 untimed: docs/kla_kernels.md, "Multi-warp programs")."""
+    key = pass_ + "_warps"
+    nw = int(tune.get(key, _WARPS))
+    if nw not in (1, 2, 4):
+        from bayesfilt.errors import value_error
+        raise value_error(f"_tune['{key}']", f"is {nw}", "pass 1, 2 or 4 (warps per program)")
+    return nw
+
+
 def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
     B, L, M = v.shape
     return make_plan(B, L, M, k.shape[-1], v.device, num_chunks=tune.get("num_chunks"),
                      max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
                      bm=tune.get(pass_ + "_bm"), maxnreg=tune.get(pass_ + "_maxnreg"),
                      defer_y=bool(tune.get("fwd_defer", _FWD_DEFER)) and pass_ == "fwd",
-                     defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0)
+                     defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0, num_warps=_warps(tune, pass_))
 
 
 # The scan is a pair of torch custom ops (forward, backward) tied by register_autograd, so that
