@@ -8,8 +8,9 @@ benchmark shapes; docs/parallel.md, "Where the time goes"). When the same model 
 kernels, and records their launches in a ``torch.cuda.CUDAGraph``. The returned function copies
 new observations into the graph's input buffer, replays the graph and reads the kernels'
 non-finite flag (one device sync), so a call costs a copy, a replay and the copies of the outputs
-(``copy=False`` skips those: measured on the H200, 0.55 ms at T = 262144 and 0.34 ms at
-1024 x 1024 without them, 1.15-1.47 and 1.15-1.25 ms with them (median, CUDA events); docs/parallel.md).
+(``copy=False`` skips those: measured on the H200, 0.55-0.58 ms at T = 262144 and 0.34-0.37 ms at
+1024 x 1024 without them (wall clock), 1.15-1.47 and 1.15-1.25 ms with them (CUDA events; medians;
+docs/parallel.md).
 
 Same kernels, same results as ``parallel_filter(model, y, backend="triton")``: the element
 kernels (bayesfilt/scan/triton_filter.py) or, for a large batch without missing data, the
@@ -24,7 +25,8 @@ from ..errors import type_error, value_error
 from ..results import FilterResult
 
 
-def capture_filter(model, like, *, method: str = "auto", copy: bool = True, validate: bool = True):
+def capture_filter(model, like, *, method: str = "auto", copy: bool = True, validate: bool = True,
+                   _copies_first: bool = False):
     """Capture the Triton parallel filter of ``model`` for observations shaped like ``like``.
 
     Args:
@@ -37,6 +39,7 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
         copy: return copies of the outputs (default). ``False`` returns the graph's own output
             buffers, which the next call overwrites (one device copy per output less).
         validate: check the model's definiteness once, here.
+        _copies_first: (private, for an A/B timing) queue the output copies before the sync.
 
     Returns:
         ``run(y) -> FilterResult``: filters a CUDA tensor of ``like``'s shape, dtype and device.
@@ -109,10 +112,12 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
                               "or capture again")
         static_y.copy_(y)                              # broadcasts and converts like the capture did
         graph.replay()
+        early = FilterResult(**{k: take(k) for k in out}) if _copies_first else None
         if bool(flag.item()):                          # one device sync; then the uncaptured call names
             return parallel_filter(model, y, backend="triton", method=requested, validate=False)  # or handles it
-        # copies after the sync: queued before it they measured slower on the H200 (1.47 against
-        # 1.15 ms median at T = 262144, two runs on two hosts; docs/parallel.md)
-        return FilterResult(**{k: take(k) for k in out})
+        # copies after the sync by default: queued before it they measured slower on the H200 (1.47
+        # against 1.15 ms median at T = 262144, one run each on two hosts; docs/parallel.md), not yet
+        # compared in one process (benchmarks/parallel_gpu.py times both)
+        return early if _copies_first else FilterResult(**{k: take(k) for k in out})
 
     return run
