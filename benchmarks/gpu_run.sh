@@ -14,6 +14,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT next       # what session 4 left unmeasured (capture_filter, fwd_defer)
 #   bash benchmarks/gpu_run.sh COMMIT final5     # session 5: capture_filter copies, KLA deferred stores
 #   bash benchmarks/gpu_run.sh COMMIT check6     # session 6's first call: all GPU tests, KLA sweep, capture_filter
+#   bash benchmarks/gpu_run.sh COMMIT layer6     # KLA layer (eager, compiled) beside fla GLA (default, matched state)
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
 # minute per KLA configuration and flash-linear-attention's autotuning takes many minutes).
@@ -267,6 +268,16 @@ check6)
     timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --sweep --no-fla --parity-L 512 --out "$OUT/kla_scan.json" \
         > "$LOG/kla_scan.log" 2>&1
     el "kla_scan rc=$?"; tail -n 22 "$LOG/kla_scan.log"
+    ;;
+layer6)
+    # issue 5's layer timing: KLA (eager and torch.compile'd), fla GLA default and at KLA's state size;
+    # a first pass with one iteration compiles and autotunes everything, the second pass times
+    timeout ${LAYER_WARM:-300} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
+        --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
+    el "layer warm rc=$?"; tail -n 6 "$LOG/kla_layer_warm.log"
+    timeout ${LAYER_TIMEOUT:-200} python3 benchmarks/kla_layer.py --no-torch-backend --compile --out "$OUT/kla_layer.json" \
+        > "$LOG/kla_layer.log" 2>&1
+    el "kla_layer rc=$?"; tail -n 8 "$LOG/kla_layer.log"
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \
