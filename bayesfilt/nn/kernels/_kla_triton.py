@@ -20,7 +20,11 @@ y_var = sum_s q^2 (a^2 w + p).
 
 Programs own a tile of lanes [SB, BM] (s = s0 + i, m = m0 + j) and sweep time; every
 [M, S] plane (a, p, states, checkpoints) is stored transposed, [S, M], so that m is the
-contiguous axis of every access (4 m per thread, 8 threads along m, 4 along s).
+contiguous axis of every access (loads of a plane: 4 m per thread, 8 threads along m, 4 along s).
+With one warp per program (the default) Triton gives each thread one m and all SB s-lanes for the
+arithmetic, so the sums over s stay inside a thread; with 2 or 4 warps (tune keys fwd_warps /
+bwd_warps) it puts the extra warps along s and those sums cross warps through shared memory
+(same sums, another order): docs/kla_kernels.md, "Multi-warp programs".
 Time may be split into NC chunks of LC tokens (LC a multiple of CK) for few lanes:
   forward  MODE 1: each chunk's Möbius map of w (2x2, renormalised every step),
            MODE 2: each chunk's affine map of mu (given the true w at its start),
