@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_state  # noqa: E402
 
 from bayesfilt.nn.kernels import kla_scan_triton, kla_step_triton  # noqa: E402
-from bayesfilt.nn.kernels.kla import make_plan  # noqa: E402
+from bayesfilt.nn.kernels.kla import _scan_plan, make_plan  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 COPY_RATE = 4.3e12          # bytes/s, device-to-device copy on the H200 (read + write)
@@ -198,16 +198,22 @@ def warm_jobs(sweep: bool):
         jobs += [((("bwd_sb", 8), ("num_chunks", 1)), "float32"), ((("bwd_sb", 2), ("num_chunks", 1)), "float32"),
                  ((("fwd_sb", 8), ("num_chunks", 1)), "float32"), ((("fwd_sb", 4), ("num_chunks", 1)), "float32"),
                  ((("fwd_defer", 0), ("num_chunks", 1)), "float32"),
-                 ((("bwd_defer", 1), ("num_chunks", 1)), "float32"),
-                 ((("bwd_defer", 1), ("bwd_group", 2), ("num_chunks", 1)), "float32"),
-                 ((("bwd_defer", 1), ("bwd_group", 4), ("num_chunks", 1)), "float32"),
-                 ((("bwd_defer", 1), ("bwd_group", 1), ("num_chunks", 1)), "float32")]
+                 ((("bwd_defer", 0), ("num_chunks", 1)), "float32"),
+                 ((("bwd_defer", 0), ("num_chunks", 2)), "float32")]       # the long shape's chunked kernels
         # multi-warp programs (untimed so far; why these three: docs/kla_kernels.md, "Multi-warp programs")
         jobs += [((("fwd_warps", 2), ("num_chunks", 1)), "float32"),
                  ((("bwd_warps", 2), ("num_chunks", 1)), "float32"),
                  ((("bwd_warps", 2), ("num_chunks", 2)), "float32"),        # the long shape's chunked kernels
                  ((("bwd_warps", 4), ("num_chunks", 1)), "float32")]
     return jobs
+
+
+def pass_settings(shape: dict, tune: dict) -> dict:
+    """The store schedules and warps each pass runs with under ``tune`` (recorded per row: the
+    defaults change between commits)."""
+    v, k = torch.empty(shape["B"], 8, shape["M"]), torch.empty(shape["B"], 8, shape["S"])
+    return {ps: {f: getattr(_scan_plan(v, k, tune, ps), f) for f in ("defer_y", "defer_g", "num_warps")}
+            for ps in ("fwd", "bwd")}
 
 
 def warm(sweep: bool, workers: int):
@@ -320,9 +326,9 @@ def main():
     if args.sweep:
         jobs += [("main", {"bwd_sb": 8}), ("main", {"bwd_sb": 2}), ("main", {"fwd_sb": 8}), ("main", {"fwd_sb": 4}),
                  ("main", {"fwd_defer": 0}), ("long", {"fwd_defer": 0}),           # the old per-token forward stores
-                 ("main", {"bwd_defer": 1}), ("long", {"bwd_defer": 1}),           # backward stores per 8 tokens
-                 ("main", {"bwd_defer": 1, "bwd_group": 2}), ("long", {"bwd_defer": 1, "bwd_group": 2}),
-                 ("main", {"bwd_defer": 1, "bwd_group": 4}), ("main", {"bwd_defer": 1, "bwd_group": 1}),
+                 # the old per-token backward stores (the default stores per 8 tokens since 5adddcc; groups
+                 # of 1, 2 and 4 were timed at 418af3a and were slower than 8: kla_scan.json)
+                 ("main", {"bwd_defer": 0}), ("long", {"bwd_defer": 0}),
                  # programs of 2 or 4 warps on the same tile (docs/kla_kernels.md, "Multi-warp programs")
                  ("main", {"fwd_warps": 2}), ("main", {"bwd_warps": 2}), ("long", {"bwd_warps": 2}),
                  ("main", {"bwd_warps": 4})]
@@ -331,7 +337,8 @@ def main():
         plan = make_plan(shape["B"], shape["L"], shape["M"], shape["S"], torch.device("cuda"))
         tune = tuple(sorted({"num_chunks": plan.NC, **cfg}.items()))
         row = {"shape_name": shape_name, "shape": shape, "dtype": "float32", "tune": dict(tune),
-               "plan": {"NC": plan.NC, "LC": plan.LC, "BM": plan.BM, "SB": plan.SB}}
+               "plan": {"NC": plan.NC, "LC": plan.LC, "BM": plan.BM, "SB": plan.SB},
+               "passes": pass_settings(shape, dict(tune))}
         t0 = time.time()
         pl = min(args.parity_L or shape["L"], shape["L"])
         ptune = tune if pl == shape["L"] else tuple((k, v) for k, v in tune if k != "num_chunks") + (

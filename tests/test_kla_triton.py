@@ -112,14 +112,16 @@ def _check_same(B, L, M, S, tune, base_tune, **kw):
     the float64 reference, and their outputs and gradients are bit-identical under the interpreter
     (the same operations in the same order). On a GPU the two schedules are different compiled
     kernels, whose multiply-adds the compiler may contract differently, so there they must agree
-    within the promised bound only (bit identity is not promised; at 418af3a 3 of 10 of these tests
+    within a tenth of the promised bound (bit identity is not promised; at 418af3a 3 of 10 of these tests
     failed on the H200 with the bit-identity check, their report cut by a time limit)."""
     _, out, g = _check(B, L, M, S, tune=tune, **kw)
     _, out0, g0 = _check(B, L, M, S, tune=base_tune, **kw)
     names = ("y", "y_var", "lam_L", "eta_L") + tuple("grad_" + n for n in NAMES)
     if DEV == "cuda":
+        # each is within RTOL of the reference already; the two must agree 10x closer (rounding of
+        # differently contracted multiply-adds: ~2e-7 in the H200 benchmark's parity at 418af3a)
         rel = {n: _rel(a, b) for n, a, b in zip(names, out + g, out0 + g0) if a is not None}
-        bad = {n: e for n, e in rel.items() if not e <= RTOL}
+        bad = {n: e for n, e in rel.items() if not e <= RTOL / 10}
         assert not bad, f"{tune} differs from {base_tune} (rel RMS): {bad}"
         return
     diff = {n: float((a - b).abs().max()) for n, a, b in zip(names, out + g, out0 + g0)
@@ -369,9 +371,12 @@ def test_gpu_matrix_deferred_stores(case):
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("case,group", [(GPU_CASES[2], 8), (GPU_CASES[4], 8), (GPU_CASES[5], 8),
-                                        (GPU_CASES[4], 2)])
+                                        (GPU_CASES[4], 2), (GPU_CASES[3], 2), (GPU_CASES[6], 8),
+                                        (GPU_CASES[1], 4), (GPU_CASES[3], 1)])
 def test_gpu_matrix_deferred_gradient_stores(case, group):
-    """Backward: deferred gradient stores (``bwd_defer=1``) against the default per-token ones."""
+    """Backward: deferred gradient stores (``bwd_defer=1``, groups of 8 = the default, 4, 2, 1) against
+    the per-token stores (``bwd_defer=0``); S = 7, 5 and 33 (not multiples of the backward's 4-lane
+    s-block) exercise the s >= S masks of the [SB, G] tiles."""
     B, L, M, S, init, prior, nc = case
     _check_same(B, L, M, S, {"bwd_defer": 1, "bwd_group": group}, {"bwd_defer": 0}, init=init, prior=prior,
                 num_chunks=nc)

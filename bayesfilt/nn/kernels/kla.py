@@ -52,7 +52,7 @@ class Plan:
     num_warps: int = 1
     maxnreg: int | None = None
     defer_y: bool = True           # forward: store y, y_var once per 8-token block (tune fwd_defer)
-    defer_g: int = 0               # backward: store dv, dLv, dk, dq once per this many tokens (1, 2, 4, 8;
+    defer_g: int = 8               # backward: store dv, dLv, dk, dq once per this many tokens (1, 2, 4, 8;
                                    # 0: per token as computed; tune bwd_defer, bwd_group)
 
     @property
@@ -68,7 +68,7 @@ def _sm_count(device: torch.device) -> int:
 
 def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunks: int | None = None,
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
-              defer_y: bool = True, defer_g: int = 0, num_warps: int = 1) -> Plan:
+              defer_y: bool = True, defer_g: int = 8, num_warps: int = 1) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -201,7 +201,11 @@ _WARPS = 1
 def _bwd_defer(tune: dict) -> int:
     """The backward's store group from the tuning keys: ``bwd_defer`` (0 off, 1 on) and
     ``bwd_group`` (tokens per store when on: 1, 2, 4 or 8; default 8, the whole block)."""
-    if not tune.get("bwd_defer", _BWD_DEFER):
+    on = int(tune.get("bwd_defer", _BWD_DEFER))
+    if on not in (0, 1):
+        from bayesfilt.errors import value_error
+        raise value_error("_tune['bwd_defer']", f"is {on}", "pass 0 (per-token stores) or 1 (grouped stores)")
+    if not on:
         return 0
     g = int(tune.get("bwd_group", _BWD_GROUP))
     if g not in (1, 2, 4, 8):
