@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from bayesfilt.errors import value_error
 from bayesfilt.nn.kernels import _kla_triton as K
 from bayesfilt.scan._triton import interpreting
 
@@ -203,13 +204,11 @@ def _bwd_defer(tune: dict) -> int:
     ``bwd_group`` (tokens per store when on: 1, 2, 4 or 8; default 8, the whole block)."""
     on = int(tune.get("bwd_defer", _BWD_DEFER))
     if on not in (0, 1):
-        from bayesfilt.errors import value_error
         raise value_error("_tune['bwd_defer']", f"is {on}", "pass 0 (per-token stores) or 1 (grouped stores)")
     if not on:
         return 0
     g = int(tune.get("bwd_group", _BWD_GROUP))
     if g not in (1, 2, 4, 8):
-        from bayesfilt.errors import value_error
         raise value_error("_tune['bwd_group']", f"is {g}", "pass 1, 2, 4 or 8 (a power of two dividing the 8-token block)")
     return g
 
@@ -220,7 +219,6 @@ def _warps(tune: dict, pass_: str) -> int:
     key = pass_ + "_warps"
     nw = int(tune.get(key, _WARPS))
     if nw not in (1, 2, 4):
-        from bayesfilt.errors import value_error
         raise value_error(f"_tune['{key}']", f"is {nw}", "pass 1, 2 or 4 (warps per program)")
     return nw
 
