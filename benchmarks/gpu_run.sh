@@ -265,6 +265,9 @@ check6)
     timeout 100 python3 benchmarks/parallel_gpu.py --workloads-only --quick --out "$OUT" --commit "$COMMIT" \
         > "$LOG/parallel_gpu.log" 2>&1
     el "parallel_gpu rc=$?"; grep -A3 "^SUMMARY" "$LOG/parallel_gpu.log"
+    timeout 120 python3 benchmarks/parallel_gpu_profile.py torch --graph --out "$OUT/profile_torch.json" \
+        > "$LOG/prof_torch.log" 2>&1
+    el "torch profile rc=$?"; grep -v "^USDT\|^STAGE" "$LOG/prof_torch.log" | grep -A8 "capture_filter:"
     timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --sweep --no-fla --parity-L 512 --out "$OUT/kla_scan.json" \
         > "$LOG/kla_scan.log" 2>&1
     el "kla_scan rc=$?"; tail -n 22 "$LOG/kla_scan.log"

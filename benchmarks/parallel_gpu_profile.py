@@ -91,9 +91,13 @@ def torch_part(args):
     import bayesfilt
     model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
     res = {}
+    cases = []
     for shape, y in workloads().items():
-        def call():
-            return bayesfilt.parallel_filter(model, y, validate=False)
+        cases.append((shape, "public call", lambda y=y: bayesfilt.parallel_filter(model, y, validate=False)))
+        if args.graph:              # capture_filter with its output copies (why do they cost ~0.6-0.9 ms?)
+            run = bayesfilt.capture_filter(model, y)
+            cases.append((shape, "capture_filter", lambda y=y, run=run: run(y)))
+    for shape, what, call in cases:
         for _ in range(3):
             call()
         torch.cuda.synchronize()
@@ -119,8 +123,8 @@ def torch_part(args):
         ops = [e.name for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None]
         row = {"host_to_return_ms": 1e3 * float(np.median(host)), "call_to_sync_ms": 1e3 * float(np.median(total)),
                "torch_ops_per_call": len(ops) / 5, "kernels": kern}
-        res["x".join(map(str, shape))] = row
-        print(f"\n{shape}: host to return {row['host_to_return_ms']:.3f} ms, call+sync {row['call_to_sync_ms']:.3f} ms,"
+        res["x".join(map(str, shape)) + ("" if what == "public call" else " " + what)] = row
+        print(f"\n{shape} {what}: host to return {row['host_to_return_ms']:.3f} ms, call+sync {row['call_to_sync_ms']:.3f} ms,"
               f" {row['torch_ops_per_call']:.0f} torch ops")
         for k, v in sorted(kern.items(), key=lambda kv: -kv[1]["device_us_per_call"]):
             print(f"   {v['device_us_per_call']:9.1f} us  x{v['count']:.0f}  {k[:90]}")
@@ -223,6 +227,7 @@ def main():
     ap.add_argument("part", choices=("first", "torch", "ncu", "host"))
     ap.add_argument("--cache", default="/tmp/tcache_first")
     ap.add_argument("--out", default="")
+    ap.add_argument("--graph", action="store_true", help="torch: also profile capture_filter's replay with copies")
     args = ap.parse_args()
     {"first": first, "torch": torch_part, "ncu": ncu_part, "host": host_part}[args.part](args)
 
