@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--target-acc", type=float, default=0.999,
                     help="stop a run at this test token accuracy (0.999 at L<=20 implies sequence accuracy >= 0.98)")
     ap.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
+    ap.add_argument("--a-init", default=None, choices=("s4d-real", "constant"),
+                    help="KLA decay-rate init passed to every run (default: the CLI's, s4d-real; constant: a = 1, "
+                         "the authors' code; docs/notes_a5.md section 5)")
     ap.add_argument("--prefix-scores", action="store_true",
                     help="also score every prefix length 1..L of each final checkpoint (prefix_seq_acc)")
     ap.add_argument("--quick", action="store_true")
@@ -201,6 +204,8 @@ def main(argv=None) -> int:
         args.steps, args.d_model, args.batch_size, args.n_train, args.n_test = 4, 16, 8, 64, 16
         args.max_seconds, args.warmup, args.eval_every, args.target_acc = args.max_seconds or 60, 1, 2, None
         extra = ["--d-state", "4", "--heads", "2"]
+    if args.a_init:
+        extra = extra + ["--a-init", args.a_init]
     if args.resume and args.workdir is None:
         raise SystemExit("--resume needs the --workdir of the runs to continue")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kla_a5_"))
@@ -236,7 +241,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
     record = {"benchmark": "kla_a5", "seeds": seeds, "d_model": args.d_model, "batch_size": args.batch_size,
               "lr": args.lr, "steps": args.steps, "warmup": args.warmup, "n_train": args.n_train,
-              "n_test": args.n_test, "target_acc": args.target_acc, "max_seconds_per_run": args.max_seconds,
+              "n_test": args.n_test, "target_acc": args.target_acc, "a_init": args.a_init or "s4d-real", "max_seconds_per_run": args.max_seconds,
               "kill_after": args.kill_after, "resumed": args.resume, "concurrency": args.concurrency or len(todo),
               "wall_s": time.time() - t0, **torch_record(), "git_commit": git_state()[0],
               "score": "best test sequence accuracy (every position right, words unseen in training) >= 0.9 "

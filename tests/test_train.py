@@ -103,9 +103,27 @@ def test_batches_cover_each_epoch_once():
 
 def test_config_validation():
     for bad in ({"task": "x"}, {"mixer": "rnn"}, {"steps": 0}, {"lr": -1.0}, {"dtype": "fp8"},
-                {"target_acc": 2.0}, {"posterior_samples": 2, "mixer": "attention"}, {"n_train": 0}):
+                {"target_acc": 2.0}, {"posterior_samples": 2, "mixer": "attention"}, {"n_train": 0},
+                {"a_init": "ones"}):
         with pytest.raises(BayesfiltError):
             TrainConfig(**bad)
+
+
+def test_a_init_reaches_the_layer(tmp_path, capsys):
+    """TrainConfig.a_init (and the CLI's --a-init) sets KLA's decay-rate initialisation: "constant"
+    starts every lane at a = 1 (the authors' released code), "s4d-real" at a_s = s + 1."""
+    import torch
+    from bayesfilt.nn import KLALayer
+    for name, want in (("constant", torch.ones(3, 4)), ("s4d-real", torch.arange(1.0, 5.0).expand(3, 4))):
+        kcfg = TrainConfig(d_model=8, d_state=4, a_init=name).kla_config()
+        a = torch.exp(KLALayer(8, kcfg).log_a.detach())[:3]      # a > 0 per (channel, state)
+        assert kcfg.a_init == name and torch.allclose(a, want), (name, a)
+    out = tmp_path / "run"
+    assert main(["train", "a5", "--d-model", "8", "--d-state", "4", "--length", "3", "--n-train", "16",
+                 "--n-test", "8", "--steps", "1", "--eval-every", "1", "--warmup", "0", "--batch-size", "4",
+                 "--device", "cpu", "--a-init", "constant", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "config.json").read_text())["a_init"] == "constant"
 
 
 def test_cli_train_and_resume(tmp_path, capsys):

@@ -37,7 +37,10 @@ class KLAConfig:
         dt_max: upper end of the log-uniform initialisation of the step Δ (paper: 0.1).
         a_init: initialisation of the continuous decay rate a > 0 per state:
             ``"s4d-real"`` sets a_s = s + 1 for s = 0..S-1 (as in S4D/Mamba), ``"constant"``
-            sets a = ``a_init_value`` everywhere (paper: ``"s4d-real"``).
+            sets a = ``a_init_value`` everywhere. Default ``"s4d-real"``; the paper's text
+            reachable here does not state it, and the authors' released code
+            (github.com/vaisakh-shaj/kalman-linear-attention, ``kla_layer.py``) starts every lane
+            at a = 1, i.e. ``"constant"`` (docs/notes_a5.md, section 5).
         a_init_value: the value of a when ``a_init == "constant"`` (default 1.0; must be > 0).
         p_init: initial continuous process-noise intensity p >= 0 (paper: 0.01).
         process_noise: learn p (True, the paper's KLA) or fix p = 0, which makes the filter

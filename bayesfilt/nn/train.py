@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import type_error, value_error
 from ..validation import as_real_scalar
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .config import KLAConfig
+from .config import A_INITS, KLAConfig
 from .lm import MIXERS, CompressionDecoder, KLALanguageModel, count_parameters
 from .tasks import Task
 from .text import ALL_TASKS as TASKS, make_any_task as make_task   # the synthetic tasks and "lm"
@@ -55,6 +55,8 @@ class TrainConfig:
         expand: KLA's d_inner / d_model (paper: 2).
         n_heads: heads of the attention / GLA / GDN baselines.
         process_noise: KLA learns p (True) or fixes p = 0 (the ablation).
+        a_init: KLA's initialisation of the decay rates a (:class:`KLAConfig`'s ``a_init``:
+            "s4d-real", a_s = s + 1, or "constant", a = 1 in every lane as in the authors' code).
         posterior_samples: K > 0 trains "KLA+" (loss averaged over K posterior samples; needs mixer "kla").
         steps: maximum optimiser steps.
         batch_size: training sequences per step.
@@ -92,6 +94,7 @@ class TrainConfig:
     expand: int = 2
     n_heads: int = 4
     process_noise: bool = True
+    a_init: str = "s4d-real"
     posterior_samples: int = 0
     steps: int = 2000
     batch_size: int = 64
@@ -139,15 +142,17 @@ class TrainConfig:
                               "pass posterior_samples=0 or mixer='kla'")
         if not isinstance(self.process_noise, bool):
             raise type_error("process_noise", f"must be a bool, got {self.process_noise!r}", "pass True or False")
+        if self.a_init not in A_INITS:
+            raise value_error("a_init", f"is {self.a_init!r}", f"pass one of {A_INITS}")
 
     def kla_config(self) -> KLAConfig:
         """The :class:`KLAConfig` this run uses (paper defaults except the fields set here).
 
         Returns:
-            ``KLAConfig(d_state, expand, process_noise, backend)`` from this config's fields.
+            ``KLAConfig(d_state, expand, process_noise, a_init, backend)`` from this config's fields.
         """
         return KLAConfig(d_state=self.d_state, expand=self.expand, process_noise=self.process_noise,
-                         backend=self.backend)
+                         a_init=self.a_init, backend=self.backend)
 
 
 class TaskModel(nn.Module):
