@@ -14,6 +14,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT next       # what session 4 left unmeasured (capture_filter, fwd_defer)
 #   bash benchmarks/gpu_run.sh COMMIT final5     # session 5: capture_filter copies, KLA deferred stores
 #   bash benchmarks/gpu_run.sh COMMIT check6     # session 6's first call: all GPU tests, KLA sweep, capture_filter
+#   bash benchmarks/gpu_run.sh COMMIT a5s6       # A5: init S4D-real vs a = 1, width 256 (A5_RESUME, A5_SCORE=--prefix-scores)
 #   bash benchmarks/gpu_run.sh COMMIT layer6     # KLA layer (eager, compiled) beside fla GLA (default, matched state)
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -281,6 +282,21 @@ layer6)
     timeout ${LAYER_TIMEOUT:-200} python3 benchmarks/kla_layer.py --no-torch-backend --compile --out "$OUT/kla_layer.json" \
         > "$LOG/kla_layer.log" 2>&1
     el "kla_layer rc=$?"; tail -n 8 "$LOG/kla_layer.log"
+    ;;
+a5s6)
+    # docs/notes_a5.md section 5.3: 1 and 2 KLA blocks at length 20, decay-rate init S4D-real against
+    # a = 1 (the authors' code), and 1 block at d_model 256; two 480-s chunks in one lease (the
+    # second with A5_RESUME=--resume), prefix scores in the second
+    A="--seeds 0 --batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 \
+       --kill-after ${A5_KILL:-480} ${A5_RESUME:-} ${A5_SCORE:-}"
+    python3 benchmarks/kla_a5.py --runs kla:1:20 kla:2:20 $A --workdir /tmp/a5s4d --out "$OUT/kla_a5_s4d.json" \
+        > "$LOG/a5_s4d.log" 2>&1 &
+    python3 benchmarks/kla_a5.py --runs kla:1:20 kla:2:20 $A --a-init constant --workdir /tmp/a5c \
+        --out "$OUT/kla_a5_const.json" > "$LOG/a5_const.log" 2>&1 &
+    python3 benchmarks/kla_a5.py --runs kla:1:20 $A --a-init constant --d-model 256 --workdir /tmp/a5w \
+        --out "$OUT/kla_a5_w256.json" > "$LOG/a5_w256.log" 2>&1 &
+    wait
+    el "a5s6 done"; tail -n 4 "$LOG"/a5_*.log
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \
