@@ -156,6 +156,10 @@ def main(argv=None) -> int:
             runs["gla_matched_state"] = lambda: GatedLinearAttention(hidden_size=D, num_heads=16, expand_k=0.25,
                                                                      expand_v=2.0, layer_idx=0)
         if args.only is not None:
+            unknown = sorted(set(args.only) - set(runs))
+            if unknown:
+                ap.error(f"--only {' '.join(unknown)}: no such row here (rows: {' '.join(runs)}; "
+                         "kla_compiled needs --compile, gla_* need fla and CUDA)")
             runs = {k: v for k, v in runs.items() if k in args.only}
         for name, make in runs.items():
             try:

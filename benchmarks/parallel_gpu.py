@@ -315,6 +315,8 @@ def main():
     ap.add_argument("--dynamax-platform", default="", help="JAX_PLATFORMS for the child ('' = JAX's choice)")
     ap.add_argument("--dynamax-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.workloads_only and (args.dynamax or args.dynamax_only):
+        ap.error("--workloads-only skips the dynamax part: drop --dynamax or --workloads-only")
     if args.dynamax_child:
         return dynamax_child(args.dynamax_child)
     if args.dynamax_only:

@@ -182,6 +182,8 @@ def test_plan_store_schedules():
     assert plan({"bwd_defer": 1}, "fwd").defer_g == 0 and not plan({}, "bwd").defer_y
     with pytest.raises(BayesfiltValueError, match="bwd_group"):
         plan({"bwd_defer": 1, "bwd_group": 3}, "bwd")
+    with pytest.raises(BayesfiltValueError, match="bwd_defer"):
+        plan({"bwd_defer": 2}, "bwd")
 
 
 def test_plan_warps():
@@ -202,9 +204,10 @@ def test_plan_warps():
 
 
 def test_multi_warp_launch_interpreted():
-    """``fwd_warps`` / ``bwd_warps`` reach the launches. Under the interpreter num_warps changes
-    nothing (bit-identical to one warp); the compiled multi-warp kernels are checked on the GPU
-    (``test_gpu_matrix_multi_warp``)."""
+    """A tune with ``fwd_warps`` / ``bwd_warps`` runs through both passes and gives the one-warp
+    values. Under the interpreter num_warps changes nothing, so this cannot show that the keys reach
+    the launches: ``test_plan_warps`` checks the plans, ``test_gpu_matrix_multi_warp`` the compiled
+    multi-warp kernels on a GPU."""
     _check_same(2, 11, 5, 7, {"fwd_warps": 2, "bwd_warps": 4}, {}, init=True, prior=True)
 
 
