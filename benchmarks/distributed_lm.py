@@ -42,15 +42,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import git_state  # noqa: E402
+
 MULTICAST_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:
-        return "unknown"
 
 
 def parse(argv=None):
@@ -173,7 +167,7 @@ def driver(args) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     res = {"benchmark": "distributed_lm", "what": "KLA LM training tokens/s per GPU and weak-scaling efficiency "
-           "vs 1 GPU (same engine, same run)", "git_commit": git_commit(), "machine": machine(args.device),
+           "vs 1 GPU (same engine, same run)", "git_commit": git_state()[0], "git_dirty": git_state()[1], "machine": machine(args.device),
            "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "engine", "worker_json")},
            "skipped_gpu_counts": skipped, "runs": [], "failures": [], "complete": False}
     env = {**os.environ, **MULTICAST_ENV, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

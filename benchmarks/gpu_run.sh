@@ -16,6 +16,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT check6     # session 6's first call: all GPU tests, KLA sweep, capture_filter
 #   bash benchmarks/gpu_run.sh COMMIT a5s6       # A5: init S4D-real vs a = 1, width 256 (A5_RESUME, A5_SCORE=--prefix-scores)
 #   bash benchmarks/gpu_run.sh COMMIT layer6     # KLA layer (eager, compiled) beside fla GLA (default, matched state)
+#   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
 # minute per KLA configuration and flash-linear-attention's autotuning takes many minutes).
@@ -297,6 +298,18 @@ a5s6)
         --out "$OUT/kla_a5_w256.json" > "$LOG/a5_w256.log" 2>&1 &
     wait
     el "a5s6 done"; tail -n 4 "$LOG"/a5_*.log
+    ;;
+dist)
+    # issue 9 on 2 GPUs: the distributed tests' NCCL cases (DDP and FSDP2 against one GPU, a killed
+    # rank resumed), then the LM throughput on 1 and 2 GPUs with DDP and FSDP2
+    nvidia-smi topo -m
+    python3 -c "import torch; print('gpus', torch.cuda.device_count(), 'nccl', torch.cuda.nccl.version())"
+    timeout ${DIST_TEST_TIMEOUT:-300} python3 -m pytest -q -p no:cacheprovider -rfE -s tests/test_distributed.py \
+        -k nccl --junitxml "$OUT/dist_tests.xml" > "$LOG/dist_tests.log" 2>&1
+    el "dist tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR|GPU: |max \|dw\|" "$LOG/dist_tests.log" | tail -n 20
+    timeout ${DIST_TIMEOUT:-300} python3 benchmarks/distributed_lm.py --gpus 1 2 --engines ddp fsdp \
+        --timeout ${DIST_LAUNCH_TIMEOUT:-150} ${DIST_ARGS:-} --out "$OUT/distributed_lm.json" > "$LOG/dist.log" 2>&1
+    el "distributed_lm rc=$?"; tail -n 14 "$LOG/dist.log"
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \
