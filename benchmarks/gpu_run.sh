@@ -16,6 +16,8 @@
 #   bash benchmarks/gpu_run.sh COMMIT check6     # session 6's first call: all GPU tests, KLA sweep, capture_filter
 #   bash benchmarks/gpu_run.sh COMMIT a5s6       # A5: init S4D-real vs a = 1, width 256 (A5_RESUME, A5_SCORE=--prefix-scores)
 #   bash benchmarks/gpu_run.sh COMMIT layer6     # KLA layer (eager, compiled) beside fla GLA (default, matched state)
+#   bash benchmarks/gpu_run.sh COMMIT tests6     # (2 GPUs) the GPU tests of check6, KLA kernels on GPU 0, the rest on GPU 1
+#   bash benchmarks/gpu_run.sh COMMIT a5x2       # (2 GPUs) a5s6's runs, S4D-real on GPU 0, a = 1 on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -298,6 +300,30 @@ a5s6)
         --out "$OUT/kla_a5_w256.json" > "$LOG/a5_w256.log" 2>&1 &
     wait
     el "a5s6 done"; tail -n 4 "$LOG"/a5_*.log
+    ;;
+tests6)
+    # check6's tests on two GPUs (on one they took longer than 300 s at 19e24c8); junit XML names each test
+    CUDA_VISIBLE_DEVICES=0 timeout ${TEST_TIMEOUT:-420} python3 -m pytest -q -n 8 -p no:cacheprovider -rfE \
+        tests/test_kla_triton.py --junitxml "$OUT/tests_kla.xml" > "$LOG/gpu_tests_kla.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 timeout ${TEST_TIMEOUT:-420} python3 -m pytest -q -n 6 -p no:cacheprovider -rfE \
+        tests/test_parallel_graph.py tests/test_parallel_gpu.py tests/test_parallel_triton.py \
+        tests/test_parallel_triton_riccati.py tests/test_kla_layer_gpu.py tests/test_determinism_gpu.py \
+        --junitxml "$OUT/tests_rest.xml" > "$LOG/gpu_tests_rest.log" 2>&1
+    el "rest rc=$?"; wait; el "kla tests done"
+    grep -hE "passed|failed|^FAILED|^ERROR" "$LOG"/gpu_tests_kla.log "$LOG"/gpu_tests_rest.log | tail -n 25
+    ;;
+a5x2)
+    # a5s6 spread over two GPUs: S4D-real (1, 2 blocks) on GPU 0, a = 1 (1, 2 blocks, 1 block width 256) on GPU 1
+    A="--seeds 0 --batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 \
+       --kill-after ${A5_KILL:-480} ${A5_RESUME:-} ${A5_SCORE:-}"
+    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 kla:2:20 $A --workdir /tmp/a5s4d \
+        --out "$OUT/kla_a5_s4d.json" > "$LOG/a5_s4d.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:1:20 kla:2:20 $A --a-init constant \
+        --workdir /tmp/a5c --out "$OUT/kla_a5_const.json" > "$LOG/a5_const.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:1:20 $A --a-init constant --d-model 256 \
+        --workdir /tmp/a5w --out "$OUT/kla_a5_w256.json" > "$LOG/a5_w256.log" 2>&1 &
+    wait
+    el "a5x2 done"; tail -n 4 "$LOG"/a5_*.log
     ;;
 dist)
     # issue 9 on 2 GPUs: the distributed tests' NCCL cases (DDP and FSDP2 against one GPU, a killed
