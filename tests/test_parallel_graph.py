@@ -44,8 +44,6 @@ def test_cuda_replay_equals_parallel_filter(batch, method, dtype):
     r2 = run(y2)                                        # must not overwrite r1 (copy=True)
     _same(r1, bayesfilt.parallel_filter(model, y1, backend="triton", method=method))
     _same(r2, bayesfilt.parallel_filter(model, y2, backend="triton", method=method))
-    early = bayesfilt.capture_filter(model, y1, method=method, _copies_first=True)   # the A/B ordering
-    _same(early(y2), r2)
     ref = bayesfilt.kalman_filter(model, y2.double().cpu().numpy())
     tol = 1e-9 if dtype == torch.float64 else 1e-3
     assert float(np.abs(r2.loglik.double().cpu().numpy() - ref.loglik).max() / np.abs(ref.loglik).max()) < tol

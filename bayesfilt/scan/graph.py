@@ -25,8 +25,7 @@ from ..errors import type_error, value_error
 from ..results import FilterResult
 
 
-def capture_filter(model, like, *, method: str = "auto", copy: bool = True, validate: bool = True,
-                   _copies_first: bool = False):
+def capture_filter(model, like, *, method: str = "auto", copy: bool = True, validate: bool = True):
     """Capture the Triton parallel filter of ``model`` for observations shaped like ``like``.
 
     Args:
@@ -39,7 +38,6 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
         copy: return copies of the outputs (default). ``False`` returns the graph's own output
             buffers, which the next call overwrites (one device copy per output less).
         validate: check the model's definiteness once, here.
-        _copies_first: (private, for an A/B timing) queue the output copies before the sync.
 
     Returns:
         ``run(y) -> FilterResult``: filters a CUDA tensor of ``like``'s shape, dtype and device.
@@ -112,12 +110,10 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
                               "or capture again")
         static_y.copy_(y)                              # broadcasts and converts like the capture did
         graph.replay()
-        early = FilterResult(**{k: take(k) for k in out}) if _copies_first else None
         if bool(flag.item()):                          # one device sync; then the uncaptured call names
             return parallel_filter(model, y, backend="triton", method=requested, validate=False)  # or handles it
-        # copies after the sync by default: queued before it they measured slower on the H200 (1.47
-        # against 1.15 ms median at T = 262144, one run each on two hosts; docs/parallel.md), not yet
-        # compared in one process (benchmarks/parallel_gpu.py times both)
-        return early if _copies_first else FilterResult(**{k: take(k) for k in out})
+        # copies after the sync: queued before it they measured slower on the H200 (1.48 against
+        # 1.05 ms median at T = 262144, 1.24 against 0.82 ms at 1024 x 1024, one process; docs/parallel.md)
+        return FilterResult(**{k: take(k) for k in out})
 
     return run
