@@ -200,7 +200,7 @@ def warm_jobs(sweep: bool):
                  ((("fwd_defer", 0), ("num_chunks", 1)), "float32"),
                  ((("bwd_defer", 0), ("num_chunks", 1)), "float32"),
                  ((("bwd_defer", 0), ("num_chunks", 2)), "float32")]       # the long shape's chunked kernels
-        # multi-warp programs (untimed so far; why these three: docs/kla_kernels.md, "Multi-warp programs")
+        # multi-warp programs (slower than one warp at 19e24c8; docs/kla_kernels.md, "Multi-warp programs")
         jobs += [((("fwd_warps", 2), ("num_chunks", 1)), "float32"),
                  ((("bwd_warps", 2), ("num_chunks", 1)), "float32"),
                  ((("bwd_warps", 2), ("num_chunks", 2)), "float32"),        # the long shape's chunked kernels

@@ -215,7 +215,7 @@ def _bwd_defer(tune: dict) -> int:
 
 def _warps(tune: dict, pass_: str) -> int:
     """Warps per program of one pass from the tuning keys ``fwd_warps`` / ``bwd_warps`` (1, 2 or 4;
-    default 1, the measured configuration; 2 and 4 untimed: docs/kla_kernels.md, "Multi-warp programs")."""
+    default 1; 2 and 4 measured slower on the H200 in both passes: docs/kla_kernels.md, "Multi-warp programs")."""
     key = pass_ + "_warps"
     nw = int(tune.get(key, _WARPS))
     if nw not in (1, 2, 4):
