@@ -18,6 +18,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT layer6     # KLA layer (eager, compiled) beside fla GLA (default, matched state)
 #   bash benchmarks/gpu_run.sh COMMIT tests6     # (2 GPUs) the GPU tests of check6, KLA kernels on GPU 0, the rest on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT a5x2       # (2 GPUs) a5s6's runs, S4D-real on GPU 0, a = 1 on GPU 1
+#   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -324,6 +325,22 @@ a5x2)
         --workdir /tmp/a5w --out "$OUT/kla_a5_w256.json" > "$LOG/a5_w256.log" 2>&1 &
     wait
     el "a5x2 done"; tail -n 4 "$LOG"/a5_*.log
+    ;;
+a5k)
+    # docs/notes_a5.md section 5.6: do the solved lengths follow the convolutions' receptive field?
+    # 1 block at K = 1, 8 (GPU 0) and K = 4 (the control, GPU 1), 2 blocks at K = 1 (GPU 1)
+    A="--seeds 0 --batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 \
+       --kill-after ${A5_KILL:-480} ${A5_RESUME:-} ${A5_SCORE:-}"
+    for k in 1 8; do
+        CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 $A --conv-kernel $k --workdir /tmp/a5k$k \
+            --out "$OUT/kla_a5_k$k.json" > "$LOG/a5_k$k.log" 2>&1 &
+    done
+    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:1:20 $A --conv-kernel 4 --workdir /tmp/a5k4 \
+        --out "$OUT/kla_a5_k4.json" > "$LOG/a5_k4.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:2:20 $A --conv-kernel 1 --workdir /tmp/a5k1b2 \
+        --out "$OUT/kla_a5_k1_2blocks.json" > "$LOG/a5_k1_2blocks.log" 2>&1 &
+    wait
+    el "a5k done"; tail -n 3 "$LOG"/a5_k*.log
     ;;
 dist)
     # issue 9 on 2 GPUs: the distributed tests' NCCL cases (DDP and FSDP2 against one GPU, a killed

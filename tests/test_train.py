@@ -104,7 +104,7 @@ def test_batches_cover_each_epoch_once():
 def test_config_validation():
     for bad in ({"task": "x"}, {"mixer": "rnn"}, {"steps": 0}, {"lr": -1.0}, {"dtype": "fp8"},
                 {"target_acc": 2.0}, {"posterior_samples": 2, "mixer": "attention"}, {"n_train": 0},
-                {"a_init": "ones"}):
+                {"a_init": "ones"}, {"conv_kernel": 0}, {"conv_kernel": 2.0}):
         with pytest.raises(BayesfiltError):
             TrainConfig(**bad)
 
@@ -124,6 +124,29 @@ def test_a_init_reaches_the_layer(tmp_path, capsys):
                  "--device", "cpu", "--a-init", "constant", "--out", str(out), "--no-progress"]) == 0
     capsys.readouterr()
     assert json.loads((out / "config.json").read_text())["a_init"] == "constant"
+
+
+def test_conv_kernel_reaches_the_layer_and_old_runs_resume(tmp_path, capsys):
+    """TrainConfig.conv_kernel (CLI --conv-kernel) sets KLA's convolution width; a run saved before the
+    field existed (no conv_kernel in its config.json) resumes with the default, 4."""
+    from bayesfilt.nn import KLALayer
+    for k in (1, 4, 7):
+        layer = KLALayer(8, TrainConfig(d_model=8, d_state=4, conv_kernel=k).kla_config())
+        assert tuple(layer.conv_weight.shape) == (16, k)
+    args = ["train", "a5", "--d-model", "8", "--d-state", "4", "--length", "3", "--n-train", "16", "--n-test", "8",
+            "--eval-every", "1", "--warmup", "0", "--batch-size", "4", "--device", "cpu", "--no-progress"]
+    one, old = tmp_path / "k1", tmp_path / "old"
+    assert main([*args, "--steps", "1", "--conv-kernel", "1", "--out", str(one)]) == 0
+    assert json.loads((one / "config.json").read_text())["conv_kernel"] == 1
+    assert main([*args, "--steps", "1", "--out", str(old)]) == 0
+    saved = json.loads((old / "config.json").read_text())
+    del saved["conv_kernel"]
+    (old / "config.json").write_text(json.dumps(saved))
+    assert main([*args, "--steps", "2", "--out", str(old), "--resume"]) == 2     # steps differ: refused
+    assert "steps" in capsys.readouterr().err
+    assert main([*args, "--steps", "1", "--conv-kernel", "2", "--out", str(old), "--resume"]) == 2
+    assert "conv_kernel" in capsys.readouterr().err
+    assert main([*args, "--steps", "1", "--out", str(old), "--resume"]) == 0
 
 
 def test_cli_train_and_resume(tmp_path, capsys):

@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--a-init", default="s4d-real", choices=("s4d-real", "constant"),
                    help="KLA decay-rate init: s4d-real (a_s = s + 1, default) or constant (a = 1 in every lane, "
                         "as in the authors' released code)")
+    p.add_argument("--conv-kernel", type=int, default=4,
+                   help="KLA's causal convolution width (default: %(default)s; 1: no mixing outside the scan)")
     p.add_argument("--posterior-samples", type=int, default=0, help="KLA+: loss averaged over K posterior samples")
     p.add_argument("--length", type=int, default=None, help="sequence length (default: the task's)")
     p.add_argument("--n-train", type=int, default=None, help="training sequences (default: the task's)")
@@ -73,7 +75,8 @@ def run(args) -> int:
     cfg = TrainConfig(task=args.task, length=args.length, n_train=args.n_train, n_test=args.n_test,
                       mixer=args.mixer, layers=args.layers, d_model=args.d_model, d_state=args.d_state,
                       expand=args.expand, n_heads=args.heads, process_noise=not args.no_process_noise,
-                      a_init=args.a_init, posterior_samples=args.posterior_samples, steps=args.steps,
+                      a_init=args.a_init, conv_kernel=args.conv_kernel, posterior_samples=args.posterior_samples,
+                      steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip,
                       eval_every=args.eval_every, eval_size=args.eval_size, target_acc=args.target_acc,
                       patience=args.patience, seed=args.seed, device=device, dtype=args.dtype, backend=args.backend)

@@ -57,6 +57,8 @@ class TrainConfig:
         process_noise: KLA learns p (True) or fixes p = 0 (the ablation).
         a_init: KLA's initialisation of the decay rates a (:class:`KLAConfig`'s ``a_init``:
             "s4d-real", a_s = s + 1, or "constant", a = 1 in every lane as in the authors' code).
+        conv_kernel: width of KLA's causal depthwise convolution (paper: 4; 1 leaves the scan as the
+            only path between positions, the A5 ablation of docs/notes_a5.md section 5.6).
         posterior_samples: K > 0 trains "KLA+" (loss averaged over K posterior samples; needs mixer "kla").
         steps: maximum optimiser steps.
         batch_size: training sequences per step.
@@ -95,6 +97,7 @@ class TrainConfig:
     n_heads: int = 4
     process_noise: bool = True
     a_init: str = "s4d-real"
+    conv_kernel: int = 4
     posterior_samples: int = 0
     steps: int = 2000
     batch_size: int = 64
@@ -116,7 +119,8 @@ class TrainConfig:
             raise value_error("task", f"unknown task {self.task!r}", f"pass one of {TASKS}")
         if self.mixer not in MIXERS:
             raise value_error("mixer", f"unknown mixer {self.mixer!r}", f"pass one of {sorted(MIXERS)}")
-        for name in ("layers", "d_model", "d_state", "expand", "n_heads", "steps", "batch_size", "eval_every"):
+        for name in ("layers", "d_model", "d_state", "expand", "n_heads", "conv_kernel", "steps", "batch_size",
+                     "eval_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise value_error(name, f"must be a positive int, got {v!r}", f"pass --{name.replace('_', '-')} >= 1")
@@ -149,10 +153,11 @@ class TrainConfig:
         """The :class:`KLAConfig` this run uses (paper defaults except the fields set here).
 
         Returns:
-            ``KLAConfig(d_state, expand, process_noise, a_init, backend)`` from this config's fields.
+            ``KLAConfig(d_state, expand, conv_kernel, process_noise, a_init, backend)`` from this
+            config's fields.
         """
-        return KLAConfig(d_state=self.d_state, expand=self.expand, process_noise=self.process_noise,
-                         a_init=self.a_init, backend=self.backend)
+        return KLAConfig(d_state=self.d_state, expand=self.expand, conv_kernel=self.conv_kernel,
+                         process_noise=self.process_noise, a_init=self.a_init, backend=self.backend)
 
 
 class TaskModel(nn.Module):
@@ -400,6 +405,8 @@ def _prepare_out(out: Path, cfg: TrainConfig, *, resume: bool, force: bool) -> N
     out.mkdir(parents=True, exist_ok=True)
     if resume and (out / "config.json").exists():
         saved = json.loads((out / "config.json").read_text())
+        # a field added after the run was saved (a_init, conv_kernel) had its default then
+        saved = {**{f.name: f.default for f in fields(TrainConfig) if f.name not in saved}, **saved}
         if saved != asdict(cfg):
             diff = sorted(k for k in set(saved) | set(asdict(cfg)) if saved.get(k) != asdict(cfg).get(k))
             raise value_error("resume", f"the settings differ from the saved run's in {diff}",
