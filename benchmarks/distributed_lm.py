@@ -167,8 +167,9 @@ def driver(args) -> None:
         skipped = []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    sha, dirty = git_state()
     res = {"benchmark": "distributed_lm", "what": "KLA LM training tokens/s per GPU and weak-scaling efficiency "
-           "vs 1 GPU (same engine, same run)", "git_commit": git_state()[0], "git_dirty": git_state()[1], "machine": machine(args.device),
+           "vs 1 GPU (same engine, same run)", "git_commit": sha, "git_dirty": dirty, "machine": machine(args.device),
            "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "engine", "worker_json")},
            "skipped_gpu_counts": skipped, "runs": [], "failures": [], "complete": False}
     env = {**os.environ, **MULTICAST_ENV, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

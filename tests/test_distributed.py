@@ -329,7 +329,12 @@ def test_nccl_killed_rank_then_resume_matches_uninterrupted_run(gpu_runs, tmp_pa
     killed_at = _kill_rank_1_then_resume(out, args=TINY_GPU)
     a, b = load_checkpoint(gpu_runs / "fsdp" / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
     w = _max_diff(a["model"], b["model"])
-    record_property("gpu_resume_max_diff_weights", w)
-    print(f"GPU: rank 1 killed after the step-{killed_at} checkpoint; resumed run max |dw| {w:.3g}"
-          f" ({'bit-identical' if w == 0 else 'not bit-identical'})")
-    assert a["step"] == b["step"] == 20 and w < GPU_TOL
+    whole = _max_diff(a, b)                                  # model, AdamW state, history
+    ma, mb = _metrics(gpu_runs / "fsdp"), _metrics(out)
+    assert [sorted(r) for r in ma] == [sorted(r) for r in mb]
+    loss = max(abs(x["loss"] - y["loss"]) for x, y in zip(ma, mb))
+    for k, v in (("killed_at", killed_at), ("weights", w), ("checkpoint", whole), ("loss", loss)):
+        record_property(f"gpu_resume_{k}", v)
+    print(f"GPU: rank 1 killed after the step-{killed_at} checkpoint; resumed run max |dw| {w:.3g}, whole "
+          f"checkpoint {whole:.3g}, loss {loss:.3g} ({'bit-identical' if whole == 0 else 'not bit-identical'})")
+    assert a["step"] == b["step"] == 20 and whole < GPU_TOL and loss < GPU_TOL

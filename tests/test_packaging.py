@@ -50,5 +50,5 @@ def test_benchmarks_record_the_commit_through_one_helper():
     if head.returncode == 0:
         assert sha == head.stdout.strip() and isinstance(dirty, bool)
     copies = [p.name for p in (ROOT / "benchmarks").glob("*.py")
-              if p.name not in ("_common.py", "distributed_lm.py") and "rev-parse" in p.read_text()]
+              if p.name != "_common.py" and "rev-parse" in p.read_text()]
     assert not copies, f"{copies} ask git themselves; use benchmarks/_common.git_state"

@@ -215,7 +215,8 @@ def _bwd_defer(tune: dict) -> int:
 
 def _warps(tune: dict, pass_: str) -> int:
     """Warps per program of one pass from the tuning keys ``fwd_warps`` / ``bwd_warps`` (1, 2 or 4;
-    default 1; 2 and 4 measured slower on the H200 in both passes: docs/kla_kernels.md, "Multi-warp programs")."""
+    default 1; on the H200 2 warps were slower in both passes, 4 in the backward (4 in the forward
+    untimed): docs/kla_kernels.md, "Multi-warp programs")."""
     key = pass_ + "_warps"
     nw = int(tune.get(key, _WARPS))
     if nw not in (1, 2, 4):
