@@ -306,21 +306,22 @@ def _frec(lam, eta, tok, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, 
 
 
 @triton.jit
-def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, tok, t_end, a, a2, p,
+def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p,
           v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
           b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
           SUMMARY: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
           I: tl.constexpr, DEFER_G: tl.constexpr):
-    """Adjoint of one step (token tok = t0 + I of its block), given the state before it and the
-    adjoint after it.
+    """Adjoint of one step (token tok = t0 + I of the block starting at t0), given the state before
+    it and the adjoint after it.
 
     (Hl, He) is the adjoint of (lam_t, eta_t) from later steps; returns the adjoint of
     (lam_{t-1}, eta_{t-1}) and the updated accumulators. Formulas: docs/kla_kernels.md.
     DEFER_G = G > 0: this token's dv, dLv row goes into row I % G of the [G, BM] tiles (gvt, glvt)
     and its dk, dq column into column I % G of the [SB, G] tiles (gkt, gqt) instead of being
-    stored here (``_gstore`` stores them once per G tokens); DEFER_G = 0: stored here, the tiles
-    pass through.
+    stored here (``_gstore``, called last, stores them once per G tokens); DEFER_G = 0: stored
+    here, the tiles pass through.
     """
+    tok = t0 + I
     valid = tok < t_end
     vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
                           MASKED)
@@ -390,6 +391,8 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, tok, t
             krow = (pid_m.to(tl.int64) * B + b) * L + tok
             tl.store(gk_ptr + krow * S + s, gk, mask=_live(smask, s, tok, t_end, MASKED))
             tl.store(gq_ptr + krow * S + s, gq, mask=_live(smask, s, tok, t_end, MASKED))
+        _gstore(gvt, glvt, gkt, gqt, I, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
+                b, pid_m, sb, B, L, M, S, m, s, mmask, smask, 0, DEFER_G)
     return Hl_o, He_o, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt
 
 
@@ -445,29 +448,21 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     gqt = gkt
     # reverse: tokens t0+7 .. t0
     Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l7, e7, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 7, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 7, DEFER_G)
-    _gstore(gvt, glvt, gkt, gqt, 7, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+        l7, e7, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 7, DEFER_G)
     Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l6, e6, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 6, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 6, DEFER_G)
-    _gstore(gvt, glvt, gkt, gqt, 6, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+        l6, e6, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 6, DEFER_G)
     Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l5, e5, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 5, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 5, DEFER_G)
-    _gstore(gvt, glvt, gkt, gqt, 5, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+        l5, e5, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 5, DEFER_G)
     Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l4, e4, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 4, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 4, DEFER_G)
-    _gstore(gvt, glvt, gkt, gqt, 4, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+        l4, e4, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 4, DEFER_G)
     Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l3, e3, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 3, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 3, DEFER_G)
-    _gstore(gvt, glvt, gkt, gqt, 3, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+        l3, e3, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 3, DEFER_G)
     Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l2, e2, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 2, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 2, DEFER_G)
-    _gstore(gvt, glvt, gkt, gqt, 2, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+        l2, e2, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 2, DEFER_G)
     Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l1, e1, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 1, DEFER_G)
-    _gstore(gvt, glvt, gkt, gqt, 1, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+        l1, e1, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 1, DEFER_G)
     Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l0, e0, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 0, DEFER_G)
-    _gstore(gvt, glvt, gkt, gqt, 0, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE, DEFER_G)
+        l0, e0, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 0, DEFER_G)
     return Hl, He, ga, gp, cll, cle, cee
 
 
