@@ -18,6 +18,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT layer6     # KLA layer (eager, compiled) beside fla GLA (default, matched state)
 #   bash benchmarks/gpu_run.sh COMMIT tests6     # (2 GPUs) the GPU tests of check6, KLA kernels on GPU 0, the rest on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT a5x2       # (2 GPUs) a5s6's runs, S4D-real on GPU 0, a = 1 on GPU 1
+#   bash benchmarks/gpu_run.sh COMMIT copies     # issue 3: what capture_filter's output copies cost (parallel_gpu_profile.py copies)
 #   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
@@ -324,6 +325,12 @@ a5x2)
         --workdir /tmp/a5w --out "$OUT/kla_a5_w256.json" > "$LOG/a5_w256.log" 2>&1 &
     wait
     el "a5x2 done"; tail -n 4 "$LOG"/a5_*.log
+    ;;
+copies)
+    # docs/parallel.md: capture_filter's copies take ~10 us of GPU time but 0.2-0.9 ms per call
+    timeout ${COPIES_TIMEOUT:-200} python3 benchmarks/parallel_gpu_profile.py copies --out "$OUT/capture_copies.json" \
+        > "$LOG/copies.log" 2>&1
+    el "copies rc=$?"; tail -n 16 "$LOG/copies.log"
     ;;
 a5k)
     # docs/notes_a5.md section 5.6: do the solved lengths follow the convolutions' receptive field?

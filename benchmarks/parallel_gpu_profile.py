@@ -9,6 +9,10 @@ Four parts, each printed as a short table (device tool, after ``pip install --no
   number of torch operations on the host;
 - ``host``: host time of the pieces of a call (allocations, splits, a Triton launch, the parameter
   upload, the flag read) and a cProfile of the public call;
+- ``copies``: why ``capture_filter``'s default output copies cost 0.2-0.9 ms when their device time is
+  ~10 µs: the replay alone, then the replay plus allocations only, plus clones (what ``copy=True``
+  does), plus copies into preallocated buffers, and clones while the previous results stay alive,
+  each with wall-clock median / min and the caching allocator's device allocations per call;
 - ``ncu``: one call of each workload for Nsight Compute (``ncu --clock-control none ... python
   benchmarks/parallel_gpu_profile.py ncu``), after a warm-up outside the profiled range.
 
@@ -16,6 +20,7 @@ Usage::
 
     python benchmarks/parallel_gpu_profile.py first --cache /tmp/cold
     python benchmarks/parallel_gpu_profile.py torch --out $OUT/profile.json
+    python benchmarks/parallel_gpu_profile.py copies --out $OUT/copies.json
     ncu --clock-control none --profile-from-start off --section WarpStateStats ... python benchmarks/parallel_gpu_profile.py ncu
 """
 
@@ -133,6 +138,88 @@ def torch_part(args):
             json.dump(res, f, indent=1)
 
 
+def copy_variants(run, y, outputs):
+    """The calls compared by ``copies``: name -> zero-argument function. ``run`` is a
+    ``capture_filter(..., copy=False)`` run, ``outputs`` the names of its tensor outputs."""
+    import torch
+    first = run(y)
+    bufs = [torch.empty_like(getattr(first, k)) for k in outputs]
+    held = []
+
+    def replay():
+        return run(y)
+
+    def alloc_only():
+        r = run(y)
+        return [torch.empty_like(getattr(r, k)) for k in outputs]
+
+    def clones():
+        r = run(y)
+        return [getattr(r, k).clone() for k in outputs]
+
+    def into_buffers():
+        r = run(y)
+        for b, k in zip(bufs, outputs):
+            b.copy_(getattr(r, k))
+        return bufs
+
+    def clones_held():                                  # a caller keeping the last two results
+        held.append(clones())
+        del held[:-2]
+        return held[-1]
+
+    return {"replay (copy=False)": replay, "replay + allocations": alloc_only, "replay + clones": clones,
+            "replay + copies into kept buffers": into_buffers, "replay + clones, last two kept": clones_held}
+
+
+def time_calls(fn, reps=50):
+    """Wall clock of ``fn`` between syncs (median, min in ms) and device allocations per call."""
+    import numpy as np
+    import torch
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    n0 = torch.cuda.memory_stats().get("num_device_alloc", 0)
+    times = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    n1 = torch.cuda.memory_stats().get("num_device_alloc", 0)
+    return {"median_ms": 1e3 * float(np.median(times)), "min_ms": 1e3 * float(np.min(times)),
+            "device_allocs_per_call": (n1 - n0) / reps}
+
+
+def copies_part(args):
+    import dataclasses
+
+    import torch
+
+    import bayesfilt
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    res = {}
+    for shape, y in workloads().items():
+        run_nc = bayesfilt.capture_filter(model, y, copy=False)
+        r = run_nc(y)
+        outputs = [f.name for f in dataclasses.fields(r) if isinstance(getattr(r, f.name), torch.Tensor)]
+        rows = {name: time_calls(fn) for name, fn in copy_variants(run_nc, y, outputs).items()}
+        run = bayesfilt.capture_filter(model, y)
+        rows["capture_filter default (copy=True)"] = time_calls(lambda: run(y))
+        rows["output MB"] = sum(getattr(r, k).numel() * getattr(r, k).element_size() for k in outputs) / 1e6
+        key = "x".join(map(str, shape))
+        res[key] = rows
+        print(f"\n{key}: {rows['output MB']:.1f} MB of outputs in {len(outputs)} tensors")
+        for name, v in rows.items():
+            if isinstance(v, dict):
+                print(f"   {name:38s} median {v['median_ms']:.3f} ms  min {v['min_ms']:.3f} ms  "
+                      f"device allocs/call {v['device_allocs_per_call']:.2f}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
 def host_part(args):
     """Host cost of the pieces of a call (no sync inside the timed loops), and a cProfile of the call."""
     import cProfile
@@ -224,12 +311,12 @@ def ncu_part(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=("first", "torch", "ncu", "host"))
+    ap.add_argument("part", choices=("first", "torch", "ncu", "host", "copies"))
     ap.add_argument("--cache", default="/tmp/tcache_first")
     ap.add_argument("--out", default="")
     ap.add_argument("--graph", action="store_true", help="torch: also profile capture_filter's replay with copies")
     args = ap.parse_args()
-    {"first": first, "torch": torch_part, "ncu": ncu_part, "host": host_part}[args.part](args)
+    {"first": first, "torch": torch_part, "ncu": ncu_part, "host": host_part, "copies": copies_part}[args.part](args)
 
 
 if __name__ == "__main__":
