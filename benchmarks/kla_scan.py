@@ -200,11 +200,12 @@ def warm_jobs(sweep: bool):
                  ((("fwd_defer", 0), ("num_chunks", 1)), "float32"),
                  ((("bwd_defer", 0), ("num_chunks", 1)), "float32"),
                  ((("bwd_defer", 0), ("num_chunks", 2)), "float32")]       # the long shape's chunked kernels
-        # multi-warp programs (slower than one warp at 19e24c8; docs/kla_kernels.md, "Multi-warp programs")
-        jobs += [((("fwd_warps", 2), ("num_chunks", 1)), "float32"),
-                 ((("bwd_warps", 2), ("num_chunks", 1)), "float32"),
-                 ((("bwd_warps", 2), ("num_chunks", 2)), "float32"),        # the long shape's chunked kernels
-                 ((("bwd_warps", 4), ("num_chunks", 1)), "float32")]
+        # the pipelined forward (docs/kla_kernels.md, "Pipelined loads"; multi-warp programs were slower
+        # than one warp at 19e24c8 and left the sweep)
+        jobs += [((("fwd_stages", 2), ("num_chunks", 1)), "float32"),
+                 ((("fwd_stages", 3), ("num_chunks", 1)), "float32"),
+                 ((("fwd_stages", 2), ("num_chunks", 2)), "float32"),       # the long shape's chunked kernels
+                 ((("fwd_stages", 3), ("num_chunks", 2)), "float32")]
     return jobs
 
 
@@ -212,7 +213,7 @@ def pass_settings(shape: dict, tune: dict) -> dict:
     """The store schedules and warps each pass runs with under ``tune`` (recorded per row: the
     defaults change between commits)."""
     v, k = torch.empty(shape["B"], 8, shape["M"]), torch.empty(shape["B"], 8, shape["S"])
-    return {ps: {f: getattr(_scan_plan(v, k, tune, ps), f) for f in ("defer_y", "defer_g", "num_warps")}
+    return {ps: {f: getattr(_scan_plan(v, k, tune, ps), f) for f in ("defer_y", "defer_g", "num_warps", "stages")}
             for ps in ("fwd", "bwd")}
 
 
@@ -329,9 +330,10 @@ def main():
                  # the old per-token backward stores (the default stores per 8 tokens since 5adddcc; groups
                  # of 1, 2 and 4 were timed at 418af3a and were slower than 8: kla_scan.json)
                  ("main", {"bwd_defer": 0}), ("long", {"bwd_defer": 0}),
-                 # programs of 2 or 4 warps on the same tile (docs/kla_kernels.md, "Multi-warp programs")
-                 ("main", {"fwd_warps": 2}), ("main", {"bwd_warps": 2}), ("long", {"bwd_warps": 2}),
-                 ("main", {"bwd_warps": 4})]
+                 # the pipelined forward (docs/kla_kernels.md, "Pipelined loads"); 2 and 4 warps per
+                 # program were timed at 19e24c8 (slower; kla_scan_19e24c8.json) and left the sweep
+                 ("main", {"fwd_stages": 2}), ("main", {"fwd_stages": 3}), ("long", {"fwd_stages": 2}),
+                 ("long", {"fwd_stages": 3})]
     for i, (shape_name, cfg) in enumerate(jobs):
         shape = shapes[shape_name]
         plan = make_plan(shape["B"], shape["L"], shape["M"], shape["S"], torch.device("cuda"))

@@ -203,6 +203,29 @@ def test_plan_warps():
             plan({key: bad}, key[:3])
 
 
+def test_plan_stages():
+    """The forward's pipelining key (host side): default 1 (the launch then passes no NSTAGES, so the
+    default kernel is unchanged), only the forward reads it, anything but 1, 2 or 3 is refused."""
+    kla = _kernels()
+    from bayesfilt.errors import BayesfiltValueError
+    v, k = torch.zeros(1, 9, 40), torch.zeros(1, 9, 6)
+    plan = lambda tune, pass_: kla._scan_plan(v, k, tune, pass_)      # noqa: E731
+    assert plan({}, "fwd").stages == 1 and plan({"fwd_stages": 3}, "fwd").stages == 3
+    assert plan({"fwd_stages": 3}, "bwd").stages == 1
+    for bad in (0, 4):
+        with pytest.raises(BayesfiltValueError, match="fwd_stages"):
+            plan({"fwd_stages": bad}, "fwd")
+
+
+def test_pipelined_forward_interpreted():
+    """``fwd_stages`` 2 and 3 run the forward's token-block loop as ``tl.range(..., num_stages=N)``; under
+    the interpreter the values equal the default's (the pipelining itself exists only in compiled
+    code: its PTX copies the next blocks with cp.async, docs/kla_kernels.md, "Pipelined loads";
+    ``test_gpu_matrix_multi_warp`` checks the compiled kernels)."""
+    _check_same(2, 19, 5, 7, {"fwd_stages": 2}, {}, init=True, prior=True)
+    _check_same(1, 27, 3, 4, {"fwd_stages": 3}, {}, init=False, prior=False, num_chunks=2)
+
+
 def test_multi_warp_launch_interpreted():
     """A tune with ``fwd_warps`` / ``bwd_warps`` runs through both passes and gives the one-warp
     values. Under the interpreter num_warps changes nothing, so this cannot show that the keys reach
@@ -399,10 +422,14 @@ W2_BM64 = {**W2, "fwd_bm": 64, "bwd_bm": 64}
     (GPU_CASES[5], W2_BM64),                                  # L = 4097, prior readout, a partial last block
     (GPU_CASES[6], W4),                                       # S = 33 (s-blocks with masked lanes), 16 time chunks
     (GPU_CASES[4], {**W2, "fwd_defer": 0, "bwd_defer": 0}),   # per-token stores, 8 time chunks
+    (GPU_CASES[2], {"fwd_stages": 2}),                        # pipelined forward loads
+    (GPU_CASES[5], {"fwd_stages": 3}),
+    (GPU_CASES[6], {"fwd_stages": 2, "fwd_defer": 0}),        # with time chunks and per-token stores
 ])
 def test_gpu_matrix_multi_warp(case, tune):
-    """Programs of 2 or 4 warps (tune keys ``fwd_warps`` / ``bwd_warps``, with ``*_bm`` 64 too): every output
-    and gradient within the bound of the float64 reference, and within the bound of the one-warp default."""
+    """Programs of 2 or 4 warps (tune keys ``fwd_warps`` / ``bwd_warps``, with ``*_bm`` 64 too) and the pipelined
+    forward (``fwd_stages``): every output and gradient within the bound of the float64 reference, and within
+    the bound of the default."""
     B, L, M, S, init, prior, nc = case
     _check_same(B, L, M, S, tune, {}, init=init, prior=prior, num_chunks=nc)
 

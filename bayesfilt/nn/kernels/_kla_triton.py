@@ -228,6 +228,7 @@ def _fwd_kernel(
     B, L, M, S, LC, NC, NMB, NSB,
     MODE: tl.constexpr, PRIOR: tl.constexpr, WRITE_CK: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr, DEFER_Y: tl.constexpr = False,
+    NSTAGES: tl.constexpr = 1,
 ):
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
@@ -250,7 +251,9 @@ def _fwd_kernel(
     A = y                                               # MODE 2: D = 0
     bb = y
     NCK = (L + CK - 1) // CK
-    for t0 in range(t_start, t_full, CK):
+    # NSTAGES > 1: Triton's pipeliner copies the next NSTAGES - 1 blocks' inputs into shared memory
+    # (cp.async) while this block computes (tune key fwd_stages; 1 compiles as a plain range)
+    for t0 in tl.range(t_start, t_full, CK, num_stages=NSTAGES):
         if MODE == 0:
             if WRITE_CK:
                 ckb = (b.to(tl.int64) * NCK + t0 // CK) * 2 * MSs

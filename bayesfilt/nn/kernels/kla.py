@@ -55,6 +55,7 @@ class Plan:
     defer_y: bool = True           # forward: store y, y_var once per 8-token block (tune fwd_defer)
     defer_g: int = 8               # backward: store dv, dLv, dk, dq once per this many tokens (1, 2, 4, 8;
                                    # 0: per token as computed; tune bwd_defer, bwd_group)
+    stages: int = 1                # forward: software-pipelined token blocks (1 none, 2, 3; tune fwd_stages)
 
     @property
     def grid(self) -> tuple[int]:
@@ -69,7 +70,7 @@ def _sm_count(device: torch.device) -> int:
 
 def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunks: int | None = None,
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
-              defer_y: bool = True, defer_g: int = 8, num_warps: int = 1) -> Plan:
+              defer_y: bool = True, defer_g: int = 8, num_warps: int = 1, stages: int = 1) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -80,6 +81,9 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     (docs/kla_kernels.md, "Deferred stores"). ``num_warps`` (1, 2 or 4): warps per program, which
     Triton spreads over the program's [SB, BM] lane tile (the same lanes, more threads; the
     chunking heuristic still counts programs, not warps; docs/kla_kernels.md, "Multi-warp programs").
+    ``stages`` (1, 2 or 3; forward only): the token-block loop as a Triton pipelined loop that copies
+    the next ``stages - 1`` blocks' inputs into shared memory while a block computes (1: no
+    pipelining; docs/kla_kernels.md, "Pipelined loads").
     """
     s_pad = triton.next_power_of_2(S)
     SB = min(s_pad, max_sb)
@@ -98,7 +102,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     LC = triton.cdiv(triton.cdiv(L, num_chunks), CHECKPOINT_EVERY) * CHECKPOINT_EVERY
     NC = triton.cdiv(L, LC)
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
-                defer_y=bool(defer_y), defer_g=int(defer_g))
+                defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages))
 
 
 def _new(shape, device, poison: bool):
@@ -141,6 +145,8 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
     summu = _new((B, plan.NC, 2, S, M), dev, poison) if plan.NC > 1 else y
     args = (v, lv, k, q, aT, pT, w0T, mu0T, y, yv, lamL, etaL, ck, sumw, summu) + _dims(plan)
     kw = dict(PRIOR=prior, WRITE_CK=keep_checkpoints, CK=CHECKPOINT_EVERY, **_consts(plan))
+    if plan.stages > 1:                                 # absent by default: the default launch is unchanged
+        kw["NSTAGES"] = plan.stages
     if plan.NC > 1:
         K._fwd_kernel[plan.grid](*args, MODE=1, **kw)
         K._fwd_kernel[plan.grid](*args, MODE=2, **kw)
@@ -224,13 +230,24 @@ def _warps(tune: dict, pass_: str) -> int:
     return nw
 
 
+def _stages(tune: dict, pass_: str) -> int:
+    """Pipeline stages of the forward's token-block loop from the tuning key ``fwd_stages`` (1, 2 or
+    3; default 1, no pipelining; the backward is not pipelined). Untimed: docs/kla_kernels.md,
+    "Pipelined loads"."""
+    ns = int(tune.get("fwd_stages", 1))
+    if ns not in (1, 2, 3):
+        raise value_error("_tune['fwd_stages']", f"is {ns}", "pass 1 (no pipelining), 2 or 3")
+    return ns if pass_ == "fwd" else 1
+
+
 def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
     B, L, M = v.shape
     return make_plan(B, L, M, k.shape[-1], v.device, num_chunks=tune.get("num_chunks"),
                      max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
                      bm=tune.get(pass_ + "_bm"), maxnreg=tune.get(pass_ + "_maxnreg"),
                      defer_y=bool(tune.get("fwd_defer", _FWD_DEFER)) and pass_ == "fwd",
-                     defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0, num_warps=_warps(tune, pass_))
+                     defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0, num_warps=_warps(tune, pass_),
+                     stages=_stages(tune, pass_))
 
 
 # The scan is a pair of torch custom ops (forward, backward) tied by register_autograd, so that
