@@ -202,10 +202,8 @@ def warm_jobs(sweep: bool):
                  ((("bwd_defer", 0), ("num_chunks", 2)), "float32")]       # the long shape's chunked kernels
         # the pipelined forward (docs/kla_kernels.md, "Pipelined loads"; multi-warp programs were slower
         # than one warp at 19e24c8 and left the sweep)
-        jobs += [((("fwd_stages", 2), ("num_chunks", 1)), "float32"),
-                 ((("fwd_stages", 3), ("num_chunks", 1)), "float32"),
-                 ((("fwd_stages", 2), ("num_chunks", 2)), "float32"),       # the long shape's chunked kernels
-                 ((("fwd_stages", 3), ("num_chunks", 2)), "float32")]
+        jobs += [((("bwd_stages", s), ("fwd_stages", s), ("num_chunks", nc)), "float32")
+                 for s in (2, 3) for nc in (1, 2)]                          # nc 2: the long shape's chunked kernels
     return jobs
 
 
@@ -332,8 +330,8 @@ def main():
                  ("main", {"bwd_defer": 0}), ("long", {"bwd_defer": 0}),
                  # the pipelined forward (docs/kla_kernels.md, "Pipelined loads"); 2 and 4 warps per
                  # program were timed at 19e24c8 (slower; kla_scan_19e24c8.json) and left the sweep
-                 ("main", {"fwd_stages": 2}), ("main", {"fwd_stages": 3}), ("long", {"fwd_stages": 2}),
-                 ("long", {"fwd_stages": 3})]
+                 ("main", {"fwd_stages": 2, "bwd_stages": 2}), ("main", {"fwd_stages": 3, "bwd_stages": 3}),
+                 ("long", {"fwd_stages": 2, "bwd_stages": 2}), ("long", {"fwd_stages": 3, "bwd_stages": 3})]
     for i, (shape_name, cfg) in enumerate(jobs):
         shape = shapes[shape_name]
         plan = make_plan(shape["B"], shape["L"], shape["M"], shape["S"], torch.device("cuda"))

@@ -204,26 +204,30 @@ def test_plan_warps():
 
 
 def test_plan_stages():
-    """The forward's pipelining key (host side): default 1 (the launch then passes no NSTAGES, so the
-    default kernel is unchanged), only the forward reads it, anything but 1, 2 or 3 is refused."""
+    """The pipelining keys (host side): default 1 (the launches then pass no NSTAGES / BSTAGES, so the
+    default kernels are unchanged), each pass reads its own key, anything but 1, 2 or 3 is refused."""
     kla = _kernels()
     from bayesfilt.errors import BayesfiltValueError
     v, k = torch.zeros(1, 9, 40), torch.zeros(1, 9, 6)
     plan = lambda tune, pass_: kla._scan_plan(v, k, tune, pass_)      # noqa: E731
     assert plan({}, "fwd").stages == 1 and plan({"fwd_stages": 3}, "fwd").stages == 3
-    assert plan({"fwd_stages": 3}, "bwd").stages == 1
-    for bad in (0, 4):
-        with pytest.raises(BayesfiltValueError, match="fwd_stages"):
-            plan({"fwd_stages": bad}, "fwd")
+    assert plan({"fwd_stages": 3}, "bwd").stages == 1 and plan({"bwd_stages": 2}, "bwd").stages == 2
+    assert plan({"bwd_stages": 2}, "fwd").stages == 1
+    for key in ("fwd_stages", "bwd_stages"):
+        for bad in (0, 4):
+            with pytest.raises(BayesfiltValueError, match=key):
+                plan({key: bad}, key[:3])
 
 
 def test_pipelined_forward_interpreted():
-    """``fwd_stages`` 2 and 3 run the forward's token-block loop as ``tl.range(..., num_stages=N)``; under
-    the interpreter the values equal the default's (the pipelining itself exists only in compiled
-    code: its PTX copies the next blocks with cp.async, docs/kla_kernels.md, "Pipelined loads";
-    ``test_gpu_matrix_multi_warp`` checks the compiled kernels)."""
-    _check_same(2, 19, 5, 7, {"fwd_stages": 2}, {}, init=True, prior=True)
-    _check_same(1, 27, 3, 4, {"fwd_stages": 3}, {}, init=False, prior=False, num_chunks=2)
+    """``fwd_stages`` / ``bwd_stages`` 2 and 3 run the token-block loops as ``tl.range(..., num_stages=N)``
+    (the backward's last block peeled off the loop); under the interpreter the values equal the
+    default's (the pipelining itself exists only in compiled code: its PTX copies the next blocks
+    with cp.async, docs/kla_kernels.md, "Pipelined loads"; ``test_gpu_matrix_multi_warp`` checks the
+    compiled kernels). L = 19, 27, 8: a partial last block, time chunks, a single block."""
+    _check_same(2, 19, 5, 7, {"fwd_stages": 2, "bwd_stages": 2}, {}, init=True, prior=True)
+    _check_same(1, 27, 3, 4, {"fwd_stages": 3, "bwd_stages": 3}, {}, init=False, prior=False, num_chunks=2)
+    _check_same(1, 8, 3, 4, {"bwd_stages": 2}, {}, init=True, prior=False)
 
 
 def test_multi_warp_launch_interpreted():
@@ -422,13 +426,13 @@ W2_BM64 = {**W2, "fwd_bm": 64, "bwd_bm": 64}
     (GPU_CASES[5], W2_BM64),                                  # L = 4097, prior readout, a partial last block
     (GPU_CASES[6], W4),                                       # S = 33 (s-blocks with masked lanes), 16 time chunks
     (GPU_CASES[4], {**W2, "fwd_defer": 0, "bwd_defer": 0}),   # per-token stores, 8 time chunks
-    (GPU_CASES[2], {"fwd_stages": 2}),                        # pipelined forward loads
-    (GPU_CASES[5], {"fwd_stages": 3}),
-    (GPU_CASES[6], {"fwd_stages": 2, "fwd_defer": 0}),        # with time chunks and per-token stores
+    (GPU_CASES[2], {"fwd_stages": 2, "bwd_stages": 2}),       # pipelined loads
+    (GPU_CASES[5], {"fwd_stages": 3, "bwd_stages": 3}),
+    (GPU_CASES[6], {"fwd_stages": 2, "fwd_defer": 0, "bwd_stages": 2, "bwd_defer": 0}),   # time chunks, per-token stores
 ])
 def test_gpu_matrix_multi_warp(case, tune):
     """Programs of 2 or 4 warps (tune keys ``fwd_warps`` / ``bwd_warps``, with ``*_bm`` 64 too) and the pipelined
-    forward (``fwd_stages``): every output and gradient within the bound of the float64 reference, and within
+    loops (``fwd_stages`` / ``bwd_stages``): every output and gradient within the bound of the float64 reference, and within
     the bound of the default."""
     B, L, M, S, init, prior, nc = case
     _check_same(B, L, M, S, tune, {}, init=init, prior=prior, num_chunks=nc)

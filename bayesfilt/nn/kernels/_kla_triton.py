@@ -469,6 +469,16 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     return Hl, He, ga, gp, cll, cle, cee
 
 
+@triton.jit
+def _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask):
+    """The state before the block starting at t0 from its checkpoint, in information form."""
+    ckb = (b.to(tl.int64) * NCK + t0 // BWD_CK) * 2 * MSs
+    w0 = tl.load(ck_ptr + ckb + ms, mask=lmask, other=1.0)
+    l0 = 1.0 / w0                                       # checkpoint (w, mu) -> (lam, eta)
+    e0 = tl.load(ck_ptr + ckb + MSs + ms, mask=lmask, other=0.0) * l0
+    return l0, e0
+
+
 @_jit(_SIZES)
 def _bwd_kernel(
     v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, gy_ptr, gyv_ptr, ck_ptr, glL_ptr, geL_ptr,
@@ -476,6 +486,7 @@ def _bwd_kernel(
     B, L, M, S, LC, NC, NMB, NSB,
     MODE: tl.constexpr, PRIOR: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr, DEFER_G: tl.constexpr = 0,
+    BSTAGES: tl.constexpr = 1,
 ):
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
@@ -509,18 +520,33 @@ def _bwd_kernel(
     t_end = tl.minimum(t_start + LC, L)
     n_sub = (t_end - t_start + CK - 1) // CK
     NCK = (L + CK - 1) // CK
-    for jj in range(0, n_sub):
-        t0 = t_start + (n_sub - 1 - jj) * CK
-        ckb = (b.to(tl.int64) * NCK + t0 // CK) * 2 * MSs
-        w0 = tl.load(ck_ptr + ckb + ms, mask=lmask, other=1.0)
-        l0 = 1.0 / w0                                   # checkpoint (w, mu) -> (lam, eta)
-        e0 = tl.load(ck_ptr + ckb + MSs + ms, mask=lmask, other=0.0) * l0
-        if jj == 0:                                     # the last block may be partial
-            Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
-                l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
-                q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G)
-        else:
+    if BSTAGES == 1:
+        for jj in range(0, n_sub):
+            t0 = t_start + (n_sub - 1 - jj) * CK
+            l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask)
+            if jj == 0:                                 # the last block may be partial
+                Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
+                    l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
+                    q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
+                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G)
+            else:
+                Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
+                    l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
+                    q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
+                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G)
+    else:
+        # BSTAGES > 1 (tune key bwd_stages): the last, possibly partial block first, then the loop over
+        # the whole blocks without a branch, which Triton's pipeliner can software-pipeline (cp.async
+        # copies of the next blocks' inputs; docs/kla_kernels.md, "Pipelined loads")
+        t0 = t_start + (n_sub - 1) * CK
+        l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask)
+        Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
+            l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
+            q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
+            m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G)
+        for jj in tl.range(1, n_sub, num_stages=BSTAGES):
+            t0 = t_start + (n_sub - 1 - jj) * CK
+            l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask)
             Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                 l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                 q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,

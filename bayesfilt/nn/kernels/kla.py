@@ -55,7 +55,7 @@ class Plan:
     defer_y: bool = True           # forward: store y, y_var once per 8-token block (tune fwd_defer)
     defer_g: int = 8               # backward: store dv, dLv, dk, dq once per this many tokens (1, 2, 4, 8;
                                    # 0: per token as computed; tune bwd_defer, bwd_group)
-    stages: int = 1                # forward: software-pipelined token blocks (1 none, 2, 3; tune fwd_stages)
+    stages: int = 1                # software-pipelined token blocks (1 none, 2, 3; tune fwd_stages, bwd_stages)
 
     @property
     def grid(self) -> tuple[int]:
@@ -81,9 +81,9 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     (docs/kla_kernels.md, "Deferred stores"). ``num_warps`` (1, 2 or 4): warps per program, which
     Triton spreads over the program's [SB, BM] lane tile (the same lanes, more threads; the
     chunking heuristic still counts programs, not warps; docs/kla_kernels.md, "Multi-warp programs").
-    ``stages`` (1, 2 or 3; forward only): the token-block loop as a Triton pipelined loop that copies
-    the next ``stages - 1`` blocks' inputs into shared memory while a block computes (1: no
-    pipelining; docs/kla_kernels.md, "Pipelined loads").
+    ``stages`` (1, 2 or 3): the pass's token-block loop as a Triton pipelined loop that copies the
+    next ``stages - 1`` blocks' inputs into shared memory while a block computes (1: no pipelining;
+    docs/kla_kernels.md, "Pipelined loads").
     """
     s_pad = triton.next_power_of_2(S)
     SB = min(s_pad, max_sb)
@@ -169,6 +169,8 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
     args = (v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, bsum, gv, glv, gk, gq, ga, gp, gl0,
             ge0) + _dims(plan)
     kw = dict(PRIOR=prior, **_consts(plan))
+    if plan.stages > 1:                                 # absent by default: the default launch is unchanged
+        kw["BSTAGES"] = plan.stages
     if plan.NC > 1:
         K._bwd_kernel[plan.grid](*args, MODE=1, **kw)
     K._bwd_kernel[plan.grid](*args, MODE=0, **kw, **({"DEFER_G": plan.defer_g} if plan.defer_g else {}))
@@ -231,13 +233,14 @@ def _warps(tune: dict, pass_: str) -> int:
 
 
 def _stages(tune: dict, pass_: str) -> int:
-    """Pipeline stages of the forward's token-block loop from the tuning key ``fwd_stages`` (1, 2 or
-    3; default 1, no pipelining; the backward is not pipelined). Untimed: docs/kla_kernels.md,
+    """Pipeline stages of one pass's token-block loop from the tuning keys ``fwd_stages`` /
+    ``bwd_stages`` (1, 2 or 3; default 1, no pipelining). Untimed: docs/kla_kernels.md,
     "Pipelined loads"."""
-    ns = int(tune.get("fwd_stages", 1))
+    key = pass_ + "_stages"
+    ns = int(tune.get(key, 1))
     if ns not in (1, 2, 3):
-        raise value_error("_tune['fwd_stages']", f"is {ns}", "pass 1 (no pipelining), 2 or 3")
-    return ns if pass_ == "fwd" else 1
+        raise value_error(f"_tune['{key}']", f"is {ns}", "pass 1 (no pipelining), 2 or 3")
+    return ns
 
 
 def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
