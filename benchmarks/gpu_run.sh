@@ -18,6 +18,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT layer6     # KLA layer (eager, compiled) beside fla GLA (default, matched state)
 #   bash benchmarks/gpu_run.sh COMMIT tests6     # (2 GPUs) the GPU tests of check6, KLA kernels on GPU 0, the rest on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT a5x2       # (2 GPUs) a5s6's runs, S4D-real on GPU 0, a = 1 on GPU 1
+#   bash benchmarks/gpu_run.sh COMMIT kla7       # KLA kernel GPU tests, then the sweep (pipelined loads: fwd_stages, bwd_stages)
 #   bash benchmarks/gpu_run.sh COMMIT copies     # issue 3: what capture_filter's output copies cost (parallel_gpu_profile.py copies)
 #   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
@@ -325,6 +326,21 @@ a5x2)
         --workdir /tmp/a5w --out "$OUT/kla_a5_w256.json" > "$LOG/a5_w256.log" 2>&1 &
     wait
     el "a5x2 done"; tail -n 4 "$LOG"/a5_*.log
+    ;;
+kla7)
+    # session 7: the KLA kernels' GPU tests (the new fwd_stages / bwd_stages cases among them), then the
+    # sweep with the pipelined-load rows (docs/kla_kernels.md, "Pipelined loads"); compiles run first,
+    # in parallel processes. On an nvidia-h200-x2 run it with CUDA_VISIBLE_DEVICES=0 beside another stage.
+    python3 benchmarks/kla_scan.py --warm-only --sweep --warm-workers 12 > "$LOG/warm.log" 2>&1 &
+    warm=$!
+    timeout ${TEST_TIMEOUT:-420} python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_kla_triton.py \
+        --junitxml "$OUT/tests_kla.xml" > "$LOG/gpu_tests_kla.log" 2>&1
+    el "kla tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests_kla.log" | tail -n 12
+    pkill -f "pytest" ; sleep 1
+    wait $warm; el "warm rc=$?"
+    timeout ${KLA_TIMEOUT:-240} python3 benchmarks/kla_scan.py --sweep --no-fla --parity-L 512 --out "$OUT/kla_scan.json" \
+        > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 20 "$LOG/kla_scan.log"
     ;;
 copies)
     # docs/parallel.md: capture_filter's copies take ~10 us of GPU time but 0.2-0.9 ms per call
