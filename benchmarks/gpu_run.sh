@@ -333,7 +333,7 @@ kla7)
     # in parallel processes. On an nvidia-h200-x2 run it with CUDA_VISIBLE_DEVICES=0 beside another stage.
     python3 benchmarks/kla_scan.py --warm-only --sweep --warm-workers 12 > "$LOG/warm.log" 2>&1 &
     warm=$!
-    timeout ${TEST_TIMEOUT:-420} python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_kla_triton.py \
+    timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_kla_triton.py \
         --junitxml "$OUT/tests_kla.xml" > "$LOG/gpu_tests_kla.log" 2>&1
     el "kla tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests_kla.log" | tail -n 12
     pkill -f "pytest" ; sleep 1

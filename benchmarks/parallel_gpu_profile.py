@@ -138,12 +138,20 @@ def torch_part(args):
             json.dump(res, f, indent=1)
 
 
+def owned(x):
+    """The data a copy of output ``x`` must hold: the shared-gain path's covariances are one (T, n, n)
+    tensor expanded over the batch (batch stride 0), which ``capture_filter(copy=True)`` clones once
+    and expands again; every other output whole."""
+    return x[(0,) * (x.ndim - 3)] if x.ndim > 3 and x.stride(0) == 0 else x
+
+
 def copy_variants(run, y, outputs):
     """The calls compared by ``copies``: name -> zero-argument function. ``run`` is a
-    ``capture_filter(..., copy=False)`` run, ``outputs`` the names of its tensor outputs."""
+    ``capture_filter(..., copy=False)`` run, ``outputs`` the names of its tensor outputs. The copies
+    are of :func:`owned` data, as ``capture_filter(copy=True)`` makes them."""
     import torch
     first = run(y)
-    bufs = [torch.empty_like(getattr(first, k)) for k in outputs]
+    bufs = [torch.empty_like(owned(getattr(first, k))) for k in outputs]
     held = []
 
     def replay():
@@ -151,16 +159,16 @@ def copy_variants(run, y, outputs):
 
     def alloc_only():
         r = run(y)
-        return [torch.empty_like(getattr(r, k)) for k in outputs]
+        return [torch.empty_like(owned(getattr(r, k))) for k in outputs]
 
     def clones():
         r = run(y)
-        return [getattr(r, k).clone() for k in outputs]
+        return [owned(getattr(r, k)).clone().expand(getattr(r, k).shape) for k in outputs]
 
     def into_buffers():
         r = run(y)
         for b, k in zip(bufs, outputs):
-            b.copy_(getattr(r, k))
+            b.copy_(owned(getattr(r, k)))
         return bufs
 
     def clones_held():                                  # a caller keeping the last two results
@@ -179,7 +187,7 @@ def time_calls(fn, reps=50):
     for _ in range(5):
         fn()
     torch.cuda.synchronize()
-    n0 = torch.cuda.memory_stats().get("num_device_alloc", 0)
+    n0 = torch.cuda.memory_stats()["num_device_alloc"]
     times = []
     for _ in range(reps):
         torch.cuda.synchronize()
@@ -187,7 +195,7 @@ def time_calls(fn, reps=50):
         fn()
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    n1 = torch.cuda.memory_stats().get("num_device_alloc", 0)
+    n1 = torch.cuda.memory_stats()["num_device_alloc"]
     return {"median_ms": 1e3 * float(np.median(times)), "min_ms": 1e3 * float(np.min(times)),
             "device_allocs_per_call": (n1 - n0) / reps}
 
@@ -207,7 +215,7 @@ def copies_part(args):
         rows = {name: time_calls(fn) for name, fn in copy_variants(run_nc, y, outputs).items()}
         run = bayesfilt.capture_filter(model, y)
         rows["capture_filter default (copy=True)"] = time_calls(lambda: run(y))
-        rows["output MB"] = sum(getattr(r, k).numel() * getattr(r, k).element_size() for k in outputs) / 1e6
+        rows["output MB"] = sum(owned(getattr(r, k)).numel() * getattr(r, k).element_size() for k in outputs) / 1e6
         key = "x".join(map(str, shape))
         res[key] = rows
         print(f"\n{key}: {rows['output MB']:.1f} MB of outputs in {len(outputs)} tensors")

@@ -429,6 +429,8 @@ W2_BM64 = {**W2, "fwd_bm": 64, "bwd_bm": 64}
     (GPU_CASES[2], {"fwd_stages": 2, "bwd_stages": 2}),       # pipelined loads
     (GPU_CASES[5], {"fwd_stages": 3, "bwd_stages": 3}),
     (GPU_CASES[6], {"fwd_stages": 2, "fwd_defer": 0, "bwd_stages": 2, "bwd_defer": 0}),   # time chunks, per-token stores
+    (GPU_CASES[1], {"fwd_stages": 2, "bwd_stages": 2}),       # L = 3: the pipelined loops run no whole block
+    ((1, 17, 64, 16, True, False, 2), {"fwd_stages": 3, "bwd_stages": 3}),   # chunk 1 holds one token
 ])
 def test_gpu_matrix_multi_warp(case, tune):
     """Programs of 2 or 4 warps (tune keys ``fwd_warps`` / ``bwd_warps``, with ``*_bm`` 64 too) and the pipelined
