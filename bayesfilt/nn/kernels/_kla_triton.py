@@ -449,23 +449,14 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     glvt = gvt
     gkt = (s * 0 + cols * 0).to(tl.float32)
     gqt = gkt
-    # reverse: tokens t0+7 .. t0
-    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l7, e7, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 7, DEFER_G)
-    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l6, e6, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 6, DEFER_G)
-    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l5, e5, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 5, DEFER_G)
-    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l4, e4, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 4, DEFER_G)
-    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l3, e3, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 3, DEFER_G)
-    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l2, e2, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 2, DEFER_G)
-    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l1, e1, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 1, DEFER_G)
-    Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-        l0, e0, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, 0, DEFER_G)
+    # reverse: tokens t0+7 .. t0, from the states before them
+    lams = (l0, l1, l2, l3, l4, l5, l6, l7)
+    etas = (e0, e1, e2, e3, e4, e5, e6, e7)
+    for i in tl.static_range(7, -1, -1):
+        Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
+            lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr,
+            lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
+            s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G)
     return Hl, He, ga, gp, cll, cle, cee
 
 
