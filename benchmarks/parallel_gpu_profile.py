@@ -181,23 +181,17 @@ def copy_variants(run, y, outputs):
 
 
 def time_calls(fn, reps=50):
-    """Wall clock of ``fn`` between syncs (median, min in ms) and device allocations per call."""
-    import numpy as np
+    """Wall clock of ``fn`` between syncs (median, min in ms; ``parallel_gpu.wall_time``) and the
+    caching allocator's device allocations per call (over its reps and its one warm-up call)."""
     import torch
-    for _ in range(5):
+    from parallel_gpu import wall_time
+    for _ in range(4):
         fn()
     torch.cuda.synchronize()
     n0 = torch.cuda.memory_stats()["num_device_alloc"]
-    times = []
-    for _ in range(reps):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+    median, best = wall_time(fn, repeats=reps)
     n1 = torch.cuda.memory_stats()["num_device_alloc"]
-    return {"median_ms": 1e3 * float(np.median(times)), "min_ms": 1e3 * float(np.min(times)),
-            "device_allocs_per_call": (n1 - n0) / reps}
+    return {"median_ms": median, "min_ms": best, "device_allocs_per_call": (n1 - n0) / (reps + 1)}
 
 
 def copies_part(args):
