@@ -351,18 +351,22 @@ copies)
 a5k)
     # docs/notes_a5.md section 5.6: do the solved lengths follow the convolutions' receptive field?
     # 1 block at K = 1, 8 (GPU 0) and K = 4 (the control, GPU 1), 2 blocks at K = 1 (GPU 1)
+    # A5K_G0 / A5K_G1 pick the GPUs (both 1 beside kla7 on GPU 0); the run folders come back as
+    # $OUT/a5k_work.tgz and, carried in as .a5work/a5k_work.tgz, let a later (cold) call resume them
     A="--seeds 0 --batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 \
        --kill-after ${A5_KILL:-480} ${A5_RESUME:-} ${A5_SCORE:-}"
+    [ -f .a5work/a5k_work.tgz ] && tar -xzf .a5work/a5k_work.tgz -C /tmp && el "a5k run folders in"
     for k in 1 8; do
-        CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 $A --conv-kernel $k --workdir /tmp/a5k$k \
+        CUDA_VISIBLE_DEVICES=${A5K_G0:-0} python3 benchmarks/kla_a5.py --runs kla:1:20 $A --conv-kernel $k --workdir /tmp/a5k$k \
             --out "$OUT/kla_a5_k$k.json" > "$LOG/a5_k$k.log" 2>&1 &
     done
-    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:1:20 $A --conv-kernel 4 --workdir /tmp/a5k4 \
+    CUDA_VISIBLE_DEVICES=${A5K_G1:-1} python3 benchmarks/kla_a5.py --runs kla:1:20 $A --conv-kernel 4 --workdir /tmp/a5k4 \
         --out "$OUT/kla_a5_k4.json" > "$LOG/a5_k4.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:2:20 $A --conv-kernel 1 --workdir /tmp/a5k1b2 \
+    CUDA_VISIBLE_DEVICES=${A5K_G1:-1} python3 benchmarks/kla_a5.py --runs kla:2:20 $A --conv-kernel 1 --workdir /tmp/a5k1b2 \
         --out "$OUT/kla_a5_k1_2blocks.json" > "$LOG/a5_k1_2blocks.log" 2>&1 &
     wait
     el "a5k done"; tail -n 3 "$LOG"/a5_k*.log
+    tar -czf "$OUT/a5k_work.tgz" -C /tmp a5k1 a5k8 a5k4 a5k1b2 && ls -la "$OUT/a5k_work.tgz"
     ;;
 dist)
     # issue 9 on 2 GPUs: the distributed tests' NCCL cases (DDP and FSDP2 against one GPU, a killed
