@@ -20,7 +20,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT a5x2       # (2 GPUs) a5s6's runs, S4D-real on GPU 0, a = 1 on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT kla7       # KLA kernel GPU tests, then the sweep (pipelined loads: fwd_stages, bwd_stages)
 #   bash benchmarks/gpu_run.sh COMMIT copies     # issue 3: what capture_filter's output copies cost (parallel_gpu_profile.py copies)
-#   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6
+#   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6-5.7
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -351,11 +351,13 @@ copies)
 a5k)
     # docs/notes_a5.md section 5.6: do the solved lengths follow the convolutions' receptive field?
     # 1 block at K = 1, 8 (GPU 0) and K = 4 (the control, GPU 1), 2 blocks at K = 1 (GPU 1)
-    # A5K_G0 / A5K_G1 pick the GPUs (both 1 beside kla7 on GPU 0); the run folders come back as
-    # $OUT/a5k_work.tgz and, carried in as .a5work/a5k_work.tgz, let a later (cold) call resume them
+    # (run at 5ff5fac: no, section 5.7). A5K_G0 / A5K_G1 pick the GPUs (both 1 beside kla7 on GPU 0);
+    # the run folders (23 MB) come back as $OUT/a5k_work.tgz.* (15-MiB parts: the tool returns files of
+    # at most 16 MiB) and, carried in as .a5work/a5k_work.tgz.*, let a later (cold) call resume them
     A="--seeds 0 --batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 \
        --kill-after ${A5_KILL:-480} ${A5_RESUME:-} ${A5_SCORE:-}"
-    [ -f .a5work/a5k_work.tgz ] && tar -xzf .a5work/a5k_work.tgz -C /tmp && el "a5k run folders in"
+    compgen -G ".a5work/a5k_work.tgz.*" > /dev/null && cat .a5work/a5k_work.tgz.* | tar -xzf - -C /tmp \
+        && el "a5k run folders in"
     for k in 1 8; do
         CUDA_VISIBLE_DEVICES=${A5K_G0:-0} python3 benchmarks/kla_a5.py --runs kla:1:20 $A --conv-kernel $k --workdir /tmp/a5k$k \
             --out "$OUT/kla_a5_k$k.json" > "$LOG/a5_k$k.log" 2>&1 &
@@ -366,7 +368,8 @@ a5k)
         --out "$OUT/kla_a5_k1_2blocks.json" > "$LOG/a5_k1_2blocks.log" 2>&1 &
     wait
     el "a5k done"; tail -n 3 "$LOG"/a5_k*.log
-    tar -czf "$OUT/a5k_work.tgz" -C /tmp a5k1 a5k8 a5k4 a5k1b2 && ls -la "$OUT/a5k_work.tgz"
+    rm -f "$OUT"/a5k_work.tgz.*
+    tar -czf - -C /tmp a5k1 a5k8 a5k4 a5k1b2 | split -b 15M -d - "$OUT/a5k_work.tgz." && ls -la "$OUT"/a5k_work.tgz.*
     ;;
 dist)
     # issue 9 on 2 GPUs: the distributed tests' NCCL cases (DDP and FSDP2 against one GPU, a killed

@@ -200,8 +200,12 @@ def copies_part(args):
     import torch
 
     import bayesfilt
+    import triton
+    from _common import git_state
     model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
-    res = {}
+    res = {"meta": {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+                    "commit": git_state()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                    "timing": "host wall clock per call between syncs (parallel_gpu.wall_time), 50 calls"}}
     for shape, y in workloads().items():
         run_nc = bayesfilt.capture_filter(model, y, copy=False)
         r = run_nc(y)

@@ -234,8 +234,8 @@ def _warps(tune: dict, pass_: str) -> int:
 
 def _stages(tune: dict, pass_: str) -> int:
     """Pipeline stages of one pass's token-block loop from the tuning keys ``fwd_stages`` /
-    ``bwd_stages`` (1, 2 or 3; default 1, no pipelining). Untimed: docs/kla_kernels.md,
-    "Pipelined loads"."""
+    ``bwd_stages`` (1, 2 or 3; default 1, no pipelining; on the H200 2 and 3 were slower in both
+    passes at both benchmark shapes: docs/kla_kernels.md, "Pipelined loads")."""
     key = pass_ + "_stages"
     ns = int(tune.get(key, 1))
     if ns not in (1, 2, 3):
