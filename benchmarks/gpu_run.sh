@@ -19,6 +19,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT tests6     # (2 GPUs) the GPU tests of check6, KLA kernels on GPU 0, the rest on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT a5x2       # (2 GPUs) a5s6's runs, S4D-real on GPU 0, a = 1 on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT kla7       # KLA kernel GPU tests, then the sweep (pipelined loads: fwd_stages, bwd_stages)
+#   bash benchmarks/gpu_run.sh COMMIT kla8       # (2 GPUs) KLA kernel GPU tests on GPU 0, the sweep (fwd_bm / bwd_bm 16) on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT copies     # issue 3: what capture_filter's output copies cost (parallel_gpu_profile.py copies)
 #   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6-5.7
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
@@ -341,6 +342,20 @@ kla7)
     timeout ${KLA_TIMEOUT:-240} python3 benchmarks/kla_scan.py --sweep --no-fla --parity-L 512 --out "$OUT/kla_scan.json" \
         > "$LOG/kla_scan.log" 2>&1
     el "kla_scan rc=$?"; tail -n 20 "$LOG/kla_scan.log"
+    ;;
+kla8)
+    # session 8 (2 GPUs): the KLA kernel GPU tests on GPU 0 (the narrow m-tile cases among them; in
+    # session 7 they took 181 s with a warm cache and did not finish in 300 s beside the sweep's
+    # compiles), the sweep with the fwd_bm / bwd_bm 16 rows on GPU 1, its compiles first
+    CUDA_VISIBLE_DEVICES=0 timeout ${TEST_TIMEOUT:-480} python3 -m pytest -q -n 8 -p no:cacheprovider -rfE \
+        tests/test_kla_triton.py --junitxml "$OUT/tests_kla.xml" > "$LOG/gpu_tests_kla.log" 2>&1 &
+    tests=$!
+    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_scan.py --warm-only --sweep --warm-workers 12 > "$LOG/warm.log" 2>&1
+    el "warm rc=$?"
+    CUDA_VISIBLE_DEVICES=1 timeout ${KLA_TIMEOUT:-240} python3 benchmarks/kla_scan.py --sweep --no-fla --parity-L 512 \
+        --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 16 "$LOG/kla_scan.log"
+    wait $tests; el "kla tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests_kla.log" | tail -n 12
     ;;
 copies)
     # docs/parallel.md: capture_filter's copies take ~10 us of GPU time but 0.2-0.9 ms per call

@@ -200,18 +200,18 @@ def warm_jobs(sweep: bool):
                  ((("fwd_defer", 0), ("num_chunks", 1)), "float32"),
                  ((("bwd_defer", 0), ("num_chunks", 1)), "float32"),
                  ((("bwd_defer", 0), ("num_chunks", 2)), "float32")]       # the long shape's chunked kernels
-        # the pipelined forward (docs/kla_kernels.md, "Pipelined loads"; multi-warp programs were slower
-        # than one warp at 19e24c8 and left the sweep)
-        jobs += [((("bwd_stages", s), ("fwd_stages", s), ("num_chunks", nc)), "float32")
-                 for s in (2, 3) for nc in (1, 2)]                          # nc 2: the long shape's chunked kernels
+        # one-warp programs of 16 m-lanes (docs/kla_kernels.md, "Narrower m-tiles"; multi-warp programs
+        # (19e24c8) and pipelined loads (5ff5fac) were slower than the defaults and left the sweep)
+        jobs += [((("bwd_bm", 16), ("fwd_bm", 16), ("num_chunks", nc)), "float32")
+                 for nc in (1, 2)]                                          # nc 2: the long shape's chunked kernels
     return jobs
 
 
 def pass_settings(shape: dict, tune: dict) -> dict:
-    """The store schedules and warps each pass runs with under ``tune`` (recorded per row: the
-    defaults change between commits)."""
+    """The store schedules, warps, pipelining and lane tile each pass runs with under ``tune``
+    (recorded per row: the defaults change between commits)."""
     v, k = torch.empty(shape["B"], 8, shape["M"]), torch.empty(shape["B"], 8, shape["S"])
-    return {ps: {f: getattr(_scan_plan(v, k, tune, ps), f) for f in ("defer_y", "defer_g", "num_warps", "stages")}
+    return {ps: {f: getattr(_scan_plan(v, k, tune, ps), f) for f in ("defer_y", "defer_g", "num_warps", "stages", "BM", "SB")}
             for ps in ("fwd", "bwd")}
 
 
@@ -328,10 +328,10 @@ def main():
                  # the old per-token backward stores (the default stores per 8 tokens since 5adddcc; groups
                  # of 1, 2 and 4 were timed at 418af3a and were slower than 8: kla_scan.json)
                  ("main", {"bwd_defer": 0}), ("long", {"bwd_defer": 0}),
-                 # the pipelined forward (docs/kla_kernels.md, "Pipelined loads"); 2 and 4 warps per
-                 # program were timed at 19e24c8 (slower; kla_scan_19e24c8.json) and left the sweep
-                 ("main", {"fwd_stages": 2, "bwd_stages": 2}), ("main", {"fwd_stages": 3, "bwd_stages": 3}),
-                 ("long", {"fwd_stages": 2, "bwd_stages": 2}), ("long", {"fwd_stages": 3, "bwd_stages": 3})]
+                 # one-warp programs of 16 m-lanes (docs/kla_kernels.md, "Narrower m-tiles"); 2 and 4 warps
+                 # per program (19e24c8) and pipelined loads (5ff5fac) were slower (kla_scan_19e24c8.json,
+                 # kla_scan_5ff5fac.json) and left the sweep
+                 ("main", {"fwd_bm": 16, "bwd_bm": 16}), ("long", {"fwd_bm": 16, "bwd_bm": 16})]
     for i, (shape_name, cfg) in enumerate(jobs):
         shape = shapes[shape_name]
         plan = make_plan(shape["B"], shape["L"], shape["M"], shape["S"], torch.device("cuda"))
