@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--conv-kernel", type=int, default=None,
                     help="KLA's causal convolution width passed to every run (default: the CLI's, 4; 1: the scan is "
                          "the only path between positions; docs/notes_a5.md section 5.6)")
+    ap.add_argument("--dt-per-state", action="store_true",
+                    help="every KLA run learns one step Δ per lane instead of per channel (the authors' code; "
+                         "docs/notes_a5.md section 5.1)")
     ap.add_argument("--prefix-scores", action="store_true",
                     help="also score every prefix length 1..L of each final checkpoint (prefix_seq_acc)")
     ap.add_argument("--quick", action="store_true")
@@ -211,6 +214,8 @@ def main(argv=None) -> int:
         extra = extra + ["--a-init", args.a_init]
     if args.conv_kernel is not None:
         extra = extra + ["--conv-kernel", str(args.conv_kernel)]
+    if args.dt_per_state:
+        extra = extra + ["--dt-per-state"]
     if args.resume and args.workdir is None:
         raise SystemExit("--resume needs the --workdir of the runs to continue")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kla_a5_"))
@@ -247,7 +252,8 @@ def main(argv=None) -> int:
     record = {"benchmark": "kla_a5", "seeds": seeds, "d_model": args.d_model, "batch_size": args.batch_size,
               "lr": args.lr, "steps": args.steps, "warmup": args.warmup, "n_train": args.n_train,
               "n_test": args.n_test, "target_acc": args.target_acc, "a_init": args.a_init or "s4d-real",
-              "conv_kernel": args.conv_kernel or 4, "max_seconds_per_run": args.max_seconds,
+              "conv_kernel": args.conv_kernel or 4, "dt_per_state": args.dt_per_state,
+              "max_seconds_per_run": args.max_seconds,
               "kill_after": args.kill_after, "resumed": args.resume, "concurrency": args.concurrency or len(todo),
               "wall_s": time.time() - t0, **torch_record(), "git_commit": git_state()[0],
               "score": "best test sequence accuracy (every position right, words unseen in training) >= 0.9 "

@@ -83,6 +83,26 @@ def test_discretisation_is_the_exact_ou_formula():
     np.testing.assert_allclose(p_bar, integral, rtol=1e-7)
 
 
+def test_step_per_state_is_one_delta_per_lane():
+    """``dt_per_state``: Δ is [M, S] (the authors' code), drawn log-uniform in [dt_min, dt_max] per
+    lane, and ā, p̄ use each lane's own Δ; the default keeps one Δ per channel, [M]."""
+    torch.manual_seed(0)
+    layer = KLALayer(32, KLAConfig(d_state=8, dt_per_state=True))
+    assert tuple(layer.log_dt.shape) == (64, 8) and tuple(KLALayer(32, KLAConfig(d_state=8)).log_dt.shape) == (64,)
+    dt = torch.exp(layer.log_dt.detach()).double()
+    assert float(dt.min()) >= 0.001 * (1 - 1e-6) and float(dt.max()) <= 0.1 * (1 + 1e-6)
+    assert float(dt.std(dim=1).min()) > 0                      # the states of a channel differ
+    a = torch.exp(layer.log_a.detach()).double()
+    p = F.softplus(layer.p_raw.detach()).double()
+    a_bar, p_bar = (t.detach().double() for t in layer.discretize())
+    torch.testing.assert_close(a_bar, torch.exp(-a * dt), rtol=1e-6, atol=0)
+    torch.testing.assert_close(p_bar, p * (1 - torch.exp(-2 * a * dt)) / (2 * a), rtol=1e-5, atol=0)
+    x = torch.randn(2, 5, 32)
+    y, y_var = layer(x, return_variance=True)
+    y.sum().backward()
+    assert y.shape == x.shape and bool((y_var >= 0).all()) and layer.log_dt.grad.shape == (64, 8)
+
+
 def test_initialisation_follows_the_paper():
     torch.manual_seed(0)
     layer = KLALayer(64)
@@ -180,7 +200,7 @@ def test_layer_rejects_bad_inputs():
 BAD_VALUES = {
     "d_state": [0, 2.5, True], "expand": [0, "2"], "conv_kernel": [0, None], "dt_min": [0.0, -1.0, float("nan")],
     "dt_max": [0.0, float("inf")], "a_init": ["zeros"], "a_init_value": [0.0, -2.0], "p_init": [-0.01, "x"],
-    "process_noise": [1, "yes"], "qk_norm": [0], "gating": [None], "skip": [1.0], "precision_floor": [0.0],
+    "process_noise": [1, "yes"], "dt_per_state": [1, "no"], "qk_norm": [0], "gating": [None], "skip": [1.0], "precision_floor": [0.0],
     "init_precision": [-1.0, 0.0], "bias": ["no"], "backend": ["cuda", ""],
 }
 

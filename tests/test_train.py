@@ -149,6 +149,18 @@ def test_conv_kernel_reaches_the_layer_and_old_runs_resume(tmp_path, capsys):
     assert main([*args, "--steps", "1", "--out", str(old), "--resume"]) == 0
 
 
+def test_dt_per_state_reaches_the_layer(tmp_path):
+    """TrainConfig.dt_per_state (CLI --dt-per-state) gives every KLA lane its own step Δ."""
+    from bayesfilt.nn import KLALayer
+    assert tuple(KLALayer(8, TrainConfig(d_model=8, d_state=4, dt_per_state=True).kla_config()).log_dt.shape) == (16, 4)
+    with pytest.raises(BayesfiltError, match="dt_per_state"):
+        TrainConfig(dt_per_state=1)
+    args = ["train", "a5", "--d-model", "8", "--d-state", "4", "--length", "3", "--n-train", "16", "--n-test", "8",
+            "--eval-every", "1", "--warmup", "0", "--batch-size", "4", "--device", "cpu", "--no-progress", "--steps", "1"]
+    assert main([*args, "--dt-per-state", "--out", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["dt_per_state"] is True
+
+
 def test_cli_train_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "a5", "--mixer", "attention", "--layers", "1", "--d-model", "16", "--seed", "1",

@@ -25,6 +25,9 @@ def register(sub) -> None:
                         "as in the authors' released code)")
     p.add_argument("--conv-kernel", type=int, default=4,
                    help="KLA's causal convolution width (default: %(default)s; 1: no mixing outside the scan)")
+    p.add_argument("--dt-per-state", action="store_true",
+                   help="KLA learns one step Δ per lane (channel, state) instead of one per channel, as the "
+                        "authors' released code does")
     p.add_argument("--posterior-samples", type=int, default=0, help="KLA+: loss averaged over K posterior samples")
     p.add_argument("--length", type=int, default=None, help="sequence length (default: the task's)")
     p.add_argument("--n-train", type=int, default=None, help="training sequences (default: the task's)")
@@ -75,7 +78,8 @@ def run(args) -> int:
     cfg = TrainConfig(task=args.task, length=args.length, n_train=args.n_train, n_test=args.n_test,
                       mixer=args.mixer, layers=args.layers, d_model=args.d_model, d_state=args.d_state,
                       expand=args.expand, n_heads=args.heads, process_noise=not args.no_process_noise,
-                      a_init=args.a_init, conv_kernel=args.conv_kernel, posterior_samples=args.posterior_samples,
+                      a_init=args.a_init, conv_kernel=args.conv_kernel, dt_per_state=args.dt_per_state,
+                      posterior_samples=args.posterior_samples,
                       steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip,
                       eval_every=args.eval_every, eval_size=args.eval_size, target_acc=args.target_acc,

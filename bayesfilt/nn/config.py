@@ -35,6 +35,10 @@ class KLAConfig:
             projection (paper: 4).
         dt_min: lower end of the log-uniform initialisation of the step Δ (paper: 0.001).
         dt_max: upper end of the log-uniform initialisation of the step Δ (paper: 0.1).
+        dt_per_state: learn one step Δ per lane (m, s), ``[d_inner, d_state]``, as the authors'
+            released code does (``kla_layer.py``), instead of one per channel, ``[d_inner]``
+            (default False, Mamba's choice; docs/notes_a5.md section 5.1). Each is drawn
+            log-uniform in [dt_min, dt_max].
         a_init: initialisation of the continuous decay rate a > 0 per state:
             ``"s4d-real"`` sets a_s = s + 1 for s = 0..S-1 (as in S4D/Mamba), ``"constant"``
             sets a = ``a_init_value`` everywhere. Default ``"s4d-real"``; the paper's text
@@ -72,6 +76,7 @@ class KLAConfig:
     conv_kernel: int = 4
     dt_min: float = 0.001
     dt_max: float = 0.1
+    dt_per_state: bool = False
     a_init: str = "s4d-real"
     a_init_value: float = 1.0
     p_init: float = 0.01
@@ -99,7 +104,7 @@ class KLAConfig:
         if self.p_init < 0:
             raise value_error("KLAConfig.p_init", f"must be >= 0, got {self.p_init!r}",
                               "pass a non-negative process-noise intensity (paper: 0.01)")
-        for name in ("process_noise", "qk_norm", "gating", "skip", "bias"):
+        for name in ("dt_per_state", "process_noise", "qk_norm", "gating", "skip", "bias"):
             if not isinstance(getattr(self, name), bool):
                 raise type_error(f"KLAConfig.{name}", f"must be a bool, got {getattr(self, name)!r}",
                                  f"pass {name}=True or {name}=False")

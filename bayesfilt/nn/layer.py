@@ -125,7 +125,7 @@ class KLALayer(nn.Module):
         self.conv_weight = nn.Parameter(torch.empty(M, K))
         self.conv_bias = nn.Parameter(torch.zeros(M))
         self.sensor = nn.Linear(M, 2 * M + 2 * S)
-        self.log_dt = nn.Parameter(torch.empty(M))                     # Δ = exp(log_dt) > 0
+        self.log_dt = nn.Parameter(torch.empty((M, S) if config.dt_per_state else (M,)))   # Δ = exp(log_dt) > 0
         self.log_a = nn.Parameter(torch.empty(M, S))                   # a = exp(log_a) > 0
         if config.process_noise:
             self.p_raw = nn.Parameter(torch.empty(M, S))               # p = softplus(p_raw) >= 0
@@ -143,7 +143,7 @@ class KLALayer(nn.Module):
         fan_in = self.conv_kernel
         bound = 1 / math.sqrt(fan_in)
         nn.init.uniform_(self.conv_bias, -bound, bound)
-        u = torch.rand(self.d_inner)
+        u = torch.rand(self.log_dt.shape)                              # one draw per channel (or lane)
         self.log_dt.copy_(math.log(cfg.dt_min) + u * (math.log(cfg.dt_max) - math.log(cfg.dt_min)))
         if cfg.a_init == "s4d-real":
             a = torch.arange(1, self.d_state + 1, dtype=torch.float32).expand(self.d_inner, -1)
@@ -163,7 +163,8 @@ class KLALayer(nn.Module):
             ``(a_bar, p_bar)``: ā = exp(-a Δ) in (0, 1] and p̄ = p (1 - exp(-2 a Δ)) / (2 a) >= 0.
         """
         a = torch.exp(self.log_a)                                      # a > 0
-        dt = torch.exp(self.log_dt)[:, None]                           # Δ > 0
+        dt = torch.exp(self.log_dt)                                    # Δ > 0, [M, S] or [M]
+        dt = dt if dt.ndim == 2 else dt[:, None]
         a_bar = torch.exp(-a * dt)                                     # ā = exp(-a Δ)
         if self.p_raw is None:
             return a_bar, torch.zeros_like(a_bar)                      # p̄ = 0

@@ -59,6 +59,8 @@ class TrainConfig:
             "s4d-real", a_s = s + 1, or "constant", a = 1 in every lane as in the authors' code).
         conv_kernel: width of KLA's causal depthwise convolution (paper: 4; 1 leaves the scan as the
             only path between positions, the A5 ablation of docs/notes_a5.md section 5.6).
+        dt_per_state: KLA learns one step Δ per lane (m, s) instead of one per channel
+            (:class:`KLAConfig`'s ``dt_per_state``, as in the authors' code; default False).
         posterior_samples: K > 0 trains "KLA+" (loss averaged over K posterior samples; needs mixer "kla").
         steps: maximum optimiser steps.
         batch_size: training sequences per step.
@@ -98,6 +100,7 @@ class TrainConfig:
     process_noise: bool = True
     a_init: str = "s4d-real"
     conv_kernel: int = 4
+    dt_per_state: bool = False
     posterior_samples: int = 0
     steps: int = 2000
     batch_size: int = 64
@@ -144,8 +147,9 @@ class TrainConfig:
         if self.posterior_samples and self.mixer != "kla":
             raise value_error("posterior_samples", f"KLA+ needs mixer 'kla', got {self.mixer!r}",
                               "pass posterior_samples=0 or mixer='kla'")
-        if not isinstance(self.process_noise, bool):
-            raise type_error("process_noise", f"must be a bool, got {self.process_noise!r}", "pass True or False")
+        for name in ("process_noise", "dt_per_state"):
+            if not isinstance(getattr(self, name), bool):
+                raise type_error(name, f"must be a bool, got {getattr(self, name)!r}", "pass True or False")
         if self.a_init not in A_INITS:
             raise value_error("a_init", f"is {self.a_init!r}", f"pass one of {A_INITS}")
 
@@ -153,11 +157,12 @@ class TrainConfig:
         """The :class:`KLAConfig` this run uses (paper defaults except the fields set here).
 
         Returns:
-            ``KLAConfig(d_state, expand, conv_kernel, process_noise, a_init, backend)`` from this
-            config's fields.
+            ``KLAConfig(d_state, expand, conv_kernel, dt_per_state, process_noise, a_init, backend)``
+            from this config's fields.
         """
         return KLAConfig(d_state=self.d_state, expand=self.expand, conv_kernel=self.conv_kernel,
-                         process_noise=self.process_noise, a_init=self.a_init, backend=self.backend)
+                         dt_per_state=self.dt_per_state, process_noise=self.process_noise, a_init=self.a_init,
+                         backend=self.backend)
 
 
 class TaskModel(nn.Module):
@@ -405,7 +410,7 @@ def _prepare_out(out: Path, cfg: TrainConfig, *, resume: bool, force: bool) -> N
     out.mkdir(parents=True, exist_ok=True)
     if resume and (out / "config.json").exists():
         saved = json.loads((out / "config.json").read_text())
-        # a field added after the run was saved (a_init, conv_kernel) had its default then
+        # a field added after the run was saved (a_init, conv_kernel, dt_per_state) had its default then
         saved = {**{f.name: f.default for f in fields(TrainConfig) if f.name not in saved}, **saved}
         if saved != asdict(cfg):
             diff = sorted(k for k in set(saved) | set(asdict(cfg)) if saved.get(k) != asdict(cfg).get(k))
