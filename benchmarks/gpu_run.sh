@@ -22,6 +22,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT kla8       # (2 GPUs) KLA kernel GPU tests on GPU 0, the sweep (fwd_bm / bwd_bm 16) on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT copies     # issue 3: what capture_filter's output copies cost (parallel_gpu_profile.py copies)
 #   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6-5.7
+#   bash benchmarks/gpu_run.sh COMMIT a5s8       # (2 GPUs) A5 with the authors' a = 1 and per-lane Δ; 1 block at length 8, 3 seeds
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -385,6 +386,24 @@ a5k)
     el "a5k done"; tail -n 3 "$LOG"/a5_k*.log
     rm -f "$OUT"/a5k_work.tgz.*
     tar -czf - -C /tmp a5k1 a5k8 a5k4 a5k1b2 | split -b 15M -d - "$OUT/a5k_work.tgz." && ls -la "$OUT"/a5k_work.tgz.*
+    ;;
+a5s8)
+    # docs/notes_a5.md 5.7: the authors' decay parameters (a = 1 in every lane, one step Δ per lane:
+    # --a-init constant --dt-per-state) at length 20 with 1 and 2 blocks (GPU 0), and 1 block trained at
+    # length 8 alone with seeds 0, 1, 2 (GPU 1; the paper reports the best of 5 seeds). Resumable as a5k:
+    # the run folders come back as $OUT/a5s8_work.tgz.* and resume from .a5work/a5s8_work.tgz.*
+    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 \
+       --a-init constant --dt-per-state --kill-after ${A5_KILL:-480} ${A5_RESUME:-} ${A5_SCORE:-}"
+    compgen -G ".a5work/a5s8_work.tgz.*" > /dev/null && cat .a5work/a5s8_work.tgz.* | tar -xzf - -C /tmp \
+        && el "a5s8 run folders in"
+    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 kla:2:20 --seeds 0 $A --workdir /tmp/a5s8a \
+        --out "$OUT/kla_a5_s8_len20.json" > "$LOG/a5_s8_len20.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:1:8 --seeds 0,1,2 $A --workdir /tmp/a5s8b \
+        --out "$OUT/kla_a5_s8_len8.json" > "$LOG/a5_s8_len8.log" 2>&1 &
+    wait
+    el "a5s8 done"; tail -n 3 "$LOG"/a5_s8_*.log
+    rm -f "$OUT"/a5s8_work.tgz.*
+    tar -czf - -C /tmp a5s8a a5s8b | split -b 15M -d - "$OUT/a5s8_work.tgz." && ls -la "$OUT"/a5s8_work.tgz.*
     ;;
 dist)
     # issue 9 on 2 GPUs: the distributed tests' NCCL cases (DDP and FSDP2 against one GPU, a killed
