@@ -9,10 +9,12 @@ Four parts, each printed as a short table (device tool, after ``pip install --no
   number of torch operations on the host;
 - ``host``: host time of the pieces of a call (allocations, splits, a Triton launch, the parameter
   upload, the flag read) and a cProfile of the public call;
-- ``copies``: why ``capture_filter``'s default output copies cost 0.2-0.9 ms when their device time is
-  ~10 µs: the replay alone, then the replay plus allocations only, plus clones (what ``copy=True``
-  does), plus copies into preallocated buffers, and clones while the previous results stay alive,
-  each with wall-clock median / min and the caching allocator's device allocations per call;
+- ``copies``: why ``capture_filter``'s default output copies cost 0.2-1.1 ms when their device time is
+  ~10 µs: after the same replay, no copies, allocations only, clones (what ``copy=True`` does),
+  ``copy_`` into buffers kept across calls, the same bytes through an elementwise kernel, and clones
+  while the previous results stay alive, called in interleaved rounds; per variant the wall clock,
+  the part after the run, the thread's CPU time and the GPU time of the copies alone (CUDA events)
+  (the first run, at 5ff5fac, timed the variants one after another: docs/parallel.md);
 - ``ncu``: one call of each workload for Nsight Compute (``ncu --clock-control none ... python
   benchmarks/parallel_gpu_profile.py ncu``), after a warm-up outside the profiled range.
 
@@ -145,82 +147,105 @@ def owned(x):
     return x[(0,) * (x.ndim - 3)] if x.ndim > 3 and x.stride(0) == 0 else x
 
 
-def copy_variants(run, y, outputs):
-    """The calls compared by ``copies``: name -> zero-argument function. ``run`` is a
-    ``capture_filter(..., copy=False)`` run, ``outputs`` the names of its tensor outputs. The copies
-    are of :func:`owned` data, as ``capture_filter(copy=True)`` makes them."""
+def copy_variants(first, outputs):
+    """The output handlings compared by ``copies``: name -> function of a ``capture_filter(...,
+    copy=False)`` result, called right after the run returned (its flag read, so the replay has
+    finished). ``first`` is one such result (it shapes the kept buffers), ``outputs`` the names of its
+    tensor outputs. The copies are of :func:`owned` data, as ``capture_filter(copy=True)`` makes them."""
     import torch
-    first = run(y)
     bufs = [torch.empty_like(owned(getattr(first, k))) for k in outputs]
     held = []
 
-    def replay():
-        return run(y)
-
-    def alloc_only():
-        r = run(y)
-        return [torch.empty_like(owned(getattr(r, k))) for k in outputs]
-
-    def clones():
-        r = run(y)
+    def clones(r):
         return [owned(getattr(r, k)).clone().expand(getattr(r, k).shape) for k in outputs]
 
-    def into_buffers():
-        r = run(y)
-        for b, k in zip(bufs, outputs):
-            b.copy_(owned(getattr(r, k)))
+    def into_buffers(r):                                # cudaMemcpyAsync device to device
+        for buf, k in zip(bufs, outputs):
+            buf.copy_(owned(getattr(r, k)))
         return bufs
 
-    def clones_held():                                  # a caller keeping the last two results
-        held.append(clones())
+    def kernel_into_buffers(r):                         # the same bytes through an elementwise kernel
+        for buf, k in zip(bufs, outputs):
+            torch.mul(owned(getattr(r, k)), 1.0, out=buf)
+        return bufs
+
+    def clones_held(r):                                 # a caller keeping the last two results
+        held.append(clones(r))
         del held[:-2]
         return held[-1]
 
-    return {"replay (copy=False)": replay, "replay + allocations": alloc_only, "replay + clones": clones,
-            "replay + copies into kept buffers": into_buffers, "replay + clones, last two kept": clones_held}
+    return {"none (copy=False)": lambda r: r,
+            "allocations only": lambda r: [torch.empty_like(owned(getattr(r, k))) for k in outputs],
+            "clones, dropped": clones, "copy_ into kept buffers": into_buffers,
+            "elementwise kernel into kept buffers": kernel_into_buffers, "clones, last two kept": clones_held}
 
 
-def time_calls(fn, reps=50):
-    """Wall clock of ``fn`` between syncs (median, min in ms; ``parallel_gpu.wall_time``) and the
-    caching allocator's device allocations per call (over its reps and its one warm-up call)."""
+def time_interleaved(calls, rounds=40):
+    """Each round calls every entry of ``calls`` (name -> (run, handle)) once, the order reversed
+    every other round, so that every variant meets the same host and GPU conditions. Per call: the
+    wall clock between syncs, the part after ``run`` returned (the output handling and the final
+    sync), the calling thread's CPU time over the call (``time.thread_time``: wall far above it means
+    the thread was off the CPU), and the GPU time of the handling alone (CUDA events recorded after
+    the run's sync and after the handling). Returns name -> medians and minima in ms."""
+    import numpy as np
     import torch
-    from parallel_gpu import wall_time
-    for _ in range(4):
-        fn()
-    torch.cuda.synchronize()
-    n0 = torch.cuda.memory_stats()["num_device_alloc"]
-    median, best = wall_time(fn, repeats=reps)
-    n1 = torch.cuda.memory_stats()["num_device_alloc"]
-    return {"median_ms": median, "min_ms": best, "device_allocs_per_call": (n1 - n0) / (reps + 1)}
+    names = list(calls)
+    rec = {n: {"wall": [], "after_run": [], "thread_cpu": [], "gpu_handling": []} for n in names}
+    ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for i in range(rounds + 2):                         # two warm-up rounds, not recorded
+        for n in (names if i % 2 == 0 else names[::-1]):
+            run, handle = calls[n]
+            torch.cuda.synchronize()
+            t0, c0 = time.perf_counter(), time.thread_time()
+            r = run()
+            t1 = time.perf_counter()
+            ev0.record()
+            handle(r)
+            ev1.record()
+            torch.cuda.synchronize()
+            t2, c2 = time.perf_counter(), time.thread_time()
+            if i >= 2:
+                rec[n]["wall"].append(1e3 * (t2 - t0))
+                rec[n]["after_run"].append(1e3 * (t2 - t1))
+                rec[n]["thread_cpu"].append(1e3 * (c2 - c0))
+                rec[n]["gpu_handling"].append(ev0.elapsed_time(ev1))
+    return {n: {f"{k}_median_ms": float(np.median(v)) for k, v in d.items()}
+            | {f"{k}_min_ms": float(np.min(v)) for k, v in d.items()} for n, d in rec.items()}
 
 
 def copies_part(args):
     import dataclasses
 
     import torch
-
-    import bayesfilt
     import triton
     from _common import git_state
+
+    import bayesfilt
     model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
     res = {"meta": {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
                     "commit": git_state()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                    "timing": "host wall clock per call between syncs (parallel_gpu.wall_time), 50 calls"}}
+                    "timing": time_interleaved.__doc__.split("Returns")[0].strip()}}
     for shape, y in workloads().items():
         run_nc = bayesfilt.capture_filter(model, y, copy=False)
+        run_default = bayesfilt.capture_filter(model, y)
         r = run_nc(y)
         outputs = [f.name for f in dataclasses.fields(r) if isinstance(getattr(r, f.name), torch.Tensor)]
-        rows = {name: time_calls(fn) for name, fn in copy_variants(run_nc, y, outputs).items()}
-        run = bayesfilt.capture_filter(model, y)
-        rows["capture_filter default (copy=True)"] = time_calls(lambda: run(y))
+        calls = {name: (lambda: run_nc(y), h) for name, h in copy_variants(r, outputs).items()}
+        calls["capture_filter default (copy=True)"] = (lambda: run_default(y), lambda r: r)
+        n0 = torch.cuda.memory_stats()["num_device_alloc"]
+        rows = time_interleaved(calls, rounds=args.rounds)
+        rows["device allocations during the rounds"] = torch.cuda.memory_stats()["num_device_alloc"] - n0
         rows["output MB"] = sum(owned(getattr(r, k)).numel() * getattr(r, k).element_size() for k in outputs) / 1e6
         key = "x".join(map(str, shape))
         res[key] = rows
-        print(f"\n{key}: {rows['output MB']:.1f} MB of outputs in {len(outputs)} tensors")
+        print(f"\n{key}: {rows['output MB']:.1f} MB of outputs in {len(outputs)} tensors; medians (min) in ms; "
+              f"{rows['device allocations during the rounds']} device allocations in the rounds")
+        print(f"   {'':38s} {'wall':>15s} {'after run':>15s} {'thread CPU':>11s} {'GPU handling':>13s}")
         for name, v in rows.items():
             if isinstance(v, dict):
-                print(f"   {name:38s} median {v['median_ms']:.3f} ms  min {v['min_ms']:.3f} ms  "
-                      f"device allocs/call {v['device_allocs_per_call']:.2f}")
+                print(f"   {name:38s} {v['wall_median_ms']:6.3f} ({v['wall_min_ms']:6.3f}) "
+                      f"{v['after_run_median_ms']:6.3f} ({v['after_run_min_ms']:6.3f}) {v['thread_cpu_median_ms']:11.3f} "
+                      f"{v['gpu_handling_median_ms']:13.4f}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
@@ -320,6 +345,7 @@ def main():
     ap.add_argument("part", choices=("first", "torch", "ncu", "host", "copies"))
     ap.add_argument("--cache", default="/tmp/tcache_first")
     ap.add_argument("--out", default="")
+    ap.add_argument("--rounds", type=int, default=40, help="copies: rounds of the interleaved calls")
     ap.add_argument("--graph", action="store_true", help="torch: also profile capture_filter's replay with copies")
     args = ap.parse_args()
     {"first": first, "torch": torch_part, "ncu": ncu_part, "host": host_part, "copies": copies_part}[args.part](args)
