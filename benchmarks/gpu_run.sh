@@ -56,6 +56,15 @@ mkdir -p $TRITON_CACHE_DIR
 if compgen -G ".tcache/tcache.tgz*" > /dev/null; then
     cat .tcache/tcache.tgz* | tar -xzf - -C /tmp && el "triton cache in: $(du -sh /tmp/tcache | cut -f1)"
 fi
+unpack_work() {  # run folders of resumable stages, carried in as .a5work/NAME_work.tgz.* (15-MiB parts)
+    compgen -G ".a5work/$1_work.tgz.*" > /dev/null && cat .a5work/"$1"_work.tgz.* | tar -xzf - -C /tmp \
+        && el "$1 run folders in"
+}
+pack_work() {    # NAME DIR...: /tmp/DIR... back as $OUT/NAME_work.tgz.* (the tool returns files of <= 16 MiB)
+    local name=$1; shift
+    rm -f "$OUT/${name}_work.tgz."*
+    tar -czf - -C /tmp "$@" | split -b 15M -d - "$OUT/${name}_work.tgz." && ls -la "$OUT/${name}_work.tgz."*
+}
 pack_cache() {
     rm -f "$OUT"/tcache.tgz*
     tar -czf /tmp/tcache.tgz -C /tmp tcache && split -b 15M -d /tmp/tcache.tgz "$OUT/tcache.tgz."
@@ -351,7 +360,8 @@ kla8)
     CUDA_VISIBLE_DEVICES=0 timeout ${TEST_TIMEOUT:-480} python3 -m pytest -q -n 8 -p no:cacheprovider -rfE \
         tests/test_kla_triton.py --junitxml "$OUT/tests_kla.xml" > "$LOG/gpu_tests_kla.log" 2>&1 &
     tests=$!
-    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_scan.py --warm-only --sweep --warm-workers 12 > "$LOG/warm.log" 2>&1
+    CUDA_VISIBLE_DEVICES=1 timeout ${WARM_TIMEOUT:-300} python3 benchmarks/kla_scan.py --warm-only --sweep --warm-workers 12 \
+        > "$LOG/warm.log" 2>&1
     el "warm rc=$?"
     CUDA_VISIBLE_DEVICES=1 timeout ${KLA_TIMEOUT:-240} python3 benchmarks/kla_scan.py --sweep --no-fla --parity-L 512 \
         --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
@@ -359,7 +369,7 @@ kla8)
     wait $tests; el "kla tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests_kla.log" | tail -n 12
     ;;
 copies)
-    # docs/parallel.md: capture_filter's copies take ~10 us of GPU time but 0.2-0.9 ms per call
+    # docs/parallel.md: capture_filter's copies take ~10 us of GPU time but up to ~1.1 ms per call
     timeout ${COPIES_TIMEOUT:-200} python3 benchmarks/parallel_gpu_profile.py copies --out "$OUT/capture_copies.json" \
         > "$LOG/copies.log" 2>&1
     el "copies rc=$?"; tail -n 16 "$LOG/copies.log"
@@ -372,8 +382,7 @@ a5k)
     # at most 16 MiB) and, carried in as .a5work/a5k_work.tgz.*, let a later (cold) call resume them
     A="--seeds 0 --batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 \
        --kill-after ${A5_KILL:-480} ${A5_RESUME:-} ${A5_SCORE:-}"
-    compgen -G ".a5work/a5k_work.tgz.*" > /dev/null && cat .a5work/a5k_work.tgz.* | tar -xzf - -C /tmp \
-        && el "a5k run folders in"
+    unpack_work a5k
     for k in 1 8; do
         CUDA_VISIBLE_DEVICES=${A5K_G0:-0} python3 benchmarks/kla_a5.py --runs kla:1:20 $A --conv-kernel $k --workdir /tmp/a5k$k \
             --out "$OUT/kla_a5_k$k.json" > "$LOG/a5_k$k.log" 2>&1 &
@@ -384,26 +393,31 @@ a5k)
         --out "$OUT/kla_a5_k1_2blocks.json" > "$LOG/a5_k1_2blocks.log" 2>&1 &
     wait
     el "a5k done"; tail -n 3 "$LOG"/a5_k*.log
-    rm -f "$OUT"/a5k_work.tgz.*
-    tar -czf - -C /tmp a5k1 a5k8 a5k4 a5k1b2 | split -b 15M -d - "$OUT/a5k_work.tgz." && ls -la "$OUT"/a5k_work.tgz.*
+    pack_work a5k a5k1 a5k8 a5k4 a5k1b2
     ;;
 a5s8)
     # docs/notes_a5.md 5.7: the authors' decay parameters (a = 1 in every lane, one step Δ per lane:
-    # --a-init constant --dt-per-state) at length 20 with 1 and 2 blocks (GPU 0), and 1 block trained at
-    # length 8 alone with seeds 0, 1, 2 (GPU 1; the paper reports the best of 5 seeds). Resumable as a5k:
-    # the run folders come back as $OUT/a5s8_work.tgz.* and resume from .a5work/a5s8_work.tgz.*
+    # --a-init constant --dt-per-state) at length 20 with 1 and 2 blocks, and the 1-block control with Δ
+    # per channel (GPU 0), and 1 block trained at length 8 alone with seeds 0, 1, 2 (GPU 1; the paper
+    # reports the best of 5 seeds); a, p, Δ undecayed (since session 7). Resumable as a5k:
+    # the run folders (~35 MB) come back as $OUT/a5s8_work.tgz.* and resume from .a5work/a5s8_work.tgz.*
+    # (carried without .tcache: both exceed the 64-MiB limit; a resume on the still-warm machine needs neither)
     A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 \
        --a-init constant --dt-per-state --kill-after ${A5_KILL:-480} ${A5_RESUME:-} ${A5_SCORE:-}"
-    compgen -G ".a5work/a5s8_work.tgz.*" > /dev/null && cat .a5work/a5s8_work.tgz.* | tar -xzf - -C /tmp \
-        && el "a5s8 run folders in"
+    unpack_work a5s8
     CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 kla:2:20 --seeds 0 $A --workdir /tmp/a5s8a \
         --out "$OUT/kla_a5_s8_len20.json" > "$LOG/a5_s8_len20.log" 2>&1 &
+    A0="${A/--dt-per-state/}"                           # the control: Δ per channel, the rest the same
+    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 --seeds 0 $A0 --workdir /tmp/a5s8c \
+        --out "$OUT/kla_a5_s8_len20_ctrl.json" > "$LOG/a5_s8_len20_ctrl.log" 2>&1 &
     CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:1:8 --seeds 0,1,2 $A --workdir /tmp/a5s8b \
         --out "$OUT/kla_a5_s8_len8.json" > "$LOG/a5_s8_len8.log" 2>&1 &
     wait
     el "a5s8 done"; tail -n 3 "$LOG"/a5_s8_*.log
-    rm -f "$OUT"/a5s8_work.tgz.*
-    tar -czf - -C /tmp a5s8a a5s8b | split -b 15M -d - "$OUT/a5s8_work.tgz." && ls -la "$OUT"/a5s8_work.tgz.*
+    # at most 8 files come back: the three JSON files travel as one archive
+    tar -czf "$OUT/a5s8_json.tgz" -C "$OUT" kla_a5_s8_len20.json kla_a5_s8_len20_ctrl.json kla_a5_s8_len8.json \
+        && rm -f "$OUT"/kla_a5_s8_*.json
+    pack_work a5s8 a5s8a a5s8b a5s8c
     ;;
 dist)
     # issue 9 on 2 GPUs: the distributed tests' NCCL cases (DDP and FSDP2 against one GPU, a killed

@@ -9,11 +9,13 @@ Four parts, each printed as a short table (device tool, after ``pip install --no
   number of torch operations on the host;
 - ``host``: host time of the pieces of a call (allocations, splits, a Triton launch, the parameter
   upload, the flag read) and a cProfile of the public call;
-- ``copies``: why ``capture_filter``'s default output copies cost 0.2-1.1 ms when their device time is
-  ~10 µs: after the same replay, no copies, allocations only, clones (what ``copy=True`` does),
+- ``copies``: why ``capture_filter``'s default output copies cost 0.07-1.1 ms more than the replay
+  (0.07-0.15 ms as clones dropped by the caller, ~1 ms into live destinations) when their device
+  time is ~10 µs: after the same replay, no copies, allocations only, clones (what ``copy=True`` does),
   ``copy_`` into buffers kept across calls, the same bytes through an elementwise kernel, and clones
   while the previous results stay alive, called in interleaved rounds; per variant the wall clock,
-  the part after the run, the thread's CPU time and the GPU time of the copies alone (CUDA events)
+  the part after the run, the thread's CPU time and the GPU time of the copies alone (CUDA events
+  behind a queued GPU sleep)
   (the first run, at 5ff5fac, timed the variants one after another: docs/parallel.md);
 - ``ncu``: one call of each workload for Nsight Compute (``ncu --clock-control none ... python
   benchmarks/parallel_gpu_profile.py ncu``), after a warm-up outside the profiled range.
@@ -180,18 +182,19 @@ def copy_variants(first, outputs):
             "elementwise kernel into kept buffers": kernel_into_buffers, "clones, last two kept": clones_held}
 
 
-def time_interleaved(calls, rounds=40):
+def time_interleaved(calls, rounds=40, gpu_reps=5):
     """Each round calls every entry of ``calls`` (name -> (run, handle)) once, the order reversed
     every other round, so that every variant meets the same host and GPU conditions. Per call: the
     wall clock between syncs, the part after ``run`` returned (the output handling and the final
-    sync), the calling thread's CPU time over the call (``time.thread_time``: wall far above it means
-    the thread was off the CPU), and the GPU time of the handling alone (CUDA events recorded after
-    the run's sync and after the handling). Returns name -> medians and minima in ms."""
+    sync) and the calling thread's CPU time over the call (``time.thread_time``: wall far above it
+    means the thread was off the CPU). Then, per variant, the GPU time of the handling alone: CUDA
+    events around it while the GPU is held busy by ``torch.cuda._sleep`` queued first (so that the
+    handling's launches wait on the GPU and the events time the device work only, not the host's
+    enqueueing), median of ``gpu_reps``. Returns name -> medians and minima in ms."""
     import numpy as np
     import torch
     names = list(calls)
     rec = {n: {"wall": [], "after_run": [], "thread_cpu": [], "gpu_handling": []} for n in names}
-    ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     for i in range(rounds + 2):                         # two warm-up rounds, not recorded
         for n in (names if i % 2 == 0 else names[::-1]):
             run, handle = calls[n]
@@ -199,16 +202,26 @@ def time_interleaved(calls, rounds=40):
             t0, c0 = time.perf_counter(), time.thread_time()
             r = run()
             t1 = time.perf_counter()
-            ev0.record()
             handle(r)
-            ev1.record()
             torch.cuda.synchronize()
             t2, c2 = time.perf_counter(), time.thread_time()
             if i >= 2:
                 rec[n]["wall"].append(1e3 * (t2 - t0))
                 rec[n]["after_run"].append(1e3 * (t2 - t1))
                 rec[n]["thread_cpu"].append(1e3 * (c2 - c0))
-                rec[n]["gpu_handling"].append(ev0.elapsed_time(ev1))
+    ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    sleep = getattr(torch.cuda, "_sleep", None)
+    for n in names:
+        run, handle = calls[n]
+        for _ in range(gpu_reps):
+            r = run()
+            if sleep is not None:
+                sleep(4_000_000)                        # ~2 ms of GPU cycles, ahead of the handling
+            ev0.record()
+            handle(r)
+            ev1.record()
+            torch.cuda.synchronize()
+            rec[n]["gpu_handling"].append(ev0.elapsed_time(ev1))
     return {n: {f"{k}_median_ms": float(np.median(v)) for k, v in d.items()}
             | {f"{k}_min_ms": float(np.min(v)) for k, v in d.items()} for n, d in rec.items()}
 

@@ -107,26 +107,25 @@ def _check(B, L, M, S, *, init, prior, num_chunks=None, seed=0, tol=RTOL, grads=
     return errs, out_t, g_t
 
 
-def _check_same(B, L, M, S, tune, base_tune, exact=True, **kw):
+def _check_same(B, L, M, S, tune, base_tune, inexact=(), **kw):
     """``tune`` and ``base_tune`` (two store schedules of the same maths) each pass ``_check`` against
     the float64 reference, and their outputs and gradients are bit-identical under the interpreter
-    (the same operations in the same order; ``exact=False`` where they are not: another m-tile sums
-    ∂k, ∂q over m in another order, so those two then agree like compiled kernels, below). On a GPU the two schedules are different compiled
+    (the same operations in the same order), except the names in ``inexact``, which then agree like
+    compiled kernels (below; e.g. another m-tile sums ∂k, ∂q over m in another order). On a GPU the two schedules are different compiled
     kernels, whose multiply-adds the compiler may contract differently, so there they must agree
     within a tenth of the promised bound (bit identity is not promised; at 418af3a 3 of 10 of these tests
     failed on the H200 with the bit-identity check, their report cut by a time limit)."""
     _, out, g = _check(B, L, M, S, tune=tune, **kw)
     _, out0, g0 = _check(B, L, M, S, tune=base_tune, **kw)
     names = ("y", "y_var", "lam_L", "eta_L") + tuple("grad_" + n for n in NAMES)
-    if DEV == "cuda" or not exact:
-        # each is within RTOL of the reference already; the two must agree 10x closer (rounding of
-        # differently contracted multiply-adds: ~2e-7 in the H200 benchmark's parity at 418af3a)
-        rel = {n: _rel(a, b) for n, a, b in zip(names, out + g, out0 + g0) if a is not None}
-        bad = {n: e for n, e in rel.items() if not e <= RTOL / 10}
-        assert not bad, f"{tune} differs from {base_tune} (rel RMS): {bad}"
-        return
+    close = names if DEV == "cuda" else tuple(inexact)
+    # each is within RTOL of the reference already; the two must agree 10x closer (rounding of
+    # differently contracted multiply-adds: ~2e-7 in the H200 benchmark's parity at 418af3a)
+    rel = {n: _rel(a, b) for n, a, b in zip(names, out + g, out0 + g0) if a is not None and n in close}
+    bad = {n: e for n, e in rel.items() if not e <= RTOL / 10}
+    assert not bad, f"{tune} differs from {base_tune} (rel RMS): {bad}"
     diff = {n: float((a - b).abs().max()) for n, a, b in zip(names, out + g, out0 + g0)
-            if a is not None and not torch.equal(a, b)}
+            if a is not None and n not in close and not torch.equal(a, b)}
     assert not diff, f"{tune} differs from {base_tune} (max abs difference): {diff}"
 
 
@@ -243,12 +242,14 @@ def test_narrow_m_tiles_interpreted():
     """``fwd_bm`` 16 / ``bwd_bm`` 8 (narrower lane tiles: fewer registers, more programs;
     docs/kla_kernels.md, "Narrower m-tiles"): M = 21 leaves a partial last m-block at both widths
     (with a partial last token block, 2 time chunks and the prior readout);
-    every output and gradient within the bound of the float64 reference and within a tenth of it of
-    the default tile's (∂k, ∂q are summed over m in m-blocks, so in another order)."""
+    every output and gradient within the bound of the float64 reference, and bit-identical to the
+    default tile's under the interpreter except ∂k, ∂q (summed over m in m-blocks, so in another
+    order: within a tenth of the bound)."""
     from bayesfilt.nn.kernels.kla import _scan_plan
-    v, k = torch.empty(2, 11, 21), torch.empty(2, 11, 7)
+    v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
     assert _scan_plan(v, k, {"fwd_bm": 16}, "fwd").NMB == 2 and _scan_plan(v, k, {"bwd_bm": 8}, "bwd").NMB == 3
-    _check_same(2, 19, 21, 4, {"fwd_bm": 16, "bwd_bm": 8}, {}, exact=False, init=True, prior=True, num_chunks=2)
+    _check_same(2, 19, 21, 4, {"fwd_bm": 16, "bwd_bm": 8}, {}, inexact=("grad_k", "grad_q"), init=True, prior=True,
+                num_chunks=2)
 
 
 def test_extreme_inputs_small():

@@ -161,6 +161,21 @@ def test_dt_per_state_reaches_the_layer(tmp_path):
     assert json.loads((tmp_path / "r" / "config.json").read_text())["dt_per_state"] is True
 
 
+def test_weight_decay_spares_the_kla_dynamics():
+    """AdamW decays matrices other than embeddings, but never KLA's a, p, Δ (``log_a``, ``p_raw``,
+    ``log_dt``, also when Δ is a matrix with ``dt_per_state``): decay would pull a and Δ towards 1 and
+    p towards 0.69. The distributed optimiser's groups agree."""
+    from bayesfilt.nn.distributed import _param_names
+    from bayesfilt.nn.tasks import make_task
+    from bayesfilt.nn.train import TaskModel
+    for per_state in (False, True):
+        cfg = TrainConfig(d_model=8, d_state=4, length=3, n_train=16, n_test=8, dt_per_state=per_state)
+        decay, no_decay = _param_names(TaskModel(cfg, make_task("a5", seed=0, length=3, n_train=16, n_test=8)))
+        for suffix in ("log_dt", "log_a", "p_raw"):
+            assert not any(n.endswith(suffix) for n in decay) and any(n.endswith(suffix) for n in no_decay)
+        assert any(n.endswith("in_proj.weight") for n in decay) and not any("embed" in n for n in decay)
+
+
 def test_cli_train_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "a5", "--mixer", "attention", "--layers", "1", "--d-model", "16", "--seed", "1",

@@ -26,8 +26,8 @@ def register(sub) -> None:
     p.add_argument("--conv-kernel", type=int, default=4,
                    help="KLA's causal convolution width (default: %(default)s; 1: no mixing outside the scan)")
     p.add_argument("--dt-per-state", action="store_true",
-                   help="KLA learns one step Δ per lane (channel, state) instead of one per channel, as the "
-                        "authors' released code does")
+                   help="KLA learns one step Δ per lane (channel, state) instead of one per channel (the shape "
+                        "of the authors' released code); other mixers ignore it")
     p.add_argument("--posterior-samples", type=int, default=0, help="KLA+: loss averaged over K posterior samples")
     p.add_argument("--length", type=int, default=None, help="sequence length (default: the task's)")
     p.add_argument("--n-train", type=int, default=None, help="training sequences (default: the task's)")

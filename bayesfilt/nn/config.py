@@ -35,10 +35,10 @@ class KLAConfig:
             projection (paper: 4).
         dt_min: lower end of the log-uniform initialisation of the step Δ (paper: 0.001).
         dt_max: upper end of the log-uniform initialisation of the step Δ (paper: 0.1).
-        dt_per_state: learn one step Δ per lane (m, s), ``[d_inner, d_state]``, as the authors'
-            released code does (``kla_layer.py``), instead of one per channel, ``[d_inner]``
-            (default False, Mamba's choice; docs/notes_a5.md section 5.1). Each is drawn
-            log-uniform in [dt_min, dt_max].
+        dt_per_state: learn one step Δ per lane (m, s), ``[d_inner, d_state]``, the shape of the
+            authors' released code (``kla_layer.py``; softplus-parametrised there, exp here),
+            instead of one per channel, ``[d_inner]`` (default False, Mamba's choice;
+            docs/notes_a5.md section 5.1). Each is drawn log-uniform in [dt_min, dt_max].
         a_init: initialisation of the continuous decay rate a > 0 per state:
             ``"s4d-real"`` sets a_s = s + 1 for s = 0..S-1 (as in S4D/Mamba), ``"constant"``
             sets a = ``a_init_value`` everywhere. Default ``"s4d-real"``; the paper's text

@@ -59,7 +59,7 @@ from ..errors import BayesfiltError, type_error, value_error
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .train import (TaskModel, TrainConfig, _accuracy, _append_metrics, _autocast, _evaluate_when_due, _finish,
                     _prepare_out, _progress_bar, _Progress, _stop_for_time,
-                    _write_metrics, batch_indices, lr_at, make_task, nonfinite_message, raise_if_diverged)
+                    _write_metrics, batch_indices, decayed, lr_at, make_task, nonfinite_message, raise_if_diverged)
 
 #: Environment variables set (with ``os.environ.setdefault``) before the process group starts.
 MULTICAST_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -366,8 +366,8 @@ def train_step(fwd, model: TaskModel, opt, task, cfg: TrainConfig, dcfg: Distrib
 def _param_names(model: TaskModel) -> tuple[list[str], list[str]]:
     """(decayed, not decayed) parameter names, in the order :func:`bayesfilt.nn.train.train` builds AdamW."""
     named = list(model.named_parameters())
-    decay = [n for n, p in named if p.ndim >= 2 and "embed" not in n]
-    no_decay = [n for n, p in named if not (p.ndim >= 2 and "embed" not in n)]
+    decay = [n for n, p in named if decayed(n, p)]
+    no_decay = [n for n, p in named if not decayed(n, p)]
     return decay, no_decay
 
 

@@ -60,12 +60,13 @@ class TrainConfig:
         conv_kernel: width of KLA's causal depthwise convolution (paper: 4; 1 leaves the scan as the
             only path between positions, the A5 ablation of docs/notes_a5.md section 5.6).
         dt_per_state: KLA learns one step Δ per lane (m, s) instead of one per channel
-            (:class:`KLAConfig`'s ``dt_per_state``, as in the authors' code; default False).
+            (:class:`KLAConfig`'s ``dt_per_state``; default False); other mixers ignore it, as they
+            ignore ``conv_kernel``.
         posterior_samples: K > 0 trains "KLA+" (loss averaged over K posterior samples; needs mixer "kla").
         steps: maximum optimiser steps.
         batch_size: training sequences per step.
         lr, weight_decay, warmup, grad_clip: AdamW peak learning rate, weight decay (matrices
-            other than embeddings only), linear warm-up steps and gradient-norm clip (see :func:`lr_at`).
+            other than embeddings and KLA's a, p, Δ only: :func:`decayed`), linear warm-up steps and gradient-norm clip (see :func:`lr_at`).
         eval_every: steps between evaluations (and checkpoints).
         eval_size: test sequences used per evaluation (None: all); the first ``eval_size`` of
             the test split, so every evaluation scores the same sequences.
@@ -163,6 +164,24 @@ class TrainConfig:
         return KLAConfig(d_state=self.d_state, expand=self.expand, conv_kernel=self.conv_kernel,
                          dt_per_state=self.dt_per_state, process_noise=self.process_noise, a_init=self.a_init,
                          backend=self.backend)
+
+
+#: KLA's dynamics parameters, [M, S] (``log_dt`` [M] or, with ``dt_per_state``, [M, S]): never decayed.
+#: Decay pulls each towards 0, i.e. a and Δ towards 1 and p towards softplus(0) = 0.69 (69x its
+#: initial 0.01), which is no prior anyone chose; Mamba keeps its A_log out of decay the same way.
+#: Before this rule (session 7, 2026-11-29) log_a and p_raw were decayed: docs/notes_a5.md 5.7.
+NO_DECAY_SUFFIXES = ("log_a", "p_raw", "log_dt")
+
+
+def decayed(name: str, param: torch.Tensor) -> bool:
+    """Whether AdamW's weight decay applies to a parameter: matrices other than embeddings and KLA's
+    dynamics parameters (:data:`NO_DECAY_SUFFIXES`).
+
+    Example:
+        >>> decayed("blocks.0.mixer.log_a", torch.zeros(4, 2)), decayed("head.weight", torch.zeros(4, 2))
+        (False, True)
+    """
+    return param.ndim >= 2 and "embed" not in name and not name.endswith(NO_DECAY_SUFFIXES)
 
 
 class TaskModel(nn.Module):
@@ -464,8 +483,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         if task is None else task
     torch.manual_seed(cfg.seed)
     model = TaskModel(cfg, task).to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    decay = [p for n, p in model.named_parameters() if decayed(n, p)]
+    no_decay = [p for n, p in model.named_parameters() if not decayed(n, p)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     prog = _Progress()
