@@ -1,7 +1,7 @@
 """A5 word problem on the CPU: test accuracy per position while a small model trains (docs/notes_a5.md).
 
 The model (``bayesfilt.nn.train.TaskModel``), optimiser (AdamW, betas 0.9/0.95, weight decay on
-matrices), warm-up + cosine schedule (``lr_at``) and gradient clip are those of ``bayesfilt
+the matrices ``bayesfilt.nn.train.decayed`` picks; ``--decay-dynamics``: also KLA's log_a, p_raw), warm-up + cosine schedule (``lr_at``) and gradient clip are those of ``bayesfilt
 train``; what differs: ``--fresh`` draws new random words every step (no fixed training set),
 and every evaluation prints the test accuracy of each position, the last position and whole
 words (sequence accuracy, Merrill et al.'s score) as one JSON line; the run stops at sequence
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from bayesfilt.nn.tasks import make_task, multiplication_table
-from bayesfilt.nn.train import TaskModel, TrainConfig, lr_at
+from bayesfilt.nn.train import TaskModel, TrainConfig, decayed, lr_at
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--length", type=int, default=4)
@@ -46,6 +46,8 @@ ap.add_argument("--const-lr", action="store_true")
 ap.add_argument("--backend", default="reference")
 ap.add_argument("--save", default="")
 ap.add_argument("--load", default="")
+ap.add_argument("--decay-dynamics", action="store_true",
+                help="also weight-decay KLA's log_a and p_raw (the trainer's rule before session 7; docs/notes_a5.md 5.7)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 L = a.length
@@ -54,8 +56,11 @@ cfg = TrainConfig(task="a5", length=L, mixer=a.mixer, layers=a.layers, d_model=a
 task = make_task("a5", length=L, n_train=a.n_train if not a.fresh else 8, n_test=2000, seed=a.seed)
 torch.manual_seed(a.seed)
 model = TaskModel(cfg, task)
-decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+if a.decay_dynamics:                                   # the rule before session 7: every matrix but embeddings
+    def decayed(n, p):
+        return p.ndim >= 2 and "embed" not in n
+decay = [p for n, p in model.named_parameters() if decayed(n, p)]
+no_decay = [p for n, p in model.named_parameters() if not decayed(n, p)]
 opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}],
                         lr=a.lr, betas=(0.9, 0.95))
 rng = np.random.default_rng(1000 + a.seed)
@@ -91,6 +96,11 @@ for step in range(start, a.steps):
     opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
     if (step + 1) % a.eval_every == 0 or step + 1 == a.steps or time.time() - t0 > a.max_seconds:
         ev = evaluate(); ev.update(step=step + 1, loss=round(float(loss.detach()), 4), s=round(time.time() - t0, 1))
+        with torch.no_grad():                          # where KLA's a and p have moved (mean over lanes)
+            prm = dict(model.named_parameters())
+            ev.update({k: round(float(f(v).mean()), 4) for n, v in prm.items()
+                       for k, suffix, f in (("a_mean", "log_a", torch.exp), ("p_mean", "p_raw", torch.nn.functional.softplus))
+                       if n.endswith(suffix)})
         hist.append(ev); print(json.dumps(ev), flush=True)
         if ev["seq"] >= 0.99 or time.time() - t0 > a.max_seconds: break
 if a.save:
