@@ -1,7 +1,8 @@
 """A5 word problem on the CPU: test accuracy per position while a small model trains (docs/notes_a5.md).
 
 The model (``bayesfilt.nn.train.TaskModel``), optimiser (AdamW, betas 0.9/0.95, weight decay on
-the matrices ``bayesfilt.nn.train.decayed`` picks; ``--decay-dynamics``: also KLA's log_a, p_raw), warm-up + cosine schedule (``lr_at``) and gradient clip are those of ``bayesfilt
+the matrices ``bayesfilt.nn.train.decayed`` picks, KLA's log_a and p_raw among them unless
+``--no-decay-dynamics``), warm-up + cosine schedule (``lr_at``) and gradient clip are those of ``bayesfilt
 train``; what differs: ``--fresh`` draws new random words every step (no fixed training set),
 and every evaluation prints the test accuracy of each position, the last position and whole
 words (sequence accuracy, Merrill et al.'s score) as one JSON line; the run stops at sequence
@@ -46,8 +47,8 @@ ap.add_argument("--const-lr", action="store_true")
 ap.add_argument("--backend", default="reference")
 ap.add_argument("--save", default="")
 ap.add_argument("--load", default="")
-ap.add_argument("--decay-dynamics", action="store_true",
-                help="also weight-decay KLA's log_a and p_raw (the trainer's rule before session 7; docs/notes_a5.md 5.7)")
+ap.add_argument("--no-decay-dynamics", action="store_true",
+                help="leave KLA's log_a and p_raw out of weight decay (TrainConfig.decay_dynamics=False; docs/notes_a5.md 5.7)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 L = a.length
@@ -56,11 +57,8 @@ cfg = TrainConfig(task="a5", length=L, mixer=a.mixer, layers=a.layers, d_model=a
 task = make_task("a5", length=L, n_train=a.n_train if not a.fresh else 8, n_test=2000, seed=a.seed)
 torch.manual_seed(a.seed)
 model = TaskModel(cfg, task)
-if a.decay_dynamics:                                   # the rule before session 7: every matrix but embeddings
-    def decayed(n, p):
-        return p.ndim >= 2 and "embed" not in n
-decay = [p for n, p in model.named_parameters() if decayed(n, p)]
-no_decay = [p for n, p in model.named_parameters() if not decayed(n, p)]
+decay = [p for n, p in model.named_parameters() if decayed(n, p, not a.no_decay_dynamics)]
+no_decay = [p for n, p in model.named_parameters() if not decayed(n, p, not a.no_decay_dynamics)]
 opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}],
                         lr=a.lr, betas=(0.9, 0.95))
 rng = np.random.default_rng(1000 + a.seed)

@@ -399,7 +399,7 @@ a5s8)
     # docs/notes_a5.md 5.7: the authors' decay parameters (a = 1 in every lane, one step Δ per lane:
     # --a-init constant --dt-per-state) at length 20 with 1 and 2 blocks, and the 1-block control with Δ
     # per channel (GPU 0), and 1 block trained at length 8 alone with seeds 0, 1, 2 (GPU 1; the paper
-    # reports the best of 5 seeds); a, p, Δ undecayed (since session 7). Resumable as a5k:
+    # reports the best of 5 seeds). Resumable as a5k:
     # the run folders (~35 MB) come back as $OUT/a5s8_work.tgz.* and resume from .a5work/a5s8_work.tgz.*
     # (carried without .tcache: both exceed the 64-MiB limit; a resume on the still-warm machine needs neither)
     A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 \

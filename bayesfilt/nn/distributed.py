@@ -363,11 +363,11 @@ def train_step(fwd, model: TaskModel, opt, task, cfg: TrainConfig, dcfg: Distrib
     return rec
 
 
-def _param_names(model: TaskModel) -> tuple[list[str], list[str]]:
+def _param_names(model: TaskModel, decay_dynamics: bool = True) -> tuple[list[str], list[str]]:
     """(decayed, not decayed) parameter names, in the order :func:`bayesfilt.nn.train.train` builds AdamW."""
     named = list(model.named_parameters())
-    decay = [n for n, p in named if decayed(n, p)]
-    no_decay = [n for n, p in named if not decayed(n, p)]
+    decay = [n for n, p in named if decayed(n, p, decay_dynamics)]
+    no_decay = [n for n, p in named if not decayed(n, p, decay_dynamics)]
     return decay, no_decay
 
 
@@ -389,7 +389,7 @@ def make_optimizer(model: TaskModel, cfg: TrainConfig) -> torch.optim.AdamW:
         [0.1, 0.0]
     """
     params = dict(model.named_parameters())
-    decay, no_decay = _param_names(model)
+    decay, no_decay = _param_names(model, cfg.decay_dynamics)
     return torch.optim.AdamW([{"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},
                               {"params": [params[n] for n in no_decay], "weight_decay": 0.0}],
                              lr=cfg.lr, betas=(0.9, 0.95))
@@ -451,14 +451,15 @@ def _gather_state(model: TaskModel, opt) -> tuple[dict, dict]:
     return msd, (optimizer_state_by_index(osd) if osd else {})
 
 
-def _load_state(model: TaskModel, opt, ck: dict | None, rank: int) -> None:
-    """Load rank 0's checkpoint ``ck`` into every rank's (sharded) model and optimiser (collective)."""
+def _load_state(model: TaskModel, opt, ck: dict | None, rank: int, decay_dynamics: bool = True) -> None:
+    """Load rank 0's checkpoint ``ck`` into every rank's (sharded) model and optimiser (collective);
+    ``decay_dynamics`` as the run's :class:`TrainConfig` (it orders the optimiser's parameters)."""
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                          set_optimizer_state_dict)
 
     opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
     if rank == 0:
-        decay, no_decay = _param_names(model)
+        decay, no_decay = _param_names(model, decay_dynamics)
         msd, osd = ck["model"], optimizer_state_by_name(ck["optimizer"], decay + no_decay)
     else:
         msd, osd = {}, {}
@@ -649,7 +650,7 @@ def _train(cfg, out, dcfg, rank, world, device, *, resume, force, progress, stop
             return {**meta, "message": held["ck"].get("message")}
 
         meta = _on_rank0(read, rank)
-        _load_state(model, opt, held.pop("ck", None), rank)
+        _load_state(model, opt, held.pop("ck", None), rank, cfg.decay_dynamics)
         step = int(meta["step"])
         prog = _Progress(float(meta["best_acc"]), int(meta["evals_since_best"]), list(meta["history"]))
         if meta.get("status") in ("target reached", "no improvement", "done", "time limit", "diverged"):

@@ -62,11 +62,15 @@ class TrainConfig:
         dt_per_state: KLA learns one step Δ per lane (m, s) instead of one per channel
             (:class:`KLAConfig`'s ``dt_per_state``; default False); other mixers ignore it, as they
             ignore ``conv_kernel``.
+        decay_dynamics: weight-decay KLA's ``log_a`` and ``p_raw`` with the matrices (default True,
+            the trainer's behaviour since its start; it pulls a towards 1 and p towards 0.69, and on
+            a CPU A5 probe it learned faster than without: docs/notes_a5.md 5.7). False leaves them
+            undecayed, as Mamba does with its A_log.
         posterior_samples: K > 0 trains "KLA+" (loss averaged over K posterior samples; needs mixer "kla").
         steps: maximum optimiser steps.
         batch_size: training sequences per step.
         lr, weight_decay, warmup, grad_clip: AdamW peak learning rate, weight decay (matrices
-            other than embeddings and KLA's a, p, Δ only: :func:`decayed`), linear warm-up steps and gradient-norm clip (see :func:`lr_at`).
+            other than embeddings and KLA's Δ: :func:`decayed`), linear warm-up steps and gradient-norm clip (see :func:`lr_at`).
         eval_every: steps between evaluations (and checkpoints).
         eval_size: test sequences used per evaluation (None: all); the first ``eval_size`` of
             the test split, so every evaluation scores the same sequences.
@@ -102,6 +106,7 @@ class TrainConfig:
     a_init: str = "s4d-real"
     conv_kernel: int = 4
     dt_per_state: bool = False
+    decay_dynamics: bool = True
     posterior_samples: int = 0
     steps: int = 2000
     batch_size: int = 64
@@ -148,7 +153,7 @@ class TrainConfig:
         if self.posterior_samples and self.mixer != "kla":
             raise value_error("posterior_samples", f"KLA+ needs mixer 'kla', got {self.mixer!r}",
                               "pass posterior_samples=0 or mixer='kla'")
-        for name in ("process_noise", "dt_per_state"):
+        for name in ("process_noise", "dt_per_state", "decay_dynamics"):
             if not isinstance(getattr(self, name), bool):
                 raise type_error(name, f"must be a bool, got {getattr(self, name)!r}", "pass True or False")
         if self.a_init not in A_INITS:
@@ -166,22 +171,20 @@ class TrainConfig:
                          backend=self.backend)
 
 
-#: KLA's dynamics parameters, [M, S] (``log_dt`` [M] or, with ``dt_per_state``, [M, S]): never decayed.
-#: Decay pulls each towards 0, i.e. a and Δ towards 1 and p towards softplus(0) = 0.69 (69x its
-#: initial 0.01), which is no prior anyone chose; Mamba keeps its A_log out of decay the same way.
-#: Before this rule (session 7, 2026-11-29) log_a and p_raw were decayed: docs/notes_a5.md 5.7.
-NO_DECAY_SUFFIXES = ("log_a", "p_raw", "log_dt")
-
-
-def decayed(name: str, param: torch.Tensor) -> bool:
-    """Whether AdamW's weight decay applies to a parameter: matrices other than embeddings and KLA's
-    dynamics parameters (:data:`NO_DECAY_SUFFIXES`).
+def decayed(name: str, param: torch.Tensor, decay_dynamics: bool = True) -> bool:
+    """Whether AdamW's weight decay applies to a parameter: matrices other than embeddings; KLA's step
+    Δ (``log_dt``, a matrix with ``dt_per_state``) never (decay would pull every Δ towards 1); KLA's
+    ``log_a`` and ``p_raw`` ([M, S]) only with ``decay_dynamics`` (:class:`TrainConfig`'s field,
+    default True: decay then pulls a towards 1 and p towards softplus(0) = 0.69; docs/notes_a5.md 5.7).
 
     Example:
-        >>> decayed("blocks.0.mixer.log_a", torch.zeros(4, 2)), decayed("head.weight", torch.zeros(4, 2))
+        >>> decayed("blocks.0.mixer.log_a", torch.zeros(4, 2)), decayed("blocks.0.mixer.log_a", torch.zeros(4, 2), False)
+        (True, False)
+        >>> decayed("blocks.0.mixer.log_dt", torch.zeros(4, 2)), decayed("head.weight", torch.zeros(4, 2))
         (False, True)
     """
-    return param.ndim >= 2 and "embed" not in name and not name.endswith(NO_DECAY_SUFFIXES)
+    skip = ("log_dt",) if decay_dynamics else ("log_dt", "log_a", "p_raw")
+    return param.ndim >= 2 and "embed" not in name and not name.endswith(skip)
 
 
 class TaskModel(nn.Module):
@@ -429,7 +432,7 @@ def _prepare_out(out: Path, cfg: TrainConfig, *, resume: bool, force: bool) -> N
     out.mkdir(parents=True, exist_ok=True)
     if resume and (out / "config.json").exists():
         saved = json.loads((out / "config.json").read_text())
-        # a field added after the run was saved (a_init, conv_kernel, dt_per_state) had its default then
+        # a field added after the run was saved (a_init, conv_kernel, dt_per_state, decay_dynamics) had its default then
         saved = {**{f.name: f.default for f in fields(TrainConfig) if f.name not in saved}, **saved}
         if saved != asdict(cfg):
             diff = sorted(k for k in set(saved) | set(asdict(cfg)) if saved.get(k) != asdict(cfg).get(k))
@@ -483,8 +486,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         if task is None else task
     torch.manual_seed(cfg.seed)
     model = TaskModel(cfg, task).to(device)
-    decay = [p for n, p in model.named_parameters() if decayed(n, p)]
-    no_decay = [p for n, p in model.named_parameters() if not decayed(n, p)]
+    decay = [p for n, p in model.named_parameters() if decayed(n, p, cfg.decay_dynamics)]
+    no_decay = [p for n, p in model.named_parameters() if not decayed(n, p, cfg.decay_dynamics)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     prog = _Progress()
