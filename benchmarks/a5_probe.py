@@ -47,6 +47,8 @@ ap.add_argument("--const-lr", action="store_true")
 ap.add_argument("--backend", default="reference")
 ap.add_argument("--save", default="")
 ap.add_argument("--load", default="")
+ap.add_argument("--a0", type=float, default=None, help="start every KLA lane at this a (default: the layer's init)")
+ap.add_argument("--p0", type=float, default=None, help="start every KLA lane at this p (default: the layer's, 0.01)")
 ap.add_argument("--no-decay-dynamics", action="store_true",
                 help="leave KLA's log_a and p_raw out of weight decay (TrainConfig.decay_dynamics=False; docs/notes_a5.md 5.7)")
 a = ap.parse_args()
@@ -57,6 +59,12 @@ cfg = TrainConfig(task="a5", length=L, mixer=a.mixer, layers=a.layers, d_model=a
 task = make_task("a5", length=L, n_train=a.n_train if not a.fresh else 8, n_test=2000, seed=a.seed)
 torch.manual_seed(a.seed)
 model = TaskModel(cfg, task)
+with torch.no_grad():                                  # --a0 / --p0: every lane's a and p at the start
+    for n, prm in model.named_parameters():
+        if n.endswith("log_a") and a.a0 is not None:
+            prm.fill_(np.log(a.a0))
+        if n.endswith("p_raw") and a.p0 is not None:
+            prm.fill_(np.log(np.expm1(a.p0)))           # softplus^-1(p0)
 decay = [p for n, p in model.named_parameters() if decayed(n, p, not a.no_decay_dynamics)]
 no_decay = [p for n, p in model.named_parameters() if not decayed(n, p, not a.no_decay_dynamics)]
 opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}],

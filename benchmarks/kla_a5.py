@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--conv-kernel", type=int, default=None,
                     help="KLA's causal convolution width passed to every run (default: the CLI's, 4; 1: the scan is "
                          "the only path between positions; docs/notes_a5.md section 5.6)")
+    ap.add_argument("--p-init", type=float, default=None,
+                    help="KLA's initial process noise passed to every run (default: the CLI's, 0.01)")
+    ap.add_argument("--no-decay-dynamics", action="store_true",
+                    help="every run leaves KLA's a and p out of weight decay (docs/notes_a5.md 5.7)")
     ap.add_argument("--dt-per-state", action="store_true",
                     help="every KLA run learns one step Δ per lane instead of per channel (the authors' code; "
                          "docs/notes_a5.md section 5.1)")
@@ -216,6 +220,10 @@ def main(argv=None) -> int:
         extra = extra + ["--conv-kernel", str(args.conv_kernel)]
     if args.dt_per_state:
         extra = extra + ["--dt-per-state"]
+    if args.p_init is not None:
+        extra = extra + ["--p-init", str(args.p_init)]
+    if args.no_decay_dynamics:
+        extra = extra + ["--no-decay-dynamics"]
     if args.resume and args.workdir is None:
         raise SystemExit("--resume needs the --workdir of the runs to continue")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kla_a5_"))
@@ -253,6 +261,7 @@ def main(argv=None) -> int:
               "lr": args.lr, "steps": args.steps, "warmup": args.warmup, "n_train": args.n_train,
               "n_test": args.n_test, "target_acc": args.target_acc, "a_init": args.a_init or "s4d-real",
               "conv_kernel": args.conv_kernel or 4, "dt_per_state": args.dt_per_state,
+              "p_init": 0.01 if args.p_init is None else args.p_init, "decay_dynamics": not args.no_decay_dynamics,
               "max_seconds_per_run": args.max_seconds,
               "kill_after": args.kill_after, "resumed": args.resume, "concurrency": args.concurrency or len(todo),
               "wall_s": time.time() - t0, **torch_record(), "git_commit": git_state()[0],

@@ -184,3 +184,19 @@ def test_weight_decay_of_the_kla_dynamics():
                 sum(dict(model.named_parameters())[n].numel() for n in decay)
     with pytest.raises(BayesfiltError, match="decay_dynamics"):
         TrainConfig(decay_dynamics="no")
+
+
+def test_p_init_reaches_the_layer(tmp_path):
+    """TrainConfig.p_init (CLI --p-init) starts every KLA lane at that process noise; negative refused."""
+    import torch.nn.functional as F
+    from bayesfilt.nn import KLALayer
+    layer = KLALayer(8, TrainConfig(d_model=8, d_state=4, p_init=0.7).kla_config())
+    assert torch.allclose(F.softplus(layer.p_raw), torch.full_like(layer.p_raw, 0.7))
+    for bad in (-0.1, float("nan"), "0.7"):
+        with pytest.raises(BayesfiltError, match="p_init"):
+            TrainConfig(p_init=bad)
+    args = ["train", "a5", "--d-model", "8", "--d-state", "4", "--length", "3", "--n-train", "16", "--n-test", "8",
+            "--eval-every", "1", "--warmup", "0", "--batch-size", "4", "--device", "cpu", "--no-progress", "--steps", "1"]
+    assert main([*args, "--p-init", "0.5", "--no-decay-dynamics", "--out", str(tmp_path / "r")]) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["p_init"] == 0.5 and saved["decay_dynamics"] is False

@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--a-init", default="s4d-real", choices=("s4d-real", "constant"),
                    help="KLA decay-rate init: s4d-real (a_s = s + 1, default) or constant (a = 1 in every lane, "
                         "as in the authors' released code)")
+    p.add_argument("--p-init", type=float, default=0.01,
+                   help="KLA's initial process noise p (default: %(default)s, the paper's)")
     p.add_argument("--conv-kernel", type=int, default=4,
                    help="KLA's causal convolution width (default: %(default)s; 1: no mixing outside the scan)")
     p.add_argument("--dt-per-state", action="store_true",
@@ -81,7 +83,7 @@ def run(args) -> int:
     cfg = TrainConfig(task=args.task, length=args.length, n_train=args.n_train, n_test=args.n_test,
                       mixer=args.mixer, layers=args.layers, d_model=args.d_model, d_state=args.d_state,
                       expand=args.expand, n_heads=args.heads, process_noise=not args.no_process_noise,
-                      a_init=args.a_init, conv_kernel=args.conv_kernel, dt_per_state=args.dt_per_state,
+                      a_init=args.a_init, p_init=args.p_init, conv_kernel=args.conv_kernel, dt_per_state=args.dt_per_state,
                       decay_dynamics=not args.no_decay_dynamics,
                       posterior_samples=args.posterior_samples,
                       steps=args.steps,
