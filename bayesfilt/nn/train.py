@@ -182,6 +182,14 @@ def decayed(name: str, param: torch.Tensor, decay_dynamics: bool = True) -> bool
     ``log_a`` and ``p_raw`` ([M, S]) only with ``decay_dynamics`` (:class:`TrainConfig`'s field,
     default True: decay then pulls a towards 1 and p towards softplus(0) = 0.69; docs/notes_a5.md 5.7).
 
+    Args:
+        name: the parameter's name in ``model.named_parameters()``.
+        param: the parameter.
+        decay_dynamics: whether KLA's ``log_a`` and ``p_raw`` are decayed.
+
+    Returns:
+        True when the parameter goes into the weight-decay group.
+
     Example:
         >>> decayed("blocks.0.mixer.log_a", torch.zeros(4, 2)), decayed("blocks.0.mixer.log_a", torch.zeros(4, 2), False)
         (True, False)
