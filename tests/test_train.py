@@ -200,3 +200,85 @@ def test_p_init_reaches_the_layer(tmp_path):
     assert main([*args, "--p-init", "0.5", "--no-decay-dynamics", "--out", str(tmp_path / "r")]) == 0
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["p_init"] == 0.5 and saved["decay_dynamics"] is False
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "a5", "--mixer", "attention", "--layers", "1", "--d-model", "16", "--seed", "1",
+            "--length", "3", "--n-train", "64", "--n-test", "16", "--steps", "4", "--eval-every", "2",
+            "--warmup", "1", "--batch-size", "8", "--heads", "2", "--device", "cpu", "--out", str(out),
+            "--no-progress"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["status"] == "done" and result["step"] == 4
+    assert len(_metrics(out)) == 4 and "eval_acc" in _metrics(out)[1]
+    assert main(args) == 2                                  # refuses to overwrite
+    assert "--force" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0                   # a finished run resumes to its result
+    assert main(args + ["--force"]) == 0
+
+
+def test_accuracy_counts_last_labelled_position():
+    from bayesfilt.nn.train import _accuracy
+    y = torch.tensor([[1, 2, -100], [3, -100, -100]])
+    logits = torch.nn.functional.one_hot(torch.tensor([[1, 0, 0], [3, 0, 0]]), 5).float()
+    assert _accuracy(logits, y) == (2, 3, 1, 2, 1)          # row 0's last label (2) wrong, row 1's (3) right
+
+
+@pytest.mark.parametrize("task", ["a5", "s5", "in_context_recall", "fuzzy_recall", "noisy_recall", "selective_copy",
+                                  "compression", "memorization"])
+def test_every_task_trains_a_step(tmp_path, task):
+    length = 33 if task == "selective_copy" else 8
+    cfg = TrainConfig(task=task, length=length, n_train=8, n_test=4, d_model=8, d_state=2, batch_size=4, steps=1,
+                      eval_every=1, warmup=1)
+    res = train(cfg, tmp_path, progress=False)
+    assert res["step"] == 1 and 0 <= res["best_eval_acc"] <= 1
+
+
+def _nan_from_step(monkeypatch, bad_step):
+    """Make training step ``bad_step`` (1-based) produce a NaN loss (and so NaN gradients)."""
+    from bayesfilt.nn.train import TaskModel
+    orig, calls = TaskModel.loss_and_logits, []
+
+    def patched(self, x, y, *a, **k):
+        loss, logits = orig(self, x, y, *a, **k)
+        if self.training:
+            calls.append(1)
+            if len(calls) >= bad_step:
+                loss = loss * float("nan")
+        return loss, logits
+    monkeypatch.setattr(TaskModel, "loss_and_logits", patched)
+
+
+def test_nonfinite_loss_stops_with_status_diverged(tmp_path, monkeypatch):
+    _nan_from_step(monkeypatch, 2)
+    out = tmp_path / "run"
+    res = train(TrainConfig(steps=6, **TINY), out, progress=False)
+    assert res["status"] == "diverged" and res["step"] == 2
+    assert "step 2" in res["message"]
+    assert [r["step"] for r in _metrics(out)] == [1, 2]
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())    # the NaN update was not applied
+    assert json.loads((out / "result.json").read_text())["status"] == "diverged"
+
+
+def test_cli_exits_2_on_nonfinite_loss(tmp_path, monkeypatch, capsys):
+    _nan_from_step(monkeypatch, 1)
+    args = ["train", "a5", "--d-model", "16", "--d-state", "4", "--length", "3", "--n-train", "32", "--n-test",
+            "8", "--steps", "3", "--batch-size", "8", "--warmup", "1", "--device", "cpu", "--out",
+            str(tmp_path / "run"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "diverged at step 1" in err
+
+
+def test_distributed_loop_also_stops_on_nonfinite_loss(tmp_path, monkeypatch):
+    """The same check in nn.distributed's loop (a world of one process, as torchrun-less calls run)."""
+    from bayesfilt.nn.distributed import DistributedConfig, train_distributed
+    _nan_from_step(monkeypatch, 2)
+    res = train_distributed(TrainConfig(steps=6, **{**TINY, "device": "cpu"}), tmp_path / "d",
+                            DistributedConfig(), progress=False)
+    # (wrap_model may probe the model once in training mode, so the NaN step is 1 or 2)
+    assert res["status"] == "diverged" and res["step"] in (1, 2) and f"step {res['step']}" in res["message"]
+    ck = load_checkpoint(tmp_path / "d" / "checkpoint.pt")
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
