@@ -22,7 +22,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT kla8       # (2 GPUs) KLA kernel GPU tests on GPU 0, the sweep (fwd_bm / bwd_bm 16) on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT copies     # issue 3: what capture_filter's output copies cost (parallel_gpu_profile.py copies)
 #   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6-5.7
-#   bash benchmarks/gpu_run.sh COMMIT a5s8       # (2 GPUs) A5 from a = 1, p = 0.7 (with/without decay, Δ per lane), 2 blocks, length 8
+#   bash benchmarks/gpu_run.sh COMMIT a5s8       # (2 GPUs) A5 from a = 1 with a, p undecayed (p 0.01 / 0.7), the defaults, 2 blocks, length 8
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -396,31 +396,32 @@ a5k)
     pack_work a5k a5k1 a5k8 a5k4 a5k1b2
     ;;
 a5s8)
-    # docs/notes_a5.md 5.7: on a CPU probe, starting every lane at a = 1 and p = 0.7 (instead of S4D-real
-    # and the paper's p = 0.01) learned A5 much faster, best without weight decay on a and p. Here at
-    # length 20 (1 block, the longest-prefix score): that setting (GPU 0), with decay (GPU 0), with one Δ
-    # per lane as the authors' code (GPU 0); 2 blocks in that setting and 1 block trained at length 8
-    # alone with seeds 0, 1 (GPU 1). Resumable as a5k: the run folders (~35 MB) come back as
+    # docs/notes_a5.md 5.7: on a CPU probe, starting every lane at a = 1 (the authors' start) and leaving
+    # a and p out of weight decay learned A5 much faster than the defaults (S4D-real, decayed). Here at
+    # length 20 (1 block, the longest-prefix score) on GPU 0: a = 1 undecayed with p = 0.01 and with
+    # p = 0.7, and the defaults as the control; on GPU 1: 2 blocks from a = 1 undecayed, and 1 block
+    # trained at length 8 alone with seeds 0, 1. Resumable as a5k: the run folders (~35 MB) come back as
     # $OUT/a5s8_work.tgz.* and resume from .a5work/a5s8_work.tgz.* (carried without .tcache: both
     # exceed the 64-MiB limit; a resume on the still-warm machine needs neither)
     A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 \
-       --a-init constant --p-init 0.7 --kill-after ${A5_KILL:-480} ${A5_RESUME:-} ${A5_SCORE:-}"
+       --kill-after ${A5_KILL:-480} ${A5_RESUME:-} ${A5_SCORE:-}"
+    B="$A --a-init constant --no-decay-dynamics"
     unpack_work a5s8
-    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 --seeds 0 $A --no-decay-dynamics \
-        --workdir /tmp/a5s8a --out "$OUT/kla_a5_s8_p07.json" > "$LOG/a5_s8_p07.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 --seeds 0 $B \
+        --workdir /tmp/a5s8a --out "$OUT/kla_a5_s8_a1.json" > "$LOG/a5_s8_a1.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 --seeds 0 $B --p-init 0.7 \
+        --workdir /tmp/a5s8b --out "$OUT/kla_a5_s8_a1_p07.json" > "$LOG/a5_s8_a1_p07.log" 2>&1 &
     CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 --seeds 0 $A \
-        --workdir /tmp/a5s8b --out "$OUT/kla_a5_s8_p07_decay.json" > "$LOG/a5_s8_p07_decay.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 --seeds 0 $A --no-decay-dynamics --dt-per-state \
-        --workdir /tmp/a5s8c --out "$OUT/kla_a5_s8_p07_dtlane.json" > "$LOG/a5_s8_p07_dtlane.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:2:20 --seeds 0 $A --no-decay-dynamics \
-        --workdir /tmp/a5s8d --out "$OUT/kla_a5_s8_p07_2blocks.json" > "$LOG/a5_s8_p07_2blocks.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:1:8 --seeds 0,1 $A --no-decay-dynamics \
-        --workdir /tmp/a5s8e --out "$OUT/kla_a5_s8_p07_len8.json" > "$LOG/a5_s8_p07_len8.log" 2>&1 &
+        --workdir /tmp/a5s8c --out "$OUT/kla_a5_s8_defaults.json" > "$LOG/a5_s8_defaults.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:2:20 --seeds 0 $B \
+        --workdir /tmp/a5s8d --out "$OUT/kla_a5_s8_a1_2blocks.json" > "$LOG/a5_s8_a1_2blocks.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:1:8 --seeds 0,1 $B \
+        --workdir /tmp/a5s8e --out "$OUT/kla_a5_s8_a1_len8.json" > "$LOG/a5_s8_a1_len8.log" 2>&1 &
     wait
     el "a5s8 done"; tail -n 3 "$LOG"/a5_s8_*.log
     # at most 8 files come back: the five JSON files travel as one archive
-    tar -czf "$OUT/a5s8_json.tgz" -C "$OUT" kla_a5_s8_p07.json kla_a5_s8_p07_decay.json kla_a5_s8_p07_dtlane.json \
-        kla_a5_s8_p07_2blocks.json kla_a5_s8_p07_len8.json && rm -f "$OUT"/kla_a5_s8_*.json
+    tar -czf "$OUT/a5s8_json.tgz" -C "$OUT" kla_a5_s8_a1.json kla_a5_s8_a1_p07.json kla_a5_s8_defaults.json \
+        kla_a5_s8_a1_2blocks.json kla_a5_s8_a1_len8.json && rm -f "$OUT"/kla_a5_s8_*.json
     pack_work a5s8 a5s8a a5s8b a5s8c a5s8d a5s8e
     ;;
 dist)

@@ -56,7 +56,7 @@ class TrainConfig:
         n_heads: heads of the attention / GLA / GDN baselines.
         process_noise: KLA learns p (True) or fixes p = 0 (the ablation).
         p_init: KLA's initial process-noise intensity p >= 0 (:class:`KLAConfig`'s ``p_init``, the
-            paper's 0.01; on a CPU A5 probe 0.7 with a = 1 learned much faster: docs/notes_a5.md 5.7).
+            paper's 0.01).
         a_init: KLA's initialisation of the decay rates a (:class:`KLAConfig`'s ``a_init``:
             "s4d-real", a_s = s + 1, or "constant", a = 1 in every lane as in the authors' code).
         conv_kernel: width of KLA's causal depthwise convolution (paper: 4; 1 leaves the scan as the
@@ -65,9 +65,9 @@ class TrainConfig:
             (:class:`KLAConfig`'s ``dt_per_state``; default False); other mixers ignore it, as they
             ignore ``conv_kernel``.
         decay_dynamics: weight-decay KLA's ``log_a`` and ``p_raw`` with the matrices (default True,
-            the trainer's behaviour since its start; it pulls a towards 1 and p towards 0.69, and on
-            a CPU A5 probe it learned faster than without: docs/notes_a5.md 5.7). False leaves them
-            undecayed, as Mamba does with its A_log.
+            the trainer's behaviour since its start; it pulls a towards 1 and p towards 0.69 whatever
+            their start). False leaves them undecayed, as Mamba does with its A_log; with
+            ``a_init="constant"`` that learned A5 fastest on a CPU probe (docs/notes_a5.md 5.7).
         posterior_samples: K > 0 trains "KLA+" (loss averaged over K posterior samples; needs mixer "kla").
         steps: maximum optimiser steps.
         batch_size: training sequences per step.
