@@ -2,7 +2,7 @@
 
 The model (``bayesfilt.nn.train.TaskModel``), optimiser (AdamW, betas 0.9/0.95, weight decay on
 the matrices ``bayesfilt.nn.train.decayed`` picks, KLA's log_a and p_raw among them unless
-``--no-decay-dynamics``), warm-up + cosine schedule (``lr_at``) and gradient clip are those of ``bayesfilt
+``--no-decay-dynamics``; ``make_optimizer``), warm-up + cosine schedule (``lr_at``) and gradient clip are those of ``bayesfilt
 train``; what differs: ``--fresh`` draws new random words every step (no fixed training set),
 and every evaluation prints the test accuracy of each position, the last position and whole
 words (sequence accuracy, Merrill et al.'s score) as one JSON line; the run stops at sequence
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bayesfilt.nn.tasks import make_task, multiplication_table
-from bayesfilt.nn.train import TaskModel, TrainConfig, decayed, lr_at
+from bayesfilt.nn.train import TaskModel, TrainConfig, lr_at, make_optimizer
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--length", type=int, default=4)
@@ -55,7 +55,8 @@ a = ap.parse_args()
 torch.set_num_threads(a.threads)
 L = a.length
 cfg = TrainConfig(task="a5", length=L, mixer=a.mixer, layers=a.layers, d_model=a.d_model, d_state=a.d_state,
-                  steps=a.steps, batch_size=a.batch, lr=a.lr, warmup=a.warmup, weight_decay=a.wd, backend=a.backend)
+                  steps=a.steps, batch_size=a.batch, lr=a.lr, warmup=a.warmup, weight_decay=a.wd, backend=a.backend,
+                  decay_dynamics=not a.no_decay_dynamics)
 task = make_task("a5", length=L, n_train=a.n_train if not a.fresh else 8, n_test=2000, seed=a.seed)
 torch.manual_seed(a.seed)
 model = TaskModel(cfg, task)
@@ -65,10 +66,7 @@ with torch.no_grad():                                  # --a0 / --p0: every lane
             prm.fill_(np.log(a.a0))
         if n.endswith("p_raw") and a.p0 is not None:
             prm.fill_(np.log(np.expm1(a.p0)))           # softplus^-1(p0)
-decay = [p for n, p in model.named_parameters() if decayed(n, p, not a.no_decay_dynamics)]
-no_decay = [p for n, p in model.named_parameters() if not decayed(n, p, not a.no_decay_dynamics)]
-opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}],
-                        lr=a.lr, betas=(0.9, 0.95))
+opt = make_optimizer(model, cfg)
 rng = np.random.default_rng(1000 + a.seed)
 T = multiplication_table("a5")
 def fresh(n, length):

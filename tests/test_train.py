@@ -165,7 +165,7 @@ def test_weight_decay_of_the_kla_dynamics():
     """AdamW decays matrices other than embeddings and never KLA's step Δ (``log_dt``, also when it is a
     matrix with ``dt_per_state``: decay would pull every Δ towards 1); ``log_a`` and ``p_raw`` only with
     ``decay_dynamics`` (default True, the earlier behaviour). The distributed optimiser's groups agree."""
-    from bayesfilt.nn.distributed import _param_names, make_optimizer
+    from bayesfilt.nn.train import _param_names, make_optimizer
     from bayesfilt.nn.tasks import make_task
     from bayesfilt.nn.train import TaskModel
     task = make_task("a5", seed=0, length=3, n_train=16, n_test=8)

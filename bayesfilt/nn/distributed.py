@@ -59,7 +59,8 @@ from ..errors import BayesfiltError, type_error, value_error
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .train import (TaskModel, TrainConfig, _accuracy, _append_metrics, _autocast, _evaluate_when_due, _finish,
                     _prepare_out, _progress_bar, _Progress, _stop_for_time,
-                    _write_metrics, batch_indices, decayed, lr_at, make_task, nonfinite_message, raise_if_diverged)
+                    _param_names, _write_metrics, batch_indices, lr_at, make_optimizer, make_task, nonfinite_message,
+                    raise_if_diverged)
 
 #: Environment variables set (with ``os.environ.setdefault``) before the process group starts.
 MULTICAST_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -361,38 +362,6 @@ def train_step(fwd, model: TaskModel, opt, task, cfg: TrainConfig, dcfg: Distrib
     if nonfinite_message(rec["loss"], rec["grad_norm"], step + 1) is None:  # the same values on every rank
         opt.step()                                                          # never step on NaN/inf
     return rec
-
-
-def _param_names(model: TaskModel, decay_dynamics: bool = True) -> tuple[list[str], list[str]]:
-    """(decayed, not decayed) parameter names, in the order :func:`bayesfilt.nn.train.train` builds AdamW."""
-    named = list(model.named_parameters())
-    decay = [n for n, p in named if decayed(n, p, decay_dynamics)]
-    no_decay = [n for n, p in named if not decayed(n, p, decay_dynamics)]
-    return decay, no_decay
-
-
-def make_optimizer(model: TaskModel, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW exactly as :func:`bayesfilt.nn.train.train` builds it (same groups, same parameter order).
-
-    Args:
-        model: the (sharded or not) :class:`~bayesfilt.nn.train.TaskModel`.
-        cfg: the run's config (lr, weight_decay).
-
-    Returns:
-        the optimiser (decayed matrices first, then the rest).
-
-    Example:
-        >>> from bayesfilt.nn.tasks import make_task
-        >>> cfg = TrainConfig(task="a5", length=4, n_train=16, n_test=8, d_model=8, d_state=2)
-        >>> opt = make_optimizer(TaskModel(cfg, make_task("a5", length=4, n_train=16, n_test=8)), cfg)
-        >>> [g["weight_decay"] for g in opt.param_groups]
-        [0.1, 0.0]
-    """
-    params = dict(model.named_parameters())
-    decay, no_decay = _param_names(model, cfg.decay_dynamics)
-    return torch.optim.AdamW([{"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},
-                              {"params": [params[n] for n in no_decay], "weight_decay": 0.0}],
-                             lr=cfg.lr, betas=(0.9, 0.95))
 
 
 def optimizer_state_by_index(state: dict) -> dict:

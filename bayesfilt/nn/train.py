@@ -259,6 +259,38 @@ class _Progress:
     history: list = field(default_factory=list)
 
 
+def _param_names(model: TaskModel, decay_dynamics: bool = True) -> tuple[list[str], list[str]]:
+    """(decayed, not decayed) parameter names, in the order :func:`make_optimizer` builds AdamW."""
+    named = list(model.named_parameters())
+    decay = [n for n, p in named if decayed(n, p, decay_dynamics)]
+    no_decay = [n for n, p in named if not decayed(n, p, decay_dynamics)]
+    return decay, no_decay
+
+
+def make_optimizer(model: TaskModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW exactly as :func:`train` builds it (same groups, same parameter order).
+
+    Args:
+        model: the (sharded or not) :class:`TaskModel`.
+        cfg: the run's config (lr, weight_decay).
+
+    Returns:
+        the optimiser (decayed matrices first, then the rest).
+
+    Example:
+        >>> from bayesfilt.nn.tasks import make_task
+        >>> cfg = TrainConfig(task="a5", length=4, n_train=16, n_test=8, d_model=8, d_state=2)
+        >>> opt = make_optimizer(TaskModel(cfg, make_task("a5", length=4, n_train=16, n_test=8)), cfg)
+        >>> [g["weight_decay"] for g in opt.param_groups]
+        [0.1, 0.0]
+    """
+    params = dict(model.named_parameters())
+    decay, no_decay = _param_names(model, cfg.decay_dynamics)
+    return torch.optim.AdamW([{"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay},
+                              {"params": [params[n] for n in no_decay], "weight_decay": 0.0}],
+                             lr=cfg.lr, betas=(0.9, 0.95))
+
+
 def batch_indices(seed: int, step: int, batch_size: int, n: int) -> np.ndarray:
     """The training-sequence indices of ``step``: consecutive slices of per-epoch permutations.
 
@@ -499,10 +531,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         if task is None else task
     torch.manual_seed(cfg.seed)
     model = TaskModel(cfg, task).to(device)
-    decay = [p for n, p in model.named_parameters() if decayed(n, p, cfg.decay_dynamics)]
-    no_decay = [p for n, p in model.named_parameters() if not decayed(n, p, cfg.decay_dynamics)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    opt = make_optimizer(model, cfg)
     prog = _Progress()
     step = 0
     ckpt_path = out / "checkpoint.pt"
