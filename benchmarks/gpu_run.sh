@@ -20,9 +20,10 @@
 #   bash benchmarks/gpu_run.sh COMMIT a5x2       # (2 GPUs) a5s6's runs, S4D-real on GPU 0, a = 1 on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT kla7       # KLA kernel GPU tests, then the sweep (pipelined loads: fwd_stages, bwd_stages)
 #   bash benchmarks/gpu_run.sh COMMIT kla8       # (2 GPUs) KLA kernel GPU tests on GPU 0, the sweep (fwd_bm / bwd_bm 16) on GPU 1
+#                                                #   (KLA8_COPIES=1: then the copies diagnostic on GPU 0)
 #   bash benchmarks/gpu_run.sh COMMIT copies     # issue 3: what capture_filter's output copies cost (parallel_gpu_profile.py copies)
 #   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6-5.7
-#   bash benchmarks/gpu_run.sh COMMIT a5s8       # (2 GPUs) A5 from a = 1 with a, p undecayed (p 0.01 / 0.7), the defaults, 2 blocks, length 8
+#   bash benchmarks/gpu_run.sh COMMIT a5s8       # (2 GPUs) A5 from a = 1 with a, p undecayed, the defaults, 2 blocks, length 8
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -367,6 +368,12 @@ kla8)
         --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
     el "kla_scan rc=$?"; tail -n 16 "$LOG/kla_scan.log"
     wait $tests; el "kla tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests_kla.log" | tail -n 12
+    if [ -n "${KLA8_COPIES:-}" ]; then      # the copies diagnostic on GPU 0 with what is left of 560 s
+        left=$(( 560 - ($(date +%s) - T0) ))
+        [ $left -gt 60 ] && CUDA_VISIBLE_DEVICES=0 timeout $left python3 benchmarks/parallel_gpu_profile.py copies \
+            --rounds ${COPIES_ROUNDS:-40} --out "$OUT/capture_copies.json" > "$LOG/copies.log" 2>&1
+        el "copies rc=$?"; tail -n 16 "$LOG/copies.log"
+    fi
     ;;
 copies)
     # docs/parallel.md: capture_filter's copies take ~10 us of GPU time but up to ~1.1 ms per call
@@ -398,31 +405,30 @@ a5k)
 a5s8)
     # docs/notes_a5.md 5.7: on a CPU probe, starting every lane at a = 1 (the authors' start) and leaving
     # a and p out of weight decay learned A5 much faster than the defaults (S4D-real, decayed). Here at
-    # length 20 (1 block, the longest-prefix score) on GPU 0: a = 1 undecayed with p = 0.01 and with
-    # p = 0.7, and the defaults as the control; on GPU 1: 2 blocks from a = 1 undecayed, and 1 block
-    # trained at length 8 alone with seeds 0, 1. Resumable as a5k: the run folders (~35 MB) come back as
+    # length 20 (1 block, the longest-prefix score) on GPU 0: a = 1 undecayed (p = 0.01) and the defaults
+    # as the control; on GPU 1: 2 blocks from a = 1 undecayed, and 1 block trained at length 8 alone.
+    # Two runs per GPU and A5_STEPS (8000) so that two 480-s chunks finish the schedule (session 7: two
+    # runs per GPU made ~10 steps/s each). Resumable as a5k: the run folders come back as
     # $OUT/a5s8_work.tgz.* and resume from .a5work/a5s8_work.tgz.* (carried without .tcache: both
     # exceed the 64-MiB limit; a resume on the still-warm machine needs neither)
-    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 \
+    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps ${A5_STEPS:-8000} --eval-every 500 --n-train 2000000 \
        --kill-after ${A5_KILL:-480} ${A5_RESUME:-} ${A5_SCORE:-}"
     B="$A --a-init constant --no-decay-dynamics"
     unpack_work a5s8
     CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 --seeds 0 $B \
         --workdir /tmp/a5s8a --out "$OUT/kla_a5_s8_a1.json" > "$LOG/a5_s8_a1.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 --seeds 0 $B --p-init 0.7 \
-        --workdir /tmp/a5s8b --out "$OUT/kla_a5_s8_a1_p07.json" > "$LOG/a5_s8_a1_p07.log" 2>&1 &
     CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py --runs kla:1:20 --seeds 0 $A \
         --workdir /tmp/a5s8c --out "$OUT/kla_a5_s8_defaults.json" > "$LOG/a5_s8_defaults.log" 2>&1 &
     CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:2:20 --seeds 0 $B \
         --workdir /tmp/a5s8d --out "$OUT/kla_a5_s8_a1_2blocks.json" > "$LOG/a5_s8_a1_2blocks.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:1:8 --seeds 0,1 $B \
+    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py --runs kla:1:8 --seeds 0 $B \
         --workdir /tmp/a5s8e --out "$OUT/kla_a5_s8_a1_len8.json" > "$LOG/a5_s8_a1_len8.log" 2>&1 &
     wait
     el "a5s8 done"; tail -n 3 "$LOG"/a5_s8_*.log
-    # at most 8 files come back: the five JSON files travel as one archive
-    tar -czf "$OUT/a5s8_json.tgz" -C "$OUT" kla_a5_s8_a1.json kla_a5_s8_a1_p07.json kla_a5_s8_defaults.json \
+    # at most 8 files come back: the JSON files travel as one archive
+    tar -czf "$OUT/a5s8_json.tgz" -C "$OUT" kla_a5_s8_a1.json kla_a5_s8_defaults.json \
         kla_a5_s8_a1_2blocks.json kla_a5_s8_a1_len8.json && rm -f "$OUT"/kla_a5_s8_*.json
-    pack_work a5s8 a5s8a a5s8b a5s8c a5s8d a5s8e
+    pack_work a5s8 a5s8a a5s8c a5s8d a5s8e
     ;;
 dist)
     # issue 9 on 2 GPUs: the distributed tests' NCCL cases (DDP and FSDP2 against one GPU, a killed
