@@ -21,6 +21,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT kla7       # KLA kernel GPU tests, then the sweep (pipelined loads: fwd_stages, bwd_stages)
 #   bash benchmarks/gpu_run.sh COMMIT kla8       # (2 GPUs) KLA kernel GPU tests on GPU 0, the sweep (fwd_bm / bwd_bm 16) on GPU 1
 #                                                #   (KLA8_COPIES=1: then the copies diagnostic on GPU 0)
+#   bash benchmarks/gpu_run.sh COMMIT l2         # issue 3: parallel filter back to back and after an L2 flush; time to first result
 #   bash benchmarks/gpu_run.sh COMMIT copies     # issue 3: what capture_filter's output copies cost (parallel_gpu_profile.py copies)
 #   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6-5.7
 #   bash benchmarks/gpu_run.sh COMMIT a5s8       # (2 GPUs) A5 from a = 1 with a, p undecayed, the defaults, 2 blocks, length 8
@@ -374,6 +375,16 @@ kla8)
             --rounds ${COPIES_ROUNDS:-40} --out "$OUT/capture_copies.json" > "$LOG/copies.log" 2>&1
         el "copies rc=$?"; tail -n 16 "$LOG/copies.log"
     fi
+    ;;
+l2)
+    # issue 3: the public call and capture_filter back to back and after an L2 flush; then the time to a
+    # first result in a fresh process with an empty Triton cache
+    timeout ${L2_TIMEOUT:-200} python3 benchmarks/parallel_gpu_profile.py l2 --rounds ${L2_ROUNDS:-30} \
+        --out "$OUT/parallel_l2.json" > "$LOG/l2.log" 2>&1
+    el "l2 rc=$?"; tail -n 12 "$LOG/l2.log"
+    timeout ${FIRST_TIMEOUT:-150} python3 benchmarks/parallel_gpu_profile.py first --cache /tmp/tcache_first_cold \
+        > "$LOG/first.log" 2>&1
+    el "first rc=$?"; tail -n 14 "$LOG/first.log"
     ;;
 copies)
     # docs/parallel.md: capture_filter's copies take ~10 us of GPU time but up to ~1.1 ms per call

@@ -1,6 +1,6 @@
 """Where the time of the GPU parallel filter goes (issue 3's speed targets): a diagnostic, not a result.
 
-Four parts, each printed as a short table (device tool, after ``pip install --no-deps -e .``):
+Six parts, each printed as a short table (device tool, after ``pip install --no-deps -e .``):
 
 - ``first``: time to first result in a fresh process, split into phases (imports, CUDA start,
   the first call with its compilation, a second call), with the given Triton cache directory;
@@ -17,6 +17,9 @@ Four parts, each printed as a short table (device tool, after ``pip install --no
   the part after the run, the thread's CPU time and the GPU time of the copies alone (CUDA events
   behind a queued GPU sleep)
   (the first run, at 5ff5fac, timed the variants one after another: docs/parallel.md);
+- ``l2``: the public call and ``capture_filter`` back to back and after an L2 flush (CUDA events
+  and wall clock): whether the copies' cost is lost L2 residency (the interleaved ``copies`` run at
+  0be35ce timed every variant alike, 1.6-1.8 ms, against 0.34-0.6 ms for repeated replays before);
 - ``ncu``: one call of each workload for Nsight Compute (``ncu --clock-control none ... python
   benchmarks/parallel_gpu_profile.py ncu``), after a warm-up outside the profiled range.
 
@@ -264,6 +267,63 @@ def copies_part(args):
             json.dump(res, f, indent=1)
 
 
+def l2_part(args):
+    """Is the slow-down of the copies an L2 effect? The workloads' data (tens of MB) nearly fit the
+    H200's 50-MB L2, so a call repeated back to back finds its inputs and intermediates there, and
+    anything that touches other memory in between (the copies into kept buffers, a second graph)
+    evicts them. Per call: back to back, and after zeroing a 256-MB buffer (an L2 flush, not timed);
+    the public call and ``capture_filter`` (no copies, default copies); blocks of ``--rounds`` calls,
+    warm and flushed alternating three times. CUDA events time the device work, the wall clock the
+    call to its sync."""
+    import numpy as np
+    import torch
+    import triton
+    from _common import git_state
+
+    import bayesfilt
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    flush = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+    ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    res = {"meta": {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+                    "commit": git_state()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                    "l2_bytes": getattr(torch.cuda.get_device_properties(0), "L2_cache_size", None),
+                    "timing": l2_part.__doc__}}
+    for shape, y in workloads().items():
+        calls = {"parallel_filter (public call)": lambda: bayesfilt.parallel_filter(model, y, validate=False),
+                 "capture_filter copy=False": bayesfilt.capture_filter(model, y, copy=False),
+                 "capture_filter default": bayesfilt.capture_filter(model, y)}
+        calls["capture_filter copy=False"] = (lambda run: lambda: run(y))(calls["capture_filter copy=False"])
+        calls["capture_filter default"] = (lambda run: lambda: run(y))(calls["capture_filter default"])
+        rec = {n: {"warm_gpu": [], "warm_wall": [], "flushed_gpu": [], "flushed_wall": []} for n in calls}
+        for name, run in calls.items():
+            for _ in range(3):
+                run()
+            for _block in range(3):
+                for mode in ("warm", "flushed"):
+                    for _ in range(args.rounds):
+                        if mode == "flushed":
+                            flush.zero_()
+                        torch.cuda.synchronize()
+                        t0 = time.perf_counter()
+                        ev0.record()
+                        run()
+                        ev1.record()
+                        torch.cuda.synchronize()
+                        rec[name][f"{mode}_wall"].append(1e3 * (time.perf_counter() - t0))
+                        rec[name][f"{mode}_gpu"].append(ev0.elapsed_time(ev1))
+        key = "x".join(map(str, shape))
+        res[key] = {n: {f"{k}_median_ms": float(np.median(v)) for k, v in d.items()}
+                    | {f"{k}_min_ms": float(np.min(v)) for k, v in d.items()} for n, d in rec.items()}
+        print(f"\n{key}: medians (min) in ms, {3 * args.rounds} calls each")
+        print(f"   {'':32s} {'warm GPU':>15s} {'warm wall':>15s} {'flushed GPU':>15s} {'flushed wall':>15s}")
+        for n, v in res[key].items():
+            print(f"   {n:32s} " + " ".join(f"{v[k + '_median_ms']:6.3f} ({v[k + '_min_ms']:6.3f})"
+                                          for k in ("warm_gpu", "warm_wall", "flushed_gpu", "flushed_wall")))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
 def host_part(args):
     """Host cost of the pieces of a call (no sync inside the timed loops), and a cProfile of the call."""
     import cProfile
@@ -355,13 +415,14 @@ def ncu_part(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=("first", "torch", "ncu", "host", "copies"))
+    ap.add_argument("part", choices=("first", "torch", "ncu", "host", "copies", "l2"))
     ap.add_argument("--cache", default="/tmp/tcache_first")
     ap.add_argument("--out", default="")
-    ap.add_argument("--rounds", type=int, default=40, help="copies: rounds of the interleaved calls")
+    ap.add_argument("--rounds", type=int, default=40, help="copies: rounds of the interleaved calls; l2: calls per block")
     ap.add_argument("--graph", action="store_true", help="torch: also profile capture_filter's replay with copies")
     args = ap.parse_args()
-    {"first": first, "torch": torch_part, "ncu": ncu_part, "host": host_part, "copies": copies_part}[args.part](args)
+    {"first": first, "torch": torch_part, "ncu": ncu_part, "host": host_part, "copies": copies_part,
+     "l2": l2_part}[args.part](args)
 
 
 if __name__ == "__main__":
