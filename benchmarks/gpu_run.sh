@@ -22,6 +22,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT kla8       # (2 GPUs) KLA kernel GPU tests on GPU 0, the sweep (fwd_bm / bwd_bm 16) on GPU 1
 #                                                #   (KLA8_COPIES=1: then the copies diagnostic on GPU 0)
 #   bash benchmarks/gpu_run.sh COMMIT l2         # issue 3: parallel filter back to back and after an L2 flush; time to first result
+#   bash benchmarks/gpu_run.sh COMMIT gaps       # issue 3: per call, kernel span against busy time under the torch profiler
 #   bash benchmarks/gpu_run.sh COMMIT copies     # issue 3: what capture_filter's output copies cost (parallel_gpu_profile.py copies)
 #   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6-5.7
 #   bash benchmarks/gpu_run.sh COMMIT a5s8       # (2 GPUs) A5 from a = 1 with a, p undecayed, the defaults, 2 blocks, length 8
@@ -385,6 +386,12 @@ l2)
     timeout ${FIRST_TIMEOUT:-150} python3 benchmarks/parallel_gpu_profile.py first --cache /tmp/tcache_first_cold \
         > "$LOG/first.log" 2>&1
     el "first rc=$?"; tail -n 14 "$LOG/first.log"
+    ;;
+gaps)
+    # issue 3: per call, the kernels' span and busy time under the torch profiler (parallel_gpu_profile.py gaps)
+    timeout ${GAPS_TIMEOUT:-200} python3 benchmarks/parallel_gpu_profile.py gaps --rounds ${GAPS_ROUNDS:-40} \
+        --out "$OUT/parallel_gaps.json" > "$LOG/gaps.log" 2>&1
+    el "gaps rc=$?"; tail -n 40 "$LOG/gaps.log"
     ;;
 copies)
     # docs/parallel.md: capture_filter's copies take ~10 us of GPU time but up to ~1.1 ms per call

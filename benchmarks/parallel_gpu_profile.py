@@ -1,6 +1,6 @@
 """Where the time of the GPU parallel filter goes (issue 3's speed targets): a diagnostic, not a result.
 
-Six parts, each printed as a short table (device tool, after ``pip install --no-deps -e .``):
+Seven parts, each printed as a short table (device tool, after ``pip install --no-deps -e .``):
 
 - ``first``: time to first result in a fresh process, split into phases (imports, CUDA start,
   the first call with its compilation, a second call), with the given Triton cache directory;
@@ -20,6 +20,8 @@ Six parts, each printed as a short table (device tool, after ``pip install --no-
 - ``l2``: the public call and ``capture_filter`` back to back and after an L2 flush (CUDA events
   and wall clock): whether the copies' cost is lost L2 residency (the interleaved ``copies`` run at
   0be35ce timed every variant alike, 1.6-1.8 ms, against 0.34-0.6 ms for repeated replays before);
+- ``gaps``: every call of the same three under the torch profiler, per call the kernels' span, their
+  summed durations and the host time before the first kernel (where the spread of ``l2`` lies);
 - ``ncu``: one call of each workload for Nsight Compute (``ncu --clock-control none ... python
   benchmarks/parallel_gpu_profile.py ncu``), after a warm-up outside the profiled range.
 
@@ -324,6 +326,71 @@ def l2_part(args):
             json.dump(res, f, indent=1)
 
 
+def gaps_part(args):
+    """Where the spread of a call's time lies (the ``l2`` run at 85b4d40: ``capture_filter``'s default
+    call took 1.07 ms median but 0.62 ms min at T = 262144, ``copy=False`` 0.557 / 0.548): every call of
+    the public call, ``capture_filter`` default and ``copy=False`` under the torch profiler, one
+    ``record_function`` range per call (the call and its sync). Per call, from the device events that
+    start inside its range: the span from the first kernel's start to the last kernel's end, the sum of
+    the kernel durations (busy), the host time from the range's start to the first kernel, and the
+    longest kernel. A span far above busy means the GPU waited on the host inside the call; a busy
+    that varies means the kernels themselves ran slower."""
+    import numpy as np
+    import torch
+    import triton
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile, record_function
+    from _common import git_state
+
+    import bayesfilt
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    res = {"meta": {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+                    "commit": git_state()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                    "timing": gaps_part.__doc__}}
+    for shape, y in workloads().items():
+        run_nc, run_default = bayesfilt.capture_filter(model, y, copy=False), bayesfilt.capture_filter(model, y)
+        calls = {"parallel_filter (public call)": lambda: bayesfilt.parallel_filter(model, y, validate=False),
+                 "capture_filter copy=False": lambda: run_nc(y), "capture_filter default": lambda: run_default(y)}
+        key = "x".join(map(str, shape))
+        res[key] = {}
+        for name, call in calls.items():
+            for _ in range(3):
+                call()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for i in range(args.rounds):
+                    with record_function(f"call{i:04d}"):
+                        call()
+                        torch.cuda.synchronize()
+            evs = prof.events()
+            ranges = sorted((e.time_range.start, e.time_range.end) for e in evs if e.name.startswith("call0"))
+            dev = sorted((e.time_range.start, e.time_range.end, e.name) for e in evs
+                         if e.device_type == DeviceType.CUDA)
+            rows = []
+            for cs, ce in ranges:
+                ks = [k for k in dev if cs <= k[0] <= ce]
+                if not ks:
+                    continue
+                top = max(ks, key=lambda k: k[1] - k[0])
+                rows.append({"wall_us": ce - cs, "span_us": max(k[1] for k in ks) - ks[0][0],
+                             "busy_us": sum(k[1] - k[0] for k in ks), "to_first_kernel_us": ks[0][0] - cs,
+                             "kernels": len(ks), "longest_us": top[1] - top[0], "longest": top[2][:80]})
+            order = sorted(range(len(rows)), key=lambda i: rows[i]["span_us"])
+            summary = {f"{k}_median": float(np.median([r[k] for r in rows]))
+                       for k in ("wall_us", "span_us", "busy_us", "to_first_kernel_us", "kernels", "longest_us")}
+            res[key][name] = {"summary": summary, "calls": rows}
+            print(f"\n{key} {name}: {len(rows)} calls; medians: " +
+                  ", ".join(f"{k[:-7]} {v:.1f}" for k, v in summary.items()))
+            for i in order[:2] + order[-3:]:
+                r = rows[i]
+                print(f"   call {i:3d}: wall {r['wall_us']:7.1f} span {r['span_us']:7.1f} busy {r['busy_us']:7.1f} "
+                      f"to first {r['to_first_kernel_us']:6.1f} n {r['kernels']:3d} longest {r['longest_us']:6.1f} "
+                      f"{r['longest'][:50]}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
 def host_part(args):
     """Host cost of the pieces of a call (no sync inside the timed loops), and a cProfile of the call."""
     import cProfile
@@ -415,14 +482,14 @@ def ncu_part(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=("first", "torch", "ncu", "host", "copies", "l2"))
+    ap.add_argument("part", choices=("first", "torch", "ncu", "host", "copies", "l2", "gaps"))
     ap.add_argument("--cache", default="/tmp/tcache_first")
     ap.add_argument("--out", default="")
     ap.add_argument("--rounds", type=int, default=40, help="copies: rounds of the interleaved calls; l2: calls per block")
     ap.add_argument("--graph", action="store_true", help="torch: also profile capture_filter's replay with copies")
     args = ap.parse_args()
     {"first": first, "torch": torch_part, "ncu": ncu_part, "host": host_part, "copies": copies_part,
-     "l2": l2_part}[args.part](args)
+     "l2": l2_part, "gaps": gaps_part}[args.part](args)
 
 
 if __name__ == "__main__":
