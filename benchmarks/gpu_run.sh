@@ -391,7 +391,7 @@ gaps)
     # issue 3: per call, the kernels' span and busy time under the torch profiler (parallel_gpu_profile.py gaps)
     timeout ${GAPS_TIMEOUT:-200} python3 benchmarks/parallel_gpu_profile.py gaps --rounds ${GAPS_ROUNDS:-40} \
         --out "$OUT/parallel_gaps.json" > "$LOG/gaps.log" 2>&1
-    el "gaps rc=$?"; tail -n 40 "$LOG/gaps.log"
+    el "gaps rc=$?"; tail -n 60 "$LOG/gaps.log"
     ;;
 copies)
     # docs/parallel.md: capture_filter's copies take ~10 us of GPU time but up to ~1.1 ms per call

@@ -363,18 +363,25 @@ def gaps_part(args):
                         call()
                         torch.cuda.synchronize()
             evs = prof.events()
-            ranges = sorted((e.time_range.start, e.time_range.end) for e in evs if e.name.startswith("call0"))
+            # the record_function ranges appear twice: on the host and as a device annotation
+            ranges = sorted((e.time_range.start, e.time_range.end) for e in evs
+                            if e.name.startswith("call0") and e.device_type == DeviceType.CPU)
             dev = sorted((e.time_range.start, e.time_range.end, e.name) for e in evs
-                         if e.device_type == DeviceType.CUDA)
+                         if e.device_type == DeviceType.CUDA and not e.name.startswith("call0"))
             rows = []
             for cs, ce in ranges:
                 ks = [k for k in dev if cs <= k[0] <= ce]
                 if not ks:
                     continue
                 top = max(ks, key=lambda k: k[1] - k[0])
+                by_name = {}
+                for k in ks:
+                    n, t = by_name.get(k[2][:60], (0, 0.0))
+                    by_name[k[2][:60]] = (n + 1, t + k[1] - k[0])
                 rows.append({"wall_us": ce - cs, "span_us": max(k[1] for k in ks) - ks[0][0],
                              "busy_us": sum(k[1] - k[0] for k in ks), "to_first_kernel_us": ks[0][0] - cs,
-                             "kernels": len(ks), "longest_us": top[1] - top[0], "longest": top[2][:80]})
+                             "kernels": len(ks), "longest_us": top[1] - top[0], "longest": top[2][:80],
+                             "by_kernel": {n: {"count": c, "us": t} for n, (c, t) in by_name.items()}})
             order = sorted(range(len(rows)), key=lambda i: rows[i]["span_us"])
             summary = {f"{k}_median": float(np.median([r[k] for r in rows]))
                        for k in ("wall_us", "span_us", "busy_us", "to_first_kernel_us", "kernels", "longest_us")}
@@ -386,6 +393,9 @@ def gaps_part(args):
                 print(f"   call {i:3d}: wall {r['wall_us']:7.1f} span {r['span_us']:7.1f} busy {r['busy_us']:7.1f} "
                       f"to first {r['to_first_kernel_us']:6.1f} n {r['kernels']:3d} longest {r['longest_us']:6.1f} "
                       f"{r['longest'][:50]}")
+            for i in (order[0], order[-1]):             # the fastest and the slowest call, kernel by kernel
+                print(f"   call {i} kernels: " + "; ".join(f"{n[:40]} x{v['count']} {v['us']:.1f}"
+                                                         for n, v in rows[i]["by_kernel"].items()))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
