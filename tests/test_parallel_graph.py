@@ -2,7 +2,8 @@
 
 CPU: the argument errors. GPU (marked ``gpu``, run through the device tool): a replay returns what
 ``parallel_filter`` returns on the same data (the same kernels), outputs survive the next call,
-the shared-gain variant, NaN (redone by parallel_filter, matching kalman_filter's missing-data
+the shared-gain variant, inputs held by the replay (allocations between calls do not overwrite what
+the graph reads), NaN (redone by parallel_filter, matching kalman_filter's missing-data
 handling), an infinite y (named error) and a y of another shape (named error).
 """
 
@@ -47,6 +48,25 @@ def test_cuda_replay_equals_parallel_filter(batch, method, dtype):
     ref = bayesfilt.kalman_filter(model, y2.double().cpu().numpy())
     tol = 1e-9 if dtype == torch.float64 else 1e-3
     assert float(np.abs(r2.loglik.double().cpu().numpy() - ref.loglik).max() / np.abs(ref.loglik).max()) < tol
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (device tool)")
+@pytest.mark.parametrize("method", ["elements", "riccati"])
+def test_cuda_replay_holds_its_inputs(method):
+    # the graph reads the model's parameters by address: before the fix their buffer was freed when
+    # capture_filter returned, and tensors allocated later took it over (finite junk here, so the
+    # non-finite flag would not catch it and redo the call)
+    import gc
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    _, y = model.simulate(300, seed=4, batch_shape=(3,))
+    yc = torch.tensor(y, dtype=torch.float32, device="cuda")
+    run = bayesfilt.capture_filter(model, yc, method=method, copy=False)
+    gc.collect()
+    junk = [torch.full((k,), 0.5, device="cuda") for k in (16, 32, 64, 128, 256, 512, 1024) for _ in range(16)]
+    res = run(yc)
+    _same(res, bayesfilt.parallel_filter(model, yc, backend="triton", method=method))
+    del junk
 
 
 @pytest.mark.gpu

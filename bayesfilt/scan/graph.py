@@ -90,6 +90,11 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
     with torch.cuda.graph(graph):
         out = body()
     flag = out.pop("nonfinite")
+    # The graph reads its inputs by address, so run() must hold every tensor it reads for as long as the
+    # graph lives. params used to be held by body() alone and was freed when capture_filter returned:
+    # any allocation between replays (the default's output clones) could then overwrite the model's
+    # parameters, and every second default call was redone by parallel_filter (found at eac0a90).
+    inputs = (static_y, params)
     shared = shared_covariances(out) if method == "riccati" else {}
 
     def take(name):
@@ -108,7 +113,8 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
             raise value_error("y", f"has shape {tuple(y.shape)}, dtype {y.dtype}, device {y.device}",
                               f"pass shape {shape}, dtype {dtype}, device {device} (the captured ones), "
                               "or capture again")
-        static_y.copy_(y)                              # broadcasts and converts like the capture did
+        static, _params = inputs                       # (held here: see above)
+        static.copy_(y)                                # broadcasts and converts like the capture did
         graph.replay()
         if bool(flag.item()):                          # one device sync; then the uncaptured call names
             return parallel_filter(model, y, backend="triton", method=requested, validate=False)  # or handles it
