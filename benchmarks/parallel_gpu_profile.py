@@ -9,9 +9,9 @@ Seven parts, each printed as a short table (device tool, after ``pip install --n
   number of torch operations on the host;
 - ``host``: host time of the pieces of a call (allocations, splits, a Triton launch, the parameter
   upload, the flag read) and a cProfile of the public call;
-- ``copies``: why ``capture_filter``'s default output copies cost 0.07-1.1 ms more than the replay
-  (0.07-0.15 ms as clones dropped by the caller, ~1 ms into live destinations) when their device
-  time is ~10 µs: after the same replay, no copies, allocations only, clones (what ``copy=True`` does),
+- ``copies``: why ``capture_filter``'s default output copies seemed to cost 0.07-1.1 ms more than the
+  replay when their device time is ~10 µs (the cause, found with ``gaps``: a freed parameter buffer
+  that the graph still read, fixed at f356c56; docs/parallel.md): after the same replay, no copies, allocations only, clones (what ``copy=True`` does),
   ``copy_`` into buffers kept across calls, the same bytes through an elementwise kernel, and clones
   while the previous results stay alive, called in interleaved rounds; per variant the wall clock,
   the part after the run, the thread's CPU time and the GPU time of the copies alone (CUDA events

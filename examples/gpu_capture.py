@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     print(f"capture_filter:  {wall_ms(lambda: run(y)):.3f} ms per call (outputs copied)")
     fast = bayesfilt.capture_filter(model, y, copy=False)   # the graph's own buffers: the next call overwrites them
     print(f"capture_filter(copy=False): {wall_ms(lambda: fast(y)):.3f} ms per call "
-          "(clone what you keep; on the H200 the copies cost 0.55-0.94 ms, docs/parallel.md)")
+          "(clone what you keep; on the H200 the copies cost 0.05-0.13 ms, docs/parallel.md)")
     return 0
 
 
