@@ -23,6 +23,7 @@
 #                                                #   (KLA8_COPIES=1: then the copies diagnostic on GPU 0)
 #   bash benchmarks/gpu_run.sh COMMIT l2         # issue 3: parallel filter back to back and after an L2 flush; time to first result
 #   bash benchmarks/gpu_run.sh COMMIT gaps       # issue 3: per call, kernel span against busy time under the torch profiler
+#   bash benchmarks/gpu_run.sh COMMIT bwd16      # issue 4: the backward's 4 x 16 tile (bwd_bm 16) alone beside the defaults
 #   bash benchmarks/gpu_run.sh COMMIT copies     # issue 3: what capture_filter's output copies cost (parallel_gpu_profile.py copies)
 #   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6-5.7
 #   bash benchmarks/gpu_run.sh COMMIT a5s8       # (2 GPUs) A5 from a = 1 with a, p undecayed, the defaults, 2 blocks, length 8
@@ -392,6 +393,17 @@ gaps)
     timeout ${GAPS_TIMEOUT:-200} python3 benchmarks/parallel_gpu_profile.py gaps --rounds ${GAPS_ROUNDS:-40} \
         --out "$OUT/parallel_gaps.json" > "$LOG/gaps.log" 2>&1
     el "gaps rc=$?"; tail -n 60 "$LOG/gaps.log"
+    ;;
+bwd16)
+    # session 8: in kla8 the pair fwd_bm = bwd_bm = 16 timed a slower forward (1.42 against 0.82 ms)
+    # but, by difference, a faster backward (f+b minus forward 3.86 against 4.38 ms): the backward's
+    # 4 x 16 tile alone, beside the defaults, twice each (the first row's position effect)
+    R='[["main", {}], ["main", {"bwd_bm": 16}], ["main", {}], ["main", {"bwd_bm": 16}], ["long", {"bwd_bm": 16}], ["long", {}]]'
+    timeout ${WARM_TIMEOUT:-150} python3 benchmarks/kla_scan.py --warm-only --rows "$R" --warm-workers 4 > "$LOG/warm.log" 2>&1
+    el "warm rc=$?"
+    timeout ${KLA_TIMEOUT:-120} python3 benchmarks/kla_scan.py --rows "$R" --parity-L 512 --out "$OUT/kla_scan_bwd16.json" \
+        > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 10 "$LOG/kla_scan.log"
     ;;
 copies)
     # docs/parallel.md: capture_filter's copies take ~10 us of GPU time but up to ~1.1 ms per call

@@ -190,8 +190,12 @@ def _warm_one(job):
     return {"tune": dict(tune or ()), "dtype": dtype_name, "compile_s": time.time() - t0}
 
 
-def warm_jobs(sweep: bool):
-    """Every (tune, dtype) the benchmark launches; the long shape's plan has several chunks."""
+def warm_jobs(sweep: bool, rows: list | None = None):
+    """Every (tune, dtype) the benchmark launches; the long shape's plan has several chunks. With
+    ``rows`` ([shape name, tune] pairs, ``--rows``) only theirs: number of chunks 1, and 2 for "long"."""
+    if rows:
+        return sorted({(tuple(sorted({**cfg, "num_chunks": nc}.items())), "float32")
+                       for name, cfg in rows for nc in ((1, 2) if name == "long" else (1,))}, key=str)
     jobs = [(None, "float32"), ((("num_chunks", 1),), "float32"), ((("num_chunks", 2),), "float32"),
             (None, "bfloat16")]
     if sweep:
@@ -215,11 +219,11 @@ def pass_settings(shape: dict, tune: dict) -> dict:
             for ps in ("fwd", "bwd")}
 
 
-def warm(sweep: bool, workers: int):
+def warm(sweep: bool, workers: int, rows: list | None = None):
     """Compile all configurations in parallel processes (the Triton cache is shared on disk)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
-    jobs = warm_jobs(sweep)
+    jobs = warm_jobs(sweep, rows)
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
         done = list(ex.map(_warm_one, jobs))
@@ -303,7 +307,14 @@ def main():
     ap.add_argument("--fla-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--fla-go", default=None, help="go-file of a background FLA child (see fla_background)")
     ap.add_argument("--fla-out", default=None, help="result file of the background FLA child")
+    ap.add_argument("--rows", type=json.loads, default=None,
+                    help='only these float32 rows, e.g. \'[["main", {}], ["main", {"bwd_bm": 16}]]\' '
+                         "(no decode, bf16 or fla rows; --warm-only compiles only theirs)")
     args = ap.parse_args()
+    if args.rows is not None and not (isinstance(args.rows, list) and all(
+            isinstance(r, list) and len(r) == 2 and r[0] in ("main", "long") and isinstance(r[1], dict)
+            for r in args.rows)):
+        ap.error(f"--rows {args.rows!r}: give a JSON list of [\"main\" or \"long\", {{tune key: value}}] pairs")
     if args.fla_only and args.fla_go:
         print("FLA " + json.dumps(fla_background(args.fla_go, args.fla_out)), flush=True)
         return 0
@@ -311,7 +322,7 @@ def main():
         print("FLA " + json.dumps(bench_fla()), flush=True)
         return 0
     if args.warm_only:
-        print("WARM " + json.dumps(warm(args.sweep, args.warm_workers)), flush=True)
+        print("WARM " + json.dumps(warm(args.sweep, args.warm_workers, args.rows)), flush=True)
         return 0
     dev = torch.cuda.get_device_name()
     commit = os.environ.get("GIT_COMMIT") or git_state()[0]
@@ -321,8 +332,8 @@ def main():
     main_shape = dict(B=8, L=2048, M=2048, S=16)
     long_shape = dict(B=1, L=65536, M=1024, S=16)
     shapes = {"main": main_shape, "long": long_shape}
-    jobs = [("main", {}), ("long", {})]
-    if args.sweep:
+    jobs = [("main", {}), ("long", {})] if args.rows is None else [tuple(r) for r in args.rows]
+    if args.sweep and args.rows is None:
         jobs += [("main", {"bwd_sb": 8}), ("main", {"bwd_sb": 2}), ("main", {"fwd_sb": 8}), ("main", {"fwd_sb": 4}),
                  ("main", {"fwd_defer": 0}), ("long", {"fwd_defer": 0}),           # the old per-token forward stores
                  # the old per-token backward stores (the default stores per 8 tokens since 5adddcc; groups
@@ -356,17 +367,17 @@ def main():
               flush=True)
         if not row["parity_ok"]:
             print("PARITY FAILED", row["parity"], flush=True)
-        if i == 1:
+        if i == 1 and args.rows is None:
             res["decode"] = bench_decode()
             _save(res, args.out)
             print("decode", json.dumps(res["decode"]), flush=True)
-    # bf16 inputs at the main shape (default plan)
-    row = {"shape_name": "main", "shape": main_shape, "dtype": "bfloat16", "tune": {}}
-    row.update(bench_scan(**main_shape, tune=None, dtype=torch.bfloat16))
-    res["runs"].append(row)
-    print(json.dumps({k: row.get(k) for k in ("shape_name", "dtype", "fwd_ms", "fwdbwd_ms")}), flush=True)
-    if args.no_fla:
-        res["fla_chunk_gla"] = {"available": False, "error": "skipped (--no-fla)"}
+    if args.rows is None:                  # bf16 inputs at the main shape (default plan)
+        row = {"shape_name": "main", "shape": main_shape, "dtype": "bfloat16", "tune": {}}
+        row.update(bench_scan(**main_shape, tune=None, dtype=torch.bfloat16))
+        res["runs"].append(row)
+        print(json.dumps({k: row.get(k) for k in ("shape_name", "dtype", "fwd_ms", "fwdbwd_ms")}), flush=True)
+    if args.no_fla or args.rows is not None:
+        res["fla_chunk_gla"] = {"available": False, "error": "skipped (--no-fla or --rows)"}
     elif args.fla_go:
         res["fla_chunk_gla"] = fla_wait(args.fla_go, args.fla_out, args.fla_timeout)
     else:
