@@ -27,6 +27,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT copies     # issue 3: what capture_filter's output copies cost (parallel_gpu_profile.py copies)
 #   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6-5.7
 #   bash benchmarks/gpu_run.sh COMMIT a5s8       # (2 GPUs) A5 from a = 1 with a, p undecayed, the defaults, 2 blocks, length 8
+#   bash benchmarks/gpu_run.sh COMMIT a5s9       # (2 GPUs) A5 with one step size per lane (dt_per_state), the defaults as control, seed 1
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -459,6 +460,29 @@ a5s8)
     tar -czf "$OUT/a5s8_json.tgz" -C "$OUT" kla_a5_s8_a1.json kla_a5_s8_defaults.json \
         kla_a5_s8_a1_2blocks.json kla_a5_s8_a1_len8.json && rm -f "$OUT"/kla_a5_s8_*.json
     pack_work a5s8 a5s8a a5s8c a5s8d a5s8e
+    ;;
+a5s9)
+    # docs/notes_a5.md 5.8: the last untested lever of 5.2 on the GPU, one step size per lane
+    # (KLAConfig.dt_per_state, the shape of the authors' code), 1 block at length 20 with the defaults
+    # otherwise (GPU 0) and from a = 1 undecayed (GPU 1), each beside the defaults as the control
+    # (the a5s8 recipe: 8,000 steps in two 480-s chunks, resumable as a5s8). On a single GPU set
+    # A5S9_G1=0.
+    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps ${A5_STEPS:-8000} --eval-every 500 --n-train 2000000 \
+       --kill-after ${A5_KILL:-480} ${A5_RESUME:-} ${A5_SCORE:-} --seeds 0 --runs kla:1:20"
+    unpack_work a5s9
+    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py $A --dt-per-state --workdir /tmp/a5s9a \
+        --out "$OUT/kla_a5_s9_dt.json" > "$LOG/a5_s9_dt.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py $A --workdir /tmp/a5s9b \
+        --out "$OUT/kla_a5_s9_defaults.json" > "$LOG/a5_s9_defaults.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=${A5S9_G1:-1} python3 benchmarks/kla_a5.py $A --dt-per-state --a-init constant --no-decay-dynamics \
+        --workdir /tmp/a5s9c --out "$OUT/kla_a5_s9_dt_a1.json" > "$LOG/a5_s9_dt_a1.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=${A5S9_G1:-1} python3 benchmarks/kla_a5.py $A --seeds 1 --workdir /tmp/a5s9d \
+        --out "$OUT/kla_a5_s9_defaults_s1.json" > "$LOG/a5_s9_defaults_s1.log" 2>&1 &
+    wait
+    el "a5s9 done"; tail -n 3 "$LOG"/a5_s9_*.log
+    tar -czf "$OUT/a5s9_json.tgz" -C "$OUT" kla_a5_s9_dt.json kla_a5_s9_defaults.json kla_a5_s9_dt_a1.json \
+        kla_a5_s9_defaults_s1.json && rm -f "$OUT"/kla_a5_s9_*.json
+    pack_work a5s9 a5s9a a5s9b a5s9c a5s9d
     ;;
 dist)
     # issue 9 on 2 GPUs: the distributed tests' NCCL cases (DDP and FSDP2 against one GPU, a killed
