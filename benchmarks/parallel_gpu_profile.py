@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -271,7 +272,7 @@ def copies_part(args):
 
 def l2_part(args):
     """Is the slow-down of the copies an L2 effect? The workloads' data (tens of MB) nearly fit the
-    H200's 50-MB L2, so a call repeated back to back finds its inputs and intermediates there, and
+    H200's 60-MB L2 (``l2_bytes`` in the JSON), so a call repeated back to back finds its inputs and intermediates there, and
     anything that touches other memory in between (the copies into kept buffers, a second graph)
     evicts them. Per call: back to back, and after zeroing a 256-MB buffer (an L2 flush, not timed);
     the public call and ``capture_filter`` (no copies, default copies); blocks of ``--rounds`` calls,
@@ -365,9 +366,9 @@ def gaps_part(args):
             evs = prof.events()
             # the record_function ranges appear twice: on the host and as a device annotation
             ranges = sorted((e.time_range.start, e.time_range.end) for e in evs
-                            if e.name.startswith("call0") and e.device_type == DeviceType.CPU)
+                            if re.fullmatch(r"call\d+", e.name) and e.device_type == DeviceType.CPU)
             dev = sorted((e.time_range.start, e.time_range.end, e.name) for e in evs
-                         if e.device_type == DeviceType.CUDA and not e.name.startswith("call0"))
+                         if e.device_type == DeviceType.CUDA and not re.fullmatch(r"call\d+", e.name))
             rows = []
             for cs, ce in ranges:
                 ks = [k for k in dev if cs <= k[0] <= ce]

@@ -53,19 +53,32 @@ def test_cuda_replay_equals_parallel_filter(batch, method, dtype):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (device tool)")
 @pytest.mark.parametrize("method", ["elements", "riccati"])
-def test_cuda_replay_holds_its_inputs(method):
+def test_cuda_replay_holds_its_inputs(method, monkeypatch):
     # the graph reads the model's parameters by address: before the fix their buffer was freed when
     # capture_filter returned, and tensors allocated later took it over (finite junk here, so the
     # non-finite flag would not catch it and redo the call)
+    # (or non-finite junk, which the flag catches and parallel_filter redoes: so the replay must not
+    # have called parallel_filter either)
     import gc
+
+    import bayesfilt.scan.api as api
     model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
     _, y = model.simulate(300, seed=4, batch_shape=(3,))
     yc = torch.tensor(y, dtype=torch.float32, device="cuda")
+    redone = []
+    original = api.parallel_filter
+
+    def counting(*args, **kwargs):
+        redone.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(api, "parallel_filter", counting)     # what capture_filter imports for its redo
     run = bayesfilt.capture_filter(model, yc, method=method, copy=False)
     gc.collect()
     junk = [torch.full((k,), 0.5, device="cuda") for k in (16, 32, 64, 128, 256, 512, 1024) for _ in range(16)]
     res = run(yc)
-    _same(res, bayesfilt.parallel_filter(model, yc, backend="triton", method=method))
+    assert not redone, "the replay's flag was set: the graph read overwritten inputs"
+    _same(res, original(model, yc, backend="triton", method=method))
     del junk
 
 

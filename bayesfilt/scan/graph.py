@@ -8,9 +8,9 @@ benchmark shapes; docs/parallel.md, "Where the time goes"). When the same model 
 kernels, and records their launches in a ``torch.cuda.CUDAGraph``. The returned function copies
 new observations into the graph's input buffer, replays the graph and reads the kernels'
 non-finite flag (one device sync), so a call costs a copy, a replay and the copies of the outputs
-(``copy=False`` skips those: measured on the H200, 0.55-0.58 ms at T = 262144 and 0.34-0.37 ms at
-1024 x 1024 without them (wall clock), 1.15-1.47 and 1.15-1.25 ms with them (CUDA events; medians;
-docs/parallel.md).
+(``copy=False`` skips those). Measured on the H200 at f356c56 (wall clock, medians;
+docs/parallel.md): 0.58 ms at T = 262144 and 0.39 ms at 1024 x 1024 without the copies, 0.64 and
+0.52 ms with them.
 
 Same kernels, same results as ``parallel_filter(model, y, backend="triton")``: the element
 kernels (bayesfilt/scan/triton_filter.py) or, for a large batch without missing data, the
@@ -119,7 +119,8 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
         if bool(flag.item()):                          # one device sync; then the uncaptured call names
             return parallel_filter(model, y, backend="triton", method=requested, validate=False)  # or handles it
         # copies after the sync: queued before it they measured slower on the H200 (1.48 against
-        # 1.05 ms median at T = 262144, 1.24 against 0.82 ms at 1024 x 1024, one process; docs/parallel.md)
+        # 1.05 ms median at T = 262144, 1.24 against 0.82 ms at 1024 x 1024, one process, at 19e24c8,
+        # before the fix of f356c56 above, which changed both; not re-timed)
         return FilterResult(**{k: take(k) for k in out})
 
     return run
