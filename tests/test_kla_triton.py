@@ -186,6 +186,23 @@ def test_plan_store_schedules():
         plan({"bwd_defer": 2}, "bwd")
 
 
+def test_tune_keys_are_checked():
+    """The private tuning dict is checked where it enters (host side): a misspelt key or a
+    fractional value is refused naming it, known keys pass through unchanged."""
+    kla = _kernels()
+    from bayesfilt.errors import BayesfiltValueError
+    assert kla._tune_str({"bwd_bm": 16, "num_chunks": 2.0}) == "bwd_bm=16,num_chunks=2"
+    assert kla._tune_dict(kla._tune_str({"fwd_stages": 2})) == {"fwd_stages": 2}
+    with pytest.raises(BayesfiltValueError, match="bwd_bms"):
+        kla._tune_str({"bwd_bms": 16})
+    with pytest.raises(BayesfiltValueError, match="fwd_sb"):
+        kla._tune_str({"fwd_sb": 2.5})
+    v, k, q = torch.rand(1, 3, 4) + 0.5, torch.rand(1, 3, 2), torch.rand(1, 3, 2)
+    a, p = torch.full((4, 2), 0.9), torch.full((4, 2), 0.01)
+    with pytest.raises(BayesfiltValueError, match="_tune"):
+        kla.kla_scan_triton(v, v, k, q, a, p, _tune={"bwd_warp": 2})
+
+
 def test_plan_warps():
     """The warps-per-program tuning keys (host side): default 1 in both passes, each pass reads its
     own key, anything but 1, 2 or 4 is refused naming the key."""

@@ -189,9 +189,23 @@ def _T(x):
     return x.transpose(-1, -2).contiguous()
 
 
+#: every private tuning key (``_tune`` of kla_scan_triton; docs/kla_kernels.md)
+_TUNE_KEYS = frozenset({"num_chunks", "fwd_sb", "bwd_sb", "fwd_bm", "bwd_bm", "fwd_maxnreg", "bwd_maxnreg",
+                        "fwd_defer", "bwd_defer", "bwd_group", "fwd_warps", "bwd_warps", "fwd_stages",
+                        "bwd_stages"})
+
+
 def _tune_str(tune) -> str:
-    """Private launch knobs as a string (custom ops take str, not dict): "k1=v1,k2=v2"."""
-    return ",".join(f"{k}={int(v)}" for k, v in sorted(dict(tune or {}).items()))
+    """Private launch knobs as a string (custom ops take str, not dict): "k1=v1,k2=v2". An unknown
+    key or a value that is not a whole number is refused (a misspelt key in a benchmark would
+    otherwise time the defaults under another name)."""
+    tune = dict(tune or {})
+    for key, val in tune.items():
+        if key not in _TUNE_KEYS:
+            raise value_error("_tune", f"has the unknown key {key!r}", f"use one of {sorted(_TUNE_KEYS)}")
+        if isinstance(val, bool) or not float(val).is_integer():
+            raise value_error(f"_tune[{key!r}]", f"is {val!r}", "pass a whole number")
+    return ",".join(f"{k}={int(v)}" for k, v in sorted(tune.items()))
 
 
 def _tune_dict(tune: str) -> dict:
