@@ -47,6 +47,36 @@ def test_prefill_plus_decode_equals_full_forward(splits):
     torch.testing.assert_close(y_cont, layer(torch.cat([x, x2], 1))[:, -4:], rtol=1e-12, atol=1e-12)
 
 
+def test_init_precision_applies_without_a_state():
+    """init_precision is the prior precision of a fresh sequence whether or not a state is passed:
+    the full forward, filter_readout and prefill from init_state agree (it was ignored without a
+    state), and it changes the output (so the test can fail)."""
+    layer = make_layer(init_precision=5.0)
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    y, y_var = layer(x, return_variance=True)
+    y_s, var_s, _ = layer(x, state=layer.init_state(2), return_variance=True)
+    torch.testing.assert_close(y, y_s, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y_var, var_s, rtol=1e-12, atol=1e-12)
+    other = make_layer(init_precision=1.0)
+    assert (other(x) - y).abs().max() > 1e-4
+    r, r_var = layer.filter_readout(x)
+    lam0 = torch.full((2, layer.d_inner, layer.d_state), 5.0, dtype=torch.float64)
+    _, _, _, inputs = layer._sensor(x, None)
+    from bayesfilt.nn.reference import kla_scan_reference
+    ref = kla_scan_reference(*inputs, lam0, torch.zeros_like(lam0))
+    torch.testing.assert_close(r, ref[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(r_var, ref[1], rtol=1e-10, atol=1e-12)
+
+
+def test_prefill_state_owns_its_conv_cache():
+    """The conv cache handed on after a prefill holds K - 1 columns, not a view of the prefill's buffer."""
+    layer = make_layer()
+    _, state = layer(torch.randn(2, 300, 8, dtype=torch.float64), state=layer.init_state(2))
+    conv = state.conv
+    assert conv.shape[-1] == layer.conv_kernel - 1
+    assert conv.untyped_storage().nbytes() == conv.numel() * conv.element_size()
+
+
 def test_return_types_never_depend_on_config():
     x = torch.randn(2, 5, 8, dtype=torch.float64)
     for cfg in ({}, {"gating": False, "skip": False, "qk_norm": False, "process_noise": False}):

@@ -68,7 +68,10 @@ def test_p0_a09_L4096_float32_finite_and_equal_to_float64_reference(backend):
     y, y_var, st = kla_scan(*xs[:6], initial_state=KLAState(xs[6], xs[7]), backend=backend, validate=False)
     assert torch.isfinite(y).all() and torch.isfinite(y_var).all()
     assert rel_rms(y, ref[0]) < 1e-4 and rel_rms(y_var, ref[1]) < 1e-4
-    assert st.lam.shape == ins[6].shape               # final state in information form (lam may be inf here)
+    assert st.lam.shape == ins[6].shape               # final state in information form, saturated at LAM_MAX
+    assert torch.isfinite(st.lam).all() and torch.isfinite(st.eta).all() and float(st.lam.max()) <= 1.0001e30
+    mu, mu_ref = (st.eta / st.lam).double(), ref[3] / ref[2]         # the mean mu_L kept (here ~1e-188: the
+    assert float((mu - mu_ref).abs().max()) < 1e-6                   # prior mean a mu decays, no new evidence counts)
     if backend == "torch":                            # exact gradients: float64 autograd of the reference
         g = torch.Generator().manual_seed(3)
         w = [torch.randn(y.shape, generator=g, dtype=F64), torch.randn(y.shape, generator=g, dtype=F64)]
@@ -81,21 +84,45 @@ def test_p0_a09_L4096_float32_finite_and_equal_to_float64_reference(backend):
             assert rel_rms(a.grad, b.grad) < 1e-4, name
 
 
-def test_p0_step_chain_stays_finite():
-    """Prefill + decode (kla_step) from a state, float32, p = 0. The state is (lam, eta): it stays
-    usable while lam_t ~ 0.81^(-t) is finite in float32 (L = 300: ~1e27); past ~420 tokens lam is
-    inf and a state handed on is lost (documented in docs/math/kla.md)."""
-    ins = [x.float() for x in inputs(300, B=1, M=2, S=3, seed=4)]
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_p0_step_chain_stays_finite(backend):
+    """Prefill + decode (kla_step) from a state, float32, p = 0, past the overflow of the precision
+    (lam_t ~ 0.81^(-t) leaves float32's range after ~420 tokens): every returned state is saturated
+    at LAM_MAX = 1e30 with its mean kept, so the chain stays finite and equal to the float64
+    reference (before, a state handed on past ~420 tokens was (inf, inf) and the next call NaN)."""
+    ins = [x.float() for x in inputs(700, B=1, M=2, S=3, seed=4)]
     ref = kla_scan_reference(*[x.double() for x in ins])
     st = KLAState(ins[6], ins[7])
     ys = []
-    for t in range(0, 300, 100):                      # prefill chunks through the scan, then steps
-        y, _, st = kla_scan(*[x[:, t:t + 99] for x in ins[:4]], *ins[4:6], initial_state=st, validate=False)
+    for t in range(0, 700, 100):                      # prefill chunks through the scan, then steps
+        y, _, st = kla_scan(*[x[:, t:t + 99] for x in ins[:4]], *ins[4:6], initial_state=st, backend=backend,
+                            validate=False)
         ys.append(y)
-        y1, _, st = kla_step(*[x[:, t + 99] for x in ins[:4]], *ins[4:6], st, validate=False)
+        y1, _, st = kla_step(*[x[:, t + 99] for x in ins[:4]], *ins[4:6], st, backend=backend, validate=False)
         ys.append(y1[:, None])
+        assert torch.isfinite(st.lam).all() and float(st.lam.max()) <= 1.0001e30
     y = torch.cat(ys, 1)
     assert torch.isfinite(y).all() and rel_rms(y, ref[0]) < 1e-4
+
+
+def test_p0_layer_decodes_past_the_overflow():
+    """The layer without process noise (the paper's ablation) at its default init, float32: prefill
+    and token-by-token decoding equal the full forward past the precision's overflow (before the
+    saturation of the state, decoding gave NaN from about token 38)."""
+    from bayesfilt.nn import KLAConfig, KLALayer
+    torch.manual_seed(0)
+    layer = KLALayer(16, KLAConfig(d_state=16, process_noise=False))
+    x = torch.randn(1, 90, 16)
+    with torch.no_grad():
+        full = layer(x)
+        out, st = layer(x[:, :60], state=layer.init_state(1))
+        outs = [out]
+        for t in range(60, 90):
+            o, st = layer(x[:, t:t + 1], state=st)
+            outs.append(o)
+    dec = torch.cat(outs, 1)
+    assert torch.isfinite(dec).all()
+    assert float((dec - full).abs().max()) < 1e-5 * float(full.abs().max())
 
 
 def test_cli_training_without_process_noise_has_finite_losses(tmp_path, capsys):

@@ -255,13 +255,20 @@ def test_extreme_inputs_float32_finite_and_accurate(L, a, p, lv_scale):
         assert torch.isfinite(x.grad).all()
 
 
-def test_range_overflow_raises_named_error():
-    """p = 0, a = 1e-3: lam_t >= a^(-2t) leaves float32 after ~6 tokens (docs/math/kla.md, Ranges)."""
+def test_range_overflow_saturates_the_state():
+    """p = 0, a = 1e-3: lam_t >= a^(-2t) leaves float32 after ~6 tokens (docs/math/kla.md, Ranges
+    and section 6). The readouts come from the moment form and the returned state is saturated at
+    LAM_MAX (it raised a range error before: the state was inf), with the float64 run's readouts."""
+    from bayesfilt.nn.reference import LAM_MAX
     ins = _extreme(20, 1e-3, 0.0)
-    with pytest.raises(BayesfiltError, match="range"):
-        kla_scan(*ins[:6], initial_state=KLAState(ins[6], ins[7]), backend="torch")
-    y, _, st = kla_scan(*[x.double() for x in ins[:6]], backend="torch")   # float64 holds it at this L
-    assert torch.isfinite(y).all() and torch.isfinite(st.lam).all()
+    y, y_var, st = kla_scan(*ins[:6], initial_state=KLAState(ins[6], ins[7]), backend="torch")
+    assert torch.isfinite(st.lam).all() and torch.isfinite(st.eta).all()
+    assert float(st.lam.max()) <= LAM_MAX[torch.float32] * 1.0001
+    y64, yv64, st64 = kla_scan(*[x.double() for x in ins[:6]], initial_state=KLAState(ins[6].double(),
+                                                                                         ins[7].double()),
+                               backend="torch")                      # float64 holds it at this L
+    assert torch.isfinite(y64).all() and torch.isfinite(st64.lam).all()
+    assert rel_rms(y, y64) < 1e-4 and rel_rms(y_var, yv64) < 1e-4
 
 
 # ---------------------------------------------------------------------------------- dtypes, step

@@ -280,6 +280,23 @@ def test_extreme_inputs_small():
     _check(1, 37, 4, 3, init=False, prior=True, a_range=(0.99, 1.0), lv_scale=(1e-4, 1e-3))
 
 
+def test_p0_final_state_saturates_interpreted():
+    """p = 0 with a in (0.3, 0.4): lam_t ~ a^(-2t) leaves float32's range after ~40 tokens. The
+    scan's final state is saturated at LAM_MAX = 1e30 (it was 1 / w = inf, so a decode step from it
+    gave NaN), and decoding from it continues finite, like the float64 reference."""
+    from bayesfilt.nn.reference import LAM_MAX
+    kla = _kernels()
+    xs = _inputs(1, 70, 3, 4, seed=7, a_range=(0.3, 0.4), p_range=(0.0, 0.0))
+    y, y_var, lam, eta = kla.kla_scan_triton(*[x.float() for x in xs[:6]], initial_state=(xs[6].float(), xs[7].float()))
+    assert torch.isfinite(y).all() and torch.isfinite(lam).all() and torch.isfinite(eta).all()
+    assert float(lam.max()) <= LAM_MAX[torch.float32] * 1.0001
+    nxt = _inputs(1, 1, 3, 4, seed=8)[:4]
+    y1, yv1, lam1, eta1 = kla.kla_step_triton(*[x[:, 0].float() for x in nxt], xs[4].float(), xs[5].float(), lam, eta)
+    assert torch.isfinite(y1).all() and torch.isfinite(yv1).all() and torch.isfinite(lam1).all()
+    ref = kla_scan_reference(*[torch.cat([a, b], 1).double() for a, b in zip(xs[:4], nxt)], *xs[4:])
+    assert float((y1.double() - ref[0][:, -1]).abs().max()) < 1e-4
+
+
 def test_bf16_inputs_float32_state():
     """bf16 inputs: outputs float32 and as accurate as for the same inputs in float32."""
     xs = [x.to(torch.bfloat16).double() for x in _inputs(1, 19, 4, 16, seed=3)]

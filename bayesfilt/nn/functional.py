@@ -39,7 +39,7 @@ import torch
 
 from ..errors import BayesfiltError, type_error, value_error
 from ..scan.diagonal import diagonal_filter_adjoint, diagonal_filter_scan, diagonal_filter_scan_moments
-from .reference import kla_scan_reference, kla_step_reference
+from .reference import kla_scan_reference, kla_step_reference, lam_max
 
 __all__ = ["BACKENDS", "CheckRow", "KLAScanFunction", "KLAState", "check_backends", "kla_scan", "kla_step",
            "random_inputs"]
@@ -79,6 +79,15 @@ def _schedule(L: int) -> tuple[str, Optional[int]]:
     return "tree", None
 
 
+def _saturated(lam, eta) -> KLAState:
+    """The state with its precision capped at LAM_MAX (bayesfilt.nn.reference) and the mean kept:
+    (lam s, eta s), s = min(1, LAM_MAX / lam). With p = 0, lam_t grows like a^(-2t); a capped state
+    stays finite, so a following kla_step / kla_scan from it does not overflow (y and the mean are
+    unchanged; the variance 1/lam is floored at 1/LAM_MAX). s = 1 (and its gradient 0) otherwise."""
+    s = (lam_max(lam.dtype) / lam).clamp(max=1.0)
+    return KLAState(lam * s, eta * s)
+
+
 def _finite(*xs) -> bool:
     return all(bool(torch.isfinite(x).all()) for x in xs)
 
@@ -92,7 +101,8 @@ def _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: boo
     # the information form overflowed (p = 0: lam_t grows like a^(-2t)); the moment form (variance
     # and mean per lane) is the same filter with bounded quantities (docs/math/kla.md)
     out = diagonal_filter_scan_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, sched, chunk)
-    lam = 1.0 / out.lams[:, -1]                                  # lam_L = 1 / sig2_L (may be inf: sig2_L underflows)
+    sig2 = out.lams[:, -1]
+    lam = 1.0 / sig2.clamp(min=1.0 / lam_max(sig2.dtype))       # lam_L = 1 / sig2_L, at most LAM_MAX
     return out.y, out.y_var, lam, out.etas[:, -1] * lam          # eta_L = mu_L lam_L
 
 
@@ -415,14 +425,14 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
         y, y_var, lam, eta = _check_outputs(fn(v, lambda_v, k, q, a_bar, p_bar,
                                 initial_state=None if initial_state is None else (lam0.float(), eta0.float()),
                                 prior_readout=bool(prior_readout)), validate, torch.float32)
-        return y.to(out_dtype), y_var.to(out_dtype), KLAState(lam, eta)
+        return y.to(out_dtype), y_var.to(out_dtype), _saturated(lam, eta)
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)] + [lam0, eta0]
     if backend == "reference":
         y, y_var, lam, eta = kla_scan_reference(*args, prior_readout=bool(prior_readout))
     else:
         y, y_var, lam, eta = torch.ops.bayesfilt.kla_scan(*args, bool(prior_readout))
     y, y_var, lam, eta = _check_outputs((y, y_var, lam, eta), validate, compute)
-    return y.to(out_dtype), y_var.to(out_dtype), KLAState(lam, eta)
+    return y.to(out_dtype), y_var.to(out_dtype), _saturated(lam, eta)
 
 
 def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = False, backend: str = "auto",
@@ -459,11 +469,11 @@ def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = Fa
         fn = _import_triton("kla_step_triton", v.device)
         y, y_var, lam, eta = _check_outputs(fn(v, lambda_v, k, q, a_bar, p_bar, lam0.float(), eta0.float(),
                                                prior_readout=bool(prior_readout)), validate, torch.float32)
-        return y.to(v.dtype), y_var.to(v.dtype), KLAState(lam, eta)
+        return y.to(v.dtype), y_var.to(v.dtype), _saturated(lam, eta)
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)]
     y, y_var, lam, eta = _check_outputs(kla_step_reference(*args, lam0, eta0, prior_readout=bool(prior_readout)),
                                         validate, compute)
-    return y.to(v.dtype), y_var.to(v.dtype), KLAState(lam, eta)
+    return y.to(v.dtype), y_var.to(v.dtype), _saturated(lam, eta)
 
 
 # ============================================================================ backend check

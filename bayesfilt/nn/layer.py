@@ -238,8 +238,20 @@ class KLALayer(nn.Module):
             torch.Size([1, 5, 16])
         """
         _, _, _, inputs = self._sensor(x, None)
-        y, y_var, _ = kla_scan(*inputs, backend=scan_backend(self.config), validate=False)
+        y, y_var, _ = kla_scan(*inputs, initial_state=self._fresh_state(inputs[0]), backend=scan_backend(self.config),
+                               validate=False)
         return y, y_var
+
+    def _fresh_state(self, v: torch.Tensor) -> KLAState | None:
+        """The filter's state before the first token for a fresh sequence: None (kla_scan's own
+        lam_0 = 1, eta_0 = 0) when ``init_precision`` is 1, else lam_0 = init_precision, eta_0 = 0,
+        as :meth:`init_state` gives (so a forward without a state equals one from ``init_state``)."""
+        if self.config.init_precision == 1.0:
+            return None
+        B, _, M = v.shape
+        S = self.d_state
+        return KLAState(torch.full((B, M, S), self.config.init_precision, device=v.device, dtype=v.dtype),
+                        torch.zeros(B, M, S, device=v.device, dtype=v.dtype))
 
     def forward(self, x: torch.Tensor, state: KLALayerState | None = None, *, return_variance: bool = False):
         """Mix ``x`` in time.
@@ -272,7 +284,8 @@ class KLALayer(nn.Module):
         u, gate, full, (v, lambda_v, k, q, a_bar, p_bar) = self._sensor(x, state)
         backend = scan_backend(self.config)
         if state is None:
-            y, y_var, final = kla_scan(v, lambda_v, k, q, a_bar, p_bar, backend=backend, validate=False)
+            y, y_var, final = kla_scan(v, lambda_v, k, q, a_bar, p_bar, initial_state=self._fresh_state(v),
+                                       backend=backend, validate=False)
         else:
             init = KLAState(state.kla.lam.to(v.dtype), state.kla.eta.to(v.dtype))
             if L == 1:
@@ -296,7 +309,8 @@ class KLALayer(nn.Module):
             w2 = self.out_proj.weight.to(y_var.dtype) ** 2
             result.append(F.linear(y_var, w2))                         # Var(W y) = (W∘W) Var(y), channels taken independent
         if state is not None:
-            new_conv = full[..., full.shape[-1] - (K - 1):].to(state.conv.dtype)
+            # a copy: a view would keep the whole [B, C, K - 1 + L] prefill buffer alive in the state
+            new_conv = full[..., full.shape[-1] - (K - 1):].to(state.conv.dtype, copy=True)
             result.append(KLALayerState(new_conv, KLAState(final.lam.to(state.kla.lam.dtype),
                                                            final.eta.to(state.kla.eta.dtype))))
         return result[0] if len(result) == 1 else tuple(result)

@@ -14,6 +14,17 @@ from __future__ import annotations
 
 import torch
 
+#: the largest precision a returned state holds, per dtype (variance floor 1 / LAM_MAX). With p = 0
+#: lam_t grows like a^(-2t) and would overflow; a state saturated here keeps its mean (eta = mu lam)
+#: and stays usable for the next call, whose first step (lam / a^2 + ...) has room to ~1e8 more
+#: (float32). The Triton kernels use the float32 value (bayesfilt/nn/kernels/_kla_triton.py).
+LAM_MAX = {torch.float32: 1e30, torch.float64: 1e240}
+
+
+def lam_max(dtype) -> float:
+    """:data:`LAM_MAX` of a state dtype (float32's for narrower ones)."""
+    return LAM_MAX.get(dtype, LAM_MAX[torch.float32])
+
 
 def kla_scan_reference(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: bool = False):
     """Sequential KLA filter over L tokens; differentiable by autograd.
@@ -28,8 +39,9 @@ def kla_scan_reference(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readou
 
     Returns:
         ``(y, y_var, lam_L, eta_L)``: (B, L, M), (B, L, M), (B, M, S), (B, M, S). The final
-        state is returned in information form, lam_L = 1 / sig2_L, eta_L = mu_L lam_L; with
-        p = 0 over long sequences sig2_L can underflow and lam_L be inf (y, y_var stay finite).
+        state is returned in information form, lam_L = 1 / sig2_L, eta_L = mu_L lam_L, with
+        lam_L at most :data:`LAM_MAX` (with p = 0 over long sequences sig2_L shrinks towards 0:
+        the state saturates there and keeps mu_L).
 
     Example:
         >>> import torch
@@ -59,7 +71,7 @@ def kla_scan_reference(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readou
         else:
             ys.append((qt * mu).sum(-1))                            # y_t = sum_s q_t mu_t
             yvs.append((qt * qt * sig2).sum(-1))                    # y_var_t = sum_s q_t^2 sig2_t
-    lam = 1.0 / sig2                                                # lam_L = 1 / sig2_L (inf if sig2_L underflows)
+    lam = 1.0 / sig2.clamp(min=1.0 / lam_max(sig2.dtype))          # lam_L = 1 / sig2_L, at most LAM_MAX
     return torch.stack(ys, 1), torch.stack(yvs, 1), lam, mu * lam   # eta_L = mu_L lam_L
 
 

@@ -285,7 +285,8 @@ def _fwd_kernel(
         tl.store(summu_ptr + base2 + MSs + ms, bb, mask=lmask)
     else:
         if c == NC - 1:
-            lam = 1.0 / w                               # lam_L = 1 / w_L
+            lam = 1.0 / tl.maximum(w, 1e-30)            # lam_L = 1 / w_L, at most LAM_MAX (float32: 1e30,
+                                                        # bayesfilt.nn.reference; p = 0 saturates here)
             tl.store(lamL_ptr + bms + ms, lam, mask=lmask)
             tl.store(etaL_ptr + bms + ms, mu * lam, mask=lmask)   # eta_L = mu_L lam_L
 
