@@ -293,6 +293,7 @@ def test_p0_final_state_saturates_interpreted():
     nxt = _inputs(1, 1, 3, 4, seed=8)[:4]
     y1, yv1, lam1, eta1 = kla.kla_step_triton(*[x[:, 0].float() for x in nxt], xs[4].float(), xs[5].float(), lam, eta)
     assert torch.isfinite(y1).all() and torch.isfinite(yv1).all() and torch.isfinite(lam1).all()
+    assert float(lam1.max()) <= LAM_MAX[torch.float32] * 1.0001             # the step saturates too
     ref = kla_scan_reference(*[torch.cat([a, b], 1).double() for a, b in zip(xs[:4], nxt)], *xs[4:])
     assert float((y1.double() - ref[0][:, -1]).abs().max()) < 1e-4
 

@@ -83,7 +83,8 @@ def _saturated(lam, eta) -> KLAState:
     """The state with its precision capped at LAM_MAX (bayesfilt.nn.reference) and the mean kept:
     (lam s, eta s), s = min(1, LAM_MAX / lam). With p = 0, lam_t grows like a^(-2t); a capped state
     stays finite, so a following kla_step / kla_scan from it does not overflow (y and the mean are
-    unchanged; the variance 1/lam is floored at 1/LAM_MAX). s = 1 (and its gradient 0) otherwise."""
+    unchanged; the variance 1/lam is floored at 1/LAM_MAX). s = 1 (and its gradient 0) otherwise.
+    The Triton kernels saturate their states themselves (no extra launches per decoded token)."""
     s = (lam_max(lam.dtype) / lam).clamp(max=1.0)
     return KLAState(lam * s, eta * s)
 
@@ -425,7 +426,7 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
         y, y_var, lam, eta = _check_outputs(fn(v, lambda_v, k, q, a_bar, p_bar,
                                 initial_state=None if initial_state is None else (lam0.float(), eta0.float()),
                                 prior_readout=bool(prior_readout)), validate, torch.float32)
-        return y.to(out_dtype), y_var.to(out_dtype), _saturated(lam, eta)
+        return y.to(out_dtype), y_var.to(out_dtype), KLAState(lam, eta)        # saturated in the kernels
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)] + [lam0, eta0]
     if backend == "reference":
         y, y_var, lam, eta = kla_scan_reference(*args, prior_readout=bool(prior_readout))
@@ -469,7 +470,7 @@ def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = Fa
         fn = _import_triton("kla_step_triton", v.device)
         y, y_var, lam, eta = _check_outputs(fn(v, lambda_v, k, q, a_bar, p_bar, lam0.float(), eta0.float(),
                                                prior_readout=bool(prior_readout)), validate, torch.float32)
-        return y.to(v.dtype), y_var.to(v.dtype), _saturated(lam, eta)
+        return y.to(v.dtype), y_var.to(v.dtype), KLAState(lam, eta)            # saturated in the kernel
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)]
     y, y_var, lam, eta = _check_outputs(kla_step_reference(*args, lam0, eta0, prior_readout=bool(prior_readout)),
                                         validate, compute)

@@ -594,5 +594,6 @@ def _step_kernel(
         yvt = tl.sum(qq * qq * w, axis=0, keep_dims=True)                 # sum_s q^2 / lam
     tl.store(y_ptr + b.to(tl.int64) * M + m, yt, mask=mmask)
     tl.store(yv_ptr + b.to(tl.int64) * M + m, yvt, mask=mmask)
-    tl.store(lamo_ptr + bms + ms, lam_n, mask=lmask)
-    tl.store(etao_ptr + bms + ms, eta_n, mask=lmask)
+    cap = tl.minimum(1.0, 1e30 / lam_n)                 # saturate at LAM_MAX (float32: 1e30), mu kept
+    tl.store(lamo_ptr + bms + ms, lam_n * cap, mask=lmask)
+    tl.store(etao_ptr + bms + ms, eta_n * cap, mask=lmask)
