@@ -1,5 +1,6 @@
 """Training loop and CLI: exact resume, no silent overwrite, safe checkpoints, early stopping."""
 
+import dataclasses
 import json
 
 import pytest
@@ -255,6 +256,11 @@ def test_nonfinite_loss_stops_with_status_diverged(tmp_path, monkeypatch):
     out = tmp_path / "run"
     res = train(TrainConfig(steps=6, **TINY), out, progress=False)
     assert res["status"] == "diverged" and res["step"] == 2
+
+    def strict(name):                                   # JSON has no NaN: every line must parse strictly
+        raise ValueError(f"non-JSON constant {name}")
+    lines = [json.loads(line, parse_constant=strict) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["loss"] is None                    # the diverged step's NaN loss, written as null
     assert "step 2" in res["message"]
     assert [r["step"] for r in _metrics(out)] == [1, 2]
     ck = load_checkpoint(out / "checkpoint.pt")
@@ -282,3 +288,26 @@ def test_distributed_loop_also_stops_on_nonfinite_loss(tmp_path, monkeypatch):
     assert res["status"] == "diverged" and res["step"] in (1, 2) and f"step {res['step']}" in res["message"]
     ck = load_checkpoint(tmp_path / "d" / "checkpoint.pt")
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_backend_is_validated_and_a_failed_build_leaves_no_run(tmp_path):
+    """An unknown backend is refused by TrainConfig; settings that fail when the task is built
+    (an odd recall length) leave no config.json behind, so the corrected run can use the folder."""
+    with pytest.raises(BayesfiltError, match="backend"):
+        TrainConfig(backend="bogus", **TINY)
+    out = tmp_path / "run"
+    bad = dataclasses.replace(TrainConfig(steps=2, **TINY), task="in_context_recall", length=7)
+    with pytest.raises(BayesfiltError):
+        train(bad, out, progress=False)
+    assert not (out / "config.json").exists()
+    ok = dataclasses.replace(bad, length=8)
+    assert train(ok, out, progress=False)["step"] == 2
+
+
+def test_stop_after_at_or_below_the_current_step_takes_no_step(tmp_path):
+    """stop_after counts steps in total: a call that is already there trains nothing (it took one)."""
+    out = tmp_path / "run"
+    assert train(TrainConfig(steps=6, **TINY), out, progress=False, stop_after=0)["step"] == 0
+    assert train(TrainConfig(steps=6, **TINY), out, progress=False, resume=True, stop_after=3)["step"] == 3
+    assert train(TrainConfig(steps=6, **TINY), out, progress=False, resume=True, stop_after=3)["step"] == 3
+    assert train(TrainConfig(steps=6, **TINY), out, progress=False, resume=True)["step"] == 6

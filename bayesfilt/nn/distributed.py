@@ -637,7 +637,9 @@ def _train(cfg, out, dcfg, rank, world, device, *, resume, force, progress, stop
     bar = _progress_bar(cfg.steps, step, progress and rank == 0)
     status, diverged = "done", None
     t0 = time.perf_counter()
-    while step < cfg.steps:
+    if stop_after is not None and step >= stop_after and step < cfg.steps:
+        status = "stopped"                              # as train(): already there, no step in this call
+    while status == "done" and step < cfg.steps:
         rec = train_step(fwd, model, opt, task, cfg, dcfg, step, rank, world, device)
         step += 1
         diverged = nonfinite_message(rec["loss"], rec["grad_norm"], step)    # equal on every rank

@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import type_error, value_error
 from ..validation import as_real_scalar
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .config import A_INITS, KLAConfig
+from .config import A_INITS, BACKENDS, KLAConfig
 from .lm import MIXERS, CompressionDecoder, KLALanguageModel, count_parameters
 from .tasks import Task
 from .text import ALL_TASKS as TASKS, make_any_task as make_task   # the synthetic tasks and "lm"
@@ -153,6 +153,8 @@ class TrainConfig:
             as_real_scalar(self.target_acc, "target_acc", low=0.0, low_open=True, high=1.0, fix="pass e.g. 0.9")
         if self.dtype not in ("float32", "bfloat16"):
             raise value_error("dtype", f"unknown dtype {self.dtype!r}", "pass 'float32' or 'bfloat16'")
+        if self.backend not in BACKENDS:
+            raise value_error("backend", f"unknown backend {self.backend!r}", f"pass one of {BACKENDS}")
         if self.posterior_samples and self.mixer != "kla":
             raise value_error("posterior_samples", f"KLA+ needs mixer 'kla', got {self.mixer!r}",
                               "pass posterior_samples=0 or mixer='kla'")
@@ -415,10 +417,18 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
             "eval_last_acc": c_last / n}
 
 
+def _json_line(rec: dict) -> str:
+    """One record as strict JSON: a non-finite number (a diverged step's NaN loss) is written as
+    null, since JSON has no NaN (``json.dumps`` would write ``NaN``, which strict parsers refuse)."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
+    return json.dumps(clean, sort_keys=True, allow_nan=False)
+
+
 def _append_metrics(out: Path, rec: dict) -> None:
-    """Append one step's record to ``out/metrics.jsonl`` (one JSON object a line)."""
+    """Append one step's record to ``out/metrics.jsonl`` (one JSON object a line; non-finite
+    numbers as null)."""
     with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(rec, sort_keys=True) + "\n")
+        f.write(_json_line(rec) + "\n")
 
 
 def _stop_for_time(rec: dict, prog, run_eval) -> str:
@@ -487,7 +497,7 @@ def _prepare_out(out: Path, cfg: TrainConfig, *, resume: bool, force: bool) -> N
 
 
 def _write_metrics(out: Path, records: list) -> None:
-    atomic_write_bytes(out / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
+    atomic_write_bytes(out / "metrics.jsonl", "".join(_json_line(r) + "\n" for r in records).encode())
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False,
@@ -525,12 +535,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     if not isinstance(cfg, TrainConfig):
         raise type_error("cfg", f"must be a TrainConfig, got {type(cfg).__name__}", "pass TrainConfig(...)")
     out = Path(out)
-    _prepare_out(out, cfg, resume=resume, force=force)
     device = torch.device(cfg.device)
+    # the task and the model first: settings that fail there (e.g. an odd recall length) must not
+    # leave a config.json behind that blocks the corrected run's folder
     task = make_task(cfg.task, seed=cfg.seed, length=cfg.length, n_train=cfg.n_train, n_test=cfg.n_test) \
         if task is None else task
     torch.manual_seed(cfg.seed)
     model = TaskModel(cfg, task).to(device)
+    _prepare_out(out, cfg, resume=resume, force=force)
     opt = make_optimizer(model, cfg)
     prog = _Progress()
     step = 0
@@ -556,8 +568,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     diverged = None
     t0 = time.perf_counter()
     n = len(task.train)
+    if stop_after is not None and step >= stop_after and step < cfg.steps:
+        status = "stopped"                                  # already there: no step in this call
     try:
-        while step < cfg.steps:
+        while status == "done" and step < cfg.steps:
             idx = batch_indices(cfg.seed, step, cfg.batch_size, n)
             x = torch.from_numpy(task.train.inputs[idx]).to(device)
             y = torch.from_numpy(task.train.targets[idx]).to(device)
