@@ -102,6 +102,15 @@ def test_mixer_registry_and_errors():
         KLALanguageModel(5, 8, 1, mixer="mamba")
     with pytest.raises(BayesfiltError, match="n_layers"):
         KLALanguageModel(5, 8, 0)
+    for kwargs, name in (({"n_classes": 0}, "n_classes"), ({"n_classes": 2.5}, "n_classes"),
+                         ({"mlp_ratio": -3}, "mlp_ratio"), ({"mlp_ratio": float("nan")}, "mlp_ratio"),
+                         ({"mixer": "attention", "n_heads": 0}, "n_heads")):
+        with pytest.raises(BayesfiltError, match=name):
+            KLALanguageModel(5, 8, 1, **kwargs)
+    lm = KLALanguageModel(5, 8, 1)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(BayesfiltError, match="temperature"):
+            lm.generate(torch.zeros(1, 3, dtype=torch.long), 2, temperature=bad)
     if not fla_available():
         for name in ("gla", "gla_recurrent", "gdn"):
             with pytest.raises(BayesfiltError, match="fla"):

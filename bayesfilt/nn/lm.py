@@ -16,6 +16,7 @@ Posterior-sampled training ("KLA+", arXiv 2602.10743): :meth:`KLALanguageModel.l
 from __future__ import annotations
 
 import importlib.util
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -91,6 +92,8 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int = 4) -> None:
         super().__init__()
+        if isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1:
+            raise value_error("n_heads", f"must be a positive int, got {n_heads!r}", "pass a divisor of d_model")
         if d_model % n_heads:
             raise value_error("n_heads", f"{n_heads} does not divide d_model={d_model}", "pick a divisor of d_model")
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
@@ -275,9 +278,14 @@ class KLALanguageModel(nn.Module):
                  kla_config: KLAConfig | None = None, n_heads: int = 4, mlp_ratio: float = 8 / 3,
                  n_classes: int | None = None) -> None:
         super().__init__()
-        for arg, val in (("vocab_size", vocab_size), ("d_model", d_model), ("n_layers", n_layers)):
+        for arg, val in (("vocab_size", vocab_size), ("d_model", d_model), ("n_layers", n_layers),
+                         ("n_classes", 1 if n_classes is None else n_classes)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise value_error(arg, f"must be a positive int, got {val!r}", f"pass a positive integer {arg}")
+        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not (
+                math.isfinite(mlp_ratio) and mlp_ratio > 0):
+            raise value_error("mlp_ratio", f"must be a positive finite number, got {mlp_ratio!r}",
+                              "pass e.g. 8 / 3 (the SwiGLU hidden width is mlp_ratio * d_model)")
         if isinstance(mixer, str):
             if mixer not in MIXERS:
                 raise value_error("mixer", f"unknown mixer {mixer!r}", f"pass one of {sorted(MIXERS)} or a factory")
@@ -475,6 +483,10 @@ class KLALanguageModel(nn.Module):
         """
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise value_error("max_new_tokens", f"must be an int >= 0, got {max_new_tokens!r}", "pass a non-negative count")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+                math.isfinite(temperature) and temperature >= 0):
+            raise value_error("temperature", f"must be a finite number >= 0, got {temperature!r}",
+                              "pass 0 for greedy decoding or a positive temperature to sample")
         out = prompt
         if self.stateful:
             states = self.init_state(prompt.shape[0], device=prompt.device)
