@@ -28,7 +28,9 @@ Backends:
 
 dtypes: float32, float64 and bfloat16 inputs. bfloat16 inputs are computed with float32
 state and accumulation; y and y_var come back in the dtype of ``v``; the state comes back
-in the compute dtype (float32 for bfloat16 / float32 inputs, float64 for float64).
+in the compute dtype (float32 for bfloat16 / float32 inputs, float64 for float64), except
+from the ``"triton"`` backend, whose kernels compute in float32 (its state is float32 and its
+results have float32 accuracy for float64 inputs too).
 """
 
 from __future__ import annotations
@@ -402,7 +404,8 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
 
     Returns:
         ``(y, y_var, final_state)``: y and y_var (B, L, M) in v's dtype; the posterior
-        :class:`KLAState` after token L (compute dtype).
+        :class:`KLAState` after token L (compute dtype; float32 from ``"triton"``), its precision
+        saturated at ``bayesfilt.nn.reference.LAM_MAX`` (p_bar = 0; docs/math/kla.md section 6).
 
     Raises:
         BayesfiltValueError / BayesfiltTypeError: bad shapes, dtypes, devices or values.

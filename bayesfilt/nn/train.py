@@ -183,6 +183,8 @@ def decayed(name: str, param: torch.Tensor, decay_dynamics: bool = True) -> bool
     Δ (``log_dt``, a matrix with ``dt_per_state``) never (decay would pull every Δ towards 1); KLA's
     ``log_a`` and ``p_raw`` ([M, S]) only with ``decay_dynamics`` (:class:`TrainConfig`'s field,
     default True: decay then pulls a towards 1 and p towards softplus(0) = 0.69; docs/notes_a5.md 5.7).
+    Embeddings are recognised by name ("embed"): the compression task's position table
+    ``decoder.pos`` is an embedding that is decayed (every compression result so far was trained so).
 
     Args:
         name: the parameter's name in ``model.named_parameters()``.
