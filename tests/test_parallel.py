@@ -169,6 +169,18 @@ def test_riccati_steady_state_cv_model():
     check_smoother(bayesfilt.parallel_smoother(model, y), bayesfilt.rts_smoother(model, ref))
 
 
+def test_riccati_fixed_point_with_disparate_state_scales():
+    """Two independent states with variances ~1e6 and ~1e-6: the fixed-point test of the shared
+    covariances judged every entry against the largest and stopped after 22 steps, before the small
+    state had settled (means 1e-4 off the reference; found in review, session 8)."""
+    big, small = 1e6, 1e-6
+    model = bayesfilt.LinearGaussianSSM(m0=np.zeros(2), P0=np.diag([big, small]), F=np.diag([0.9, 1.0]),
+                                       Q=np.diag([big, 1e-3 * small]), H=np.eye(2), R=np.diag([big, small]))
+    _, y = model.simulate(400, seed=0, batch_shape=(3,))
+    ref = bayesfilt.kalman_filter(model, y)
+    check_filter(bayesfilt.parallel_filter(model, y, method="riccati"), ref)
+
+
 def test_singular_q_covariance_form():
     """White-noise-acceleration style singular Q: the covariance form handles it; the information form refuses."""
     rng = np.random.default_rng(4)
