@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import bayesfilt
-from bayesfilt import BayesfiltTypeError, BayesfiltValueError
+from bayesfilt import BayesfiltError, BayesfiltTypeError, BayesfiltValueError
 from bayesfilt.scan import SCHEDULES
 from bayesfilt.scan.covariance import conditional_elements, filter_combine, filter_identity, affine_combine
 from bayesfilt.scan.information import info_combine, info_elements, info_identity
@@ -179,6 +179,37 @@ def test_riccati_fixed_point_with_disparate_state_scales():
     _, y = model.simulate(400, seed=0, batch_shape=(3,))
     ref = bayesfilt.kalman_filter(model, y)
     check_filter(bayesfilt.parallel_filter(model, y, method="riccati"), ref)
+
+
+def test_information_form_ignores_the_unused_first_q():
+    """Entry 0 of a time-varying Q is unused (model.py): a singular one must not make the
+    information form refuse the model (it did; found in review, session 8)."""
+    T, n = 6, 2
+    Q = np.stack([np.eye(n) * 0.3] * T)
+    Q[0] = 0.0
+    model = bayesfilt.LinearGaussianSSM(m0=np.zeros(n), P0=np.eye(n), F=np.stack([0.9 * np.eye(n)] * T), Q=Q,
+                                        H=np.eye(n)[:1], R=np.eye(1), time_varying=("F", "Q"))
+    _, y = model.simulate(T, seed=1)
+    ref = bayesfilt.information_filter(model, y)
+    res = bayesfilt.parallel_filter(model, y, form="information")
+    assert abs(float(res.loglik) - float(ref.loglik)) < 1e-9 * abs(float(ref.loglik))
+    Q[1] = 0.0                                          # a singular Q that is used is still refused
+    with pytest.raises(BayesfiltValueError, match="singular Q"):
+        bayesfilt.parallel_filter(model.replace(Q=Q), y, form="information")
+
+
+def test_chunk_size_is_validated():
+    """chunk_size: NumPy integers are accepted (np.int64(3) was refused), 0 and floats are refused by name."""
+    model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+    _, y = model.simulate(20, seed=0)
+    ref = bayesfilt.parallel_filter(model, y, schedule="chunked", chunk_size=3, method="elements")
+    out = bayesfilt.parallel_filter(model, y, schedule="chunked", chunk_size=np.int64(3), method="elements")
+    assert np.array_equal(out.means, ref.means)
+    for bad in (0, 2.5, True):
+        with pytest.raises(BayesfiltError, match="chunk_size"):
+            bayesfilt.parallel_filter(model, y, schedule="chunked", chunk_size=bad)
+        with pytest.raises(BayesfiltError, match="chunk_size"):
+            bayesfilt.parallel_smoother(model, y, schedule="chunked", chunk_size=bad)
 
 
 def test_singular_q_covariance_form():

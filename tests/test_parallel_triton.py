@@ -154,6 +154,40 @@ def test_disparate_state_scales_interpreted():
     assert errs["float32"][0] < 1e-4, errs
 
 
+API_SCRIPT = textwrap.dedent(r"""
+    import numpy as np, torch
+    import bayesfilt
+    from bayesfilt.errors import BayesfiltError
+    model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+    _, y = model.simulate(6, seed=0)
+    yt = torch.as_tensor(y).requires_grad_(True)
+    try:                                                  # the kernels have no gradient: refused, not dropped
+        bayesfilt.parallel_filter(model, yt, backend="triton")
+        print("GRAD no error")
+    except BayesfiltError as e:
+        print("GRAD", "backend" in str(e) and "gradient" in str(e))
+    with torch.no_grad():                                 # no gradient wanted: fine
+        print("NOGRAD", bool(torch.isfinite(bayesfilt.parallel_filter(model, yt, backend="triton").loglik)))
+    for fn in (bayesfilt.parallel_filter, bayesfilt.parallel_smoother):
+        out = fn(model, torch.zeros(0, 5, 2, dtype=torch.float64), backend="triton", method="riccati")
+        print("EMPTY", tuple(out.means.shape))
+""")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(),
+                    reason="the CPU (CI) path (the interpreter; see test_triton_kernel_interpreted_float64)")
+def test_triton_backend_refuses_gradients_and_takes_empty_batches():
+    """Found in review (session 8): backend="triton" returned a result detached from a y that required
+    a gradient (now a named error; "auto" picks torch then), and method="riccati" on an empty batch
+    raised an unnamed IndexError (now the empty result, as the other backends)."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", API_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert "GRAD True" in lines and "NOGRAD True" in lines, proc.stdout
+    assert lines.count("EMPTY (0, 5, 4)") == 2, proc.stdout
+
+
 def test_sizes_beyond_32_bit_offsets_are_named():
     """The kernels index with 32 bits: backend='triton' on a problem past 2^31 elements raises a named
     error (auto would take the torch backend instead); the bound itself is in fits_int32's doctest."""

@@ -16,7 +16,7 @@ from . import _ops as ops
 from ..errors import type_error, value_error
 from ..model import LinearGaussianSSM
 from ..results import FilterResult, SmootherResult
-from ..validation import check_observations
+from ..validation import as_int, check_observations
 
 FORMS = ("covariance", "information")
 BACKENDS = ("auto", "numpy", "torch", "triton")
@@ -43,6 +43,11 @@ def triton_available(device=None) -> bool:
     return bool(torch.cuda.is_available()) and (device is None or getattr(device, "type", "cuda") == "cuda")
 
 
+def _grad_enabled() -> bool:
+    import torch
+    return torch.is_grad_enabled()
+
+
 def _check_choice(arg, value, choices):
     if value not in choices:
         raise value_error(arg, f"is {value!r}", f"use one of {choices}")
@@ -67,10 +72,11 @@ def _prepare(model, y, form, backend, schedule, method, validate, lazy=False):
                           "use bayesfilt.kalman_filter or information_filter, or give the states a proper prior")
     on_torch = ops.is_torch(y)
     auto_backend = backend == "auto"
+    wants_grad = on_torch and y.requires_grad and _grad_enabled()
     if backend == "auto":
         if not on_torch:
             backend = "numpy"
-        elif y.is_cuda and form == "covariance" and model.n <= 8 and triton_available(y.device):
+        elif y.is_cuda and form == "covariance" and model.n <= 8 and triton_available(y.device) and not wants_grad:
             backend = "triton"
         else:
             backend = "torch"
@@ -92,6 +98,9 @@ def _prepare(model, y, form, backend, schedule, method, validate, lazy=False):
             if validate or model.num_timesteps is not None:
                 model.validate(num_timesteps=T)
         if backend == "triton":
+            if wants_grad:
+                raise value_error("backend", "is 'triton' but y requires a gradient (the Triton kernels have none)",
+                                  "use backend='torch' (or 'auto', which picks it when y requires a gradient)")
             if form != "covariance":
                 raise value_error("backend", "is 'triton' with form='information'",
                                   "use form='covariance' (the Triton kernel is covariance form) or backend='torch'")
@@ -124,6 +133,8 @@ def _prepare(model, y, form, backend, schedule, method, validate, lazy=False):
     if method == "riccati" and (backend not in ("numpy", "triton") or form != "covariance"):
         raise value_error("method", f"is 'riccati' with backend={backend!r}, form={form!r}",
                           "use method='riccati' only with form='covariance' and backend='numpy' or 'triton'")
+    if method == "riccati" and backend == "triton" and math.prod(batch) == 0:
+        method = "elements"                                      # no series: nothing to share (same empty result)
     if tuple(y.shape[:-2]) != batch:                             # parameters batched where y is not: broadcast y
         y = ops.broadcast_to(y, batch + tuple(y.shape[-2:]))
     # the scans run time-first; the lazy Triton path keeps y batch-first (the kernels' layout)
@@ -146,6 +157,10 @@ def _prepare(model, y, form, backend, schedule, method, validate, lazy=False):
 def _check_information(model):
     for name in ("Q", "P0"):
         arr = getattr(model, name)
+        if name in model.time_varying:
+            arr = arr[..., 1:, :, :]                   # entry 0 of a time-varying Q is unused (model.py)
+            if arr.shape[-3] == 0:
+                continue
         w = np.linalg.eigvalsh(arr)
         if (w <= arr.shape[-1] * np.finfo(np.float64).eps * np.abs(w).max(-1, keepdims=True)).any():
             raise value_error("model", f"has a singular {name}, which the information-form scan elements cannot hold "
@@ -240,11 +255,13 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
         form: ``"covariance"`` (Särkkä elements) or ``"information"`` (canonical potentials).
         backend: ``"auto"`` (decided by where ``y`` lives: NumPy -> ``"numpy"``; torch ->
             ``"torch"``, or ``"triton"`` for CUDA tensors when the kernel covers the model:
-            covariance form and n <= 8), ``"numpy"``, ``"torch"`` or ``"triton"``.
+            covariance form and n <= 8, and y needs no gradient: the Triton kernels have none, so
+            ``"triton"`` refuses a y that requires one), ``"numpy"``, ``"torch"`` or ``"triton"``.
         schedule: ``"sequential"`` (the reference fold), ``"tree"``, ``"chunked"`` or ``"auto"``
             (torch: tree; NumPy: chunked, or the fold when the batch has at least T series, since
             it then does half the work). Ignored by the Triton kernel (always chunked).
-        chunk_size: chunk length of the chunked schedule (default sqrt(T)).
+        chunk_size: chunk length of the chunked schedule (default sqrt(T); a positive int; the Triton
+            kernels choose their own).
         method: ``"elements"`` (scan of full filter elements), ``"riccati"`` (covariance form, no
             missing data, unbatched parameters: covariances and gains shared by all series, computed
             once, means by an affine recursion; NumPy: the Riccati recursion stopped at its fixed
@@ -274,6 +291,7 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
         True
     """
     explicit = method
+    chunk_size = None if chunk_size is None else as_int(chunk_size, "chunk_size", low=1)
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate, lazy=True)
     if backend == "triton":
         return _triton_filter_checked(model, yt, method, explicit)              # yt: batch-first here
@@ -334,6 +352,7 @@ def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", 
         >>> bool(np.allclose(par.means, seq.means))
         True
     """
+    chunk_size = None if chunk_size is None else as_int(chunk_size, "chunk_size", low=1)
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate)
     filt = _check_finite_out(_run_filter(model, yt, form, backend, schedule, method, chunk_size), "parallel_smoother")
     if form == "covariance":
