@@ -109,8 +109,14 @@ def _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: boo
     return out.y, out.y_var, lam, out.etas[:, -1] * lam          # eta_L = mu_L lam_L
 
 
-def _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout: bool):
+def _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout: bool,
+                  grad_p: bool = True):
     sched, chunk = _schedule(v.shape[1])
+    if grad_p and v.dtype != torch.float64 and bool((p_bar == 0).any()):
+        # p = 0: the adjoint's two terms in dLoss/dp grow like a^(-4t) and cancel, and float32 loses
+        # that gradient long before anything overflows (0.8 relative error at a = 0.8, L = 90; docs/math/kla.md,
+        # Ranges): differentiate the moment form instead, which is exact
+        return _moments_vjp(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout)
     grads = tuple(diagonal_filter_adjoint(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta,
                                           prior_readout, sched, chunk))
     if _finite(*grads) or not _finite(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta):
@@ -160,17 +166,18 @@ def _kla_scan_fake(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout):
 def _kla_scan_bwd_op(v: torch.Tensor, lambda_v: torch.Tensor, k: torch.Tensor, q: torch.Tensor,
                      a_bar: torch.Tensor, p_bar: torch.Tensor, lam0: torch.Tensor, eta0: torch.Tensor,
                      g_y: torch.Tensor, g_y_var: torch.Tensor, g_lam: torch.Tensor, g_eta: torch.Tensor,
-                     prior_readout: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                     prior_readout: bool, grad_p: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exact adjoint backward of ``bayesfilt::kla_scan``: gradients of the 8 tensor inputs."""
     with torch.no_grad():
         grads = _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta,
-                              prior_readout)
+                              prior_readout, grad_p)
         return tuple(g.contiguous() for g in grads)
 
 
 @_kla_scan_bwd_op.register_fake
-def _kla_scan_bwd_fake(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout):
+def _kla_scan_bwd_fake(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout,
+                       grad_p=True):
     return tuple(torch.empty_like(x) for x in (v, lambda_v, k, q, a_bar, p_bar, lam0, eta0))
 
 
@@ -189,7 +196,7 @@ def _op_backward(ctx, g_y, g_y_var, g_lam, g_eta):
     grads = torch.ops.bayesfilt.kla_scan_backward(
         v, lambda_v, k, q, a_bar, p_bar, lam0, eta0,
         _zeros_if_none(g_y, ref_y), _zeros_if_none(g_y_var, ref_y),
-        _zeros_if_none(g_lam, lam0), _zeros_if_none(g_eta, eta0), ctx.prior_readout)
+        _zeros_if_none(g_lam, lam0), _zeros_if_none(g_eta, eta0), ctx.prior_readout, bool(ctx.needs_input_grad[5]))
     return (*grads, None)
 
 
@@ -227,7 +234,7 @@ class KLAScanFunction(torch.autograd.Function):
     def backward(ctx, g_y, g_y_var, g_lam, g_eta):
         v, lambda_v, k, q, a_bar, p_bar, lam0, eta0 = ctx.saved_tensors
         grads = _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta,
-                              ctx.prior_readout)
+                              ctx.prior_readout, bool(ctx.needs_input_grad[5]))
         return (*grads, None)
 
 
