@@ -233,7 +233,8 @@ def main(argv=None) -> int:
                 continue
             hist = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
             curve = [[r["step"], r["eval_loss"] / math.log(2)] for r in hist if "eval_loss" in r]
-            train_curve = [[r["step"], r["loss"] / math.log(2)] for r in hist]
+            train_curve = [[r["step"], (math.nan if r["loss"] is None else r["loss"]) / math.log(2)]
+                           for r in hist]                      # null: a diverged step's NaN (strict JSON)
             lm = load_model(run, cfg, vocab, device)
             amp = torch.bfloat16 if args.dtype == "bfloat16" else None
             val = bits_per_char(lm, data.val, length=args.context, max_windows=args.test_windows, device=device,

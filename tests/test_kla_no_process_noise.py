@@ -154,3 +154,18 @@ def test_p0_gradient_wrt_p_float32_torch_backend():
     (yr.sum() + yvr.sum()).backward()
     for name, a, b in zip(("v", "lambda_v", "k", "q", "a_bar", "p_bar"), xs, xr):
         assert rel_rms(a.grad, b.grad) < 1e-4, name
+
+
+@pytest.mark.parametrize("L", [62, 63, 64, 65, 66])
+def test_p0_state_finite_at_the_overflow_token(L):
+    """a = 0.5, p = 0: lam_t ~ 4^t passes float32's range at t ~ 64. On that token y can still be
+    finite while lam_L is inf; the torch backend then takes the moment form too (it returned the
+    information form's inf state, and the saturation made it NaN; found in review, session 8)."""
+    g = torch.Generator().manual_seed(L)
+    ins = [torch.randn(1, L, 1, generator=g, dtype=F64), torch.ones(1, L, 1, dtype=F64),
+           torch.ones(1, L, 1, dtype=F64), torch.ones(1, L, 1, dtype=F64),
+           torch.full((1, 1), 0.5, dtype=F64), torch.zeros(1, 1, dtype=F64)]
+    y, y_var, st = kla_scan(*[x.float() for x in ins], backend="torch", validate=False)
+    ref = kla_scan_reference(*ins, torch.ones(1, 1, 1, dtype=F64), torch.zeros(1, 1, 1, dtype=F64))
+    assert torch.isfinite(st.lam).all() and torch.isfinite(st.eta).all()
+    assert float((y.double() - ref[0]).abs().max()) < 1e-4

@@ -296,6 +296,13 @@ def test_p0_final_state_saturates_interpreted():
     assert float(lam1.max()) <= LAM_MAX[torch.float32] * 1.0001             # the step saturates too
     ref = kla_scan_reference(*[torch.cat([a, b], 1).double() for a, b in zip(xs[:4], nxt)], *xs[4:])
     assert float((y1.double() - ref[0][:, -1]).abs().max()) < 1e-4
+    # a decay below ~5e-5: lam / a^2 from a saturated state overflowed inside the step (NaN state)
+    tiny = torch.full_like(xs[4], 1e-5).float()
+    y2, yv2, lam2, eta2 = kla.kla_step_triton(*[x[:, 0].float() for x in nxt], tiny, xs[5].float(), lam, eta)
+    assert all(torch.isfinite(t).all() for t in (y2, yv2, lam2, eta2))
+    lam_r, eta_r = torch.full_like(lam, 1e30).double(), (eta / lam).double() * 1e30
+    ref2 = kla_scan_reference(*[x.double() for x in nxt], tiny.double(), xs[5], lam_r, eta_r)
+    assert float((y2.double() - ref2[0][:, -1]).abs().max()) < 1e-4
 
 
 def test_bf16_inputs_float32_state():

@@ -99,8 +99,8 @@ def _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: boo
     sched, chunk = _schedule(v.shape[1])
     out = diagonal_filter_scan(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, sched, chunk)
     res = out.y, out.y_var, out.lams[:, -1].clone(), out.etas[:, -1].clone()
-    if _finite(out.y, out.y_var) or not _finite(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0):
-        return res
+    if _finite(*res) or not _finite(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0):
+        return res                                             # (a finite y beside an inf lam_L: moment form)
     # the information form overflowed (p = 0: lam_t grows like a^(-2t)); the moment form (variance
     # and mean per lane) is the same filter with bounded quantities (docs/math/kla.md)
     out = diagonal_filter_scan_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, sched, chunk)

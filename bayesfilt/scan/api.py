@@ -1,6 +1,7 @@
 """Public entry points of the parallel-in-time filters: ``parallel_filter``, ``parallel_smoother``.
 
-They validate their inputs, pick the backend from where the data lives, run the scan of
+They validate their inputs, pick the backend from where the data lives (and, on CUDA, from
+whether y needs a gradient, which the Triton kernels do not give), run the scan of
 the chosen form and return the same result types as the sequential references
 (:func:`bayesfilt.kalman_filter`, :func:`bayesfilt.information_filter`,
 :func:`bayesfilt.rts_smoother`). Mathematics: docs/math/parallel_scan.md.

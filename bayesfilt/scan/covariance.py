@@ -197,11 +197,13 @@ def _matvec_split(M, x, k):
 
 def _settled(P, P_prev, tol) -> bool:
     """Whether covariance P (n, n) equals P_prev to ``tol`` entry by entry, each entry on its own
-    scale sqrt(P_ii P_jj). (A test against the largest entry declared a small-variance state
-    converged long before it was: at variances 1e6 / 1e-6 the means came out 1e-4 off; found in
-    review, session 8.)"""
-    d = np.sqrt(np.abs(np.diag(P)))
-    return bool((np.abs(P - P_prev) <= tol * np.outer(d, d) + np.finfo(P.dtype).tiny).all())
+    scale sqrt(P_ii P_jj), with a floor of tol * eps * max_i P_ii (so that a noise-free decaying
+    state, whose variance shrinks by a fixed factor a step, settles once it is negligible instead
+    of when it underflows)."""
+    diag = np.abs(np.diag(P))
+    d = np.sqrt(diag)
+    floor = tol * np.finfo(P.dtype).eps * diag.max() + np.finfo(P.dtype).tiny
+    return bool((np.abs(P - P_prev) <= tol * np.outer(d, d) + floor).all())
 
 
 def riccati_filter(model, y, schedule="chunked", chunk_size=None, tol_factor=8.0):

@@ -75,18 +75,18 @@ if triton is not None:
 
     @triton.jit
     def _chol(A, N: tl.constexpr, EPS: tl.constexpr):
-        """Lower L with L L^T = A for symmetric PSD A; a pivot below EPS times its own diagonal entry
-        A[k, k] counts as zero (relative to the largest diagonal entry, as before, a state whose
-        variance was 1e-13 (float64) or 1e-6 (float32) of another's was dropped at every chunk
-        boundary: found in review, session 8)."""
+        """Lower L with L L^T = A for symmetric PSD A; a pivot counts as zero below EPS times its own
+        diagonal entry A[k, k], or below EPS^2 times the largest (a diagonal entry that is itself
+        rounding noise of the others)."""
         ri = tl.arange(0, N)
         ci = tl.arange(0, N)
         diag = tl.sum(tl.where(ri[:, None] == ci[None, :], A, 0.0), axis=1)
+        floor = EPS * EPS * tl.max(tl.abs(diag), axis=0)
         L = tl.zeros((N, N), dtype=A.dtype)
         for k in tl.static_range(N):
             col = tl.sum(tl.where(ci[None, :] == k, A, 0.0), axis=1)          # A[:, k]
             akk = tl.sum(tl.where(ri == k, col, 0.0), axis=0)
-            ok = akk > EPS * tl.sum(tl.where(ri == k, diag, 0.0), axis=0)    # pivot vs its own A[k, k]
+            ok = (akk > EPS * tl.sum(tl.where(ri == k, diag, 0.0), axis=0)) & (akk > floor)  # vs its own A[k, k]
             d = tl.sqrt(tl.where(ok, akk, 1.0))
             l = tl.where(ri >= k, col / d, 0.0)                               # L[:, k]
             l = tl.where(ok, l, 0.0)

@@ -582,6 +582,9 @@ def _step_kernel(
     eta = tl.load(eta_ptr + bms + ms, mask=lmask, other=0.0).to(tl.float32)
     a2 = a * a
     d = a2 + p * lam                                    # d = a^2 + p lam_{t-1}
+    c = tl.minimum(1.0, 1e30 * d / lam)                 # the prior lam/d saturated at LAM_MAX (mean kept):
+    lam = lam * c                                       # lam/d would overflow from a saturated state when
+    eta = eta * c                                       # a < ~5e-5 (p = 0)
     lam_n = lam / d + lv * kk * kk                      # lam_t = lam_{t-1}/d + Lv k^2
     eta_n = (a / d) * eta + lv * vv * kk                # eta_t = (a/d) eta_{t-1} + Lv v k
     w = 1.0 / lam_n

@@ -15,6 +15,7 @@ one CUDA device (or on the CPU under ``TRITON_INTERPRET=1``).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -203,7 +204,7 @@ def _tune_str(tune) -> str:
     for key, val in tune.items():
         if key not in _TUNE_KEYS:
             raise value_error("_tune", f"has the unknown key {key!r}", f"use one of {sorted(_TUNE_KEYS)}")
-        if isinstance(val, bool) or not float(val).is_integer():
+        if isinstance(val, bool) or not isinstance(val, numbers.Real) or not float(val).is_integer():
             raise value_error(f"_tune[{key!r}]", f"is {val!r}", "pass a whole number")
     return ",".join(f"{k}={int(v)}" for k, v in sorted(tune.items()))
 
