@@ -274,6 +274,20 @@ def test_world_of_one_with_accumulation_resumes_bit_for_bit(tmp_path, one_torch_
     assert train(cfg, tmp_path / "single", progress=False, resume=True)["step"] == 6
 
 
+def test_failed_build_leaves_no_run_and_stop_after_zero_takes_no_step(tmp_path, one_torch_thread):
+    """As train(): a setting that fails when the task is built (an odd recall length) leaves no
+    config.json in the folder, and stop_after at the current step takes no step (it took one)."""
+    bad = TrainConfig(task="in_context_recall", length=7, n_train=16, n_test=8, d_model=8, d_state=2, steps=2,
+                      batch_size=4, eval_every=2, warmup=1)
+    with pytest.raises(BayesfiltError):
+        train_distributed(bad, tmp_path / "d", progress=False)
+    assert not (tmp_path / "d" / "config.json").exists()
+    cfg = TrainConfig(task="a5", length=4, n_train=32, n_test=8, d_model=8, d_state=2, steps=4, batch_size=4,
+                      eval_every=2, warmup=1)
+    res = train_distributed(cfg, tmp_path / "d", progress=False, stop_after=0)
+    assert res["status"] == "stopped" and res["step"] == 0
+
+
 def test_micro_batches_without_labels_add_nothing(tmp_path, one_torch_thread):
     """fuzzy_recall labels few positions: most 2-row micro-batches hold no label (loss NaN on its own)."""
     cfg = TrainConfig(task="fuzzy_recall", length=12, n_train=64, n_test=16, d_model=8, d_state=2, steps=6,

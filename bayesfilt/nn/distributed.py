@@ -595,7 +595,6 @@ def _train(cfg, out, dcfg, rank, world, device, *, resume, force, progress, stop
         atomic_write_bytes(out / "distributed.json", json.dumps(info, indent=1, sort_keys=True).encode())
         return (out / "checkpoint.pt").exists() if resume else False
 
-    has_ckpt = _on_rank0(prepare, rank)
     if callable(task):                                  # rank 0 first (e.g. it builds the lm token cache once)
         if rank == 0:
             task = task()
@@ -606,6 +605,9 @@ def _train(cfg, out, dcfg, rank, world, device, *, resume, force, progress, stop
         if task is None else task
     torch.manual_seed(cfg.seed)
     model = TaskModel(cfg, task).to(device)                 # same initial weights on every rank (same seed)
+    # the output folder after the task and the model, as in train(): a setting that fails there
+    # must not leave a config.json behind that blocks the corrected run
+    has_ckpt = _on_rank0(prepare, rank)
     fwd = wrap_model(model, task, dcfg, device)
     opt = make_optimizer(model, cfg)
     prog, step = _Progress(), 0
