@@ -188,6 +188,15 @@ def copy_variants(first, outputs):
             "elementwise kernel into kept buffers": kernel_into_buffers, "clones, last two kept": clones_held}
 
 
+def _meta(timing: str) -> dict:
+    """The record's header: device, versions, commit, date and how it was timed."""
+    import torch
+    import triton
+    from _common import git_state
+    return {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+            "commit": git_state()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "timing": timing}
+
+
 def time_interleaved(calls, rounds=40, gpu_reps=5):
     """Each round calls every entry of ``calls`` (name -> (run, handle)) once, the order reversed
     every other round, so that every variant meets the same host and GPU conditions. Per call: the
@@ -236,14 +245,10 @@ def copies_part(args):
     import dataclasses
 
     import torch
-    import triton
-    from _common import git_state
 
     import bayesfilt
     model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
-    res = {"meta": {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-                    "commit": git_state()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                    "timing": time_interleaved.__doc__.split("Returns")[0].strip()}}
+    res = {"meta": _meta(time_interleaved.__doc__.split("Returns")[0].strip())}
     for shape, y in workloads().items():
         run_nc = bayesfilt.capture_filter(model, y, copy=False)
         run_default = bayesfilt.capture_filter(model, y)
@@ -280,17 +285,13 @@ def l2_part(args):
     call to its sync."""
     import numpy as np
     import torch
-    import triton
-    from _common import git_state
 
     import bayesfilt
     model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
     flush = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
     ev0, ev1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    res = {"meta": {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-                    "commit": git_state()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                    "l2_bytes": getattr(torch.cuda.get_device_properties(0), "L2_cache_size", None),
-                    "timing": l2_part.__doc__}}
+    res = {"meta": {**_meta(l2_part.__doc__),
+                    "l2_bytes": getattr(torch.cuda.get_device_properties(0), "L2_cache_size", None)}}
     for shape, y in workloads().items():
         calls = {"parallel_filter (public call)": lambda: bayesfilt.parallel_filter(model, y, validate=False),
                  "capture_filter copy=False": bayesfilt.capture_filter(model, y, copy=False),
@@ -338,16 +339,12 @@ def gaps_part(args):
     that varies means the kernels themselves ran slower."""
     import numpy as np
     import torch
-    import triton
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, record_function
-    from _common import git_state
 
     import bayesfilt
     model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
-    res = {"meta": {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-                    "commit": git_state()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                    "timing": gaps_part.__doc__}}
+    res = {"meta": _meta(gaps_part.__doc__)}
     for shape, y in workloads().items():
         run_nc, run_default = bayesfilt.capture_filter(model, y, copy=False), bayesfilt.capture_filter(model, y)
         calls = {"parallel_filter (public call)": lambda: bayesfilt.parallel_filter(model, y, validate=False),

@@ -41,7 +41,7 @@ import torch
 
 from ..errors import BayesfiltError, type_error, value_error
 from ..scan.diagonal import diagonal_filter_adjoint, diagonal_filter_scan, diagonal_filter_scan_moments
-from .reference import kla_scan_reference, kla_step_reference, lam_max
+from .reference import kla_scan_reference, kla_step_reference, lam_max, moments_to_state
 
 __all__ = ["BACKENDS", "CheckRow", "KLAScanFunction", "KLAState", "check_backends", "kla_scan", "kla_step",
            "random_inputs"]
@@ -104,9 +104,7 @@ def _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: boo
     # the information form overflowed (p = 0: lam_t grows like a^(-2t)); the moment form (variance
     # and mean per lane) is the same filter with bounded quantities (docs/math/kla.md)
     out = diagonal_filter_scan_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, sched, chunk)
-    sig2 = out.lams[:, -1]
-    lam = 1.0 / sig2.clamp(min=1.0 / lam_max(sig2.dtype))       # lam_L = 1 / sig2_L, at most LAM_MAX
-    return out.y, out.y_var, lam, out.etas[:, -1] * lam          # eta_L = mu_L lam_L
+    return (out.y, out.y_var, *moments_to_state(out.lams[:, -1], out.etas[:, -1]))   # (lams, etas: sig2, mu here)
 
 
 def _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout: bool,

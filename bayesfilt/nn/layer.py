@@ -188,11 +188,14 @@ class KLALayer(nn.Module):
         device = self.log_a.device if device is None else device
         if dtype is None:
             dtype = torch.float64 if self.log_a.dtype == torch.float64 else torch.float32
-        M, S = self.d_inner, self.d_state
-        conv = torch.zeros(batch, M, self.conv_kernel - 1, device=device, dtype=dtype)
-        lam = torch.full((batch, M, S), self.config.init_precision, device=device, dtype=dtype)
-        eta = torch.zeros(batch, M, S, device=device, dtype=dtype)
-        return KLALayerState(conv, KLAState(lam, eta))
+        conv = torch.zeros(batch, self.d_inner, self.conv_kernel - 1, device=device, dtype=dtype)
+        return KLALayerState(conv, self._prior(batch, device, dtype))
+
+    def _prior(self, batch: int, device, dtype) -> KLAState:
+        """The filter's state before the first token: lam_0 = init_precision, eta_0 = 0, [B, M, S]."""
+        shape = (batch, self.d_inner, self.d_state)
+        return KLAState(torch.full(shape, self.config.init_precision, device=device, dtype=dtype),
+                        torch.zeros(shape, device=device, dtype=dtype))
 
     def _sensor(self, x: torch.Tensor, state: KLALayerState | None):
         """in_proj, causal conv + SiLU, sensor projection: (u, gate, conv input, scan inputs)."""
@@ -246,12 +249,7 @@ class KLALayer(nn.Module):
         """The filter's state before the first token for a fresh sequence: None (kla_scan's own
         lam_0 = 1, eta_0 = 0) when ``init_precision`` is 1, else lam_0 = init_precision, eta_0 = 0,
         as :meth:`init_state` gives (so a forward without a state equals one from ``init_state``)."""
-        if self.config.init_precision == 1.0:
-            return None
-        B, _, M = v.shape
-        S = self.d_state
-        return KLAState(torch.full((B, M, S), self.config.init_precision, device=v.device, dtype=v.dtype),
-                        torch.zeros(B, M, S, device=v.device, dtype=v.dtype))
+        return None if self.config.init_precision == 1.0 else self._prior(v.shape[0], v.device, v.dtype)
 
     def forward(self, x: torch.Tensor, state: KLALayerState | None = None, *, return_variance: bool = False):
         """Mix ``x`` in time.

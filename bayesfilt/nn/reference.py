@@ -26,6 +26,27 @@ def lam_max(dtype) -> float:
     return LAM_MAX.get(dtype, LAM_MAX[torch.float32])
 
 
+def moments_to_state(sig2, mu):
+    """A moment-form state (variance, mean) in information form, saturated at :data:`LAM_MAX`.
+
+    Args:
+        sig2, mu: (B, M, S) variance and mean per lane.
+
+    Returns:
+        ``(lam, eta)`` = (1 / sig2, mu / sig2) with sig2 floored at 1 / LAM_MAX (with p = 0 it
+        shrinks towards 0 and would give lam = inf; the mean is kept).
+
+    Example:
+        >>> import torch
+        >>> lam, eta = moments_to_state(torch.tensor([0.5, 0.0], dtype=torch.float64),
+        ...                             torch.tensor([2.0, 3.0], dtype=torch.float64))
+        >>> lam.tolist(), (eta / lam).tolist()
+        ([2.0, 1e+240], [2.0, 3.0])
+    """
+    lam = 1.0 / sig2.clamp(min=1.0 / lam_max(sig2.dtype))          # lam_L = 1 / sig2_L, at most LAM_MAX
+    return lam, mu * lam                                            # eta_L = mu_L lam_L
+
+
 def kla_scan_reference(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: bool = False):
     """Sequential KLA filter over L tokens; differentiable by autograd.
 
@@ -71,8 +92,7 @@ def kla_scan_reference(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readou
         else:
             ys.append((qt * mu).sum(-1))                            # y_t = sum_s q_t mu_t
             yvs.append((qt * qt * sig2).sum(-1))                    # y_var_t = sum_s q_t^2 sig2_t
-    lam = 1.0 / sig2.clamp(min=1.0 / lam_max(sig2.dtype))          # lam_L = 1 / sig2_L, at most LAM_MAX
-    return torch.stack(ys, 1), torch.stack(yvs, 1), lam, mu * lam   # eta_L = mu_L lam_L
+    return (torch.stack(ys, 1), torch.stack(yvs, 1), *moments_to_state(sig2, mu))
 
 
 def kla_step_reference(v, lambda_v, k, q, a_bar, p_bar, lam, eta, prior_readout: bool = False):

@@ -44,9 +44,11 @@ with a batch or time factor) are computed in int64.
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
+from bayesfilt.nn.reference import LAM_MAX as _LAM_MAX
 from bayesfilt.scan._triton import jit_unspecialized as _jit
 
 #: Size arguments the scan kernels do not specialise on (value 1, divisibility by 16): one
@@ -56,6 +58,9 @@ _SIZES = ["B", "L", "LC", "NC", "NMB", "NSB"]
 
 #: Checkpoint interval of the backward (its recompute keeps these 8 states in registers).
 BWD_CK = tl.constexpr(8)
+
+#: The largest precision a returned state holds (float32 state; bayesfilt.nn.reference.LAM_MAX).
+LAM_MAX = tl.constexpr(_LAM_MAX[torch.float32])
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -285,8 +290,7 @@ def _fwd_kernel(
         tl.store(summu_ptr + base2 + MSs + ms, bb, mask=lmask)
     else:
         if c == NC - 1:
-            lam = 1.0 / tl.maximum(w, 1e-30)            # lam_L = 1 / w_L, at most LAM_MAX (float32: 1e30,
-                                                        # bayesfilt.nn.reference; p = 0 saturates here)
+            lam = 1.0 / tl.maximum(w, 1.0 / LAM_MAX)    # lam_L = 1 / w_L, at most LAM_MAX (p = 0 saturates here)
             tl.store(lamL_ptr + bms + ms, lam, mask=lmask)
             tl.store(etaL_ptr + bms + ms, mu * lam, mask=lmask)   # eta_L = mu_L lam_L
 
@@ -582,7 +586,7 @@ def _step_kernel(
     eta = tl.load(eta_ptr + bms + ms, mask=lmask, other=0.0).to(tl.float32)
     a2 = a * a
     d = a2 + p * lam                                    # d = a^2 + p lam_{t-1}
-    c = tl.minimum(1.0, 1e30 * d / lam)                 # the prior lam/d saturated at LAM_MAX (mean kept):
+    c = tl.minimum(1.0, LAM_MAX * d / lam)              # the prior lam/d saturated at LAM_MAX (mean kept):
     lam = lam * c                                       # lam/d would overflow from a saturated state when
     eta = eta * c                                       # a < ~5e-5 (p = 0)
     lam_n = lam / d + lv * kk * kk                      # lam_t = lam_{t-1}/d + Lv k^2
@@ -597,6 +601,6 @@ def _step_kernel(
         yvt = tl.sum(qq * qq * w, axis=0, keep_dims=True)                 # sum_s q^2 / lam
     tl.store(y_ptr + b.to(tl.int64) * M + m, yt, mask=mmask)
     tl.store(yv_ptr + b.to(tl.int64) * M + m, yvt, mask=mmask)
-    cap = tl.minimum(1.0, 1e30 / lam_n)                 # saturate at LAM_MAX (float32: 1e30), mu kept
+    cap = tl.minimum(1.0, LAM_MAX / lam_n)              # saturate at LAM_MAX, mu kept
     tl.store(lamo_ptr + bms + ms, lam_n * cap, mask=lmask)
     tl.store(etao_ptr + bms + ms, eta_n * cap, mask=lmask)
