@@ -16,7 +16,6 @@ Posterior-sampled training ("KLA+", arXiv 2602.10743): :meth:`KLALanguageModel.l
 from __future__ import annotations
 
 import importlib.util
-import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import type_error, value_error
+from ..validation import as_int, as_real_scalar
 from .config import KLAConfig
 from .layer import KLALayer
 
@@ -92,8 +92,7 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int = 4) -> None:
         super().__init__()
-        if isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1:
-            raise value_error("n_heads", f"must be a positive int, got {n_heads!r}", "pass a divisor of d_model")
+        as_int(n_heads, "n_heads", low=1, fix="pass a positive divisor of d_model")
         if d_model % n_heads:
             raise value_error("n_heads", f"{n_heads} does not divide d_model={d_model}", "pick a divisor of d_model")
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
@@ -282,10 +281,8 @@ class KLALanguageModel(nn.Module):
                          ("n_classes", 1 if n_classes is None else n_classes)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise value_error(arg, f"must be a positive int, got {val!r}", f"pass a positive integer {arg}")
-        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not (
-                math.isfinite(mlp_ratio) and mlp_ratio > 0):
-            raise value_error("mlp_ratio", f"must be a positive finite number, got {mlp_ratio!r}",
-                              "pass e.g. 8 / 3 (the SwiGLU hidden width is mlp_ratio * d_model)")
+        as_real_scalar(mlp_ratio, "mlp_ratio", low=0.0, low_open=True,
+                       fix="pass e.g. 8 / 3 (the SwiGLU hidden width is mlp_ratio * d_model)")
         if isinstance(mixer, str):
             if mixer not in MIXERS:
                 raise value_error("mixer", f"unknown mixer {mixer!r}", f"pass one of {sorted(MIXERS)} or a factory")
@@ -483,10 +480,8 @@ class KLALanguageModel(nn.Module):
         """
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise value_error("max_new_tokens", f"must be an int >= 0, got {max_new_tokens!r}", "pass a non-negative count")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-                math.isfinite(temperature) and temperature >= 0):
-            raise value_error("temperature", f"must be a finite number >= 0, got {temperature!r}",
-                              "pass 0 for greedy decoding or a positive temperature to sample")
+        as_real_scalar(temperature, "temperature", low=0.0,
+                       fix="pass 0 for greedy decoding or a positive temperature to sample")
         out = prompt
         if self.stateful:
             states = self.init_state(prompt.shape[0], device=prompt.device)
