@@ -28,6 +28,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT a5k        # (2 GPUs) A5 convolution-width ablation, docs/notes_a5.md 5.6-5.7
 #   bash benchmarks/gpu_run.sh COMMIT a5s8       # (2 GPUs) A5 from a = 1 with a, p undecayed, the defaults, 2 blocks, length 8
 #   bash benchmarks/gpu_run.sh COMMIT a5s9       # (2 GPUs) A5 with one step size per lane (dt_per_state), the defaults as control, seed 1
+#   bash benchmarks/gpu_run.sh COMMIT s9         # (2 GPUs) the KLA defaults (backward 4 x 16) on GPU 0, the layer beside GLA on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -501,6 +502,27 @@ dist)
     timeout ${DIST_TIMEOUT:-300} python3 benchmarks/distributed_lm.py --gpus 1 2 --engines ddp fsdp \
         --timeout ${DIST_LAUNCH_TIMEOUT:-150} ${DIST_ARGS:-} --out "$OUT/distributed_lm.json" > "$LOG/dist.log" 2>&1
     el "distributed_lm rc=$?"; tail -n 14 "$LOG/dist.log"
+    ;;
+s9)
+    # session 9 (2 GPUs): the new defaults (the backward's 4 x 16 tile; both passes at the forward's
+    # chunk count) through the library's own launches. GPU 0: kla_scan.py's default rows (main, long,
+    # bf16, decode; no fla: its autotuning would share GPU 0 with the timing); GPU 1 at the same time:
+    # the layer beside fla's GLA (layer6's two passes; their compiles load the host during GPU 0's rows)
+    ( export CUDA_VISIBLE_DEVICES=1
+      timeout ${LAYER_WARM:-330} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
+          --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
+      el "layer warm rc=$?"
+      timeout ${LAYER_TIMEOUT:-200} python3 benchmarks/kla_layer.py --no-torch-backend --compile --out "$OUT/kla_layer.json" \
+          > "$LOG/kla_layer.log" 2>&1
+      el "kla_layer rc=$?" ) > "$LOG/layer_sub.log" 2>&1 &
+    layer=$!
+    CUDA_VISIBLE_DEVICES=0 timeout ${WARM_TIMEOUT:-200} python3 benchmarks/kla_scan.py --warm-only --warm-workers 6 \
+        > "$LOG/warm.log" 2>&1
+    el "warm rc=$?"
+    CUDA_VISIBLE_DEVICES=0 timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --no-fla --parity-L 512 \
+        --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 12 "$LOG/kla_scan.log"
+    wait $layer; cat "$LOG/layer_sub.log"; tail -n 8 "$LOG/kla_layer.log"
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

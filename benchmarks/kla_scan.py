@@ -212,10 +212,12 @@ def warm_jobs(sweep: bool, rows: list | None = None):
 
 
 def pass_settings(shape: dict, tune: dict) -> dict:
-    """The store schedules, warps, pipelining and lane tile each pass runs with under ``tune``
+    """The store schedules, warps, pipelining, lane tile and time chunks each pass runs with under ``tune``
     (recorded per row: the defaults change between commits)."""
-    v, k = torch.empty(shape["B"], 8, shape["M"]), torch.empty(shape["B"], 8, shape["S"])
-    return {ps: {f: getattr(_scan_plan(v, k, tune, ps), f) for f in ("defer_y", "defer_g", "num_warps", "stages", "BM", "SB")}
+    dev = "cuda" if torch.cuda.is_available() else "cpu"           # the plan counts the device's multiprocessors
+    v = torch.empty(1, device=dev).expand(shape["B"], shape["L"], shape["M"])
+    k = torch.empty(1, device=dev).expand(shape["B"], shape["L"], shape["S"])
+    return {ps: {f: getattr(_scan_plan(v, k, tune, ps), f) for f in ("defer_y", "defer_g", "num_warps", "stages", "BM", "SB", "NC")}
             for ps in ("fwd", "bwd")}
 
 

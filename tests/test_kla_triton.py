@@ -260,13 +260,28 @@ def test_narrow_m_tiles_interpreted():
     docs/kla_kernels.md, "Narrower m-tiles"): M = 21 leaves a partial last m-block at both widths
     (with a partial last token block, 2 time chunks and the prior readout);
     every output and gradient within the bound of the float64 reference, and bit-identical to the
-    default tile's under the interpreter except ∂k, ∂q (summed over m in m-blocks, so in another
-    order: within a tenth of the bound)."""
+    32-channel tiles' under the interpreter (the forward's default and the backward's default until
+    session 9, ``bwd_bm`` 32) except ∂k, ∂q (summed over m in m-blocks, so in another order: within a
+    tenth of the bound). The backward's default 16-channel tile runs in every other test here."""
     from bayesfilt.nn.kernels.kla import _scan_plan
     v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
     assert _scan_plan(v, k, {"fwd_bm": 16}, "fwd").NMB == 2 and _scan_plan(v, k, {"bwd_bm": 8}, "bwd").NMB == 3
-    _check_same(2, 19, 21, 4, {"fwd_bm": 16, "bwd_bm": 8}, {}, inexact=("grad_k", "grad_q"), init=True, prior=True,
-                num_chunks=2)
+    assert _scan_plan(v, k, {}, "fwd").BM == 32 and _scan_plan(v, k, {}, "bwd").BM == 16     # the defaults
+    _check_same(2, 19, 21, 4, {"fwd_bm": 16, "bwd_bm": 8}, {"bwd_bm": 32}, inexact=("grad_k", "grad_q"), init=True,
+                prior=True, num_chunks=2)
+
+
+def test_both_passes_take_the_forward_chunk_count(monkeypatch):
+    """Without ``num_chunks`` the backward is cut into as many time chunks as the forward (its own
+    narrower tile would leave B=1, L=65536, M=1024 unchunked on the H200's 132 multiprocessors:
+    256 programs); with it, both obey it."""
+    from bayesfilt.nn.kernels import kla
+    monkeypatch.setattr(kla, "_sm_count", lambda device: 132)
+    v, k = torch.empty(1).expand(1, 65536, 1024), torch.empty(1).expand(1, 65536, 16)
+    fwd, bwd = kla._scan_plan(v, k, {}, "fwd"), kla._scan_plan(v, k, {}, "bwd")
+    own = kla.make_plan(1, 65536, 1024, 16, v.device, max_sb=kla._MAX_SB_BWD, bm=kla._BM_BWD)
+    assert fwd.NC > 1 and bwd.NC == fwd.NC and own.NC == 1
+    assert kla._scan_plan(v, k, {"num_chunks": 3}, "bwd").NC == 3
 
 
 def test_extreme_inputs_small():

@@ -27,8 +27,11 @@ from bayesfilt.scan._triton import interpreting
 
 #: tokens between checkpoints of (w, mu) kept for the backward
 CHECKPOINT_EVERY = 8
-#: lanes along m per program (4 per thread x 8 threads)
-_BM = 32
+#: lanes along m per program of the forward (4 per thread x 8 threads) and of the backward
+#: (measured on the H200 at 02cb14f, kla_scan_bwd16_02cb14f.json: the backward's 4 x 16 tile has no
+#: spills where 4 x 32 spills 904 bytes; forward+backward 5.124 -> 4.627 ms at B=8 L=2048 M=2048,
+#: 14.561 -> 14.260 ms at B=1 L=65536 M=1024; the forward's 16 x 16 tile was slower, 0be35ce)
+_BM_FWD, _BM_BWD = 32, 16
 #: at most this many s-lanes per program in the forward / backward (larger S: several
 #: s-blocks and a fixed-order sum of their partial outputs)
 _MAX_SB_FWD = 16
@@ -89,7 +92,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     s_pad = triton.next_power_of_2(S)
     SB = min(s_pad, max_sb)
     NSB = triton.cdiv(S, SB)
-    BM = bm or _BM
+    BM = bm or _BM_FWD
     NMB = triton.cdiv(M, BM)
     programs = NMB * NSB * B
     if num_chunks is None:
@@ -259,10 +262,19 @@ def _stages(tune: dict, pass_: str) -> int:
 
 
 def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
+    """One pass's plan under the private tuning keys. Both passes take the forward plan's number of
+    time chunks unless ``num_chunks`` is given: the backward's narrower tile would otherwise count
+    enough programs to run unchunked at B=1, L=65536, M=1024 (256 one-warp programs, two per
+    multiprocessor), and the benchmarks have always timed both passes at the forward's count."""
     B, L, M = v.shape
-    return make_plan(B, L, M, k.shape[-1], v.device, num_chunks=tune.get("num_chunks"),
+    num_chunks = tune.get("num_chunks")
+    if num_chunks is None:
+        num_chunks = make_plan(B, L, M, k.shape[-1], v.device, max_sb=tune.get("fwd_sb", _MAX_SB_FWD),
+                               bm=tune.get("fwd_bm")).NC
+    return make_plan(B, L, M, k.shape[-1], v.device, num_chunks=num_chunks,
                      max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
-                     bm=tune.get(pass_ + "_bm"), maxnreg=tune.get(pass_ + "_maxnreg"),
+                     bm=tune.get(pass_ + "_bm", _BM_FWD if pass_ == "fwd" else _BM_BWD),
+                     maxnreg=tune.get(pass_ + "_maxnreg"),
                      defer_y=bool(tune.get("fwd_defer", _FWD_DEFER)) and pass_ == "fwd",
                      defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0, num_warps=_warps(tune, pass_),
                      stages=_stages(tune, pass_))
