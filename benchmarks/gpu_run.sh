@@ -522,6 +522,10 @@ s9)
     CUDA_VISIBLE_DEVICES=0 timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --no-fla --parity-L 512 \
         --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
     el "kla_scan rc=$?"; tail -n 12 "$LOG/kla_scan.log"
+    left=$(( ${S9_END:-560} - ($(date +%s) - T0) ))     # then GPU 0 runs the KLA kernel tests (default plans changed)
+    CUDA_VISIBLE_DEVICES=0 timeout $left python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_kla_triton.py \
+        --junitxml "$OUT/tests_kla.xml" > "$LOG/gpu_tests_kla.log" 2>&1
+    el "kla tests rc=$? (limit ${left} s)"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests_kla.log" | tail -n 8
     wait $layer; cat "$LOG/layer_sub.log"; tail -n 8 "$LOG/kla_layer.log"
     ;;
 mad)
