@@ -40,6 +40,35 @@ def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, extra):
     assert done["best_eval_acc"] == full["best_eval_acc"]
 
 
+@pytest.mark.parametrize("interrupt_at", [1, 2])
+def test_interrupt_during_an_evaluation_resumes_exactly(tmp_path, monkeypatch, interrupt_at):
+    """Ctrl-C while evaluation number ``interrupt_at`` runs (after that step's update): no checkpoint
+    may record the updated weights without the step's record and evaluation; the resumed run's
+    metrics, evaluations and weights equal an uninterrupted run's."""
+    import bayesfilt.nn.train as T
+    cfg = TrainConfig(steps=9, **TINY)
+    full = train(cfg, tmp_path / "full", progress=False)
+    real, calls = T.evaluate, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", progress=False)
+    ck = tmp_path / "resumed" / "checkpoint.pt"
+    assert (load_checkpoint(ck)["step"] == 3) if interrupt_at == 2 else not ck.exists()   # the last whole evaluation
+    monkeypatch.setattr(T, "evaluate", real)
+    done = train(cfg, tmp_path / "resumed", progress=False, resume=True)
+    assert done["step"] == full["step"] == 9
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "resumed")
+    a, b = load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(ck)
+    assert all(torch.equal(t, b["model"][n]) for n, t in a["model"].items())
+
+
 def test_never_overwrites_without_force(tmp_path):
     cfg = TrainConfig(steps=2, **TINY)
     train(cfg, tmp_path, progress=False)
@@ -105,9 +134,44 @@ def test_batches_cover_each_epoch_once():
 def test_config_validation():
     for bad in ({"task": "x"}, {"mixer": "rnn"}, {"steps": 0}, {"lr": -1.0}, {"dtype": "fp8"},
                 {"target_acc": 2.0}, {"posterior_samples": 2, "mixer": "attention"}, {"n_train": 0},
-                {"a_init": "ones"}, {"conv_kernel": 0}, {"conv_kernel": 2.0}):
+                {"a_init": "ones"}, {"conv_kernel": 0}, {"conv_kernel": 2.0}, {"lr": True}, {"grad_clip": True},
+                {"device": "bogus"}, {"device": 0}, {"task": "compression", "posterior_samples": 2}):
         with pytest.raises(BayesfiltError):
             TrainConfig(**bad)
+    assert TrainConfig(mixer="hybrid", layers=2, posterior_samples=2).posterior_samples == 2   # its last block is KLA
+
+
+def test_train_limits_and_device_are_checked(tmp_path):
+    """stop_after (an int >= 0), max_seconds (> 0) and a CUDA device without CUDA raise named errors
+    before anything is written."""
+    cfg = TrainConfig(steps=2, **TINY)
+    for kw, name in (({"stop_after": -3}, "stop_after"), ({"stop_after": 1.5}, "stop_after"),
+                     ({"max_seconds": -1}, "max_seconds"), ({"max_seconds": "x"}, "max_seconds")):
+        with pytest.raises(BayesfiltError, match=name):
+            train(cfg, tmp_path / "a", progress=False, **kw)
+    if not torch.cuda.is_available():
+        with pytest.raises(BayesfiltError, match="CUDA"):
+            train(dataclasses.replace(cfg, device="cuda"), tmp_path / "a", progress=False)
+    assert not (tmp_path / "a").exists()
+
+
+def test_saved_files_follow_the_umask_and_unreadable_payloads_are_refused(tmp_path):
+    """atomic_write_bytes leaves the umask's permissions (not mkstemp's 0600); save_checkpoint refuses
+    at save time what the safe loader would refuse (e.g. a NumPy scalar), naming where it is."""
+    import os
+
+    import numpy as np
+
+    from bayesfilt.nn.checkpoint import atomic_write_bytes
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
+    with pytest.raises(BayesfiltError, match=r"payload\['h'\]\[0\]\['acc'\].*float64"):
+        save_checkpoint(tmp_path / "ck.pt", {"h": [{"acc": np.float64(0.5)}]})
+    assert not (tmp_path / "ck.pt").exists()
 
 
 def test_a_init_reaches_the_layer(tmp_path, capsys):

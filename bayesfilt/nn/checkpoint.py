@@ -11,6 +11,7 @@ or tampered file raises a clear :class:`~bayesfilt.errors.BayesfiltValueError`.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import os
@@ -46,7 +47,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)                                  # read the umask (no call reads it without setting it)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)                    # mkstemp's 0600 would survive the rename
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -96,6 +100,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
         raise value_error("path", f"{str(path)!r} is a folder", "pass the path of a checkpoint file inside it")
     if not isinstance(payload, dict):
         raise type_error("payload", f"is a {type(payload).__name__}", "pass a dict of tensors and plain values")
+    _check_plain(payload, "payload")
     buf = io.BytesIO()
     try:
         torch.save(payload, buf)
@@ -105,6 +110,30 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     body = buf.getvalue()
     digest = hashlib.sha256(body).hexdigest().encode()
     atomic_write_bytes(path, MAGIC + digest + b"\n" + body)
+
+
+_PLAIN = (str, bytes, int, float, bool, type(None))
+
+
+def _check_plain(value, where: str) -> None:
+    """Refuse what ``torch.load(weights_only=True)`` would not read back: anything but tensors,
+    plain scalars, strings, and lists, tuples and dicts (str/int keys) of them. (``torch.save``
+    pickles e.g. a NumPy scalar happily; the safe loader then refuses the whole file.)"""
+    if isinstance(value, torch.Tensor) or type(value) in _PLAIN:
+        return
+    if type(value) in (dict, collections.OrderedDict):
+        for key, item in value.items():
+            if type(key) not in (str, int):
+                raise value_error(where, f"has the key {key!r} of type {type(key).__name__}",
+                                  "use str or int keys")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    raise value_error(where, f"is a {type(value).__name__}, which the safe loader cannot read back",
+                      "convert it to a tensor or a plain Python value (e.g. float(x), x.tolist())")
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:

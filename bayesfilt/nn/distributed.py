@@ -57,8 +57,8 @@ from torch import nn
 
 from ..errors import BayesfiltError, type_error, value_error
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .train import (TaskModel, TrainConfig, _accuracy, _append_metrics, _autocast, _evaluate_when_due, _finish,
-                    _prepare_out, _progress_bar, _Progress, _stop_for_time,
+from .train import (TaskModel, TrainConfig, _accuracy, _append_metrics, _autocast, _check_limits, _evaluate_when_due,
+                    _finish, _prepare_out, _progress_bar, _Progress, _stop_for_time,
                     _param_names, _write_metrics, batch_indices, lr_at, make_optimizer, make_task, nonfinite_message,
                     raise_if_diverged)
 
@@ -563,6 +563,7 @@ def train_distributed(cfg: TrainConfig, out: str | os.PathLike, dcfg: Distribute
     if not isinstance(dcfg, DistributedConfig):
         raise type_error("dcfg", f"must be a DistributedConfig, got {type(dcfg).__name__}",
                          "pass DistributedConfig(...)")
+    stop_after, max_seconds = _check_limits(stop_after, max_seconds)
     rank, world, device, started = init_distributed(cfg)
     ok = False
     try:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import type_error, value_error
-from ..validation import as_real_scalar
+from ..validation import as_int, as_real_scalar
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .config import A_INITS, BACKENDS, KLAConfig
 from .lm import MIXERS, CompressionDecoder, KLALanguageModel, count_parameters
@@ -68,7 +68,8 @@ class TrainConfig:
             the trainer's behaviour since its start; it pulls a towards 1 and p towards 0.69 whatever
             their start). False leaves them undecayed, as Mamba does with its A_log; with
             ``a_init="constant"`` that learned A5 fastest on a CPU probe (docs/notes_a5.md 5.7).
-        posterior_samples: K > 0 trains "KLA+" (loss averaged over K posterior samples; needs mixer "kla").
+        posterior_samples: K > 0 trains "KLA+" (loss averaged over K posterior samples; needs a KLA
+            last block, mixer "kla" or "hybrid", and a sequence readout: not the compression task).
         steps: maximum optimiser steps.
         batch_size: training sequences per step.
         lr, weight_decay, warmup, grad_clip: AdamW peak learning rate, weight decay (matrices
@@ -146,7 +147,7 @@ class TrainConfig:
                 raise value_error(name, f"must be a positive int or None, got {v!r}", f"pass {name} >= 1")
         for name in ("lr", "grad_clip"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
                 raise value_error(name, f"must be a positive finite number, got {v!r}", f"pass {name} > 0")
         as_real_scalar(self.weight_decay, "weight_decay", low=0.0, fix="pass weight_decay >= 0")
         if self.target_acc is not None:
@@ -155,9 +156,19 @@ class TrainConfig:
             raise value_error("dtype", f"unknown dtype {self.dtype!r}", "pass 'float32' or 'bfloat16'")
         if self.backend not in BACKENDS:
             raise value_error("backend", f"unknown backend {self.backend!r}", f"pass one of {BACKENDS}")
-        if self.posterior_samples and self.mixer != "kla":
-            raise value_error("posterior_samples", f"KLA+ needs mixer 'kla', got {self.mixer!r}",
-                              "pass posterior_samples=0 or mixer='kla'")
+        if self.posterior_samples and self.mixer not in ("kla", "hybrid"):
+            raise value_error("posterior_samples", f"KLA+ needs a KLA last block (mixer 'kla' or 'hybrid'), "
+                              f"got {self.mixer!r}", "pass posterior_samples=0 or mixer='kla'")
+        if self.posterior_samples and self.task == "compression":
+            raise value_error("posterior_samples", "KLA+ samples the sequence readout; the compression task reads "
+                              "out through its MLP decoder, which would ignore it", "pass posterior_samples=0")
+        if not isinstance(self.device, str):
+            raise type_error("device", f"must be a str, got {type(self.device).__name__}",
+                             "pass 'cpu', 'cuda' or 'cuda:N'")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, ValueError):
+            raise value_error("device", f"is {self.device!r}", "pass 'cpu', 'cuda' or 'cuda:N'") from None
         for name in ("process_noise", "dt_per_state", "decay_dynamics"):
             if not isinstance(getattr(self, name), bool):
                 raise type_error(name, f"must be a bool, got {getattr(self, name)!r}", "pass True or False")
@@ -502,6 +513,16 @@ def _write_metrics(out: Path, records: list) -> None:
     atomic_write_bytes(out / "metrics.jsonl", "".join(_json_line(r) + "\n" for r in records).encode())
 
 
+def _check_limits(stop_after, max_seconds) -> tuple:
+    """``train``'s and ``train_distributed``'s ``stop_after`` (an int >= 0) and ``max_seconds`` (> 0), or None."""
+    if stop_after is not None:
+        stop_after = as_int(stop_after, "stop_after", low=0, fix="pass a number of steps >= 0, or None")
+    if max_seconds is not None:
+        max_seconds = as_real_scalar(max_seconds, "max_seconds", low=0.0, low_open=True,
+                                     fix="pass a positive number of seconds, or None")
+    return stop_after, max_seconds
+
+
 def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False,
           progress: bool = True, stop_after: int | None = None, max_seconds: float | None = None,
           task: Task | None = None) -> dict:
@@ -538,6 +559,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         raise type_error("cfg", f"must be a TrainConfig, got {type(cfg).__name__}", "pass TrainConfig(...)")
     out = Path(out)
     device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():        # (a saved config may name another machine's GPU)
+        raise value_error("cfg.device", f"is {cfg.device!r} but no CUDA device is available", "pass device='cpu'")
+    stop_after, max_seconds = _check_limits(stop_after, max_seconds)
     # the task and the model first: settings that fail there (e.g. an odd recall length) must not
     # leave a config.json behind that blocks the corrected run's folder
     task = make_task(cfg.task, seed=cfg.seed, length=cfg.length, n_train=cfg.n_train, n_test=cfg.n_test) \
@@ -572,6 +596,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     n = len(task.train)
     if stop_after is not None and step >= stop_after and step < cfg.steps:
         status = "stopped"                                  # already there: no step in this call
+    mid_step = False
     try:
         while status == "done" and step < cfg.steps:
             idx = batch_indices(cfg.seed, step, cfg.batch_size, n)
@@ -588,6 +613,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             diverged = nonfinite_message(float(loss.detach()), float(gnorm), step + 1)
+            # from the update until the step's record (and evaluation) is in the history, an
+            # interruption must not checkpoint: the weights would be one step ahead of the record
+            mid_step = True
             if diverged is None:                            # never step on NaN/inf: the checkpoint keeps finite weights
                 opt.step()
             step += 1
@@ -606,6 +634,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             if max_seconds is not None and status == "done" and time.perf_counter() - t0 > max_seconds:
                 status = _stop_for_time(rec, prog, lambda: evaluate(model, task, cfg, device))
             _append_metrics(out, rec)                                # appended live; rewritten atomically on resume
+            mid_step = False
             if status != "done":
                 break
             if "eval_acc" in rec or (stop_after is not None and step >= stop_after):
@@ -614,7 +643,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
                 status = "stopped"
                 break
     except KeyboardInterrupt:
-        checkpoint("running")
+        if not mid_step:                # else the last checkpoint stands; a resume redoes the steps after it exactly
+            checkpoint("running")
         bar.close()
         raise
     bar.close()
