@@ -142,7 +142,7 @@ def test_config_validation():
 
 
 def test_train_limits_and_device_are_checked(tmp_path):
-    """stop_after (an int >= 0), max_seconds (> 0) and a CUDA device without CUDA raise named errors
+    """stop_after (an int >= 0), max_seconds (>= 0) and a CUDA device without CUDA raise named errors
     before anything is written."""
     cfg = TrainConfig(steps=2, **TINY)
     for kw, name in (({"stop_after": -3}, "stop_after"), ({"stop_after": 1.5}, "stop_after"),

@@ -514,12 +514,12 @@ def _write_metrics(out: Path, records: list) -> None:
 
 
 def _check_limits(stop_after, max_seconds) -> tuple:
-    """``train``'s and ``train_distributed``'s ``stop_after`` (an int >= 0) and ``max_seconds`` (> 0), or None."""
+    """``train``'s and ``train_distributed``'s ``stop_after`` (an int >= 0) and ``max_seconds`` (>= 0; 0
+    stops after the first step), or None."""
     if stop_after is not None:
         stop_after = as_int(stop_after, "stop_after", low=0, fix="pass a number of steps >= 0, or None")
     if max_seconds is not None:
-        max_seconds = as_real_scalar(max_seconds, "max_seconds", low=0.0, low_open=True,
-                                     fix="pass a positive number of seconds, or None")
+        max_seconds = as_real_scalar(max_seconds, "max_seconds", low=0.0, fix="pass a number of seconds >= 0, or None")
     return stop_after, max_seconds
 
 
