@@ -18,11 +18,15 @@ DEFAULT_RTOL = 1e-8
 def as_float_array(x, arg: str, *, dtype=None) -> np.ndarray:
     """Convert ``x`` to a floating NumPy array (integers become float64).
 
-    Raises a ``BayesfiltTypeError`` for complex, boolean, object or string input.
+    A NumPy masked array's masked entries become NaN (missing; ``np.asarray`` would silently
+    keep the values under the mask). Raises a ``BayesfiltTypeError`` for complex, boolean,
+    object or string input.
     """
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor given to a NumPy function
         raise type_error(arg, f"got a torch tensor ({getattr(x, 'dtype', '?')})",
                          "pass a NumPy array (tensor.numpy()), or use a torch backend")
+    if isinstance(x, np.ma.MaskedArray) and np.ma.getmask(x) is not np.ma.nomask and x.dtype.kind in "iuf":
+        x = x.astype(np.float64 if x.dtype.kind in "iu" or x.dtype.itemsize < 4 else x.dtype).filled(np.nan)
     try:
         a = np.asarray(x)
     except Exception as exc:  # ragged lists and similar

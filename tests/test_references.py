@@ -102,3 +102,21 @@ def test_nile_smoothed_first_state_finite(nile):
     sm = bayesfilt.rts_smoother(local_level(15099.0, 1469.1), res)
     assert np.isfinite(sm.means).all() and np.isfinite(sm.covs).all()
     assert np.isnan(res.predicted_means[0]).all()              # nothing known before y_1
+
+
+def test_masked_array_entries_are_missing_like_pykalman():
+    """A NumPy masked array's masked entries are missing observations, pykalman's convention
+    (before, ``np.asarray`` dropped the mask and the hidden values were filtered as data)."""
+    pykalman = pytest.importorskip("pykalman")
+    model = bayesfilt.LinearGaussianSSM(m0=np.zeros(1), P0=np.eye(1), F=np.eye(1), Q=0.1 * np.eye(1),
+                                        H=np.eye(1), R=np.eye(1))
+    y = np.ma.masked_array([[1.0], [0.0], [3.0], [2.0]], mask=[[False], [True], [False], [False]])
+    kf = pykalman.KalmanFilter(transition_matrices=np.eye(1), observation_matrices=np.eye(1),
+                               transition_covariance=0.1 * np.eye(1), observation_covariance=np.eye(1),
+                               initial_state_mean=np.zeros(1), initial_state_covariance=np.eye(1))
+    means, covs = kf.filter(y)
+    res = bayesfilt.kalman_filter(model, y)
+    np.testing.assert_allclose(res.means, means, rtol=1e-12)
+    np.testing.assert_allclose(res.covs, covs, rtol=1e-12)
+    np.testing.assert_allclose(res.loglik, kf.loglikelihood(y), rtol=1e-12)
+    assert np.ma.is_masked(y) and y.data[1, 0] == 0.0                  # the input is left as it was
