@@ -197,3 +197,24 @@ def test_forgotten_diffuse_state_is_identified_without_its_delta():
     np.testing.assert_allclose(res.means[1:], lim["means"][1:], rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(sm.means[1:], lim["s_means"][1:], rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(sm.covs[1:], lim["s_covs"][1:], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("offset", [0.0, 6.4e6, 1e8])
+def test_loglik_far_from_m0_like_statsmodels(offset):
+    """Data far from m0 (a track in UTM/ECEF metres, 1 cm noise): the diffuse log-likelihood does
+    not depend on where the data sit, and equals statsmodels' exact diffuse one (its convention
+    lacks (q/2) log 2π). Before, its terms were differences of numbers growing like
+    (offset/noise)^2: 32 off at 6.4e6."""
+    sm = pytest.importorskip("statsmodels.tsa.statespace.kalman_filter")
+    cv = bayesfilt.models.constant_velocity(dim=1, q=1e-4, r=1e-4)
+    _, y = cv.replace(m0=np.array([0.0, 1.0]), P0=1e-6 * np.eye(2)).simulate(30, seed=7)
+    y = y + offset
+    model = cv.replace(m0=np.zeros(2), P0=np.zeros((2, 2)), diffuse=True)
+    kf = sm.KalmanFilter(k_endog=1, k_states=2, k_posdef=2)
+    kf.bind(y.copy())
+    kf["design"], kf["obs_cov"], kf["transition"] = cv.H, cv.R, cv.F
+    kf["selection"], kf["state_cov"] = np.eye(2), cv.Q
+    kf.initialize_diffuse()
+    want = kf.filter().llf + LOG_2PI                                   # + (q/2) log 2π, q = 2
+    for res in (bayesfilt.kalman_filter(model, y), bayesfilt.information_filter(model, y)):
+        assert abs(res.loglik - want) < 1e-6 * (1 + abs(want)), (offset, res.loglik, want)
