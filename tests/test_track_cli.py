@@ -106,3 +106,24 @@ def test_clear_errors(tmp_path, capsys):
     src = write(tmp_path / "f.csv", ["time", "x", "y"], [["0", "1", "2"]])
     assert main(["track", src, "--x-col", "east", *out]) == 2
     assert "--x-col" in capsys.readouterr().err
+
+
+def test_track_across_the_antimeridian_equals_the_same_track_elsewhere(tmp_path):
+    """A vessel at 10 m/s east at 50°N, crossing ±180: speeds and east/north as for the same
+    track at 10°E, longitudes written back in [-180, 180) (before, Δλ was not wrapped and the
+    reference longitude was a plain mean: 16,564 m/s and lon -199.76)."""
+    t = np.arange(0.0, 600.0, 60.0)
+    dlon = np.degrees(10.0 * t / (6371000.0 * np.cos(np.radians(50.0))))
+    outs = {}
+    for name, lon0 in (("dateline", 179.97), ("elsewhere", 10.0)):
+        lon = (lon0 + dlon + 180.0) % 360.0 - 180.0
+        src = tmp_path / f"{name}.csv"
+        src.write_text("time,lon,lat\n" + "".join(f"{a},{b:.6f},50.0\n" for a, b in zip(t, lon)))
+        out = tmp_path / f"{name}_out.csv"
+        assert main(["track", str(src), "--out", str(out), "--no-plot", "--q", "1e-4", "--r", "25", "--quiet"]) == 0
+        outs[name] = read(out)
+    a, b = outs["dateline"], outs["elsewhere"]
+    for key in ("speed", "east_obs_m", "north_obs_m"):
+        np.testing.assert_allclose([float(r[key]) for r in a], [float(r[key]) for r in b], atol=0.05)
+    lons = np.array([float(r["lon"]) for r in a])
+    assert np.all((lons >= -180) & (lons < 180)) and lons.max() > 179.9 and lons.min() < -179.9

@@ -162,7 +162,8 @@ def read_tracks(path, *, time_col=None, x_col=None, y_col=None, lon_col=None, la
         ok = np.isfinite(a) & np.isfinite(b)
         if not ok.any():
             raise value_error("FILE", f"{path} has no complete longitude/latitude pair", "give at least one position")
-        ref = (float(np.mean(a[ok])), float(np.mean(b[ok])))
+        lon_r = np.radians(a[ok])                  # circular mean of the longitudes (a track across ±180 too)
+        ref = (float(np.degrees(np.arctan2(np.sin(lon_r).mean(), np.cos(lon_r).mean()))), float(np.mean(b[ok])))
         a, b = lonlat_to_east_north(a, b, *ref)
     order = list(dict.fromkeys(ids))
     tracks = {}

@@ -62,7 +62,8 @@ def lonlat_to_east_north(lon, lat, ref_lon: float, ref_lat: float) -> tuple[np.n
         ref_lon, ref_lat: the reference point in degrees.
 
     Returns:
-        ``(east, north)`` in metres.
+        ``(east, north)`` in metres. Longitude differences are taken the short way round
+        (179.9 and -179.9 are 0.2 degrees apart).
 
     Example:
         >>> e, n = lonlat_to_east_north([-74.0], [40.001], -74.0, 40.0)
@@ -78,7 +79,8 @@ def lonlat_to_east_north(lon, lat, ref_lon: float, ref_lat: float) -> tuple[np.n
     s2 = np.sin(phi0) ** 2
     N = WGS84_A / np.sqrt(1 - WGS84_E2 * s2)                          # prime-vertical radius
     M = WGS84_A * (1 - WGS84_E2) / (1 - WGS84_E2 * s2) ** 1.5         # meridional radius
-    east = N * np.cos(phi0) * np.radians(lon - ref_lon)               # x = N cos φ0 Δλ
+    dlon = (lon - ref_lon + 180.0) % 360.0 - 180.0                    # Δλ in [-180, 180): across the antimeridian too
+    east = N * np.cos(phi0) * np.radians(dlon)                        # x = N cos φ0 Δλ
     north = M * np.radians(lat - ref_lat)                             # y = M Δφ
     return east, north
 
@@ -91,7 +93,7 @@ def east_north_to_lonlat(east, north, ref_lon: float, ref_lat: float) -> tuple[n
         ref_lon, ref_lat: the reference point in degrees.
 
     Returns:
-        ``(lon, lat)`` in degrees.
+        ``(lon, lat)`` in degrees, longitudes in [-180, 180).
 
     Example:
         >>> lon, lat = east_north_to_lonlat(*lonlat_to_east_north([-74.01], [40.7], -74.0, 40.6), -74.0, 40.6)
@@ -103,6 +105,7 @@ def east_north_to_lonlat(east, north, ref_lon: float, ref_lat: float) -> tuple[n
     N = WGS84_A / np.sqrt(1 - WGS84_E2 * s2)
     M = WGS84_A * (1 - WGS84_E2) / (1 - WGS84_E2 * s2) ** 1.5
     lon = ref_lon + np.degrees(as_float_array(east, "east").astype(float) / (N * np.cos(phi0)))     # Δλ = x / (N cos φ0)
+    lon = (lon + 180.0) % 360.0 - 180.0                                                              # into [-180, 180)
     lat = ref_lat + np.degrees(as_float_array(north, "north").astype(float) / M)                     # Δφ = y / M
     return lon, lat
 
