@@ -218,3 +218,21 @@ def test_loglik_far_from_m0_like_statsmodels(offset):
     want = kf.filter().llf + LOG_2PI                                   # + (q/2) log 2π, q = 2
     for res in (bayesfilt.kalman_filter(model, y), bayesfilt.information_filter(model, y)):
         assert abs(res.loglik - want) < 1e-6 * (1 + abs(want)), (offset, res.loglik, want)
+
+
+def test_streaming_refuses_diffuse_models_and_continues_after_identification():
+    """predict/update cannot hold an exactly diffuse state (Gaussian(m0, P0) would treat it as
+    known and silently give a level ~1000 off on the Nile data); they raise, and the named fix
+    (the exact diffuse filter first, then model.replace(diffuse=False)) reproduces kalman_filter."""
+    from bayesfilt.errors import BayesfiltValueError
+    model = local_level()
+    y = np.array([[1120.0], [1160.0], [963.0], [1210.0], [1160.0], [1160.0], [813.0]])
+    with pytest.raises(BayesfiltValueError, match="diffuse"):
+        bayesfilt.update(bayesfilt.Gaussian(model.m0, model.P0), y[0], model, 0)
+    res = bayesfilt.kalman_filter(model, y)
+    proper = model.replace(diffuse=False)
+    g = bayesfilt.Gaussian(res.means[2], res.covs[2])
+    for t in range(3, len(y)):
+        g, ll = bayesfilt.update_with_loglik(bayesfilt.predict(g, proper, t), y[t], proper, t)
+        np.testing.assert_allclose(g.mean, res.means[t], rtol=1e-12)
+        np.testing.assert_allclose(ll, res.loglik_terms[t], rtol=1e-12)

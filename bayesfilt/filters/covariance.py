@@ -103,6 +103,11 @@ def predict(gaussian: Gaussian, model: LinearGaussianSSM, t: int) -> Gaussian:
     Returns:
         The predicted ``Gaussian`` for x_t.
 
+    Raises:
+        BayesfiltValueError: the model declares exactly diffuse states (no Gaussian belief holds
+            them; run :func:`kalman_filter` over the first steps, then continue with
+            ``model.replace(diffuse=False)``).
+
     Example:
         >>> g = bayesfilt.Gaussian(model.m0, model.P0)          # doctest: +SKIP
         >>> g = bayesfilt.predict(bayesfilt.update(g, y[0], model, 0), model, 1)  # doctest: +SKIP
@@ -181,6 +186,10 @@ def update_with_loglik(gaussian: Gaussian, y_t, model: LinearGaussianSSM, t: int
 def _check_step(model, t, arg, allow_zero=False):
     if not isinstance(model, LinearGaussianSSM):
         raise value_error("model", f"is a {type(model).__name__}", "pass a bayesfilt.LinearGaussianSSM")
+    if model.has_diffuse:       # a Gaussian(m0, P0) belief would hold the diffuse states as known (P0 is 0 there)
+        raise value_error("model", "declares exactly diffuse states, which a Gaussian belief cannot hold",
+                          "filter the first steps with kalman_filter (exact diffuse) and continue from its last "
+                          "filtered mean and covariance with model.replace(diffuse=False)")
     if not isinstance(t, (int, np.integer)) or t < (0 if allow_zero else 1):
         raise value_error(arg, f"is {t!r}", "pass a 0-based integer time index (>= 1 for predict)")
     T = model.num_timesteps
