@@ -133,18 +133,30 @@ def check_symmetric(a: np.ndarray, arg: str, rtol: float = DEFAULT_RTOL) -> None
 def check_psd(a: np.ndarray, arg: str, *, strict: bool, rtol: float = DEFAULT_RTOL) -> None:
     """Raise if ``a`` is not positive semi-definite (``strict``: positive definite).
 
-    Eigenvalues down to ``-rtol * max|eigenvalue|`` count as zero (rounding).
+    The test runs on ``D^-1/2 a D^-1/2``, D the diagonal with entries below ``rtol`` of the largest
+    raised to that floor, so that variances of different units (1e8 and 1e-8) are judged each on
+    its own scale: there eigenvalues down to ``-rtol * max|eigenvalue|`` count as zero (rounding).
+    A negative variance is thus refused whatever the others' size (diag(1e8, -0.5) was accepted
+    when the tolerance was relative to the largest eigenvalue of ``a``), and a well-scaled but
+    badly graded one is not (diag(1, 1e-6) in float32 was refused as singular).
     """
-    w = np.linalg.eigvalsh(a.astype(np.float64, copy=False))
+    eps = np.finfo(a.dtype).eps                               # of the input's dtype (float32 rounds 1e-7)
+    a = a.astype(np.float64, copy=False)
+    rel = max(rtol, 10 * eps)
+    d = np.abs(np.diagonal(a, axis1=-2, axis2=-1))
+    floor = np.maximum(rel * d.max(axis=-1, keepdims=True), np.finfo(np.float64).tiny)
+    s = 1.0 / np.sqrt(np.maximum(d, floor))                  # D^-1/2
+    w = np.linalg.eigvalsh(a * s[..., :, None] * s[..., None, :])
     scale = np.maximum(np.abs(w).max(axis=-1, keepdims=True), np.finfo(np.float64).tiny)
-    tol = max(rtol, 10 * np.finfo(a.dtype).eps) * scale
+    tol = rel * scale
     # strict: eigenvalues within rounding of zero (relative to the largest) count as singular
-    bad = (w <= 10 * a.shape[-1] * np.finfo(a.dtype).eps * scale) if strict else (w < -tol)
+    bad = (w <= 10 * a.shape[-1] * eps * scale) if strict else (w < -tol)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0][:-1])
         kind = "positive definite" if strict else "positive semi-definite"
         loc = f" at index {where}" if where else ""
-        raise value_error(arg, f"is not {kind}: smallest eigenvalue {w[where].min():.6g}{loc}",
+        raise value_error(arg, f"is not {kind}: smallest eigenvalue {w[where].min():.6g} after scaling to unit "
+                          f"variances{loc}",
                           f"pass a {kind} matrix" + ("" if not strict else
                           " (a measurement noise covariance must have every variance > 0)"))
 

@@ -154,3 +154,31 @@ def test_validate_rechecks_arrays_changed_in_place():
     model.validate(rtol=1e-6)
     with pytest.raises(BayesfiltValueError, match="symmetric"):
         model.validate(rtol=1e-12)                      # another rtol: checked again
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_covariances_are_judged_per_variance_scale(dtype):
+    """Positive (semi-)definiteness is tested on the matrix scaled to unit variances: a negative
+    variance is refused beside a huge one (diag(1e8, -0.5) passed, and the filter returned a
+    variance of -1), and variances of very different units are accepted (R = diag(1, 1e-6) in
+    float32 and diag(1e8, 1e-8) in float64 were refused as not positive definite); a variance
+    of exactly 0 in R and a correlation of 1 stay refused."""
+    base = dict(m0=np.zeros(2), P0=np.eye(2), F=np.eye(2), Q=np.eye(2), H=np.eye(2), R=np.eye(2))
+
+    def model(dt=dtype, **kw):
+        return bayesfilt.LinearGaussianSSM(**{k: np.asarray(v, dt) for k, v in {**base, **kw}.items()})
+
+    with pytest.raises(BayesfiltValueError, match="P0"):
+        model(P0=np.diag([1e8, -0.5])).validate()
+    small = 1e-6 if dtype == np.float32 else 1e-8
+    model(R=np.diag([1.0, small])).validate()
+    if dtype == np.float64:
+        model(R=np.diag([1e8, 1e-8])).validate()
+    for bad_R in (np.diag([1.0, 0.0]), np.array([[1.0, 1.0], [1.0, 1.0]])):
+        with pytest.raises(BayesfiltValueError, match="R"):
+            model(R=bad_R).validate()
+    # accepted graded noise filters as float64 does, per component
+    y = np.array([[1.0, 2e-3], [2.0, -1e-3], [0.5, 4e-3]])
+    got = kalman_filter(model(R=np.diag([1.0, small])), y.astype(dtype))
+    want = kalman_filter(model(np.float64, R=np.diag([1.0, small])), y)
+    np.testing.assert_allclose(got.means, want.means, rtol=1e-5, atol=1e-6 * small)
