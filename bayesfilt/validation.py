@@ -194,6 +194,19 @@ def as_real_scalar(x, arg: str, *, low: float | None = None, low_open: bool = Fa
     return v
 
 
+def check_bool(x, arg: str) -> bool:
+    """Return ``x`` as a Python bool, or raise naming ``arg`` (a string such as "no" is truthy,
+    so it is refused rather than read).
+
+    Example:
+        >>> check_bool(False, "validate")
+        False
+    """
+    if not isinstance(x, (bool, np.bool_)):
+        raise type_error(arg, f"is {x!r}", "pass True or False")
+    return bool(x)
+
+
 def as_int(x, arg: str, *, low: int | None = None, fix: str | None = None) -> int:
     """Return ``x`` as a Python int (>= ``low``), or raise naming ``arg``; floats and bools are rejected.
 

@@ -201,7 +201,8 @@ def test_train_output_rules(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv", [["check", "--T", "0"], ["check", "--T", "-5", "--no-kla"], ["check", "--T", "x"],
-                                  ["check", "--seed", "x"], ["demo", "--seed", "x"], ["bogus"], ["track", "--bogus"],
+                                  ["check", "--seed", "x"], ["check", "--seed", "-1", "--no-kla"], ["demo", "--seed", "x"],
+                                  ["bogus"], ["track", "--bogus"],
                                   ["train"], ["train", "a5", "--steps"], ["--version-typo"],
                                   ["generate", "no_such_run"], ["generate", "/"], ["generate", "x", "--tokens", "x"],
                                   ["generate", "x", "--temperature", "hot"], ["generate"]])

@@ -368,3 +368,20 @@ def test_input_errors():
     torch = pytest.importorskip("torch")
     with pytest.raises(BayesfiltTypeError, match="torch"):
         bayesfilt.parallel_filter(model, torch.tensor(y), backend="numpy")
+
+
+def test_argument_types_are_checked_not_coerced():
+    """validate must be a bool ("no" is truthy and was read as True), chunk_size an integer (NumPy
+    integers too; True was taken as 1) and only with a schedule that has chunks (it was ignored
+    by 'tree')."""
+    model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+    _, y = model.simulate(9, seed=0)
+    for kw in ({"validate": "no"}, {"chunk_size": True}, {"chunk_size": 2, "schedule": "tree"},
+               {"chunk_size": 2, "schedule": "sequential"}):
+        with pytest.raises(BayesfiltError, match=next(iter(kw))):
+            bayesfilt.parallel_filter(model, y, **kw)
+    with pytest.raises(BayesfiltError, match="validate"):
+        bayesfilt.kalman_filter(model, y, validate="no")
+    ref = bayesfilt.kalman_filter(model, y)
+    got = bayesfilt.parallel_filter(model, y, schedule="chunked", chunk_size=np.int64(2))
+    np.testing.assert_allclose(got.means, ref.means, rtol=1e-10, atol=1e-12)

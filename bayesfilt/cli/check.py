@@ -194,6 +194,8 @@ def run(args) -> int:
     from ..errors import value_error
     if args.T < 2:
         raise value_error("--T", f"is {args.T}", "pass at least 2 time steps")
+    if args.seed < 0:
+        raise value_error("--seed", f"is {args.seed}", "pass a seed >= 0")
     rows = check_parallel(T=args.T, seed=args.seed)
     if not args.no_kla:
         rows += kla_rows()

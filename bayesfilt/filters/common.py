@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import type_error
 from ..model import LinearGaussianSSM
-from ..validation import check_observations
+from ..validation import check_bool, check_observations
 
 
 def prepare(model: LinearGaussianSSM, y, *, validate: bool = True):
@@ -17,6 +17,7 @@ def prepare(model: LinearGaussianSSM, y, *, validate: bool = True):
     """
     if not isinstance(model, LinearGaussianSSM):
         raise type_error("model", f"is a {type(model).__name__}", "pass a bayesfilt.LinearGaussianSSM")
+    validate = check_bool(validate, "validate")
     y, T, batch = check_observations(y, model.m, model.batch_shape)
     if validate:
         model.validate(num_timesteps=T)

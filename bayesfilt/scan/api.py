@@ -17,7 +17,7 @@ from . import _ops as ops
 from ..errors import type_error, value_error
 from ..model import LinearGaussianSSM
 from ..results import FilterResult, SmootherResult
-from ..validation import as_int, check_observations
+from ..validation import as_int, check_bool, check_observations
 
 FORMS = ("covariance", "information")
 BACKENDS = ("auto", "numpy", "torch", "triton")
@@ -68,6 +68,7 @@ def _prepare(model, y, form, backend, schedule, method, validate, lazy=False):
     _check_choice("backend", backend, BACKENDS)
     _check_choice("schedule", schedule, SCHEDULE_CHOICES)
     _check_choice("method", method, METHODS)
+    validate = check_bool(validate, "validate")
     if model.has_diffuse:
         raise value_error("model", "declares diffuse states, which the parallel filters do not support",
                           "use bayesfilt.kalman_filter or information_filter, or give the states a proper prior")
@@ -218,6 +219,17 @@ def _guard_linalg(fn, *args):
                           "use form='covariance' (or the sequential bayesfilt.kalman_filter), or rescale the model") from None
 
 
+def _chunk_size(chunk_size, schedule):
+    """``chunk_size`` as a positive int, or None; refused with a schedule that has no chunks."""
+    if chunk_size is None:
+        return None
+    chunk_size = as_int(chunk_size, "chunk_size", low=1)
+    if schedule in ("tree", "sequential"):
+        raise value_error("chunk_size", f"is {chunk_size} but schedule={schedule!r} has no chunks",
+                          "pass schedule='chunked' (or 'auto'), or leave chunk_size None")
+    return chunk_size
+
+
 def _run_filter(model, yt, form, backend, schedule, method, chunk_size):
     return _guard_linalg(_run_filter_unguarded, model, yt, form, backend, schedule, method, chunk_size)
 
@@ -292,7 +304,7 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
         True
     """
     explicit = method
-    chunk_size = None if chunk_size is None else as_int(chunk_size, "chunk_size", low=1)
+    chunk_size = _chunk_size(chunk_size, schedule)
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate, lazy=True)
     if backend == "triton":
         return _triton_filter_checked(model, yt, method, explicit)              # yt: batch-first here
@@ -353,7 +365,7 @@ def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", 
         >>> bool(np.allclose(par.means, seq.means))
         True
     """
-    chunk_size = None if chunk_size is None else as_int(chunk_size, "chunk_size", low=1)
+    chunk_size = _chunk_size(chunk_size, schedule)
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate)
     filt = _check_finite_out(_run_filter(model, yt, form, backend, schedule, method, chunk_size), "parallel_smoother")
     if form == "covariance":

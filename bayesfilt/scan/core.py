@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from . import _ops as ops
 from ..errors import type_error, value_error
+from ..validation import as_int
 
 SCHEDULES = ("sequential", "tree", "chunked")
 
@@ -184,8 +185,8 @@ def scan(elements, combine: Callable, schedule: str = "tree", *, reverse: bool =
         raise value_error("schedule", f"is {schedule!r}", f"use one of {SCHEDULES}")
     if inner not in ("sequential", "tree"):
         raise value_error("inner", f"is {inner!r}", "use 'tree' or 'sequential'")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise value_error("chunk_size", f"is {chunk_size!r}", "pass a positive integer or None")
+    if chunk_size is not None:
+        chunk_size = as_int(chunk_size, "chunk_size", low=1, fix="pass a positive integer or None")
     leaves = tree_flatten(elements)[0]
     if not leaves or any(not hasattr(x, "ndim") or x.ndim < 1 for x in leaves):
         raise value_error("elements", "has a leaf without a leading time axis", "give every leaf shape (T, ...)")

@@ -157,6 +157,8 @@ def check_conditioning(lam, cov):
     """
     tr = lambda a: a.diagonal(0, -2, -1).sum(-1) if ops.is_torch(a) else np.trace(a, axis1=-2, axis2=-1)  # noqa: E731
     kappa = tr(lam) * tr(cov)                                  # κ̂_t >= cond(Λ_t)
+    if ops.is_torch(kappa):
+        kappa = kappa.detach()                                 # a guard, not part of the graph (no autograd warning)
     worst = float(kappa.max()) if (kappa.numel() if ops.is_torch(kappa) else kappa.size) else 0.0
     eps = float(ops.finfo_eps(lam))
     if worst > eps ** -0.5:
