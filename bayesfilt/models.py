@@ -114,7 +114,9 @@ def _noise_matrix(r, dim, name="r"):
 def _prior(m0, P0, n, diffuse, default_var):
     m0 = np.zeros(n) if m0 is None else np.asarray(m0, float)
     if P0 is None:
-        P0 = np.zeros((n, n)) if diffuse is True else default_var * np.eye(n)
+        mask = np.asarray(diffuse)
+        keep = ~mask.astype(bool) if mask.shape in ((), (n,)) else np.ones(n, bool)  # a bad mask: the model says why
+        P0 = default_var * np.diag(np.broadcast_to(keep, (n,)).astype(float))       # diffuse states: rows, columns 0
     return m0, np.asarray(P0, float)
 
 

@@ -182,3 +182,17 @@ def test_covariances_are_judged_per_variance_scale(dtype):
     got = kalman_filter(model(R=np.diag([1.0, small])), y.astype(dtype))
     want = kalman_filter(model(np.float64, R=np.diag([1.0, small])), y)
     np.testing.assert_allclose(got.means, want.means, rtol=1e-5, atol=1e-6 * small)
+
+
+def test_a_diffuse_mask_with_the_default_P0():
+    """diffuse as a mask of states works with the default P0 (its rows and columns of the diffuse
+    states are zero; before, only diffuse=True zeroed them and a mask raised about a P0 the user
+    never passed): the undiffuse state keeps the default variance and the filter matches the
+    κ → ∞ limit of a large variance on the diffuse one."""
+    mask = np.array([True, False])
+    model = random_walk(0.5, 2.0, dim=2, diffuse=mask)
+    assert np.array_equal(np.diag(model.P0) == 0, mask)
+    y = np.array([[1.0, 0.5], [2.0, np.nan], [1.5, 1.0]])
+    exact = kalman_filter(model, y)
+    vague = kalman_filter(model.replace(P0=model.P0 + 1e9 * np.diag(mask.astype(float)), diffuse=False), y)
+    np.testing.assert_allclose(exact.means[1:], vague.means[1:], rtol=1e-6)
