@@ -157,3 +157,19 @@ def test_selective_copy_length_bound():
 def test_pair_tasks_need_even_length(name):
     with pytest.raises(BayesfiltError, match="even"):
         mad_task(name, length=7, n_train=2, n_test=1)
+
+
+def test_public_generators_check_their_arguments():
+    """The exported generators check seed and sizes as make_task does (a float seed was read as
+    its integer part, negative sizes failed inside NumPy, n_test=0 failed to concatenate) and
+    accept NumPy integers."""
+    from bayesfilt.nn.tasks import word_problem_task
+    calls = [(mad_task, dict(name="in_context_recall", n_train=-1), "n_train"),
+             (mad_task, dict(name="in_context_recall", seed=-1), "seed"),
+             (mad_task, dict(name="in_context_recall", length=8.0), "length"),
+             (word_problem, dict(group="a5", n=2, length=3, seed=1.5), "seed"),
+             (word_problem_task, dict(n_test=0), "n_test")]
+    for fn, kw, name in calls:
+        with pytest.raises(BayesfiltError, match=name):
+            fn(**kw)
+    assert make_task("a5", length=np.int64(4), n_train=3, n_test=2).train.inputs.shape == (3, 4)

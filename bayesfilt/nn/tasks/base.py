@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...validation import as_int
+
 #: Target value marking a position that carries no label (the torch cross-entropy default).
 IGNORE = -100
 
@@ -59,6 +61,16 @@ class Task:
     n_classes: int
     readout: str = "sequence"
     settings: dict = field(default_factory=dict)
+
+
+def check_args(seed, **sizes) -> None:
+    """Refuse a seed that is not an int >= 0 and sizes (n, length, n_train, ...) that are not ints
+    >= 1 (None: the default), naming the argument. NumPy ints are fine; a float seed such as 1.5
+    was silently read as 1 and a negative size failed inside NumPy."""
+    as_int(seed, "seed", low=0, fix="pass a seed >= 0")
+    for arg, val in sizes.items():
+        if val is not None:
+            as_int(val, arg, low=1, fix=f"pass {arg} >= 1")
 
 
 def rng_for(seed: int, task_id: int, split: int) -> np.random.Generator:

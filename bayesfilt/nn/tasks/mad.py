@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import value_error
-from .base import IGNORE, Split, Task, rng_for
+from .base import IGNORE, Split, Task, check_args, rng_for
 
 #: Task id per MAD task, used to keep their random streams apart.
 MAD_TASKS = {"in_context_recall": 11, "fuzzy_recall": 12, "noisy_recall": 13, "selective_copy": 14,
@@ -146,6 +146,7 @@ def mad_task(name: str, *, seed: int = 0, n_train: int | None = None, n_test: in
     """
     if name not in MAD_TASKS:
         raise value_error("name", f"unknown MAD task {name!r}", f"pass one of {sorted(MAD_TASKS)}")
+    check_args(seed, n_train=n_train, n_test=n_test, length=length)
     tid = MAD_TASKS[name]
     n_train = (256 if name == "memorization" else 12_800) if n_train is None else n_train
     n_test = (256 if name == "memorization" else 1_280) if n_test is None else n_test

@@ -17,8 +17,8 @@ from itertools import permutations
 
 import numpy as np
 
-from ...errors import type_error, value_error
-from .base import Split, Task, rng_for
+from ...errors import value_error
+from .base import Split, Task, check_args, rng_for
 
 GROUPS = ("a5", "s5")
 
@@ -76,11 +76,7 @@ def word_problem(group: str, n: int, length: int, *, seed: int, split: int = 0) 
         >>> s.inputs.shape, s.targets.shape
         ((2, 5), (2, 5))
     """
-    for arg, val in (("n", n), ("length", length)):
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)):
-            raise type_error(arg, f"must be an int, got {val!r}", f"pass an integer {arg}")
-        if val < 1:
-            raise value_error(arg, f"must be >= 1, got {val}", f"pass a positive {arg}")
+    check_args(seed, n=n, length=length)
     table = multiplication_table(group)
     rng = rng_for(seed, GROUPS.index(group) + 1, split)
     x = rng.integers(0, table.shape[0], size=(n, length), dtype=np.int64)
@@ -112,6 +108,7 @@ def word_problem_task(group: str = "a5", *, length: int = 16, n_train: int = 100
         >>> t.vocab_size, t.n_classes, t.train.inputs.shape
         (60, 60, (8, 4))
     """
+    check_args(seed, length=length, n_train=n_train, n_test=n_test)
     n_el = len(group_elements(group))
     train = word_problem(group, n_train, length, seed=seed, split=0)
     return Task(name=group, train=train, test=_unseen_words(group, n_test, length, seed, train.inputs),
