@@ -182,3 +182,4 @@ def test_generate_cli_errors(lm_run, tmp_path, capsys):
     assert main(["generate", str(a5)]) == 2
     err = capsys.readouterr().err
     assert "--plot" in err and "vocabulary" in err and "'lm'" in err
+    assert "--prompt: holds the character '€'" in err                  # the option, not "text"

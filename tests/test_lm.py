@@ -111,6 +111,12 @@ def test_mixer_registry_and_errors():
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(BayesfiltError, match="temperature"):
             lm.generate(torch.zeros(1, 3, dtype=torch.long), 2, temperature=bad)
+    with pytest.raises(BayesfiltError, match="prompt"):                 # a list, not a tensor
+        lm.generate([[1, 2]], 3)
+    x = torch.zeros(1, 3, dtype=torch.long)
+    for bad in (-2, 1.5):                                                # -2 gave the plain loss silently
+        with pytest.raises(BayesfiltError, match="posterior_samples"):
+            lm.loss(x, x, posterior_samples=bad)
     if not fla_available():
         for name in ("gla", "gla_recurrent", "gdn"):
             with pytest.raises(BayesfiltError, match="fla"):

@@ -112,7 +112,7 @@ def run(args) -> int:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise value_error("--device", f"is {args.device!r} but no CUDA device is available", "pass --device cpu")
     model, tok, cfg = load_lm(args.checkpoint, args.device)
-    g = generate(model, tok.encode(args.prompt), args.tokens, temperature=args.temperature, top_k=args.top_k,
+    g = generate(model, tok.encode(args.prompt, arg="--prompt"), args.tokens, temperature=args.temperature, top_k=args.top_k,
                  seed=args.seed)
     text = tok.decode(g.ids)
     print(args.prompt + text)

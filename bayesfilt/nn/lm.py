@@ -432,7 +432,8 @@ class KLALanguageModel(nn.Module):
             raise value_error("targets", f"has shape {tuple(targets.shape)}, tokens {tuple(tokens.shape)}",
                               "pass one label per token (-100 where unlabelled)")
         targets = targets.long()
-        if posterior_samples <= 0:
+        posterior_samples = as_int(posterior_samples, "posterior_samples", low=0, fix="pass K >= 0 (0: the plain loss)")
+        if posterior_samples == 0:
             logits = self(tokens)
             return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100), logits
         last = self.blocks[-1]
@@ -482,6 +483,7 @@ class KLALanguageModel(nn.Module):
             raise value_error("max_new_tokens", f"must be an int >= 0, got {max_new_tokens!r}", "pass a non-negative count")
         as_real_scalar(temperature, "temperature", low=0.0,
                        fix="pass 0 for greedy decoding or a positive temperature to sample")
+        self._check_tokens(prompt, "prompt")
         out = prompt
         if self.stateful:
             states = self.init_state(prompt.shape[0], device=prompt.device)

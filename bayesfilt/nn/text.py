@@ -176,22 +176,23 @@ class CharTokenizer:
         """The smallest unsigned integer type holding every id (uint8 up to 256 symbols)."""
         return np.dtype(np.uint8 if self.vocab_size <= 256 else np.uint16 if self.vocab_size <= 65536 else np.uint32)
 
-    def encode(self, text: str) -> np.ndarray:
+    def encode(self, text: str, *, arg: str = "text") -> np.ndarray:
         """The ids of ``text``'s characters.
 
         Args:
             text: a string over the alphabet.
+            arg: the name errors give the text (e.g. a command-line option).
 
         Returns:
             [len(text)] array of :attr:`dtype`.
         """
         if not isinstance(text, str):
-            raise type_error("text", f"is a {type(text).__name__}", "pass a str")
+            raise type_error(arg, f"is a {type(text).__name__}", "pass a str")
         lut = {c: i for i, c in enumerate(self.alphabet)}
         try:
             return np.fromiter((lut[c] for c in text), dtype=self.dtype, count=len(text))
         except KeyError as exc:
-            raise value_error("text", f"holds the character {exc.args[0]!r}, which is not in the vocabulary",
+            raise value_error(arg, f"holds the character {exc.args[0]!r}, which is not in the vocabulary",
                               "use only characters of the training corpus") from None
 
     def decode(self, ids) -> str:
