@@ -22,7 +22,7 @@ from typing import Iterable
 import numpy as np
 
 from .errors import type_error, value_error
-from .validation import DEFAULT_RTOL, as_float_array, check_finite, check_psd, check_symmetric
+from .validation import DEFAULT_RTOL, as_float_array, as_int, as_real_scalar, check_finite, check_psd, check_symmetric
 
 #: Core rank (without time or batch axes) of each parameter.
 CORE_RANK = {"m0": 1, "P0": 2, "F": 2, "b": 1, "Q": 2, "H": 2, "d": 1, "R": 2}
@@ -98,6 +98,9 @@ class LinearGaussianSSM:
             object.__setattr__(self, name, arr)
         n = self.m0.shape[-1]
         m = self.H.shape[-2]
+        if n == 0 or m == 0:
+            raise value_error("H" if m == 0 else "m0", f"gives a model with {n} states and {m} observation "
+                              "components", "pass at least one state and one observed component")
         expect = {"m0": (n,), "P0": (n, n), "F": (n, n), "Q": (n, n), "H": (m, n), "R": (m, m),
                   "b": (n,), "d": (m,)}
         lengths = set()
@@ -287,6 +290,7 @@ class LinearGaussianSSM:
         # the parameter checks below are a pure function of the arrays' contents and rtol: a model
         # that passed them with the same contents (fingerprint) passes again, without the ~70 µs of
         # NumPy calls on every filter call (arrays changed in place give another fingerprint)
+        rtol = as_real_scalar(rtol, "rtol", low=0.0, fix="pass a small non-negative tolerance, e.g. 1e-8")
         key = (float(rtol), self._fingerprint())
         if self.__dict__.get("_validated") != key:
             for name in CORE_RANK:
@@ -324,15 +328,21 @@ class LinearGaussianSSM:
             ``(x, y)`` with shapes (*batch, T, n) and (*batch, T, m). Diffuse states are
             drawn from N(m0, P0) with their P0 entries (zero), i.e. they start at m0.
         """
-        if not isinstance(T, (int, np.integer)) or T < 1:
-            raise value_error("T", f"is {T!r}", "pass a positive integer number of time steps")
-        self.validate(num_timesteps=int(T))
+        T = as_int(T, "T", low=1, fix="pass a positive integer number of time steps")
+        if self.num_timesteps is not None and T != self.num_timesteps:
+            raise value_error("T", f"is {T} but the time-varying parameters have {self.num_timesteps} steps",
+                              f"pass T={self.num_timesteps}")
+        self.validate(num_timesteps=T)
         shape = tuple(batch_shape) if isinstance(batch_shape, Iterable) and not isinstance(batch_shape, str) else None
         if shape is None or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
                                     for s in shape):
             raise value_error("batch_shape", f"is {batch_shape!r}", "pass a tuple of non-negative ints")
         rng = np.random.default_rng(seed)
-        batch = tuple(np.broadcast_shapes(shape, self.batch_shape))
+        try:
+            batch = tuple(np.broadcast_shapes(shape, self.batch_shape))
+        except ValueError:
+            raise value_error("batch_shape", f"is {shape}, which does not broadcast with the model's batch "
+                              f"shape {self.batch_shape}", "pass a shape that broadcasts with it, or ()") from None
         n, m = self.n, self.m
         x = np.empty(batch + (T, n))
         y = np.empty(batch + (T, m))

@@ -124,8 +124,9 @@ def check_symmetric(a: np.ndarray, arg: str, rtol: float = DEFAULT_RTOL) -> None
     diff = np.abs(a - np.swapaxes(a, -1, -2))
     scale = np.maximum(np.abs(a).max(axis=(-1, -2), keepdims=True), np.finfo(np.float64).tiny)
     rel = diff / scale
-    if (rel > max(rtol, 10 * np.finfo(a.dtype).eps)).any():
-        idx = tuple(int(i) for i in np.argwhere(rel > rtol)[0])
+    bound = max(rtol, 10 * np.finfo(a.dtype).eps)
+    if (rel > bound).any():
+        idx = tuple(int(i) for i in np.argwhere(rel > bound)[0])       # the entry that failed (not one within rounding)
         raise value_error(arg, f"is not symmetric (relative asymmetry {rel[idx]:.3g} at index {idx})",
                           "pass a symmetric matrix, e.g. (A + A.T) / 2, or call model.symmetrized()")
 

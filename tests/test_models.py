@@ -196,3 +196,21 @@ def test_a_diffuse_mask_with_the_default_P0():
     exact = kalman_filter(model, y)
     vague = kalman_filter(model.replace(P0=model.P0 + 1e9 * np.diag(mask.astype(float)), diffuse=False), y)
     np.testing.assert_allclose(exact.means[1:], vague.means[1:], rtol=1e-6)
+
+
+def test_simulate_and_validate_arguments_are_named():
+    """simulate(True) and a T that differs from a time-varying model's length, validate(rtol=-1)
+    and rtol="a", an empty observation space, and a float32 asymmetry: named errors (raw NumPy
+    errors, a message naming "y", or the wrong matrix entry before)."""
+    from bayesfilt.validation import check_symmetric
+    model = constant_velocity(dim=1)
+    for call, name in ((lambda: model.simulate(True), "T"), (lambda: model.validate(rtol=-1), "rtol"),
+                       (lambda: model.validate(rtol="a"), "rtol"),
+                       (lambda: constant_velocity_irregular(np.arange(5.0), 0.1, 1.0).simulate(3), "T"),
+                       (lambda: bayesfilt.LinearGaussianSSM(m0=np.zeros(2), P0=np.eye(2), F=np.eye(2), Q=np.eye(2),
+                                                            H=np.zeros((0, 2)), R=np.zeros((0, 0))), "H")):
+        with pytest.raises(bayesfilt.BayesfiltError, match=name):
+            call()
+    a = np.array([[1.0, 1e-7, 0.0], [1e-7, 1.0, 0.5], [0.0, 0.0, 1.0]], np.float32)
+    with pytest.raises(BayesfiltValueError, match=r"0\.5 at index \(1, 2\)"):
+        check_symmetric(a, "Q")
