@@ -134,24 +134,39 @@ def check_symmetric(a: np.ndarray, arg: str, rtol: float = DEFAULT_RTOL) -> None
 def check_psd(a: np.ndarray, arg: str, *, strict: bool, rtol: float = DEFAULT_RTOL) -> None:
     """Raise if ``a`` is not positive semi-definite (``strict``: positive definite).
 
-    The test runs on ``D^-1/2 a D^-1/2``, D the diagonal with entries below ``rtol`` of the largest
-    raised to that floor, so that variances of different units (1e8 and 1e-8) are judged each on
-    its own scale: there eigenvalues down to ``-rtol * max|eigenvalue|`` count as zero (rounding).
-    A negative variance is thus refused whatever the others' size (diag(1e8, -0.5) was accepted
-    when the tolerance was relative to the largest eigenvalue of ``a``), and a well-scaled but
-    badly graded one is not (diag(1, 1e-6) in float32 was refused as singular).
+    A variance below ``-100 eps`` of the largest one is refused outright (a negative variance
+    beyond rounding; diag(1e8, -0.5) passed when every test was relative to the largest
+    eigenvalue); rounding-level negative variances count as zero. The eigenvalue test then runs
+    on ``D^-1/2 a D^-1/2``, D the diagonal with entries below ``rtol`` of the largest (or, for a
+    zero diagonal, of the largest entry) raised to that floor, so that variances of different
+    units (1e8 and 1e-8) are each judged on their own scale: eigenvalues down to
+    ``-rtol * max|eigenvalue|`` count as zero (rounding), and a well-scaled but badly graded
+    matrix is not refused (diag(1, 1e-6) in float32 was refused as singular).
     """
+    n = a.shape[-1]
+    if n == 0 or a.size == 0:
+        return
     eps = np.finfo(a.dtype).eps                               # of the input's dtype (float32 rounds 1e-7)
-    a = a.astype(np.float64, copy=False)
+    a = a.astype(np.float64, copy=True)
     rel = max(rtol, 10 * eps)
-    d = np.abs(np.diagonal(a, axis1=-2, axis2=-1))
-    floor = np.maximum(rel * d.max(axis=-1, keepdims=True), np.finfo(np.float64).tiny)
-    s = 1.0 / np.sqrt(np.maximum(d, floor))                  # D^-1/2
+    d = np.diagonal(a, axis1=-2, axis2=-1)
+    dmax = np.abs(d).max(axis=-1, keepdims=True)
+    neg = d < -100 * eps * dmax
+    if neg.any():
+        where = tuple(int(i) for i in np.argwhere(neg)[0])
+        kind = "positive definite" if strict else "positive semi-definite"
+        raise value_error(arg, f"is not {kind}: it has a negative variance {d[where]:.6g} at diagonal index {where}",
+                          f"pass a {kind} matrix (every variance {'>' if strict else '>='} 0)")
+    idx = np.arange(n)
+    a[..., idx, idx] = np.maximum(d, 0.0)                     # rounding-level negatives -> 0
+    amax = np.abs(a).max(axis=(-2, -1))[..., None]
+    floor = np.maximum(rel * np.maximum(dmax, amax), np.finfo(np.float64).tiny)
+    s = 1.0 / np.sqrt(np.maximum(np.abs(d), floor))          # D^-1/2: entries of a * s s^T are at most 1 / rel
     w = np.linalg.eigvalsh(a * s[..., :, None] * s[..., None, :])
     scale = np.maximum(np.abs(w).max(axis=-1, keepdims=True), np.finfo(np.float64).tiny)
     tol = rel * scale
     # strict: eigenvalues within rounding of zero (relative to the largest) count as singular
-    bad = (w <= 10 * a.shape[-1] * eps * scale) if strict else (w < -tol)
+    bad = (w <= 10 * n * eps * scale) if strict else (w < -tol)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0][:-1])
         kind = "positive definite" if strict else "positive semi-definite"

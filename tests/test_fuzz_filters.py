@@ -234,7 +234,8 @@ def test_parallel_options_and_tensors(which, record_property):
                "empty_T": yt[:0], "rank1": yt[:, 0]}[kind]
         benign = (opts["form"] != "bogus" and opts["backend"] in ("auto", "numpy", "torch")
                   and opts["schedule"] != "hillis" and opts["method"] != "newton"
-                  and (opts["chunk_size"] is None or (isinstance(opts["chunk_size"], int) and opts["chunk_size"] > 0))
+                  and (opts["chunk_size"] is None or (isinstance(opts["chunk_size"], int) and opts["chunk_size"] > 0
+                                                      and opts["schedule"] == "chunked"))
                   and kind in ("numpy", "float64", "noncontig", "expanded"))
 
         def check(res):

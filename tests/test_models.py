@@ -168,8 +168,9 @@ def test_covariances_are_judged_per_variance_scale(dtype):
     def model(dt=dtype, **kw):
         return bayesfilt.LinearGaussianSSM(**{k: np.asarray(v, dt) for k, v in {**base, **kw}.items()})
 
+    big = 1e8 if dtype == np.float64 else 1e4            # -0.5 beyond 100 rounding errors of the big variance
     with pytest.raises(BayesfiltValueError, match="P0"):
-        model(P0=np.diag([1e8, -0.5])).validate()
+        model(P0=np.diag([big, -0.5])).validate()
     small = 1e-6 if dtype == np.float32 else 1e-8
     model(R=np.diag([1.0, small])).validate()
     if dtype == np.float64:
@@ -177,6 +178,12 @@ def test_covariances_are_judged_per_variance_scale(dtype):
     for bad_R in (np.diag([1.0, 0.0]), np.array([[1.0, 1.0], [1.0, 1.0]])):
         with pytest.raises(BayesfiltValueError, match="R"):
             model(R=bad_R).validate()
+    # a zero diagonal with off-diagonal terms is indefinite (the scaling must not overflow to NaN
+    # and pass it); a variance negative by one rounding error counts as zero
+    with pytest.raises(BayesfiltValueError, match="Q"):
+        model(Q=np.array([[0.0, 10.0], [10.0, 0.0]])).validate()
+    ulp = float(np.finfo(dtype).eps)
+    model(P0=np.diag([1.0, -ulp]), Q=np.diag([1.0, -10 * ulp])).validate()
     # accepted graded noise filters as float64 does, per component
     y = np.array([[1.0, 2e-3], [2.0, -1e-3], [0.5, 4e-3]])
     got = kalman_filter(model(R=np.diag([1.0, small])), y.astype(dtype))

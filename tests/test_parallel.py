@@ -372,12 +372,12 @@ def test_input_errors():
 
 def test_argument_types_are_checked_not_coerced():
     """validate must be a bool ("no" is truthy and was read as True), chunk_size an integer (NumPy
-    integers too; True was taken as 1) and only with a schedule that has chunks (it was ignored
-    by 'tree')."""
+    integers too; True was taken as 1) and only with schedule='chunked' (it was ignored by 'tree',
+    and by 'auto' when that resolved to the tree or the fold)."""
     model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
     _, y = model.simulate(9, seed=0)
     for kw in ({"validate": "no"}, {"chunk_size": True}, {"chunk_size": 2, "schedule": "tree"},
-               {"chunk_size": 2, "schedule": "sequential"}):
+               {"chunk_size": 2, "schedule": "sequential"}, {"chunk_size": 2}):           # "auto" may not chunk
         with pytest.raises(BayesfiltError, match=next(iter(kw))):
             bayesfilt.parallel_filter(model, y, **kw)
     with pytest.raises(BayesfiltError, match="validate"):

@@ -215,7 +215,7 @@ def diffuse_kalman_filter(model: LinearGaussianSSM, y: np.ndarray) -> DiffuseFil
         # least: min f_t - min f_{t-1} = min_Δ |z̃ - Z Δ|^2 + Δ^T Ω_{t-1} Δ, z̃ = L^{-1}(e_t - E_t δ̂_{t-1}), at
         # Δ* = Ω_t^+ Z^T z̃. A sum of two squares: the textbook e^T F^{-1} e + ω_{t-1}^T Ω^+ ω_{t-1} - ω_t^T Ω^+ ω_t
         # is the same number as a difference of terms that grow with the data's distance from m0 (squared), and
-        # cancelled catastrophically (30 steps at 6.4e6 from m0 with r = 1e-4: 32 off)
+        # cancelled catastrophically (30 steps at 6.4e6 from m0 with r = 1e-4: -153.60 for 70.40)
         z_res = z - mv(Z, d_hat)                               # z̃
         step = mv(V, mv(mT(Z), z_res))                         # Δ* = Ω_t^+ E^T F^{-1} (e_t - E_t δ̂_{t-1})
         r_res = z_res - mv(Z, step)                            # z̃ - Z Δ*

@@ -112,14 +112,15 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     atomic_write_bytes(path, MAGIC + digest + b"\n" + body)
 
 
-_PLAIN = (str, bytes, int, float, bool, type(None))
+_PLAIN = (str, bytes, int, float, complex, bool, type(None))
 
 
 def _check_plain(value, where: str) -> None:
-    """Refuse what ``torch.load(weights_only=True)`` would not read back: anything but tensors,
-    plain scalars, strings, and lists, tuples and dicts (str/int keys) of them. (``torch.save``
-    pickles e.g. a NumPy scalar happily; the safe loader then refuses the whole file.)"""
-    if isinstance(value, torch.Tensor) or type(value) in _PLAIN:
+    """Refuse values ``torch.load(weights_only=True)`` may not read back: anything but tensors,
+    torch dtypes, plain scalars, strings, and lists, tuples (``torch.Size`` too), sets and dicts
+    (str/int keys) of them. (``torch.save`` pickles e.g. a NumPy scalar happily; the safe loader
+    then refuses the whole file.) A conservative list: the loader accepts a few more types."""
+    if isinstance(value, (torch.Tensor, torch.dtype)) or type(value) in _PLAIN:
         return
     if type(value) in (dict, collections.OrderedDict):
         for key, item in value.items():
@@ -128,7 +129,7 @@ def _check_plain(value, where: str) -> None:
                                   "use str or int keys")
             _check_plain(item, f"{where}[{key!r}]")
         return
-    if type(value) in (list, tuple):
+    if type(value) in (list, tuple, torch.Size, set, frozenset):
         for i, item in enumerate(value):
             _check_plain(item, f"{where}[{i}]")
         return

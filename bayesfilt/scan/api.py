@@ -220,13 +220,14 @@ def _guard_linalg(fn, *args):
 
 
 def _chunk_size(chunk_size, schedule):
-    """``chunk_size`` as a positive int, or None; refused with a schedule that has no chunks."""
+    """``chunk_size`` as a positive int, or None; only with ``schedule="chunked"`` (the others,
+    "auto" among them when it resolves to the tree or the fold, would ignore it)."""
     if chunk_size is None:
         return None
     chunk_size = as_int(chunk_size, "chunk_size", low=1)
-    if schedule in ("tree", "sequential"):
-        raise value_error("chunk_size", f"is {chunk_size} but schedule={schedule!r} has no chunks",
-                          "pass schedule='chunked' (or 'auto'), or leave chunk_size None")
+    if schedule != "chunked":
+        raise value_error("chunk_size", f"is {chunk_size} but schedule={schedule!r} (chunk_size sets the "
+                          "chunks of schedule='chunked')", "pass schedule='chunked', or leave chunk_size None")
     return chunk_size
 
 
@@ -273,8 +274,8 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
         schedule: ``"sequential"`` (the reference fold), ``"tree"``, ``"chunked"`` or ``"auto"``
             (torch: tree; NumPy: chunked, or the fold when the batch has at least T series, since
             it then does half the work). Ignored by the Triton kernel (always chunked).
-        chunk_size: chunk length of the chunked schedule (default sqrt(T); a positive int; the Triton
-            kernels choose their own).
+        chunk_size: chunk length of ``schedule="chunked"`` (default sqrt(T); a positive int; refused
+            with the other schedules; the Triton kernels choose their own).
         method: ``"elements"`` (scan of full filter elements), ``"riccati"`` (covariance form, no
             missing data, unbatched parameters: covariances and gains shared by all series, computed
             once, means by an affine recursion; NumPy: the Riccati recursion stopped at its fixed
