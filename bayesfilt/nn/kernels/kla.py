@@ -268,7 +268,7 @@ def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
     multiprocessor), and the benchmarks have always timed both passes at the forward's count."""
     B, L, M = v.shape
     num_chunks = tune.get("num_chunks")
-    if num_chunks is None:
+    if num_chunks is None and pass_ == "bwd":          # (the forward's own plan makes this choice itself)
         num_chunks = make_plan(B, L, M, k.shape[-1], v.device, max_sb=tune.get("fwd_sb", _MAX_SB_FWD),
                                bm=tune.get("fwd_bm")).NC
     return make_plan(B, L, M, k.shape[-1], v.device, num_chunks=num_chunks,
