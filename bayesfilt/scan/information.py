@@ -149,11 +149,15 @@ def check_conditioning(lam, cov):
     """Raise when a filtered precision is too ill-conditioned for the canonical scan to be accurate.
 
     The scan forms each Λ_t by differences of large precisions (``info_combine``), so its
-    relative error grows with cond(Λ_t); measured on a constant-velocity model with long
-    missing runs it is about eps·cond^{3/2} (1e-8 at cond 2e5, 5e-4 at 2e8, O(1) at 1e11).
-    cond(Λ_t) is estimated from outputs already at hand, κ̂ = tr(Λ_t) tr(P_t) (an upper bound
-    within a factor n² of cond), and above eps^{-1/2} (6.7e7 in float64, where the error
-    reaches ~1e-4) the filter raises instead of returning inaccurate moments.
+    relative error grows with cond(Λ_t). cond(Λ_t) is estimated from outputs already at hand,
+    κ̂ = tr(Λ_t) tr(P_t) (an upper bound within a factor n² of cond), and above eps^{-1/2} (6.7e7
+    in float64) the filter raises instead of returning inaccurate moments. The guard is looser
+    than the promised 1e-9: measured in session 9 on a constant-velocity model with one missing
+    run (float64, max relative error of means and covariances against ``kalman_filter``; three
+    (q, r) pairs), the tree schedule's error is about 1e-16 κ̂² (6e-10 to 8e-10 at κ̂ ≈ 2.4e3, 1e-7
+    to 2e-7 at 3.5e4, 2e-6 to 3e-6 at 1.4e5) and the chunked schedule's about ten times less; the
+    error passes 1e-9 near κ̂ = 3e3 (tree) and 1e4 (chunked), a run of ~40 and ~80 missing steps
+    there (``benchmarks/info_form_gaps.py``; docs/reliability.md, "Open problems").
     """
     tr = lambda a: a.diagonal(0, -2, -1).sum(-1) if ops.is_torch(a) else np.trace(a, axis1=-2, axis2=-1)  # noqa: E731
     kappa = tr(lam) * tr(cov)                                  # κ̂_t >= cond(Λ_t)
