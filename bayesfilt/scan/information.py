@@ -154,8 +154,8 @@ def check_conditioning(lam, cov):
     in float64) the filter raises instead of returning inaccurate moments. The guard is looser
     than the promised 1e-9: measured in session 9 on a constant-velocity model with one missing
     run (float64, max relative error of means and covariances against ``kalman_filter``; three
-    (q, r) pairs), the tree schedule's error is about 1e-16 κ̂² (6e-10 to 8e-10 at κ̂ ≈ 2.4e3, 1e-7
-    to 2e-7 at 3.5e4, 2e-6 to 3e-6 at 1.4e5) and the chunked schedule's about ten times less; the
+    (q, r) pairs), the tree schedule's error is about 1e-16 κ̂² (6e-10 to 8e-10 at κ̂ = 2.2e3 to 3e3,
+    1e-7 to 2e-7 at 3.4e4 to 3.7e4, 1.6e-6 to 3.1e-6 at 1.4e5) and the chunked schedule's about ten times less; the
     error passes 1e-9 near κ̂ = 3e3 (tree) and 1e4 (chunked), a run of ~40 and ~80 missing steps
     there (``benchmarks/info_form_gaps.py``; docs/reliability.md, "Open problems").
     """
