@@ -65,7 +65,8 @@ def nis(model: LinearGaussianSSM, y, filter_result: FilterResult) -> tuple[np.nd
 
     Uses the predicted moments m_{t|t-1}, P_{t|t-1} of ``filter_result``; missing
     components of y_t (NaN) are left out, and wholly missing steps give ν_t = 0 with 0
-    degrees of freedom.
+    degrees of freedom, as do steps whose prediction is not defined (the NaN moments of an
+    exact-diffuse period: the observation there identifies the state, it tests nothing).
 
     Args:
         model: the model the filter ran with.
@@ -109,8 +110,10 @@ def nis(model: LinearGaussianSSM, y, filter_result: FilterResult) -> tuple[np.nd
         except np.linalg.LinAlgError:
             raise value_error("filter_result", f"gives a singular innovation covariance at step {t}",
                               "pass the result of a filter run with this model (R positive definite)") from None
-        out[..., t] = np.einsum("...i,...i->...", r, sol)
-        dof[..., t] = n_obs
+        val = np.einsum("...i,...i->...", r, sol)
+        defined = np.isfinite(pm[..., t, :]).all(-1) & np.isfinite(pP[..., t, :, :]).all((-2, -1))
+        out[..., t] = np.where(defined, val, 0.0)
+        dof[..., t] = np.where(defined, n_obs, 0)
     return out, dof
 
 

@@ -12,7 +12,7 @@ from matplotlib.patches import Ellipse
 from scipy.stats import chi2
 
 from .errors import type_error, value_error
-from .validation import as_float_array, as_int, as_real_scalar
+from .validation import as_float_array, as_int, as_real_scalar, check_psd, check_symmetric
 
 
 def _arr(x, arg, *, core=None, length=None, min_len=0):
@@ -52,9 +52,13 @@ def covariance_ellipse(mean, cov, prob: float = 0.95, **kwargs) -> Ellipse:
     mean = _arr(mean, "mean", core=())
     if mean.shape != (2,):
         raise value_error("mean", f"has shape {mean.shape}", "pass a 2-D centre of shape (2,)")
-    cov = _arr(cov, "cov", core=(2,), length=2)
+    cov = as_float_array(cov, "cov").astype(float)
+    if cov.shape != (2, 2):
+        raise value_error("cov", f"has shape {cov.shape}", "pass a 2 x 2 covariance")
     if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
         raise value_error("cov", "or mean holds NaN/inf", "pass a finite mean and covariance")
+    check_symmetric(cov, "cov")                                 # eigh would read one triangle only
+    check_psd(cov, "cov", strict=False)                         # and a negative eigenvalue would draw a line
     prob = as_real_scalar(prob, "prob", low=0.0, low_open=True, high=1.0, high_open=True,
                           fix="pass a probability in (0, 1)")
     w, V = np.linalg.eigh(cov)
@@ -69,7 +73,8 @@ def track_2d(observations=None, truth=None, estimates=None, covs=None, *, smooth
     """Plot a 2-D track: truth, observations, estimates with ``prob`` covariance ellipses.
 
     Args:
-        observations: (T, 2) observed positions (NaN rows skipped).
+        observations: (T, 2) observed positions (NaN rows skipped; so are steps whose estimate or
+            covariance is not finite, e.g. an exact-diffuse period).
         truth: (T, 2) true positions, optional.
         estimates, covs: filtered positions (T, 2) and their covariances (T, 2, 2).
         smoothed, smoothed_covs: smoothed positions and covariances, optional.
@@ -109,14 +114,17 @@ def track_2d(observations=None, truth=None, estimates=None, covs=None, *, smooth
         est = np.asarray(est)
         ax.plot(*est.T, "-", color=color, lw=1.2, label=name)
         if cv is not None:
+            cv = np.asarray(cv, float)
             for t in range(0, len(est), every):
-                ax.add_patch(covariance_ellipse(est[t], np.asarray(cv)[t], prob, fill=False, color=color,
+                if not (np.isfinite(est[t]).all() and np.isfinite(cv[t]).all()):
+                    continue                                    # e.g. an exact-diffuse step (NaN by design)
+                ax.add_patch(covariance_ellipse(est[t], cv[t], prob, fill=False, color=color,
                                                 lw=0.6, alpha=0.7))
     ax.set_xlabel(f"east [{units}]")
     ax.set_ylabel(f"north [{units}]")
     ax.set_aspect("equal", adjustable="datalim")
     ax.legend(loc="best", fontsize=8)
-    ax.set_title(title or f"track with {int(prob * 100)}% covariance ellipses")
+    ax.set_title(title or f"track with {round(prob * 100):g}% covariance ellipses")
     return fig
 
 
@@ -144,6 +152,7 @@ def series_1d(times, observations=None, means=None, variances=None, *, smoothed=
         >>> len(fig.axes[0].collections)     # one band
         1
     """
+    k = as_real_scalar(k, "k", low=0.0, low_open=True, fix="pass a positive number of standard deviations, e.g. 2")
     fig = Figure(figsize=(8, 4))
     ax = fig.add_subplot()
     t = _arr(times, "times", core=())
@@ -151,7 +160,10 @@ def series_1d(times, observations=None, means=None, variances=None, *, smoothed=
     for nm, val in (("truth", truth), ("observations", observations), ("means", means), ("variances", variances),
                     ("smoothed", smoothed), ("smoothed_variances", smoothed_variances)):
         if val is not None:
-            _arr(val, nm, core=(), length=T)
+            a = _arr(val, nm, core=(), length=T)
+            if nm.endswith("variances") and (a < 0).any():
+                i = int(np.argmax(a < 0))
+                raise value_error(nm, f"holds a negative variance {a[i]:.6g} at index {i}", "pass variances >= 0")
     if truth is not None:
         ax.plot(t, np.asarray(truth, float), "k-", lw=1, label="truth")
     if observations is not None:
@@ -162,7 +174,7 @@ def series_1d(times, observations=None, means=None, variances=None, *, smoothed=
         est = np.asarray(est, float)
         ax.plot(t, est, "-", color=color, lw=1.3, label=name)
         if var is not None:
-            sd = np.sqrt(np.clip(np.asarray(var, float), 0, None))
+            sd = np.sqrt(np.asarray(var, float))
             ax.fill_between(t, est - k * sd, est + k * sd, color=color, alpha=0.2, lw=0,
                             label=f"{name} ±{k:g}σ")                           # mean ± k σ
     ax.set_xlabel(xlabel)
@@ -189,6 +201,12 @@ def _chi2_figure(values, dof, prob, times, name, dof_label, xlabel=None):
                           "pass a scalar or per-value degrees of freedom") from None
     if not (k > 0).any():
         raise value_error("dof", "is not positive anywhere", "pass positive degrees of freedom")
+    bad = (k > 0) & ~np.isfinite(v)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise value_error("values", f"holds {v[where]} at index {where}, where the degrees of freedom are "
+                          f"{k[where]:g}", "pass finite statistics, or 0 degrees of freedom where there is none "
+                          "(e.g. an exact-diffuse step)")
     avg = v.mean(0)                                                        # average over runs, per step
     kk = k.mean(0)
     fig = Figure(figsize=(8, 4))
@@ -203,7 +221,8 @@ def _chi2_figure(values, dof, prob, times, name, dof_label, xlabel=None):
     ax.plot(t, hi, "k--", lw=1)
     ax.plot(t, kk, ":", color="0.3", lw=1, label=f"expected ({dof_label})")
     use = k > 0
-    inside = np.mean((avg >= lo) & (avg <= hi))
+    has = kk > 0                                                           # steps with bounds (a χ² to test)
+    inside = np.mean((avg[has] >= lo[has]) & (avg[has] <= hi[has]))
     ax.set_title(f"{name}: overall average {v[use].mean():.3f} (expected {k[use].mean():.3g}); "
                  f"{inside * 100:.0f}% of steps inside the bounds", fontsize=9)
     ax.set_xlabel(xlabel or ("time step" if times is None else "time"))
@@ -330,6 +349,13 @@ def posterior_variance(variance, *, marks=None, title: str | None = None, log: b
     v = as_float_array(variance, "variance").astype(float)
     if v.ndim == 0 or v.size == 0:
         raise value_error("variance", f"has shape {v.shape}", "pass a non-empty array whose last axis is time")
+    if not np.isfinite(v).all() or (v < 0).any():
+        where = tuple(int(i) for i in np.argwhere(~(np.isfinite(v) & (v >= 0)))[0])
+        raise value_error("variance", f"holds {v[where]} at index {where}", "pass finite variances >= 0")
+    marks = None if marks is None else _arr(np.ravel(marks) if np.ndim(marks) else [marks], "marks", core=())
+    if marks is not None and ((marks < 0) | (marks > v.shape[-1] - 1)).any():
+        raise value_error("marks", f"holds positions outside 0..{v.shape[-1] - 1}: {marks.tolist()}",
+                          "pass positions of the plotted sequence")
     rows = v.reshape(-1, v.shape[-1])
     mean = rows.mean(axis=0)
     t = np.arange(v.shape[-1])
@@ -339,7 +365,7 @@ def posterior_variance(variance, *, marks=None, title: str | None = None, log: b
     if rows.shape[0] > 1:
         lo, hi = np.quantile(rows, [0.1, 0.9], axis=0)
         ax.fill_between(t, lo, hi, color="C0", alpha=0.2, lw=0, label="10-90% over rows")
-    for i, m in enumerate([] if marks is None else np.asarray(marks).ravel()):
+    for i, m in enumerate([] if marks is None else marks):
         ax.axvline(float(m), color="C3", lw=0.6, alpha=0.6, label="marked tokens" if i == 0 else None)
     if log and (mean > 0).all():
         ax.set_yscale("log")

@@ -83,3 +83,49 @@ def test_chi2_plot_draws_the_run_average_bounds():
     np.testing.assert_allclose(avg, vals.mean(0))
     np.testing.assert_allclose(lo, chi2.ppf(0.05, 24) / 8)
     np.testing.assert_allclose(hi, chi2.ppf(0.95, 24) / 8)
+
+
+def test_ellipse_refuses_what_is_not_a_covariance():
+    """eigh reads one triangle and a negative eigenvalue was clipped to 0: an asymmetric or
+    indefinite 'covariance' drew a circle or a line; now a named error (a singular PSD one is drawn)."""
+    from bayesfilt.errors import BayesfiltValueError
+    for bad in ([[1.0, 5.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, -4.0]], [[1.0, 2.0], [2.0, 1.0]], np.eye(3)):
+        with pytest.raises(BayesfiltValueError, match="cov"):
+            covariance_ellipse([0.0, 0.0], bad)
+    e = covariance_ellipse([0.0, 0.0], [[1.0, 1.0], [1.0, 1.0]], prob=0.95)        # rank 1: a segment
+    assert np.isclose(e.width, 2 * np.sqrt(chi2.ppf(0.95, 2) * 2.0)) and e.height == 0.0
+
+
+def test_diffuse_results_plot_and_their_first_step_tests_nothing():
+    """A filter result with an exact-diffuse first step (NaN moments by design) plots without its
+    ellipse there, and nis() gives that step 0 degrees of freedom; the plot's 'inside' share counts
+    only steps with bounds (it counted unobserved steps as outside: 48% for 95%). The share is
+    recounted here from chi2 bounds directly."""
+    import bayesfilt
+    from bayesfilt.consistency import chi2_bounds, nis
+    model = bayesfilt.models.random_walk(1.0, 1.0, dim=2)                          # diffuse by default
+    _, y = model.simulate(30, seed=3)
+    y[0] = y[1::2] = np.nan                      # steps 0 and 1 unobserved: the state is identified at step 2
+    res = bayesfilt.kalman_filter(model, y)
+    assert np.isnan(res.means[:2]).all() and np.isfinite(res.means[2:]).all()
+    fig = track_2d(observations=y, estimates=res.means, covs=res.covs, prob=0.29)
+    assert len(fig.axes[0].patches) == 28 and "29%" in fig.axes[0].get_title()       # int(0.29 * 100) was 28
+    v, k = nis(model, y, res)
+    assert k[2] == 0 and v[2] == 0                # observed, but predicted from an unidentified state
+    assert (k[:2] == 0).all() and (k[3::2] == 0).all() and (k[4::2] == 2).all()
+    lo, hi = chi2_bounds(2, 1, 0.95)
+    share = np.mean((v[k > 0] >= lo) & (v[k > 0] <= hi))
+    assert f"{share * 100:.0f}% of steps inside" in nis_plot(v, k).axes[0].get_title()
+
+
+def test_band_and_variance_plot_arguments():
+    from bayesfilt.errors import BayesfiltError
+    from bayesfilt.plot import posterior_variance
+    t = np.arange(5.0)
+    for kw in ({"k": -2}, {"k": "2"}, {"k": float("nan")}, {"variances": -np.ones(5)}):
+        with pytest.raises(BayesfiltError):
+            series_1d(t, means=np.zeros(5), variances=kw.pop("variances", np.ones(5)), **kw)
+    for kw in ({"variance": -np.ones((2, 5))}, {"variance": np.ones((2, 5)), "marks": "ab"},
+               {"variance": np.ones((2, 5)), "marks": [100]}, {"variance": np.full((2, 5), np.nan)}):
+        with pytest.raises(BayesfiltError):
+            posterior_variance(**kw)
