@@ -120,8 +120,9 @@ def track_2d(observations=None, truth=None, estimates=None, covs=None, *, smooth
                     continue                                    # e.g. an exact-diffuse step (NaN by design)
                 ax.add_patch(covariance_ellipse(est[t], cv[t], prob, fill=False, color=color,
                                                 lw=0.6, alpha=0.7))
-    ax.set_xlabel(f"east [{units}]")
-    ax.set_ylabel(f"north [{units}]")
+    unit = f" [{units}]" if units else ""
+    ax.set_xlabel(f"east{unit}")
+    ax.set_ylabel(f"north{unit}")
     ax.set_aspect("equal", adjustable="datalim")
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title or f"track with {round(prob * 100):g}% covariance ellipses")
