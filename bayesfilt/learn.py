@@ -22,7 +22,7 @@ from .errors import type_error, value_error
 from .filters import kalman_filter, rts_smoother
 from .linalg import mT, sym
 from .model import LinearGaussianSSM
-from .validation import as_float_array
+from .validation import as_float_array, as_int, as_real_scalar
 
 # ----------------------------------------------------------------------------- transforms
 #: Named transforms: name -> (to_unconstrained u = f(θ), from_unconstrained θ = f⁻¹(u)).
@@ -152,6 +152,8 @@ def fit_mle(build_model: Callable[[np.ndarray], object], y, theta0, *, transform
     if p == 0 or not np.isfinite(theta0).all():
         raise value_error("theta0", f"is {theta0!r}", "pass a non-empty vector of finite starting values")
     trs = _resolve_transforms(transforms, p)
+    tol = as_real_scalar(tol, "tol", low=0.0, low_open=True, fix="pass a small positive tolerance, e.g. 1e-10")
+    maxiter = as_int(maxiter, "maxiter", low=1, fix="pass a positive number of iterations")
     multi = isinstance(y, (list, tuple))
     ys = [as_float_array(v, "y") for v in (y if multi else [y])]
 
@@ -167,32 +169,37 @@ def fit_mle(build_model: Callable[[np.ndarray], object], y, theta0, *, transform
 
     def models_of(theta):
         built = build_model(theta)
-        models = list(built) if multi else [built]
+        models = list(built) if multi and isinstance(built, (list, tuple)) else [built]
         if len(models) != len(ys) or not all(isinstance(m, LinearGaussianSSM) for m in models):
             raise type_error("build_model", "did not return one LinearGaussianSSM per series",
                              "return a model (or a list of models matching the list y)")
         return built, models
 
     n_evals = [0]
+    # the value of infeasible points (an invalid model, a non-finite log-likelihood): large, but not so
+    # large that an optimiser's relative-reduction test reads a step onto it as "no reduction left"
+    # (with 1e300, L-BFGS-B declared convergence at its start after one step into negative variances)
+    outside = [np.inf]
 
     def negll(u):
         n_evals[0] += 1
         theta = to_theta(u)
         if not np.isfinite(theta).all():
-            return 1e300
+            return outside[0]
         try:
             _, models = models_of(theta)
             val = -_total_loglik(models, ys)
         except (np.linalg.LinAlgError, FloatingPointError, ValueError):
-            return 1e300                                              # invalid model: outside the feasible set
-        return val if np.isfinite(val) else 1e300
+            return outside[0]                                         # invalid model: outside the feasible set
+        return val if np.isfinite(val) else outside[0]
 
     first = negll(u0)
-    if first >= 1e300:
+    if not np.isfinite(first):
         # evaluate once more without the guard so the user sees the real error
         _, models = models_of(theta0)
         _total_loglik(models, ys)
         raise value_error("theta0", "gives a non-finite log-likelihood", "start from parameters with a valid model")
+    outside[0] = abs(first) + 1e6 * (1.0 + abs(first))
 
     def grad(u):
         g = np.empty(p)
@@ -424,8 +431,9 @@ def em(model: LinearGaussianSSM, y, n_iter: int = 10, learn: Sequence[str] = ("F
     bad = [nm for nm in learn if nm not in EM_NAMES]
     if bad:
         raise value_error("learn", f"names {bad}", f"use a subset of {EM_NAMES}")
-    if not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
-        raise value_error("n_iter", f"is {n_iter!r}", "pass a non-negative integer")
+    n_iter = as_int(n_iter, "n_iter", low=0, fix="pass a non-negative integer")
+    if tol is not None:
+        tol = as_real_scalar(tol, "tol", low=0.0, fix="pass a non-negative log-likelihood gain, or None")
     for nm in learn:
         if nm in model.time_varying:
             raise value_error("learn", f"includes {nm}, which the model declares time-varying",

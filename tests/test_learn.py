@@ -7,7 +7,7 @@ import statsmodels.api as sm
 from pykalman import KalmanFilter
 
 import bayesfilt
-from bayesfilt import BayesfiltTypeError, BayesfiltValueError, kalman_filter
+from bayesfilt import BayesfiltError, BayesfiltTypeError, BayesfiltValueError, kalman_filter
 from bayesfilt.data import load_nile
 from bayesfilt.learn import em, fit_mle
 from bayesfilt.models import local_level
@@ -176,3 +176,35 @@ def test_progress_without_tqdm(monkeypatch, capsys):
     assert "EM [" in err and "3/3" in err
     fit_mle(lambda th: model.replace(R=np.array([[th[0]]])), y, [1.0], transforms="log", stderr=False, progress=True)
     assert "MLE iteration" in capsys.readouterr().err
+
+
+def test_fit_mle_without_transforms_does_not_report_a_false_optimum():
+    """With transforms=None an L-BFGS-B step into negative variances used to return the 1e300
+    placeholder, which the optimiser's relative-reduction test read as convergence: the start
+    came back with success=True. The Nile data in thousands, from a start 30% off, now reaches
+    Durbin & Koopman's MLE (scaled by 1e-6); a series whose optimum lies on the boundary
+    (σ²η → 0, statsmodels) must not come back as a successful fit at its start."""
+    y = load_nile()[1][:, None] / 1000.0
+    res = fit_mle(lambda th: local_level(th[0], th[1]), y, [0.01, 0.001])
+    assert res.success
+    np.testing.assert_allclose(res.theta * 1e6, [15099.0, 1469.1], rtol=1e-3)
+    rng = np.random.default_rng(1)
+    y2 = 5 + rng.normal(0.0, 1.0, (100, 1))
+    res2 = fit_mle(lambda th: local_level(th[0], th[1]), y2, [1.0, 0.5])
+    ref = sm.tsa.UnobservedComponents(y2[:, 0], "llevel").fit(disp=False)
+    assert not (res2.success and np.allclose(res2.theta, [1.0, 0.5]))
+    assert not res2.success or res2.loglik == pytest.approx(ref.llf, abs=1e-3)
+
+
+def test_learning_arguments_are_named():
+    y = load_nile()[1][:, None]
+    build = lambda th: local_level(th[0], th[1])                                   # noqa: E731
+    for kw in ({"tol": -1.0}, {"tol": float("nan")}, {"maxiter": 0}, {"maxiter": 2.5}):
+        with pytest.raises(BayesfiltError, match=next(iter(kw))):
+            fit_mle(build, y, [1e4, 1e3], transforms="log", **kw)
+    with pytest.raises(BayesfiltTypeError, match="build_model"):                  # one model for a list of series
+        fit_mle(build, [y, y], [1e4, 1e3], transforms="log")
+    model = local_level(1e4, 1e3, diffuse=False, P0=np.eye(1) * 1e6)
+    for kw in ({"n_iter": True}, {"tol": float("nan")}):
+        with pytest.raises(BayesfiltError):
+            em(model, y, progress=False, **kw)
