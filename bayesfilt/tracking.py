@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import value_error
-from .validation import as_float_array
+from .validation import as_float_array, check_psd, check_symmetric
 from .filters import kalman_filter, rts_smoother
 from .model import LinearGaussianSSM
 from .models import constant_acceleration_irregular, constant_velocity_irregular, random_walk, time_steps
@@ -35,7 +35,7 @@ PRIOR_ACCEL_SD = 1.0
 
 def _check_kind(kind):
     if kind not in MODELS:
-        raise value_error("model", f"is {kind!r}", f"use one of {MODELS}")
+        raise value_error("kind", f"is {kind!r}", f"use one of {MODELS}")
 
 
 def _first_position(positions):
@@ -66,6 +66,8 @@ def tracking_model(kind: str, times, positions, q: float, r: float) -> LinearGau
     """
     _check_kind(kind)
     positions = as_float_array(positions, "positions").astype(float)
+    if positions.ndim != 2 or positions.shape[1] != 2:
+        raise value_error("positions", f"has shape {positions.shape}", "pass (T, 2) east/north positions")
     p0 = _first_position(positions)
     if kind == "cv":
         m0 = np.r_[p0, 0.0, 0.0]
@@ -209,6 +211,10 @@ def speed_course(velocity, velocity_cov):
     if v.ndim < 1 or v.shape[-1] != 2 or P.shape[-2:] != (2, 2) or P.ndim != v.ndim + 1:
         raise value_error("velocity_cov", f"has shape {P.shape} with velocity {v.shape}",
                           "pass velocity of shape (..., 2) and velocity_cov of shape (..., 2, 2)")
+    if not (np.isfinite(v).all() and np.isfinite(P).all()):
+        raise value_error("velocity_cov", "or velocity holds NaN/inf", "pass finite velocities and covariances")
+    check_symmetric(P, "velocity_cov")
+    check_psd(P, "velocity_cov", strict=False)
     speed = np.hypot(v[..., 0], v[..., 1])                                    # s = |v|
     safe = np.where(speed > 0, speed, np.nan)
     gs = v / safe[..., None]                                                  # ∂s/∂v = v / s
@@ -425,6 +431,9 @@ def holdout_check(vessels, kind: str, q: float, r: float, every: int = 4, offset
         inside.append(d2 <= chi2.ppf(0.95, 2))
     errs = np.concatenate(errs)
     inside = np.concatenate(inside)
+    if errs.size == 0:
+        raise value_error("offset", f"is {offset}, past every track's last report (longest: "
+                          f"{max(len(v.positions) for v in vessels)})", "pass an offset inside the tracks")
     return HoldoutCheck(rms=float(np.sqrt(np.mean(errs**2))), coverage=float(inside.mean()), count=int(errs.size),
                         errors=errs)
 

@@ -127,3 +127,22 @@ def test_track_across_the_antimeridian_equals_the_same_track_elsewhere(tmp_path)
         np.testing.assert_allclose([float(r[key]) for r in a], [float(r[key]) for r in b], atol=0.05)
     lons = np.array([float(r["lon"]) for r in a])
     assert np.all((lons >= -180) & (lons < 180)) and lons.max() > 179.9 and lons.min() < -179.9
+
+
+def test_tracking_functions_name_their_arguments():
+    """kind (it was called 'model' in the error), (T, 1) positions (a P0 shape error before), a
+    NaN or indefinite velocity covariance (NaN standard deviations and a NumPy warning before), a
+    hold-out offset past every report (NaN scores)."""
+    from bayesfilt.errors import BayesfiltError
+    from bayesfilt.tracking import holdout_check, speed_course, track
+    t = np.arange(5.0) * 60.0
+    pos = np.c_[t * 5.0, t * 0.0]
+    with pytest.raises(BayesfiltError, match="kind"):
+        track("foo", t, pos, 1e-3, 9.0)
+    with pytest.raises(BayesfiltError, match="positions"):
+        track("cv", t, pos[:, :1], 1e-3, 9.0)
+    for cov in (np.full((2, 2), np.nan), np.diag([1.0, -1.0])):
+        with pytest.raises(BayesfiltError, match="velocity_cov"):
+            speed_course(np.array([3.0, 4.0]), cov)
+    with pytest.raises(BayesfiltError, match="offset"):
+        holdout_check(load_ais(), "cv", 1.4e-3, 8.8, offset=10000)
