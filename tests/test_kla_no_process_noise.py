@@ -141,12 +141,14 @@ def test_cli_training_without_process_noise_has_finite_losses(tmp_path, capsys):
     assert np.isfinite(recs[-1]["eval_loss"])
 
 
-def test_p0_gradient_wrt_p_float32_torch_backend():
-    """d/dp at p = 0 in float32: the adjoint's two terms grow like a^(-4t) and cancel (0.8 relative
-    error at a = 0.8, L = 90 before; found in review, session 8), so the torch backend differentiates
-    the moment form when p has zeros and its gradient is wanted. Against float64 autograd of the reference."""
-    ins = inputs(90, B=1, M=2, S=3, a=0.8, seed=5)
-    xs = [x.float().requires_grad_() for x in ins[:6]]
+@pytest.mark.parametrize("dtype,L,a", [(torch.float32, 90, 0.8), (torch.float64, 60, 0.5)])
+def test_p0_gradient_wrt_p_torch_backend(dtype, L, a):
+    """d/dp at p = 0: the adjoint's two terms grow like a^(-4t) and cancel (float32: 0.8 relative
+    error at a = 0.8, L = 90, found in review, session 8; float64 later: -737 for 77.4 at a = 0.5,
+    L = 60, session 9), so the torch backend differentiates the moment form when p has zeros and its
+    gradient is wanted, in both dtypes. Against float64 autograd of the reference."""
+    ins = inputs(L, B=1, M=2, S=3, a=a, seed=5)
+    xs = [x.to(dtype).requires_grad_() for x in ins[:6]]
     y, y_var, _ = kla_scan(*xs, backend="torch", validate=False)
     (y.sum() + y_var.sum()).backward()
     xr = [x.detach().clone().requires_grad_() for x in ins[:6]]
@@ -169,3 +171,21 @@ def test_p0_state_finite_at_the_overflow_token(L):
     ref = kla_scan_reference(*ins, torch.ones(1, 1, 1, dtype=F64), torch.zeros(1, 1, 1, dtype=F64))
     assert torch.isfinite(st.lam).all() and torch.isfinite(st.eta).all()
     assert float((y.double() - ref[0]).abs().max()) < 1e-4
+
+
+def test_p0_gradient_through_a_saturated_final_state_is_finite():
+    """float32, p = 0, a = 0.8, L = 200: the final variance underflows to 0 and the returned state is
+    saturated at LAM_MAX. A loss through the final state's mean had NaN d/dp and inf d/d(eta0) (the
+    backward divided by the underflowed variance); it now differentiates what the forward returned,
+    and matches float64 autograd of the reference (whose state is not saturated there)."""
+    ins = inputs(200, B=1, M=1, S=2, a=0.8, seed=1)
+    lam0, eta0 = torch.ones(1, 1, 2, dtype=F64), torch.zeros(1, 1, 2, dtype=F64) + 0.3
+    xs = [x.float().requires_grad_() for x in ins[:6]] + [lam0.float().requires_grad_(), eta0.float().requires_grad_()]
+    _, _, st = kla_scan(*xs[:6], initial_state=KLAState(*xs[6:]), backend="torch", validate=False)
+    (st.eta / st.lam).sum().backward()
+    xr = [x.detach().clone().requires_grad_() for x in list(ins[:6]) + [lam0, eta0]]
+    _, _, lamr, etar = kla_scan_reference(*xr)
+    (etar / lamr).sum().backward()
+    for name, a, b in zip(("p_bar", "eta0"), (xs[5], xs[7]), (xr[5], xr[7])):
+        assert torch.isfinite(a.grad).all(), name
+        assert rel_rms(a.grad, b.grad) < 1e-4, name

@@ -303,6 +303,44 @@ def test_check_backends_rows_pass_on_cpu(monkeypatch):
         assert all(r.passed for r in rows), [r for r in rows if not r.passed]
     rows = check_backends(["triton"], shape=(1, 4, 2, 3))       # CPU tensors: triton unavailable, one row says so
     assert len(rows) == 1 and np.isnan(rows[0].error) and "triton" in rows[0].note
+    assert rows[0].passed is None                                # unavailable, not failed
+
+
+def test_flags_are_bools():
+    """prior_readout="no" was read as True; validate likewise."""
+    from bayesfilt.errors import BayesfiltError
+    ins = random_inputs(1, 4, 2, 3, dtype=torch.float32)
+    for kw in ({"prior_readout": "no"}, {"validate": "no"}):
+        with pytest.raises(BayesfiltError, match=next(iter(kw))):
+            kla_scan(*ins[:6], **kw)
+        with pytest.raises(BayesfiltError, match=next(iter(kw))):
+            kla_step(ins[0][:, 0], ins[1][:, 0], ins[2][:, 0], ins[3][:, 0], ins[4], ins[5],
+                     KLAState(ins[6], ins[7]), **kw)
+
+
+@pytest.mark.parametrize("fault", ["nan", "raise"])
+def test_check_reports_a_backend_that_runs_and_fails(monkeypatch, capsys, fault):
+    """A backend whose scan returns NaN (a named error with validate=True) or raises is a failed row
+    and `bayesfilt check` exits 1; before, it was reported like an unavailable backend (error NaN,
+    no verdict), its other rows vanished and the exit code was 0."""
+    import bayesfilt.nn.functional as F
+    from bayesfilt.cli import main
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    real = F._forward_raw
+
+    def broken(*args, **kwargs):
+        if fault == "raise":
+            raise F.value_error("v", "made the scan fail", "nothing: a test")
+        y, y_var, lam, eta = real(*args, **kwargs)
+        return y * float("nan"), y_var, lam, eta
+
+    monkeypatch.setattr(F, "_forward_raw", broken)
+    rows = check_backends(["reference", "torch"], shape=(1, 8, 2, 3))
+    torch_rows = [r for r in rows if r.backend == "torch"]
+    assert len(torch_rows) == 1 and torch_rows[0].passed is False and torch_rows[0].note
+    assert all(r.passed for r in rows if r.backend == "reference")
+    assert main(["check", "--T", "20"]) == 1
+    assert "raised:" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------- bad inputs

@@ -162,7 +162,8 @@ def kla_rows() -> list[Row]:
     out = []
     for r in check_backends():
         tol = TOLERANCES.get(("kla_scan", r.backend, "float32"))
-        out.append(Row("kla_scan", r.backend, r.output, "float32", tol.metric if tol else "rel_rms",
+        variant = r.output if r.passed is not False or r.output != "-" else f"raised: {r.note}"   # a failed run says why
+        out.append(Row("kla_scan", r.backend, variant, "float32", tol.metric if tol else "rel_rms",
                        float(r.error), r.tolerance, r.passed))
     return out
 

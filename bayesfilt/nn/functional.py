@@ -40,6 +40,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..errors import BayesfiltError, type_error, value_error
+from ..validation import check_bool
 from ..scan.diagonal import diagonal_filter_adjoint, diagonal_filter_scan, diagonal_filter_scan_moments
 from .reference import kla_scan_reference, kla_step_reference, lam_max, moments_to_state
 
@@ -110,10 +111,11 @@ def _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: boo
 def _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout: bool,
                   grad_p: bool = True):
     sched, chunk = _schedule(v.shape[1])
-    if grad_p and v.dtype != torch.float64 and bool((p_bar == 0).any()):
+    if grad_p and bool((p_bar == 0).any()):
         # p = 0: the adjoint's two terms in dLoss/dp grow like a^(-4t) and cancel, and float32 loses
         # that gradient long before anything overflows (0.8 relative error at a = 0.8, L = 90; docs/math/kla.md,
-        # Ranges): differentiate the moment form instead, which is exact
+        # Ranges); float64 only later (-737 for 77.4 at a = 0.5, L = 60): differentiate the moment form
+        # instead, which is exact
         return _moments_vjp(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout)
     grads = tuple(diagonal_filter_adjoint(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta,
                                           prior_readout, sched, chunk))
@@ -135,10 +137,15 @@ def _moments_vjp(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_la
         return out.y, out.y_var, out.lams[:, -1], out.etas[:, -1]
 
     (_, _, sig2, mu), vjp = torch.func.vjp(fwd, v, lambda_v, k, q, a_bar, p_bar, lam0, eta0)
-    inv = 1.0 / sig2
-    # lam_L = 1/sig2_L, eta_L = mu_L/sig2_L: dL/dsig2 = -(g_lam + g_eta mu) / sig2^2, dL/dmu = g_eta / sig2;
-    # zero where the upstream gradient is zero (sig2_L may underflow to 0 when p = 0)
-    g_sig2 = torch.where((g_lam != 0) | (g_eta != 0), -(g_lam + g_eta * mu) * inv * inv, torch.zeros_like(sig2))
+    # the state the forward returned (moments_to_state): lam_L = 1/max(sig2_L, 1/LAM_MAX), eta_L = mu_L lam_L.
+    # Unsaturated: dL/dsig2 = -(g_lam + g_eta mu) lam^2, dL/dmu = g_eta lam; saturated (p = 0 shrinks sig2_L,
+    # in float32 to 0): lam_L is the constant LAM_MAX, so dL/dsig2 = 0 and dL/dmu = g_eta LAM_MAX. (1/sig2
+    # with sig2 = 0 gave inf and NaN gradients; autograd through the floor gives 0 * inf there.) Zero where
+    # the upstream gradient is zero.
+    inv = 1.0 / sig2.clamp(min=1.0 / lam_max(sig2.dtype))        # lam_L
+    g_tot = g_lam + g_eta * mu
+    live = (g_tot != 0) & (sig2 * lam_max(sig2.dtype) > 1.0)     # not saturated, a gradient to pass
+    g_sig2 = torch.where(live, -(g_tot * inv) * inv, torch.zeros_like(sig2))
     g_mu = torch.where(g_eta != 0, g_eta * inv, torch.zeros_like(mu))
     return tuple(vjp((g_y, g_y_var, g_sig2, g_mu)))
 
@@ -356,17 +363,22 @@ def _resolve_backend(backend, device):
     return "torch"
 
 
+class _Unavailable(BayesfiltError):
+    """A backend that cannot run here (no CUDA, no triton): ``check_backends`` reports it as
+    unavailable; any other error of a backend is a failure."""
+
+
 def _import_triton(name, device):
     from bayesfilt.scan._triton import interpreting
     if device.type != "cuda" and not interpreting():
-        raise BayesfiltError(f"backend: 'triton' needs CUDA tensors, got tensors on {device}. Fix: move the "
+        raise _Unavailable(f"backend: 'triton' needs CUDA tensors, got tensors on {device}. Fix: move the "
                              "inputs to a CUDA device, set TRITON_INTERPRET=1 (slow, for tests), or pass "
                              "backend='torch'.")
     try:
         from bayesfilt.nn import kernels
         return getattr(kernels, name)
     except (ImportError, AttributeError) as exc:
-        raise BayesfiltError(f"backend: 'triton' is not available ({exc}). Fix: install triton and run on a "
+        raise _Unavailable(f"backend: 'triton' is not available ({exc}). Fix: install triton and run on a "
                              "CUDA device, or pass backend='torch'.") from None
 
 
@@ -425,6 +437,7 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
         >>> y.shape, st.lam.shape
         (torch.Size([2, 10, 4]), torch.Size([2, 4, 3]))
     """
+    prior_readout, validate = check_bool(prior_readout, "prior_readout"), check_bool(validate, "validate")
     compute, lam0, eta0 = _validate(v, lambda_v, k, q, a_bar, p_bar, initial_state, step=False,
                                     state_name="initial_state", check_values=validate)
     backend = _resolve_backend(backend, v.device)
@@ -471,6 +484,7 @@ def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = Fa
         >>> y.shape
         torch.Size([1, 4])
     """
+    prior_readout, validate = check_bool(prior_readout, "prior_readout"), check_bool(validate, "validate")
     compute, lam0, eta0 = _validate(v, lambda_v, k, q, a_bar, p_bar, state, step=True, state_name="state",
                                     check_values=validate)
     backend = _resolve_backend(backend, v.device)
@@ -494,8 +508,9 @@ class CheckRow(NamedTuple):
         output: "y", "y_var", "lam_L", "eta_L" or "grad_<input>" ("-" if the backend is unavailable).
         error: relative RMS error against the float64 reference (NaN if unavailable).
         tolerance: the promised bound from ``bayesfilt.tolerances`` (None if none is promised).
-        passed: ``error <= tolerance`` (None without a tolerance).
-        note: why a backend was unavailable, else "".
+        passed: ``error <= tolerance`` (None without a tolerance, or for an unavailable backend;
+            False for a backend that ran and raised).
+        note: why a backend was unavailable or failed, else "".
 
     Example:
         >>> row = CheckRow("torch", "y", 1e-7, 1e-4, True)
@@ -631,8 +646,11 @@ def check_backends(backends=None, *, shape=(2, 64, 4, 5), dtype=torch.float32, d
         try:
             out = kla_scan(*ins[:6], initial_state=KLAState(ins[6], ins[7]), prior_readout=prior_readout,
                            backend=name)
-        except BayesfiltError as exc:
+        except _Unavailable as exc:
             rows.append(CheckRow(name, "-", float("nan"), bound, None, str(exc)))
+            continue
+        except BayesfiltError as exc:                # it runs here but fails (e.g. a non-finite output): a failure
+            rows.append(CheckRow(name, "-", float("nan"), bound, False, str(exc)))
             continue
         outs = {"y": out[0], "y_var": out[1], "lam_L": out[2].lam, "eta_L": out[2].eta}
         results = [(k_, _rel_rms(outs[k_], ref_out[k_])) for k_ in outs]
