@@ -105,6 +105,14 @@ def test_sampling_is_seeded_and_entropy_is_the_model_distributions():
         sample_next(logits, temperature=-1)
     with pytest.raises(BayesfiltError, match="n_tokens"):
         generate(lm, [0], -1)
+    # a NumPy temperature is a number (it was refused), True is not (it was taken as 1); a seed past
+    # 64 bits and float ids are named errors (a bare OverflowError, a message without the dtype)
+    assert sample_next(logits, temperature=np.float32(0.5), generator=torch.Generator().manual_seed(0)).numel() == 1
+    for call, name in ((lambda: sample_next(logits, temperature=True), "temperature"),
+                       (lambda: generate(lm, [0], 2, seed=2**70), "seed"),
+                       (lambda: generate(lm, [1.0], 2), "float")):
+        with pytest.raises(BayesfiltError, match=name):
+            call()
 
 
 def test_kla_state_memory_is_constant_and_the_kv_cache_grows():

@@ -158,7 +158,8 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | 
         >>> sample_next(torch.tensor([[0.0, 5.0, 1.0]]), temperature=0).tolist()
         [[1]]
     """
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+    if (isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer, np.floating))
+            or not math.isfinite(temperature) or temperature < 0):
         raise value_error("temperature", f"must be a finite number >= 0, got {temperature!r}",
                           "pass 0 (greedy) or e.g. 0.8")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
@@ -237,12 +238,12 @@ def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_
     """
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
         raise value_error("n_tokens", f"must be an int >= 0, got {n_tokens!r}", "pass how many tokens to generate")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise value_error("seed", f"must be a non-negative int, got {seed!r}", "pass seed >= 0")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise value_error("seed", f"must be an int in [0, 2**63), got {seed!r}", "pass seed >= 0")
     prompt = np.asarray(prompt_ids)
     if prompt.ndim != 1 or prompt.size < 1 or not np.issubdtype(prompt.dtype, np.integer):
-        raise value_error("prompt_ids", f"must be a non-empty 1-D sequence of ids, got shape {prompt.shape}",
-                          "pass at least one token id")
+        raise value_error("prompt_ids", f"must be a non-empty 1-D sequence of integer ids, got shape {prompt.shape} "
+                          f"and dtype {prompt.dtype}", "pass at least one integer token id")
     device = next(model.parameters()).device if device is None else torch.device(device)
     was_training = model.training
     model.eval()
