@@ -179,19 +179,19 @@ def fit_mle(build_model: Callable[[np.ndarray], object], y, theta0, *, transform
     # the value of infeasible points (an invalid model, a non-finite log-likelihood): large, but not so
     # large that an optimiser's relative-reduction test reads a step onto it as "no reduction left"
     # (with 1e300, L-BFGS-B declared convergence at its start after one step into negative variances)
-    outside = [np.inf]
+    outside = np.inf                                    # set from the start's value below
 
     def negll(u):
         n_evals[0] += 1
         theta = to_theta(u)
         if not np.isfinite(theta).all():
-            return outside[0]
+            return outside
         try:
             _, models = models_of(theta)
             val = -_total_loglik(models, ys)
         except (np.linalg.LinAlgError, FloatingPointError, ValueError):
-            return outside[0]                                         # invalid model: outside the feasible set
-        return val if np.isfinite(val) else outside[0]
+            return outside                                            # invalid model: outside the feasible set
+        return val if np.isfinite(val) else outside
 
     first = negll(u0)
     if not np.isfinite(first):
@@ -199,7 +199,7 @@ def fit_mle(build_model: Callable[[np.ndarray], object], y, theta0, *, transform
         _, models = models_of(theta0)
         _total_loglik(models, ys)
         raise value_error("theta0", "gives a non-finite log-likelihood", "start from parameters with a valid model")
-    outside[0] = abs(first) + 1e6 * (1.0 + abs(first))
+    outside = abs(first) + 1e6 * (1.0 + abs(first))
 
     def grad(u):
         g = np.empty(p)

@@ -332,7 +332,7 @@ class LinearGaussianSSM:
         if self.num_timesteps is not None and T != self.num_timesteps:
             raise value_error("T", f"is {T} but the time-varying parameters have {self.num_timesteps} steps",
                               f"pass T={self.num_timesteps}")
-        self.validate(num_timesteps=T)
+        self.validate()                                 # (the length is checked above, named T)
         shape = tuple(batch_shape) if isinstance(batch_shape, Iterable) and not isinstance(batch_shape, str) else None
         if shape is None or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
                                     for s in shape):

@@ -353,7 +353,7 @@ def posterior_variance(variance, *, marks=None, title: str | None = None, log: b
     if not np.isfinite(v).all() or (v < 0).any():
         where = tuple(int(i) for i in np.argwhere(~(np.isfinite(v) & (v >= 0)))[0])
         raise value_error("variance", f"holds {v[where]} at index {where}", "pass finite variances >= 0")
-    marks = None if marks is None else _arr(np.ravel(marks) if np.ndim(marks) else [marks], "marks", core=())
+    marks = None if marks is None else _arr(np.ravel(marks), "marks", core=())
     if marks is not None and ((marks < 0) | (marks > v.shape[-1] - 1)).any():
         raise value_error("marks", f"holds positions outside 0..{v.shape[-1] - 1}: {marks.tolist()}",
                           "pass positions of the plotted sequence")

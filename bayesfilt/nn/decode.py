@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import value_error
+from ..validation import as_int, as_real_scalar
 from .layer import KLALayer
 
 
@@ -158,12 +159,9 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | 
         >>> sample_next(torch.tensor([[0.0, 5.0, 1.0]]), temperature=0).tolist()
         [[1]]
     """
-    if (isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer, np.floating))
-            or not math.isfinite(temperature) or temperature < 0):
-        raise value_error("temperature", f"must be a finite number >= 0, got {temperature!r}",
-                          "pass 0 (greedy) or e.g. 0.8")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise value_error("top_k", f"must be a positive int or None, got {top_k!r}", "pass e.g. 10, or None")
+    temperature = as_real_scalar(temperature, "temperature", low=0.0, fix="pass 0 (greedy) or e.g. 0.8")
+    if top_k is not None:
+        top_k = as_int(top_k, "top_k", low=1, fix="pass e.g. 10, or None")
     logits = logits.float()
     if temperature == 0:
         return logits.argmax(-1, keepdim=True)
@@ -236,10 +234,10 @@ def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_
         >>> len(g.ids), g.kla_variance.shape, g.stateful
         (4, (4,), True)
     """
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 0:
-        raise value_error("n_tokens", f"must be an int >= 0, got {n_tokens!r}", "pass how many tokens to generate")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise value_error("seed", f"must be an int in [0, 2**63), got {seed!r}", "pass seed >= 0")
+    n_tokens = as_int(n_tokens, "n_tokens", low=0, fix="pass how many tokens to generate")
+    seed = as_int(seed, "seed", low=0, fix="pass a seed in [0, 2**63)")
+    if seed >= 2**63:                                   # torch.Generator takes a signed 64-bit seed
+        raise value_error("seed", f"is {seed}", "pass a seed in [0, 2**63)")
     prompt = np.asarray(prompt_ids)
     if prompt.ndim != 1 or prompt.size < 1 or not np.issubdtype(prompt.dtype, np.integer):
         raise value_error("prompt_ids", f"must be a non-empty 1-D sequence of integer ids, got shape {prompt.shape} "

@@ -146,9 +146,7 @@ class TrainConfig:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise value_error(name, f"must be a positive int or None, got {v!r}", f"pass {name} >= 1")
         for name in ("lr", "grad_clip"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
-                raise value_error(name, f"must be a positive finite number, got {v!r}", f"pass {name} > 0")
+            as_real_scalar(getattr(self, name), name, low=0.0, low_open=True, fix=f"pass {name} > 0")
         as_real_scalar(self.weight_decay, "weight_decay", low=0.0, fix="pass weight_decay >= 0")
         if self.target_acc is not None:
             as_real_scalar(self.target_acc, "target_acc", low=0.0, low_open=True, high=1.0, fix="pass e.g. 0.9")
