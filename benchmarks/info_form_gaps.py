@@ -2,8 +2,9 @@
 
 Constant-velocity model (1-D), one missing run of 10–320 steps, float64, NumPy backend, tree and
 chunked schedules, against the sequential ``kalman_filter`` (exact to ~1e-13 there). Records
-the conditioning estimate the form's guard uses, κ̂ = tr(Λ) tr(P) (its maximum over time), and a
-per-variance version n Σ_i Λ_ii P_ii, beside the max relative error of means and covariances.
+the max relative error of means and covariances (``verify=False``), whether the step check
+(the default) refuses the result, and two conditioning estimates: κ̂ = tr(Λ) tr(P) (its maximum over
+time; the form's guard until session 10) and a per-variance version n Σ_i Λ_ii P_ii.
 Writes benchmarks/results/info_form_gaps.json (docs/reliability.md, "Open problems").
 
     python benchmarks/info_form_gaps.py
@@ -18,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 import bayesfilt
-from bayesfilt.scan import information
 
 from _common import git_state
 
@@ -38,33 +38,28 @@ def _max_rel(a, b):
 
 
 def main() -> None:
-    seen = {}
-    real_check = information.check_conditioning
-
-    def recording_check(lam, cov):                       # record κ̂, then apply the real guard
-        seen["kappa"], seen["kappa_per_variance"] = _kappas(lam, cov)
-        real_check(lam, cov)
-
-    information.check_conditioning = recording_check
     rows = []
-    try:
-        for q, r in NOISE:
-            model = bayesfilt.models.constant_velocity(dim=1, q=q, r=r)
-            for gap in GAPS:
-                _, y = model.simulate(gap + 60, seed=1)
-                y[20:20 + gap] = np.nan
-                ref = bayesfilt.kalman_filter(model, y)
-                row = {"q": q, "r": r, "gap": gap}
-                for schedule in ("tree", "chunked"):
-                    res = bayesfilt.parallel_filter(model, y, form="information", schedule=schedule)
-                    row[f"err_{schedule}"] = max(_max_rel(res.means, ref.means), _max_rel(res.covs, ref.covs))
-                row.update(seen)
-                rows.append(row)
-                print(f"q={q} r={r} gap={gap:3d}: kappa {row['kappa']:.2e} (per variance "
-                      f"{row['kappa_per_variance']:.2e})  error tree {row['err_tree']:.1e} "
-                      f"chunked {row['err_chunked']:.1e}")
-    finally:
-        information.check_conditioning = real_check
+    for q, r in NOISE:
+        model = bayesfilt.models.constant_velocity(dim=1, q=q, r=r)
+        for gap in GAPS:
+            _, y = model.simulate(gap + 60, seed=1)
+            y[20:20 + gap] = np.nan
+            ref = bayesfilt.kalman_filter(model, y)
+            row = {"q": q, "r": r, "gap": gap}
+            for schedule in ("tree", "chunked"):
+                res = bayesfilt.parallel_filter(model, y, form="information", schedule=schedule, verify=False)
+                row[f"err_{schedule}"] = max(_max_rel(res.means, ref.means), _max_rel(res.covs, ref.covs))
+                row["kappa"], row["kappa_per_variance"] = _kappas(res.precisions, res.covs)
+                try:                                     # the step check (the default, verify=None)
+                    bayesfilt.parallel_filter(model, y, form="information", schedule=schedule)
+                    row[f"refused_{schedule}"] = False
+                except bayesfilt.BayesfiltValueError:
+                    row[f"refused_{schedule}"] = True
+            rows.append(row)
+            print(f"q={q} r={r} gap={gap:3d}: kappa {row['kappa']:.2e} (per variance "
+                  f"{row['kappa_per_variance']:.2e})  error tree {row['err_tree']:.1e} "
+                  f"(refused: {row['refused_tree']}) chunked {row['err_chunked']:.1e} "
+                  f"(refused: {row['refused_chunked']})")
     commit, dirty = git_state()
     out = Path(__file__).resolve().parent / "results" / "info_form_gaps.json"
     out.write_text(json.dumps({"benchmark": "info_form_gaps", "commit": commit, "dirty": dirty,

@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent(r"""
     # the public API with backend="triton"
     model = random_model(rng, 2, 2, bias=True)
     _, y = model.simulate(6, seed=3)
-    res = bayesfilt.parallel_filter(model, torch.tensor(y), backend="triton")
+    res = bayesfilt.parallel_filter(model, torch.tensor(y), backend="triton", verify=True)   # step check too
     ref = bayesfilt.kalman_filter(model, y)
     worst = max(worst, err(res.means.numpy(), ref.means), err(res.loglik.numpy(), ref.loglik))
     print("WORST", worst)

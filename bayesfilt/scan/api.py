@@ -219,6 +219,24 @@ def _guard_linalg(fn, *args):
                           "use form='covariance' (or the sequential bayesfilt.kalman_filter), or rescale the model") from None
 
 
+_MOMENTS = (("means", 1), ("covs", 2), ("predicted_means", 1), ("predicted_covs", 2))
+
+
+def _check_verify(verify):
+    """``verify`` as None, True or False."""
+    return None if verify is None else check_bool(verify, "verify")
+
+
+def _time_first(x, core):
+    return ops.moveaxis(x, x.ndim - core - 1, 0)
+
+
+def _verify(model, yt, out, form, backend, name):
+    """The step check (bayesfilt.scan.stepcheck) of time-first results ``out``; raises on a failing step."""
+    from .stepcheck import check_steps
+    check_steps(model, yt, out, form, backend, name)
+
+
 def _chunk_size(chunk_size, schedule):
     """``chunk_size`` as a positive int, or None; only with ``schedule="chunked"`` (the others,
     "auto" among them when it resolves to the tree or the fold, would ignore it)."""
@@ -254,7 +272,7 @@ def _run_filter_unguarded(model, yt, form, backend, schedule, method, chunk_size
 
 def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", backend: str = "auto",
                     schedule: str = "auto", chunk_size: int | None = None, method: str = "auto",
-                    validate: bool = True) -> FilterResult:
+                    validate: bool = True, verify: bool | None = None) -> FilterResult:
     """Kalman filter computed by an associative scan over time (parallel in time).
 
     Same model, inputs and outputs as :func:`bayesfilt.kalman_filter` (covariance form) or
@@ -288,6 +306,17 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
             the element kernels, so large batches with missing data do best with
             ``method="elements"``; else elements).
         validate: check the model's definiteness first.
+        verify: the step check (:mod:`bayesfilt.scan.stepcheck`, docs/parallel.md "The step check"):
+            every returned filtered mean and covariance is compared with one Kalman update of the
+            returned prediction, and a step that differs by more than the promised tolerance (plus
+            the update's own rounding) raises instead of returning an inaccurate result (e.g.
+            nearly redundant, very precisely measured states in the covariance form; long runs of
+            missing observations in the information form). ``None`` (default): the element scans
+            of the NumPy and torch backends; not ``method="riccati"`` (its covariances come from
+            the sequential recursion itself and its means from an affine scan without solves) and
+            not Triton (its kernels held on the cases that fail the others, and the check would
+            add several launches to a ~1-ms call); ``True``: every backend and method;
+            ``False``: never. It costs about one more parallel map over all steps.
 
     Returns:
         A :class:`~bayesfilt.FilterResult` (arrays of y's backend; time axis before the core axes).
@@ -306,11 +335,18 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
     """
     explicit = method
     chunk_size = _chunk_size(chunk_size, schedule)
+    verify = _check_verify(verify)
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate, lazy=True)
     if backend == "triton":
-        return _triton_filter_checked(model, yt, method, explicit)              # yt: batch-first here
-    return _result(_check_finite_out(_run_filter(model, yt, form, backend, schedule, method, chunk_size),
-                                     "parallel_filter"))
+        res = _triton_filter_checked(model, yt, method, explicit)               # yt: batch-first here
+        if verify:                                                               # None: not on Triton
+            _verify(model, ops.moveaxis(yt, -2, 0), {k: _time_first(getattr(res, k), c) for k, c in _MOMENTS},
+                    form, backend, "parallel_filter")
+        return res
+    out = _check_finite_out(_run_filter(model, yt, form, backend, schedule, method, chunk_size), "parallel_filter")
+    if verify or (verify is None and method != "riccati"):
+        _verify(model, yt, out, form, backend, "parallel_filter")
+    return _result(out)
 
 
 def _triton_filter_checked(model, y, method, requested) -> FilterResult:
@@ -342,7 +378,7 @@ def _triton_filter_checked(model, y, method, requested) -> FilterResult:
 
 def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", backend: str = "auto",
                       schedule: str = "auto", chunk_size: int | None = None, method: str = "auto",
-                      validate: bool = True) -> SmootherResult:
+                      validate: bool = True, verify: bool | None = None) -> SmootherResult:
     """Fixed-interval smoother computed by associative scans (a forward filter scan, a backward scan).
 
     Covariance form: Särkkä & García-Fernández (2021) RTS elements, the parallel form of
@@ -352,6 +388,8 @@ def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", 
     Args:
         model, y, form, backend, schedule, chunk_size, method, validate: as :func:`parallel_filter`
             (the backward pass of the ``"triton"`` backend runs on torch).
+        verify: the step check of the forward filter, as :func:`parallel_filter` (the backward
+            scan is not checked).
 
     Returns:
         A :class:`~bayesfilt.SmootherResult`: means (..., T, n), covs (..., T, n, n),
@@ -367,8 +405,11 @@ def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", 
         True
     """
     chunk_size = _chunk_size(chunk_size, schedule)
+    verify = _check_verify(verify)
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate)
     filt = _check_finite_out(_run_filter(model, yt, form, backend, schedule, method, chunk_size), "parallel_smoother")
+    if verify or (verify is None and backend != "triton" and method != "riccati"):
+        _verify(model, yt, filt, form, backend, "parallel_smoother")
     if form == "covariance":
         from .smoother import scan_rts
         means, covs = filt["means"], filt["covs"]

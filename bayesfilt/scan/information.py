@@ -145,34 +145,6 @@ def _moments_from_info(lam, eta):
     return mean, cov, ops.dot(w, w), ops.logdet_chol(L)
 
 
-def check_conditioning(lam, cov):
-    """Raise when a filtered precision is too ill-conditioned for the canonical scan to be accurate.
-
-    The scan forms each Λ_t by differences of large precisions (``info_combine``), so its
-    relative error grows with cond(Λ_t). cond(Λ_t) is estimated from outputs already at hand,
-    κ̂ = tr(Λ_t) tr(P_t) (an upper bound within a factor n² of cond), and above eps^{-1/2} (6.7e7
-    in float64) the filter raises instead of returning inaccurate moments. The guard is looser
-    than the promised 1e-9: measured in session 9 on a constant-velocity model with one missing
-    run (float64, max relative error of means and covariances against ``kalman_filter``; three
-    (q, r) pairs), the tree schedule's error is about 1e-16 κ̂² (6e-10 to 8e-10 at κ̂ = 2.2e3 to 3e3,
-    1e-7 to 2e-7 at 3.4e4 to 3.7e4, 1.6e-6 to 3.1e-6 at 1.4e5) and the chunked schedule's about ten times less; the
-    error passes 1e-9 near κ̂ = 3e3 (tree) and 1e4 (chunked), a run of ~40 and ~80 missing steps
-    there (``benchmarks/info_form_gaps.py``; docs/reliability.md, "Open problems").
-    """
-    tr = lambda a: a.diagonal(0, -2, -1).sum(-1) if ops.is_torch(a) else np.trace(a, axis1=-2, axis2=-1)  # noqa: E731
-    kappa = tr(lam) * tr(cov)                                  # κ̂_t >= cond(Λ_t)
-    if ops.is_torch(kappa):
-        kappa = kappa.detach()                                 # a guard, not part of the graph (no autograd warning)
-    worst = float(kappa.max()) if (kappa.numel() if ops.is_torch(kappa) else kappa.size) else 0.0
-    eps = float(ops.finfo_eps(lam))
-    if worst > eps ** -0.5:
-        from ..errors import value_error
-        raise value_error("form", f"is 'information' but a filtered precision has condition number ~{worst:.3g} "
-                          f"(above {eps ** -0.5:.3g} the canonical scan loses its accuracy, e.g. over a long "
-                          "run of missing observations)", "use form='covariance' (or the sequential "
-                          "bayesfilt.information_filter / kalman_filter)")
-
-
 def scan_info_filter(model, y, schedule="tree", chunk_size=None):
     """Information-form parallel filter on time-first ``y`` (T, *B, m).
 
@@ -183,7 +155,6 @@ def scan_info_filter(model, y, schedule="tree", chunk_size=None):
     elems = info_elements(model, y)
     Laa, Lab, Lbb, ha, hb, c = scan(elems, info_combine, schedule, chunk_size=chunk_size)
     mean, cov, quad, logdet = _moments_from_info(Lbb, hb)
-    check_conditioning(Lbb, cov)
     n = model.n
     cum = c + 0.5 * (quad - logdet + n * ops.LOG_2PI)         # log ∫ φ(x_t) dx_t = log p(y_{1:t})
     pm, pP, terms = predicted_and_terms(model, y, mean, cov)

@@ -1,0 +1,173 @@
+"""Step check of a parallel filter's result: every returned step is one Kalman update of the one before.
+
+Specification: the update of :func:`bayesfilt.kalman_filter` (filters/covariance.py). A parallel
+scan computes all T filtered moments at once; the sequential filter computes each from the one
+before. The check recomputes that one step for every t at once (a parallel map) from the scan's
+own returned predicted moments (m_{t|t-1}, P_{t|t-1}) = (F_t m_{t-1} + b_t, F_t P_{t-1} F_t^T + Q_t)
+(:func:`bayesfilt.scan.covariance.predicted_and_terms`; m0, P0 at t = 1):
+
+    S_t = H_t P_{t|t-1} H_t^T + R_t = L_t L_t^T
+    W_t = L_t^{-1} H_t P_{t|t-1},   z_t = L_t^{-1} (y_t - H_t m_{t|t-1} - d_t)
+    m̃_t = m_{t|t-1} + W_t^T z_t                 (= m_{t|t-1} + K_t r_t)
+    P̃_t = P_{t|t-1} - W_t^T W_t                 (= P_{t|t-1} - K_t S_t K_t^T)
+
+and compares (m̃_t, P̃_t) with the returned (m_t, P_t), over the observed components (NaN:
+missing). A step fails when its difference exceeds the backend's promised tolerance
+(:mod:`bayesfilt.tolerances`, same metric) plus ``SLACK`` times the rounding the update itself
+suffers, ε (|m_{t|t-1}| + |W_t|^T |z_t|) and ε (|P_{t|t-1}| + |W_t|^T |W_t|) entry by entry (ε of
+the result's dtype): after a long run of missing observations P_{t|t-1} is many orders of magnitude
+above P_t, and the update's cancellation is then far above ε |P_t| even for an exact result.
+
+What it catches: results that do not satisfy the recursion they claim to compute, e.g. the
+covariance-form elements on nearly redundant, very precisely measured states (means 1e4 off) or
+the information form over long runs of missing observations. What it does not: errors that stay
+below the tolerance at every step but add up over many steps (measured in docs/parallel.md,
+"The step check"). The check runs in float64 whatever the result's dtype, and outside autograd.
+Math: docs/math/parallel_scan.md, "The step check".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _ops as ops
+from ._params import observed, time_first
+from ..errors import value_error
+from ..tolerances import TOLERANCES, Tolerance
+
+#: Multiples of the update's own rounding scale (module docstring) allowed beyond the tolerance.
+#: Measured in session 10 (docs/parallel.md, "The step check"): exact results need at most 0.43
+#: of it; the failures it is for exceed it by factors of 1e6 and more.
+SLACK = 64.0
+
+
+def promised(form: str, backend: str, dtype: str) -> Tolerance:
+    """The tolerance a parallel filter result is held to: the (form, backend, dtype) promise of
+    :data:`bayesfilt.tolerances.TOLERANCES`, else the covariance form's on that backend, else torch's
+    (same scans) for that dtype (e.g. NumPy float32, information form float32).
+
+    Example:
+        >>> promised("covariance", "numpy", "float64").bound
+        1e-09
+    """
+    component = "filter" if form == "covariance" else "filter-information"
+    for key in ((component, backend, dtype), ("filter", backend, dtype), ("filter", "torch", dtype)):
+        if key in TOLERANCES:
+            return TOLERANCES[key]
+    return TOLERANCES[("filter", "torch", "float32")]
+
+
+def _float64(x):
+    if ops.is_torch(x):
+        import torch
+        return x.detach().to(torch.float64)
+    return np.asarray(x, dtype=np.float64)
+
+
+def _abs(x):
+    return x.abs() if ops.is_torch(x) else np.abs(x)
+
+
+def update_residuals(model, y, predicted_means, predicted_covs, means, covs):
+    """The update of the returned predictions against the returned filtered moments, per entry.
+
+    Args:
+        model: the filtered LinearGaussianSSM.
+        y: time-first observations (T, *B, m) (NaN: missing), NumPy or torch.
+        predicted_means, predicted_covs, means, covs: the scan's time-first results
+            (T, *B, n) and (T, *B, n, n).
+
+    Returns:
+        ``(dm, m_ref, noise_m, dP, P_ref, noise_P)``, float64, shapes (T, *B, n) and (T, *B, n, n):
+        |m̃ - m|, m̃ and the update's rounding scale |m_{t|t-1}| + |W|^T |z| (module docstring),
+        then the same for the covariances.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> from bayesfilt.scan.covariance import scan_filter
+        >>> model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+        >>> _, y = model.simulate(20, seed=0)
+        >>> out = scan_filter(model, y[:, None], "tree")               # time-first, one series
+        >>> dm, m_ref, *_ = update_residuals(model, y[:, None], out["predicted_means"],
+        ...                                  out["predicted_covs"], out["means"], out["covs"])
+        >>> bool(dm.max() < 1e-12 * np.abs(m_ref).max())
+        True
+    """
+    y, pm, pP, means, covs = (_float64(a) for a in (y, predicted_means, predicted_covs, means, covs))
+    nb = y.ndim - 2
+    par = {k: time_first(model, k, nb, y) for k in ("H", "R", "d")}
+    y0, Ho, Ro, do, _ = observed(y, par["H"], par["R"], par["d"])
+    n = pm.shape[-1]
+    HP = Ho @ pP                                               # H_t P_{t|t-1}
+    L = ops.cholesky(ops.sym(HP @ ops.mT(Ho) + Ro))            # S_t = H P_{t|t-1} H^T + R = L L^T
+    r = y0 - ops.mv(Ho, pm)                                    # r_t = y_t - H m_{t|t-1} - d_t
+    if do is not None:
+        r = r - do
+    shape = ops.shape_of(HP[..., 0], r)
+    W = ops.tri_solve(L, ops.concat([ops.broadcast_to(HP, shape + (n,)), ops.broadcast_to(r, shape)[..., None]], -1))
+    WP, z = W[..., :n], W[..., n]                              # L^{-1} H P_{t|t-1}, L^{-1} r_t
+    m_ref = pm + ops.mv(ops.mT(WP), z)                         # m̃_t = m_{t|t-1} + W^T z
+    P_ref = ops.sym(pP - ops.mT(WP) @ WP)                      # P̃_t = P_{t|t-1} - W^T W
+    aW = _abs(WP)
+    noise_m = _abs(pm) + ops.mv(ops.mT(aW), _abs(z))           # |m_{t|t-1}| + |W|^T |z|
+    noise_P = _abs(pP) + ops.mT(aW) @ aW                       # |P_{t|t-1}| + |W|^T |W|
+    return _abs(m_ref - means), m_ref, noise_m, _abs(P_ref - covs), P_ref, noise_P
+
+
+def _excess(diff, ref, noise, tol: Tolerance, eps: float):
+    """diff minus what the promise and the update's rounding allow (> 0: the step fails)."""
+    if tol.metric == "scale_rel":
+        scale = float(_abs(ref).max()) if (ref.numel() if ops.is_torch(ref) else ref.size) else 0.0
+        allowed = tol.bound * scale + SLACK * eps * noise
+    else:                                                      # max_rel: |Δ| / max(|ref|, 1)
+        big = _abs(ref)
+        floor = big.clamp(min=1.0) if ops.is_torch(big) else np.maximum(big, 1.0)
+        allowed = tol.bound * floor + SLACK * eps * noise
+    return diff - allowed
+
+
+def check_steps(model, y, out: dict, form: str, backend: str, name: str) -> None:
+    """Raise if a returned step of a parallel filter is not one update of its returned prediction.
+
+    Args:
+        model: the filtered LinearGaussianSSM.
+        y: time-first observations (T, *B, m).
+        out: the scan's time-first results (``means``, ``covs``, ``predicted_means``, ``predicted_covs``).
+        form, backend: where the result came from (its promised tolerance: :func:`promised`).
+        name: the public function, for the message.
+
+    Raises:
+        BayesfiltValueError: naming the first failing step, the difference and the fix.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> from bayesfilt.scan.covariance import scan_filter
+        >>> model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+        >>> _, y = model.simulate(20, seed=0)
+        >>> out = scan_filter(model, y[:, None], "tree")
+        >>> check_steps(model, y[:, None], out, "covariance", "numpy", "parallel_filter")   # passes
+    """
+    dm, m_ref, nm, dP, P_ref, nP = update_residuals(model, y, out["predicted_means"], out["predicted_covs"],
+                                                    out["means"], out["covs"])
+    dtype = str(out["means"].dtype).replace("torch.", "")
+    tol = promised(form, backend, dtype)
+    eps = float(ops.finfo_eps(out["means"]))
+    for field, diff, ref, noise, core in (("mean", dm, m_ref, nm, 1), ("covariance", dP, P_ref, nP, 2)):
+        excess = _excess(diff, ref, noise, tol, eps)
+        worst = float(excess.max()) if (excess.numel() if ops.is_torch(excess) else excess.size) else 0.0
+        if not worst > 0.0 and not (worst != worst):           # passes (NaN excess: fails)
+            continue
+        flat = excess.reshape(excess.shape[:excess.ndim - core] + (-1,)).max(-1)
+        flat = flat.values if ops.is_torch(flat) else flat
+        idx = np.unravel_index(int(flat.reshape(-1).argmax()), tuple(flat.shape))
+        t, series = int(idx[0]), tuple(int(i) for i in idx[1:])
+        at = f"step {t}" + (f" of series {series}" if series else "")
+        size = float(diff[idx].max())
+        raise value_error(
+            "model", f"{name}'s {form}-form scan returned a filtered {field} that fails the step check: at {at} "
+            f"it differs by {size:.3g} from one Kalman update of the returned prediction, beyond the promised "
+            f"{tol.bound:g} ({tol.metric}) and the update's rounding (the scan lost accuracy: the model is too "
+            "ill-conditioned for it, e.g. nearly redundant states measured very precisely, or a long run of "
+            "missing observations in the information form)",
+            "use the sequential bayesfilt.kalman_filter, form='covariance', or backend='triton' on a CUDA device; "
+            "pass verify=False to get the unchecked result")
