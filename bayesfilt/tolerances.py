@@ -47,9 +47,9 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     ("filter", "triton", "float64"): Tolerance(1e-9, "max_rel", "chunked kernel (n <= 8)"),
     ("filter", "triton", "float32"): Tolerance(1e-3, "scale_rel", "chunked kernel (n <= 8)"),
     ("filter-information", "numpy", "float64"): Tolerance(1e-9, "max_rel", "canonical elements; needs Q, P0 > 0; "
-                                                      "well-conditioned problems only (raises above cond(Λ) ~ 6.7e7)"),
+                                                      "well-conditioned problems only (the step check raises otherwise)"),
     ("filter-information", "torch", "float64"): Tolerance(1e-9, "max_rel", "canonical elements; needs Q, P0 > 0; "
-                                                      "well-conditioned problems only (raises above cond(Λ) ~ 6.7e7)"),
+                                                      "well-conditioned problems only (the step check raises otherwise)"),
     ("smoother", "numpy", "float64"): Tolerance(1e-9, "max_rel", "RTS elements, any schedule"),
     ("smoother", "torch", "float64"): Tolerance(1e-9, "max_rel", "RTS elements, any schedule"),
     ("smoother-information", "numpy", "float64"): Tolerance(1e-9, "max_rel", "two-filter, reverse scan; "

@@ -71,11 +71,18 @@ def main(argv=None) -> list:
     filter_fields = ("means", "covs", "predicted_means", "predicted_covs", "loglik_terms")
     smoother_fields = ("means", "covs", "cross_covs")
     rows = []                                                               # (label, error, bound)
+    refused = []                                                            # labels the step check refused
     for form, component in (("covariance", "filter"), ("information", "filter-information")):
         tol = tolerance(component, "numpy", "float64")
         for schedule in ("sequential", "tree", "chunked"):
-            res = bayesfilt.parallel_filter(model, y, form=form, schedule=schedule, method="elements")
-            rows.append((f"filter {form} {schedule}", worst(tol.metric, res, ref, filter_fields), tol))
+            label = f"filter {form} {schedule}"
+            try:                                    # the step check refuses a result beyond the promise
+                res = bayesfilt.parallel_filter(model, y, form=form, schedule=schedule, method="elements")
+            except bayesfilt.BayesfiltValueError:
+                refused.append(label)
+                res = bayesfilt.parallel_filter(model, y, form=form, schedule=schedule, method="elements",
+                                                verify=False)
+            rows.append((label, worst(tol.metric, res, ref, filter_fields), tol))
     tol = tolerance("smoother", "numpy", "float64")
     for schedule in ("sequential", "tree"):
         res = bayesfilt.parallel_smoother(model, y, schedule=schedule, method="elements")
@@ -99,11 +106,15 @@ def main(argv=None) -> list:
     failed = [label for label, err, tol in rows if not err <= tol.bound]
     if failed:
         print(f"above the promised tolerance: {failed}")
+    if refused:
+        print(f"refused by the step check (errors above: the unchecked results, verify=False): {refused}")
     # The covariance form is the specification path: it must hold its promise here. (At the
     # time of writing the information-form scan does not, on this track with a 100-step gap in
-    # one component: see the tutorial.)
+    # one component: see the tutorial.) Whatever misses its promise must have been refused.
     spec = [label for label in failed if "information" not in label]
     assert not spec, f"errors above the promised tolerance: {spec}"
+    silent = [label for label in failed if label not in refused and label.startswith("filter")]
+    assert not silent, f"results above the promised tolerance that the step check let through: {silent}"
 
     # ------------------------------------------------------------ speed
     lengths = [256, 1024, 4096, 16384]
