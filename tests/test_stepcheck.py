@@ -126,3 +126,39 @@ def test_verify_must_be_a_bool():
         bayesfilt.parallel_filter(model, y, verify="yes")
     with pytest.raises(bayesfilt.BayesfiltTypeError, match="verify"):
         bayesfilt.parallel_smoother(model, y, verify=1)
+
+
+@pytest.mark.parametrize("field", ["means", "covs"])
+def test_smoother_check_catches_a_perturbed_step(field):
+    """The RTS step check: one smoothed entry moved by 1e3 x the promise fails at that step."""
+    from bayesfilt.scan.smoother import scan_rts
+    from bayesfilt.scan.stepcheck import check_smoother_steps
+    model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+    _, y = model.simulate(40, seed=0)
+    yt = y[:, None]
+    tol = promised("covariance", "numpy", "float64", "smoother").bound
+    for size, fails in ((1e3 * tol, True), (0.1 * tol, False)):
+        f = scan_filter(model, yt, "tree")
+        s = scan_rts(model, yt, f["means"], f["covs"], "chunked")
+        x = s[field]
+        if field == "means":
+            x[23, 0, 0] += size * max(abs(x[23, 0, 0]), 1.0)
+        else:
+            x[23, 0, 1, 1] += size * max(abs(x[23, 0, 1, 1]), 1.0)
+        if fails:
+            with pytest.raises(bayesfilt.BayesfiltValueError, match="smoothed .* at step 23 "):
+                check_smoother_steps(f, s, "covariance", "numpy", "parallel_smoother")
+        else:
+            check_smoother_steps(f, s, "covariance", "numpy", "parallel_smoother")
+
+
+@pytest.mark.parametrize("form", ["covariance", "information"])
+def test_smoother_check_passes_exact_results(form):
+    rng = np.random.default_rng(7)
+    for T, batch in ((1, ()), (3, (2,)), (64, ())):
+        model = random_model(rng, 3, 2)
+        _, y = model.simulate(T, seed=3, batch_shape=batch)
+        y[..., 1::5, 1] = np.nan
+        res = bayesfilt.parallel_smoother(model, y, form=form, schedule="tree", method="elements", verify=True)
+        ref = bayesfilt.rts_smoother(model, bayesfilt.kalman_filter(model, y))
+        assert _max_rel(res.means, ref.means) < 1e-9 and _max_rel(res.covs, ref.covs) < 1e-9

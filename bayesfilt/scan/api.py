@@ -388,8 +388,9 @@ def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", 
     Args:
         model, y, form, backend, schedule, chunk_size, method, validate: as :func:`parallel_filter`
             (the backward pass of the ``"triton"`` backend runs on torch).
-        verify: the step check of the forward filter, as :func:`parallel_filter` (the backward
-            scan is not checked).
+        verify: the step check, as :func:`parallel_filter`, of the filter and then of the
+            smoother: every returned smoothed step against one RTS step from the returned step
+            after it (:func:`bayesfilt.scan.stepcheck.check_smoother_steps`).
 
     Returns:
         A :class:`~bayesfilt.SmootherResult`: means (..., T, n), covs (..., T, n, n),
@@ -418,6 +419,9 @@ def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", 
         from .information import scan_two_filter
         out = _guard_linalg(scan_two_filter, model, yt, filt, schedule, chunk_size)
     _check_finite_out(out, "parallel_smoother")
+    if verify or (verify is None and backend != "triton" and method != "riccati"):
+        from .stepcheck import check_smoother_steps
+        check_smoother_steps(filt, out, form, "numpy" if backend == "numpy" else "torch", "parallel_smoother")
     return SmootherResult(means=_public(out["means"], 1), covs=_public(out["covs"], 2),
                           cross_covs=_public(out["cross_covs"], 2), gains=_public(out["gains"], 2),
                           loglik=filt["loglik"])

@@ -41,17 +41,19 @@ from ..tolerances import TOLERANCES, Tolerance
 SLACK = 64.0
 
 
-def promised(form: str, backend: str, dtype: str) -> Tolerance:
-    """The tolerance a parallel filter result is held to: the (form, backend, dtype) promise of
-    :data:`bayesfilt.tolerances.TOLERANCES`, else the covariance form's on that backend, else torch's
-    (same scans) for that dtype (e.g. NumPy float32, information form float32).
+def promised(form: str, backend: str, dtype: str, what: str = "filter") -> Tolerance:
+    """The tolerance a parallel filter (``what="filter"``) or smoother (``"smoother"``) result is held
+    to: the (what[-information], backend, dtype) promise of :data:`bayesfilt.tolerances.TOLERANCES`,
+    else the covariance form's on that backend, else the filter's, else torch's (same scans) for that
+    dtype (e.g. NumPy float32, information form float32).
 
     Example:
         >>> promised("covariance", "numpy", "float64").bound
         1e-09
     """
-    component = "filter" if form == "covariance" else "filter-information"
-    for key in ((component, backend, dtype), ("filter", backend, dtype), ("filter", "torch", dtype)):
+    component = what if form == "covariance" else what + "-information"
+    for key in ((component, backend, dtype), (what, backend, dtype), ("filter", backend, dtype),
+                ("filter", "torch", dtype)):
         if key in TOLERANCES:
             return TOLERANCES[key]
     return TOLERANCES[("filter", "torch", "float32")]
@@ -149,10 +151,18 @@ def check_steps(model, y, out: dict, form: str, backend: str, name: str) -> None
     """
     dm, m_ref, nm, dP, P_ref, nP = update_residuals(model, y, out["predicted_means"], out["predicted_covs"],
                                                     out["means"], out["covs"])
-    dtype = str(out["means"].dtype).replace("torch.", "")
-    tol = promised(form, backend, dtype)
-    eps = float(ops.finfo_eps(out["means"]))
-    for field, diff, ref, noise, core in (("mean", dm, m_ref, nm, 1), ("covariance", dP, P_ref, nP, 2)):
+    tol = promised(form, backend, _dtype_name(out["means"]))
+    _raise_on_excess(((dm, m_ref, nm), (dP, P_ref, nP)), tol, float(ops.finfo_eps(out["means"])), form, name,
+                     "filtered", "one Kalman update of the returned prediction")
+
+
+def _dtype_name(x) -> str:
+    return str(x.dtype).replace("torch.", "")
+
+
+def _raise_on_excess(pairs, tol: Tolerance, eps: float, form: str, name: str, kind: str, against: str) -> None:
+    """Raise naming the first failing step of (diff, ref, noise) for the means, then the covariances."""
+    for field, (diff, ref, noise), core in zip(("mean", "covariance"), pairs, (1, 2)):
         excess = _excess(diff, ref, noise, tol, eps)
         worst = float(excess.max()) if (excess.numel() if ops.is_torch(excess) else excess.size) else 0.0
         if not worst > 0.0 and not (worst != worst):           # passes (NaN excess: fails)
@@ -164,10 +174,80 @@ def check_steps(model, y, out: dict, form: str, backend: str, name: str) -> None
         at = f"step {t}" + (f" of series {series}" if series else "")
         size = float(diff[idx].max())
         raise value_error(
-            "model", f"{name}'s {form}-form scan returned a filtered {field} that fails the step check: at {at} "
-            f"it differs by {size:.3g} from one Kalman update of the returned prediction, beyond the promised "
-            f"{tol.bound:g} ({tol.metric}) and the update's rounding (the scan lost accuracy: the model is too "
+            "model", f"{name}'s {form}-form scan returned a {kind} {field} that fails the step check: at {at} "
+            f"it differs by {size:.3g} from {against}, beyond the promised "
+            f"{tol.bound:g} ({tol.metric}) and the step's rounding (the scan lost accuracy: the model is too "
             "ill-conditioned for it, e.g. nearly redundant states measured very precisely, or a long run of "
             "missing observations in the information form)",
-            "use the sequential bayesfilt.kalman_filter, form='covariance', or backend='triton' on a CUDA device; "
-            "pass verify=False to get the unchecked result")
+            "use the sequential bayesfilt.kalman_filter / rts_smoother, form='covariance', or backend='triton' "
+            "on a CUDA device; pass verify=False to get the unchecked result")
+
+
+def rts_residuals(filtered: dict, smoothed: dict):
+    """One RTS step from each returned smoothed moment at t+1 against the returned one at t.
+
+    m̃^s_t = m_t + G_t (m^s_{t+1} - m_{t+1|t}),  P̃^s_t = P_t + G_t (P^s_{t+1} - P_{t+1|t}) G_t^T
+    (t < T-1; the last step is the filter's), with the filter's m_t, P_t, m_{t+1|t}, P_{t+1|t} and the
+    returned gains G_t (specification: :func:`bayesfilt.rts_smoother`).
+
+    Args:
+        filtered: the time-first filter results (means, covs, predicted_means, predicted_covs).
+        smoothed: the time-first smoother results (means, covs, gains (T-1, *B, n, n)).
+
+    Returns:
+        ``(dm, m_ref, noise_m, dP, P_ref, noise_P)`` as :func:`update_residuals`, float64, with the
+        rounding scales |m_t| + |G|(|m^s_{t+1}| + |m_{t+1|t}|) and |P_t| + |G|(|P^s_{t+1}| + |P_{t+1|t}|)|G|^T.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> from bayesfilt.scan.covariance import scan_filter
+        >>> from bayesfilt.scan.smoother import scan_rts
+        >>> model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+        >>> _, y = model.simulate(20, seed=0)
+        >>> f = scan_filter(model, y[:, None], "tree")
+        >>> s = scan_rts(model, y[:, None], f["means"], f["covs"], "tree")
+        >>> dm, m_ref, *_ = rts_residuals(f, s)
+        >>> bool(dm.max() < 1e-12 * np.abs(m_ref).max())
+        True
+    """
+    m, P, pm, pP, ms, Ps, G = (_float64(a) for a in (
+        filtered["means"], filtered["covs"], filtered["predicted_means"], filtered["predicted_covs"],
+        smoothed["means"], smoothed["covs"], smoothed["gains"]))
+    T = m.shape[0]
+    if T == 1:
+        return _abs(ms - m), m, _abs(m), _abs(Ps - P), P, _abs(P)
+    dmean = ms[1:] - pm[1:]                                    # m^s_{t+1} - m_{t+1|t}
+    dcov = Ps[1:] - pP[1:]                                     # P^s_{t+1} - P_{t+1|t}
+    m_ref = ops.concat([m[:-1] + ops.mv(G, dmean), m[-1:]], 0)               # m̃^s_t = m_t + G_t (...)
+    P_ref = ops.concat([ops.sym(P[:-1] + G @ dcov @ ops.mT(G)), P[-1:]], 0)  # P̃^s_t = P_t + G_t (...) G_t^T
+    aG = _abs(G)
+    noise_m = _abs(m) + ops.concat([ops.mv(aG, _abs(ms[1:]) + _abs(pm[1:])), m[-1:] * 0.0], 0)
+    noise_P = _abs(P) + ops.concat([aG @ (_abs(Ps[1:]) + _abs(pP[1:])) @ ops.mT(aG), P[-1:] * 0.0], 0)
+    return _abs(m_ref - ms), m_ref, noise_m, _abs(P_ref - Ps), P_ref, noise_P
+
+
+def check_smoother_steps(filtered: dict, smoothed: dict, form: str, backend: str, name: str) -> None:
+    """Raise if a returned smoothed step is not one RTS step from the returned step after it.
+
+    Args:
+        filtered, smoothed: time-first results (:func:`rts_residuals`).
+        form, backend: where the result came from (its promised tolerance: :func:`promised`, "smoother").
+        name: the public function, for the message.
+
+    Raises:
+        BayesfiltValueError: naming the first failing step, the difference and the fix.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> from bayesfilt.scan.covariance import scan_filter
+        >>> from bayesfilt.scan.smoother import scan_rts
+        >>> model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+        >>> _, y = model.simulate(20, seed=0)
+        >>> f = scan_filter(model, y[:, None], "tree")
+        >>> s = scan_rts(model, y[:, None], f["means"], f["covs"], "tree")
+        >>> check_smoother_steps(f, s, "covariance", "numpy", "parallel_smoother")     # passes
+    """
+    dm, m_ref, nm, dP, P_ref, nP = rts_residuals(filtered, smoothed)
+    tol = promised(form, backend, _dtype_name(smoothed["means"]), "smoother")
+    _raise_on_excess(((dm, m_ref, nm), (dP, P_ref, nP)), tol, float(ops.finfo_eps(smoothed["means"])), form, name,
+                     "smoothed", "one RTS step from the returned smoothed step after it")
