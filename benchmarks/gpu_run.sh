@@ -395,6 +395,16 @@ l2)
         > "$LOG/first.log" 2>&1
     el "first rc=$?"; tail -n 14 "$LOG/first.log"
     ;;
+host)
+    # issue 3: where the public call's host time goes (benchmarks/parallel_host_profile.py), then the GPU
+    # tests of the parallel filter (the step check on CUDA tensors among them)
+    timeout ${HOST_TIMEOUT:-150} python3 benchmarks/parallel_host_profile.py > "$LOG/host.log" 2>&1
+    el "host rc=$?"; tail -n 60 "$LOG/host.log"; cp "$LOG/host.log" "$OUT/host.log"
+    timeout ${PT_TIMEOUT:-200} python3 -m pytest -q -p no:cacheprovider tests/test_parallel_gpu.py \
+        tests/test_parallel_graph.py tests/test_determinism_gpu.py tests/test_stepcheck.py \
+        tests/test_parallel_triton_riccati.py > "$LOG/ptests.log" 2>&1
+    el "parallel GPU tests rc=$?"; tail -n 8 "$LOG/ptests.log"; cp "$LOG/ptests.log" "$OUT/ptests.log"
+    ;;
 gaps)
     # issue 3: per call, the kernels' span and busy time under the torch profiler (parallel_gpu_profile.py gaps)
     timeout ${GAPS_TIMEOUT:-200} python3 benchmarks/parallel_gpu_profile.py gaps --rounds ${GAPS_ROUNDS:-40} \
