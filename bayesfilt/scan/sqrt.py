@@ -74,7 +74,7 @@ def tria(A):
     norms = torch.linalg.vector_norm(A, dim=-2)
     order = torch.argsort(-norms, dim=-1, stable=True)
     A = torch.gather(A, -1, order[..., None, :].expand(A.shape))  # A Π: columns by decreasing norm
-    R = torch.linalg.qr(A.mT, mode="r").R                     # (A Π)^T = Θ R
+    R = torch.linalg.qr(A.mT, mode="reduced" if A.requires_grad else "r").R  # (A Π)^T = Θ R (Θ kept for autograd)
     L = R.mT                                                   # A A^T = L L^T
     sign = torch.where(torch.diagonal(L, dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(L.dtype)
     return L * sign[..., None, :]
