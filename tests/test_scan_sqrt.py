@@ -254,7 +254,7 @@ def test_tria_factor():
 
 
 def test_torch_forward_matches_numpy():
-    torch = pytest.importorskip("torch")
+    import torch
     rng = np.random.default_rng(5)
     model = random_model(rng, 3, 2, bias=True, psd_q=True)
     _, y = model.simulate(19, seed=4, batch_shape=(2,))

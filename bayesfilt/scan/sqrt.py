@@ -8,37 +8,55 @@ Yaghoobi, Corenflos, Hassan & Särkkä (2022), "Parallel square-root statistical
 inference in nonlinear state space models", arXiv:2207.00426 (the linear-Gaussian case; the
 formulas below are derived here from the covariance-form ones). An element is
 
-    e = (A, b, U, η, Z, c),   C = U U^T,   J = Z Z^T,
+    e = (A, b, U, ζ, Z, c):   p(x_t | x_{s-1}, y_{s:t}) = N(x_t; A x_{s-1} + b, U U^T)
+                              p(y_{s:t} | x_{s-1})      = exp(c - ½ |ζ - Z^T x_{s-1}|²)
 
-with the meaning of covariance.py: p(x_t | x_{s-1}, y_{s:t}) = N(x_t; A x_{s-1} + b, C) and
-p(y_{s:t} | x_{s-1}) = exp(c + η^T x_{s-1} - ½ x_{s-1}^T J x_{s-1}). U and Z are n x n (any
-factor; lower-triangular as produced here). Every covariance-like quantity is formed as a product
-F F^T of a factor returned by QR ("tria"), and every inverse is a triangular solve with such a
-factor, so nothing like I + C_1 J_2 is formed and inverted (the cause of the covariance-form
-elements' failures on nearly redundant, very precisely measured states: docs/reliability.md).
+for the span s..t of steps it covers; in covariance.py's terms C = U U^T, J = Z Z^T, η = Z ζ and
+c_cov = c - ½|ζ|² (:func:`to_covariance_form`). U and Z are n x n (lower-triangular as produced
+here). The first element has A = 0 and Z = 0, so every prefix holds the filtered mean b = m_t,
+covariance U U^T = P_t and log p(y_{1:t}) = c - ½|ζ|².
 
-Single step (t > 1; t = 1 with F = 0, Q = P0, b = m0), with S_R S_R^T = R and U_Q U_Q^T = Q:
+Why the likelihood is kept whitened (ζ, not η): on nearly redundant states measured very
+precisely (docs/reliability.md, "Open problems") J_2 is huge (1e12) along the precise direction and
+C_1 tiny there; any product of float C_1 (or U_1) with J_2 then carries an error of eps |C_1| |J_2|
+(1e-4 there), the covariance-form elements' failure. In the combine the data of e_2 enter only
+through the whitened residual w = ζ_2 - Z_2^T b_1 (of the size of an innovation, not of |J_2| |b_1|),
+and that residual's gain V Γ multiplies w in b_12 and Z_2^T A_1 in A_12 alike, so their rounding
+errors cancel when a later prefix applies A_12 (measured: 1e-10 of an exact reference where the
+η-form of the same combine, b_1 + V (V^T η_2 - Ξ21^T b_1), was 1e-5 off).
 
-    tria([[S_R, H U_Q], [0, U_Q]]) = [[X, 0], [Y, U]]   X X^T = H Q H^T + R,  Y = Q H^T X^{-T},  U U^T = Q - Y Y^T
-    W = X^{-1} H F,  z = X^{-1} (y - H b - d)
-    A = F - Y W,  b = b_t + Y z,  η = W^T z,  Z Z^T = W^T W,  c = log N(y; H b + d, X X^T)
+Every covariance-like quantity is a product F F^T of a factor returned by QR ("tria"), every
+inverse a triangular solve with such a factor; nothing like I + C_1 J_2 is formed and inverted.
 
-Combine of e_1 (earlier) and e_2 (later):
+Single step (t > 1; t = 1 with F = 0, Q = P0, b_t = m0), with S_R S_R^T = R and U_Q U_Q^T = Q:
 
-    tria([[U_1^T Z_2, I], [Z_2, 0]]) = [[Ξ11, 0], [Ξ21, Ξ22]]
-        Ξ11 Ξ11^T = I + U_1^T J_2 U_1,   Ξ21 = J_2 U_1 Ξ11^{-T},   Ξ22 Ξ22^T = (I + J_2 C_1)^{-1} J_2
-    V = U_1 Ξ11^{-T}                     (V V^T = (I + C_1 J_2)^{-1} C_1;  I - V Ξ21^T = (I + C_1 J_2)^{-1})
-    g = V^T η_2,  h = Ξ21^T b_1
-    A_12 = A_2 (A_1 - V Ξ21^T A_1)
-    b_12 = A_2 (b_1 + V (g - h)) + b_2
-    U_12 = tria([A_2 V, U_2])
-    η_12 = A_1^T (η_2 - Ξ21 g - Ξ22 Ξ22^T b_1) + η_1
-    Z_12 = tria([A_1^T Ξ22, Z_1])
-    c_12 = c_1 + c_2 - Σ log diag Ξ11 + ½ |g - h|² + η_2^T b_1 - ½ |Z_2^T b_1|²
+    tria([[S_R, H U_Q], [0, U_Q]]) = [[X, 0], [Y, U]]   X X^T = H Q H^T + R = S,  Y X^{-1} = K,  U U^T = Q - K S K^T
+    W = X^{-1} H F,  z = X^{-1} (y - H b_t - d)
+    A = F - Y W,  b = b_t + Y z,  Z = W^T,  ζ = z  (zero-padded to n; m > n: tria([[W^T], [z^T]]) = [[Z, 0], [ζ^T, ρ]])
+    c = -½ log|S| - (m/2) log 2π  (- ½ ρ² when m > n)
+
+Combine of e_1 (earlier) and e_2 (later), G = Z_2^T U_1:
+
+    tria([[G^T, I], [I, 0]]) = [[Ξ11, 0], [Γ^T, Ξ22]]
+        Ξ11 Ξ11^T = I + G^T G,   Γ = Ξ11^{-1} G^T,   Ξ22 Ξ22^T = (I + G G^T)^{-1}
+    V = U_1 Ξ11^{-T}                     (V V^T = (I + C_1 J_2)^{-1} C_1,   V Γ = (I + C_1 J_2)^{-1} C_1 Z_2)
+    w = ζ_2 - Z_2^T b_1
+    A_12 = A_2 (A_1 - V Γ Z_2^T A_1)                             = A_2 (I + C_1 J_2)^{-1} A_1
+    b_12 = A_2 (b_1 + V Γ w) + b_2                                = A_2 (I + C_1 J_2)^{-1} (b_1 + C_1 η_2) + b_2
+    U_12 = tria([A_2 V, U_2])                                      U U^T = A_2 (I + C_1 J_2)^{-1} C_1 A_2^T + C_2
+    tria([[A_1^T Z_2 Ξ22, Z_1], [w^T Ξ22, ζ_1^T]]) = [[Z_12, 0], [ζ_12^T, ρ]]
+                                                                   Z Z^T = A_1^T (I + J_2 C_1)^{-1} J_2 A_1 + J_1
+    c_12 = c_1 + c_2 - Σ log diag Ξ11 - ½ ρ²
+
+(the last two: the two whitened residual vectors ζ_1 - Z_1^T x and Ξ22^T (w - Z_2^T A_1 x), both
+functions of x = x_{s-1}, stacked and triangularised; ρ is what no x can explain).
 
 Shapes: B batch axes, T time, n states, m observations; arrays time-first (T, *B, ...).
-NumPy arrays or torch tensors (dispatch on type, as :mod:`bayesfilt.scan._ops`). Kernels: no
-validation. Mathematics of the covariance-form elements: docs/math/parallel_scan.md.
+NumPy arrays or torch tensors (dispatch on type, as :mod:`bayesfilt.scan._ops`). torch: the
+forward pass of every schedule; gradients are NaN through the tree and chunked schedules, whose QR
+backward meets rank-deficient blocks such as the first element's Z = 0 (finite through the
+sequential one). Kernels: no validation. Mathematics of the covariance-form elements:
+docs/math/parallel_scan.md.
 """
 
 from __future__ import annotations
@@ -140,6 +158,13 @@ def conditional_sqrt_elements(y, F, UQ, bt, H, R, d):
     Returns:
         ``(A, b, U, zeta, Z, c)`` with shapes (T, *B, n, n), (T, *B, n), (T, *B, n, n), (T, *B, n),
         (T, *B, n, n), (T, *B).
+
+    Example:
+        >>> import numpy as np
+        >>> I = np.eye(2)[None]
+        >>> A, b, U, zeta, Z, c = conditional_sqrt_elements(np.array([[1.0, np.nan]]), I, I, None, I, I, None)
+        >>> A[0].round(3).tolist(), b[0].round(3).tolist()      # gain 1/2 on the observed state only
+        ([[0.5, 0.0], [0.0, 1.0]], [0.5, 0.0])
     """
     n = UQ.shape[-1]
     m = y.shape[-1]
@@ -272,6 +297,16 @@ def sqrt_predicted_and_terms(model, y, means, chols):
 
     Returns:
         ``(predicted_means (T, *B, n), predicted_covs (T, *B, n, n), terms (T, *B))``.
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+        >>> _, y = model.simulate(10, seed=0)
+        >>> ref = bayesfilt.kalman_filter(model, y)
+        >>> pm, pP, terms = sqrt_predicted_and_terms(model, y[:, None], ref.means[:, None],
+        ...                                          np.linalg.cholesky(ref.covs)[:, None])
+        >>> bool(np.allclose(terms[:, 0], ref.loglik_terms))
+        True
     """
     T = y.shape[0]
     nb = y.ndim - 2
