@@ -266,3 +266,16 @@ def test_torch_forward_matches_numpy():
         out = scan_sqrt_filter(model, torch.as_tensor(yt), schedule)
         for name in ("means", "covs", "predicted_covs", "loglik"):
             assert max_rel(out[name].numpy(), ref[name]) <= TOL, (schedule, name)
+
+
+def test_torch_ill_conditioned_float64():
+    """The torch backend of the same elements on the reproducer (covariance elements there: 0.5 off at R2 = 1e-12)."""
+    import torch
+    model, y, exact = ill_case(1e-12)
+    kf = bayesfilt.kalman_filter(model, y)
+    sf = bayesfilt.sqrt_filter(model, y)
+    seq = max(errors(kf.means, kf.covs, kf.loglik, exact)[0], errors(sf.means, sf.covs, sf.loglik, exact)[0])
+    for schedule in ("tree", "chunked"):
+        out = scan_sqrt_filter(model, torch.as_tensor(y[:, None]), schedule, 3)
+        em, eP, ell = errors(out["means"][:, 0].numpy(), out["covs"][:, 0].numpy(), float(out["loglik"][0]), exact)
+        assert accurate(em, seq) and eP <= TOL and ell <= TOL, (schedule, em, eP, ell, seq)
