@@ -402,7 +402,7 @@ host)
     el "host rc=$?"; tail -n 60 "$LOG/host.log"; cp "$LOG/host.log" "$OUT/host.log"
     timeout ${PT_TIMEOUT:-200} python3 -m pytest -q -p no:cacheprovider tests/test_parallel_gpu.py \
         tests/test_parallel_graph.py tests/test_determinism_gpu.py tests/test_stepcheck.py \
-        tests/test_parallel_triton_riccati.py > "$LOG/ptests.log" 2>&1
+        tests/test_parallel_triton_riccati.py tests/test_triton_launch.py > "$LOG/ptests.log" 2>&1
     el "parallel GPU tests rc=$?"; tail -n 8 "$LOG/ptests.log"; cp "$LOG/ptests.log" "$OUT/ptests.log"
     ;;
 gaps)

@@ -309,6 +309,19 @@ if triton is not None:
         """acc + 1 where x is NaN or infinite (elementwise; no reduction inside the loop)."""
         return acc + tl.where(tl.abs(x) < float("inf"), 0.0, 1.0)
 
+    @_jit(['B'])
+    def _finish_loglik(total_ptr, out_ptr, bad_ptr, B, BLOCK: tl.constexpr):
+        """loglik = the per-series sum of the terms (computed by torch in float64 or y's dtype), stored in
+        y's dtype; bad_ptr[0] set to 1 (atomic max) if a stored value is infinite (finite terms whose sum
+        overflows the dtype). One launch where a cast, an isinf, a sum and an add took four."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        ok = i < B
+        total = tl.load(total_ptr + i, mask=ok, other=0.0)
+        stored = total.to(out_ptr.dtype.element_ty)
+        tl.store(out_ptr + i, stored, mask=ok)
+        inf = tl.sum(tl.where(ok & (tl.abs(stored) == float("inf")), 1, 0), axis=0)
+        tl.atomic_max(bad_ptr, (inf > 0).to(tl.int32))
+
     @_jit(_SWEEP_INTS)
     def _sweep(y_ptr, F_ptr, Q_ptr, bt_ptr, H_ptr, R_ptr, d_ptr, m0_ptr, P0_ptr, sm, sP,
                out_m, out_P, out_pm, out_pP, out_ll, bad_ptr,
@@ -407,6 +420,20 @@ def _padded(arr_tf, core, lead_b, N, Mo):
     out[(slice(None), slice(None)) + tuple(slice(0, s) for s in a.shape[2:])] = a
     size = math.prod(pad)
     return out, (0 if Bp == 1 else Tp * size), (0 if Tp == 1 else size)
+
+
+def loglik_total(terms, sum_dtype, bad):
+    """Σ_t terms (*B, T) -> (*B,) in the terms' dtype, summed in ``sum_dtype`` (torch's reduction), and
+    the non-finite flag ``bad`` (int32 (1,)) set if a total overflows that dtype (``_finish_loglik``)."""
+    import torch
+    total = terms.sum(-1, dtype=sum_dtype)                                     # log p(y_{1:T}) = Σ_t terms
+    out = torch.empty(terms.shape[:-1], dtype=terms.dtype, device=terms.device)
+    B = out.numel()
+    if B == 0:
+        return out
+    BLOCK = 1024
+    launch_all([(_finish_loglik, (-(-B // BLOCK),), (total, out, bad, B), dict(BLOCK=BLOCK, num_warps=4))])
+    return out
 
 
 def triton_filter_time_first(model, y_tf, chunk: int | None = None, group: int | None = None):
@@ -597,8 +624,7 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
         out = dict(covs=covs, predicted_covs=pP)
     else:
         out = dict(means=means, covs=covs, predicted_means=pm, predicted_covs=pP, loglik_terms=ll,
-                   loglik=ll.sum(-1, dtype=vt).to(dt))                         # sum of the terms (float64 if v64)
-        bad += torch.isinf(out["loglik"]).sum(dtype=torch.int32)               # finite terms, overflowing sum
+                   loglik=loglik_total(ll, vt, bad))                           # sum of the terms (float64 if v64)
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
     out["nonfinite"] = bad

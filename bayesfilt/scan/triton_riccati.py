@@ -40,7 +40,7 @@ except Exception:  # pragma: no cover - triton is optional
 from . import _ops as ops
 from ._triton import jit_unspecialized as _jit
 from ._triton import launch_all
-from .triton_filter import LOG_2PI, _next_pow2, triton_filter, triton_params
+from .triton_filter import LOG_2PI, _next_pow2, loglik_total, triton_filter, triton_params
 
 if triton is not None:
     from .triton_filter import _count_bad, _mm, _spd_solve
@@ -283,8 +283,7 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
         return c.expand(batch + (T, n, n))
 
     out = dict(means=means, covs=spread(fcov), predicted_means=pm, predicted_covs=spread(pcov), loglik_terms=ll,
-               loglik=ll.sum(-1, dtype=torch.float64).to(dt))                 # log p(y_{1:T}) = Σ_t terms
-    bad += torch.isinf(out["loglik"]).sum(dtype=torch.int32)                  # finite terms, overflowing sum
+               loglik=loglik_total(ll, torch.float64, bad))                   # Σ_t terms; flag on overflow
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
     out["nonfinite"] = bad

@@ -1,0 +1,65 @@
+"""Direct launches of compiled Triton kernels (bayesfilt.scan._triton): the launch key and, on a GPU,
+results equal to Triton's own launch path and to the sequential reference."""
+
+import numpy as np
+import pytest
+
+import bayesfilt
+from bayesfilt.scan._triton import _int_class, _launch_key
+
+torch = pytest.importorskip("torch")
+
+
+def test_launch_key_separates_what_triton_specialises_on():
+    """Different dtype, alignment, int width or value class, bool value or constexpr: different keys."""
+    a = torch.zeros(64, dtype=torch.float32)
+    base = _launch_key((a, 32, 2.0, True), dict(N=4, num_warps=1), 0)
+    assert base == _launch_key((torch.ones(64), 48, 3.5, True), dict(num_warps=1, N=4), 0)   # same classes
+    for args, kw in (((a.double(), 32, 2.0, True), dict(N=4, num_warps=1)),     # dtype
+                     ((a[1:], 32, 2.0, True), dict(N=4, num_warps=1)),           # 4-byte offset: unaligned
+                     ((a, 33, 2.0, True), dict(N=4, num_warps=1)),               # not divisible by 16
+                     ((a, 1, 2.0, True), dict(N=4, num_warps=1)),                # the value 1
+                     ((a, 2**31, 2.0, True), dict(N=4, num_warps=1)),            # i64
+                     ((a, 32, 2.0, False), dict(N=4, num_warps=1)),              # bool value
+                     ((a, 32, 2.0, True), dict(N=8, num_warps=1)),               # constexpr
+                     ((a, 32, 2.0, True), dict(N=4, num_warps=2))):              # launch option
+        assert _launch_key(args, kw, 0) != base
+    assert _launch_key((a,), {}, 1) != _launch_key((a,), {}, 0)                  # device
+    assert _launch_key((a, np.int64(3)), {}, 0) is None                          # unclassified: Triton's path
+    assert _launch_key((a,), dict(x=[1]), 0) is None                             # unhashable keyword
+    assert _int_class(2**63) == (2, False, True) and _int_class(-2**31) == (0, False, True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (device tool)")
+def test_direct_launches_equal_triton_launches():
+    """Repeated calls (direct launches after the first), a misaligned y view and another dtype give the
+    same numbers as a first call and as kalman_filter."""
+    from bayesfilt.scan import _triton
+    rng = np.random.default_rng(2)
+    from conftest import random_model
+    model = random_model(rng, 3, 2)
+    _, y = model.simulate(700, seed=4, batch_shape=(600,))          # >= 512 series: the shared-gain kernels
+    ref = bayesfilt.kalman_filter(model, y)
+    for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-3)):
+        yc = torch.as_tensor(y, dtype=dtype, device="cuda")
+        first = bayesfilt.parallel_filter(model, yc)
+        again = [bayesfilt.parallel_filter(model, yc) for _ in range(3)]
+        for res in again:
+            assert torch.equal(res.means, first.means) and torch.equal(res.loglik, first.loglik)
+        wide = torch.zeros(y.shape[:-1] + (3,), dtype=dtype, device="cuda")
+        wide[..., 1:] = yc
+        odd = bayesfilt.parallel_filter(model, wide[..., 1:])        # a view 1 element off alignment
+        assert torch.equal(odd.means, first.means)
+        one = bayesfilt.parallel_filter(model, yc[:1])              # element kernels, one series
+        assert torch.equal(bayesfilt.parallel_filter(model, yc[:1]).means, one.means)
+        scale = np.abs(ref.means).max()
+        assert np.abs(first.means.cpu().numpy() - ref.means).max() <= tol * max(scale, 1.0)
+    assert _triton._direct_launch_supported() is False or any(
+        "_bayesfilt_launchers" in k.__dict__ for k in _triton_kernels())
+
+
+def _triton_kernels():
+    from bayesfilt.scan import triton_filter, triton_riccati
+    return [getattr(mod, name) for mod in (triton_filter, triton_riccati) for name in dir(mod)
+            if hasattr(getattr(mod, name), "device_caches")]
