@@ -131,3 +131,31 @@ def _launch_direct(kernel, grid, args, kw, device: int, stream) -> bool:
     compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, None, None, None,
                  *args, *tail)
     return True
+
+
+def _warm_concurrently(launches, device) -> int:
+    """Compile the distinct variants of ``launches`` in threads; returns how many (0 after a failure,
+    with a warning: the launches then compile one at a time)."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    variants = {}
+    for k, grid, args, kw in launches:
+        key = (id(k), tuple(sorted(kw.items())), tuple(str(getattr(a, "dtype", type(a).__name__)) for a in args))
+        variants.setdefault(key, (k, grid, args, kw))
+
+    def warm(item):
+        k, grid, args, kw = item
+        with torch.cuda.device(device):
+            compiled = k.warmup(*args, grid=grid, **kw)
+            getattr(compiled, "run", None)        # loads the binary and builds its launcher (Triton 3.x)
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(variants)) as pool:
+            list(pool.map(warm, variants.values()))
+    except Exception as exc:              # e.g. a Triton without warmup: the launches compile instead
+        warnings.warn(f"bayesfilt: concurrent Triton compilation failed ({exc!r}); compiling at launch",
+                      RuntimeWarning, stacklevel=3)
+        return 0
+    return len(variants)

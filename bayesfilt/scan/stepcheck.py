@@ -14,8 +14,8 @@ own returned predicted moments (m_{t|t-1}, P_{t|t-1}) = (F_t m_{t-1} + b_t, F_t 
 and compares (m̃_t, P̃_t) with the returned (m_t, P_t), over the observed components (NaN:
 missing). A step fails when its difference exceeds the backend's promised tolerance
 (:mod:`bayesfilt.tolerances`, same metric) plus ``SLACK`` times the rounding the update itself
-suffers, ε (|m_{t|t-1}| + |W_t|^T |z_t|) and ε (|P_{t|t-1}| + |W_t|^T |W_t|) entry by entry (ε of
-the result's dtype): after a long run of missing observations P_{t|t-1} is many orders of magnitude
+suffers, ε (|m_{t|t-1}| + |W_t|^T |z_t|) and ε (|P_{t|t-1}| + |W_t|^T |W_t|) entry by entry (for the
+covariances at least the geometric mean of the two diagonal entries' scales; ε of the result's dtype): after a long run of missing observations P_{t|t-1} is many orders of magnitude
 above P_t, and the update's cancellation is then far above ε |P_t| even for an exact result.
 
 What it catches: results that do not satisfy the recursion they claim to compute, e.g. the
@@ -112,8 +112,17 @@ def update_residuals(model, y, predicted_means, predicted_covs, means, covs):
     P_ref = ops.sym(pP - ops.mT(WP) @ WP)                      # P̃_t = P_{t|t-1} - W^T W
     aW = _abs(WP)
     noise_m = _abs(pm) + ops.mv(ops.mT(aW), _abs(z))           # |m_{t|t-1}| + |W|^T |z|
-    noise_P = _abs(pP) + ops.mT(aW) @ aW                       # |P_{t|t-1}| + |W|^T |W|
+    noise_P = _pairwise(_abs(pP) + ops.mT(aW) @ aW)            # |P_{t|t-1}| + |W|^T |W|, at least √(n_ii n_jj)
     return _abs(m_ref - means), m_ref, noise_m, _abs(P_ref - covs), P_ref, noise_P
+
+
+def _pairwise(noise):
+    """max(noise_ij, √(noise_ii noise_jj)): a covariance entry's rounding is on the scale of its row's and
+    column's variances even where it is itself zero (two decoupled states after a long gap: the
+    sequential square-root filter leaves ε √(P_ii P_jj) there too)."""
+    d = noise.diagonal(0, -2, -1) if ops.is_torch(noise) else np.diagonal(noise, axis1=-2, axis2=-1)
+    geo = (d[..., :, None] * d[..., None, :]) ** 0.5
+    return ops.where(geo > noise, geo, noise)
 
 
 def _excess(diff, ref, noise, tol: Tolerance, eps: float):
@@ -167,12 +176,11 @@ def _raise_on_excess(pairs, tol: Tolerance, eps: float, form: str, name: str, ki
         worst = float(excess.max()) if (excess.numel() if ops.is_torch(excess) else excess.size) else 0.0
         if not worst > 0.0 and not (worst != worst):           # passes (NaN excess: fails)
             continue
-        flat = excess.reshape(excess.shape[:excess.ndim - core] + (-1,)).max(-1)
-        flat = flat.values if ops.is_torch(flat) else flat
-        idx = np.unravel_index(int(flat.reshape(-1).argmax()), tuple(flat.shape))
+        full = np.unravel_index(int(excess.reshape(-1).argmax()), tuple(excess.shape))
+        idx = full[:excess.ndim - core]                             # (t, *series) of the worst entry
         t, series = int(idx[0]), tuple(int(i) for i in idx[1:])
-        at = f"step {t}" + (f" of series {series}" if series else "")
-        size = float(diff[idx].max())
+        at = f"step {t}" + (f" of series {series}" if series else "") + f", entry {tuple(int(i) for i in full[len(idx):])}"
+        size = float(diff[full])
         raise value_error(
             "model", f"{name}'s {form}-form scan returned a {kind} {field} that fails the step check: at {at} "
             f"it differs by {size:.3g} from {against}, beyond the promised "
@@ -222,7 +230,7 @@ def rts_residuals(filtered: dict, smoothed: dict):
     P_ref = ops.concat([ops.sym(P[:-1] + G @ dcov @ ops.mT(G)), P[-1:]], 0)  # P̃^s_t = P_t + G_t (...) G_t^T
     aG = _abs(G)
     noise_m = _abs(m) + ops.concat([ops.mv(aG, _abs(ms[1:]) + _abs(pm[1:])), m[-1:] * 0.0], 0)
-    noise_P = _abs(P) + ops.concat([aG @ (_abs(Ps[1:]) + _abs(pP[1:])) @ ops.mT(aG), P[-1:] * 0.0], 0)
+    noise_P = _pairwise(_abs(P) + ops.concat([aG @ (_abs(Ps[1:]) + _abs(pP[1:])) @ ops.mT(aG), P[-1:] * 0.0], 0))
     return _abs(m_ref - ms), m_ref, noise_m, _abs(P_ref - Ps), P_ref, noise_P
 
 
