@@ -116,4 +116,6 @@ def test_cuda_first_call_compiles_in_parallel(tmp_path):
     assert len(errs) == 2 and max(max(e) for e in errs) < 1e-9, errs
     warmed = [ln for ln in proc.stdout.splitlines() if ln.startswith("WARMED")]
     # the element kernels (3 variants at T = 300) and the shared-gain path's new ones compiled in threads
-    assert warmed and all(int(n) >= 3 for n in warmed[0][len("WARMED"):].strip(" []").split(",")), warmed
+    # (each path's log-likelihood total is a one-kernel launch of its own, after a torch sum: 1 variant)
+    counts = [int(n) for n in warmed[0][len("WARMED"):].strip(" []").split(",")] if warmed else []
+    assert sum(n >= 3 for n in counts) == 2 and all(n >= 1 for n in counts), warmed

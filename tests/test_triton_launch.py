@@ -63,3 +63,12 @@ def _triton_kernels():
     from bayesfilt.scan import triton_filter, triton_riccati
     return [getattr(mod, name) for mod in (triton_filter, triton_riccati) for name in dir(mod)
             if hasattr(getattr(mod, name), "device_caches")]
+
+
+def test_hooks_are_detected():
+    from bayesfilt.scan._triton import _hooked
+
+    class Chain:
+        def __init__(self, calls):
+            self.calls = calls
+    assert not _hooked(None) and not _hooked(Chain([])) and _hooked(Chain([print])) and _hooked(print)

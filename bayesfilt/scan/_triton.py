@@ -102,6 +102,12 @@ def _launch_key(args, kw, device: int):
     return key
 
 
+def _hooked(hook) -> bool:
+    """Whether a Triton launch hook is set: a non-empty ``HookChain`` (Triton 3.6 keeps an empty chain
+    when none is) or any other non-None callable."""
+    return hook is not None and (bool(hook.calls) if hasattr(hook, "calls") else True)
+
+
 def _launch_direct(kernel, grid, args, kw, device: int, stream) -> bool:
     """Launch through the compiled kernel's own launcher, skipping ``JITFunction.run``'s argument
     binding, specialisation and cache lookup (about 10-40 us of host time per launch on the H200's
@@ -110,7 +116,7 @@ def _launch_direct(kernel, grid, args, kw, device: int, stream) -> bool:
     (which also compiles it); launch hooks (profilers) and unclassified arguments take Triton's path.
     Returns whether it launched (False: the caller launches with ``kernel[grid]``)."""
     from triton import knobs
-    if knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+    if _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
         return False
     key = _launch_key(args, kw, device)
     if key is None:
