@@ -51,7 +51,7 @@ def launch_all(launches) -> None:
             return launch_all(launches)
     if not all([_compiled_here(k, index) for k, _g, _a, _kw in launches]):   # a list: every kernel's
         _warm_concurrently(launches, index)                                    # cache made here
-    direct = _direct_launch_supported()
+    direct = _direct_launch_supported() and not _hooks_set()
     stream = torch.cuda.current_stream().cuda_stream if direct else None
     for k, grid, args, kw in launches:
         if not (direct and _launch_direct(k, grid, args, kw, index, stream)):
@@ -69,37 +69,48 @@ def _direct_launch_supported() -> bool:
     return triton.__version__.startswith(DIRECT_LAUNCH_VERSIONS)
 
 
-def _int_class(v: int) -> tuple:
-    """How Triton types and specialises an int argument: i32 / i64 / u64 by range, and value 1 and
-    divisibility by 16 (whether or not the kernel specialises on them: a finer key is still safe)."""
-    width = 0 if -2**31 <= v < 2**31 else 1 if -2**63 <= v < 2**63 else 2
-    return width, v == 1, v % 16 == 0
+_UNKEYED = object()
+
+
+def _arg_key(a):
+    """One argument's part of :func:`_launch_key` (``_UNKEYED``: not classified)."""
+    t = type(a)
+    if t is int or t is bool or a is None:
+        return a                                                 # ints by value: finer than Triton's classes
+    if t is float:
+        return float                                             # Triton does not specialise on floats
+    if hasattr(a, "data_ptr") and hasattr(a, "dtype"):
+        return a.dtype, a.data_ptr() & 15 == 0                   # dtype and 16-byte alignment
+    return _UNKEYED
+
+
+def _tensor_type():
+    import torch
+    return torch.Tensor
 
 
 def _launch_key(args, kw, device: int):
     """A key at least as fine as Triton's own specialisation of a launch, or None for an argument it
-    does not classify: every tensor's dtype and 16-byte alignment, every int's type and value classes
-    (``_int_class``), floats as a type, bools and None by value, the keyword arguments (constexprs,
-    num_warps, ...) and the device. Two launches with equal keys run the same compiled kernel."""
-    parts = []
-    for a in args:
-        t = type(a)
-        if t is int:
-            parts.append(_int_class(a))
-        elif t is float:
-            parts.append(float)
-        elif a is None or t is bool:
-            parts.append(a)
-        elif hasattr(a, "data_ptr") and hasattr(a, "dtype"):
-            parts.append((a.dtype, a.data_ptr() % 16 == 0))
-        else:
-            return None                                          # e.g. a NumPy scalar: Triton's path
-    key = (device, tuple(parts), tuple(sorted(kw.items())))
+    does not classify: every tensor's dtype and 16-byte alignment, every int, bool and None by value
+    (Triton specialises ints on their width, the value 1 and divisibility by 16: the value itself is
+    finer), floats as a type, the keyword arguments (constexprs, num_warps, ...) in the order given,
+    and the device. Two launches with equal keys run the same compiled kernel."""
+    tensor = _tensor_type()
+    parts = tuple([a if type(a) is int else (a.dtype, a.data_ptr() & 15 == 0) if type(a) is tensor  # inline:
+                   else _arg_key(a) for a in args])                # the common cases without a call
+    if _UNKEYED in parts:
+        return None                                              # e.g. a NumPy scalar: Triton's path
+    key = (device, parts, tuple(kw.items()))
     try:
         hash(key)
     except TypeError:                                            # an unhashable keyword value
         return None
     return key
+
+
+#: Compiled launchers remembered per kernel before the memo is cleared (one entry per distinct key;
+#: ints are keyed by value, so a loop over many sizes would otherwise grow it without bound).
+MEMO_SIZE = 512
 
 
 def _hooked(hook) -> bool:
@@ -108,22 +119,27 @@ def _hooked(hook) -> bool:
     return hook is not None and (bool(hook.calls) if hasattr(hook, "calls") else True)
 
 
+def _hooks_set() -> bool:
+    from triton import knobs
+    return _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook)
+
+
 def _launch_direct(kernel, grid, args, kw, device: int, stream) -> bool:
     """Launch through the compiled kernel's own launcher, skipping ``JITFunction.run``'s argument
     binding, specialisation and cache lookup (about 10-40 us of host time per launch on the H200's
     host: ``benchmarks/results/host_profile_4367276.json``). The compiled kernel is remembered on the
     kernel object, under :func:`_launch_key`, after Triton's own launch of the first call with that key
-    (which also compiles it); launch hooks (profilers) and unclassified arguments take Triton's path.
+    (which also compiles it); unclassified arguments take Triton's path (and so does every launch
+    while a launch hook, e.g. a profiler's, is set: ``launch_all``).
     Returns whether it launched (False: the caller launches with ``kernel[grid]``)."""
-    from triton import knobs
-    if _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
-        return False
     key = _launch_key(args, kw, device)
     if key is None:
         return False
     memo = kernel.__dict__.setdefault("_bayesfilt_launchers", {})
     entry = memo.get(key)
     if entry is None:
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
         compiled = kernel[grid](*args, **kw)                     # Triton's path: compiles if needed
         sig = kernel.signature
         bound = sig.bind(*args, **{n: v for n, v in kw.items() if n in sig.parameters})
