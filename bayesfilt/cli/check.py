@@ -101,6 +101,8 @@ def check_parallel(T: int = 200, seed: int = 0, cuda: bool | None = None) -> lis
         rows.append(_row("filter-information", "numpy", f"information/{sched}", "float64",
                          bayesfilt.parallel_filter(model, y, form="information", schedule=sched), iref,
                          FILTER_FIELDS + ("info_vectors", "precisions")))
+        rows.append(_row("filter-sqrt", "numpy", f"sqrt/{sched}", "float64",
+                         bayesfilt.parallel_filter(model, y, form="sqrt", schedule=sched), ref, FILTER_FIELDS))
         rows.append(_row("smoother", "numpy", f"rts/{sched}", "float64",
                          bayesfilt.parallel_smoother(model, y, schedule=sched), sref, SMOOTHER_FIELDS))
         rows.append(_row("smoother-information", "numpy", f"two-filter/{sched}", "float64",
@@ -126,6 +128,8 @@ def check_parallel(T: int = 200, seed: int = 0, cuda: bool | None = None) -> lis
                          bayesfilt.parallel_filter(model, yt, backend="torch"), ref, FILTER_FIELDS))
         rows.append(_row("filter-information", "torch", f"information/tree/{dev}", "float64",
                          bayesfilt.parallel_filter(model, yt, backend="torch", form="information"), iref, FILTER_FIELDS))
+        rows.append(_row("filter-sqrt", "torch", f"sqrt/tree/{dev}", "float64",
+                         bayesfilt.parallel_filter(model, yt, backend="torch", form="sqrt"), ref, FILTER_FIELDS))
         rows.append(_row("smoother", "torch", f"rts/tree/{dev}", "float64",
                          bayesfilt.parallel_smoother(model, yt, backend="torch"), sref, SMOOTHER_FIELDS))
         rows.append(_row("filter", "torch", f"covariance/tree/{dev} (CV, T={len(y_cv)})", "float32",

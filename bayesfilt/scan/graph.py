@@ -44,7 +44,7 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
 
     Raises:
         BayesfiltTypeError / BayesfiltValueError: ``like`` is not a CUDA tensor, the Triton backend
-        does not cover the model, or (from ``run``) y differs from ``like`` in shape, dtype or device.
+            does not cover the model, or (from ``run``) y differs from ``like`` in shape, dtype or device.
 
     Example:
         >>> import torch, bayesfilt

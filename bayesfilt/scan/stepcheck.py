@@ -43,7 +43,7 @@ SLACK = 64.0
 
 def promised(form: str, backend: str, dtype: str, what: str = "filter") -> Tolerance:
     """The tolerance a parallel filter (``what="filter"``) or smoother (``"smoother"``) result is held
-    to: the (what[-information], backend, dtype) promise of :data:`bayesfilt.tolerances.TOLERANCES`,
+    to: the (what[-form], backend, dtype) promise of :data:`bayesfilt.tolerances.TOLERANCES`,
     else the covariance form's on that backend, else the filter's, else torch's (same scans) for that
     dtype (e.g. NumPy float32, information form float32).
 
@@ -51,7 +51,7 @@ def promised(form: str, backend: str, dtype: str, what: str = "filter") -> Toler
         >>> promised("covariance", "numpy", "float64").bound
         1e-09
     """
-    component = what if form == "covariance" else what + "-information"
+    component = what if form == "covariance" else f"{what}-{form}"
     for key in ((component, backend, dtype), (what, backend, dtype), ("filter", backend, dtype),
                 ("filter", "torch", dtype)):
         if key in TOLERANCES:
@@ -187,8 +187,8 @@ def _raise_on_excess(pairs, tol: Tolerance, eps: float, form: str, name: str, ki
             f"{tol.bound:g} ({tol.metric}) and the step's rounding (the scan lost accuracy: the model is too "
             "ill-conditioned for it, e.g. nearly redundant states measured very precisely, or a long run of "
             "missing observations in the information form)",
-            "use the sequential bayesfilt.kalman_filter / rts_smoother, form='covariance', or backend='triton' "
-            "on a CUDA device; pass verify=False to get the unchecked result")
+            "use form='sqrt' (square-root elements), the sequential bayesfilt.kalman_filter / rts_smoother, "
+            "form='covariance', or backend='triton' on a CUDA device; pass verify=False to get the unchecked result")
 
 
 def rts_residuals(filtered: dict, smoothed: dict):
