@@ -405,6 +405,13 @@ host)
         tests/test_parallel_triton_riccati.py tests/test_triton_launch.py > "$LOG/ptests.log" 2>&1
     el "parallel GPU tests rc=$?"; tail -n 8 "$LOG/ptests.log"; cp "$LOG/ptests.log" "$OUT/ptests.log"
     ;;
+bcheck)
+    # every backend against the sequential references on CUDA too (bayesfilt check: parallel filters in all
+    # forms, sqrt included, Triton, KLA backends), exit status 0 only if every row is within its promise
+    timeout ${BCHECK_TIMEOUT:-300} python3 -m bayesfilt check > "$LOG/bcheck.log" 2>&1
+    el "bayesfilt check rc=$?"; grep -E "cuda|triton|sqrt|no  |FAIL" "$LOG/bcheck.log" | head -40
+    cp "$LOG/bcheck.log" "$OUT/bcheck.log"
+    ;;
 gaps)
     # issue 3: per call, the kernels' span and busy time under the torch profiler (parallel_gpu_profile.py gaps)
     timeout ${GAPS_TIMEOUT:-200} python3 benchmarks/parallel_gpu_profile.py gaps --rounds ${GAPS_ROUNDS:-40} \

@@ -47,6 +47,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="262144,1024x1024",
                     help="comma-separated: T (one series) or BxT (B series); default 262144,1024x1024")
+    ap.add_argument("--ab-rounds", type=int, default=4, help="rounds of the direct-launch A/B (a2)")
     ap.add_argument("--calls", type=int, default=200, help="calls for (a) and (b)")
     ap.add_argument("--prof-calls", type=int, default=20, help="calls under torch.profiler (c)")
     ap.add_argument("--stage-reps", type=int, default=200, help="repetitions per stage timing (d)")
@@ -122,6 +123,8 @@ def main(argv=None) -> int:
             torch.cuda.synchronize()
 
     def commit():
+        if os.environ.get("GIT_COMMIT"):                 # gpu_run.sh: the commit whose tree was carried
+            return os.environ["GIT_COMMIT"]
         try:
             return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                   timeout=5).stdout.strip() or None
@@ -260,6 +263,26 @@ def main(argv=None) -> int:
             print(f"(a) {name:36s} wall {a[name]['wall_ms_median']:.3f} ms (min {a[name]['wall_ms_min']:.3f}), "
                   f"events {a[name]['cuda_event_ms_median'] or float('nan'):.3f} ms", flush=True)
         row["a_wall"] = a
+
+        # ------------------------------------------- (a2) direct launches off / on, same process, alternating
+        from bayesfilt.scan import _triton as tri
+        versions = tri.DIRECT_LAUNCH_VERSIONS
+        a2 = {"direct launches off": [], "direct launches on": []}
+        try:
+            for _round in range(args.ab_rounds):
+                for name, vers in (("direct launches off", ()), ("direct launches on", versions)):
+                    tri.DIRECT_LAUNCH_VERSIONS = vers
+                    for _ in range(3):
+                        public()
+                    sync()
+                    _host, total = timed(public, max(args.calls // 4, 10))
+                    a2[name].append(1e3 * med(total))
+        finally:
+            tri.DIRECT_LAUNCH_VERSIONS = versions
+        row["a2_direct_ab_wall_ms_medians"] = a2
+        for name, vals in a2.items():
+            print(f"(a2) public call, {name:20s} wall medians per round (ms): "
+                  + " ".join(f"{v:.3f}" for v in vals), flush=True)
 
         # ---------------------------------------------------------------- (b) cProfile
         sync()
