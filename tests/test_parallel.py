@@ -352,7 +352,7 @@ def test_information_form_raises_on_lost_conditioning(backend):
 def test_input_errors():
     model, y = problem(5, seed=1, batch=())
     with pytest.raises(BayesfiltValueError, match="form"):
-        bayesfilt.parallel_filter(model, y, form="sqrt")
+        bayesfilt.parallel_filter(model, y, form="joseph")
     with pytest.raises(BayesfiltValueError, match="backend"):
         bayesfilt.parallel_filter(model, y, backend="cuda")
     with pytest.raises(BayesfiltValueError, match="schedule"):

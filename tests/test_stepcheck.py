@@ -162,3 +162,29 @@ def test_smoother_check_passes_exact_results(form):
         res = bayesfilt.parallel_smoother(model, y, form=form, schedule="tree", method="elements", verify=True)
         ref = bayesfilt.rts_smoother(model, bayesfilt.kalman_filter(model, y))
         assert _max_rel(res.means, ref.means) < 1e-9 and _max_rel(res.covs, ref.covs) < 1e-9
+
+
+def test_checks_the_returned_predictions_too():
+    """A wrong returned prediction (as a Triton kernel would return from a wrong scan prefix) fails,
+    although every filtered step is one update of it: the check rebuilds the predictions from the
+    returned filtered moments (found by the session-10 review: it used the returned ones)."""
+    model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+    _, y = model.simulate(40, seed=0)
+    yt = y[:, None]
+    out = scan_filter(model, yt, "tree")
+    out["predicted_means"][25] += 1e-3                                 # a wrong prefix ...
+    from bayesfilt.scan.stepcheck import update_residuals
+    dm, m_ref, *_ = update_residuals(model, yt, out["predicted_means"], out["predicted_covs"],
+                                     out["means"], out["covs"])
+    out["means"][25] = m_ref[25]                                       # ... and its consistent update
+    with pytest.raises(bayesfilt.BayesfiltValueError, match="at step 25 "):
+        check_steps(model, yt, out, "covariance", "triton", "parallel_filter")
+
+
+def test_message_leaves_out_the_failing_form_and_backend():
+    model = _redundant(1e-12)
+    _, y = model.simulate(8, seed=1)
+    with pytest.raises(bayesfilt.BayesfiltValueError) as info:
+        bayesfilt.parallel_filter(model, y, method="elements", schedule="tree")
+    fix = str(info.value).split("Fix:")[1]
+    assert "form='sqrt'" in fix and "form='covariance'" not in fix

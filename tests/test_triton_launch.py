@@ -11,11 +11,13 @@ torch = pytest.importorskip("torch")
 
 
 def test_launch_key_separates_what_triton_specialises_on():
-    """Different dtype, alignment, int (by value: finer than Triton's width / 1 / divisible-by-16
-    classes), bool value, constexpr, option or device: different keys; floats do not count."""
+    """Different dtype, alignment, int or float (by value: finer than Triton's classes), bool value,
+    constexpr, option or device (index and runtime knobs): different keys."""
     a = torch.zeros(64, dtype=torch.float32)
     base = _launch_key((a, 32, 2.0, True), dict(N=4, num_warps=1), 0)
-    assert base == _launch_key((torch.ones(64), 32, 3.5, True), dict(N=4, num_warps=1), 0)
+    assert base == _launch_key((torch.ones(64), 32, 2.0, True), dict(N=4, num_warps=1), 0)
+    assert base != _launch_key((a, 32, 3.5, True), dict(N=4, num_warps=1), 0)  # floats by value (constexprs)
+    assert _launch_key((a, 1), {}, 0) != _launch_key((a, True), {}, 0)          # True is not the int 1
     for args, kw in (((a.double(), 32, 2.0, True), dict(N=4, num_warps=1)),     # dtype
                      ((a[1:], 32, 2.0, True), dict(N=4, num_warps=1)),           # 4-byte offset: unaligned
                      ((a, 48, 2.0, True), dict(N=4, num_warps=1)),               # another int
@@ -51,6 +53,8 @@ def test_direct_launches_equal_triton_launches():
         wide[..., 1:] = yc
         odd = bayesfilt.parallel_filter(model, wide[..., 1:])        # a view 1 element off alignment
         assert torch.equal(odd.means, first.means)
+        bayesfilt.parallel_filter(model, yc, verify=True)           # the step check passes on Triton results
+        bayesfilt.parallel_filter(model, yc[:2], method="elements", verify=True)
         one = bayesfilt.parallel_filter(model, yc[:1])              # element kernels, one series
         assert torch.equal(bayesfilt.parallel_filter(model, yc[:1]).means, one.means)
         scale = np.abs(ref.means).max()

@@ -105,6 +105,8 @@ def check_parallel(T: int = 200, seed: int = 0, cuda: bool | None = None) -> lis
                          bayesfilt.parallel_filter(model, y, form="sqrt", schedule=sched), ref, FILTER_FIELDS))
         rows.append(_row("smoother", "numpy", f"rts/{sched}", "float64",
                          bayesfilt.parallel_smoother(model, y, schedule=sched), sref, SMOOTHER_FIELDS))
+        rows.append(_row("smoother", "numpy", f"rts-on-sqrt/{sched}", "float64",
+                         bayesfilt.parallel_smoother(model, y, form="sqrt", schedule=sched), sref, SMOOTHER_FIELDS))
         rows.append(_row("smoother-information", "numpy", f"two-filter/{sched}", "float64",
                          bayesfilt.parallel_smoother(model, y, form="information", schedule=sched), sref,
                          SMOOTHER_FIELDS))

@@ -31,8 +31,10 @@ def _compiled_here(kernel, device) -> bool:
         return True
 
 
-def launch_all(launches) -> None:
-    """Launch Triton kernels in order: ``launches`` is a list of ``(kernel, grid, args, kwargs)``.
+def launch_all(launches, warm_also=()) -> None:
+    """Launch Triton kernels in order: ``launches`` is a list of ``(kernel, grid, args, kwargs)``;
+    ``warm_also``: launches of the same form that are compiled with them on a first call but not
+    launched here (a kernel the caller launches later, after work of its own).
 
     On the first call in a process (some kernel not compiled yet) the distinct variants are compiled
     concurrently first, in threads: ``warmup`` (compile, no launch; Triton's compiler passes and ptxas
@@ -48,14 +50,23 @@ def launch_all(launches) -> None:
     index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
     if index != torch.cuda.current_device():            # Triton launches on the current device
         with torch.cuda.device(index):
-            return launch_all(launches)
-    if not all([_compiled_here(k, index) for k, _g, _a, _kw in launches]):   # a list: every kernel's
-        _warm_concurrently(launches, index)                                    # cache made here
+            return launch_all(launches, warm_also)
+    together = list(launches) + list(warm_also)
+    if not all([_compiled_here(k, index) for k, _g, _a, _kw in together]):   # a list: every kernel's
+        _warm_concurrently(together, index)                                     # cache made here
     direct = _direct_launch_supported() and not _hooks_set()
+    state = (index,) + _knob_state() if direct else None
     stream = torch.cuda.current_stream().cuda_stream if direct else None
     for k, grid, args, kw in launches:
-        if not (direct and _launch_direct(k, grid, args, kw, index, stream)):
+        if not (direct and _launch_direct(k, grid, args, kw, state, stream)):
             k[grid](*args, **kw)
+
+
+def _knob_state() -> tuple:
+    """The Triton runtime knobs that ``JITFunction.run`` folds into its compile key (debug mode and
+    instrumentation), so that a kernel remembered under one setting is not reused under another."""
+    from triton import knobs
+    return (bool(knobs.runtime.debug), str(knobs.compilation.instrumentation_mode))
 
 
 #: Triton versions whose compiled-kernel launcher convention ``_launch_direct`` was checked against
@@ -75,10 +86,10 @@ _UNKEYED = object()
 def _arg_key(a):
     """One argument's part of :func:`_launch_key` (``_UNKEYED``: not classified)."""
     t = type(a)
-    if t is int or t is bool or a is None:
+    if t is int or a is None:
         return a                                                 # ints by value: finer than Triton's classes
-    if t is float:
-        return float                                             # Triton does not specialise on floats
+    if t is float or t is bool:
+        return t, a                                              # by value too (a float given for a constexpr)
     if hasattr(a, "data_ptr") and hasattr(a, "dtype"):
         return a.dtype, a.data_ptr() & 15 == 0                   # dtype and 16-byte alignment
     return _UNKEYED
@@ -89,12 +100,13 @@ def _tensor_type():
     return torch.Tensor
 
 
-def _launch_key(args, kw, device: int):
+def _launch_key(args, kw, device):
     """A key at least as fine as Triton's own specialisation of a launch, or None for an argument it
-    does not classify: every tensor's dtype and 16-byte alignment, every int, bool and None by value
-    (Triton specialises ints on their width, the value 1 and divisibility by 16: the value itself is
-    finer), floats as a type, the keyword arguments (constexprs, num_warps, ...) in the order given,
-    and the device. Two launches with equal keys run the same compiled kernel."""
+    does not classify: every tensor's dtype and 16-byte alignment, every int, float, bool and None by
+    value (Triton specialises ints on their width, the value 1 and divisibility by 16: the value itself
+    is finer), the keyword arguments (constexprs, num_warps, ...) in the order given, and ``device``
+    (the device index and the compile-affecting runtime knobs: :func:`_knob_state`). Two launches with
+    equal keys run the same compiled kernel."""
     tensor = _tensor_type()
     parts = tuple([a if type(a) is int else (a.dtype, a.data_ptr() & 15 == 0) if type(a) is tensor  # inline:
                    else _arg_key(a) for a in args])                # the common cases without a call
@@ -124,7 +136,7 @@ def _hooks_set() -> bool:
     return _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook)
 
 
-def _launch_direct(kernel, grid, args, kw, device: int, stream) -> bool:
+def _launch_direct(kernel, grid, args, kw, device, stream) -> bool:
     """Launch through the compiled kernel's own launcher, skipping ``JITFunction.run``'s argument
     binding, specialisation and cache lookup (about 10-40 us of host time per launch on the H200's
     host: ``benchmarks/results/host_profile_4367276.json``). The compiled kernel is remembered on the
@@ -132,6 +144,8 @@ def _launch_direct(kernel, grid, args, kw, device: int, stream) -> bool:
     (which also compiles it); unclassified arguments take Triton's path (and so does every launch
     while a launch hook, e.g. a profiler's, is set: ``launch_all``).
     Returns whether it launched (False: the caller launches with ``kernel[grid]``)."""
+    if getattr(kernel, "pre_run_hooks", None):                  # hooks JITFunction.run would call
+        return False
     key = _launch_key(args, kw, device)
     if key is None:
         return False

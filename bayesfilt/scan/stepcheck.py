@@ -2,9 +2,10 @@
 
 Specification: the update of :func:`bayesfilt.kalman_filter` (filters/covariance.py). A parallel
 scan computes all T filtered moments at once; the sequential filter computes each from the one
-before. The check recomputes that one step for every t at once (a parallel map) from the scan's
-own returned predicted moments (m_{t|t-1}, P_{t|t-1}) = (F_t m_{t-1} + b_t, F_t P_{t-1} F_t^T + Q_t)
-(:func:`bayesfilt.scan.covariance.predicted_and_terms`; m0, P0 at t = 1):
+before. The check recomputes that one step for every t at once (a parallel map) from the returned
+filtered moments: the prediction (m_{t|t-1}, P_{t|t-1}) = (F_t m_{t-1} + b_t, F_t P_{t-1} F_t^T + Q_t)
+(m0, P0 at t = 1; :func:`predictions`), against which the returned predicted moments are checked
+too (the Triton kernels compute theirs from the scan's prefixes), then the update:
 
     S_t = H_t P_{t|t-1} H_t^T + R_t = L_t L_t^T
     W_t = L_t^{-1} H_t P_{t|t-1},   z_t = L_t^{-1} (y_t - H_t m_{t|t-1} - d_t)
@@ -31,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _ops as ops
-from ._params import observed, time_first
+from ._params import observed, static, step, time_first
 from ..errors import value_error
 from ..tolerances import TOLERANCES, Tolerance
 
@@ -116,6 +117,52 @@ def update_residuals(model, y, predicted_means, predicted_covs, means, covs):
     return _abs(m_ref - means), m_ref, noise_m, _abs(P_ref - covs), P_ref, noise_P
 
 
+def predictions(model, y, means, covs):
+    """The predictions rebuilt from the returned filtered moments (the step check does not trust a
+    scan's own predictions: the Triton kernels compute theirs from the scan's prefixes), in float64:
+    m_{t|t-1} = F_t m_{t-1} + b_t, P_{t|t-1} = F_t P_{t-1} F_t^T + Q_t (m0, P0 at t = 1).
+
+    Args:
+        model: the filtered LinearGaussianSSM.
+        y: time-first observations (T, *B, m) (for the backend and the batch layout).
+        means, covs: the returned time-first filtered moments (T, *B, n), (T, *B, n, n).
+
+    Returns:
+        ``(pm, noise_pm, pP, noise_pP)``, float64: the predictions and their rounding scales
+        |F||m_{t-1}| + |b| and |F||P_{t-1}||F|^T + |Q| (|m0|, |P0| at t = 1).
+
+    Example:
+        >>> import numpy as np, bayesfilt
+        >>> from bayesfilt.scan.covariance import scan_filter
+        >>> model = bayesfilt.models.constant_velocity(q=0.1, r=1.0)
+        >>> _, y = model.simulate(20, seed=0)
+        >>> out = scan_filter(model, y[:, None], "tree")
+        >>> pm, _, pP, _ = predictions(model, y[:, None], out["means"], out["covs"])
+        >>> bool(np.allclose(pm, out["predicted_means"]) and np.allclose(pP, out["predicted_covs"]))
+        True
+    """
+    y, means, covs = (_float64(a) for a in (y, means, covs))
+    T, nb = means.shape[0], y.ndim - 2
+    lead = (1,) + tuple(means.shape[1:-1])
+    m0 = ops.broadcast_to(static(model, "m0", nb, y)[None], lead + means.shape[-1:])
+    P0 = ops.broadcast_to(static(model, "P0", nb, y)[None], lead + covs.shape[-2:])
+    if T == 1:
+        return m0, _abs(m0), P0, _pairwise(_abs(P0))
+    F = step(time_first(model, "F", nb, y), 1, T)
+    Q = step(time_first(model, "Q", nb, y), 1, T)
+    b = time_first(model, "b", nb, y)
+    aF = _abs(F)
+    pm = ops.mv(F, means[:-1])                                 # m_{t|t-1} = F_t m_{t-1}
+    npm = ops.mv(aF, _abs(means[:-1]))
+    if b is not None:
+        pm = pm + step(b, 1, T)                                #            + b_t
+        npm = npm + _abs(step(b, 1, T))
+    pP = ops.sym(F @ covs[:-1] @ ops.mT(F) + Q)                # P_{t|t-1} = F P_{t-1} F^T + Q
+    npP = aF @ _abs(covs[:-1]) @ ops.mT(aF) + _abs(Q)
+    cat = lambda first, rest: ops.concat([first, ops.broadcast_to(rest, (T - 1,) + tuple(first.shape[1:]))], 0)  # noqa: E731
+    return cat(m0, pm), cat(_abs(m0), npm), cat(P0, pP), _pairwise(cat(_abs(P0), npP))
+
+
 def _pairwise(noise):
     """max(noise_ij, √(noise_ii noise_jj)): a covariance entry's rounding is on the scale of its row's and
     column's variances even where it is itself zero (two decoupled states after a long gap: the
@@ -148,7 +195,7 @@ def check_steps(model, y, out: dict, form: str, backend: str, name: str) -> None
         name: the public function, for the message.
 
     Raises:
-        BayesfiltValueError: naming the first failing step, the difference and the fix.
+        BayesfiltValueError: naming the worst failing step and entry, the difference and the fixes.
 
     Example:
         >>> import numpy as np, bayesfilt
@@ -158,37 +205,67 @@ def check_steps(model, y, out: dict, form: str, backend: str, name: str) -> None
         >>> out = scan_filter(model, y[:, None], "tree")
         >>> check_steps(model, y[:, None], out, "covariance", "numpy", "parallel_filter")   # passes
     """
-    dm, m_ref, nm, dP, P_ref, nP = update_residuals(model, y, out["predicted_means"], out["predicted_covs"],
-                                                    out["means"], out["covs"])
     tol = promised(form, backend, _dtype_name(out["means"]))
-    _raise_on_excess(((dm, m_ref, nm), (dP, P_ref, nP)), tol, float(ops.finfo_eps(out["means"])), form, name,
-                     "filtered", "one Kalman update of the returned prediction")
+    eps = float(ops.finfo_eps(out["means"]))
+    pm, npm, pP, npP = predictions(model, y, out["means"], out["covs"])
+    dm, m_ref, nm, dP, P_ref, nP = update_residuals(model, y, pm, pP, out["means"], out["covs"])
+    _raise_on_excess(((dm, m_ref, nm), (dP, P_ref, nP)), tol, eps, form, backend, name,
+                     "filtered", "one Kalman update of the prediction from the returned step before it")
+    _raise_on_excess(((_abs(pm - _float64(out["predicted_means"])), pm, npm),
+                      (_abs(pP - _float64(out["predicted_covs"])), pP, npP)), tol, eps, form, backend, name,
+                     "predicted", "the prediction from the returned filtered step before it")
 
 
 def _dtype_name(x) -> str:
     return str(x.dtype).replace("torch.", "")
 
 
-def _raise_on_excess(pairs, tol: Tolerance, eps: float, form: str, name: str, kind: str, against: str) -> None:
-    """Raise naming the first failing step of (diff, ref, noise) for the means, then the covariances."""
-    for field, (diff, ref, noise), core in zip(("mean", "covariance"), pairs, (1, 2)):
+def _fixes(form: str, backend: str) -> str:
+    """The other ways to a result, without the form and backend that just failed."""
+    fixes = [] if form == "sqrt" else ["form='sqrt' (square-root elements)"]
+    fixes.append("the sequential bayesfilt.kalman_filter / rts_smoother")
+    if form != "covariance":
+        fixes.append("form='covariance'")
+    if backend != "triton":
+        fixes.append("backend='triton' on a CUDA device")
+    return "use " + ", ".join(fixes) + "; pass verify=False to get the unchecked result"
+
+
+def _raise_on_excess(pairs, tol: Tolerance, eps: float, form: str, backend: str, name: str, kind: str,
+                     against: str, backward: bool = False) -> None:
+    """Raise naming the first failing step in the recursion's direction (forward for the filter; the
+    last step for the smoother, ``backward``: an error propagates in that direction, so the first one is
+    where it went wrong) and its worst entry of (diff, ref, noise), the means before the covariances."""
+    first = None                                               # (t, field index, excess, diff, core)
+    for i, ((diff, ref, noise), core) in enumerate(zip(pairs, (1, 2))):
         excess = _excess(diff, ref, noise, tol, eps)
-        worst = float(excess.max()) if (excess.numel() if ops.is_torch(excess) else excess.size) else 0.0
-        if not worst > 0.0 and not (worst != worst):           # passes (NaN excess: fails)
+        if not (excess.numel() if ops.is_torch(excess) else excess.size):
             continue
-        full = np.unravel_index(int(excess.reshape(-1).argmax()), tuple(excess.shape))
-        idx = full[:excess.ndim - core]                             # (t, *series) of the worst entry
-        t, series = int(idx[0]), tuple(int(i) for i in idx[1:])
-        at = f"step {t}" + (f" of series {series}" if series else "") + f", entry {tuple(int(i) for i in full[len(idx):])}"
-        size = float(diff[full])
-        raise value_error(
-            "model", f"{name}'s {form}-form scan returned a {kind} {field} that fails the step check: at {at} "
-            f"it differs by {size:.3g} from {against}, beyond the promised "
-            f"{tol.bound:g} ({tol.metric}) and the step's rounding (the scan lost accuracy: the model is too "
-            "ill-conditioned for it, e.g. nearly redundant states measured very precisely, or a long run of "
-            "missing observations in the information form)",
-            "use form='sqrt' (square-root elements), the sequential bayesfilt.kalman_filter / rts_smoother, "
-            "form='covariance', or backend='triton' on a CUDA device; pass verify=False to get the unchecked result")
+        bad = ~(excess <= 0.0)                                 # NaN excess fails too
+        per_t = bad.reshape(bad.shape[0], -1).any(-1)
+        per_t = per_t.cpu().numpy() if ops.is_torch(per_t) else per_t
+        if per_t.any():
+            t = int(len(per_t) - 1 - np.argmax(per_t[::-1])) if backward else int(np.argmax(per_t))
+            if first is None or (t > first[0] if backward else t < first[0]):
+                first = (t, i, excess, diff, core)
+    if first is None:
+        return
+    t, i, excess, diff, core = first
+    field = ("mean", "covariance")[i]
+    at_t = excess[t]
+    at_t = at_t.cpu().numpy() if ops.is_torch(at_t) else at_t
+    rest = np.unravel_index(int(np.nanargmax(np.where(np.isnan(at_t), np.inf, at_t))), at_t.shape)
+    full = (t,) + tuple(int(j) for j in rest)
+    series = full[1:excess.ndim - core]
+    at = f"step {t}" + (f" of series {series}" if series else "") + f", entry {full[excess.ndim - core:]}"
+    size = float(diff[full])
+    raise value_error(
+        "model", f"{name}'s {form}-form scan returned a {kind} {field} that fails the step check: at {at} "
+        f"it differs by {size:.3g} from {against}, beyond the promised "
+        f"{tol.bound:g} ({tol.metric}) and the step's rounding (the scan lost accuracy: the model is too "
+        "ill-conditioned for it, e.g. nearly redundant states measured very precisely, or a long run of "
+        "missing observations in the information form)",
+        _fixes(form, backend))
 
 
 def rts_residuals(filtered: dict, smoothed: dict):
@@ -243,7 +320,7 @@ def check_smoother_steps(filtered: dict, smoothed: dict, form: str, backend: str
         name: the public function, for the message.
 
     Raises:
-        BayesfiltValueError: naming the first failing step, the difference and the fix.
+        BayesfiltValueError: naming the worst failing step and entry, the difference and the fixes.
 
     Example:
         >>> import numpy as np, bayesfilt
@@ -257,5 +334,6 @@ def check_smoother_steps(filtered: dict, smoothed: dict, form: str, backend: str
     """
     dm, m_ref, nm, dP, P_ref, nP = rts_residuals(filtered, smoothed)
     tol = promised(form, backend, _dtype_name(smoothed["means"]), "smoother")
-    _raise_on_excess(((dm, m_ref, nm), (dP, P_ref, nP)), tol, float(ops.finfo_eps(smoothed["means"])), form, name,
-                     "smoothed", "one RTS step from the returned smoothed step after it")
+    _raise_on_excess(((dm, m_ref, nm), (dP, P_ref, nP)), tol, float(ops.finfo_eps(smoothed["means"])), form,
+                     backend, name, "smoothed", "one RTS step from the returned smoothed step after it",
+                     backward=True)

@@ -422,17 +422,32 @@ def _padded(arr_tf, core, lead_b, N, Mo):
     return out, (0 if Bp == 1 else Tp * size), (0 if Tp == 1 else size)
 
 
-def loglik_total(terms, sum_dtype, bad):
-    """Σ_t terms (*B, T) -> (*B,) in the terms' dtype, summed in ``sum_dtype`` (torch's reduction), and
-    the non-finite flag ``bad`` (int32 (1,)) set if a total overflows that dtype (``_finish_loglik``)."""
+def loglik_plan(batch, sum_dtype, dtype, device, bad):
+    """Buffers and the launch of the log-likelihood total (``_finish_loglik``), made before the filter's
+    kernels so that a first call compiles it with them (``launch_all(..., warm_also=...)``).
+
+    Returns:
+        ``(total, out, launch)``: the sum buffer (*B,) in ``sum_dtype``, the result (*B,) in ``dtype``,
+        and the launch ``(kernel, grid, args, kwargs)`` (None without series).
+    """
     import torch
-    total = terms.sum(-1, dtype=sum_dtype)                                     # log p(y_{1:T}) = Σ_t terms
-    out = torch.empty(terms.shape[:-1], dtype=terms.dtype, device=terms.device)
+    total = torch.empty(batch, dtype=sum_dtype, device=device)
+    out = torch.empty(batch, dtype=dtype, device=device)
     B = out.numel()
-    if B == 0:
-        return out
     BLOCK = 1024
-    launch_all([(_finish_loglik, (-(-B // BLOCK),), (total, out, bad, B), dict(BLOCK=BLOCK, num_warps=4))])
+    launch = (_finish_loglik, (-(-B // BLOCK),), (total, out, bad, B), dict(BLOCK=BLOCK, num_warps=4)) if B else None
+    return total, out, launch
+
+
+def loglik_total(terms, plan):
+    """Σ_t terms (*B, T) -> (*B,) in the terms' dtype, summed by torch in the plan's ``sum_dtype``, and
+    the non-finite flag set if a total overflows that dtype (``_finish_loglik``; ``plan``: :func:`loglik_plan`)."""
+    import torch
+    total, out, launch = plan
+    if launch is None:
+        return out
+    torch.sum(terms, -1, dtype=total.dtype, out=total)                        # log p(y_{1:T}) = Σ_t terms
+    launch_all([launch])
     return out
 
 
@@ -618,13 +633,14 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     sm, sP = level(0)[1:]
     plan.append((_sweep, (B, K), (*tens, sm, sP, means, covs, pm, pP, ll, bad, T, L, K, n, m, *strides),
                  dict(LOG2PI=LOG_2PI, N=N, Mo=Mo, V64=v64, MEANS=means_out, num_warps=1)))
+    ll_plan = loglik_plan(batch, vt, dt, dev, bad) if means_out else None
     if launches is None:
-        launch_all(plan)
+        launch_all(plan, warm_also=[ll_plan[2]] if ll_plan and ll_plan[2] else ())
     if not means_out:
         out = dict(covs=covs, predicted_covs=pP)
     else:
         out = dict(means=means, covs=covs, predicted_means=pm, predicted_covs=pP, loglik_terms=ll,
-                   loglik=loglik_total(ll, vt, bad))                           # sum of the terms (float64 if v64)
+                   loglik=loglik_total(ll, ll_plan))                            # sum of the terms (float64 if v64)
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
     out["nonfinite"] = bad

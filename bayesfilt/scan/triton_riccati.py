@@ -40,7 +40,7 @@ except Exception:  # pragma: no cover - triton is optional
 from . import _ops as ops
 from ._triton import jit_unspecialized as _jit
 from ._triton import launch_all
-from .triton_filter import LOG_2PI, _next_pow2, loglik_total, triton_filter, triton_params
+from .triton_filter import LOG_2PI, _next_pow2, loglik_plan, loglik_total, triton_filter, triton_params
 
 if triton is not None:
     from .triton_filter import _count_bad, _mm, _spd_solve
@@ -277,13 +277,14 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     ll = torch.empty(batch + (T,), dtype=dt, device=dev)
     plan.append((_sweep_means, (nb, K), (yb, *shared, Sinv, lognorm, start, means, pm, ll, bad, *ints),
                  dict(N=N, Mo=Mo, BS=BS, num_warps=1)))
-    launch_all(plan)
+    ll_plan = loglik_plan(batch, torch.float64, dt, dev, bad)
+    launch_all(plan, warm_also=[ll_plan[2]] if ll_plan[2] else ())
 
     def spread(c):                                    # (T, n, n) -> (*B, T, n, n), a view (copy before writing)
         return c.expand(batch + (T, n, n))
 
     out = dict(means=means, covs=spread(fcov), predicted_means=pm, predicted_covs=spread(pcov), loglik_terms=ll,
-               loglik=loglik_total(ll, torch.float64, bad))                   # Σ_t terms; flag on overflow
+               loglik=loglik_total(ll, ll_plan))                              # Σ_t terms; flag on overflow
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
     out["nonfinite"] = bad
