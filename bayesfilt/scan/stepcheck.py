@@ -195,7 +195,8 @@ def check_steps(model, y, out: dict, form: str, backend: str, name: str) -> None
         name: the public function, for the message.
 
     Raises:
-        BayesfiltValueError: naming the first failing step (in the recursion's direction), its worst entry, the difference and the fixes.
+        BayesfiltValueError: naming the first failing step (in the recursion's direction), its worst
+            entry, the difference and the fixes.
 
     Example:
         >>> import numpy as np, bayesfilt
@@ -320,7 +321,8 @@ def check_smoother_steps(filtered: dict, smoothed: dict, form: str, backend: str
         name: the public function, for the message.
 
     Raises:
-        BayesfiltValueError: naming the first failing step (in the recursion's direction), its worst entry, the difference and the fixes.
+        BayesfiltValueError: naming the first failing step (in the recursion's direction), its worst
+            entry, the difference and the fixes.
 
     Example:
         >>> import numpy as np, bayesfilt
