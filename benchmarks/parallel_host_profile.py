@@ -38,7 +38,6 @@ import os
 import platform
 import pstats
 import statistics
-import subprocess
 import sys
 import time
 
@@ -123,13 +122,8 @@ def main(argv=None) -> int:
             torch.cuda.synchronize()
 
     def commit():
-        if os.environ.get("GIT_COMMIT"):                 # gpu_run.sh: the commit whose tree was carried
-            return os.environ["GIT_COMMIT"]
-        try:
-            return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                  timeout=5).stdout.strip() or None
-        except Exception:
-            return None
+        from _common import git_state                  # $GIT_COMMIT (gpu_run.sh) or git's HEAD
+        return git_state()[0]
 
     try:
         import triton
@@ -193,9 +187,9 @@ def main(argv=None) -> int:
     plans = []
     real_launch_all = trt.launch_all
 
-    def recording_launch_all(launches):
+    def recording_launch_all(launches, warm_also=()):
         plans.append(list(launches))
-        return real_launch_all(launches)
+        return real_launch_all(launches, warm_also)
 
     direct_jobs = []
 
