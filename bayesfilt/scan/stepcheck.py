@@ -99,16 +99,17 @@ def update_residuals(model, y, predicted_means, predicted_covs, means, covs):
     y, pm, pP, means, covs = (_float64(a) for a in (y, predicted_means, predicted_covs, means, covs))
     nb = y.ndim - 2
     par = {k: time_first(model, k, nb, y) for k in ("H", "R", "d")}
-    y0, Ho, Ro, do, _ = observed(y, par["H"], par["R"], par["d"])
-    n = pm.shape[-1]
+    if bool(ops.isnan(y).any()):
+        y0, Ho, Ro, do, _ = observed(y, par["H"], par["R"], par["d"])   # per series: their missing entries
+    else:                                                      # nothing missing: H, R as given, so that
+        y0, Ho, Ro, do = y, par["H"], par["R"], par["d"]       # covariances shared by a batch stay shared
     HP = Ho @ pP                                               # H_t P_{t|t-1}
     L = ops.cholesky(ops.sym(HP @ ops.mT(Ho) + Ro))            # S_t = H P_{t|t-1} H^T + R = L L^T
     r = y0 - ops.mv(Ho, pm)                                    # r_t = y_t - H m_{t|t-1} - d_t
     if do is not None:
         r = r - do
-    shape = ops.shape_of(HP[..., 0], r)
-    W = ops.tri_solve(L, ops.concat([ops.broadcast_to(HP, shape + (n,)), ops.broadcast_to(r, shape)[..., None]], -1))
-    WP, z = W[..., :n], W[..., n]                              # L^{-1} H P_{t|t-1}, L^{-1} r_t
+    WP = ops.tri_solve(L, HP)                                  # L^{-1} H P_{t|t-1}
+    z = ops.tri_solve(L, r[..., None])[..., 0]                 # L^{-1} r_t
     m_ref = pm + ops.mv(ops.mT(WP), z)                         # m̃_t = m_{t|t-1} + W^T z
     P_ref = ops.sym(pP - ops.mT(WP) @ WP)                      # P̃_t = P_{t|t-1} - W^T W
     aW = _abs(WP)
@@ -143,9 +144,9 @@ def predictions(model, y, means, covs):
     """
     y, means, covs = (_float64(a) for a in (y, means, covs))
     T, nb = means.shape[0], y.ndim - 2
-    lead = (1,) + tuple(means.shape[1:-1])
-    m0 = ops.broadcast_to(static(model, "m0", nb, y)[None], lead + means.shape[-1:])
-    P0 = ops.broadcast_to(static(model, "P0", nb, y)[None], lead + covs.shape[-2:])
+    m0 = ops.broadcast_to(static(model, "m0", nb, y)[None], (1,) + tuple(means.shape[1:]))
+    P0 = ops.broadcast_to(static(model, "P0", nb, y)[None], (1,) + tuple(covs.shape[1:]))   # covs' batch
+                                                               # shape: (1.., n, n) when shared (_unshared)
     if T == 1:
         return m0, _abs(m0), P0, _pairwise(_abs(P0))
     F = step(time_first(model, "F", nb, y), 1, T)
@@ -208,13 +209,25 @@ def check_steps(model, y, out: dict, form: str, backend: str, name: str) -> None
     """
     tol = promised(form, backend, _dtype_name(out["means"]))
     eps = float(ops.finfo_eps(out["means"]))
-    pm, npm, pP, npP = predictions(model, y, out["means"], out["covs"])
-    dm, m_ref, nm, dP, P_ref, nP = update_residuals(model, y, pm, pP, out["means"], out["covs"])
+    covs, pcovs = _unshared(out["covs"]), _unshared(out["predicted_covs"])
+    pm, npm, pP, npP = predictions(model, y, out["means"], covs)
+    dm, m_ref, nm, dP, P_ref, nP = update_residuals(model, y, pm, pP, out["means"], covs)
     _raise_on_excess(((dm, m_ref, nm), (dP, P_ref, nP)), tol, eps, form, backend, name,
                      "filtered", "one Kalman update of the prediction from the returned step before it")
     _raise_on_excess(((_abs(pm - _float64(out["predicted_means"])), pm, npm),
-                      (_abs(pP - _float64(out["predicted_covs"])), pP, npP)), tol, eps, form, backend, name,
+                      (_abs(pP - _float64(pcovs)), pP, npP)), tol, eps, form, backend, name,
                      "predicted", "the prediction from the returned filtered step before it")
+
+
+def _unshared(covs):
+    """Time-first covariances (T, *B, n, n) whose batch axes all have stride 0 (the shared-gain paths'
+    broadcast views) as their one (T, 1.., n, n) slice, so that the check does their work once
+    rather than once per series; other arrays unchanged."""
+    nb = covs.ndim - 3
+    strides = covs.stride() if ops.is_torch(covs) else covs.strides
+    if nb and all(st == 0 for st in strides[1:1 + nb]):
+        return covs[(slice(None),) + (slice(0, 1),) * nb]
+    return covs
 
 
 def _dtype_name(x) -> str:
