@@ -1,5 +1,13 @@
-import time, numpy as np, torch, bayesfilt, json, os, sys
-sys.path.insert(0, "benchmarks")
+"""The public call's wall median before and after creating capture_filter graphs, a 256-MB buffer and
+event records, in one process (session 10). python benchmarks/parallel_order_probe.py -> $OUT/order_probe.json"""
+import json, os, sys, time
+
+import numpy as np
+import torch
+
+import bayesfilt
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from parallel_gpu_profile import workloads
 model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
 def med_wall(fn, n=60):
@@ -24,4 +32,10 @@ for shape, y in workloads().items():
     del g1, g2, flush
     r["public, after deleting them"] = med_wall(pub)
     print(k, json.dumps({a: round(b, 3) for a, b in r.items()}), flush=True)
-json.dump(out, open(os.environ.get("OUT", "/tmp") + "/order_probe.json", "w"), indent=1)
+import triton
+from _common import git_state
+meta = {"benchmark": "parallel_order_probe", "commit": git_state()[0], "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__, "triton": triton.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "note": "median wall ms of 60 public calls (validate=False) per phase, one process"}
+json.dump({"meta": meta, **out}, open(os.environ.get("OUT", "/tmp") + "/order_probe.json", "w"), indent=1)

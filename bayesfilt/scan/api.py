@@ -234,6 +234,12 @@ def _check_verify(verify):
                      "scans), True or False")
 
 
+def _checks(verify, backend, method) -> bool:
+    """Whether the step check runs: ``verify`` True, or None (the default) on the NumPy and torch
+    element scans (not ``method="riccati"``, not the Triton kernels)."""
+    return verify if verify is not None else (backend != "triton" and method != "riccati")
+
+
 def _time_first(x, core):
     return ops.moveaxis(x, x.ndim - core - 1, 0)
 
@@ -359,12 +365,12 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate, lazy=True)
     if backend == "triton":
         res = _triton_filter_checked(model, yt, method, explicit)               # yt: batch-first here
-        if verify:                                                               # None: not on Triton
+        if _checks(verify, backend, method):
             _verify(model, ops.moveaxis(yt, -2, 0), {k: _time_first(getattr(res, k), c) for k, c in _MOMENTS},
                     form, backend, "parallel_filter")
         return res
     out = _check_finite_out(_run_filter(model, yt, form, backend, schedule, method, chunk_size), "parallel_filter")
-    if verify or (verify is None and method != "riccati"):
+    if _checks(verify, backend, method):
         _verify(model, yt, out, form, backend, "parallel_filter")
     return _result(out)
 
@@ -429,7 +435,8 @@ def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", 
     verify = _check_verify(verify)
     model, yt, backend, schedule, method = _prepare(model, y, form, backend, schedule, method, validate)
     filt = _check_finite_out(_run_filter(model, yt, form, backend, schedule, method, chunk_size), "parallel_smoother")
-    if verify or (verify is None and backend != "triton" and method != "riccati"):
+    check = _checks(verify, backend, method)
+    if check:
         _verify(model, yt, filt, form, backend, "parallel_smoother")
     if form in ("covariance", "sqrt"):                       # sqrt: RTS elements from its filtered moments
         from .smoother import scan_rts
@@ -439,7 +446,7 @@ def parallel_smoother(model: LinearGaussianSSM, y, *, form: str = "covariance", 
         from .information import scan_two_filter
         out = _guard_linalg(scan_two_filter, model, yt, filt, schedule, chunk_size)
     _check_finite_out(out, "parallel_smoother")
-    if verify or (verify is None and backend != "triton" and method != "riccati"):
+    if check:
         from .stepcheck import check_smoother_steps
         check_smoother_steps(filt, out, form, "numpy" if backend == "numpy" else "torch", "parallel_smoother")
     return SmootherResult(means=_public(out["means"], 1), covs=_public(out["covs"], 2),

@@ -98,24 +98,6 @@ def tria(A):
     return L * sign[..., None, :]
 
 
-def _lower_solve(L, B):
-    """L^{-1} B for lower-triangular L (..., n, n) and B (..., n, k), by forward substitution; broadcasts."""
-    if ops.is_torch(L):
-        import torch
-        shape = torch.broadcast_shapes(L.shape[:-2], B.shape[:-2])
-        return torch.linalg.solve_triangular(L.expand(shape + L.shape[-2:]), B.expand(shape + B.shape[-2:]),
-                                             upper=False)
-    n = L.shape[-1]
-    shape = np.broadcast_shapes(L.shape[:-2], B.shape[:-2])
-    X = np.empty(shape + B.shape[-2:], dtype=np.result_type(L, B))
-    for i in range(n):
-        acc = B[..., i, :]
-        if i:
-            acc = acc - (L[..., i, :i, None] * X[..., :i, :]).sum(-2)  # b_i - Σ_{j<i} L_ij x_j
-        X[..., i, :] = acc / L[..., i, i, None]                        # x_i = (...) / L_ii
-    return X
-
-
 def _cat(parts, axis):
     """Concatenate along ``axis`` (-1 or -2) after broadcasting the other axes."""
     shapes = [tuple(p.shape) for p in parts]
@@ -128,14 +110,6 @@ def _cat(parts, axis):
         full = lead[:keep] + (s[keep],) + lead[keep:]
         out.append(ops.broadcast_to(p, full))
     return ops.concat(out, axis)
-
-
-def _logdiag_sum(L):
-    """Σ_i log L_ii over the trailing two axes."""
-    if ops.is_torch(L):
-        import torch
-        return torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-    return np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(-1)
 
 
 def _factored(model, names):
@@ -177,13 +151,13 @@ def conditional_sqrt_elements(y, F, UQ, bt, H, R, d):
     r = y0 if bt is None else y0 - ops.mv(Ho, bt)              # r = y - H b_t - d_t
     if do is not None:
         r = r - do
-    W = _lower_solve(X, _cat([Ho @ F, r[..., None]], -1))      # X^{-1} [H F | r]
+    W = ops.tri_solve(X, _cat([Ho @ F, r[..., None]], -1))     # X^{-1} [H F | r]
     WF, z = W[..., :n], W[..., n]
     A = F - Y @ WF                                             # A = F - Y X^{-1} H F = (I - K H) F
     b = ops.mv(Y, z)                                           # b = b_t + Y X^{-1} r = b_t + K r
     if bt is not None:
         b = b + bt
-    c = -(_logdiag_sum(X) + 0.5 * n_obs * ops.LOG_2PI)        # c = -½ log|S| - (m/2) log 2π
+    c = -0.5 * (ops.logdet_chol(X) + n_obs * ops.LOG_2PI)     # c = -½ log|S| - (m/2) log 2π
     if m <= n:                                                 # Z = W^T, ζ = z (zero-padded to n)
         Zf = _cat([ops.mT(WF), ops.zeros(tuple(WF.shape[:-2]) + (n, n - m), WF)], -1)
         zeta = _cat([z, ops.zeros(tuple(z.shape[:-1]) + (n - m,), z)], -1)
@@ -218,7 +192,7 @@ def sqrt_combine(e1, e2):
     G = ops.mT(Z2) @ U1                                        # G = Z_2^T U_1
     Xi = tria(_cat([_cat([ops.mT(G), I], -1), _cat([I, ops.zeros((n, n), A1)], -1)], -2))  # tria([[G^T, I], [I, 0]])
     Xi11, Gam, Xi22 = Xi[..., :n, :n], ops.mT(Xi[..., n:, :n]), Xi[..., n:, n:]  # Γ = Ξ11^{-1} G^T
-    V = ops.mT(_lower_solve(Xi11, ops.mT(U1)))                 # V = U_1 Ξ11^{-T}
+    V = ops.mT(ops.tri_solve(Xi11, ops.mT(U1)))                # V = U_1 Ξ11^{-T}
     Kg = V @ Gam                                               # V Γ = (I + C_1 J_2)^{-1} C_1 Z_2
     w = zeta2 - ops.mv(ops.mT(Z2), b1)                         # w = ζ_2 - Z_2^T b_1
     A = A2 @ (A1 - Kg @ (ops.mT(Z2) @ A1))                     # A_12 = A_2 (A_1 - V Γ Z_2^T A_1)
@@ -228,7 +202,7 @@ def sqrt_combine(e1, e2):
     za = ops.mv(ops.mT(Xi22), w)                               # Ξ22^T w
     L = tria(_cat([_cat([Ba, Z1], -1), _cat([za[..., None, :], zeta1[..., None, :]], -1)], -2))
     Z, zeta, rho = L[..., :n, :n], L[..., n, :n], L[..., n, n]  # tria([[A_1^T Z_2 Ξ22, Z_1], [w^T Ξ22, ζ_1^T]]) = [[Z_12, 0], [ζ_12^T, ρ]]
-    c = c1 + c2 - _logdiag_sum(Xi11) - 0.5 * rho * rho         # c_12 = c_1 + c_2 - ½ log|I + G^T G| - ½ ρ²
+    c = c1 + c2 - 0.5 * ops.logdet_chol(Xi11) - 0.5 * rho * rho  # c_12 = c_1 + c_2 - ½ log|I + G^T G| - ½ ρ²
     return A, b, U, zeta, Z, c
 
 
@@ -334,8 +308,8 @@ def sqrt_predicted_and_terms(model, y, means, chols):
     r = y0 - ops.mv(Ho, pm)                                    # r_t = y_t - H m_{t|t-1} - d_t
     if do is not None:
         r = r - do
-    z = _lower_solve(X, r[..., None])[..., 0]                  # z = X^{-1} r_t
-    terms = -0.5 * (ops.dot(z, z) + 2.0 * _logdiag_sum(X) + n_obs * ops.LOG_2PI)  # log N(r_t; 0, X X^T)
+    z = ops.tri_solve(X, r[..., None])[..., 0]                 # z = X^{-1} r_t
+    terms = -0.5 * (ops.dot(z, z) + ops.logdet_chol(X) + n_obs * ops.LOG_2PI)  # log N(r_t; 0, X X^T)
     return pm, ops.sym(pS @ ops.mT(pS)), terms
 
 

@@ -175,14 +175,12 @@ def _pairwise(noise):
 
 def _excess(diff, ref, noise, tol: Tolerance, eps: float):
     """diff minus what the promise and the update's rounding allow (> 0: the step fails)."""
-    if tol.metric == "scale_rel":
-        scale = float(_abs(ref).max()) if (ref.numel() if ops.is_torch(ref) else ref.size) else 0.0
-        allowed = tol.bound * scale + SLACK * eps * noise
-    else:                                                      # max_rel: |Δ| / max(|ref|, 1)
-        big = _abs(ref)
-        floor = big.clamp(min=1.0) if ops.is_torch(big) else np.maximum(big, 1.0)
-        allowed = tol.bound * floor + SLACK * eps * noise
-    return diff - allowed
+    big = _abs(ref)
+    if tol.metric == "scale_rel":                              # |Δ| / max |ref| over the array
+        scale = float(big.max()) if (big.numel() if ops.is_torch(big) else big.size) else 0.0
+    else:                                                      # max_rel: |Δ| / max(|ref|, 1) per entry
+        scale = big.clamp(min=1.0) if ops.is_torch(big) else np.maximum(big, 1.0)
+    return diff - (tol.bound * scale + SLACK * eps * noise)
 
 
 def check_steps(model, y, out: dict, form: str, backend: str, name: str) -> None:
@@ -320,8 +318,9 @@ def rts_residuals(filtered: dict, smoothed: dict):
     m_ref = ops.concat([m[:-1] + ops.mv(G, dmean), m[-1:]], 0)               # m̃^s_t = m_t + G_t (...)
     P_ref = ops.concat([ops.sym(P[:-1] + G @ dcov @ ops.mT(G)), P[-1:]], 0)  # P̃^s_t = P_t + G_t (...) G_t^T
     aG = _abs(G)
-    noise_m = _abs(m) + ops.concat([ops.mv(aG, _abs(ms[1:]) + _abs(pm[1:])), m[-1:] * 0.0], 0)
-    noise_P = _pairwise(_abs(P) + ops.concat([aG @ (_abs(Ps[1:]) + _abs(pP[1:])) @ ops.mT(aG), P[-1:] * 0.0], 0))
+    noise_m = _abs(m) + ops.concat([ops.mv(aG, _abs(ms[1:]) + _abs(pm[1:])), ops.zeros(m[-1:].shape, m)], 0)
+    noise_P = _pairwise(_abs(P) + ops.concat([aG @ (_abs(Ps[1:]) + _abs(pP[1:])) @ ops.mT(aG),
+                                              ops.zeros(P[-1:].shape, P)], 0))
     return _abs(m_ref - ms), m_ref, noise_m, _abs(P_ref - Ps), P_ref, noise_P
 
 

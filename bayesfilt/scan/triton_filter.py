@@ -427,27 +427,27 @@ def loglik_plan(batch, sum_dtype, dtype, device, bad):
     kernels so that a first call compiles it with them (``launch_all(..., warm_also=...)``).
 
     Returns:
-        ``(total, out, launch)``: the sum buffer (*B,) in ``sum_dtype``, the result (*B,) in ``dtype``,
-        and the launch ``(kernel, grid, args, kwargs)`` (None without series).
+        ``(total, out, launches)``: the sum buffer (*B,) in ``sum_dtype``, the result (*B,) in ``dtype``,
+        and the launches, ``[(kernel, grid, args, kwargs)]`` (empty without series).
     """
     import torch
     total = torch.empty(batch, dtype=sum_dtype, device=device)
     out = torch.empty(batch, dtype=dtype, device=device)
     B = out.numel()
     BLOCK = 1024
-    launch = (_finish_loglik, (-(-B // BLOCK),), (total, out, bad, B), dict(BLOCK=BLOCK, num_warps=4)) if B else None
-    return total, out, launch
+    grid = (-(-B // BLOCK),)
+    launches = [(_finish_loglik, grid, (total, out, bad, B), dict(BLOCK=BLOCK, num_warps=4))] if B else []
+    return total, out, launches
 
 
 def loglik_total(terms, plan):
     """Σ_t terms (*B, T) -> (*B,) in the terms' dtype, summed by torch in the plan's ``sum_dtype``, and
     the non-finite flag set if a total overflows that dtype (``_finish_loglik``; ``plan``: :func:`loglik_plan`)."""
     import torch
-    total, out, launch = plan
-    if launch is None:
-        return out
-    torch.sum(terms, -1, dtype=total.dtype, out=total)                        # log p(y_{1:T}) = Σ_t terms
-    launch_all([launch])
+    total, out, launches = plan
+    if launches:
+        torch.sum(terms, -1, dtype=total.dtype, out=total)                    # log p(y_{1:T}) = Σ_t terms
+        launch_all(launches)
     return out
 
 
@@ -635,7 +635,7 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
                  dict(LOG2PI=LOG_2PI, N=N, Mo=Mo, V64=v64, MEANS=means_out, num_warps=1)))
     ll_plan = loglik_plan(batch, vt, dt, dev, bad) if means_out else None
     if launches is None:
-        launch_all(plan, warm_also=[ll_plan[2]] if ll_plan and ll_plan[2] else ())
+        launch_all(plan, warm_also=ll_plan[2] if ll_plan else ())
     if not means_out:
         out = dict(covs=covs, predicted_covs=pP)
     else:
