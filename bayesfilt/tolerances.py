@@ -52,7 +52,8 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
                                                       "well-conditioned problems only (the step check raises otherwise)"),
     ("filter-sqrt", "numpy", "float64"): Tolerance(1e-9, "max_rel", "square-root elements (QR combine), any schedule; "
                                                "also on ill-conditioned models where the covariance elements fail; "
-                                               "states far from the origin lose ~30 eps |m| (center them)"),
+                                               "states far from the origin lose ~30 eps |m| (center them); covariance "
+                                               "cross terms next to huge variances only to ~eps sqrt(P_ii P_jj)"),
     ("filter-sqrt", "torch", "float64"): Tolerance(1e-9, "max_rel", "square-root elements, any schedule, CPU or CUDA"),
     ("smoother", "numpy", "float64"): Tolerance(1e-9, "max_rel", "RTS elements, any schedule"),
     ("smoother", "torch", "float64"): Tolerance(1e-9, "max_rel", "RTS elements, any schedule"),

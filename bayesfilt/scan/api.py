@@ -303,7 +303,7 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
         form: ``"covariance"`` (Särkkä elements), ``"information"`` (canonical potentials) or
             ``"sqrt"`` (the same elements with their covariances carried as Cholesky factors and
             combined by QR steps, Yaghoobi et al. 2022: accurate where the covariance elements are
-            not, e.g. nearly redundant, very precisely measured states; about 2.3x the covariance
+            not, e.g. nearly redundant, very precisely measured states; about 2.2x the covariance
             elements' time on NumPy; NumPy and torch, no gradient through its tree and chunked
             schedules; it loses about 30 eps |m| in the small components of states far from the
             origin, so center such data first; docs/parallel.md "The square-root form").
@@ -338,11 +338,11 @@ def parallel_filter(model: LinearGaussianSSM, y, *, form: str = "covariance", ba
             the sequential recursion itself and its means from an affine scan without solves) and
             not Triton (its kernels held on the cases that fail the others, and the check would
             add several launches to a ~1-ms call); ``True``: every backend and method;
-            ``False``: never. It costs about one more parallel map over all steps (3-19% of the
-            element scans' time in the session-10 review); with ``method="riccati"`` and
-            ``verify=True`` the shared covariances are checked once and the means per series
-            (2000 series x 500 steps, n = 4, NumPy, dev CPU: 0.91 s and 457 MB where the unchecked
-            call took 0.21 s and 204 MB).
+            ``False``: never. It costs about one more parallel map over all steps (+23-29% of the
+            element scans' time at T = 20000, n = 4: benchmarks/step_check_cases.py); with
+            ``method="riccati"`` and ``verify=True`` the shared covariances are checked once and
+            the means per series (2000 series x 500 steps, n = 4, NumPy: 1.16 s and 488 MB peak
+            where the unchecked call took 0.37 s and 204 MB: benchmarks/step_check_riccati.py).
 
     Returns:
         A :class:`~bayesfilt.FilterResult` (arrays of y's backend; time axis before the core axes).
