@@ -75,12 +75,6 @@ def run_case(name, model, y, forms, schedules=("sequential", "tree", "chunked"))
     return rows
 
 
-def redundant(r2):
-    return bayesfilt.LinearGaussianSSM(F=np.eye(2), Q=0.5 * np.ones((2, 2)) + 1e-12 * np.eye(2),
-                                       H=np.array([[1.0, 0.0], [1.0, -1.0]]), R=np.diag([1.0, r2]),
-                                       m0=np.zeros(2), P0=np.eye(2))
-
-
 def best(fn, reps=3):
     fn()
     times = []
@@ -94,7 +88,7 @@ def best(fn, reps=3):
 def main() -> None:
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from conftest import random_model
+    from conftest import nearly_redundant_model, random_model
     rows = []
     rng = np.random.default_rng(4)
     for T, batch in ((1, ()), (2, (3,)), (65, (2,)), (257, ())):
@@ -103,13 +97,13 @@ def main() -> None:
         y[..., ::4, 0] = np.nan
         rows += run_case(f"random n=3 m=2 T={T}", model, y, ("covariance", "information", "sqrt"))
     for r2 in (1e-8, 1e-10, 1e-12):
-        model = redundant(r2)
+        model = nearly_redundant_model(r2)
         _, y = model.simulate(8, seed=1)
         rows += run_case(f"nearly redundant R2={r2:g}", model, y, ("covariance", "sqrt"))
     from test_scan_sqrt import exact_filter                                    # exact rational arithmetic
     exact = {}
     for r2 in (1e-8, 1e-10, 1e-12):
-        model = redundant(r2)
+        model = nearly_redundant_model(r2)
         _, y = model.simulate(8, seed=1)
         em, eP, ell = exact_filter(model, y)
         runs = {"kalman_filter": bayesfilt.kalman_filter(model, y), "sqrt_filter": bayesfilt.sqrt_filter(model, y)}

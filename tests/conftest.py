@@ -145,3 +145,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(
             f"fuzz: {sum(counts.values())} generated cases tried in {len(counts)} fuzz tests "
             f"(BAYESFILT_FUZZ_EXAMPLES raises the budget)")
+
+
+def nearly_redundant_model(r2):
+    """Two nearly redundant states whose difference is measured with variance ``r2`` (docs/reliability.md,
+    "Open problems"): F = I, P0 = I, Q = 0.5 11^T + 1e-12 I, H = [[1, 0], [1, -1]], R = diag(1, r2)."""
+    return bayesfilt.LinearGaussianSSM(m0=np.zeros(2), P0=np.eye(2), F=np.eye(2),
+                                       Q=0.5 * np.ones((2, 2)) + 1e-12 * np.eye(2),
+                                       H=np.array([[1.0, 0.0], [1.0, -1.0]]), R=np.diag([1.0, r2]))

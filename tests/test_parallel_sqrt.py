@@ -7,7 +7,7 @@ import pytest
 
 import bayesfilt
 
-from conftest import random_model
+from conftest import nearly_redundant_model, random_model
 
 
 def _max_rel(a, b):
@@ -35,9 +35,7 @@ def test_accurate_where_the_covariance_elements_are_refused(r2):
     """Nearly redundant states measured very precisely (docs/reliability.md): the covariance elements
     are refused by the step check; the square-root ones pass it and equal kalman_filter (which is
     within 2e-7 of a 60-digit reference at r2 = 1e-12; tests/test_scan_sqrt.py checks an exact one)."""
-    model = bayesfilt.LinearGaussianSSM(F=np.eye(2), Q=0.5 * np.ones((2, 2)) + 1e-12 * np.eye(2),
-                                        H=np.array([[1.0, 0.0], [1.0, -1.0]]), R=np.diag([1.0, r2]),
-                                        m0=np.zeros(2), P0=np.eye(2))
+    model = nearly_redundant_model(r2)
     _, y = model.simulate(8, seed=1)
     with pytest.raises(bayesfilt.BayesfiltValueError, match="form='sqrt'"):
         bayesfilt.parallel_filter(model, y, method="elements", schedule="tree")

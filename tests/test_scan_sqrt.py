@@ -21,7 +21,7 @@ from bayesfilt.scan.sqrt import (scan_sqrt_filter, sqrt_combine, sqrt_elements, 
                                  to_covariance_form, tria)
 from bayesfilt.scan.stepcheck import check_steps
 from bayesfilt.tolerances import tolerance
-from conftest import max_rel, random_model
+from conftest import max_rel, nearly_redundant_model, random_model
 
 TOL = tolerance("filter", "numpy", "float64").bound            # 1e-9, max_rel
 SCHEDULES = ("sequential", "tree", "chunked")
@@ -145,19 +145,12 @@ def exact_filter(model, y):
     return np.array(means), np.array(covs), ll
 
 
-def redundant_model(R2):
-    """docs/reliability.md, "Open problems": F = I, P0 = I, Q = 0.5 11^T + 1e-12 I, H = [[1, 0], [1, -1]]."""
-    return bayesfilt.LinearGaussianSSM(m0=np.zeros(2), P0=np.eye(2), F=np.eye(2),
-                                       Q=0.5 * np.ones((2, 2)) + 1e-12 * np.eye(2),
-                                       H=np.array([[1.0, 0.0], [1.0, -1.0]]), R=np.diag([1.0, R2]))
-
-
 _EXACT = {}
 
 
 def ill_case(R2):
     if R2 not in _EXACT:
-        model = redundant_model(R2)
+        model = nearly_redundant_model(R2)
         y = model.simulate(8, seed=1)[1]
         _EXACT[R2] = (model, y, exact_filter(model, y))
     return _EXACT[R2]

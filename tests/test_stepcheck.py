@@ -12,14 +12,7 @@ import bayesfilt
 from bayesfilt.scan.covariance import scan_filter
 from bayesfilt.scan.stepcheck import check_steps, promised
 
-from conftest import random_model
-
-
-def _redundant(r2):
-    """Two nearly redundant states whose difference is measured with variance r2 (docs/reliability.md)."""
-    return bayesfilt.LinearGaussianSSM(F=np.eye(2), Q=0.5 * np.ones((2, 2)) + 1e-12 * np.eye(2),
-                                       H=np.array([[1.0, 0.0], [1.0, -1.0]]), R=np.diag([1.0, r2]),
-                                       m0=np.zeros(2), P0=np.eye(2))
+from conftest import nearly_redundant_model, random_model
 
 
 def _max_rel(a, b):
@@ -31,7 +24,7 @@ def _max_rel(a, b):
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_refuses_the_ill_conditioned_covariance_scan(backend, schedule, r2):
     """The element scans miss kalman_filter by 1e-6 .. 1e4 here; unchecked they returned it silently."""
-    model = _redundant(r2)
+    model = nearly_redundant_model(r2)
     _, y = model.simulate(8, seed=1)
     if backend == "torch":
         torch = pytest.importorskip("torch")
@@ -112,7 +105,7 @@ def test_information_form_refuses_a_long_gap():
 
 
 def test_smoother_checks_its_filter():
-    model = _redundant(1e-10)
+    model = nearly_redundant_model(1e-10)
     _, y = model.simulate(8, seed=1)
     with pytest.raises(bayesfilt.BayesfiltValueError, match="parallel_smoother's covariance-form scan"):
         bayesfilt.parallel_smoother(model, y, method="elements")
@@ -182,7 +175,7 @@ def test_checks_the_returned_predictions_too():
 
 
 def test_message_leaves_out_the_failing_form_and_backend():
-    model = _redundant(1e-12)
+    model = nearly_redundant_model(1e-12)
     _, y = model.simulate(8, seed=1)
     with pytest.raises(bayesfilt.BayesfiltValueError) as info:
         bayesfilt.parallel_filter(model, y, method="elements", schedule="tree")
