@@ -3,7 +3,7 @@
 Tutorial: docs/tutorials/parallel_vs_sequential.md. Mathematics: docs/math/parallel_scan.md.
 
 1. Accuracy: on a constant-velocity track with missing observations, every schedule
-   (sequential fold, tree, chunked) and both forms of ``bayesfilt.parallel_filter``, and
+   (sequential fold, tree, chunked) and the three forms of ``bayesfilt.parallel_filter``, and
    ``bayesfilt.parallel_smoother``, are compared with ``kalman_filter`` / ``rts_smoother``;
    each error is printed beside the bound the backend promises in ``bayesfilt.tolerances``
    (the script fails if a covariance-form error exceeds it).
@@ -72,7 +72,8 @@ def main(argv=None) -> list:
     smoother_fields = ("means", "covs", "cross_covs")
     rows = []                                                               # (label, error, bound)
     refused = []                                                            # labels the step check refused
-    for form, component in (("covariance", "filter"), ("information", "filter-information")):
+    for form, component in (("covariance", "filter"), ("information", "filter-information"),
+                            ("sqrt", "filter-sqrt")):                     # sqrt: square-root elements
         tol = tolerance(component, "numpy", "float64")
         for schedule in ("sequential", "tree", "chunked"):
             label = f"filter {form} {schedule}"
