@@ -11,16 +11,26 @@ forward+backward. Usage (device tool)::
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 
 from bayesfilt.nn.functional import kla_scan
+from bayesfilt.nn.kernels.kla import kla_scan_triton
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="8,2048,2048,16", help="B,L,M,S")
-    B, L, M, S = (int(v) for v in ap.parse_args().shape.split(","))
+    ap.add_argument("--tune", type=json.loads, default=None,
+                    help='private launch knobs of the kernels, e.g. \'{"fwd_prefetch": 1}\' (then the kernels are '
+                         "called directly, without kla_scan's input checks)")
+    args = ap.parse_args()
+    B, L, M, S = (int(v) for v in args.shape.split(","))
+    if args.tune is None:
+        scan = lambda *xs: kla_scan(*xs, backend="triton")[:2]                    # noqa: E731
+    else:
+        scan = lambda *xs: kla_scan_triton(*xs, _tune=args.tune)[:2]              # noqa: E731
     g = torch.Generator(device="cuda").manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g, device="cuda")                   # noqa: E731
     u = lambda *s: torch.rand(*s, generator=g, device="cuda")                    # noqa: E731
@@ -29,17 +39,17 @@ def main() -> None:
     xs = [x.requires_grad_() for x in xs]
     gy, gyv = r(B, L, M), r(B, L, M)
     for _ in range(2):                                     # compile and warm up outside the profiled range
-        y, yv, _state = kla_scan(*xs, backend="triton")
+        y, yv = scan(*xs)
         torch.autograd.backward((y, yv), (gy, gyv))
     torch.cuda.synchronize()
     torch.cuda.cudart().cudaProfilerStart()
     with torch.no_grad():
-        kla_scan(*xs, backend="triton")
-    y, yv, _state = kla_scan(*xs, backend="triton")
+        scan(*xs)
+    y, yv = scan(*xs)
     torch.autograd.backward((y, yv), (gy, gyv))
     torch.cuda.synchronize()
     torch.cuda.cudart().cudaProfilerStop()
-    print("profiled one forward and one forward+backward at", (B, L, M, S))
+    print("profiled one forward and one forward+backward at", (B, L, M, S), "tune", args.tune)
 
 
 if __name__ == "__main__":

@@ -271,6 +271,26 @@ def test_narrow_m_tiles_interpreted():
                 prior=True, num_chunks=2)
 
 
+def test_prefetch_and_unspecialised_m_interpreted():
+    """``fwd_prefetch`` (the next 8-token block's v, Λv loaded while a block computes) and ``fwd_mspec``
+    0 (the forward's build without M's divisibility, another thread layout; docs/kla_kernels.md,
+    "Prefetch and layout"): the same operations in the same order, so bit-identical to the
+    default under the interpreter and within the bound of the float64 reference; L = 37 and 19 leave
+    a partial last block, 16 time chunks of 8 tokens and 3 of 16 make the prefetch of a chunk's
+    first and last whole blocks cross chunk ends, M = 21 a partial m-block at 16 channels."""
+    from bayesfilt.nn.kernels.kla import _scan_plan
+    v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
+    plan = _scan_plan(v, k, {"fwd_prefetch": 1, "fwd_mspec": 0}, "fwd")
+    assert plan.prefetch and not plan.mspec
+    assert not _scan_plan(v, k, {}, "fwd").prefetch and _scan_plan(v, k, {"fwd_prefetch": 1}, "bwd").mspec
+    with pytest.raises(ValueError, match="fwd_prefetch"):
+        _scan_plan(v, k, {"fwd_prefetch": 2}, "fwd")
+    _check_same(2, 19, 21, 4, {"fwd_prefetch": 1, "fwd_mspec": 0, "fwd_bm": 16}, {}, init=True, prior=True,
+                num_chunks=2)
+    _check_same(1, 37, 9, 16, {"fwd_prefetch": 1}, {}, init=False, prior=False, num_chunks=3)
+    _check_same(1, 131, 3, 5, {"fwd_prefetch": 1, "fwd_mspec": 0}, {}, init=True, prior=False, num_chunks=16)
+
+
 def test_both_passes_take_the_forward_chunk_count(monkeypatch):
     """Without ``num_chunks`` the backward is cut into as many time chunks as the forward (its own
     narrower tile would leave B=1, L=65536, M=1024 unchunked on the H200's 132 multiprocessors:
@@ -505,6 +525,9 @@ W2_BM64 = {**W2, "fwd_bm": 64, "bwd_bm": 64}
     (GPU_CASES[2], {"fwd_bm": 16, "bwd_bm": 16}),             # narrower m-tiles, a partial m-block
     (GPU_CASES[6], {"fwd_bm": 16, "bwd_bm": 16}),             # S = 33, 16 time chunks
     (GPU_CASES[5], {"fwd_bm": 16}),                           # prior readout, a partial last block
+    (GPU_CASES[5], {"fwd_prefetch": 1}),                      # v, Λv of the next block loaded ahead
+    (GPU_CASES[6], {"fwd_prefetch": 1, "fwd_mspec": 0, "fwd_bm": 16}),   # S = 33, 16 time chunks
+    (GPU_CASES[2], {"fwd_mspec": 0, "fwd_bm": 16}),           # the build without M's divisibility
 ])
 def test_gpu_matrix_multi_warp(case, tune):
     """Programs of 2 or 4 warps (tune keys ``fwd_warps`` / ``bwd_warps``, with ``*_bm`` 64 too), the pipelined

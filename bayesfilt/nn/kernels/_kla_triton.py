@@ -122,16 +122,41 @@ def _rcp(x, FAST: tl.constexpr):
 
 @triton.jit
 def _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
-         MASKED: tl.constexpr):
-    """Load token `tok` of batch b: v, Lv [1,BM] and k, q [SB,1] as float32."""
+         MASKED: tl.constexpr, WITH_V: tl.constexpr = True):
+    """Load token `tok` of batch b: v, Lv [1,BM] and k, q [SB,1] as float32 (WITH_V False: v, Lv
+    are not loaded, returned as 0)."""
     row = b.to(tl.int64) * L + tok                      # (b, t) row, int64
     vm = _live(mmask, m, tok, t_end, MASKED)
     sm = _live(smask, s, tok, t_end, MASKED)
-    vv = tl.load(v_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
-    lv = tl.load(lv_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
+    if WITH_V:
+        vv = tl.load(v_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
+        lv = tl.load(lv_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
+    else:
+        vv = (m * 0).to(tl.float32)
+        lv = vv
     kk = tl.load(k_ptr + row * S + s, mask=sm, other=0.0).to(tl.float32)
     qq = tl.load(q_ptr + row * S + s, mask=sm, other=0.0).to(tl.float32)
     return vv, lv, kk, qq
+
+
+@triton.jit
+def _block_rows(v_ptr, lv_ptr, t0, t_end, b, L, M, m, mmask, CK: tl.constexpr):
+    """v, Lv of the CK tokens t0 .. t0+CK-1 as [CK, BM] float32 tiles (tokens >= t_end: 0)."""
+    rows = tl.arange(0, CK)[:, None]
+    vt = (rows * 0 + m * 0).to(tl.float32)              # [CK, BM], built row by row (one m per thread)
+    lvt = vt
+    for i in tl.static_range(CK):
+        off = (b.to(tl.int64) * L + t0 + i) * M + m     # [1, BM], int64
+        msk = mmask & (m * 0 + t0 + i < t_end)
+        vt = tl.where(rows == i, tl.load(v_ptr + off, mask=msk, other=0.0).to(tl.float32), vt)
+        lvt = tl.where(rows == i, tl.load(lv_ptr + off, mask=msk, other=0.0).to(tl.float32), lvt)
+    return vt, lvt
+
+
+@triton.jit
+def _row(tile, rows, i: tl.constexpr):
+    """Row i of a [CK, BM] tile as [1, BM], exactly (x + (-0.0) = x for every x, NaN included)."""
+    return tl.sum(tl.where(rows == i, tile, -0.0), axis=0, keep_dims=True)
 
 
 @triton.jit
@@ -158,7 +183,8 @@ def _start_state(w, mu, sumw_ptr, summu_ptr, b, c, NC, M, S, ms, lmask, WITH_MU:
 def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
                v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr, yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask,
                MODE: tl.constexpr, PRIOR: tl.constexpr, CK: tl.constexpr, MASKED: tl.constexpr,
-               FAST: tl.constexpr, DEFER_Y: tl.constexpr = False):
+               FAST: tl.constexpr, DEFER_Y: tl.constexpr = False, vtile=None, lvtile=None,
+               PREFETCH: tl.constexpr = False):
     """CK tokens t0 .. t0+CK-1 of one program (MASKED: tokens >= t_end leave all unchanged).
 
     DEFER_Y (outputs, MODE 0): y and y_var of the CK tokens are gathered in [CK, BM] tiles and
@@ -173,7 +199,10 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
         tok = t0 + i
         valid = tok < t_end
         vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s,
-                              mmask, smask, MASKED)
+                              mmask, smask, MASKED, not PREFETCH)
+        if PREFETCH:                                    # v, Lv of this block were loaded one block ahead
+            vv = _row(vtile, rows, i)
+            lv = _row(lvtile, rows, i)
         if MODE == 1:
             phi = lv * kk * kk                          # phi_t
             x2 = a2 * x + p * z                         # M_t @ R, numerator rows
@@ -233,7 +262,7 @@ def _fwd_kernel(
     B, L, M, S, LC, NC, NMB, NSB,
     MODE: tl.constexpr, PRIOR: tl.constexpr, WRITE_CK: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr, DEFER_Y: tl.constexpr = False,
-    NSTAGES: tl.constexpr = 1,
+    NSTAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
 ):
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
@@ -258,15 +287,27 @@ def _fwd_kernel(
     NCK = (L + CK - 1) // CK
     # NSTAGES > 1: Triton's pipeliner copies the next NSTAGES - 1 blocks' inputs into shared memory
     # (cp.async) while this block computes (tune key fwd_stages; 1 compiles as a plain range)
+    # PREFETCH: v, Lv of the next block are loaded while this block computes (carried in registers)
+    if PREFETCH:
+        vnext, lvnext = _block_rows(v_ptr, lv_ptr, t_start, t_full, b, L, M, m, mmask, CK)
+    else:
+        vnext = 0.0                                     # unused (the blocks load their own v, Lv)
+        lvnext = 0.0
     for t0 in tl.range(t_start, t_full, CK, num_stages=NSTAGES):
         if MODE == 0:
             if WRITE_CK:
                 ckb = (b.to(tl.int64) * NCK + t0 // CK) * 2 * MSs
                 tl.store(ck_ptr + ckb + ms, w, mask=lmask)
                 tl.store(ck_ptr + ckb + MSs + ms, mu, mask=lmask)
+        vcur, lvcur = vnext, lvnext
+        if PREFETCH:
+            vnext, lvnext = _block_rows(v_ptr, lv_ptr, t0 + CK, t_full, b, L, M, m, mmask, CK)
+        else:
+            vnext, lvnext = vcur, lvcur
         w, mu, x, y, z, u, A, bb = _fwd_block(
             w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
-            yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, False, FAST, DEFER_Y)
+            yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, False, FAST, DEFER_Y,
+            vcur, lvcur, PREFETCH)
     if t_full < t_end:                                  # the last, partial block
         if MODE == 0:
             if WRITE_CK:
@@ -293,6 +334,13 @@ def _fwd_kernel(
             lam = 1.0 / tl.maximum(w, 1.0 / LAM_MAX)    # lam_L = 1 / w_L, at most LAM_MAX (p = 0 saturates here)
             tl.store(lamL_ptr + bms + ms, lam, mask=lmask)
             tl.store(etaL_ptr + bms + ms, mu * lam, mask=lmask)   # eta_L = mu_L lam_L
+
+
+#: The same forward, not specialised on M's divisibility by 16 (tune key ``fwd_mspec`` 0): without
+#: 16-byte row loads Triton lays a 16 x 16 tile out as one m and 8 s-lanes per thread, two threads
+#: per m (one shuffle per sum over s), where the specialised build gives 4 m x 2 s per thread and
+#: 8 threads along s (docs/kla_kernels.md, "Layouts without M's divisibility").
+_fwd_kernel_any_m = _jit(_SIZES + ["M"])(_fwd_kernel.fn)
 
 
 # ----------------------------------------------------------------------------- backward

@@ -60,6 +60,8 @@ class Plan:
     defer_g: int = 8               # backward: store dv, dLv, dk, dq once per this many tokens (1, 2, 4, 8;
                                    # 0: per token as computed; tune bwd_defer, bwd_group)
     stages: int = 1                # software-pipelined token blocks (1 none, 2, 3; tune fwd_stages, bwd_stages)
+    prefetch: bool = False         # forward: load the next block's v, Lv while a block computes (fwd_prefetch)
+    mspec: bool = True             # forward: the build specialised on M's divisibility by 16 (fwd_mspec)
 
     @property
     def grid(self) -> tuple[int]:
@@ -74,7 +76,8 @@ def _sm_count(device: torch.device) -> int:
 
 def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunks: int | None = None,
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
-              defer_y: bool = True, defer_g: int = 8, num_warps: int = 1, stages: int = 1) -> Plan:
+              defer_y: bool = True, defer_g: int = 8, num_warps: int = 1, stages: int = 1,
+              prefetch: bool = False, mspec: bool = True) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -87,7 +90,10 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     chunking heuristic still counts programs, not warps; docs/kla_kernels.md, "Multi-warp programs").
     ``stages`` (1, 2 or 3): the pass's token-block loop as a Triton pipelined loop that copies the
     next ``stages - 1`` blocks' inputs into shared memory while a block computes (1: no pipelining;
-    docs/kla_kernels.md, "Pipelined loads").
+    docs/kla_kernels.md, "Pipelined loads"). ``prefetch``: the forward loads the next 8-token
+    block's v, Λv while a block computes; ``mspec`` False: the forward's build that does not
+    specialise on M's divisibility by 16 (another thread layout; docs/kla_kernels.md, "Layouts
+    without M's divisibility").
     """
     s_pad = triton.next_power_of_2(S)
     SB = min(s_pad, max_sb)
@@ -106,7 +112,8 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     LC = triton.cdiv(triton.cdiv(L, num_chunks), CHECKPOINT_EVERY) * CHECKPOINT_EVERY
     NC = triton.cdiv(L, LC)
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
-                defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages))
+                defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), prefetch=bool(prefetch),
+                mspec=bool(mspec))
 
 
 def _new(shape, device, poison: bool):
@@ -151,10 +158,13 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
     kw = dict(PRIOR=prior, WRITE_CK=keep_checkpoints, CK=CHECKPOINT_EVERY, **_consts(plan))
     if plan.stages > 1:                                 # absent by default: the default launch is unchanged
         kw["NSTAGES"] = plan.stages
+    if plan.prefetch:                                   # absent by default: the default launch is unchanged
+        kw["PREFETCH"] = True
+    kern = K._fwd_kernel if plan.mspec else K._fwd_kernel_any_m
     if plan.NC > 1:
-        K._fwd_kernel[plan.grid](*args, MODE=1, **kw)
-        K._fwd_kernel[plan.grid](*args, MODE=2, **kw)
-    K._fwd_kernel[plan.grid](*args, MODE=0, **kw, **({"DEFER_Y": True} if plan.defer_y else {}))
+        kern[plan.grid](*args, MODE=1, **kw)
+        kern[plan.grid](*args, MODE=2, **kw)
+    kern[plan.grid](*args, MODE=0, **kw, **({"DEFER_Y": True} if plan.defer_y else {}))
     y, yv = (y.sum(0), yv.sum(0)) if plan.NSB > 1 else (y[0], yv[0])
     return y, yv, lamL, etaL, (ck if keep_checkpoints else None)
 
@@ -196,7 +206,7 @@ def _T(x):
 #: every private tuning key (``_tune`` of kla_scan_triton; docs/kla_kernels.md)
 _TUNE_KEYS = frozenset({"num_chunks", "fwd_sb", "bwd_sb", "fwd_bm", "bwd_bm", "fwd_maxnreg", "bwd_maxnreg",
                         "fwd_defer", "bwd_defer", "bwd_group", "fwd_warps", "bwd_warps", "fwd_stages",
-                        "bwd_stages"})
+                        "bwd_stages", "fwd_prefetch", "fwd_mspec"})
 
 
 def _tune_str(tune) -> str:
@@ -261,6 +271,14 @@ def _stages(tune: dict, pass_: str) -> int:
     return ns
 
 
+def _flag(tune: dict, key: str, default: int) -> bool:
+    """A 0/1 tuning key (``fwd_prefetch``, ``fwd_mspec``)."""
+    val = int(tune.get(key, default))
+    if val not in (0, 1):
+        raise value_error(f"_tune[{key!r}]", f"is {val}", "pass 0 or 1")
+    return bool(val)
+
+
 def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
     """One pass's plan under the private tuning keys. Both passes take the forward plan's number of
     time chunks unless ``num_chunks`` is given: the backward's narrower tile would otherwise count
@@ -277,7 +295,8 @@ def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
                      maxnreg=tune.get(pass_ + "_maxnreg"),
                      defer_y=bool(tune.get("fwd_defer", _FWD_DEFER)) and pass_ == "fwd",
                      defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0, num_warps=_warps(tune, pass_),
-                     stages=_stages(tune, pass_))
+                     stages=_stages(tune, pass_), prefetch=_flag(tune, "fwd_prefetch", 0) and pass_ == "fwd",
+                     mspec=_flag(tune, "fwd_mspec", 1) or pass_ != "fwd")
 
 
 # The scan is a pair of torch custom ops (forward, backward) tied by register_autograd, so that
