@@ -30,6 +30,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT a5s9       # (2 GPUs) A5 with one step size per lane (dt_per_state), the defaults as control, seed 1
 #   bash benchmarks/gpu_run.sh COMMIT s9         # (2 GPUs) the KLA defaults (backward 4 x 16) on GPU 0, the layer beside GLA on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT pf11       # issue 4: forward prefetch / layout variants and per-instruction stalls (ncu)
+#   bash benchmarks/gpu_run.sh COMMIT rows       # issue 4: KLA_ROWS timed, KLA_NCU profiled (ROWS_NAME names the outputs)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -430,33 +431,39 @@ bwd16)
         > "$LOG/kla_scan.log" 2>&1
     el "kla_scan rc=$?"; tail -n 10 "$LOG/kla_scan.log"
     ;;
-pf11)
-    # session 11: the forward with the next block's v, Lv prefetched (fwd_prefetch) and the 16-channel build
-    # without M's divisibility (fwd_mspec 0: one m and 8 s per thread), beside the defaults (twice, first and
-    # fifth); then Nsight Compute's per-instruction stall samples of the default forward and backward and
-    # of the layout variant's forward (kla_scan_profile.py, one forward and one forward+backward)
-    R='[["main", {}], ["main", {"fwd_prefetch": 1}], ["main", {"fwd_mspec": 0, "fwd_bm": 16}], ["main", {"fwd_mspec": 0, "fwd_bm": 16, "fwd_prefetch": 1}], ["main", {}], ["long", {}], ["long", {"fwd_prefetch": 1}], ["long", {"fwd_mspec": 0, "fwd_bm": 16}]]'
-    timeout ${WARM_TIMEOUT:-240} python3 benchmarks/kla_scan.py --warm-only --rows "$R" --warm-workers 8 > "$LOG/warm.log" 2>&1
+pf11|rows)
+    # session 11: KLA scan rows timed beside the defaults, then Nsight Compute's per-instruction stall
+    # samples (kla_scan_profile.py: one forward and one forward+backward; the first launch of the named
+    # kernel). pf11: the forward with the next block's v, Lv prefetched (fwd_prefetch) and the 16-channel
+    # build without M's divisibility (fwd_mspec 0). rows: KLA_ROWS (kla_scan.py --rows) and KLA_NCU
+    # ("name|kernel regex|tune JSON;..."), results as kla_scan_${ROWS_NAME}.json and ncu_${ROWS_NAME}.tgz
+    if [ $stage = pf11 ]; then
+        ROWS_NAME=pf11
+        KLA_ROWS='[["main", {}], ["main", {"fwd_prefetch": 1}], ["main", {"fwd_mspec": 0, "fwd_bm": 16}], ["main", {"fwd_mspec": 0, "fwd_bm": 16, "fwd_prefetch": 1}], ["main", {}], ["long", {}], ["long", {"fwd_prefetch": 1}], ["long", {"fwd_mspec": 0, "fwd_bm": 16}]]'
+        KLA_NCU='fwd|_fwd|;bwd|_bwd|;fwdm|_fwd|{"fwd_mspec": 0, "fwd_bm": 16}'
+    fi
+    timeout ${WARM_TIMEOUT:-240} python3 benchmarks/kla_scan.py --warm-only --rows "$KLA_ROWS" --warm-workers 8 > "$LOG/warm.log" 2>&1
     el "warm rc=$?"; tail -c 600 "$LOG/warm.log"; echo
-    timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --rows "$R" --parity-L 512 --out "$OUT/kla_scan_pf11.json" \
-        > "$LOG/kla_scan.log" 2>&1
-    el "kla_scan rc=$?"; tail -n 12 "$LOG/kla_scan.log"
+    timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --rows "$KLA_ROWS" --parity-L 512 \
+        --out "$OUT/kla_scan_${ROWS_NAME}.json" > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 14 "$LOG/kla_scan.log"
     NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
     $NCU --version | tail -1
-    for v in "fwd:_fwd:" "bwd:_bwd:" "fwdm:_fwd:{\"fwd_mspec\": 0, \"fwd_bm\": 16}"; do
-        name=${v%%:*}; rest=${v#*:}; kname=${rest%%:*}; tune=${rest#*:}
+    mkdir -p /tmp/ncu11
+    IFS=';' read -ra NCU_JOBS <<< "${KLA_NCU:-}"
+    for job in "${NCU_JOBS[@]}"; do
+        IFS='|' read -r name kname tune <<< "$job"
         targs=(); [ -n "$tune" ] && targs=(--tune "$tune")
         timeout ${KNCU_TIMEOUT:-150} $NCU --clock-control none --profile-from-start off --kernel-name regex:"$kname" \
             --launch-count 1 --section WarpStateStats --section SourceCounters --section SchedulerStats \
-            --section LaunchStats --section Occupancy -o /tmp/ncu_$name python3 benchmarks/kla_scan_profile.py "${targs[@]}" \
+            --section LaunchStats --section Occupancy -f -o /tmp/ncu_$name python3 benchmarks/kla_scan_profile.py "${targs[@]}" \
             > "$LOG/ncu_$name.log" 2>&1
         el "ncu $name rc=$?"; tail -n 2 "$LOG/ncu_$name.log"
-        mkdir -p /tmp/ncu11
         $NCU -i /tmp/ncu_$name.ncu-rep --page source --csv --print-source sass > /tmp/ncu11/src_$name.csv 2> "$LOG/ncu_src_$name.err"
         $NCU -i /tmp/ncu_$name.ncu-rep --page details > /tmp/ncu11/details_$name.txt 2>&1
         el "ncu $name source $(wc -l < /tmp/ncu11/src_$name.csv) lines"; head -c 300 "$LOG/ncu_src_$name.err"
     done
-    tar -czf "$OUT/ncu_pf11.tgz" -C /tmp ncu11
+    [ -n "${KLA_NCU:-}" ] && tar -czf "$OUT/ncu_${ROWS_NAME}.tgz" -C /tmp ncu11
     ;;
 copies)
     # docs/parallel.md: capture_filter's copies took ~10 us of GPU time but up to ~1.1 ms per call

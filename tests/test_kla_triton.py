@@ -291,6 +291,24 @@ def test_prefetch_and_unspecialised_m_interpreted():
     _check_same(1, 131, 3, 5, {"fwd_prefetch": 1, "fwd_mspec": 0}, {}, init=True, prior=False, num_chunks=16)
 
 
+def test_checkpoint_and_l2_prefetch_interpreted():
+    """``bwd_ckpf`` (each backward block's checkpoint loaded one block ahead) and ``fwd_l2pf`` /
+    ``bwd_l2pf`` (L2 prefetch hints for k, q; no-ops under the interpreter, which has no inline PTX:
+    their GPU cases are in ``test_gpu_matrix_multi_warp``): bit-identical to the defaults and within
+    the bound of the float64 reference, with a partial last block, one-block chunks at the ends of the
+    prefetch (L = 19: 3 chunks of 8, 8 and 3 tokens) and the prior readout."""
+    from bayesfilt.nn.kernels.kla import _scan_plan
+    v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
+    assert _scan_plan(v, k, {"bwd_ckpf": 1, "bwd_l2pf": 2}, "bwd").ckpf
+    assert _scan_plan(v, k, {"bwd_ckpf": 1, "bwd_l2pf": 2}, "bwd").l2pf == 2
+    assert not _scan_plan(v, k, {"bwd_ckpf": 1}, "fwd").ckpf and _scan_plan(v, k, {"bwd_l2pf": 1}, "fwd").l2pf == 0
+    with pytest.raises(ValueError, match="bwd_l2pf"):
+        _scan_plan(v, k, {"bwd_l2pf": 3}, "bwd")
+    tune = {"bwd_ckpf": 1, "fwd_l2pf": 1, "bwd_l2pf": 2}
+    _check_same(2, 19, 21, 4, tune, {}, init=True, prior=True, num_chunks=3)
+    _check_same(1, 37, 9, 16, tune, {}, init=False, prior=False)
+
+
 def test_both_passes_take_the_forward_chunk_count(monkeypatch):
     """Without ``num_chunks`` the backward is cut into as many time chunks as the forward (its own
     narrower tile would leave B=1, L=65536, M=1024 unchunked on the H200's 132 multiprocessors:
@@ -528,6 +546,9 @@ W2_BM64 = {**W2, "fwd_bm": 64, "bwd_bm": 64}
     (GPU_CASES[5], {"fwd_prefetch": 1}),                      # v, Λv of the next block loaded ahead
     (GPU_CASES[6], {"fwd_prefetch": 1, "fwd_mspec": 0, "fwd_bm": 16}),   # S = 33, 16 time chunks
     (GPU_CASES[2], {"fwd_mspec": 0, "fwd_bm": 16}),           # the build without M's divisibility
+    (GPU_CASES[5], {"fwd_l2pf": 1, "bwd_l2pf": 1, "bwd_ckpf": 1}),   # prefetches, prior readout, partial block
+    (GPU_CASES[6], {"fwd_l2pf": 2, "bwd_l2pf": 2, "bwd_ckpf": 1}),   # S = 33 (two s-blocks), 16 time chunks
+    (GPU_CASES[1], {"fwd_l2pf": 1, "bwd_l2pf": 1, "bwd_ckpf": 1}),   # L = 3: no whole block
 ])
 def test_gpu_matrix_multi_warp(case, tune):
     """Programs of 2 or 4 warps (tune keys ``fwd_warps`` / ``bwd_warps``, with ``*_bm`` 64 too), the pipelined

@@ -154,6 +154,25 @@ def _block_rows(v_ptr, lv_ptr, t0, t_end, b, L, M, m, mmask, CK: tl.constexpr):
 
 
 @triton.jit
+def _l2_prefetch_kq(k_ptr, q_ptr, t0, b, L, S, sb, SB: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr):
+    """Ask L2 for the k, q rows of this program's s-block for tokens t0 .. t0+CK-1 (clamped to
+    [0, L)): one ``prefetch.global.L2`` per row start and row end (the lines a row may span). A hint
+    with no result; nothing under the interpreter (no inline PTX there). All the programs of one
+    sequence read the same k, q rows at about the same time, so without it their first loads of a
+    row wait for DRAM (Nsight Compute at 11fb0b0: the forward's and backward's longest load stalls
+    are on k, q; docs/kla_kernels.md, "Prefetch")."""
+    if FAST:
+        i = tl.arange(0, 2 * CK)
+        t = tl.minimum(tl.maximum(t0 + i // 2, 0), L - 1)
+        col = sb * SB + (i % 2) * (tl.minimum(SB, S - sb * SB) - 1)       # first or last s of the row
+        off = (b.to(tl.int64) * L + t) * S + col
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [k_ptr + off],
+                                  dtype=tl.int32, is_pure=False, pack=1)
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [q_ptr + off],
+                                  dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def _row(tile, rows, i: tl.constexpr):
     """Row i of a [CK, BM] tile as [1, BM], exactly (x + (-0.0) = x for every x, NaN included)."""
     return tl.sum(tl.where(rows == i, tile, -0.0), axis=0, keep_dims=True)
@@ -184,7 +203,7 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
                v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr, yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask,
                MODE: tl.constexpr, PRIOR: tl.constexpr, CK: tl.constexpr, MASKED: tl.constexpr,
                FAST: tl.constexpr, DEFER_Y: tl.constexpr = False, vtile=None, lvtile=None,
-               PREFETCH: tl.constexpr = False):
+               PREFETCH: tl.constexpr = False, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1):
     """CK tokens t0 .. t0+CK-1 of one program (MASKED: tokens >= t_end leave all unchanged).
 
     DEFER_Y (outputs, MODE 0): y and y_var of the CK tokens are gathered in [CK, BM] tiles and
@@ -192,6 +211,8 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
     token's (a store to memory that may alias the inputs orders the loads after it): the block's
     loads can be in flight together. Same values; a tuning option (``fwd_defer``) to be measured.
     """
+    if L2PF > 0:                                        # k, q of the block L2PF blocks ahead into L2
+        _l2_prefetch_kq(k_ptr, q_ptr, t0 + L2PF * CK, b, L, S, sb, SB, CK, FAST)
     rows = tl.arange(0, CK)[:, None]                    # [CK, 1] token of the block
     ytile = (rows * 0 + m * 0).to(tl.float32)           # [CK, BM] zeros (BM from m's shape)
     yvtile = ytile
@@ -262,7 +283,7 @@ def _fwd_kernel(
     B, L, M, S, LC, NC, NMB, NSB,
     MODE: tl.constexpr, PRIOR: tl.constexpr, WRITE_CK: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr, DEFER_Y: tl.constexpr = False,
-    NSTAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
+    NSTAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = False, L2PF: tl.constexpr = 0,
 ):
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
@@ -307,7 +328,7 @@ def _fwd_kernel(
         w, mu, x, y, z, u, A, bb = _fwd_block(
             w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
             yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, False, FAST, DEFER_Y,
-            vcur, lvcur, PREFETCH)
+            vcur, lvcur, PREFETCH, L2PF, SB)
     if t_full < t_end:                                  # the last, partial block
         if MODE == 0:
             if WRITE_CK:
@@ -477,8 +498,11 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
              v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
              b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
              MODE: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
-             DEFER_G: tl.constexpr = 0):
+             DEFER_G: tl.constexpr = 0, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1):
     """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0.
+
+    L2PF > 0: first asks L2 for the k, q rows of the block L2PF blocks earlier (the sweep runs
+    backwards in time; ``_l2_prefetch_kq``, tune key ``bwd_l2pf``).
 
     DEFER_G = G in {1, 2, 4, 8} (gradients, MODE 0): dv, dLv of G consecutive tokens are gathered
     in [G, BM] tiles and dk, dq in [SB, G] tiles and stored once per G tokens (G = 8: once after
@@ -487,6 +511,8 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     tuning options ``bwd_defer`` / ``bwd_group`` (docs/kla_kernels.md, "Deferred stores").
     DEFER_G = 0: every token's gradients are stored as soon as they are computed.
     """
+    if L2PF > 0:
+        _l2_prefetch_kq(k_ptr, q_ptr, t0 - L2PF * BWD_CK, b, L, S, sb, SB, BWD_CK, FAST)
     # recompute the 7 states after tokens t0 .. t0+6 (kept in registers)
     l1, e1 = _frec(l0, e0, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
     l2, e2 = _frec(l1, e1, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
@@ -514,6 +540,15 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
 
 
 @triton.jit
+def _bwd_ckpt_raw(ck_ptr, b, NCK, t0, MSs, ms, lmask):
+    """The checkpoint (w, mu) before the block starting at t0."""
+    ckb = (b.to(tl.int64) * NCK + t0 // BWD_CK) * 2 * MSs
+    w0 = tl.load(ck_ptr + ckb + ms, mask=lmask, other=1.0)
+    mu0 = tl.load(ck_ptr + ckb + MSs + ms, mask=lmask, other=0.0)
+    return w0, mu0
+
+
+@triton.jit
 def _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask):
     """The state before the block starting at t0 from its checkpoint, in information form."""
     ckb = (b.to(tl.int64) * NCK + t0 // BWD_CK) * 2 * MSs
@@ -530,7 +565,7 @@ def _bwd_kernel(
     B, L, M, S, LC, NC, NMB, NSB,
     MODE: tl.constexpr, PRIOR: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr, DEFER_G: tl.constexpr = 0,
-    BSTAGES: tl.constexpr = 1,
+    BSTAGES: tl.constexpr = 1, CKPF: tl.constexpr = False, L2PF: tl.constexpr = 0,
 ):
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
@@ -565,19 +600,35 @@ def _bwd_kernel(
     n_sub = (t_end - t_start + CK - 1) // CK
     NCK = (L + CK - 1) // CK
     if BSTAGES == 1:
+        # CKPF: each block's checkpoint is loaded one block ahead (carried in registers), so that the
+        # block's recompute does not start by waiting for it (Nsight Compute at 11fb0b0: 18% of the
+        # backward's stall samples on the first use of that load; tune key bwd_ckpf)
+        if CKPF:
+            wn, mun = _bwd_ckpt_raw(ck_ptr, b, NCK, t_start + (n_sub - 1) * CK, MSs, ms, lmask)
+        else:
+            wn = 0.0                                    # unused
+            mun = 0.0
         for jj in range(0, n_sub):
             t0 = t_start + (n_sub - 1 - jj) * CK
-            l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask)
+            if CKPF:
+                wc, muc = wn, mun
+                wn, mun = _bwd_ckpt_raw(ck_ptr, b, NCK, tl.maximum(t0 - CK, t_start), MSs, ms, lmask)
+                l0 = 1.0 / wc                           # checkpoint (w, mu) -> (lam, eta), as _bwd_ckpt
+                e0 = muc * l0
+            else:
+                wc, muc = wn, mun
+                wn, mun = wc, muc
+                l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask)
             if jj == 0:                                 # the last block may be partial
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G)
+                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB)
             else:
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G)
+                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB)
     else:
         # BSTAGES > 1 (tune key bwd_stages): the last, possibly partial block first, then the loop over
         # the whole blocks without a branch, which Triton's pipeliner can software-pipeline (cp.async

@@ -62,6 +62,8 @@ class Plan:
     stages: int = 1                # software-pipelined token blocks (1 none, 2, 3; tune fwd_stages, bwd_stages)
     prefetch: bool = False         # forward: load the next block's v, Lv while a block computes (fwd_prefetch)
     mspec: bool = True             # forward: the build specialised on M's divisibility by 16 (fwd_mspec)
+    l2pf: int = 0                  # L2 prefetch of k, q this many 8-token blocks ahead (0 none; fwd_l2pf, bwd_l2pf)
+    ckpf: bool = False             # backward: each block's checkpoint loaded one block ahead (bwd_ckpf)
 
     @property
     def grid(self) -> tuple[int]:
@@ -77,7 +79,7 @@ def _sm_count(device: torch.device) -> int:
 def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunks: int | None = None,
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
               defer_y: bool = True, defer_g: int = 8, num_warps: int = 1, stages: int = 1,
-              prefetch: bool = False, mspec: bool = True) -> Plan:
+              prefetch: bool = False, mspec: bool = True, l2pf: int = 0, ckpf: bool = False) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -93,7 +95,9 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     docs/kla_kernels.md, "Pipelined loads"). ``prefetch``: the forward loads the next 8-token
     block's v, Λv while a block computes; ``mspec`` False: the forward's build that does not
     specialise on M's divisibility by 16 (another thread layout; docs/kla_kernels.md, "Layouts
-    without M's divisibility").
+    without M's divisibility"). ``l2pf`` (0, 1 or 2): each block first asks L2 for the k, q rows of the
+    block that many blocks ahead (0: no prefetch); ``ckpf``: the backward loads each block's
+    checkpoint one block ahead (docs/kla_kernels.md, "Prefetch").
     """
     s_pad = triton.next_power_of_2(S)
     SB = min(s_pad, max_sb)
@@ -113,7 +117,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     NC = triton.cdiv(L, LC)
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
                 defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), prefetch=bool(prefetch),
-                mspec=bool(mspec))
+                mspec=bool(mspec), l2pf=int(l2pf), ckpf=bool(ckpf))
 
 
 def _new(shape, device, poison: bool):
@@ -160,6 +164,8 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
         kw["NSTAGES"] = plan.stages
     if plan.prefetch:                                   # absent by default: the default launch is unchanged
         kw["PREFETCH"] = True
+    if plan.l2pf:
+        kw["L2PF"] = plan.l2pf
     kern = K._fwd_kernel if plan.mspec else K._fwd_kernel_any_m
     if plan.NC > 1:
         kern[plan.grid](*args, MODE=1, **kw)
@@ -185,6 +191,10 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
     kw = dict(PRIOR=prior, **_consts(plan))
     if plan.stages > 1:                                 # absent by default: the default launch is unchanged
         kw["BSTAGES"] = plan.stages
+    if plan.l2pf:
+        kw["L2PF"] = plan.l2pf
+    if plan.ckpf:
+        kw["CKPF"] = True
     if plan.NC > 1:
         K._bwd_kernel[plan.grid](*args, MODE=1, **kw)
     K._bwd_kernel[plan.grid](*args, MODE=0, **kw, **({"DEFER_G": plan.defer_g} if plan.defer_g else {}))
@@ -206,7 +216,8 @@ def _T(x):
 #: every private tuning key (``_tune`` of kla_scan_triton; docs/kla_kernels.md)
 _TUNE_KEYS = frozenset({"num_chunks", "fwd_sb", "bwd_sb", "fwd_bm", "bwd_bm", "fwd_maxnreg", "bwd_maxnreg",
                         "fwd_defer", "bwd_defer", "bwd_group", "fwd_warps", "bwd_warps", "fwd_stages",
-                        "bwd_stages", "fwd_prefetch", "fwd_mspec"})
+                        "bwd_stages", "fwd_prefetch", "fwd_mspec", "fwd_l2pf", "bwd_l2pf",
+                        "bwd_ckpf"})
 
 
 def _tune_str(tune) -> str:
@@ -279,6 +290,15 @@ def _flag(tune: dict, key: str, default: int) -> bool:
     return bool(val)
 
 
+def _l2pf(tune: dict, pass_: str) -> int:
+    """Blocks ahead of the L2 prefetch of k, q (``fwd_l2pf`` / ``bwd_l2pf``: 0 none, 1 or 2)."""
+    key = pass_ + "_l2pf"
+    val = int(tune.get(key, 0))
+    if val not in (0, 1, 2):
+        raise value_error(f"_tune[{key!r}]", f"is {val}", "pass 0 (no prefetch), 1 or 2 (blocks ahead)")
+    return val
+
+
 def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
     """One pass's plan under the private tuning keys. Both passes take the forward plan's number of
     time chunks unless ``num_chunks`` is given: the backward's narrower tile would otherwise count
@@ -296,7 +316,8 @@ def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
                      defer_y=bool(tune.get("fwd_defer", _FWD_DEFER)) and pass_ == "fwd",
                      defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0, num_warps=_warps(tune, pass_),
                      stages=_stages(tune, pass_), prefetch=_flag(tune, "fwd_prefetch", 0) and pass_ == "fwd",
-                     mspec=_flag(tune, "fwd_mspec", 1) or pass_ != "fwd")
+                     mspec=_flag(tune, "fwd_mspec", 1) or pass_ != "fwd", l2pf=_l2pf(tune, pass_),
+                     ckpf=_flag(tune, "bwd_ckpf", 0) and pass_ == "bwd")
 
 
 # The scan is a pair of torch custom ops (forward, backward) tied by register_autograd, so that
