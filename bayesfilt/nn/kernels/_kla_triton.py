@@ -154,22 +154,43 @@ def _block_rows(v_ptr, lv_ptr, t0, t_end, b, L, M, m, mmask, CK: tl.constexpr):
 
 
 @triton.jit
-def _l2_prefetch_kq(k_ptr, q_ptr, t0, b, L, S, sb, SB: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr):
-    """Ask L2 for the k, q rows of this program's s-block for tokens t0 .. t0+CK-1 (clamped to
-    [0, L)): one ``prefetch.global.L2`` per row start and row end (the lines a row may span). A hint
-    with no result; nothing under the interpreter (no inline PTX there). All the programs of one
-    sequence read the same k, q rows at about the same time, so without it their first loads of a
-    row wait for DRAM (Nsight Compute at 11fb0b0: the forward's and backward's longest load stalls
-    are on k, q; docs/kla_kernels.md, "Prefetch")."""
+def _prefetch_rows(ptr, t0, b, L, ROW, col0, width, CK: tl.constexpr, L1: tl.constexpr):
+    """Prefetch hint for columns col0 .. col0+width-1 of the rows of tokens t0 .. t0+CK-1 (clamped to
+    [0, L)) of a [B, L, ROW] tensor: one ``prefetch.global.L2`` (``L1``: ``prefetch.global.L1``) per
+    row start and row end, the lines a row segment may span. No result; the caller runs it only
+    where inline PTX exists (not under the interpreter)."""
+    i = tl.arange(0, 2 * CK)
+    t = tl.minimum(tl.maximum(t0 + i // 2, 0), L - 1)
+    off = (b.to(tl.int64) * L + t) * ROW + col0 + (i % 2) * (width - 1)      # first or last column
+    if L1:
+        tl.inline_asm_elementwise("prefetch.global.L1 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptr + off],
+                                  dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptr + off],
+                                  dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _prefetch_block(k_ptr, q_ptr, r0_ptr, r1_ptr, r2_ptr, r3_ptr, t0, b, L, M, S, sb, pid_m,
+                    SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr,
+                    L1: tl.constexpr, NROWS: tl.constexpr):
+    """Ask the cache (L2, or L1 with ``L1``) for the k, q rows of this program's s-block for tokens
+    t0 .. t0+CK-1 and, with NROWS = 2 or 4, for its m-columns of r0, r1 (forward: v, Lv) or r0..r3
+    (backward: v, Lv, g_y, g_yvar). Hints with no result; nothing under the interpreter (no inline
+    PTX there). All the programs of one sequence read the same k, q rows at about the same time, so
+    without it their first loads of a row wait for DRAM (Nsight Compute at 11fb0b0: the forward's and
+    backward's longest load stalls are on k, q; docs/kla_kernels.md, "Prefetch")."""
     if FAST:
-        i = tl.arange(0, 2 * CK)
-        t = tl.minimum(tl.maximum(t0 + i // 2, 0), L - 1)
-        col = sb * SB + (i % 2) * (tl.minimum(SB, S - sb * SB) - 1)       # first or last s of the row
-        off = (b.to(tl.int64) * L + t) * S + col
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [k_ptr + off],
-                                  dtype=tl.int32, is_pure=False, pack=1)
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [q_ptr + off],
-                                  dtype=tl.int32, is_pure=False, pack=1)
+        ws = tl.minimum(SB, S - sb * SB)
+        _prefetch_rows(k_ptr, t0, b, L, S, sb * SB, ws, CK, L1)
+        _prefetch_rows(q_ptr, t0, b, L, S, sb * SB, ws, CK, L1)
+        if NROWS > 0:
+            wm = tl.minimum(BM, M - pid_m * BM)
+            _prefetch_rows(r0_ptr, t0, b, L, M, pid_m * BM, wm, CK, L1)
+            _prefetch_rows(r1_ptr, t0, b, L, M, pid_m * BM, wm, CK, L1)
+            if NROWS > 2:
+                _prefetch_rows(r2_ptr, t0, b, L, M, pid_m * BM, wm, CK, L1)
+                _prefetch_rows(r3_ptr, t0, b, L, M, pid_m * BM, wm, CK, L1)
 
 
 @triton.jit
@@ -203,7 +224,8 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
                v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr, yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask,
                MODE: tl.constexpr, PRIOR: tl.constexpr, CK: tl.constexpr, MASKED: tl.constexpr,
                FAST: tl.constexpr, DEFER_Y: tl.constexpr = False, vtile=None, lvtile=None,
-               PREFETCH: tl.constexpr = False, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1):
+               PREFETCH: tl.constexpr = False, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1,
+               BM: tl.constexpr = 1, pid_m=0, PFL1: tl.constexpr = False, PFROWS: tl.constexpr = 0):
     """CK tokens t0 .. t0+CK-1 of one program (MASKED: tokens >= t_end leave all unchanged).
 
     DEFER_Y (outputs, MODE 0): y and y_var of the CK tokens are gathered in [CK, BM] tiles and
@@ -211,8 +233,9 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
     token's (a store to memory that may alias the inputs orders the loads after it): the block's
     loads can be in flight together. Same values; a tuning option (``fwd_defer``) to be measured.
     """
-    if L2PF > 0:                                        # k, q of the block L2PF blocks ahead into L2
-        _l2_prefetch_kq(k_ptr, q_ptr, t0 + L2PF * CK, b, L, S, sb, SB, CK, FAST)
+    if L2PF > 0:                                        # k, q (and v, Lv) of the block L2PF blocks ahead
+        _prefetch_block(k_ptr, q_ptr, v_ptr, lv_ptr, v_ptr, v_ptr, t0 + L2PF * CK, b, L, M, S, sb, pid_m, SB,
+                        BM, CK, FAST, PFL1, PFROWS)
     rows = tl.arange(0, CK)[:, None]                    # [CK, 1] token of the block
     ytile = (rows * 0 + m * 0).to(tl.float32)           # [CK, BM] zeros (BM from m's shape)
     yvtile = ytile
@@ -284,6 +307,7 @@ def _fwd_kernel(
     MODE: tl.constexpr, PRIOR: tl.constexpr, WRITE_CK: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr, DEFER_Y: tl.constexpr = False,
     NSTAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = False, L2PF: tl.constexpr = 0,
+    PFL1: tl.constexpr = False, PFROWS: tl.constexpr = 0,
 ):
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
@@ -328,7 +352,7 @@ def _fwd_kernel(
         w, mu, x, y, z, u, A, bb = _fwd_block(
             w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
             yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, False, FAST, DEFER_Y,
-            vcur, lvcur, PREFETCH, L2PF, SB)
+            vcur, lvcur, PREFETCH, L2PF, SB, BM, pid_m, PFL1, PFROWS)
     if t_full < t_end:                                  # the last, partial block
         if MODE == 0:
             if WRITE_CK:
@@ -498,11 +522,13 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
              v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
              b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
              MODE: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
-             DEFER_G: tl.constexpr = 0, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1):
+             DEFER_G: tl.constexpr = 0, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1,
+             BM: tl.constexpr = 1, PFL1: tl.constexpr = False, PFROWS: tl.constexpr = 0):
     """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0.
 
-    L2PF > 0: first asks L2 for the k, q rows of the block L2PF blocks earlier (the sweep runs
-    backwards in time; ``_l2_prefetch_kq``, tune key ``bwd_l2pf``).
+    L2PF > 0: first asks the cache for the k, q rows (PFROWS 4: and v, Lv, g_y, g_yvar) of the block
+    L2PF blocks earlier (the sweep runs backwards in time; ``_prefetch_block``, tune keys ``bwd_l2pf``,
+    ``bwd_pfl1``, ``bwd_pfrows``).
 
     DEFER_G = G in {1, 2, 4, 8} (gradients, MODE 0): dv, dLv of G consecutive tokens are gathered
     in [G, BM] tiles and dk, dq in [SB, G] tiles and stored once per G tokens (G = 8: once after
@@ -512,7 +538,8 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     DEFER_G = 0: every token's gradients are stored as soon as they are computed.
     """
     if L2PF > 0:
-        _l2_prefetch_kq(k_ptr, q_ptr, t0 - L2PF * BWD_CK, b, L, S, sb, SB, BWD_CK, FAST)
+        _prefetch_block(k_ptr, q_ptr, v_ptr, lv_ptr, gy_ptr, gyv_ptr, t0 - L2PF * BWD_CK, b, L, M, S, sb, pid_m,
+                        SB, BM, BWD_CK, FAST, PFL1, PFROWS)
     # recompute the 7 states after tokens t0 .. t0+6 (kept in registers)
     l1, e1 = _frec(l0, e0, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
     l2, e2 = _frec(l1, e1, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
@@ -566,6 +593,7 @@ def _bwd_kernel(
     MODE: tl.constexpr, PRIOR: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr, DEFER_G: tl.constexpr = 0,
     BSTAGES: tl.constexpr = 1, CKPF: tl.constexpr = False, L2PF: tl.constexpr = 0,
+    PFL1: tl.constexpr = False, PFROWS: tl.constexpr = 0,
 ):
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
@@ -623,12 +651,12 @@ def _bwd_kernel(
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB)
+                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFL1, PFROWS)
             else:
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB)
+                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFL1, PFROWS)
     else:
         # BSTAGES > 1 (tune key bwd_stages): the last, possibly partial block first, then the loop over
         # the whole blocks without a branch, which Triton's pipeliner can software-pipeline (cp.async

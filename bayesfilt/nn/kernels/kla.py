@@ -64,6 +64,8 @@ class Plan:
     mspec: bool = True             # forward: the build specialised on M's divisibility by 16 (fwd_mspec)
     l2pf: int = 0                  # L2 prefetch of k, q this many 8-token blocks ahead (0 none; fwd_l2pf, bwd_l2pf)
     ckpf: bool = False             # backward: each block's checkpoint loaded one block ahead (bwd_ckpf)
+    pfl1: bool = False             # the prefetch goes to L1 instead of L2 (fwd_pfl1, bwd_pfl1)
+    pfrows: bool = False           # the prefetch covers the m-rows too: v, Lv (and g_y, g_yvar) (fwd_pfrows, bwd_pfrows)
 
     @property
     def grid(self) -> tuple[int]:
@@ -79,7 +81,8 @@ def _sm_count(device: torch.device) -> int:
 def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunks: int | None = None,
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
               defer_y: bool = True, defer_g: int = 8, num_warps: int = 1, stages: int = 1,
-              prefetch: bool = False, mspec: bool = True, l2pf: int = 0, ckpf: bool = False) -> Plan:
+              prefetch: bool = False, mspec: bool = True, l2pf: int = 0, ckpf: bool = False,
+              pfl1: bool = False, pfrows: bool = False) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -96,8 +99,9 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     block's v, Λv while a block computes; ``mspec`` False: the forward's build that does not
     specialise on M's divisibility by 16 (another thread layout; docs/kla_kernels.md, "Layouts
     without M's divisibility"). ``l2pf`` (0, 1 or 2): each block first asks L2 for the k, q rows of the
-    block that many blocks ahead (0: no prefetch); ``ckpf``: the backward loads each block's
-    checkpoint one block ahead (docs/kla_kernels.md, "Prefetch").
+    block that many blocks ahead (0: no prefetch), into L1 with ``pfl1``, and with ``pfrows`` also the
+    program's m-columns of v, Λv (backward: and of the output gradients); ``ckpf``: the backward loads
+    each block's checkpoint one block ahead (docs/kla_kernels.md, "Prefetch").
     """
     s_pad = triton.next_power_of_2(S)
     SB = min(s_pad, max_sb)
@@ -117,7 +121,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     NC = triton.cdiv(L, LC)
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
                 defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), prefetch=bool(prefetch),
-                mspec=bool(mspec), l2pf=int(l2pf), ckpf=bool(ckpf))
+                mspec=bool(mspec), l2pf=int(l2pf), ckpf=bool(ckpf), pfl1=bool(pfl1), pfrows=bool(pfrows))
 
 
 def _new(shape, device, poison: bool):
@@ -139,6 +143,14 @@ def _consts(plan: Plan):
     kw = dict(SB=plan.SB, BM=plan.BM, FAST=_fast(), num_warps=plan.num_warps)
     if plan.maxnreg and _fast():                        # register cap (compile option; not interpreted)
         kw["maxnreg"] = plan.maxnreg
+    return kw
+
+
+def _pf_kw(plan: Plan, nrows: int) -> dict:
+    """Launch options of the prefetch beyond its distance (absent at their defaults)."""
+    kw = {"PFL1": True} if plan.pfl1 else {}
+    if plan.pfrows:
+        kw["PFROWS"] = nrows
     return kw
 
 
@@ -166,6 +178,7 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
         kw["PREFETCH"] = True
     if plan.l2pf:
         kw["L2PF"] = plan.l2pf
+        kw.update(_pf_kw(plan, 2))
     kern = K._fwd_kernel if plan.mspec else K._fwd_kernel_any_m
     if plan.NC > 1:
         kern[plan.grid](*args, MODE=1, **kw)
@@ -193,6 +206,7 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
         kw["BSTAGES"] = plan.stages
     if plan.l2pf:
         kw["L2PF"] = plan.l2pf
+        kw.update(_pf_kw(plan, 4))
     if plan.ckpf:
         kw["CKPF"] = True
     if plan.NC > 1:
@@ -217,7 +231,7 @@ def _T(x):
 _TUNE_KEYS = frozenset({"num_chunks", "fwd_sb", "bwd_sb", "fwd_bm", "bwd_bm", "fwd_maxnreg", "bwd_maxnreg",
                         "fwd_defer", "bwd_defer", "bwd_group", "fwd_warps", "bwd_warps", "fwd_stages",
                         "bwd_stages", "fwd_prefetch", "fwd_mspec", "fwd_l2pf", "bwd_l2pf",
-                        "bwd_ckpf"})
+                        "bwd_ckpf", "fwd_pfl1", "bwd_pfl1", "fwd_pfrows", "bwd_pfrows"})
 
 
 def _tune_str(tune) -> str:
@@ -317,7 +331,8 @@ def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
                      defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0, num_warps=_warps(tune, pass_),
                      stages=_stages(tune, pass_), prefetch=_flag(tune, "fwd_prefetch", 0) and pass_ == "fwd",
                      mspec=_flag(tune, "fwd_mspec", 1) or pass_ != "fwd", l2pf=_l2pf(tune, pass_),
-                     ckpf=_flag(tune, "bwd_ckpf", 0) and pass_ == "bwd")
+                     ckpf=_flag(tune, "bwd_ckpf", 0) and pass_ == "bwd", pfl1=_flag(tune, pass_ + "_pfl1", 0),
+                     pfrows=_flag(tune, pass_ + "_pfrows", 0))
 
 
 # The scan is a pair of torch custom ops (forward, backward) tied by register_autograd, so that
