@@ -62,7 +62,7 @@ class Plan:
     stages: int = 1                # software-pipelined token blocks (1 none, 2, 3; tune fwd_stages, bwd_stages)
     prefetch: bool = False         # forward: load the next block's v, Lv while a block computes (fwd_prefetch)
     mspec: bool = True             # forward: the build specialised on M's divisibility by 16 (fwd_mspec)
-    l2pf: int = 0                  # L2 prefetch of k, q this many 8-token blocks ahead (0 none; fwd_l2pf, bwd_l2pf)
+    l2pf: int = 0                  # prefetch of k, q this many 8-token blocks ahead (0 none, 1, 2, 4; fwd_l2pf, bwd_l2pf)
     ckpf: bool = False             # backward: each block's checkpoint loaded one block ahead (bwd_ckpf)
     pfl1: bool = False             # the prefetch goes to L1 instead of L2 (fwd_pfl1, bwd_pfl1)
     pfrows: bool = False           # the prefetch covers the m-rows too: v, Lv (and g_y, g_yvar) (fwd_pfrows, bwd_pfrows)
@@ -98,7 +98,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     docs/kla_kernels.md, "Pipelined loads"). ``prefetch``: the forward loads the next 8-token
     block's v, Λv while a block computes; ``mspec`` False: the forward's build that does not
     specialise on M's divisibility by 16 (another thread layout; docs/kla_kernels.md, "Layouts
-    without M's divisibility"). ``l2pf`` (0, 1 or 2): each block first asks L2 for the k, q rows of the
+    without M's divisibility"). ``l2pf`` (0, 1, 2 or 4): each block first asks L2 for the k, q rows of the
     block that many blocks ahead (0: no prefetch), into L1 with ``pfl1``, and with ``pfrows`` also the
     program's m-columns of v, Λv (backward: and of the output gradients); ``ckpf``: the backward loads
     each block's checkpoint one block ahead (docs/kla_kernels.md, "Prefetch").
@@ -305,11 +305,11 @@ def _flag(tune: dict, key: str, default: int) -> bool:
 
 
 def _l2pf(tune: dict, pass_: str) -> int:
-    """Blocks ahead of the L2 prefetch of k, q (``fwd_l2pf`` / ``bwd_l2pf``: 0 none, 1 or 2)."""
+    """Blocks ahead of the prefetch (``fwd_l2pf`` / ``bwd_l2pf``: 0 none, 1, 2 or 4)."""
     key = pass_ + "_l2pf"
     val = int(tune.get(key, 0))
-    if val not in (0, 1, 2):
-        raise value_error(f"_tune[{key!r}]", f"is {val}", "pass 0 (no prefetch), 1 or 2 (blocks ahead)")
+    if val not in (0, 1, 2, 4):
+        raise value_error(f"_tune[{key!r}]", f"is {val}", "pass 0 (no prefetch), 1, 2 or 4 (blocks ahead)")
     return val
 
 
