@@ -30,6 +30,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT a5s9       # (2 GPUs) A5 with one step size per lane (dt_per_state), the defaults as control, seed 1
 #   bash benchmarks/gpu_run.sh COMMIT s9         # (2 GPUs) the KLA defaults (backward 4 x 16) on GPU 0, the layer beside GLA on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT pf11       # issue 4: forward prefetch / layout variants and per-instruction stalls (ncu)
+#   bash benchmarks/gpu_run.sh COMMIT s11        # (2 GPUs) session 11's defaults: KLA rows and tests on GPU 0, the layer beside GLA on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT rows       # issue 4: KLA_ROWS timed, KLA_NCU profiled (ROWS_NAME names the outputs)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
@@ -578,6 +579,33 @@ s9)
     left=$(( ${S9_END:-560} - ($(date +%s) - T0) ))     # then GPU 0 runs the KLA kernel tests (default plans changed)
     CUDA_VISIBLE_DEVICES=0 timeout $left python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_kla_triton.py \
         --junitxml "$OUT/tests_kla.xml" > "$LOG/gpu_tests_kla.log" 2>&1
+    el "kla tests rc=$? (limit ${left} s)"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests_kla.log" | tail -n 8
+    wait $layer; cat "$LOG/layer_sub.log"; tail -n 8 "$LOG/kla_layer.log"
+    ;;
+s11)
+    # session 11 (2 GPUs): the new defaults (prefetch hints, the backward's checkpoint a block ahead, the
+    # forward's 16-channel build when unchunked) through the library's own launches, with the old defaults
+    # (every session-11 key off) as extra rows. GPU 0: kla_scan.py's rows (main, long, decode, bf16, the
+    # extra rows; no fla: its autotuning would share GPU 0 with the timing), then the KLA kernel tests;
+    # GPU 1 at the same time: the layer beside fla's GLA (as in s9)
+    X='[["main", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["long", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["main", {}]]'
+    ( export CUDA_VISIBLE_DEVICES=1
+      timeout ${LAYER_WARM:-330} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
+          --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
+      el "layer warm rc=$?"
+      timeout ${LAYER_TIMEOUT:-200} python3 benchmarks/kla_layer.py --no-torch-backend --compile --out "$OUT/kla_layer.json" \
+          > "$LOG/kla_layer.log" 2>&1
+      el "kla_layer rc=$?" ) > "$LOG/layer_sub.log" 2>&1 &
+    layer=$!
+    CUDA_VISIBLE_DEVICES=0 timeout ${WARM_TIMEOUT:-200} python3 benchmarks/kla_scan.py --warm-only --warm-workers 8 \
+        --extra-rows "$X" > "$LOG/warm.log" 2>&1
+    el "warm rc=$?"
+    CUDA_VISIBLE_DEVICES=0 timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --no-fla --parity-L 512 \
+        --extra-rows "$X" --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 14 "$LOG/kla_scan.log"
+    left=$(( ${S11_END:-560} - ($(date +%s) - T0) ))
+    CUDA_VISIBLE_DEVICES=0 timeout $left python3 -m pytest -q -n 12 -p no:cacheprovider -rfE tests/test_kla_triton.py \
+        tests/test_determinism_gpu.py --junitxml "$OUT/tests_kla.xml" > "$LOG/gpu_tests_kla.log" 2>&1
     el "kla tests rc=$? (limit ${left} s)"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests_kla.log" | tail -n 8
     wait $layer; cat "$LOG/layer_sub.log"; tail -n 8 "$LOG/kla_layer.log"
     ;;

@@ -221,11 +221,13 @@ def pass_settings(shape: dict, tune: dict) -> dict:
             for ps in ("fwd", "bwd")}
 
 
-def warm(sweep: bool, workers: int, rows: list | None = None):
+def warm(sweep: bool, workers: int, rows: list | None = None, extra_rows: list | None = None):
     """Compile all configurations in parallel processes (the Triton cache is shared on disk)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
     jobs = warm_jobs(sweep, rows)
+    if extra_rows:
+        jobs = sorted(set(jobs) | set(warm_jobs(False, extra_rows)), key=str)
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
         done = list(ex.map(_warm_one, jobs))
@@ -312,11 +314,14 @@ def main():
     ap.add_argument("--rows", type=json.loads, default=None,
                     help='only these float32 rows, e.g. \'[["main", {}], ["main", {"bwd_bm": 16}]]\' '
                          "(no decode, bf16 or fla rows; --warm-only compiles only theirs)")
+    ap.add_argument("--extra-rows", type=json.loads, default=None,
+                    help="rows as for --rows, timed after the default rows (with decode, bf16 and fla as usual)")
     args = ap.parse_args()
-    if args.rows is not None and not (isinstance(args.rows, list) and all(
-            isinstance(r, list) and len(r) == 2 and r[0] in ("main", "long") and isinstance(r[1], dict)
-            for r in args.rows)):
-        ap.error(f"--rows {args.rows!r}: give a JSON list of [\"main\" or \"long\", {{tune key: value}}] pairs")
+    for opt, rows in (("--rows", args.rows), ("--extra-rows", args.extra_rows)):
+        if rows is not None and not (isinstance(rows, list) and all(
+                isinstance(r, list) and len(r) == 2 and r[0] in ("main", "long") and isinstance(r[1], dict)
+                for r in rows)):
+            ap.error(f"{opt} {rows!r}: give a JSON list of [\"main\" or \"long\", {{tune key: value}}] pairs")
     if args.fla_only and args.fla_go:
         print("FLA " + json.dumps(fla_background(args.fla_go, args.fla_out)), flush=True)
         return 0
@@ -324,7 +329,7 @@ def main():
         print("FLA " + json.dumps(bench_fla()), flush=True)
         return 0
     if args.warm_only:
-        print("WARM " + json.dumps(warm(args.sweep, args.warm_workers, args.rows)), flush=True)
+        print("WARM " + json.dumps(warm(args.sweep, args.warm_workers, args.rows, args.extra_rows)), flush=True)
         return 0
     dev = torch.cuda.get_device_name()
     commit = os.environ.get("GIT_COMMIT") or git_state()[0]
@@ -335,6 +340,7 @@ def main():
     long_shape = dict(B=1, L=65536, M=1024, S=16)
     shapes = {"main": main_shape, "long": long_shape}
     jobs = [("main", {}), ("long", {})] if args.rows is None else [tuple(r) for r in args.rows]
+    jobs += [tuple(r) for r in args.extra_rows or ()]
     if args.sweep and args.rows is None:
         jobs += [("main", {"bwd_sb": 8}), ("main", {"bwd_sb": 2}), ("main", {"fwd_sb": 8}), ("main", {"fwd_sb": 4}),
                  ("main", {"fwd_defer": 0}), ("long", {"fwd_defer": 0}),           # the old per-token forward stores

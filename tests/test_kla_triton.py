@@ -266,47 +266,41 @@ def test_narrow_m_tiles_interpreted():
     from bayesfilt.nn.kernels.kla import _scan_plan
     v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
     assert _scan_plan(v, k, {"fwd_bm": 16}, "fwd").NMB == 2 and _scan_plan(v, k, {"bwd_bm": 8}, "bwd").NMB == 3
-    assert _scan_plan(v, k, {}, "fwd").BM == 32 and _scan_plan(v, k, {}, "bwd").BM == 16     # the defaults
+    assert _scan_plan(v, k, {"num_chunks": 2}, "fwd").BM == 32 and _scan_plan(v, k, {}, "bwd").BM == 16   # defaults
+    assert _scan_plan(v, k, {}, "fwd").BM == 16          # unchunked (L = 19): the 16-channel build (session 11)
     _check_same(2, 19, 21, 4, {"fwd_bm": 16, "bwd_bm": 8}, {"bwd_bm": 32}, inexact=("grad_k", "grad_q"), init=True,
                 prior=True, num_chunks=2)
 
 
-def test_prefetch_and_unspecialised_m_interpreted():
-    """``fwd_prefetch`` (the next 8-token block's v, Λv loaded while a block computes) and ``fwd_mspec``
-    0 (the forward's build without M's divisibility, another thread layout; docs/kla_kernels.md,
-    "Prefetch and layout"): the same operations in the same order, so bit-identical to the
-    default under the interpreter and within the bound of the float64 reference; L = 37 and 19 leave
-    a partial last block, 16 time chunks of 8 tokens and 3 of 16 make the prefetch of a chunk's
-    first and last whole blocks cross chunk ends, M = 21 a partial m-block at 16 channels."""
-    from bayesfilt.nn.kernels.kla import _scan_plan
-    v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
-    plan = _scan_plan(v, k, {"fwd_prefetch": 1, "fwd_mspec": 0}, "fwd")
-    assert plan.prefetch and not plan.mspec
-    assert not _scan_plan(v, k, {}, "fwd").prefetch and _scan_plan(v, k, {"fwd_prefetch": 1}, "bwd").mspec
-    with pytest.raises(ValueError, match="fwd_prefetch"):
-        _scan_plan(v, k, {"fwd_prefetch": 2}, "fwd")
-    _check_same(2, 19, 21, 4, {"fwd_prefetch": 1, "fwd_mspec": 0, "fwd_bm": 16}, {}, init=True, prior=True,
-                num_chunks=2)
-    _check_same(1, 37, 9, 16, {"fwd_prefetch": 1}, {}, init=False, prior=False, num_chunks=3)
-    _check_same(1, 131, 3, 5, {"fwd_prefetch": 1, "fwd_mspec": 0}, {}, init=True, prior=False, num_chunks=16)
+#: the tuning keys that switch off what session 11 made the default (docs/kla_kernels.md, "Prefetch and
+#: layout"): the prefetch hints, the backward's checkpoint one block ahead, the forward's 16-channel build
+NO_PREFETCH = {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}
 
 
-def test_checkpoint_and_l2_prefetch_interpreted():
-    """``bwd_ckpf`` (each backward block's checkpoint loaded one block ahead) and ``fwd_l2pf`` /
-    ``bwd_l2pf`` (L2 prefetch hints for k, q; no-ops under the interpreter, which has no inline PTX:
-    their GPU cases are in ``test_gpu_matrix_multi_warp``): bit-identical to the defaults and within
-    the bound of the float64 reference, with a partial last block, one-block chunks at the ends of the
-    prefetch (L = 19: 3 chunks of 8, 8 and 3 tokens) and the prior readout."""
-    from bayesfilt.nn.kernels.kla import _scan_plan
+def test_prefetch_and_layout_interpreted():
+    """The defaults since session 11: L2 prefetch hints for the k, q rows and the program's m-columns
+    (``fwd_l2pf`` / ``bwd_l2pf``, ``*_pfrows``; no-ops under the interpreter, which has no inline PTX:
+    their GPU cases are in ``test_gpu_matrix_multi_warp``), the backward's checkpoint loaded one block
+    ahead (``bwd_ckpf``) and, when time is not chunked, the forward's 16-channel build without M's
+    divisibility (``fwd_bm`` 16, ``fwd_mspec`` 0): the same operations in the same order as with all of
+    them off, so bit-identical under the interpreter, and within the bound of the float64 reference;
+    L = 19 leaves a partial last block and 3 chunks of 8, 8 and 3 tokens (the checkpoint prefetch
+    crosses a chunk's first and last blocks), M = 21 a partial m-block, with the prior readout."""
+    from bayesfilt.nn.kernels.kla import _scan_plan, make_plan
     v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
-    assert _scan_plan(v, k, {"bwd_ckpf": 1, "bwd_l2pf": 2}, "bwd").ckpf
-    assert _scan_plan(v, k, {"bwd_ckpf": 1, "bwd_l2pf": 2}, "bwd").l2pf == 2
-    assert not _scan_plan(v, k, {"bwd_ckpf": 1}, "fwd").ckpf and _scan_plan(v, k, {"bwd_l2pf": 1}, "fwd").l2pf == 0
+    fwd, bwd = _scan_plan(v, k, {"num_chunks": 3}, "fwd"), _scan_plan(v, k, {}, "bwd")
+    assert (fwd.l2pf, fwd.pfrows, fwd.ckpf, bwd.l2pf, bwd.pfrows, bwd.ckpf) == (2, True, False, 2, True, True)
+    one = _scan_plan(v, k, {}, "fwd")                   # unchunked (L = 19): 16 channels, unspecialised
+    assert (one.BM, one.mspec, one.NC) == (16, False, 1) and (fwd.BM, fwd.mspec) == (32, True)
+    assert make_plan(8, 2048, 2048, 16, v.device, num_chunks=1).BM == 16
+    off = _scan_plan(v, k, NO_PREFETCH, "bwd")
+    assert (off.l2pf, off.ckpf) == (0, False)
     with pytest.raises(ValueError, match="bwd_l2pf"):
         _scan_plan(v, k, {"bwd_l2pf": 3}, "bwd")
-    tune = {"bwd_ckpf": 1, "fwd_l2pf": 1, "bwd_l2pf": 2}
-    _check_same(2, 19, 21, 4, tune, {}, init=True, prior=True, num_chunks=3)
-    _check_same(1, 37, 9, 16, tune, {}, init=False, prior=False)
+    with pytest.raises(ValueError, match="fwd_mspec"):
+        _scan_plan(v, k, {"fwd_mspec": 2}, "fwd")
+    _check_same(2, 19, 21, 4, {"num_chunks": 3}, {**NO_PREFETCH, "num_chunks": 3}, init=True, prior=True)
+    _check_same(1, 19, 21, 4, {"num_chunks": 1}, {**NO_PREFETCH, "num_chunks": 1}, init=False, prior=False)
 
 
 def test_both_passes_take_the_forward_chunk_count(monkeypatch):
@@ -543,12 +537,11 @@ W2_BM64 = {**W2, "fwd_bm": 64, "bwd_bm": 64}
     (GPU_CASES[2], {"fwd_bm": 16, "bwd_bm": 16}),             # narrower m-tiles, a partial m-block
     (GPU_CASES[6], {"fwd_bm": 16, "bwd_bm": 16}),             # S = 33, 16 time chunks
     (GPU_CASES[5], {"fwd_bm": 16}),                           # prior readout, a partial last block
-    (GPU_CASES[5], {"fwd_prefetch": 1}),                      # v, Λv of the next block loaded ahead
-    (GPU_CASES[6], {"fwd_prefetch": 1, "fwd_mspec": 0, "fwd_bm": 16}),   # S = 33, 16 time chunks
-    (GPU_CASES[2], {"fwd_mspec": 0, "fwd_bm": 16}),           # the build without M's divisibility
-    (GPU_CASES[5], {"fwd_l2pf": 1, "bwd_l2pf": 1, "bwd_ckpf": 1}),   # prefetches, prior readout, partial block
-    (GPU_CASES[6], {"fwd_l2pf": 2, "bwd_l2pf": 2, "bwd_ckpf": 1}),   # S = 33 (two s-blocks), 16 time chunks
-    (GPU_CASES[1], {"fwd_l2pf": 1, "bwd_l2pf": 1, "bwd_ckpf": 1}),   # L = 3: no whole block
+    (GPU_CASES[2], NO_PREFETCH),                              # without the session-11 defaults
+    (GPU_CASES[6], NO_PREFETCH),                              # S = 33, 16 time chunks
+    (GPU_CASES[5], {"fwd_l2pf": 4, "bwd_l2pf": 1}),           # other prefetch distances, prior readout
+    (GPU_CASES[6], {"fwd_mspec": 0, "fwd_bm": 16}),           # the 16-channel build with time chunks, S = 33
+    (GPU_CASES[1], {"fwd_l2pf": 1, "bwd_l2pf": 4}),           # L = 3: no whole block
 ])
 def test_gpu_matrix_multi_warp(case, tune):
     """Programs of 2 or 4 warps (tune keys ``fwd_warps`` / ``bwd_warps``, with ``*_bm`` 64 too), the pipelined

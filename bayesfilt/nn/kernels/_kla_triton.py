@@ -122,59 +122,36 @@ def _rcp(x, FAST: tl.constexpr):
 
 @triton.jit
 def _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
-         MASKED: tl.constexpr, WITH_V: tl.constexpr = True):
-    """Load token `tok` of batch b: v, Lv [1,BM] and k, q [SB,1] as float32 (WITH_V False: v, Lv
-    are not loaded, returned as 0)."""
+         MASKED: tl.constexpr):
+    """Load token `tok` of batch b: v, Lv [1,BM] and k, q [SB,1] as float32."""
     row = b.to(tl.int64) * L + tok                      # (b, t) row, int64
     vm = _live(mmask, m, tok, t_end, MASKED)
     sm = _live(smask, s, tok, t_end, MASKED)
-    if WITH_V:
-        vv = tl.load(v_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
-        lv = tl.load(lv_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
-    else:
-        vv = (m * 0).to(tl.float32)
-        lv = vv
+    vv = tl.load(v_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
+    lv = tl.load(lv_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
     kk = tl.load(k_ptr + row * S + s, mask=sm, other=0.0).to(tl.float32)
     qq = tl.load(q_ptr + row * S + s, mask=sm, other=0.0).to(tl.float32)
     return vv, lv, kk, qq
 
 
 @triton.jit
-def _block_rows(v_ptr, lv_ptr, t0, t_end, b, L, M, m, mmask, CK: tl.constexpr):
-    """v, Lv of the CK tokens t0 .. t0+CK-1 as [CK, BM] float32 tiles (tokens >= t_end: 0)."""
-    rows = tl.arange(0, CK)[:, None]
-    vt = (rows * 0 + m * 0).to(tl.float32)              # [CK, BM], built row by row (one m per thread)
-    lvt = vt
-    for i in tl.static_range(CK):
-        off = (b.to(tl.int64) * L + t0 + i) * M + m     # [1, BM], int64
-        msk = mmask & (m * 0 + t0 + i < t_end)
-        vt = tl.where(rows == i, tl.load(v_ptr + off, mask=msk, other=0.0).to(tl.float32), vt)
-        lvt = tl.where(rows == i, tl.load(lv_ptr + off, mask=msk, other=0.0).to(tl.float32), lvt)
-    return vt, lvt
-
-
-@triton.jit
-def _prefetch_rows(ptr, t0, b, L, ROW, col0, width, CK: tl.constexpr, L1: tl.constexpr):
+def _prefetch_rows(ptr, t0, b, L, ROW, col0, width, CK: tl.constexpr):
     """Prefetch hint for columns col0 .. col0+width-1 of the rows of tokens t0 .. t0+CK-1 (clamped to
-    [0, L)) of a [B, L, ROW] tensor: one ``prefetch.global.L2`` (``L1``: ``prefetch.global.L1``) per
-    row start and row end, the lines a row segment may span. No result; the caller runs it only
-    where inline PTX exists (not under the interpreter)."""
+    [0, L)) of a [B, L, ROW] tensor: one ``prefetch.global.L2`` per row start and row end, the lines a
+    row segment may span. No result; the caller runs it only where inline PTX exists (not under the
+    interpreter)."""
     i = tl.arange(0, 2 * CK)
     t = tl.minimum(tl.maximum(t0 + i // 2, 0), L - 1)
     off = (b.to(tl.int64) * L + t) * ROW + col0 + (i % 2) * (width - 1)      # first or last column
-    if L1:
-        tl.inline_asm_elementwise("prefetch.global.L1 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptr + off],
-                                  dtype=tl.int32, is_pure=False, pack=1)
-    else:
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptr + off],
-                                  dtype=tl.int32, is_pure=False, pack=1)
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptr + off],
+                              dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
 def _prefetch_block(k_ptr, q_ptr, r0_ptr, r1_ptr, r2_ptr, r3_ptr, t0, b, L, M, S, sb, pid_m,
                     SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr,
-                    L1: tl.constexpr, NROWS: tl.constexpr):
-    """Ask the cache (L2, or L1 with ``L1``) for the k, q rows of this program's s-block for tokens
+                    NROWS: tl.constexpr):
+    """Ask L2 for the k, q rows of this program's s-block for tokens
     t0 .. t0+CK-1 and, with NROWS = 2 or 4, for its m-columns of r0, r1 (forward: v, Lv) or r0..r3
     (backward: v, Lv, g_y, g_yvar). Hints with no result; nothing under the interpreter (no inline
     PTX there). All the programs of one sequence read the same k, q rows at about the same time, so
@@ -182,21 +159,15 @@ def _prefetch_block(k_ptr, q_ptr, r0_ptr, r1_ptr, r2_ptr, r3_ptr, t0, b, L, M, S
     backward's longest load stalls are on k, q; docs/kla_kernels.md, "Prefetch")."""
     if FAST:
         ws = tl.minimum(SB, S - sb * SB)
-        _prefetch_rows(k_ptr, t0, b, L, S, sb * SB, ws, CK, L1)
-        _prefetch_rows(q_ptr, t0, b, L, S, sb * SB, ws, CK, L1)
+        _prefetch_rows(k_ptr, t0, b, L, S, sb * SB, ws, CK)
+        _prefetch_rows(q_ptr, t0, b, L, S, sb * SB, ws, CK)
         if NROWS > 0:
             wm = tl.minimum(BM, M - pid_m * BM)
-            _prefetch_rows(r0_ptr, t0, b, L, M, pid_m * BM, wm, CK, L1)
-            _prefetch_rows(r1_ptr, t0, b, L, M, pid_m * BM, wm, CK, L1)
+            _prefetch_rows(r0_ptr, t0, b, L, M, pid_m * BM, wm, CK)
+            _prefetch_rows(r1_ptr, t0, b, L, M, pid_m * BM, wm, CK)
             if NROWS > 2:
-                _prefetch_rows(r2_ptr, t0, b, L, M, pid_m * BM, wm, CK, L1)
-                _prefetch_rows(r3_ptr, t0, b, L, M, pid_m * BM, wm, CK, L1)
-
-
-@triton.jit
-def _row(tile, rows, i: tl.constexpr):
-    """Row i of a [CK, BM] tile as [1, BM], exactly (x + (-0.0) = x for every x, NaN included)."""
-    return tl.sum(tl.where(rows == i, tile, -0.0), axis=0, keep_dims=True)
+                _prefetch_rows(r2_ptr, t0, b, L, M, pid_m * BM, wm, CK)
+                _prefetch_rows(r3_ptr, t0, b, L, M, pid_m * BM, wm, CK)
 
 
 @triton.jit
@@ -223,9 +194,8 @@ def _start_state(w, mu, sumw_ptr, summu_ptr, b, c, NC, M, S, ms, lmask, WITH_MU:
 def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
                v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr, yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask,
                MODE: tl.constexpr, PRIOR: tl.constexpr, CK: tl.constexpr, MASKED: tl.constexpr,
-               FAST: tl.constexpr, DEFER_Y: tl.constexpr = False, vtile=None, lvtile=None,
-               PREFETCH: tl.constexpr = False, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1,
-               BM: tl.constexpr = 1, pid_m=0, PFL1: tl.constexpr = False, PFROWS: tl.constexpr = 0):
+               FAST: tl.constexpr, DEFER_Y: tl.constexpr = False, L2PF: tl.constexpr = 0,
+               SB: tl.constexpr = 1, BM: tl.constexpr = 1, pid_m=0, PFROWS: tl.constexpr = 0):
     """CK tokens t0 .. t0+CK-1 of one program (MASKED: tokens >= t_end leave all unchanged).
 
     DEFER_Y (outputs, MODE 0): y and y_var of the CK tokens are gathered in [CK, BM] tiles and
@@ -235,7 +205,7 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
     """
     if L2PF > 0:                                        # k, q (and v, Lv) of the block L2PF blocks ahead
         _prefetch_block(k_ptr, q_ptr, v_ptr, lv_ptr, v_ptr, v_ptr, t0 + L2PF * CK, b, L, M, S, sb, pid_m, SB,
-                        BM, CK, FAST, PFL1, PFROWS)
+                        BM, CK, FAST, PFROWS)
     rows = tl.arange(0, CK)[:, None]                    # [CK, 1] token of the block
     ytile = (rows * 0 + m * 0).to(tl.float32)           # [CK, BM] zeros (BM from m's shape)
     yvtile = ytile
@@ -243,10 +213,7 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
         tok = t0 + i
         valid = tok < t_end
         vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s,
-                              mmask, smask, MASKED, not PREFETCH)
-        if PREFETCH:                                    # v, Lv of this block were loaded one block ahead
-            vv = _row(vtile, rows, i)
-            lv = _row(lvtile, rows, i)
+                              mmask, smask, MASKED)
         if MODE == 1:
             phi = lv * kk * kk                          # phi_t
             x2 = a2 * x + p * z                         # M_t @ R, numerator rows
@@ -306,8 +273,7 @@ def _fwd_kernel(
     B, L, M, S, LC, NC, NMB, NSB,
     MODE: tl.constexpr, PRIOR: tl.constexpr, WRITE_CK: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr, DEFER_Y: tl.constexpr = False,
-    NSTAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = False, L2PF: tl.constexpr = 0,
-    PFL1: tl.constexpr = False, PFROWS: tl.constexpr = 0,
+    NSTAGES: tl.constexpr = 1, L2PF: tl.constexpr = 0, PFROWS: tl.constexpr = 0,
 ):
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
@@ -332,27 +298,16 @@ def _fwd_kernel(
     NCK = (L + CK - 1) // CK
     # NSTAGES > 1: Triton's pipeliner copies the next NSTAGES - 1 blocks' inputs into shared memory
     # (cp.async) while this block computes (tune key fwd_stages; 1 compiles as a plain range)
-    # PREFETCH: v, Lv of the next block are loaded while this block computes (carried in registers)
-    if PREFETCH:
-        vnext, lvnext = _block_rows(v_ptr, lv_ptr, t_start, t_full, b, L, M, m, mmask, CK)
-    else:
-        vnext = 0.0                                     # unused (the blocks load their own v, Lv)
-        lvnext = 0.0
     for t0 in tl.range(t_start, t_full, CK, num_stages=NSTAGES):
         if MODE == 0:
             if WRITE_CK:
                 ckb = (b.to(tl.int64) * NCK + t0 // CK) * 2 * MSs
                 tl.store(ck_ptr + ckb + ms, w, mask=lmask)
                 tl.store(ck_ptr + ckb + MSs + ms, mu, mask=lmask)
-        vcur, lvcur = vnext, lvnext
-        if PREFETCH:
-            vnext, lvnext = _block_rows(v_ptr, lv_ptr, t0 + CK, t_full, b, L, M, m, mmask, CK)
-        else:
-            vnext, lvnext = vcur, lvcur
         w, mu, x, y, z, u, A, bb = _fwd_block(
             w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
             yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, False, FAST, DEFER_Y,
-            vcur, lvcur, PREFETCH, L2PF, SB, BM, pid_m, PFL1, PFROWS)
+            L2PF, SB, BM, pid_m, PFROWS)
     if t_full < t_end:                                  # the last, partial block
         if MODE == 0:
             if WRITE_CK:
@@ -523,12 +478,12 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
              b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
              MODE: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
              DEFER_G: tl.constexpr = 0, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1,
-             BM: tl.constexpr = 1, PFL1: tl.constexpr = False, PFROWS: tl.constexpr = 0):
+             BM: tl.constexpr = 1, PFROWS: tl.constexpr = 0):
     """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0.
 
     L2PF > 0: first asks the cache for the k, q rows (PFROWS 4: and v, Lv, g_y, g_yvar) of the block
     L2PF blocks earlier (the sweep runs backwards in time; ``_prefetch_block``, tune keys ``bwd_l2pf``,
-    ``bwd_pfl1``, ``bwd_pfrows``).
+    ``bwd_pfrows``).
 
     DEFER_G = G in {1, 2, 4, 8} (gradients, MODE 0): dv, dLv of G consecutive tokens are gathered
     in [G, BM] tiles and dk, dq in [SB, G] tiles and stored once per G tokens (G = 8: once after
@@ -539,7 +494,7 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     """
     if L2PF > 0:
         _prefetch_block(k_ptr, q_ptr, v_ptr, lv_ptr, gy_ptr, gyv_ptr, t0 - L2PF * BWD_CK, b, L, M, S, sb, pid_m,
-                        SB, BM, BWD_CK, FAST, PFL1, PFROWS)
+                        SB, BM, BWD_CK, FAST, PFROWS)
     # recompute the 7 states after tokens t0 .. t0+6 (kept in registers)
     l1, e1 = _frec(l0, e0, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
     l2, e2 = _frec(l1, e1, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
@@ -593,7 +548,7 @@ def _bwd_kernel(
     MODE: tl.constexpr, PRIOR: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr, DEFER_G: tl.constexpr = 0,
     BSTAGES: tl.constexpr = 1, CKPF: tl.constexpr = False, L2PF: tl.constexpr = 0,
-    PFL1: tl.constexpr = False, PFROWS: tl.constexpr = 0,
+    PFROWS: tl.constexpr = 0,
 ):
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
@@ -651,12 +606,12 @@ def _bwd_kernel(
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFL1, PFROWS)
+                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS)
             else:
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFL1, PFROWS)
+                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS)
     else:
         # BSTAGES > 1 (tune key bwd_stages): the last, possibly partial block first, then the loop over
         # the whole blocks without a branch, which Triton's pipeliner can software-pipeline (cp.async

@@ -32,6 +32,14 @@ CHECKPOINT_EVERY = 8
 #: spills where 4 x 32 spills 904 bytes; forward+backward 5.124 -> 4.627 ms at B=8 L=2048 M=2048,
 #: 14.561 -> 14.260 ms at B=1 L=65536 M=1024; the forward's 16 x 16 tile was slower, 0be35ce)
 _BM_FWD, _BM_BWD = 32, 16
+#: the forward's m-tile when time is not chunked, built without M's divisibility (one m and 8 s-lanes
+#: per thread): with the prefetch, 0.659 -> 0.623 ms at B=8 L=2048 M=2048 (kla_scan_pf11d.json, 2aaa93f);
+#: at B=1 L=65536 M=1024 (chunked) the 16-channel build was slower (2.72 -> 3.74 ms, kla_scan_pf11.json)
+_BM_FWD_UNCHUNKED = 16
+#: defaults of the prefetch (docs/kla_kernels.md, "Prefetch"; Nsight Compute's stall samples and the
+#: rows of kla_scan_pf11b/c/d.json): each 8-token block asks L2 for the k, q rows and the program's
+#: m-columns of the block 2 blocks ahead, and the backward loads each block's checkpoint a block ahead
+_L2PF, _PFROWS, _CKPF = 2, True, True
 #: at most this many s-lanes per program in the forward / backward (larger S: several
 #: s-blocks and a fixed-order sum of their partial outputs)
 _MAX_SB_FWD = 16
@@ -60,12 +68,10 @@ class Plan:
     defer_g: int = 8               # backward: store dv, dLv, dk, dq once per this many tokens (1, 2, 4, 8;
                                    # 0: per token as computed; tune bwd_defer, bwd_group)
     stages: int = 1                # software-pipelined token blocks (1 none, 2, 3; tune fwd_stages, bwd_stages)
-    prefetch: bool = False         # forward: load the next block's v, Lv while a block computes (fwd_prefetch)
     mspec: bool = True             # forward: the build specialised on M's divisibility by 16 (fwd_mspec)
-    l2pf: int = 0                  # prefetch of k, q this many 8-token blocks ahead (0 none, 1, 2, 4; fwd_l2pf, bwd_l2pf)
-    ckpf: bool = False             # backward: each block's checkpoint loaded one block ahead (bwd_ckpf)
-    pfl1: bool = False             # the prefetch goes to L1 instead of L2 (fwd_pfl1, bwd_pfl1)
-    pfrows: bool = False           # the prefetch covers the m-rows too: v, Lv (and g_y, g_yvar) (fwd_pfrows, bwd_pfrows)
+    l2pf: int = _L2PF              # L2 prefetch this many 8-token blocks ahead (0 none, 1, 2, 4; fwd_l2pf, bwd_l2pf)
+    pfrows: bool = _PFROWS         # ... of the m-columns too: v, Lv (backward: and g_y, g_yvar) (fwd_pfrows, bwd_pfrows)
+    ckpf: bool = _CKPF             # backward: each block's checkpoint loaded one block ahead (bwd_ckpf)
 
     @property
     def grid(self) -> tuple[int]:
@@ -81,8 +87,7 @@ def _sm_count(device: torch.device) -> int:
 def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunks: int | None = None,
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
               defer_y: bool = True, defer_g: int = 8, num_warps: int = 1, stages: int = 1,
-              prefetch: bool = False, mspec: bool = True, l2pf: int = 0, ckpf: bool = False,
-              pfl1: bool = False, pfrows: bool = False) -> Plan:
+              mspec: bool | None = None, l2pf: int = _L2PF, pfrows: bool = _PFROWS, ckpf: bool = _CKPF) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -95,13 +100,13 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     chunking heuristic still counts programs, not warps; docs/kla_kernels.md, "Multi-warp programs").
     ``stages`` (1, 2 or 3): the pass's token-block loop as a Triton pipelined loop that copies the
     next ``stages - 1`` blocks' inputs into shared memory while a block computes (1: no pipelining;
-    docs/kla_kernels.md, "Pipelined loads"). ``prefetch``: the forward loads the next 8-token
-    block's v, Λv while a block computes; ``mspec`` False: the forward's build that does not
-    specialise on M's divisibility by 16 (another thread layout; docs/kla_kernels.md, "Layouts
-    without M's divisibility"). ``l2pf`` (0, 1, 2 or 4): each block first asks L2 for the k, q rows of the
-    block that many blocks ahead (0: no prefetch), into L1 with ``pfl1``, and with ``pfrows`` also the
-    program's m-columns of v, Λv (backward: and of the output gradients); ``ckpf``: the backward loads
-    each block's checkpoint one block ahead (docs/kla_kernels.md, "Prefetch").
+    docs/kla_kernels.md, "Pipelined loads"). Without ``bm`` the m-tile is 32 channels, or 16 when
+    time is not chunked. ``mspec`` False: the forward's build that does not specialise on M's
+    divisibility by 16 (another thread layout; the default exactly when the tile is 16 channels;
+    docs/kla_kernels.md, "Prefetch and layout"). ``l2pf`` (0, 1, 2 or 4): each block first asks L2
+    for the k, q rows of the block that many blocks ahead (0: no prefetch), with ``pfrows`` also for
+    the program's m-columns of v, Λv (backward: and of the output gradients); ``ckpf``: the backward
+    loads each block's checkpoint one block ahead.
     """
     s_pad = triton.next_power_of_2(S)
     SB = min(s_pad, max_sb)
@@ -119,9 +124,13 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     num_chunks = max(1, min(int(num_chunks), triton.cdiv(L, CHECKPOINT_EVERY)))
     LC = triton.cdiv(triton.cdiv(L, num_chunks), CHECKPOINT_EVERY) * CHECKPOINT_EVERY
     NC = triton.cdiv(L, LC)
+    if bm is None and NC == 1:                          # more programs never call for chunks
+        BM = _BM_FWD_UNCHUNKED
+        NMB = triton.cdiv(M, BM)
+    mspec = BM != _BM_FWD_UNCHUNKED if mspec is None else bool(mspec)
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
-                defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), prefetch=bool(prefetch),
-                mspec=bool(mspec), l2pf=int(l2pf), ckpf=bool(ckpf), pfl1=bool(pfl1), pfrows=bool(pfrows))
+                defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), mspec=mspec, l2pf=int(l2pf),
+                pfrows=bool(pfrows), ckpf=bool(ckpf))
 
 
 def _new(shape, device, poison: bool):
@@ -147,9 +156,9 @@ def _consts(plan: Plan):
 
 
 def _pf_kw(plan: Plan, nrows: int) -> dict:
-    """Launch options of the prefetch beyond its distance (absent at their defaults)."""
-    kw = {"PFL1": True} if plan.pfl1 else {}
-    if plan.pfrows:
+    """Launch options of the prefetch: its distance and the rows it covers (absent when off)."""
+    kw = {"L2PF": plan.l2pf} if plan.l2pf else {}
+    if plan.l2pf and plan.pfrows:
         kw["PFROWS"] = nrows
     return kw
 
@@ -174,11 +183,7 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
     kw = dict(PRIOR=prior, WRITE_CK=keep_checkpoints, CK=CHECKPOINT_EVERY, **_consts(plan))
     if plan.stages > 1:                                 # absent by default: the default launch is unchanged
         kw["NSTAGES"] = plan.stages
-    if plan.prefetch:                                   # absent by default: the default launch is unchanged
-        kw["PREFETCH"] = True
-    if plan.l2pf:
-        kw["L2PF"] = plan.l2pf
-        kw.update(_pf_kw(plan, 2))
+    kw.update(_pf_kw(plan, 2))
     kern = K._fwd_kernel if plan.mspec else K._fwd_kernel_any_m
     if plan.NC > 1:
         kern[plan.grid](*args, MODE=1, **kw)
@@ -204,9 +209,7 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
     kw = dict(PRIOR=prior, **_consts(plan))
     if plan.stages > 1:                                 # absent by default: the default launch is unchanged
         kw["BSTAGES"] = plan.stages
-    if plan.l2pf:
-        kw["L2PF"] = plan.l2pf
-        kw.update(_pf_kw(plan, 4))
+    kw.update(_pf_kw(plan, 4))
     if plan.ckpf:
         kw["CKPF"] = True
     if plan.NC > 1:
@@ -230,8 +233,8 @@ def _T(x):
 #: every private tuning key (``_tune`` of kla_scan_triton; docs/kla_kernels.md)
 _TUNE_KEYS = frozenset({"num_chunks", "fwd_sb", "bwd_sb", "fwd_bm", "bwd_bm", "fwd_maxnreg", "bwd_maxnreg",
                         "fwd_defer", "bwd_defer", "bwd_group", "fwd_warps", "bwd_warps", "fwd_stages",
-                        "bwd_stages", "fwd_prefetch", "fwd_mspec", "fwd_l2pf", "bwd_l2pf",
-                        "bwd_ckpf", "fwd_pfl1", "bwd_pfl1", "fwd_pfrows", "bwd_pfrows"})
+                        "bwd_stages", "fwd_mspec", "fwd_l2pf", "bwd_l2pf", "bwd_ckpf", "fwd_pfrows",
+                        "bwd_pfrows"})
 
 
 def _tune_str(tune) -> str:
@@ -297,7 +300,7 @@ def _stages(tune: dict, pass_: str) -> int:
 
 
 def _flag(tune: dict, key: str, default: int) -> bool:
-    """A 0/1 tuning key (``fwd_prefetch``, ``fwd_mspec``)."""
+    """A 0/1 tuning key (``fwd_mspec``, ``bwd_ckpf``, ``*_pfrows``)."""
     val = int(tune.get(key, default))
     if val not in (0, 1):
         raise value_error(f"_tune[{key!r}]", f"is {val}", "pass 0 or 1")
@@ -307,7 +310,7 @@ def _flag(tune: dict, key: str, default: int) -> bool:
 def _l2pf(tune: dict, pass_: str) -> int:
     """Blocks ahead of the prefetch (``fwd_l2pf`` / ``bwd_l2pf``: 0 none, 1, 2 or 4)."""
     key = pass_ + "_l2pf"
-    val = int(tune.get(key, 0))
+    val = int(tune.get(key, _L2PF))
     if val not in (0, 1, 2, 4):
         raise value_error(f"_tune[{key!r}]", f"is {val}", "pass 0 (no prefetch), 1, 2 or 4 (blocks ahead)")
     return val
@@ -321,18 +324,17 @@ def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
     B, L, M = v.shape
     num_chunks = tune.get("num_chunks")
     if num_chunks is None and pass_ == "bwd":          # (the forward's own plan makes this choice itself)
-        num_chunks = make_plan(B, L, M, k.shape[-1], v.device, max_sb=tune.get("fwd_sb", _MAX_SB_FWD),
-                               bm=tune.get("fwd_bm")).NC
+        num_chunks = _scan_plan(v, k, tune, "fwd").NC
     return make_plan(B, L, M, k.shape[-1], v.device, num_chunks=num_chunks,
                      max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
-                     bm=tune.get(pass_ + "_bm", _BM_FWD if pass_ == "fwd" else _BM_BWD),
+                     bm=tune.get(pass_ + "_bm", None if pass_ == "fwd" else _BM_BWD),
                      maxnreg=tune.get(pass_ + "_maxnreg"),
                      defer_y=bool(tune.get("fwd_defer", _FWD_DEFER)) and pass_ == "fwd",
                      defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0, num_warps=_warps(tune, pass_),
-                     stages=_stages(tune, pass_), prefetch=_flag(tune, "fwd_prefetch", 0) and pass_ == "fwd",
-                     mspec=_flag(tune, "fwd_mspec", 1) or pass_ != "fwd", l2pf=_l2pf(tune, pass_),
-                     ckpf=_flag(tune, "bwd_ckpf", 0) and pass_ == "bwd", pfl1=_flag(tune, pass_ + "_pfl1", 0),
-                     pfrows=_flag(tune, pass_ + "_pfrows", 0))
+                     stages=_stages(tune, pass_),
+                     mspec=(_flag(tune, "fwd_mspec", 0) if "fwd_mspec" in tune else None) if pass_ == "fwd" else True,
+                     l2pf=_l2pf(tune, pass_), pfrows=_flag(tune, pass_ + "_pfrows", _PFROWS),
+                     ckpf=_flag(tune, "bwd_ckpf", _CKPF) and pass_ == "bwd")
 
 
 # The scan is a pair of torch custom ops (forward, backward) tied by register_autograd, so that
