@@ -30,6 +30,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT a5s9       # (2 GPUs) A5 with one step size per lane (dt_per_state), the defaults as control, seed 1
 #   bash benchmarks/gpu_run.sh COMMIT s9         # (2 GPUs) the KLA defaults (backward 4 x 16) on GPU 0, the layer beside GLA on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT pf11       # issue 4: forward prefetch / layout variants and per-instruction stalls (ncu)
+#   bash benchmarks/gpu_run.sh COMMIT k11        # s11's KLA rows alone (one GPU)
 #   bash benchmarks/gpu_run.sh COMMIT s11        # (2 GPUs) session 11's defaults: KLA rows and tests on GPU 0, the layer beside GLA on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT rows       # issue 4: KLA_ROWS timed, KLA_NCU profiled (ROWS_NAME names the outputs)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
@@ -581,6 +582,15 @@ s9)
         --junitxml "$OUT/tests_kla.xml" > "$LOG/gpu_tests_kla.log" 2>&1
     el "kla tests rc=$? (limit ${left} s)"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests_kla.log" | tail -n 8
     wait $layer; cat "$LOG/layer_sub.log"; tail -n 8 "$LOG/kla_layer.log"
+    ;;
+k11)
+    # s11's kla_scan.py rows alone (one GPU; that call's benchmark failed on a removed Plan field)
+    X='[["main", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["long", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["main", {}]]'
+    timeout ${WARM_TIMEOUT:-200} python3 benchmarks/kla_scan.py --warm-only --warm-workers 8 --extra-rows "$X" > "$LOG/warm.log" 2>&1
+    el "warm rc=$?"
+    timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --no-fla --parity-L 512 --extra-rows "$X" \
+        --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 14 "$LOG/kla_scan.log"
     ;;
 s11)
     # session 11 (2 GPUs): the new defaults (prefetch hints, the backward's checkpoint a block ahead, the
