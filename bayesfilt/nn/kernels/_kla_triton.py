@@ -36,7 +36,10 @@ A program finds its chunk's start state (adjoint) by applying the maps of the ch
 tokens are the only thing the backward keeps; inside 8 tokens the states live in registers.
 Per-token results can be gathered in register tiles and stored once per block (forward DEFER_Y,
 the default) or per group of tokens (backward DEFER_G, an option), so that no store orders the
-next tokens' loads behind it: docs/kla_kernels.md, "Deferred stores".
+next tokens' loads behind it: docs/kla_kernels.md, "Deferred stores". Each block may first ask L2
+for the inputs of a later block (L2PF blocks ahead; PFROWS: the m-columns too), and the backward may
+load each block's checkpoint a block ahead (CKPF): hints and an earlier load, the same values
+(docs/kla_kernels.md, "Prefetch and layout").
 
 No validation here: bayesfilt.nn.functional validates. Offsets that can pass 2^31 (anything
 with a batch or time factor) are computed in int64.
@@ -156,7 +159,7 @@ def _prefetch_block(k_ptr, q_ptr, r0_ptr, r1_ptr, r2_ptr, r3_ptr, t0, b, L, M, S
     (backward: v, Lv, g_y, g_yvar). Hints with no result; nothing under the interpreter (no inline
     PTX there). All the programs of one sequence read the same k, q rows at about the same time, so
     without it their first loads of a row wait for DRAM (Nsight Compute at 11fb0b0: the forward's and
-    backward's longest load stalls are on k, q; docs/kla_kernels.md, "Prefetch")."""
+    backward's longest load stalls are on k, q; docs/kla_kernels.md, "Prefetch and layout")."""
     if FAST:
         ws = tl.minimum(SB, S - sb * SB)
         _prefetch_rows(k_ptr, t0, b, L, S, sb * SB, ws, CK)
@@ -339,7 +342,7 @@ def _fwd_kernel(
 #: The same forward, not specialised on M's divisibility by 16 (tune key ``fwd_mspec`` 0): without
 #: 16-byte row loads Triton lays a 16 x 16 tile out as one m and 8 s-lanes per thread, two threads
 #: per m (one shuffle per sum over s), where the specialised build gives 4 m x 2 s per thread and
-#: 8 threads along s (docs/kla_kernels.md, "Layouts without M's divisibility").
+#: 8 threads along s. The default when time is not chunked (docs/kla_kernels.md, "Prefetch and layout").
 _fwd_kernel_any_m = _jit(_SIZES + ["M"])(_fwd_kernel.fn)
 
 

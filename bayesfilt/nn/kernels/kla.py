@@ -36,7 +36,7 @@ _BM_FWD, _BM_BWD = 32, 16
 #: per thread): with the prefetch, 0.659 -> 0.623 ms at B=8 L=2048 M=2048 (kla_scan_pf11d.json, 2aaa93f);
 #: at B=1 L=65536 M=1024 (chunked) the 16-channel build was slower (2.72 -> 3.74 ms, kla_scan_pf11.json)
 _BM_FWD_UNCHUNKED = 16
-#: defaults of the prefetch (docs/kla_kernels.md, "Prefetch"; Nsight Compute's stall samples and the
+#: defaults of the prefetch (docs/kla_kernels.md, "Prefetch and layout"; Nsight Compute's stall samples and the
 #: rows of kla_scan_pf11b/c/d.json): each 8-token block asks L2 for the k, q rows and the program's
 #: m-columns of the block 2 blocks ahead, and the backward loads each block's checkpoint a block ahead
 _L2PF, _PFROWS, _CKPF = 2, True, True
