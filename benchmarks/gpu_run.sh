@@ -80,6 +80,23 @@ pack_cache() {
     tar -czf /tmp/tcache.tgz -C /tmp tcache && split -b 15M -d /tmp/tcache.tgz "$OUT/tcache.tgz."
     el "triton cache out: $(du -sh /tmp/tcache | cut -f1) -> $(du -sh /tmp/tcache.tgz | cut -f1)"
 }
+layer_gpu1() {    # the KLA layer beside fla's GLA on GPU 1: a compiling pass, then the timed one (stages s9, s11)
+    export CUDA_VISIBLE_DEVICES=1
+    timeout ${LAYER_WARM:-330} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
+        --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
+    el "layer warm rc=$?"
+    timeout ${LAYER_TIMEOUT:-200} python3 benchmarks/kla_layer.py --no-torch-backend --compile --out "$OUT/kla_layer.json" \
+        > "$LOG/kla_layer.log" 2>&1
+    el "kla_layer rc=$?"
+}
+kla_rows_s11() { # kla_scan.py's default rows plus, as extra rows, the defaults before session 11 (stages s11, k11)
+    local X='[["main", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["long", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["main", {}]]'
+    timeout ${WARM_TIMEOUT:-200} python3 benchmarks/kla_scan.py --warm-only --warm-workers 8 --extra-rows "$X" > "$LOG/warm.log" 2>&1
+    el "warm rc=$?"
+    timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --no-fla --parity-L 512 --extra-rows "$X" \
+        --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 14 "$LOG/kla_scan.log"
+}
 
 for stage in "$@"; do
 case $stage in
@@ -563,13 +580,7 @@ s9)
     # chunk count) through the library's own launches. GPU 0: kla_scan.py's default rows (main, long,
     # bf16, decode; no fla: its autotuning would share GPU 0 with the timing); GPU 1 at the same time:
     # the layer beside fla's GLA (layer6's two passes; their compiles load the host during GPU 0's rows)
-    ( export CUDA_VISIBLE_DEVICES=1
-      timeout ${LAYER_WARM:-330} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
-          --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
-      el "layer warm rc=$?"
-      timeout ${LAYER_TIMEOUT:-200} python3 benchmarks/kla_layer.py --no-torch-backend --compile --out "$OUT/kla_layer.json" \
-          > "$LOG/kla_layer.log" 2>&1
-      el "kla_layer rc=$?" ) > "$LOG/layer_sub.log" 2>&1 &
+    layer_gpu1 > "$LOG/layer_sub.log" 2>&1 &
     layer=$!
     CUDA_VISIBLE_DEVICES=0 timeout ${WARM_TIMEOUT:-200} python3 benchmarks/kla_scan.py --warm-only --warm-workers 6 \
         > "$LOG/warm.log" 2>&1
@@ -585,12 +596,7 @@ s9)
     ;;
 k11)
     # s11's kla_scan.py rows alone (one GPU; that call's benchmark failed on a removed Plan field)
-    X='[["main", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["long", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["main", {}]]'
-    timeout ${WARM_TIMEOUT:-200} python3 benchmarks/kla_scan.py --warm-only --warm-workers 8 --extra-rows "$X" > "$LOG/warm.log" 2>&1
-    el "warm rc=$?"
-    timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --no-fla --parity-L 512 --extra-rows "$X" \
-        --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
-    el "kla_scan rc=$?"; tail -n 14 "$LOG/kla_scan.log"
+    kla_rows_s11
     ;;
 s11)
     # session 11 (2 GPUs): the new defaults (prefetch hints, the backward's checkpoint a block ahead, the
@@ -598,21 +604,9 @@ s11)
     # (every session-11 key off) as extra rows. GPU 0: kla_scan.py's rows (main, long, decode, bf16, the
     # extra rows; no fla: its autotuning would share GPU 0 with the timing), then the KLA kernel tests;
     # GPU 1 at the same time: the layer beside fla's GLA (as in s9)
-    X='[["main", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["long", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["main", {}]]'
-    ( export CUDA_VISIBLE_DEVICES=1
-      timeout ${LAYER_WARM:-330} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
-          --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
-      el "layer warm rc=$?"
-      timeout ${LAYER_TIMEOUT:-200} python3 benchmarks/kla_layer.py --no-torch-backend --compile --out "$OUT/kla_layer.json" \
-          > "$LOG/kla_layer.log" 2>&1
-      el "kla_layer rc=$?" ) > "$LOG/layer_sub.log" 2>&1 &
+    layer_gpu1 > "$LOG/layer_sub.log" 2>&1 &
     layer=$!
-    CUDA_VISIBLE_DEVICES=0 timeout ${WARM_TIMEOUT:-200} python3 benchmarks/kla_scan.py --warm-only --warm-workers 8 \
-        --extra-rows "$X" > "$LOG/warm.log" 2>&1
-    el "warm rc=$?"
-    CUDA_VISIBLE_DEVICES=0 timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --no-fla --parity-L 512 \
-        --extra-rows "$X" --out "$OUT/kla_scan.json" > "$LOG/kla_scan.log" 2>&1
-    el "kla_scan rc=$?"; tail -n 14 "$LOG/kla_scan.log"
+    CUDA_VISIBLE_DEVICES=0 kla_rows_s11
     left=$(( ${S11_END:-560} - ($(date +%s) - T0) ))
     CUDA_VISIBLE_DEVICES=0 timeout $left python3 -m pytest -q -n 12 -p no:cacheprovider -rfE tests/test_kla_triton.py \
         tests/test_determinism_gpu.py --junitxml "$OUT/tests_kla.xml" > "$LOG/gpu_tests_kla.log" 2>&1
