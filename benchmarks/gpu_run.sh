@@ -80,15 +80,15 @@ pack_cache() {
     tar -czf /tmp/tcache.tgz -C /tmp tcache && split -b 15M -d /tmp/tcache.tgz "$OUT/tcache.tgz."
     el "triton cache out: $(du -sh /tmp/tcache | cut -f1) -> $(du -sh /tmp/tcache.tgz | cut -f1)"
 }
-layer_gpu1() {    # the KLA layer beside fla's GLA on GPU 1: a compiling pass, then the timed one (stages s9, s11)
-    export CUDA_VISIBLE_DEVICES=1
+layer_gpu1() (   # the KLA layer beside fla's GLA on GPU 1: a compiling pass, then the timed one (stages s9, s11)
+    export CUDA_VISIBLE_DEVICES=1                       # (a subshell: nothing leaks into the caller)
     timeout ${LAYER_WARM:-330} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
         --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
     el "layer warm rc=$?"
     timeout ${LAYER_TIMEOUT:-200} python3 benchmarks/kla_layer.py --no-torch-backend --compile --out "$OUT/kla_layer.json" \
         > "$LOG/kla_layer.log" 2>&1
     el "kla_layer rc=$?"
-}
+)
 kla_rows_s11() { # kla_scan.py's default rows plus, as extra rows, the defaults before session 11 (stages s11, k11)
     local X='[["main", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["long", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["main", {}]]'
     timeout ${WARM_TIMEOUT:-200} python3 benchmarks/kla_scan.py --warm-only --warm-workers 8 --extra-rows "$X" > "$LOG/warm.log" 2>&1
@@ -455,12 +455,14 @@ pf11|rows)
     # samples (kla_scan_profile.py: one forward and one forward+backward; the first launch of the named
     # kernel). pf11: the forward with the next block's v, Lv prefetched (fwd_prefetch) and the 16-channel
     # build without M's divisibility (fwd_mspec 0). rows: KLA_ROWS (kla_scan.py --rows) and KLA_NCU
-    # ("name|kernel regex|tune JSON;..."), results as kla_scan_${ROWS_NAME}.json and ncu_${ROWS_NAME}.tgz
+    # ("name|kernel regex|tune JSON;..."), results as kla_scan_${ROWS_NAME}.json and ncu_${ROWS_NAME}.tgz.
+    # pf11 runs only at commits up to 2aaa93f: fwd_prefetch was removed after it (kla_scan_pf11_11fb0b0.json)
     if [ $stage = pf11 ]; then
         ROWS_NAME=pf11
         KLA_ROWS='[["main", {}], ["main", {"fwd_prefetch": 1}], ["main", {"fwd_mspec": 0, "fwd_bm": 16}], ["main", {"fwd_mspec": 0, "fwd_bm": 16, "fwd_prefetch": 1}], ["main", {}], ["long", {}], ["long", {"fwd_prefetch": 1}], ["long", {"fwd_mspec": 0, "fwd_bm": 16}]]'
         KLA_NCU='fwd|_fwd|;bwd|_bwd|;fwdm|_fwd|{"fwd_mspec": 0, "fwd_bm": 16}'
     fi
+    : "${KLA_ROWS:?stage rows needs KLA_ROWS (a kla_scan.py --rows JSON list)}" "${ROWS_NAME:=rows}"
     timeout ${WARM_TIMEOUT:-240} python3 benchmarks/kla_scan.py --warm-only --rows "$KLA_ROWS" --warm-workers 8 > "$LOG/warm.log" 2>&1
     el "warm rc=$?"; tail -c 600 "$LOG/warm.log"; echo
     timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --rows "$KLA_ROWS" --parity-L 512 \
@@ -607,7 +609,7 @@ s11)
     layer_gpu1 > "$LOG/layer_sub.log" 2>&1 &
     layer=$!
     CUDA_VISIBLE_DEVICES=0 kla_rows_s11
-    left=$(( ${S11_END:-560} - ($(date +%s) - T0) ))
+    left=$(( ${S11_END:-560} - ($(date +%s) - T0) )); [ $left -lt 30 ] && left=30   # timeout 0 would mean no limit
     CUDA_VISIBLE_DEVICES=0 timeout $left python3 -m pytest -q -n 12 -p no:cacheprovider -rfE tests/test_kla_triton.py \
         tests/test_determinism_gpu.py --junitxml "$OUT/tests_kla.xml" > "$LOG/gpu_tests_kla.log" 2>&1
     el "kla tests rc=$? (limit ${left} s)"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests_kla.log" | tail -n 8

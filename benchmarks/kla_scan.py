@@ -356,7 +356,7 @@ def main():
         plan = make_plan(shape["B"], shape["L"], shape["M"], shape["S"], torch.device("cuda"))
         tune = tuple(sorted({"num_chunks": plan.NC, **cfg}.items()))
         row = {"shape_name": shape_name, "shape": shape, "dtype": "float32", "tune": dict(tune),
-               "plan": {"NC": plan.NC, "LC": plan.LC, "BM": plan.BM, "SB": plan.SB},
+               "plan": {"NC": plan.NC, "LC": plan.LC},         # the tiles of each pass are in "passes"
                "passes": pass_settings(shape, dict(tune))}
         t0 = time.time()
         pl = min(args.parity_L or shape["L"], shape["L"])

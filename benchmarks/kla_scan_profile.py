@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="8,2048,2048,16", help="B,L,M,S")
     ap.add_argument("--tune", type=json.loads, default=None,
-                    help='private launch knobs of the kernels, e.g. \'{"fwd_prefetch": 1}\' (then the kernels are '
+                    help='private launch knobs of the kernels, e.g. \'{"fwd_l2pf": 0}\' (then the kernels are '
                          "called directly, without kla_scan's input checks)")
     args = ap.parse_args()
     B, L, M, S = (int(v) for v in args.shape.split(","))

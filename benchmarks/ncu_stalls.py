@@ -4,9 +4,12 @@ Input: the CSV of ``ncu -i REPORT --page source --csv --print-source sass`` (the
 stages of ``benchmarks/gpu_run.sh`` write them, one per profiled kernel, into ``ncu_NAME.tgz``).
 Output (JSON): the share of the samples per stall reason, per opcode of the waiting instruction, and
 the instructions with the most ``long_scoreboard`` samples (waits on a variable-latency result: a
-global load, or a store still reading a register the instruction overwrites), each with the nearest
-earlier load or store that its registers depend on and how many instructions earlier it was issued
-(a linear look back through the listing, so a producer in an earlier loop iteration is not found).
+global load, or a store still reading a register the instruction overwrites), each with the load or
+store it waits on and how many instructions earlier that was issued: a linear look back through the
+listing that follows each register the instruction reads (read after write) or writes (write after
+write, write after read) to its latest earlier writer or reader, dropping registers that another
+instruction wrote in between; a producer in an earlier loop iteration (above the loop's start in the
+listing) is not found.
 
     python benchmarks/ncu_stalls.py --out benchmarks/results/kla_ncu_stalls.json \\
         fwd=/tmp/ncu11/src_fwd.csv:11fb0b0:'{}' bwd=/tmp/ncu11/src_bwd.csv:11fb0b0:'{}'
@@ -41,35 +44,47 @@ def _operands(src: str) -> tuple[str, list[str], list[str]]:
     return op, dst, [r for p in parts[1:] for r in _regs(p)]
 
 
+def _int(text: str) -> int:
+    return int(text.replace(",", "") or 0)
+
+
+def _waits_on(src: list[str], i: int) -> dict | None:
+    """The variable-latency instruction that instruction i waits on, found by looking back."""
+    _, dst, read = _operands(src[i])
+    raw, war = set(read) | set(dst), set(dst)           # its inputs (and outputs: write after write)
+    for j in range(i - 1, max(-1, i - 4000), -1):
+        op2, dst2, read2 = _operands(src[j])
+        if op2.startswith(("LDG", "LDS", "LDL")) and raw & set(dst2):
+            return {"producer": src[j].strip(), "instructions_earlier": i - j}
+        if op2.startswith(("STG", "STL", "STS")) and war & set(read2):
+            return {"producer": "register still read by " + src[j].strip(), "instructions_earlier": i - j}
+        raw -= set(dst2)                                # written in between by a fixed-latency instruction
+        war -= set(dst2)
+        if not raw and not war:
+            return None
+    return None
+
+
 def summarise(path: str, top: int = 8) -> dict:
     rows = list(csv.reader(open(path)))
-    hdr = rows[1]
-    ix = {h: i for i, h in enumerate(hdr)}
-    data = [r for r in rows[2:] if len(r) >= len(hdr)]
+    h = next(i for i, r in enumerate(rows) if "Source" in r and "Address" in r)
+    hdr = rows[h]
+    ix = {name: i for i, name in enumerate(hdr)}
+    data = [r for r in rows[h + 1:] if len(r) >= len(hdr)]
     reasons = [h for h in hdr if h.startswith("stall_") and "Not Issued" not in h]
     src = [r[ix["Source"]] for r in data]
-    samples = [int(r[ix["Warp Stall Sampling (All Samples)"]] or 0) for r in data]
+    samples = [_int(r[ix["Warp Stall Sampling (All Samples)"]]) for r in data]
     per_reason = collections.Counter()
     per_op = collections.Counter()
     for r, s, n in zip(data, src, samples):
-        for h in reasons:
-            per_reason[h[6:]] += int(r[ix[h]] or 0)
+        for name in reasons:
+            per_reason[name[6:]] += _int(r[ix[name]])
         per_op[_operands(s)[0].split(".")[0]] += n
     total = sum(per_reason.values())
-    long_sb = [int(r[ix["stall_long_sb"]] or 0) for r in data]
-    out = []
-    for i in sorted(range(len(data)), key=lambda j: -long_sb[j])[:top]:
-        op, dst, read = _operands(src[i])
-        need, found = set(dst) | set(read), None
-        for j in range(i - 1, max(-1, i - 4000), -1):
-            op2, dst2, read2 = _operands(src[j])
-            if op2.startswith(("LDG", "LDS", "LDL")) and need & set(dst2):
-                found = {"producer": src[j].strip(), "instructions_earlier": i - j}
-                break
-            if op2.startswith(("STG", "STL", "STS")) and set(dst) & set(read2):
-                found = {"producer": "register still read by " + src[j].strip(), "instructions_earlier": i - j}
-                break
-        out.append({"index": i, "instruction": src[i].strip(), "long_sb_share": long_sb[i] / total, **(found or {})})
+    long_sb = [_int(r[ix["stall_long_sb"]]) for r in data]
+    out = [{"index": i, "instruction": src[i].strip(), "long_sb_share": long_sb[i] / total,
+            **(_waits_on(src, i) or {})}
+           for i in sorted(range(len(data)), key=lambda j: -long_sb[j])[:top]]
     return {"samples": total,
             "by_reason": {k: v / total for k, v in per_reason.most_common() if v},
             "by_waiting_opcode": {k: v / total for k, v in per_op.most_common(10)},

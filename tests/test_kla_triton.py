@@ -283,9 +283,10 @@ def test_prefetch_and_layout_interpreted():
     their GPU cases are in ``test_gpu_matrix_multi_warp``), the backward's checkpoint loaded one block
     ahead (``bwd_ckpf``) and, when time is not chunked, the forward's 16-channel build without M's
     divisibility (``fwd_bm`` 16, ``fwd_mspec`` 0): the same operations in the same order as with all of
-    them off, so bit-identical under the interpreter, and within the bound of the float64 reference;
-    L = 19 leaves a partial last block and 3 chunks of 8, 8 and 3 tokens (the checkpoint prefetch
-    crosses a chunk's first and last blocks), M = 21 a partial m-block, with the prior readout."""
+    them off, so bit-identical under the interpreter, and within the bound of the float64 reference.
+    L = 27 in 2 chunks of 16 and 11 tokens: the checkpoint carried from block to block inside each
+    chunk, the second chunk's blocks whole and partial; M = 21 a partial m-block; the prior readout.
+    An explicit ``fwd_bm`` 16 keeps the specialised build (the tile is not chosen by the plan)."""
     from bayesfilt.nn.kernels.kla import _scan_plan, make_plan
     v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
     fwd, bwd = _scan_plan(v, k, {"num_chunks": 3}, "fwd"), _scan_plan(v, k, {}, "bwd")
@@ -293,13 +294,16 @@ def test_prefetch_and_layout_interpreted():
     one = _scan_plan(v, k, {}, "fwd")                   # unchunked (L = 19): 16 channels, unspecialised
     assert (one.BM, one.mspec, one.NC) == (16, False, 1) and (fwd.BM, fwd.mspec) == (32, True)
     assert make_plan(8, 2048, 2048, 16, v.device, num_chunks=1).BM == 16
+    assert _scan_plan(v, k, {"fwd_bm": 16}, "fwd").mspec                 # asked for: the specialised build
+    staged = _scan_plan(v, k, {"bwd_stages": 2}, "bwd")                 # the pipelined loop: no prefetch
+    assert (staged.l2pf, staged.ckpf) == (0, False)
     off = _scan_plan(v, k, NO_PREFETCH, "bwd")
     assert (off.l2pf, off.ckpf) == (0, False)
     with pytest.raises(ValueError, match="bwd_l2pf"):
         _scan_plan(v, k, {"bwd_l2pf": 3}, "bwd")
     with pytest.raises(ValueError, match="fwd_mspec"):
         _scan_plan(v, k, {"fwd_mspec": 2}, "fwd")
-    _check_same(2, 19, 21, 4, {"num_chunks": 3}, {**NO_PREFETCH, "num_chunks": 3}, init=True, prior=True)
+    _check_same(2, 27, 21, 4, {"num_chunks": 2}, {**NO_PREFETCH, "num_chunks": 2}, init=True, prior=True)
     _check_same(1, 19, 21, 4, {"num_chunks": 1}, {**NO_PREFETCH, "num_chunks": 1}, init=False, prior=False)
 
 

@@ -21,8 +21,10 @@ y_var = sum_s q^2 (a^2 w + p).
 Programs own a tile of lanes [SB, BM] (s = s0 + i, m = m0 + j) and sweep time; every
 [M, S] plane (a, p, states, checkpoints) is stored transposed, [S, M], so that m is the
 contiguous axis of every access (loads of a plane: 4 m per thread, 8 threads along m, 4 along s).
-With one warp per program (the default) Triton gives each thread one m and all SB s-lanes for the
-arithmetic, so the sums over s stay inside a thread; with 2 or 4 warps (tune keys fwd_warps /
+With one warp per program (the default) and a 32-channel tile Triton gives each thread one m and all
+SB s-lanes for the arithmetic, so the sums over s stay inside a thread; the forward's build without
+M's divisibility (_fwd_kernel_any_m, the default when time is not chunked) gives a 16-channel tile
+one m and 8 s-lanes per thread, so each sum over s takes one shuffle; with 2 or 4 warps (tune keys fwd_warps /
 bwd_warps) it puts the extra warps along s and those sums cross warps through shared memory
 (same sums, another order): docs/kla_kernels.md, "Multi-warp programs".
 Time may be split into NC chunks of LC tokens (LC a multiple of CK) for few lanes:
@@ -56,7 +58,8 @@ from bayesfilt.scan._triton import jit_unspecialized as _jit
 
 #: Size arguments the scan kernels do not specialise on (value 1, divisibility by 16): one
 #: compiled kernel serves every batch, length and chunking. M and S stay specialised (they
-#: decide whether the row offsets allow 16-byte loads) and are fixed for a given model.
+#: decide whether the row offsets allow 16-byte loads) and are fixed for a given model, except in
+#: _fwd_kernel_any_m, which does not specialise on M (another thread layout).
 _SIZES = ["B", "L", "LC", "NC", "NMB", "NSB"]
 
 #: Checkpoint interval of the backward (its recompute keeps these 8 states in registers).
@@ -141,7 +144,8 @@ def _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask
 def _prefetch_rows(ptr, t0, b, L, ROW, col0, width, CK: tl.constexpr):
     """Prefetch hint for columns col0 .. col0+width-1 of the rows of tokens t0 .. t0+CK-1 (clamped to
     [0, L)) of a [B, L, ROW] tensor: one ``prefetch.global.L2`` per row start and row end, the lines a
-    row segment may span. No result; the caller runs it only where inline PTX exists (not under the
+    row segment of up to 128 bytes may span (a wider segment, e.g. 64 float32 channels, gets no hint
+    for its middle lines). No result; the caller runs it only where inline PTX exists (not under the
     interpreter)."""
     i = tl.arange(0, 2 * CK)
     t = tl.minimum(tl.maximum(t0 + i // 2, 0), L - 1)
@@ -204,7 +208,10 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
     DEFER_Y (outputs, MODE 0): y and y_var of the CK tokens are gathered in [CK, BM] tiles and
     stored once after the block, so that no store separates one token's loads from the next
     token's (a store to memory that may alias the inputs orders the loads after it): the block's
-    loads can be in flight together. Same values; a tuning option (``fwd_defer``) to be measured.
+    loads can be in flight together. Same values; tuning option ``fwd_defer``.
+    L2PF > 0: the block first asks L2 for the k, q rows (PFROWS 2: and the v, Lv columns of m-block
+    pid_m, BM wide) of the block L2PF blocks later (``_prefetch_block``; SB, BM, pid_m only serve
+    the hint, so a call without L2PF may leave them at their defaults).
     """
     if L2PF > 0:                                        # k, q (and v, Lv) of the block L2PF blocks ahead
         _prefetch_block(k_ptr, q_ptr, v_ptr, lv_ptr, v_ptr, v_ptr, t0 + L2PF * CK, b, L, M, S, sb, pid_m, SB,
@@ -591,19 +598,15 @@ def _bwd_kernel(
         # backward's stall samples on the first use of that load; tune key bwd_ckpf)
         if CKPF:
             wn, mun = _bwd_ckpt_raw(ck_ptr, b, NCK, t_start + (n_sub - 1) * CK, MSs, ms, lmask)
-        else:
-            wn = 0.0                                    # unused
-            mun = 0.0
         for jj in range(0, n_sub):
             t0 = t_start + (n_sub - 1 - jj) * CK
             if CKPF:
                 wc, muc = wn, mun
+                # the block before (the chunk's first block reloads itself: in bounds, unused)
                 wn, mun = _bwd_ckpt_raw(ck_ptr, b, NCK, tl.maximum(t0 - CK, t_start), MSs, ms, lmask)
                 l0 = 1.0 / wc                           # checkpoint (w, mu) -> (lam, eta), as _bwd_ckpt
                 e0 = muc * l0
             else:
-                wc, muc = wn, mun
-                wn, mun = wc, muc
                 l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask)
             if jj == 0:                                 # the last block may be partial
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(

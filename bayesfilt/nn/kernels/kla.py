@@ -33,11 +33,11 @@ CHECKPOINT_EVERY = 8
 #: 14.561 -> 14.260 ms at B=1 L=65536 M=1024; the forward's 16 x 16 tile was slower, 0be35ce)
 _BM_FWD, _BM_BWD = 32, 16
 #: the forward's m-tile when time is not chunked, built without M's divisibility (one m and 8 s-lanes
-#: per thread): with the prefetch, 0.659 -> 0.623 ms at B=8 L=2048 M=2048 (kla_scan_pf11d.json, 2aaa93f);
-#: at B=1 L=65536 M=1024 (chunked) the 16-channel build was slower (2.72 -> 3.74 ms, kla_scan_pf11.json)
+#: per thread): with the prefetch, 0.659 -> 0.623 ms at B=8 L=2048 M=2048 (kla_scan_pf11d_2aaa93f.json);
+#: at B=1 L=65536 M=1024 (chunked) the 16-channel build was slower (2.72 -> 3.74 ms, kla_scan_pf11_11fb0b0.json)
 _BM_FWD_UNCHUNKED = 16
 #: defaults of the prefetch (docs/kla_kernels.md, "Prefetch and layout"; Nsight Compute's stall samples and the
-#: rows of kla_scan_pf11b/c/d.json): each 8-token block asks L2 for the k, q rows and the program's
+#: rows of kla_scan_pf11b_8298b76.json, kla_scan_pf11c_7277e47.json, kla_scan_pf11d_2aaa93f.json): each 8-token block asks L2 for the k, q rows and the program's
 #: m-columns of the block 2 blocks ahead, and the backward loads each block's checkpoint a block ahead
 _L2PF, _PFROWS, _CKPF = 2, True, True
 #: at most this many s-lanes per program in the forward / backward (larger S: several
@@ -102,8 +102,8 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     next ``stages - 1`` blocks' inputs into shared memory while a block computes (1: no pipelining;
     docs/kla_kernels.md, "Pipelined loads"). Without ``bm`` the m-tile is 32 channels, or 16 when
     time is not chunked. ``mspec`` False: the forward's build that does not specialise on M's
-    divisibility by 16 (another thread layout; the default exactly when the tile is 16 channels;
-    docs/kla_kernels.md, "Prefetch and layout"). ``l2pf`` (0, 1, 2 or 4): each block first asks L2
+    divisibility by 16 (another thread layout; the default exactly when the 16-channel tile is chosen
+    here, not when ``bm`` asks for it; docs/kla_kernels.md, "Prefetch and layout"). ``l2pf`` (0, 1, 2 or 4): each block first asks L2
     for the k, q rows of the block that many blocks ahead (0: no prefetch), with ``pfrows`` also for
     the program's m-columns of v, Λv (backward: and of the output gradients); ``ckpf``: the backward
     loads each block's checkpoint one block ahead.
@@ -124,10 +124,11 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     num_chunks = max(1, min(int(num_chunks), triton.cdiv(L, CHECKPOINT_EVERY)))
     LC = triton.cdiv(triton.cdiv(L, num_chunks), CHECKPOINT_EVERY) * CHECKPOINT_EVERY
     NC = triton.cdiv(L, LC)
-    if bm is None and NC == 1:                          # more programs never call for chunks
+    auto16 = bm is None and NC == 1                     # more programs never call for chunks
+    if auto16:
         BM = _BM_FWD_UNCHUNKED
         NMB = triton.cdiv(M, BM)
-    mspec = BM != _BM_FWD_UNCHUNKED if mspec is None else bool(mspec)
+    mspec = not auto16 if mspec is None else bool(mspec)   # an explicit bm keeps the specialised build
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
                 defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), mspec=mspec, l2pf=int(l2pf),
                 pfrows=bool(pfrows), ckpf=bool(ckpf))
@@ -307,6 +308,12 @@ def _flag(tune: dict, key: str, default: int) -> bool:
     return bool(val)
 
 
+def _mspec(tune: dict) -> bool | None:
+    """``fwd_mspec`` (0 or 1), or None: the plan decides (the unspecialised build exactly when it
+    picks the 16-channel tile itself)."""
+    return _flag(tune, "fwd_mspec", 1) if "fwd_mspec" in tune else None
+
+
 def _l2pf(tune: dict, pass_: str) -> int:
     """Blocks ahead of the prefetch (``fwd_l2pf`` / ``bwd_l2pf``: 0 none, 1, 2 or 4)."""
     key = pass_ + "_l2pf"
@@ -332,9 +339,11 @@ def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
                      defer_y=bool(tune.get("fwd_defer", _FWD_DEFER)) and pass_ == "fwd",
                      defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0, num_warps=_warps(tune, pass_),
                      stages=_stages(tune, pass_),
-                     mspec=(_flag(tune, "fwd_mspec", 0) if "fwd_mspec" in tune else None) if pass_ == "fwd" else True,
-                     l2pf=_l2pf(tune, pass_), pfrows=_flag(tune, pass_ + "_pfrows", _PFROWS),
-                     ckpf=_flag(tune, "bwd_ckpf", _CKPF) and pass_ == "bwd")
+                     mspec=_mspec(tune) if pass_ == "fwd" else True,
+                     # the pipelined loops (stages > 1) have no prefetch and no checkpoint a block ahead
+                     l2pf=_l2pf(tune, pass_) if _stages(tune, pass_) == 1 else 0,
+                     pfrows=_flag(tune, pass_ + "_pfrows", _PFROWS),
+                     ckpf=_flag(tune, "bwd_ckpf", _CKPF) and pass_ == "bwd" and _stages(tune, pass_) == 1)
 
 
 # The scan is a pair of torch custom ops (forward, backward) tied by register_autograd, so that
