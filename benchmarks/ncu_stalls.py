@@ -14,7 +14,9 @@ listing) is not found.
     python benchmarks/ncu_stalls.py --out benchmarks/results/kla_ncu_stalls.json \\
         fwd=/tmp/ncu11/src_fwd.csv:11fb0b0:'{}' bwd=/tmp/ncu11/src_bwd.csv:11fb0b0:'{}'
 
-Each argument is NAME=CSV:COMMIT:TUNE (TUNE: the kernels' private launch knobs as JSON).
+Each argument is NAME=CSV:COMMIT:TUNE (TUNE: the kernels' private launch knobs as JSON). Where a file
+``details_X.txt`` (``ncu -i REPORT --page details``) lies beside ``src_X.csv``, its scheduler and
+occupancy figures are added.
 """
 
 from __future__ import annotations
@@ -91,6 +93,27 @@ def summarise(path: str, top: int = 8) -> dict:
             "top_long_scoreboard": out}
 
 
+#: figures taken from the details page, when it is there
+DETAILS = ("Duration", "Registers Per Thread", "Achieved Occupancy", "Achieved Active Warps Per SM",
+           "Active Warps Per Scheduler", "Eligible Warps Per Scheduler", "Issued Warp Per Scheduler",
+           "No Eligible", "Warp Cycles Per Issued Instruction")
+
+
+def details(path: str) -> dict:
+    """{name: (value, unit)} of the DETAILS lines of an ``ncu --page details`` text (first occurrence)."""
+    out = {}
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        for name in DETAILS:
+            m = re.match(rf"\s+{re.escape(name)}\s+(\S*)\s+([\d.,]+)\s*$", line)
+            if m and name not in out:
+                out[name] = {"value": float(m.group(2).replace(",", "")), "unit": m.group(1)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("items", nargs="+", help="NAME=CSV:COMMIT:TUNE")
@@ -102,6 +125,9 @@ def main() -> None:
         name, _, rest = item.partition("=")
         path, commit, tune = rest.split(":", 2)
         res["profiles"][name] = {"commit": commit, "tune": json.loads(tune or "{}"), **summarise(path)}
+        det = details(path.replace("src_", "details_").replace(".csv", ".txt"))
+        if det:
+            res["profiles"][name]["details"] = det
         p = res["profiles"][name]
         print(f"{name:8s} {commit} {tune:60s} " + ", ".join(f"{k} {v:.1%}" for k, v in list(p["by_reason"].items())[:4]))
     with open(args.out, "w") as fh:
