@@ -261,6 +261,7 @@ def wrap_model(model: TaskModel, task, dcfg: DistributedConfig, device: torch.de
         >>> opt = make_optimizer(model, cfg)
         >>> type(fwd).__name__
         'DistributedDataParallel'
+        >>> del fwd, opt                      # free the DDP reducer while its process group is alive
         >>> dist.destroy_process_group()
     """
     if dcfg.fsdp:
@@ -309,6 +310,7 @@ def train_step(fwd, model: TaskModel, opt, task, cfg: TrainConfig, dcfg: Distrib
         >>> rec = train_step(fwd, model, opt, task, cfg, DistributedConfig(), 0, rank, world, device)
         >>> rec["step"], sorted(rec)
         (1, ['acc', 'grad_norm', 'loss', 'lr', 'step'])
+        >>> del fwd, opt                      # free the DDP reducer while its process group is alive
         >>> dist.destroy_process_group()
     """
     import torch.distributed as dist
@@ -490,6 +492,7 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
         >>> opt = make_optimizer(model, cfg)
         >>> sorted(evaluate_distributed(model, task, cfg, device, rank, world))
         ['eval_acc', 'eval_last_acc', 'eval_loss', 'eval_seq_acc']
+        >>> del fwd, opt                      # free the DDP reducer while its process group is alive
         >>> dist.destroy_process_group()
     """
     import torch.distributed as dist
