@@ -264,86 +264,53 @@ _FWD_DEFER, _BWD_DEFER, _BWD_GROUP = 1, 1, 8
 _WARPS = 1
 
 
+def _key(tune: dict, key: str, default: int, allowed: tuple, fix: str) -> int:
+    """The tuning key ``key`` (``default`` when absent), refused unless one of ``allowed``."""
+    val = int(tune.get(key, default))
+    if val not in allowed:
+        raise value_error(f"_tune[{key!r}]", f"is {val}", fix)
+    return val
+
+
 def _bwd_defer(tune: dict) -> int:
     """The backward's store group from the tuning keys: ``bwd_defer`` (0 off, 1 on) and
     ``bwd_group`` (tokens per store when on: 1, 2, 4 or 8; default 8, the whole block)."""
-    on = int(tune.get("bwd_defer", _BWD_DEFER))
-    if on not in (0, 1):
-        raise value_error("_tune['bwd_defer']", f"is {on}", "pass 0 (per-token stores) or 1 (grouped stores)")
-    if not on:
+    if not _key(tune, "bwd_defer", _BWD_DEFER, (0, 1), "pass 0 (per-token stores) or 1 (grouped stores)"):
         return 0
-    g = int(tune.get("bwd_group", _BWD_GROUP))
-    if g not in (1, 2, 4, 8):
-        raise value_error("_tune['bwd_group']", f"is {g}", "pass 1, 2, 4 or 8 (a power of two dividing the 8-token block)")
-    return g
-
-
-def _warps(tune: dict, pass_: str) -> int:
-    """Warps per program of one pass from the tuning keys ``fwd_warps`` / ``bwd_warps`` (1, 2 or 4;
-    default 1; on the H200 2 warps were slower in both passes, 4 in the backward (4 in the forward
-    untimed): docs/kla_kernels.md, "Multi-warp programs")."""
-    key = pass_ + "_warps"
-    nw = int(tune.get(key, _WARPS))
-    if nw not in (1, 2, 4):
-        raise value_error(f"_tune['{key}']", f"is {nw}", "pass 1, 2 or 4 (warps per program)")
-    return nw
-
-
-def _stages(tune: dict, pass_: str) -> int:
-    """Pipeline stages of one pass's token-block loop from the tuning keys ``fwd_stages`` /
-    ``bwd_stages`` (1, 2 or 3; default 1, no pipelining; on the H200 2 and 3 were slower in both
-    passes at both benchmark shapes: docs/kla_kernels.md, "Pipelined loads")."""
-    key = pass_ + "_stages"
-    ns = int(tune.get(key, 1))
-    if ns not in (1, 2, 3):
-        raise value_error(f"_tune['{key}']", f"is {ns}", "pass 1 (no pipelining), 2 or 3")
-    return ns
-
-
-def _flag(tune: dict, key: str, default: int) -> bool:
-    """A 0/1 tuning key (``fwd_mspec``, ``bwd_ckpf``, ``*_pfrows``)."""
-    val = int(tune.get(key, default))
-    if val not in (0, 1):
-        raise value_error(f"_tune[{key!r}]", f"is {val}", "pass 0 or 1")
-    return bool(val)
-
-
-def _mspec(tune: dict) -> bool | None:
-    """``fwd_mspec`` (0 or 1), or None: the plan decides (the unspecialised build exactly when it
-    picks the 16-channel tile itself)."""
-    return _flag(tune, "fwd_mspec", 1) if "fwd_mspec" in tune else None
-
-
-def _l2pf(tune: dict, pass_: str) -> int:
-    """Blocks ahead of the prefetch (``fwd_l2pf`` / ``bwd_l2pf``: 0 none, 1, 2 or 4)."""
-    key = pass_ + "_l2pf"
-    val = int(tune.get(key, _L2PF))
-    if val not in (0, 1, 2, 4):
-        raise value_error(f"_tune[{key!r}]", f"is {val}", "pass 0 (no prefetch), 1, 2 or 4 (blocks ahead)")
-    return val
+    return _key(tune, "bwd_group", _BWD_GROUP, (1, 2, 4, 8), "pass 1, 2, 4 or 8 (a power of two dividing the 8-token block)")
 
 
 def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
     """One pass's plan under the private tuning keys. Both passes take the forward plan's number of
     time chunks unless ``num_chunks`` is given: the backward's narrower tile would otherwise count
     enough programs to run unchunked at B=1, L=65536, M=1024 (256 one-warp programs, two per
-    multiprocessor), and the benchmarks have always timed both passes at the forward's count."""
+    multiprocessor), and the benchmarks have always timed both passes at the forward's count.
+
+    Keys per pass (``fwd_*`` / ``bwd_*``): ``*_warps`` 1, 2 or 4 (default 1; 2 warps were slower in
+    both passes on the H200, 4 in the backward: docs/kla_kernels.md, "Multi-warp programs");
+    ``*_stages`` 1, 2 or 3 (default 1, no pipelining; 2 and 3 were slower: "Pipelined loads"; the
+    pipelined loops have no prefetch and no checkpoint a block ahead); ``*_l2pf`` 0, 1, 2 or 4 and
+    ``*_pfrows`` 0 or 1 (the prefetch hints), ``bwd_ckpf`` and ``fwd_mspec`` 0 or 1 ("Prefetch and
+    layout")."""
     B, L, M = v.shape
     num_chunks = tune.get("num_chunks")
     if num_chunks is None and pass_ == "bwd":          # (the forward's own plan makes this choice itself)
         num_chunks = _scan_plan(v, k, tune, "fwd").NC
+    stages = _key(tune, pass_ + "_stages", 1, (1, 2, 3), "pass 1 (no pipelining), 2 or 3")
+    l2pf = _key(tune, pass_ + "_l2pf", _L2PF, (0, 1, 2, 4), "pass 0 (no prefetch), 1, 2 or 4 (blocks ahead)")
+    ckpf = _key(tune, "bwd_ckpf", _CKPF, (0, 1), "pass 0 or 1")
+    mspec = _key(tune, "fwd_mspec", 1, (0, 1), "pass 0 or 1") if "fwd_mspec" in tune else None  # None: the plan decides
     return make_plan(B, L, M, k.shape[-1], v.device, num_chunks=num_chunks,
                      max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
                      bm=tune.get(pass_ + "_bm", None if pass_ == "fwd" else _BM_BWD),
                      maxnreg=tune.get(pass_ + "_maxnreg"),
                      defer_y=bool(tune.get("fwd_defer", _FWD_DEFER)) and pass_ == "fwd",
-                     defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0, num_warps=_warps(tune, pass_),
-                     stages=_stages(tune, pass_),
-                     mspec=_mspec(tune) if pass_ == "fwd" else True,
-                     # the pipelined loops (stages > 1) have no prefetch and no checkpoint a block ahead
-                     l2pf=_l2pf(tune, pass_) if _stages(tune, pass_) == 1 else 0,
-                     pfrows=_flag(tune, pass_ + "_pfrows", _PFROWS),
-                     ckpf=_flag(tune, "bwd_ckpf", _CKPF) and pass_ == "bwd" and _stages(tune, pass_) == 1)
+                     defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0,
+                     num_warps=_key(tune, pass_ + "_warps", _WARPS, (1, 2, 4), "pass 1, 2 or 4 (warps per program)"),
+                     stages=stages, mspec=mspec if pass_ == "fwd" else True,
+                     l2pf=l2pf if stages == 1 else 0,
+                     pfrows=bool(_key(tune, pass_ + "_pfrows", _PFROWS, (0, 1), "pass 0 or 1")),
+                     ckpf=bool(ckpf) and pass_ == "bwd" and stages == 1)
 
 
 # The scan is a pair of torch custom ops (forward, backward) tied by register_autograd, so that
