@@ -161,6 +161,12 @@ def errors(means, covs, loglik, exact):
     return max_rel(means, em), max_rel(covs, eP), max_rel(loglik, ell)
 
 
+def sequential_error(model, y, exact):
+    """The larger means error of the two sequential filters (kalman_filter, sqrt_filter) on the case."""
+    kf, sf = bayesfilt.kalman_filter(model, y), bayesfilt.sqrt_filter(model, y)
+    return max(errors(kf.means, kf.covs, kf.loglik, exact)[0], errors(sf.means, sf.covs, sf.loglik, exact)[0])
+
+
 def accurate(err, seq_err):
     """The goal: within 4x the sequential filters' own error, and within the 1e-9 promise."""
     return err <= TOL and err <= 4.0 * seq_err
@@ -172,9 +178,7 @@ R2S = (1e-8, 1e-10, 1e-12)
 @pytest.mark.parametrize("R2", R2S)
 def test_ill_conditioned_sqrt_elements_are_accurate(R2):
     model, y, exact = ill_case(R2)
-    kf = bayesfilt.kalman_filter(model, y)
-    sf = bayesfilt.sqrt_filter(model, y)
-    seq = max(errors(kf.means, kf.covs, kf.loglik, exact)[0], errors(sf.means, sf.covs, sf.loglik, exact)[0])
+    seq = sequential_error(model, y, exact)
     for schedule in SCHEDULES:
         out = scan_sqrt_filter(model, y[:, None], schedule, chunk_size=3)
         em, eP, ell = errors(out["means"][:, 0], out["covs"][:, 0], out["loglik"][0], exact)
@@ -189,9 +193,7 @@ def test_ill_conditioned_sqrt_elements_are_accurate(R2):
 def test_ill_conditioned_covariance_elements_fail_the_same_assertion(R2):
     """The assertion above can fail: the covariance-form elements (covariance.py) miss it on this case."""
     model, y, exact = ill_case(R2)
-    kf = bayesfilt.kalman_filter(model, y)
-    sf = bayesfilt.sqrt_filter(model, y)
-    seq = max(errors(kf.means, kf.covs, kf.loglik, exact)[0], errors(sf.means, sf.covs, sf.loglik, exact)[0])
+    seq = sequential_error(model, y, exact)
     for schedule in SCHEDULES:
         out = scan_filter(model, y[:, None], schedule, chunk_size=3)
         em = errors(out["means"][:, 0], out["covs"][:, 0], out["loglik"][0], exact)[0]
@@ -265,9 +267,7 @@ def test_torch_ill_conditioned_float64():
     """The torch backend of the same elements on the reproducer (covariance elements there: 0.5 off at R2 = 1e-12)."""
     import torch
     model, y, exact = ill_case(1e-12)
-    kf = bayesfilt.kalman_filter(model, y)
-    sf = bayesfilt.sqrt_filter(model, y)
-    seq = max(errors(kf.means, kf.covs, kf.loglik, exact)[0], errors(sf.means, sf.covs, sf.loglik, exact)[0])
+    seq = sequential_error(model, y, exact)
     for schedule in ("tree", "chunked"):
         out = scan_sqrt_filter(model, torch.as_tensor(y[:, None]), schedule, 3)
         em, eP, ell = errors(out["means"][:, 0].numpy(), out["covs"][:, 0].numpy(), float(out["loglik"][0]), exact)
