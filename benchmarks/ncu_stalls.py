@@ -25,6 +25,7 @@ import argparse
 import collections
 import csv
 import json
+import os
 import re
 
 
@@ -123,7 +124,14 @@ def main() -> None:
     res = {"benchmark": "ncu_warp_stall_samples", "note": args.note, "profiles": {}}
     for item in args.items:
         name, _, rest = item.partition("=")
-        path, commit, tune = rest.split(":", 2)
+        parts = rest.split(":", 2)
+        if not name or len(parts) != 3 or not os.path.isfile(parts[0]):
+            ap.error(f"{item!r}: give NAME=CSV:COMMIT:TUNE with CSV an existing file (ncu --page source --csv)")
+        path, commit, tune = parts
+        try:
+            json.loads(tune or "{}")
+        except json.JSONDecodeError as exc:
+            ap.error(f"{item!r}: TUNE is not JSON ({exc})")
         res["profiles"][name] = {"commit": commit, "tune": json.loads(tune or "{}"), **summarise(path)}
         det = details(path.replace("src_", "details_").replace(".csv", ".txt"))
         if det:
