@@ -32,6 +32,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT pf11       # issue 4: forward prefetch / layout variants and per-instruction stalls (ncu)
 #   bash benchmarks/gpu_run.sh COMMIT k11        # s11's KLA rows alone (one GPU)
 #   bash benchmarks/gpu_run.sh COMMIT s11        # (2 GPUs) session 11's defaults: KLA rows and tests on GPU 0, the layer beside GLA on GPU 1
+#   bash benchmarks/gpu_run.sh COMMIT lp12       # issue 5: the layer beside GLA, with a profile per kernel category
 #   bash benchmarks/gpu_run.sh COMMIT rows       # issue 4: KLA_ROWS timed, KLA_NCU profiled (ROWS_NAME names the outputs)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
@@ -614,6 +615,20 @@ s11)
         tests/test_determinism_gpu.py --junitxml "$OUT/tests_kla.xml" > "$LOG/gpu_tests_kla.log" 2>&1
     el "kla tests rc=$? (limit ${left} s)"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests_kla.log" | tail -n 8
     wait $layer; cat "$LOG/layer_sub.log"; tail -n 8 "$LOG/kla_layer.log"
+    ;;
+lp12)
+    # session 12: where the layer's time goes. The KLA rows and the GLA rows compile / autotune in two
+    # processes at once (one step each), then one process times every row and profiles 3 more steps
+    # of each under the torch profiler (kla_layer.py --profile: device time per kernel and category)
+    timeout ${LAYER_WARM:-300} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
+        --only kla kla_compiled --out /tmp/kla_layer_warm1.json > "$LOG/kla_layer_warm1.log" 2>&1 &
+    w1=$!
+    timeout ${LAYER_WARM:-300} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
+        --only gla_default gla_matched_state --out /tmp/kla_layer_warm2.json > "$LOG/kla_layer_warm2.log" 2>&1
+    el "layer warm (gla) rc=$?"; wait $w1; el "layer warm (kla) rc=$?"
+    timeout ${LAYER_TIMEOUT:-240} python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
+        ${LAYER_ARGS:-} --out "$OUT/kla_layer_${ROWS_NAME:-lp12}.json" > "$LOG/kla_layer.log" 2>&1
+    el "kla_layer rc=$?"; tail -n 75 "$LOG/kla_layer.log"
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

@@ -56,7 +56,37 @@ def parity(device: str) -> dict:
     return res
 
 
-def time_layer(make, B, L, D, device, iters, warmup, autocast=True) -> dict:
+#: kernel-name patterns of profile categories, first match wins (``--profile``)
+CATEGORIES = (("kla_scan", r"^_(fwd|bwd)_kernel"), ("matmul", r"gemm|nvjet|cutlass|sm90_|matmul|xmma"),
+              ("conv", r"conv|depthwise|cudnn"), ("fla", r"^(chunk|fused|layer_norm|rms|l2norm|parallel)"),
+              ("inductor", r"^triton_"), ("reduce", r"reduce|sum"), ("copy", r"copy|Memcpy|Memset|elementwise"))
+
+
+def profile_steps(step, n: int) -> dict:
+    """``n`` calls of ``step`` under the torch profiler: device time per step of every kernel and the
+    sum per category (``CATEGORIES``; the rest is "other")."""
+    import re
+
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            step()
+        torch.cuda.synchronize()
+    kern, cats = {}, {}
+    for e in prof.key_averages():
+        dev = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if not dev or e.key.startswith(("aten::", "ProfilerStep", "cuda")):
+            continue
+        kern[e.key[:120]] = {"count": e.count / n, "us": dev / n}
+        cat = next((c for c, pat in CATEGORIES if re.search(pat, e.key)), "other")
+        cats[cat] = cats.get(cat, 0.0) + dev / n
+    top = dict(sorted(kern.items(), key=lambda kv: -kv[1]["us"])[:40])
+    return {"steps": n, "device_us_per_step": sum(v["us"] for v in kern.values()),
+            "categories_us": dict(sorted(cats.items(), key=lambda kv: -kv[1])), "top_kernels": top}
+
+
+def time_layer(make, B, L, D, device, iters, warmup, autocast=True, profile: int = 0) -> dict:
     torch.manual_seed(0)
     layer = make().to(device)
     x = torch.randn(B, L, D, device=device, requires_grad=True)
@@ -94,9 +124,12 @@ def time_layer(make, B, L, D, device, iters, warmup, autocast=True) -> dict:
         peak = None
     times.sort()
     med = times[len(times) // 2]
-    return {"median_s": med, "min_s": times[0], "tokens_per_s": B * L / med,
-            "peak_mem_gib": None if peak is None else peak / 2 ** 30,
-            "params": sum(p.numel() for p in layer.parameters())}
+    res = {"median_s": med, "min_s": times[0], "tokens_per_s": B * L / med,
+           "peak_mem_gib": None if peak is None else peak / 2 ** 30,
+           "params": sum(p.numel() for p in layer.parameters())}
+    if profile and device == "cuda":
+        res["profile"] = profile_steps(step, profile)
+    return res
 
 
 def main(argv=None) -> int:
@@ -112,6 +145,9 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true",
                     help="also time torch.compile(KLALayer) (inductor fuses the elementwise work around the "
                          "scan, which stays one opaque custom op)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after timing a row, N more steps under the torch profiler: device time per kernel and "
+                         "per category (GPU only)")
     ap.add_argument("--only", nargs="*", default=None, help="time only these rows (e.g. kla kla_compiled)")
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -163,14 +199,18 @@ def main(argv=None) -> int:
             runs = {k: v for k, v in runs.items() if k in args.only}
         for name, make in runs.items():
             try:
-                r = time_layer(make, B, L, D, device, args.iters, args.warmup)
+                r = time_layer(make, B, L, D, device, args.iters, args.warmup, profile=args.profile)
             except Exception as exc:  # an OOM or a missing kernel must not hide the other numbers
                 r = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
                 if device == "cuda":
                     torch.cuda.empty_cache()
             record["results"][name] = r
             write(record)
-            print(name, json.dumps(r), flush=True)
+            print(name, json.dumps({k: v for k, v in r.items() if k != "profile"}), flush=True)
+            if "profile" in r:
+                print("  categories (us/step):", json.dumps({k: round(v) for k, v in r["profile"]["categories_us"].items()}))
+                for kname, kv in list(r["profile"]["top_kernels"].items())[:15]:
+                    print(f"   {kv['us']:9.1f} us x{kv['count']:.0f}  {kname[:100]}", flush=True)
         res = record["results"]
         for peer in ("gla_default", "gla_matched_state"):
             for ours in ("kla", "kla_compiled"):
