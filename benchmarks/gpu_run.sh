@@ -32,6 +32,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT pf11       # issue 4: forward prefetch / layout variants and per-instruction stalls (ncu)
 #   bash benchmarks/gpu_run.sh COMMIT k11        # s11's KLA rows alone (one GPU)
 #   bash benchmarks/gpu_run.sh COMMIT s11        # (2 GPUs) session 11's defaults: KLA rows and tests on GPU 0, the layer beside GLA on GPU 1
+#   bash benchmarks/gpu_run.sh COMMIT c12        # issue 5 (kind nvidia-h200-x2): fused conv + GPU tests, layer A/B beside GLA
 #   bash benchmarks/gpu_run.sh COMMIT lp12       # issue 5: the layer beside GLA, with a profile per kernel category
 #   bash benchmarks/gpu_run.sh COMMIT rows       # issue 4: KLA_ROWS timed, KLA_NCU profiled (ROWS_NAME names the outputs)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
@@ -629,6 +630,32 @@ lp12)
     timeout ${LAYER_TIMEOUT:-240} python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
         ${LAYER_ARGS:-} --out "$OUT/kla_layer_${ROWS_NAME:-lp12}.json" > "$LOG/kla_layer.log" 2>&1
     el "kla_layer rc=$?"; tail -n 75 "$LOG/kla_layer.log"
+    ;;
+c12)
+    # session 12 (kind nvidia-h200-x2): the fused causal convolution and the scan's partial sums summed
+    # outside its backward op. GPU 1: fla's GLA compiles and autotunes alone (its autotuning is GPU
+    # timing: nothing else on that GPU meanwhile); GPU 0: the GPU tests of both changes, then one
+    # compiling step of the KLA rows. Then GPU 1 times every row (KLA compiled with the fused
+    # convolution and with F.conv1d as before, KLA eager, GLA default) and profiles 3 more steps of each.
+    export TRITON_CACHE_AUTOTUNING=1
+    ( export CUDA_VISIBLE_DEVICES=1
+      timeout ${LAYER_WARM:-330} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
+          --only gla_default --out /tmp/kla_layer_warm2.json > "$LOG/kla_layer_warm2.log" 2>&1
+      el "gla warm rc=$?" ) > "$LOG/gla_warm_sub.log" 2>&1 &
+    gw=$!
+    CUDA_VISIBLE_DEVICES=0 timeout ${TESTS_TIMEOUT:-200} python3 -m pytest -q -n 8 -p no:cacheprovider -rfE \
+        tests/test_conv_triton.py tests/test_kla_layer_gpu.py tests/test_kla_triton.py::test_torch_compile_and_cuda_graph \
+        tests/test_kla_triton.py::test_gradients_deterministic --junitxml "$OUT/tests_c12.xml" > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests.log" | tail -n 12
+    CUDA_VISIBLE_DEVICES=0 timeout ${LAYER_WARM:-330} python3 benchmarks/kla_layer.py --no-torch-backend --compile \
+        --iters 1 --warmup 1 --only kla kla_compiled kla_compiled_conv1d --out /tmp/kla_layer_warm1.json \
+        > "$LOG/kla_layer_warm1.log" 2>&1
+    el "kla warm rc=$?"
+    wait $gw; cat "$LOG/gla_warm_sub.log"
+    CUDA_VISIBLE_DEVICES=1 timeout ${LAYER_TIMEOUT:-240} python3 benchmarks/kla_layer.py --no-torch-backend --compile \
+        --profile 3 --only kla_compiled kla_compiled_conv1d kla gla_default --out "$OUT/kla_layer_c12.json" \
+        > "$LOG/kla_layer.log" 2>&1
+    el "kla_layer rc=$?"; grep -v "^ " "$LOG/kla_layer.log" | tail -n 8; grep "categories" "$LOG/kla_layer.log"
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

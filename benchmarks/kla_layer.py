@@ -148,7 +148,9 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="after timing a row, N more steps under the torch profiler: device time per kernel and "
                          "per category (GPU only)")
-    ap.add_argument("--only", nargs="*", default=None, help="time only these rows (e.g. kla kla_compiled)")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="time only these rows (e.g. kla kla_compiled; kla_compiled_conv1d: the compiled layer with "
+                         "its convolution through F.conv1d on a transposed copy, as before session 12)")
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     B, L, D = args.batch, args.length, args.d_model
@@ -182,6 +184,12 @@ def main(argv=None) -> int:
         runs = {"kla": lambda: KLALayer(D, KLAConfig())}
         if args.compile:
             runs["kla_compiled"] = lambda: torch.compile(KLALayer(D, KLAConfig()).to(device))
+
+            def conv1d_path():                 # the layer before session 12: F.conv1d on a transposed copy
+                layer = KLALayer(D, KLAConfig()).to(device)
+                layer._triton_conv = lambda z: False
+                return torch.compile(layer)
+            runs["kla_compiled_conv1d"] = conv1d_path
         if device == "cuda" and not args.no_torch_backend:
             runs["kla_torch_backend"] = lambda: KLALayer(D, KLAConfig(backend="torch"))
         if fla_available() and device == "cuda":

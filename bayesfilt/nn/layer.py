@@ -32,7 +32,7 @@ from torch import nn
 
 from ..errors import type_error, value_error
 from .config import KLAConfig
-from .functional import KLAState, kla_scan, kla_step
+from .functional import KLAState, _resolve_backend, kla_scan, kla_step
 
 
 def scan_backend(config: KLAConfig) -> str:
@@ -205,15 +205,20 @@ class KLALayer(nn.Module):
             raise value_error("state", f"holds conv {tuple(state.conv.shape)} and lam {tuple(state.kla.lam.shape)} for "
                               f"x of batch {B}", f"pass a state from init_state({B}) or from a call with the same batch")
         z, gate = self.in_proj(x).split(M, dim=-1)                     # [B, L, M] each
-        zt = z.transpose(1, 2)                                         # [B, M, L]
-        cache = zt.new_zeros(B, M, K - 1) if state is None else state.conv.to(zt.dtype)
-        full = torch.cat([cache, zt], dim=-1)                          # [B, M, K - 1 + L]
-        weight, bias = self.conv_weight.to(full.dtype), self.conv_bias.to(full.dtype)
-        if L == 1 and full.device.type == "cpu":                      # one decode token: u = Σ_j w_j z_{t-K+1+j} + b
-            u = ((full * weight).sum(-1) + bias).unsqueeze(1)          # (CPU conv1d costs 8x this per token)
+        if state is None and self._triton_conv(z):
+            # u = SiLU(conv(z)) fused on [B, L, M] (no transposes; docs/kla_kernels.md, "Causal convolution")
+            from .kernels.conv import causal_conv1d_triton
+            u, full = causal_conv1d_triton(z, self.conv_weight, self.conv_bias, silu=True), None
         else:
-            u = F.conv1d(full, weight.unsqueeze(1), bias, groups=M).transpose(1, 2)   # causal depthwise conv: [B, L, M]
-        u = F.silu(u)
+            zt = z.transpose(1, 2)                                     # [B, M, L]
+            cache = zt.new_zeros(B, M, K - 1) if state is None else state.conv.to(zt.dtype)
+            full = torch.cat([cache, zt], dim=-1)                      # [B, M, K - 1 + L]
+            weight, bias = self.conv_weight.to(full.dtype), self.conv_bias.to(full.dtype)
+            if L == 1 and full.device.type == "cpu":                  # one decode token: u = Σ_j w_j z_{t-K+1+j} + b
+                u = ((full * weight).sum(-1) + bias).unsqueeze(1)      # (CPU conv1d costs 8x this per token)
+            else:
+                u = F.conv1d(full, weight.unsqueeze(1), bias, groups=M).transpose(1, 2)   # causal depthwise conv
+            u = F.silu(u)                                              # u: [B, L, M]
         v, raw, k, q = self.sensor(u).split([M, M, S, S], dim=-1)
         scan_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         v, raw, k, q = v.to(scan_dtype), raw.to(scan_dtype), k.to(scan_dtype), q.to(scan_dtype)
@@ -223,6 +228,15 @@ class KLALayer(nn.Module):
             q = F.normalize(q, dim=-1)                                 # q / |q|
         a_bar, p_bar = self.discretize()
         return u, gate, full, (v, lambda_v, k, q, a_bar.to(scan_dtype), p_bar.to(scan_dtype))
+
+    def _triton_conv(self, z: torch.Tensor) -> bool:
+        """Whether the convolution of a fresh sequence runs as the fused Triton kernel: when the scan
+        runs on Triton (``backend`` "triton", or "auto" on CUDA with triton installed) and z is not
+        float64 (the kernel computes in float32). Otherwise, and with a state (whose cache feeds the
+        first K - 1 taps), F.conv1d on the transposed input: the reference the kernel is tested against."""
+        if z.dtype == torch.float64:
+            return False
+        return _resolve_backend(scan_backend(self.config), z.device) == "triton"
 
     def filter_readout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The filter's own readout, before skip, gate and out_proj (a fresh sequence).

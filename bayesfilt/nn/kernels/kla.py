@@ -195,8 +195,11 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
 
 
 def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, prior: bool,
-                  poison: bool = False):
-    """Launch the backward; returns dv, dLv (B,L,M), dk, dq (B,L,S), da, dp (S,M), dlam0, deta0 (B,S,M)."""
+                  poison: bool = False, reduce: bool = True):
+    """Launch the backward; returns dv, dLv (B,L,M), dk, dq (B,L,S), da, dp (S,M), dlam0, deta0 (B,S,M).
+
+    ``reduce`` False: dv, dLv are returned as their per-s-block partial sums (NSB, B, L, M) and dk, dq
+    as their per-m-block partial sums (NMB, B, L, S), for the caller to sum over the first axis."""
     B, L, M, S = plan.B, plan.L, plan.M, plan.S
     dev = v.device
     gsh = (plan.NSB, B, L, M)
@@ -217,9 +220,14 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
         K._bwd_kernel[plan.grid](*args, MODE=1, **kw)
     K._bwd_kernel[plan.grid](*args, MODE=0, **kw, **({"DEFER_G": plan.defer_g} if plan.defer_g else {}))
     # fixed-order reductions of the per-program partial sums (deterministic, no atomics)
-    gv, glv = (gv.sum(0), glv.sum(0)) if plan.NSB > 1 else (gv[0], glv[0])
-    gk, gq = (gk.sum(0), gq.sum(0)) if plan.NMB > 1 else (gk[0], gq[0])
+    if reduce:
+        gv, glv, gk, gq = (_fold(x) for x in (gv, glv, gk, gq))
     return gv, glv, gk, gq, ga.sum((0, 1)), gp.sum((0, 1)), gl0, ge0
+
+
+def _fold(parts: torch.Tensor) -> torch.Tensor:
+    """The sum of per-program partial sums over their first axis (the only one when there is one)."""
+    return parts[0] if parts.shape[0] == 1 else parts.sum(0)
 
 
 def _c(x):
@@ -348,20 +356,25 @@ def _scan_bwd_op(v: torch.Tensor, lv: torch.Tensor, k: torch.Tensor, q: torch.Te
                  geta: torch.Tensor, prior: bool, tune: str, poison: bool
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Backward launch: gradients of v, lv, k, q, a, p (their dtypes) and of lam0, eta0 (float32)."""
+    """Backward launch: the gradients of v, lv (as per-s-block partial sums, float32, (NSB, B, L, M)), of
+    k, q (per-m-block partial sums, float32, (NMB, B, L, S)), of a, p (their dtypes) and of lam0, eta0
+    (float32). The partial sums are summed by the autograd backward (``_scan_backward``), outside this
+    op, so that under torch.compile the sums fuse with the ops that consume the gradients."""
     plan = _scan_plan(v, k, _tune_dict(tune), "bwd")
     gv, glv, gk, gq, gaT, gpT, glam0, geta0 = scan_backward(
         _c(v), _c(lv), _c(k), _c(q), _T(a), _T(p), _c(gy.float()), _c(gyv.float()), ck,
-        _T(glam.float()), _T(geta.float()), plan, prior, poison)
-    return (gv.to(v.dtype), glv.to(lv.dtype), gk.to(k.dtype), gq.to(q.dtype), _T(gaT).to(a.dtype),
-            _T(gpT).to(p.dtype), _T(glam0), _T(geta0))
+        _T(glam.float()), _T(geta.float()), plan, prior, poison, reduce=False)
+    return gv, glv, gk, gq, _T(gaT).to(a.dtype), _T(gpT).to(p.dtype), _T(glam0), _T(geta0)
 
 
 @_scan_bwd_op.register_fake
 def _scan_bwd_op_fake(v, lv, k, q, a, p, ck, gy, gyv, glam, geta, prior, tune, poison):
-    B, M, S = v.shape[0], v.shape[2], k.shape[-1]
+    B, L, M = v.shape
+    S = k.shape[-1]
+    plan = _scan_plan(v, k, _tune_dict(tune), "bwd")
     st = dict(dtype=torch.float32, device=v.device)
-    return (torch.empty_like(v), torch.empty_like(lv), torch.empty_like(k), torch.empty_like(q),
+    return (torch.empty(plan.NSB, B, L, M, **st), torch.empty(plan.NSB, B, L, M, **st),
+            torch.empty(plan.NMB, B, L, S, **st), torch.empty(plan.NMB, B, L, S, **st),
             torch.empty_like(a), torch.empty_like(p), torch.empty(B, M, S, **st), torch.empty(B, M, S, **st))
 
 
@@ -380,8 +393,9 @@ def _scan_backward(ctx, gy, gyv, glam, geta, gck):
     grads = torch.ops.bayesfilt.kla_scan_triton_backward(
         v, lv, k, q, a, p, ck, zl if gy is None else gy, zl if gyv is None else gyv,
         zs if glam is None else glam, zs if geta is None else geta, ctx.prior, ctx.tune, ctx.poison)
+    gv, glv, gk, gq = (_fold(g).to(x.dtype) for g, x in zip(grads[:4], (v, lv, k, q)))
     g_lam0, g_eta0 = (g.to(dt) for g, dt in zip(grads[6:], ctx.state_dtypes))
-    return (*grads[:6], g_lam0, g_eta0, None, None, None, None)
+    return (gv, glv, gk, gq, *grads[4:6], g_lam0, g_eta0, None, None, None, None)
 
 
 _scan_op.register_autograd(_scan_backward, setup_context=_scan_setup_context)

@@ -1,0 +1,112 @@
+"""Host side of the Triton causal depthwise convolution (+ SiLU): launches and the custom ops.
+
+``causal_conv1d_triton(z, weight, bias, silu)`` computes, per channel, u_t = SiLU(bias + sum_j
+w_j z_{t-K+1+j}) with z = 0 before the first token (maths: ``_conv_triton``), differentiable with
+respect to z, weight and bias. It is what ``KLALayer`` runs on CUDA in place of F.conv1d on a
+transposed copy (docs/kla_kernels.md, "Causal convolution"). No validation here
+(``bayesfilt.nn.functional.causal_conv1d`` validates).
+
+Dtypes: z float32, bfloat16 or float16 (u and dz in z's dtype); weight and bias any float dtype
+(their gradients in their own dtypes); all arithmetic in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from bayesfilt.nn.kernels import _conv_triton as K
+
+#: tokens x channels per tile (forward, backward), warps per program, and the tokens one backward
+#: program sweeps (its partial sums of dw, dbias cover that many)
+_BT_FWD, _BT_BWD, _BC, _WARPS, _TCH = 16, 8, 128, 4, 256
+
+
+def _rows(z: torch.Tensor) -> torch.Tensor:
+    """z with contiguous channels (a column slice of a wider tensor is kept as it is)."""
+    return z if z.stride(-1) == 1 else z.contiguous()
+
+
+def conv_forward(z, weight, bias, silu: bool) -> torch.Tensor:
+    """u [B, L, C] in z's dtype from z [B, L, C] (channels contiguous), weight [C, K], bias [C]."""
+    B, L, C = z.shape
+    u = torch.empty(B, L, C, device=z.device, dtype=z.dtype)
+    grid = (triton.cdiv(L, _BT_FWD), triton.cdiv(C, _BC), B)
+    K._conv_fwd_kernel[grid](z, weight.contiguous(), bias.contiguous(), u, L, C, z.stride(0), z.stride(1),
+                             K=weight.shape[1], BT=_BT_FWD, BC=_BC, SILU=silu, num_warps=_WARPS)
+    return u
+
+
+def conv_backward(z, weight, bias, g, silu: bool):
+    """(dz [B, L, C] in z's dtype, dweight [C, K], dbias [C] in their dtypes) for upstream g [B, L, C]."""
+    B, L, C = z.shape
+    Kw = weight.shape[1]
+    NT = triton.cdiv(L, _TCH)
+    gz = torch.empty(B, L, C, device=z.device, dtype=z.dtype)
+    gw = torch.empty(B * NT, C, Kw, device=z.device, dtype=torch.float32)
+    gb = torch.empty(B * NT, C, device=z.device, dtype=torch.float32)
+    grid = (NT, triton.cdiv(C, _BC), B)
+    K._conv_bwd_kernel[grid](z, weight.contiguous(), bias.contiguous(), g.contiguous(), gz, gw, gb, L, C,
+                             z.stride(0), z.stride(1), NT, _TCH, K=Kw, KP=triton.next_power_of_2(Kw), BT=_BT_BWD,
+                             BC=_BC, SILU=silu, num_warps=_WARPS)
+    # fixed-order sums of the per-program partials (deterministic, no atomics)
+    return gz, gw.sum(0).to(weight.dtype), gb.sum(0).to(bias.dtype)
+
+
+@torch.library.custom_op("bayesfilt::causal_conv1d_triton", mutates_args=())
+def _conv_op(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, silu: bool) -> torch.Tensor:
+    """Forward launch: u [B, L, C] in z's dtype."""
+    return conv_forward(_rows(z), weight, bias, silu)
+
+
+@_conv_op.register_fake
+def _conv_op_fake(z, weight, bias, silu):
+    return torch.empty(z.shape, device=z.device, dtype=z.dtype)
+
+
+@torch.library.custom_op("bayesfilt::causal_conv1d_triton_backward", mutates_args=())
+def _conv_bwd_op(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, g: torch.Tensor,
+                 silu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward launch: (dz, dweight, dbias)."""
+    return conv_backward(_rows(z), weight, bias, g, silu)
+
+
+@_conv_bwd_op.register_fake
+def _conv_bwd_op_fake(z, weight, bias, g, silu):
+    return (torch.empty(z.shape, device=z.device, dtype=z.dtype), torch.empty_like(weight), torch.empty_like(bias))
+
+
+def _setup_context(ctx, inputs, output):
+    z, weight, bias, silu = inputs
+    ctx.save_for_backward(z, weight, bias)
+    ctx.silu = silu
+
+
+def _backward(ctx, g):
+    z, weight, bias = ctx.saved_tensors
+    gz, gw, gb = torch.ops.bayesfilt.causal_conv1d_triton_backward(z, weight, bias, g, ctx.silu)
+    return gz, gw, gb, None
+
+
+_conv_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def causal_conv1d_triton(z, weight, bias, silu: bool = True):
+    """Causal depthwise convolution of z [B, L, C] (+ SiLU), fused, differentiable.
+
+    Args:
+        z: [B, L, C] input (z = 0 before its first token); channels must be the last axis.
+        weight: [C, K] taps (w_{K-1} multiplies the current token).
+        bias: [C].
+        silu: apply SiLU to the result.
+
+    Returns:
+        u: [B, L, C] in z's dtype.
+
+    Example:
+        >>> import torch
+        >>> from bayesfilt.nn.kernels.conv import causal_conv1d_triton
+        >>> u = causal_conv1d_triton(torch.randn(2, 10, 256, device="cuda"),  # doctest: +SKIP
+        ...                          torch.randn(256, 4, device="cuda"), torch.zeros(256, device="cuda"))
+    """
+    return torch.ops.bayesfilt.causal_conv1d_triton(z, weight, bias, bool(silu))
