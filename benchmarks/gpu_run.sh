@@ -648,12 +648,12 @@ c12)
         tests/test_kla_triton.py::test_gradients_deterministic --junitxml "$OUT/tests_c12.xml" > "$LOG/gpu_tests.log" 2>&1
     el "gpu tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests.log" | tail -n 12
     CUDA_VISIBLE_DEVICES=0 timeout ${LAYER_WARM:-330} python3 benchmarks/kla_layer.py --no-torch-backend --compile \
-        --iters 1 --warmup 1 --only kla kla_compiled kla_compiled_conv1d --out /tmp/kla_layer_warm1.json \
+        --iters 1 --warmup 1 --only kla kla_compiled kla_compiled_conv1d kla_compiled_graphs --out /tmp/kla_layer_warm1.json \
         > "$LOG/kla_layer_warm1.log" 2>&1
     el "kla warm rc=$?"
     wait $gw; cat "$LOG/gla_warm_sub.log"
     CUDA_VISIBLE_DEVICES=1 timeout ${LAYER_TIMEOUT:-240} python3 benchmarks/kla_layer.py --no-torch-backend --compile \
-        --profile 3 --only kla_compiled kla_compiled_conv1d kla gla_default --out "$OUT/kla_layer_c12.json" \
+        --profile 3 --only kla_compiled kla_compiled_conv1d kla_compiled_graphs kla gla_default --out "$OUT/kla_layer_c12.json" \
         > "$LOG/kla_layer.log" 2>&1
     el "kla_layer rc=$?"; grep -v "^ " "$LOG/kla_layer.log" | tail -n 8; grep "categories" "$LOG/kla_layer.log"
     ;;

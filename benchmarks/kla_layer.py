@@ -83,7 +83,28 @@ def profile_steps(step, n: int) -> dict:
         cats[cat] = cats.get(cat, 0.0) + dev / n
     top = dict(sorted(kern.items(), key=lambda kv: -kv[1]["us"])[:40])
     return {"steps": n, "device_us_per_step": sum(v["us"] for v in kern.values()),
-            "categories_us": dict(sorted(cats.items(), key=lambda kv: -kv[1])), "top_kernels": top}
+            "categories_us": dict(sorted(cats.items(), key=lambda kv: -kv[1])), "top_kernels": top,
+            "idle": idle_gaps(prof, n)}
+
+
+def idle_gaps(prof, n: int, top: int = 12) -> dict:
+    """Where the GPU waited for the host: the kernels' span over the ``n`` back-to-back steps, the
+    time inside it with no kernel running, and the longest such gaps with the kernels around them."""
+    from torch.autograd import DeviceType
+    ivs = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                 if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start)
+    if not ivs:
+        return {}
+    gaps, end, prev = [], ivs[0][1], ivs[0][2]
+    for s0, e0, name in ivs[1:]:
+        if s0 > end:
+            gaps.append((s0 - end, prev, name))
+        if e0 > end:
+            end, prev = e0, name
+    span = end - ivs[0][0]
+    idle = sum(g for g, _, _ in gaps)
+    return {"span_us_per_step": span / n, "idle_us_per_step": idle / n,
+            "longest": [{"us": g, "after": a[:80], "before": b[:80]} for g, a, b in sorted(gaps, reverse=True)[:top]]}
 
 
 def time_layer(make, B, L, D, device, iters, warmup, autocast=True, profile: int = 0) -> dict:
@@ -190,6 +211,9 @@ def main(argv=None) -> int:
                 layer._triton_conv = lambda z: False
                 return torch.compile(layer)
             runs["kla_compiled_conv1d"] = conv1d_path
+            # diagnostic: the host's share, removed by CUDA graphs (torch.compile's "reduce-overhead" mode)
+            runs["kla_compiled_graphs"] = lambda: torch.compile(KLALayer(D, KLAConfig()).to(device),
+                                                               mode="reduce-overhead")
         if device == "cuda" and not args.no_torch_backend:
             runs["kla_torch_backend"] = lambda: KLALayer(D, KLAConfig(backend="torch"))
         if fla_available() and device == "cuda":
@@ -217,6 +241,10 @@ def main(argv=None) -> int:
             print(name, json.dumps({k: v for k, v in r.items() if k != "profile"}), flush=True)
             if "profile" in r:
                 print("  categories (us/step):", json.dumps({k: round(v) for k, v in r["profile"]["categories_us"].items()}))
+                idle = r["profile"].get("idle", {})
+                if idle:
+                    print(f"  span {idle['span_us_per_step']:.0f} us/step, GPU idle {idle['idle_us_per_step']:.0f} us/step;"
+                          " longest gaps:", "; ".join(f"{g['us']:.0f} us before {g['before'][:40]}" for g in idle["longest"][:6]))
                 for kname, kv in list(r["profile"]["top_kernels"].items())[:15]:
                     print(f"   {kv['us']:9.1f} us x{kv['count']:.0f}  {kname[:100]}", flush=True)
         res = record["results"]
