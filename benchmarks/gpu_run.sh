@@ -655,7 +655,7 @@ c12)
     CUDA_VISIBLE_DEVICES=1 timeout ${LAYER_TIMEOUT:-240} python3 benchmarks/kla_layer.py --no-torch-backend --compile \
         --profile 3 --only kla_compiled kla_compiled_conv1d kla_compiled_graphs kla gla_default --out "$OUT/kla_layer_c12.json" \
         > "$LOG/kla_layer.log" 2>&1
-    el "kla_layer rc=$?"; grep -v "^ " "$LOG/kla_layer.log" | tail -n 8; grep "categories" "$LOG/kla_layer.log"
+    el "kla_layer rc=$?"; grep -v "^ " "$LOG/kla_layer.log" | tail -n 8; grep "categories\|  span" "$LOG/kla_layer.log"
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \
