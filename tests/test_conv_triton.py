@@ -82,8 +82,8 @@ def test_conv_kernels_compile_for_sm90():
     """The interpreter does not type-check as the compiler does: compile both kernels for sm_90."""
     compile_for_sm90("bayesfilt.nn.kernels._conv_triton",
                      [("_conv_fwd_kernel", {"K": 4, "BT": 16, "BC": 128, "SILU": True}),
-                      ("_conv_bwd_kernel", {"K": 3, "KP": 4, "R": 32, "BC": 64, "SILU": True}),
-                      ("_conv_bwd_kernel", {"K": 4, "KP": 4, "R": 32, "BC": 64, "SILU": False})],
+                      ("_conv_bwd_kernel", {"K": 3, "KP": 4, "BT": 8, "BC": 128, "SILU": True}),
+                      ("_conv_bwd_kernel", {"K": 4, "KP": 4, "BT": 8, "BC": 128, "SILU": False})],
                      dtypes=("fp32", "bf16"))
 
 

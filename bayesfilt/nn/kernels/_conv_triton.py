@@ -16,11 +16,10 @@ Layout: z, u, g and dz are [B, L, C] with channels contiguous (z may be a column
 tensor: its batch and time strides are arguments), so no transposes; w is [C, K], bias [C].
 Forward programs own a [BT, BC] tile of (tokens, channels) of one sequence and read the K shifted
 [BT, BC] tiles of z (the overlapping rows come from L1/L2). Backward programs sweep TCH tokens of
-one sequence in steps of R - (K - 1) tokens: d for R tokens, parked in a per-program scratch tile
-and read back shifted for dz (the K - 1 overlapping tokens are recomputed by the next step);
-nothing else is written but the gradients. dw and dbias are per-program partial sums over its TCH
-tokens, [B * NT, C, K] and [B * NT, C], summed afterwards in a fixed order (deterministic, no
-atomics). All arithmetic in float32.
+one sequence in [BT, BC] tiles and recompute pre at the K tokens t .. t+K-1 of each from the 2K-1
+shifted tiles, so nothing but the gradients is written; dw and dbias are per-program partial sums
+over its TCH tokens, [B * NT, C, K] and [B * NT, C], summed afterwards in a fixed order
+(deterministic, no atomics). All arithmetic in float32.
 
 No validation here: bayesfilt.nn.functional.causal_conv1d validates.
 """
@@ -62,54 +61,42 @@ def _conv_fwd_kernel(z_ptr, w_ptr, b_ptr, u_ptr, L, C, szb, szt,
 
 
 @triton.jit
-def _conv_bwd_kernel(z_ptr, w_ptr, b_ptr, g_ptr, gz_ptr, gw_ptr, gb_ptr, d_ptr, L, C, szb, szt, NT, TCH, NSTEP,
-                     K: tl.constexpr, KP: tl.constexpr, R: tl.constexpr, BC: tl.constexpr, SILU: tl.constexpr):
-    """Tokens [pid_t TCH, (pid_t + 1) TCH) of one sequence, in steps of R - (K - 1) tokens: each step
-    computes d for R tokens t0 .. t0+R-1 (one sigmoid per token), parks them in this program's
-    [R, BC] float32 scratch tile at d_ptr (L1/L2), and reads them back shifted by i = 0 .. K-1 for
-    dz of the first R - (K - 1) tokens. The partial sums of dw and dbias over the program's tokens
-    go to row b NT + pid_t of gw [B NT, C, K] and gb [B NT, C]."""
-    STEP: tl.constexpr = R - (K - 1)                               # tokens whose dz a step completes
+def _conv_bwd_kernel(z_ptr, w_ptr, b_ptr, g_ptr, gz_ptr, gw_ptr, gb_ptr, L, C, szb, szt, NT, TCH,
+                     K: tl.constexpr, KP: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, SILU: tl.constexpr):
+    """Tokens [pid_t TCH, (pid_t + 1) TCH) of one sequence in [BT, BC] tiles; the partial sums of dw
+    and dbias over those tokens go to row b NT + pid_t of gw [B NT, C, K] and gb [B NT, C]."""
     pid_t = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     c = pid_c * BC + tl.arange(0, BC)[None, :]                     # [1, BC]
-    r = tl.arange(0, R)[:, None]                                   # [R, 1]: row of the step
     cmask = c < C
     zb = z_ptr + b * szb
-    scratch = d_ptr + ((b * tl.num_programs(1) + pid_c) * tl.num_programs(0) + pid_t) * (R * BC) + r * BC \
-        + tl.arange(0, BC)[None, :]                                # [R, BC] addresses of this program's tile
     bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
     taps = tl.arange(0, KP)[:, None]                               # [KP, 1]: tap j of dw
     gw = tl.zeros([KP, BC], dtype=tl.float32)                      # sum_t d_t z_{t-K+1+j}
     gb = tl.zeros([1, BC], dtype=tl.float32)                       # sum_t d_t
-    t_begin = pid_t * TCH
-    t_end = tl.minimum(t_begin + TCH, L)
-    for it in range(0, NSTEP):                                     # NSTEP = cdiv(TCH, STEP), from the host
-        t = t_begin + it * STEP + r                                # [R, 1]
-        g = tl.load(g_ptr + (b * L + t) * C + c, mask=cmask & (t < L), other=0.0).to(tl.float32)
-        if SILU:
-            pre = _pre(zb, w_ptr, bias, t, c, cmask, L, szt, K)
-            sg = tl.sigmoid(pre)
-            d = g * sg * (1.0 + pre * (1.0 - sg))                  # d = g SiLU'(pre); 0 for t >= L
-        else:
-            d = g
-        own = (r < STEP) & (t < t_end)                             # the tokens this step completes
-        d_own = tl.where(own, d, 0.0)
-        gb += tl.sum(d_own, axis=0, keep_dims=True)
-        for j in tl.static_range(K):
-            ts = t - (K - 1) + j
-            zj = tl.load(zb + ts.to(tl.int64) * szt + c, mask=cmask & (ts >= 0) & (ts < L), other=0.0)
-            gw += tl.where(taps == j, tl.sum(d_own * zj.to(tl.float32), axis=0, keep_dims=True), 0.0)
-        tl.debug_barrier()                                         # the previous step's reads are done
-        tl.store(scratch, d)
-        tl.debug_barrier()                                         # this step's d is visible to the program
-        gz = tl.zeros([R, BC], dtype=tl.float32)
-        for i in tl.static_range(K):                               # dz_t = sum_i w_{K-1-i} d_{t+i}
+    for t0 in range(pid_t * TCH, tl.minimum(pid_t * TCH + TCH, L), BT):
+        t = t0 + tl.arange(0, BT)[:, None]                         # [BT, 1]
+        gz = tl.zeros([BT, BC], dtype=tl.float32)
+        for i in tl.static_range(K):                               # d at the tokens tau = t + i
+            tau = t + i
+            g = tl.load(g_ptr + (b * L + tau) * C + c, mask=cmask & (tau < L), other=0.0).to(tl.float32)
+            if SILU:
+                pre = _pre(zb, w_ptr, bias, tau, c, cmask, L, szt, K)
+                sg = tl.sigmoid(pre)
+                d = g * sg * (1.0 + pre * (1.0 - sg))              # d = g SiLU'(pre)
+            else:
+                d = g
             wi = tl.load(w_ptr + c * K + (K - 1 - i), mask=cmask, other=0.0).to(tl.float32)
-            di = tl.load(scratch + i * BC, mask=r + i < R, other=0.0)
-            gz += wi * di
-        tl.store(gz_ptr + (b * L + t) * C + c, gz.to(gz_ptr.dtype.element_ty), mask=own & cmask)
+            gz += wi * d                                           # dz_t += w_{K-1-i} d_{t+i}
+            if i == 0:                                             # this tile's share of dw, dbias
+                gb += tl.sum(d, axis=0, keep_dims=True)
+                for j in tl.static_range(K):
+                    ts = t - (K - 1) + j
+                    zj = tl.load(zb + ts.to(tl.int64) * szt + c, mask=cmask & (ts >= 0) & (ts < L), other=0.0)
+                    part = tl.sum(d * zj.to(tl.float32), axis=0, keep_dims=True)   # sum_t d_t z_{t-K+1+j}
+                    gw += tl.where(taps == j, part, 0.0)
+        tl.store(gz_ptr + (b * L + t) * C + c, gz.to(gz_ptr.dtype.element_ty), mask=(t < L) & cmask)
     prow = (b * NT + pid_t) * C                                    # this program's partial-sum row
     tl.store(gb_ptr + prow + c, gb, mask=cmask)
     tl.store(gw_ptr + (prow + c) * K + taps, gw, mask=cmask & (taps < K))

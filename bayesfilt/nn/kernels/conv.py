@@ -17,10 +17,9 @@ import triton
 
 from bayesfilt.nn.kernels import _conv_triton as K
 
-#: forward: tokens x channels per program; backward: rows of a step (each completes R - (K - 1) tokens)
-#: and channels per program, and the tokens one backward program sweeps (its partial sums of dw, dbias
-#: cover that many); warps per program
-_BT_FWD, _BC_FWD, _R_BWD, _BC_BWD, _TCH, _WARPS = 16, 128, 32, 64, 256, 4
+#: tokens x channels per tile (forward, backward), warps per program, and the tokens one backward
+#: program sweeps (its partial sums of dw, dbias cover that many)
+_BT_FWD, _BT_BWD, _BC, _WARPS, _TCH = 16, 8, 128, 4, 256
 
 
 def _rows(z: torch.Tensor) -> torch.Tensor:
@@ -32,9 +31,9 @@ def conv_forward(z, weight, bias, silu: bool) -> torch.Tensor:
     """u [B, L, C] in z's dtype from z [B, L, C] (channels contiguous), weight [C, K], bias [C]."""
     B, L, C = z.shape
     u = torch.empty(B, L, C, device=z.device, dtype=z.dtype)
-    grid = (triton.cdiv(L, _BT_FWD), triton.cdiv(C, _BC_FWD), B)
+    grid = (triton.cdiv(L, _BT_FWD), triton.cdiv(C, _BC), B)
     K._conv_fwd_kernel[grid](z, weight.contiguous(), bias.contiguous(), u, L, C, z.stride(0), z.stride(1),
-                             K=weight.shape[1], BT=_BT_FWD, BC=_BC_FWD, SILU=silu, num_warps=_WARPS)
+                             K=weight.shape[1], BT=_BT_FWD, BC=_BC, SILU=silu, num_warps=_WARPS)
     return u
 
 
@@ -42,17 +41,14 @@ def conv_backward(z, weight, bias, g, silu: bool):
     """(dz [B, L, C] in z's dtype, dweight [C, K], dbias [C] in their dtypes) for upstream g [B, L, C]."""
     B, L, C = z.shape
     Kw = weight.shape[1]
-    R = max(_R_BWD, triton.next_power_of_2(2 * Kw))           # R - (K - 1) > K - 1 tokens per step
-    tch = min(_TCH, L)                                        # tokens per program
-    NT = triton.cdiv(L, tch)
+    NT = triton.cdiv(L, _TCH)
     gz = torch.empty(B, L, C, device=z.device, dtype=z.dtype)
     gw = torch.empty(B * NT, C, Kw, device=z.device, dtype=torch.float32)
     gb = torch.empty(B * NT, C, device=z.device, dtype=torch.float32)
-    grid = (NT, triton.cdiv(C, _BC_BWD), B)
-    scratch = torch.empty(grid[0] * grid[1] * grid[2] * R * _BC_BWD, device=z.device, dtype=torch.float32)
-    K._conv_bwd_kernel[grid](z, weight.contiguous(), bias.contiguous(), g.contiguous(), gz, gw, gb, scratch, L, C,
-                             z.stride(0), z.stride(1), NT, tch, triton.cdiv(tch, R - (Kw - 1)), K=Kw, KP=triton.next_power_of_2(Kw), R=R,
-                             BC=_BC_BWD, SILU=silu, num_warps=_WARPS)
+    grid = (NT, triton.cdiv(C, _BC), B)
+    K._conv_bwd_kernel[grid](z, weight.contiguous(), bias.contiguous(), g.contiguous(), gz, gw, gb, L, C,
+                             z.stride(0), z.stride(1), NT, _TCH, K=Kw, KP=triton.next_power_of_2(Kw), BT=_BT_BWD,
+                             BC=_BC, SILU=silu, num_warps=_WARPS)
     # fixed-order sums of the per-program partials (deterministic, no atomics)
     return gz, gw.sum(0).to(weight.dtype), gb.sum(0).to(bias.dtype)
 
