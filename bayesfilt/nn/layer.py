@@ -13,6 +13,9 @@ Block (DESIGN.md "Layer"; KLA paper, arXiv 2602.10743; docs/kla.md)::
     out = out_proj(y);     out_var = y_var @ (W_out^2)^T          [B, L, d_model]
 
 with ā = exp(-a Δ) and p̄ = p (1 - exp(-2 a Δ)) / (2 a) (exact Ornstein-Uhlenbeck discretisation).
+When the scan runs on Triton, the convolution and its SiLU of a fresh sequence run as one fused
+kernel per direction on [B, L, M] (``bayesfilt.nn.kernels.conv``); otherwise, and with a state,
+F.conv1d on the transposed input (the reference it is tested against).
 
 Deviation from DESIGN.md ("y += skip·z (learned scalar)"): the skip here is a learned
 per-channel vector ``skip`` of shape [M] and multiplies u = SiLU(conv(z)), the branch the

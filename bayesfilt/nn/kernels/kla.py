@@ -15,6 +15,7 @@ one CUDA device (or on the CPU under ``TRITON_INTERPRET=1``).
 
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass
 
@@ -289,6 +290,11 @@ def _bwd_defer(tune: dict) -> int:
 
 
 def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
+    """One pass's plan for v (B, L, M) and k (B, L, S) under the private tuning keys (``_plan_for``)."""
+    return _plan_for(tuple(v.shape), k.shape[-1], v.device, tune, pass_)
+
+
+def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str) -> Plan:
     """One pass's plan under the private tuning keys. Both passes take the forward plan's number of
     time chunks unless ``num_chunks`` is given: the backward's narrower tile would otherwise count
     enough programs to run unchunked at B=1, L=65536, M=1024 (256 one-warp programs, two per
@@ -300,15 +306,15 @@ def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
     pipelined loops have no prefetch and no checkpoint a block ahead); ``*_l2pf`` 0, 1, 2 or 4 and
     ``*_pfrows`` 0 or 1 (the prefetch hints), ``bwd_ckpf`` and ``fwd_mspec`` 0 or 1 ("Prefetch and
     layout")."""
-    B, L, M = v.shape
+    B, L, M = shape
     num_chunks = tune.get("num_chunks")
     if num_chunks is None and pass_ == "bwd":          # (the forward's own plan makes this choice itself)
-        num_chunks = _scan_plan(v, k, tune, "fwd").NC
+        num_chunks = _plan_for(shape, S, device, tune, "fwd").NC
     stages = _key(tune, pass_ + "_stages", 1, (1, 2, 3), "pass 1 (no pipelining), 2 or 3")
     l2pf = _key(tune, pass_ + "_l2pf", _L2PF, (0, 1, 2, 4), "pass 0 (no prefetch), 1, 2 or 4 (blocks ahead)")
     ckpf = _key(tune, "bwd_ckpf", _CKPF, (0, 1), "pass 0 or 1")
     mspec = _key(tune, "fwd_mspec", 1, (0, 1), "pass 0 or 1") if "fwd_mspec" in tune else None  # None: the plan decides
-    return make_plan(B, L, M, k.shape[-1], v.device, num_chunks=num_chunks,
+    return make_plan(B, L, M, S, device, num_chunks=num_chunks,
                      max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
                      bm=tune.get(pass_ + "_bm", None if pass_ == "fwd" else _BM_BWD),
                      maxnreg=tune.get(pass_ + "_maxnreg"),
@@ -321,6 +327,19 @@ def _scan_plan(v, k, tune: dict, pass_: str) -> Plan:
                      ckpf=bool(ckpf) and pass_ == "bwd" and stages == 1)
 
 
+def _op_plan(v, k, tune: str, pass_: str) -> Plan:
+    """``_scan_plan`` for the custom ops' launches, remembered per shape, device, tune string and
+    multiprocessor count (a plan is a pure function of these): 25-47 us of Python per pass on the
+    dev machine's CPU otherwise, host time that the GPU waits for when the kernels before it are short."""
+    B, L, M = (int(x) for x in v.shape)
+    return _plan_cached(B, L, M, int(k.shape[-1]), v.device, tune, pass_, _sm_count(v.device))
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_cached(B: int, L: int, M: int, S: int, device: torch.device, tune: str, pass_: str, sms: int) -> Plan:
+    return _plan_for((B, L, M), S, device, _tune_dict(tune), pass_)
+
+
 # The scan is a pair of torch custom ops (forward, backward) tied by register_autograd, so that
 # torch.compile treats it as one opaque node (no graph break) and CUDA graphs capture it: the
 # launches read no host values from device memory.
@@ -329,7 +348,7 @@ def _scan_op(v: torch.Tensor, lv: torch.Tensor, k: torch.Tensor, q: torch.Tensor
              p: torch.Tensor, lam0: torch.Tensor, eta0: torch.Tensor, prior: bool, keep: bool, tune: str,
              poison: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward launch: (y, y_var, lam_L, eta_L, checkpoints); checkpoints are empty unless ``keep``."""
-    plan = _scan_plan(v, k, _tune_dict(tune), "fwd")
+    plan = _op_plan(v, k, tune, "fwd")
     lam0T, eta0T = _T(lam0.float()), _T(eta0.float())
     w0T = 1.0 / lam0T                                   # w_0 = 1 / lam_0
     mu0T = eta0T * w0T                                  # mu_0 = eta_0 / lam_0
@@ -360,7 +379,7 @@ def _scan_bwd_op(v: torch.Tensor, lv: torch.Tensor, k: torch.Tensor, q: torch.Te
     k, q (per-m-block partial sums, float32, (NMB, B, L, S)), of a, p (their dtypes) and of lam0, eta0
     (float32). The partial sums are summed by the autograd backward (``_scan_backward``), outside this
     op, so that under torch.compile the sums fuse with the ops that consume the gradients."""
-    plan = _scan_plan(v, k, _tune_dict(tune), "bwd")
+    plan = _op_plan(v, k, tune, "bwd")
     gv, glv, gk, gq, gaT, gpT, glam0, geta0 = scan_backward(
         _c(v), _c(lv), _c(k), _c(q), _T(a), _T(p), _c(gy.float()), _c(gyv.float()), ck,
         _T(glam.float()), _T(geta.float()), plan, prior, poison, reduce=False)
