@@ -23,14 +23,9 @@ CASES = [(2, 1, 5, 4, True, False), (1, 3, 130, 4, True, True), (2, 67, 33, 3, F
          (3, 130, 7, 1, True, True), (1, 300, 129, 2, True, False), (2, 517, 20, 4, True, True)]
 
 CHECK = r'''
-import torch, torch.nn.functional as F
+import torch
 from bayesfilt.nn.kernels.conv import causal_conv1d_triton
-
-def reference(z, w, b, silu):
-    B, L, C = z.shape
-    full = torch.cat([z.new_zeros(B, C, w.shape[1] - 1), z.transpose(1, 2)], -1)
-    u = F.conv1d(full, w.unsqueeze(1), b, groups=C).transpose(1, 2)
-    return F.silu(u) if silu else u
+from bayesfilt.nn.reference import causal_conv1d_reference as reference
 
 def errors(B, L, C, K, silu, strided, device="cpu", dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -40,7 +35,7 @@ def errors(B, L, C, K, silu, strided, device="cpu", dtype=torch.float32, seed=0)
     up = torch.randn(B, L, C, generator=g, dtype=torch.float64)
     wide = wide.to(dtype).double()                   # the reference sees the same rounded input
     zr, wr, br = (t.clone().requires_grad_() for t in (wide[..., :C], w, b))
-    ur = reference(zr, wr, br, silu)
+    ur = reference(zr, wr, br, silu=silu)
     (ur * up).sum().backward()
     zw = wide.to(device, dtype)[..., :C]
     z = zw.detach().requires_grad_() if not strided else zw
@@ -58,8 +53,8 @@ def errors(B, L, C, K, silu, strided, device="cpu", dtype=torch.float32, seed=0)
 
 OPCHECK = r'''
 ops = torch.ops.bayesfilt
-z = torch.randn(2, 37, 130, dtype=torch.float64).float()[..., ::1]
-w, b, up = torch.randn(130, 4), torch.randn(130), torch.randn(2, 37, 130)
+z = torch.randn(2, 37, 260)[..., 3:133]                 # a column slice: strided time and batch axes
+w, b, up = torch.randn(4, 130).t(), torch.randn(130), torch.randn(2, 37, 130)   # w: non-contiguous
 for silu in (True, False):
     torch.library.opcheck(ops.causal_conv1d_triton, (z, w, b, silu), test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(ops.causal_conv1d_triton_backward, (z, w, b, up, silu),
@@ -69,7 +64,7 @@ print("OPCHECK")
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="with CUDA the compiled kernels run the same cases (test_conv_matches_reference_gpu); "
-                    "triton 3.6's interpreter (the device's) cannot index a loop bound under numpy 2.4")
+                    "triton 3.6's interpreter (the device's) fails on a loop bound under numpy 2.4")
 def test_conv_matches_reference_interpreted():
     code = CHECK + f"\nprint('ERRS', max(max(errors(*c)) for c in {CASES!r}))\n" + OPCHECK
     out = run_interpreted(code)
@@ -87,14 +82,51 @@ def test_conv_kernels_compile_for_sm90():
                      dtypes=("fp32", "bf16"))
 
 
-def test_layer_uses_the_fused_conv_exactly_when_the_scan_runs_on_triton():
+def test_layer_uses_the_fused_conv_exactly_when_the_scan_runs_on_triton(monkeypatch):
     from bayesfilt.nn import KLAConfig, KLALayer
+    from bayesfilt.scan import _triton
     z32, z64 = torch.zeros(1, 2, 3), torch.zeros(1, 2, 3, dtype=torch.float64)
-    assert KLALayer(8, KLAConfig(d_state=2, backend="triton"))._triton_conv(z32)
-    assert not KLALayer(8, KLAConfig(d_state=2, backend="triton"))._triton_conv(z64)     # the kernel is float32
-    assert not KLALayer(8, KLAConfig(d_state=2, backend="torch"))._triton_conv(z32)
-    assert not KLALayer(8, KLAConfig(d_state=2))._triton_conv(z32)                       # auto on the CPU: torch
-    assert not KLALayer(8, KLAConfig(d_state=2, process_noise=False))._triton_conv(z32)   # auto, p = 0: torch
+    layer = lambda **kw: KLALayer(8, KLAConfig(d_state=2, **kw))                 # noqa: E731
+    assert not layer(backend="triton")._triton_conv(z32)     # CPU without the interpreter: the scan's own error
+    monkeypatch.setattr(_triton, "interpreting", lambda: True)
+    assert layer(backend="triton")._triton_conv(z32)
+    assert not layer(backend="triton")._triton_conv(z64)     # the kernel computes in float32
+    assert not layer(backend="torch")._triton_conv(z32)
+    assert not layer()._triton_conv(z32)                     # auto on the CPU: torch
+    assert not layer(process_noise=False)._triton_conv(z32)  # auto with p = 0: torch
+
+
+def test_layer_calls_the_fused_conv_only_for_a_fresh_sequence(monkeypatch):
+    """_sensor runs the fused kernel (a spy here, returning the reference) without a state and the
+    reference with one; both give the reference's u."""
+    import bayesfilt.nn.kernels.conv as conv
+    from bayesfilt.nn import KLAConfig, KLALayer
+    from bayesfilt.nn.reference import causal_conv1d_reference
+    calls = []
+
+    def spy(z, weight, bias, silu=True):
+        calls.append(tuple(z.shape))
+        return causal_conv1d_reference(z, weight, bias, silu=silu)
+    monkeypatch.setattr(conv, "causal_conv1d_triton", spy)
+    lay = KLALayer(8, KLAConfig(d_state=2, backend="triton"))
+    monkeypatch.setattr(lay, "_triton_conv", lambda z: True)
+    x = torch.randn(2, 5, 8)
+    u, _, full, _ = lay._sensor(x, None)
+    assert calls == [(2, 5, lay.d_inner)] and full is None
+    u2, _, full2, _ = lay._sensor(x, lay.init_state(2))     # a zero state: the same u, through the reference
+    assert calls == [(2, 5, lay.d_inner)] and full2.shape == (2, lay.d_inner, lay.conv_kernel - 1 + 5)
+    torch.testing.assert_close(u2, u)
+
+
+def test_fused_conv_refuses_bad_inputs():
+    from bayesfilt.errors import BayesfiltTypeError, BayesfiltValueError
+    from bayesfilt.nn.kernels.conv import causal_conv1d_triton
+    z, w, b = torch.zeros(1, 4, 6), torch.zeros(6, 4), torch.zeros(6)
+    for args, err, name in (((z[0], w, b), BayesfiltValueError, "z"), ((z.double(), w, b), BayesfiltValueError, "z"),
+                            ((z, w[:5], b), BayesfiltValueError, "weight"), ((z, w, b[:5]), BayesfiltValueError, "bias"),
+                            ((z.long(), w, b), BayesfiltTypeError, "z"), ((z, "w", b), BayesfiltTypeError, "weight")):
+        with pytest.raises(err, match=name):
+            causal_conv1d_triton(*args)
 
 
 gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device (device tool)")

@@ -220,6 +220,16 @@ def test_plan_warps():
             plan({key: bad}, key[:3])
 
 
+def test_backward_fake_blocks_match_the_plan():
+    """The fake backward op's partial-sum shapes (_bwd_blocks) are the real plan's NSB, NMB."""
+    from bayesfilt.nn.kernels import kla
+    for B, L, M, S in ((8, 2048, 2048, 16), (1, 65536, 1024, 16), (2, 19, 40, 5), (3, 7, 33, 33), (1, 1, 1, 1)):
+        v, k = torch.empty(1).expand(B, L, M), torch.empty(1).expand(B, L, S)
+        for tune in ({}, {"bwd_sb": 8}, {"bwd_bm": 8}, {"bwd_bm": 32, "num_chunks": 2}, {"bwd_sb": 2, "bwd_warps": 2}):
+            plan = kla._scan_plan(v, k, tune, "bwd")
+            assert kla._bwd_blocks(M, S, tune) == (plan.NSB, plan.NMB), (B, L, M, S, tune)
+
+
 def test_plan_stages():
     """The pipelining keys (host side): default 1 (the launches then pass no NSTAGES / BSTAGES, so the
     default kernels are unchanged), each pass reads its own key, anything but 1, 2 or 3 is refused."""

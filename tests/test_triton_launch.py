@@ -63,6 +63,46 @@ def test_direct_launches_equal_triton_launches():
         "_bayesfilt_launchers" in k.__dict__ for k in _triton_kernels())
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (device tool)")
+def test_kla_kernels_direct_launches_equal_first_launch():
+    """The KLA scan (unchunked and time-chunked), its backward, the decode step and the fused convolution
+    launch through launch_all: repeated calls (direct launches after the first) give bit-identical results,
+    and the compiled launchers are remembered on the kernels."""
+    from bayesfilt.nn.kernels import _conv_triton, _kla_triton, kla_scan_triton, kla_step_triton
+    from bayesfilt.nn.kernels.conv import causal_conv1d_triton
+    from bayesfilt.scan import _triton
+    g = torch.Generator(device="cuda").manual_seed(0)
+    B, L, M, S = 2, 300, 48, 16
+    x = [torch.randn(B, L, M, device="cuda", generator=g), torch.rand(B, L, M, device="cuda", generator=g) + 0.5,
+         torch.randn(B, L, S, device="cuda", generator=g), torch.randn(B, L, S, device="cuda", generator=g),
+         torch.rand(M, S, device="cuda", generator=g) * 0.5 + 0.5, torch.rand(M, S, device="cuda", generator=g) * 0.1]
+
+    def scan(chunks):
+        leaves = [t.clone().requires_grad_() for t in x]
+        y, yv, lam, eta = kla_scan_triton(*leaves, _num_chunks=chunks)
+        (y.square().sum() + yv.sum() + lam.sum() + eta.sum()).backward()
+        return [y, yv, lam, eta] + [t.grad for t in leaves]
+
+    def step():
+        return kla_step_triton(x[0][:, 0], x[1][:, 0], x[2][:, 0], x[3][:, 0], x[4], x[5],
+                               torch.ones(B, M, S, device="cuda"), torch.zeros(B, M, S, device="cuda"))
+
+    def conv():
+        z, w, b = (t.clone().requires_grad_() for t in (x[0], x[4][:, :4].contiguous(), x[5][:, 0].contiguous()))
+        u = causal_conv1d_triton(z, w, b)
+        u.square().sum().backward()
+        return [u, z.grad, w.grad, b.grad]
+
+    for run in (lambda: scan(None), lambda: scan(3), step, conv):
+        first = run()
+        for _ in range(2):
+            assert all(torch.equal(a, b) for a, b in zip(run(), first))
+    kernels = [_kla_triton._fwd_kernel_any_m, _kla_triton._fwd_kernel, _kla_triton._bwd_kernel,
+               _kla_triton._step_kernel, _conv_triton._conv_fwd_kernel, _conv_triton._conv_bwd_kernel]
+    assert _triton._direct_launch_supported() is False or all("_bayesfilt_launchers" in k.__dict__ for k in kernels)
+
+
 def _triton_kernels():
     from bayesfilt.scan import triton_filter, triton_riccati
     return [getattr(mod, name) for mod in (triton_filter, triton_riccati) for name in dir(mod)

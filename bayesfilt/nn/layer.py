@@ -36,6 +36,7 @@ from torch import nn
 from ..errors import type_error, value_error
 from .config import KLAConfig
 from .functional import KLAState, _resolve_backend, kla_scan, kla_step
+from .reference import causal_conv1d_reference
 
 
 def scan_backend(config: KLAConfig) -> str:
@@ -209,19 +210,17 @@ class KLALayer(nn.Module):
                               f"x of batch {B}", f"pass a state from init_state({B}) or from a call with the same batch")
         z, gate = self.in_proj(x).split(M, dim=-1)                     # [B, L, M] each
         if state is None and self._triton_conv(z):
-            # u = SiLU(conv(z)) fused on [B, L, M] (no transposes; docs/kla_kernels.md, "Causal convolution")
+            # u = SiLU(conv(z)) fused on [B, L, M] (no transposes; docs/kla_kernels.md, "Causal convolution ...")
             from .kernels.conv import causal_conv1d_triton
             u, full = causal_conv1d_triton(z, self.conv_weight, self.conv_bias, silu=True), None
         else:
-            zt = z.transpose(1, 2)                                     # [B, M, L]
-            cache = zt.new_zeros(B, M, K - 1) if state is None else state.conv.to(zt.dtype)
-            full = torch.cat([cache, zt], dim=-1)                      # [B, M, K - 1 + L]
-            weight, bias = self.conv_weight.to(full.dtype), self.conv_bias.to(full.dtype)
-            if L == 1 and full.device.type == "cpu":                  # one decode token: u = Σ_j w_j z_{t-K+1+j} + b
-                u = ((full * weight).sum(-1) + bias).unsqueeze(1)      # (CPU conv1d costs 8x this per token)
+            cache = None if state is None else state.conv.to(z.dtype)      # the K - 1 inputs before z
+            full = None if cache is None else torch.cat([cache, z.transpose(1, 2)], dim=-1)   # [B, M, K - 1 + L]
+            if L == 1 and full is not None and full.device.type == "cpu":  # one decode token: Σ_j w_j z_{t-K+1+j} + b
+                pre = (full * self.conv_weight.to(full.dtype)).sum(-1) + self.conv_bias.to(full.dtype)
+                u = F.silu(pre).unsqueeze(1)                           # (CPU conv1d costs 8x this per token)
             else:
-                u = F.conv1d(full, weight.unsqueeze(1), bias, groups=M).transpose(1, 2)   # causal depthwise conv
-            u = F.silu(u)                                              # u: [B, L, M]
+                u = causal_conv1d_reference(z, self.conv_weight, self.conv_bias, cache=cache)   # u: [B, L, M]
         v, raw, k, q = self.sensor(u).split([M, M, S, S], dim=-1)
         scan_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         v, raw, k, q = v.to(scan_dtype), raw.to(scan_dtype), k.to(scan_dtype), q.to(scan_dtype)
@@ -234,12 +233,18 @@ class KLALayer(nn.Module):
 
     def _triton_conv(self, z: torch.Tensor) -> bool:
         """Whether the convolution of a fresh sequence runs as the fused Triton kernel: when the scan
-        runs on Triton (``backend`` "triton", or "auto" on CUDA with triton installed) and z is not
-        float64 (the kernel computes in float32). Otherwise, and with a state (whose cache feeds the
-        first K - 1 taps), F.conv1d on the transposed input: the reference the kernel is tested against."""
-        if z.dtype == torch.float64:
+        runs on Triton (``backend`` "triton", or "auto" on CUDA with triton installed), z is on CUDA
+        (or Triton interprets) and z is not float64 (the kernel computes in float32). Otherwise, and
+        with a state (whose cache feeds the first K - 1 taps),
+        :func:`~bayesfilt.nn.reference.causal_conv1d_reference`, which the kernel is tested against
+        (so that a backend Triton cannot serve fails in the scan with its own message)."""
+        if z.dtype == torch.float64 or _resolve_backend(scan_backend(self.config), z.device) != "triton":
             return False
-        return _resolve_backend(scan_backend(self.config), z.device) == "triton"
+        from ..scan._triton import interpreting
+        if not (z.is_cuda or interpreting()):
+            return False
+        import importlib.util
+        return importlib.util.find_spec("triton") is not None
 
     def filter_readout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The filter's own readout, before skip, gate and out_proj (a fresh sequence).

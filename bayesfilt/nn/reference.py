@@ -112,3 +112,37 @@ def kla_step_reference(v, lambda_v, k, q, a_bar, p_bar, lam, eta, prior_readout:
     y, y_var, lam, eta = kla_scan_reference(v[:, None], lambda_v[:, None], k[:, None], q[:, None],
                                             a_bar, p_bar, lam, eta, prior_readout)
     return y[:, 0], y_var[:, 0], lam, eta
+
+
+def causal_conv1d_reference(z, weight, bias, *, cache=None, silu: bool = True):
+    """The layer's causal depthwise convolution (+ SiLU) through F.conv1d: the reference of the fused
+    kernel (``bayesfilt.nn.kernels.conv``).
+
+    u_t = SiLU(bias + sum_j w_j z_{t-K+1+j}) per channel, with the K - 1 inputs before z's first
+    token taken from ``cache`` (zeros when None). Computed in float32 (float64 for float64 z), as the
+    kernel does, and returned in z's dtype.
+
+    Args:
+        z: [B, L, C] input.
+        weight: [C, K] taps (w_{K-1} multiplies the current token).
+        bias: [C].
+        cache: [B, C, K - 1], the inputs before z's first token, oldest first; None: zeros.
+        silu: apply SiLU.
+
+    Returns:
+        u: [B, L, C] in z's dtype.
+
+    Example:
+        >>> import torch
+        >>> u = causal_conv1d_reference(torch.ones(1, 3, 2), torch.ones(2, 2), torch.zeros(2), silu=False)
+        >>> u[0, :, 0].tolist()                  # the first token sees one input, the others two
+        [1.0, 2.0, 2.0]
+    """
+    import torch.nn.functional as F
+    B, L, C = z.shape
+    dt = torch.float64 if z.dtype == torch.float64 else torch.float32
+    zt = z.transpose(1, 2).to(dt)                                       # [B, C, L]
+    past = zt.new_zeros(B, C, weight.shape[1] - 1) if cache is None else cache.to(dt)
+    full = torch.cat([past, zt], dim=-1)                                # [B, C, K - 1 + L]
+    u = F.conv1d(full, weight.to(dt).unsqueeze(1), bias.to(dt), groups=C).transpose(1, 2)   # pre_t
+    return (F.silu(u) if silu else u).to(z.dtype)                       # u_t = SiLU(pre_t)

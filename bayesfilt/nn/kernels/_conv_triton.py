@@ -21,7 +21,7 @@ shifted tiles, so nothing but the gradients is written; dw and dbias are per-pro
 over its TCH tokens, [B * NT, C, K] and [B * NT, C], summed afterwards in a fixed order
 (deterministic, no atomics). All arithmetic in float32.
 
-No validation here: bayesfilt.nn.functional.causal_conv1d validates.
+No validation here: KLALayer calls these with tensors it made (bayesfilt.nn.kernels.conv).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 ``causal_conv1d_triton(z, weight, bias, silu)`` computes, per channel, u_t = SiLU(bias + sum_j
 w_j z_{t-K+1+j}) with z = 0 before the first token (maths: ``_conv_triton``), differentiable with
 respect to z, weight and bias. It is what ``KLALayer`` runs on CUDA in place of F.conv1d on a
-transposed copy (docs/kla_kernels.md, "Causal convolution"). No validation here
-(``bayesfilt.nn.functional.causal_conv1d`` validates).
+transposed copy (docs/kla_kernels.md, "Causal convolution and the backward's partial sums"). Launches
+go through ``bayesfilt.scan._triton.launch_all`` (compiled launchers remembered). No validation here:
+the layer calls it with tensors it made (z from ``in_proj``, its own weight and bias).
 
 Dtypes: z float32, bfloat16 or float16 (u and dz in z's dtype); weight and bias any float dtype
 (their gradients in their own dtypes); all arithmetic in float32.
@@ -15,11 +16,16 @@ from __future__ import annotations
 import torch
 import triton
 
+from bayesfilt.errors import type_error, value_error
 from bayesfilt.nn.kernels import _conv_triton as K
+from bayesfilt.scan._triton import launch_all
 
 #: tokens x channels per tile (forward, backward), warps per program, and the tokens one backward
 #: program sweeps (its partial sums of dw, dbias cover that many)
 _BT_FWD, _BT_BWD, _BC, _WARPS, _TCH = 16, 8, 128, 4, 256
+
+
+assert _TCH % _BT_BWD == 0, "a backward program's tokens must be whole tiles (else dw, dbias count tokens twice)"
 
 
 def _rows(z: torch.Tensor) -> torch.Tensor:
@@ -32,8 +38,8 @@ def conv_forward(z, weight, bias, silu: bool) -> torch.Tensor:
     B, L, C = z.shape
     u = torch.empty(B, L, C, device=z.device, dtype=z.dtype)
     grid = (triton.cdiv(L, _BT_FWD), triton.cdiv(C, _BC), B)
-    K._conv_fwd_kernel[grid](z, weight.contiguous(), bias.contiguous(), u, L, C, z.stride(0), z.stride(1),
-                             K=weight.shape[1], BT=_BT_FWD, BC=_BC, SILU=silu, num_warps=_WARPS)
+    launch_all([(K._conv_fwd_kernel, grid, (z, weight.contiguous(), bias.contiguous(), u, L, C, z.stride(0), z.stride(1)),
+                 dict(K=weight.shape[1], BT=_BT_FWD, BC=_BC, SILU=silu, num_warps=_WARPS))])
     return u
 
 
@@ -46,9 +52,10 @@ def conv_backward(z, weight, bias, g, silu: bool):
     gw = torch.empty(B * NT, C, Kw, device=z.device, dtype=torch.float32)
     gb = torch.empty(B * NT, C, device=z.device, dtype=torch.float32)
     grid = (NT, triton.cdiv(C, _BC), B)
-    K._conv_bwd_kernel[grid](z, weight.contiguous(), bias.contiguous(), g.contiguous(), gz, gw, gb, L, C,
-                             z.stride(0), z.stride(1), NT, _TCH, K=Kw, KP=triton.next_power_of_2(Kw), BT=_BT_BWD,
-                             BC=_BC, SILU=silu, num_warps=_WARPS)
+    args = (z, weight.contiguous(), bias.contiguous(), g.contiguous(), gz, gw, gb, L, C, z.stride(0), z.stride(1), NT,
+            _TCH)
+    launch_all([(K._conv_bwd_kernel, grid, args,
+                 dict(K=Kw, KP=triton.next_power_of_2(Kw), BT=_BT_BWD, BC=_BC, SILU=silu, num_warps=_WARPS))])
     # fixed-order sums of the per-program partials (deterministic, no atomics)
     return gz, gw.sum(0).to(weight.dtype), gb.sum(0).to(bias.dtype)
 
@@ -73,7 +80,8 @@ def _conv_bwd_op(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, g: t
 
 @_conv_bwd_op.register_fake
 def _conv_bwd_op_fake(z, weight, bias, g, silu):
-    return (torch.empty(z.shape, device=z.device, dtype=z.dtype), torch.empty_like(weight), torch.empty_like(bias))
+    return (torch.empty(z.shape, device=z.device, dtype=z.dtype), weight.new_empty(weight.shape),
+            bias.new_empty(bias.shape))                  # contiguous, as the sums the real op returns
 
 
 def _setup_context(ctx, inputs, output):
@@ -103,10 +111,34 @@ def causal_conv1d_triton(z, weight, bias, silu: bool = True):
     Returns:
         u: [B, L, C] in z's dtype.
 
+    Raises:
+        BayesfiltValueError / BayesfiltTypeError: wrong shapes, dtypes or devices (values are not
+        checked). Reference: :func:`bayesfilt.nn.reference.causal_conv1d_reference`.
+
     Example:
         >>> import torch
         >>> from bayesfilt.nn.kernels.conv import causal_conv1d_triton
         >>> u = causal_conv1d_triton(torch.randn(2, 10, 256, device="cuda"),  # doctest: +SKIP
         ...                          torch.randn(256, 4, device="cuda"), torch.zeros(256, device="cuda"))
     """
+    _check(z, weight, bias)
     return torch.ops.bayesfilt.causal_conv1d_triton(z, weight, bias, bool(silu))
+
+
+def _check(z, weight, bias) -> None:
+    """Shapes, dtypes and devices (no device sync): the kernels read C channels of weight and bias."""
+    for name, x in (("z", z), ("weight", weight), ("bias", bias)):
+        if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
+            raise type_error(name, f"must be a floating torch.Tensor, got {getattr(x, 'dtype', type(x).__name__)}",
+                             "pass a float32 or bfloat16 tensor")
+    if z.ndim != 3 or z.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise value_error("z", f"has shape {tuple(z.shape)} and dtype {z.dtype}",
+                          "pass [B, L, C] in float32, bfloat16 or float16 (float64: causal_conv1d_reference)")
+    C = z.shape[-1]
+    if weight.ndim != 2 or weight.shape[0] != C or weight.shape[1] < 1:
+        raise value_error("weight", f"has shape {tuple(weight.shape)} for z with {C} channels", f"pass [{C}, K], K >= 1")
+    if tuple(bias.shape) != (C,):
+        raise value_error("bias", f"has shape {tuple(bias.shape)}", f"pass [{C}]")
+    if not (z.device == weight.device == bias.device):
+        raise value_error("weight", f"is on {weight.device}, bias on {bias.device}, z on {z.device}",
+                          "move them to one device")

@@ -24,7 +24,7 @@ import triton
 
 from bayesfilt.errors import value_error
 from bayesfilt.nn.kernels import _kla_triton as K
-from bayesfilt.scan._triton import interpreting
+from bayesfilt.scan._triton import interpreting, launch_all
 
 #: tokens between checkpoints of (w, mu) kept for the backward
 CHECKPOINT_EVERY = 8
@@ -187,10 +187,8 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
         kw["NSTAGES"] = plan.stages
     kw.update(_pf_kw(plan, 2))
     kern = K._fwd_kernel if plan.mspec else K._fwd_kernel_any_m
-    if plan.NC > 1:
-        kern[plan.grid](*args, MODE=1, **kw)
-        kern[plan.grid](*args, MODE=2, **kw)
-    kern[plan.grid](*args, MODE=0, **kw, **({"DEFER_Y": True} if plan.defer_y else {}))
+    launches = [(kern, plan.grid, args, dict(kw, MODE=1)), (kern, plan.grid, args, dict(kw, MODE=2))] if plan.NC > 1 else []
+    launch_all(launches + [(kern, plan.grid, args, dict(kw, MODE=0, **({"DEFER_Y": True} if plan.defer_y else {})))])
     y, yv = (y.sum(0), yv.sum(0)) if plan.NSB > 1 else (y[0], yv[0])
     return y, yv, lamL, etaL, (ck if keep_checkpoints else None)
 
@@ -217,9 +215,9 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
     kw.update(_pf_kw(plan, 4))
     if plan.ckpf:
         kw["CKPF"] = True
-    if plan.NC > 1:
-        K._bwd_kernel[plan.grid](*args, MODE=1, **kw)
-    K._bwd_kernel[plan.grid](*args, MODE=0, **kw, **({"DEFER_G": plan.defer_g} if plan.defer_g else {}))
+    launches = [(K._bwd_kernel, plan.grid, args, dict(kw, MODE=1))] if plan.NC > 1 else []
+    launch_all(launches + [(K._bwd_kernel, plan.grid, args,
+                            dict(kw, MODE=0, **({"DEFER_G": plan.defer_g} if plan.defer_g else {})))])
     # fixed-order reductions of the per-program partial sums (deterministic, no atomics)
     if reduce:
         gv, glv, gk, gq = (_fold(x) for x in (gv, glv, gk, gq))
@@ -327,6 +325,15 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
                      ckpf=bool(ckpf) and pass_ == "bwd" and stages == 1)
 
 
+def _bwd_blocks(M, S, tune: dict) -> tuple:
+    """(NSB, NMB) of the backward's plan (``_plan_for``), from M, S and the tune keys alone: the fake
+    backward op's partial-sum shapes, without make_plan's decisions on B and L (which would put guards
+    on them under torch.compile with dynamic shapes)."""
+    SB = min(triton.next_power_of_2(S), tune.get("bwd_sb", _MAX_SB_BWD))
+    BM = tune.get("bwd_bm", _BM_BWD) or _BM_FWD
+    return triton.cdiv(S, SB), triton.cdiv(M, BM)
+
+
 def _op_plan(v, k, tune: str, pass_: str) -> Plan:
     """``_scan_plan`` for the custom ops' launches, remembered per shape, device, tune string and
     multiprocessor count (a plan is a pure function of these): 25-47 us of Python per pass on the
@@ -390,10 +397,10 @@ def _scan_bwd_op(v: torch.Tensor, lv: torch.Tensor, k: torch.Tensor, q: torch.Te
 def _scan_bwd_op_fake(v, lv, k, q, a, p, ck, gy, gyv, glam, geta, prior, tune, poison):
     B, L, M = v.shape
     S = k.shape[-1]
-    plan = _scan_plan(v, k, _tune_dict(tune), "bwd")
+    NSB, NMB = _bwd_blocks(M, S, _tune_dict(tune))
     st = dict(dtype=torch.float32, device=v.device)
-    return (torch.empty(plan.NSB, B, L, M, **st), torch.empty(plan.NSB, B, L, M, **st),
-            torch.empty(plan.NMB, B, L, S, **st), torch.empty(plan.NMB, B, L, S, **st),
+    return (torch.empty(NSB, B, L, M, **st), torch.empty(NSB, B, L, M, **st),
+            torch.empty(NMB, B, L, S, **st), torch.empty(NMB, B, L, S, **st),
             torch.empty_like(a), torch.empty_like(p), torch.empty(B, M, S, **st), torch.empty(B, M, S, **st))
 
 
@@ -495,7 +502,7 @@ def kla_step_triton(v, lambda_v, k, q, a_bar, p_bar, lam, eta, prior_readout=Fal
     y, yv = _new((B, M), dev, _poison), _new((B, M), dev, _poison)
     lam_o, eta_o = _new((B, M, S), dev, _poison), _new((B, M, S), dev, _poison)
     NMB = triton.cdiv(M, BM)
-    K._step_kernel[(NMB * B,)](_c(v), _c(lambda_v), _c(k), _c(q), _c(a_bar), _c(p_bar), _c(lam),
-                               _c(eta), y, yv, lam_o, eta_o, M, S, NMB, PRIOR=bool(prior_readout),
-                               SB=SB, BM=BM, num_warps=4)
+    args = (_c(v), _c(lambda_v), _c(k), _c(q), _c(a_bar), _c(p_bar), _c(lam), _c(eta), y, yv, lam_o, eta_o,
+            M, S, NMB)
+    launch_all([(K._step_kernel, (NMB * B,), args, dict(PRIOR=bool(prior_readout), SB=SB, BM=BM, num_warps=4))])
     return y, yv, lam_o, eta_o
