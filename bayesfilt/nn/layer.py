@@ -243,8 +243,11 @@ class KLALayer(nn.Module):
         from ..scan._triton import interpreting
         if not (z.is_cuda or interpreting()):
             return False
-        import importlib.util
-        return importlib.util.find_spec("triton") is not None
+        try:
+            import triton
+        except ImportError:
+            return False
+        return triton is not None
 
     def filter_readout(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The filter's own readout, before skip, gate and out_proj (a fresh sequence).
