@@ -186,3 +186,18 @@ def torch_record() -> dict:
     import torch
     return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "machine": platform.node(), "torch": torch.__version__}
+
+
+def best_of(fn, repeats: int, budget_s: float = 30.0) -> float:
+    """Best wall time of ``fn()`` over up to ``repeats`` runs, the first included (fewer runs when one
+    run is slow: at most about ``budget_s`` seconds in all)."""
+    import time
+    t0 = time.perf_counter()
+    fn()
+    best = time.perf_counter() - t0
+    k = int(min(repeats - 1, max(0, budget_s // max(best, 1e-9) - 1)))
+    for _ in range(k):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best

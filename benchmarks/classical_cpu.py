@@ -34,23 +34,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from functools import partial  # noqa: E402
 
-from _common import check as _check, cv_model_filterpy_prior as make_model, filterpy_filter, git_state  # noqa: E402
+from _common import best_of, check as _check, cv_model_filterpy_prior as make_model, filterpy_filter, git_state  # noqa: E402
 
 check = partial(_check, tol=1e-8)
 LOG_2PI = float(np.log(2 * np.pi))
-
-
-def best_of(fn, repeats: int, budget_s: float = 30.0) -> float:
-    """Best wall time of ``fn()`` over up to ``repeats`` runs (fewer when one run is slow)."""
-    t0 = time.perf_counter()
-    fn()
-    best = time.perf_counter() - t0
-    k = int(min(repeats - 1, max(0, budget_s // max(best, 1e-9) - 1)))
-    for _ in range(k):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def race(fns: dict, repeats: int, budget_s: float = 60.0) -> dict:

@@ -31,7 +31,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -42,21 +41,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from functools import partial  # noqa: E402
 
-from _common import check as _check, cv_model_filterpy_prior as make_model, filterpy_filter, git_state  # noqa: E402
+from _common import best_of as _best_of, check as _check, cv_model_filterpy_prior as make_model, filterpy_filter, git_state  # noqa: E402
 
 check = partial(_check, tol=1e-9)
 LOG_2PI = float(np.log(2 * np.pi))
 
 
-def best_of(fn, repeats, budget_s=20.0):
-    t0 = time.perf_counter()
-    fn()
-    best = time.perf_counter() - t0
-    for _ in range(int(min(repeats - 1, max(0, budget_s // max(best, 1e-9) - 1)))):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+best_of = partial(_best_of, budget_s=20.0)
 
 
 def statsmodels_model(model, y):

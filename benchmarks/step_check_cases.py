@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from bayesfilt.scan.covariance import scan_filter
 from bayesfilt.scan.information import scan_info_filter
 from bayesfilt.scan.sqrt import scan_sqrt_filter
 
-from _common import git_state
+from _common import best_of, git_state
 
 SCANS = {"covariance": scan_filter, "information": scan_info_filter, "sqrt": scan_sqrt_filter}
 
@@ -76,13 +75,9 @@ def run_case(name, model, y, forms, schedules=("sequential", "tree", "chunked"))
 
 
 def best(fn, reps=3):
+    """Best of ``reps`` timed runs after one untimed run."""
     fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return best_of(fn, reps, budget_s=1e9)
 
 
 def main() -> None:
