@@ -28,7 +28,7 @@ _BT_FWD, _BT_BWD, _BC, _WARPS, _TCH = 16, 8, 128, 4, 256
 assert _TCH % _BT_BWD == 0, "a backward program's tokens must be whole tiles (else dw, dbias count tokens twice)"
 
 
-def _rows(z: torch.Tensor) -> torch.Tensor:
+def _channels_contiguous(z: torch.Tensor) -> torch.Tensor:
     """z with contiguous channels (a column slice of a wider tensor is kept as it is)."""
     return z if z.stride(-1) == 1 else z.contiguous()
 
@@ -63,7 +63,7 @@ def conv_backward(z, weight, bias, g, silu: bool):
 @torch.library.custom_op("bayesfilt::causal_conv1d_triton", mutates_args=())
 def _conv_op(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, silu: bool) -> torch.Tensor:
     """Forward launch: u [B, L, C] in z's dtype."""
-    return conv_forward(_rows(z), weight, bias, silu)
+    return conv_forward(_channels_contiguous(z), weight, bias, silu)
 
 
 @_conv_op.register_fake
@@ -75,7 +75,7 @@ def _conv_op_fake(z, weight, bias, silu):
 def _conv_bwd_op(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, g: torch.Tensor,
                  silu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward launch: (dz, dweight, dbias)."""
-    return conv_backward(_rows(z), weight, bias, g, silu)
+    return conv_backward(_channels_contiguous(z), weight, bias, g, silu)
 
 
 @_conv_bwd_op.register_fake

@@ -109,11 +109,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     the program's m-columns of v, Λv (backward: and of the output gradients); ``ckpf``: the backward
     loads each block's checkpoint one block ahead.
     """
-    s_pad = triton.next_power_of_2(S)
-    SB = min(s_pad, max_sb)
-    NSB = triton.cdiv(S, SB)
-    BM = bm or _BM_FWD
-    NMB = triton.cdiv(M, BM)
+    SB, NSB, BM, NMB = _blocks(M, S, max_sb, bm)
     programs = NMB * NSB * B
     if num_chunks is None:
         # Chunking costs two extra sweeps (forward) and one (backward): only when the lanes
@@ -133,6 +129,14 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
                 defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), mspec=mspec, l2pf=int(l2pf),
                 pfrows=bool(pfrows), ckpf=bool(ckpf))
+
+
+def _blocks(M, S, max_sb: int, bm) -> tuple:
+    """The lane tile before any chunking decision: (SB, NSB, BM, NMB) for at most ``max_sb`` s-lanes per
+    program and ``bm`` channels (None: 32); ``make_plan`` may then narrow BM to 16 when it does not chunk."""
+    SB = min(triton.next_power_of_2(S), max_sb)
+    BM = bm or _BM_FWD
+    return SB, triton.cdiv(S, SB), BM, triton.cdiv(M, BM)
 
 
 def _new(shape, device, poison: bool):
@@ -194,11 +198,10 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
 
 
 def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, prior: bool,
-                  poison: bool = False, reduce: bool = True):
-    """Launch the backward; returns dv, dLv (B,L,M), dk, dq (B,L,S), da, dp (S,M), dlam0, deta0 (B,S,M).
-
-    ``reduce`` False: dv, dLv are returned as their per-s-block partial sums (NSB, B, L, M) and dk, dq
-    as their per-m-block partial sums (NMB, B, L, S), for the caller to sum over the first axis."""
+                  poison: bool = False):
+    """Launch the backward; returns dv, dLv as their per-s-block partial sums (NSB, B, L, M), dk, dq as
+    their per-m-block partial sums (NMB, B, L, S) (the caller sums them over the first axis in a fixed
+    order: ``_fold``), da, dp (S, M) and dlam0, deta0 (B, S, M)."""
     B, L, M, S = plan.B, plan.L, plan.M, plan.S
     dev = v.device
     gsh = (plan.NSB, B, L, M)
@@ -218,14 +221,12 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
     launches = [(K._bwd_kernel, plan.grid, args, dict(kw, MODE=1))] if plan.NC > 1 else []
     launch_all(launches + [(K._bwd_kernel, plan.grid, args,
                             dict(kw, MODE=0, **({"DEFER_G": plan.defer_g} if plan.defer_g else {})))])
-    # fixed-order reductions of the per-program partial sums (deterministic, no atomics)
-    if reduce:
-        gv, glv, gk, gq = (_fold(x) for x in (gv, glv, gk, gq))
     return gv, glv, gk, gq, ga.sum((0, 1)), gp.sum((0, 1)), gl0, ge0
 
 
 def _fold(parts: torch.Tensor) -> torch.Tensor:
-    """The sum of per-program partial sums over their first axis (the only one when there is one)."""
+    """The sum of per-program partial sums over their first axis (the only one when there is one):
+    a fixed-order reduction (deterministic, no atomics)."""
     return parts[0] if parts.shape[0] == 1 else parts.sum(0)
 
 
@@ -329,9 +330,8 @@ def _bwd_blocks(M, S, tune: dict) -> tuple:
     """(NSB, NMB) of the backward's plan (``_plan_for``), from M, S and the tune keys alone: the fake
     backward op's partial-sum shapes, without make_plan's decisions on B and L (which would put guards
     on them under torch.compile with dynamic shapes)."""
-    SB = min(triton.next_power_of_2(S), tune.get("bwd_sb", _MAX_SB_BWD))
-    BM = tune.get("bwd_bm", _BM_BWD) or _BM_FWD
-    return triton.cdiv(S, SB), triton.cdiv(M, BM)
+    _, NSB, _, NMB = _blocks(M, S, tune.get("bwd_sb", _MAX_SB_BWD), tune.get("bwd_bm", _BM_BWD))
+    return NSB, NMB                                     # (an explicit bm: make_plan keeps it)
 
 
 def _op_plan(v, k, tune: str, pass_: str) -> Plan:
@@ -389,7 +389,7 @@ def _scan_bwd_op(v: torch.Tensor, lv: torch.Tensor, k: torch.Tensor, q: torch.Te
     plan = _op_plan(v, k, tune, "bwd")
     gv, glv, gk, gq, gaT, gpT, glam0, geta0 = scan_backward(
         _c(v), _c(lv), _c(k), _c(q), _T(a), _T(p), _c(gy.float()), _c(gyv.float()), ck,
-        _T(glam.float()), _T(geta.float()), plan, prior, poison, reduce=False)
+        _T(glam.float()), _T(geta.float()), plan, prior, poison)
     return gv, glv, gk, gq, _T(gaT).to(a.dtype), _T(gpT).to(p.dtype), _T(glam0), _T(geta0)
 
 
