@@ -14,6 +14,7 @@ Usage (GPU)::
 
     python benchmarks/kla_layer.py --out benchmarks/results/kla_layer.json
     python benchmarks/kla_layer.py --quick       # small shapes (also runs on the CPU, torch backend)
+    python benchmarks/kla_layer.py --compile --profile 3   # + device time per kernel and category, GPU idle time
 """
 
 from __future__ import annotations
