@@ -35,6 +35,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT c12        # issue 5 (kind nvidia-h200-x2): fused conv + GPU tests, layer A/B beside GLA
 #   bash benchmarks/gpu_run.sh COMMIT lp12       # issue 5: the layer beside GLA, with a profile per kernel category
 #   bash benchmarks/gpu_run.sh COMMIT rows       # issue 4: KLA_ROWS timed, KLA_NCU profiled (ROWS_NAME names the outputs)
+#   bash benchmarks/gpu_run.sh COMMIT s13a       # (2 GPUs) GLA autotune cache (PACK_CACHE=1), session-12 GPU tests, KLA scan + layer rows
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -79,7 +80,32 @@ pack_work() {    # NAME DIR...: /tmp/DIR... back as $OUT/NAME_work.tgz.* (the to
 }
 pack_cache() {
     rm -f "$OUT"/tcache.tgz*
-    tar -czf /tmp/tcache.tgz -C /tmp tcache && split -b 15M -d /tmp/tcache.tgz "$OUT/tcache.tgz."
+    tar -czf /tmp/tcache.tgz -C /tmp tcache
+    if [ $(stat -c %s /tmp/tcache.tgz) -gt $(( ${PACK_MAX_MB:-40} << 20 )) ]; then
+        # too large to come back (8 files, 64 MiB in all): keep the autotuning results, inductor's cache and every
+        # kernel that is not flash-linear-attention's (fla's chosen configurations then compile once, untuned)
+        python3 - > /tmp/tcache.list <<'PY'
+import json, os
+if os.path.isdir("/tmp/tcache/inductor"):
+    print("tcache/inductor")
+for d, dirs, files in os.walk("/tmp/tcache"):
+    if d == "/tmp/tcache":
+        dirs[:] = [x for x in dirs if x != "inductor"]
+    keep = any(f.endswith(".autotune.json") for f in files)
+    for f in files:
+        if not keep and f.endswith(".json") and not f.startswith("__grp__"):
+            try:
+                name = json.load(open(os.path.join(d, f))).get("name", "")
+            except Exception:
+                name = ""
+            keep = name.startswith(("_", "triton_"))      # ours (_fwd_kernel, _conv_*, ...) and inductor's
+    if keep:
+        print(os.path.relpath(d, "/tmp"))
+PY
+        tar -czf /tmp/tcache.tgz -C /tmp -T /tmp/tcache.list
+        el "triton cache: lean pack of $(wc -l < /tmp/tcache.list) folders"
+    fi
+    split -b 15M -d /tmp/tcache.tgz "$OUT/tcache.tgz."
     el "triton cache out: $(du -sh /tmp/tcache | cut -f1) -> $(du -sh /tmp/tcache.tgz | cut -f1)"
 }
 layer_gpu1() (   # the KLA layer beside fla's GLA on GPU 1: a compiling pass, then the timed one (stages s9, s11)
@@ -656,6 +682,40 @@ c12)
         --profile 3 --only kla_compiled kla_compiled_conv1d kla_compiled_graphs kla gla_default --out "$OUT/kla_layer_c12.json" \
         > "$LOG/kla_layer.log" 2>&1
     el "kla_layer rc=$?"; grep -v "^ " "$LOG/kla_layer.log" | tail -n 8; grep "categories\|  span" "$LOG/kla_layer.log"
+    ;;
+s13a)
+    # session 13's first call (kind nvidia-h200-x2): the autotuning caches, then what session 12 left untimed.
+    # GPU 1: fla's GLA layer rows (default, matched state, under torch.compile) compile and autotune alone, with
+    # TRITON_CACHE_AUTOTUNING=1 so that the cache packed afterwards (PACK_CACHE=1; inductor's cache inside it)
+    # spares later calls the autotuning (it outlasted every 250-330 s warm pass of session 12).
+    # GPU 0: fla's chunk_gla autotunes in the background and the KLA scan configurations compile while the GPU
+    # tests of session 12's host-side changes run (direct launches, fused convolution, layer); then kla_scan.py's
+    # default rows (main, long, the decode step's plain call, bf16) with chunk_gla timed after them in the same
+    # process; then the KLA layer rows alone (host time per step, GPU idle gaps; GLA still autotunes on GPU 1).
+    export TRITON_CACHE_AUTOTUNING=1 TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor
+    ( export CUDA_VISIBLE_DEVICES=1
+      timeout ${GLA_WARM:-480} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
+          --only gla_default gla_matched_state gla_compiled --out /tmp/gla_warm.json > "$LOG/gla_warm.log" 2>&1
+      el "gla warm rc=$?" ) > "$LOG/gla_warm_sub.log" 2>&1 &
+    gw=$!
+    export CUDA_VISIBLE_DEVICES=0
+    rm -f /tmp/fla_go "$LOG/fla.json"
+    python3 benchmarks/kla_scan.py --fla-only --fla-go /tmp/fla_go --fla-out "$LOG/fla.json" > "$LOG/fla.log" 2>&1 &
+    python3 benchmarks/kla_scan.py --warm-only > "$LOG/warm.log" 2>&1 &
+    warm=$!
+    timeout ${TESTS_TIMEOUT:-170} python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_triton_launch.py \
+        tests/test_conv_triton.py tests/test_kla_layer_gpu.py --junitxml "$OUT/gpu_tests_s13a.xml" > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests.log" | tail -n 12
+    wait $warm; el "scan warm rc=$?"
+    timeout ${KLA_TIMEOUT:-160} python3 benchmarks/kla_scan.py --parity-L 512 --fla-go /tmp/fla_go --fla-out "$LOG/fla.json" \
+        --fla-timeout 40 --out "$OUT/kla_scan_s13a.json" > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; grep -E "^decode|^fla" "$LOG/kla_scan.log"; tail -n 8 "$LOG/kla_scan.log"
+    left=$(( ${S13_END:-545} - ($(date +%s) - T0) )); [ $left -lt 30 ] && left=30
+    timeout $left python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
+        --only kla_compiled kla kla_compiled_graphs --out "$OUT/kla_layer_s13a.json" > "$LOG/kla_layer.log" 2>&1
+    el "kla_layer rc=$? (limit $left s)"; grep -v "^   " "$LOG/kla_layer.log" | tail -n 12
+    unset CUDA_VISIBLE_DEVICES
+    wait $gw; cat "$LOG/gla_warm_sub.log"; tail -n 3 "$LOG/gla_warm.log"
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

@@ -5,7 +5,11 @@ forward + backward of ``(y * g).sum()`` with a fixed random g. Reported per laye
 of the timed iterations (CUDA events), tokens/s, and the peak GPU memory of one step above what
 was allocated before it. Peers in the same process: fla's ``GatedLinearAttention`` layer with
 its default settings (expand_k 0.5, expand_v 1, 4 heads) and with the state size matched to
-KLA's (16 heads, key dim 16, value dim 128 per head: 16 x 16 x 128 = 2048 x 16 = M x S).
+KLA's (16 heads, key dim 16, value dim 128 per head: 16 x 16 x 128 = 2048 x 16 = M x S); with
+``--compile`` also the default GLA layer under torch.compile (``gla_compiled``), as KLA's
+``kla_compiled``. Each GPU row also reports the median host time to enqueue one step
+(``host_median_s``; every step starts on an idle GPU, so a host time near the step time means the
+GPU waited for Python).
 
 Parity first: on a small shape the layer's outputs and gradients with backend "triton" are
 compared with backend "torch" (float32); nothing is timed if they disagree.
@@ -135,10 +139,13 @@ def time_layer(make, B, L, D, device, iters, warmup, autocast=True, profile: int
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
+        host = []                      # host time to enqueue one step (the GPU starts each step idle)
         for _ in range(iters):
             s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             s.record()
+            t0 = time.perf_counter()
             step()
+            host.append(time.perf_counter() - t0)
             e.record()
             torch.cuda.synchronize()
             times.append(s.elapsed_time(e) / 1e3)
@@ -154,6 +161,8 @@ def time_layer(make, B, L, D, device, iters, warmup, autocast=True, profile: int
     res = {"median_s": med, "min_s": times[0], "tokens_per_s": B * L / med,
            "peak_mem_gib": None if peak is None else peak / 2 ** 30,
            "params": sum(p.numel() for p in layer.parameters())}
+    if device == "cuda":
+        res["host_median_s"] = sorted(host)[len(host) // 2]     # near median_s: the GPU waited for the host
     if profile and device == "cuda":
         res["profile"] = profile_steps(step, profile)
     return res
@@ -226,6 +235,8 @@ def main(argv=None) -> int:
             runs["gla_default"] = lambda: GatedLinearAttention(hidden_size=D, layer_idx=0)
             runs["gla_matched_state"] = lambda: GatedLinearAttention(hidden_size=D, num_heads=16, expand_k=0.25,
                                                                      expand_v=2.0, layer_idx=0)
+            if args.compile:                   # the same treatment as kla_compiled: torch.compile of the layer
+                runs["gla_compiled"] = lambda: torch.compile(GatedLinearAttention(hidden_size=D, layer_idx=0).to(device))
         if args.compile:                       # last: a failed graph capture must not cost the other rows
             # diagnostic: the host's share, removed by CUDA graphs (torch.compile's "reduce-overhead" mode)
             runs["kla_compiled_graphs"] = lambda: torch.compile(KLALayer(D, KLAConfig()).to(device),
@@ -255,8 +266,8 @@ def main(argv=None) -> int:
                 for kname, kv in list(r["profile"]["top_kernels"].items())[:15]:
                     print(f"   {kv['us']:9.1f} us x{kv['count']:.0f}  {kname[:100]}", flush=True)
         res = record["results"]
-        for peer in ("gla_default", "gla_matched_state"):
-            for ours in ("kla", "kla_compiled"):
+        for peer in ("gla_default", "gla_matched_state", "gla_compiled"):
+            for ours in ("kla", "kla_compiled", "kla_compiled_graphs"):
                 if "median_s" in res.get(ours, {}) and "median_s" in res.get(peer, {}):
                     record[f"{ours}_time_over_{peer}"] = res[ours]["median_s"] / res[peer]["median_s"]
         record["target"] = "KLA time within 1.25x of GLA's (issue 5)"
