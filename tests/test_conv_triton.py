@@ -51,6 +51,34 @@ def errors(B, L, C, K, silu, strided, device="cpu", dtype=torch.float32, seed=0)
 '''
 
 
+#: the backward's variants (bayesfilt.nn.kernels.conv._BWD_TILES) on short cases under the interpreter:
+#: programs of 8 tokens (the window's look-ahead across a program boundary and past L, several
+#: partial-sum rows), K = 1-4 and a K = 6 that falls back to "recompute"
+VARIANTS = ("recompute", "split", "window")
+VARIANT_CASES = [(2, 1, 5, 4, True, False), (1, 3, 130, 4, True, True), (2, 21, 33, 3, False, False),
+                 (3, 13, 7, 1, True, True), (1, 19, 129, 2, True, False), (2, 17, 20, 4, True, True),
+                 (1, 9, 20, 6, True, True)]
+
+BWD_CHECK = r'''
+from bayesfilt.nn.kernels.conv import conv_backward
+
+def bwd_errors(B, L, C, K, silu, strided, variant, device="cpu", dtype=torch.float32, seed=0, **tiles):
+    """Relative RMS errors of (dz, dw, dbias) of one backward variant against the float64 reference."""
+    g = torch.Generator().manual_seed(seed)
+    wide = torch.randn(B, L, 2 * C if strided else C, generator=g, dtype=torch.float64)
+    w = torch.randn(C, K, generator=g, dtype=torch.float64)
+    b = torch.randn(C, generator=g, dtype=torch.float64)
+    up = torch.randn(B, L, C, generator=g, dtype=torch.float64)
+    wide, up = wide.to(dtype).double(), up.to(dtype).double()      # the reference sees the rounded inputs
+    zr, wr, br = (t.clone().requires_grad_() for t in (wide[..., :C], w, b))
+    (reference(zr, wr, br, silu=silu) * up).sum().backward()
+    z = wide.to(device, dtype)[..., :C]
+    grads = conv_backward(z, w.to(device, torch.float32), b.to(device, torch.float32), up.to(device, dtype), silu,
+                          variant=variant, **tiles)
+    return [float((a.double().cpu() - r).norm() / r.norm()) for a, r in zip(grads, (zr.grad, wr.grad, br.grad))]
+'''
+
+
 OPCHECK = r'''
 ops = torch.ops.bayesfilt
 z = torch.randn(2, 37, 260)[..., 3:133]                 # a column slice: strided time and batch axes
@@ -73,12 +101,35 @@ def test_conv_matches_reference_interpreted():
     assert "OPCHECK" in out            # the fake (meta) kernels agree with the real ones on shapes and dtypes
 
 
+@pytest.mark.skipif(HAS_CUDA, reason="with CUDA the compiled kernels run them (test_conv_backward_variants_gpu)")
+def test_conv_backward_variants_interpreted():
+    """Every backward variant gives the reference's dz, dw, dbias (small tiles: several programs)."""
+    code = CHECK + BWD_CHECK + (f"\nfor v in {VARIANTS!r}:\n"
+                                f"    print('ERR', v, max(max(bwd_errors(*c, v, TCH=8)) for c in {VARIANT_CASES!r}))\n")
+    out = run_interpreted(code)
+    errs = {line.split()[1]: float(line.split()[2]) for line in out.splitlines() if line.startswith("ERR")}
+    assert set(errs) == set(VARIANTS) and max(errs.values()) < 1e-5, errs
+
+
+def test_conv_backward_refuses_unknown_variant():
+    from bayesfilt.errors import BayesfiltValueError
+    from bayesfilt.nn.kernels.conv import conv_backward
+    z = torch.zeros(1, 4, 6)
+    with pytest.raises(BayesfiltValueError, match="variant"):
+        conv_backward(z, torch.zeros(6, 4), torch.zeros(6), z, True, variant="nope")
+
+
 def test_conv_kernels_compile_for_sm90():
     """The interpreter does not type-check as the compiler does: compile both kernels for sm_90."""
     compile_for_sm90("bayesfilt.nn.kernels._conv_triton",
                      [("_conv_fwd_kernel", {"K": 4, "BT": 16, "BC": 128, "SILU": True}),
                       ("_conv_bwd_kernel", {"K": 3, "KP": 4, "BT": 8, "BC": 128, "SILU": True}),
-                      ("_conv_bwd_kernel", {"K": 4, "KP": 4, "BT": 8, "BC": 128, "SILU": False})],
+                      ("_conv_bwd_kernel", {"K": 4, "KP": 4, "BT": 8, "BC": 128, "SILU": False}),
+                      ("_conv_bwd_d_kernel", {"K": 4, "BT": 8, "BC": 128, "SILU": True, "STORE_D": True}),
+                      ("_conv_bwd_d_kernel", {"K": 3, "BT": 8, "BC": 128, "SILU": False, "STORE_D": False}),
+                      ("_conv_bwd_dz_kernel", {"K": 4, "BT": 16, "BC": 128}),
+                      ("_conv_bwd_window_kernel", {"K": 4, "BC": 128, "SILU": True}),
+                      ("_conv_bwd_window_kernel", {"K": 2, "BC": 256, "SILU": False})],
                      dtypes=("fp32", "bf16"))
 
 
@@ -164,3 +215,38 @@ def test_conv_gradients_are_deterministic_gpu():
         (causal_conv1d_triton(zi, wi, bi) * up).sum().backward()
         runs.append((zi.grad, wi.grad, bi.grad))
     assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", CASES + VARIANT_CASES + [(8, 2048, 2048, 4, True, True)])
+def test_conv_backward_variants_gpu(variant, case):
+    """Each backward variant, compiled, with its own tiles and with programs of 8 tokens."""
+    ns = {}
+    exec(CHECK + BWD_CHECK, ns)
+    assert max(ns["bwd_errors"](*case, variant, device="cuda")) < 1e-5
+    if case[1] < 1000:                                   # the float64 reference on the CPU is slow
+        assert max(ns["bwd_errors"](*case, variant, device="cuda", TCH=8)) < 1e-5
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_conv_backward_variants_bf16_gpu(variant):
+    """bf16 z and g: dz rounded to bf16 (the reference sees the same rounded inputs)."""
+    ns = {}
+    exec(CHECK + BWD_CHECK, ns)
+    errs = ns["bwd_errors"](4, 1000, 300, 4, True, True, variant, device="cuda", dtype=torch.bfloat16)
+    assert max(errs) < 1e-2, errs
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_conv_backward_variants_deterministic_gpu(variant):
+    from bayesfilt.nn.kernels.conv import conv_backward
+    z = torch.randn(4, 3000, 512, device="cuda")
+    w, b, up = torch.randn(512, 4, device="cuda"), torch.randn(512, device="cuda"), torch.randn_like(z)
+    first = conv_backward(z, w, b, up, True, variant=variant)
+    assert all(torch.equal(a, b) for a, b in zip(conv_backward(z, w, b, up, True, variant=variant), first))

@@ -24,6 +24,17 @@ from bayesfilt.scan._triton import launch_all
 #: program sweeps (its partial sums of dw, dbias cover that many)
 _BT_FWD, _BT_BWD, _BC, _WARPS, _TCH = 16, 8, 128, 4, 256
 
+#: the backward's variants (kernels and maths: _conv_triton) and the tiles of each: "recompute" (one
+#: kernel recomputing pre at K tokens per token), "split" (d to a float32 scratch [B, L, C], then dz
+#: from it; BT2 tokens per tile of the second kernel), "window" (one kernel, each thread sweeping its
+#: channels through TCH tokens with the last three z and d in registers). "split" and "window" take
+#: K <= 4 and fall back to "recompute" above it.
+_BWD_TILES = {"recompute": dict(BT=_BT_BWD, BC=_BC, TCH=_TCH, warps=_WARPS),
+              "split": dict(BT=8, BC=128, TCH=256, warps=4, BT2=16),
+              "window": dict(BC=128, TCH=128, warps=1)}
+_BWD_VARIANT = "recompute"
+_WIDE_K = 4                                      # the widest kernel "split" and "window" are written for
+
 
 assert _TCH % _BT_BWD == 0, "a backward program's tokens must be whole tiles (else dw, dbias count tokens twice)"
 
@@ -43,19 +54,44 @@ def conv_forward(z, weight, bias, silu: bool) -> torch.Tensor:
     return u
 
 
-def conv_backward(z, weight, bias, g, silu: bool):
-    """(dz [B, L, C] in z's dtype, dweight [C, K], dbias [C] in their dtypes) for upstream g [B, L, C]."""
+def conv_backward(z, weight, bias, g, silu: bool, variant: str | None = None, **tiles):
+    """(dz [B, L, C] in z's dtype, dweight [C, K], dbias [C] in their dtypes) for upstream g [B, L, C].
+
+    ``variant``: one of ``_BWD_TILES`` (None: ``_BWD_VARIANT``); ``tiles`` override its entries
+    (benchmarks). All variants compute the same sums; they differ in how often they recompute
+    pre and in what they store (``_conv_triton``)."""
     B, L, C = z.shape
     Kw = weight.shape[1]
-    NT = triton.cdiv(L, _TCH)
+    variant = _BWD_VARIANT if variant is None else variant
+    if variant not in _BWD_TILES:
+        raise value_error("variant", f"is {variant!r}", f"pass one of {sorted(_BWD_TILES)}")
+    if Kw > _WIDE_K:
+        variant = "recompute"
+    tile = {**_BWD_TILES[variant], **tiles}
+    TCH, BC, warps = tile["TCH"], tile["BC"], tile["warps"]
+    if variant != "window" and TCH % tile["BT"]:
+        raise value_error("TCH", f"is {TCH} for BT = {tile['BT']}",
+                          "pass a multiple of BT (else dw and dbias count tokens twice)")
+    NT = triton.cdiv(L, TCH)
+    w, b, g = weight.contiguous(), bias.contiguous(), g.contiguous()
     gz = torch.empty(B, L, C, device=z.device, dtype=z.dtype)
     gw = torch.empty(B * NT, C, Kw, device=z.device, dtype=torch.float32)
     gb = torch.empty(B * NT, C, device=z.device, dtype=torch.float32)
-    grid = (NT, triton.cdiv(C, _BC), B)
-    args = (z, weight.contiguous(), bias.contiguous(), g.contiguous(), gz, gw, gb, L, C, z.stride(0), z.stride(1), NT,
-            _TCH)
-    launch_all([(K._conv_bwd_kernel, grid, args,
-                 dict(K=Kw, KP=triton.next_power_of_2(Kw), BT=_BT_BWD, BC=_BC, SILU=silu, num_warps=_WARPS))])
+    grid = (NT, triton.cdiv(C, BC), B)
+    if variant == "recompute":
+        launches = [(K._conv_bwd_kernel, grid, (z, w, b, g, gz, gw, gb, L, C, z.stride(0), z.stride(1), NT, TCH),
+                     dict(K=Kw, KP=triton.next_power_of_2(Kw), BT=tile["BT"], BC=BC, SILU=silu, num_warps=warps))]
+    elif variant == "window":
+        launches = [(K._conv_bwd_window_kernel, grid,
+                     (z, w, b, g, gz, gw, gb, L, C, z.stride(0), z.stride(1), NT, TCH),
+                     dict(K=Kw, BC=BC, SILU=silu, num_warps=warps))]
+    else:                                        # split: without SiLU d = g, so nothing is written
+        d = torch.empty(B, L, C, device=z.device, dtype=torch.float32) if silu else g
+        launches = [(K._conv_bwd_d_kernel, grid, (z, w, b, g, d, gw, gb, L, C, z.stride(0), z.stride(1), NT, TCH),
+                     dict(K=Kw, BT=tile["BT"], BC=BC, SILU=silu, STORE_D=silu, num_warps=warps)),
+                    (K._conv_bwd_dz_kernel, (triton.cdiv(L, tile["BT2"]), triton.cdiv(C, BC), B), (d, w, gz, L, C),
+                     dict(K=Kw, BT=tile["BT2"], BC=BC, num_warps=warps))]
+    launch_all(launches)
     # fixed-order sums of the per-program partials (deterministic, no atomics)
     return gz, gw.sum(0).to(weight.dtype), gb.sum(0).to(bias.dtype)
 
