@@ -125,7 +125,8 @@ def main(argv=None) -> dict:
                "max_abs_dz_vs_recompute": float((out[0].float() - base[0].float()).abs().max())}
         row["parity_ok"] = max(row["rel_dw"], row["rel_db"]) < 1e-5 and row["rel_dz"] < 1e-2   # dz is bf16
         if row["parity_ok"]:
-            row.update(timer(lambda: conv.conv_backward(z, w, b, g, True, variant=variant, **tiles), reps, warmup, cuda))
+            call = lambda: conv.conv_backward(z, w, b, g, True, variant=variant, **tiles)     # noqa: E731
+            row.update(timer(call, reps, warmup, cuda))
             row["GBps_floor"] = round(floor_bytes / (row["median_us"] * 1e-6) / 1e9, 1)
         rows[name] = row
         print(name, {k: row.get(k) for k in ("best_us", "median_us", "rel_dz", "rel_dw", "parity_ok")}, flush=True)
