@@ -36,6 +36,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT lp12       # issue 5: the layer beside GLA, with a profile per kernel category
 #   bash benchmarks/gpu_run.sh COMMIT rows       # issue 4: KLA_ROWS timed, KLA_NCU profiled (ROWS_NAME names the outputs)
 #   bash benchmarks/gpu_run.sh COMMIT s13a       # (2 GPUs) GLA autotune cache (PACK_CACHE=1), session-12 GPU tests, KLA scan + layer rows
+#   bash benchmarks/gpu_run.sh COMMIT s13b       # (2 GPUs) conv tests + conv_bench.py on GPU 0, layer rows (conv variants, GLA) on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -716,6 +717,32 @@ s13a)
     el "kla_layer rc=$? (limit $left s)"; grep -v "^   " "$LOG/kla_layer.log" | tail -n 12
     unset CUDA_VISIBLE_DEVICES
     wait $gw; cat "$LOG/gla_warm_sub.log"; tail -n 3 "$LOG/gla_warm.log"
+    ;;
+s13b)
+    # session 13's second call (kind nvidia-h200-x2; carry .tcache from s13a: GLA's autotuning results).
+    # GPU 0: the fused convolution's GPU tests (every backward variant), then benchmarks/conv_bench.py (the
+    # variants alone beside F.conv1d). GPU 1 meanwhile: one compiling step of every layer row. Then, with the
+    # host quiet, GPU 1 times the layer rows in one process (KLA compiled with each convolution backward, KLA
+    # eager, GLA default and under torch.compile, KLA under CUDA graphs last) and profiles 3 more steps of each
+    # (device time per kernel, idle gaps, and which host op launched which kernels).
+    export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
+    ROWS="kla_compiled kla_compiled_convwin kla_compiled_convsplit kla gla_default gla_compiled kla_compiled_graphs"
+    ( export CUDA_VISIBLE_DEVICES=1
+      timeout ${LAYER_WARM:-300} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
+          --only $ROWS --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
+      el "layer warm rc=$?" ) > "$LOG/warm_sub.log" 2>&1 &
+    lw=$!
+    CUDA_VISIBLE_DEVICES=0 timeout ${TESTS_TIMEOUT:-170} python3 -m pytest -q -n 8 -p no:cacheprovider -rfE \
+        tests/test_conv_triton.py --junitxml "$OUT/gpu_tests_s13b.xml" > "$LOG/gpu_tests.log" 2>&1
+    el "conv tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests.log" | tail -n 12
+    CUDA_VISIBLE_DEVICES=0 timeout ${CONV_TIMEOUT:-120} python3 benchmarks/conv_bench.py --out "$OUT/conv_bench_s13b.json" \
+        > "$LOG/conv_bench.log" 2>&1
+    el "conv_bench rc=$?"; tail -n 16 "$LOG/conv_bench.log"
+    wait $lw; cat "$LOG/warm_sub.log"; grep -v "^ " "$LOG/kla_layer_warm.log" | tail -n 9 | cut -c1-220
+    left=$(( ${S13_END:-560} - ($(date +%s) - T0) )); [ $left -lt 30 ] && left=30
+    CUDA_VISIBLE_DEVICES=1 timeout $left python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
+        --only $ROWS --out "$OUT/kla_layer_s13b.json" > "$LOG/kla_layer.log" 2>&1
+    el "kla_layer rc=$? (limit $left s)"; grep -v "^   " "$LOG/kla_layer.log" | tail -n 20 | cut -c1-400
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

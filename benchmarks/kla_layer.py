@@ -24,6 +24,7 @@ Usage (GPU)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -94,7 +95,46 @@ def profile_steps(step, n: int) -> dict:
     top = dict(sorted(kern.items(), key=lambda kv: -kv[1]["us"])[:40])
     return {"steps": n, "device_us_per_step": sum(v["us"] for v in kern.values()),
             "categories_us": dict(sorted(cats.items(), key=lambda kv: -kv[1])), "top_kernels": top,
-            "idle": idle_gaps(prof, n)}
+            "idle": idle_gaps(prof, n), "launchers": _safe(launchers, step)}
+
+
+def _safe(fn, *args):
+    """fn(*args), or {"error": ...}: a diagnostic must not cost the row its numbers."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
+def launchers(step, top: int = 25) -> dict:
+    """One more step under the profiler with host activity, shapes and Python stacks: the device
+    time of the kernels each host op launched itself, by (op, input shapes, the innermost Python frame
+    in bayesfilt/ or benchmarks/): which code launches the copies and small kernels. (A separate
+    pass: recording host activity slows the host, so its gaps are not the timed ones.)"""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True,
+                 with_stack=True) as prof:
+        step()
+        torch.cuda.synchronize()
+    rows = {}
+    for e in prof.events():
+        kern = getattr(e, "kernels", None) or []
+        if not kern:
+            continue
+        chain, shapes, frame, p = [], None, "?", e         # e: the runtime's launch call; its parents: the ops
+        while p is not None:
+            if not p.name.startswith(("cuda", "cu", "Memcpy", "Memset")) and len(chain) < 4:
+                chain.append(p.name)
+                shapes = shapes if shapes is not None else (p.input_shapes or None)
+            if frame == "?" and p.stack:
+                frame = next((f for f in p.stack if "bayesfilt" in f or "benchmarks" in f), "?")
+            p = p.cpu_parent
+        key = f"{' < '.join(chain) or e.name} {str(shapes)[:80]} @ {frame[-90:]}"
+        row = rows.setdefault(key, {"count": 0, "us": 0.0})
+        row["count"] += 1
+        row["us"] += sum(k.duration for k in kern)
+    return dict(sorted(rows.items(), key=lambda kv: -kv[1]["us"])[:top])
 
 
 def idle_gaps(prof, n: int, top: int = 12) -> dict:
@@ -115,6 +155,25 @@ def idle_gaps(prof, n: int, top: int = 12) -> dict:
     idle = sum(g for g, _, _ in gaps)
     return {"span_us_per_step": span / n, "idle_us_per_step": idle / n,
             "longest": [{"us": g, "after": a[:80], "before": b[:80]} for g, a, b in sorted(gaps, reverse=True)[:top]]}
+
+
+#: rows of the compiled layer whose fused convolution runs another backward variant
+#: (bayesfilt.nn.kernels.conv._BWD_TILES; benchmarks/conv_bench.py times them alone)
+CONV_VARIANT_ROWS = {"kla_compiled_convwin": "window", "kla_compiled_convsplit": "split"}
+
+
+@contextlib.contextmanager
+def conv_variant(variant):
+    """The fused convolution's backward variant for one row (None: the default), restored after."""
+    if variant is None:
+        yield
+        return
+    from bayesfilt.nn.kernels import conv
+    before, conv._BWD_VARIANT = conv._BWD_VARIANT, variant
+    try:
+        yield
+    finally:
+        conv._BWD_VARIANT = before
 
 
 def time_layer(make, B, L, D, device, iters, warmup, autocast=True, profile: int = 0) -> dict:
@@ -186,7 +245,8 @@ def main(argv=None) -> int:
                          "per category (GPU only)")
     ap.add_argument("--only", nargs="*", default=None,
                     help="time only these rows (e.g. kla kla_compiled; kla_compiled_conv1d: the compiled layer with "
-                         "its convolution through F.conv1d on a transposed copy, as before session 12)")
+                         "its convolution through F.conv1d on a transposed copy, as before session 12; "
+                         "kla_compiled_convwin, kla_compiled_convsplit: other backward variants of the fused convolution)")
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     B, L, D = args.batch, args.length, args.d_model
@@ -226,6 +286,8 @@ def main(argv=None) -> int:
                 layer._triton_conv = lambda z: False
                 return torch.compile(layer)
             runs["kla_compiled_conv1d"] = conv1d_path
+            for name in CONV_VARIANT_ROWS:     # the compiled layer with another fused-convolution backward
+                runs[name] = lambda: torch.compile(KLALayer(D, KLAConfig()).to(device))
         if device == "cuda" and not args.no_torch_backend:
             runs["kla_torch_backend"] = lambda: KLALayer(D, KLAConfig(backend="torch"))
         if fla_available() and device == "cuda":
@@ -249,7 +311,8 @@ def main(argv=None) -> int:
             runs = {k: v for k, v in runs.items() if k in args.only}
         for name, make in runs.items():
             try:
-                r = time_layer(make, B, L, D, device, args.iters, args.warmup, profile=args.profile)
+                with conv_variant(CONV_VARIANT_ROWS.get(name)):
+                    r = time_layer(make, B, L, D, device, args.iters, args.warmup, profile=args.profile)
             except Exception as exc:  # an OOM or a missing kernel must not hide the other numbers
                 r = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
                 if device == "cuda":
@@ -265,6 +328,10 @@ def main(argv=None) -> int:
                           " longest gaps:", "; ".join(f"{g['us']:.0f} us before {g['before'][:40]}" for g in idle["longest"][:6]))
                 for kname, kv in list(r["profile"]["top_kernels"].items())[:15]:
                     print(f"   {kv['us']:9.1f} us x{kv['count']:.0f}  {kname[:100]}", flush=True)
+                print("  launched by (op, shapes, frame):")
+                for key, kv in r["profile"]["launchers"].items():
+                    print(f"   {kv['us']:9.1f} us x{kv['count']}  {key[:200]}" if isinstance(kv, dict) else f"   {kv}",
+                          flush=True)
         res = record["results"]
         for peer in ("gla_default", "gla_matched_state", "gla_compiled"):
             for ours in ("kla", "kla_compiled", "kla_compiled_graphs"):
