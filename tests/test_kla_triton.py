@@ -317,6 +317,23 @@ def test_prefetch_and_layout_interpreted():
     _check_same(1, 19, 21, 4, {"num_chunks": 1}, {**NO_PREFETCH, "num_chunks": 1}, init=False, prior=False)
 
 
+def test_block_relative_backward_loads_interpreted():
+    """``bwd_rel`` 1: the backward addresses each 8-token block's input rows once and a token's lanes
+    from there, compiled for the call's M and S (constexprs MC, SC), without lane masks where the
+    16 x 4 tile divides M and S (docs/kla_kernels.md, "Instruction counts"). Only addresses and masks
+    change, so every output and gradient is bit-identical to the default's under the interpreter and
+    within the bound of the float64 reference. M = 21: a partial m-block (masks kept); M = 32, S = 4:
+    the tile divides both (no masks), with a partial last token block, time chunks and the prior readout."""
+    from bayesfilt.nn.kernels.kla import _scan_plan
+    v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
+    assert not _scan_plan(v, k, {}, "bwd").rel and _scan_plan(v, k, {"bwd_rel": 1}, "bwd").rel
+    assert not _scan_plan(v, k, {"bwd_rel": 1}, "fwd").rel
+    with pytest.raises(ValueError, match="bwd_rel"):
+        _scan_plan(v, k, {"bwd_rel": 2}, "bwd")
+    _check_same(2, 27, 21, 4, {"bwd_rel": 1}, {}, init=True, prior=True, num_chunks=2)
+    _check_same(1, 19, 32, 4, {"bwd_rel": 1}, {}, init=False, prior=False)
+
+
 def test_both_passes_take_the_forward_chunk_count(monkeypatch):
     """Without ``num_chunks`` the backward is cut into as many time chunks as the forward (its own
     narrower tile would leave B=1, L=65536, M=1024 unchunked on the H200's 132 multiprocessors:
@@ -556,6 +573,10 @@ W2_BM64 = {**W2, "fwd_bm": 64, "bwd_bm": 64}
     (GPU_CASES[5], {"fwd_l2pf": 4, "bwd_l2pf": 1}),           # other prefetch distances, prior readout
     (GPU_CASES[6], {"fwd_mspec": 0, "fwd_bm": 16}),           # the 16-channel build with time chunks, S = 33
     (GPU_CASES[1], {"fwd_l2pf": 1, "bwd_l2pf": 4}),           # L = 3: no whole block
+    (GPU_CASES[2], {"bwd_rel": 1}),                           # block-relative backward loads, a partial m-block
+    (GPU_CASES[5], {"bwd_rel": 1}),                           # prior readout, a partial last block
+    (GPU_CASES[6], {"bwd_rel": 1}),                           # S = 33 (masked s-lanes), 16 time chunks
+    (GPU_CASES[4], {"bwd_rel": 1}),                           # M = 32, S = 16: no lane masks, 8 time chunks
 ])
 def test_gpu_matrix_multi_warp(case, tune):
     """Programs of 2 or 4 warps (tune keys ``fwd_warps`` / ``bwd_warps``, with ``*_bm`` 64 too), the pipelined

@@ -71,15 +71,19 @@ LAM_MAX = tl.constexpr(_LAM_MAX[torch.float32])
 
 # ----------------------------------------------------------------------------- helpers
 @triton.jit
-def _lanes(pid_m, sb, M, S, SB: tl.constexpr, BM: tl.constexpr):
-    """Lane indices of one program: s [SB,1], m [1,BM] and their masks."""
+def _lanes(pid_m, sb, M, S, SB: tl.constexpr, BM: tl.constexpr, EVEN: tl.constexpr = False):
+    """Lane indices of one program: s [SB,1], m [1,BM] and their masks (EVEN: the caller knows that
+    BM divides M and SB divides S, so both masks are constant true and the loads are unpredicated)."""
     s = sb * SB + tl.arange(0, SB)[:, None]
     m = pid_m * BM + tl.arange(0, BM)[None, :]
-    return m, s, m < M, s < S
+    if EVEN:
+        return m, s, tl.full([1, BM], 1, tl.int1), tl.full([SB, 1], 1, tl.int1)
+    else:
+        return m, s, m < M, s < S
 
 
 @triton.jit
-def _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB: tl.constexpr, BM: tl.constexpr):
+def _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB: tl.constexpr, BM: tl.constexpr, EVEN: tl.constexpr = False):
     """This program's m-block, s-block, sequence b and time chunk c (the grid's one axis, m fastest),
     its lanes (``_lanes``), their mask, their offset ms = s M + m in an [S, M] plane, and ā, p̄ there."""
     pid = tl.program_id(0)
@@ -89,7 +93,7 @@ def _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB: tl.constexpr, BM: tl.constexpr
     rest = rest // NSB
     b = rest % B
     c = rest // B
-    m, s, mmask, smask = _lanes(pid_m, sb, M, S, SB, BM)
+    m, s, mmask, smask = _lanes(pid_m, sb, M, S, SB, BM, EVEN)
     lmask = mmask & smask
     ms = s * M + m                                      # lane offset in an [S, M] plane
     a = tl.load(a_ptr + ms, mask=lmask, other=1.0).to(tl.float32)
@@ -128,15 +132,26 @@ def _rcp(x, FAST: tl.constexpr):
 
 @triton.jit
 def _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
-         MASKED: tl.constexpr):
-    """Load token `tok` of batch b: v, Lv [1,BM] and k, q [SB,1] as float32."""
-    row = b.to(tl.int64) * L + tok                      # (b, t) row, int64
-    vm = _live(mmask, m, tok, t_end, MASKED)
-    sm = _live(smask, s, tok, t_end, MASKED)
-    vv = tl.load(v_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
-    lv = tl.load(lv_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
-    kk = tl.load(k_ptr + row * S + s, mask=sm, other=0.0).to(tl.float32)
-    qq = tl.load(q_ptr + row * S + s, mask=sm, other=0.0).to(tl.float32)
+         MASKED: tl.constexpr, I: tl.constexpr = -1):
+    """Load token `tok` of batch b: v, Lv [1,BM] and k, q [SB,1] as float32.
+
+    I >= 0 (the backward's ``REL``): the pointers already point at row (b, t0) of their tensors and
+    tok = t0 + I; row I is a scalar offset I M (I S), a load's immediate when M (S) is a constexpr."""
+    if I >= 0:                                          # row I of the block (scalar), then the lanes
+        vm = _live(mmask, m, tok, t_end, MASKED)
+        sm = _live(smask, s, tok, t_end, MASKED)
+        vv = tl.load((v_ptr + I * M) + m, mask=vm, other=0.0).to(tl.float32)
+        lv = tl.load((lv_ptr + I * M) + m, mask=vm, other=0.0).to(tl.float32)
+        kk = tl.load((k_ptr + I * S) + s, mask=sm, other=0.0).to(tl.float32)
+        qq = tl.load((q_ptr + I * S) + s, mask=sm, other=0.0).to(tl.float32)
+    else:
+        row = b.to(tl.int64) * L + tok                  # (b, t) row, int64
+        vm = _live(mmask, m, tok, t_end, MASKED)
+        sm = _live(smask, s, tok, t_end, MASKED)
+        vv = tl.load(v_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
+        lv = tl.load(lv_ptr + row * M + m, mask=vm, other=0.0).to(tl.float32)
+        kk = tl.load(k_ptr + row * S + s, mask=sm, other=0.0).to(tl.float32)
+        qq = tl.load(q_ptr + row * S + s, mask=sm, other=0.0).to(tl.float32)
     return vv, lv, kk, qq
 
 
@@ -360,11 +375,11 @@ _fwd_kernel_any_m = _jit(_SIZES + ["M"])(_fwd_kernel.fn)
 # each 8-token block runs the information-form step from the (w, mu) checkpoint.
 @triton.jit
 def _frec(lam, eta, tok, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s,
-          mmask, smask, MASKED: tl.constexpr, FAST: tl.constexpr):
-    """Recompute one step (token tok) in information form from the state before it."""
+          mmask, smask, MASKED: tl.constexpr, FAST: tl.constexpr, I: tl.constexpr = -1):
+    """Recompute one step (token tok) in information form from the state before it (I: ``_tok``)."""
     valid = tok < t_end
     vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
-                          MASKED)
+                          MASKED, I)
     r = _rcp(a2 + p * lam, FAST)                        # 1/d_t, d_t = a^2 + p lam_{t-1}
     lam_n = lam * r + lv * kk * kk                      # lam_t = lam_{t-1}/d_t + Lv k^2
     eta_n = (a * r) * eta + lv * vv * kk                # eta_t = (a/d_t) eta_{t-1} + Lv v k
@@ -376,7 +391,7 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
           v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
           b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
           SUMMARY: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
-          I: tl.constexpr, DEFER_G: tl.constexpr):
+          I: tl.constexpr, DEFER_G: tl.constexpr, REL: tl.constexpr = False):
     """Adjoint of one step (token tok = t0 + I of the block starting at t0), given the state before
     it and the adjoint after it.
 
@@ -386,15 +401,21 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
     and its dk, dq column into column I % G of the [SB, G] tiles (gkt, gqt) instead of being
     stored here (``_gstore``, called last, stores them once per G tokens); DEFER_G = 0: stored
     here, the tiles pass through.
+    REL: v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr point at row (b, t0) (``_tok`` with I >= 0).
     """
     tok = t0 + I
     valid = tok < t_end
     vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
-                          MASKED)
-    row = b.to(tl.int64) * L + tok
-    om = _live(mmask, m, tok, t_end, MASKED)
-    gy = tl.load(gy_ptr + row * M + m, mask=om, other=0.0)
-    gyv = tl.load(gyv_ptr + row * M + m, mask=om, other=0.0)
+                          MASKED, I if REL else -1)
+    if REL:
+        om = _live(mmask, m, tok, t_end, MASKED)
+        gy = tl.load((gy_ptr + I * M) + m, mask=om, other=0.0)     # row I of the block, then the lanes
+        gyv = tl.load((gyv_ptr + I * M) + m, mask=om, other=0.0)
+    else:
+        row = b.to(tl.int64) * L + tok
+        om = _live(mmask, m, tok, t_end, MASKED)
+        gy = tl.load(gy_ptr + row * M + m, mask=om, other=0.0)
+        gyv = tl.load(gyv_ptr + row * M + m, mask=om, other=0.0)
     k2 = kk * kk
     phi = lv * k2                                       # phi_t = Lv k^2
     uu = lv * vv * kk                                   # u_t = Lv v k
@@ -488,8 +509,13 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
              b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
              MODE: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
              DEFER_G: tl.constexpr = 0, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1,
-             BM: tl.constexpr = 1, PFROWS: tl.constexpr = 0):
+             BM: tl.constexpr = 1, PFROWS: tl.constexpr = 0, REL: tl.constexpr = False):
     """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0.
+
+    REL (tune key ``bwd_rel``; M and S are then compile-time constants): the block's loads address
+    row (b, t0) of each input once, in int64, and token I's lanes from there (``_tok``, I >= 0), so
+    that I M and I S are immediate offsets of the loads instead of a 64-bit row product per token and
+    tensor. Same values.
 
     L2PF > 0: first asks the cache for the k, q rows (PFROWS 4: and v, Lv, g_y, g_yvar) of the block
     L2PF blocks earlier (the sweep runs backwards in time; ``_prefetch_block``, tune keys ``bwd_l2pf``,
@@ -505,14 +531,20 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     if L2PF > 0:
         _prefetch_block(k_ptr, q_ptr, v_ptr, lv_ptr, gy_ptr, gyv_ptr, t0 - L2PF * BWD_CK, b, L, M, S, sb, pid_m,
                         SB, BM, BWD_CK, FAST, PFROWS)
+    if REL:                                             # each input at row (b, t0), int64, once per block
+        row0 = b.to(tl.int64) * L + t0
+        vb, lvb, gyb, gyvb = v_ptr + row0 * M, lv_ptr + row0 * M, gy_ptr + row0 * M, gyv_ptr + row0 * M
+        kb, qb = k_ptr + row0 * S, q_ptr + row0 * S
+    else:
+        vb, lvb, gyb, gyvb, kb, qb = v_ptr, lv_ptr, gy_ptr, gyv_ptr, k_ptr, q_ptr
     # recompute the 7 states after tokens t0 .. t0+6 (kept in registers)
-    l1, e1 = _frec(l0, e0, t0 + 0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
-    l2, e2 = _frec(l1, e1, t0 + 1, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
-    l3, e3 = _frec(l2, e2, t0 + 2, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
-    l4, e4 = _frec(l3, e3, t0 + 3, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
-    l5, e5 = _frec(l4, e4, t0 + 4, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
-    l6, e6 = _frec(l5, e5, t0 + 5, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
-    l7, e7 = _frec(l6, e6, t0 + 6, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s, mmask, smask, MASKED, FAST)
+    l1, e1 = _frec(l0, e0, t0 + 0, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 0 if REL else -1)
+    l2, e2 = _frec(l1, e1, t0 + 1, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 1 if REL else -1)
+    l3, e3 = _frec(l2, e2, t0 + 2, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 2 if REL else -1)
+    l4, e4 = _frec(l3, e3, t0 + 3, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 3 if REL else -1)
+    l5, e5 = _frec(l4, e4, t0 + 4, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 4 if REL else -1)
+    l6, e6 = _frec(l5, e5, t0 + 5, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 5 if REL else -1)
+    l7, e7 = _frec(l6, e6, t0 + 6, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 6 if REL else -1)
     # DEFER_G = G: [G, BM] tiles of dv, dLv and [SB, G] tiles of dk, dq (token t0 + i in row / column i % G)
     rows = tl.arange(0, DEFER_G if DEFER_G > 0 else 1)[:, None]
     cols = tl.arange(0, DEFER_G if DEFER_G > 0 else 1)[None, :]
@@ -525,9 +557,9 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     etas = (e0, e1, e2, e3, e4, e5, e6, e7)
     for i in tl.static_range(7, -1, -1):
         Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-            lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, v_ptr,
-            lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
-            s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G)
+            lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, vb,
+            lvb, kb, qb, gyb, gyvb, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
+            s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL)
     return Hl, He, ga, gp, cll, cle, cee
 
 
@@ -558,9 +590,17 @@ def _bwd_kernel(
     MODE: tl.constexpr, PRIOR: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr, DEFER_G: tl.constexpr = 0,
     BSTAGES: tl.constexpr = 1, CKPF: tl.constexpr = False, L2PF: tl.constexpr = 0,
-    PFROWS: tl.constexpr = 0,
+    PFROWS: tl.constexpr = 0, REL: tl.constexpr = False, MC: tl.constexpr = 0, SC: tl.constexpr = 0,
 ):
-    pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
+    # REL (tune key bwd_rel, with MC = M and SC = S, the same sizes as compile-time constants): each
+    # 8-token block addresses row (b, t0) of its inputs once and a token's lanes from there, so that
+    # the row offset I M of token I becomes a load's immediate offset (``_bwd_sub``); where BM divides
+    # M and SB divides S the lane masks are constant true (``_lanes``, EVEN). Same values.
+    EVEN: tl.constexpr = MC > 0 and MC % BM == 0 and SC % SB == 0
+    if MC > 0:
+        M = MC
+        S = SC
+    pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM, EVEN)
     MSs = M * S
     a2 = a * a
     bms = b.to(tl.int64) * MSs
@@ -612,12 +652,12 @@ def _bwd_kernel(
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS)
+                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL)
             else:
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS)
+                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL)
     else:
         # BSTAGES > 1 (tune key bwd_stages): the last, possibly partial block first, then the loop over
         # the whole blocks without a branch, which Triton's pipeliner can software-pipeline (cp.async
