@@ -334,6 +334,22 @@ def test_block_relative_backward_loads_interpreted():
     _check_same(1, 19, 32, 4, {"bwd_rel": 1}, {}, init=False, prior=False)
 
 
+def test_shorter_backward_arithmetic_interpreted():
+    """``bwd_alg`` 1: the backward's recompute rounds phi = Lv (k k) as its adjoint step does (so the
+    compiler shares lam_t between them) and the posterior readout's adjoint is factored through
+    g_yvar w and q w (docs/kla_kernels.md, "Instruction counts"): the same formulas in another
+    order, so the gradients are within the bound of the float64 reference and within a tenth of it of
+    the default's, not bit-identical; the forward's outputs are. With ``bwd_rel`` too (the combination
+    to time), a partial m-block, time chunks, a partial last block; the prior readout keeps its own
+    adjoint (``bwd_alg`` changes only the recompute there)."""
+    from bayesfilt.nn.kernels.kla import _scan_plan
+    v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
+    assert not _scan_plan(v, k, {}, "bwd").alg and _scan_plan(v, k, {"bwd_alg": 1}, "bwd").alg
+    grads = tuple("grad_" + n for n in NAMES)
+    _check_same(2, 27, 21, 4, {"bwd_alg": 1, "bwd_rel": 1}, {}, inexact=grads, init=True, prior=False, num_chunks=2)
+    _check_same(1, 19, 32, 4, {"bwd_alg": 1}, {}, inexact=grads, init=True, prior=True)
+
+
 def test_both_passes_take_the_forward_chunk_count(monkeypatch):
     """Without ``num_chunks`` the backward is cut into as many time chunks as the forward (its own
     narrower tile would leave B=1, L=65536, M=1024 unchunked on the H200's 132 multiprocessors:
@@ -577,6 +593,9 @@ W2_BM64 = {**W2, "fwd_bm": 64, "bwd_bm": 64}
     (GPU_CASES[5], {"bwd_rel": 1}),                           # prior readout, a partial last block
     (GPU_CASES[6], {"bwd_rel": 1}),                           # S = 33 (masked s-lanes), 16 time chunks
     (GPU_CASES[4], {"bwd_rel": 1}),                           # M = 32, S = 16: no lane masks, 8 time chunks
+    (GPU_CASES[2], {"bwd_rel": 1, "bwd_alg": 1}),             # and the shorter adjoint arithmetic
+    (GPU_CASES[5], {"bwd_alg": 1}),                           # prior readout
+    (GPU_CASES[4], {"bwd_rel": 1, "bwd_alg": 1}),             # no lane masks, 8 time chunks
 ])
 def test_gpu_matrix_multi_warp(case, tune):
     """Programs of 2 or 4 warps (tune keys ``fwd_warps`` / ``bwd_warps``, with ``*_bm`` 64 too), the pipelined

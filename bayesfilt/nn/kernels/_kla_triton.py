@@ -375,13 +375,18 @@ _fwd_kernel_any_m = _jit(_SIZES + ["M"])(_fwd_kernel.fn)
 # each 8-token block runs the information-form step from the (w, mu) checkpoint.
 @triton.jit
 def _frec(lam, eta, tok, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s,
-          mmask, smask, MASKED: tl.constexpr, FAST: tl.constexpr, I: tl.constexpr = -1):
-    """Recompute one step (token tok) in information form from the state before it (I: ``_tok``)."""
+          mmask, smask, MASKED: tl.constexpr, FAST: tl.constexpr, I: tl.constexpr = -1,
+          ALG: tl.constexpr = False):
+    """Recompute one step (token tok) in information form from the state before it (I: ``_tok``).
+    ALG: phi = Lv (k k), rounded as ``_brec`` rounds it, so that the compiler shares lam_t with it."""
     valid = tok < t_end
     vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
                           MASKED, I)
     r = _rcp(a2 + p * lam, FAST)                        # 1/d_t, d_t = a^2 + p lam_{t-1}
-    lam_n = lam * r + lv * kk * kk                      # lam_t = lam_{t-1}/d_t + Lv k^2
+    if ALG:
+        lam_n = lam * r + lv * (kk * kk)                # lam_t = lam_{t-1}/d_t + Lv k^2 (as _brec's)
+    else:
+        lam_n = lam * r + lv * kk * kk                  # lam_t = lam_{t-1}/d_t + Lv k^2
     eta_n = (a * r) * eta + lv * vv * kk                # eta_t = (a/d_t) eta_{t-1} + Lv v k
     return _keep(lam_n, lam, valid, MASKED), _keep(eta_n, eta, valid, MASKED)
 
@@ -391,7 +396,7 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
           v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
           b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
           SUMMARY: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
-          I: tl.constexpr, DEFER_G: tl.constexpr, REL: tl.constexpr = False):
+          I: tl.constexpr, DEFER_G: tl.constexpr, REL: tl.constexpr = False, ALG: tl.constexpr = False):
     """Adjoint of one step (token tok = t0 + I of the block starting at t0), given the state before
     it and the adjoint after it.
 
@@ -402,6 +407,8 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
     stored here (``_gstore``, called last, stores them once per G tokens); DEFER_G = 0: stored
     here, the tiles pass through.
     REL: v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr point at row (b, t0) (``_tok`` with I >= 0).
+    ALG (posterior readout): the readout's adjoint factored through c = g_yvar w and q w (7 instead of
+    ~9.5 floating-point instructions per lane; the same formulas, rounded in another order).
     """
     tok = t0 + I
     valid = tok < t_end
@@ -432,8 +439,15 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
     else:
         gmu = gy * qq                                   # y = sum q mu
         gw = gyv * q2                                   # y_var = sum q^2 w
-    Hl_t = Hl - w * (gmu * mu + gw * w)                 # mu = eta w, w = 1/lam
-    He_t = He + gmu * w
+    if ALG and not PRIOR:
+        cw = gyv * w                                    # g_yvar w
+        gm = gy * mu                                    # g_y mu
+        qw = qq * w
+        Hl_t = Hl - qw * (qq * cw + gm)                 # w (gmu mu + gw w) = (q w)(g_y mu + q g_yvar w)
+        He_t = He + gy * qw                             # gmu w = g_y (q w)
+    else:
+        Hl_t = Hl - w * (gmu * mu + gw * w)             # mu = eta w, w = 1/lam
+        He_t = He + gmu * w
     Gf = He_t * etap                                    # eta_t = f eta_{t-1} + u
     Gr = Hl_t * lamp + Gf * a                           # lam_t = lam_{t-1} r + phi, f = a r
     Gd = -Gr * r * r                                    # r = 1/d
@@ -452,6 +466,8 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
             ga_n = ga_n + gy * qq * mu + gyv * q2 * (2.0 * a) * w
             gp_n = gp_n + gyv * q2
             Xq = gy * a * mu + 2.0 * qq * gyv * (a2 * w + p)
+        elif ALG:
+            Xq = (2.0 * qq) * cw + gm                   # d/dq: g_y mu + 2 q g_yvar w
         else:
             Xq = gy * mu + 2.0 * qq * gyv * w
         ga = _keep(ga_n, ga, valid, MASKED)
@@ -509,13 +525,15 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
              b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
              MODE: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
              DEFER_G: tl.constexpr = 0, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1,
-             BM: tl.constexpr = 1, PFROWS: tl.constexpr = 0, REL: tl.constexpr = False):
+             BM: tl.constexpr = 1, PFROWS: tl.constexpr = 0, REL: tl.constexpr = False,
+             ALG: tl.constexpr = False):
     """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0.
 
     REL (tune key ``bwd_rel``; M and S are then compile-time constants): the block's loads address
     row (b, t0) of each input once, in int64, and token I's lanes from there (``_tok``, I >= 0), so
     that I M and I S are immediate offsets of the loads instead of a 64-bit row product per token and
-    tensor. Same values.
+    tensor. Same values. ALG (tune key ``bwd_alg``): ``_frec`` and ``_brec`` share each lam_t, and the
+    readout's adjoint takes fewer instructions (``_brec``); the same formulas, other roundings.
 
     L2PF > 0: first asks the cache for the k, q rows (PFROWS 4: and v, Lv, g_y, g_yvar) of the block
     L2PF blocks earlier (the sweep runs backwards in time; ``_prefetch_block``, tune keys ``bwd_l2pf``,
@@ -538,13 +556,13 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     else:
         vb, lvb, gyb, gyvb, kb, qb = v_ptr, lv_ptr, gy_ptr, gyv_ptr, k_ptr, q_ptr
     # recompute the 7 states after tokens t0 .. t0+6 (kept in registers)
-    l1, e1 = _frec(l0, e0, t0 + 0, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 0 if REL else -1)
-    l2, e2 = _frec(l1, e1, t0 + 1, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 1 if REL else -1)
-    l3, e3 = _frec(l2, e2, t0 + 2, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 2 if REL else -1)
-    l4, e4 = _frec(l3, e3, t0 + 3, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 3 if REL else -1)
-    l5, e5 = _frec(l4, e4, t0 + 4, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 4 if REL else -1)
-    l6, e6 = _frec(l5, e5, t0 + 5, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 5 if REL else -1)
-    l7, e7 = _frec(l6, e6, t0 + 6, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 6 if REL else -1)
+    l1, e1 = _frec(l0, e0, t0 + 0, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 0 if REL else -1, ALG)
+    l2, e2 = _frec(l1, e1, t0 + 1, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 1 if REL else -1, ALG)
+    l3, e3 = _frec(l2, e2, t0 + 2, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 2 if REL else -1, ALG)
+    l4, e4 = _frec(l3, e3, t0 + 3, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 3 if REL else -1, ALG)
+    l5, e5 = _frec(l4, e4, t0 + 4, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 4 if REL else -1, ALG)
+    l6, e6 = _frec(l5, e5, t0 + 5, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 5 if REL else -1, ALG)
+    l7, e7 = _frec(l6, e6, t0 + 6, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 6 if REL else -1, ALG)
     # DEFER_G = G: [G, BM] tiles of dv, dLv and [SB, G] tiles of dk, dq (token t0 + i in row / column i % G)
     rows = tl.arange(0, DEFER_G if DEFER_G > 0 else 1)[:, None]
     cols = tl.arange(0, DEFER_G if DEFER_G > 0 else 1)[None, :]
@@ -559,7 +577,7 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
         Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
             lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, vb,
             lvb, kb, qb, gyb, gyvb, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
-            s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL)
+            s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, ALG)
     return Hl, He, ga, gp, cll, cle, cee
 
 
@@ -591,6 +609,7 @@ def _bwd_kernel(
     SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr, DEFER_G: tl.constexpr = 0,
     BSTAGES: tl.constexpr = 1, CKPF: tl.constexpr = False, L2PF: tl.constexpr = 0,
     PFROWS: tl.constexpr = 0, REL: tl.constexpr = False, MC: tl.constexpr = 0, SC: tl.constexpr = 0,
+    ALG: tl.constexpr = False,
 ):
     # REL (tune key bwd_rel, with MC = M and SC = S, the same sizes as compile-time constants): each
     # 8-token block addresses row (b, t0) of its inputs once and a token's lanes from there, so that
@@ -652,12 +671,12 @@ def _bwd_kernel(
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL)
+                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG)
             else:
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL)
+                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG)
     else:
         # BSTAGES > 1 (tune key bwd_stages): the last, possibly partial block first, then the loop over
         # the whole blocks without a branch, which Triton's pipeliner can software-pipeline (cp.async

@@ -74,6 +74,7 @@ class Plan:
     pfrows: bool = _PFROWS         # ... of the m-columns too: v, Lv (backward: and g_y, g_yvar) (fwd_pfrows, bwd_pfrows)
     ckpf: bool = _CKPF             # backward: each block's checkpoint loaded one block ahead (bwd_ckpf)
     rel: bool = False              # backward: a block's loads from its first row, M and S compile-time constants (bwd_rel)
+    alg: bool = False              # backward: lam_t shared by recompute and adjoint, a shorter readout adjoint (bwd_alg)
 
     @property
     def grid(self) -> tuple[int]:
@@ -90,7 +91,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
               defer_y: bool = True, defer_g: int = 8, num_warps: int = 1, stages: int = 1,
               mspec: bool | None = None, l2pf: int = _L2PF, pfrows: bool = _PFROWS, ckpf: bool = _CKPF,
-              rel: bool = False) -> Plan:
+              rel: bool = False, alg: bool = False) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -112,6 +113,8 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     loads each block's checkpoint one block ahead. ``rel``: the backward addresses each 8-token block's
     rows once and its tokens by immediate offsets, compiled for this M and S (constexprs), without lane
     masks where the tile divides M and S (same values; docs/kla_kernels.md, "Instruction counts").
+    ``alg``: the backward's recompute rounds phi as its adjoint does (so that they share lam_t) and
+    factors the posterior readout's adjoint (the same formulas, other roundings; same section).
     """
     SB, NSB, BM, NMB = _blocks(M, S, max_sb, bm)
     programs = NMB * NSB * B
@@ -132,7 +135,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     mspec = not auto16 if mspec is None else bool(mspec)   # an explicit bm keeps the specialised build
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
                 defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), mspec=mspec, l2pf=int(l2pf),
-                pfrows=bool(pfrows), ckpf=bool(ckpf), rel=bool(rel))
+                pfrows=bool(pfrows), ckpf=bool(ckpf), rel=bool(rel), alg=bool(alg))
 
 
 def _blocks(M, S, max_sb: int, bm) -> tuple:
@@ -224,6 +227,8 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
         kw["CKPF"] = True
     if plan.rel:                                        # absent by default: the default launch is unchanged
         kw.update(REL=True, MC=M, SC=S)
+    if plan.alg:
+        kw["ALG"] = True
     launches = [(K._bwd_kernel, plan.grid, args, dict(kw, MODE=1))] if plan.NC > 1 else []
     launch_all(launches + [(K._bwd_kernel, plan.grid, args,
                             dict(kw, MODE=0, **({"DEFER_G": plan.defer_g} if plan.defer_g else {})))])
@@ -249,7 +254,7 @@ def _T(x):
 _TUNE_KEYS = frozenset({"num_chunks", "fwd_sb", "bwd_sb", "fwd_bm", "bwd_bm", "fwd_maxnreg", "bwd_maxnreg",
                         "fwd_defer", "bwd_defer", "bwd_group", "fwd_warps", "bwd_warps", "fwd_stages",
                         "bwd_stages", "fwd_mspec", "fwd_l2pf", "bwd_l2pf", "bwd_ckpf", "fwd_pfrows",
-                        "bwd_pfrows", "bwd_rel"})
+                        "bwd_pfrows", "bwd_rel", "bwd_alg"})
 
 
 def _tune_str(tune) -> str:
@@ -277,6 +282,9 @@ _FWD_DEFER, _BWD_DEFER, _BWD_GROUP = 1, 1, 8
 #: backward: block-relative loads with M, S as constexprs (tune key bwd_rel; static counts only so far:
 #: docs/kla_kernels.md, "Instruction counts")
 _BWD_REL = 0
+#: backward: the recompute shares lam_t with the adjoint, a factored readout adjoint (tune key bwd_alg; static
+#: counts only so far, same section)
+_BWD_ALG = 0
 #: warps per program of both passes (tune keys fwd_warps, bwd_warps: 1, 2 or 4); 1 is what was measured
 _WARPS = 1
 
@@ -313,7 +321,8 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     ``*_stages`` 1, 2 or 3 (default 1, no pipelining; 2 and 3 were slower: "Pipelined loads"; the
     pipelined loops have no prefetch and no checkpoint a block ahead); ``*_l2pf`` 0, 1, 2 or 4 and
     ``*_pfrows`` 0 or 1 (the prefetch hints), ``bwd_ckpf`` and ``fwd_mspec`` 0 or 1 ("Prefetch and
-    layout")."""
+    layout"); ``bwd_rel`` and ``bwd_alg`` 0 or 1 (default 0: fewer instructions per backward block,
+    "Instruction counts")."""
     B, L, M = shape
     num_chunks = tune.get("num_chunks")
     if num_chunks is None and pass_ == "bwd":          # (the forward's own plan makes this choice itself)
@@ -322,6 +331,7 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     l2pf = _key(tune, pass_ + "_l2pf", _L2PF, (0, 1, 2, 4), "pass 0 (no prefetch), 1, 2 or 4 (blocks ahead)")
     ckpf = _key(tune, "bwd_ckpf", _CKPF, (0, 1), "pass 0 or 1")
     rel = _key(tune, "bwd_rel", _BWD_REL, (0, 1), "pass 0 or 1")
+    alg = _key(tune, "bwd_alg", _BWD_ALG, (0, 1), "pass 0 or 1")
     mspec = _key(tune, "fwd_mspec", 1, (0, 1), "pass 0 or 1") if "fwd_mspec" in tune else None  # None: the plan decides
     return make_plan(B, L, M, S, device, num_chunks=num_chunks,
                      max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
@@ -334,7 +344,7 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
                      l2pf=l2pf if stages == 1 else 0,
                      pfrows=bool(_key(tune, pass_ + "_pfrows", _PFROWS, (0, 1), "pass 0 or 1")),
                      ckpf=bool(ckpf) and pass_ == "bwd" and stages == 1,
-                     rel=bool(rel) and pass_ == "bwd")
+                     rel=bool(rel) and pass_ == "bwd", alg=bool(alg) and pass_ == "bwd")
 
 
 def _bwd_blocks(M, S, tune: dict) -> tuple:
