@@ -37,6 +37,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT rows       # issue 4: KLA_ROWS timed, KLA_NCU profiled (ROWS_NAME names the outputs)
 #   bash benchmarks/gpu_run.sh COMMIT s13a       # (2 GPUs) GLA autotune cache (PACK_CACHE=1), session-12 GPU tests, KLA scan + layer rows
 #   bash benchmarks/gpu_run.sh COMMIT s13b       # (2 GPUs) conv tests + conv_bench.py on GPU 0, layer rows (conv variants, GLA) on GPU 1
+#   bash benchmarks/gpu_run.sh COMMIT s13c       # (2 GPUs) conv + scan-backward GPU tests and scan rows on GPU 0, layer rows on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -743,6 +744,40 @@ s13b)
     CUDA_VISIBLE_DEVICES=1 timeout $left python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
         --only $ROWS --out "$OUT/kla_layer_s13b.json" > "$LOG/kla_layer.log" 2>&1
     el "kla_layer rc=$? (limit $left s)"; grep -v "^   " "$LOG/kla_layer.log" | tail -n 20 | cut -c1-400
+    ;;
+s13c)
+    # session 13's third call (kind nvidia-h200-x2; carry .tcache from s13b). GPU 0: the GPU tests of the
+    # convolution's variants (float64 reference now on the GPU) and of the scan backward's bwd_rel, bwd_alg
+    # keys, then kla_scan.py's rows with and without them. GPU 1 meanwhile: one compiling step of every layer
+    # row. Then, with the host quiet (GPU 0's processes gone), GPU 1 times the layer rows in one process:
+    # KLA compiled with today's defaults, with the window convolution backward, with bwd_rel, with both scan
+    # keys; KLA eager; GLA default and under torch.compile; KLA under CUDA graphs last.
+    export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
+    ROWS=${ROWS:-"kla_compiled kla_compiled_convwin kla_compiled_fast_rel kla_compiled_fast kla gla_default gla_compiled kla_compiled_graphs"}
+    KROWS='[["main", {}], ["main", {"bwd_rel": 1}], ["main", {"bwd_rel": 1, "bwd_alg": 1}], ["long", {}], ["long", {"bwd_rel": 1, "bwd_alg": 1}]]'
+    ( export CUDA_VISIBLE_DEVICES=1
+      timeout ${LAYER_WARM:-300} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
+          --only $ROWS --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
+      el "layer warm rc=$?" ) > "$LOG/warm_sub.log" 2>&1 &
+    lw=$!
+    export CUDA_VISIBLE_DEVICES=0
+    python3 benchmarks/kla_scan.py --warm-only --rows "$KROWS" --warm-workers 6 > "$LOG/warm.log" 2>&1 &
+    sw=$!
+    timeout ${TESTS_TIMEOUT:-200} python3 -m pytest -q -n 6 -p no:cacheprovider -rfE tests/test_conv_triton.py \
+        $(for i in 18 19 20 21 22 23 24; do echo "tests/test_kla_triton.py::test_gpu_matrix_multi_warp[case$i-tune$i]"; done) \
+        --junitxml "$OUT/gpu_tests_s13c.xml" > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests.log" | tail -n 12
+    pkill -f "pytest" ; wait $sw; el "scan warm rc=$?"
+    timeout ${KLA_TIMEOUT:-150} python3 benchmarks/kla_scan.py --rows "$KROWS" --parity-L 512 \
+        --out "$OUT/kla_scan_s13c.json" > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 8 "$LOG/kla_scan.log"
+    unset CUDA_VISIBLE_DEVICES
+    wait $lw; cat "$LOG/warm_sub.log"; grep -v "^ " "$LOG/kla_layer_warm.log" | tail -n 9 | cut -c1-200
+    pkill -f "kla_scan.py"; pkill -f pytest; sleep 1
+    left=$(( ${S13_END:-565} - ($(date +%s) - T0) )); [ $left -lt 30 ] && left=30
+    CUDA_VISIBLE_DEVICES=1 timeout $left python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
+        --only $ROWS --out "$OUT/kla_layer_s13c.json" > "$LOG/kla_layer.log" 2>&1
+    el "kla_layer rc=$? (limit $left s)"; grep -E "^(kla|gla)" "$LOG/kla_layer.log" | cut -c1-330
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

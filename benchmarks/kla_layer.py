@@ -157,23 +157,35 @@ def idle_gaps(prof, n: int, top: int = 12) -> dict:
             "longest": [{"us": g, "after": a[:80], "before": b[:80]} for g, a, b in sorted(gaps, reverse=True)[:top]]}
 
 
-#: rows of the compiled layer whose fused convolution runs another backward variant
-#: (bayesfilt.nn.kernels.conv._BWD_TILES; benchmarks/conv_bench.py times them alone)
-CONV_VARIANT_ROWS = {"kla_compiled_convwin": "window", "kla_compiled_convsplit": "split"}
+#: rows of the compiled layer with other kernel defaults: (module, attribute) -> value while the row runs
+#: (the convolution's backward variant: bayesfilt.nn.kernels.conv._BWD_TILES, benchmarks/conv_bench.py;
+#: the scan backward's bwd_rel, bwd_alg and s-block width: bayesfilt.nn.kernels.kla, docs/kla_kernels.md)
+_WIN = {("conv", "_BWD_VARIANT"): "window"}
+_FAST = {**_WIN, ("kla", "_BWD_REL"): 1, ("kla", "_BWD_ALG"): 1}
+ROW_DEFAULTS = {"kla_compiled_convwin": _WIN, "kla_compiled_convsplit": {("conv", "_BWD_VARIANT"): "split"},
+                "kla_compiled_fast": _FAST, "kla_compiled_fast_rel": {**_WIN, ("kla", "_BWD_REL"): 1}}
 
 
 @contextlib.contextmanager
-def conv_variant(variant):
-    """The fused convolution's backward variant for one row (None: the default), restored after."""
-    if variant is None:
+def row_defaults(name):
+    """The module defaults of ROW_DEFAULTS[name] while one row runs (none for other rows), restored
+    after; the scan's remembered plans are forgotten on both sides."""
+    changes = ROW_DEFAULTS.get(name)
+    if not changes:
         yield
         return
-    from bayesfilt.nn.kernels import conv
-    before, conv._BWD_VARIANT = conv._BWD_VARIANT, variant
+    from bayesfilt.nn.kernels import conv, kla
+    mods = {"conv": conv, "kla": kla}
+    before = {key: getattr(mods[key[0]], key[1]) for key in changes}
     try:
+        for (mod, attr), value in changes.items():
+            setattr(mods[mod], attr, value)
+        kla._plan_cached.cache_clear()
         yield
     finally:
-        conv._BWD_VARIANT = before
+        for (mod, attr), value in before.items():
+            setattr(mods[mod], attr, value)
+        kla._plan_cached.cache_clear()
 
 
 def time_layer(make, B, L, D, device, iters, warmup, autocast=True, profile: int = 0) -> dict:
@@ -246,7 +258,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", default=None,
                     help="time only these rows (e.g. kla kla_compiled; kla_compiled_conv1d: the compiled layer with "
                          "its convolution through F.conv1d on a transposed copy, as before session 12; "
-                         "kla_compiled_convwin, kla_compiled_convsplit: other backward variants of the fused convolution)")
+                         "kla_compiled_conv*, kla_compiled_fast*: other kernel defaults, ROW_DEFAULTS)")
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     B, L, D = args.batch, args.length, args.d_model
@@ -286,7 +298,7 @@ def main(argv=None) -> int:
                 layer._triton_conv = lambda z: False
                 return torch.compile(layer)
             runs["kla_compiled_conv1d"] = conv1d_path
-            for name in CONV_VARIANT_ROWS:     # the compiled layer with another fused-convolution backward
+            for name in ROW_DEFAULTS:          # the compiled layer with other kernel defaults
                 runs[name] = lambda: torch.compile(KLALayer(D, KLAConfig()).to(device))
         if device == "cuda" and not args.no_torch_backend:
             runs["kla_torch_backend"] = lambda: KLALayer(D, KLAConfig(backend="torch"))
@@ -311,12 +323,14 @@ def main(argv=None) -> int:
             runs = {k: v for k, v in runs.items() if k in args.only}
         for name, make in runs.items():
             try:
-                with conv_variant(CONV_VARIANT_ROWS.get(name)):
+                with row_defaults(name):
                     r = time_layer(make, B, L, D, device, args.iters, args.warmup, profile=args.profile)
             except Exception as exc:  # an OOM or a missing kernel must not hide the other numbers
                 r = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
                 if device == "cuda":
                     torch.cuda.empty_cache()
+            if name in ROW_DEFAULTS:
+                r["defaults"] = {f"{m}.{a}": v for (m, a), v in ROW_DEFAULTS[name].items()}
             record["results"][name] = r
             write(record)
             print(name, json.dumps({k: v for k, v in r.items() if k != "profile"}), flush=True)
