@@ -317,6 +317,10 @@ def test_prefetch_and_layout_interpreted():
     _check_same(1, 19, 21, 4, {"num_chunks": 1}, {**NO_PREFETCH, "num_chunks": 1}, init=False, prior=False)
 
 
+#: the backward as built before bwd_rel and bwd_alg became the defaults (session 13)
+BWD_S12 = {"bwd_rel": 0, "bwd_alg": 0}
+
+
 def test_block_relative_backward_loads_interpreted():
     """``bwd_rel`` 1: the backward addresses each 8-token block's input rows once and a token's lanes
     from there, compiled for the call's M and S (constexprs MC, SC), without lane masks where the
@@ -326,12 +330,12 @@ def test_block_relative_backward_loads_interpreted():
     the tile divides both (no masks), with a partial last token block, time chunks and the prior readout."""
     from bayesfilt.nn.kernels.kla import _scan_plan
     v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
-    assert not _scan_plan(v, k, {}, "bwd").rel and _scan_plan(v, k, {"bwd_rel": 1}, "bwd").rel
+    assert not _scan_plan(v, k, {"bwd_rel": 0}, "bwd").rel and _scan_plan(v, k, {"bwd_rel": 1}, "bwd").rel
     assert not _scan_plan(v, k, {"bwd_rel": 1}, "fwd").rel
     with pytest.raises(ValueError, match="bwd_rel"):
         _scan_plan(v, k, {"bwd_rel": 2}, "bwd")
-    _check_same(2, 27, 21, 4, {"bwd_rel": 1}, {}, init=True, prior=True, num_chunks=2)
-    _check_same(1, 19, 32, 4, {"bwd_rel": 1}, {}, init=False, prior=False)
+    _check_same(2, 27, 21, 4, {"bwd_rel": 1, "bwd_alg": 0}, BWD_S12, init=True, prior=True, num_chunks=2)
+    _check_same(1, 19, 32, 4, {"bwd_rel": 1, "bwd_alg": 0}, BWD_S12, init=False, prior=False)
 
 
 def test_shorter_backward_arithmetic_interpreted():
@@ -344,10 +348,11 @@ def test_shorter_backward_arithmetic_interpreted():
     adjoint (``bwd_alg`` changes only the recompute there)."""
     from bayesfilt.nn.kernels.kla import _scan_plan
     v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
-    assert not _scan_plan(v, k, {}, "bwd").alg and _scan_plan(v, k, {"bwd_alg": 1}, "bwd").alg
+    assert not _scan_plan(v, k, {"bwd_alg": 0}, "bwd").alg and _scan_plan(v, k, {"bwd_alg": 1}, "bwd").alg
     grads = tuple("grad_" + n for n in NAMES)
-    _check_same(2, 27, 21, 4, {"bwd_alg": 1, "bwd_rel": 1}, {}, inexact=grads, init=True, prior=False, num_chunks=2)
-    _check_same(1, 19, 32, 4, {"bwd_alg": 1}, {}, inexact=grads, init=True, prior=True)
+    _check_same(2, 27, 21, 4, {"bwd_alg": 1, "bwd_rel": 1}, BWD_S12, inexact=grads, init=True, prior=False,
+                num_chunks=2)
+    _check_same(1, 19, 32, 4, {"bwd_alg": 1, "bwd_rel": 0}, BWD_S12, inexact=grads, init=True, prior=True)
 
 
 def test_both_passes_take_the_forward_chunk_count(monkeypatch):
@@ -596,6 +601,8 @@ W2_BM64 = {**W2, "fwd_bm": 64, "bwd_bm": 64}
     (GPU_CASES[2], {"bwd_rel": 1, "bwd_alg": 1}),             # and the shorter adjoint arithmetic
     (GPU_CASES[5], {"bwd_alg": 1}),                           # prior readout
     (GPU_CASES[4], {"bwd_rel": 1, "bwd_alg": 1}),             # no lane masks, 8 time chunks
+    (GPU_CASES[2], {"bwd_rel": 0, "bwd_alg": 0}),             # the backward before they were the defaults
+    (GPU_CASES[5], {"bwd_rel": 0, "bwd_alg": 0}),
 ])
 def test_gpu_matrix_multi_warp(case, tune):
     """Programs of 2 or 4 warps (tune keys ``fwd_warps`` / ``bwd_warps``, with ``*_bm`` 64 too), the pipelined

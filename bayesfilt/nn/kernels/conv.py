@@ -32,7 +32,10 @@ _BT_FWD, _BT_BWD, _BC, _WARPS, _TCH = 16, 8, 128, 4, 256
 _BWD_TILES = {"recompute": dict(BT=_BT_BWD, BC=_BC, TCH=_TCH, warps=_WARPS),
               "split": dict(BT=8, BC=128, TCH=256, warps=4, BT2=16),
               "window": dict(BC=128, TCH=128, warps=1)}
-_BWD_VARIANT = "recompute"
+#: the default: on the H200 at B=8, L=2048, C=2048, K=4, bf16 (s13b, 8b42d3b,
+#: benchmarks/results/conv_bench_s13b_8b42d3b.json) window 152 us best / 159 us median against
+#: 364 / 448 us for recompute and 251 / 332 us for split
+_BWD_VARIANT = "window"
 _WIDE_K = 4                                      # the widest kernel "split" and "window" are written for
 
 
