@@ -160,10 +160,11 @@ def idle_gaps(prof, n: int, top: int = 12) -> dict:
 #: rows of the compiled layer with other kernel defaults: (module, attribute) -> value while the row runs
 #: (the convolution's backward variant: bayesfilt.nn.kernels.conv._BWD_TILES, benchmarks/conv_bench.py;
 #: the scan backward's bwd_rel, bwd_alg and s-block width: bayesfilt.nn.kernels.kla, docs/kla_kernels.md)
-_WIN = {("conv", "_BWD_VARIANT"): "window"}
-_FAST = {**_WIN, ("kla", "_BWD_REL"): 1, ("kla", "_BWD_ALG"): 1}
-ROW_DEFAULTS = {"kla_compiled_convwin": _WIN, "kla_compiled_convsplit": {("conv", "_BWD_VARIANT"): "split"},
-                "kla_compiled_fast": _FAST, "kla_compiled_fast_rel": {**_WIN, ("kla", "_BWD_REL"): 1}}
+#: kla_compiled_s12: the kernels as built before session 13's defaults (recompute convolution backward,
+#: bwd_rel 0, bwd_alg 0)
+ROW_DEFAULTS = {"kla_compiled_s12": {("conv", "_BWD_VARIANT"): "recompute", ("kla", "_BWD_REL"): 0,
+                                    ("kla", "_BWD_ALG"): 0},
+                "kla_compiled_convsplit": {("conv", "_BWD_VARIANT"): "split"}}
 
 
 @contextlib.contextmanager
@@ -258,7 +259,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", default=None,
                     help="time only these rows (e.g. kla kla_compiled; kla_compiled_conv1d: the compiled layer with "
                          "its convolution through F.conv1d on a transposed copy, as before session 12; "
-                         "kla_compiled_conv*, kla_compiled_fast*: other kernel defaults, ROW_DEFAULTS)")
+                         "kla_compiled_s12, kla_compiled_convsplit: other kernel defaults, ROW_DEFAULTS)")
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     B, L, D = args.batch, args.length, args.d_model
