@@ -386,17 +386,17 @@ def _check_outputs(outs, validate: bool, dtype):
     """With ``validate``: raise instead of returning inf/NaN computed from finite inputs (range overflow)."""
     if not validate or _is_compiling():
         return outs
-    if bool(torch.stack([torch.isfinite(x).all() for x in outs]).all()):
+    if bool(torch.stack([torch.isfinite(x).all() for x in outs if x is not None]).all()):
         return outs
     names = ("y", "y_var", "lam", "eta")
-    bad = next(nm for nm, x in zip(names, outs) if not bool(torch.isfinite(x).all()))
+    bad = next(nm for nm, x in zip(names, outs) if x is not None and not bool(torch.isfinite(x).all()))
     raise value_error("v", f"the scan's {bad} left the {dtype} range (finite inputs, overflowed result)",
                       "rescale v, lambda_v, k, q or p_bar (e.g. normalise keys), or compute in float64")
 
 
 # ============================================================================ public API
 def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_readout: bool = False,
-             backend: str = "auto", validate: bool = True):
+             variance: bool = True, backend: str = "auto", validate: bool = True):
     """Run the KLA diagonal information filter over a sequence (docs/math/kla.md).
 
     Model per lane (m, s): x_t = a_bar x_{t-1} + N(0, p_bar); v_t[m] = k_t[s] x_t + N(0, 1/lambda_v_t[m]).
@@ -413,6 +413,11 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
         prior_readout: False: read out the posterior of x_t (y = sum q mu_t, y_var =
             sum q^2 / lam_t). True: read out the one-step-ahead prior of x_{t+1} instead
             (y = sum q a mu_t, y_var = sum q^2 (a^2/lam_t + p)), with the same q_t.
+        variance: False: y_var is not wanted and comes back as None. The ``"triton"`` kernels then
+            skip it (the forward neither sums nor stores y_var, the backward neither allocates nor
+            loads its gradient); y, the final state and every gradient are the same as with True
+            (bit for bit on the CPU interpreter; docs/kla_kernels.md, "Variance on demand"). The
+            ``"reference"`` and ``"torch"`` backends compute y_var and drop it.
         backend: "auto", "reference", "torch" or "triton" (module docstring).
         validate: check values too (positivity, finiteness; one device sync) and that the
             outputs are finite (a second sync): e.g. p_bar = 0 with a_bar < 1 makes lam grow
@@ -420,7 +425,8 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
             dtypes and devices are always checked. Skipped automatically under torch.compile.
 
     Returns:
-        ``(y, y_var, final_state)``: y and y_var (B, L, M) in v's dtype; the posterior
+        ``(y, y_var, final_state)``: y and y_var (B, L, M) in v's dtype (y_var None without
+        ``variance``); the posterior
         :class:`KLAState` after token L (compute dtype; float32 from ``"triton"``), its precision
         saturated at ``bayesfilt.nn.reference.LAM_MAX`` (p_bar = 0; docs/math/kla.md section 6).
 
@@ -438,6 +444,7 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
         (torch.Size([2, 10, 4]), torch.Size([2, 4, 3]))
     """
     prior_readout, validate = check_bool(prior_readout, "prior_readout"), check_bool(validate, "validate")
+    variance = check_bool(variance, "variance")
     compute, lam0, eta0 = _validate(v, lambda_v, k, q, a_bar, p_bar, initial_state, step=False,
                                     state_name="initial_state", check_values=validate)
     backend = _resolve_backend(backend, v.device)
@@ -446,15 +453,17 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
         fn = _import_triton("kla_scan_triton", v.device)
         y, y_var, lam, eta = _check_outputs(fn(v, lambda_v, k, q, a_bar, p_bar,
                                 initial_state=None if initial_state is None else (lam0.float(), eta0.float()),
-                                prior_readout=bool(prior_readout)), validate, torch.float32)
-        return y.to(out_dtype), y_var.to(out_dtype), KLAState(lam, eta)        # saturated in the kernels
+                                prior_readout=bool(prior_readout), variance=variance), validate, torch.float32)
+        y_var = y_var.to(out_dtype) if variance else None
+        return y.to(out_dtype), y_var, KLAState(lam, eta)                      # saturated in the kernels
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)] + [lam0, eta0]
     if backend == "reference":
         y, y_var, lam, eta = kla_scan_reference(*args, prior_readout=bool(prior_readout))
     else:
         y, y_var, lam, eta = torch.ops.bayesfilt.kla_scan(*args, bool(prior_readout))
+    y_var = y_var if variance else None                 # computed by these backends, dropped unasked
     y, y_var, lam, eta = _check_outputs((y, y_var, lam, eta), validate, compute)
-    return y.to(out_dtype), y_var.to(out_dtype), _saturated(lam, eta)
+    return y.to(out_dtype), (y_var.to(out_dtype) if variance else None), _saturated(lam, eta)
 
 
 def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = False, backend: str = "auto",

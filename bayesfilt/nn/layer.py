@@ -307,8 +307,9 @@ class KLALayer(nn.Module):
         u, gate, full, (v, lambda_v, k, q, a_bar, p_bar) = self._sensor(x, state)
         backend = scan_backend(self.config)
         if state is None:
+            # variance on demand: without return_variance the scan skips y_var (None here)
             y, y_var, final = kla_scan(v, lambda_v, k, q, a_bar, p_bar, initial_state=self._fresh_state(v),
-                                       backend=backend, validate=False)
+                                       variance=bool(return_variance), backend=backend, validate=False)
         else:
             init = KLAState(state.kla.lam.to(v.dtype), state.kla.eta.to(v.dtype))
             if L == 1:
@@ -317,7 +318,7 @@ class KLALayer(nn.Module):
                 y, y_var = y.unsqueeze(1), y_var.unsqueeze(1)
             else:
                 y, y_var, final = kla_scan(v, lambda_v, k, q, a_bar, p_bar, initial_state=init, backend=backend,
-                                           validate=False)
+                                           variance=bool(return_variance), validate=False)
         K = self.conv_kernel
         if self.skip is not None:
             y = y + self.skip.to(y.dtype) * u.to(y.dtype)              # y += skip * u

@@ -16,7 +16,9 @@ sequences with p = 0, where g_t -> 1 and the mean is an average of many tokens).
 
 (w_t = 1/(1/P_t + phi_t) and lam_{t-1}/(a^2 + p lam_{t-1}) = 1/P_t: the same filter.)
 Readout: y = sum_s q mu, y_var = sum_s q^2 w; prior readout: y = sum_s q a mu,
-y_var = sum_s q^2 (a^2 w + p).
+y_var = sum_s q^2 (a^2 w + p). The constexpr VAR (default True) builds the scan kernels with y_var;
+VAR False leaves out the forward's y_var (no sum, no store) and the backward's g_yvar (no load, no
+terms): "variance on demand", docs/kla_kernels.md.
 
 Programs own a tile of lanes [SB, BM] (s = s0 + i, m = m0 + j) and sweep time; every
 [M, S] plane (a, p, states, checkpoints) is stored transposed, [S, M], so that m is the
@@ -174,9 +176,9 @@ def _prefetch_block(k_ptr, q_ptr, r0_ptr, r1_ptr, r2_ptr, r3_ptr, t0, b, L, M, S
                     SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr,
                     NROWS: tl.constexpr):
     """Ask L2 for the k, q rows of this program's s-block for tokens
-    t0 .. t0+CK-1 and, with NROWS = 2 or 4, for its m-columns of r0, r1 (forward: v, Lv) or r0..r3
-    (backward: v, Lv, g_y, g_yvar). Hints with no result; nothing under the interpreter (no inline
-    PTX there). All the programs of one sequence read the same k, q rows at about the same time, so
+    t0 .. t0+CK-1 and, with NROWS = 2, 3 or 4, for its m-columns of r0, r1 (forward: v, Lv), r0..r2
+    (backward without the variance: v, Lv, g_y) or r0..r3 (backward: v, Lv, g_y, g_yvar). Hints with
+    no result; nothing under the interpreter (no inline PTX there). All the programs of one sequence read the same k, q rows at about the same time, so
     without it their first loads of a row wait for DRAM (Nsight Compute at 11fb0b0: the forward's and
     backward's longest load stalls are on k, q; docs/kla_kernels.md, "Prefetch and layout")."""
     if FAST:
@@ -189,6 +191,7 @@ def _prefetch_block(k_ptr, q_ptr, r0_ptr, r1_ptr, r2_ptr, r3_ptr, t0, b, L, M, S
             _prefetch_rows(r1_ptr, t0, b, L, M, pid_m * BM, wm, CK)
             if NROWS > 2:
                 _prefetch_rows(r2_ptr, t0, b, L, M, pid_m * BM, wm, CK)
+            if NROWS > 3:
                 _prefetch_rows(r3_ptr, t0, b, L, M, pid_m * BM, wm, CK)
 
 
@@ -217,8 +220,12 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
                v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr, yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask,
                MODE: tl.constexpr, PRIOR: tl.constexpr, CK: tl.constexpr, MASKED: tl.constexpr,
                FAST: tl.constexpr, DEFER_Y: tl.constexpr = False, L2PF: tl.constexpr = 0,
-               SB: tl.constexpr = 1, BM: tl.constexpr = 1, pid_m=0, PFROWS: tl.constexpr = 0):
+               SB: tl.constexpr = 1, BM: tl.constexpr = 1, pid_m=0, PFROWS: tl.constexpr = 0,
+               VAR: tl.constexpr = True):
     """CK tokens t0 .. t0+CK-1 of one program (MASKED: tokens >= t_end leave all unchanged).
+
+    VAR (MODE 0): also compute and store y_var; False: no y_var is computed, yv_ptr is never
+    written (the caller may pass any pointer), y is the same.
 
     DEFER_Y (outputs, MODE 0): y and y_var of the CK tokens are gathered in [CK, BM] tiles and
     stored once after the block, so that no store separates one token's loads from the next
@@ -233,7 +240,8 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
                         BM, CK, FAST, PFROWS)
     rows = tl.arange(0, CK)[:, None]                    # [CK, 1] token of the block
     ytile = (rows * 0 + m * 0).to(tl.float32)           # [CK, BM] zeros (BM from m's shape)
-    yvtile = ytile
+    if VAR:
+        yvtile = ytile
     for i in tl.static_range(CK):
         tok = t0 + i
         valid = tok < t_end
@@ -270,24 +278,29 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
             else:
                 if PRIOR:
                     yt = tl.sum(qq * a * mu, axis=0, keep_dims=True)              # sum_s q a mu_t
-                    yvt = tl.sum(qq * qq * (a2 * w + p), axis=0, keep_dims=True)  # sum_s q^2 (a^2 w_t + p)
+                    if VAR:
+                        yvt = tl.sum(qq * qq * (a2 * w + p), axis=0, keep_dims=True)  # sum_s q^2 (a^2 w_t + p)
                 else:
                     yt = tl.sum(qq * mu, axis=0, keep_dims=True)                  # sum_s q mu_t
-                    yvt = tl.sum(qq * qq * w, axis=0, keep_dims=True)             # sum_s q^2 w_t
+                    if VAR:
+                        yvt = tl.sum(qq * qq * w, axis=0, keep_dims=True)         # sum_s q^2 w_t
                 if DEFER_Y:
-                    ytile = tl.where(rows == i, yt, ytile)
-                    yvtile = tl.where(rows == i, yvt, yvtile)
+                    ytile = tl.where(rows == i, yt, ytile)                        # row i: y of token t0 + i
+                    if VAR:
+                        yvtile = tl.where(rows == i, yvt, yvtile)                 # row i: y_var of token t0 + i
                 else:
                     orow = ((sb.to(tl.int64) * B + b) * L + tok) * M
                     om = _live(mmask, m, tok, t_end, MASKED)
                     tl.store(y_ptr + orow + m, yt, mask=om)
-                    tl.store(yv_ptr + orow + m, yvt, mask=om)
+                    if VAR:
+                        tl.store(yv_ptr + orow + m, yvt, mask=om)
     if DEFER_Y:
         if MODE == 0:
             orows = ((sb.to(tl.int64) * B + b) * L + t0 + rows) * M          # [CK, 1]
             omask = mmask & (t0 + rows < t_end)                             # [CK, BM]
             tl.store(y_ptr + orows + m, ytile, mask=omask)
-            tl.store(yv_ptr + orows + m, yvtile, mask=omask)
+            if VAR:
+                tl.store(yv_ptr + orows + m, yvtile, mask=omask)
     return w, mu, x, y, z, u, A, bb
 
 
@@ -298,8 +311,10 @@ def _fwd_kernel(
     B, L, M, S, LC, NC, NMB, NSB,
     MODE: tl.constexpr, PRIOR: tl.constexpr, WRITE_CK: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr, DEFER_Y: tl.constexpr = False,
-    NSTAGES: tl.constexpr = 1, L2PF: tl.constexpr = 0, PFROWS: tl.constexpr = 0,
+    NSTAGES: tl.constexpr = 1, L2PF: tl.constexpr = 0, PFROWS: tl.constexpr = 0, VAR: tl.constexpr = True,
 ):
+    # VAR (MODE 0): compute and store y_var; False (nobody asked for the variance): y_var is neither
+    # computed nor stored and yv_ptr is never written (``_fwd_block``). MODE 1 and 2 never touch it.
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
     a2 = a * a
@@ -332,7 +347,7 @@ def _fwd_kernel(
         w, mu, x, y, z, u, A, bb = _fwd_block(
             w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
             yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, False, FAST, DEFER_Y,
-            L2PF, SB, BM, pid_m, PFROWS)
+            L2PF, SB, BM, pid_m, PFROWS, VAR)
     if t_full < t_end:                                  # the last, partial block
         if MODE == 0:
             if WRITE_CK:
@@ -341,7 +356,7 @@ def _fwd_kernel(
                 tl.store(ck_ptr + ckb + MSs + ms, mu, mask=lmask)
         w, mu, x, y, z, u, A, bb = _fwd_block(
             w, mu, x, y, z, u, A, bb, t_full, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
-            yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, True, FAST, DEFER_Y)
+            yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, True, FAST, DEFER_Y, VAR=VAR)
 
     if MODE == 1:
         base = (b.to(tl.int64) * NC + c) * 4 * MSs
@@ -396,7 +411,8 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
           v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
           b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
           SUMMARY: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
-          I: tl.constexpr, DEFER_G: tl.constexpr, REL: tl.constexpr = False, ALG: tl.constexpr = False):
+          I: tl.constexpr, DEFER_G: tl.constexpr, REL: tl.constexpr = False, ALG: tl.constexpr = False,
+          VAR: tl.constexpr = True):
     """Adjoint of one step (token tok = t0 + I of the block starting at t0), given the state before
     it and the adjoint after it.
 
@@ -409,6 +425,9 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
     REL: v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr point at row (b, t0) (``_tok`` with I >= 0).
     ALG (posterior readout): the readout's adjoint factored through c = g_yvar w and q w (7 instead of
     ~9.5 floating-point instructions per lane; the same formulas, rounded in another order).
+    VAR False (no gradient reaches y_var): g_yvar is never loaded (gyv_ptr may point anywhere) and its
+    terms are left out by these branches, not multiplied by 0 (x * 0 is not 0 for x = inf or NaN, so
+    the compiler may not drop them); the remaining terms are the same operations in the same order.
     """
     tok = t0 + I
     valid = tok < t_end
@@ -417,12 +436,14 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
     if REL:
         om = _live(mmask, m, tok, t_end, MASKED)
         gy = tl.load((gy_ptr + I * M) + m, mask=om, other=0.0)     # row I of the block, then the lanes
-        gyv = tl.load((gyv_ptr + I * M) + m, mask=om, other=0.0)
+        if VAR:
+            gyv = tl.load((gyv_ptr + I * M) + m, mask=om, other=0.0)
     else:
         row = b.to(tl.int64) * L + tok
         om = _live(mmask, m, tok, t_end, MASKED)
         gy = tl.load(gy_ptr + row * M + m, mask=om, other=0.0)
-        gyv = tl.load(gyv_ptr + row * M + m, mask=om, other=0.0)
+        if VAR:
+            gyv = tl.load(gyv_ptr + row * M + m, mask=om, other=0.0)
     k2 = kk * kk
     phi = lv * k2                                       # phi_t = Lv k^2
     uu = lv * vv * kk                                   # u_t = Lv v k
@@ -432,21 +453,31 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
     eta = f * etap + uu                                 # eta_t
     w = _rcp(lam, FAST)                                 # 1/lam_t
     mu = eta * w                                        # mu_t
-    q2 = qq * qq
+    if VAR:
+        q2 = qq * qq
     if PRIOR:
         gmu = gy * qq * a                               # dL/dmu_t through y = sum q a mu
-        gw = gyv * q2 * a2                              # dL/dw_t through y_var = sum q^2 (a^2 w + p)
+        if VAR:
+            gw = gyv * q2 * a2                          # dL/dw_t through y_var = sum q^2 (a^2 w + p)
     else:
         gmu = gy * qq                                   # y = sum q mu
-        gw = gyv * q2                                   # y_var = sum q^2 w
+        if VAR:
+            gw = gyv * q2                               # y_var = sum q^2 w
     if ALG and not PRIOR:
-        cw = gyv * w                                    # g_yvar w
+        if VAR:
+            cw = gyv * w                                # g_yvar w
         gm = gy * mu                                    # g_y mu
         qw = qq * w
-        Hl_t = Hl - qw * (qq * cw + gm)                 # w (gmu mu + gw w) = (q w)(g_y mu + q g_yvar w)
+        if VAR:
+            Hl_t = Hl - qw * (qq * cw + gm)             # w (gmu mu + gw w) = (q w)(g_y mu + q g_yvar w)
+        else:
+            Hl_t = Hl - qw * gm                         # w gmu mu = (q w)(g_y mu)   (no y_var)
         He_t = He + gy * qw                             # gmu w = g_y (q w)
     else:
-        Hl_t = Hl - w * (gmu * mu + gw * w)             # mu = eta w, w = 1/lam
+        if VAR:
+            Hl_t = Hl - w * (gmu * mu + gw * w)         # mu = eta w, w = 1/lam
+        else:
+            Hl_t = Hl - w * (gmu * mu)                  # mu = eta w (no y_var)
         He_t = He + gmu * w
     Gf = He_t * etap                                    # eta_t = f eta_{t-1} + u
     Gr = Hl_t * lamp + Gf * a                           # lam_t = lam_{t-1} r + phi, f = a r
@@ -463,13 +494,23 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
         ga_n = ga + Gf * r + Gd * (2.0 * a)
         gp_n = gp + Gd * lamp
         if PRIOR:
-            ga_n = ga_n + gy * qq * mu + gyv * q2 * (2.0 * a) * w
-            gp_n = gp_n + gyv * q2
-            Xq = gy * a * mu + 2.0 * qq * gyv * (a2 * w + p)
+            if VAR:
+                ga_n = ga_n + gy * qq * mu + gyv * q2 * (2.0 * a) * w           # d/da of y, y_var
+                gp_n = gp_n + gyv * q2                                          # d/dp of y_var
+                Xq = gy * a * mu + 2.0 * qq * gyv * (a2 * w + p)                # d/dq of y, y_var
+            else:
+                ga_n = ga_n + gy * qq * mu              # d/da of y = sum q a mu
+                Xq = gy * a * mu                        # d/dq of y
         elif ALG:
-            Xq = (2.0 * qq) * cw + gm                   # d/dq: g_y mu + 2 q g_yvar w
+            if VAR:
+                Xq = (2.0 * qq) * cw + gm               # d/dq: g_y mu + 2 q g_yvar w
+            else:
+                Xq = gm                                 # d/dq: g_y mu
         else:
-            Xq = gy * mu + 2.0 * qq * gyv * w
+            if VAR:
+                Xq = gy * mu + 2.0 * qq * gyv * w       # d/dq: g_y mu + 2 q g_yvar w
+            else:
+                Xq = gy * mu                            # d/dq: g_y mu
         ga = _keep(ga_n, ga, valid, MASKED)
         gp = _keep(gp_n, gp, valid, MASKED)
         # Gphi = Hl_t, Gu = He_t
@@ -526,7 +567,7 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
              MODE: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
              DEFER_G: tl.constexpr = 0, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1,
              BM: tl.constexpr = 1, PFROWS: tl.constexpr = 0, REL: tl.constexpr = False,
-             ALG: tl.constexpr = False):
+             ALG: tl.constexpr = False, VAR: tl.constexpr = True):
     """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0.
 
     REL (tune key ``bwd_rel``; M and S are then compile-time constants): the block's loads address
@@ -535,9 +576,11 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     tensor. Same values. ALG (tune key ``bwd_alg``): ``_frec`` and ``_brec`` share each lam_t, and the
     readout's adjoint takes fewer instructions (``_brec``); the same formulas, other roundings.
 
-    L2PF > 0: first asks the cache for the k, q rows (PFROWS 4: and v, Lv, g_y, g_yvar) of the block
-    L2PF blocks earlier (the sweep runs backwards in time; ``_prefetch_block``, tune keys ``bwd_l2pf``,
-    ``bwd_pfrows``).
+    L2PF > 0: first asks the cache for the k, q rows (PFROWS 4: and v, Lv, g_y, g_yvar; 3: v, Lv, g_y) of
+    the block L2PF blocks earlier (the sweep runs backwards in time; ``_prefetch_block``, tune keys
+    ``bwd_l2pf``, ``bwd_pfrows``).
+
+    VAR False: no gradient reaches y_var; g_yvar is never loaded or prefetched (``_brec``).
 
     DEFER_G = G in {1, 2, 4, 8} (gradients, MODE 0): dv, dLv of G consecutive tokens are gathered
     in [G, BM] tiles and dk, dq in [SB, G] tiles and stored once per G tokens (G = 8: once after
@@ -547,11 +590,22 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     DEFER_G = 0: every token's gradients are stored as soon as they are computed.
     """
     if L2PF > 0:
-        _prefetch_block(k_ptr, q_ptr, v_ptr, lv_ptr, gy_ptr, gyv_ptr, t0 - L2PF * BWD_CK, b, L, M, S, sb, pid_m,
-                        SB, BM, BWD_CK, FAST, PFROWS)
+        if VAR:
+            _prefetch_block(k_ptr, q_ptr, v_ptr, lv_ptr, gy_ptr, gyv_ptr, t0 - L2PF * BWD_CK, b, L, M, S, sb,
+                            pid_m, SB, BM, BWD_CK, FAST, PFROWS)
+        elif PFROWS > 3:                                # without g_yvar: the rows of v, Lv, g_y only
+            _prefetch_block(k_ptr, q_ptr, v_ptr, lv_ptr, gy_ptr, gy_ptr, t0 - L2PF * BWD_CK, b, L, M, S, sb,
+                            pid_m, SB, BM, BWD_CK, FAST, 3)
+        else:
+            _prefetch_block(k_ptr, q_ptr, v_ptr, lv_ptr, gy_ptr, gy_ptr, t0 - L2PF * BWD_CK, b, L, M, S, sb,
+                            pid_m, SB, BM, BWD_CK, FAST, PFROWS)
     if REL:                                             # each input at row (b, t0), int64, once per block
         row0 = b.to(tl.int64) * L + t0
-        vb, lvb, gyb, gyvb = v_ptr + row0 * M, lv_ptr + row0 * M, gy_ptr + row0 * M, gyv_ptr + row0 * M
+        vb, lvb, gyb = v_ptr + row0 * M, lv_ptr + row0 * M, gy_ptr + row0 * M
+        if VAR:
+            gyvb = gyv_ptr + row0 * M
+        else:
+            gyvb = gyb                                  # (never read without the variance)
         kb, qb = k_ptr + row0 * S, q_ptr + row0 * S
     else:
         vb, lvb, gyb, gyvb, kb, qb = v_ptr, lv_ptr, gy_ptr, gyv_ptr, k_ptr, q_ptr
@@ -577,7 +631,7 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
         Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
             lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, vb,
             lvb, kb, qb, gyb, gyvb, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
-            s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, ALG)
+            s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, ALG, VAR)
     return Hl, He, ga, gp, cll, cle, cee
 
 
@@ -609,12 +663,14 @@ def _bwd_kernel(
     SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr, DEFER_G: tl.constexpr = 0,
     BSTAGES: tl.constexpr = 1, CKPF: tl.constexpr = False, L2PF: tl.constexpr = 0,
     PFROWS: tl.constexpr = 0, REL: tl.constexpr = False, MC: tl.constexpr = 0, SC: tl.constexpr = 0,
-    ALG: tl.constexpr = False,
+    ALG: tl.constexpr = False, VAR: tl.constexpr = True,
 ):
     # REL (tune key bwd_rel, with MC = M and SC = S, the same sizes as compile-time constants): each
     # 8-token block addresses row (b, t0) of its inputs once and a token's lanes from there, so that
     # the row offset I M of token I becomes a load's immediate offset (``_bwd_sub``); where BM divides
     # M and SB divides S the lane masks are constant true (``_lanes``, EVEN). Same values.
+    # VAR False (no gradient reaches y_var): gyv_ptr is never read, in MODE 0 nor in the MODE 1 chunk
+    # summaries (whose offsets carry the readout's adjoint), and g_yvar's terms are left out (``_brec``).
     EVEN: tl.constexpr = MC > 0 and MC % BM == 0 and SC % SB == 0
     if MC > 0:
         M = MC
@@ -671,12 +727,12 @@ def _bwd_kernel(
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG)
+                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR)
             else:
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG)
+                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR)
     else:
         # BSTAGES > 1 (tune key bwd_stages): the last, possibly partial block first, then the loop over
         # the whole blocks without a branch, which Triton's pipeliner can software-pipeline (cp.async
@@ -686,14 +742,14 @@ def _bwd_kernel(
         Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
             l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
             q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-            m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G)
+            m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, VAR=VAR)
         for jj in tl.range(1, n_sub, num_stages=BSTAGES):
             t0 = t_start + (n_sub - 1 - jj) * CK
             l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask)
             Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                 l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                 q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G)
+                m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, VAR=VAR)
 
     if MODE == 1:
         base = (b.to(tl.int64) * NC + c) * 5 * MSs

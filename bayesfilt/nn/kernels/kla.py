@@ -4,6 +4,8 @@ Model (per lane (m, s); docs/math/kla.md): phi_t = Lv_t k_t^2,
 lam_t = lam_{t-1} / (a^2 + p lam_{t-1}) + phi_t, eta_t = a / (a^2 + p lam_{t-1}) eta_{t-1}
 + Lv_t v_t k_t, y_t = sum_s q_t mu_t, y_var_t = sum_s q_t^2 / lam_t (mu = eta / lam);
 prior readout: y_t = sum_s q_t a mu_t, y_var_t = sum_s q_t^2 (a^2 / lam_t + p).
+y_var on demand: without it (``variance=False``) the forward neither computes nor stores y_var and the
+backward neither allocates nor loads g_yvar (the kernels' constexpr VAR; docs/kla_kernels.md).
 Kernel design and measured numbers: docs/kla_kernels.md.
 
 Dtypes: inputs float32 or bfloat16 (or float16); the state, all arithmetic and the outputs
@@ -18,6 +20,7 @@ from __future__ import annotations
 import functools
 import numbers
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import triton
@@ -177,16 +180,18 @@ def _pf_kw(plan: Plan, nrows: int) -> dict:
 
 
 def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_checkpoints: bool,
-                 poison: bool = False):
+                 poison: bool = False, var: bool = True):
     """Launch the forward; returns y, y_var (B, L, M), lam_L, eta_L (B, S, M), checkpoints.
 
     Planes are transposed: ``aT, pT`` (S, M); the initial state in covariance form
-    ``w0T = 1/lam_0, mu0T = eta_0/lam_0`` (B, S, M), float32.
+    ``w0T = 1/lam_0, mu0T = eta_0/lam_0`` (B, S, M), float32. ``var`` False: y_var is None, neither
+    allocated nor computed (the MODE 0 launch with VAR=False; y's buffer stands in for its pointer).
     """
     B, L, M, S = plan.B, plan.L, plan.M, plan.S
     dev = v.device
     ysh = (plan.NSB, B, L, M)
-    y, yv = _new(ysh, dev, poison), _new(ysh, dev, poison)
+    y = _new(ysh, dev, poison)
+    yv = _new(ysh, dev, poison) if var else y           # without the variance: a pointer never written
     lamL, etaL = _new((B, S, M), dev, poison), _new((B, S, M), dev, poison)
     nck = triton.cdiv(L, CHECKPOINT_EVERY)
     ck = _new((B, nck, 2, S, M), dev, poison) if keep_checkpoints else y
@@ -199,8 +204,12 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
     kw.update(_pf_kw(plan, 2))
     kern = K._fwd_kernel if plan.mspec else K._fwd_kernel_any_m
     launches = [(kern, plan.grid, args, dict(kw, MODE=1)), (kern, plan.grid, args, dict(kw, MODE=2))] if plan.NC > 1 else []
-    launch_all(launches + [(kern, plan.grid, args, dict(kw, MODE=0, **({"DEFER_Y": True} if plan.defer_y else {})))])
-    y, yv = (y.sum(0), yv.sum(0)) if plan.NSB > 1 else (y[0], yv[0])
+    kw0 = dict(kw, MODE=0, **({"DEFER_Y": True} if plan.defer_y else {}))
+    if not var:                                         # absent by default: the default launch is unchanged
+        kw0["VAR"] = False                              # (MODE 1 and 2 never touch y_var: one build for both)
+    launch_all(launches + [(kern, plan.grid, args, kw0)])
+    y = y.sum(0) if plan.NSB > 1 else y[0]
+    yv = (yv.sum(0) if plan.NSB > 1 else yv[0]) if var else None
     return y, yv, lamL, etaL, (ck if keep_checkpoints else None)
 
 
@@ -208,7 +217,8 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
                   poison: bool = False):
     """Launch the backward; returns dv, dLv as their per-s-block partial sums (NSB, B, L, M), dk, dq as
     their per-m-block partial sums (NMB, B, L, S) (the caller sums them over the first axis in a fixed
-    order: ``_fold``), da, dp (S, M) and dlam0, deta0 (B, S, M)."""
+    order: ``_fold``), da, dp (S, M) and dlam0, deta0 (B, S, M). ``gyv`` None: no gradient reaches y_var;
+    the launches (MODE 1 and 0) run with VAR=False and never read g_yvar (gy stands in for its pointer)."""
     B, L, M, S = plan.B, plan.L, plan.M, plan.S
     dev = v.device
     gsh = (plan.NSB, B, L, M)
@@ -217,9 +227,12 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
     ga, gp = _new((B, plan.NC, S, M), dev, poison), _new((B, plan.NC, S, M), dev, poison)
     gl0, ge0 = _new((B, S, M), dev, poison), _new((B, S, M), dev, poison)
     bsum = _new((B, plan.NC, 5, S, M), dev, poison) if plan.NC > 1 else ga
-    args = (v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, bsum, gv, glv, gk, gq, ga, gp, gl0,
+    var = gyv is not None
+    args = (v, lv, k, q, aT, pT, gy, gyv if var else gy, ck, glamT, getaT, bsum, gv, glv, gk, gq, ga, gp, gl0,
             ge0) + _dims(plan)
     kw = dict(PRIOR=prior, **_consts(plan))
+    if not var:                                         # absent by default: the default launch is unchanged
+        kw["VAR"] = False
     if plan.stages > 1:                                 # absent by default: the default launch is unchanged
         kw["BSTAGES"] = plan.stages
     kw.update(_pf_kw(plan, 4))
@@ -375,42 +388,51 @@ def _plan_cached(B: int, L: int, M: int, S: int, device: torch.device, tune: str
 @torch.library.custom_op("bayesfilt::kla_scan_triton", mutates_args=())
 def _scan_op(v: torch.Tensor, lv: torch.Tensor, k: torch.Tensor, q: torch.Tensor, a: torch.Tensor,
              p: torch.Tensor, lam0: torch.Tensor, eta0: torch.Tensor, prior: bool, keep: bool, tune: str,
-             poison: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward launch: (y, y_var, lam_L, eta_L, checkpoints); checkpoints are empty unless ``keep``."""
+             poison: bool, var: bool = True
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward launch: (y, y_var, lam_L, eta_L, checkpoints); checkpoints are empty unless ``keep``.
+    ``var`` False: y_var is not computed and comes back as an empty float32 tensor of shape (0,) (a
+    placeholder, like the checkpoints without ``keep``: an op returns tensors, not None; its shape does
+    not depend on B, L, M, so the fake op and torch.compile with dynamic shapes need no guard)."""
     plan = _op_plan(v, k, tune, "fwd")
     lam0T, eta0T = _T(lam0.float()), _T(eta0.float())
     w0T = 1.0 / lam0T                                   # w_0 = 1 / lam_0
     mu0T = eta0T * w0T                                  # mu_0 = eta_0 / lam_0
     y, yv, lamLT, etaLT, ck = scan_forward(_c(v), _c(lv), _c(k), _c(q), _T(a), _T(p), w0T, mu0T, plan,
-                                           prior, keep, poison)
+                                           prior, keep, poison, var)
     if ck is None:
         ck = y.new_empty(0)
+    if yv is None:
+        yv = y.new_empty(0)                             # the placeholder of an unwanted y_var
     return y, yv, _T(lamLT), _T(etaLT), ck
 
 
 @_scan_op.register_fake
-def _scan_op_fake(v, lv, k, q, a, p, lam0, eta0, prior, keep, tune, poison):
+def _scan_op_fake(v, lv, k, q, a, p, lam0, eta0, prior, keep, tune, poison, var=True):
     B, L, M = v.shape
     S = k.shape[-1]
     f32 = dict(dtype=torch.float32, device=v.device)
     ck = (B, triton.cdiv(L, CHECKPOINT_EVERY), 2, S, M) if keep else (0,)
-    return (torch.empty(B, L, M, **f32), torch.empty(B, L, M, **f32), torch.empty(B, M, S, **f32),
+    yv = (B, L, M) if var else (0,)
+    return (torch.empty(B, L, M, **f32), torch.empty(yv, **f32), torch.empty(B, M, S, **f32),
             torch.empty(B, M, S, **f32), torch.empty(ck, **f32))
 
 
 @torch.library.custom_op("bayesfilt::kla_scan_triton_backward", mutates_args=())
 def _scan_bwd_op(v: torch.Tensor, lv: torch.Tensor, k: torch.Tensor, q: torch.Tensor, a: torch.Tensor,
-                 p: torch.Tensor, ck: torch.Tensor, gy: torch.Tensor, gyv: torch.Tensor, glam: torch.Tensor,
-                 geta: torch.Tensor, prior: bool, tune: str, poison: bool
+                 p: torch.Tensor, ck: torch.Tensor, gy: torch.Tensor, gyv: Optional[torch.Tensor],
+                 glam: torch.Tensor, geta: torch.Tensor, prior: bool, tune: str, poison: bool
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward launch: the gradients of v, lv (as per-s-block partial sums, float32, (NSB, B, L, M)), of
     k, q (per-m-block partial sums, float32, (NMB, B, L, S)), of a, p (their dtypes) and of lam0, eta0
     (float32). The partial sums are summed by the autograd backward (``_scan_backward``), outside this
-    op, so that under torch.compile the sums fuse with the ops that consume the gradients."""
+    op, so that under torch.compile the sums fuse with the ops that consume the gradients. ``gyv`` None
+    says that y_var is not wanted (not computed, or no gradient reaches it): the kernels then run
+    without g_yvar (VAR=False), and no [B, L, M] zeros stand in for it."""
     plan = _op_plan(v, k, tune, "bwd")
     gv, glv, gk, gq, gaT, gpT, glam0, geta0 = scan_backward(
-        _c(v), _c(lv), _c(k), _c(q), _T(a), _T(p), _c(gy.float()), _c(gyv.float()), ck,
+        _c(v), _c(lv), _c(k), _c(q), _T(a), _T(p), _c(gy.float()), None if gyv is None else _c(gyv.float()), ck,
         _T(glam.float()), _T(geta.float()), plan, prior, poison)
     return gv, glv, gk, gq, _T(gaT).to(a.dtype), _T(gpT).to(p.dtype), _T(glam0), _T(geta0)
 
@@ -427,9 +449,9 @@ def _scan_bwd_op_fake(v, lv, k, q, a, p, ck, gy, gyv, glam, geta, prior, tune, p
 
 
 def _scan_setup_context(ctx, inputs, output):
-    v, lv, k, q, a, p, lam0, eta0, prior, keep, tune, poison = inputs
+    v, lv, k, q, a, p, lam0, eta0, prior, keep, tune, poison, var = inputs
     ctx.save_for_backward(v, lv, k, q, a, p, output[4])
-    ctx.prior, ctx.tune, ctx.poison = prior, tune, poison
+    ctx.prior, ctx.tune, ctx.poison, ctx.var = prior, tune, poison, var
     ctx.state_dtypes = (lam0.dtype, eta0.dtype)
 
 
@@ -437,20 +459,24 @@ def _scan_backward(ctx, gy, gyv, glam, geta, gck):
     v, lv, k, q, a, p, ck = ctx.saved_tensors
     B, L, M = v.shape
     S = k.shape[-1]
-    zl, zs = v.new_zeros(B, L, M, dtype=torch.float32), v.new_zeros(B, M, S, dtype=torch.float32)
+    zs = v.new_zeros(B, M, S, dtype=torch.float32)
+    # g_yvar only where y_var was computed and a gradient reached it (under torch.compile an unused
+    # output's gradient may arrive as zeros: then it is passed on, the same values); otherwise None, no
+    # [B, L, M] zeros (the kernels run without the variance's adjoint)
+    gyv = gyv if ctx.var and gyv is not None else None
     grads = torch.ops.bayesfilt.kla_scan_triton_backward(
-        v, lv, k, q, a, p, ck, zl if gy is None else gy, zl if gyv is None else gyv,
+        v, lv, k, q, a, p, ck, v.new_zeros(B, L, M, dtype=torch.float32) if gy is None else gy, gyv,
         zs if glam is None else glam, zs if geta is None else geta, ctx.prior, ctx.tune, ctx.poison)
     gv, glv, gk, gq = (_fold(g).to(x.dtype) for g, x in zip(grads[:4], (v, lv, k, q)))
     g_lam0, g_eta0 = (g.to(dt) for g, dt in zip(grads[6:], ctx.state_dtypes))
-    return (gv, glv, gk, gq, *grads[4:6], g_lam0, g_eta0, None, None, None, None)
+    return (gv, glv, gk, gq, *grads[4:6], g_lam0, g_eta0, None, None, None, None, None)
 
 
 _scan_op.register_autograd(_scan_backward, setup_context=_scan_setup_context)
 
 
 def kla_scan_triton(v, lambda_v, k, q, a_bar, p_bar, initial_state=None, prior_readout=False, *,
-                    _num_chunks=None, _tune=None, _poison=False):
+                    variance=True, _num_chunks=None, _tune=None, _poison=False):
     """Fused Triton KLA scan over L tokens, differentiable (exact gradients).
 
     Args:
@@ -460,10 +486,12 @@ def kla_scan_triton(v, lambda_v, k, q, a_bar, p_bar, initial_state=None, prior_r
         initial_state: None (lam_0 = 1, eta_0 = 0) or ``(lam0, eta0)`` of shape (B, M, S),
             lam0 > 0.
         prior_readout: read out the one-step-ahead prior (a mu_t, a^2/lam_t + p).
+        variance: False: y_var is None, and the kernels neither compute y_var nor (backward) load
+            its gradient; y, the final state and every gradient are those of the default.
 
     Returns:
-        ``(y, y_var, lam_L, eta_L)``: (B, L, M), (B, L, M), (B, M, S), (B, M, S), float32.
-        Gradients flow to every input and to the initial state.
+        ``(y, y_var, lam_L, eta_L)``: (B, L, M), (B, L, M) (None without ``variance``), (B, M, S),
+        (B, M, S), float32. Gradients flow to every input and to the initial state.
 
     Example:
         >>> import torch
@@ -486,8 +514,9 @@ def kla_scan_triton(v, lambda_v, k, q, a_bar, p_bar, initial_state=None, prior_r
     keep = torch.is_grad_enabled() and any(
         t.requires_grad for t in (v, lambda_v, k, q, a_bar, p_bar, lam0, eta0))
     y, y_var, lam_L, eta_L, _ = torch.ops.bayesfilt.kla_scan_triton(
-        v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, bool(prior_readout), keep, _tune_str(tune), bool(_poison))
-    return y, y_var, lam_L, eta_L
+        v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, bool(prior_readout), keep, _tune_str(tune), bool(_poison),
+        bool(variance))
+    return y, (y_var if variance else None), lam_L, eta_L
 
 
 def kla_step_triton(v, lambda_v, k, q, a_bar, p_bar, lam, eta, prior_readout=False, *, _poison=False):
