@@ -314,6 +314,71 @@ def test_triton_backend_layer_gradients_and_decode_under_interpreter(tmp_path):
     assert err < 1e-5, err
 
 
+TRITON_LAYER_NO_VARIANCE_SCRIPT = r'''
+import os
+os.environ["TRITON_INTERPRET"] = "1"
+import torch
+torch.set_num_threads(1)
+from bayesfilt.nn import KLAConfig, KLALayer
+x = torch.randn(2, 7, 4, generator=torch.Generator().manual_seed(1))
+
+
+def run(be, return_variance):
+    """Output, prefill output and state, and every gradient of a loss of y (and the state) alone."""
+    torch.manual_seed(0)
+    layer = KLALayer(4, KLAConfig(d_state=2, backend=be))
+    with torch.no_grad():
+        layer.p_raw.uniform_(-1, 1)
+    xi = x.clone().requires_grad_(True)
+    out = layer(xi, return_variance=return_variance)
+    y = out[0] if return_variance else out
+    y.square().sum().backward()
+    grads = [xi.grad] + [p.grad for p in layer.parameters()]
+    layer.zero_grad()
+    xs = x[:, :5].clone().requires_grad_(True)
+    out = layer(xs, state=layer.init_state(2), return_variance=return_variance)
+    y5, st = out[0], out[-1]
+    (y5.square().sum() + st.kla.eta.sum()).backward()
+    return [y, y5, st.kla.lam, st.kla.eta] + grads + [xs.grad] + [p.grad for p in layer.parameters()]
+
+
+off, ref, on = run("triton", False), run("reference", False), run("triton", True)
+errs = [float((a.detach() - b.detach()).norm() / b.detach().norm().clamp_min(1e-30)) for a, b in zip(off, ref)]
+print("MAXERR", max(errs))
+print("SAME", all(torch.equal(a, b) for a, b in zip(off, on)))
+torch.manual_seed(0)
+layer = KLALayer(4, KLAConfig(d_state=2, backend="triton"))
+xc, xe = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+yc = torch.compile(layer, fullgraph=True)(xc)
+yc.square().sum().backward()
+ye = layer(xe)
+ye.square().sum().backward()
+print("COMPILED", float((yc - ye).abs().max() / ye.abs().max()), float((xc.grad - xe.grad).abs().max() / xe.grad.abs().max()))
+'''
+
+
+def test_triton_layer_without_variance_under_interpreter(tmp_path):
+    """Without ``return_variance`` the layer's scan runs without the variance (``kla_scan(variance=False)``:
+    the Triton kernels skip y_var and g_yvar). Under the interpreter (a fresh process): the output, the
+    prefill's output and state and every gradient of a loss of y equal backend "reference"'s, and equal
+    bit for bit those of the same layer with ``return_variance=True`` (the variance-on kernels, a zero
+    g_yvar: what the layer ran before); torch.compile(fullgraph) of the layer (inductor on the CPU)
+    reproduces one forward and backward."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "tri_novar.py"
+    script.write_text(TRITON_LAYER_NO_VARIANCE_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES=""))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert float(out.split("MAXERR")[-1].split()[0]) < 1e-5, out
+    assert out.split("SAME")[-1].split()[0] == "True", out
+    y_err, g_err = (float(e) for e in out.split("COMPILED")[-1].split()[:2])
+    assert y_err < 1e-5 and g_err < 1e-5, out
+
+
 def test_skip_is_a_per_channel_vector_on_the_convolved_input_as_documented():
     """The skip term is ``y += skip ⊙ u`` with skip: [M] and u = SiLU(conv(z)) (before gate and
     out_proj, variance unchanged), and KLAConfig/KLALayer/docs say exactly that (it deviates from

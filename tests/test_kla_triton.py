@@ -505,6 +505,135 @@ def test_torch_compile_and_cuda_graph():
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+def _variance_pair(B, L, M, S, *, init, prior, num_chunks=None, tune=None, seed=0):
+    """The scan with ``variance=True`` and ``variance=False`` on the same inputs and a loss of y and the
+    final state only: y, lam_L, eta_L and every gradient of both runs, and the off run's y_var (None).
+    The on run's loss adds ``0 * y_var``, so a zero g_yvar [B, L, M] reaches its backward and it runs
+    the kernels built with the variance (VAR=True), as every backward did before variance on demand."""
+    kla = _kernels()
+    xs = _inputs(B, L, M, S, seed=seed)
+    if not init:
+        xs[6], xs[7] = torch.ones_like(xs[6]), torch.zeros_like(xs[7])
+    g = torch.Generator().manual_seed(seed + 1)
+    w = [torch.randn(*sh, generator=g, dtype=torch.float64).to(DEV).float() for sh in [(B, L, M), (B, M, S), (B, M, S)]]
+    runs = []
+    for var in (True, False):
+        xt = [x.detach().float().requires_grad_() for x in xs]
+        y, yv, lam, eta = kla.kla_scan_triton(*xt[:6], initial_state=(xt[6], xt[7]) if init else None,
+                                              prior_readout=prior, variance=var, _num_chunks=num_chunks, _tune=tune,
+                                              _poison=True)
+        loss = (y * w[0]).sum() + (lam * w[1]).sum() + (eta * w[2]).sum()
+        if var:
+            assert yv is not None and yv.shape == y.shape and torch.isfinite(yv).all()
+            loss = loss + (yv * 0.0).sum()
+        else:
+            assert yv is None
+        loss.backward()
+        grads = [x.grad for x in (xt if init else xt[:6])]
+        assert all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+        runs.append([o.detach() for o in (y, lam, eta)] + grads)
+    return runs
+
+
+@pytest.mark.parametrize("B,L,M,S,init,prior,nc,tune", [
+    (2, 19, 5, 3, True, False, None, None),                     # a partial last block, initial state
+    (2, 19, 5, 3, False, True, None, None),                     # prior readout, no initial state
+    (1, 27, 21, 4, True, True, 2, None),                        # 2 time chunks (MODE 1 summaries), partial m-block
+    (1, 27, 21, 4, False, False, 2, None),
+    (2, 27, 21, 4, True, False, 2, {"bwd_rel": 1, "bwd_alg": 1}),   # block-relative loads, shorter adjoint
+    (1, 19, 32, 4, True, True, None, {"bwd_rel": 1, "bwd_alg": 1}),  # no lane masks, prior readout
+    (1, 19, 32, 4, False, False, None, {"bwd_alg": 1}),
+    (1, 13, 3, 20, True, True, None, {"fwd_defer": 0, "bwd_defer": 0}),   # per-token stores, two s-blocks
+    (1, 13, 6, 3, True, False, None, {"bwd_group": 4, "fwd_stages": 2, "bwd_stages": 2}),   # pipelined loops
+])
+def test_variance_off_matches_variance_on(B, L, M, S, init, prior, nc, tune):
+    """``variance=False`` (the kernels built with VAR=False: no y_var in the forward, no g_yvar in the
+    backward) gives y, the final state and every gradient of the variance-on kernels whose y_var
+    receives a zero gradient: bit for bit under the interpreter (the same operations in the same order,
+    g_yvar's terms left out instead of added as zeros), within a tenth of the bound on a GPU (separately
+    compiled kernels: bit identity is not promised there). Posterior and prior readout, with and without
+    an initial state, time chunks, a partial last block, ``bwd_rel`` / ``bwd_alg``, per-token and
+    deferred stores, the pipelined loops."""
+    on, off = _variance_pair(B, L, M, S, init=init, prior=prior, num_chunks=nc, tune=tune, seed=L + M)
+    names = ("y", "lam_L", "eta_L") + tuple("grad_" + n for n in NAMES)
+    if DEV == "cuda":
+        rel = {n: _rel(a, b) for n, a, b in zip(names, off, on)}
+        assert all(e <= RTOL / 10 for e in rel.values()), rel
+    else:
+        diff = {n: float((a - b).abs().max()) for n, a, b in zip(names, off, on) if not torch.equal(a, b)}
+        assert not diff, f"variance off differs from on (max abs difference): {diff}"
+    # and the variance-off run is within the bound of the float64 reference (y_var's weight 0)
+    xs = _inputs(B, L, M, S, seed=L + M)
+    if not init:
+        xs[6], xs[7] = torch.ones_like(xs[6]), torch.zeros_like(xs[7])
+    g = torch.Generator().manual_seed(L + M + 1)
+    w = [torch.randn(*sh, generator=g, dtype=torch.float64).to(DEV).float().double()
+         for sh in [(B, L, M), (B, M, S), (B, M, S)]]
+    out_r, g_r = _reference(xs, prior, True, [w[0], torch.zeros_like(w[0]), w[1], w[2]])
+    ref = [out_r[0], out_r[2], out_r[3]] + list(g_r if init else g_r[:6])
+    errs = {n: _rel(a, b) for n, a, b in zip(names, off, ref)}
+    assert all(e <= RTOL for e in errs.values()), errs
+
+
+def test_variance_off_passes_no_g_yvar(monkeypatch):
+    """Without the variance the backward gets no g_yvar (None: no [B, L, M] zeros are made) and the
+    forward returns y_var None. With the variance, g_yvar is passed on, also when no gradient reaches
+    y_var (autograd then materialises zeros for it, as before: the variance-on kernels run)."""
+    kla = _kernels()
+    seen = []
+    real = kla.scan_backward
+
+    def spy(v, lv, k, q, aT, pT, gy, gyv, *rest, **kw):
+        seen.append(gyv is None)
+        return real(v, lv, k, q, aT, pT, gy, gyv, *rest, **kw)
+
+    monkeypatch.setattr(kla, "scan_backward", spy)
+    xs = [x.float().requires_grad_() for x in _inputs(1, 9, 3, 2, seed=2)[:6]]
+    y, yv, lam, eta = kla.kla_scan_triton(*xs, variance=False)
+    assert yv is None
+    y.sum().backward()
+    y, yv, lam, eta = kla.kla_scan_triton(*xs, variance=True)
+    (y.sum() + lam.sum()).backward()
+    y, yv, lam, eta = kla.kla_scan_triton(*xs, variance=True)
+    (y.sum() + yv.sum()).backward()
+    assert seen == [True, False, False]
+    from bayesfilt.errors import BayesfiltTypeError
+    from bayesfilt.nn.functional import kla_scan
+    with pytest.raises(BayesfiltTypeError, match="variance"):
+        kla_scan(*[x.detach() for x in xs], variance="no", backend="torch")
+
+
+def test_variance_off_ops_and_compile():
+    """The custom ops without the variance: the fake forward's (0,) y_var placeholder and the backward
+    with g_yvar None agree with the real ops (``torch.library.opcheck``), and torch.compile(fullgraph)
+    of a loss of y and the final state reproduces the eager loss and gradients."""
+    kla = _kernels()
+    xs = [x.float() for x in _inputs(2, 19, 8, 5, seed=12)]
+    ops = torch.ops.bayesfilt
+    fwd_args = (*xs, True, True, "", False, False)
+    torch.library.opcheck(ops.kla_scan_triton, fwd_args, test_utils=("test_schema", "test_faketensor"))
+    out = ops.kla_scan_triton(*fwd_args)
+    assert out[1].shape == (0,) and out[1].dtype == torch.float32
+    g = [torch.randn(2, 19, 8, device=DEV), None, torch.randn(2, 8, 5, device=DEV), torch.randn(2, 8, 5, device=DEV)]
+    torch.library.opcheck(ops.kla_scan_triton_backward, (*xs[:6], out[4], *g, True, "", False),
+                          test_utils=("test_schema", "test_faketensor"))
+
+    def loss_fn(*a):
+        y, yv, lam, eta = kla.kla_scan_triton(*a[:6], initial_state=(a[6], a[7]), variance=False)
+        assert yv is None
+        return (y * y).sum() + (lam * a[6]).sum() + eta.sum()
+
+    leaves = [x.clone().requires_grad_() for x in xs]
+    ref = loss_fn(*leaves)
+    g_ref = torch.autograd.grad(ref, leaves)
+    compiled = torch.compile(loss_fn, fullgraph=True, backend="inductor" if HAS_CUDA else "aot_eager")
+    out = compiled(*leaves)
+    g_out = torch.autograd.grad(out, leaves)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=0)
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_chunk_maps_keep_float32_precision_as_precision_grows():
     """ā = 1, p̄ = 0 (precision grows without bound) over 64 time chunks. The slope of each chunk's
     affine map, a product of 64 factors ā g_t just below 1, drifted when carried as a product
@@ -610,6 +739,29 @@ def test_gpu_matrix_multi_warp(case, tune):
     the bound of the default."""
     B, L, M, S, init, prior, nc = case
     _check_same(B, L, M, S, tune, {}, init=init, prior=prior, num_chunks=nc)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("case,tune", [
+    (GPU_CASES[0], None),                                     # L = 1
+    (GPU_CASES[1], None),                                     # prior readout, no initial state, S = 5
+    (GPU_CASES[2], None),                                     # M = 100: a partial m-block
+    (GPU_CASES[4], None),                                     # 8 time chunks, no initial state
+    (GPU_CASES[5], None),                                     # L = 4097, prior readout, a partial last block
+    (GPU_CASES[6], None),                                     # S = 33, 16 time chunks
+    (GPU_CASES[2], {"bwd_rel": 1, "bwd_alg": 1}),             # the shorter backward, a partial m-block
+    (GPU_CASES[4], {"bwd_rel": 1, "bwd_alg": 1}),             # no lane masks, 8 time chunks
+    (GPU_CASES[5], {"bwd_rel": 1, "bwd_alg": 1}),             # prior readout
+    (GPU_CASES[4], {"fwd_defer": 0, "bwd_defer": 0}),         # per-token stores
+    (GPU_CASES[2], {"fwd_stages": 2, "bwd_stages": 2}),       # pipelined loops
+    (GPU_CASES[6], NO_PREFETCH),                              # without the prefetch
+])
+def test_gpu_matrix_variance_off(case, tune):
+    """Variance on demand compiled: ``variance=False`` against the variance-on kernels (zero g_yvar) and
+    the float64 reference (``test_variance_off_matches_variance_on``)."""
+    B, L, M, S, init, prior, nc = case
+    test_variance_off_matches_variance_on(B, L, M, S, init, prior, nc, tune)
 
 
 def _torch_f64(xs, prior, weights):

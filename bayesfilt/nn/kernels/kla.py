@@ -460,9 +460,10 @@ def _scan_backward(ctx, gy, gyv, glam, geta, gck):
     B, L, M = v.shape
     S = k.shape[-1]
     zs = v.new_zeros(B, M, S, dtype=torch.float32)
-    # g_yvar only where y_var was computed and a gradient reached it (under torch.compile an unused
-    # output's gradient may arrive as zeros: then it is passed on, the same values); otherwise None, no
-    # [B, L, M] zeros (the kernels run without the variance's adjoint)
+    # g_yvar only where y_var was computed (autograd materialises zeros for an output no gradient
+    # reached, so with the variance the variance-on kernels run, as before); without it None: no
+    # [B, L, M] zeros, and the kernels run without the variance's adjoint (the (0,) placeholder's
+    # gradient is dropped)
     gyv = gyv if ctx.var and gyv is not None else None
     grads = torch.ops.bayesfilt.kla_scan_triton_backward(
         v, lv, k, q, a, p, ck, v.new_zeros(B, L, M, dtype=torch.float32) if gy is None else gy, gyv,
