@@ -307,9 +307,11 @@ def test_check_backends_rows_pass_on_cpu(monkeypatch):
 
 
 def test_flags_are_bools():
-    """prior_readout="no" was read as True; validate likewise."""
+    """prior_readout="no" was read as True; validate likewise (and variance, a kla_scan flag)."""
     from bayesfilt.errors import BayesfiltError
     ins = random_inputs(1, 4, 2, 3, dtype=torch.float32)
+    with pytest.raises(BayesfiltError, match="variance"):
+        kla_scan(*ins[:6], variance="no")
     for kw in ({"prior_readout": "no"}, {"validate": "no"}):
         with pytest.raises(BayesfiltError, match=next(iter(kw))):
             kla_scan(*ins[:6], **kw)
@@ -390,3 +392,22 @@ def test_kla_step_rejects_bad_inputs():
         kla_step(kw["v"], *args[1:], state)
     with pytest.raises(BayesfiltError, match="state"):
         kla_step(*args, (state.lam,))
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("prior", [False, True])
+def test_variance_off_returns_none_and_the_same_rest(backend, prior):
+    """``variance=False``: y_var is None; y, the final state and the gradients of a loss of them are
+    those of ``variance=True`` bit for bit (these backends compute y_var and drop it; the Triton
+    kernels skip it: tests/test_kla_triton.py)."""
+    ins = random_inputs(2, 9, 3, 4, dtype=torch.float32, seed=5, with_initial_state=True)
+    runs = []
+    for variance in (True, False):
+        xs = [x.detach().clone().requires_grad_() for x in ins]
+        y, y_var, st = kla_scan(*xs[:6], initial_state=KLAState(xs[6], xs[7]), prior_readout=prior,
+                                variance=variance, backend=backend)
+        assert (y_var is None) == (not variance)
+        loss = y.square().sum() + st.lam.sum() + st.eta.sum()
+        runs.append([y, st.lam, st.eta] + list(torch.autograd.grad(loss, xs)))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
