@@ -283,7 +283,9 @@ class KLALayer(nn.Module):
             x: [B, L, d_model] input.
             state: a :class:`KLALayerState` to continue from (prefill any L, or decode L = 1);
                 None starts a fresh sequence and returns no state.
-            return_variance: also return the output variance [B, L, d_model].
+            return_variance: also return the output variance [B, L, d_model]. Without it the scan
+                runs without the variance (``kla_scan(..., variance=False)``: the Triton kernels skip
+                y_var and its gradient; the output and gradients are the same).
 
         Returns:
             ``y``; ``(y, y_var)``; ``(y, new_state)``; or ``(y, y_var, new_state)`` (class docstring).
