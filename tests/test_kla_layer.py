@@ -353,7 +353,8 @@ yc = torch.compile(layer, fullgraph=True)(xc)
 yc.square().sum().backward()
 ye = layer(xe)
 ye.square().sum().backward()
-print("COMPILED", float((yc - ye).abs().max() / ye.abs().max()), float((xc.grad - xe.grad).abs().max() / xe.grad.abs().max()))
+y_err = float((yc - ye).abs().max() / ye.abs().max())
+print("COMPILED", y_err, float((xc.grad - xe.grad).abs().max() / xe.grad.abs().max()))
 '''
 
 

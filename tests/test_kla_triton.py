@@ -547,6 +547,10 @@ def _variance_pair(B, L, M, S, *, init, prior, num_chunks=None, tune=None, seed=
     (1, 13, 6, 3, True, False, None, {"bwd_group": 4, "fwd_stages": 2, "bwd_stages": 2}),   # pipelined loops
 ])
 def test_variance_off_matches_variance_on(B, L, M, S, init, prior, nc, tune):
+    _check_variance_off(B, L, M, S, init, prior, nc, tune)
+
+
+def _check_variance_off(B, L, M, S, init, prior, nc, tune):
     """``variance=False`` (the kernels built with VAR=False: no y_var in the forward, no g_yvar in the
     backward) gives y, the final state and every gradient of the variance-on kernels whose y_var
     receives a zero gradient: bit for bit under the interpreter (the same operations in the same order,
@@ -759,9 +763,9 @@ def test_gpu_matrix_multi_warp(case, tune):
 ])
 def test_gpu_matrix_variance_off(case, tune):
     """Variance on demand compiled: ``variance=False`` against the variance-on kernels (zero g_yvar) and
-    the float64 reference (``test_variance_off_matches_variance_on``)."""
+    the float64 reference (``_check_variance_off``)."""
     B, L, M, S, init, prior, nc = case
-    test_variance_off_matches_variance_on(B, L, M, S, init, prior, nc, tune)
+    _check_variance_off(B, L, M, S, init, prior, nc, tune)
 
 
 def _torch_f64(xs, prior, weights):

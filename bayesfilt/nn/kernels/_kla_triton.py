@@ -178,9 +178,10 @@ def _prefetch_block(k_ptr, q_ptr, r0_ptr, r1_ptr, r2_ptr, r3_ptr, t0, b, L, M, S
     """Ask L2 for the k, q rows of this program's s-block for tokens
     t0 .. t0+CK-1 and, with NROWS = 2, 3 or 4, for its m-columns of r0, r1 (forward: v, Lv), r0..r2
     (backward without the variance: v, Lv, g_y) or r0..r3 (backward: v, Lv, g_y, g_yvar). Hints with
-    no result; nothing under the interpreter (no inline PTX there). All the programs of one sequence read the same k, q rows at about the same time, so
-    without it their first loads of a row wait for DRAM (Nsight Compute at 11fb0b0: the forward's and
-    backward's longest load stalls are on k, q; docs/kla_kernels.md, "Prefetch and layout")."""
+    no result; nothing under the interpreter (no inline PTX there). All the programs of one sequence
+    read the same k, q rows at about the same time, so without it their first loads of a row wait for
+    DRAM (Nsight Compute at 11fb0b0: the forward's and backward's longest load stalls are on k, q;
+    docs/kla_kernels.md, "Prefetch and layout")."""
     if FAST:
         ws = tl.minimum(SB, S - sb * SB)
         _prefetch_rows(k_ptr, t0, b, L, S, sb * SB, ws, CK)
