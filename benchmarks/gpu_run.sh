@@ -38,6 +38,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s13a       # (2 GPUs) GLA autotune cache (PACK_CACHE=1), session-12 GPU tests, KLA scan + layer rows
 #   bash benchmarks/gpu_run.sh COMMIT s13b       # (2 GPUs) conv tests + conv_bench.py on GPU 0, layer rows (conv variants, GLA) on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT s13c       # (2 GPUs) conv + scan-backward GPU tests and scan rows on GPU 0, layer rows on GPU 1
+#   bash benchmarks/gpu_run.sh COMMIT s13d       # (2 GPUs) the new defaults and variance on demand: GPU tests, scan rows + fla, layer rows
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -777,6 +778,40 @@ s13c)
     left=$(( ${S13_END:-565} - ($(date +%s) - T0) )); [ $left -lt 30 ] && left=30
     CUDA_VISIBLE_DEVICES=1 timeout $left python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
         --only $ROWS --out "$OUT/kla_layer_s13c.json" > "$LOG/kla_layer.log" 2>&1
+    el "kla_layer rc=$? (limit $left s)"; grep -E "^(kla|gla)" "$LOG/kla_layer.log" | cut -c1-330
+    ;;
+s13d)
+    # session 13's last call (kind nvidia-h200-x2; carry .tcache from s13c): the new defaults (window convolution
+    # backward, bwd_rel, bwd_alg) and the variance on demand. GPU 0: the scan's GPU tests under the new defaults
+    # (the matrix, variance off, the session-12 build, L = 65536, bf16), the layer's and the direct launches';
+    # then kla_scan.py's default rows (main, long, decode with its loop time, bf16; the session-12 backward as
+    # extra rows) and fla's chunk_gla in a child of the same run. GPU 1 meanwhile: one compiling step of every
+    # layer row; then, with the host quiet, the layer rows timed in one process.
+    export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
+    ROWS=${ROWS:-"kla_compiled kla_compiled_var kla_compiled_s12 kla gla_default gla_compiled kla_compiled_graphs"}
+    XROWS='[["main", {"bwd_rel": 0, "bwd_alg": 0}], ["long", {"bwd_rel": 0, "bwd_alg": 0}]]'
+    ( export CUDA_VISIBLE_DEVICES=1
+      timeout ${LAYER_WARM:-300} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
+          --only $ROWS --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
+      el "layer warm rc=$?" ) > "$LOG/warm_sub.log" 2>&1 &
+    lw=$!
+    export CUDA_VISIBLE_DEVICES=0
+    python3 benchmarks/kla_scan.py --warm-only --extra-rows "$XROWS" --warm-workers 6 > "$LOG/warm.log" 2>&1 &
+    sw=$!
+    timeout ${TESTS_TIMEOUT:-230} python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_kla_triton.py \
+        -k "gpu_matrix and not multi_warp or variance_off or gpu_long or gpu_bf16 or multi_warp and (case25 or case26)" \
+        tests/test_kla_layer_gpu.py tests/test_triton_launch.py --junitxml "$OUT/gpu_tests_s13d.xml" > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests.log" | tail -n 12
+    pkill -f pytest; wait $sw; el "scan warm rc=$?"
+    timeout ${KLA_TIMEOUT:-200} python3 benchmarks/kla_scan.py --extra-rows "$XROWS" --parity-L 512 --fla-timeout 120 \
+        --out "$OUT/kla_scan_s13d.json" > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 12 "$LOG/kla_scan.log"
+    unset CUDA_VISIBLE_DEVICES
+    wait $lw; cat "$LOG/warm_sub.log"; grep -v "^ " "$LOG/kla_layer_warm.log" | tail -n 8 | cut -c1-160
+    pkill -f "kla_scan.py"; pkill -f pytest; sleep 1
+    left=$(( ${S13_END:-570} - ($(date +%s) - T0) )); [ $left -lt 30 ] && left=30
+    CUDA_VISIBLE_DEVICES=1 timeout $left python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
+        --only $ROWS --out "$OUT/kla_layer_s13d.json" > "$LOG/kla_layer.log" 2>&1
     el "kla_layer rc=$? (limit $left s)"; grep -E "^(kla|gla)" "$LOG/kla_layer.log" | cut -c1-330
     ;;
 mad)

@@ -161,10 +161,26 @@ def idle_gaps(prof, n: int, top: int = 12) -> dict:
 #: (the convolution's backward variant: bayesfilt.nn.kernels.conv._BWD_TILES, benchmarks/conv_bench.py;
 #: the scan backward's bwd_rel, bwd_alg and s-block width: bayesfilt.nn.kernels.kla, docs/kla_kernels.md)
 #: kla_compiled_s12: the kernels as built before session 13's defaults (recompute convolution backward,
-#: bwd_rel 0, bwd_alg 0)
+#: bwd_rel 0, bwd_alg 0; and the variance computed, VARIANCE_ROWS)
 ROW_DEFAULTS = {"kla_compiled_s12": {("conv", "_BWD_VARIANT"): "recompute", ("kla", "_BWD_REL"): 0,
                                     ("kla", "_BWD_ALG"): 0},
                 "kla_compiled_convsplit": {("conv", "_BWD_VARIANT"): "split"}}
+
+
+#: rows whose layer also returns its variance (the scan computes y_var; the loss uses y only): the
+#: cost of the variance, which the layer skips since session 13 when it is not asked for
+VARIANCE_ROWS = ("kla_compiled_var", "kla_compiled_s12")
+
+
+class WithVariance(torch.nn.Module):
+    """``layer(x, return_variance=True)``: (y, y_var)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(x, return_variance=True)
 
 
 @contextlib.contextmanager
@@ -259,7 +275,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", default=None,
                     help="time only these rows (e.g. kla kla_compiled; kla_compiled_conv1d: the compiled layer with "
                          "its convolution through F.conv1d on a transposed copy, as before session 12; "
-                         "kla_compiled_s12, kla_compiled_convsplit: other kernel defaults, ROW_DEFAULTS)")
+                         "kla_compiled_s12, kla_compiled_convsplit: other kernel defaults, ROW_DEFAULTS; kla_compiled_var: "
+                         "the layer asked for its variance)")
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     B, L, D = args.batch, args.length, args.d_model
@@ -301,6 +318,8 @@ def main(argv=None) -> int:
             runs["kla_compiled_conv1d"] = conv1d_path
             for name in ROW_DEFAULTS:          # the compiled layer with other kernel defaults
                 runs[name] = lambda: torch.compile(KLALayer(D, KLAConfig()).to(device))
+            for name in VARIANCE_ROWS:         # ... asked for its variance (computed, left out of the loss)
+                runs[name] = lambda: torch.compile(WithVariance(KLALayer(D, KLAConfig()).to(device)))
         if device == "cuda" and not args.no_torch_backend:
             runs["kla_torch_backend"] = lambda: KLALayer(D, KLAConfig(backend="torch"))
         if fla_available() and device == "cuda":
