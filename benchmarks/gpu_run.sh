@@ -120,6 +120,22 @@ layer_gpu1() (   # the KLA layer beside fla's GLA on GPU 1: a compiling pass, th
         > "$LOG/kla_layer.log" 2>&1
     el "kla_layer rc=$?"
 )
+layer_warm_gpu1() {   # ROWS: one compiling step of each layer row on GPU 1, in the background (pid: $lw)
+    ( export CUDA_VISIBLE_DEVICES=1
+      timeout ${LAYER_WARM:-300} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
+          --only $ROWS --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
+      el "layer warm rc=$?" ) > "$LOG/warm_sub.log" 2>&1 &
+    lw=$!
+}
+layer_time_gpu1() {   # NAME: after layer_warm_gpu1, with every other benchmark and test process ended, the
+    # ROWS timed and profiled in one process on GPU 1 until S13_END s after the start: $OUT/kla_layer_NAME.json
+    wait $lw; cat "$LOG/warm_sub.log"; grep -v "^ " "$LOG/kla_layer_warm.log" | tail -n 9 | cut -c1-200
+    pkill -f "kla_scan.py"; pkill -f pytest; sleep 1
+    local left=$(( S13_END - ($(date +%s) - T0) )); [ $left -lt 30 ] && left=30
+    CUDA_VISIBLE_DEVICES=1 timeout $left python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
+        --only $ROWS --out "$OUT/kla_layer_$1.json" > "$LOG/kla_layer.log" 2>&1
+    el "kla_layer rc=$? (limit $left s)"; grep -E "^(kla|gla)" "$LOG/kla_layer.log" | cut -c1-330
+}
 kla_rows_s11() { # kla_scan.py's default rows plus, as extra rows, the defaults before session 11 (stages s11, k11)
     local X='[["main", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["long", {"fwd_l2pf": 0, "bwd_l2pf": 0, "bwd_ckpf": 0, "fwd_bm": 32, "fwd_mspec": 1}], ["main", {}]]'
     timeout ${WARM_TIMEOUT:-200} python3 benchmarks/kla_scan.py --warm-only --warm-workers 8 --extra-rows "$X" > "$LOG/warm.log" 2>&1
@@ -721,7 +737,8 @@ s13a)
     wait $gw; cat "$LOG/gla_warm_sub.log"; tail -n 3 "$LOG/gla_warm.log"
     ;;
 s13b)
-    # session 13's second call (kind nvidia-h200-x2; carry .tcache from s13a: GLA's autotuning results).
+    # session 13's second call (kind nvidia-h200-x2; carry .tcache from s13a: GLA's autotuning results; its rows
+    # kla_compiled_conv* are named as at 8b42d3b: kla_layer.py's ROW_DEFAULTS changed at 684eb35).
     # GPU 0: the fused convolution's GPU tests (every backward variant), then benchmarks/conv_bench.py (the
     # variants alone beside F.conv1d). GPU 1 meanwhile: one compiling step of every layer row. Then, with the
     # host quiet, GPU 1 times the layer rows in one process (KLA compiled with each convolution backward, KLA
@@ -729,25 +746,18 @@ s13b)
     # (device time per kernel, idle gaps, and which host op launched which kernels).
     export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
     ROWS="kla_compiled kla_compiled_convwin kla_compiled_convsplit kla gla_default gla_compiled kla_compiled_graphs"
-    ( export CUDA_VISIBLE_DEVICES=1
-      timeout ${LAYER_WARM:-300} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
-          --only $ROWS --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
-      el "layer warm rc=$?" ) > "$LOG/warm_sub.log" 2>&1 &
-    lw=$!
+    layer_warm_gpu1
     CUDA_VISIBLE_DEVICES=0 timeout ${TESTS_TIMEOUT:-170} python3 -m pytest -q -n 8 -p no:cacheprovider -rfE \
         tests/test_conv_triton.py --junitxml "$OUT/gpu_tests_s13b.xml" > "$LOG/gpu_tests.log" 2>&1
     el "conv tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests.log" | tail -n 12
     CUDA_VISIBLE_DEVICES=0 timeout ${CONV_TIMEOUT:-120} python3 benchmarks/conv_bench.py --out "$OUT/conv_bench_s13b.json" \
         > "$LOG/conv_bench.log" 2>&1
     el "conv_bench rc=$?"; tail -n 16 "$LOG/conv_bench.log"
-    wait $lw; cat "$LOG/warm_sub.log"; grep -v "^ " "$LOG/kla_layer_warm.log" | tail -n 9 | cut -c1-220
-    left=$(( ${S13_END:-560} - ($(date +%s) - T0) )); [ $left -lt 30 ] && left=30
-    CUDA_VISIBLE_DEVICES=1 timeout $left python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
-        --only $ROWS --out "$OUT/kla_layer_s13b.json" > "$LOG/kla_layer.log" 2>&1
-    el "kla_layer rc=$? (limit $left s)"; grep -v "^   " "$LOG/kla_layer.log" | tail -n 20 | cut -c1-400
+    S13_END=${S13_END:-560} layer_time_gpu1 s13b
     ;;
 s13c)
-    # session 13's third call (kind nvidia-h200-x2; carry .tcache from s13b). GPU 0: the GPU tests of the
+    # session 13's third call (kind nvidia-h200-x2; carry .tcache from s13b; rows named as at 465426c, see s13b).
+    # GPU 0: the GPU tests of the
     # convolution's variants (float64 reference now on the GPU) and of the scan backward's bwd_rel, bwd_alg
     # keys, then kla_scan.py's rows with and without them. GPU 1 meanwhile: one compiling step of every layer
     # row. Then, with the host quiet (GPU 0's processes gone), GPU 1 times the layer rows in one process:
@@ -756,11 +766,7 @@ s13c)
     export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
     ROWS=${ROWS:-"kla_compiled kla_compiled_convwin kla_compiled_fast_rel kla_compiled_fast kla gla_default gla_compiled kla_compiled_graphs"}
     KROWS='[["main", {}], ["main", {"bwd_rel": 1}], ["main", {"bwd_rel": 1, "bwd_alg": 1}], ["long", {}], ["long", {"bwd_rel": 1, "bwd_alg": 1}]]'
-    ( export CUDA_VISIBLE_DEVICES=1
-      timeout ${LAYER_WARM:-300} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
-          --only $ROWS --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
-      el "layer warm rc=$?" ) > "$LOG/warm_sub.log" 2>&1 &
-    lw=$!
+    layer_warm_gpu1
     export CUDA_VISIBLE_DEVICES=0
     python3 benchmarks/kla_scan.py --warm-only --rows "$KROWS" --warm-workers 6 > "$LOG/warm.log" 2>&1 &
     sw=$!
@@ -773,33 +779,25 @@ s13c)
         --out "$OUT/kla_scan_s13c.json" > "$LOG/kla_scan.log" 2>&1
     el "kla_scan rc=$?"; tail -n 8 "$LOG/kla_scan.log"
     unset CUDA_VISIBLE_DEVICES
-    wait $lw; cat "$LOG/warm_sub.log"; grep -v "^ " "$LOG/kla_layer_warm.log" | tail -n 9 | cut -c1-200
-    pkill -f "kla_scan.py"; pkill -f pytest; sleep 1
-    left=$(( ${S13_END:-565} - ($(date +%s) - T0) )); [ $left -lt 30 ] && left=30
-    CUDA_VISIBLE_DEVICES=1 timeout $left python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
-        --only $ROWS --out "$OUT/kla_layer_s13c.json" > "$LOG/kla_layer.log" 2>&1
-    el "kla_layer rc=$? (limit $left s)"; grep -E "^(kla|gla)" "$LOG/kla_layer.log" | cut -c1-330
+    S13_END=${S13_END:-565} layer_time_gpu1 s13c
     ;;
 s13d)
     # session 13's last call (kind nvidia-h200-x2; carry .tcache from s13c): the new defaults (window convolution
     # backward, bwd_rel, bwd_alg) and the variance on demand. GPU 0: the scan's GPU tests under the new defaults
-    # (the matrix, variance off, the session-12 build, L = 65536, bf16), the layer's and the direct launches';
+    # (the matrix, variance off, the session-12 build, L = 65536, bf16), the layer's and the direct launches'
+    # (at 684eb35 the -k filter also deselected these two files; it names them since);
     # then kla_scan.py's default rows (main, long, decode with its loop time, bf16; the session-12 backward as
     # extra rows) and fla's chunk_gla in a child of the same run. GPU 1 meanwhile: one compiling step of every
     # layer row; then, with the host quiet, the layer rows timed in one process.
     export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
     ROWS=${ROWS:-"kla_compiled kla_compiled_var kla_compiled_s12 kla gla_default gla_compiled kla_compiled_graphs"}
     XROWS='[["main", {"bwd_rel": 0, "bwd_alg": 0}], ["long", {"bwd_rel": 0, "bwd_alg": 0}]]'
-    ( export CUDA_VISIBLE_DEVICES=1
-      timeout ${LAYER_WARM:-300} python3 benchmarks/kla_layer.py --no-torch-backend --compile --iters 1 --warmup 1 \
-          --only $ROWS --out /tmp/kla_layer_warm.json > "$LOG/kla_layer_warm.log" 2>&1
-      el "layer warm rc=$?" ) > "$LOG/warm_sub.log" 2>&1 &
-    lw=$!
+    layer_warm_gpu1
     export CUDA_VISIBLE_DEVICES=0
     python3 benchmarks/kla_scan.py --warm-only --extra-rows "$XROWS" --warm-workers 6 > "$LOG/warm.log" 2>&1 &
     sw=$!
     timeout ${TESTS_TIMEOUT:-230} python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests/test_kla_triton.py \
-        -k "gpu_matrix and not multi_warp or variance_off or gpu_long or gpu_bf16 or multi_warp and (case25 or case26)" \
+        -k "gpu_matrix and not multi_warp or variance_off or gpu_long or gpu_bf16 or multi_warp and (case25 or case26) or test_kla_layer_gpu or test_triton_launch" \
         tests/test_kla_layer_gpu.py tests/test_triton_launch.py --junitxml "$OUT/gpu_tests_s13d.xml" > "$LOG/gpu_tests.log" 2>&1
     el "gpu tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests.log" | tail -n 12
     pkill -f pytest; wait $sw; el "scan warm rc=$?"
@@ -807,12 +805,7 @@ s13d)
         --out "$OUT/kla_scan_s13d.json" > "$LOG/kla_scan.log" 2>&1
     el "kla_scan rc=$?"; tail -n 12 "$LOG/kla_scan.log"
     unset CUDA_VISIBLE_DEVICES
-    wait $lw; cat "$LOG/warm_sub.log"; grep -v "^ " "$LOG/kla_layer_warm.log" | tail -n 8 | cut -c1-160
-    pkill -f "kla_scan.py"; pkill -f pytest; sleep 1
-    left=$(( ${S13_END:-570} - ($(date +%s) - T0) )); [ $left -lt 30 ] && left=30
-    CUDA_VISIBLE_DEVICES=1 timeout $left python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
-        --only $ROWS --out "$OUT/kla_layer_s13d.json" > "$LOG/kla_layer.log" 2>&1
-    el "kla_layer rc=$? (limit $left s)"; grep -E "^(kla|gla)" "$LOG/kla_layer.log" | cut -c1-330
+    S13_END=${S13_END:-570} layer_time_gpu1 s13d
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

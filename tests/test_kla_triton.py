@@ -457,6 +457,21 @@ def test_plan_chunks_cover_time():
             assert p.LC % kla.CHECKPOINT_EVERY == 0 and p.NC * p.LC >= L > (p.NC - 1) * p.LC
 
 
+def _assert_compiled_matches_eager(loss_fn, xs):
+    """torch.compile(loss_fn, fullgraph=True) (inductor with CUDA, else aot_eager) reproduces the eager
+    loss and its gradients with respect to every tensor of xs; returns the eager (loss, gradients)."""
+    leaves = [x.clone().requires_grad_() for x in xs]
+    ref = loss_fn(*leaves)
+    g_ref = torch.autograd.grad(ref, leaves)
+    compiled = torch.compile(loss_fn, fullgraph=True, backend="inductor" if HAS_CUDA else "aot_eager")
+    out = compiled(*leaves)
+    g_out = torch.autograd.grad(out, leaves)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=0)
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    return ref, g_ref
+
+
 def test_torch_compile_and_cuda_graph():
     """The scan is one opaque pair of custom ops: torch.compile(fullgraph=True) traces it with no
     graph break and reproduces the eager loss and gradients; with CUDA, one CUDA graph captures
@@ -477,15 +492,7 @@ def test_torch_compile_and_cuda_graph():
          torch.randn(2, 8, 5, device=DEV)]
     torch.library.opcheck(ops.kla_scan_triton_backward, (*xs[:6], ck, *g, False, "", False),
                           test_utils=("test_schema", "test_faketensor"))
-    leaves = [x.clone().requires_grad_() for x in xs]
-    ref = loss_fn(*leaves)
-    g_ref = torch.autograd.grad(ref, leaves)
-    compiled = torch.compile(loss_fn, fullgraph=True, backend="inductor" if HAS_CUDA else "aot_eager")
-    out = compiled(*leaves)
-    g_out = torch.autograd.grad(out, leaves)
-    torch.testing.assert_close(out, ref, rtol=1e-6, atol=0)
-    for a, b in zip(g_out, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    ref, g_ref = _assert_compiled_matches_eager(loss_fn, xs)
     if HAS_CUDA:
         static = [x.clone().requires_grad_() for x in xs]
         side = torch.cuda.Stream()
@@ -627,15 +634,7 @@ def test_variance_off_ops_and_compile():
         assert yv is None
         return (y * y).sum() + (lam * a[6]).sum() + eta.sum()
 
-    leaves = [x.clone().requires_grad_() for x in xs]
-    ref = loss_fn(*leaves)
-    g_ref = torch.autograd.grad(ref, leaves)
-    compiled = torch.compile(loss_fn, fullgraph=True, backend="inductor" if HAS_CUDA else "aot_eager")
-    out = compiled(*leaves)
-    g_out = torch.autograd.grad(out, leaves)
-    torch.testing.assert_close(out, ref, rtol=1e-6, atol=0)
-    for a, b in zip(g_out, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    _assert_compiled_matches_eager(loss_fn, xs)
 
 
 def test_chunk_maps_keep_float32_precision_as_precision_grows():

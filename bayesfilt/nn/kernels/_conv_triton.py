@@ -61,17 +61,24 @@ def _conv_fwd_kernel(z_ptr, w_ptr, b_ptr, u_ptr, L, C, szb, szt,
 
 
 @triton.jit
+def _program_channels(b_ptr, C, BC: tl.constexpr):
+    """A backward program's (token-range index, sequence b, channels c [1, BC], their mask, bias [1, BC]
+    in float32): grid (token ranges, channel blocks, sequences)."""
+    pid_t = tl.program_id(0)
+    b = tl.program_id(2).to(tl.int64)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)[None, :]          # [1, BC]
+    cmask = c < C
+    bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
+    return pid_t, b, c, cmask, bias
+
+
+@triton.jit
 def _conv_bwd_kernel(z_ptr, w_ptr, b_ptr, g_ptr, gz_ptr, gw_ptr, gb_ptr, L, C, szb, szt, NT, TCH,
                      K: tl.constexpr, KP: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, SILU: tl.constexpr):
     """Tokens [pid_t TCH, (pid_t + 1) TCH) of one sequence in [BT, BC] tiles; the partial sums of dw
     and dbias over those tokens go to row b NT + pid_t of gw [B NT, C, K] and gb [B NT, C]."""
-    pid_t = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    c = pid_c * BC + tl.arange(0, BC)[None, :]                     # [1, BC]
-    cmask = c < C
+    pid_t, b, c, cmask, bias = _program_channels(b_ptr, C, BC)
     zb = z_ptr + b * szb
-    bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
     taps = tl.arange(0, KP)[:, None]                               # [KP, 1]: tap j of dw
     gw = tl.zeros([KP, BC], dtype=tl.float32)                      # sum_t d_t z_{t-K+1+j}
     gb = tl.zeros([1, BC], dtype=tl.float32)                       # sum_t d_t
@@ -124,13 +131,8 @@ def _conv_bwd_d_kernel(z_ptr, w_ptr, b_ptr, g_ptr, d_ptr, gw_ptr, gb_ptr, L, C, 
     b NT + pid_t of gw [B NT, C, K] and gb [B NT, C]).
 
     With a_s = w_{K-1-s} (0 for s >= K): pre_t = bias + sum_s a_s z_{t-s}, dw_{K-1-s} = sum_t d_t z_{t-s}."""
-    pid_t = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    c = pid_c * BC + tl.arange(0, BC)[None, :]                     # [1, BC]
-    cmask = c < C
+    pid_t, b, c, cmask, bias = _program_channels(b_ptr, C, BC)
     zs = z_ptr + b * szb
-    bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
     a0 = _tap(w_ptr, c, cmask, K, 0)
     a1 = _tap(w_ptr, c, cmask, K, 1)
     a2 = _tap(w_ptr, c, cmask, K, 2)
