@@ -547,9 +547,9 @@ def _variance_pair(B, L, M, S, *, init, prior, num_chunks=None, tune=None, seed=
     (2, 19, 5, 3, False, True, None, None),                     # prior readout, no initial state
     (1, 27, 21, 4, True, True, 2, None),                        # 2 time chunks (MODE 1 summaries), partial m-block
     (1, 27, 21, 4, False, False, 2, None),
-    (2, 27, 21, 4, True, False, 2, {"bwd_rel": 1, "bwd_alg": 1}),   # block-relative loads, shorter adjoint
-    (1, 19, 32, 4, True, True, None, {"bwd_rel": 1, "bwd_alg": 1}),  # no lane masks, prior readout
-    (1, 19, 32, 4, False, False, None, {"bwd_alg": 1}),
+    (2, 27, 21, 4, True, False, 2, {"bwd_rel": 0, "bwd_alg": 0}),   # session 12's backward (the defaults: None)
+    (1, 19, 32, 4, True, True, None, {"bwd_rel": 1, "bwd_alg": 0}),  # no lane masks, prior readout
+    (1, 19, 32, 4, False, False, None, {"bwd_rel": 0, "bwd_alg": 1}),
     (1, 13, 3, 20, True, True, None, {"fwd_defer": 0, "bwd_defer": 0}),   # per-token stores, two s-blocks
     (1, 13, 6, 3, True, False, None, {"bwd_group": 4, "fwd_stages": 2, "bwd_stages": 2}),   # pipelined loops
 ])
@@ -726,13 +726,14 @@ W2_BM64 = {**W2, "fwd_bm": 64, "bwd_bm": 64}
     (GPU_CASES[5], {"fwd_l2pf": 4, "bwd_l2pf": 1}),           # other prefetch distances, prior readout
     (GPU_CASES[6], {"fwd_mspec": 0, "fwd_bm": 16}),           # the 16-channel build with time chunks, S = 33
     (GPU_CASES[1], {"fwd_l2pf": 1, "bwd_l2pf": 4}),           # L = 3: no whole block
-    (GPU_CASES[2], {"bwd_rel": 1}),                           # block-relative backward loads, a partial m-block
-    (GPU_CASES[5], {"bwd_rel": 1}),                           # prior readout, a partial last block
-    (GPU_CASES[6], {"bwd_rel": 1}),                           # S = 33 (masked s-lanes), 16 time chunks
-    (GPU_CASES[4], {"bwd_rel": 1}),                           # M = 32, S = 16: no lane masks, 8 time chunks
-    (GPU_CASES[2], {"bwd_rel": 1, "bwd_alg": 1}),             # and the shorter adjoint arithmetic
-    (GPU_CASES[5], {"bwd_alg": 1}),                           # prior readout
-    (GPU_CASES[4], {"bwd_rel": 1, "bwd_alg": 1}),             # no lane masks, 8 time chunks
+    (GPU_CASES[2], {"bwd_rel": 1, "bwd_alg": 0}),             # block-relative loads alone, a partial m-block
+    (GPU_CASES[5], {"bwd_rel": 1, "bwd_alg": 0}),             # prior readout, a partial last block
+    (GPU_CASES[6], {"bwd_rel": 1, "bwd_alg": 0}),             # S = 33 (masked s-lanes), 16 time chunks
+    (GPU_CASES[4], {"bwd_rel": 1, "bwd_alg": 0}),             # M = 32, S = 16: no lane masks, 8 time chunks
+    (GPU_CASES[2], {"bwd_rel": 0, "bwd_alg": 1}),             # the shorter adjoint arithmetic alone
+    (GPU_CASES[5], {"bwd_rel": 0, "bwd_alg": 1}),             # prior readout
+    (GPU_CASES[4], {"bwd_rel": 0, "bwd_alg": 1}),             # no lane masks, 8 time chunks
+    # (both keys are the defaults since session 13: the cases with tune {} above run them)
     (GPU_CASES[2], {"bwd_rel": 0, "bwd_alg": 0}),             # the backward before they were the defaults
     (GPU_CASES[5], {"bwd_rel": 0, "bwd_alg": 0}),
 ])
@@ -753,9 +754,9 @@ def test_gpu_matrix_multi_warp(case, tune):
     (GPU_CASES[4], None),                                     # 8 time chunks, no initial state
     (GPU_CASES[5], None),                                     # L = 4097, prior readout, a partial last block
     (GPU_CASES[6], None),                                     # S = 33, 16 time chunks
-    (GPU_CASES[2], {"bwd_rel": 1, "bwd_alg": 1}),             # the shorter backward, a partial m-block
-    (GPU_CASES[4], {"bwd_rel": 1, "bwd_alg": 1}),             # no lane masks, 8 time chunks
-    (GPU_CASES[5], {"bwd_rel": 1, "bwd_alg": 1}),             # prior readout
+    (GPU_CASES[2], {"bwd_rel": 0, "bwd_alg": 0}),             # session 12's backward, a partial m-block
+    (GPU_CASES[4], {"bwd_rel": 1, "bwd_alg": 0}),             # no lane masks, 8 time chunks
+    (GPU_CASES[5], {"bwd_rel": 0, "bwd_alg": 1}),             # prior readout
     (GPU_CASES[4], {"fwd_defer": 0, "bwd_defer": 0}),         # per-token stores
     (GPU_CASES[2], {"fwd_stages": 2, "bwd_stages": 2}),       # pipelined loops
     (GPU_CASES[6], NO_PREFETCH),                              # without the prefetch

@@ -214,7 +214,7 @@ def _tap(w_ptr, c, cmask, K: tl.constexpr, s: tl.constexpr):
 def _put(ptr, t, v, T0, T1, c, cmask, C):
     """Row t of dz [L, C] at ptr (tokens [T0, T1) of this program only)."""
     tb = t + tl.zeros_like(c)
-    tl.store(ptr + tb * C + c, v.to(ptr.dtype.element_ty), mask=cmask & (tb >= T0) & (tb < T1))
+    tl.store(ptr + tb.to(tl.int64) * C + c, v.to(ptr.dtype.element_ty), mask=cmask & (tb >= T0) & (tb < T1))
 
 
 @triton.jit

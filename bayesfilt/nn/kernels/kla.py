@@ -335,8 +335,9 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     ``*_stages`` 1, 2 or 3 (default 1, no pipelining; 2 and 3 were slower: "Pipelined loads"; the
     pipelined loops have no prefetch and no checkpoint a block ahead); ``*_l2pf`` 0, 1, 2 or 4 and
     ``*_pfrows`` 0 or 1 (the prefetch hints), ``bwd_ckpf`` and ``fwd_mspec`` 0 or 1 ("Prefetch and
-    layout"); ``bwd_rel`` and ``bwd_alg`` 0 or 1 (default 0: fewer instructions per backward block,
-    "Instruction counts")."""
+    layout"); ``bwd_rel`` and ``bwd_alg`` 0 or 1 (default 1 since session 13: fewer instructions per
+    backward block, "Instruction counts"; 0 gives session 12's backward; the pipelined backward,
+    ``bwd_stages`` > 1, has neither)."""
     B, L, M = shape
     num_chunks = tune.get("num_chunks")
     if num_chunks is None and pass_ == "bwd":          # (the forward's own plan makes this choice itself)
@@ -358,7 +359,8 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
                      l2pf=l2pf if stages == 1 else 0,
                      pfrows=bool(_key(tune, pass_ + "_pfrows", _PFROWS, (0, 1), "pass 0 or 1")),
                      ckpf=bool(ckpf) and pass_ == "bwd" and stages == 1,
-                     rel=bool(rel) and pass_ == "bwd", alg=bool(alg) and pass_ == "bwd")
+                     rel=bool(rel) and pass_ == "bwd" and stages == 1,   # (the pipelined backward
+                     alg=bool(alg) and pass_ == "bwd" and stages == 1)   # has neither)
 
 
 def _bwd_blocks(M, S, tune: dict) -> tuple:
