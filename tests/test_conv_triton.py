@@ -119,6 +119,10 @@ def test_conv_backward_refuses_unknown_variant():
     z = torch.zeros(1, 4, 6)
     with pytest.raises(BayesfiltValueError, match="variant"):
         conv_backward(z, torch.zeros(6, 4), torch.zeros(6), z, True, variant="nope")
+    with pytest.raises(BayesfiltValueError, match="tiles"):          # a tile the variant does not have
+        conv_backward(z, torch.zeros(6, 4), torch.zeros(6), z, True, variant="window", BT=8)
+    with pytest.raises(BayesfiltValueError, match="TCH"):            # a program's tokens not whole tiles
+        conv_backward(z, torch.zeros(6, 4), torch.zeros(6), z, True, variant="recompute", TCH=12)
 
 
 def test_conv_kernels_compile_for_sm90():

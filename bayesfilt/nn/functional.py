@@ -395,6 +395,11 @@ def _check_outputs(outs, validate: bool, dtype):
 
 
 # ============================================================================ public API
+def _to_or_none(x, dtype):
+    """x in ``dtype``, or None for an output not asked for (y_var without ``variance``)."""
+    return None if x is None else x.to(dtype)
+
+
 def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_readout: bool = False,
              variance: bool = True, backend: str = "auto", validate: bool = True):
     """Run the KLA diagonal information filter over a sequence (docs/math/kla.md).
@@ -442,6 +447,10 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
         ...     torch.randn(B, L, S), torch.full((M, S), 0.9), torch.full((M, S), 0.01))
         >>> y.shape, st.lam.shape
         (torch.Size([2, 10, 4]), torch.Size([2, 4, 3]))
+        >>> y2, no_var, _ = kla_scan(torch.randn(B, L, M), torch.ones(B, L, M), torch.randn(B, L, S),
+        ...     torch.randn(B, L, S), torch.full((M, S), 0.9), torch.full((M, S), 0.01), variance=False)
+        >>> no_var is None
+        True
     """
     prior_readout, validate = check_bool(prior_readout, "prior_readout"), check_bool(validate, "validate")
     variance = check_bool(variance, "variance")
@@ -454,8 +463,7 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
         y, y_var, lam, eta = _check_outputs(fn(v, lambda_v, k, q, a_bar, p_bar,
                                 initial_state=None if initial_state is None else (lam0.float(), eta0.float()),
                                 prior_readout=bool(prior_readout), variance=variance), validate, torch.float32)
-        y_var = y_var.to(out_dtype) if variance else None
-        return y.to(out_dtype), y_var, KLAState(lam, eta)                      # saturated in the kernels
+        return y.to(out_dtype), _to_or_none(y_var, out_dtype), KLAState(lam, eta)   # saturated in the kernels
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)] + [lam0, eta0]
     if backend == "reference":
         y, y_var, lam, eta = kla_scan_reference(*args, prior_readout=bool(prior_readout))
@@ -463,7 +471,7 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
         y, y_var, lam, eta = torch.ops.bayesfilt.kla_scan(*args, bool(prior_readout))
     y_var = y_var if variance else None                 # computed by these backends, dropped unasked
     y, y_var, lam, eta = _check_outputs((y, y_var, lam, eta), validate, compute)
-    return y.to(out_dtype), (y_var.to(out_dtype) if variance else None), _saturated(lam, eta)
+    return y.to(out_dtype), _to_or_none(y_var, out_dtype), _saturated(lam, eta)
 
 
 def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = False, backend: str = "auto",

@@ -43,14 +43,19 @@ def _pre(z_ptr, w_ptr, bias, tau, c, cmask, L, szt, K: tl.constexpr):
 
 
 @triton.jit
+def _tile(C, BT: tl.constexpr, BC: tl.constexpr):
+    """A [BT, BC] tile's (sequence b, tokens t [BT, 1], channels c [1, BC], their mask): grid (token
+    tiles, channel blocks, sequences)."""
+    b = tl.program_id(2).to(tl.int64)
+    t = tl.program_id(0) * BT + tl.arange(0, BT)[:, None]          # [BT, 1]
+    c = tl.program_id(1) * BC + tl.arange(0, BC)[None, :]          # [1, BC]
+    return b, t, c, c < C
+
+
+@triton.jit
 def _conv_fwd_kernel(z_ptr, w_ptr, b_ptr, u_ptr, L, C, szb, szt,
                      K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, SILU: tl.constexpr):
-    pid_t = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    t = pid_t * BT + tl.arange(0, BT)[:, None]                     # [BT, 1]
-    c = pid_c * BC + tl.arange(0, BC)[None, :]                     # [1, BC]
-    cmask = c < C
+    b, t, c, cmask = _tile(C, BT, BC)
     bias = tl.load(b_ptr + c, mask=cmask, other=0.0).to(tl.float32)
     pre = _pre(z_ptr + b * szb, w_ptr, bias, t, c, cmask, L, szt, K)
     if SILU:
@@ -171,12 +176,7 @@ def _conv_bwd_d_kernel(z_ptr, w_ptr, b_ptr, g_ptr, d_ptr, gw_ptr, gb_ptr, L, C, 
 @triton.jit
 def _conv_bwd_dz_kernel(d_ptr, w_ptr, gz_ptr, L, C, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
     """dz_t = sum_i w_{K-1-i} d_{t+i} on a [BT, BC] tile of one sequence; d [B, L, C] contiguous."""
-    pid_t = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    t = pid_t * BT + tl.arange(0, BT)[:, None]                     # [BT, 1]
-    c = pid_c * BC + tl.arange(0, BC)[None, :]                     # [1, BC]
-    cmask = c < C
+    b, t, c, cmask = _tile(C, BT, BC)
     gz = tl.zeros([BT, BC], dtype=tl.float32)
     for i in tl.static_range(K):
         tau = t + i

@@ -42,6 +42,7 @@ _WIDE_K = 4                                      # the widest kernel "split" and
 assert _TCH % _BT_BWD == 0, "a backward program's tokens must be whole tiles (else dw, dbias count tokens twice)"
 
 
+
 def _channels_contiguous(z: torch.Tensor) -> torch.Tensor:
     """z with contiguous channels (a column slice of a wider tensor is kept as it is)."""
     return z if z.stride(-1) == 1 else z.contiguous()
@@ -70,6 +71,10 @@ def conv_backward(z, weight, bias, g, silu: bool, variant: str | None = None, **
         raise value_error("variant", f"is {variant!r}", f"pass one of {sorted(_BWD_TILES)}")
     if Kw > _WIDE_K:
         variant = "recompute"
+    unknown = sorted(set(tiles) - set(_BWD_TILES[variant]))
+    if unknown:
+        raise value_error("tiles", f"name {unknown} for variant {variant!r}",
+                          f"pass only {sorted(_BWD_TILES[variant])}")
     tile = {**_BWD_TILES[variant], **tiles}
     TCH, BC, warps = tile["TCH"], tile["BC"], tile["warps"]
     if variant != "window" and TCH % tile["BT"]:
@@ -81,13 +86,12 @@ def conv_backward(z, weight, bias, g, silu: bool, variant: str | None = None, **
     gw = torch.empty(B * NT, C, Kw, device=z.device, dtype=torch.float32)
     gb = torch.empty(B * NT, C, device=z.device, dtype=torch.float32)
     grid = (NT, triton.cdiv(C, BC), B)
+    args = (z, w, b, g, gz, gw, gb, L, C, z.stride(0), z.stride(1), NT, TCH)   # recompute and window
     if variant == "recompute":
-        launches = [(K._conv_bwd_kernel, grid, (z, w, b, g, gz, gw, gb, L, C, z.stride(0), z.stride(1), NT, TCH),
+        launches = [(K._conv_bwd_kernel, grid, args,
                      dict(K=Kw, KP=triton.next_power_of_2(Kw), BT=tile["BT"], BC=BC, SILU=silu, num_warps=warps))]
     elif variant == "window":
-        launches = [(K._conv_bwd_window_kernel, grid,
-                     (z, w, b, g, gz, gw, gb, L, C, z.stride(0), z.stride(1), NT, TCH),
-                     dict(K=Kw, BC=BC, SILU=silu, num_warps=warps))]
+        launches = [(K._conv_bwd_window_kernel, grid, args, dict(K=Kw, BC=BC, SILU=silu, num_warps=warps))]
     else:                                        # split: without SiLU d = g, so nothing is written
         d = torch.empty(B, L, C, device=z.device, dtype=torch.float32) if silu else g
         launches = [(K._conv_bwd_d_kernel, grid, (z, w, b, g, d, gw, gb, L, C, z.stride(0), z.stride(1), NT, TCH),
