@@ -357,6 +357,73 @@ def test_shorter_backward_arithmetic_interpreted():
     _check_same(1, 19, 32, 4, {"bwd_alg": 1, "bwd_rel": 0}, BWD_S12, inexact=grads, init=True, prior=True)
 
 
+#: the backward's adjoint in moment form (tune key bwd_mom)
+MOM = {"bwd_mom": 1}
+
+
+def test_moment_form_adjoint_interpreted():
+    """``bwd_mom`` 1: the backward recomputes and differentiates the covariance form (w, mu) instead of the
+    information form (docs/math/kla.md, "The adjoint in moment form"): other formulas, so every gradient
+    is compared with the float64 reference (within its bound), here with gradients reaching the final
+    state too (its adjoint is converted to (w_L, mu_L) before the kernels, and the initial state's
+    back to (lam_0, eta_0) after them). Block-relative loads and the default stores, time chunks (the
+    chunk summaries of the moment-form adjoint), the prior readout, a partial m-block and last block,
+    L = 1, per-token stores without block-relative loads, the pipelined loop; the forward is unchanged."""
+    from bayesfilt.nn.kernels.kla import _scan_plan
+    v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
+    assert _scan_plan(v, k, MOM, "bwd").mom and not _scan_plan(v, k, MOM, "fwd").mom
+    assert _scan_plan(v, k, {**MOM, "bwd_stages": 2}, "bwd").mom      # the pipelined loop has it too
+    with pytest.raises(ValueError, match="bwd_mom"):
+        _scan_plan(v, k, {"bwd_mom": 2}, "bwd")
+    _check(2, 27, 21, 4, init=True, prior=True, num_chunks=2, tune=MOM)
+    _check(1, 19, 32, 4, init=False, prior=False, tune=MOM)
+    _check(2, 45, 5, 3, init=True, prior=False, num_chunks=3, tune=MOM)
+    _check(2, 1, 5, 3, init=True, prior=True, tune=MOM)
+    _check(1, 19, 21, 4, init=True, prior=False, tune={**MOM, "bwd_rel": 0, "bwd_defer": 0})
+    _check(1, 27, 21, 4, init=True, prior=True, num_chunks=2, tune={**MOM, "bwd_stages": 2})
+    _check_variance_off(2, 27, 21, 4, True, False, 2, MOM)
+    _check_variance_off(1, 19, 5, 3, True, True, None, MOM)
+
+
+def _p0_gradients(B, L, M, S, *, prior, num_chunks=None, tune=None, a_range=(0.05, 0.3), seed=11, ref=None):
+    """p = 0 with a well below 1 (lam_t ~ a^(-2t) leaves float32's range within 30-80 tokens): the
+    gradients of a loss on y and y_var (none reaches the final state, which saturates) through the
+    Triton backward, against the float64 ``ref`` (default: autograd of the sequential reference)."""
+    xs = _inputs(B, L, M, S, seed=seed, a_range=a_range, p_range=(0.0, 0.0))
+    g = torch.Generator().manual_seed(seed + 1)
+    w = [torch.randn(B, L, M, generator=g, dtype=torch.float64).to(DEV) for _ in range(2)]
+    if ref is None:
+        xr = [x.detach().double().requires_grad_() for x in xs]
+        out = kla_scan_reference(*xr, prior_readout=prior)
+        sum((o * wi).sum() for o, wi in zip(out[:2], w)).backward()
+        g_r = [x.grad for x in xr]
+    else:
+        g_r = ref(xs, prior, w)
+    kla = _kernels()
+    xt = [x.detach().float().requires_grad_() for x in xs]
+    out = kla.kla_scan_triton(*xt[:6], initial_state=(xt[6], xt[7]), prior_readout=prior,
+                              _num_chunks=num_chunks, _tune=tune, _poison=True)
+    sum((o * wi.float()).sum() for o, wi in zip(out[:2], w)).backward()
+    errs = {}
+    for name, a, b in zip(NAMES, [x.grad for x in xt], g_r):
+        assert torch.isfinite(b).all(), f"reference grad {name} non-finite"
+        assert torch.isfinite(a).all(), f"grad {name}: non-finite"
+        errs[name] = _rel(a, b)
+    bad = {k: v for k, v in errs.items() if not v <= RTOL}
+    assert not bad, f"rel RMS over {RTOL}: {bad} (all: {errs})"
+
+
+def test_moment_form_adjoint_p0_interpreted():
+    """p = 0, a in (0.05, 0.3): the information form's lam_t passes float32's range within ~30 tokens;
+    its adjoint (``bwd_mom`` 0) gives NaN gradients here, while the forward, which runs the covariance
+    form, stays finite. The moment-form adjoint's factors are bounded: every gradient finite and within
+    the bound of the float64 reference, also across time chunks (their summaries) and with the prior
+    readout, where the gradient of p, 0 in the forward, is exact."""
+    _p0_gradients(1, 200, 5, 4, prior=False, tune=MOM)
+    _p0_gradients(2, 131, 5, 3, prior=True, num_chunks=3, tune=MOM)
+    _p0_gradients(1, 64, 21, 4, prior=False, num_chunks=2, tune={**MOM, "bwd_stages": 2}, a_range=(0.5, 0.9))
+
+
 def test_both_passes_take_the_forward_chunk_count(monkeypatch):
     """Without ``num_chunks`` the backward is cut into as many time chunks as the forward (its own
     narrower tile would leave B=1, L=65536, M=1024 unchunked on the H200's 132 multiprocessors:
@@ -738,6 +805,14 @@ W2_BM64 = {**W2, "fwd_bm": 64, "bwd_bm": 64}
     # (both keys are the defaults since session 13: the cases with tune {} above run them)
     (GPU_CASES[2], {"bwd_rel": 0, "bwd_alg": 0}),             # the backward before they were the defaults
     (GPU_CASES[5], {"bwd_rel": 0, "bwd_alg": 0}),
+    (GPU_CASES[0], MOM),                                      # the moment-form adjoint: L = 1
+    (GPU_CASES[1], MOM),                                      # prior readout, no initial state, S = 5
+    (GPU_CASES[2], MOM),                                      # a partial m-block
+    (GPU_CASES[4], MOM),                                      # 8 time chunks (the adjoint's chunk summaries)
+    (GPU_CASES[5], MOM),                                      # L = 4097, prior readout, a partial last block
+    (GPU_CASES[6], MOM),                                      # S = 33, 16 time chunks
+    (GPU_CASES[4], {**MOM, "bwd_rel": 0, "bwd_defer": 0}),   # per-token stores, absolute loads
+    (GPU_CASES[2], {**MOM, "bwd_stages": 2}),                # the pipelined loop
 ])
 def test_gpu_matrix_multi_warp(case, tune):
     """Programs of 2 or 4 warps (tune keys ``fwd_warps`` / ``bwd_warps``, with ``*_bm`` 64 too), the pipelined
@@ -802,6 +877,24 @@ def test_gpu_long_sequence_65536(nc, kw):
     assert all(torch.isfinite(o).all() for o in out_t)
     bad = {k: v for k, v in errs.items() if not v <= RTOL}
     assert not bad, f"rel RMS over {RTOL}: {bad} (all: {errs})"
+
+
+def _torch_f64_y(xs, prior, weights):
+    """float64 gradients of a loss on y and y_var through the parallel torch scans (``_torch_f64``)."""
+    from bayesfilt.nn.functional import kla_scan
+    xr = [x.detach().double().requires_grad_() for x in xs]
+    y, yv, _ = kla_scan(*xr[:6], initial_state=(xr[6], xr[7]), prior_readout=prior, backend="torch")
+    ((y * weights[0]).sum() + (yv * weights[1]).sum()).backward()
+    return [x.grad for x in xr]
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("nc,prior,a_range", [(None, False, (0.3, 0.9)), (32, True, (0.05, 0.3)),
+                                              (None, False, (0.99, 0.9999))])
+def test_gpu_p0_moment_adjoint_65536(nc, prior, a_range):
+    """p = 0 over L = 65536 (``bwd_mom`` 1): every gradient finite and within the bound of float64."""
+    _p0_gradients(1, 65536, 8, 16, prior=prior, num_chunks=nc, tune=MOM, a_range=a_range, ref=_torch_f64_y)
 
 
 @pytest.mark.gpu

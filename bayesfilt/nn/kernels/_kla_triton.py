@@ -514,31 +514,153 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
                 Xq = gy * mu                            # d/dq: g_y mu
         ga = _keep(ga_n, ga, valid, MASKED)
         gp = _keep(gp_n, gp, valid, MASKED)
-        # Gphi = Hl_t, Gu = He_t
-        R1 = tl.sum(He_t * kk, axis=0, keep_dims=True)                # sum_s Gu k
-        R2 = tl.sum(Hl_t * k2, axis=0, keep_dims=True)                # sum_s Gphi k^2
-        if DEFER_G:                                     # row I % G of the [G, BM] tiles
-            rows = tl.arange(0, DEFER_G)[:, None]
-            gvt = tl.where(rows == I % DEFER_G, lv * R1, gvt)                   # dv
-            glvt = tl.where(rows == I % DEFER_G, R2 + vv * R1, glvt)            # dLv
-        else:
-            orow = (sb.to(tl.int64) * B + b) * L + tok
-            tl.store(gv_ptr + orow * M + m, lv * R1, mask=om)                   # dv
-            tl.store(glv_ptr + orow * M + m, R2 + vv * R1, mask=om)             # dLv
-        Xk = lv * ((2.0 * kk) * Hl_t + vv * He_t)
-        gk = tl.sum(Xk, axis=1, keep_dims=True)         # sum over this block's m
-        gq = tl.sum(Xq, axis=1, keep_dims=True)
-        if DEFER_G:                                     # column I % G of the [SB, G] tiles
-            cols = tl.arange(0, DEFER_G)[None, :]
-            gkt = tl.where(cols == I % DEFER_G, gk, gkt)
-            gqt = tl.where(cols == I % DEFER_G, gq, gqt)
-        else:
-            krow = (pid_m.to(tl.int64) * B + b) * L + tok
-            tl.store(gk_ptr + krow * S + s, gk, mask=_live(smask, s, tok, t_end, MASKED))
-            tl.store(gq_ptr + krow * S + s, gq, mask=_live(smask, s, tok, t_end, MASKED))
+        # Gphi = Hl_t, Gu = He_t (information form: dlam_t/dphi_t = deta_t/du_t = 1)
+        gvt, glvt, gkt, gqt = _gput(Hl_t, He_t, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I, tok, t_end,
+                                    gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s,
+                                    mmask, smask, om, MASKED, DEFER_G)
         _gstore(gvt, glvt, gkt, gqt, I, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
                 b, pid_m, sb, B, L, M, S, m, s, mmask, smask, 0, DEFER_G)
     return Hl_o, He_o, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt
+
+
+@triton.jit
+def _frec_m(w, mu, tok, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s,
+            mmask, smask, MASKED: tl.constexpr, FAST: tl.constexpr, I: tl.constexpr = -1):
+    """Recompute one step (token tok) in covariance form from the state (w, mu) before it, with the
+    forward's operations in the forward's order (``_fwd_block``, MODE 0): the same states, bit for bit."""
+    valid = tok < t_end
+    vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
+                          MASKED, I)
+    phi = lv * kk * kk                                  # phi_t = Lv_t k_t^2
+    uu = lv * vv * kk                                   # u_t = Lv_t v_t k_t
+    P = a2 * w + p                                      # P_t = a^2 w_{t-1} + p
+    g = _rcp(1.0 + phi * P, FAST)                       # g_t = 1/(1 + phi_t P_t)
+    w_n = P * g                                         # w_t = P_t g_t
+    amu = a * mu
+    mu_n = amu + w_n * (uu - phi * amu)                 # mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1})
+    return _keep(w_n, w, valid, MASKED), _keep(mu_n, mu, valid, MASKED)
+
+
+@triton.jit
+def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p,
+            v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
+            b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
+            SUMMARY: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
+            I: tl.constexpr, DEFER_G: tl.constexpr, REL: tl.constexpr = False, VAR: tl.constexpr = True):
+    """Adjoint of one step in covariance (moment) form (tune key ``bwd_mom``; docs/math/kla.md,
+    "The adjoint in moment form"), given the state (w, mu) before it and the adjoint (Hw, Hm) of
+    (w_t, mu_t) from later steps; returns the adjoint of (w_{t-1}, mu_{t-1}) and the accumulators.
+
+    Every factor is bounded (g_t, a g_t, a^2 g_t^2 <= 1; w, mu as in the forward), so that p = 0,
+    where the information form's lam_t grows like a^(-2t), stays finite; one reciprocal per step
+    (g_t, also computed by ``_frec_m``) instead of the information form's two. Loads, stores and
+    the constexprs DEFER_G, REL, VAR, SUMMARY as in ``_brec``; (cww, cwm, cmm) are the chunk
+    summary's map (Hw, Hm)_start = [[cww, cwm], [0, cmm]] (Hw, Hm)_end + offsets.
+    """
+    tok = t0 + I
+    valid = tok < t_end
+    vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
+                          MASKED, I if REL else -1)
+    om = _live(mmask, m, tok, t_end, MASKED)
+    if REL:
+        gy = tl.load((gy_ptr + I * M) + m, mask=om, other=0.0)     # row I of the block, then the lanes
+        if VAR:
+            gyv = tl.load((gyv_ptr + I * M) + m, mask=om, other=0.0)
+    else:
+        row = b.to(tl.int64) * L + tok
+        gy = tl.load(gy_ptr + row * M + m, mask=om, other=0.0)
+        if VAR:
+            gyv = tl.load(gyv_ptr + row * M + m, mask=om, other=0.0)
+    k2 = kk * kk
+    phi = lv * k2                                       # phi_t = Lv k^2 (as _frec_m rounds it)
+    uu = lv * vv * kk                                   # u_t = Lv v k
+    P = a2 * wp + p                                     # P_t = a^2 w_{t-1} + p
+    g = _rcp(1.0 + phi * P, FAST)                       # g_t = 1/(1 + phi_t P_t)
+    w = P * g                                           # w_t = P_t g_t
+    amu = a * mup                                       # a mu_{t-1}
+    nu = uu - phi * amu                                 # nu_t = u_t - phi_t a mu_{t-1}
+    mu = amu + w * nu                                   # mu_t = a mu_{t-1} + w_t nu_t
+    if VAR:
+        q2 = qq * qq
+    if PRIOR:
+        Hm_t = Hm + gy * qq * a                         # y = sum q a mu_t
+        if VAR:
+            Hw_t = Hw + gyv * q2 * a2                   # y_var = sum q^2 (a^2 w_t + p)
+        else:
+            Hw_t = Hw
+    else:
+        Hm_t = Hm + gy * qq                             # y = sum q mu_t
+        if VAR:
+            Hw_t = Hw + gyv * q2                        # y_var = sum q^2 w_t
+        else:
+            Hw_t = Hw
+    X = Hw_t + Hm_t * nu                                # dL/dw_t through w_t and mu_t = ... + w_t nu_t
+    GP = (g * g) * X                                    # dL/dP_t (dw_t/dP_t = g_t^2)
+    ag = a * g
+    Hw_o = _keep(a2 * GP, Hw, valid, MASKED)            # P_t = a^2 w_{t-1} + p
+    Hm_o = _keep(ag * Hm_t, Hm, valid, MASKED)          # dmu_t/dmu_{t-1} = a (1 - phi_t w_t) = a g_t
+    if SUMMARY:
+        al = a2 * (g * g)                               # d(Hw_{t-1})/d(Hw_t) = a^2 g_t^2
+        cwm = _keep(al * cwm + (al * nu) * cmm, cwm, valid, MASKED)   # d(Hw_{t-1})/d(Hm_t) = a^2 g_t^2 nu_t
+        cww = _keep(al * cww, cww, valid, MASKED)
+        cmm = _keep(ag * cmm, cmm, valid, MASKED)
+    else:
+        Gu = Hm_t * w                                   # dL/du_t = Hm_t w_t
+        Gphi = -w * (w * X + amu * Hm_t)                # dL/dphi_t: dw_t/dphi = -w_t^2, dmu_t/dphi = -w_t (w_t nu_t + a mu_{t-1})
+        ga_n = ga + GP * ((2.0 * a) * wp) + Hm_t * (g * mup)   # dP_t/da = 2 a w_{t-1}, dmu_t/da = g_t mu_{t-1}
+        gp_n = gp + GP                                  # dP_t/dp = 1
+        if PRIOR:
+            if VAR:
+                ga_n = ga_n + gy * qq * mu + gyv * q2 * (2.0 * a) * w           # d/da of y, y_var
+                gp_n = gp_n + gyv * q2                                          # d/dp of y_var
+                Xq = gy * a * mu + 2.0 * qq * gyv * (a2 * w + p)                # d/dq of y, y_var
+            else:
+                ga_n = ga_n + gy * qq * mu              # d/da of y = sum q a mu
+                Xq = gy * a * mu                        # d/dq of y
+        else:
+            if VAR:
+                Xq = gy * mu + 2.0 * qq * gyv * w       # d/dq: g_y mu + 2 q g_yvar w
+            else:
+                Xq = gy * mu                            # d/dq: g_y mu
+        ga = _keep(ga_n, ga, valid, MASKED)
+        gp = _keep(gp_n, gp, valid, MASKED)
+        gvt, glvt, gkt, gqt = _gput(Gphi, Gu, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I, tok, t_end,
+                                    gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s,
+                                    mmask, smask, om, MASKED, DEFER_G)
+        _gstore(gvt, glvt, gkt, gqt, I, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
+                b, pid_m, sb, B, L, M, S, m, s, mmask, smask, 0, DEFER_G)
+    return Hw_o, Hm_o, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt
+
+
+@triton.jit
+def _gput(Gphi, Gu, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I: tl.constexpr, tok, t_end,
+          gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, om,
+          MASKED: tl.constexpr, DEFER_G: tl.constexpr):
+    """One token's input gradients from the adjoints Gphi = dL/dphi_t, Gu = dL/du_t per lane
+    (phi = Lv k^2, u = Lv v k) and Xq = dL/dq per lane: dv, dLv (sums over this program's s) and
+    dk, dq (sums over its m), stored now (DEFER_G 0) or put in row / column I % G of the tiles."""
+    R1 = tl.sum(Gu * kk, axis=0, keep_dims=True)        # sum_s Gu k
+    R2 = tl.sum(Gphi * k2, axis=0, keep_dims=True)      # sum_s Gphi k^2
+    if DEFER_G:                                         # row I % G of the [G, BM] tiles
+        rows = tl.arange(0, DEFER_G)[:, None]
+        gvt = tl.where(rows == I % DEFER_G, lv * R1, gvt)                   # dv
+        glvt = tl.where(rows == I % DEFER_G, R2 + vv * R1, glvt)            # dLv
+    else:
+        orow = (sb.to(tl.int64) * B + b) * L + tok
+        tl.store(gv_ptr + orow * M + m, lv * R1, mask=om)                   # dv
+        tl.store(glv_ptr + orow * M + m, R2 + vv * R1, mask=om)             # dLv
+    Xk = lv * ((2.0 * kk) * Gphi + vv * Gu)
+    gk = tl.sum(Xk, axis=1, keep_dims=True)             # sum over this block's m
+    gq = tl.sum(Xq, axis=1, keep_dims=True)
+    if DEFER_G:                                         # column I % G of the [SB, G] tiles
+        cols = tl.arange(0, DEFER_G)[None, :]
+        gkt = tl.where(cols == I % DEFER_G, gk, gkt)
+        gqt = tl.where(cols == I % DEFER_G, gq, gqt)
+    else:
+        krow = (pid_m.to(tl.int64) * B + b) * L + tok
+        tl.store(gk_ptr + krow * S + s, gk, mask=_live(smask, s, tok, t_end, MASKED))
+        tl.store(gq_ptr + krow * S + s, gq, mask=_live(smask, s, tok, t_end, MASKED))
+    return gvt, glvt, gkt, gqt
 
 
 @triton.jit
@@ -568,8 +690,11 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
              MODE: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
              DEFER_G: tl.constexpr = 0, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1,
              BM: tl.constexpr = 1, PFROWS: tl.constexpr = 0, REL: tl.constexpr = False,
-             ALG: tl.constexpr = False, VAR: tl.constexpr = True):
+             ALG: tl.constexpr = False, VAR: tl.constexpr = True, MOM: tl.constexpr = False):
     """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0.
+
+    MOM (tune key ``bwd_mom``): (l0, e0) is the state in covariance form (w, mu) and (Hl, He) the
+    adjoint of (w, mu): recompute and adjoint in moment form (``_frec_m``, ``_brec_m``; ALG unused).
 
     REL (tune key ``bwd_rel``; M and S are then compile-time constants): the block's loads address
     row (b, t0) of each input once, in int64, and token I's lanes from there (``_tok``, I >= 0), so
@@ -611,13 +736,22 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     else:
         vb, lvb, gyb, gyvb, kb, qb = v_ptr, lv_ptr, gy_ptr, gyv_ptr, k_ptr, q_ptr
     # recompute the 7 states after tokens t0 .. t0+6 (kept in registers)
-    l1, e1 = _frec(l0, e0, t0 + 0, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 0 if REL else -1, ALG)
-    l2, e2 = _frec(l1, e1, t0 + 1, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 1 if REL else -1, ALG)
-    l3, e3 = _frec(l2, e2, t0 + 2, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 2 if REL else -1, ALG)
-    l4, e4 = _frec(l3, e3, t0 + 3, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 3 if REL else -1, ALG)
-    l5, e5 = _frec(l4, e4, t0 + 4, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 4 if REL else -1, ALG)
-    l6, e6 = _frec(l5, e5, t0 + 5, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 5 if REL else -1, ALG)
-    l7, e7 = _frec(l6, e6, t0 + 6, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 6 if REL else -1, ALG)
+    if MOM:
+        l1, e1 = _frec_m(l0, e0, t0 + 0, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 0 if REL else -1)
+        l2, e2 = _frec_m(l1, e1, t0 + 1, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 1 if REL else -1)
+        l3, e3 = _frec_m(l2, e2, t0 + 2, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 2 if REL else -1)
+        l4, e4 = _frec_m(l3, e3, t0 + 3, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 3 if REL else -1)
+        l5, e5 = _frec_m(l4, e4, t0 + 4, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 4 if REL else -1)
+        l6, e6 = _frec_m(l5, e5, t0 + 5, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 5 if REL else -1)
+        l7, e7 = _frec_m(l6, e6, t0 + 6, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 6 if REL else -1)
+    else:
+        l1, e1 = _frec(l0, e0, t0 + 0, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 0 if REL else -1, ALG)
+        l2, e2 = _frec(l1, e1, t0 + 1, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 1 if REL else -1, ALG)
+        l3, e3 = _frec(l2, e2, t0 + 2, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 2 if REL else -1, ALG)
+        l4, e4 = _frec(l3, e3, t0 + 3, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 3 if REL else -1, ALG)
+        l5, e5 = _frec(l4, e4, t0 + 4, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 4 if REL else -1, ALG)
+        l6, e6 = _frec(l5, e5, t0 + 5, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 5 if REL else -1, ALG)
+        l7, e7 = _frec(l6, e6, t0 + 6, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 6 if REL else -1, ALG)
     # DEFER_G = G: [G, BM] tiles of dv, dLv and [SB, G] tiles of dk, dq (token t0 + i in row / column i % G)
     rows = tl.arange(0, DEFER_G if DEFER_G > 0 else 1)[:, None]
     cols = tl.arange(0, DEFER_G if DEFER_G > 0 else 1)[None, :]
@@ -629,10 +763,16 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     lams = (l0, l1, l2, l3, l4, l5, l6, l7)
     etas = (e0, e1, e2, e3, e4, e5, e6, e7)
     for i in tl.static_range(7, -1, -1):
-        Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
-            lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, vb,
-            lvb, kb, qb, gyb, gyvb, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
-            s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, ALG, VAR)
+        if MOM:
+            Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec_m(
+                lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, vb,
+                lvb, kb, qb, gyb, gyvb, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
+                s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, VAR)
+        else:
+            Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
+                lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, vb,
+                lvb, kb, qb, gyb, gyvb, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
+                s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, ALG, VAR)
     return Hl, He, ga, gp, cll, cle, cee
 
 
@@ -646,13 +786,21 @@ def _bwd_ckpt_raw(ck_ptr, b, NCK, t0, MSs, ms, lmask):
 
 
 @triton.jit
-def _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask):
-    """The state before the block starting at t0 from its checkpoint, in information form."""
-    ckb = (b.to(tl.int64) * NCK + t0 // BWD_CK) * 2 * MSs
-    w0 = tl.load(ck_ptr + ckb + ms, mask=lmask, other=1.0)
-    l0 = 1.0 / w0                                       # checkpoint (w, mu) -> (lam, eta)
-    e0 = tl.load(ck_ptr + ckb + MSs + ms, mask=lmask, other=0.0) * l0
-    return l0, e0
+def _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask, MOM: tl.constexpr = False):
+    """The state before the block starting at t0 from its checkpoint, in information form
+    (MOM: in covariance form, as stored)."""
+    w0, mu0 = _bwd_ckpt_raw(ck_ptr, b, NCK, t0, MSs, ms, lmask)
+    return _bwd_form(w0, mu0, MOM)
+
+
+@triton.jit
+def _bwd_form(w0, mu0, MOM: tl.constexpr):
+    """A checkpoint (w, mu) in the backward's form: (lam, eta) = (1/w, mu/w), or (w, mu) with MOM."""
+    if MOM:
+        return w0, mu0
+    else:
+        l0 = 1.0 / w0                                   # checkpoint (w, mu) -> (lam, eta)
+        return l0, mu0 * l0
 
 
 @_jit(_SIZES)
@@ -664,8 +812,11 @@ def _bwd_kernel(
     SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr, DEFER_G: tl.constexpr = 0,
     BSTAGES: tl.constexpr = 1, CKPF: tl.constexpr = False, L2PF: tl.constexpr = 0,
     PFROWS: tl.constexpr = 0, REL: tl.constexpr = False, MC: tl.constexpr = 0, SC: tl.constexpr = 0,
-    ALG: tl.constexpr = False, VAR: tl.constexpr = True,
+    ALG: tl.constexpr = False, VAR: tl.constexpr = True, MOM: tl.constexpr = False,
 ):
+    # MOM (tune key bwd_mom): the adjoint runs in moment form (``_brec_m``): glL, geL hold the adjoint
+    # of the final state as (w_L, mu_L) (the caller converts it), (Hl, He) carry the adjoint of (w, mu)
+    # and the chunk summaries its map; gl0, ge0 are converted back to (lam_0, eta_0) at the end.
     # REL (tune key bwd_rel, with MC = M and SC = S, the same sizes as compile-time constants): each
     # 8-token block addresses row (b, t0) of its inputs once and a token's lanes from there, so that
     # the row offset I M of token I becomes a load's immediate offset (``_bwd_sub``); where BM divides
@@ -720,37 +871,36 @@ def _bwd_kernel(
                 wc, muc = wn, mun
                 # the block before (the chunk's first block reloads itself: in bounds, unused)
                 wn, mun = _bwd_ckpt_raw(ck_ptr, b, NCK, tl.maximum(t0 - CK, t_start), MSs, ms, lmask)
-                l0 = 1.0 / wc                           # checkpoint (w, mu) -> (lam, eta), as _bwd_ckpt
-                e0 = muc * l0
+                l0, e0 = _bwd_form(wc, muc, MOM)        # as _bwd_ckpt
             else:
-                l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask)
+                l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask, MOM)
             if jj == 0:                                 # the last block may be partial
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR)
+                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR, MOM)
             else:
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR)
+                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR, MOM)
     else:
         # BSTAGES > 1 (tune key bwd_stages): the last, possibly partial block first, then the loop over
         # the whole blocks without a branch, which Triton's pipeliner can software-pipeline (cp.async
         # copies of the next blocks' inputs; docs/kla_kernels.md, "Pipelined loads")
         t0 = t_start + (n_sub - 1) * CK
-        l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask)
+        l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask, MOM)
         Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
             l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
             q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-            m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, VAR=VAR)
+            m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, VAR=VAR, MOM=MOM)
         for jj in tl.range(1, n_sub, num_stages=BSTAGES):
             t0 = t_start + (n_sub - 1 - jj) * CK
-            l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask)
+            l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask, MOM)
             Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                 l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                 q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, VAR=VAR)
+                m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, VAR=VAR, MOM=MOM)
 
     if MODE == 1:
         base = (b.to(tl.int64) * NC + c) * 5 * MSs
@@ -764,8 +914,13 @@ def _bwd_kernel(
         tl.store(ga_ptr + pbase + ms, ga, mask=lmask)
         tl.store(gp_ptr + pbase + ms, gp, mask=lmask)
         if c == 0:
-            tl.store(gl0_ptr + bms + ms, Hl, mask=lmask)
-            tl.store(ge0_ptr + bms + ms, He, mask=lmask)
+            if MOM:                                     # (w_0, mu_0) = (1/lam_0, eta_0/lam_0): dw/dlam = -w^2,
+                w0, mu0 = _bwd_ckpt_raw(ck_ptr, b, NCK, 0, MSs, ms, lmask)   # dmu/dlam = -mu w, dmu/deta = w
+                tl.store(gl0_ptr + bms + ms, -w0 * (w0 * Hl + mu0 * He), mask=lmask)
+                tl.store(ge0_ptr + bms + ms, w0 * He, mask=lmask)
+            else:
+                tl.store(gl0_ptr + bms + ms, Hl, mask=lmask)
+                tl.store(ge0_ptr + bms + ms, He, mask=lmask)
 
 
 # ----------------------------------------------------------------------------- decode step

@@ -27,6 +27,7 @@ import triton
 
 from bayesfilt.errors import value_error
 from bayesfilt.nn.kernels import _kla_triton as K
+from bayesfilt.nn.reference import LAM_MAX
 from bayesfilt.scan._triton import interpreting, launch_all
 
 #: tokens between checkpoints of (w, mu) kept for the backward
@@ -78,6 +79,7 @@ class Plan:
     ckpf: bool = _CKPF             # backward: each block's checkpoint loaded one block ahead (bwd_ckpf)
     rel: bool = False              # backward: a block's loads from its first row, M and S compile-time constants (bwd_rel)
     alg: bool = False              # backward: lam_t shared by recompute and adjoint, a shorter readout adjoint (bwd_alg)
+    mom: bool = False              # backward: the adjoint in moment form, finite for p = 0 (bwd_mom; alg then unused)
 
     @property
     def grid(self) -> tuple[int]:
@@ -94,7 +96,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
               defer_y: bool = True, defer_g: int = 8, num_warps: int = 1, stages: int = 1,
               mspec: bool | None = None, l2pf: int = _L2PF, pfrows: bool = _PFROWS, ckpf: bool = _CKPF,
-              rel: bool = False, alg: bool = False) -> Plan:
+              rel: bool = False, alg: bool = False, mom: bool = False) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -118,6 +120,8 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     masks where the tile divides M and S (same values; docs/kla_kernels.md, "Instruction counts").
     ``alg``: the backward's recompute rounds phi as its adjoint does (so that they share lam_t) and
     factors the posterior readout's adjoint (the same formulas, other roundings; same section).
+    ``mom``: the backward's recompute and adjoint run in covariance (moment) form, (w, mu) and their
+    adjoint, whose factors stay bounded when p = 0 (docs/math/kla.md, "The adjoint in moment form").
     """
     SB, NSB, BM, NMB = _blocks(M, S, max_sb, bm)
     programs = NMB * NSB * B
@@ -138,7 +142,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     mspec = not auto16 if mspec is None else bool(mspec)   # an explicit bm keeps the specialised build
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
                 defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), mspec=mspec, l2pf=int(l2pf),
-                pfrows=bool(pfrows), ckpf=bool(ckpf), rel=bool(rel), alg=bool(alg))
+                pfrows=bool(pfrows), ckpf=bool(ckpf), rel=bool(rel), alg=bool(alg), mom=bool(mom))
 
 
 def _blocks(M, S, max_sb: int, bm) -> tuple:
@@ -240,7 +244,9 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
         kw["CKPF"] = True
     if plan.rel:                                        # absent by default: the default launch is unchanged
         kw.update(REL=True, MC=M, SC=S)
-    if plan.alg:
+    if plan.mom:                                        # (the moment form has no ALG variant)
+        kw["MOM"] = True
+    elif plan.alg:
         kw["ALG"] = True
     launches = [(K._bwd_kernel, plan.grid, args, dict(kw, MODE=1))] if plan.NC > 1 else []
     launch_all(launches + [(K._bwd_kernel, plan.grid, args,
@@ -267,7 +273,7 @@ def _T(x):
 _TUNE_KEYS = frozenset({"num_chunks", "fwd_sb", "bwd_sb", "fwd_bm", "bwd_bm", "fwd_maxnreg", "bwd_maxnreg",
                         "fwd_defer", "bwd_defer", "bwd_group", "fwd_warps", "bwd_warps", "fwd_stages",
                         "bwd_stages", "fwd_mspec", "fwd_l2pf", "bwd_l2pf", "bwd_ckpf", "fwd_pfrows",
-                        "bwd_pfrows", "bwd_rel", "bwd_alg"})
+                        "bwd_pfrows", "bwd_rel", "bwd_alg", "bwd_mom"})
 
 
 def _tune_str(tune) -> str:
@@ -299,6 +305,8 @@ _FWD_DEFER, _BWD_DEFER, _BWD_GROUP = 1, 1, 8
 #: B=1 L=65536 M=1024 S=16
 _BWD_REL = 1
 _BWD_ALG = 1
+#: backward: the adjoint in moment form (tune key bwd_mom; docs/math/kla.md, "The adjoint in moment form")
+_BWD_MOM = 0
 #: warps per program of both passes (tune keys fwd_warps, bwd_warps: 1, 2 or 4); 1 is what was measured
 _WARPS = 1
 
@@ -337,7 +345,8 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     ``*_pfrows`` 0 or 1 (the prefetch hints), ``bwd_ckpf`` and ``fwd_mspec`` 0 or 1 ("Prefetch and
     layout"); ``bwd_rel`` and ``bwd_alg`` 0 or 1 (default 1 since session 13: fewer instructions per
     backward block, "Instruction counts"; 0 gives session 12's backward; the pipelined backward,
-    ``bwd_stages`` > 1, has neither)."""
+    ``bwd_stages`` > 1, has neither); ``bwd_mom`` 0 or 1: the backward's adjoint in moment form (finite
+    for p = 0; docs/math/kla.md, "The adjoint in moment form")."""
     B, L, M = shape
     num_chunks = tune.get("num_chunks")
     if num_chunks is None and pass_ == "bwd":          # (the forward's own plan makes this choice itself)
@@ -347,6 +356,7 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     ckpf = _key(tune, "bwd_ckpf", _CKPF, (0, 1), "pass 0 or 1")
     rel = _key(tune, "bwd_rel", _BWD_REL, (0, 1), "pass 0 or 1")
     alg = _key(tune, "bwd_alg", _BWD_ALG, (0, 1), "pass 0 or 1")
+    mom = _key(tune, "bwd_mom", _BWD_MOM, (0, 1), "pass 0 or 1")
     mspec = _key(tune, "fwd_mspec", 1, (0, 1), "pass 0 or 1") if "fwd_mspec" in tune else None  # None: the plan decides
     return make_plan(B, L, M, S, device, num_chunks=num_chunks,
                      max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
@@ -360,7 +370,8 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
                      pfrows=bool(_key(tune, pass_ + "_pfrows", _PFROWS, (0, 1), "pass 0 or 1")),
                      ckpf=bool(ckpf) and pass_ == "bwd" and stages == 1,
                      rel=bool(rel) and pass_ == "bwd" and stages == 1,   # (the pipelined backward
-                     alg=bool(alg) and pass_ == "bwd" and stages == 1)   # has neither)
+                     alg=bool(alg) and pass_ == "bwd" and stages == 1,   # has neither)
+                     mom=bool(mom) and pass_ == "bwd")
 
 
 def _bwd_blocks(M, S, tune: dict) -> tuple:
@@ -452,16 +463,40 @@ def _scan_bwd_op_fake(v, lv, k, q, a, p, ck, gy, gyv, glam, geta, prior, tune, p
 
 def _scan_setup_context(ctx, inputs, output):
     v, lv, k, q, a, p, lam0, eta0, prior, keep, tune, poison, var = inputs
-    ctx.save_for_backward(v, lv, k, q, a, p, output[4])
+    ctx.save_for_backward(v, lv, k, q, a, p, output[4], output[2], output[3])
     ctx.prior, ctx.tune, ctx.poison, ctx.var = prior, tune, poison, var
     ctx.state_dtypes = (lam0.dtype, eta0.dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def _moment_adjoint(tune: str) -> bool:
+    """Whether the backward of this tune string runs its adjoint in moment form (``bwd_mom``)."""
+    return bool(_tune_dict(tune).get("bwd_mom", _BWD_MOM))
+
+
+def _final_adjoint_moments(glam, geta, lamL, etaL):
+    """The adjoint of the final state (dL/dlam_L, dL/deta_L) as the adjoint of its moments (w_L, mu_L),
+    for the moment-form backward: lam_L = 1/max(w_L, 1/LAM_MAX), eta_L = mu_L lam_L, so
+    dL/dw_L = -lam_L^2 (dL/dlam_L + mu_L dL/deta_L) (0 where lam_L is saturated) and
+    dL/dmu_L = lam_L dL/deta_L. None for an adjoint no gradient reached."""
+    if glam is None and geta is None:
+        return None, None
+    lam = lamL.float()
+    mu = etaL.float() / lam
+    gl = torch.zeros_like(lam) if glam is None else glam.float()
+    ge = torch.zeros_like(lam) if geta is None else geta.float()
+    saturated = lam >= 0.5 * LAM_MAX[torch.float32]
+    gw = torch.where(saturated, torch.zeros_like(lam), -(lam * (lam * (gl + mu * ge))))
+    return gw, lam * ge
+
+
 def _scan_backward(ctx, gy, gyv, glam, geta, gck):
-    v, lv, k, q, a, p, ck = ctx.saved_tensors
+    v, lv, k, q, a, p, ck, lamL, etaL = ctx.saved_tensors
     B, L, M = v.shape
     S = k.shape[-1]
     zs = v.new_zeros(B, M, S, dtype=torch.float32)
+    if _moment_adjoint(ctx.tune):                      # the kernels take the final adjoint as (w_L, mu_L)'s
+        glam, geta = _final_adjoint_moments(glam, geta, lamL, etaL)
     # g_yvar only where y_var was computed (autograd materialises zeros for an output no gradient
     # reached, so with the variance the variance-on kernels run, as before); without it None: no
     # [B, L, M] zeros, and the kernels run without the variance's adjoint (the (0,) placeholder's
