@@ -39,6 +39,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s13b       # (2 GPUs) conv tests + conv_bench.py on GPU 0, layer rows (conv variants, GLA) on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT s13c       # (2 GPUs) conv + scan-backward GPU tests and scan rows on GPU 0, layer rows on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT s13d       # (2 GPUs) the new defaults and variance on demand: GPU tests, scan rows + fla, layer rows
+#   bash benchmarks/gpu_run.sh COMMIT s14a       # (2 GPUs) the moment-form adjoint: GPU tests and scan rows on GPU 0, MAD kla vs kla_p0 on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -806,6 +807,36 @@ s13d)
     el "kla_scan rc=$?"; tail -n 12 "$LOG/kla_scan.log"
     unset CUDA_VISIBLE_DEVICES
     S13_END=${S13_END:-570} layer_time_gpu1 s13d
+    ;;
+s14a)
+    # session 14's first call (kind nvidia-h200-x2; carry .tcache). GPU 1: the MAD ablation with the
+    # moment-form adjoint (the default since this session; p = 0 now trains on the Triton kernels): kla and
+    # kla_p0 on the six tasks, seeds 0 and 1, the same 2,500-step schedule. GPU 0 meanwhile: the GPU tests of
+    # the moment-form adjoint (the matrix cases, p = 0 over L = 65536), the layer's (p = 0 on Triton against
+    # torch), the direct launches', the convolution's, the default matrix; then kla_scan.py's rows with the
+    # moment-form adjoint (default) and the information form (bwd_mom 0).
+    export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
+    ( export CUDA_VISIBLE_DEVICES=1
+      timeout ${MAD_TIMEOUT:-450} python3 benchmarks/kla_mad.py --mixers kla kla_p0 --seeds 0 1 \
+          --max-seconds ${MAD_SECONDS:-200} --kill-after $(( ${MAD_SECONDS:-200} + 60 )) --steps ${MAD_STEPS:-2500} \
+          --out "$OUT/kla_mad_s14a.json" --workdir /tmp/kla_mad > "$LOG/kla_mad.log" 2>&1
+      el "kla_mad rc=$?" ) > "$LOG/mad_sub.log" 2>&1 &
+    mad=$!
+    KROWS='[["main", {}], ["main", {"bwd_mom": 0}], ["long", {}], ["long", {"bwd_mom": 0}]]'
+    export CUDA_VISIBLE_DEVICES=0
+    python3 benchmarks/kla_scan.py --warm-only --rows "$KROWS" --warm-workers 4 > "$LOG/warm.log" 2>&1 &
+    sw=$!
+    timeout ${TESTS_TIMEOUT:-240} python3 -m pytest -q -n 6 -p no:cacheprovider -rfE tests/test_kla_triton.py \
+        tests/test_kla_layer_gpu.py tests/test_triton_launch.py tests/test_conv_triton.py \
+        -k "p0_moment or multi_warp and (case27 or case28 or case29 or case30 or case31 or case32 or case33 or case34) or gpu_matrix and not multi_warp and not variance_off or test_kla_layer_gpu or test_triton_launch or test_conv_triton" \
+        --junitxml "$OUT/gpu_tests_s14a.xml" > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; grep -E "passed|failed|^FAILED|^ERROR" "$LOG/gpu_tests.log" | tail -n 14
+    pkill -f pytest; wait $sw; el "scan warm rc=$?"
+    timeout ${KLA_TIMEOUT:-150} python3 benchmarks/kla_scan.py --rows "$KROWS" --no-fla --parity-L 512 \
+        --out "$OUT/kla_scan_s14a.json" > "$LOG/kla_scan.log" 2>&1
+    el "kla_scan rc=$?"; tail -n 8 "$LOG/kla_scan.log"
+    unset CUDA_VISIBLE_DEVICES
+    wait $mad; cat "$LOG/mad_sub.log"; tail -n 30 "$LOG/kla_mad.log"
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

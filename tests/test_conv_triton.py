@@ -150,7 +150,8 @@ def test_layer_uses_the_fused_conv_exactly_when_the_scan_runs_on_triton(monkeypa
     assert not layer(backend="triton")._triton_conv(z64)     # the kernel computes in float32
     assert not layer(backend="torch")._triton_conv(z32)
     assert not layer()._triton_conv(z32)                     # auto on the CPU: torch
-    assert not layer(process_noise=False)._triton_conv(z32)  # auto with p = 0: torch
+    assert not layer(process_noise=False)._triton_conv(z32)  # auto on the CPU, p = 0: torch
+    assert layer(process_noise=False, backend="triton")._triton_conv(z32)   # (interpreting, as above)
 
 
 def test_layer_calls_the_fused_conv_only_for_a_fresh_sequence(monkeypatch):

@@ -407,14 +407,10 @@ def test_skip_is_a_per_channel_vector_on_the_convolved_input_as_documented():
         assert "per channel" in text and "SiLU(conv(z))" in text and "DESIGN.md" in text, text[:200]
 
 
-def test_no_process_noise_avoids_the_information_form_kernels():
-    """p = 0 overflows the information form (lam_t ~ a^(-2t)); auto then means the torch backend,
-    whose moment-form fallback stays finite. An explicit backend is left alone."""
-    from bayesfilt.nn.layer import scan_backend
-    assert scan_backend(KLAConfig(process_noise=False)) == "torch"
-    assert scan_backend(KLAConfig()) == "auto"
-    assert scan_backend(KLAConfig(process_noise=False, backend="triton")) == "triton"
-    # and the layer without process noise trains finitely over a sequence where a^(-2t) overflows float32
+def test_no_process_noise_trains_finitely():
+    """p = 0: lam_t grows like a^(-2t). The layer keeps its backend ("auto": torch on the CPU, the Triton
+    kernels on CUDA, whose backward runs the moment form; tests/test_kla_layer_gpu.py) and trains finitely
+    over a sequence where a^(-2t) overflows float32."""
     torch.manual_seed(0)
     layer = KLALayer(8, KLAConfig(d_state=4, process_noise=False, a_init="constant", a_init_value=2.0))
     x = torch.randn(2, 300, 8)

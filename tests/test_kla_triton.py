@@ -253,10 +253,13 @@ def test_pipelined_forward_interpreted():
     with cp.async, docs/kla_kernels.md, "Pipelined loads"; ``test_gpu_matrix_multi_warp`` checks the
     compiled kernels). L = 19, 27, 8: a partial last block, time chunks, a single block. The pipelined
     backward has neither ``bwd_rel`` nor ``bwd_alg`` (the defaults since session 13), so it is compared
-    with the backward without them (``BWD_S12``; ``bwd_alg`` rounds otherwise)."""
-    _check_same(2, 19, 5, 7, {"fwd_stages": 2, "bwd_stages": 2}, BWD_S12, init=True, prior=True)
-    _check_same(1, 27, 3, 4, {"fwd_stages": 3, "bwd_stages": 3}, BWD_S12, init=False, prior=False, num_chunks=2)
-    _check_same(1, 8, 3, 4, {"bwd_stages": 2}, BWD_S12, init=True, prior=False)
+    with the backward without ``bwd_rel`` (the moment-form adjoint, the default since session 14, has no
+    ``bwd_alg``), and in the information form with session 12's backward (``BWD_S12``; ``bwd_alg``
+    rounds otherwise)."""
+    _check_same(2, 19, 5, 7, {"fwd_stages": 2, "bwd_stages": 2}, {"bwd_rel": 0}, init=True, prior=True)
+    _check_same(1, 27, 3, 4, {"fwd_stages": 3, "bwd_stages": 3}, {"bwd_rel": 0}, init=False, prior=False, num_chunks=2)
+    _check_same(1, 8, 3, 4, {"bwd_stages": 2}, {"bwd_rel": 0}, init=True, prior=False)
+    _check_same(1, 27, 3, 4, {**INFO, "fwd_stages": 2, "bwd_stages": 2}, BWD_S12, init=True, prior=True, num_chunks=2)
 
 
 def test_multi_warp_launch_interpreted():
@@ -319,8 +322,10 @@ def test_prefetch_and_layout_interpreted():
     _check_same(1, 19, 21, 4, {"num_chunks": 1}, {**NO_PREFETCH, "num_chunks": 1}, init=False, prior=False)
 
 
-#: the backward as built before bwd_rel and bwd_alg became the defaults (session 13)
-BWD_S12 = {"bwd_rel": 0, "bwd_alg": 0}
+#: the backward as built before bwd_rel and bwd_alg became the defaults (session 13) and bwd_mom (session 14)
+BWD_S12 = {"bwd_rel": 0, "bwd_alg": 0, "bwd_mom": 0}
+#: the information-form adjoint (the default before session 14): the keys bwd_rel, bwd_alg act on it
+INFO = {"bwd_mom": 0}
 
 
 def test_block_relative_backward_loads_interpreted():
@@ -336,8 +341,8 @@ def test_block_relative_backward_loads_interpreted():
     assert not _scan_plan(v, k, {"bwd_rel": 1}, "fwd").rel
     with pytest.raises(ValueError, match="bwd_rel"):
         _scan_plan(v, k, {"bwd_rel": 2}, "bwd")
-    _check_same(2, 27, 21, 4, {"bwd_rel": 1, "bwd_alg": 0}, BWD_S12, init=True, prior=True, num_chunks=2)
-    _check_same(1, 19, 32, 4, {"bwd_rel": 1, "bwd_alg": 0}, BWD_S12, init=False, prior=False)
+    _check_same(2, 27, 21, 4, {**INFO, "bwd_rel": 1, "bwd_alg": 0}, BWD_S12, init=True, prior=True, num_chunks=2)
+    _check_same(1, 19, 32, 4, {**INFO, "bwd_rel": 1, "bwd_alg": 0}, BWD_S12, init=False, prior=False)
 
 
 def test_shorter_backward_arithmetic_interpreted():
@@ -352,9 +357,9 @@ def test_shorter_backward_arithmetic_interpreted():
     v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
     assert not _scan_plan(v, k, {"bwd_alg": 0}, "bwd").alg and _scan_plan(v, k, {"bwd_alg": 1}, "bwd").alg
     grads = tuple("grad_" + n for n in NAMES)
-    _check_same(2, 27, 21, 4, {"bwd_alg": 1, "bwd_rel": 1}, BWD_S12, inexact=grads, init=True, prior=False,
+    _check_same(2, 27, 21, 4, {**INFO, "bwd_alg": 1, "bwd_rel": 1}, BWD_S12, inexact=grads, init=True, prior=False,
                 num_chunks=2)
-    _check_same(1, 19, 32, 4, {"bwd_alg": 1, "bwd_rel": 0}, BWD_S12, inexact=grads, init=True, prior=True)
+    _check_same(1, 19, 32, 4, {**INFO, "bwd_alg": 1, "bwd_rel": 0}, BWD_S12, inexact=grads, init=True, prior=True)
 
 
 #: the backward's adjoint in moment form (tune key bwd_mom)

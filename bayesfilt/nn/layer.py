@@ -39,29 +39,6 @@ from .functional import KLAState, _resolve_backend, kla_scan, kla_step
 from .reference import causal_conv1d_reference
 
 
-def scan_backend(config: KLAConfig) -> str:
-    """The ``kla_scan`` backend a layer with ``config`` calls.
-
-    ``config.backend``, except that ``"auto"`` without process noise (p = 0, the paper's
-    ablation) means ``"torch"``: the Triton kernels run the information form, whose precision
-    grows like a^(-2t) when p = 0 and overflows float32 within a few hundred tokens, while the
-    torch backend then recomputes in the equivalent moment form (docs/math/kla.md, section 6).
-
-    Args:
-        config: the layer's :class:`KLAConfig`.
-
-    Returns:
-        ``"auto"``, ``"reference"``, ``"torch"`` or ``"triton"``.
-
-    Example:
-        >>> scan_backend(KLAConfig(process_noise=False))
-        'torch'
-    """
-    if config.backend == "auto" and not config.process_noise:
-        return "torch"
-    return config.backend
-
-
 class KLALayerState(NamedTuple):
     """Everything a :class:`KLALayer` carries between calls when decoding.
 
@@ -238,7 +215,7 @@ class KLALayer(nn.Module):
         with a state (whose cache feeds the first K - 1 taps),
         :func:`~bayesfilt.nn.reference.causal_conv1d_reference`, which the kernel is tested against
         (so that a backend Triton cannot serve fails in the scan with its own message)."""
-        if z.dtype == torch.float64 or _resolve_backend(scan_backend(self.config), z.device) != "triton":
+        if z.dtype == torch.float64 or _resolve_backend(self.config.backend, z.device) != "triton":
             return False
         from ..scan._triton import interpreting
         if not (z.is_cuda or interpreting()):
@@ -266,7 +243,7 @@ class KLALayer(nn.Module):
             torch.Size([1, 5, 16])
         """
         _, _, _, inputs = self._sensor(x, None)
-        y, y_var, _ = kla_scan(*inputs, initial_state=self._fresh_state(inputs[0]), backend=scan_backend(self.config),
+        y, y_var, _ = kla_scan(*inputs, initial_state=self._fresh_state(inputs[0]), backend=self.config.backend,
                                validate=False)
         return y, y_var
 
@@ -307,7 +284,7 @@ class KLALayer(nn.Module):
                              "pass layer.init_state(batch) or the state a previous call returned")
         L = x.shape[1]
         u, gate, full, (v, lambda_v, k, q, a_bar, p_bar) = self._sensor(x, state)
-        backend = scan_backend(self.config)
+        backend = self.config.backend
         if state is None:
             # variance on demand: without return_variance the scan skips y_var (None here)
             y, y_var, final = kla_scan(v, lambda_v, k, q, a_bar, p_bar, initial_state=self._fresh_state(v),

@@ -305,8 +305,9 @@ _FWD_DEFER, _BWD_DEFER, _BWD_GROUP = 1, 1, 8
 #: B=1 L=65536 M=1024 S=16
 _BWD_REL = 1
 _BWD_ALG = 1
-#: backward: the adjoint in moment form (tune key bwd_mom; docs/math/kla.md, "The adjoint in moment form")
-_BWD_MOM = 0
+#: backward: the adjoint in moment form (tune key bwd_mom; docs/math/kla.md, "The adjoint in moment form"):
+#: finite for p = 0, where the information form's adjoint gives NaN, one reciprocal per lane-step fewer
+_BWD_MOM = 1
 #: warps per program of both passes (tune keys fwd_warps, bwd_warps: 1, 2 or 4); 1 is what was measured
 _WARPS = 1
 
