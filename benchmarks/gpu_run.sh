@@ -40,6 +40,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s13c       # (2 GPUs) conv + scan-backward GPU tests and scan rows on GPU 0, layer rows on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT s13d       # (2 GPUs) the new defaults and variance on demand: GPU tests, scan rows + fla, layer rows
 #   bash benchmarks/gpu_run.sh COMMIT s14a       # (2 GPUs) the moment-form adjoint: GPU tests and scan rows on GPU 0, MAD kla vs kla_p0 on GPU 1
+#   bash benchmarks/gpu_run.sh COMMIT s14b       # (2 GPUs) s14a's GPU tests again (-v), interleaved scan A/B, layer rows with either adjoint
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -837,6 +838,29 @@ s14a)
     el "kla_scan rc=$?"; tail -n 8 "$LOG/kla_scan.log"
     unset CUDA_VISIBLE_DEVICES
     wait $mad; cat "$LOG/mad_sub.log"; tail -n 30 "$LOG/kla_mad.log"
+    ;;
+s14b)
+    # session 14's second call (kind nvidia-h200-x2; carry .tcache from s14a). s14a's GPU tests were stopped by
+    # their 240-s limit before pytest wrote its report (one failure, not named): here with -v, so that each
+    # result is in the log as it happens, and more time. GPU 1 meanwhile: one compiling step of each layer row.
+    # Then, with the host quiet: benchmarks/kla_scan_ab.py on GPU 0 (moment-form against information-form
+    # adjoint, interleaved rounds), and the layer rows timed on GPU 1.
+    export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
+    ROWS=${ROWS:-"kla_compiled kla_compiled_info gla_default"}
+    layer_warm_gpu1
+    export CUDA_VISIBLE_DEVICES=0
+    timeout ${TESTS_TIMEOUT:-300} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_kla_triton.py \
+        tests/test_kla_layer_gpu.py tests/test_triton_launch.py tests/test_conv_triton.py \
+        -k "p0_moment or multi_warp and (case27 or case28 or case29 or case30 or case31 or case32 or case33 or case34) or gpu_matrix and not multi_warp and not variance_off or test_kla_layer_gpu or test_triton_launch or test_conv_triton" \
+        --junitxml "$OUT/gpu_tests_s14b.xml" > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/gpu_tests.log" | tail -n 20
+    cp "$LOG/gpu_tests.log" "$OUT/gpu_tests_s14b.log"
+    pkill -f pytest; sleep 1
+    timeout ${AB_TIMEOUT:-120} python3 benchmarks/kla_scan_ab.py --tunes '[{}, {"bwd_mom": 0}]' --rounds 5 \
+        --out "$OUT/kla_scan_ab_s14b.json" > "$LOG/kla_scan_ab.log" 2>&1
+    el "kla_scan_ab rc=$?"; tail -n 6 "$LOG/kla_scan_ab.log"
+    unset CUDA_VISIBLE_DEVICES
+    S13_END=${S13_END:-575} layer_time_gpu1 s14b
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

@@ -225,7 +225,7 @@ def pass_settings(shape: dict, tune: dict) -> dict:
     dev = "cuda" if torch.cuda.is_available() else "cpu"           # the plan counts the device's multiprocessors
     v = torch.empty(1, device=dev).expand(shape["B"], shape["L"], shape["M"])
     k = torch.empty(1, device=dev).expand(shape["B"], shape["L"], shape["S"])
-    return {ps: {f: getattr(_scan_plan(v, k, tune, ps), f) for f in ("defer_y", "defer_g", "num_warps", "stages", "mspec", "l2pf", "pfrows", "ckpf", "rel", "alg", "BM", "SB", "NC")}
+    return {ps: {f: getattr(_scan_plan(v, k, tune, ps), f) for f in ("defer_y", "defer_g", "num_warps", "stages", "mspec", "l2pf", "pfrows", "ckpf", "rel", "alg", "mom", "BM", "SB", "NC")}
             for ps in ("fwd", "bwd")}
 
 

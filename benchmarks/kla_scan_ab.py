@@ -1,0 +1,101 @@
+"""Interleaved A/B timing of KLA scan kernel variants (private tune keys) on the GPU.
+
+``kla_scan.py`` times each configuration once, one after another, so a difference of a few percent
+between two rows can be the machine drifting between them (in s14a the identical forward kernel took
+0.819 ms in the first row and 0.629 ms in the second). Here every round times each variant once, in
+turn, on the same inputs: forward (no grad) and forward+backward under ``triton.testing.do_bench``
+(median of each round), and the backward alone as the custom backward op on the forward's saved
+checkpoints. The JSON holds every round's times per variant and their median and minimum.
+
+Usage (GPU): python benchmarks/kla_scan_ab.py --tunes '[{}, {"bwd_mom": 0}]' --out r.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+import torch
+import triton
+from triton.testing import do_bench
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import git_state  # noqa: E402
+from kla_scan import _inputs  # noqa: E402
+
+from bayesfilt.nn.kernels import kla_scan_triton  # noqa: E402
+from bayesfilt.nn.kernels.kla import _tune_str  # noqa: E402
+
+SHAPES = {"main": (8, 2048, 2048, 16), "long": (1, 65536, 1024, 16)}
+
+
+def _timers(shape, tune, gy, gyv, xs):
+    """Callables for one variant: forward, forward+backward, backward alone (the backward op on the
+    checkpoints of one forward, with the loss's output gradients)."""
+    tstr = _tune_str(tune)
+    ops = torch.ops.bayesfilt
+    B, L, M, S = shape
+    with torch.no_grad():
+        lam0, eta0 = torch.ones(B, M, S, device="cuda"), torch.zeros(B, M, S, device="cuda")
+        ck = ops.kla_scan_triton(*xs, lam0, eta0, False, True, tstr, False)[4]
+    zs = torch.zeros(B, M, S, device="cuda")
+
+    def fwd():
+        with torch.no_grad():
+            return kla_scan_triton(*xs, _tune=tune)
+
+    def fwdbwd():
+        y, yv, _, _ = kla_scan_triton(*xs, _tune=tune)
+        torch.autograd.backward((y, yv), (gy, gyv))
+
+    def bwd():
+        return ops.kla_scan_triton_backward(*[x.detach() for x in xs], ck, gy, gyv, zs, zs, False, tstr, False)
+
+    return {"fwd": fwd, "fwdbwd": fwdbwd, "bwd": bwd}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tunes", type=json.loads, required=True, help="JSON list of tune dicts ({} = the defaults)")
+    ap.add_argument("--shapes", nargs="+", default=["main", "long"], choices=sorted(SHAPES))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rep", type=int, default=100, help="do_bench's rep (ms) per measurement")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    for t in args.tunes:
+        _tune_str(t)                                    # refuse unknown keys before anything runs
+    res = {"benchmark": "kla_scan_ab", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+           "triton": triton.__version__, "commit": os.environ.get("GIT_COMMIT") or git_state()[0],
+           "tunes": args.tunes, "rounds": args.rounds, "rep_ms": args.rep, "shapes": {}}
+    for name in args.shapes:
+        shape = SHAPES[name]
+        xs = _inputs(*shape, grad=True)
+        gy, gyv = torch.randn(*shape[:3], device="cuda"), torch.randn(*shape[:3], device="cuda")
+        timers = [_timers(shape, t, gy, gyv, xs) for t in args.tunes]
+        for tm in timers:                               # compile / first launch outside the rounds
+            for f in tm.values():
+                f()
+        for x in xs:
+            x.grad = None
+        times = [{k: [] for k in ("fwd", "fwdbwd", "bwd")} for _ in args.tunes]
+        for r in range(args.rounds):
+            for i, tm in enumerate(timers):
+                for k, f in tm.items():
+                    times[i][k].append(do_bench(f, warmup=10, rep=args.rep, return_mode="median",
+                                                grad_to_none=xs if k == "fwdbwd" else None))
+            print(name, "round", r, [{k: round(v[-1], 4) for k, v in t.items()} for t in times], flush=True)
+        res["shapes"][name] = {"B_L_M_S": shape, "variants": [
+            {"tune": t, "ms": times[i], "median_ms": {k: statistics.median(v) for k, v in times[i].items()},
+             "min_ms": {k: min(v) for k, v in times[i].items()}} for i, t in enumerate(args.tunes)]}
+        with open(args.out, "w") as fh:
+            json.dump(res, fh, indent=1)
+        for v in res["shapes"][name]["variants"]:
+            print(name, json.dumps(v["tune"]), json.dumps({k: round(x, 4) for k, x in v["median_ms"].items()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
