@@ -41,6 +41,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s13d       # (2 GPUs) the new defaults and variance on demand: GPU tests, scan rows + fla, layer rows
 #   bash benchmarks/gpu_run.sh COMMIT s14a       # (2 GPUs) the moment-form adjoint: GPU tests and scan rows on GPU 0, MAD kla vs kla_p0 on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT s14b       # (2 GPUs) s14a's GPU tests again (-v), interleaved scan A/B, layer rows with either adjoint
+#   bash benchmarks/gpu_run.sh COMMIT s14c       # (2 GPUs) s14b again after the moment-form adjoint shares g_t with its recompute
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -861,6 +862,30 @@ s14b)
     el "kla_scan_ab rc=$?"; tail -n 6 "$LOG/kla_scan_ab.log"
     unset CUDA_VISIBLE_DEVICES
     S13_END=${S13_END:-575} layer_time_gpu1 s14b
+    ;;
+s14c)
+    # session 14's third call (kind nvidia-h200-x2; carry .tcache from s14b): the moment-form adjoint rounds phi_t
+    # as its recompute does (so that they share g_t: one reciprocal per token). GPU 0: its kernels compiled in
+    # parallel processes while its GPU tests, the layer's and the direct launches' run; then, with the host
+    # quiet, benchmarks/kla_scan_ab.py (moment form against information form). GPU 1: one compiling step of each
+    # layer row meanwhile, then the rows timed.
+    export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
+    ROWS=${ROWS:-"kla_compiled kla_compiled_info gla_default"}
+    layer_warm_gpu1
+    export CUDA_VISIBLE_DEVICES=0
+    python3 benchmarks/kla_scan.py --warm-only --rows '[["main", {}], ["long", {}]]' --warm-workers 4 > "$LOG/warm.log" 2>&1 &
+    sw=$!
+    timeout ${TESTS_TIMEOUT:-200} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_kla_triton.py \
+        tests/test_kla_layer_gpu.py tests/test_triton_launch.py \
+        -k "p0_moment or multi_warp and (case27 or case28 or case29 or case30 or case31 or case32 or case33 or case34) or gpu_matrix and not multi_warp and not variance_off and not deferred or test_kla_layer_gpu or test_triton_launch" \
+        --junitxml "$OUT/gpu_tests_s14c.xml" > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/gpu_tests.log" | tail -n 20
+    pkill -f pytest; wait $sw; el "scan warm rc=$?"
+    timeout ${AB_TIMEOUT:-150} python3 benchmarks/kla_scan_ab.py --tunes '[{}, {"bwd_mom": 0}]' --rounds 5 \
+        --out "$OUT/kla_scan_ab_s14c.json" > "$LOG/kla_scan_ab.log" 2>&1
+    el "kla_scan_ab rc=$?"; tail -n 4 "$LOG/kla_scan_ab.log"
+    unset CUDA_VISIBLE_DEVICES
+    S13_END=${S13_END:-500} layer_time_gpu1 s14c
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \

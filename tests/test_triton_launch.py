@@ -98,8 +98,12 @@ def test_kla_kernels_direct_launches_equal_first_launch():
         first = run()
         for _ in range(2):
             assert all(torch.equal(a, b) for a, b in zip(run(), first))
+    from bayesfilt.nn.kernels import conv as conv_mod
+    conv_bwd = {"recompute": [_conv_triton._conv_bwd_kernel],      # the default variant's kernels only ran
+                "split": [_conv_triton._conv_bwd_d_kernel, _conv_triton._conv_bwd_dz_kernel],
+                "window": [_conv_triton._conv_bwd_window_kernel]}[conv_mod._BWD_VARIANT]
     kernels = [_kla_triton._fwd_kernel_any_m, _kla_triton._fwd_kernel, _kla_triton._bwd_kernel,
-               _kla_triton._step_kernel, _conv_triton._conv_fwd_kernel, _conv_triton._conv_bwd_kernel]
+               _kla_triton._step_kernel, _conv_triton._conv_fwd_kernel, *conv_bwd]
     assert _triton._direct_launch_supported() is False or all("_bayesfilt_launchers" in k.__dict__ for k in kernels)
 
 

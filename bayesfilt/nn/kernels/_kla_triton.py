@@ -571,10 +571,10 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
         gy = tl.load(gy_ptr + row * M + m, mask=om, other=0.0)
         if VAR:
             gyv = tl.load(gyv_ptr + row * M + m, mask=om, other=0.0)
-    k2 = kk * kk
-    phi = lv * k2                                       # phi_t = Lv k^2 (as _frec_m rounds it)
-    uu = lv * vv * kk                                   # u_t = Lv v k
-    P = a2 * wp + p                                     # P_t = a^2 w_{t-1} + p
+    k2 = kk * kk                                        # (for dLv below)
+    phi = lv * kk * kk                                  # phi_t = Lv k^2, rounded as _frec_m (and the forward) round
+    uu = lv * vv * kk                                   # it, so that the compiler shares g_t, w_t, mu_t with the
+    P = a2 * wp + p                                     # recompute: one reciprocal per token; P_t = a^2 w_{t-1} + p
     g = _rcp(1.0 + phi * P, FAST)                       # g_t = 1/(1 + phi_t P_t)
     w = P * g                                           # w_t = P_t g_t
     amu = a * mup                                       # a mu_{t-1}
