@@ -42,6 +42,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s14a       # (2 GPUs) the moment-form adjoint: GPU tests and scan rows on GPU 0, MAD kla vs kla_p0 on GPU 1
 #   bash benchmarks/gpu_run.sh COMMIT s14b       # (2 GPUs) s14a's GPU tests again (-v), interleaved scan A/B, layer rows with either adjoint
 #   bash benchmarks/gpu_run.sh COMMIT s14c       # (2 GPUs) s14b again after the moment-form adjoint shares g_t with its recompute
+#   bash benchmarks/gpu_run.sh COMMIT s14d       # (2 GPUs) MAD ablation kla vs kla_p0 on selective copy and compression, 12,000 steps (seed 0 on GPU 0, seed 1 on GPU 1)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -886,6 +887,21 @@ s14c)
     el "kla_scan_ab rc=$?"; tail -n 4 "$LOG/kla_scan_ab.log"
     unset CUDA_VISIBLE_DEVICES
     S13_END=${S13_END:-500} layer_time_gpu1 s14c
+    ;;
+s14d)
+    # session 14's fourth call (kind nvidia-h200-x2; carry .tcache): the two MAD tasks that 2,500 steps leave
+    # unsolved (s14a), KLA against KLA with p = 0, on the 12,000-step schedule of the longer runs (a3c27bc):
+    # seed 0 on GPU 0, seed 1 on GPU 1, four runs per GPU.
+    export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
+    for gpu in 0 1; do
+        ( export CUDA_VISIBLE_DEVICES=$gpu
+          timeout ${MAD_TIMEOUT:-500} python3 benchmarks/kla_mad.py --mixers kla kla_p0 --tasks selective_copy compression \
+              --seeds $gpu --max-seconds ${MAD_SECONDS:-330} --kill-after $(( ${MAD_SECONDS:-330} + 60 )) \
+              --steps ${MAD_STEPS:-12000} --out "$OUT/kla_mad_s14d_seed$gpu.json" --workdir /tmp/kla_mad$gpu \
+              > "$LOG/kla_mad$gpu.log" 2>&1
+          el "kla_mad seed $gpu rc=$?" ) > "$LOG/mad_sub$gpu.log" 2>&1 &
+    done
+    wait; cat "$LOG"/mad_sub*.log; tail -n 12 "$LOG"/kla_mad0.log "$LOG"/kla_mad1.log
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \
