@@ -43,6 +43,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s14b       # (2 GPUs) s14a's GPU tests again (-v), interleaved scan A/B, layer rows with either adjoint
 #   bash benchmarks/gpu_run.sh COMMIT s14c       # (2 GPUs) s14b again after the moment-form adjoint shares g_t with its recompute
 #   bash benchmarks/gpu_run.sh COMMIT s14d       # (2 GPUs) MAD ablation kla vs kla_p0 on selective copy and compression, 12,000 steps (seed 0 on GPU 0, seed 1 on GPU 1)
+#   bash benchmarks/gpu_run.sh COMMIT s14e       # the scan's long-sequence, bf16 and variance-off GPU tests under the moment-form default
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -902,6 +903,15 @@ s14d)
           el "kla_mad seed $gpu rc=$?" ) > "$LOG/mad_sub$gpu.log" 2>&1 &
     done
     wait; cat "$LOG"/mad_sub*.log; tail -n 12 "$LOG"/kla_mad0.log "$LOG"/kla_mad1.log
+    ;;
+s14e)
+    # session 14's last call: the scan's GPU tests that s14a-s14c did not select, under the moment-form default
+    # (L = 65536 with p = 0, a = 1 and large value precisions, where converting the final state's adjoint
+    # into the moment form could cancel; bf16 inputs; variance off).
+    timeout ${TESTS_TIMEOUT:-330} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_kla_triton.py \
+        -k "gpu_long or gpu_bf16 or variance_off" --junitxml "$OUT/gpu_tests_s14e.xml" > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; grep -E "FAILED|ERROR|passed|failed|rel RMS" "$LOG/gpu_tests.log" | tail -n 20
+    cp "$LOG/gpu_tests.log" "$OUT/gpu_tests_s14e.log"
     ;;
 mad)
     timeout ${MAD_TIMEOUT:-400} python3 benchmarks/kla_mad.py --max-seconds ${MAD_SECONDS:-240} \
