@@ -849,9 +849,9 @@ s14b)
     # Then, with the host quiet: benchmarks/kla_scan_ab.py on GPU 0 (moment-form against information-form
     # adjoint, interleaved rounds), and the layer rows timed on GPU 1.
     export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
-    ROWS=${ROWS:-"kla_compiled kla_compiled_info gla_default"}
-    layer_warm_gpu1
-    export CUDA_VISIBLE_DEVICES=0
+    ROWS=${ROWS:-"kla_compiled kla_compiled_info gla_default"}     # (rows as named at 7421716; since 2f17d35's
+    layer_warm_gpu1                                                 # successor the default is the information form
+    export CUDA_VISIBLE_DEVICES=0                                   # and the moment form's row kla_compiled_mom)
     timeout ${TESTS_TIMEOUT:-300} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_kla_triton.py \
         tests/test_kla_layer_gpu.py tests/test_triton_launch.py tests/test_conv_triton.py \
         -k "p0_moment or multi_warp and (case27 or case28 or case29 or case30 or case31 or case32 or case33 or case34) or gpu_matrix and not multi_warp and not variance_off or test_kla_layer_gpu or test_triton_launch or test_conv_triton" \

@@ -165,8 +165,9 @@ def idle_gaps(prof, n: int, top: int = 12) -> dict:
 ROW_DEFAULTS = {"kla_compiled_s12": {("conv", "_BWD_VARIANT"): "recompute", ("kla", "_BWD_REL"): 0,
                                     ("kla", "_BWD_ALG"): 0, ("kla", "_BWD_MOM"): 0},
                 "kla_compiled_convsplit": {("conv", "_BWD_VARIANT"): "split"},
-                # the scan backward's information-form adjoint (the default before session 14's bwd_mom)
-                "kla_compiled_info": {("kla", "_BWD_MOM"): 0}}
+                # the scan backward's moment-form adjoint (bwd_mom; s14b and s14c ran it as the default, rows
+                # kla_compiled, and the information form as kla_compiled_info)
+                "kla_compiled_mom": {("kla", "_BWD_MOM"): 1}}
 
 
 #: rows whose layer also returns its variance (the scan computes y_var; the loss uses y only): the
@@ -277,7 +278,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", default=None,
                     help="time only these rows (e.g. kla kla_compiled; kla_compiled_conv1d: the compiled layer with "
                          "its convolution through F.conv1d on a transposed copy, as before session 12; "
-                         "kla_compiled_s12, kla_compiled_convsplit, kla_compiled_info: other kernel defaults, ROW_DEFAULTS; kla_compiled_var: "
+                         "kla_compiled_s12, kla_compiled_convsplit, kla_compiled_mom: other kernel defaults, ROW_DEFAULTS; kla_compiled_var: "
                          "the layer asked for its variance)")
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -253,13 +253,13 @@ def test_pipelined_forward_interpreted():
     with cp.async, docs/kla_kernels.md, "Pipelined loads"; ``test_gpu_matrix_multi_warp`` checks the
     compiled kernels). L = 19, 27, 8: a partial last block, time chunks, a single block. The pipelined
     backward has neither ``bwd_rel`` nor ``bwd_alg`` (the defaults since session 13), so it is compared
-    with the backward without ``bwd_rel`` (the moment-form adjoint, the default since session 14, has no
-    ``bwd_alg``), and in the information form with session 12's backward (``BWD_S12``; ``bwd_alg``
-    rounds otherwise)."""
-    _check_same(2, 19, 5, 7, {"fwd_stages": 2, "bwd_stages": 2}, {"bwd_rel": 0}, init=True, prior=True)
-    _check_same(1, 27, 3, 4, {"fwd_stages": 3, "bwd_stages": 3}, {"bwd_rel": 0}, init=False, prior=False, num_chunks=2)
-    _check_same(1, 8, 3, 4, {"bwd_stages": 2}, {"bwd_rel": 0}, init=True, prior=False)
-    _check_same(1, 27, 3, 4, {**INFO, "fwd_stages": 2, "bwd_stages": 2}, BWD_S12, init=True, prior=True, num_chunks=2)
+    with session 12's backward (``BWD_S12``; ``bwd_alg`` rounds otherwise), and in the moment form
+    (``bwd_mom``, which has no ``bwd_alg``) with the backward without ``bwd_rel``."""
+    _check_same(2, 19, 5, 7, {"fwd_stages": 2, "bwd_stages": 2}, BWD_S12, init=True, prior=True)
+    _check_same(1, 27, 3, 4, {"fwd_stages": 3, "bwd_stages": 3}, BWD_S12, init=False, prior=False, num_chunks=2)
+    _check_same(1, 8, 3, 4, {"bwd_stages": 2}, BWD_S12, init=True, prior=False)
+    _check_same(1, 27, 3, 4, {**MOM, "fwd_stages": 2, "bwd_stages": 2}, {**MOM, "bwd_rel": 0}, init=True, prior=True,
+                num_chunks=2)
 
 
 def test_multi_warp_launch_interpreted():
@@ -388,6 +388,29 @@ def test_moment_form_adjoint_interpreted():
     _check(1, 27, 21, 4, init=True, prior=True, num_chunks=2, tune={**MOM, "bwd_stages": 2})
     _check_variance_off(2, 27, 21, 4, True, False, 2, MOM)
     _check_variance_off(1, 19, 5, 3, True, True, None, MOM)
+
+
+def test_kla_scan_adjoint_argument_interpreted():
+    """``kla_scan(..., adjoint="moment")`` runs the Triton backward in moment form (p = 0, a well below 1:
+    finite gradients within the bound of the float64 reference); a bad value is refused by name; the layer
+    without process noise asks for the moment form, the layer with it for the information form."""
+    from bayesfilt.errors import BayesfiltError
+    from bayesfilt.nn import KLAConfig, KLALayer
+    from bayesfilt.nn.functional import kla_scan
+    _kernels()
+    xs = _inputs(1, 64, 5, 4, seed=3, a_range=(0.05, 0.3), p_range=(0.0, 0.0))
+    w = torch.randn(1, 64, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    xr = [x.detach().double().requires_grad_() for x in xs]
+    (kla_scan_reference(*xr)[0] * w).sum().backward()
+    xt = [x.detach().float().requires_grad_() for x in xs]
+    y, _, _ = kla_scan(*xt[:6], initial_state=(xt[6], xt[7]), backend="triton", adjoint="moment", validate=False)
+    (y * w.float()).sum().backward()
+    for name, a, b in zip(NAMES, xt, xr):
+        assert torch.isfinite(a.grad).all() and _rel(a.grad, b.grad) <= RTOL, name
+    with pytest.raises(BayesfiltError, match="adjoint"):
+        kla_scan(*xt[:6], backend="triton", adjoint="covariance")
+    assert KLALayer(8, KLAConfig(d_state=4, process_noise=False))._adjoint == "moment"
+    assert KLALayer(8, KLAConfig(d_state=4))._adjoint == "information"
 
 
 def _p0_gradients(B, L, M, S, *, prior, num_chunks=None, tune=None, a_range=(0.05, 0.3), seed=11, ref=None):

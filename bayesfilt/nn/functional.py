@@ -401,7 +401,7 @@ def _to_or_none(x, dtype):
 
 
 def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_readout: bool = False,
-             variance: bool = True, backend: str = "auto", validate: bool = True):
+             variance: bool = True, backend: str = "auto", validate: bool = True, adjoint: str = "information"):
     """Run the KLA diagonal information filter over a sequence (docs/math/kla.md).
 
     Model per lane (m, s): x_t = a_bar x_{t-1} + N(0, p_bar); v_t[m] = k_t[s] x_t + N(0, 1/lambda_v_t[m]).
@@ -424,6 +424,13 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
             (bit for bit on the CPU interpreter; docs/kla_kernels.md, "Variance on demand"). The
             ``"reference"`` and ``"torch"`` backends compute y_var and drop it.
         backend: "auto", "reference", "torch" or "triton" (module docstring).
+        adjoint: the form in which the ``"triton"`` backward differentiates the filter:
+            ``"information"`` (default; (lam, eta), so that a gradient of the final state enters as it
+            is) or ``"moment"`` ((w, mu) = (1/lam, eta/lam), docs/math/kla.md section 7: finite and
+            exact for p_bar = 0 with a_bar < 1, where the information form's adjoint overflows to NaN; a
+            loss on the final state then loses accuracy over long sequences: up to 4.8e-4 relative at
+            a_bar = 1, p_bar = 0, L = 65536). ``KLALayer`` without process noise uses ``"moment"``. The
+            ``"reference"`` and ``"torch"`` backends ignore it (their backward handles p_bar = 0 itself).
         validate: check values too (positivity, finiteness; one device sync) and that the
             outputs are finite (a second sync): e.g. p_bar = 0 with a_bar < 1 makes lam grow
             like a_bar^(-2t) and leave the float32 range (docs/math/kla.md, "Ranges"). Shapes,
@@ -454,6 +461,8 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
     """
     prior_readout, validate = check_bool(prior_readout, "prior_readout"), check_bool(validate, "validate")
     variance = check_bool(variance, "variance")
+    if adjoint not in ("information", "moment"):
+        raise value_error("adjoint", f"is {adjoint!r}", 'pass "information" or "moment"')
     compute, lam0, eta0 = _validate(v, lambda_v, k, q, a_bar, p_bar, initial_state, step=False,
                                     state_name="initial_state", check_values=validate)
     backend = _resolve_backend(backend, v.device)
@@ -462,7 +471,8 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
         fn = _import_triton("kla_scan_triton", v.device)
         y, y_var, lam, eta = _check_outputs(fn(v, lambda_v, k, q, a_bar, p_bar,
                                 initial_state=None if initial_state is None else (lam0.float(), eta0.float()),
-                                prior_readout=bool(prior_readout), variance=variance), validate, torch.float32)
+                                prior_readout=bool(prior_readout), variance=variance,
+                                _tune={"bwd_mom": 1} if adjoint == "moment" else None), validate, torch.float32)
         return y.to(out_dtype), _to_or_none(y_var, out_dtype), KLAState(lam, eta)   # saturated in the kernels
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)] + [lam0, eta0]
     if backend == "reference":

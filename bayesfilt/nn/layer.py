@@ -247,6 +247,12 @@ class KLALayer(nn.Module):
                                validate=False)
         return y, y_var
 
+    @property
+    def _adjoint(self) -> str:
+        """The scan backward's form (``kla_scan(..., adjoint=)``): "moment" without process noise (p = 0,
+        where the information form's adjoint overflows: docs/math/kla.md section 7), else "information"."""
+        return "information" if self.config.process_noise else "moment"
+
     def _fresh_state(self, v: torch.Tensor) -> KLAState | None:
         """The filter's state before the first token for a fresh sequence: None (kla_scan's own
         lam_0 = 1, eta_0 = 0) when ``init_precision`` is 1, else lam_0 = init_precision, eta_0 = 0,
@@ -288,7 +294,8 @@ class KLALayer(nn.Module):
         if state is None:
             # variance on demand: without return_variance the scan skips y_var (None here)
             y, y_var, final = kla_scan(v, lambda_v, k, q, a_bar, p_bar, initial_state=self._fresh_state(v),
-                                       variance=bool(return_variance), backend=backend, validate=False)
+                                       variance=bool(return_variance), backend=backend, validate=False,
+                                       adjoint=self._adjoint)
         else:
             init = KLAState(state.kla.lam.to(v.dtype), state.kla.eta.to(v.dtype))
             if L == 1:
@@ -297,7 +304,7 @@ class KLALayer(nn.Module):
                 y, y_var = y.unsqueeze(1), y_var.unsqueeze(1)
             else:
                 y, y_var, final = kla_scan(v, lambda_v, k, q, a_bar, p_bar, initial_state=init, backend=backend,
-                                           variance=bool(return_variance), validate=False)
+                                           variance=bool(return_variance), validate=False, adjoint=self._adjoint)
         K = self.conv_kernel
         if self.skip is not None:
             y = y + self.skip.to(y.dtype) * u.to(y.dtype)              # y += skip * u
