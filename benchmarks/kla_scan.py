@@ -76,11 +76,9 @@ def parity(B, L, M, S, tune, seed=1):
     return errs
 
 
-def bench_scan(B, L, M, S, tune, dtype=torch.float32, reps=200):
-    """Median ms of forward (no grad) and forward+backward, peak memory of fwd+bwd."""
-    xs = _inputs(B, L, M, S, dtype=dtype, grad=True)
-    gy, gyv = torch.randn(B, L, M, device=DEV), torch.randn(B, L, M, device=DEV)
-
+def scan_fns(xs, tune, gy, gyv):
+    """The two timed callables of one configuration: the forward without gradients, and forward plus the
+    backward of a loss on y and y_var with output gradients gy, gyv."""
     def fwd():
         with torch.no_grad():
             return kla_scan_triton(*xs, _tune=tune)
@@ -89,6 +87,14 @@ def bench_scan(B, L, M, S, tune, dtype=torch.float32, reps=200):
         y, yv, _, _ = kla_scan_triton(*xs, _tune=tune)
         torch.autograd.backward((y, yv), (gy, gyv))
 
+    return fwd, fwdbwd
+
+
+def bench_scan(B, L, M, S, tune, dtype=torch.float32, reps=200):
+    """Median ms of forward (no grad) and forward+backward, peak memory of fwd+bwd."""
+    xs = _inputs(B, L, M, S, dtype=dtype, grad=True)
+    gy, gyv = torch.randn(B, L, M, device=DEV), torch.randn(B, L, M, device=DEV)
+    fwd, fwdbwd = scan_fns(xs, tune, gy, gyv)
     t_f = do_bench(fwd, warmup=25, rep=reps, return_mode="median")
     t_fb = do_bench(fwdbwd, warmup=25, rep=reps, grad_to_none=xs, return_mode="median")
     for x in xs:

@@ -24,9 +24,8 @@ from triton.testing import do_bench
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_state  # noqa: E402
-from kla_scan import _inputs  # noqa: E402
+from kla_scan import _inputs, scan_fns  # noqa: E402
 
-from bayesfilt.nn.kernels import kla_scan_triton  # noqa: E402
 from bayesfilt.nn.kernels.kla import _tune_str  # noqa: E402
 
 SHAPES = {"main": (8, 2048, 2048, 16), "long": (1, 65536, 1024, 16)}
@@ -42,14 +41,7 @@ def _timers(shape, tune, gy, gyv, xs):
         lam0, eta0 = torch.ones(B, M, S, device="cuda"), torch.zeros(B, M, S, device="cuda")
         ck = ops.kla_scan_triton(*xs, lam0, eta0, False, True, tstr, False)[4]
     zs = torch.zeros(B, M, S, device="cuda")
-
-    def fwd():
-        with torch.no_grad():
-            return kla_scan_triton(*xs, _tune=tune)
-
-    def fwdbwd():
-        y, yv, _, _ = kla_scan_triton(*xs, _tune=tune)
-        torch.autograd.backward((y, yv), (gy, gyv))
+    fwd, fwdbwd = scan_fns(xs, tune, gy, gyv)
 
     def bwd():
         return ops.kla_scan_triton_backward(*[x.detach() for x in xs], ck, gy, gyv, zs, zs, False, tstr, False)

@@ -390,6 +390,20 @@ def test_moment_form_adjoint_interpreted():
     _check_variance_off(1, 19, 5, 3, True, True, None, MOM)
 
 
+def test_scan_backward_compiles_for_sm90():
+    """The interpreter does not type-check as the compiler does: the backward kernel compiled for sm_90
+    on the CPU in both forms of the adjoint, with the defaults' constexprs (block-relative loads, shared
+    lam_t, prefetch, the checkpoint a block ahead, grouped stores), the chunk summaries (MODE 1), the
+    prior readout and the variance off."""
+    from conftest import compile_for_sm90
+    base = {"SB": 4, "BM": 16, "FAST": True, "DEFER_G": 8, "BSTAGES": 1, "CKPF": True, "L2PF": 2, "PFROWS": 4,
+            "REL": True, "MC": 2048, "SC": 16, "ALG": True, "VAR": True, "MOM": False, "PRIOR": False, "MODE": 0}
+    compile_for_sm90("bayesfilt.nn.kernels._kla_triton",
+                     [("_bwd_kernel", base),
+                      ("_bwd_kernel", {**base, "MOM": True}),
+                      ("_bwd_kernel", {**base, "MOM": True, "MODE": 1, "PRIOR": True, "VAR": False})])
+
+
 def test_kla_scan_adjoint_argument_interpreted():
     """``kla_scan(..., adjoint="moment")`` runs the Triton backward in moment form (p = 0, a well below 1:
     finite gradients within the bound of the float64 reference); a bad value is refused by name; the layer

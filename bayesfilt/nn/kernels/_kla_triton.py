@@ -439,12 +439,16 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
         gy = tl.load((gy_ptr + I * M) + m, mask=om, other=0.0)     # row I of the block, then the lanes
         if VAR:
             gyv = tl.load((gyv_ptr + I * M) + m, mask=om, other=0.0)
+        else:
+            gyv = gy                                    # (never read without the variance)
     else:
         row = b.to(tl.int64) * L + tok
         om = _live(mmask, m, tok, t_end, MASKED)
         gy = tl.load(gy_ptr + row * M + m, mask=om, other=0.0)
         if VAR:
             gyv = tl.load(gyv_ptr + row * M + m, mask=om, other=0.0)
+        else:
+            gyv = gy                                    # (never read without the variance)
     k2 = kk * kk
     phi = lv * k2                                       # phi_t = Lv k^2
     uu = lv * vv * kk                                   # u_t = Lv v k
@@ -494,24 +498,13 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
     else:
         ga_n = ga + Gf * r + Gd * (2.0 * a)
         gp_n = gp + Gd * lamp
-        if PRIOR:
-            if VAR:
-                ga_n = ga_n + gy * qq * mu + gyv * q2 * (2.0 * a) * w           # d/da of y, y_var
-                gp_n = gp_n + gyv * q2                                          # d/dp of y_var
-                Xq = gy * a * mu + 2.0 * qq * gyv * (a2 * w + p)                # d/dq of y, y_var
-            else:
-                ga_n = ga_n + gy * qq * mu              # d/da of y = sum q a mu
-                Xq = gy * a * mu                        # d/dq of y
-        elif ALG:
+        if ALG and not PRIOR:
             if VAR:
                 Xq = (2.0 * qq) * cw + gm               # d/dq: g_y mu + 2 q g_yvar w
             else:
                 Xq = gm                                 # d/dq: g_y mu
         else:
-            if VAR:
-                Xq = gy * mu + 2.0 * qq * gyv * w       # d/dq: g_y mu + 2 q g_yvar w
-            else:
-                Xq = gy * mu                            # d/dq: g_y mu
+            ga_n, gp_n, Xq = _readout_grads(ga_n, gp_n, gy, gyv, qq, mu, w, a, a2, p, PRIOR, VAR)
         ga = _keep(ga_n, ga, valid, MASKED)
         gp = _keep(gp_n, gp, valid, MASKED)
         # Gphi = Hl_t, Gu = He_t (information form: dlam_t/dphi_t = deta_t/du_t = 1)
@@ -566,11 +559,15 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
         gy = tl.load((gy_ptr + I * M) + m, mask=om, other=0.0)     # row I of the block, then the lanes
         if VAR:
             gyv = tl.load((gyv_ptr + I * M) + m, mask=om, other=0.0)
+        else:
+            gyv = gy                                    # (never read without the variance)
     else:
         row = b.to(tl.int64) * L + tok
         gy = tl.load(gy_ptr + row * M + m, mask=om, other=0.0)
         if VAR:
             gyv = tl.load(gyv_ptr + row * M + m, mask=om, other=0.0)
+        else:
+            gyv = gy                                    # (never read without the variance)
     k2 = kk * kk                                        # (for dLv below)
     phi = lv * kk * kk                                  # phi_t = Lv k^2, rounded as _frec_m (and the forward) round
     uu = lv * vv * kk                                   # it, so that the compiler shares g_t, w_t, mu_t with the
@@ -609,19 +606,7 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
         Gphi = -w * (w * X + amu * Hm_t)                # dL/dphi_t: dw_t/dphi = -w_t^2, dmu_t/dphi = -w_t (w_t nu_t + a mu_{t-1})
         ga_n = ga + GP * ((2.0 * a) * wp) + Hm_t * (g * mup)   # dP_t/da = 2 a w_{t-1}, dmu_t/da = g_t mu_{t-1}
         gp_n = gp + GP                                  # dP_t/dp = 1
-        if PRIOR:
-            if VAR:
-                ga_n = ga_n + gy * qq * mu + gyv * q2 * (2.0 * a) * w           # d/da of y, y_var
-                gp_n = gp_n + gyv * q2                                          # d/dp of y_var
-                Xq = gy * a * mu + 2.0 * qq * gyv * (a2 * w + p)                # d/dq of y, y_var
-            else:
-                ga_n = ga_n + gy * qq * mu              # d/da of y = sum q a mu
-                Xq = gy * a * mu                        # d/dq of y
-        else:
-            if VAR:
-                Xq = gy * mu + 2.0 * qq * gyv * w       # d/dq: g_y mu + 2 q g_yvar w
-            else:
-                Xq = gy * mu                            # d/dq: g_y mu
+        ga_n, gp_n, Xq = _readout_grads(ga_n, gp_n, gy, gyv, qq, mu, w, a, a2, p, PRIOR, VAR)
         ga = _keep(ga_n, ga, valid, MASKED)
         gp = _keep(gp_n, gp, valid, MASKED)
         gvt, glvt, gkt, gqt = _gput(Gphi, Gu, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I, tok, t_end,
@@ -630,6 +615,28 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
         _gstore(gvt, glvt, gkt, gqt, I, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
                 b, pid_m, sb, B, L, M, S, m, s, mmask, smask, 0, DEFER_G)
     return Hw_o, Hm_o, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt
+
+
+@triton.jit
+def _readout_grads(ga_n, gp_n, gy, gyv, qq, mu, w, a, a2, p, PRIOR: tl.constexpr, VAR: tl.constexpr):
+    """The readout's own terms of one token (the same in both forms of the adjoint): dL/da and dL/dp
+    accumulated into ga_n, gp_n (prior readout only) and Xq = dL/dq per lane, from the state (w, mu)
+    after the token. VAR False: g_yvar's terms left out (gyv is never read)."""
+    if PRIOR:
+        if VAR:
+            q2 = qq * qq
+            ga_n = ga_n + gy * qq * mu + gyv * q2 * (2.0 * a) * w           # d/da of y, y_var
+            gp_n = gp_n + gyv * q2                                          # d/dp of y_var
+            Xq = gy * a * mu + 2.0 * qq * gyv * (a2 * w + p)                # d/dq of y, y_var
+        else:
+            ga_n = ga_n + gy * qq * mu                  # d/da of y = sum q a mu
+            Xq = gy * a * mu                            # d/dq of y
+    else:
+        if VAR:
+            Xq = gy * mu + 2.0 * qq * gyv * w           # d/dq: g_y mu + 2 q g_yvar w
+        else:
+            Xq = gy * mu                                # d/dq: g_y mu
+    return ga_n, gp_n, Xq
 
 
 @triton.jit
