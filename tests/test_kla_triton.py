@@ -427,6 +427,71 @@ def test_kla_scan_adjoint_argument_interpreted():
     assert KLALayer(8, KLAConfig(d_state=4))._adjoint == "information"
 
 
+def test_adjoint_form_is_fixed_at_the_forward_interpreted(monkeypatch):
+    """The backward's plan (``_plan_for``) and the autograd function's conversion of the final state's
+    adjoint (``_moment_adjoint``) must agree on the form, also when ``_BWD_MOM`` changes between calls
+    (benchmarks/kla_layer.py's ROW_DEFAULTS does, clearing only the plan cache): a disagreement feeds
+    (dL/dlam_L, dL/deta_L) unconverted to the moment-form kernels, a silently wrong gradient (review 14:
+    50-100% off). The same inputs with the default flipped must give the gradients of that form."""
+    kla = _kernels()
+
+    def grads():
+        xs = [x.detach().float().requires_grad_() for x in _inputs(1, 16, 4, 3, seed=5)]
+        y, _, lam, eta = kla.kla_scan_triton(*xs[:6], initial_state=(xs[6], xs[7]))
+        (y.sum() + lam.mean() + eta.sum()).backward()
+        return [x.grad for x in xs]
+
+    monkeypatch.setattr(kla, "_BWD_MOM", 0)
+    g_info = grads()                                    # (a decision for the default tune string, made once)
+    monkeypatch.setattr(kla, "_BWD_MOM", 1)
+    kla._plan_cached.cache_clear()
+    g_mom = grads()
+    kla._plan_cached.cache_clear()
+    for name, a, b in zip(NAMES, g_mom, g_info):
+        assert _rel(a, b) <= RTOL, name                 # the same gradient, in the other form
+
+
+def test_moment_form_final_state_gradient_saturated_interpreted():
+    """p = 0, a in (0.3, 0.4), L = 70: every lane of the final state saturates (lam_L = LAM_MAX, eta_L =
+    mu_L LAM_MAX). A loss on lam_L and eta_L through the moment-form adjoint: ``_final_adjoint_moments``
+    gives dL/dw_L = 0 there (lam_L does not depend on w_L), as autograd of the float32 reference (which
+    clamps the variance at 1/LAM_MAX); without that branch dL/dp comes out ~1e29 times too large."""
+    from bayesfilt.nn.reference import LAM_MAX
+    kla = _kernels()
+    xs = _inputs(1, 70, 3, 4, seed=7, a_range=(0.3, 0.4), p_range=(0.0, 0.0))
+    g = torch.Generator().manual_seed(1)
+    w = [torch.randn(1, 70, 3, generator=g), torch.randn(1, 3, 4, generator=g), torch.randn(1, 3, 4, generator=g)]
+
+    def loss(y, lam, eta):
+        return (y * w[0]).sum() + 1e-30 * ((lam * w[1]).sum() + (eta * w[2]).sum())
+
+    xr = [x.detach().float().requires_grad_() for x in xs]
+    y, _, lam, eta = kla_scan_reference(*xr)
+    assert bool((lam >= 0.5 * LAM_MAX[torch.float32]).all())
+    loss(y, lam, eta).backward()
+    xt = [x.detach().float().requires_grad_() for x in xs]
+    y, _, lam, eta = kla.kla_scan_triton(*xt[:6], initial_state=(xt[6], xt[7]), _tune=MOM)
+    loss(y, lam, eta).backward()
+    errs = {n: _rel(a.grad, b.grad) for n, a, b in zip(NAMES, xt, xr)}
+    assert all(e <= RTOL for e in errs.values()), errs
+
+
+def test_filter_readout_without_process_noise_has_finite_gradients_interpreted():
+    """``KLALayer.filter_readout`` without process noise on the Triton kernels: its scan asks for the
+    moment-form adjoint as ``forward`` does (the information form's overflows to NaN at p = 0, a < 1)."""
+    from bayesfilt.nn import KLAConfig, KLALayer
+    _kernels()
+    torch.manual_seed(0)
+    layer = KLALayer(8, KLAConfig(d_state=4, process_noise=False, a_init="constant", a_init_value=2.0,
+                                  backend="triton"))
+    with torch.no_grad():
+        layer.log_dt.fill_(0.0)                          # a = exp(-2): lam_t ~ a^(-2t) overflows after ~22 tokens
+    y, y_var = layer.filter_readout(torch.randn(1, 40, 8))
+    (y.sum() + y_var.sum()).backward()
+    bad = [n for n, p in layer.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert torch.isfinite(y).all() and not bad, bad
+
+
 def _p0_gradients(B, L, M, S, *, prior, num_chunks=None, tune=None, a_range=(0.05, 0.3), seed=11, ref=None):
     """p = 0 with a well below 1 (lam_t ~ a^(-2t) leaves float32's range within 30-80 tokens): the
     gradients of a loss on y and y_var (none reaches the final state, which saturates) through the

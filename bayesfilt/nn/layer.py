@@ -244,7 +244,7 @@ class KLALayer(nn.Module):
         """
         _, _, _, inputs = self._sensor(x, None)
         y, y_var, _ = kla_scan(*inputs, initial_state=self._fresh_state(inputs[0]), backend=self.config.backend,
-                               validate=False)
+                               validate=False, adjoint=self._adjoint)
         return y, y_var
 
     @property

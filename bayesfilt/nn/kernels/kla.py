@@ -473,9 +473,10 @@ def _scan_setup_context(ctx, inputs, output):
     ctx.state_dtypes = (lam0.dtype, eta0.dtype)
 
 
-@functools.lru_cache(maxsize=64)
 def _moment_adjoint(tune: str) -> bool:
-    """Whether the backward of this tune string runs its adjoint in moment form (``bwd_mom``)."""
+    """Whether the backward of this tune string runs its adjoint in moment form (``bwd_mom``), as
+    ``_plan_for`` decides it (not cached: ``_BWD_MOM`` is read now, like a plan made now; the tune strings
+    of ``kla_scan_triton`` carry the key, so that for them it is fixed at the forward)."""
     return bool(_tune_dict(tune).get("bwd_mom", _BWD_MOM))
 
 
@@ -548,7 +549,10 @@ def kla_scan_triton(v, lambda_v, k, q, a_bar, p_bar, initial_state=None, prior_r
     """
     B, L, M = v.shape
     S = k.shape[-1]
-    tune = {**dict(_tune or {}), **({"num_chunks": _num_chunks} if _num_chunks else {})}
+    # the backward's form is fixed here, in the tune string that both the backward's plan (_plan_for) and
+    # the autograd function's final-state conversion (_moment_adjoint) read: a later change of _BWD_MOM (or a
+    # cached plan or decision from before it) cannot make them disagree (a silently wrong gradient)
+    tune = {"bwd_mom": _BWD_MOM, **dict(_tune or {}), **({"num_chunks": _num_chunks} if _num_chunks else {})}
     if initial_state is None:
         lam0 = torch.ones(B, M, S, device=v.device, dtype=torch.float32)
         eta0 = torch.zeros(B, M, S, device=v.device, dtype=torch.float32)
