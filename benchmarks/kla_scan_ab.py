@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import git_state  # noqa: E402
 from kla_scan import _inputs, scan_fns  # noqa: E402
 
+from bayesfilt.nn.kernels import kla  # noqa: E402
 from bayesfilt.nn.kernels.kla import _tune_str  # noqa: E402
 
 SHAPES = {"main": (8, 2048, 2048, 16), "long": (1, 65536, 1024, 16)}
@@ -61,7 +62,9 @@ def main(argv=None) -> int:
         _tune_str(t)                                    # refuse unknown keys before anything runs
     res = {"benchmark": "kla_scan_ab", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
            "triton": triton.__version__, "commit": os.environ.get("GIT_COMMIT") or git_state()[0],
-           "tunes": args.tunes, "rounds": args.rounds, "rep_ms": args.rep, "shapes": {}}
+           "tunes": args.tunes, "rounds": args.rounds, "rep_ms": args.rep, "shapes": {},
+           # what {} means: the defaults of the keys that session 14 changed (an absent key takes these)
+           "defaults": {"bwd_mom": kla._BWD_MOM, "bwd_rel": kla._BWD_REL, "bwd_alg": kla._BWD_ALG}}
     for name in args.shapes:
         shape = SHAPES[name]
         xs = _inputs(*shape, grad=True)
