@@ -508,11 +508,9 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
         ga = _keep(ga_n, ga, valid, MASKED)
         gp = _keep(gp_n, gp, valid, MASKED)
         # Gphi = Hl_t, Gu = He_t (information form: dlam_t/dphi_t = deta_t/du_t = 1)
-        gvt, glvt, gkt, gqt = _gput(Hl_t, He_t, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I, tok, t_end,
+        gvt, glvt, gkt, gqt = _gput(Hl_t, He_t, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I, t0, tok, t_end,
                                     gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s,
                                     mmask, smask, om, MASKED, DEFER_G)
-        _gstore(gvt, glvt, gkt, gqt, I, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
-                b, pid_m, sb, B, L, M, S, m, s, mmask, smask, 0, DEFER_G)
     return Hl_o, He_o, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt
 
 
@@ -609,11 +607,9 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
         ga_n, gp_n, Xq = _readout_grads(ga_n, gp_n, gy, gyv, qq, mu, w, a, a2, p, PRIOR, VAR)
         ga = _keep(ga_n, ga, valid, MASKED)
         gp = _keep(gp_n, gp, valid, MASKED)
-        gvt, glvt, gkt, gqt = _gput(Gphi, Gu, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I, tok, t_end,
+        gvt, glvt, gkt, gqt = _gput(Gphi, Gu, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I, t0, tok, t_end,
                                     gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s,
                                     mmask, smask, om, MASKED, DEFER_G)
-        _gstore(gvt, glvt, gkt, gqt, I, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
-                b, pid_m, sb, B, L, M, S, m, s, mmask, smask, 0, DEFER_G)
     return Hw_o, Hm_o, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt
 
 
@@ -640,12 +636,13 @@ def _readout_grads(ga_n, gp_n, gy, gyv, qq, mu, w, a, a2, p, PRIOR: tl.constexpr
 
 
 @triton.jit
-def _gput(Gphi, Gu, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I: tl.constexpr, tok, t_end,
+def _gput(Gphi, Gu, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I: tl.constexpr, t0, tok, t_end,
           gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, om,
           MASKED: tl.constexpr, DEFER_G: tl.constexpr):
     """One token's input gradients from the adjoints Gphi = dL/dphi_t, Gu = dL/du_t per lane
     (phi = Lv k^2, u = Lv v k) and Xq = dL/dq per lane: dv, dLv (sums over this program's s) and
-    dk, dq (sums over its m), stored now (DEFER_G 0) or put in row / column I % G of the tiles."""
+    dk, dq (sums over its m), stored now (DEFER_G 0) or put in row / column I % G of the tiles, which
+    ``_gstore`` stores once the group is full (token tok = t0 + I)."""
     R1 = tl.sum(Gu * kk, axis=0, keep_dims=True)        # sum_s Gu k
     R2 = tl.sum(Gphi * k2, axis=0, keep_dims=True)      # sum_s Gphi k^2
     if DEFER_G:                                         # row I % G of the [G, BM] tiles
@@ -667,6 +664,8 @@ def _gput(Gphi, Gu, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I: tl.constexpr, to
         krow = (pid_m.to(tl.int64) * B + b) * L + tok
         tl.store(gk_ptr + krow * S + s, gk, mask=_live(smask, s, tok, t_end, MASKED))
         tl.store(gq_ptr + krow * S + s, gq, mask=_live(smask, s, tok, t_end, MASKED))
+    _gstore(gvt, glvt, gkt, gqt, I, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
+            b, pid_m, sb, B, L, M, S, m, s, mmask, smask, 0, DEFER_G)
     return gvt, glvt, gkt, gqt
 
 

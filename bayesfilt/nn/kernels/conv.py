@@ -42,7 +42,6 @@ _WIDE_K = 4                                      # the widest kernel "split" and
 assert _TCH % _BT_BWD == 0, "a backward program's tokens must be whole tiles (else dw, dbias count tokens twice)"
 
 
-
 def _channels_contiguous(z: torch.Tensor) -> torch.Tensor:
     """z with contiguous channels (a column slice of a wider tensor is kept as it is)."""
     return z if z.stride(-1) == 1 else z.contiguous()
