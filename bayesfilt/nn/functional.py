@@ -458,6 +458,11 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
         ...     torch.randn(B, L, S), torch.full((M, S), 0.9), torch.full((M, S), 0.01), variance=False)
         >>> no_var is None
         True
+        >>> p0 = torch.zeros(M, S)                # no process noise: the moment-form adjoint on "triton"
+        >>> y3, _, _ = kla_scan(torch.randn(B, L, M), torch.ones(B, L, M), torch.randn(B, L, S),
+        ...     torch.randn(B, L, S), torch.full((M, S), 0.5), p0, adjoint="moment")
+        >>> bool(torch.isfinite(y3).all())
+        True
     """
     prior_readout, validate = check_bool(prior_readout, "prior_readout"), check_bool(validate, "validate")
     variance = check_bool(variance, "variance")
