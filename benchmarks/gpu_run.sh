@@ -9,6 +9,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT final      # A5 + two GPU tests, then LM + decode (one call)
 #   bash benchmarks/gpu_run.sh COMMIT check      # all GPU tests + KLA benchmark, fla compiles in the background
 #   bash benchmarks/gpu_run.sh COMMIT mad        # issue 5: the MAD suite (kla, kla_p0, attention, gla)
+#   bash benchmarks/gpu_run.sh COMMIT s15a       # issue 3: first result, compile workers vs threads; GPU tests
 #   bash benchmarks/gpu_run.sh COMMIT prof2      # issue 3: GPU tests, host costs, torch profile, parallel_gpu.py
 #   bash benchmarks/gpu_run.sh COMMIT kncu       # issue 4: Nsight Compute on the KLA scan kernels
 #   bash benchmarks/gpu_run.sh COMMIT next       # what session 4 left unmeasured (capture_filter, fwd_defer)
@@ -920,6 +921,25 @@ mad)
     el "kla_mad rc=$?"; tail -n 40 "$LOG/kla_mad.log"
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
+s15a)
+    # session 15's first call (kind nvidia-h200): issue 3's time to a first result, the compile workers
+    # (bayesfilt.scan._triton.compile_in_processes) against threads, interleaved, cold and warm Triton caches, with
+    # nothing else running (benchmarks/first_result.py); then, -v, the GPU tests not run since session 14's
+    # adjoint dispatch (the default path's matrix, L = 65536, p = 0, bf16, the layer's), the parallel filter's
+    # and the compile workers' test.
+    export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
+    timeout ${FIRST_TIMEOUT:-210} python3 benchmarks/first_result.py --rounds ${FIRST_ROUNDS:-3} \
+        --out "$OUT/first_result_s15a.json" > "$LOG/first.log" 2>&1
+    el "first_result rc=$?"; tail -n 9 "$LOG/first.log" | cut -c1-250
+    timeout ${TESTS_TIMEOUT:-300} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_kla_triton.py \
+        tests/test_kla_layer_gpu.py tests/test_parallel_gpu.py tests/test_determinism_gpu.py tests/test_triton_launch.py \
+        tests/test_compile_workers.py tests/test_parallel_triton.py tests/test_parallel_triton_riccati.py \
+        tests/test_parallel_graph.py \
+        -k "(gpu_matrix and not multi_warp and not variance_off and not deferred or multi_warp and (case27 or case31) or long_sequence_65536 or p0_moment or bf16 or test_kla_layer_gpu or test_triton_launch or test_parallel or test_determinism_gpu or test_compile_workers) and not interpreted" \
+        --junitxml "$OUT/gpu_tests_s15a.xml" > "$LOG/gpu_tests.log" 2>&1
+    el "gpu tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/gpu_tests.log" | tail -n 20
+    cp "$LOG/gpu_tests.log" "$OUT/gpu_tests_s15a.log"
+    ;;
 esac
 tar -czf "$OUT/logs.tgz" -C /tmp logs
 done

@@ -1,0 +1,125 @@
+"""Time to a first result in a fresh process (issue 3: under 5 s, compilation included).
+
+Each measurement starts a new Python process that imports numpy, torch and bayesfilt, starts CUDA,
+and runs ``bayesfilt.parallel_filter`` on float32 data on the GPU; the clock runs from this script's
+start of the process to the moment the process reports the first result as computed (after a
+``torch.cuda.synchronize()``), read from its output as it happens (so that the process's exit is
+not counted). The process also reports its own phase times (imports, CUDA start, first call).
+
+Rounds interleave the settings so that a slow phase of the host hits all alike: per round, for each
+workload and each compile mode (``BAYESFILT_COMPILE_WORKERS`` 0: threads; 1: worker processes,
+bayesfilt.scan._triton.compile_in_processes), one process with a new, empty Triton cache ("cold"),
+then one more with the cache it left ("warm").
+
+Usage (on the GPU machine, after ``pip install --no-deps -e .``)::
+
+    python benchmarks/first_result.py --rounds 3 --out benchmarks/results/first_result_<commit>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+CHILD = r"""
+import sys, time
+t0 = time.perf_counter()
+marks = {}
+import numpy as np
+marks["import_numpy"] = time.perf_counter() - t0
+import torch
+marks["import_torch"] = time.perf_counter() - t0
+import bayesfilt
+marks["import_bayesfilt"] = time.perf_counter() - t0
+torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+marks["cuda_start"] = time.perf_counter() - t0
+shape = tuple(int(s) for s in sys.argv[1].split("x"))
+model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+y = torch.as_tensor(np.random.default_rng(0).standard_normal(shape + (2,)), dtype=torch.float32, device="cuda")
+res = bayesfilt.parallel_filter(model, y)
+ll = float(res.loglik.sum())                                     # on the host: the result is there
+print("READY", flush=True)
+marks["first_call"] = time.perf_counter() - t0
+res = bayesfilt.parallel_filter(model, y); torch.cuda.synchronize()
+marks["second_call"] = time.perf_counter() - t0
+print("MARKS", " ".join(f"{k}={v:.3f}" for k, v in marks.items()), "loglik", ll, flush=True)
+"""
+
+
+def one(shape: str, workers: str, cache: str) -> dict:
+    env = dict(os.environ, TRITON_CACHE_DIR=cache, BAYESFILT_COMPILE_WORKERS=workers)
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-c", CHILD, shape], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    ready = None
+    marks = {}
+    for line in p.stdout:
+        if line.startswith("READY") and ready is None:
+            ready = time.perf_counter() - t0
+        elif line.startswith("MARKS"):
+            parts = line.split()
+            marks = {k: float(v) for k, v in (x.split("=") for x in parts[1:] if "=" in x)}
+            marks["loglik"] = float(parts[-1])
+    err = p.stderr.read()
+    rc = p.wait()
+    return {"shape": shape, "workers": workers, "to_result_s": ready, "process_s": time.perf_counter() - t0,
+            "rc": rc, "marks": marks, "stderr_tail": err[-1500:] if rc or ready is None else ""}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--shapes", default="1024,1024x1024")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    import torch
+    import triton
+    runs = []
+    base = tempfile.mkdtemp(prefix="first_result_")
+    for r in range(args.rounds):
+        for shape in args.shapes.split(","):
+            for workers in ("0", "1") if r % 2 == 0 else ("1", "0"):
+                cache = os.path.join(base, f"r{r}_{shape}_{workers}")
+                for state in ("cold", "warm"):
+                    res = dict(one(shape, workers, cache), round=r, cache=state)
+                    runs.append(res)
+                    print(f"round {r} {shape:>9s} workers={workers} {state}: to result "
+                          f"{res['to_result_s'] if res['to_result_s'] is None else round(res['to_result_s'], 2)} s, "
+                          f"process {res['process_s']:.2f} s; {res['marks']}", flush=True)
+                shutil.rmtree(cache, ignore_errors=True)
+    summary = {}
+    for shape in args.shapes.split(","):
+        for workers in ("0", "1"):
+            for state in ("cold", "warm"):
+                xs = sorted(x["to_result_s"] for x in runs if (x["shape"], x["workers"], x["cache"]) == (shape, workers, state)
+                            and x["to_result_s"] is not None)
+                first = sorted(x["marks"].get("first_call", 0) - x["marks"].get("cuda_start", 0) for x in runs
+                               if (x["shape"], x["workers"], x["cache"]) == (shape, workers, state) and x["marks"])
+                torch_imp = sorted(x["marks"].get("import_torch", 0) - x["marks"].get("import_numpy", 0) for x in runs
+                                   if (x["shape"], x["workers"], x["cache"]) == (shape, workers, state) and x["marks"])
+                summary[f"{shape} workers={workers} {state}"] = {
+                    "to_result_s": xs, "median_s": xs[len(xs) // 2] if xs else None,
+                    "first_call_s": [round(v, 3) for v in first], "import_torch_s": [round(v, 3) for v in torch_imp]}
+    for k, v in summary.items():
+        print(f"{k:32s} median {v['median_s']}  all {[round(x, 2) for x in v['to_result_s']]}  "
+              f"first call {v['first_call_s']}  import torch {v['import_torch_s']}")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = {"benchmark": "first_result", "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
+            "usable_cpus": len(os.sched_getaffinity(0)), "commit": commit, "rounds": args.rounds,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "target_s": 5.0,
+            "command": "python " + " ".join(sys.argv)}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
