@@ -920,7 +920,6 @@ mad)
         --workdir /tmp/kla_mad ${MAD_ARGS:-} > "$LOG/kla_mad.log" 2>&1
     el "kla_mad rc=$?"; tail -n 40 "$LOG/kla_mad.log"
     ;;
-*) echo "unknown stage $stage"; exit 2 ;;
 s15a)
     # session 15's first call (kind nvidia-h200): issue 3's time to a first result, the compile workers
     # (bayesfilt.scan._triton.compile_in_processes) against threads, interleaved, cold and warm Triton caches, with
@@ -940,6 +939,7 @@ s15a)
     el "gpu tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/gpu_tests.log" | tail -n 20
     cp "$LOG/gpu_tests.log" "$OUT/gpu_tests_s15a.log"
     ;;
+*) echo "unknown stage $stage"; exit 2 ;;
 esac
 tar -czf "$OUT/logs.tgz" -C /tmp logs
 done
