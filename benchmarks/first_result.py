@@ -6,10 +6,13 @@ start of the process to the moment the process reports the first result as compu
 ``torch.cuda.synchronize()``), read from its output as it happens (so that the process's exit is
 not counted). The process also reports its own phase times (imports, CUDA start, first call).
 
-Rounds interleave the settings so that a slow phase of the host hits all alike: per round, for each
-workload and each compile mode (``BAYESFILT_COMPILE_WORKERS`` 0: threads; 1: worker processes,
-bayesfilt.scan._triton.compile_in_processes), one process with a new, empty Triton cache ("cold"),
-then one more with the cache it left ("warm").
+Rounds interleave the workloads so that a slow phase of the host hits all alike: per round, for each
+workload, one process with a new, empty Triton cache ("cold"), then one more with the cache it left
+("warm").
+
+The run at 3eeff84 (``benchmarks/results/first_result_s15a_3eeff84.json``) also compared compiling
+the first call's kernels in worker processes (an experiment since removed; its rows carry
+``workers=1``) against the threads of ``bayesfilt.scan._triton.launch_all`` (``workers=0``).
 
 Usage (on the GPU machine, after ``pip install --no-deps -e .``)::
 
@@ -53,8 +56,8 @@ print("MARKS", " ".join(f"{k}={v:.3f}" for k, v in marks.items()), "loglik", ll,
 """
 
 
-def one(shape: str, workers: str, cache: str) -> dict:
-    env = dict(os.environ, TRITON_CACHE_DIR=cache, BAYESFILT_COMPILE_WORKERS=workers)
+def one(shape: str, cache: str) -> dict:
+    env = dict(os.environ, TRITON_CACHE_DIR=cache)
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-c", CHILD, shape], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -69,7 +72,7 @@ def one(shape: str, workers: str, cache: str) -> dict:
             marks["loglik"] = float(parts[-1])
     err = p.stderr.read()
     rc = p.wait()
-    return {"shape": shape, "workers": workers, "to_result_s": ready, "process_s": time.perf_counter() - t0,
+    return {"shape": shape, "to_result_s": ready, "process_s": time.perf_counter() - t0,
             "rc": rc, "marks": marks, "stderr_tail": err[-1500:] if rc or ready is None else ""}
 
 
@@ -84,33 +87,31 @@ def main():
     runs = []
     base = tempfile.mkdtemp(prefix="first_result_")
     for r in range(args.rounds):
-        for shape in args.shapes.split(","):
-            for workers in ("0", "1") if r % 2 == 0 else ("1", "0"):
-                cache = os.path.join(base, f"r{r}_{shape}_{workers}")
-                for state in ("cold", "warm"):
-                    res = dict(one(shape, workers, cache), round=r, cache=state)
-                    runs.append(res)
-                    print(f"round {r} {shape:>9s} workers={workers} {state}: to result "
-                          f"{res['to_result_s'] if res['to_result_s'] is None else round(res['to_result_s'], 2)} s, "
-                          f"process {res['process_s']:.2f} s; {res['marks']}", flush=True)
-                shutil.rmtree(cache, ignore_errors=True)
+        shapes = args.shapes.split(",")
+        for shape in shapes if r % 2 == 0 else shapes[::-1]:
+            cache = os.path.join(base, f"r{r}_{shape}")
+            for state in ("cold", "warm"):
+                res = dict(one(shape, cache), round=r, cache=state)
+                runs.append(res)
+                print(f"round {r} {shape:>9s} {state}: to result "
+                      f"{res['to_result_s'] if res['to_result_s'] is None else round(res['to_result_s'], 2)} s, "
+                      f"process {res['process_s']:.2f} s; {res['marks']}", flush=True)
+            shutil.rmtree(cache, ignore_errors=True)
     summary = {}
     for shape in args.shapes.split(","):
-        for workers in ("0", "1"):
-            for state in ("cold", "warm"):
-                xs = sorted(x["to_result_s"] for x in runs if (x["shape"], x["workers"], x["cache"]) == (shape, workers, state)
-                            and x["to_result_s"] is not None)
-                first = sorted(x["marks"].get("first_call", 0) - x["marks"].get("cuda_start", 0) for x in runs
-                               if (x["shape"], x["workers"], x["cache"]) == (shape, workers, state) and x["marks"])
-                torch_imp = sorted(x["marks"].get("import_torch", 0) - x["marks"].get("import_numpy", 0) for x in runs
-                                   if (x["shape"], x["workers"], x["cache"]) == (shape, workers, state) and x["marks"])
-                summary[f"{shape} workers={workers} {state}"] = {
-                    "to_result_s": xs, "median_s": xs[len(xs) // 2] if xs else None,
-                    "first_call_s": [round(v, 3) for v in first], "import_torch_s": [round(v, 3) for v in torch_imp]}
+        for state in ("cold", "warm"):
+            sel = [x for x in runs if (x["shape"], x["cache"]) == (shape, state)]
+            xs = sorted(x["to_result_s"] for x in sel if x["to_result_s"] is not None)
+            first = sorted(x["marks"]["first_call"] - x["marks"]["cuda_start"] for x in sel if x["marks"])
+            torch_imp = sorted(x["marks"]["import_torch"] - x["marks"]["import_numpy"] for x in sel if x["marks"])
+            summary[f"{shape} {state}"] = {
+                "to_result_s": xs, "median_s": xs[len(xs) // 2] if xs else None,
+                "first_call_s": [round(v, 3) for v in first], "import_torch_s": [round(v, 3) for v in torch_imp]}
     for k, v in summary.items():
         print(f"{k:32s} median {v['median_s']}  all {[round(x, 2) for x in v['to_result_s']]}  "
               f"first call {v['first_call_s']}  import torch {v['import_torch_s']}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = os.environ.get("GIT_COMMIT") or subprocess.run(     # gpu_run.sh's argument: the device copy's .git
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()  # is older
     meta = {"benchmark": "first_result", "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
             "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
             "usable_cpus": len(os.sched_getaffinity(0)), "commit": commit, "rounds": args.rounds,

@@ -31,7 +31,7 @@ def _compiled_here(kernel, device) -> bool:
         return True
 
 
-def launch_all(launches, warm_also=(), workers: bool = False) -> None:
+def launch_all(launches, warm_also=()) -> None:
     """Launch Triton kernels in order: ``launches`` is a list of ``(kernel, grid, args, kwargs)``;
     ``warm_also``: launches of the same form that are compiled with them on a first call but not
     launched here (a kernel the caller launches later, after work of its own).
@@ -40,9 +40,6 @@ def launch_all(launches, warm_also=(), workers: bool = False) -> None:
     concurrently first, in threads: ``warmup`` (compile, no launch; Triton's compiler passes and ptxas
     run outside the GIL) and the loading of each binary with its launcher (a C stub that Triton
     builds with the system compiler). That shortens the time to a first result; later calls only launch.
-    ``workers``: the kernels' modules import without torch, so that the variants Triton's on-disk
-    cache lacks may be compiled in worker processes first, all at once (:func:`compile_in_processes`;
-    the threads then load them from the cache).
     """
     if interpreting():
         for k, grid, args, kw in launches:
@@ -56,7 +53,7 @@ def launch_all(launches, warm_also=(), workers: bool = False) -> None:
             return launch_all(launches, warm_also)
     together = list(launches) + list(warm_also)
     if not all([_compiled_here(k, index) for k, _g, _a, _kw in together]):   # a list: every kernel's
-        _warm_concurrently(together, index, workers)                            # cache made here
+        _warm_concurrently(together, index)                                     # cache made here
     direct = _direct_launch_supported() and not _hooks_set()
     state = (index,) + _knob_state() if direct else None
     stream = torch.cuda.current_stream().cuda_stream if direct else None
@@ -172,10 +169,9 @@ def _launch_direct(kernel, grid, args, kw, device, stream) -> bool:
     return True
 
 
-def _warm_concurrently(launches, device, workers: bool = False) -> int:
-    """Compile the distinct variants of ``launches`` in threads (after worker processes, where
-    ``workers`` and :func:`use_workers` allow); returns how many (0 after a failure, with a warning:
-    the launches then compile one at a time)."""
+def _warm_concurrently(launches, device) -> int:
+    """Compile the distinct variants of ``launches`` in threads; returns how many (0 after a failure,
+    with a warning: the launches then compile one at a time)."""
     import warnings
     from concurrent.futures import ThreadPoolExecutor
 
@@ -184,10 +180,6 @@ def _warm_concurrently(launches, device, workers: bool = False) -> int:
     for k, grid, args, kw in launches:
         key = (id(k), tuple(sorted(kw.items())), tuple(str(getattr(a, "dtype", type(a).__name__)) for a in args))
         variants.setdefault(key, (k, grid, args, kw))
-    if workers and use_workers(len(variants)):
-        from triton.runtime import driver
-        with torch.cuda.device(device):
-            compile_in_processes(variants.values(), driver.active.get_current_target())
 
     def warm(item):
         k, grid, args, kw = item
@@ -203,114 +195,3 @@ def _warm_concurrently(launches, device, workers: bool = False) -> int:
                       RuntimeWarning, stacklevel=3)
         return 0
     return len(variants)
-
-
-#: Triton versions whose JIT compile hook (``knobs.runtime.jit_cache_hook``, called with a
-#: ``specialization_data`` string before a compile) and cache keys :func:`compile_in_processes` was
-#: checked against (tests/test_compile_workers.py).
-WORKER_VERSIONS = ("3.6.", "3.9.")
-
-#: ``BAYESFILT_COMPILE_WORKERS``: "0" compiles in threads only, "1" uses worker processes whenever
-#: supported; unset, they are used when at least this many CPUs are usable (on one, the workers only
-#: add their start-up, about a second each, to the same compile work).
-WORKER_MIN_CPUS = 2
-
-
-def use_workers(variants: int) -> bool:
-    """Whether a first call compiling ``variants`` kernel variants compiles them in worker processes."""
-    import sys
-    import triton
-    setting = os.environ.get("BAYESFILT_COMPILE_WORKERS", "")
-    if setting == "0" or variants < 2 or not sys.executable or not triton.__version__.startswith(WORKER_VERSIONS):
-        return False
-    return setting == "1" or len(os.sched_getaffinity(0)) >= WORKER_MIN_CPUS
-
-
-def compile_in_processes(launches, target) -> int:
-    """Compile the kernel variants of ``launches`` (``(kernel, grid, args, kwargs)``) that Triton's
-    on-disk cache lacks, each in a worker process of its own (``python -m bayesfilt.scan._compile_worker``),
-    all at once; a later ``warmup`` or launch in this process then loads them from the cache.
-
-    Triton compiles in threads only partly in parallel (its Python front end and some passes hold the
-    GIL). Here the requests are collected with ``warmup`` under a JIT cache hook that records the
-    serialised specialisation and skips the compile (only for these kernels, only on this thread;
-    none is installed when another hook is set), and each worker turns that back into the same
-    compile, so the cache keys agree. ``target``: Triton's ``GPUTarget`` of the current device.
-    Returns how many variants the workers compiled (a worker's failure is reported as a warning;
-    the variant is then compiled in this process).
-    """
-    import json
-    import subprocess
-    import sys
-    import tempfile
-    import threading
-    import warnings
-
-    from triton import knobs
-    if knobs.runtime.jit_cache_hook is not None:
-        return 0
-    launches = list(launches)
-    kernels = {id(k) for k, _g, _a, _kw in launches}
-    me = threading.get_ident()
-    requests = []
-
-    def record(*, fn, compile, **_):
-        if threading.get_ident() != me or id(fn.jit_function) not in kernels:
-            return None                                          # another thread's or kernel's compile
-        spec = compile["specialization_data"]
-        if any(r["specialization"] == spec for r in requests):
-            return True                                          # a repeated variant: once is enough
-        requests.append({"module": fn.jit_function.fn.__module__, "name": fn.jit_function.fn.__qualname__,
-                         "target": [target.backend, target.arch, target.warp_size],
-                         "specialization": spec})
-        return True                                              # recorded: skip this compile
-
-    knobs.runtime.jit_cache_hook = record
-    try:
-        for k, grid, args, kw in launches:
-            k.warmup(*args, grid=grid, **kw)                     # variants in the cache load, no hook call
-    finally:
-        knobs.runtime.jit_cache_hook = None
-    if not requests:
-        return 0
-    env = dict(os.environ, TRITON_CACHE_DIR=knobs.cache.dir)
-    roots = {os.path.dirname(os.path.dirname(os.path.abspath(sys.modules[r["module"].split(".")[0]].__file__)))
-             for r in requests}
-    env["PYTHONPATH"] = os.pathsep.join(sorted(roots) + [p for p in [env.get("PYTHONPATH")] if p])
-    env.pop("TRITON_INTERPRET", None)
-    procs = []
-    try:
-        for r in requests:
-            err = tempfile.TemporaryFile()
-            p = subprocess.Popen([sys.executable, "-m", "bayesfilt.scan._compile_worker"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=err, env=env)
-            procs.append((r, p, err))
-            p.stdin.write(json.dumps(r).encode())
-            p.stdin.close()
-        threading.Thread(target=_triton_key, daemon=True).start()  # this process's key hash meanwhile
-        done = 0
-        for r, p, err in procs:
-            out = p.stdout.read()
-            if p.wait() == 0 and b"COMPILED" in out:
-                done += 1
-            else:
-                err.seek(0)
-                warnings.warn(f"bayesfilt: a Triton compile worker failed for {r['module']}.{r['name']} "
-                              f"(exit {p.returncode}): {err.read().decode(errors='replace')[-1500:]}; "
-                              "compiling it in this process", RuntimeWarning, stacklevel=4)
-        return done
-    finally:
-        for _r, p, err in procs:
-            if p.poll() is None:
-                p.kill()
-            err.close()
-
-
-def _triton_key() -> None:
-    """Hash Triton's own files for its cache key (``triton_key``, remembered per process; about
-    0.2-0.5 s), so that it overlaps the workers; any failure is left to the later compile."""
-    try:
-        from triton.runtime.cache import triton_key
-        triton_key()
-    except Exception:
-        pass

@@ -635,7 +635,7 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
                  dict(LOG2PI=LOG_2PI, N=N, Mo=Mo, V64=v64, MEANS=means_out, num_warps=1)))
     ll_plan = loglik_plan(batch, vt, dt, dev, bad) if means_out else None
     if launches is None:
-        launch_all(plan, warm_also=ll_plan[2] if ll_plan else (), workers=True)     # modules free of torch
+        launch_all(plan, warm_also=ll_plan[2] if ll_plan else ())
     if not means_out:
         out = dict(covs=covs, predicted_covs=pP)
     else:

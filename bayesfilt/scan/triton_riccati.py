@@ -278,7 +278,7 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     plan.append((_sweep_means, (nb, K), (yb, *shared, Sinv, lognorm, start, means, pm, ll, bad, *ints),
                  dict(N=N, Mo=Mo, BS=BS, num_warps=1)))
     ll_plan = loglik_plan(batch, torch.float64, dt, dev, bad)
-    launch_all(plan, warm_also=ll_plan[2], workers=True)        # a module free of torch
+    launch_all(plan, warm_also=ll_plan[2])
 
     def spread(c):                                    # (T, n, n) -> (*B, T, n, n), a view (copy before writing)
         return c.expand(batch + (T, n, n))
