@@ -939,6 +939,16 @@ s15a)
     el "gpu tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/gpu_tests.log" | tail -n 20
     cp "$LOG/gpu_tests.log" "$OUT/gpu_tests_s15a.log"
     ;;
+s15b)
+    # session 15's second call (kind nvidia-h200): where a fresh process's first call spends its time
+    # (parallel_gpu_profile.py firstprof: cProfile of the first call, cold then warm cache, serial and threaded
+    # loads, Triton's cache-key hash alone), then the public call's host time (parallel_host_profile.py)
+    rm -rf /tmp/tc_fp
+    timeout ${FP_TIMEOUT:-200} python3 benchmarks/parallel_gpu_profile.py firstprof --cache /tmp/tc_fp > "$LOG/firstprof.log" 2>&1
+    el "firstprof rc=$?"; grep -E "=====|FIRSTCALL|READY|triton_key" "$LOG/firstprof.log"; cp "$LOG/firstprof.log" "$OUT/firstprof_s15b.log"
+    timeout ${HOST_TIMEOUT:-150} python3 benchmarks/parallel_host_profile.py --out "$OUT/host_profile_s15b.json" > "$LOG/host.log" 2>&1
+    el "host rc=$?"; tail -n 30 "$LOG/host.log" | cut -c1-200; cp "$LOG/host.log" "$OUT/host_s15b.log"
+    ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
 tar -czf "$OUT/logs.tgz" -C /tmp logs

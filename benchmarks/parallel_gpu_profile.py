@@ -1,9 +1,11 @@
 """Where the time of the GPU parallel filter goes (issue 3's speed targets): a diagnostic, not a result.
 
-Seven parts, each printed as a short table (device tool, after ``pip install --no-deps -e .``):
+Eight parts, each printed as a short table (device tool, after ``pip install --no-deps -e .``):
 
 - ``first``: time to first result in a fresh process, split into phases (imports, CUDA start,
   the first call with its compilation, a second call), with the given Triton cache directory;
+- ``firstprof``: the first call of a fresh process under cProfile (cold cache, then warm; kernels
+  loaded on the main thread or in launch_all's threads), and Triton's cache-key hash alone;
 - ``torch``: the public call at T = 262144 (one series) and 1024 x 1024 under the torch profiler:
   device time per kernel, host time per call (to the return, without and with a sync), the
   number of torch operations on the host;
@@ -80,6 +82,47 @@ def first(args):
     wall = time.perf_counter() - t0
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("MARKS")]
     print(f"first result (cache {args.cache}): process wall {wall:.2f} s;", line[0] if line else p.stderr[-3000:])
+
+
+FIRSTPROF = r"""
+import cProfile, io, pstats, sys, time
+t0 = time.perf_counter()
+import numpy as np, torch, bayesfilt, triton
+torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+print(f"READY imports+cuda {time.perf_counter() - t0:.3f} s")
+mode, key_first, shape = sys.argv[1], sys.argv[2] == "key", tuple(int(s) for s in sys.argv[3].split("x"))
+if mode == "serial":                 # compile/load in the launches themselves: the main thread does it all
+    import bayesfilt.scan._triton as tr
+    tr._warm_concurrently = lambda *a, **k: 0
+if key_first:
+    from triton.runtime.cache import triton_key
+    t = time.perf_counter(); triton_key(); print(f"triton_key {time.perf_counter() - t:.3f} s")
+model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+y = torch.as_tensor(np.random.default_rng(0).standard_normal(shape + (2,)), dtype=torch.float32, device="cuda")
+pr = cProfile.Profile()
+t = time.perf_counter()
+pr.enable()
+res = bayesfilt.parallel_filter(model, y)
+ll = float(res.loglik.sum())
+pr.disable()
+print(f"FIRSTCALL {mode} key_first={key_first} {time.perf_counter() - t:.3f} s")
+buf = io.StringIO()
+pstats.Stats(pr, stream=buf).sort_stats("cumulative").print_stats(40)
+print(buf.getvalue())
+"""
+
+
+def firstprof(args):
+    """The first call of a fresh process under cProfile, with the kernels compiled or loaded in the
+    launches (``serial``: everything on the main thread, where cProfile sees it) and as usual
+    (``threads``), after a cold run fills the cache; also Triton's cache-key hash timed alone."""
+    env = dict(os.environ, TRITON_CACHE_DIR=args.cache)
+    for mode, key, shape in (("serial", "nokey", "1024"), ("serial", "nokey", "1024"), ("threads", "nokey", "1024"),
+                             ("threads", "key", "1024"), ("serial", "key", "1024")):
+        p = subprocess.run([sys.executable, "-c", FIRSTPROF, mode, key, shape], env=env, capture_output=True,
+                           text=True, timeout=300)
+        print(f"===== {mode} {key} {shape} rc={p.returncode}")
+        print(p.stdout[:9000] if p.returncode == 0 else p.stderr[-3000:])
 
 
 def workloads():
@@ -490,13 +533,13 @@ def ncu_part(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=("first", "torch", "ncu", "host", "copies", "l2", "gaps"))
+    ap.add_argument("part", choices=("first", "firstprof", "torch", "ncu", "host", "copies", "l2", "gaps"))
     ap.add_argument("--cache", default="/tmp/tcache_first")
     ap.add_argument("--out", default="")
     ap.add_argument("--rounds", type=int, default=40, help="copies: rounds of the interleaved calls; l2: calls per block")
     ap.add_argument("--graph", action="store_true", help="torch: also profile capture_filter's replay with copies")
     args = ap.parse_args()
-    {"first": first, "torch": torch_part, "ncu": ncu_part, "host": host_part, "copies": copies_part,
+    {"first": first, "firstprof": firstprof, "torch": torch_part, "ncu": ncu_part, "host": host_part, "copies": copies_part,
      "l2": l2_part, "gaps": gaps_part}[args.part](args)
 
 
