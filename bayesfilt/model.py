@@ -169,14 +169,24 @@ class LinearGaussianSSM:
         k = CORE_RANK[name] + (1 if name in self.time_varying else 0)
         return arr.shape[: arr.ndim - k]
 
-    def _fingerprint(self) -> int:
-        """Hash of every parameter's dtype, shape and bytes (what validate's checks depend on)."""
+    def _contents(self) -> tuple:
+        """Every parameter's name, dtype, shape and bytes: equal tuples mean equal parameters."""
         parts = []
         for name in CORE_RANK:
             arr = getattr(self, name)
             if arr is not None:
                 parts.append((name, arr.dtype.str, arr.shape, np.ascontiguousarray(arr).tobytes()))
-        return hash(tuple(parts))
+        return tuple(parts)
+
+    def _fingerprint(self) -> int:
+        """Hash of :meth:`_contents` (what validate's checks depend on)."""
+        return hash(self._contents())
+
+    def __getstate__(self) -> dict:
+        """Pickle and deepcopy the fields and plain memos, not the memos of device tensors (``*_memo``
+        entries of ``__dict__``, e.g. the Triton kernels' uploaded parameters): a CUDA tensor in the
+        pickle would need a GPU to load it."""
+        return {k: v for k, v in self.__dict__.items() if not k.endswith("_memo")}
 
     @functools.cached_property
     def batch_shape(self) -> tuple:

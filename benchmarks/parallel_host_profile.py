@@ -7,6 +7,8 @@ benchmarks/parallel_gpu_profile.py): one series of T=262144 (element kernels, 7 
   (a) wall clock (median/min over --calls public calls; each call ends in its own flag read, plus a
       synchronize) with validate=True (default) and validate=False, CUDA-event time of the same calls,
       and capture_filter(copy=False) replays as the floor (same kernels, no host work);
+  (a3) the same, alternating rounds with triton_params' memo kept (the default since session 15) and
+      removed before each call (the upload of every call before);
   (b) cProfile over --calls public calls: top 25 by tottime and by cumtime;
   (c) torch.profiler (CPU + CUDA) over --prof-calls calls: key_averages() sorted by self CPU time
       (25 rows), and per call the host time before the first kernel, the kernels' span and busy time;
@@ -276,6 +278,26 @@ def main(argv=None) -> int:
         row["a2_direct_ab_wall_ms_medians"] = a2
         for name, vals in a2.items():
             print(f"(a2) public call, {name:20s} wall medians per round (ms): "
+                  + " ".join(f"{v:.3f}" for v in vals), flush=True)
+
+        # ------------------------- (a3) the parameter upload kept on the model (triton_params' memo) or redone
+        from bayesfilt.scan.triton_filter import _PARAMS_MEMO
+
+        def public_no_memo():                 # the upload of every call before session 15
+            model.__dict__.pop(_PARAMS_MEMO, None)
+            return public_nv()
+
+        a3 = {"upload per call": [], "upload kept": []}
+        for _round in range(args.ab_rounds):
+            for name, fn in (("upload per call", public_no_memo), ("upload kept", public_nv)):
+                for _ in range(3):
+                    fn()
+                sync()
+                _host, total = timed(fn, max(args.calls // 4, 10))
+                a3[name].append(1e3 * med(total))
+        row["a3_params_memo_ab_wall_ms_medians"] = a3
+        for name, vals in a3.items():
+            print(f"(a3) public call validate=False, {name:16s} wall medians per round (ms): "
                   + " ".join(f"{v:.3f}" for v in vals), flush=True)
 
         # ---------------------------------------------------------------- (b) cProfile

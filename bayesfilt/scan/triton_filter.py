@@ -460,6 +460,9 @@ def triton_filter_time_first(model, y_tf, chunk: int | None = None, group: int |
     return triton_filter(model, y, chunk=chunk, group=group, time_first=True)
 
 
+#: the model attribute (in its ``__dict__``, like a cached_property) holding triton_params' last result
+_PARAMS_MEMO = "_triton_params_memo"
+
 _PARAM_CORES = (("F", "nn"), ("Q", "nn"), ("H", "on"), ("R", "oo"), ("b", "n"), ("d", "o"), ("m0", "n"), ("P0", "nn"))
 
 
@@ -486,13 +489,24 @@ def triton_params(model, batch: tuple, dtype, device):
     Returns {name: (flat device tensor, batch stride, time stride)} for F, Q, H, R, b, d, m0, P0
     (padded to N x N, Mo x N, Mo x Mo, N, Mo blocks; the kernels index them flat). All parameters
     travel to the device in one copy (one flat buffer, then one split).
+
+    A model without batch axes or time-varying parameters (the common case, a few hundred bytes)
+    keeps its last result, keyed by its parameters' contents (``model._contents()``, compared
+    exactly), dtype and device, so that repeated calls skip the padding, the upload and the split
+    (96-118 µs of host time per call on an H200 host: ``benchmarks/results/host_profile_s15b_b22a4e9.json``).
+    The tensors are never written after their upload; a model changed in place gets new ones.
     """
     import torch
     from ._params import static, time_first as tf
     n, m = model.n, model.m
     N, Mo = _next_pow2(n), _next_pow2(m)
+    memo_key = None
     if not model.time_varying and all(getattr(model, k) is None or getattr(model, k).ndim == len(c)
                                       for k, c in _PARAM_CORES):
+        memo_key = (model._contents(), dtype, device)
+        memo = model.__dict__.get(_PARAMS_MEMO)
+        if memo is not None and memo[0] == memo_key:
+            return memo[1]
         host = _static_host(model, N, Mo)
     else:
         nb = len(batch)
@@ -515,7 +529,10 @@ def triton_params(model, batch: tuple, dtype, device):
     flat = np.concatenate([v[0].ravel() for v in host.values()]).astype(np_dtype, copy=False)
     dev = torch.from_numpy(flat).to(device=device, dtype=dtype)
     parts = torch.split(dev, [v[0].size for v in host.values()])
-    return {key: (part, sb, st) for (key, (_arr, sb, st)), part in zip(host.items(), parts)}
+    out = {name: (part, sb, st) for (name, (_arr, sb, st)), part in zip(host.items(), parts)}
+    if memo_key is not None:
+        model.__dict__[_PARAMS_MEMO] = (memo_key, out)              # a memo, like a cached_property (not pickled)
+    return out
 
 
 def triton_filter(model, y, chunk: int | None = None, group: int | None = None, time_first: bool = False,
