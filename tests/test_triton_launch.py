@@ -32,6 +32,26 @@ def test_launch_key_separates_what_triton_specialises_on():
     assert _launch_key((a,), dict(x=[1]), 0) is None                             # unhashable keyword
 
 
+def test_launch_now_waits_for_a_first_call(monkeypatch):
+    """launch_now launches and empties the plan only when every kernel of the call has compiled here;
+    on a first call it leaves the plan to launch_all (which compiles all variants together)."""
+    from types import SimpleNamespace
+
+    from bayesfilt.scan import _triton
+    launched = []
+    monkeypatch.setattr(_triton, "interpreting", lambda: False)
+    monkeypatch.setattr(_triton, "launch_all", lambda plan, warm_also=(): launched.extend(plan))
+    compiled = {"a": True, "b": True, "c": False}
+    monkeypatch.setattr(_triton, "_compiled_here", lambda k, index: compiled[k])
+    arg = SimpleNamespace(device=SimpleNamespace(index=0))
+    plan = [("a", (1,), (arg,), {}), ("b", (1,), (arg,), {})]
+    assert not _triton.launch_now(plan, ["a", "b", "c"])                      # c (launched later) not compiled
+    assert len(plan) == 2 and not launched
+    assert _triton.launch_now(plan, ["a", "b"])
+    assert plan == [] and [e[0] for e in launched] == ["a", "b"]
+    assert not _triton.launch_now(plan, ["a"])                                 # nothing left to launch
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (device tool)")
 def test_direct_launches_equal_triton_launches():

@@ -62,6 +62,26 @@ def launch_all(launches, warm_also=()) -> None:
             k[grid](*args, **kw)
 
 
+def launch_now(plan: list, kernels) -> bool:
+    """Launch the entries of ``plan`` (``launch_all``'s form) now and empty it, when each of
+    ``kernels`` (the triton.jit functions of the whole call) has compiled in this process: the GPU
+    starts on them while the host allocates the outputs and prepares the later launches, which takes
+    that host work off the critical path of a call whose host time exceeds its kernels' early part.
+    On a first call (some kernel not compiled) nothing happens, so that ``launch_all`` still compiles
+    all variants of the call together. Returns whether it launched (under the interpreter: always)."""
+    if not plan:
+        return False
+    if not interpreting():
+        import torch
+        device = next((a.device for _k, _g, args, _kw in plan for a in args if hasattr(a, "device")), None)
+        index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
+        if not all([_compiled_here(k, index) for k in kernels]):
+            return False
+    launch_all(plan)
+    plan.clear()
+    return True
+
+
 def _knob_state() -> tuple:
     """The Triton runtime knobs that ``JITFunction.run`` folds into its compile key (debug mode and
     instrumentation), so that a kernel remembered under one setting is not reused under another."""

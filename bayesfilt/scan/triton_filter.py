@@ -36,7 +36,7 @@ except Exception:  # pragma: no cover - triton is optional
 
 from . import _ops as ops
 from ._triton import jit_unspecialized as _jit
-from ._triton import launch_all
+from ._triton import launch_all, launch_now
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -626,14 +626,6 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
     strides = (T * m, m, P["F"][1], P["F"][2], P["Q"][1], P["Q"][2],                # yb contiguous (*B, T, m)
                P["b"][1], P["b"][2], P["H"][1], P["H"][2], P["R"][1], P["R"][2], P["d"][1], P["d"][2], m0[1], P0[1])
     tens = (yb, P["F"][0], P["Q"][0], P["b"][0], P["H"][0], P["R"][0], P["d"][0], m0[0], P0[0])
-    covs = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
-    pP = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
-    if means_out:
-        means = torch.empty(batch + (T, n), dtype=dt, device=dev)
-        pm = torch.empty(batch + (T, n), dtype=dt, device=dev)
-        ll = torch.empty(batch + (T,), dtype=dt, device=dev)
-    else:
-        means = pm = ll = covs                                                 # not written (MEANS=False)
     plan = [] if launches is None else launches                                # (kernel, grid, args, kwargs)
     plan.append((_fold_steps, (B, K), (*tens, *level(0)[0], bad, T, L, K, m, *strides),
                  dict(N=N, Mo=Mo, V64=v64, num_warps=1)))
@@ -647,6 +639,17 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
         plan.append((_absorb, (B, levels[i + 1]),
                      (*level(i)[0], *level(i + 1)[1:], *level(i)[1:], levels[i], Gs, levels[i + 1]),
                      dict(N=N, EPS=eps, ZERO_START=False, num_warps=1)))
+    if launches is None:                           # the GPU starts on the prefixes while the outputs are allocated
+        launch_now(plan, [_fold_steps, _absorb, _sweep] + [_fold_elements] * (len(levels) > 1)
+                   + [_finish_loglik] * means_out)
+    covs = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
+    pP = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
+    if means_out:
+        means = torch.empty(batch + (T, n), dtype=dt, device=dev)
+        pm = torch.empty(batch + (T, n), dtype=dt, device=dev)
+        ll = torch.empty(batch + (T,), dtype=dt, device=dev)
+    else:
+        means = pm = ll = covs                                                 # not written (MEANS=False)
     sm, sP = level(0)[1:]
     plan.append((_sweep, (B, K), (*tens, sm, sP, means, covs, pm, pP, ll, bad, T, L, K, n, m, *strides),
                  dict(LOG2PI=LOG_2PI, N=N, Mo=Mo, V64=v64, MEANS=means_out, num_warps=1)))
