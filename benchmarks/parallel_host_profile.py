@@ -10,7 +10,8 @@ benchmarks/parallel_gpu_profile.py): one series of T=262144 (element kernels, 7 
   (a3) the same, alternating rounds with triton_params' memo kept (the default since session 15) and
       removed before each call (the upload of every call before);
   (a4) the same with the early launches (``launch_now``: the scan's prefix kernels launched before the
-      outputs are allocated, since session 15) and with every launch at the end;
+      outputs are allocated, since session 15, in calls of at least triton_filter.EARLY_LAUNCH_STEPS
+      series x steps; at f3c4879 also on the shared-gain path) and with every launch at the end;
   (b) cProfile over --calls public calls: top 25 by tottime and by cumtime;
   (c) torch.profiler (CPU + CUDA) over --prof-calls calls: key_averages() sorted by self CPU time
       (25 rows), and per call the host time before the first kernel, the kernels' span and busy time;
@@ -303,21 +304,20 @@ def main(argv=None) -> int:
                   + " ".join(f"{v:.3f}" for v in vals), flush=True)
 
         # --------- (a4) the early launches (launch_now: the prefix kernels before the outputs are allocated)
-        from bayesfilt.scan import triton_filter as tfm, triton_riccati as trm
-        early = (tfm.launch_now, trm.launch_now)
+        from bayesfilt.scan import triton_filter as tfm
+        early = tfm.launch_now
         a4 = {"all launches at the end": [], "early launches": []}
         try:
             for _round in range(args.ab_rounds):
-                for name, fns in (("all launches at the end", (lambda plan, kernels: False,) * 2),
-                                  ("early launches", early)):
-                    tfm.launch_now, trm.launch_now = fns
+                for name, fn in (("all launches at the end", lambda plan, kernels: False), ("early launches", early)):
+                    tfm.launch_now = fn
                     for _ in range(3):
                         public_nv()
                     sync()
                     _host, total = timed(public_nv, max(args.calls // 4, 10))
                     a4[name].append(1e3 * med(total))
         finally:
-            tfm.launch_now, trm.launch_now = early
+            tfm.launch_now = early
         row["a4_early_launch_ab_wall_ms_medians"] = a4
         for name, vals in a4.items():
             print(f"(a4) public call validate=False, {name:24s} wall medians per round (ms): "

@@ -460,6 +460,14 @@ def triton_filter_time_first(model, y_tf, chunk: int | None = None, group: int |
     return triton_filter(model, y, chunk=chunk, group=group, time_first=True)
 
 
+#: Series x steps from which a call launches its prefix kernels before allocating its outputs
+#: (``launch_now``): there the kernels run longer than the host's remaining work, which it then
+#: hides (T = 262144, one series: 0.977-1.002 -> 0.929-0.936 ms per call on an H200 host); below,
+#: the call is bound by its host work, which the second launch only lengthens (the shared-gain
+#: path at 1024 x 1024, whose long kernels come last: 0.81-0.95 -> 0.92-1.03 ms, in the same run:
+#: ``benchmarks/results/host_profile_s15d_f3c4879.json``, section a4).
+EARLY_LAUNCH_STEPS = 1 << 16
+
 #: the model attribute (in its ``__dict__``, like a cached_property) holding triton_params' last result
 _PARAMS_MEMO = "_triton_params_memo"
 
@@ -639,8 +647,8 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
         plan.append((_absorb, (B, levels[i + 1]),
                      (*level(i)[0], *level(i + 1)[1:], *level(i)[1:], levels[i], Gs, levels[i + 1]),
                      dict(N=N, EPS=eps, ZERO_START=False, num_warps=1)))
-    if launches is None:                           # the GPU starts on the prefixes while the outputs are allocated
-        launch_now(plan, [_fold_steps, _absorb, _sweep] + [_fold_elements] * (len(levels) > 1)
+    if launches is None and B * T >= EARLY_LAUNCH_STEPS:   # the GPU starts on the prefixes while the
+        launch_now(plan,                                     # outputs are allocated [_fold_steps, _absorb, _sweep] + [_fold_elements] * (len(levels) > 1)
                    + [_finish_loglik] * means_out)
     covs = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
     pP = torch.empty(batch + (T, n, n), dtype=dt, device=dev)

@@ -39,11 +39,11 @@ except Exception:  # pragma: no cover - triton is optional
 
 from . import _ops as ops
 from ._triton import jit_unspecialized as _jit
-from ._triton import launch_all, launch_now
+from ._triton import launch_all
 from .triton_filter import LOG_2PI, _next_pow2, loglik_plan, loglik_total, triton_filter, triton_params
 
 if triton is not None:
-    from .triton_filter import _count_bad, _finish_loglik, _mm, _spd_solve
+    from .triton_filter import _count_bad, _mm, _spd_solve
 
     _GAIN_INTS = ['n', 'm', 'sHt', 'sRt']
     _MEAN_INTS = ['B', 'T', 'L_chunk', 'K', 'n', 'm', 's_yb', 's_yt', 'sFt', 'sbt', 'sHt', 'sdt']
@@ -272,8 +272,6 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     if K > 1:
         plan.append((_fold_means, (nb, K - 1), (yb, *shared, z, Phi, *ints), dict(N=N, Mo=Mo, BS=BS, num_warps=1)))
         plan.append((_carry_means, (nb,), (z, Phi, start, B, K), dict(N=N, BS=BS, num_warps=1)))
-    # the GPU starts on the covariances, gains and chunk sums while the outputs are allocated
-    launch_now(plan, [k for k, _g, _a, _kw in plan] + [_sweep_means, _finish_loglik])
     means = torch.empty(batch + (T, n), dtype=dt, device=dev)
     pm = torch.empty(batch + (T, n), dtype=dt, device=dev)
     ll = torch.empty(batch + (T,), dtype=dt, device=dev)
