@@ -977,6 +977,21 @@ s15d)
         tests/test_stepcheck.py --junitxml "$OUT/gpu_tests_s15d.xml" > "$LOG/ptests.log" 2>&1
     el "parallel GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
     ;;
+s15e)
+    # session 15's fifth call (kind nvidia-h200): HEAD with the parameter memo, the early launches (element calls
+    # of >= 65536 steps) and the shared-gain path's kept covariances and gains: host profile with the A/Bs
+    # (a3, a4, a5), the workloads of parallel_gpu.py, the parallel filter's GPU tests
+    timeout ${HOST_TIMEOUT:-150} python3 benchmarks/parallel_host_profile.py --out "$OUT/host_profile_s15e.json" > "$LOG/host.log" 2>&1
+    el "host rc=$?"; grep -E "^\(a|^=== |per call" "$LOG/host.log" | cut -c1-200
+    timeout ${PG_TIMEOUT:-200} python3 benchmarks/parallel_gpu.py --workloads-only --out "$OUT" --commit "$COMMIT" \
+        > "$LOG/parallel_gpu.log" 2>&1
+    el "parallel_gpu rc=$?"; grep -A 3 SUMMARY "$LOG/parallel_gpu.log" | cut -c1-400
+    timeout ${PT_TIMEOUT:-200} python3 -m pytest -v -n 4 -p no:cacheprovider -rfE --tb=short tests/test_parallel_gpu.py \
+        tests/test_parallel_graph.py tests/test_determinism_gpu.py tests/test_parallel_triton.py \
+        tests/test_parallel_triton_riccati.py tests/test_triton_launch.py tests/test_triton_params_memo.py \
+        tests/test_stepcheck.py --junitxml "$OUT/gpu_tests_s15e.xml" > "$LOG/ptests.log" 2>&1
+    el "parallel GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
+    ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
 tar -czf "$OUT/logs.tgz" -C /tmp logs

@@ -12,6 +12,8 @@ benchmarks/parallel_gpu_profile.py): one series of T=262144 (element kernels, 7 
   (a4) the same with the early launches (``launch_now``: the scan's prefix kernels launched before the
       outputs are allocated, since session 15, in calls of at least triton_filter.EARLY_LAUNCH_STEPS
       series x steps; at f3c4879 also on the shared-gain path) and with every launch at the end;
+  (a5) shared-gain workloads: the covariances and gains kept on the model (since session 15) or
+      computed in every call (the memo removed before each call);
   (b) cProfile over --calls public calls: top 25 by tottime and by cumtime;
   (c) torch.profiler (CPU + CUDA) over --prof-calls calls: key_averages() sorted by self CPU time
       (25 rows), and per call the host time before the first kernel, the kernels' span and busy time;
@@ -302,6 +304,27 @@ def main(argv=None) -> int:
         for name, vals in a3.items():
             print(f"(a3) public call validate=False, {name:16s} wall medians per round (ms): "
                   + " ".join(f"{v:.3f}" for v in vals), flush=True)
+
+        # ---- (a5) the shared-gain path's covariances and gains kept on the model (triton_riccati.SHARED_MEMO)
+        if method == "riccati":
+            from bayesfilt.scan.triton_riccati import SHARED_MEMO
+
+            def public_no_stage():            # the covariance kernels and gains of every call before session 15
+                model.__dict__.pop(SHARED_MEMO, None)
+                return public_nv()
+
+            a5 = {"shared stage per call": [], "shared stage kept": []}
+            for _round in range(args.ab_rounds):
+                for name, fn in (("shared stage per call", public_no_stage), ("shared stage kept", public_nv)):
+                    for _ in range(3):
+                        fn()
+                    sync()
+                    _host, total = timed(fn, max(args.calls // 4, 10))
+                    a5[name].append(1e3 * med(total))
+            row["a5_shared_stage_ab_wall_ms_medians"] = a5
+            for name, vals in a5.items():
+                print(f"(a5) public call validate=False, {name:22s} wall medians per round (ms): "
+                      + " ".join(f"{v:.3f}" for v in vals), flush=True)
 
         # --------- (a4) the early launches (launch_now: the prefix kernels before the outputs are allocated)
         from bayesfilt.scan import triton_filter as tfm

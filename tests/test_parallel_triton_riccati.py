@@ -117,6 +117,45 @@ SCRIPT = textwrap.dedent(r"""
             report["raised"][name] = ""
         except BayesfiltValueError as exc:
             report["raised"][name] = str(exc)
+
+    # the shared stage kept on the model (triton_riccati.SHARED_MEMO): the next call with the same model,
+    # T, dtype and device skips the covariance kernels and the gains, with equal results; a result's
+    # covariances are its own; a model changed in place, or a call whose flag is set, keeps nothing stale
+    import bayesfilt.scan.triton_riccati as tr
+    cov_calls = []
+    _tf = tr.triton_filter
+    def counting(*a, **k):
+        cov_calls.append(1)
+        return _tf(*a, **k)
+    tr.triton_filter = counting
+    model = random_model(rng, 3, 2, bias=True)
+    _, y = model.simulate(40, seed=6, batch_shape=(3,))
+    yt = torch.tensor(y)
+    run = lambda: bayesfilt.parallel_filter(model, yt, backend="triton", method="riccati")
+    first = run()
+    memo = dict(kept_after_first=tr.SHARED_MEMO in model.__dict__, calls_first=len(cov_calls))
+    second = run()
+    memo["calls_second"] = len(cov_calls) - memo["calls_first"]
+    memo["second_equals_first"] = all(torch.equal(getattr(first, k), getattr(second, k)) for k in FIELDS)
+    second.covs[0].add_(1.0)                                  # written by the caller: its own copy
+    second.predicted_covs[0].add_(1.0)
+    third = run()
+    memo["third_equals_first"] = all(torch.equal(getattr(first, k), getattr(third, k)) for k in FIELDS)
+    model.Q[...] *= 3.0                                       # changed in place: computed again
+    fourth = run()
+    memo["calls_fourth"] = len(cov_calls) - memo["calls_first"] - memo["calls_second"]
+    ref = bayesfilt.kalman_filter(model, y)
+    memo["fourth_err"] = max(max_rel(getattr(fourth, k).numpy(), getattr(ref, k)) for k in FIELDS)
+    fresh = random_model(rng, 2, 2)
+    _, y = fresh.simulate(6, seed=7, batch_shape=(2,))
+    y[1, 3, 0] = np.inf
+    try:
+        bayesfilt.parallel_filter(fresh, torch.tensor(y), backend="triton", method="riccati")
+    except BayesfiltValueError:
+        pass
+    memo["kept_after_flagged"] = tr.SHARED_MEMO in fresh.__dict__
+    tr.triton_filter = _tf
+    report["memo"] = memo
     print("REPORT" + json.dumps(report))
 """)
 
@@ -161,6 +200,17 @@ def test_auto_picks_shared_gains_only_where_they_apply(interpreted):
 def test_riccati_on_triton_refuses_missing_data_and_batched_parameters(interpreted):
     for name, msg in interpreted["raised"].items():
         assert "method" in msg and "missing values or the parameters have batch axes" in msg, (name, msg)
+
+
+@CPU_ONLY
+def test_shared_stage_kept_between_calls(interpreted):
+    memo = interpreted["memo"]
+    assert memo["kept_after_first"] and memo["calls_first"] == 1
+    assert memo["calls_second"] == 0 and memo["second_equals_first"]
+    assert memo["third_equals_first"]                 # the caller's writes into the second result stayed there
+    assert memo["calls_fourth"] == 1                  # new contents, new covariances
+    assert memo["fourth_err"] <= tolerance("filter", "triton", "float64").bound
+    assert not memo["kept_after_flagged"]
 
 
 def test_kernels_compile_for_sm90():
@@ -216,6 +266,24 @@ def test_gpu_float32_constant_velocity(B, T):
         got = getattr(res, k).cpu().numpy()
         assert np.isfinite(got).all(), k
         assert _scale_rel(got, getattr(ref, k)) <= tol.bound, (k, _scale_rel(got, getattr(ref, k)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (device tool)")
+def test_gpu_shared_stage_kept_between_calls():
+    """The covariances and gains kept on the model after a call: the next calls skip their kernels and
+    give the same numbers, also after the caller wrote into a result's covariances."""
+    from bayesfilt.scan.triton_riccati import SHARED_MEMO
+    model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+    y = torch.tensor(simulate(model, 1024, 1024, seed=1).astype(np.float32), device="cuda")
+    fields = ("means", "covs", "predicted_means", "predicted_covs", "loglik_terms", "loglik")
+    first = bayesfilt.parallel_filter(model, y)
+    assert first.covs.stride(0) == 0 and SHARED_MEMO in model.__dict__
+    second = bayesfilt.parallel_filter(model, y)
+    assert all(torch.equal(getattr(first, k), getattr(second, k)) for k in fields)
+    second.covs[0].mul_(2.0)
+    third = bayesfilt.parallel_filter(model, y)
+    assert all(torch.equal(getattr(first, k), getattr(third, k)) for k in fields)
 
 
 @pytest.mark.gpu

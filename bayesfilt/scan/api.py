@@ -270,7 +270,9 @@ def _run_filter_unguarded(model, yt, form, backend, schedule, method, chunk_size
     if backend == "triton":
         if method == "riccati":
             from .triton_riccati import triton_riccati
-            return triton_riccati(model, ops.moveaxis(yt, 0, yt.ndim - 2), time_first=True)
+            out = triton_riccati(model, ops.moveaxis(yt, 0, yt.ndim - 2), time_first=True)
+            out.pop("shared_stage", None)           # kept only by parallel_filter, after its flag read
+            return out
         from .triton_filter import triton_filter_time_first
         return triton_filter_time_first(model, yt)
     if method == "riccati":
@@ -390,7 +392,11 @@ def _triton_filter_checked(model, y, method, requested) -> FilterResult:
         out = _guard_linalg(triton_filter, model, y)
     flag = out.pop("nonfinite")
     if not bool(flag.item()):       # one device sync
+        if method == "riccati":     # covariances and gains kept for the next call with this model and T
+            from .triton_riccati import keep_shared_stage
+            keep_shared_stage(model, out)
         return FilterResult(**out)
+    out.pop("shared_stage", None)   # not kept from a call whose flag is set
     check_observations(y, model.m, model.batch_shape, allow_torch=True)     # raises on an infinite y
     if method == "riccati" and requested == "auto" and bool(ops.isnan(y).any()):
         return _triton_filter_checked(model, y, "elements", "elements")     # missing data: element kernels

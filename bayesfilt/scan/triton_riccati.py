@@ -219,6 +219,13 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
         covariances: optional ``(predicted_covs, covs)``, each (T, n, n) on y's device in y's dtype, to use
             instead of computing them (e.g. kept from an earlier call with the same model and T).
 
+    Without ``params`` and ``covariances``, a call reuses the shared stage (covariances, gains, S^{-1},
+    log-normalisers) that an earlier call with the same model contents, T, dtype and device kept on
+    the model (:data:`SHARED_MEMO`, at most :data:`SHARED_MEMO_BYTES`; ``parallel_filter`` keeps it
+    after the call's non-finite flag reads clean: :func:`keep_shared_stage`): the covariance kernels
+    and ``_gains`` are skipped, and the result's covariances are copies of the kept ones. The
+    result then carries ``shared_stage`` (what to keep) when this call computed it.
+
     Returns:
         dict with means (*B, T, n), covs (*B, T, n, n), predicted_means, predicted_covs,
         loglik_terms (*B, T) and loglik (*B), in y's dtype, and ``nonfinite``: an int32 device tensor (1,)
@@ -250,12 +257,28 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     K = -(-T // L)
     BS = series_block(N, Mo)
     nb = -(-B // BS)
-    # float64 scratch in one allocation: gains (T, N, Mo), S^{-1} (T, Mo, Mo), log-normalisers (T,), chunk
-    # starts (B, K, N), chunk offsets (B, K, N), chunk slopes (K, N, N)
-    sizes = [T * N * Mo, T * Mo * Mo, T, B * K * N, B * K * N, K * N * N]
-    gain, Sinv, lognorm, start, z, Phi = torch.empty(sum(sizes), dtype=torch.float64, device=dev).split(sizes)
+    # the shared stage (covariances, gains, S^{-1}, log-normalisers) of an earlier call with this model,
+    # T, dtype and device (memo_key None: not kept for this call; see shared_stage_key)
+    memo_key = shared_stage_key(model, T, N, Mo, dt, dev) if covariances is None and params is None else None
+    memo = model.__dict__.get(SHARED_MEMO) if memo_key is not None else None
+    kept = memo is not None and memo[0] == memo_key
+    # float64 scratch in one allocation: chunk starts (B, K, N), chunk offsets (B, K, N), chunk slopes
+    # (K, N, N); gains (T, N, Mo), S^{-1} (T, Mo, Mo) and log-normalisers (T,) before them unless they are
+    # kept (then in an allocation of their own when the call will keep them)
+    sizes = [B * K * N, B * K * N, K * N * N]
+    gsizes = [T * N * Mo, T * Mo * Mo, T]
+    if memo_key is not None:
+        start, z, Phi = torch.empty(sum(sizes), dtype=torch.float64, device=dev).split(sizes)
+        gain, Sinv, lognorm = (memo[1][2:] if kept else
+                               torch.empty(sum(gsizes), dtype=torch.float64, device=dev).split(gsizes))
+    else:
+        gain, Sinv, lognorm, start, z, Phi = torch.empty(sum(gsizes + sizes), dtype=torch.float64,
+                                                         device=dev).split(gsizes + sizes)
     plan = []                                                                 # (kernel, grid, args, kwargs)
-    if covariances is None:
+    if kept:                       # P_{t|t-1}, P_t copied (the results' own), the gains read in place
+        covariances = (memo[1][0].clone(), memo[1][1].clone())
+        bad = torch.zeros((1,), dtype=torch.int32, device=dev)               # set by a kernel on NaN / inf
+    elif covariances is None:
         bad = torch.empty((1,), dtype=torch.int32, device=dev)               # zeroed by the first kernel
         cov = triton_filter(model, yb[:1], params=P, wide_vectors=False,      # P_{t|t-1}, P_t: (1, T, n, n)
                             bad=bad, means_out=False, launches=plan)
@@ -265,8 +288,9 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     pcov, fcov = covariances                                                  # (T, n, n), contiguous
     if not (pcov.is_contiguous() and fcov.is_contiguous()):
         pcov, fcov = pcov.contiguous(), fcov.contiguous()
-    plan.append((_gains, (T,), (pcov, P["H"][0], P["R"][0], gain, Sinv, lognorm, n, m, P["H"][2], P["R"][2]),
-                 dict(LOG2PI=LOG_2PI, N=N, Mo=Mo, num_warps=1)))
+    if not kept:
+        plan.append((_gains, (T,), (pcov, P["H"][0], P["R"][0], gain, Sinv, lognorm, n, m, P["H"][2], P["R"][2]),
+                     dict(LOG2PI=LOG_2PI, N=N, Mo=Mo, num_warps=1)))
     shared = (P["F"][0], P["b"][0], P["H"][0], P["d"][0], P["m0"][0], gain)
     ints = (B, T, L, K, n, m, yb.stride(0), yb.stride(1), P["F"][2], P["b"][2], P["H"][2], P["d"][2])
     if K > 1:
@@ -288,4 +312,35 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
     out["nonfinite"] = bad
+    if memo_key is not None and not kept:          # to keep once the call's flag reads clean (api.py)
+        out["shared_stage"] = (memo_key, (pcov.clone(), fcov.clone(), gain, Sinv, lognorm))
     return out
+
+
+#: the model attribute (in its ``__dict__``) holding the shared stage of the last call
+#: (``(key, (P_{t|t-1}, P_t, gains, S^{-1}, log-normalisers))``); never pickled (``*_memo``)
+SHARED_MEMO = "_riccati_shared_memo"
+
+#: Largest shared stage, in bytes, kept on a model between calls (about T = 40000 at n = 4, m = 2, float32)
+SHARED_MEMO_BYTES = 8 << 20
+
+
+def shared_stage_key(model, T: int, N: int, Mo: int, dtype, device):
+    """The key under which a call keeps its shared stage on the model, or None when it is not kept:
+    parameters that vary in time (their contents would be hashed on every call) or a stage larger than
+    SHARED_MEMO_BYTES. The stage depends on nothing else: no data (no missing values on this path)."""
+    import torch
+    if model.time_varying:
+        return None
+    size = T * (2 * N * N * torch.empty((), dtype=dtype).element_size() + 8 * (N * Mo + Mo * Mo + 1))
+    if size > SHARED_MEMO_BYTES:
+        return None
+    return (model._contents(), T, dtype, device)
+
+
+def keep_shared_stage(model, out: dict) -> None:
+    """Keep a result's shared stage on its model (after its non-finite flag read clean): later calls with
+    the same model, T, dtype and device skip the covariance kernels and the gains. Drops it from ``out``."""
+    stage = out.pop("shared_stage", None)
+    if stage is not None:
+        model.__dict__[SHARED_MEMO] = stage
