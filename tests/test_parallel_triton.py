@@ -20,6 +20,7 @@ SCRIPT = textwrap.dedent(r"""
     sys.path.insert(0, {tests!r})
     from conftest import random_model
     import bayesfilt
+    import bayesfilt.scan.triton_filter as tf
     from bayesfilt.scan.triton_filter import triton_filter
 
     def err(a, b):
@@ -31,7 +32,11 @@ SCRIPT = textwrap.dedent(r"""
     cases = [(3, 2, 7, {{}}, (2,), 2, 2),                                   # 4 chunks > group: grouped prefix
              (2, 1, 9, dict(time_varying=("F", "Q", "H", "R", "b", "d"), T=9, bias=True), (), 2, 2),  # 2 levels
              (4, 2, 1, {{}}, (), None, None)]                                 # T = 1
-    for n, m, T, kw, batch, chunk, group in cases:
+    # each case twice: every launch at the end (small calls) and the prefixes launched before the outputs
+    # are allocated (calls of at least EARLY_LAUNCH_STEPS series x steps; under the interpreter it always launches)
+    default_early = tf.EARLY_LAUNCH_STEPS
+    for (n, m, T, kw, batch, chunk, group), early in [(c, e) for c in cases for e in (False, True)]:
+        tf.EARLY_LAUNCH_STEPS = 0 if early else default_early
         model = random_model(rng, n, m, **kw)
         _, y = model.simulate(T, seed=1, batch_shape=batch)
         y[..., ::3, 0] = np.nan                                               # partial
@@ -41,6 +46,7 @@ SCRIPT = textwrap.dedent(r"""
         out = triton_filter(model, torch.tensor(y), chunk=chunk, group=group)
         for k in ("means", "covs", "predicted_means", "predicted_covs", "loglik_terms", "loglik"):
             worst = max(worst, err(out[k].numpy(), getattr(ref, k)))
+    tf.EARLY_LAUNCH_STEPS = default_early
     # the public API with backend="triton"
     model = random_model(rng, 2, 2, bias=True)
     _, y = model.simulate(6, seed=3)

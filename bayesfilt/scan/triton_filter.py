@@ -648,8 +648,8 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
                      (*level(i)[0], *level(i + 1)[1:], *level(i)[1:], levels[i], Gs, levels[i + 1]),
                      dict(N=N, EPS=eps, ZERO_START=False, num_warps=1)))
     if launches is None and B * T >= EARLY_LAUNCH_STEPS:   # the GPU starts on the prefixes while the
-        launch_now(plan,                                     # outputs are allocated [_fold_steps, _absorb, _sweep] + [_fold_elements] * (len(levels) > 1)
-                   + [_finish_loglik] * means_out)
+        kernels = [_fold_steps, _absorb, _sweep] + [_fold_elements] * (len(levels) > 1)   # outputs are
+        launch_now(plan, kernels + [_finish_loglik] * means_out)                          # allocated
     covs = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
     pP = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
     if means_out:
