@@ -56,7 +56,7 @@ def launch_all(launches, warm_also=()) -> None:
         _warm_concurrently(together, index)                                     # cache made here
     direct = _direct_launch_supported() and not _hooks_set()
     state = (index,) + _knob_state() if direct else None
-    stream = torch.cuda.current_stream().cuda_stream if direct else None
+    stream = _current_stream(index) if direct else None
     for k, grid, args, kw in launches:
         if not (direct and _launch_direct(k, grid, args, kw, state, stream)):
             k[grid](*args, **kw)
@@ -80,6 +80,13 @@ def launch_now(plan: list, kernels) -> bool:
     launch_all(plan)
     plan.clear()
     return True
+
+
+def _current_stream(index: int) -> int:
+    """The raw CUDA stream Triton's own launch would use on device ``index`` (its driver's
+    ``get_current_stream``: torch's current stream, without building a ``torch.cuda.Stream``)."""
+    from triton.runtime import driver
+    return driver.active.get_current_stream(index)
 
 
 def _knob_state() -> tuple:
