@@ -992,6 +992,26 @@ s15e)
         tests/test_stepcheck.py --junitxml "$OUT/gpu_tests_s15e.xml" > "$LOG/ptests.log" 2>&1
     el "parallel GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
     ;;
+s15f)
+    # session 15's last call (kind nvidia-h200): HEAD after the review. First result in fresh processes (nothing
+    # else running), the public call's host profile with its A/Bs, parallel_gpu.py's workloads, then the GPU
+    # tests of the parallel filter, of the direct launches and the KLA layer, and part of the KLA matrix
+    timeout ${FIRST_TIMEOUT:-150} python3 benchmarks/first_result.py --rounds ${FIRST_ROUNDS:-2} \
+        --out "$OUT/first_result_s15f.json" > "$LOG/first.log" 2>&1
+    el "first_result rc=$?"; tail -n 4 "$LOG/first.log" | cut -c1-250
+    timeout ${HOST_TIMEOUT:-150} python3 benchmarks/parallel_host_profile.py --out "$OUT/host_profile_s15f.json" > "$LOG/host.log" 2>&1
+    el "host rc=$?"; grep -E "^\(a|^=== |per call" "$LOG/host.log" | cut -c1-200
+    timeout ${PG_TIMEOUT:-200} python3 benchmarks/parallel_gpu.py --workloads-only --out "$OUT" --commit "$COMMIT" \
+        > "$LOG/parallel_gpu.log" 2>&1
+    el "parallel_gpu rc=$?"; grep -A 3 SUMMARY "$LOG/parallel_gpu.log" | cut -c1-400
+    timeout ${PT_TIMEOUT:-220} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_parallel_gpu.py \
+        tests/test_parallel_graph.py tests/test_determinism_gpu.py tests/test_parallel_triton.py \
+        tests/test_parallel_triton_riccati.py tests/test_triton_launch.py tests/test_triton_params_memo.py \
+        tests/test_stepcheck.py tests/test_kla_layer_gpu.py tests/test_kla_triton.py \
+        -k "not test_kla_triton or gpu_matrix and (case0 or case1 or case2) and not multi_warp and not variance_off and not deferred" \
+        --junitxml "$OUT/gpu_tests_s15f.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
+    ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
 tar -czf "$OUT/logs.tgz" -C /tmp logs
