@@ -146,6 +146,16 @@ SCRIPT = textwrap.dedent(r"""
     memo["calls_fourth"] = len(cov_calls) - memo["calls_first"] - memo["calls_second"]
     ref = bayesfilt.kalman_filter(model, y)
     memo["fourth_err"] = max(max_rel(getattr(fourth, k).numpy(), getattr(ref, k)) for k in FIELDS)
+    # with the stage of (model, T = 40, float64) kept: float32 y, then (with that stage kept) a longer T each
+    # compute their own, equal to those of a copy of the model without the memo (deepcopy leaves it behind)
+    import copy
+    twin = copy.deepcopy(model)
+    _, y56 = model.simulate(56, seed=8, batch_shape=(3,))
+    before, memo["other_key_equal"] = len(cov_calls), []
+    for ys in (yt.float(), torch.tensor(y56).float()):
+        got, want = (bayesfilt.parallel_filter(mod, ys, backend="triton", method="riccati") for mod in (model, twin))
+        memo["other_key_equal"].append(all(torch.equal(getattr(got, k), getattr(want, k)) for k in FIELDS))
+    memo["calls_other_keys"] = len(cov_calls) - before
     fresh = random_model(rng, 2, 2)
     _, y = fresh.simulate(6, seed=7, batch_shape=(2,))
     y[1, 3, 0] = np.inf
@@ -210,6 +220,7 @@ def test_shared_stage_kept_between_calls(interpreted):
     assert memo["third_equals_first"]                 # the caller's writes into the second result stayed there
     assert memo["calls_fourth"] == 1                  # new contents, new covariances
     assert memo["fourth_err"] <= tolerance("filter", "triton", "float64").bound
+    assert memo["other_key_equal"] == [True, True] and memo["calls_other_keys"] == 4   # another T, another dtype
     assert not memo["kept_after_flagged"]
 
 
