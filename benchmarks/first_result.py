@@ -58,9 +58,10 @@ print("MARKS", " ".join(f"{k}={v:.3f}" for k, v in marks.items()), "loglik", ll,
 
 def one(shape: str, cache: str) -> dict:
     env = dict(os.environ, TRITON_CACHE_DIR=cache)
+    err_file = tempfile.TemporaryFile(mode="w+")            # not a pipe: a chatty child never blocks on it
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-c", CHILD, shape], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=err_file, text=True)
     ready = None
     marks = {}
     for line in p.stdout:
@@ -70,8 +71,10 @@ def one(shape: str, cache: str) -> dict:
             parts = line.split()
             marks = {k: float(v) for k, v in (x.split("=") for x in parts[1:] if "=" in x)}
             marks["loglik"] = float(parts[-1])
-    err = p.stderr.read()
     rc = p.wait()
+    err_file.seek(0)
+    err = err_file.read()
+    err_file.close()
     return {"shape": shape, "to_result_s": ready, "process_s": time.perf_counter() - t0,
             "rc": rc, "marks": marks, "stderr_tail": err[-1500:] if rc or ready is None else ""}
 

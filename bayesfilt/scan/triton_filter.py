@@ -491,6 +491,15 @@ def _static_host(model, N, Mo):
     return out
 
 
+def _indexed(device):
+    """``device`` as a torch.device with its index (``"cuda"`` -> the current CUDA device), for keys."""
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def triton_params(model, batch: tuple, dtype, device):
     """Padded parameter tensors and strides for the kernels (see :func:`triton_filter`); reusable across calls.
 
@@ -503,6 +512,9 @@ def triton_params(model, batch: tuple, dtype, device):
     exactly), dtype and device, so that repeated calls skip the padding, the upload and the split
     (96-118 µs of host time per call on an H200 host: ``benchmarks/results/host_profile_s15b_b22a4e9.json``).
     The tensors are never written after their upload; a model changed in place gets new ones.
+    (``parallel_filter`` synchronises before it returns; a direct caller that runs kernels on several
+    CUDA streams at once should not change the model or its dtype in between: the replaced tensors
+    are freed while the other stream may still read them.)
     """
     import torch
     from ._params import static, time_first as tf
@@ -511,7 +523,7 @@ def triton_params(model, batch: tuple, dtype, device):
     memo_key = None
     if not model.time_varying and all(getattr(model, k) is None or getattr(model, k).ndim == len(c)
                                       for k, c in _PARAM_CORES):
-        memo_key = (model._contents(), dtype, device)
+        memo_key = (model._contents(), dtype, _indexed(device))
         memo = model.__dict__.get(_PARAMS_MEMO)
         if memo is not None and memo[0] == memo_key:
             return memo[1]
@@ -647,9 +659,10 @@ def triton_filter(model, y, chunk: int | None = None, group: int | None = None, 
         plan.append((_absorb, (B, levels[i + 1]),
                      (*level(i)[0], *level(i + 1)[1:], *level(i)[1:], levels[i], Gs, levels[i + 1]),
                      dict(N=N, EPS=eps, ZERO_START=False, num_warps=1)))
-    if launches is None and B * T >= EARLY_LAUNCH_STEPS:   # the GPU starts on the prefixes while the
-        kernels = [_fold_steps, _absorb, _sweep] + [_fold_elements] * (len(levels) > 1)   # outputs are
-        launch_now(plan, kernels + [_finish_loglik] * means_out)                          # allocated
+    # a long call: the GPU starts on the prefixes while the outputs are allocated (once all has compiled)
+    if launches is None and B * T >= EARLY_LAUNCH_STEPS:
+        kernels = [_fold_steps, _absorb, _sweep] + [_fold_elements] * (len(levels) > 1)
+        launch_now(plan, kernels + [_finish_loglik] * means_out)
     covs = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
     pP = torch.empty(batch + (T, n, n), dtype=dt, device=dev)
     if means_out:

@@ -233,6 +233,8 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
         ``covariances`` are given) a covariance came out NaN or infinite (NaN in y shows up there:
         this path has no missing-data handling); covs and predicted_covs are ``expand``-ed
         views of the shared (T, n, n) tensors (no memory, no kernel; copy before writing into them).
+        When this call computed a shared stage that may be kept: ``shared_stage``, the
+        ``(key, tensors)`` pair for :func:`keep_shared_stage`.
 
     Example:
         >>> import numpy as np, torch, bayesfilt
