@@ -950,57 +950,21 @@ s15b)
     timeout ${HOST_TIMEOUT:-150} python3 benchmarks/parallel_host_profile.py --out "$OUT/host_profile_s15b.json" > "$LOG/host.log" 2>&1
     el "host rc=$?"; tail -n 30 "$LOG/host.log" | cut -c1-200; cp "$LOG/host.log" "$OUT/host_s15b.log"
     ;;
-s15c)
-    # session 15's third call (kind nvidia-h200): the parameter upload kept on the model (triton_params' memo):
-    # host profile with the memo's A/B (a3), the workloads of parallel_gpu.py, the parallel filter's GPU tests
-    timeout ${HOST_TIMEOUT:-150} python3 benchmarks/parallel_host_profile.py --out "$OUT/host_profile_s15c.json" > "$LOG/host.log" 2>&1
-    el "host rc=$?"; grep -E "^\(a|^=== " "$LOG/host.log" | cut -c1-200
-    timeout ${PG_TIMEOUT:-200} python3 benchmarks/parallel_gpu.py --workloads-only --out "$OUT" --commit "$COMMIT" \
-        > "$LOG/parallel_gpu.log" 2>&1
-    el "parallel_gpu rc=$?"; tail -n 25 "$LOG/parallel_gpu.log" | cut -c1-220
-    timeout ${PT_TIMEOUT:-200} python3 -m pytest -v -n 4 -p no:cacheprovider -rfE --tb=short tests/test_parallel_gpu.py \
-        tests/test_parallel_graph.py tests/test_determinism_gpu.py tests/test_parallel_triton.py \
-        tests/test_parallel_triton_riccati.py tests/test_triton_launch.py tests/test_triton_params_memo.py \
-        tests/test_stepcheck.py --junitxml "$OUT/gpu_tests_s15c.xml" > "$LOG/ptests.log" 2>&1
-    el "parallel GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
-    ;;
-s15d)
-    # session 15's fourth call (kind nvidia-h200): the early launches (launch_now) on top of the parameter memo:
-    # host profile with both A/Bs (a3, a4), the workloads of parallel_gpu.py, the parallel filter's GPU tests
-    timeout ${HOST_TIMEOUT:-150} python3 benchmarks/parallel_host_profile.py --out "$OUT/host_profile_s15d.json" > "$LOG/host.log" 2>&1
-    el "host rc=$?"; grep -E "^\(a|^=== |per call" "$LOG/host.log" | cut -c1-200
-    timeout ${PG_TIMEOUT:-200} python3 benchmarks/parallel_gpu.py --workloads-only --out "$OUT" --commit "$COMMIT" \
-        > "$LOG/parallel_gpu.log" 2>&1
-    el "parallel_gpu rc=$?"; grep -A 3 SUMMARY "$LOG/parallel_gpu.log" | cut -c1-400
-    timeout ${PT_TIMEOUT:-200} python3 -m pytest -v -n 4 -p no:cacheprovider -rfE --tb=short tests/test_parallel_gpu.py \
-        tests/test_parallel_graph.py tests/test_determinism_gpu.py tests/test_parallel_triton.py \
-        tests/test_parallel_triton_riccati.py tests/test_triton_launch.py tests/test_triton_params_memo.py \
-        tests/test_stepcheck.py --junitxml "$OUT/gpu_tests_s15d.xml" > "$LOG/ptests.log" 2>&1
-    el "parallel GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
-    ;;
-s15e)
-    # session 15's fifth call (kind nvidia-h200): HEAD with the parameter memo, the early launches (element calls
-    # of >= 65536 steps) and the shared-gain path's kept covariances and gains: host profile with the A/Bs
-    # (a3, a4, a5), the workloads of parallel_gpu.py, the parallel filter's GPU tests
-    timeout ${HOST_TIMEOUT:-150} python3 benchmarks/parallel_host_profile.py --out "$OUT/host_profile_s15e.json" > "$LOG/host.log" 2>&1
-    el "host rc=$?"; grep -E "^\(a|^=== |per call" "$LOG/host.log" | cut -c1-200
-    timeout ${PG_TIMEOUT:-200} python3 benchmarks/parallel_gpu.py --workloads-only --out "$OUT" --commit "$COMMIT" \
-        > "$LOG/parallel_gpu.log" 2>&1
-    el "parallel_gpu rc=$?"; grep -A 3 SUMMARY "$LOG/parallel_gpu.log" | cut -c1-400
-    timeout ${PT_TIMEOUT:-200} python3 -m pytest -v -n 4 -p no:cacheprovider -rfE --tb=short tests/test_parallel_gpu.py \
-        tests/test_parallel_graph.py tests/test_determinism_gpu.py tests/test_parallel_triton.py \
-        tests/test_parallel_triton_riccati.py tests/test_triton_launch.py tests/test_triton_params_memo.py \
-        tests/test_stepcheck.py --junitxml "$OUT/gpu_tests_s15e.xml" > "$LOG/ptests.log" 2>&1
-    el "parallel GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
-    ;;
-s15f)
-    # session 15's last call (kind nvidia-h200): HEAD after the review. First result in fresh processes (nothing
-    # else running), the public call's host profile with its A/Bs, parallel_gpu.py's workloads, then the GPU
-    # tests of the parallel filter, of the direct launches and the KLA layer, and part of the KLA matrix
-    timeout ${FIRST_TIMEOUT:-150} python3 benchmarks/first_result.py --rounds ${FIRST_ROUNDS:-2} \
-        --out "$OUT/first_result_s15f.json" > "$LOG/first.log" 2>&1
-    el "first_result rc=$?"; tail -n 4 "$LOG/first.log" | cut -c1-250
-    timeout ${HOST_TIMEOUT:-150} python3 benchmarks/parallel_host_profile.py --out "$OUT/host_profile_s15f.json" > "$LOG/host.log" 2>&1
+s15c|s15d|s15e|s15f)
+    # session 15's third to last calls (kind nvidia-h200), each at the commit after one host-time change of the
+    # parallel filter's public call: s15c the parameter upload kept on the model (A/B a3), s15d the early launches
+    # (a4), s15e the shared-gain path's kept covariances and gains (a5), s15f the final code after the review
+    # (first its time to a first result in fresh processes, with nothing else running). Each: the host profile
+    # with its A/Bs, the workloads of parallel_gpu.py, the parallel filter's GPU tests (s15f also the direct
+    # launches', the KLA layer's and three KLA matrix cases)
+    if [ "$stage" = s15f ]; then
+        timeout ${FIRST_TIMEOUT:-150} python3 benchmarks/first_result.py --rounds ${FIRST_ROUNDS:-2} \
+            --out "$OUT/first_result_s15f.json" > "$LOG/first.log" 2>&1
+        el "first_result rc=$?"; tail -n 4 "$LOG/first.log" | cut -c1-250
+        KLA_TESTS="tests/test_kla_layer_gpu.py tests/test_kla_triton.py"
+    fi
+    timeout ${HOST_TIMEOUT:-150} python3 benchmarks/parallel_host_profile.py --out "$OUT/host_profile_$stage.json" \
+        > "$LOG/host.log" 2>&1
     el "host rc=$?"; grep -E "^\(a|^=== |per call" "$LOG/host.log" | cut -c1-200
     timeout ${PG_TIMEOUT:-200} python3 benchmarks/parallel_gpu.py --workloads-only --out "$OUT" --commit "$COMMIT" \
         > "$LOG/parallel_gpu.log" 2>&1
@@ -1008,9 +972,9 @@ s15f)
     timeout ${PT_TIMEOUT:-220} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_parallel_gpu.py \
         tests/test_parallel_graph.py tests/test_determinism_gpu.py tests/test_parallel_triton.py \
         tests/test_parallel_triton_riccati.py tests/test_triton_launch.py tests/test_triton_params_memo.py \
-        tests/test_stepcheck.py tests/test_kla_layer_gpu.py tests/test_kla_triton.py \
+        tests/test_stepcheck.py ${KLA_TESTS:-} \
         -k "not test_kla_triton or gpu_matrix and (case0 or case1 or case2) and not multi_warp and not variance_off and not deferred" \
-        --junitxml "$OUT/gpu_tests_s15f.xml" > "$LOG/ptests.log" 2>&1
+        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
     el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;

@@ -265,86 +265,67 @@ def main(argv=None) -> int:
                   f"events {a[name]['cuda_event_ms_median'] or float('nan'):.3f} ms", flush=True)
         row["a_wall"] = a
 
-        # ------------------------------------------- (a2) direct launches off / on, same process, alternating
-        from bayesfilt.scan import _triton as tri
-        versions = tri.DIRECT_LAUNCH_VERSIONS
-        a2 = {"direct launches off": [], "direct launches on": []}
-        try:
+        def ab_rounds(tag, key, label, arms):
+            """Alternating rounds of ``arms`` ((name, setup, call) each: setup() before the arm's calls,
+            then 3 warm-up calls and max(calls // 4, 10) timed ones); per arm the wall-clock median of
+            each round, in ms, stored under ``row[key]`` and printed."""
+            out = {name: [] for name, _setup, _fn in arms}
             for _round in range(args.ab_rounds):
-                for name, vers in (("direct launches off", ()), ("direct launches on", versions)):
-                    tri.DIRECT_LAUNCH_VERSIONS = vers
-                    for _ in range(3):
-                        public()
-                    sync()
-                    _host, total = timed(public, max(args.calls // 4, 10))
-                    a2[name].append(1e3 * med(total))
-        finally:
-            tri.DIRECT_LAUNCH_VERSIONS = versions
-        row["a2_direct_ab_wall_ms_medians"] = a2
-        for name, vals in a2.items():
-            print(f"(a2) public call, {name:20s} wall medians per round (ms): "
-                  + " ".join(f"{v:.3f}" for v in vals), flush=True)
-
-        # ------------------------- (a3) the parameter upload kept on the model (triton_params' memo) or redone
-        from bayesfilt.scan.triton_filter import _PARAMS_MEMO
-
-        def public_no_memo():                 # the upload of every call before session 15
-            model.__dict__.pop(_PARAMS_MEMO, None)
-            return public_nv()
-
-        a3 = {"upload per call": [], "upload kept": []}
-        for _round in range(args.ab_rounds):
-            for name, fn in (("upload per call", public_no_memo), ("upload kept", public_nv)):
-                for _ in range(3):
-                    fn()
-                sync()
-                _host, total = timed(fn, max(args.calls // 4, 10))
-                a3[name].append(1e3 * med(total))
-        row["a3_params_memo_ab_wall_ms_medians"] = a3
-        for name, vals in a3.items():
-            print(f"(a3) public call validate=False, {name:16s} wall medians per round (ms): "
-                  + " ".join(f"{v:.3f}" for v in vals), flush=True)
-
-        # ---- (a5) the shared-gain path's covariances and gains kept on the model (triton_riccati.SHARED_MEMO)
-        if method == "riccati":
-            from bayesfilt.scan.triton_riccati import SHARED_MEMO
-
-            def public_no_stage():            # the covariance kernels and gains of every call before session 15
-                model.__dict__.pop(SHARED_MEMO, None)
-                return public_nv()
-
-            a5 = {"shared stage per call": [], "shared stage kept": []}
-            for _round in range(args.ab_rounds):
-                for name, fn in (("shared stage per call", public_no_stage), ("shared stage kept", public_nv)):
+                for name, setup, fn in arms:
+                    setup()
                     for _ in range(3):
                         fn()
                     sync()
                     _host, total = timed(fn, max(args.calls // 4, 10))
-                    a5[name].append(1e3 * med(total))
-            row["a5_shared_stage_ab_wall_ms_medians"] = a5
-            for name, vals in a5.items():
-                print(f"(a5) public call validate=False, {name:22s} wall medians per round (ms): "
+                    out[name].append(1e3 * med(total))
+            row[key] = out
+            for name, vals in out.items():
+                print(f"({tag}) {label}, {name:24s} wall medians per round (ms): "
                       + " ".join(f"{v:.3f}" for v in vals), flush=True)
+
+        def nothing():
+            pass
+
+        def setting(obj, name, value):        # a setup that sets obj.name = value (restored by the caller)
+            return lambda: setattr(obj, name, value)
+
+        # ------------------------------------------- (a2) direct launches off / on, same process, alternating
+        from bayesfilt.scan import _triton as tri
+        versions = tri.DIRECT_LAUNCH_VERSIONS
+        try:
+            ab_rounds("a2", "a2_direct_ab_wall_ms_medians", "public call",
+                      [("direct launches off", setting(tri, "DIRECT_LAUNCH_VERSIONS", ()), public),
+                       ("direct launches on", setting(tri, "DIRECT_LAUNCH_VERSIONS", versions), public)])
+        finally:
+            tri.DIRECT_LAUNCH_VERSIONS = versions
+
+        # ------------------------- (a3) the parameter upload kept on the model (triton_params' memo) or redone
+        from bayesfilt.scan.triton_filter import _PARAMS_MEMO
+
+        def drop(memo):                       # the state before session 15: the memo gone before each call
+            def call():
+                model.__dict__.pop(memo, None)
+                return public_nv()
+            return call
+
+        ab_rounds("a3", "a3_params_memo_ab_wall_ms_medians", "public call validate=False",
+                  [("upload per call", nothing, drop(_PARAMS_MEMO)), ("upload kept", nothing, public_nv)])
+
+        # ---- (a5) the shared-gain path's covariances and gains kept on the model (triton_riccati.SHARED_MEMO)
+        if method == "riccati":
+            from bayesfilt.scan.triton_riccati import SHARED_MEMO
+            ab_rounds("a5", "a5_shared_stage_ab_wall_ms_medians", "public call validate=False",
+                      [("shared stage per call", nothing, drop(SHARED_MEMO)), ("shared stage kept", nothing, public_nv)])
 
         # --------- (a4) the early launches (launch_now: the prefix kernels before the outputs are allocated)
         from bayesfilt.scan import triton_filter as tfm
         early = tfm.launch_now
-        a4 = {"all launches at the end": [], "early launches": []}
         try:
-            for _round in range(args.ab_rounds):
-                for name, fn in (("all launches at the end", lambda plan, kernels: False), ("early launches", early)):
-                    tfm.launch_now = fn
-                    for _ in range(3):
-                        public_nv()
-                    sync()
-                    _host, total = timed(public_nv, max(args.calls // 4, 10))
-                    a4[name].append(1e3 * med(total))
+            ab_rounds("a4", "a4_early_launch_ab_wall_ms_medians", "public call validate=False",
+                      [("all launches at the end", setting(tfm, "launch_now", lambda plan, kernels: False), public_nv),
+                       ("early launches", setting(tfm, "launch_now", early), public_nv)])
         finally:
             tfm.launch_now = early
-        row["a4_early_launch_ab_wall_ms_medians"] = a4
-        for name, vals in a4.items():
-            print(f"(a4) public call validate=False, {name:24s} wall medians per round (ms): "
-                  + " ".join(f"{v:.3f}" for v in vals), flush=True)
 
         # ---------------------------------------------------------------- (b) cProfile
         sync()
