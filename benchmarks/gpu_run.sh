@@ -956,7 +956,8 @@ s15c|s15d|s15e|s15f)
     # (a4), s15e the shared-gain path's kept covariances and gains (a5), s15f the final code after the review
     # (first its time to a first result in fresh processes, with nothing else running). Each: the host profile
     # with its A/Bs, the workloads of parallel_gpu.py, the parallel filter's GPU tests (s15f also the direct
-    # launches', the KLA layer's and three KLA matrix cases)
+    # launches', the KLA layer's and three KLA matrix cases). Merged into one case after the runs: s15c-s15e ran
+    # their tests with -n 4 and without -k (the same parallel-filter tests), s15c printed the workloads' last lines
     if [ "$stage" = s15f ]; then
         timeout ${FIRST_TIMEOUT:-150} python3 benchmarks/first_result.py --rounds ${FIRST_ROUNDS:-2} \
             --out "$OUT/first_result_s15f.json" > "$LOG/first.log" 2>&1
