@@ -113,11 +113,12 @@ def main():
     for k, v in summary.items():
         print(f"{k:32s} median {v['median_s']}  all {[round(x, 2) for x in v['to_result_s']]}  "
               f"first call {v['first_call_s']}  import torch {v['import_torch_s']}")
-    commit = os.environ.get("GIT_COMMIT") or subprocess.run(     # gpu_run.sh's argument: the device copy's .git
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()  # is older
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _common import git_state                  # $GIT_COMMIT (gpu_run.sh) or git's HEAD
+    commit, dirty = git_state()
     meta = {"benchmark": "first_result", "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
             "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
-            "usable_cpus": len(os.sched_getaffinity(0)), "commit": commit, "rounds": args.rounds,
+            "usable_cpus": len(os.sched_getaffinity(0)), "commit": commit, "dirty": dirty, "rounds": args.rounds,
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "target_s": 5.0,
             "command": "python " + " ".join(sys.argv)}
     if args.out:
