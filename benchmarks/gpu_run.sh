@@ -843,52 +843,41 @@ s14a)
     unset CUDA_VISIBLE_DEVICES
     wait $mad; cat "$LOG/mad_sub.log"; tail -n 30 "$LOG/kla_mad.log"
     ;;
-s14b)
-    # session 14's second call (kind nvidia-h200-x2; carry .tcache from s14a). s14a's GPU tests were stopped by
-    # their 240-s limit before pytest wrote its report (one failure, not named): here with -v, so that each
-    # result is in the log as it happens, and more time. GPU 1 meanwhile: one compiling step of each layer row.
-    # Then, with the host quiet: benchmarks/kla_scan_ab.py on GPU 0 (moment-form against information-form
-    # adjoint, interleaved rounds), and the layer rows timed on GPU 1.
+s14b|s14c)
+    # session 14's second and third calls (kind nvidia-h200-x2; carry .tcache from the call before). s14b: s14a's
+    # GPU tests were stopped by their 240-s limit before pytest wrote its report (one failure, not named): here
+    # with -v, so that each result is in the log as it happens, and more time. s14c: the moment-form adjoint
+    # rounds phi_t as its recompute does (so that they share g_t: one reciprocal per token); its kernels compiled
+    # in parallel processes while the tests run. Both: GPU 1 meanwhile one compiling step of each layer row; then,
+    # with the host quiet, benchmarks/kla_scan_ab.py on GPU 0 (moment-form against information-form adjoint,
+    # interleaved rounds), and the layer rows timed on GPU 1.
     export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
     ROWS=${ROWS:-"kla_compiled kla_compiled_info gla_default"}     # (rows as named at 7421716; since 2f17d35's
     layer_warm_gpu1                                                 # successor the default is the information form
     export CUDA_VISIBLE_DEVICES=0                                   # and the moment form's row kla_compiled_mom)
-    timeout ${TESTS_TIMEOUT:-300} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_kla_triton.py \
-        tests/test_kla_layer_gpu.py tests/test_triton_launch.py tests/test_conv_triton.py \
-        -k "p0_moment or multi_warp and (case27 or case28 or case29 or case30 or case31 or case32 or case33 or case34) or gpu_matrix and not multi_warp and not variance_off or test_kla_layer_gpu or test_triton_launch or test_conv_triton" \
-        --junitxml "$OUT/gpu_tests_s14b.xml" > "$LOG/gpu_tests.log" 2>&1
+    MOM_CASES="p0_moment or multi_warp and (case27 or case28 or case29 or case30 or case31 or case32 or case33 or case34)"
+    if [ "$stage" = s14b ]; then
+        TESTS="tests/test_kla_triton.py tests/test_kla_layer_gpu.py tests/test_triton_launch.py tests/test_conv_triton.py"
+        SEL="$MOM_CASES or gpu_matrix and not multi_warp and not variance_off or test_kla_layer_gpu or test_triton_launch or test_conv_triton"
+        LIMIT=${TESTS_TIMEOUT:-300}; sw=
+    else
+        python3 benchmarks/kla_scan.py --warm-only --rows '[["main", {}], ["long", {}]]' --warm-workers 4 > "$LOG/warm.log" 2>&1 &
+        sw=$!
+        TESTS="tests/test_kla_triton.py tests/test_kla_layer_gpu.py tests/test_triton_launch.py"
+        SEL="$MOM_CASES or gpu_matrix and not multi_warp and not variance_off and not deferred or test_kla_layer_gpu or test_triton_launch"
+        LIMIT=${TESTS_TIMEOUT:-200}
+    fi
+    timeout $LIMIT python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short $TESTS -k "$SEL" \
+        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/gpu_tests.log" 2>&1
     el "gpu tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/gpu_tests.log" | tail -n 20
-    cp "$LOG/gpu_tests.log" "$OUT/gpu_tests_s14b.log"
+    [ "$stage" = s14b ] && cp "$LOG/gpu_tests.log" "$OUT/gpu_tests_s14b.log"
     pkill -f pytest; sleep 1
-    timeout ${AB_TIMEOUT:-120} python3 benchmarks/kla_scan_ab.py --tunes '[{}, {"bwd_mom": 0}]' --rounds 5 \
-        --out "$OUT/kla_scan_ab_s14b.json" > "$LOG/kla_scan_ab.log" 2>&1
+    [ -n "$sw" ] && { wait $sw; el "scan warm rc=$?"; }
+    timeout ${AB_TIMEOUT:-$([ "$stage" = s14b ] && echo 120 || echo 150)} python3 benchmarks/kla_scan_ab.py \
+        --tunes '[{}, {"bwd_mom": 0}]' --rounds 5 --out "$OUT/kla_scan_ab_$stage.json" > "$LOG/kla_scan_ab.log" 2>&1
     el "kla_scan_ab rc=$?"; tail -n 6 "$LOG/kla_scan_ab.log"
     unset CUDA_VISIBLE_DEVICES
-    S13_END=${S13_END:-575} layer_time_gpu1 s14b
-    ;;
-s14c)
-    # session 14's third call (kind nvidia-h200-x2; carry .tcache from s14b): the moment-form adjoint rounds phi_t
-    # as its recompute does (so that they share g_t: one reciprocal per token). GPU 0: its kernels compiled in
-    # parallel processes while its GPU tests, the layer's and the direct launches' run; then, with the host
-    # quiet, benchmarks/kla_scan_ab.py (moment form against information form). GPU 1: one compiling step of each
-    # layer row meanwhile, then the rows timed.
-    export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
-    ROWS=${ROWS:-"kla_compiled kla_compiled_info gla_default"}
-    layer_warm_gpu1
-    export CUDA_VISIBLE_DEVICES=0
-    python3 benchmarks/kla_scan.py --warm-only --rows '[["main", {}], ["long", {}]]' --warm-workers 4 > "$LOG/warm.log" 2>&1 &
-    sw=$!
-    timeout ${TESTS_TIMEOUT:-200} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_kla_triton.py \
-        tests/test_kla_layer_gpu.py tests/test_triton_launch.py \
-        -k "p0_moment or multi_warp and (case27 or case28 or case29 or case30 or case31 or case32 or case33 or case34) or gpu_matrix and not multi_warp and not variance_off and not deferred or test_kla_layer_gpu or test_triton_launch" \
-        --junitxml "$OUT/gpu_tests_s14c.xml" > "$LOG/gpu_tests.log" 2>&1
-    el "gpu tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/gpu_tests.log" | tail -n 20
-    pkill -f pytest; wait $sw; el "scan warm rc=$?"
-    timeout ${AB_TIMEOUT:-150} python3 benchmarks/kla_scan_ab.py --tunes '[{}, {"bwd_mom": 0}]' --rounds 5 \
-        --out "$OUT/kla_scan_ab_s14c.json" > "$LOG/kla_scan_ab.log" 2>&1
-    el "kla_scan_ab rc=$?"; tail -n 4 "$LOG/kla_scan_ab.log"
-    unset CUDA_VISIBLE_DEVICES
-    S13_END=${S13_END:-500} layer_time_gpu1 s14c
+    S13_END=${S13_END:-$([ "$stage" = s14b ] && echo 575 || echo 500)} layer_time_gpu1 $stage
     ;;
 s14d)
     # session 14's fourth call (kind nvidia-h200-x2; carry .tcache): the two MAD tasks that 2,500 steps leave
