@@ -332,10 +332,9 @@ def shared_stage_key(model, T: int, N: int, Mo: int, dtype, device):
     """The key under which a call keeps its shared stage on the model, or None when it is not kept:
     parameters that vary in time (their contents would be hashed on every call) or a stage larger than
     SHARED_MEMO_BYTES. The stage depends on nothing else: no data (no missing values on this path)."""
-    import torch
     if model.time_varying:
         return None
-    size = T * (2 * N * N * torch.empty((), dtype=dtype).element_size() + 8 * (N * Mo + Mo * Mo + 1))
+    size = T * (2 * N * N * dtype.itemsize + 8 * (N * Mo + Mo * Mo + 1))       # covariances; float64 gains
     if size > SHARED_MEMO_BYTES:
         return None
     return (model._contents(), T, dtype, device)
