@@ -46,8 +46,7 @@ def launch_all(launches, warm_also=()) -> None:
             k[grid](*args, **kw)
         return
     import torch
-    device = next((a.device for _k, _g, args, _kw in launches for a in args if hasattr(a, "device")), None)
-    index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
+    index = _launch_device(launches)
     if index != torch.cuda.current_device():            # Triton launches on the current device
         with torch.cuda.device(index):
             return launch_all(launches, warm_also)
@@ -72,14 +71,24 @@ def launch_now(plan: list, kernels) -> bool:
     if not plan:
         return False
     if not interpreting():
-        import torch
-        device = next((a.device for _k, _g, args, _kw in plan for a in args if hasattr(a, "device")), None)
-        index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
+        index = _launch_device(plan)
         if not all([_compiled_here(k, index) for k in kernels]):
             return False
     launch_all(plan)
     plan.clear()
     return True
+
+
+def device_index(device) -> int:
+    """The CUDA device index of ``device`` (a torch.device; without an index, or None: the current device)."""
+    import torch
+    return device.index if device is not None and device.index is not None else torch.cuda.current_device()
+
+
+def _launch_device(launches) -> int:
+    """The device index of the first tensor argument among ``launches`` (the current device if none)."""
+    return device_index(next((a.device for _k, _g, args, _kw in launches for a in args if hasattr(a, "device")),
+                             None))
 
 
 def _current_stream(index: int) -> int:

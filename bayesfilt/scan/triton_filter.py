@@ -36,7 +36,7 @@ except Exception:  # pragma: no cover - triton is optional
 
 from . import _ops as ops
 from ._triton import jit_unspecialized as _jit
-from ._triton import launch_all, launch_now
+from ._triton import device_index, launch_all, launch_now
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -495,9 +495,7 @@ def _indexed(device):
     """``device`` as a torch.device with its index (``"cuda"`` -> the current CUDA device), for keys."""
     import torch
     device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
+    return torch.device("cuda", device_index(device)) if device.type == "cuda" else device
 
 
 def triton_params(model, batch: tuple, dtype, device):
