@@ -182,6 +182,18 @@ class LinearGaussianSSM:
         """Hash of :meth:`_contents` (what validate's checks depend on)."""
         return hash(self._contents())
 
+    def _kept(self, name: str, key):
+        """The value kept under ``name`` (a ``*_memo`` entry of ``__dict__``, like a cached_property) by
+        :meth:`_keep` with an equal ``key``, else None."""
+        memo = self.__dict__.get(name)
+        return memo[1] if memo is not None and memo[0] == key else None
+
+    def _keep(self, name: str, key, value) -> None:
+        """Keep ``value`` under ``name`` (ending in ``_memo``: not pickled) for calls with an equal ``key``;
+        one value per name (the last)."""
+        assert name.endswith("_memo"), name
+        self.__dict__[name] = (key, value)
+
     def __getstate__(self) -> dict:
         """Pickle and deepcopy the fields and plain memos, not the memos of device tensors (``*_memo``
         entries of ``__dict__``, e.g. the Triton kernels' uploaded parameters): a CUDA tensor in the

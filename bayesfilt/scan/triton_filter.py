@@ -522,9 +522,9 @@ def triton_params(model, batch: tuple, dtype, device):
     if not model.time_varying and all(getattr(model, k) is None or getattr(model, k).ndim == len(c)
                                       for k, c in _PARAM_CORES):
         memo_key = (model._contents(), dtype, _indexed(device))
-        memo = model.__dict__.get(_PARAMS_MEMO)
-        if memo is not None and memo[0] == memo_key:
-            return memo[1]
+        kept = model._kept(_PARAMS_MEMO, memo_key)
+        if kept is not None:
+            return kept
         host = _static_host(model, N, Mo)
     else:
         nb = len(batch)
@@ -549,7 +549,7 @@ def triton_params(model, batch: tuple, dtype, device):
     parts = torch.split(dev, [v[0].size for v in host.values()])
     out = {name: (part, sb, st) for (name, (_arr, sb, st)), part in zip(host.items(), parts)}
     if memo_key is not None:
-        model.__dict__[_PARAMS_MEMO] = (memo_key, out)              # a memo, like a cached_property (not pickled)
+        model._keep(_PARAMS_MEMO, memo_key, out)
     return out
 
 

@@ -262,8 +262,8 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     # the shared stage (covariances, gains, S^{-1}, log-normalisers) of an earlier call with this model,
     # T, dtype and device (memo_key None: not kept for this call; see shared_stage_key)
     memo_key = shared_stage_key(model, T, N, Mo, dt, dev) if covariances is None and params is None else None
-    memo = model.__dict__.get(SHARED_MEMO) if memo_key is not None else None
-    kept = memo is not None and memo[0] == memo_key
+    stage = model._kept(SHARED_MEMO, memo_key) if memo_key is not None else None
+    kept = stage is not None
     # float64 scratch in one allocation: chunk starts (B, K, N), chunk offsets (B, K, N), chunk slopes
     # (K, N, N); gains (T, N, Mo), S^{-1} (T, Mo, Mo) and log-normalisers (T,) before them unless they are
     # kept (then in an allocation of their own when the call will keep them)
@@ -271,14 +271,14 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     gsizes = [T * N * Mo, T * Mo * Mo, T]
     if memo_key is not None:
         start, z, Phi = torch.empty(sum(sizes), dtype=torch.float64, device=dev).split(sizes)
-        gain, Sinv, lognorm = (memo[1][2:] if kept else
+        gain, Sinv, lognorm = (stage[2:] if kept else
                                torch.empty(sum(gsizes), dtype=torch.float64, device=dev).split(gsizes))
     else:
         gain, Sinv, lognorm, start, z, Phi = torch.empty(sum(gsizes + sizes), dtype=torch.float64,
                                                          device=dev).split(gsizes + sizes)
     plan = []                                                                 # (kernel, grid, args, kwargs)
     if kept:                       # P_{t|t-1}, P_t copied (the results' own), the gains read in place
-        covariances = (memo[1][0].clone(), memo[1][1].clone())
+        covariances = (stage[0].clone(), stage[1].clone())
         bad = torch.zeros((1,), dtype=torch.int32, device=dev)               # set by a kernel on NaN / inf
     elif covariances is None:
         bad = torch.empty((1,), dtype=torch.int32, device=dev)               # zeroed by the first kernel
@@ -345,4 +345,4 @@ def keep_shared_stage(model, out: dict) -> None:
     the same model, T, dtype and device skip the covariance kernels and the gains. Drops it from ``out``."""
     stage = out.pop("shared_stage", None)
     if stage is not None:
-        model.__dict__[SHARED_MEMO] = stage
+        model._keep(SHARED_MEMO, *stage)
