@@ -309,8 +309,9 @@ _BWD_ALG = 1
 #: kla_scan(..., adjoint="moment")). Finite for p = 0, where the information form's adjoint gives NaN, but
 #: converting a final-state gradient into it lost up to 4.8e-4 relative accuracy at a = 1, p = 0, L = 65536 on
 #: the H200 (s14e, tests/test_kla_triton.py::test_gpu_long_sequence_65536; the information form held 1e-4 in
-#: the a = 1, p = 0 case at 684eb35); and 2% slower at B=8 L=2048 M=2048 (backward 2.103 against 2.057 ms), 2% faster at B=1 L=65536 M=1024
-#: (6.092 against 6.226 ms; s14c, benchmarks/kla_scan_ab.py). So the information form stays the default.
+#: the a = 1, p = 0 case at 684eb35); and 2% slower at B=8 L=2048 M=2048 (backward 2.103 against 2.057 ms),
+#: 2% faster at B=1 L=65536 M=1024 (6.092 against 6.226 ms; s14c, benchmarks/kla_scan_ab.py). So the
+#: information form stays the default.
 _BWD_MOM = 0
 #: warps per program of both passes (tune keys fwd_warps, bwd_warps: 1, 2 or 4); 1 is what was measured
 _WARPS = 1
