@@ -9,6 +9,7 @@ the chosen form and return the same result types as the sequential references
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -270,9 +271,7 @@ def _run_filter_unguarded(model, yt, form, backend, schedule, method, chunk_size
     if backend == "triton":
         if method == "riccati":
             from .triton_riccati import triton_riccati
-            out = triton_riccati(model, ops.moveaxis(yt, 0, yt.ndim - 2), time_first=True)
-            out.pop("shared_stage", None)           # kept only by parallel_filter, after its flag read
-            return out
+            return triton_riccati(model, ops.moveaxis(yt, 0, yt.ndim - 2), time_first=True)
         from .triton_filter import triton_filter_time_first
         return triton_filter_time_first(model, yt)
     if method == "riccati":
@@ -386,7 +385,7 @@ def _triton_filter_checked(model, y, method, requested) -> FilterResult:
     """
     if method == "riccati":         # shared covariances and gains (expand-ed views over the batch)
         from .triton_riccati import triton_riccati
-        out = _guard_linalg(triton_riccati, model, y)
+        out = _guard_linalg(functools.partial(triton_riccati, offer_stage=True), model, y)
     else:                           # batch-first kernels: no round trip through the time-first layout
         from .triton_filter import triton_filter
         out = _guard_linalg(triton_filter, model, y)

@@ -201,7 +201,7 @@ def series_block(N: int, Mo: int) -> int:
 
 
 def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
-                   params=None, covariances=None):
+                   params=None, covariances=None, offer_stage: bool = False):
     """Kalman filter of many series with shared covariances and gains (Triton; no missing data).
 
     Model (docs/math/notation.md): x_1 ~ N(m0, P0), x_t = F_t x_{t-1} + b_t + w_t,
@@ -223,8 +223,9 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     log-normalisers) that an earlier call with the same model contents, T, dtype and device kept on
     the model (:data:`SHARED_MEMO`, at most :data:`SHARED_MEMO_BYTES`; ``parallel_filter`` keeps it
     after the call's non-finite flag reads clean: :func:`keep_shared_stage`): the covariance kernels
-    and ``_gains`` are skipped, and the result's covariances are copies of the kept ones. The
-    result then carries ``shared_stage`` (what to keep) when this call computed it.
+    and ``_gains`` are skipped, and the result's covariances are copies of the kept ones.
+    ``offer_stage``: a call that computes the stage returns it as ``shared_stage`` (what to keep),
+    for a caller that keeps it once the call's flag has been read (``parallel_filter``).
 
     Returns:
         dict with means (*B, T, n), covs (*B, T, n, n), predicted_means, predicted_covs,
@@ -233,8 +234,8 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
         ``covariances`` are given) a covariance came out NaN or infinite (NaN in y shows up there:
         this path has no missing-data handling); covs and predicted_covs are ``expand``-ed
         views of the shared (T, n, n) tensors (no memory, no kernel; copy before writing into them).
-        When this call computed a shared stage that may be kept: ``shared_stage``, the
-        ``(key, tensors)`` pair for :func:`keep_shared_stage`.
+        With ``offer_stage``, when this call computed a shared stage that may be kept:
+        ``shared_stage``, the ``(key, tensors)`` pair for :func:`keep_shared_stage`.
 
     Example:
         >>> import numpy as np, torch, bayesfilt
@@ -264,12 +265,13 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     memo_key = shared_stage_key(model, T, N, Mo, dt, dev) if covariances is None and params is None else None
     stage = model._kept(SHARED_MEMO, memo_key) if memo_key is not None else None
     kept = stage is not None
+    offer = offer_stage and memo_key is not None and not kept
     # float64 scratch in one allocation: chunk starts (B, K, N), chunk offsets (B, K, N), chunk slopes
     # (K, N, N); gains (T, N, Mo), S^{-1} (T, Mo, Mo) and log-normalisers (T,) before them unless they are
-    # kept (then in an allocation of their own when the call will keep them)
+    # kept (then in an allocation of their own when the call offers them for keeping)
     sizes = [B * K * N, B * K * N, K * N * N]
     gsizes = [T * N * Mo, T * Mo * Mo, T]
-    if memo_key is not None:
+    if kept or offer:
         start, z, Phi = torch.empty(sum(sizes), dtype=torch.float64, device=dev).split(sizes)
         gain, Sinv, lognorm = (stage[2:] if kept else
                                torch.empty(sum(gsizes), dtype=torch.float64, device=dev).split(gsizes))
@@ -314,7 +316,7 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     if time_first:
         out = {k: (v if k == "loglik" else ops.moveaxis(v, len(batch), 0)) for k, v in out.items()}
     out["nonfinite"] = bad
-    if memo_key is not None and not kept:          # to keep once the call's flag reads clean (api.py)
+    if offer:                                      # to keep once the call's flag reads clean (api.py)
         out["shared_stage"] = (memo_key, (pcov.clone(), fcov.clone(), gain, Sinv, lognorm))
     return out
 
