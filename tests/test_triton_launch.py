@@ -32,6 +32,20 @@ def test_launch_key_separates_what_triton_specialises_on():
     assert _launch_key((a,), dict(x=[1]), 0) is None                             # unhashable keyword
 
 
+def test_int_helpers_equal_tritons():
+    """cdiv and next_pow2 (host-side stand-ins for triton.cdiv / triton.next_power_of_2, which cost
+    microseconds per call) give Triton's values on every size the kernels use and beyond."""
+    triton = pytest.importorskip("triton")
+    from bayesfilt.scan._triton import cdiv, next_pow2
+    rng = np.random.default_rng(0)
+    sizes = list(range(1, 4200)) + [int(x) for x in rng.integers(1, 2**40, 300)] + [2**31 - 1, 2**31, 2**31 + 1]
+    for n in sizes:
+        assert next_pow2(n) == triton.next_power_of_2(n), n
+        for b in (1, 2, 7, 8, 16, 32, 128, 256):
+            assert cdiv(n, b) == triton.cdiv(n, b), (n, b)
+    assert cdiv(0, 8) == triton.cdiv(0, 8) == 0
+
+
 def test_launch_now_waits_for_a_first_call(monkeypatch):
     """launch_now launches and empties the plan only when every kernel of the call has compiled here;
     on a first call it leaves the plan to launch_all (which compiles all variants together)."""

@@ -252,7 +252,7 @@ def _check_tensor(x, name):
 
 
 def _check_shape(x, name, shape, what):
-    if tuple(x.shape) != tuple(shape):
+    if x.shape != shape:                                   # torch.Size == tuple (no conversions: decode's host time)
         raise value_error(name, f"has shape {tuple(x.shape)}", f"pass shape {what} = {tuple(shape)}")
 
 
@@ -307,8 +307,13 @@ def _validate(v, lambda_v, k, q, a_bar, p_bar, state, *, step: bool, state_name:
         lam0 = torch.ones(B, M, S, dtype=compute, device=dev)       # lam_0 = 1
         eta0 = torch.zeros(B, M, S, dtype=compute, device=dev)      # eta_0 = 0
     else:
-        lam0, eta0 = state[0].to(compute), state[1].to(compute)
+        lam0, eta0 = _as_dtype(state[0], compute), _as_dtype(state[1], compute)
     return compute, lam0, eta0
+
+
+def _as_dtype(x, dtype):
+    """x in ``dtype`` (x itself when it already is: ``Tensor.to`` costs host time even then)."""
+    return x if x.dtype is dtype else x.to(dtype)
 
 
 def _is_compiling() -> bool:
@@ -522,9 +527,10 @@ def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = Fa
     backend = _resolve_backend(backend, v.device)
     if backend == "triton":
         fn = _import_triton("kla_step_triton", v.device)
-        y, y_var, lam, eta = _check_outputs(fn(v, lambda_v, k, q, a_bar, p_bar, lam0.float(), eta0.float(),
-                                               prior_readout=bool(prior_readout)), validate, torch.float32)
-        return y.to(v.dtype), y_var.to(v.dtype), KLAState(lam, eta)            # saturated in the kernel
+        f32 = torch.float32
+        y, y_var, lam, eta = _check_outputs(fn(v, lambda_v, k, q, a_bar, p_bar, _as_dtype(lam0, f32),
+                                               _as_dtype(eta0, f32), prior_readout=prior_readout), validate, f32)
+        return _as_dtype(y, v.dtype), _as_dtype(y_var, v.dtype), KLAState(lam, eta)   # saturated in the kernel
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)]
     y, y_var, lam, eta = _check_outputs(kla_step_reference(*args, lam0, eta0, prior_readout=bool(prior_readout)),
                                         validate, compute)

@@ -14,11 +14,10 @@ Dtypes: z float32, bfloat16 or float16 (u and dz in z's dtype); weight and bias 
 from __future__ import annotations
 
 import torch
-import triton
 
 from bayesfilt.errors import type_error, value_error
 from bayesfilt.nn.kernels import _conv_triton as K
-from bayesfilt.scan._triton import launch_all
+from bayesfilt.scan._triton import cdiv, launch_all, next_pow2
 
 #: tokens x channels per tile (forward, backward), warps per program, and the tokens one backward
 #: program sweeps (its partial sums of dw, dbias cover that many)
@@ -51,7 +50,7 @@ def conv_forward(z, weight, bias, silu: bool) -> torch.Tensor:
     """u [B, L, C] in z's dtype from z [B, L, C] (channels contiguous), weight [C, K], bias [C]."""
     B, L, C = z.shape
     u = torch.empty(B, L, C, device=z.device, dtype=z.dtype)
-    grid = (triton.cdiv(L, _BT_FWD), triton.cdiv(C, _BC), B)
+    grid = (cdiv(L, _BT_FWD), cdiv(C, _BC), B)
     launch_all([(K._conv_fwd_kernel, grid, (z, weight.contiguous(), bias.contiguous(), u, L, C, z.stride(0), z.stride(1)),
                  dict(K=weight.shape[1], BT=_BT_FWD, BC=_BC, SILU=silu, num_warps=_WARPS))])
     return u
@@ -79,23 +78,23 @@ def conv_backward(z, weight, bias, g, silu: bool, variant: str | None = None, **
     if variant != "window" and TCH % tile["BT"]:
         raise value_error("TCH", f"is {TCH} for BT = {tile['BT']}",
                           "pass a multiple of BT (else dw and dbias count tokens twice)")
-    NT = triton.cdiv(L, TCH)
+    NT = cdiv(L, TCH)
     w, b, g = weight.contiguous(), bias.contiguous(), g.contiguous()
     gz = torch.empty(B, L, C, device=z.device, dtype=z.dtype)
     gw = torch.empty(B * NT, C, Kw, device=z.device, dtype=torch.float32)
     gb = torch.empty(B * NT, C, device=z.device, dtype=torch.float32)
-    grid = (NT, triton.cdiv(C, BC), B)
+    grid = (NT, cdiv(C, BC), B)
     args = (z, w, b, g, gz, gw, gb, L, C, z.stride(0), z.stride(1), NT, TCH)   # recompute and window
     if variant == "recompute":
         launches = [(K._conv_bwd_kernel, grid, args,
-                     dict(K=Kw, KP=triton.next_power_of_2(Kw), BT=tile["BT"], BC=BC, SILU=silu, num_warps=warps))]
+                     dict(K=Kw, KP=next_pow2(Kw), BT=tile["BT"], BC=BC, SILU=silu, num_warps=warps))]
     elif variant == "window":
         launches = [(K._conv_bwd_window_kernel, grid, args, dict(K=Kw, BC=BC, SILU=silu, num_warps=warps))]
     else:                                        # split: without SiLU d = g, so nothing is written
         d = torch.empty(B, L, C, device=z.device, dtype=torch.float32) if silu else g
         launches = [(K._conv_bwd_d_kernel, grid, (z, w, b, g, d, gw, gb, L, C, z.stride(0), z.stride(1), NT, TCH),
                      dict(K=Kw, BT=tile["BT"], BC=BC, SILU=silu, STORE_D=silu, num_warps=warps)),
-                    (K._conv_bwd_dz_kernel, (triton.cdiv(L, tile["BT2"]), triton.cdiv(C, BC), B), (d, w, gz, L, C),
+                    (K._conv_bwd_dz_kernel, (cdiv(L, tile["BT2"]), cdiv(C, BC), B), (d, w, gz, L, C),
                      dict(K=Kw, BT=tile["BT2"], BC=BC, num_warps=warps))]
     launch_all(launches)
     # fixed-order sums of the per-program partials (deterministic, no atomics)

@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import triton
 
 from bayesfilt.errors import value_error
 from bayesfilt.nn.kernels import _kla_triton as K
 from bayesfilt.nn.reference import LAM_MAX
-from bayesfilt.scan._triton import interpreting, launch_all
+from bayesfilt.scan._triton import cdiv, interpreting, launch_all, next_pow2
 
 #: tokens between checkpoints of (w, mu) kept for the backward
 CHECKPOINT_EVERY = 8
@@ -41,6 +40,8 @@ _BM_FWD, _BM_BWD = 32, 16
 #: per thread): with the prefetch, 0.659 -> 0.623 ms at B=8 L=2048 M=2048 (kla_scan_pf11d_2aaa93f.json);
 #: at B=1 L=65536 M=1024 (chunked) the 16-channel build was slower (2.72 -> 3.74 ms, kla_scan_pf11_11fb0b0.json)
 _BM_FWD_UNCHUNKED = 16
+#: channels per program of the decode step (one token; 4 warps)
+_STEP_BM = 16
 #: defaults of the prefetch (docs/kla_kernels.md, "Prefetch and layout"; Nsight Compute's stall samples and the
 #: rows of kla_scan_pf11b_8298b76.json, kla_scan_pf11c_7277e47.json, kla_scan_pf11d_2aaa93f.json): each 8-token block asks L2 for the k, q rows and the program's
 #: m-columns of the block 2 blocks ahead, and the backward loads each block's checkpoint a block ahead
@@ -130,15 +131,15 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
         # give fewer than ~1 one-warp program per multiprocessor (measured on the H200,
         # 2026-11-29: B=8, L=2048, M=2048 chunked 5 ways ran the forward in 1.9 ms).
         target = 16 * _sm_count(device)
-        want = triton.cdiv(target, programs) if programs < _sm_count(device) else 1
+        want = cdiv(target, programs) if programs < _sm_count(device) else 1
         num_chunks = max(1, min(want, L // _MIN_CHUNK))
-    num_chunks = max(1, min(int(num_chunks), triton.cdiv(L, CHECKPOINT_EVERY)))
-    LC = triton.cdiv(triton.cdiv(L, num_chunks), CHECKPOINT_EVERY) * CHECKPOINT_EVERY
-    NC = triton.cdiv(L, LC)
+    num_chunks = max(1, min(int(num_chunks), cdiv(L, CHECKPOINT_EVERY)))
+    LC = cdiv(cdiv(L, num_chunks), CHECKPOINT_EVERY) * CHECKPOINT_EVERY
+    NC = cdiv(L, LC)
     auto16 = bm is None and NC == 1                     # more programs never call for chunks
     if auto16:
         BM = _BM_FWD_UNCHUNKED
-        NMB = triton.cdiv(M, BM)
+        NMB = cdiv(M, BM)
     mspec = not auto16 if mspec is None else bool(mspec)   # an explicit bm keeps the specialised build
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
                 defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), mspec=mspec, l2pf=int(l2pf),
@@ -148,15 +149,23 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
 def _blocks(M, S, max_sb: int, bm) -> tuple:
     """The lane tile before any chunking decision: (SB, NSB, BM, NMB) for at most ``max_sb`` s-lanes per
     program and ``bm`` channels (None: 32); ``make_plan`` may then narrow BM to 16 when it does not chunk."""
-    SB = min(triton.next_power_of_2(S), max_sb)
+    SB = min(next_pow2(S), max_sb)
     BM = bm or _BM_FWD
-    return SB, triton.cdiv(S, SB), BM, triton.cdiv(M, BM)
+    return SB, cdiv(S, SB), BM, cdiv(M, BM)
 
 
 def _new(shape, device, poison: bool):
     if poison:
         return torch.full(shape, float("nan"), device=device, dtype=torch.float32)
     return torch.empty(shape, device=device, dtype=torch.float32)
+
+
+def _new_like(x, poison: bool):
+    """A new float32 tensor shaped like ``x`` (contiguous), on its device: ``torch.empty_like(x)`` when x
+    is float32 (half of ``torch.empty``'s host time on the dev machine), else :func:`_new`."""
+    if x.dtype is torch.float32 and not poison:
+        return torch.empty_like(x)
+    return _new(x.shape, x.device, poison)
 
 
 def _dims(plan: Plan):
@@ -197,7 +206,7 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
     y = _new(ysh, dev, poison)
     yv = _new(ysh, dev, poison) if var else y           # without the variance: a pointer never written
     lamL, etaL = _new((B, S, M), dev, poison), _new((B, S, M), dev, poison)
-    nck = triton.cdiv(L, CHECKPOINT_EVERY)
+    nck = cdiv(L, CHECKPOINT_EVERY)
     ck = _new((B, nck, 2, S, M), dev, poison) if keep_checkpoints else y
     sumw = _new((B, plan.NC, 4, S, M), dev, poison) if plan.NC > 1 else y
     summu = _new((B, plan.NC, 2, S, M), dev, poison) if plan.NC > 1 else y
@@ -431,7 +440,7 @@ def _scan_op_fake(v, lv, k, q, a, p, lam0, eta0, prior, keep, tune, poison, var=
     B, L, M = v.shape
     S = k.shape[-1]
     f32 = dict(dtype=torch.float32, device=v.device)
-    ck = (B, triton.cdiv(L, CHECKPOINT_EVERY), 2, S, M) if keep else (0,)
+    ck = (B, cdiv(L, CHECKPOINT_EVERY), 2, S, M) if keep else (0,)
     yv = (B, L, M) if var else (0,)
     return (torch.empty(B, L, M, **f32), torch.empty(yv, **f32), torch.empty(B, M, S, **f32),
             torch.empty(B, M, S, **f32), torch.empty(ck, **f32))
@@ -593,15 +602,16 @@ def kla_step_triton(v, lambda_v, k, q, a_bar, p_bar, lam, eta, prior_readout=Fal
         y, yv, lam_n, eta_n = kla_scan_triton(v[:, None], lambda_v[:, None], k[:, None], q[:, None],
                                               a_bar, p_bar, (lam, eta), prior_readout, _poison=_poison)
         return y[:, 0], yv[:, 0], lam_n, eta_n
+    # The plain call is host-bound (the kernel takes a few us): outputs like float32 inputs come from
+    # torch.empty_like (about half of torch.empty's host time), sizes from int arithmetic (kla_step_triton's
+    # host time: benchmarks/kla_decode.py).
     B, M = v.shape
     S = k.shape[-1]
-    SB = triton.next_power_of_2(S)
-    BM = 16
-    dev = v.device
-    y, yv = _new((B, M), dev, _poison), _new((B, M), dev, _poison)
-    lam_o, eta_o = _new((B, M, S), dev, _poison), _new((B, M, S), dev, _poison)
-    NMB = triton.cdiv(M, BM)
-    args = (_c(v), _c(lambda_v), _c(k), _c(q), _c(a_bar), _c(p_bar), _c(lam), _c(eta), y, yv, lam_o, eta_o,
-            M, S, NMB)
-    launch_all([(K._step_kernel, (NMB * B,), args, dict(PRIOR=bool(prior_readout), SB=SB, BM=BM, num_warps=4))])
+    v, lam, eta = _c(v), _c(lam), _c(eta)
+    y, yv = _new_like(v, _poison), _new_like(v, _poison)
+    lam_o, eta_o = _new_like(lam, _poison), _new_like(lam, _poison)
+    NMB = cdiv(M, _STEP_BM)
+    args = (v, _c(lambda_v), _c(k), _c(q), _c(a_bar), _c(p_bar), lam, eta, y, yv, lam_o, eta_o, M, S, NMB)
+    launch_all([(K._step_kernel, (NMB * B,), args,
+                 dict(PRIOR=bool(prior_readout), SB=next_pow2(S), BM=_STEP_BM, num_warps=4))])
     return y, yv, lam_o, eta_o
