@@ -45,6 +45,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s14c       # (2 GPUs) s14b again after the moment-form adjoint shares g_t with its recompute
 #   bash benchmarks/gpu_run.sh COMMIT s14d       # (2 GPUs) MAD ablation kla vs kla_p0 on selective copy and compression, 12,000 steps (seed 0 on GPU 0, seed 1 on GPU 1)
 #   bash benchmarks/gpu_run.sh COMMIT s14e       # the scan's long-sequence, bf16 and variance-off GPU tests under the moment-form default
+#   bash benchmarks/gpu_run.sh COMMIT s16a       # issue 4: KLA decode host time before/after, decode graphs; GPU tests
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -966,6 +967,35 @@ s15c|s15d|s15e|s15f)
         -k "not test_kla_triton or gpu_matrix and (case0 or case1 or case2) and not multi_warp and not variance_off and not deferred" \
         --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
     el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
+    ;;
+s16a)
+    # session 16's first call (kind nvidia-h200; carry .whl, .tcache): the KLA decode call's host time before
+    # (OLD, default 91c091e, exported from the copy's .git) and after, in alternating fresh processes
+    # (benchmarks/kla_decode.py, merged into one JSON); the GPU tests of the changed code (decode graphs, the
+    # step through the layer, direct launches, the convolution, three scan matrix cases); the parallel filter's
+    # public call (parallel_gpu.py --workloads-only) on this host.
+    OLD=${OLD:-91c091e}; old=/tmp/old16; mkdir -p $old /tmp/dec16
+    git archive "$OLD" bayesfilt | tar -x -C $old && el "old tree $OLD" || { old=; el "no old tree"; }
+    for r in 1 2 3; do
+        if [ -n "$old" ]; then
+            GIT_COMMIT=$OLD PYTHONPATH=$old${PYTHONPATH#$PWD} timeout 120 python3 benchmarks/kla_decode.py \
+                --label before --out /tmp/dec16/before_$r.json > "$LOG/dec_before_$r.log" 2>&1
+            el "before $r rc=$?"; tail -n 2 "$LOG/dec_before_$r.log" | cut -c1-400
+        fi
+        timeout 120 python3 benchmarks/kla_decode.py --label after --out /tmp/dec16/after_$r.json \
+            > "$LOG/dec_after_$r.log" 2>&1
+        el "after $r rc=$?"; tail -n 2 "$LOG/dec_after_$r.log" | cut -c1-400
+    done
+    python3 -c "import glob, json, sys; json.dump([json.load(open(f)) for f in sorted(glob.glob('/tmp/dec16/*.json'))],
+open(sys.argv[1], 'w'), indent=1)" "$OUT/kla_decode_s16a.json"
+    timeout ${PT_TIMEOUT:-240} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_decode_graph_gpu.py \
+        tests/test_kla_layer_gpu.py tests/test_triton_launch.py tests/test_conv_triton.py tests/test_kla_triton.py \
+        -k "not test_kla_triton or step or decode or gpu_matrix and (case0 or case1 or case2) and not multi_warp and not variance_off and not deferred" \
+        --junitxml "$OUT/gpu_tests_s16a.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
+    timeout ${PG_TIMEOUT:-150} python3 benchmarks/parallel_gpu.py --workloads-only --out "$OUT" --commit "$COMMIT" \
+        > "$LOG/parallel_gpu.log" 2>&1
+    el "parallel_gpu rc=$?"; grep -A 3 SUMMARY "$LOG/parallel_gpu.log" | cut -c1-400
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

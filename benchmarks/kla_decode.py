@@ -12,7 +12,9 @@ microseconds, median over rounds):
 - ``layer_step``: ``KLALayer(1024, d_state 16, expand 2)`` on one token with a state (M = 2048), float32;
 - ``graph_replay``: ``kla_step_triton`` captured once in a CUDA graph, replayed (host included);
 - parts of the call: ``torch_empty`` and ``empty_like`` (one [B, M, S] float32 output), ``launch_all``
-  (the step kernel's launch through ``bayesfilt.scan._triton.launch_all`` with fixed buffers).
+  (the step kernel's launch through ``bayesfilt.scan._triton.launch_all`` with fixed buffers);
+- ``generation``: greedy ``KLALanguageModel.generate`` (4 blocks, d_model 1024, vocabulary 256, B = 1),
+  microseconds per token without and with ``cuda_graph=True``, and whether the tokens agree.
 
 Run it against another tree with ``PYTHONPATH=<tree>`` (the JSON records which ``bayesfilt`` ran) and
 ``--label``, in alternating processes, for a before/after comparison on one host.
@@ -51,11 +53,43 @@ def per_call_us(fn, calls: int, rounds: int) -> dict:
     return {"median_us": statistics.median(out), "min_us": min(out), "rounds_us": out}
 
 
+def generation_rows(tokens: int, vocab: int = 256, d_model: int = 1024, layers: int = 4) -> dict:
+    """Greedy ``KLALanguageModel.generate`` of ``tokens`` tokens after a 16-token prompt at B = 1, float32:
+    per-token wall time without and with ``cuda_graph`` (a tree without the option: "unavailable"), and
+    whether both give the same tokens. Medians of three generations each, after one untimed."""
+    from bayesfilt.nn import KLAConfig, KLALanguageModel
+    torch.manual_seed(0)
+    lm = KLALanguageModel(vocab, d_model, layers, kla_config=KLAConfig(d_state=16)).cuda().eval()
+    prompt = torch.randint(0, vocab, (1, 16), device="cuda")
+    res = {"vocab": vocab, "d_model": d_model, "layers": layers, "tokens": tokens,
+           "params": sum(p.numel() for p in lm.parameters())}
+    outs = {}
+    for name, kw in (("plain", {}), ("cuda_graph", {"cuda_graph": True})):
+        try:
+            lm.generate(prompt, 4, **kw)
+        except TypeError as exc:                       # the option is missing in that tree
+            res[name] = {"unavailable": str(exc)[:200]}
+            continue
+        times = []
+        for _ in range(3):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            outs[name] = lm.generate(prompt, tokens, **kw)
+            torch.cuda.synchronize()                   # (the last token is on the device: count it)
+            times.append((time.perf_counter() - t0) / tokens * 1e6)
+        res[name] = {"us_per_token": statistics.median(times), "rounds_us": times,
+                     "tokens_per_s": 1e6 / statistics.median(times)}
+    if len(outs) == 2:
+        res["same_tokens"] = bool(torch.equal(outs["plain"], outs["cuda_graph"]))
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--label", default="")
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--tokens", type=int, default=256, help="tokens generated per generation row")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -114,16 +148,19 @@ def main(argv=None) -> int:
         graph.replay()
         torch.cuda.synchronize()
         same = bool(torch.equal(y_graph[0], y_ref[0]))
+    gen = generation_rows(args.tokens)
     commit, dirty = git_state()
     rec = {"benchmark": "kla_decode", "label": args.label, "bayesfilt_file": bayesfilt.__file__,
            "shape": {"B": B, "M": M, "S": S, "d_model": D}, "calls": args.calls, "rounds": args.rounds,
            "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
            "triton": __import__("triton").__version__, "python": platform.python_version(),
-           "git_commit": commit, "dirty": dirty, "graph_equals_plain_call": same, "rows": rows}
+           "git_commit": commit, "dirty": dirty, "graph_equals_plain_call": same, "rows": rows,
+           "generation": gen}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(rec, f, indent=1)
     print(args.label, json.dumps({k: round(r["median_us"], 2) for k, r in rows.items()}), flush=True)
+    print(args.label, "generation", json.dumps(gen), flush=True)
     return 0
 
 

@@ -191,3 +191,31 @@ def test_generate_cli_errors(lm_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--plot" in err and "vocabulary" in err and "'lm'" in err
     assert "--prompt: holds the character '€'" in err                  # the option, not "text"
+
+
+def test_capture_decode_step_refuses_what_a_graph_cannot_run():
+    """CUDA graphs: KLA-only models on a CUDA device; the errors name the argument and the fix."""
+    from bayesfilt.nn.decode import capture_decode_step
+    kla = _model("kla")
+    with pytest.raises(BayesfiltError, match="states.*CUDA"):
+        capture_decode_step(kla, kla.init_state(1))                       # CPU states
+    hybrid = _model("hybrid")
+    with pytest.raises(BayesfiltError, match="model.*CausalSelfAttention.*KLALayer"):
+        capture_decode_step(hybrid, hybrid.init_state(1))
+    with pytest.raises(BayesfiltError, match="states"):
+        capture_decode_step(kla, kla.init_state(1)[:1])
+    for bad in ("yes", 1):
+        with pytest.raises(BayesfiltError, match="cuda_graph"):
+            generate(kla, [1, 2], 3, cuda_graph=bad)
+        with pytest.raises(BayesfiltError, match="cuda_graph"):
+            kla.generate(torch.tensor([[1, 2]]), 3, cuda_graph=bad)
+
+
+def test_state_tree_helpers_keep_the_structure():
+    from bayesfilt.nn.decode import _map_tensors, _tensors
+    states = _model("hybrid").init_state(2)
+    copy = _map_tensors(torch.clone, states)
+    assert type(copy) is list and [type(s) for s in copy] == [type(s) for s in states]
+    flat, flat_copy = _tensors(states), _tensors(copy)
+    assert len(flat) == len(flat_copy) > 0
+    assert all(torch.equal(a, b) and (a.numel() == 0 or a.data_ptr() != b.data_ptr()) for a, b in zip(flat, flat_copy))

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import value_error
-from ..validation import as_int, as_real_scalar
+from ..errors import type_error, value_error
+from ..validation import as_int, as_real_scalar, check_bool
 from .layer import KLALayer
 
 
@@ -100,6 +100,100 @@ def decode_step(model, tokens: torch.Tensor, states: list, *, return_variance: b
         return logits, new
     var = torch.stack(variances).mean(0) if variances else None        # mean over KLA blocks
     return logits, new, var
+
+
+def _map_tensors(fn, x):
+    """``x`` (a tensor, or lists and tuples of them, named tuples kept) with ``fn`` applied to every tensor."""
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    if isinstance(x, tuple) and hasattr(x, "_fields"):
+        return type(x)(*(_map_tensors(fn, v) for v in x))
+    if isinstance(x, (tuple, list)):
+        return type(x)(_map_tensors(fn, v) for v in x)
+    return x
+
+
+def _tensors(x) -> list:
+    """Every tensor in ``x`` (lists and tuples of tensors), in order."""
+    out = []
+    _map_tensors(out.append, x)
+    return out
+
+
+def capture_decode_step(model, states: list, *, return_variance: bool = False):
+    """Capture one decoding step of a KLA language model (one token per sequence) as a CUDA graph.
+
+    A decoding step launches tens of small kernels per block, so a Python loop of :func:`decode_step`
+    calls is bound by the host's time per launch, not by the GPU (benchmarks/kla_decode.py). The
+    returned ``step`` replays the whole step as one graph: it copies the token ids into the graph's
+    input and replays; the graph computes :func:`decode_step` on them and writes the new states over
+    its own copies of ``states``, so the next call continues from there. Same kernels and inputs as
+    :func:`decode_step` (``validate=False``), so the same logits.
+
+    Args:
+        model: a :class:`~bayesfilt.nn.KLALanguageModel` whose mixers are all :class:`KLALayer` (an
+            attention KV cache grows every token, which a graph cannot), on a CUDA device.
+        states: the per-block states to continue from (``model.init_state(B)`` or a prefill's); copied,
+            never modified.
+        return_variance: the step also returns the KLA layers' mean posterior variance [B, 1].
+
+    Returns:
+        ``(step, live_states)``: ``step(tokens)`` takes [B, 1] ids on the model's device (in range:
+        they are not checked, an id outside the vocabulary is a device-side error) and returns the
+        logits [B, 1, V] (with ``return_variance``: ``(logits, var)``), tensors of the graph that the
+        next call overwrites (clone to keep them); ``live_states`` are the graph's states, advanced by
+        every call (what :func:`decode_step` would have returned after the same tokens).
+
+    Raises:
+        BayesfiltValueError / BayesfiltTypeError: a mixer is not a KLALayer, the states do not fit the
+            model, or they are not on a CUDA device; from ``step``: tokens of another shape or device.
+
+    Example:
+        >>> import torch
+        >>> from bayesfilt.nn import KLALanguageModel, KLAConfig
+        >>> lm = KLALanguageModel(5, 8, 2, kla_config=KLAConfig(d_state=2)).cuda()     # doctest: +SKIP
+        >>> logits, states = decode_step(lm, torch.tensor([[1, 2]], device="cuda"), lm.init_state(1))  # doctest: +SKIP
+        >>> step, live = capture_decode_step(lm, states)                            # doctest: +SKIP
+        >>> logits = step(torch.tensor([[3]], device="cuda"))                       # doctest: +SKIP
+    """
+    others = sorted({type(b.mixer).__name__ for b in model.blocks if not isinstance(b.mixer, KLALayer)})
+    if others:
+        raise value_error("model", f"has {', '.join(others)} mixers", "capture models whose mixers are all "
+                          "KLALayer (mixer='kla'), or decode the others with decode_step")
+    if not isinstance(states, list) or len(states) != len(model.blocks):
+        raise value_error("states", f"must be a list of {len(model.blocks)} block states",
+                          "pass model.init_state(batch) or the states a previous call returned")
+    leaves = _tensors(states)
+    device = leaves[0].device
+    if device.type != "cuda" or any(t.device != device for t in leaves):
+        raise type_error("states", f"are on {sorted({str(t.device) for t in leaves})}",
+                         "move the model and its states to one CUDA device (CUDA graphs need one)")
+    B = states[0].conv.shape[0]
+    live = _map_tensors(torch.clone, states)
+    tokens_in = torch.zeros(B, 1, dtype=torch.long, device=device)
+    with torch.no_grad():
+        side = torch.cuda.Stream(device)                # warm-up off the default stream (compiles kernels)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                decode_step(model, tokens_in, live, return_variance=return_variance, validate=False)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = decode_step(model, tokens_in, live, return_variance=return_variance, validate=False)
+            for dst, src in zip(_tensors(live), _tensors(out[1])):
+                dst.copy_(src)                          # the new states over the live ones, inside the graph
+    result = (out[0], out[2]) if return_variance else out[0]
+
+    def step(tokens: torch.Tensor):
+        if not isinstance(tokens, torch.Tensor) or tokens.shape != (B, 1) or tokens.device != device:
+            raise value_error("tokens", f"is {getattr(tokens, 'shape', type(tokens).__name__)} on "
+                              f"{getattr(tokens, 'device', '?')}", f"pass [B, 1] = [{B}, 1] ids on {device}")
+        tokens_in.copy_(tokens)
+        graph.replay()
+        return result
+
+    return step, live
 
 
 def state_nbytes(states) -> int:
@@ -207,7 +301,7 @@ class Generation:
 
 @torch.no_grad()
 def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
-             seed: int = 0, device=None) -> Generation:
+             seed: int = 0, device=None, cuda_graph: bool = False) -> Generation:
     """Sample ``n_tokens`` after ``prompt_ids`` and record the uncertainty of every step.
 
     Stateful models (KLA, attention, hybrid) prefill the prompt once and then decode one token
@@ -222,6 +316,8 @@ def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_
         top_k: sample among the k most likely tokens (None: all).
         seed: seed of the sampling generator.
         device: where to run (default: the model's device).
+        cuda_graph: decode through one CUDA graph per step (:func:`capture_decode_step`; KLA-only
+            models on CUDA): the same tokens, less host time per token.
 
     Returns:
         :class:`Generation`.
@@ -235,6 +331,10 @@ def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_
         (4, (4,), True)
     """
     n_tokens = as_int(n_tokens, "n_tokens", low=0, fix="pass how many tokens to generate")
+    cuda_graph = check_bool(cuda_graph, "cuda_graph")
+    if cuda_graph and not model.stateful:
+        raise value_error("cuda_graph", f"is True for mixer {model.mixer_name!r} (no stateful decoding)",
+                          "pass cuda_graph=False, or use a KLA model")
     seed = as_int(seed, "seed", low=0, fix="pass a seed in [0, 2**63)")
     if seed >= 2**63:                                   # torch.Generator takes a signed 64-bit seed
         raise value_error("seed", f"is {seed}", "pass a seed in [0, 2**63)")
@@ -254,6 +354,8 @@ def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_
         if stateful:
             out = decode_step(model, x, model.init_state(1, device=device), return_variance=want_var)
             logits, states, var = out if want_var else (*out, None)
+            if cuda_graph:
+                step, states = capture_decode_step(model, states, return_variance=want_var)
         else:
             states, var, logits = None, None, model(x)
         seq = x
@@ -264,8 +366,10 @@ def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_
                 vars_.append(float(var[0, -1]))
             nxt = sample_next(last, temperature=temperature, top_k=top_k, generator=gen)
             ids.append(int(nxt[0, 0]))
-            if stateful:
-                out = decode_step(model, nxt, states, return_variance=want_var)
+            if cuda_graph:                              # (want_var: every mixer is KLA here)
+                logits, var = step(nxt)
+            elif stateful:
+                out = decode_step(model, nxt, states, return_variance=want_var, validate=False)  # ids sampled
                 logits, states, var = out if want_var else (*out, None)
             else:
                 seq = torch.cat([seq, nxt], dim=1)
@@ -307,5 +411,5 @@ def plot_generation(text: str, entropy, variance=None, path: str | os.PathLike |
     return fig
 
 
-__all__ = ["Generation", "decode_step", "entropy_bits", "generate", "kla_block_count", "plot_generation",
+__all__ = ["Generation", "capture_decode_step", "decode_step", "entropy_bits", "generate", "kla_block_count", "plot_generation",
            "sample_next", "state_nbytes"]

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import type_error, value_error
-from ..validation import as_int, as_real_scalar
+from ..validation import as_int, as_real_scalar, check_bool
 from .config import KLAConfig
+from .decode import capture_decode_step, decode_step
 from .layer import KLALayer
 
 
@@ -463,7 +464,7 @@ class KLALanguageModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, cuda_graph: bool = False) -> torch.Tensor:
         """Continue ``prompt`` [B, L0] by ``max_new_tokens`` tokens: greedy (temperature 0) or sampled.
 
         Stateful mixers (KLA, attention) prefill once and then decode one token per step from
@@ -475,6 +476,9 @@ class KLALanguageModel(nn.Module):
             max_new_tokens: how many tokens to append.
             temperature: 0 for greedy decoding, > 0 to sample from softmax(logits / temperature).
             generator: torch generator for sampling.
+            cuda_graph: decode each token by replaying one CUDA graph of the whole step
+                (:func:`bayesfilt.nn.decode.capture_decode_step`; every mixer KLA, CUDA): the same tokens
+                with a fraction of the host time per token (benchmarks/kla_decode.py).
 
         Returns:
             [B, L0 + max_new_tokens] token ids.
@@ -483,11 +487,17 @@ class KLALanguageModel(nn.Module):
             raise value_error("max_new_tokens", f"must be an int >= 0, got {max_new_tokens!r}", "pass a non-negative count")
         as_real_scalar(temperature, "temperature", low=0.0,
                        fix="pass 0 for greedy decoding or a positive temperature to sample")
+        cuda_graph = check_bool(cuda_graph, "cuda_graph")
+        if cuda_graph and not self.stateful:
+            raise value_error("cuda_graph", f"is True for mixer {self.mixer_name!r} (no stateful decoding)",
+                              "pass cuda_graph=False, or use a KLA model")
         self._check_tokens(prompt, "prompt")
         out = prompt
         if self.stateful:
             states = self.init_state(prompt.shape[0], device=prompt.device)
             logits, states = self(prompt, states)
+            if cuda_graph:
+                step, states = capture_decode_step(self, states)
         else:
             states, logits = None, self(prompt)
         for _ in range(max_new_tokens):
@@ -498,8 +508,10 @@ class KLALanguageModel(nn.Module):
             else:
                 nxt = last.argmax(-1, keepdim=True)
             out = torch.cat([out, nxt], dim=1)
-            if states is not None:
-                logits, states = self(nxt, states)
+            if cuda_graph:
+                logits = step(nxt)
+            elif states is not None:
+                logits, states = decode_step(self, nxt, states, validate=False)   # sampled ids: in range
             else:
                 logits = self(out)
         return out
