@@ -13,6 +13,9 @@ H200 (docs/lm.md)::
     python benchmarks/decode_speed.py --device cuda --layers 6 --d-model 256 --match-params --batches 1 64 \\
         --contexts 1024 8192 --out benchmarks/results/decode_speed_h200.json
 
+``--cuda-graph`` adds, for KLA, rows decoded through one CUDA graph per step
+(``bayesfilt.nn.decode.capture_decode_step``) and whether their greedy tokens equal the plain rows'.
+
 CPU smoke (tiny; says nothing about the GPU)::
 
     python benchmarks/decode_speed.py --quick --match-params --out benchmarks/results/decode_speed_cpu_smoke.json
@@ -36,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import git_state  # noqa: E402
 
 from bayesfilt.nn import KLAConfig, KLALanguageModel  # noqa: E402
-from bayesfilt.nn.decode import decode_step, state_nbytes  # noqa: E402
+from bayesfilt.nn.decode import capture_decode_step, decode_step, state_nbytes  # noqa: E402
 from bayesfilt.nn.lm import count_parameters  # noqa: E402
 
 VOCAB = 75
@@ -70,10 +73,12 @@ def parity(mixer: str, d_model: int, args, device) -> float:
 
 
 @torch.no_grad()
-def time_decode(lm, B: int, C: int, args, device) -> dict:
+def time_decode(lm, B: int, C: int, args, device, graph: bool = False) -> dict:
+    """Decode tokens/s after a C-token prefill at batch B; ``graph``: each step a replay of one CUDA graph
+    (``capture_decode_step``, captured after the prefill; its time is ``capture_s``, not in the rate)."""
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
     prompt = torch.randint(0, VOCAB, (B, C), device=device, generator=torch.Generator(device).manual_seed(2))
-    rates, prefills = [], []
+    rates, prefills, captures = [], [], []
     nbytes = 0
     for _ in range(args.repeats):
         sync(device)
@@ -86,18 +91,34 @@ def time_decode(lm, B: int, C: int, args, device) -> dict:
         with torch.autocast(**amp):                                  # warm-up step (not timed)
             logits, states = decode_step(lm, nxt, states)
         nxt = logits[:, -1:].argmax(-1)
+        if graph:
+            sync(device)
+            t0 = time.perf_counter()
+            with torch.autocast(**amp):
+                step, states = capture_decode_step(lm, states)
+            sync(device)
+            captures.append(time.perf_counter() - t0)
+        ids = []
         sync(device)
         t0 = time.perf_counter()
         with torch.autocast(**amp):
             for _ in range(args.new_tokens):
-                logits, states = decode_step(lm, nxt, states, validate=False)
+                if graph:
+                    logits = step(nxt)
+                else:
+                    logits, states = decode_step(lm, nxt, states, validate=False)
                 nxt = logits[:, -1:].argmax(-1)
+                ids.append(nxt)
         sync(device)
         rates.append(B * args.new_tokens / (time.perf_counter() - t0))
+        last_ids = torch.cat(ids, 1)
         nbytes = state_nbytes(states)
         del states, logits
-    return {"decode_tokens_per_s": statistics.median(rates), "prefill_s": statistics.median(prefills),
-            "state_bytes_at_end": nbytes, "context_at_end": C + 1 + args.new_tokens}
+    out = {"decode_tokens_per_s": statistics.median(rates), "prefill_s": statistics.median(prefills),
+           "state_bytes_at_end": nbytes, "context_at_end": C + 1 + args.new_tokens, "ids": last_ids}
+    if graph:
+        out["capture_s"] = statistics.median(captures)
+    return out
 
 
 def main(argv=None) -> int:
@@ -120,6 +141,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (CPU runs)")
     p.add_argument("--out", default=None)
     p.add_argument("--label", default=None)
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="also time KLA decoding through one CUDA graph per step (rows with graph: true; CUDA only)")
     p.add_argument("--quick", action="store_true", help="CPU smoke: 2 layers, d_model 32, B 1/8, C 256/1024, 16 tokens")
     if p.parse_known_args(argv)[0].quick:                              # the preset's values are defaults: flags win
         p.set_defaults(layers=2, d_model=32, d_state=8, heads=2, batches=[1, 8], contexts=[256, 1024], new_tokens=16,
@@ -141,19 +164,27 @@ def main(argv=None) -> int:
     if any(not v < 1e-4 for v in par.values()):
         raise SystemExit("decoding through the states does not reproduce the full forward: nothing timed")
     results = []
+    if args.cuda_graph and (device.type != "cuda" or "kla" not in args.mixers):
+        p.error("--cuda-graph needs --device cuda and the kla mixer")
     for m in args.mixers:
         lm = build(m, widths[m], args, device)
         for C in args.contexts:
             for B in args.batches:
-                try:
-                    r = time_decode(lm, B, C, args, device)
-                except torch.cuda.OutOfMemoryError:
-                    r = {"error": "out of memory"}
-                    torch.cuda.empty_cache()
-                rec = {"mixer": m, "d_model": widths[m], "parameters": count_parameters(lm), "batch": B,
-                       "context": C, **r}
-                results.append(rec)
-                print(json.dumps(rec), flush=True)
+                plain_ids = None
+                for graph in (False, True) if args.cuda_graph and m == "kla" else (False,):
+                    try:
+                        r = time_decode(lm, B, C, args, device, graph=graph)
+                    except torch.cuda.OutOfMemoryError:
+                        r = {"error": "out of memory"}
+                        torch.cuda.empty_cache()
+                    ids = r.pop("ids", None)
+                    if graph and ids is not None and plain_ids is not None:
+                        r["same_tokens_as_plain"] = bool(torch.equal(ids, plain_ids))
+                    plain_ids = ids if not graph else plain_ids
+                    rec = {"mixer": m, "graph": graph, "d_model": widths[m], "parameters": count_parameters(lm),
+                           "batch": B, "context": C, **r}
+                    results.append(rec)
+                    print(json.dumps(rec), flush=True)
         del lm
     out = {"benchmark": "decode_speed", "label": label,
            "note": ("CPU smoke test (tiny model): not the H200 measurement of issue 10" if label == "CPU smoke"

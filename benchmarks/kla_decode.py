@@ -12,7 +12,8 @@ microseconds, median over rounds):
 - ``layer_step``: ``KLALayer(1024, d_state 16, expand 2)`` on one token with a state (M = 2048), float32;
 - ``graph_replay``: ``kla_step_triton`` captured once in a CUDA graph, replayed (host included);
 - parts of the call: ``torch_empty`` and ``empty_like`` (one [B, M, S] float32 output), ``launch_all``
-  (the step kernel's launch through ``bayesfilt.scan._triton.launch_all`` with fixed buffers);
+  (the step kernel's launch through ``bayesfilt.scan._triton.launch_all`` with fixed buffers) and its
+  pieces (``part_*``: ``launch_parts``);
 - ``generation``: greedy ``KLALanguageModel.generate`` (4 blocks, d_model 1024, vocabulary 256, B = 1),
   microseconds per token without and with ``cuda_graph=True``, and whether the tokens agree.
 
@@ -51,6 +52,38 @@ def per_call_us(fn, calls: int, rounds: int) -> dict:
         torch.cuda.synchronize()
         out.append((time.perf_counter() - t0) / calls * 1e6)
     return {"median_us": statistics.median(out), "min_us": min(out), "rounds_us": out}
+
+
+def launch_parts(launch, calls: int, rounds: int) -> dict:
+    """The pieces of ``launch_all`` on one launch, each timed alone (``part_*`` rows; a piece missing in
+    the tree that runs is left out): the device lookups, the runtime knobs and hooks, the stream, the
+    launch key, and the compiled launcher's own call with the tensors and with their addresses."""
+    from bayesfilt.scan import _triton as T
+    kernel, grid, args, kw = launch[0]
+    index = torch.cuda.current_device()
+    parts = {"part_current_device": torch.cuda.current_device,
+             "part_launch_device": lambda: T._launch_device(launch),
+             "part_hooks_set": T._hooks_set, "part_knob_state": T._knob_state,
+             "part_current_stream": lambda: T._current_stream(index),
+             "part_launch_key": lambda: T._launch_key(args, kw, (index,) + T._knob_state())}
+    memo = kernel.__dict__.get("_bayesfilt_launchers", {})
+    if memo:
+        compiled, tail = next(iter(memo.values()))
+        stream = T._current_stream(index)
+        addrs = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args]
+
+        def run(xs):
+            compiled.run(grid[0], 1, 1, stream, compiled.function, compiled.packed_metadata, None, None, None,
+                         *xs, *tail)
+        parts["part_compiled_run_tensors"] = lambda: run(args)
+        parts["part_compiled_run_addresses"] = lambda: run(addrs)
+    out = {}
+    for name, fn in parts.items():
+        try:
+            out[name] = per_call_us(fn, calls, rounds)
+        except AttributeError as exc:                  # a piece this tree does not have
+            out[name] = {"unavailable": str(exc)[:200]}
+    return out
 
 
 def generation_rows(tokens: int, vocab: int = 256, d_model: int = 1024, layers: int = 4) -> dict:
@@ -134,6 +167,7 @@ def main(argv=None) -> int:
         launch = [(K._step_kernel, (nmb * B,), (v, lv, k, q, a, p, lam, eta, *outs, M, S, nmb),
                    dict(PRIOR=False, SB=S, BM=16, num_warps=4))]
         rows["launch_all"] = per_call_us(lambda: launch_all(launch), args.calls, args.rounds)
+        rows.update(launch_parts(launch, args.calls, args.rounds))
         # the same step in a CUDA graph (the target's number on the device), replayed with the host included
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
@@ -159,7 +193,8 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(rec, f, indent=1)
-    print(args.label, json.dumps({k: round(r["median_us"], 2) for k, r in rows.items()}), flush=True)
+    print(args.label, json.dumps({k: round(r["median_us"], 2) for k, r in rows.items() if "median_us" in r}),
+          flush=True)
     print(args.label, "generation", json.dumps(gen), flush=True)
     return 0
 

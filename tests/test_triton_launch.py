@@ -154,3 +154,28 @@ def test_hooks_are_detected():
         def __init__(self, calls):
             self.calls = calls
     assert not _hooked(None) and not _hooked(Chain([])) and _hooked(Chain([print])) and _hooked(print)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (device tool)")
+def test_direct_launch_refuses_a_host_tensor():
+    """Direct launches pass raw device addresses (the launcher's own per-pointer check is skipped), so a
+    tensor in host memory must not match a remembered launch: it takes Triton's path, which raises, and
+    the device stays usable."""
+    from bayesfilt.nn.kernels import kla_step_triton
+    g = torch.Generator(device="cuda").manual_seed(5)
+    B, M, S = 2, 40, 16
+    args = [torch.randn(B, M, device="cuda", generator=g), torch.rand(B, M, device="cuda", generator=g) + 0.5,
+            torch.randn(B, S, device="cuda", generator=g), torch.randn(B, S, device="cuda", generator=g),
+            torch.rand(M, S, device="cuda", generator=g) * 0.5 + 0.5, torch.rand(M, S, device="cuda", generator=g),
+            torch.rand(B, M, S, device="cuda", generator=g) + 0.5, torch.randn(B, M, S, device="cuda", generator=g)]
+    first = kla_step_triton(*args)
+    again = kla_step_triton(*args)                      # a direct launch
+    host = list(args)
+    host[6] = args[6].cpu()
+    with pytest.raises(ValueError, match="cpu tensor|accessed"):
+        kla_step_triton(*host)
+    after = kla_step_triton(*args)
+    torch.cuda.synchronize()
+    for a, b, c in zip(first, again, after):
+        assert torch.equal(a, b) and torch.equal(a, c)

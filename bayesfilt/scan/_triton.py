@@ -151,22 +151,38 @@ def _tensor_type():
 
 def _launch_key(args, kw, device):
     """A key at least as fine as Triton's own specialisation of a launch, or None for an argument it
-    does not classify: every tensor's dtype and 16-byte alignment, every int, float, bool and None by
-    value (Triton specialises ints on their width, the value 1 and divisibility by 16: the value itself
-    is finer), the keyword arguments (constexprs, num_warps, ...) in the order given, and ``device``
-    (the device index and the compile-affecting runtime knobs: :func:`_knob_state`). Two launches with
-    equal keys run the same compiled kernel."""
+    does not classify: every tensor's dtype, 16-byte alignment and whether it is on a CUDA device, every
+    int, float, bool and None by value (Triton specialises ints on their width, the value 1 and
+    divisibility by 16: the value itself is finer), the keyword arguments (constexprs, num_warps, ...) in
+    the order given, and ``device`` (the device index and the compile-affecting runtime knobs:
+    :func:`_knob_state`). Two launches with equal keys run the same compiled kernel."""
+    return _key_and_addresses(args, kw, device)[0]
+
+
+def _key_and_addresses(args, kw, device):
+    """(:func:`_launch_key`, the arguments with every torch.Tensor replaced by its device address): the
+    compiled launcher takes an int pointer as it is, where for a tensor it calls ``data_ptr()`` and asks
+    the driver whether the address is a device's (``cuPointerGetAttribute``) per pointer on every launch.
+    That check is kept in the key instead: a tensor not on a CUDA device gets another key, so its launch
+    takes Triton's path, which raises."""
     tensor = _tensor_type()
-    parts = tuple([a if type(a) is int else (a.dtype, a.data_ptr() & 15 == 0) if type(a) is tensor  # inline:
-                   else _arg_key(a) for a in args])                # the common cases without a call
+    parts, addresses = [], []
+    for a in args:
+        if type(a) is tensor:                                    # the common cases without a call
+            p = a.data_ptr()
+            parts.append((a.dtype, p & 15 == 0, a.is_cuda))
+            addresses.append(p)
+        else:
+            parts.append(a if type(a) is int else _arg_key(a))
+            addresses.append(a)
     if _UNKEYED in parts:
-        return None                                              # e.g. a NumPy scalar: Triton's path
-    key = (device, parts, tuple(kw.items()))
+        return None, None                                        # e.g. a NumPy scalar: Triton's path
+    key = (device, tuple(parts), tuple(kw.items()))
     try:
         hash(key)
     except TypeError:                                            # an unhashable keyword value
-        return None
-    return key
+        return None, None
+    return key, addresses
 
 
 #: Compiled launchers remembered per kernel before the memo is cleared (one entry per distinct key;
@@ -195,7 +211,7 @@ def _launch_direct(kernel, grid, args, kw, device, stream) -> bool:
     Returns whether it launched (False: the caller launches with ``kernel[grid]``)."""
     if getattr(kernel, "pre_run_hooks", None):                  # hooks JITFunction.run would call
         return False
-    key = _launch_key(args, kw, device)
+    key, addresses = _key_and_addresses(args, kw, device)
     if key is None:
         return False
     memo = kernel.__dict__.setdefault("_bayesfilt_launchers", {})
@@ -214,7 +230,7 @@ def _launch_direct(kernel, grid, args, kw, device, stream) -> bool:
     compiled, tail = entry
     g = tuple(grid) + (1,) * (3 - len(grid))
     compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata, None, None, None,
-                 *args, *tail)
+                 *addresses, *tail)
     return True
 
 
