@@ -64,3 +64,21 @@ def test_generate_with_graphs_gives_the_same_tokens():
 def _flat(states):
     from bayesfilt.nn.decode import _tensors
     return _tensors(states)
+
+
+def test_generate_cli_with_cuda_graph_prints_the_same_text(tmp_path, capsys):
+    """`bayesfilt generate --cuda-graph` on a trained KLA checkpoint prints the text it prints without."""
+    from bayesfilt.cli import main
+    from bayesfilt.nn.text import lm_task
+    from bayesfilt.nn.train import TrainConfig, train
+    cfg = TrainConfig(task="lm", length=24, n_train=32, n_test=2, mixer="kla", layers=2, d_model=16, d_state=2,
+                      steps=2, batch_size=2, eval_every=2, warmup=1)
+    train(cfg, tmp_path / "run", progress=False, task=lm_task(seed=0, length=24, n_train=32, n_test=2,
+                                                               cache_dir=tmp_path / "cache"))
+    texts = []
+    for extra in ([], ["--cuda-graph"]):
+        capsys.readouterr()
+        assert main(["generate", str(tmp_path / "run"), "--device", "cuda", "--tokens", "30", "--seed", "2",
+                     "--show-uncertainty", *extra]) == 0
+        texts.append(capsys.readouterr().out.split("\n# mixer")[0])   # the text, before the uncertainty table
+    assert texts[0] == texts[1] and len(texts[0]) >= 30

@@ -188,8 +188,10 @@ def test_generate_cli_errors(lm_run, tmp_path, capsys):
     train(TrainConfig(task="a5", length=3, n_train=8, n_test=4, d_model=8, d_state=2, steps=1, batch_size=2,
                       eval_every=1, warmup=1), a5, progress=False)
     assert main(["generate", str(a5)]) == 2
+    assert main(["generate", str(lm_run), "--cuda-graph"]) == 2                # CUDA graphs on --device cpu
     err = capsys.readouterr().err
     assert "--plot" in err and "vocabulary" in err and "'lm'" in err
+    assert "--cuda-graph: needs --device cuda" in err
     assert "--prompt: holds the character '€'" in err                  # the option, not "text"
 
 

@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--plot", default=None, help="draw entropy and variance over the generated text into this file")
     p.add_argument("--force", action="store_true", help="overwrite an existing --plot file")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="decode each character by replaying one CUDA graph of the model (KLA models, --device cuda): "
+                        "the same characters with less host time per character")
     p.set_defaults(func=run)
 
 
@@ -111,9 +114,15 @@ def run(args) -> int:
         raise value_error("--device", f"is {args.device!r}", "pass cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise value_error("--device", f"is {args.device!r} but no CUDA device is available", "pass --device cpu")
+    if args.cuda_graph and dev.type != "cuda":
+        raise value_error("--cuda-graph", f"needs --device cuda, got --device {args.device!r}",
+                          "pass --device cuda, or drop --cuda-graph")
     model, tok, cfg = load_lm(args.checkpoint, args.device)
+    if args.cuda_graph and kla_block_count(model) != len(model.blocks):
+        raise value_error("--cuda-graph", f"needs a model whose blocks are all KLA; this one's mixer is {cfg.mixer!r}",
+                          "drop --cuda-graph")
     g = generate(model, tok.encode(args.prompt, arg="--prompt"), args.tokens, temperature=args.temperature, top_k=args.top_k,
-                 seed=args.seed)
+                 seed=args.seed, cuda_graph=args.cuda_graph)
     text = tok.decode(g.ids)
     print(args.prompt + text)
     if args.show_uncertainty:
