@@ -969,41 +969,14 @@ s15c|s15d|s15e|s15f)
         --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
     el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
     ;;
-s16a)
-    # session 16's first call (kind nvidia-h200; carry .whl, .tcache): the KLA decode call's host time before
-    # (OLD, default 91c091e, exported from the copy's .git) and after, in alternating fresh processes
-    # (benchmarks/kla_decode.py, merged into one JSON); the GPU tests of the changed code (decode graphs, the
-    # step through the layer, direct launches, the convolution, three scan matrix cases); the parallel filter's
-    # public call (parallel_gpu.py --workloads-only) on this host.
-    OLD=${OLD:-91c091e}; old=/tmp/old16; mkdir -p $old /tmp/dec16
-    git archive "$OLD" bayesfilt | tar -x -C $old && el "old tree $OLD" || { old=; el "no old tree"; }
-    for r in 1 2 3; do
-        if [ -n "$old" ]; then
-            GIT_COMMIT=$OLD PYTHONPATH=$old${PYTHONPATH#$PWD} timeout 120 python3 benchmarks/kla_decode.py \
-                --label before --out /tmp/dec16/before_$r.json > "$LOG/dec_before_$r.log" 2>&1
-            el "before $r rc=$?"; tail -n 2 "$LOG/dec_before_$r.log" | cut -c1-400
-        fi
-        timeout 120 python3 benchmarks/kla_decode.py --label after --out /tmp/dec16/after_$r.json \
-            > "$LOG/dec_after_$r.log" 2>&1
-        el "after $r rc=$?"; tail -n 2 "$LOG/dec_after_$r.log" | cut -c1-400
-    done
-    python3 -c "import glob, json, sys; json.dump([json.load(open(f)) for f in sorted(glob.glob('/tmp/dec16/*.json'))],
-open(sys.argv[1], 'w'), indent=1)" "$OUT/kla_decode_s16a.json"
-    timeout ${PT_TIMEOUT:-240} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_decode_graph_gpu.py \
-        tests/test_kla_layer_gpu.py tests/test_triton_launch.py tests/test_conv_triton.py tests/test_kla_triton.py \
-        -k "not test_kla_triton or step or decode or gpu_matrix and (case0 or case1 or case2) and not multi_warp and not variance_off and not deferred" \
-        --junitxml "$OUT/gpu_tests_s16a.xml" > "$LOG/ptests.log" 2>&1
-    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
-    timeout ${PG_TIMEOUT:-150} python3 benchmarks/parallel_gpu.py --workloads-only --out "$OUT" --commit "$COMMIT" \
-        > "$LOG/parallel_gpu.log" 2>&1
-    el "parallel_gpu rc=$?"; grep -A 3 SUMMARY "$LOG/parallel_gpu.log" | cut -c1-400
-    ;;
-s16b)
-    # session 16's second call (kind nvidia-h200; carry .tcache): direct launches pass device addresses (ints)
-    # instead of tensors. kla_decode.py before (OLD, default 91c091e) and after in alternating processes (its
-    # part_* rows time the launcher with tensors against addresses in one process); decode_speed.py with
-    # --cuda-graph (KLA only, batch 1 and 64); the GPU tests of every Triton launch path (parallel filter,
-    # KLA scan matrix cases, decode graphs, the host-tensor refusal); parallel_gpu.py --workloads-only.
+s16a|s16b)
+    # session 16's first two calls (kind nvidia-h200; carry .tcache): the KLA decode call's host time before
+    # (OLD, default 91c091e, exported from the device copy's .git) and after, in alternating fresh processes
+    # (benchmarks/kla_decode.py, merged into one JSON; at s16b its part_* rows time the launcher with tensors
+    # against addresses in one process); s16b also decode_speed.py --cuda-graph (KLA only, batch 1 and 64);
+    # the GPU tests of the changed code; the parallel filter's public call (parallel_gpu.py --workloads-only).
+    # Merged into one case after the runs: s16a ran the tests of tests/test_decode_graph_gpu.py,
+    # test_kla_layer_gpu.py, test_triton_launch.py, test_conv_triton.py and the scan's step and matrix cases only.
     OLD=${OLD:-91c091e}; old=/tmp/old16; mkdir -p $old /tmp/dec16
     git archive "$OLD" bayesfilt | tar -x -C $old && el "old tree $OLD" || { old=; el "no old tree"; }
     for r in 1 2 3; do
@@ -1017,16 +990,18 @@ s16b)
         el "after $r rc=$?"; tail -n 2 "$LOG/dec_after_$r.log" | cut -c1-600
     done
     python3 -c "import glob, json, sys; json.dump([json.load(open(f)) for f in sorted(glob.glob('/tmp/dec16/*.json'))],
-open(sys.argv[1], 'w'), indent=1)" "$OUT/kla_decode_s16b.json"
-    timeout ${DS_TIMEOUT:-150} python3 benchmarks/decode_speed.py --device cuda --layers 6 --d-model 256 --mixers kla \
-        --batches 1 64 --contexts 1024 --cuda-graph --out "$OUT/decode_speed_s16b.json" > "$LOG/decode_speed.log" 2>&1
-    el "decode_speed rc=$?"; tail -n 6 "$LOG/decode_speed.log" | cut -c1-300
+open(sys.argv[1], 'w'), indent=1)" "$OUT/kla_decode_$stage.json"
+    if [ "$stage" = s16b ]; then
+        timeout ${DS_TIMEOUT:-150} python3 benchmarks/decode_speed.py --device cuda --layers 6 --d-model 256 --mixers kla \
+            --batches 1 64 --contexts 1024 --cuda-graph --out "$OUT/decode_speed_s16b.json" > "$LOG/decode_speed.log" 2>&1
+        el "decode_speed rc=$?"; tail -n 6 "$LOG/decode_speed.log" | cut -c1-300
+    fi
     timeout ${PT_TIMEOUT:-240} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_parallel_gpu.py \
         tests/test_parallel_graph.py tests/test_determinism_gpu.py tests/test_parallel_triton.py \
         tests/test_parallel_triton_riccati.py tests/test_triton_launch.py tests/test_triton_params_memo.py \
         tests/test_decode_graph_gpu.py tests/test_kla_layer_gpu.py tests/test_conv_triton.py tests/test_kla_triton.py \
         -k "not test_kla_triton or gpu_matrix and (case0 or case1 or case2) and not multi_warp and not variance_off and not deferred" \
-        --junitxml "$OUT/gpu_tests_s16b.xml" > "$LOG/ptests.log" 2>&1
+        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
     el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
     timeout ${PG_TIMEOUT:-150} python3 benchmarks/parallel_gpu.py --workloads-only --out "$OUT" --commit "$COMMIT" \
         > "$LOG/parallel_gpu.log" 2>&1

@@ -36,7 +36,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import git_state  # noqa: E402
+from _common import cuda_graph, git_state  # noqa: E402
 
 
 def per_call_us(fn, calls: int, rounds: int) -> dict:
@@ -169,15 +169,7 @@ def main(argv=None) -> int:
         rows["launch_all"] = per_call_us(lambda: launch_all(launch), args.calls, args.rounds)
         rows.update(launch_parts(launch, args.calls, args.rounds))
         # the same step in a CUDA graph (the target's number on the device), replayed with the host included
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                kla_step_triton(v, lv, k, q, a, p, lam, eta)
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            y_graph = kla_step_triton(v, lv, k, q, a, p, lam, eta)
+        graph, y_graph = cuda_graph(lambda: kla_step_triton(v, lv, k, q, a, p, lam, eta))
         rows["graph_replay"] = per_call_us(graph.replay, args.calls, args.rounds)
         graph.replay()
         torch.cuda.synchronize()

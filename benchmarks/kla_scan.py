@@ -32,7 +32,7 @@ import triton
 from triton.testing import do_bench
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import git_state  # noqa: E402
+from _common import cuda_graph, git_state  # noqa: E402
 
 from bayesfilt.nn.kernels import kla_scan_triton, kla_step_triton  # noqa: E402
 from bayesfilt.nn.kernels.kla import _scan_plan, make_plan  # noqa: E402
@@ -124,15 +124,7 @@ def bench_decode(B=1, M=2048, S=16):
     with torch.no_grad():
         t_call = do_bench(lambda: kla_step_triton(v, lv, k, q, a, p, lam, eta), warmup=25, rep=200,
                           return_mode="median")
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                kla_step_triton(v, lv, k, q, a, p, lam, eta)
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            kla_step_triton(v, lv, k, q, a, p, lam, eta)
+        graph, _ = cuda_graph(lambda: kla_step_triton(v, lv, k, q, a, p, lam, eta))
         t_graph = do_bench(graph.replay, warmup=25, rep=200, return_mode="median")
         # 100 steps in one graph: per-step time without the replay launch
         graph100 = torch.cuda.CUDAGraph()
