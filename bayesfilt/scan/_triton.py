@@ -163,8 +163,9 @@ def _key_and_addresses(args, kw, device):
     """(:func:`_launch_key`, the arguments with every torch.Tensor replaced by its device address): the
     compiled launcher takes an int pointer as it is, where for a tensor it calls ``data_ptr()`` and asks
     the driver whether the address is a device's (``cuPointerGetAttribute``) per pointer on every launch.
-    That check is kept in the key instead: a tensor not on a CUDA device gets another key, so its launch
-    takes Triton's path, which raises."""
+    That check is kept in the key instead: a tensor not on a CUDA device gets another key, which
+    :func:`_launch_direct` never remembers, so each of its launches takes Triton's path (which raises for
+    pageable host memory)."""
     tensor = _tensor_type()
     parts, addresses = [], []
     for a in args:
@@ -223,7 +224,11 @@ def _launch_direct(kernel, grid, args, kw, device, stream) -> bool:
         sig = kernel.signature
         bound = sig.bind(*args, **{n: v for n, v in kw.items() if n in sig.parameters})
         bound.apply_defaults()
-        if compiled is not None and len(bound.arguments) == len(sig.parameters):
+        # never a launch with a host tensor: pinned host memory passes Triton's check, and a later pageable
+        # tensor with the same key would then reach the kernel as a raw host address
+        tensor = _tensor_type()
+        host = any(type(a) is tensor and not a.is_cuda for a in args)
+        if compiled is not None and not host and len(bound.arguments) == len(sig.parameters):
             tail = tuple(bound.arguments.values())[len(args):]  # constexprs etc. after the positional ones
             memo[key] = (compiled, tail)
         return True
