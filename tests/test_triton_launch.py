@@ -181,22 +181,26 @@ def test_direct_launch_refuses_a_host_tensor():
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
-def test_direct_launch_passes_addresses_and_never_remembers_a_host_tensor(monkeypatch):
+def test_direct_launch_passes_addresses_and_never_remembers_a_foreign_tensor(monkeypatch):
     """After Triton's own first launch (remembered), a launch with an equal key goes to the compiled
     launcher with every tensor replaced by its address (ints, None and the constexpr tail as given); a
-    launch with a host tensor is never remembered, so each one takes Triton's path (pinned host memory
-    passes Triton's check; a pageable tensor of the same key must not reach the kernel as an address)."""
+    launch with a tensor in host memory or on another device is never remembered, so each one takes
+    Triton's path (pinned or peer memory passes Triton's check; pageable memory or an unreachable device
+    of the same key must not reach the kernel as an address)."""
     import inspect
     from types import SimpleNamespace
 
     from bayesfilt.scan import _triton
 
-    class Fake:                                           # stands for torch.Tensor (CUDA unless told)
-        def __init__(self, ptr, cuda=True):
-            self.ptr, self.dtype, self.is_cuda = ptr, torch.float32, cuda
+    class Fake:                                           # stands for torch.Tensor (on device 0 unless told)
+        def __init__(self, ptr, device=0):
+            self.ptr, self.dtype, self.device = ptr, torch.float32, device
 
         def data_ptr(self):
             return self.ptr
+
+        def get_device(self):
+            return self.device
 
     monkeypatch.setattr(_triton, "_tensor_type", lambda: Fake)
     runs, triton_path = [], []
@@ -213,7 +217,7 @@ def test_direct_launch_passes_addresses_and_never_remembers_a_host_tensor(monkey
         assert _triton._launch_direct(k, (3,), (x, 7, y, None), dict(BLOCK=16), (0,), 99)
     assert len(triton_path) == 1 and len(runs) == 1
     assert runs[0][:6] == (3, 1, 1, 99, "fn", "meta") and runs[0][9:] == (4096, 7, 8192, None, 16)
-    host = Fake(4096, cuda=False)                         # same dtype and alignment as x
-    for _ in range(2):
-        assert _triton._launch_direct(k, (3,), (host, 7, y, None), dict(BLOCK=16), (0,), 99)
-    assert len(triton_path) == 3 and len(runs) == 1
+    for device in (-1, 1):                                # host memory, another device: same dtype, alignment
+        for _ in range(2):
+            assert _triton._launch_direct(k, (3,), (x, 7, Fake(8192, device), None), dict(BLOCK=16), (0,), 99)
+    assert len(triton_path) == 5 and len(runs) == 1

@@ -151,7 +151,7 @@ def _tensor_type():
 
 def _launch_key(args, kw, device):
     """A key at least as fine as Triton's own specialisation of a launch, or None for an argument it
-    does not classify: every tensor's dtype, 16-byte alignment and whether it is on a CUDA device, every
+    does not classify: every tensor's dtype, 16-byte alignment and device index (-1 in host memory), every
     int, float, bool and None by value (Triton specialises ints on their width, the value 1 and
     divisibility by 16: the value itself is finer), the keyword arguments (constexprs, num_warps, ...) in
     the order given, and ``device`` (the device index and the compile-affecting runtime knobs:
@@ -163,15 +163,16 @@ def _key_and_addresses(args, kw, device):
     """(:func:`_launch_key`, the arguments with every torch.Tensor replaced by its device address): the
     compiled launcher takes an int pointer as it is, where for a tensor it calls ``data_ptr()`` and asks
     the driver whether the address is a device's (``cuPointerGetAttribute``) per pointer on every launch.
-    That check is kept in the key instead: a tensor not on a CUDA device gets another key, which
-    :func:`_launch_direct` never remembers, so each of its launches takes Triton's path (which raises for
-    pageable host memory)."""
+    That check is kept in the key instead: each tensor's device index is part of it, and
+    :func:`_launch_direct` never remembers a launch with a tensor in host memory or on another device than
+    the launch's, so each such launch takes Triton's path (which raises for pageable host memory and for
+    another device's memory that this one cannot reach)."""
     tensor = _tensor_type()
     parts, addresses = [], []
     for a in args:
         if type(a) is tensor:                                    # the common cases without a call
             p = a.data_ptr()
-            parts.append((a.dtype, p & 15 == 0, a.is_cuda))
+            parts.append((a.dtype, p & 15 == 0, a.get_device()))
             addresses.append(p)
         else:
             parts.append(a if type(a) is int else _arg_key(a))
@@ -224,11 +225,12 @@ def _launch_direct(kernel, grid, args, kw, device, stream) -> bool:
         sig = kernel.signature
         bound = sig.bind(*args, **{n: v for n, v in kw.items() if n in sig.parameters})
         bound.apply_defaults()
-        # never a launch with a host tensor: pinned host memory passes Triton's check, and a later pageable
-        # tensor with the same key would then reach the kernel as a raw host address
+        # never a launch with a tensor off the launch's device (device[0]): pinned host memory or a peer's
+        # passes Triton's check, and a later tensor with the same key that would fail it (pageable memory,
+        # an unreachable device) would then reach the kernel as a raw address
         tensor = _tensor_type()
-        host = any(type(a) is tensor and not a.is_cuda for a in args)
-        if compiled is not None and not host and len(bound.arguments) == len(sig.parameters):
+        foreign = any(type(a) is tensor and a.get_device() != device[0] for a in args)
+        if compiled is not None and not foreign and len(bound.arguments) == len(sig.parameters):
             tail = tuple(bound.arguments.values())[len(args):]  # constexprs etc. after the positional ones
             memo[key] = (compiled, tail)
         return True
