@@ -221,3 +221,27 @@ def test_state_tree_helpers_keep_the_structure():
     flat, flat_copy = _tensors(states), _tensors(copy)
     assert len(flat) == len(flat_copy) > 0
     assert all(torch.equal(a, b) and (a.numel() == 0 or a.data_ptr() != b.data_ptr()) for a, b in zip(flat, flat_copy))
+
+
+def test_generate_errors_name_cuda_graph_and_still_check_ids_outside_the_vocabulary():
+    """cuda_graph=True where no graph can decode (a CPU device, attention blocks, a head with more classes
+    than token ids): the error names cuda_graph. The plain paths skip the per-token id check only where a
+    sampled id is always a token: a head of V + 1 classes still gets the named error for id V."""
+    kla, hybrid = _model("kla"), _model("hybrid")
+    prompt = torch.tensor([[1, 2]])
+    for model, what in ((kla, "on device cpu"), (hybrid, "for mixer 'hybrid'")):
+        with pytest.raises(BayesfiltError, match=f"cuda_graph: is True {what}"):
+            generate(model, [1, 2], 3, cuda_graph=True)
+        with pytest.raises(BayesfiltError, match=f"cuda_graph: is True {what}"):
+            model.generate(prompt, 3, cuda_graph=True)
+    torch.manual_seed(0)
+    wide = KLALanguageModel(V, 16, 1, kla_config=KLAConfig(d_state=3), n_classes=V + 1).double()
+    wide.head = torch.nn.Linear(16, V + 1).double()
+    with torch.no_grad():                                     # the extra class always wins
+        wide.head.weight.zero_()
+        wide.head.bias.zero_()
+        wide.head.bias[V] = 100.0
+    with pytest.raises(BayesfiltError, match=f"tokens: holds id {V} outside"):
+        wide.generate(prompt, 2)
+    with pytest.raises(BayesfiltError, match=f"tokens: holds id {V} outside"):
+        generate(wide, [1, 2], 2, temperature=0.0)

@@ -102,6 +102,31 @@ def decode_step(model, tokens: torch.Tensor, states: list, *, return_variance: b
     return logits, new, var
 
 
+def _check_cuda_graph(model, cuda_graph, device) -> bool:
+    """The ``cuda_graph`` argument of the generate functions, checked (errors name it): True only for a model
+    whose mixers are all KLA, on a CUDA ``device``, whose head predicts token ids only (a graph step does not
+    check the ids it is given)."""
+    cuda_graph = check_bool(cuda_graph, "cuda_graph")
+    if not cuda_graph:
+        return False
+    if kla_block_count(model) != len(model.blocks):
+        raise value_error("cuda_graph", f"is True for mixer {model.mixer_name!r}",
+                          "pass cuda_graph=False (CUDA graphs decode models whose mixers are all KLA)")
+    if device.type != "cuda":
+        raise value_error("cuda_graph", f"is True on device {device}",
+                          "pass cuda_graph=False, or move the model and the prompt to a CUDA device")
+    if _ids_need_check(model):
+        raise value_error("cuda_graph", f"is True for a head of {model.n_classes} classes over {model.vocab_size} "
+                          "token ids", "pass cuda_graph=False")
+    return True
+
+
+def _ids_need_check(model) -> bool:
+    """Whether an id sampled from ``model``'s logits can lie outside its vocabulary (more head classes than
+    token ids), so that decoding it must check it."""
+    return model.n_classes > model.vocab_size
+
+
 def _map_tensors(fn, x):
     """``x`` (a tensor, or lists and tuples of them, named tuples kept) with ``fn`` applied to every tensor."""
     if isinstance(x, torch.Tensor):
@@ -331,10 +356,6 @@ def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_
         (4, (4,), True)
     """
     n_tokens = as_int(n_tokens, "n_tokens", low=0, fix="pass how many tokens to generate")
-    cuda_graph = check_bool(cuda_graph, "cuda_graph")
-    if cuda_graph and not model.stateful:
-        raise value_error("cuda_graph", f"is True for mixer {model.mixer_name!r} (no stateful decoding)",
-                          "pass cuda_graph=False, or use a KLA model")
     seed = as_int(seed, "seed", low=0, fix="pass a seed in [0, 2**63)")
     if seed >= 2**63:                                   # torch.Generator takes a signed 64-bit seed
         raise value_error("seed", f"is {seed}", "pass a seed in [0, 2**63)")
@@ -343,6 +364,8 @@ def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_
         raise value_error("prompt_ids", f"must be a non-empty 1-D sequence of integer ids, got shape {prompt.shape} "
                           f"and dtype {prompt.dtype}", "pass at least one integer token id")
     device = next(model.parameters()).device if device is None else torch.device(device)
+    cuda_graph = _check_cuda_graph(model, cuda_graph, device)
+    check_ids = _ids_need_check(model)
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -369,7 +392,7 @@ def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_
             if cuda_graph:                              # (want_var: every mixer is KLA here)
                 logits, var = step(nxt)
             elif stateful:
-                out = decode_step(model, nxt, states, return_variance=want_var, validate=False)  # ids sampled
+                out = decode_step(model, nxt, states, return_variance=want_var, validate=check_ids)
                 logits, states, var = out if want_var else (*out, None)
             else:
                 seq = torch.cat([seq, nxt], dim=1)

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import type_error, value_error
-from ..validation import as_int, as_real_scalar, check_bool
+from ..validation import as_int, as_real_scalar
 from .config import KLAConfig
-from .decode import capture_decode_step, decode_step
+from .decode import _check_cuda_graph, _ids_need_check, capture_decode_step, decode_step
 from .layer import KLALayer
 
 
@@ -487,11 +487,9 @@ class KLALanguageModel(nn.Module):
             raise value_error("max_new_tokens", f"must be an int >= 0, got {max_new_tokens!r}", "pass a non-negative count")
         as_real_scalar(temperature, "temperature", low=0.0,
                        fix="pass 0 for greedy decoding or a positive temperature to sample")
-        cuda_graph = check_bool(cuda_graph, "cuda_graph")
-        if cuda_graph and not self.stateful:
-            raise value_error("cuda_graph", f"is True for mixer {self.mixer_name!r} (no stateful decoding)",
-                              "pass cuda_graph=False, or use a KLA model")
         self._check_tokens(prompt, "prompt")
+        cuda_graph = _check_cuda_graph(self, cuda_graph, prompt.device)
+        check_ids = _ids_need_check(self)
         out = prompt
         if self.stateful:
             states = self.init_state(prompt.shape[0], device=prompt.device)
@@ -511,7 +509,7 @@ class KLALanguageModel(nn.Module):
             if cuda_graph:
                 logits = step(nxt)
             elif states is not None:
-                logits, states = decode_step(self, nxt, states, validate=False)   # sampled ids: in range
+                logits, states = decode_step(self, nxt, states, validate=check_ids)
             else:
                 logits = self(out)
         return out
