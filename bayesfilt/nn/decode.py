@@ -171,7 +171,8 @@ def capture_decode_step(model, states: list, *, return_variance: bool = False):
 
     Raises:
         BayesfiltValueError / BayesfiltTypeError: a mixer is not a KLALayer, the states do not fit the
-            model, or they are not on a CUDA device; from ``step``: tokens of another shape or device.
+            model, or they are not on the model's CUDA device; from ``step``: tokens of another shape or
+            device.
 
     Example:
         >>> import torch
@@ -193,10 +194,16 @@ def capture_decode_step(model, states: list, *, return_variance: bool = False):
     if device.type != "cuda" or any(t.device != device for t in leaves):
         raise type_error("states", f"are on {sorted({str(t.device) for t in leaves})}",
                          "move the model and its states to one CUDA device (CUDA graphs need one)")
+    model_device = next(model.parameters()).device
+    if model_device != device:
+        raise value_error("states", f"are on {device} but the model is on {model_device}",
+                          "move the model and its states to one CUDA device")
     B = states[0].conv.shape[0]
     live = _map_tensors(torch.clone, states)
     tokens_in = torch.zeros(B, 1, dtype=torch.long, device=device)
-    with torch.no_grad():
+    # on the states' device: torch.cuda.graph captures the current device's stream (work on another device
+    # would run once, outside the graph, and every replay would return the capture's logits)
+    with torch.no_grad(), torch.cuda.device(device):
         side = torch.cuda.Stream(device)                # warm-up off the default stream (compiles kernels)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
