@@ -127,6 +127,10 @@ def _ids_need_check(model) -> bool:
     return model.n_classes > model.vocab_size
 
 
+#: token id dtypes a graph step takes (model._check_tokens takes any integer dtype too)
+_ID_DTYPES = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
+
+
 def _map_tensors(fn, x):
     """``x`` (a tensor, or lists and tuples of them, named tuples kept) with ``fn`` applied to every tensor."""
     if isinstance(x, torch.Tensor):
@@ -171,8 +175,8 @@ def capture_decode_step(model, states: list, *, return_variance: bool = False):
 
     Raises:
         BayesfiltValueError / BayesfiltTypeError: a mixer is not a KLALayer, the states do not fit the
-            model, or they are not on the model's CUDA device; from ``step``: tokens of another shape or
-            device.
+            model, or they are not on the model's CUDA device; from ``step``: tokens of another shape,
+            device or a non-integer dtype.
 
     Example:
         >>> import torch
@@ -221,6 +225,8 @@ def capture_decode_step(model, states: list, *, return_variance: bool = False):
         if not isinstance(tokens, torch.Tensor) or tokens.shape != (B, 1) or tokens.device != device:
             raise value_error("tokens", f"is {getattr(tokens, 'shape', type(tokens).__name__)} on "
                               f"{getattr(tokens, 'device', '?')}", f"pass [B, 1] = [{B}, 1] ids on {device}")
+        if tokens.dtype not in _ID_DTYPES:                # copy_ would truncate floats to ids silently
+            raise type_error("tokens", f"has dtype {tokens.dtype}", "pass integer ids (e.g. tokens.long())")
         tokens_in.copy_(tokens)
         graph.replay()
         return result
