@@ -163,7 +163,10 @@ def capture_decode_step(model, states: list, *, return_variance: bool = False):
         model: a :class:`~bayesfilt.nn.KLALanguageModel` whose mixers are all :class:`KLALayer` (an
             attention KV cache grows every token, which a graph cannot), on a CUDA device.
         states: the per-block states to continue from (``model.init_state(B)`` or a prefill's); copied,
-            never modified.
+            never modified. The graph reads the model's parameters where they are: an in-place update
+            shows in the next step, replacing them (``model.to(...)``) invalidates the graph; under
+            ``torch.autocast`` replay only inside the autocast context that captured (the graph reads
+            autocast's cached weight casts, which that context frees when it exits).
         return_variance: the step also returns the KLA layers' mean posterior variance [B, 1].
 
     Returns:
