@@ -47,6 +47,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s14e       # the scan's long-sequence, bf16 and variance-off GPU tests under the moment-form default
 #   bash benchmarks/gpu_run.sh COMMIT s16a       # issue 4: KLA decode host time before/after, decode graphs; GPU tests
 #   bash benchmarks/gpu_run.sh COMMIT s16b       # issue 4: s16a after direct launches pass addresses; decode_speed --cuda-graph
+#   bash benchmarks/gpu_run.sh COMMIT s16c       # session 16 after review: GPU tests (launch paths, decoding), example, bf16 graph decode
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1006,6 +1007,28 @@ open(sys.argv[1], 'w'), indent=1)" "$OUT/kla_decode_$stage.json"
     timeout ${PG_TIMEOUT:-150} python3 benchmarks/parallel_gpu.py --workloads-only --out "$OUT" --commit "$COMMIT" \
         > "$LOG/parallel_gpu.log" 2>&1
     el "parallel_gpu rc=$?"; grep -A 3 SUMMARY "$LOG/parallel_gpu.log" | cut -c1-400
+    ;;
+s16c)
+    # session 16's third call (kind nvidia-h200; carry .tcache): the code after the review (the launch key with
+    # each tensor's device index, launches with a tensor off the launch's device never remembered; the decode
+    # graph captured on the states' device, under autocast with its weight cache off): the GPU tests of every
+    # Triton launch path and of decoding (the CLI's --cuda-graph and the autocast capture not run before),
+    # examples/kla_decode.py on CUDA, kla_decode.py once, decode_speed.py --cuda-graph in bfloat16.
+    timeout ${PT_TIMEOUT:-240} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short tests/test_parallel_gpu.py \
+        tests/test_parallel_graph.py tests/test_determinism_gpu.py tests/test_parallel_triton.py \
+        tests/test_parallel_triton_riccati.py tests/test_triton_launch.py tests/test_triton_params_memo.py \
+        tests/test_decode_graph_gpu.py tests/test_kla_layer_gpu.py tests/test_conv_triton.py tests/test_kla_triton.py \
+        tests/test_generate.py tests/test_lm.py \
+        -k "not test_kla_triton or gpu_matrix and (case0 or case1 or case2) and not multi_warp and not variance_off and not deferred" \
+        --junitxml "$OUT/gpu_tests_s16c.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
+    timeout 120 python3 examples/kla_decode.py > "$LOG/example.log" 2>&1; el "example rc=$?"; cat "$LOG/example.log"
+    timeout 120 python3 benchmarks/kla_decode.py --label after --out "$OUT/kla_decode_s16c.json" > "$LOG/dec.log" 2>&1
+    el "kla_decode rc=$?"; tail -n 2 "$LOG/dec.log" | cut -c1-700
+    timeout ${DS_TIMEOUT:-150} python3 benchmarks/decode_speed.py --device cuda --layers 6 --d-model 256 --mixers kla \
+        --batches 1 64 --contexts 1024 --cuda-graph --dtype bfloat16 --out "$OUT/decode_speed_s16c_bf16.json" \
+        > "$LOG/decode_speed.log" 2>&1
+    el "decode_speed rc=$?"; tail -n 6 "$LOG/decode_speed.log" | cut -c1-300
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

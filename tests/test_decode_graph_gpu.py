@@ -47,6 +47,25 @@ def test_graph_steps_equal_decode_steps():
         step(tok[:1, :1])
 
 
+@torch.no_grad()
+def test_graph_captured_under_autocast_replays_outside_it():
+    """Captured under bf16 autocast, the graph casts the weights itself: replays after the context has exited
+    (and freed its cached casts) give decode_step's bf16 logits."""
+    lm = _lm(layers=2, seed=5)
+    prompt = torch.randint(0, V, (1, 6), device="cuda", generator=torch.Generator("cuda").manual_seed(6))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        _, states = decode_step(lm, prompt, lm.init_state(1))
+        step, _ = capture_decode_step(lm, states)
+    torch.cuda.empty_cache()
+    ref_states = states
+    for i in range(6):
+        tok = torch.full((1, 1), (3 * i + 1) % V, device="cuda")
+        logits = step(tok).clone()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            ref, ref_states = decode_step(lm, tok, ref_states)
+        torch.testing.assert_close(logits.float(), ref.float(), rtol=2e-2, atol=2e-2)
+
+
 def test_generate_with_graphs_gives_the_same_tokens():
     lm = _lm(layers=2, seed=3)
     prompt = torch.tensor([[1, 5, 7]], device="cuda")

@@ -206,6 +206,8 @@ def test_capture_decode_step_refuses_what_a_graph_cannot_run():
         capture_decode_step(hybrid, hybrid.init_state(1))
     with pytest.raises(BayesfiltError, match="states"):
         capture_decode_step(kla, kla.init_state(1)[:1])
+    with pytest.raises(BayesfiltError, match="states.*KLALayerState"):
+        capture_decode_step(kla, [s.kla for s in kla.init_state(1)])        # not the layers' state type
     for bad in ("yes", 1):
         with pytest.raises(BayesfiltError, match="cuda_graph"):
             generate(kla, [1, 2], 3, cuda_graph=bad)

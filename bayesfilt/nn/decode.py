@@ -19,6 +19,7 @@ docs/math/kla.md). :func:`plot_generation` draws both over the generated text.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from ..errors import type_error, value_error
 from ..validation import as_int, as_real_scalar, check_bool
-from .layer import KLALayer
+from .layer import KLALayer, KLALayerState
 
 
 def kla_block_count(model) -> int:
@@ -164,9 +165,10 @@ def capture_decode_step(model, states: list, *, return_variance: bool = False):
             attention KV cache grows every token, which a graph cannot), on a CUDA device.
         states: the per-block states to continue from (``model.init_state(B)`` or a prefill's); copied,
             never modified. The graph reads the model's parameters where they are: an in-place update
-            shows in the next step, replacing them (``model.to(...)``) invalidates the graph; under
-            ``torch.autocast`` replay only inside the autocast context that captured (the graph reads
-            autocast's cached weight casts, which that context frees when it exits).
+            shows in the next step, replacing them (``model.to(...)``) invalidates the graph. Captured
+            under ``torch.autocast``, the graph computes in autocast's dtype and casts the weights itself
+            (autocast's weight cache is off during the capture, so no cached cast that the context frees
+            on exit is read): replays need no autocast context.
         return_variance: the step also returns the KLA layers' mean posterior variance [B, 1].
 
     Returns:
@@ -193,8 +195,9 @@ def capture_decode_step(model, states: list, *, return_variance: bool = False):
     if others:
         raise value_error("model", f"has {', '.join(others)} mixers", "capture models whose mixers are all "
                           "KLALayer (mixer='kla'), or decode the others with decode_step")
-    if not isinstance(states, list) or len(states) != len(model.blocks):
-        raise value_error("states", f"must be a list of {len(model.blocks)} block states",
+    if not isinstance(states, list) or len(states) != len(model.blocks) or not all(
+            isinstance(s, KLALayerState) for s in states):
+        raise value_error("states", f"must be a list of {len(model.blocks)} KLALayerState",
                           "pass model.init_state(batch) or the states a previous call returned")
     leaves = _tensors(states)
     device = leaves[0].device
@@ -210,7 +213,11 @@ def capture_decode_step(model, states: list, *, return_variance: bool = False):
     tokens_in = torch.zeros(B, 1, dtype=torch.long, device=device)
     # on the states' device: torch.cuda.graph captures the current device's stream (work on another device
     # would run once, outside the graph, and every replay would return the capture's logits)
-    with torch.no_grad(), torch.cuda.device(device):
+    # under autocast: its weight cache off, so that the graph casts the weights itself (a cached cast is
+    # freed when the user's autocast context exits, and a replay would read freed memory)
+    amp = (torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), cache_enabled=False)
+           if torch.is_autocast_enabled("cuda") else contextlib.nullcontext())
+    with torch.no_grad(), torch.cuda.device(device), amp:
         side = torch.cuda.Stream(device)                # warm-up off the default stream (compiles kernels)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
