@@ -457,5 +457,5 @@ def plot_generation(text: str, entropy, variance=None, path: str | os.PathLike |
     return fig
 
 
-__all__ = ["Generation", "capture_decode_step", "decode_step", "entropy_bits", "generate", "kla_block_count", "plot_generation",
-           "sample_next", "state_nbytes"]
+__all__ = ["Generation", "capture_decode_step", "decode_step", "entropy_bits", "generate", "kla_block_count",
+           "plot_generation", "sample_next", "state_nbytes"]
