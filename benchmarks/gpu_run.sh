@@ -48,6 +48,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s16a       # issue 4: KLA decode host time before/after, decode graphs; GPU tests
 #   bash benchmarks/gpu_run.sh COMMIT s16b       # issue 4: s16a after direct launches pass addresses; decode_speed --cuda-graph
 #   bash benchmarks/gpu_run.sh COMMIT s16c       # session 16 after review: GPU tests (launch paths, decoding), example, bf16 graph decode
+#   bash benchmarks/gpu_run.sh COMMIT s16d       # session 16: decode.generate without per-token syncs; decoding tests, kla_decode
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1029,6 +1030,30 @@ s16c)
         --batches 1 64 --contexts 1024 --cuda-graph --dtype bfloat16 --out "$OUT/decode_speed_s16c_bf16.json" \
         > "$LOG/decode_speed.log" 2>&1
     el "decode_speed rc=$?"; tail -n 6 "$LOG/decode_speed.log" | cut -c1-300
+    ;;
+s16d)
+    # session 16's last call (kind nvidia-h200; carry .tcache): bayesfilt.nn.decode.generate keeps its per-token
+    # records on the device (no sync per token; graph outputs copied): the decoding GPU and CPU tests, then
+    # kla_decode.py before (OLD, default 91c091e) / after in alternating processes, twice (its generation rows
+    # time decode.generate too).
+    timeout ${PT_TIMEOUT:-200} python3 -m pytest -v -n 4 -p no:cacheprovider -rfE --tb=short tests/test_decode_graph_gpu.py \
+        tests/test_generate.py tests/test_lm.py tests/test_kla_layer_gpu.py --junitxml "$OUT/gpu_tests_s16d.xml" \
+        > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
+    OLD=${OLD:-91c091e}; old=/tmp/old16; mkdir -p $old /tmp/dec16
+    git archive "$OLD" bayesfilt | tar -x -C $old && el "old tree $OLD" || { old=; el "no old tree"; }
+    for r in 1 2; do
+        if [ -n "$old" ]; then
+            GIT_COMMIT=$OLD PYTHONPATH=$old${PYTHONPATH#$PWD} timeout 150 python3 benchmarks/kla_decode.py \
+                --label before --out /tmp/dec16/before_$r.json > "$LOG/dec_before_$r.log" 2>&1
+            el "before $r rc=$?"; tail -n 1 "$LOG/dec_before_$r.log" | cut -c1-900
+        fi
+        timeout 150 python3 benchmarks/kla_decode.py --label after --out /tmp/dec16/after_$r.json \
+            > "$LOG/dec_after_$r.log" 2>&1
+        el "after $r rc=$?"; tail -n 1 "$LOG/dec_after_$r.log" | cut -c1-900
+    done
+    python3 -c "import glob, json, sys; json.dump([json.load(open(f)) for f in sorted(glob.glob('/tmp/dec16/*.json'))],
+open(sys.argv[1], 'w'), indent=1)" "$OUT/kla_decode_s16d.json"
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

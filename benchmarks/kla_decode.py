@@ -15,7 +15,8 @@ microseconds, median over rounds):
   (the step kernel's launch through ``bayesfilt.scan._triton.launch_all`` with fixed buffers) and its
   pieces (``part_*``: ``launch_parts``);
 - ``generation``: greedy ``KLALanguageModel.generate`` (4 blocks, d_model 1024, vocabulary 256, B = 1),
-  microseconds per token without and with ``cuda_graph=True``, and whether the tokens agree.
+  microseconds per token without and with ``cuda_graph=True``, and whether the tokens agree; the same
+  for ``bayesfilt.nn.decode.generate`` (sampled, recording entropy and variance per token).
 
 Run it against another tree with ``PYTHONPATH=<tree>`` (the JSON records which ``bayesfilt`` ran) and
 ``--label``, in alternating processes, for a before/after comparison on one host.
@@ -89,17 +90,24 @@ def launch_parts(launch, calls: int, rounds: int) -> dict:
 def generation_rows(tokens: int, vocab: int = 256, d_model: int = 1024, layers: int = 4) -> dict:
     """Greedy ``KLALanguageModel.generate`` of ``tokens`` tokens after a 16-token prompt at B = 1, float32:
     per-token wall time without and with ``cuda_graph`` (a tree without the option: "unavailable"), and
-    whether both give the same tokens. Medians of three generations each, after one untimed."""
+    whether both give the same tokens; the same for ``bayesfilt.nn.decode.generate`` (sampled, with each
+    token's entropy and KLA variance: rows ``recorded_*``). Medians of three generations each, after one
+    untimed."""
     from bayesfilt.nn import KLAConfig, KLALanguageModel
+    from bayesfilt.nn.decode import generate
     torch.manual_seed(0)
     lm = KLALanguageModel(vocab, d_model, layers, kla_config=KLAConfig(d_state=16)).cuda().eval()
     prompt = torch.randint(0, vocab, (1, 16), device="cuda")
     res = {"vocab": vocab, "d_model": d_model, "layers": layers, "tokens": tokens,
            "params": sum(p.numel() for p in lm.parameters())}
     outs = {}
-    for name, kw in (("plain", {}), ("cuda_graph", {"cuda_graph": True})):
+    runs = {"plain": lambda n, **kw: lm.generate(prompt, n, **kw),
+            "recorded_plain": lambda n, **kw: generate(lm, prompt[0].tolist(), n, seed=1, **kw).ids}
+    for name, kw in (("plain", {}), ("cuda_graph", {"cuda_graph": True}), ("recorded_plain", {}),
+                     ("recorded_cuda_graph", {"cuda_graph": True})):
+        run = runs[name.replace("cuda_graph", "plain")]
         try:
-            lm.generate(prompt, 4, **kw)
+            run(4, **kw)
         except TypeError as exc:                       # the option is missing in that tree
             res[name] = {"unavailable": str(exc)[:200]}
             continue
@@ -107,13 +115,15 @@ def generation_rows(tokens: int, vocab: int = 256, d_model: int = 1024, layers: 
         for _ in range(3):
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-            outs[name] = lm.generate(prompt, tokens, **kw)
+            outs[name] = run(tokens, **kw)
             torch.cuda.synchronize()                   # (the last token is on the device: count it)
             times.append((time.perf_counter() - t0) / tokens * 1e6)
         res[name] = {"us_per_token": statistics.median(times), "rounds_us": times,
                      "tokens_per_s": 1e6 / statistics.median(times)}
-    if len(outs) == 2:
+    if "plain" in outs and "cuda_graph" in outs:
         res["same_tokens"] = bool(torch.equal(outs["plain"], outs["cuda_graph"]))
+    if "recorded_plain" in outs and "recorded_cuda_graph" in outs:
+        res["recorded_same_tokens"] = bool((outs["recorded_plain"] == outs["recorded_cuda_graph"]).all())
     return res
 
 

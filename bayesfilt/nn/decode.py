@@ -405,13 +405,15 @@ def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_
         else:
             states, var, logits = None, None, model(x)
         seq = x
+        # the per-token records stay on the device until the end (no sync per token); copies, since a graph
+        # step overwrites its outputs (var) at the next replay
         for _ in range(n_tokens):
             last = logits[:, -1]
-            ents.append(float(entropy_bits(last)[0]))
+            ents.append(entropy_bits(last)[:1])
             if var is not None:
-                vars_.append(float(var[0, -1]))
+                vars_.append(var[:1, -1].clone())
             nxt = sample_next(last, temperature=temperature, top_k=top_k, generator=gen)
-            ids.append(int(nxt[0, 0]))
+            ids.append(nxt[0])
             if cuda_graph:                              # (want_var: every mixer is KLA here)
                 logits, var = step(nxt)
             elif stateful:
@@ -422,9 +424,16 @@ def generate(model, prompt_ids, n_tokens: int, *, temperature: float = 1.0, top_
                 logits = model(seq)
     finally:
         model.train(was_training)
-    return Generation(prompt.astype(np.int64), np.asarray(ids, dtype=np.int64), np.asarray(ents, dtype=np.float64),
-                      np.asarray(vars_, dtype=np.float64) if want_var and stateful else None, stateful,
+    return Generation(prompt.astype(np.int64), _host(ids, np.int64), _host(ents, np.float64),
+                      _host(vars_, np.float64) if want_var and stateful else None, stateful,
                       state_nbytes(states) if stateful else 0)
+
+
+def _host(parts: list, dtype) -> np.ndarray:
+    """The one-element device tensors ``parts`` as one NumPy array of ``dtype`` (one transfer)."""
+    if not parts:
+        return np.zeros(0, dtype=dtype)
+    return torch.cat(parts).cpu().numpy().astype(dtype)
 
 
 def plot_generation(text: str, entropy, variance=None, path: str | os.PathLike | None = None, *,
