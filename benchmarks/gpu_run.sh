@@ -91,6 +91,24 @@ pack_work() {    # NAME DIR...: /tmp/DIR... back as $OUT/NAME_work.tgz.* (the to
     rm -f "$OUT/${name}_work.tgz."*
     tar -czf - -C /tmp "$@" | split -b 15M -d - "$OUT/${name}_work.tgz." && ls -la "$OUT/${name}_work.tgz."*
 }
+decode_ab() {   # ROUNDS LIMIT: kla_decode.py before (OLD, default 91c091e, from the device copy's .git) and after,
+    # in alternating fresh processes, merged into $OUT/kla_decode_$stage.json (session 16)
+    local OLD=${OLD:-91c091e} old=/tmp/old16 r
+    mkdir -p $old /tmp/dec16
+    git archive "$OLD" bayesfilt | tar -x -C $old && el "old tree $OLD" || { old=; el "no old tree"; }
+    for r in $(seq "$1"); do
+        if [ -n "$old" ]; then
+            GIT_COMMIT=$OLD PYTHONPATH=$old${PYTHONPATH#$PWD} timeout "$2" python3 benchmarks/kla_decode.py \
+                --label before --out /tmp/dec16/before_$r.json > "$LOG/dec_before_$r.log" 2>&1
+            el "before $r rc=$?"; tail -n 2 "$LOG/dec_before_$r.log" | cut -c1-900
+        fi
+        timeout "$2" python3 benchmarks/kla_decode.py --label after --out /tmp/dec16/after_$r.json \
+            > "$LOG/dec_after_$r.log" 2>&1
+        el "after $r rc=$?"; tail -n 2 "$LOG/dec_after_$r.log" | cut -c1-900
+    done
+    python3 -c "import glob, json, sys; json.dump([json.load(open(f)) for f in sorted(glob.glob('/tmp/dec16/*.json'))],
+open(sys.argv[1], 'w'), indent=1)" "$OUT/kla_decode_$stage.json"
+}
 pack_cache() {
     rm -f "$OUT"/tcache.tgz*
     tar -czf /tmp/tcache.tgz -C /tmp tcache
@@ -979,20 +997,7 @@ s16a|s16b)
     # the GPU tests of the changed code; the parallel filter's public call (parallel_gpu.py --workloads-only).
     # Merged into one case after the runs: s16a ran the tests of tests/test_decode_graph_gpu.py,
     # test_kla_layer_gpu.py, test_triton_launch.py, test_conv_triton.py and the scan's step and matrix cases only.
-    OLD=${OLD:-91c091e}; old=/tmp/old16; mkdir -p $old /tmp/dec16
-    git archive "$OLD" bayesfilt | tar -x -C $old && el "old tree $OLD" || { old=; el "no old tree"; }
-    for r in 1 2 3; do
-        if [ -n "$old" ]; then
-            GIT_COMMIT=$OLD PYTHONPATH=$old${PYTHONPATH#$PWD} timeout 120 python3 benchmarks/kla_decode.py \
-                --label before --out /tmp/dec16/before_$r.json > "$LOG/dec_before_$r.log" 2>&1
-            el "before $r rc=$?"; tail -n 2 "$LOG/dec_before_$r.log" | cut -c1-600
-        fi
-        timeout 120 python3 benchmarks/kla_decode.py --label after --out /tmp/dec16/after_$r.json \
-            > "$LOG/dec_after_$r.log" 2>&1
-        el "after $r rc=$?"; tail -n 2 "$LOG/dec_after_$r.log" | cut -c1-600
-    done
-    python3 -c "import glob, json, sys; json.dump([json.load(open(f)) for f in sorted(glob.glob('/tmp/dec16/*.json'))],
-open(sys.argv[1], 'w'), indent=1)" "$OUT/kla_decode_$stage.json"
+    decode_ab 3 120
     if [ "$stage" = s16b ]; then
         timeout ${DS_TIMEOUT:-150} python3 benchmarks/decode_speed.py --device cuda --layers 6 --d-model 256 --mixers kla \
             --batches 1 64 --contexts 1024 --cuda-graph --out "$OUT/decode_speed_s16b.json" > "$LOG/decode_speed.log" 2>&1
@@ -1040,20 +1045,7 @@ s16d)
         tests/test_generate.py tests/test_lm.py tests/test_kla_layer_gpu.py --junitxml "$OUT/gpu_tests_s16d.xml" \
         > "$LOG/ptests.log" 2>&1
     el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
-    OLD=${OLD:-91c091e}; old=/tmp/old16; mkdir -p $old /tmp/dec16
-    git archive "$OLD" bayesfilt | tar -x -C $old && el "old tree $OLD" || { old=; el "no old tree"; }
-    for r in 1 2; do
-        if [ -n "$old" ]; then
-            GIT_COMMIT=$OLD PYTHONPATH=$old${PYTHONPATH#$PWD} timeout 150 python3 benchmarks/kla_decode.py \
-                --label before --out /tmp/dec16/before_$r.json > "$LOG/dec_before_$r.log" 2>&1
-            el "before $r rc=$?"; tail -n 1 "$LOG/dec_before_$r.log" | cut -c1-900
-        fi
-        timeout 150 python3 benchmarks/kla_decode.py --label after --out /tmp/dec16/after_$r.json \
-            > "$LOG/dec_after_$r.log" 2>&1
-        el "after $r rc=$?"; tail -n 1 "$LOG/dec_after_$r.log" | cut -c1-900
-    done
-    python3 -c "import glob, json, sys; json.dump([json.load(open(f)) for f in sorted(glob.glob('/tmp/dec16/*.json'))],
-open(sys.argv[1], 'w'), indent=1)" "$OUT/kla_decode_s16d.json"
+    decode_ab 2 150
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
