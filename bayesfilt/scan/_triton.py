@@ -24,8 +24,8 @@ def jit_unspecialized(names):
 
 def cdiv(a: int, b: int) -> int:
     """ceil(a / b) for ints a >= 0, b >= 1: ``triton.cdiv``'s value, for launch grids and tile counts on the
-    host, where ``triton.cdiv`` (a ``ConstexprFunction`` in Triton 3.6 and 3.9) costs 3-5 us per call
-    (2.7-4.6 us on the dev machine)."""
+    host, where ``triton.cdiv`` (a ``ConstexprFunction`` in Triton 3.6 and 3.9) cost 2.7-4.6 us per call on
+    the dev machine (``triton.next_power_of_2`` likewise)."""
     return -(-a // b)
 
 
