@@ -49,6 +49,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s16b       # issue 4: s16a after direct launches pass addresses; decode_speed --cuda-graph
 #   bash benchmarks/gpu_run.sh COMMIT s16c       # session 16 after review: GPU tests (launch paths, decoding), example, bf16 graph decode
 #   bash benchmarks/gpu_run.sh COMMIT s16d       # session 16: decode.generate without per-token syncs; decoding tests, kla_decode
+#   bash benchmarks/gpu_run.sh COMMIT s16e       # issue 5: the compiled KLA layer beside GLA with device and host profiles
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1046,6 +1047,15 @@ s16d)
         > "$LOG/ptests.log" 2>&1
     el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
     decode_ab 2 150
+    ;;
+s16e)
+    # session 16 (kind nvidia-h200; carry .whl, .tcache): the compiled KLA layer beside GLA (issue 5's row) with
+    # the device profile and a host profile (cProfile, kla_layer.py --host-profile): where the host's time per
+    # step goes, since the compiled layer's GPU waits for it (s14c: 7.19 ms wall against 5.91 ms of kernels).
+    export TORCHINDUCTOR_CACHE_DIR=$TRITON_CACHE_DIR/inductor TRITON_CACHE_AUTOTUNING=1
+    timeout ${LAYER_TIMEOUT:-520} python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
+        --host-profile 5 --only kla_compiled gla_default --out "$OUT/kla_layer_s16e.json" > "$LOG/kla_layer.log" 2>&1
+    el "kla_layer rc=$?"; grep -E "^(kla|gla)|   host" "$LOG/kla_layer.log" | cut -c1-230 | head -60
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import sys
 import time
@@ -208,7 +209,31 @@ def row_defaults(name):
         kla._plan_cached.cache_clear()
 
 
-def time_layer(make, B, L, D, device, iters, warmup, autocast=True, profile: int = 0) -> dict:
+def host_profile(step, n: int, top: int = 40) -> dict:
+    """``n`` calls of ``step`` under cProfile (the host's side: Python and the C calls it makes), each call
+    followed by a device sync: the ``top`` functions by own time and by cumulative time, in microseconds per
+    step, and the host time per step outside the final sync."""
+    import cProfile
+    import pstats
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    for _ in range(n):
+        step()
+    prof.disable()
+    host_s = time.perf_counter() - t0
+    torch.cuda.synchronize()
+    stats = pstats.Stats(prof).stats                     # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
+
+    def rows(col):
+        ranked = sorted(stats.items(), key=lambda kv: -kv[1][col])[:top]
+        return [{"fn": f"{k[2]} ({os.path.basename(k[0])}:{k[1]})", "calls_per_step": v[1] / n,
+                 "own_us": v[2] / n * 1e6, "cum_us": v[3] / n * 1e6} for k, v in ranked]
+    return {"steps": n, "host_us_per_step_profiled": host_s / n * 1e6, "by_own_time": rows(2), "by_cum_time": rows(3)}
+
+
+def time_layer(make, B, L, D, device, iters, warmup, autocast=True, profile: int = 0, hostprof: int = 0) -> dict:
     torch.manual_seed(0)
     layer = make().to(device)
     x = torch.randn(B, L, D, device=device, requires_grad=True)
@@ -256,6 +281,8 @@ def time_layer(make, B, L, D, device, iters, warmup, autocast=True, profile: int
         res["host_median_s"] = sorted(host)[len(host) // 2]     # near median_s: the GPU waited for the host
     if profile and device == "cuda":
         res["profile"] = profile_steps(step, profile)
+    if hostprof and device == "cuda":
+        res["host_profile"] = host_profile(step, hostprof)
     return res
 
 
@@ -275,6 +302,9 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="after timing a row, N more steps under the torch profiler: device time per kernel and "
                          "per category (GPU only)")
+    ap.add_argument("--host-profile", type=int, default=0, metavar="N",
+                    help="after timing a row, N more steps under cProfile: the host's functions by own and cumulative "
+                         "time per step (GPU only)")
     ap.add_argument("--only", nargs="*", default=None,
                     help="time only these rows (e.g. kla kla_compiled; kla_compiled_conv1d: the compiled layer with "
                          "its convolution through F.conv1d on a transposed copy, as before session 12; "
@@ -347,7 +377,8 @@ def main(argv=None) -> int:
         for name, make in runs.items():
             try:
                 with row_defaults(name):
-                    r = time_layer(make, B, L, D, device, args.iters, args.warmup, profile=args.profile)
+                    r = time_layer(make, B, L, D, device, args.iters, args.warmup, profile=args.profile,
+                                   hostprof=args.host_profile)
             except Exception as exc:  # an OOM or a missing kernel must not hide the other numbers
                 r = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
                 if device == "cuda":
@@ -356,7 +387,10 @@ def main(argv=None) -> int:
                 r["defaults"] = {f"{m}.{a}": v for (m, a), v in ROW_DEFAULTS[name].items()}
             record["results"][name] = r
             write(record)
-            print(name, json.dumps({k: v for k, v in r.items() if k != "profile"}), flush=True)
+            print(name, json.dumps({k: v for k, v in r.items() if k not in ("profile", "host_profile")}), flush=True)
+            for row in r.get("host_profile", {}).get("by_cum_time", [])[:25]:
+                print(f"   host {row['cum_us']:9.1f} us cum {row['own_us']:8.1f} own x{row['calls_per_step']:.0f}  "
+                      f"{row['fn'][:110]}", flush=True)
             if "profile" in r:
                 print("  categories (us/step):", json.dumps({k: round(v) for k, v in r["profile"]["categories_us"].items()}))
                 idle = r["profile"].get("idle", {})
