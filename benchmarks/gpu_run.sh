@@ -50,6 +50,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s16c       # session 16 after review: GPU tests (launch paths, decoding), example, bf16 graph decode
 #   bash benchmarks/gpu_run.sh COMMIT s16d       # session 16: decode.generate without per-token syncs; decoding tests, kla_decode
 #   bash benchmarks/gpu_run.sh COMMIT s16e       # issue 5: the compiled KLA layer beside GLA with device and host profiles
+#   bash benchmarks/gpu_run.sh COMMIT s16f       # session 16: every KLA scan GPU test after the launch-path changes
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1056,6 +1057,15 @@ s16e)
     timeout ${LAYER_TIMEOUT:-520} python3 benchmarks/kla_layer.py --no-torch-backend --compile --profile 3 \
         --host-profile 5 --only kla_compiled gla_default --out "$OUT/kla_layer_s16e.json" > "$LOG/kla_layer.log" 2>&1
     el "kla_layer rc=$?"; grep -E "^(kla|gla)|   host" "$LOG/kla_layer.log" | cut -c1-230 | head -60
+    ;;
+s16f)
+    # session 16's last check (kind nvidia-h200; carry .tcache): every GPU test of the KLA scan kernels, the
+    # determinism tests and the no-process-noise cases after the launch path changed for every kernel (int
+    # sizes, device addresses): s16a-s16c ran only three matrix cases of tests/test_kla_triton.py
+    timeout ${PT_TIMEOUT:-480} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short -m gpu \
+        tests/test_kla_triton.py tests/test_determinism_gpu.py tests/test_kla_no_process_noise.py \
+        --junitxml "$OUT/gpu_tests_s16f.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
