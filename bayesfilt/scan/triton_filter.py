@@ -498,7 +498,7 @@ def _indexed(device):
     return torch.device("cuda", device_index(device)) if device.type == "cuda" else device
 
 
-def triton_params(model, batch: tuple, dtype, device):
+def triton_params(model, batch: tuple, dtype, device, contents=None):
     """Padded parameter tensors and strides for the kernels (see :func:`triton_filter`); reusable across calls.
 
     Returns {name: (flat device tensor, batch stride, time stride)} for F, Q, H, R, b, d, m0, P0
@@ -512,7 +512,8 @@ def triton_params(model, batch: tuple, dtype, device):
     The tensors are never written after their upload; a model changed in place gets new ones.
     (``parallel_filter`` synchronises before it returns; a direct caller that runs kernels on several
     CUDA streams at once should not change the model or its dtype in between: the replaced tensors
-    are freed while the other stream may still read them.)
+    are freed while the other stream may still read them.) ``contents``: ``model._contents()`` when the
+    caller has it already (one pass over the parameters' bytes per call instead of two).
     """
     import torch
     from ._params import static, time_first as tf
@@ -521,7 +522,7 @@ def triton_params(model, batch: tuple, dtype, device):
     memo_key = None
     if not model.time_varying and all(getattr(model, k) is None or getattr(model, k).ndim == len(c)
                                       for k, c in _PARAM_CORES):
-        memo_key = (model._contents(), dtype, _indexed(device))
+        memo_key = (model._contents() if contents is None else contents, dtype, _indexed(device))
         kept = model._kept(_PARAMS_MEMO, memo_key)
         if kept is not None:
             return kept

@@ -255,14 +255,17 @@ def triton_riccati(model, y, chunk: int | None = None, time_first: bool = False,
     if yb.stride(2) != 1:
         yb = yb.contiguous()                                                  # the kernels read components at stride 1
     dt, dev = yb.dtype, yb.device
-    P = params if params is not None else triton_params(model, (1,), dt, dev)
+    # the parameters' contents, read once: the memo keys of the uploaded parameters and of the shared stage
+    contents = model._contents() if params is None and not model.time_varying else None
+    P = params if params is not None else triton_params(model, (1,), dt, dev, contents=contents)
     L = chunk or chunk_length(T)
     K = -(-T // L)
     BS = series_block(N, Mo)
     nb = -(-B // BS)
     # the shared stage (covariances, gains, S^{-1}, log-normalisers) of an earlier call with this model,
     # T, dtype and device (memo_key None: not kept for this call; see shared_stage_key)
-    memo_key = shared_stage_key(model, T, N, Mo, dt, dev) if covariances is None and params is None else None
+    memo_key = (shared_stage_key(model, T, N, Mo, dt, dev, contents) if covariances is None and params is None
+                else None)
     stage = model._kept(SHARED_MEMO, memo_key) if memo_key is not None else None
     kept = stage is not None
     offer = offer_stage and memo_key is not None and not kept
@@ -330,16 +333,17 @@ SHARED_MEMO = "_riccati_shared_memo"
 SHARED_MEMO_BYTES = 8 << 20
 
 
-def shared_stage_key(model, T: int, N: int, Mo: int, dtype, device):
+def shared_stage_key(model, T: int, N: int, Mo: int, dtype, device, contents=None):
     """The key under which a call keeps its shared stage on the model, or None when it is not kept:
     parameters that vary in time (their contents would be hashed on every call) or a stage larger than
-    SHARED_MEMO_BYTES. The stage depends on nothing else: no data (no missing values on this path)."""
+    SHARED_MEMO_BYTES. The stage depends on nothing else: no data (no missing values on this path).
+    ``contents``: ``model._contents()`` when the caller has it already."""
     if model.time_varying:
         return None
     size = T * (2 * N * N * dtype.itemsize + 8 * (N * Mo + Mo * Mo + 1))       # covariances; float64 gains
     if size > SHARED_MEMO_BYTES:
         return None
-    return (model._contents(), T, dtype, device)
+    return (model._contents() if contents is None else contents, T, dtype, device)
 
 
 def keep_shared_stage(model, out: dict) -> None:
