@@ -258,11 +258,7 @@ def state_nbytes(states) -> int:
         >>> state_nbytes([(torch.zeros(2, 3), [torch.zeros(4, dtype=torch.float64)])])
         56
     """
-    if isinstance(states, torch.Tensor):
-        return states.numel() * states.element_size()
-    if isinstance(states, (tuple, list)):
-        return sum(state_nbytes(s) for s in states)
-    return 0
+    return sum(t.numel() * t.element_size() for t in _tensors(states))
 
 
 def entropy_bits(logits: torch.Tensor) -> torch.Tensor:
