@@ -101,11 +101,15 @@ def generation_rows(tokens: int, vocab: int = 256, d_model: int = 1024, layers: 
     res = {"vocab": vocab, "d_model": d_model, "layers": layers, "tokens": tokens,
            "params": sum(p.numel() for p in lm.parameters())}
     outs = {}
-    runs = {"plain": lambda n, **kw: lm.generate(prompt, n, **kw),
-            "recorded_plain": lambda n, **kw: generate(lm, prompt[0].tolist(), n, seed=1, **kw).ids}
-    for name, kw in (("plain", {}), ("cuda_graph", {"cuda_graph": True}), ("recorded_plain", {}),
-                     ("recorded_cuda_graph", {"cuda_graph": True})):
-        run = runs[name.replace("cuda_graph", "plain")]
+    def greedy(n, **kw):
+        return lm.generate(prompt, n, **kw)
+
+    def recorded(n, **kw):
+        return generate(lm, prompt[0].tolist(), n, seed=1, **kw).ids
+
+    graph = {"cuda_graph": True}
+    for name, run, kw in (("plain", greedy, {}), ("cuda_graph", greedy, graph), ("recorded_plain", recorded, {}),
+                          ("recorded_cuda_graph", recorded, graph)):
         try:
             run(4, **kw)
         except TypeError as exc:                       # the option is missing in that tree
