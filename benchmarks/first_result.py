@@ -120,7 +120,8 @@ def main():
             "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
             "usable_cpus": len(os.sched_getaffinity(0)), "commit": commit, "dirty": dirty, "rounds": args.rounds,
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "target_s": 5.0,
-            "command": "python " + " ".join(sys.argv)}
+            "command": "python " + " ".join(sys.argv),
+            "env": {k: os.environ.get(k) for k in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")}}
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=1)

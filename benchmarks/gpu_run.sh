@@ -51,6 +51,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s16d       # session 16: decode.generate without per-token syncs; decoding tests, kla_decode
 #   bash benchmarks/gpu_run.sh COMMIT s16e       # issue 5: the compiled KLA layer beside GLA with device and host profiles
 #   bash benchmarks/gpu_run.sh COMMIT s16f       # session 16: every KLA scan GPU test after the launch-path changes
+#   bash benchmarks/gpu_run.sh COMMIT s17a       # issue 3: where import torch spends its time; first result with a bytecode cache
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1066,6 +1067,40 @@ s16f)
         tests/test_kla_triton.py tests/test_determinism_gpu.py tests/test_kla_no_process_noise.py \
         --junitxml "$OUT/gpu_tests_s16f.xml" > "$LOG/ptests.log" 2>&1
     el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
+    ;;
+s17a)
+    # session 17 (kind nvidia-h200; carry .tcache): why `import torch` takes 3-5 s here (session 15): is torch's
+    # bytecode cached (site-packages writable? .pyc present?), -X importtime, the import with and without a
+    # bytecode cache of our own (PYTHONPYCACHEPREFIX), then first_result.py with that cache.
+    python3 - <<'PY' > "$OUT/import_probe_s17a.txt" 2>&1
+import importlib.util, os, sys, glob, sysconfig
+spec = importlib.util.find_spec("torch")
+d = os.path.dirname(spec.origin)
+print("torch dir", d, "writable", os.access(d, os.W_OK))
+pyc = glob.glob(os.path.join(d, "__pycache__", "*.pyc"))
+print("torch/__pycache__ files", len(pyc), sorted(os.path.basename(x) for x in pyc)[:5])
+print("cache tag", sys.implementation.cache_tag, "dont_write_bytecode", sys.dont_write_bytecode,
+      "PYTHONDONTWRITEBYTECODE", os.environ.get("PYTHONDONTWRITEBYTECODE"))
+n = sum(1 for _ in glob.iglob(os.path.join(d, "**", "*.py"), recursive=True))
+m = sum(1 for _ in glob.iglob(os.path.join(d, "**", f"*.{sys.implementation.cache_tag}.pyc"), recursive=True))
+print("torch .py files", n, ".pyc files of this interpreter", m)
+os.system("df -h " + d + " /tmp | cat; mount | grep -E ' /opt| / ' | head -5; nproc; cat /proc/loadavg")
+PY
+    cat "$OUT/import_probe_s17a.txt"
+    for r in 1 2 3; do
+        /usr/bin/time -f "plain import torch %e s" python3 -c "import torch" 2>&1 | tail -n 1
+        PYTHONPYCACHEPREFIX=/tmp/pyc /usr/bin/time -f "pycache-prefix import torch %e s" python3 -c "import torch" 2>&1 | tail -n 1
+    done
+    /usr/bin/time -f "python3 -c pass %e s" python3 -c pass 2>&1 | tail -n 1
+    /usr/bin/time -f "import numpy %e s" python3 -c "import numpy" 2>&1 | tail -n 1
+    python3 -X importtime -c "import torch" 2> "$LOG/importtime_plain.txt"
+    PYTHONPYCACHEPREFIX=/tmp/pyc python3 -X importtime -c "import torch" 2> "$LOG/importtime_pyc.txt"
+    PYTHONPYCACHEPREFIX=/tmp/pyc python3 -X importtime -c "import torch, bayesfilt" 2> "$LOG/importtime_bayesfilt.txt"
+    for f in plain pyc; do echo "== importtime $f (top 12 by cumulative us)"; sort -t'|' -k2 -n -r "$LOG/importtime_$f.txt" | head -n 12; done
+    cp "$LOG"/importtime_*.txt "$OUT/" 2>/dev/null
+    PYTHONPYCACHEPREFIX=/tmp/pyc timeout ${FR_TIMEOUT:-200} python3 benchmarks/first_result.py --rounds 2 \
+        --out "$OUT/first_result_s17a.json" > "$LOG/first_result.log" 2>&1
+    el "first_result rc=$?"; tail -n 12 "$LOG/first_result.log" | cut -c1-300
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
