@@ -10,6 +10,15 @@ Rounds interleave the workloads so that a slow phase of the host hits all alike:
 workload, one process with a new, empty Triton cache ("cold"), then one more with the cache it left
 ("warm").
 
+``--bytecode`` adds a second variant of every process, run beside the first in each round: Python's
+modules read from compiled bytecode. pip compiles bytecode when it installs a package; the lent
+H200's torch was installed without it and its environment sets ``PYTHONDONTWRITEBYTECODE=1``, so
+there every process compiles torch's 2,141 source files again (session 17, stage ``s17a``). The
+script compiles the sources of the packages the child imports (torch, triton, numpy, bayesfilt and
+their imports) into a folder of its own with ``compileall`` (timed, reported as ``bytecode_compile_s``;
+an install-time cost, not a per-process one) and runs the variant with ``PYTHONPYCACHEPREFIX`` set to
+it; Python reads bytecode from there even where writing is turned off. Rows carry the variant's name.
+
 The run at 3eeff84 (``benchmarks/results/first_result_s15a_3eeff84.json``) also compared compiling
 the first call's kernels in worker processes (an experiment since removed; its rows carry
 ``workers=1``) against the threads of ``bayesfilt.scan._triton.launch_all`` (``workers=0``).
@@ -56,8 +65,34 @@ print("MARKS", " ".join(f"{k}={v:.3f}" for k, v in marks.items()), "loglik", ll,
 """
 
 
-def one(shape: str, cache: str) -> dict:
+IMPORTED = r"""
+import os, sys
+import numpy, torch, triton, bayesfilt, bayesfilt.scan.triton_riccati, triton.compiler
+roots = set()
+for name, mod in list(sys.modules.items()):
+    f = getattr(mod, "__file__", None)
+    if f and f.endswith(".py") and "." not in name:
+        roots.add(os.path.dirname(f) if os.path.basename(f) == "__init__.py" else f)
+print("\n".join(sorted(roots)))
+"""
+
+
+def compile_bytecode(prefix: str) -> float:
+    """Compile the sources of every top-level package a child imports into ``prefix`` (as
+    PYTHONPYCACHEPREFIX lays it out); returns the seconds it took."""
+    t0 = time.perf_counter()
+    roots = subprocess.run([sys.executable, "-c", IMPORTED], check=True, capture_output=True,
+                           text=True).stdout.split()
+    env = dict(os.environ, PYTHONPYCACHEPREFIX=prefix)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", *roots], env=env, check=False,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def one(shape: str, cache: str, pycache: str | None = None) -> dict:
     env = dict(os.environ, TRITON_CACHE_DIR=cache)
+    if pycache:
+        env["PYTHONPYCACHEPREFIX"] = pycache
     err_file = tempfile.TemporaryFile(mode="w+")            # not a pipe: a chatty child never blocks on it
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-c", CHILD, shape], env=env, stdout=subprocess.PIPE,
@@ -84,32 +119,42 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--shapes", default="1024,1024x1024")
     ap.add_argument("--out", default="")
+    ap.add_argument("--bytecode", action="store_true",
+                    help="also run every process with the imported packages' bytecode compiled (see above)")
     args = ap.parse_args()
     import torch
     import triton
     runs = []
     base = tempfile.mkdtemp(prefix="first_result_")
+    variants = {"as-is": None}
+    bytecode_s = None
+    if args.bytecode:
+        variants["bytecode"] = os.path.join(base, "pycache")
+        bytecode_s = compile_bytecode(variants["bytecode"])
+        print(f"bytecode compiled in {bytecode_s:.1f} s", flush=True)
     for r in range(args.rounds):
         shapes = args.shapes.split(",")
         for shape in shapes if r % 2 == 0 else shapes[::-1]:
-            cache = os.path.join(base, f"r{r}_{shape}")
-            for state in ("cold", "warm"):
-                res = dict(one(shape, cache), round=r, cache=state)
-                runs.append(res)
-                print(f"round {r} {shape:>9s} {state}: to result "
-                      f"{res['to_result_s'] if res['to_result_s'] is None else round(res['to_result_s'], 2)} s, "
-                      f"process {res['process_s']:.2f} s; {res['marks']}", flush=True)
-            shutil.rmtree(cache, ignore_errors=True)
+            for variant in variants if r % 2 == 0 else list(variants)[::-1]:
+                cache = os.path.join(base, f"r{r}_{shape}_{variant}")
+                for state in ("cold", "warm"):
+                    res = dict(one(shape, cache, variants[variant]), round=r, cache=state, variant=variant)
+                    runs.append(res)
+                    print(f"round {r} {shape:>9s} {variant} {state}: to result "
+                          f"{res['to_result_s'] if res['to_result_s'] is None else round(res['to_result_s'], 2)} s, "
+                          f"process {res['process_s']:.2f} s; {res['marks']}", flush=True)
+                shutil.rmtree(cache, ignore_errors=True)
     summary = {}
     for shape in args.shapes.split(","):
-        for state in ("cold", "warm"):
-            sel = [x for x in runs if (x["shape"], x["cache"]) == (shape, state)]
-            xs = sorted(x["to_result_s"] for x in sel if x["to_result_s"] is not None)
-            first = sorted(x["marks"]["first_call"] - x["marks"]["cuda_start"] for x in sel if x["marks"])
-            torch_imp = sorted(x["marks"]["import_torch"] - x["marks"]["import_numpy"] for x in sel if x["marks"])
-            summary[f"{shape} {state}"] = {
-                "to_result_s": xs, "median_s": xs[len(xs) // 2] if xs else None,
-                "first_call_s": [round(v, 3) for v in first], "import_torch_s": [round(v, 3) for v in torch_imp]}
+        for variant in variants:
+            for state in ("cold", "warm"):
+                sel = [x for x in runs if (x["shape"], x["variant"], x["cache"]) == (shape, variant, state)]
+                xs = sorted(x["to_result_s"] for x in sel if x["to_result_s"] is not None)
+                first = sorted(x["marks"]["first_call"] - x["marks"]["cuda_start"] for x in sel if x["marks"])
+                imp = sorted(x["marks"]["import_torch"] - x["marks"]["import_numpy"] for x in sel if x["marks"])
+                summary[f"{shape} {state}" + ("" if variant == "as-is" else f" {variant}")] = {
+                    "to_result_s": xs, "median_s": xs[len(xs) // 2] if xs else None,
+                    "first_call_s": [round(v, 3) for v in first], "import_torch_s": [round(v, 3) for v in imp]}
     for k, v in summary.items():
         print(f"{k:32s} median {v['median_s']}  all {[round(x, 2) for x in v['to_result_s']]}  "
               f"first call {v['first_call_s']}  import torch {v['import_torch_s']}")
@@ -121,7 +166,8 @@ def main():
             "usable_cpus": len(os.sched_getaffinity(0)), "commit": commit, "dirty": dirty, "rounds": args.rounds,
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "target_s": 5.0,
             "command": "python " + " ".join(sys.argv),
-            "env": {k: os.environ.get(k) for k in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")}}
+            "env": {k: os.environ.get(k) for k in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")},
+            "bytecode_compile_s": bytecode_s}
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=1)

@@ -52,6 +52,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s16e       # issue 5: the compiled KLA layer beside GLA with device and host profiles
 #   bash benchmarks/gpu_run.sh COMMIT s16f       # session 16: every KLA scan GPU test after the launch-path changes
 #   bash benchmarks/gpu_run.sh COMMIT s17a       # issue 3: where import torch spends its time; first result with a bytecode cache
+#   bash benchmarks/gpu_run.sh COMMIT s17b       # issue 3: first result as lent and with bytecode compiled; timeline of a cold first call
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1101,6 +1102,17 @@ PY
     PYTHONPYCACHEPREFIX=/tmp/pyc timeout ${FR_TIMEOUT:-200} python3 benchmarks/first_result.py --rounds 2 \
         --out "$OUT/first_result_s17a.json" > "$LOG/first_result.log" 2>&1
     el "first_result rc=$?"; tail -n 12 "$LOG/first_result.log" | cut -c1-300
+    ;;
+s17b)
+    # session 17 (kind nvidia-h200; carry .tcache): s17a found torch's bytecode never cached on the lent machine
+    # (no .pyc, PYTHONDONTWRITEBYTECODE=1): first_result.py --bytecode times every process as lent and with the
+    # imported packages compiled (as pip leaves them); then a timeline of Triton's phases in a cold first call.
+    timeout ${FR_TIMEOUT:-300} python3 benchmarks/first_result.py --rounds 2 --bytecode \
+        --out "$OUT/first_result_s17b.json" > "$LOG/first_result.log" 2>&1
+    el "first_result rc=$?"; tail -n 10 "$LOG/first_result.log" | cut -c1-300
+    rm -rf /tmp/ft_cold; timeout 150 python3 benchmarks/parallel_gpu_profile.py firsttrace --cache /tmp/ft_cold \
+        > "$OUT/firsttrace_s17b.log" 2>&1
+    el "firsttrace rc=$?"; cat "$OUT/firsttrace_s17b.log" | cut -c1-200 | head -n 90
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

@@ -6,6 +6,10 @@ Eight parts, each printed as a short table (device tool, after ``pip install --n
   the first call with its compilation, a second call), with the given Triton cache directory;
 - ``firstprof``: the first call of a fresh process under cProfile (cold cache, then warm; kernels
   loaded on the main thread or in launch_all's threads), and Triton's cache-key hash alone;
+- ``firsttrace``: the first call of a fresh process with an empty Triton cache, as it runs (kernels
+  compiled in launch_all's threads), as a timeline: per thread, when each of Triton's phases started
+  and ended (the cache-key hash, the Python code generator, each compiler stage, the C builds, the
+  loading of each binary), for T = 1024 and 1024 x 1024 (session 17);
 - ``torch``: the public call at T = 262144 (one series) and 1024 x 1024 under the torch profiler:
   device time per kernel, host time per call (to the return, without and with a sync), the
   number of torch operations on the host;
@@ -123,6 +127,52 @@ def firstprof(args):
                            text=True, timeout=300)
         print(f"===== {mode} {key} {shape} rc={p.returncode}")
         print(p.stdout[:9000] if p.returncode == 0 else p.stderr[-3000:])
+
+
+FIRSTTRACE = r"""
+import inspect, sys, threading, time
+t0 = time.perf_counter()
+import numpy as np, torch, bayesfilt, triton
+import triton.runtime.build as build, triton.runtime.cache as cache, triton.compiler.compiler as comp
+from triton.backends.nvidia import compiler as nvc, driver as nvd
+torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+print(f"READY imports+cuda {time.perf_counter() - t0:.3f} s")
+events = []
+def wrap(owner, name, label):
+    f = getattr(owner, name)
+    def w(*a, **k):
+        s = time.perf_counter()
+        try:
+            return f(*a, **k)
+        finally:
+            events.append((threading.current_thread().name, label, s, time.perf_counter()))
+    setattr(owner, name, staticmethod(w) if isinstance(inspect.getattr_static(owner, name), staticmethod) else w)
+wrap(cache, "triton_key", "key hash")
+wrap(build, "_build", "C build")
+wrap(comp.ASTSource, "make_ir", "codegen (Python)")
+for st in ("make_ttir", "make_ttgir", "make_llir", "make_ptx", "make_cubin"):
+    wrap(nvc.CUDABackend, st, st)
+wrap(comp.CompiledKernel, "_init_handles", "load + launcher")
+wrap(nvd.CudaUtils, "__init__", "driver utils")
+shape = tuple(int(s) for s in sys.argv[1].split("x"))
+model = bayesfilt.models.constant_velocity(q=0.05, r=4.0)
+y = torch.as_tensor(np.random.default_rng(0).standard_normal(shape + (2,)), dtype=torch.float32, device="cuda")
+t = time.perf_counter()
+res = bayesfilt.parallel_filter(model, y)
+ll = float(res.loglik.sum())
+print(f"FIRSTCALL {sys.argv[1]} {time.perf_counter() - t:.3f} s")
+for th, label, s, e in sorted(events, key=lambda x: x[2]):
+    print(f"  {th[:16]:16s} {label:18s} {s - t:7.3f} -> {e - t:7.3f}  ({e - s:.3f} s)")
+"""
+
+
+def firsttrace(args):
+    for shape in ("1024", "1024x1024"):
+        env = dict(os.environ, TRITON_CACHE_DIR=os.path.join(args.cache, shape))
+        p = subprocess.run([sys.executable, "-c", FIRSTTRACE, shape], env=env, capture_output=True, text=True,
+                           timeout=300)
+        print(f"===== {shape} rc={p.returncode}")
+        print(p.stdout[:12000] if p.returncode == 0 else p.stderr[-3000:])
 
 
 def workloads():
@@ -533,13 +583,13 @@ def ncu_part(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=("first", "firstprof", "torch", "ncu", "host", "copies", "l2", "gaps"))
+    ap.add_argument("part", choices=("first", "firstprof", "firsttrace", "torch", "ncu", "host", "copies", "l2", "gaps"))
     ap.add_argument("--cache", default="/tmp/tcache_first")
     ap.add_argument("--out", default="")
     ap.add_argument("--rounds", type=int, default=40, help="copies: rounds of the interleaved calls; l2: calls per block")
     ap.add_argument("--graph", action="store_true", help="torch: also profile capture_filter's replay with copies")
     args = ap.parse_args()
-    {"first": first, "firstprof": firstprof, "torch": torch_part, "ncu": ncu_part, "host": host_part, "copies": copies_part,
+    {"first": first, "firstprof": firstprof, "firsttrace": firsttrace, "torch": torch_part, "ncu": ncu_part, "host": host_part, "copies": copies_part,
      "l2": l2_part, "gaps": gaps_part}[args.part](args)
 
 
