@@ -53,6 +53,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s16f       # session 16: every KLA scan GPU test after the launch-path changes
 #   bash benchmarks/gpu_run.sh COMMIT s17a       # issue 3: where import torch spends its time; first result with a bytecode cache
 #   bash benchmarks/gpu_run.sh COMMIT s17b       # issue 3: first result as lent and with bytecode compiled; timeline of a cold first call
+#   bash benchmarks/gpu_run.sh COMMIT s17c       # issue 3: s17b after the key hash runs once beside the driver start; parallel filter GPU tests
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1103,16 +1104,24 @@ PY
         --out "$OUT/first_result_s17a.json" > "$LOG/first_result.log" 2>&1
     el "first_result rc=$?"; tail -n 12 "$LOG/first_result.log" | cut -c1-300
     ;;
-s17b)
+s17b|s17c)
+    # s17c: the same after the first call hashes Triton's key once, beside the driver's start, and runs the
+    # parallel filter's GPU tests first (FR_ROUNDS rounds of first_result.py; s17b ran 2).
+    if [ "$stage" = s17c ]; then
+        timeout ${PT_TIMEOUT:-200} python3 -m pytest -v -n 4 -p no:cacheprovider -rfE --tb=short tests/test_parallel_gpu.py \
+            tests/test_triton_launch.py tests/test_parallel_triton.py tests/test_parallel_triton_riccati.py \
+            tests/test_triton_params_memo.py --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
+        el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 12
+    fi
     # session 17 (kind nvidia-h200; carry .tcache): s17a found torch's bytecode never cached on the lent machine
     # (no .pyc, PYTHONDONTWRITEBYTECODE=1): first_result.py --bytecode times every process as lent and with the
     # imported packages compiled (as pip leaves them); then a timeline of Triton's phases in a cold first call.
-    timeout ${FR_TIMEOUT:-300} python3 benchmarks/first_result.py --rounds 2 --bytecode \
-        --out "$OUT/first_result_s17b.json" > "$LOG/first_result.log" 2>&1
+    timeout ${FR_TIMEOUT:-300} python3 benchmarks/first_result.py --rounds ${FR_ROUNDS:-2} --bytecode \
+        --out "$OUT/first_result_$stage.json" > "$LOG/first_result.log" 2>&1
     el "first_result rc=$?"; tail -n 10 "$LOG/first_result.log" | cut -c1-300
     rm -rf /tmp/ft_cold; timeout 150 python3 benchmarks/parallel_gpu_profile.py firsttrace --cache /tmp/ft_cold \
-        > "$OUT/firsttrace_s17b.log" 2>&1
-    el "firsttrace rc=$?"; cat "$OUT/firsttrace_s17b.log" | cut -c1-200 | head -n 90
+        > "$OUT/firsttrace_$stage.log" 2>&1
+    el "firsttrace rc=$?"; cut -c1-200 "$OUT/firsttrace_$stage.log" | grep -E "=====|FIRSTCALL|READY|MainThread|key hash" | head -n 60
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

@@ -221,3 +221,44 @@ def test_direct_launch_passes_addresses_and_never_remembers_a_foreign_tensor(mon
         for _ in range(2):
             assert _triton._launch_direct(k, (3,), (x, 7, Fake(8192, device), None), dict(BLOCK=16), (0,), 99)
     assert len(triton_path) == 5 and len(runs) == 1
+
+
+def test_first_call_hashes_once_and_makes_every_cache_first(monkeypatch):
+    """A first call's concurrent compile: Triton's key hash runs once, off the calling thread, while the
+    calling thread starts Triton's driver; every kernel's cache entry is made on the calling thread before
+    any compile thread runs (two threads making one would lose a compiled variant); ``_compiled_here``
+    makes no entry (a new entry starts the driver, which the compile then waits for)."""
+    import collections
+    import contextlib
+    import threading
+
+    from bayesfilt.scan import _triton
+    main = threading.main_thread()
+    events = []
+
+    def record(what):
+        events.append((what, threading.current_thread() is main))
+
+    class Kernel:
+        def __init__(self, name):
+            self.name = name
+            self.device_caches = collections.defaultdict(lambda: record(("cache", self.name)) or [{}])
+
+        def warmup(self, *args, grid, **kw):
+            self.device_caches[0][0][kw.get("N")] = object()        # Triton's warmup reads the entry too
+            record(("warm", self.name))
+
+    monkeypatch.setattr(_triton, "_triton_key", lambda: record("key"))
+    monkeypatch.setattr(_triton, "_start_driver", lambda: record("driver"))
+    monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
+    a, b = Kernel("a"), Kernel("b")
+    assert not _triton._compiled_here(a, 0) and 0 not in a.device_caches
+    launches = [(a, (1,), (1,), {"N": 1}), (a, (1,), (1,), {"N": 2}), (b, (1,), (2,), {})]
+    assert _triton._warm_concurrently(launches, 0) == 3
+    assert [e for e in events if e[0] == "key"] == [("key", False)]
+    assert ("driver", True) in events
+    caches = [i for i, e in enumerate(events) if e[0][0] == "cache"]
+    warms = [i for i, e in enumerate(events) if e[0][0] == "warm"]
+    assert len(caches) == 2 and all(events[i][1] for i in caches)              # one each, on this thread
+    assert len(warms) == 3 and not any(events[i][1] for i in warms) and max(caches) < min(warms)
+    assert _triton._compiled_here(a, 0) and _triton._compiled_here(b, 0)

@@ -39,7 +39,8 @@ def _compiled_here(kernel, device) -> bool:
     """Whether ``kernel`` (a triton.jit function) has compiled any variant in this process for ``device``
     (Triton's per-device cache of compiled kernels; a version without it counts as compiled)."""
     try:
-        return bool(kernel.device_caches[device][0])
+        caches = kernel.device_caches      # a defaultdict whose new entry starts Triton's driver: not made here
+        return device in caches and bool(caches[device][0])
     except Exception:                     # another Triton layout: fall back to compiling one at a time
         return True
 
@@ -64,8 +65,8 @@ def launch_all(launches, warm_also=()) -> None:
         with torch.cuda.device(index):
             return launch_all(launches, warm_also)
     together = list(launches) + list(warm_also)
-    if not all([_compiled_here(k, index) for k, _g, _a, _kw in together]):   # a list: every kernel's
-        _warm_concurrently(together, index)                                     # cache made here
+    if not all(_compiled_here(k, index) for k, _g, _a, _kw in together):
+        _warm_concurrently(together, index)
     direct = _direct_launch_supported() and not _hooks_set()
     state = (index,) + _knob_state() if direct else None
     stream = _current_stream(index) if direct else None
@@ -85,7 +86,7 @@ def launch_now(plan: list, kernels) -> bool:
         return False
     if not interpreting():
         index = _launch_device(plan)
-        if not all([_compiled_here(k, index) for k in kernels]):
+        if not all(_compiled_here(k, index) for k in kernels):
             return False
     launch_all(plan)
     plan.clear()
@@ -241,6 +242,22 @@ def _launch_direct(kernel, grid, args, kw, device, stream) -> bool:
     return True
 
 
+def _triton_key() -> None:
+    """Triton's cache-key hash of its own installation (a SHA-256 of its 416 MB library in 3.6: 0.4 s, then
+    remembered for the process); nothing on a Triton without it."""
+    try:
+        from triton.runtime.cache import triton_key
+    except ImportError:
+        return
+    triton_key()
+
+
+def _start_driver() -> None:
+    """Start Triton's driver on this thread (on a cold cache it builds a C helper first: 0.4 s)."""
+    from triton.runtime import driver
+    driver.active
+
+
 def _warm_concurrently(launches, device) -> int:
     """Compile the distinct variants of ``launches`` in threads; returns how many (0 after a failure,
     with a warning: the launches then compile one at a time)."""
@@ -261,6 +278,13 @@ def _warm_concurrently(launches, device) -> int:
 
     try:
         with ThreadPoolExecutor(max_workers=len(variants)) as pool:
+            # Triton's key hash once, beside the driver's start on this thread (each ~0.4 s with a cold
+            # cache), instead of in every compile thread at once (session 17's timeline of a first call)
+            hashed = pool.submit(_triton_key)
+            _start_driver()
+            for k, _g, _a, _kw in launches:     # every kernel's cache made here: two threads making one
+                k.device_caches[device]         # (variants of a kernel) would lose one's compiled kernel
+            hashed.result()
             list(pool.map(warm, variants.values()))
     except Exception as exc:              # e.g. a Triton without warmup: the launches compile instead
         warnings.warn(f"bayesfilt: concurrent Triton compilation failed ({exc!r}); compiling at launch",
