@@ -54,6 +54,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s17a       # issue 3: where import torch spends its time; first result with a bytecode cache
 #   bash benchmarks/gpu_run.sh COMMIT s17b       # issue 3: first result as lent and with bytecode compiled; timeline of a cold first call
 #   bash benchmarks/gpu_run.sh COMMIT s17c       # issue 3: s17b after the key hash runs once beside the driver start; parallel filter GPU tests
+#   bash benchmarks/gpu_run.sh COMMIT s17d       # issue 3: the public call (parallel_gpu.py --workloads-only), first result again, bayesfilt check
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1122,6 +1123,19 @@ s17b|s17c)
     rm -rf /tmp/ft_cold; timeout 150 python3 benchmarks/parallel_gpu_profile.py firsttrace --cache /tmp/ft_cold \
         > "$OUT/firsttrace_$stage.log" 2>&1
     el "firsttrace rc=$?"; cut -c1-200 "$OUT/firsttrace_$stage.log" | grep -E "=====|FIRSTCALL|READY|MainThread|key hash" | head -n 60
+    ;;
+s17d)
+    # session 17 (kind nvidia-h200; carry .tcache): issue 3's GPU targets at one commit on this session's host:
+    # the public call at T = 262144 and 1024 x 1024, the time to a first result (as lent and with bytecode),
+    # and bayesfilt check on CUDA (every backend against the references, with the promised tolerances)
+    timeout ${PG_TIMEOUT:-150} python3 benchmarks/parallel_gpu.py --workloads-only --out "$OUT" --commit "$COMMIT" \
+        > "$LOG/parallel_gpu.log" 2>&1
+    el "parallel_gpu rc=$?"; grep -A 3 SUMMARY "$LOG/parallel_gpu.log" | cut -c1-400
+    timeout ${FR_TIMEOUT:-240} python3 benchmarks/first_result.py --rounds ${FR_ROUNDS:-2} --bytecode \
+        --out "$OUT/first_result_$stage.json" > "$LOG/first_result.log" 2>&1
+    el "first_result rc=$?"; tail -n 8 "$LOG/first_result.log" | cut -c1-300
+    timeout 240 python3 -m bayesfilt check > "$OUT/bayesfilt_check_cuda_$stage.log" 2>&1
+    el "check rc=$?"; tail -n 30 "$OUT/bayesfilt_check_cuda_$stage.log" | cut -c1-200
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
