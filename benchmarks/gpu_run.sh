@@ -55,6 +55,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s17b       # issue 3: first result as lent and with bytecode compiled; timeline of a cold first call
 #   bash benchmarks/gpu_run.sh COMMIT s17c       # issue 3: s17b after the key hash runs once beside the driver start; parallel filter GPU tests
 #   bash benchmarks/gpu_run.sh COMMIT s17d       # issue 3: the public call (parallel_gpu.py --workloads-only), first result again, bayesfilt check
+#   bash benchmarks/gpu_run.sh COMMIT s17e       # issue 4: fwd_joint (chunk maps in one sweep): GPU tests, A/B at the long shape; issue 3: parallel_gpu.py in full
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1136,6 +1137,22 @@ s17d)
     el "first_result rc=$?"; tail -n 8 "$LOG/first_result.log" | cut -c1-300
     timeout 240 python3 -m bayesfilt check > "$OUT/bayesfilt_check_cuda_$stage.log" 2>&1
     el "check rc=$?"; tail -n 30 "$OUT/bayesfilt_check_cuda_$stage.log" | cut -c1-200
+    ;;
+s17e)
+    # session 17 (kind nvidia-h200; carry .tcache; PACK_CACHE=1): the time-chunked forward's chunk maps of (w, mu) in
+    # one sweep (tune key fwd_joint, MODE 3): its GPU tests (the chunked matrix cases beside the two-sweep maps, the
+    # L = 65536 extremes with and without it), then interleaved A/B rounds at the long shape (B=1, L=65536, M=1024,
+    # where the forward is chunked); then parallel_gpu.py in full (issue 3: the time-vs-T rows at this commit).
+    timeout ${PT_TIMEOUT:-300} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short -m gpu \
+        tests/test_kla_triton.py -k "joint or long_sequence_65536 or gpu_matrix and not multi_warp and not variance_off" \
+        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 14
+    timeout ${AB_TIMEOUT:-150} python3 benchmarks/kla_scan_ab.py --tunes '[{}, {"fwd_joint": 1}]' --shapes long \
+        --rounds 5 --out "$OUT/kla_scan_ab_$stage.json" > "$LOG/kla_scan_ab.log" 2>&1
+    el "kla_scan_ab rc=$?"; tail -n 8 "$LOG/kla_scan_ab.log" | cut -c1-300
+    timeout ${PG_TIMEOUT:-200} python3 benchmarks/parallel_gpu.py --out /tmp/pg --commit "$COMMIT" \
+        > "$LOG/parallel_gpu.log" 2>&1
+    el "parallel_gpu rc=$?"; cp /tmp/pg/parallel_gpu.json "$OUT/parallel_gpu_$stage.json"; grep -A 3 SUMMARY "$LOG/parallel_gpu.log" | cut -c1-300
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

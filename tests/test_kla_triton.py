@@ -544,6 +544,32 @@ def test_both_passes_take_the_forward_chunk_count(monkeypatch):
     assert kla._scan_plan(v, k, {"num_chunks": 3}, "bwd").NC == 3
 
 
+def test_joint_chunk_maps_interpreted():
+    """fwd_joint: a time-chunked forward whose chunk maps of (w, mu) come from one sweep in homogeneous
+    coordinates (MODE 3) gives the float64 reference's outputs and gradients, as the two-sweep maps do
+    (MODE 1, 2): chunks of whole and partial blocks, the prior readout, S above 16 (two s-blocks),
+    without and with an initial state, the extremes of test_extreme_inputs_small (a = 1 with p = 0
+    and large value precisions, where the two-sweep maps carry the slope of mu as 1 - A), and chunks
+    whose unscaled map would overflow."""
+    from bayesfilt.nn.kernels.kla import _scan_plan
+    v, k = torch.empty(1).expand(1, 4096, 64), torch.empty(1).expand(1, 4096, 16)
+    assert _scan_plan(v, k, {"num_chunks": 3, "fwd_joint": 1}, "fwd").joint
+    assert not _scan_plan(v, k, {"num_chunks": 3}, "fwd").joint
+    assert not _scan_plan(v, k, {"num_chunks": 3, "fwd_joint": 1}, "bwd").joint
+    J = {"fwd_joint": 1}
+    _check(2, 37, 5, 3, init=True, prior=False, num_chunks=3, tune=J)          # with gradients
+    for B, L, M, S, init, prior, nc, kw in ((1, 45, 3, 16, True, True, 4, {}), (1, 27, 3, 20, False, False, 2, {}),
+                                           (1, 40, 3, 3, True, False, 4, dict(a_range=(1.0, 1.0), p_range=(0.0, 0.0),
+                                                                               lv_scale=(1e3, 1e4))),
+                                           (1, 40, 3, 3, True, False, 4, dict(a_range=(1e-3, 2e-3),
+                                                                               p_range=(1e-3, 1e-2))),
+                                           # 1 + phi p ~ 1e3 per token: a chunk of 24 tokens overflows
+                                           # float32 unless the map is rescaled as it is composed
+                                           (1, 40, 3, 3, True, False, 2, dict(p_range=(0.3, 0.5),
+                                                                               lv_scale=(1e3, 1e4)))):
+        _check(B, L, M, S, init=init, prior=prior, num_chunks=nc, tune=J, grads=False, **kw)
+
+
 def test_extreme_inputs_small():
     """a near 0 and 1, p = 0, very large and very small value precisions.
 
@@ -854,6 +880,16 @@ def test_gpu_matrix(case):
 
 @pytest.mark.gpu
 @gpu
+@pytest.mark.parametrize("case", [GPU_CASES[4], GPU_CASES[6], (1, 4097, 48, 16, True, True, 16)])
+def test_gpu_matrix_joint_chunk_maps(case):
+    """fwd_joint (the time-chunked forward's chunk maps of (w, mu) in one sweep) against the reference and
+    the two-sweep maps, compiled."""
+    B, L, M, S, init, prior, nc = case
+    _check_same(B, L, M, S, {"fwd_joint": 1}, {}, init=init, prior=prior, num_chunks=nc)
+
+
+@pytest.mark.gpu
+@gpu
 @pytest.mark.parametrize("case", [GPU_CASES[2], GPU_CASES[4], GPU_CASES[5]])
 def test_gpu_matrix_deferred_stores(case):
     """Forward: the per-token stores (``fwd_defer=0``) against the default (deferred) ones."""
@@ -972,14 +1008,15 @@ def _torch_f64(xs, prior, weights):
     (None, dict(a_range=(1.0, 1.0), p_range=(0.0, 0.0), lv_scale=(1e3, 1e4))),   # both (the moment form, bwd_mom
     (32, {}),                                                   # 1, missed 1e-4 here and at kw1: s14e)
 ])
-def test_gpu_long_sequence_65536(nc, kw):
+@pytest.mark.parametrize("tune", [None, {"fwd_joint": 1}])        # fwd_joint: the chunk maps of (w, mu) in one sweep
+def test_gpu_long_sequence_65536(nc, kw, tune):
     B, L, M, S = 1, 65536, 8, 16
     xs = _inputs(B, L, M, S, seed=7, **kw)
     g = torch.Generator().manual_seed(8)
     w = [torch.randn(*s, generator=g, dtype=torch.float64).to(DEV)
          for s in [(B, L, M), (B, L, M), (B, M, S), (B, M, S)]]
     out_r, g_r = _torch_f64(xs, False, w)
-    out_t, g_t = _triton(xs, False, True, w, num_chunks=nc)
+    out_t, g_t = _triton(xs, False, True, w, num_chunks=nc, tune=tune)
     errs = {n: _rel(a, b) for n, a, b in zip(("y", "y_var", "lam_L", "eta_L"), out_t, out_r)}
     errs.update({"grad_" + n: _rel(a, b) for n, a, b in zip(NAMES, g_t, g_r)})
     assert all(torch.isfinite(o).all() for o in out_t)

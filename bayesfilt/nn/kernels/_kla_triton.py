@@ -32,6 +32,8 @@ bwd_warps) it puts the extra warps along s and those sums cross warps through sh
 Time may be split into NC chunks of LC tokens (LC a multiple of CK) for few lanes:
   forward  MODE 1: each chunk's Möbius map of w (2x2, renormalised every step),
            MODE 2: each chunk's affine map of mu (given the true w at its start),
+           MODE 3 (JOINT, instead of 1 and 2): each chunk's map of (w, mu) in one sweep, linear in
+                  homogeneous coordinates (n, d, nu) with w = n/d, mu = nu/d (docs/math/kla.md),
            MODE 0: the sweep from the true start state (outputs, checkpoints, final state);
   backward MODE 1: each chunk's affine map of the adjoint (d lam, d eta) (end -> start),
            MODE 0: the reverse sweep with the true incoming adjoint (all gradients).
@@ -133,6 +135,15 @@ def _rcp(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def _pow2_inv(x):
+    """2^-E for x = 2^E (1 + f) (x > 0, normal): a factor that scales x into [1, 2) exactly (a power of
+    two: the scaled entries of a chunk map keep every digit, where a rounded 1/x would add one rounding
+    per entry and step). Integer work on x's exponent bits, no reciprocal."""
+    e = x.to(tl.int32, bitcast=True) & 0x7F800000
+    return (0x7F000000 - e).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
          MASKED: tl.constexpr, I: tl.constexpr = -1):
     """Load token `tok` of batch b: v, Lv [1,BM] and k, q [SB,1] as float32.
@@ -197,8 +208,10 @@ def _prefetch_block(k_ptr, q_ptr, r0_ptr, r1_ptr, r2_ptr, r3_ptr, t0, b, L, M, S
 
 
 @triton.jit
-def _start_state(w, mu, sumw_ptr, summu_ptr, b, c, NC, M, S, ms, lmask, WITH_MU: tl.constexpr):
-    """Apply the chunk maps of chunks 0..c-1 (in order) to the initial (w, mu)."""
+def _start_state(w, mu, sumw_ptr, summu_ptr, b, c, NC, M, S, ms, lmask, WITH_MU: tl.constexpr,
+                 JOINT: tl.constexpr = False):
+    """Apply the chunk maps of chunks 0..c-1 (in order) to the initial (w, mu). JOINT: each chunk's map
+    of mu is the bottom row (e, f, g) of its homogeneous map (MODE 3), not an affine map of its own."""
     MSs = M * S
     for cc in range(0, c):
         base = (b.to(tl.int64) * NC + cc) * 4 * MSs
@@ -206,18 +219,27 @@ def _start_state(w, mu, sumw_ptr, summu_ptr, b, c, NC, M, S, ms, lmask, WITH_MU:
         y = tl.load(sumw_ptr + base + MSs + ms, mask=lmask, other=0.0)
         z = tl.load(sumw_ptr + base + 2 * MSs + ms, mask=lmask, other=0.0)
         u = tl.load(sumw_ptr + base + 3 * MSs + ms, mask=lmask, other=1.0)
-        if WITH_MU:
-            base2 = (b.to(tl.int64) * NC + cc) * 2 * MSs
-            A = tl.load(summu_ptr + base2 + ms, mask=lmask, other=1.0)
-            bb = tl.load(summu_ptr + base2 + MSs + ms, mask=lmask, other=0.0)
-            mu = A * mu + bb                            # mu_end = A mu_start + b
-        w = (x * w + y) / (z * w + u)                   # w_end = (x w + y) / (z w + u)
+        if JOINT:
+            base3 = (b.to(tl.int64) * NC + cc) * 3 * MSs
+            e = tl.load(summu_ptr + base3 + ms, mask=lmask, other=0.0)
+            f = tl.load(summu_ptr + base3 + MSs + ms, mask=lmask, other=0.0)
+            g = tl.load(summu_ptr + base3 + 2 * MSs + ms, mask=lmask, other=1.0)
+            den = z * w + u                             # d_end for (n, d, nu) = (w, 1, mu)
+            mu = (e * w + f + g * mu) / den             # mu_end = nu_end / d_end
+            w = (x * w + y) / den                       # w_end = n_end / d_end
+        else:
+            if WITH_MU:
+                base2 = (b.to(tl.int64) * NC + cc) * 2 * MSs
+                A = tl.load(summu_ptr + base2 + ms, mask=lmask, other=1.0)
+                bb = tl.load(summu_ptr + base2 + MSs + ms, mask=lmask, other=0.0)
+                mu = A * mu + bb                        # mu_end = A mu_start + b
+            w = (x * w + y) / (z * w + u)               # w_end = (x w + y) / (z w + u)
     return w, mu
 
 
 # ----------------------------------------------------------------------------- forward
 @triton.jit
-def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
+def _fwd_block(w, mu, x, y, z, u, A, bb, e, f, g, t0, t_end, a, a2, p,
                v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr, yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask,
                MODE: tl.constexpr, PRIOR: tl.constexpr, CK: tl.constexpr, MASKED: tl.constexpr,
                FAST: tl.constexpr, DEFER_Y: tl.constexpr = False, L2PF: tl.constexpr = 0,
@@ -248,7 +270,27 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
         valid = tok < t_end
         vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s,
                               mmask, smask, MASKED)
-        if MODE == 1:
+        if MODE == 3:
+            # the chunk's map R of (n, d, nu) (w = n/d, mu = nu/d), one linear step M_t per token:
+            # n_t = a^2 n + p d,  d_t = d + phi_t n_t,  nu_t = a nu + u_t n_t  (docs/math/kla.md)
+            phi = lv * kk * kk                          # phi_t
+            uu = lv * vv * kk                           # u_t
+            x2 = a2 * x + p * z                         # n row of M_t @ R
+            y2 = a2 * y + p * u
+            z2 = z + phi * x2                           # d row: old d row + phi_t * new n row
+            u2 = u + phi * y2
+            e2 = a * e + uu * x2                        # nu row: a * old nu row + u_t * new n row
+            f2 = a * f + uu * y2
+            g2 = a * g
+            sc = _pow2_inv(x2 + y2 + z2 + u2)           # exact rescaling (all of x..u >= 0)
+            x = _keep(x2 * sc, x, valid, MASKED)
+            y = _keep(y2 * sc, y, valid, MASKED)
+            z = _keep(z2 * sc, z, valid, MASKED)
+            u = _keep(u2 * sc, u, valid, MASKED)
+            e = _keep(e2 * sc, e, valid, MASKED)
+            f = _keep(f2 * sc, f, valid, MASKED)
+            g = _keep(g2 * sc, g, valid, MASKED)
+        elif MODE == 1:
             phi = lv * kk * kk                          # phi_t
             x2 = a2 * x + p * z                         # M_t @ R, numerator rows
             y2 = a2 * y + p * u
@@ -302,7 +344,7 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p,
             tl.store(y_ptr + orows + m, ytile, mask=omask)
             if VAR:
                 tl.store(yv_ptr + orows + m, yvtile, mask=omask)
-    return w, mu, x, y, z, u, A, bb
+    return w, mu, x, y, z, u, A, bb, e, f, g
 
 
 @_jit(_SIZES)
@@ -313,6 +355,7 @@ def _fwd_kernel(
     MODE: tl.constexpr, PRIOR: tl.constexpr, WRITE_CK: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr, DEFER_Y: tl.constexpr = False,
     NSTAGES: tl.constexpr = 1, L2PF: tl.constexpr = 0, PFROWS: tl.constexpr = 0, VAR: tl.constexpr = True,
+    JOINT: tl.constexpr = False,
 ):
     # VAR (MODE 0): compute and store y_var; False (nobody asked for the variance): y_var is neither
     # computed nor stored and yv_ptr is never written (``_fwd_block``). MODE 1 and 2 never touch it.
@@ -322,8 +365,9 @@ def _fwd_kernel(
     bms = b.to(tl.int64) * MSs
     w = tl.load(w0_ptr + bms + ms, mask=lmask, other=1.0)
     mu = tl.load(mu0_ptr + bms + ms, mask=lmask, other=0.0)
-    if MODE != 1:
-        w, mu = _start_state(w, mu, sumw_ptr, summu_ptr, b, c, NC, M, S, ms, lmask, MODE == 0)
+    # JOINT (MODE 0): the chunk maps before this chunk are MODE 3's (MODE 3 itself needs no start state)
+    if MODE == 0 or MODE == 2:
+        w, mu = _start_state(w, mu, sumw_ptr, summu_ptr, b, c, NC, M, S, ms, lmask, MODE == 0, JOINT)
 
     t_start = c * LC
     t_end = tl.minimum(t_start + LC, L)
@@ -336,6 +380,9 @@ def _fwd_kernel(
     u = x
     A = y                                               # MODE 2: D = 0
     bb = y
+    e = y                                               # MODE 3: the nu row (e, f, g) = (0, 0, 1)
+    f = y
+    g = x
     NCK = (L + CK - 1) // CK
     # NSTAGES > 1: Triton's pipeliner copies the next NSTAGES - 1 blocks' inputs into shared memory
     # (cp.async) while this block computes (tune key fwd_stages; 1 compiles as a plain range)
@@ -345,8 +392,8 @@ def _fwd_kernel(
                 ckb = (b.to(tl.int64) * NCK + t0 // CK) * 2 * MSs
                 tl.store(ck_ptr + ckb + ms, w, mask=lmask)
                 tl.store(ck_ptr + ckb + MSs + ms, mu, mask=lmask)
-        w, mu, x, y, z, u, A, bb = _fwd_block(
-            w, mu, x, y, z, u, A, bb, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
+        w, mu, x, y, z, u, A, bb, e, f, g = _fwd_block(
+            w, mu, x, y, z, u, A, bb, e, f, g, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
             yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, False, FAST, DEFER_Y,
             L2PF, SB, BM, pid_m, PFROWS, VAR)
     if t_full < t_end:                                  # the last, partial block
@@ -355,16 +402,21 @@ def _fwd_kernel(
                 ckb = (b.to(tl.int64) * NCK + t_full // CK) * 2 * MSs
                 tl.store(ck_ptr + ckb + ms, w, mask=lmask)
                 tl.store(ck_ptr + ckb + MSs + ms, mu, mask=lmask)
-        w, mu, x, y, z, u, A, bb = _fwd_block(
-            w, mu, x, y, z, u, A, bb, t_full, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
+        w, mu, x, y, z, u, A, bb, e, f, g = _fwd_block(
+            w, mu, x, y, z, u, A, bb, e, f, g, t_full, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
             yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, True, FAST, DEFER_Y, VAR=VAR)
 
-    if MODE == 1:
+    if MODE == 1 or MODE == 3:
         base = (b.to(tl.int64) * NC + c) * 4 * MSs
         tl.store(sumw_ptr + base + ms, x, mask=lmask)
         tl.store(sumw_ptr + base + MSs + ms, y, mask=lmask)
         tl.store(sumw_ptr + base + 2 * MSs + ms, z, mask=lmask)
         tl.store(sumw_ptr + base + 3 * MSs + ms, u, mask=lmask)
+        if MODE == 3:
+            base3 = (b.to(tl.int64) * NC + c) * 3 * MSs
+            tl.store(summu_ptr + base3 + ms, e, mask=lmask)
+            tl.store(summu_ptr + base3 + MSs + ms, f, mask=lmask)
+            tl.store(summu_ptr + base3 + 2 * MSs + ms, g, mask=lmask)
     elif MODE == 2:
         base2 = (b.to(tl.int64) * NC + c) * 2 * MSs
         A = 1.0 - A                                     # A = 1 - D (absolute error ~ one ulp of 1)

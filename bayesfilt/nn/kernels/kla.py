@@ -81,6 +81,8 @@ class Plan:
     rel: bool = False              # backward: a block's loads from its first row, M and S compile-time constants (bwd_rel)
     alg: bool = False              # backward: lam_t shared by recompute and adjoint, a shorter readout adjoint (bwd_alg)
     mom: bool = False              # backward: the adjoint in moment form, finite for p = 0 (bwd_mom; alg then unused)
+    joint: bool = False            # forward, time chunked: each chunk's map of (w, mu) in one sweep (MODE 3) instead
+                                   # of the map of w and then the affine map of mu (MODE 1, 2) (fwd_joint)
 
     @property
     def grid(self) -> tuple[int]:
@@ -97,7 +99,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
               defer_y: bool = True, defer_g: int = 8, num_warps: int = 1, stages: int = 1,
               mspec: bool | None = None, l2pf: int = _L2PF, pfrows: bool = _PFROWS, ckpf: bool = _CKPF,
-              rel: bool = False, alg: bool = False, mom: bool = False) -> Plan:
+              rel: bool = False, alg: bool = False, mom: bool = False, joint: bool = False) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -123,6 +125,9 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     factors the posterior readout's adjoint (the same formulas, other roundings; same section).
     ``mom``: the backward's recompute and adjoint run in covariance (moment) form, (w, mu) and their
     adjoint, whose factors stay bounded when p = 0 (docs/math/kla.md, "The adjoint in moment form").
+    ``joint``: a time-chunked forward composes each chunk's map of (w, mu) in one sweep, linear in
+    homogeneous coordinates (MODE 3; docs/math/kla.md, "Chunk maps in homogeneous coordinates"), instead
+    of the map of w and then, from the true w, the affine map of mu (two sweeps).
     """
     SB, NSB, BM, NMB = _blocks(M, S, max_sb, bm)
     programs = NMB * NSB * B
@@ -143,7 +148,8 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     mspec = not auto16 if mspec is None else bool(mspec)   # an explicit bm keeps the specialised build
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
                 defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), mspec=mspec, l2pf=int(l2pf),
-                pfrows=bool(pfrows), ckpf=bool(ckpf), rel=bool(rel), alg=bool(alg), mom=bool(mom))
+                pfrows=bool(pfrows), ckpf=bool(ckpf), rel=bool(rel), alg=bool(alg), mom=bool(mom),
+                joint=bool(joint))
 
 
 def _blocks(M, S, max_sb: int, bm) -> tuple:
@@ -209,15 +215,22 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
     nck = cdiv(L, CHECKPOINT_EVERY)
     ck = _new((B, nck, 2, S, M), dev, poison) if keep_checkpoints else y
     sumw = _new((B, plan.NC, 4, S, M), dev, poison) if plan.NC > 1 else y
-    summu = _new((B, plan.NC, 2, S, M), dev, poison) if plan.NC > 1 else y
+    summu = _new((B, plan.NC, 3 if plan.joint else 2, S, M), dev, poison) if plan.NC > 1 else y
     args = (v, lv, k, q, aT, pT, w0T, mu0T, y, yv, lamL, etaL, ck, sumw, summu) + _dims(plan)
     kw = dict(PRIOR=prior, WRITE_CK=keep_checkpoints, CK=CHECKPOINT_EVERY, **_consts(plan))
     if plan.stages > 1:                                 # absent by default: the default launch is unchanged
         kw["NSTAGES"] = plan.stages
     kw.update(_pf_kw(plan, 2))
     kern = K._fwd_kernel if plan.mspec else K._fwd_kernel_any_m
-    launches = [(kern, plan.grid, args, dict(kw, MODE=1)), (kern, plan.grid, args, dict(kw, MODE=2))] if plan.NC > 1 else []
+    if plan.NC == 1:
+        launches = []
+    elif plan.joint:                                    # one sweep for the chunk maps of (w, mu)
+        launches = [(kern, plan.grid, args, dict(kw, MODE=3))]
+    else:                                               # the map of w, then the affine map of mu
+        launches = [(kern, plan.grid, args, dict(kw, MODE=1)), (kern, plan.grid, args, dict(kw, MODE=2))]
     kw0 = dict(kw, MODE=0, **({"DEFER_Y": True} if plan.defer_y else {}))
+    if plan.joint and plan.NC > 1:                      # absent otherwise: the default launch is unchanged
+        kw0["JOINT"] = True
     if not var:                                         # absent by default: the default launch is unchanged
         kw0["VAR"] = False                              # (MODE 1 and 2 never touch y_var: one build for both)
     launch_all(launches + [(kern, plan.grid, args, kw0)])
@@ -282,7 +295,7 @@ def _T(x):
 _TUNE_KEYS = frozenset({"num_chunks", "fwd_sb", "bwd_sb", "fwd_bm", "bwd_bm", "fwd_maxnreg", "bwd_maxnreg",
                         "fwd_defer", "bwd_defer", "bwd_group", "fwd_warps", "bwd_warps", "fwd_stages",
                         "bwd_stages", "fwd_mspec", "fwd_l2pf", "bwd_l2pf", "bwd_ckpf", "fwd_pfrows",
-                        "bwd_pfrows", "bwd_rel", "bwd_alg", "bwd_mom"})
+                        "bwd_pfrows", "bwd_rel", "bwd_alg", "bwd_mom", "fwd_joint"})
 
 
 def _tune_str(tune) -> str:
@@ -322,6 +335,9 @@ _BWD_ALG = 1
 #: 2% faster at B=1 L=65536 M=1024 (6.092 against 6.226 ms; s14c, benchmarks/kla_scan_ab.py). So the
 #: information form stays the default.
 _BWD_MOM = 0
+#: forward, time chunked: the chunk maps of (w, mu) in one sweep (tune key fwd_joint; MODE 3 of the kernel) instead of
+#: two (MODE 1, 2); not yet timed on the GPU, so off by default
+_FWD_JOINT = 0
 #: warps per program of both passes (tune keys fwd_warps, bwd_warps: 1, 2 or 4); 1 is what was measured
 _WARPS = 1
 
@@ -361,7 +377,8 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     layout"); ``bwd_rel`` and ``bwd_alg`` 0 or 1 (default 1 since session 13: fewer instructions per
     backward block, "Instruction counts"; 0 gives session 12's backward; the pipelined backward,
     ``bwd_stages`` > 1, has neither); ``bwd_mom`` 0 or 1: the backward's adjoint in moment form (finite
-    for p = 0; docs/math/kla.md, "The adjoint in moment form")."""
+    for p = 0; docs/math/kla.md, "The adjoint in moment form"); ``fwd_joint`` 0 or 1: a time-chunked
+    forward's chunk maps of (w, mu) in one sweep (``make_plan``'s ``joint``)."""
     B, L, M = shape
     num_chunks = tune.get("num_chunks")
     if num_chunks is None and pass_ == "bwd":          # (the forward's own plan makes this choice itself)
@@ -372,6 +389,7 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     rel = _key(tune, "bwd_rel", _BWD_REL, (0, 1), "pass 0 or 1")
     alg = _key(tune, "bwd_alg", _BWD_ALG, (0, 1), "pass 0 or 1")
     mom = _key(tune, "bwd_mom", _BWD_MOM, (0, 1), "pass 0 or 1")
+    joint = _key(tune, "fwd_joint", _FWD_JOINT, (0, 1), "pass 0 or 1")
     mspec = _key(tune, "fwd_mspec", 1, (0, 1), "pass 0 or 1") if "fwd_mspec" in tune else None  # None: the plan decides
     return make_plan(B, L, M, S, device, num_chunks=num_chunks,
                      max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
@@ -386,7 +404,7 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
                      ckpf=bool(ckpf) and pass_ == "bwd" and stages == 1,
                      rel=bool(rel) and pass_ == "bwd" and stages == 1,   # (the pipelined backward
                      alg=bool(alg) and pass_ == "bwd" and stages == 1,   # has neither)
-                     mom=bool(mom) and pass_ == "bwd")
+                     mom=bool(mom) and pass_ == "bwd", joint=bool(joint) and pass_ == "fwd")
 
 
 def _bwd_blocks(M, S, tune: dict) -> tuple:
