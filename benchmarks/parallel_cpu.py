@@ -15,6 +15,7 @@ Usage:
     python benchmarks/parallel_cpu.py                 # -> benchmarks/results/parallel_cpu.json
     python benchmarks/parallel_cpu.py --quick         # smoke run -> parallel_cpu_quick.json
     python benchmarks/parallel_cpu.py --plot          # docs/parallel_time_vs_T.png from the JSONs
+    python benchmarks/parallel_cpu.py --plot --gpu-json parallel_gpu_s17e_afe3677.json   # the GPU rows of one run
 
 Prior mapping (DESIGN.md): filterpy gets x0 = 0, P0' = 100 I; everyone else m0 = 0,
 P0 = F P0' F^T + Q (the prior of the first observed state).
@@ -158,7 +159,7 @@ def scaling(max_p_seq, max_p_tree, max_p_par):
     return rows
 
 
-def plot(out_png):
+def plot(out_png, gpu_json="parallel_gpu.json"):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -171,7 +172,7 @@ def plot(out_png):
                               ("parallel_riccati_s", "parallel, shared Riccati + affine scan (NumPy)", "^-")):
         pts = [(r["T"], r[key]) for r in rows if key in r]
         ax.loglog(*zip(*pts), style, label=f"{label}: {cpu_name}")
-    gpu_path = HERE / "results" / "parallel_gpu.json"
+    gpu_path = HERE / "results" / gpu_json
     if gpu_path.exists():
         gpu = json.load(open(gpu_path))
         gpu_rows = gpu.get("time_vs_T_gpu", [])
@@ -195,11 +196,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--plot", action="store_true")
+    ap.add_argument("--gpu-json", default="parallel_gpu.json",
+                    help="--plot: the GPU rows' file in benchmarks/results/ (its time_vs_T_gpu)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--notes", default="")
     args = ap.parse_args(argv)
     if args.plot:
-        plot(HERE.parent / "docs" / "parallel_time_vs_T.png")
+        plot(HERE.parent / "docs" / "parallel_time_vs_T.png", args.gpu_json)
         return
     quick = args.quick
     sha, dirty = git_state()

@@ -545,19 +545,20 @@ def test_both_passes_take_the_forward_chunk_count(monkeypatch):
 
 
 def test_joint_chunk_maps_interpreted():
-    """fwd_joint: a time-chunked forward whose chunk maps of (w, mu) come from one sweep in homogeneous
-    coordinates (MODE 3) gives the float64 reference's outputs and gradients, as the two-sweep maps do
-    (MODE 1, 2): chunks of whole and partial blocks, the prior readout, S above 16 (two s-blocks),
+    """fwd_joint (the default): a time-chunked forward whose chunk maps of (w, mu) come from one sweep in
+    homogeneous coordinates (MODE 3) gives the float64 reference's outputs and gradients, as the two-sweep
+    maps do (MODE 1, 2; fwd_joint 0): chunks of whole and partial blocks, the prior readout, S above 16 (two s-blocks),
     without and with an initial state, the extremes of test_extreme_inputs_small (a = 1 with p = 0
     and large value precisions, where the two-sweep maps carry the slope of mu as 1 - A), and chunks
     whose unscaled map would overflow."""
     from bayesfilt.nn.kernels.kla import _scan_plan
     v, k = torch.empty(1).expand(1, 4096, 64), torch.empty(1).expand(1, 4096, 16)
-    assert _scan_plan(v, k, {"num_chunks": 3, "fwd_joint": 1}, "fwd").joint
-    assert not _scan_plan(v, k, {"num_chunks": 3}, "fwd").joint
-    assert not _scan_plan(v, k, {"num_chunks": 3, "fwd_joint": 1}, "bwd").joint
+    assert _scan_plan(v, k, {"num_chunks": 3}, "fwd").joint
+    assert not _scan_plan(v, k, {"num_chunks": 3, "fwd_joint": 0}, "fwd").joint
+    assert not _scan_plan(v, k, {"num_chunks": 3}, "bwd").joint
     J = {"fwd_joint": 1}
     _check(2, 37, 5, 3, init=True, prior=False, num_chunks=3, tune=J)          # with gradients
+    _check(2, 37, 5, 3, init=True, prior=False, num_chunks=3, tune={"fwd_joint": 0})
     for B, L, M, S, init, prior, nc, kw in ((1, 45, 3, 16, True, True, 4, {}), (1, 27, 3, 20, False, False, 2, {}),
                                            (1, 40, 3, 3, True, False, 4, dict(a_range=(1.0, 1.0), p_range=(0.0, 0.0),
                                                                                lv_scale=(1e3, 1e4))),
@@ -882,10 +883,10 @@ def test_gpu_matrix(case):
 @gpu
 @pytest.mark.parametrize("case", [GPU_CASES[4], GPU_CASES[6], (1, 4097, 48, 16, True, True, 16)])
 def test_gpu_matrix_joint_chunk_maps(case):
-    """fwd_joint (the time-chunked forward's chunk maps of (w, mu) in one sweep) against the reference and
-    the two-sweep maps, compiled."""
+    """fwd_joint (the time-chunked forward's chunk maps of (w, mu) in one sweep, the default) against the
+    reference and the two-sweep maps (fwd_joint 0), compiled."""
     B, L, M, S, init, prior, nc = case
-    _check_same(B, L, M, S, {"fwd_joint": 1}, {}, init=init, prior=prior, num_chunks=nc)
+    _check_same(B, L, M, S, {"fwd_joint": 1}, {"fwd_joint": 0}, init=init, prior=prior, num_chunks=nc)
 
 
 @pytest.mark.gpu
@@ -1008,7 +1009,7 @@ def _torch_f64(xs, prior, weights):
     (None, dict(a_range=(1.0, 1.0), p_range=(0.0, 0.0), lv_scale=(1e3, 1e4))),   # both (the moment form, bwd_mom
     (32, {}),                                                   # 1, missed 1e-4 here and at kw1: s14e)
 ])
-@pytest.mark.parametrize("tune", [None, {"fwd_joint": 1}])        # fwd_joint: the chunk maps of (w, mu) in one sweep
+@pytest.mark.parametrize("tune", [None, {"fwd_joint": 0}])        # fwd_joint 0: the two-sweep chunk maps
 def test_gpu_long_sequence_65536(nc, kw, tune):
     B, L, M, S = 1, 65536, 8, 16
     xs = _inputs(B, L, M, S, seed=7, **kw)

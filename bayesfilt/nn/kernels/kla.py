@@ -81,7 +81,7 @@ class Plan:
     rel: bool = False              # backward: a block's loads from its first row, M and S compile-time constants (bwd_rel)
     alg: bool = False              # backward: lam_t shared by recompute and adjoint, a shorter readout adjoint (bwd_alg)
     mom: bool = False              # backward: the adjoint in moment form, finite for p = 0 (bwd_mom; alg then unused)
-    joint: bool = False            # forward, time chunked: each chunk's map of (w, mu) in one sweep (MODE 3) instead
+    joint: bool = True             # forward, time chunked: each chunk's map of (w, mu) in one sweep (MODE 3) instead
                                    # of the map of w and then the affine map of mu (MODE 1, 2) (fwd_joint)
 
     @property
@@ -99,7 +99,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
               defer_y: bool = True, defer_g: int = 8, num_warps: int = 1, stages: int = 1,
               mspec: bool | None = None, l2pf: int = _L2PF, pfrows: bool = _PFROWS, ckpf: bool = _CKPF,
-              rel: bool = False, alg: bool = False, mom: bool = False, joint: bool = False) -> Plan:
+              rel: bool = False, alg: bool = False, mom: bool = False, joint: bool = True) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -125,16 +125,17 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     factors the posterior readout's adjoint (the same formulas, other roundings; same section).
     ``mom``: the backward's recompute and adjoint run in covariance (moment) form, (w, mu) and their
     adjoint, whose factors stay bounded when p = 0 (docs/math/kla.md, "The adjoint in moment form").
-    ``joint``: a time-chunked forward composes each chunk's map of (w, mu) in one sweep, linear in
-    homogeneous coordinates (MODE 3; docs/math/kla.md, "Chunk maps in homogeneous coordinates"), instead
-    of the map of w and then, from the true w, the affine map of mu (two sweeps).
+    ``joint`` (default): a time-chunked forward composes each chunk's map of (w, mu) in one sweep, linear in
+    homogeneous coordinates (MODE 3; docs/math/kla.md, "Chunk maps in homogeneous coordinates"); False: the
+    map of w and then, from the true w, the affine map of mu (two sweeps, MODE 1 and 2).
     """
     SB, NSB, BM, NMB = _blocks(M, S, max_sb, bm)
     programs = NMB * NSB * B
     if num_chunks is None:
-        # Chunking costs two extra sweeps (forward) and one (backward): only when the lanes
-        # give fewer than ~1 one-warp program per multiprocessor (measured on the H200,
-        # 2026-11-29: B=8, L=2048, M=2048 chunked 5 ways ran the forward in 1.9 ms).
+        # Chunking costs an extra sweep in each pass (two in the forward before session 17's joint
+        # chunk maps): only when the lanes give fewer than ~1 one-warp program per multiprocessor
+        # (measured on the H200, 2026-11-29, with the two-sweep maps: B=8, L=2048, M=2048 chunked 5
+        # ways ran the forward in 1.9 ms).
         target = 16 * _sm_count(device)
         want = cdiv(target, programs) if programs < _sm_count(device) else 1
         num_chunks = max(1, min(want, L // _MIN_CHUNK))
@@ -336,8 +337,9 @@ _BWD_ALG = 1
 #: information form stays the default.
 _BWD_MOM = 0
 #: forward, time chunked: the chunk maps of (w, mu) in one sweep (tune key fwd_joint; MODE 3 of the kernel) instead of
-#: two (MODE 1, 2); not yet timed on the GPU, so off by default
-_FWD_JOINT = 0
+#: two (MODE 1, 2). On the H200 (s17e, afe3677, kla_scan_ab_s17e_afe3677.json, five interleaved rounds) at B=1 L=65536
+#: M=1024 S=16: forward 2.551 -> 2.161 ms, forward+backward 10.121 -> 9.706 ms (medians); the default since then
+_FWD_JOINT = 1
 #: warps per program of both passes (tune keys fwd_warps, bwd_warps: 1, 2 or 4); 1 is what was measured
 _WARPS = 1
 
