@@ -56,6 +56,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s17c       # issue 3: s17b after the key hash runs once beside the driver start; parallel filter GPU tests
 #   bash benchmarks/gpu_run.sh COMMIT s17d       # issue 3: the public call (parallel_gpu.py --workloads-only), first result again, bayesfilt check
 #   bash benchmarks/gpu_run.sh COMMIT s17e       # issue 4: fwd_joint (chunk maps in one sweep): GPU tests, A/B at the long shape; issue 3: parallel_gpu.py in full
+#   bash benchmarks/gpu_run.sh COMMIT s17f       # issue 4: with one-sweep chunk maps, other time-chunk counts at both shapes (A/B)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1153,6 +1154,20 @@ s17e)
     timeout ${PG_TIMEOUT:-200} python3 benchmarks/parallel_gpu.py --out /tmp/pg --commit "$COMMIT" \
         > "$LOG/parallel_gpu.log" 2>&1
     el "parallel_gpu rc=$?"; cp /tmp/pg/parallel_gpu.json "$OUT/parallel_gpu_$stage.json"; grep -A 3 SUMMARY "$LOG/parallel_gpu.log" | cut -c1-300
+    ;;
+s17f)
+    # session 17 (kind nvidia-h200; carry .tcache): with the one-sweep chunk maps (fwd_joint, the default since
+    # 9da2089) a time-chunked forward costs one extra sweep instead of two, so the plan's chunk counts may no
+    # longer be the best: interleaved A/B of the defaults against other counts, main shape (unchunked by
+    # default) and long shape (66 chunks by default)
+    timeout ${AB_TIMEOUT:-150} python3 benchmarks/kla_scan_ab.py --shapes main \
+        --tunes '[{}, {"num_chunks": 2}, {"num_chunks": 4}]' --rounds 5 --out "$OUT/kla_scan_ab_${stage}_main.json" \
+        > "$LOG/kla_scan_ab_main.log" 2>&1
+    el "kla_scan_ab main rc=$?"; tail -n 3 "$LOG/kla_scan_ab_main.log" | cut -c1-300
+    timeout ${AB_TIMEOUT:-150} python3 benchmarks/kla_scan_ab.py --shapes long \
+        --tunes '[{}, {"num_chunks": 33}, {"num_chunks": 132}]' --rounds 5 --out "$OUT/kla_scan_ab_${stage}_long.json" \
+        > "$LOG/kla_scan_ab_long.log" 2>&1
+    el "kla_scan_ab long rc=$?"; tail -n 3 "$LOG/kla_scan_ab_long.log" | cut -c1-300
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
