@@ -57,6 +57,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s17d       # issue 3: the public call (parallel_gpu.py --workloads-only), first result again, bayesfilt check
 #   bash benchmarks/gpu_run.sh COMMIT s17e       # issue 4: fwd_joint (chunk maps in one sweep): GPU tests, A/B at the long shape; issue 3: parallel_gpu.py in full
 #   bash benchmarks/gpu_run.sh COMMIT s17f       # issue 4: with one-sweep chunk maps, other time-chunk counts at both shapes (A/B)
+#   bash benchmarks/gpu_run.sh COMMIT s17g       # issue 4: the backward with 8 s-lanes per program (bwd_sb 8: half the partial sums to fold), A/B
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1168,6 +1169,15 @@ s17f)
         --tunes '[{}, {"num_chunks": 33}, {"num_chunks": 132}]' --rounds 5 --out "$OUT/kla_scan_ab_${stage}_long.json" \
         > "$LOG/kla_scan_ab_long.log" 2>&1
     el "kla_scan_ab long rc=$?"; tail -n 3 "$LOG/kla_scan_ab_long.log" | cut -c1-300
+    ;;
+s17g)
+    # session 17 (kind nvidia-h200; carry .tcache): at the main shape forward+backward (3.372 ms, s17f) exceeds the
+    # forward (0.625) plus the backward op (2.056) plus the checkpoint writes by ~0.5 ms, most of it the folds of
+    # dv, dLv over the backward's 4 s-blocks (4 partial [B, L, M] float32 tensors each). bwd_sb 8 halves them;
+    # the question is whether its 8 x 16 tile spills: interleaved A/B at both shapes.
+    timeout ${AB_TIMEOUT:-300} python3 benchmarks/kla_scan_ab.py --shapes main long \
+        --tunes '[{}, {"bwd_sb": 8}]' --rounds 5 --out "$OUT/kla_scan_ab_$stage.json" > "$LOG/kla_scan_ab.log" 2>&1
+    el "kla_scan_ab rc=$?"; tail -n 5 "$LOG/kla_scan_ab.log" | cut -c1-300
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
