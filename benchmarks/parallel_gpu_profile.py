@@ -1,6 +1,6 @@
 """Where the time of the GPU parallel filter goes (issue 3's speed targets): a diagnostic, not a result.
 
-Eight parts, each printed as a short table (device tool, after ``pip install --no-deps -e .``):
+Nine parts, each printed as a short table (device tool, after ``pip install --no-deps -e .``):
 
 - ``first``: time to first result in a fresh process, split into phases (imports, CUDA start,
   the first call with its compilation, a second call), with the given Triton cache directory;
