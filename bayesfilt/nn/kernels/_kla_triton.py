@@ -138,7 +138,9 @@ def _rcp(x, FAST: tl.constexpr):
 def _pow2_inv(x):
     """2^-E for x = 2^E (1 + f) (x > 0, normal): a factor that scales x into [1, 2) exactly (a power of
     two: the scaled entries of a chunk map keep every digit, where a rounded 1/x would add one rounding
-    per entry and step). Integer work on x's exponent bits, no reciprocal."""
+    per entry and step). Integer work on x's exponent bits, no reciprocal. Exact for E in [-126, 126];
+    E = 127 (x >= 2^127, where 2^-127 is subnormal) gives 0, x = 0 or subnormal 2^127, inf or NaN -inf
+    (MODE 3's sum of entries stays in [1, 2) times one token's growth, far from both ends)."""
     e = x.to(tl.int32, bitcast=True) & 0x7F800000
     return (0x7F000000 - e).to(tl.float32, bitcast=True)
 
@@ -358,7 +360,7 @@ def _fwd_kernel(
     JOINT: tl.constexpr = False,
 ):
     # VAR (MODE 0): compute and store y_var; False (nobody asked for the variance): y_var is neither
-    # computed nor stored and yv_ptr is never written (``_fwd_block``). MODE 1 and 2 never touch it.
+    # computed nor stored and yv_ptr is never written (``_fwd_block``). MODE 1, 2 and 3 never touch it.
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM)
     MSs = M * S
     a2 = a * a

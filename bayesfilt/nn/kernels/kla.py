@@ -233,7 +233,7 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
     if plan.joint and plan.NC > 1:                      # absent otherwise: the default launch is unchanged
         kw0["JOINT"] = True
     if not var:                                         # absent by default: the default launch is unchanged
-        kw0["VAR"] = False                              # (MODE 1 and 2 never touch y_var: one build for both)
+        kw0["VAR"] = False                              # (MODE 1, 2, 3 never touch y_var: one build for both)
     launch_all(launches + [(kern, plan.grid, args, kw0)])
     y = y.sum(0) if plan.NSB > 1 else y[0]
     yv = (yv.sum(0) if plan.NSB > 1 else yv[0]) if var else None
