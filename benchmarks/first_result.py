@@ -144,6 +144,7 @@ def main():
                           f"{res['to_result_s'] if res['to_result_s'] is None else round(res['to_result_s'], 2)} s, "
                           f"process {res['process_s']:.2f} s; {res['marks']}", flush=True)
                 shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)                     # the bytecode folder and any cache left
     summary = {}
     for shape in args.shapes.split(","):
         for variant in variants:

@@ -58,6 +58,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s17e       # issue 4: fwd_joint (chunk maps in one sweep): GPU tests, A/B at the long shape; issue 3: parallel_gpu.py in full
 #   bash benchmarks/gpu_run.sh COMMIT s17f       # issue 4: with one-sweep chunk maps, other time-chunk counts at both shapes (A/B)
 #   bash benchmarks/gpu_run.sh COMMIT s17g       # issue 4: the backward with 8 s-lanes per program (bwd_sb 8: half the partial sums to fold), A/B
+#   bash benchmarks/gpu_run.sh COMMIT s17h       # issue 4: bwd_fold (dv, dLv added up over s-blocks in the kernel): GPU tests, A/B
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1178,6 +1179,18 @@ s17g)
     timeout ${AB_TIMEOUT:-300} python3 benchmarks/kla_scan_ab.py --shapes main long \
         --tunes '[{}, {"bwd_sb": 8}]' --rounds 5 --out "$OUT/kla_scan_ab_$stage.json" > "$LOG/kla_scan_ab.log" 2>&1
     el "kla_scan_ab rc=$?"; tail -n 5 "$LOG/kla_scan_ab.log" | cut -c1-300
+    ;;
+s17h)
+    # session 17's last call (kind nvidia-h200; carry .tcache): bwd_fold, each backward program sweeping its
+    # s-blocks in turn and adding dv, dLv up itself (no partial [B, L, M] tensors for the caller to fold):
+    # its GPU tests and the joint-map ones (the kernels' source changed since s17e), then interleaved A/B
+    timeout ${PT_TIMEOUT:-170} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short -m gpu \
+        tests/test_kla_triton.py -k "backward_fold or joint_chunk_maps or gpu_matrix and not deferred and not multi_warp and not variance_off and (case0 or case4)" \
+        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 14
+    timeout ${AB_TIMEOUT:-100} python3 benchmarks/kla_scan_ab.py --shapes main long \
+        --tunes '[{}, {"bwd_fold": 1}]' --rounds 3 --out "$OUT/kla_scan_ab_$stage.json" > "$LOG/kla_scan_ab.log" 2>&1
+    el "kla_scan_ab rc=$?"; tail -n 4 "$LOG/kla_scan_ab.log" | cut -c1-300
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

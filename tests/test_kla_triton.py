@@ -225,9 +225,10 @@ def test_backward_fake_blocks_match_the_plan():
     from bayesfilt.nn.kernels import kla
     for B, L, M, S in ((8, 2048, 2048, 16), (1, 65536, 1024, 16), (2, 19, 40, 5), (3, 7, 33, 33), (1, 1, 1, 1)):
         v, k = torch.empty(1).expand(B, L, M), torch.empty(1).expand(B, L, S)
-        for tune in ({}, {"bwd_sb": 8}, {"bwd_bm": 8}, {"bwd_bm": 32, "num_chunks": 2}, {"bwd_sb": 2, "bwd_warps": 2}):
+        for tune in ({}, {"bwd_sb": 8}, {"bwd_bm": 8}, {"bwd_bm": 32, "num_chunks": 2}, {"bwd_sb": 2, "bwd_warps": 2},
+                     {"bwd_fold": 1}, {"bwd_fold": 1, "bwd_sb": 2, "num_chunks": 2}):
             plan = kla._scan_plan(v, k, tune, "bwd")
-            assert kla._bwd_blocks(M, S, tune) == (plan.NSB, plan.NMB), (B, L, M, S, tune)
+            assert kla._bwd_blocks(M, S, tune) == (plan.s_partials, plan.NMB), (B, L, M, S, tune)
 
 
 def test_plan_stages():
@@ -547,7 +548,8 @@ def test_both_passes_take_the_forward_chunk_count(monkeypatch):
 def test_joint_chunk_maps_interpreted():
     """fwd_joint (the default): a time-chunked forward whose chunk maps of (w, mu) come from one sweep in
     homogeneous coordinates (MODE 3) gives the float64 reference's outputs and gradients, as the two-sweep
-    maps do (MODE 1, 2; fwd_joint 0): chunks of whole and partial blocks, the prior readout, S above 16 (two s-blocks),
+    maps do (MODE 1, 2; fwd_joint 0): several chunks with a partial last block (only the last chunk has
+    one, and its map is never read), the prior readout, S above 16 (two s-blocks),
     without and with an initial state, the extremes of test_extreme_inputs_small (a = 1 with p = 0
     and large value precisions, where the two-sweep maps carry the slope of mu as 1 - A), and chunks
     whose unscaled map would overflow."""
@@ -569,6 +571,27 @@ def test_joint_chunk_maps_interpreted():
                                            (1, 40, 3, 3, True, False, 2, dict(p_range=(0.3, 0.5),
                                                                                lv_scale=(1e3, 1e4)))):
         _check(B, L, M, S, init=init, prior=prior, num_chunks=nc, tune=J, grads=False, **kw)
+
+
+def test_backward_fold_interpreted():
+    """bwd_fold: the backward's programs sweep their s-blocks in turn and add dv, dLv up in the kernel (one
+    [B, L, M] tensor each, no partial sums for the caller): the float64 reference's gradients and the unfolded
+    backward's (dv, dLv summed in another order: to rounding; the rest bit for bit), with 4 and 5 s-blocks (a
+    partial last one), time chunks, the prior readout, per-token stores, the moment-form adjoint and the
+    pipelined loop."""
+    from bayesfilt.nn.kernels.kla import _scan_plan
+    v, k = torch.empty(1).expand(2, 64, 48), torch.empty(1).expand(2, 64, 16)
+    plain, folded = _scan_plan(v, k, {}, "bwd"), _scan_plan(v, k, {"bwd_fold": 1}, "bwd")
+    assert folded.fold and not plain.fold and folded.s_partials == 1 and plain.s_partials == plain.NSB == 4
+    assert folded.grid[0] * plain.NSB == plain.grid[0]
+    F = {"bwd_fold": 1}
+    sums = ("grad_v", "grad_lambda_v")
+    _check_same(2, 27, 21, 16, F, {}, inexact=sums, init=True, prior=True, num_chunks=2)
+    _check_same(1, 19, 5, 20, F, {}, inexact=sums, init=False, prior=False)
+    _check_same(1, 19, 5, 16, {**F, "bwd_defer": 0}, {"bwd_defer": 0}, inexact=sums, init=True, prior=False)
+    _check_same(1, 27, 5, 16, {**F, "bwd_mom": 1}, {"bwd_mom": 1}, inexact=sums, init=True, prior=False,
+                num_chunks=2)
+    _check_same(1, 27, 5, 16, {**F, "bwd_stages": 2}, {"bwd_stages": 2}, inexact=sums, init=True, prior=True)
 
 
 def test_extreme_inputs_small():
@@ -887,6 +910,16 @@ def test_gpu_matrix_joint_chunk_maps(case):
     reference and the two-sweep maps (fwd_joint 0), compiled."""
     B, L, M, S, init, prior, nc = case
     _check_same(B, L, M, S, {"fwd_joint": 1}, {"fwd_joint": 0}, init=init, prior=prior, num_chunks=nc)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("case", [(2, 1000, 64, 16, True, False, None), (2, 1000, 32, 16, False, True, 8)])
+def test_gpu_matrix_backward_fold(case):
+    """bwd_fold (the backward adds dv, dLv over its s-blocks itself) against the reference and the
+    unfolded backward, compiled; unchunked and time-chunked."""
+    B, L, M, S, init, prior, nc = case
+    _check_same(B, L, M, S, {"bwd_fold": 1}, {}, init=init, prior=prior, num_chunks=nc)
 
 
 @pytest.mark.gpu

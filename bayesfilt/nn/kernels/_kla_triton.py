@@ -87,14 +87,19 @@ def _lanes(pid_m, sb, M, S, SB: tl.constexpr, BM: tl.constexpr, EVEN: tl.constex
 
 
 @triton.jit
-def _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB: tl.constexpr, BM: tl.constexpr, EVEN: tl.constexpr = False):
+def _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB: tl.constexpr, BM: tl.constexpr, EVEN: tl.constexpr = False,
+             FOLD: tl.constexpr = False, sbf=0):
     """This program's m-block, s-block, sequence b and time chunk c (the grid's one axis, m fastest),
-    its lanes (``_lanes``), their mask, their offset ms = s M + m in an [S, M] plane, and ā, p̄ there."""
+    its lanes (``_lanes``), their mask, their offset ms = s M + m in an [S, M] plane, and ā, p̄ there.
+    FOLD: the s-blocks are not an axis of the grid; the program sweeps them in turn and this is ``sbf``."""
     pid = tl.program_id(0)
     pid_m = pid % NMB
     rest = pid // NMB
-    sb = rest % NSB
-    rest = rest // NSB
+    if FOLD:
+        sb = sbf
+    else:
+        sb = rest % NSB
+        rest = rest // NSB
     b = rest % B
     c = rest // B
     m, s, mmask, smask = _lanes(pid_m, sb, M, S, SB, BM, EVEN)
@@ -249,6 +254,10 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, e, f, g, t0, t_end, a, a2, p,
                VAR: tl.constexpr = True):
     """CK tokens t0 .. t0+CK-1 of one program (MASKED: tokens >= t_end leave all unchanged).
 
+    Carried: the state (w, mu); MODE 1: the Möbius map (x, y, z, u) of w; MODE 2: the affine map
+    (A, bb) of mu; MODE 3: the map of (n, d, nu), [[x, y, 0], [z, u, 0], [e, f, g]]
+    (docs/math/kla.md 3.1); the other modes pass the entries they do not use through unchanged.
+
     VAR (MODE 0): also compute and store y_var; False: no y_var is computed, yv_ptr is never
     written (the caller may pass any pointer), y is the same.
 
@@ -307,8 +316,8 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, e, f, g, t0, t_end, a, a2, p,
             phi = lv * kk * kk                          # phi_t = Lv_t k_t^2
             uu = lv * vv * kk                           # u_t = Lv_t v_t k_t
             P = a2 * w + p                              # P_t = a^2 w_{t-1} + p
-            g = _rcp(1.0 + phi * P, FAST)               # g_t = 1/(1 + phi_t P_t)
-            w_new = P * g                               # w_t = P_t g_t
+            gain = _rcp(1.0 + phi * P, FAST)            # g_t = 1/(1 + phi_t P_t)
+            w_new = P * gain                            # w_t = P_t g_t
             amu = a * mu                                # prior mean a mu_{t-1}
             mu_new = amu + w_new * (uu - phi * amu)     # mu_t = a mu + w_t (u_t - phi_t a mu) (= a g_t mu + w_t u_t)
             w = _keep(w_new, w, valid, MASKED)
@@ -467,7 +476,7 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
           b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
           SUMMARY: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
           I: tl.constexpr, DEFER_G: tl.constexpr, REL: tl.constexpr = False, ALG: tl.constexpr = False,
-          VAR: tl.constexpr = True):
+          VAR: tl.constexpr = True, FOLD: tl.constexpr = False):
     """Adjoint of one step (token tok = t0 + I of the block starting at t0), given the state before
     it and the adjoint after it.
 
@@ -564,7 +573,7 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
         # Gphi = Hl_t, Gu = He_t (information form: dlam_t/dphi_t = deta_t/du_t = 1)
         gvt, glvt, gkt, gqt = _gput(Hl_t, He_t, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I, t0, tok, t_end,
                                     gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s,
-                                    mmask, smask, om, MASKED, DEFER_G)
+                                    mmask, smask, om, MASKED, DEFER_G, FOLD=FOLD)
     return Hl_o, He_o, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt
 
 
@@ -591,7 +600,8 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
             v_ptr, lv_ptr, k_ptr, q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
             b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
             SUMMARY: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
-            I: tl.constexpr, DEFER_G: tl.constexpr, REL: tl.constexpr = False, VAR: tl.constexpr = True):
+            I: tl.constexpr, DEFER_G: tl.constexpr, REL: tl.constexpr = False, VAR: tl.constexpr = True,
+            FOLD: tl.constexpr = False):
     """Adjoint of one step in covariance (moment) form (tune key ``bwd_mom``; docs/math/kla.md,
     "The adjoint in moment form"), given the state (w, mu) before it and the adjoint (Hw, Hm) of
     (w_t, mu_t) from later steps; returns the adjoint of (w_{t-1}, mu_{t-1}) and the accumulators.
@@ -663,7 +673,7 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
         gp = _keep(gp_n, gp, valid, MASKED)
         gvt, glvt, gkt, gqt = _gput(Gphi, Gu, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I, t0, tok, t_end,
                                     gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s,
-                                    mmask, smask, om, MASKED, DEFER_G)
+                                    mmask, smask, om, MASKED, DEFER_G, FOLD=FOLD)
     return Hw_o, Hm_o, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt
 
 
@@ -692,17 +702,24 @@ def _readout_grads(ga_n, gp_n, gy, gyv, qq, mu, w, a, a2, p, PRIOR: tl.constexpr
 @triton.jit
 def _gput(Gphi, Gu, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I: tl.constexpr, t0, tok, t_end,
           gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s, mmask, smask, om,
-          MASKED: tl.constexpr, DEFER_G: tl.constexpr):
+          MASKED: tl.constexpr, DEFER_G: tl.constexpr, FOLD: tl.constexpr = False):
     """One token's input gradients from the adjoints Gphi = dL/dphi_t, Gu = dL/du_t per lane
     (phi = Lv k^2, u = Lv v k) and Xq = dL/dq per lane: dv, dLv (sums over this program's s) and
     dk, dq (sums over its m), stored now (DEFER_G 0) or put in row / column I % G of the tiles, which
-    ``_gstore`` stores once the group is full (token tok = t0 + I)."""
+    ``_gstore`` stores once the group is full (token tok = t0 + I). FOLD: dv, dLv go to one [B, L, M]
+    tensor, each s-block after the first adding what the ones before it stored (``_gstore``)."""
     R1 = tl.sum(Gu * kk, axis=0, keep_dims=True)        # sum_s Gu k
     R2 = tl.sum(Gphi * k2, axis=0, keep_dims=True)      # sum_s Gphi k^2
     if DEFER_G:                                         # row I % G of the [G, BM] tiles
         rows = tl.arange(0, DEFER_G)[:, None]
         gvt = tl.where(rows == I % DEFER_G, lv * R1, gvt)                   # dv
         glvt = tl.where(rows == I % DEFER_G, R2 + vv * R1, glvt)            # dLv
+    elif FOLD:                                          # + the earlier s-blocks' sums (none for the first)
+        orow = b.to(tl.int64) * L + tok
+        prev = om & (m * 0 + sb > 0)
+        tl.store(gv_ptr + orow * M + m, lv * R1 + tl.load(gv_ptr + orow * M + m, mask=prev, other=0.0), mask=om)
+        tl.store(glv_ptr + orow * M + m, (R2 + vv * R1) + tl.load(glv_ptr + orow * M + m, mask=prev, other=0.0),
+                 mask=om)
     else:
         orow = (sb.to(tl.int64) * B + b) * L + tok
         tl.store(gv_ptr + orow * M + m, lv * R1, mask=om)                   # dv
@@ -719,22 +736,30 @@ def _gput(Gphi, Gu, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I: tl.constexpr, t0
         tl.store(gk_ptr + krow * S + s, gk, mask=_live(smask, s, tok, t_end, MASKED))
         tl.store(gq_ptr + krow * S + s, gq, mask=_live(smask, s, tok, t_end, MASKED))
     _gstore(gvt, glvt, gkt, gqt, I, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
-            b, pid_m, sb, B, L, M, S, m, s, mmask, smask, 0, DEFER_G)
+            b, pid_m, sb, B, L, M, S, m, s, mmask, smask, 0, DEFER_G, FOLD=FOLD)
     return gvt, glvt, gkt, gqt
 
 
 @triton.jit
 def _gstore(gvt, glvt, gkt, gqt, I: tl.constexpr, t0, t_end, gv_ptr, glv_ptr, gk_ptr, gq_ptr,
-            b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE: tl.constexpr, G: tl.constexpr):
+            b, pid_m, sb, B, L, M, S, m, s, mmask, smask, MODE: tl.constexpr, G: tl.constexpr,
+            FOLD: tl.constexpr = False):
     """DEFER_G = G > 0 (gradients, MODE 0), after token t0 + I: store the tiles' tokens
-    t0 + I .. t0 + I + G - 1 when I is a multiple of G (tokens >= t_end masked)."""
+    t0 + I .. t0 + I + G - 1 when I is a multiple of G (tokens >= t_end masked). FOLD: dv, dLv into one
+    [B, L, M] tensor, adding what the program's earlier s-blocks stored there (in s-block order)."""
     if G > 0:
         if MODE == 0:
             if I % G == 0:
                 rows = tl.arange(0, G)[:, None]
                 cols = tl.arange(0, G)[None, :]
-                orows = ((sb.to(tl.int64) * B + b) * L + t0 + I + rows) * M  # [G, 1]
                 omask = mmask & (t0 + I + rows < t_end)                     # [G, BM]
+                if FOLD:
+                    orows = (b.to(tl.int64) * L + t0 + I + rows) * M            # [G, 1]
+                    prev = omask & (rows * 0 + sb > 0)                          # the first s-block adds nothing
+                    gvt = gvt + tl.load(gv_ptr + orows + m, mask=prev, other=0.0)
+                    glvt = glvt + tl.load(glv_ptr + orows + m, mask=prev, other=0.0)
+                else:
+                    orows = ((sb.to(tl.int64) * B + b) * L + t0 + I + rows) * M  # [G, 1]
                 tl.store(gv_ptr + orows + m, gvt, mask=omask)
                 tl.store(glv_ptr + orows + m, glvt, mask=omask)
                 kcols = ((pid_m.to(tl.int64) * B + b) * L + t0 + I + cols) * S   # [1, G]
@@ -750,8 +775,9 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
              MODE: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
              DEFER_G: tl.constexpr = 0, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1,
              BM: tl.constexpr = 1, PFROWS: tl.constexpr = 0, REL: tl.constexpr = False,
-             ALG: tl.constexpr = False, VAR: tl.constexpr = True, MOM: tl.constexpr = False):
-    """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0.
+             ALG: tl.constexpr = False, VAR: tl.constexpr = True, MOM: tl.constexpr = False,
+             FOLD: tl.constexpr = False):
+    """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0 (FOLD: ``_gstore``).
 
     MOM (tune key ``bwd_mom``): (l0, e0) is the state in covariance form (w, mu) and (Hl, He) the
     adjoint of (w, mu): recompute and adjoint in moment form (``_frec_m``, ``_brec_m``; ALG unused).
@@ -827,12 +853,12 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
             Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec_m(
                 lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, vb,
                 lvb, kb, qb, gyb, gyvb, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
-                s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, VAR)
+                s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, VAR, FOLD=FOLD)
         else:
             Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
                 lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, vb,
                 lvb, kb, qb, gyb, gyvb, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
-                s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, ALG, VAR)
+                s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, ALG, VAR, FOLD=FOLD)
     return Hl, He, ga, gp, cll, cle, cee
 
 
@@ -863,31 +889,19 @@ def _bwd_form(w0, mu0, MOM: tl.constexpr):
         return l0, mu0 * l0
 
 
-@_jit(_SIZES)
-def _bwd_kernel(
+@triton.jit
+def _bwd_lanes(
     v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, gy_ptr, gyv_ptr, ck_ptr, glL_ptr, geL_ptr,
     bsum_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, ga_ptr, gp_ptr, gl0_ptr, ge0_ptr,
     B, L, M, S, LC, NC, NMB, NSB,
-    MODE: tl.constexpr, PRIOR: tl.constexpr,
-    SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr, DEFER_G: tl.constexpr = 0,
-    BSTAGES: tl.constexpr = 1, CKPF: tl.constexpr = False, L2PF: tl.constexpr = 0,
-    PFROWS: tl.constexpr = 0, REL: tl.constexpr = False, MC: tl.constexpr = 0, SC: tl.constexpr = 0,
-    ALG: tl.constexpr = False, VAR: tl.constexpr = True, MOM: tl.constexpr = False,
+    MODE: tl.constexpr, PRIOR: tl.constexpr, SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr,
+    DEFER_G: tl.constexpr, BSTAGES: tl.constexpr, CKPF: tl.constexpr, L2PF: tl.constexpr,
+    PFROWS: tl.constexpr, REL: tl.constexpr, ALG: tl.constexpr, VAR: tl.constexpr, MOM: tl.constexpr,
+    EVEN: tl.constexpr, FOLD: tl.constexpr, sbf,
 ):
-    # MOM (tune key bwd_mom): the adjoint runs in moment form (``_brec_m``): glL, geL hold the adjoint
-    # of the final state as (w_L, mu_L) (the caller converts it), (Hl, He) carry the adjoint of (w, mu)
-    # and the chunk summaries its map; gl0, ge0 are converted back to (lam_0, eta_0) at the end.
-    # REL (tune key bwd_rel, with MC = M and SC = S, the same sizes as compile-time constants): each
-    # 8-token block addresses row (b, t0) of its inputs once and a token's lanes from there, so that
-    # the row offset I M of token I becomes a load's immediate offset (``_bwd_sub``); where BM divides
-    # M and SB divides S the lane masks are constant true (``_lanes``, EVEN). Same values.
-    # VAR False (no gradient reaches y_var): gyv_ptr is never read, in MODE 0 nor in the MODE 1 chunk
-    # summaries (whose offsets carry the readout's adjoint), and g_yvar's terms are left out (``_brec``).
-    EVEN: tl.constexpr = MC > 0 and MC % BM == 0 and SC % SB == 0
-    if MC > 0:
-        M = MC
-        S = SC
-    pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM, EVEN)
+    """The backward of one program's lanes (``_bwd_kernel``; FOLD: of its s-block ``sbf``)."""
+    pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM, EVEN,
+                                                                    FOLD, sbf)
     MSs = M * S
     a2 = a * a
     bms = b.to(tl.int64) * MSs
@@ -938,12 +952,12 @@ def _bwd_kernel(
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR, MOM)
+                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR, MOM, FOLD=FOLD)
             else:
                 Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR, MOM)
+                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR, MOM, FOLD=FOLD)
     else:
         # BSTAGES > 1 (tune key bwd_stages): the last, possibly partial block first, then the loop over
         # the whole blocks without a branch, which Triton's pipeliner can software-pipeline (cp.async
@@ -953,14 +967,14 @@ def _bwd_kernel(
         Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
             l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
             q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-            m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, VAR=VAR, MOM=MOM)
+            m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, VAR=VAR, MOM=MOM, FOLD=FOLD)
         for jj in tl.range(1, n_sub, num_stages=BSTAGES):
             t0 = t_start + (n_sub - 1 - jj) * CK
             l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask, MOM)
             Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
                 l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                 q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, VAR=VAR, MOM=MOM)
+                m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, VAR=VAR, MOM=MOM, FOLD=FOLD)
 
     if MODE == 1:
         base = (b.to(tl.int64) * NC + c) * 5 * MSs
@@ -981,6 +995,49 @@ def _bwd_kernel(
             else:
                 tl.store(gl0_ptr + bms + ms, Hl, mask=lmask)
                 tl.store(ge0_ptr + bms + ms, He, mask=lmask)
+
+
+
+
+@_jit(_SIZES)
+def _bwd_kernel(
+    v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, gy_ptr, gyv_ptr, ck_ptr, glL_ptr, geL_ptr,
+    bsum_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, ga_ptr, gp_ptr, gl0_ptr, ge0_ptr,
+    B, L, M, S, LC, NC, NMB, NSB,
+    MODE: tl.constexpr, PRIOR: tl.constexpr,
+    SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr, DEFER_G: tl.constexpr = 0,
+    BSTAGES: tl.constexpr = 1, CKPF: tl.constexpr = False, L2PF: tl.constexpr = 0,
+    PFROWS: tl.constexpr = 0, REL: tl.constexpr = False, MC: tl.constexpr = 0, SC: tl.constexpr = 0,
+    ALG: tl.constexpr = False, VAR: tl.constexpr = True, MOM: tl.constexpr = False, FOLD: tl.constexpr = False,
+):
+    # MOM (tune key bwd_mom): the adjoint runs in moment form (``_brec_m``): glL, geL hold the adjoint
+    # of the final state as (w_L, mu_L) (the caller converts it), (Hl, He) carry the adjoint of (w, mu)
+    # and the chunk summaries its map; gl0, ge0 are converted back to (lam_0, eta_0) at the end.
+    # REL (tune key bwd_rel, with MC = M and SC = S, the same sizes as compile-time constants): each
+    # 8-token block addresses row (b, t0) of its inputs once and a token's lanes from there, so that
+    # the row offset I M of token I becomes a load's immediate offset (``_bwd_sub``); where BM divides
+    # M and SB divides S the lane masks are constant true (``_lanes``, EVEN). Same values.
+    # VAR False (no gradient reaches y_var): gyv_ptr is never read, in MODE 0 nor in the MODE 1 chunk
+    # summaries (whose offsets carry the readout's adjoint), and g_yvar's terms are left out (``_brec``).
+    # FOLD (tune key bwd_fold): the grid has no s-block axis; each program sweeps its s-blocks in turn and
+    # adds each one's dv, dLv to what the ones before stored (a fixed order: deterministic), so that dv, dLv
+    # are one [B, L, M] tensor each instead of NSB partial sums that the caller adds up afterwards.
+    EVEN: tl.constexpr = MC > 0 and MC % BM == 0 and SC % SB == 0
+    if MC > 0:
+        M = MC
+        S = SC
+    if FOLD:
+        for sbf in range(0, NSB):
+            _bwd_lanes(v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, gy_ptr, gyv_ptr, ck_ptr, glL_ptr, geL_ptr,
+                       bsum_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, ga_ptr, gp_ptr, gl0_ptr, ge0_ptr,
+                       B, L, M, S, LC, NC, NMB, NSB, MODE, PRIOR, SB, BM, FAST, DEFER_G, BSTAGES, CKPF, L2PF,
+                       PFROWS, REL, ALG, VAR, MOM, EVEN, True, sbf)
+            tl.debug_barrier()                          # this s-block's stores before the next one's loads
+    else:
+        _bwd_lanes(v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, gy_ptr, gyv_ptr, ck_ptr, glL_ptr, geL_ptr,
+                   bsum_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, ga_ptr, gp_ptr, gl0_ptr, ge0_ptr,
+                   B, L, M, S, LC, NC, NMB, NSB, MODE, PRIOR, SB, BM, FAST, DEFER_G, BSTAGES, CKPF, L2PF,
+                   PFROWS, REL, ALG, VAR, MOM, EVEN, False, 0)
 
 
 # ----------------------------------------------------------------------------- decode step

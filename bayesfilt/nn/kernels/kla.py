@@ -83,10 +83,17 @@ class Plan:
     mom: bool = False              # backward: the adjoint in moment form, finite for p = 0 (bwd_mom; alg then unused)
     joint: bool = True             # forward, time chunked: each chunk's map of (w, mu) in one sweep (MODE 3) instead
                                    # of the map of w and then the affine map of mu (MODE 1, 2) (fwd_joint)
+    fold: bool = False             # backward: a program sweeps its s-blocks in turn and adds up dv, dLv itself,
+                                   # instead of one program per s-block and NSB partial sums (bwd_fold)
+
+    @property
+    def s_partials(self) -> int:
+        """How many partial sums over s-blocks the backward returns dv, dLv as (1: folded in the kernel)."""
+        return 1 if self.fold else self.NSB
 
     @property
     def grid(self) -> tuple[int]:
-        return (self.NMB * self.NSB * self.B * self.NC,)
+        return (self.NMB * self.s_partials * self.B * self.NC,)   # fold: a program sweeps the s-blocks
 
 
 def _sm_count(device: torch.device) -> int:
@@ -99,7 +106,8 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
               max_sb: int = _MAX_SB_FWD, bm: int | None = None, maxnreg: int | None = None,
               defer_y: bool = True, defer_g: int = 8, num_warps: int = 1, stages: int = 1,
               mspec: bool | None = None, l2pf: int = _L2PF, pfrows: bool = _PFROWS, ckpf: bool = _CKPF,
-              rel: bool = False, alg: bool = False, mom: bool = False, joint: bool = True) -> Plan:
+              rel: bool = False, alg: bool = False, mom: bool = False, joint: bool = True,
+              fold: bool = False) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -128,6 +136,9 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     ``joint`` (default): a time-chunked forward composes each chunk's map of (w, mu) in one sweep, linear in
     homogeneous coordinates (MODE 3; docs/math/kla.md, "Chunk maps in homogeneous coordinates"); False: the
     map of w and then, from the true w, the affine map of mu (two sweeps, MODE 1 and 2).
+    ``fold`` (backward): one program per m-block sweeps the s-blocks in turn and adds each one's dv, dLv
+    to the earlier ones' in a fixed order, so they come back as one (1, B, L, M) tensor each instead of
+    NSB partial sums that the caller adds up (``scan_backward``).
     """
     SB, NSB, BM, NMB = _blocks(M, S, max_sb, bm)
     programs = NMB * NSB * B
@@ -150,7 +161,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
                 defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), mspec=mspec, l2pf=int(l2pf),
                 pfrows=bool(pfrows), ckpf=bool(ckpf), rel=bool(rel), alg=bool(alg), mom=bool(mom),
-                joint=bool(joint))
+                joint=bool(joint), fold=bool(fold))
 
 
 def _blocks(M, S, max_sb: int, bm) -> tuple:
@@ -242,13 +253,14 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
 
 def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, prior: bool,
                   poison: bool = False):
-    """Launch the backward; returns dv, dLv as their per-s-block partial sums (NSB, B, L, M), dk, dq as
+    """Launch the backward; returns dv, dLv as their per-s-block partial sums (NSB, B, L, M; with
+    ``plan.fold`` (1, B, L, M), already summed), dk, dq as
     their per-m-block partial sums (NMB, B, L, S) (the caller sums them over the first axis in a fixed
     order: ``_fold``), da, dp (S, M) and dlam0, deta0 (B, S, M). ``gyv`` None: no gradient reaches y_var;
     the launches (MODE 1 and 0) run with VAR=False and never read g_yvar (gy stands in for its pointer)."""
     B, L, M, S = plan.B, plan.L, plan.M, plan.S
     dev = v.device
-    gsh = (plan.NSB, B, L, M)
+    gsh = (plan.s_partials, B, L, M)
     gv, glv = _new(gsh, dev, poison), _new(gsh, dev, poison)
     gk, gq = _new((plan.NMB, B, L, S), dev, poison), _new((plan.NMB, B, L, S), dev, poison)
     ga, gp = _new((B, plan.NC, S, M), dev, poison), _new((B, plan.NC, S, M), dev, poison)
@@ -271,6 +283,8 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
         kw["MOM"] = True
     elif plan.alg:
         kw["ALG"] = True
+    if plan.fold:                                       # absent by default: the default launch is unchanged
+        kw["FOLD"] = True
     launches = [(K._bwd_kernel, plan.grid, args, dict(kw, MODE=1))] if plan.NC > 1 else []
     launch_all(launches + [(K._bwd_kernel, plan.grid, args,
                             dict(kw, MODE=0, **({"DEFER_G": plan.defer_g} if plan.defer_g else {})))])
@@ -296,7 +310,7 @@ def _T(x):
 _TUNE_KEYS = frozenset({"num_chunks", "fwd_sb", "bwd_sb", "fwd_bm", "bwd_bm", "fwd_maxnreg", "bwd_maxnreg",
                         "fwd_defer", "bwd_defer", "bwd_group", "fwd_warps", "bwd_warps", "fwd_stages",
                         "bwd_stages", "fwd_mspec", "fwd_l2pf", "bwd_l2pf", "bwd_ckpf", "fwd_pfrows",
-                        "bwd_pfrows", "bwd_rel", "bwd_alg", "bwd_mom", "fwd_joint"})
+                        "bwd_pfrows", "bwd_rel", "bwd_alg", "bwd_mom", "fwd_joint", "bwd_fold"})
 
 
 def _tune_str(tune) -> str:
@@ -340,6 +354,9 @@ _BWD_MOM = 0
 #: two (MODE 1, 2). On the H200 (s17e, afe3677, kla_scan_ab_s17e_afe3677.json, five interleaved rounds) at B=1 L=65536
 #: M=1024 S=16: forward 2.551 -> 2.161 ms, forward+backward 10.121 -> 9.706 ms (medians); the default since then
 _FWD_JOINT = 1
+#: backward: each program sweeps its s-blocks in turn and adds dv, dLv up itself (tune key bwd_fold; FOLD of the
+#: kernel) instead of NSB partial [B, L, M] tensors summed afterwards; not yet timed on the GPU, so off by default
+_BWD_FOLD = 0
 #: warps per program of both passes (tune keys fwd_warps, bwd_warps: 1, 2 or 4); 1 is what was measured
 _WARPS = 1
 
@@ -380,7 +397,8 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     backward block, "Instruction counts"; 0 gives session 12's backward; the pipelined backward,
     ``bwd_stages`` > 1, has neither); ``bwd_mom`` 0 or 1: the backward's adjoint in moment form (finite
     for p = 0; docs/math/kla.md, "The adjoint in moment form"); ``fwd_joint`` 0 or 1: a time-chunked
-    forward's chunk maps of (w, mu) in one sweep (``make_plan``'s ``joint``)."""
+    forward's chunk maps of (w, mu) in one sweep (``make_plan``'s ``joint``); ``bwd_fold`` 0 or 1: the
+    backward adds dv, dLv over its s-blocks itself (``make_plan``'s ``fold``)."""
     B, L, M = shape
     num_chunks = tune.get("num_chunks")
     if num_chunks is None and pass_ == "bwd":          # (the forward's own plan makes this choice itself)
@@ -392,6 +410,7 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     alg = _key(tune, "bwd_alg", _BWD_ALG, (0, 1), "pass 0 or 1")
     mom = _key(tune, "bwd_mom", _BWD_MOM, (0, 1), "pass 0 or 1")
     joint = _key(tune, "fwd_joint", _FWD_JOINT, (0, 1), "pass 0 or 1")
+    fold = _key(tune, "bwd_fold", _BWD_FOLD, (0, 1), "pass 0 or 1")
     mspec = _key(tune, "fwd_mspec", 1, (0, 1), "pass 0 or 1") if "fwd_mspec" in tune else None  # None: the plan decides
     return make_plan(B, L, M, S, device, num_chunks=num_chunks,
                      max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
@@ -406,7 +425,8 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
                      ckpf=bool(ckpf) and pass_ == "bwd" and stages == 1,
                      rel=bool(rel) and pass_ == "bwd" and stages == 1,   # (the pipelined backward
                      alg=bool(alg) and pass_ == "bwd" and stages == 1,   # has neither)
-                     mom=bool(mom) and pass_ == "bwd", joint=bool(joint) and pass_ == "fwd")
+                     mom=bool(mom) and pass_ == "bwd", joint=bool(joint) and pass_ == "fwd",
+                     fold=bool(fold) and pass_ == "bwd")
 
 
 def _bwd_blocks(M, S, tune: dict) -> tuple:
@@ -414,6 +434,8 @@ def _bwd_blocks(M, S, tune: dict) -> tuple:
     backward op's partial-sum shapes, without make_plan's decisions on B and L (which would put guards
     on them under torch.compile with dynamic shapes)."""
     _, NSB, _, NMB = _blocks(M, S, tune.get("bwd_sb", _MAX_SB_BWD), tune.get("bwd_bm", _BM_BWD))
+    if tune.get("bwd_fold", _BWD_FOLD):                 # the kernel adds dv, dLv over the s-blocks itself
+        NSB = 1
     return NSB, NMB                                     # (an explicit bm: make_plan keeps it)
 
 
