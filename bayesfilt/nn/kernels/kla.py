@@ -355,7 +355,9 @@ _BWD_MOM = 0
 #: M=1024 S=16: forward 2.551 -> 2.161 ms, forward+backward 10.121 -> 9.706 ms (medians); the default since then
 _FWD_JOINT = 1
 #: backward: each program sweeps its s-blocks in turn and adds dv, dLv up itself (tune key bwd_fold; FOLD of the
-#: kernel) instead of NSB partial [B, L, M] tensors summed afterwards; not yet timed on the GPU, so off by default
+#: kernel) instead of NSB partial [B, L, M] tensors summed afterwards. Slower on the H200 (s17h, 496f315,
+#: kla_scan_ab_s17h_496f315.json, B=8 L=2048 M=2048 S=16: backward op 2.054 -> 3.032 ms, forward+backward 3.373 ->
+#: 3.967 ms), so off
 _BWD_FOLD = 0
 #: warps per program of both passes (tune keys fwd_warps, bwd_warps: 1, 2 or 4); 1 is what was measured
 _WARPS = 1
