@@ -577,8 +577,7 @@ def test_backward_fold_interpreted():
     """bwd_fold: the backward's programs sweep their s-blocks in turn and add dv, dLv up in the kernel (one
     [B, L, M] tensor each, no partial sums for the caller): the float64 reference's gradients and the unfolded
     backward's (dv, dLv summed in another order: to rounding; the rest bit for bit), with 4 and 5 s-blocks (a
-    partial last one), time chunks, the prior readout, per-token stores, the moment-form adjoint and the
-    pipelined loop."""
+    partial last one), time chunks, the prior readout, per-token stores and the moment-form adjoint."""
     from bayesfilt.nn.kernels.kla import _scan_plan
     v, k = torch.empty(1).expand(2, 64, 48), torch.empty(1).expand(2, 64, 16)
     plain, folded = _scan_plan(v, k, {}, "bwd"), _scan_plan(v, k, {"bwd_fold": 1}, "bwd")
@@ -586,12 +585,10 @@ def test_backward_fold_interpreted():
     assert folded.grid[0] * plain.NSB == plain.grid[0]
     F = {"bwd_fold": 1}
     sums = ("grad_v", "grad_lambda_v")
-    _check_same(2, 27, 21, 16, F, {}, inexact=sums, init=True, prior=True, num_chunks=2)
+    _check_same(1, 27, 5, 16, F, {}, inexact=sums, init=True, prior=True, num_chunks=2)
     _check_same(1, 19, 5, 20, F, {}, inexact=sums, init=False, prior=False)
     _check_same(1, 19, 5, 16, {**F, "bwd_defer": 0}, {"bwd_defer": 0}, inexact=sums, init=True, prior=False)
-    _check_same(1, 27, 5, 16, {**F, "bwd_mom": 1}, {"bwd_mom": 1}, inexact=sums, init=True, prior=False,
-                num_chunks=2)
-    _check_same(1, 27, 5, 16, {**F, "bwd_stages": 2}, {"bwd_stages": 2}, inexact=sums, init=True, prior=True)
+    _check_same(1, 19, 5, 16, {**F, "bwd_mom": 1}, {"bwd_mom": 1}, inexact=sums, init=True, prior=False)
 
 
 def test_extreme_inputs_small():
@@ -1109,7 +1106,7 @@ if not HAS_CUDA and not CHILD:
         env.pop("PYTEST_XDIST_WORKER", None)
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
                                "-p", "no:xdist", f"--junitxml={xml}", os.path.abspath(__file__)],
-                              capture_output=True, text=True, timeout=900, env=env,
+                              capture_output=True, text=True, timeout=1400, env=env,
                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         outcomes = {}
         if xml.exists():
@@ -1118,6 +1115,10 @@ if not HAS_CUDA and not CHILD:
                 outcomes.setdefault(case.get("name").split("[")[0], []).append(kind)
         return outcomes, proc.stdout[-6000:] + proc.stderr[-2000:]
 
+    # the child runs every interpreted test of this module (~9 minutes alone on the 2-core dev machine, more
+    # beside the other xdist worker): its first user waits for it, past pytest-timeout's default 900 s (session
+    # 17's CI: the worker was stopped there)
+    @pytest.mark.timeout(1500)
     @pytest.mark.parametrize("name", INTERPRETED)
     def test_interpreted(name, interpreted_outcomes):
         """Each CPU test of this module passed (every parametrised case, none skipped) in the child."""
