@@ -119,6 +119,16 @@ decode_ab() {   # ROUNDS LIMIT: kla_decode.py before (OLD, default 91c091e, from
     python3 -c "import glob, json, sys; json.dump([json.load(open(f)) for f in sorted(glob.glob('/tmp/dec16/*.json'))],
 open(sys.argv[1], 'w'), indent=1)" "$OUT/kla_decode_$stage.json"
 }
+kla_tests() {    # TIMEOUT K_EXPR: the GPU tests of tests/test_kla_triton.py selected by K_EXPR -> $OUT/gpu_tests_$stage.xml
+    timeout "$1" python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short -m gpu tests/test_kla_triton.py \
+        -k "$2" --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 14
+}
+kla_ab() {       # TIMEOUT NAME SHAPES TUNES ROUNDS: benchmarks/kla_scan_ab.py -> $OUT/kla_scan_ab_NAME.json
+    timeout "$1" python3 benchmarks/kla_scan_ab.py --shapes $3 --tunes "$4" --rounds "$5" \
+        --out "$OUT/kla_scan_ab_$2.json" > "$LOG/kla_scan_ab_$2.log" 2>&1
+    el "kla_scan_ab $2 rc=$?"; tail -n 4 "$LOG/kla_scan_ab_$2.log" | cut -c1-300
+}
 pack_cache() {
     rm -f "$OUT"/tcache.tgz*
     tar -czf /tmp/tcache.tgz -C /tmp tcache
@@ -1146,13 +1156,8 @@ s17e)
     # one sweep (tune key fwd_joint, MODE 3): its GPU tests (the chunked matrix cases beside the two-sweep maps, the
     # L = 65536 extremes with and without it), then interleaved A/B rounds at the long shape (B=1, L=65536, M=1024,
     # where the forward is chunked); then parallel_gpu.py in full (issue 3: the time-vs-T rows at this commit).
-    timeout ${PT_TIMEOUT:-300} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short -m gpu \
-        tests/test_kla_triton.py -k "joint or long_sequence_65536 or gpu_matrix and not multi_warp and not variance_off" \
-        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
-    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 14
-    timeout ${AB_TIMEOUT:-150} python3 benchmarks/kla_scan_ab.py --tunes '[{}, {"fwd_joint": 1}]' --shapes long \
-        --rounds 5 --out "$OUT/kla_scan_ab_$stage.json" > "$LOG/kla_scan_ab.log" 2>&1
-    el "kla_scan_ab rc=$?"; tail -n 8 "$LOG/kla_scan_ab.log" | cut -c1-300
+    kla_tests ${PT_TIMEOUT:-300} "joint or long_sequence_65536 or gpu_matrix and not multi_warp and not variance_off"
+    kla_ab ${AB_TIMEOUT:-150} $stage long '[{}, {"fwd_joint": 1}]' 5
     timeout ${PG_TIMEOUT:-200} python3 benchmarks/parallel_gpu.py --out /tmp/pg --commit "$COMMIT" \
         > "$LOG/parallel_gpu.log" 2>&1
     el "parallel_gpu rc=$?"; cp /tmp/pg/parallel_gpu.json "$OUT/parallel_gpu_$stage.json"; grep -A 3 SUMMARY "$LOG/parallel_gpu.log" | cut -c1-300
@@ -1162,35 +1167,22 @@ s17f)
     # 9da2089) a time-chunked forward costs one extra sweep instead of two, so the plan's chunk counts may no
     # longer be the best: interleaved A/B of the defaults against other counts, main shape (unchunked by
     # default) and long shape (66 chunks by default)
-    timeout ${AB_TIMEOUT:-150} python3 benchmarks/kla_scan_ab.py --shapes main \
-        --tunes '[{}, {"num_chunks": 2}, {"num_chunks": 4}]' --rounds 5 --out "$OUT/kla_scan_ab_${stage}_main.json" \
-        > "$LOG/kla_scan_ab_main.log" 2>&1
-    el "kla_scan_ab main rc=$?"; tail -n 3 "$LOG/kla_scan_ab_main.log" | cut -c1-300
-    timeout ${AB_TIMEOUT:-150} python3 benchmarks/kla_scan_ab.py --shapes long \
-        --tunes '[{}, {"num_chunks": 33}, {"num_chunks": 132}]' --rounds 5 --out "$OUT/kla_scan_ab_${stage}_long.json" \
-        > "$LOG/kla_scan_ab_long.log" 2>&1
-    el "kla_scan_ab long rc=$?"; tail -n 3 "$LOG/kla_scan_ab_long.log" | cut -c1-300
+    kla_ab ${AB_TIMEOUT:-150} ${stage}_main main '[{}, {"num_chunks": 2}, {"num_chunks": 4}]' 5
+    kla_ab ${AB_TIMEOUT:-150} ${stage}_long long '[{}, {"num_chunks": 33}, {"num_chunks": 132}]' 5
     ;;
 s17g)
     # session 17 (kind nvidia-h200; carry .tcache): at the main shape forward+backward (3.372 ms, s17f) exceeds the
     # forward (0.625) plus the backward op (2.056) plus the checkpoint writes by ~0.5 ms, most of it the folds of
     # dv, dLv over the backward's 4 s-blocks (4 partial [B, L, M] float32 tensors each). bwd_sb 8 halves them;
     # the question is whether its 8 x 16 tile spills: interleaved A/B at both shapes.
-    timeout ${AB_TIMEOUT:-300} python3 benchmarks/kla_scan_ab.py --shapes main long \
-        --tunes '[{}, {"bwd_sb": 8}]' --rounds 5 --out "$OUT/kla_scan_ab_$stage.json" > "$LOG/kla_scan_ab.log" 2>&1
-    el "kla_scan_ab rc=$?"; tail -n 5 "$LOG/kla_scan_ab.log" | cut -c1-300
+    kla_ab ${AB_TIMEOUT:-300} $stage "main long" '[{}, {"bwd_sb": 8}]' 5
     ;;
 s17h)
     # session 17's last call (kind nvidia-h200; carry .tcache): bwd_fold, each backward program sweeping its
     # s-blocks in turn and adding dv, dLv up itself (no partial [B, L, M] tensors for the caller to fold):
     # its GPU tests and the joint-map ones (the kernels' source changed since s17e), then interleaved A/B
-    timeout ${PT_TIMEOUT:-170} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short -m gpu \
-        tests/test_kla_triton.py -k "backward_fold or joint_chunk_maps or gpu_matrix and not deferred and not multi_warp and not variance_off and (case0 or case4)" \
-        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
-    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 14
-    timeout ${AB_TIMEOUT:-100} python3 benchmarks/kla_scan_ab.py --shapes main long \
-        --tunes '[{}, {"bwd_fold": 1}]' --rounds 3 --out "$OUT/kla_scan_ab_$stage.json" > "$LOG/kla_scan_ab.log" 2>&1
-    el "kla_scan_ab rc=$?"; tail -n 4 "$LOG/kla_scan_ab.log" | cut -c1-300
+    kla_tests ${PT_TIMEOUT:-170} "backward_fold or joint_chunk_maps or gpu_matrix and not deferred and not multi_warp and not variance_off and (case0 or case4)"
+    kla_ab ${AB_TIMEOUT:-100} $stage "main long" '[{}, {"bwd_fold": 1}]' 3
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
