@@ -204,17 +204,10 @@ def best_of(fn, repeats: int, budget_s: float = 30.0) -> float:
 
 
 def cuda_graph(fn, warmup: int = 3):
-    """``(graph, out)``: ``fn()`` run ``warmup`` times on a side stream (kernels compiled, allocator
-    settled), then captured once in a ``torch.cuda.CUDAGraph``; ``out`` is what the captured call
-    returned (buffers that every ``graph.replay()`` rewrites)."""
+    """``(graph, out)``: ``fn()`` run ``warmup`` times on a side stream of the current device, then captured
+    once in a ``torch.cuda.CUDAGraph`` (``bayesfilt.scan.graph.warm_and_capture``); ``out`` is what the captured
+    call returned (buffers that every ``graph.replay()`` rewrites)."""
     import torch
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
-    return graph, out
+
+    from bayesfilt.scan.graph import warm_and_capture
+    return warm_and_capture(fn, torch.cuda.current_device(), warmup)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..errors import type_error, value_error
 from ..validation import as_int, as_real_scalar, check_bool
+from ..scan.graph import warm_and_capture
 from .layer import KLALayer, KLALayerState
 
 
@@ -217,18 +218,18 @@ def capture_decode_step(model, states: list, *, return_variance: bool = False):
     # freed when the user's autocast context exits, and a replay would read freed memory)
     amp = (torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), cache_enabled=False)
            if torch.is_autocast_enabled("cuda") else contextlib.nullcontext())
+
+    def body():
+        out = decode_step(model, tokens_in, live, return_variance=return_variance, validate=False)
+        for dst, src in zip(_tensors(live), _tensors(out[1])):
+            dst.copy_(src)                              # the new states over the live ones (inside the graph)
+        return out
+
+    # the warm-up steps (outside the graph) advance live: it starts again from the caller's states
     with torch.no_grad(), torch.cuda.device(device), amp:
-        side = torch.cuda.Stream(device)                # warm-up off the default stream (compiles kernels)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                decode_step(model, tokens_in, live, return_variance=return_variance, validate=False)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = decode_step(model, tokens_in, live, return_variance=return_variance, validate=False)
-            for dst, src in zip(_tensors(live), _tensors(out[1])):
-                dst.copy_(src)                          # the new states over the live ones, inside the graph
+        graph, out = warm_and_capture(body, device, warmup=2)
+        for dst, src in zip(_tensors(live), _tensors(states)):
+            dst.copy_(src)
     result = (out[0], out[2]) if return_variance else out[0]
 
     def step(tokens: torch.Tensor):

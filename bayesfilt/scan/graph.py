@@ -80,15 +80,7 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
         def body():
             return triton_filter(model, static_y, params=params)
 
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):                      # compile, load and warm up outside the capture
-        body()
-    torch.cuda.current_stream(device).wait_stream(side)
-    torch.cuda.synchronize(device)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = body()
+    graph, out = warm_and_capture(body, device)
     flag = out.pop("nonfinite")
     # The graph reads its inputs by address, so run() must hold every tensor it reads for as long as the
     # graph lives. params used to be held by body() alone and was freed when capture_filter returned:
@@ -124,3 +116,23 @@ def capture_filter(model, like, *, method: str = "auto", copy: bool = True, vali
         return FilterResult(**{k: take(k) for k in out})
 
     return run
+
+
+def warm_and_capture(body, device, warmup: int = 1):
+    """``(graph, out)``: ``body()`` run ``warmup`` times on a side stream of CUDA ``device`` (kernels
+    compiled and loaded, the caching allocator settled, outside the capture), then captured once in a
+    ``torch.cuda.CUDAGraph``; ``out`` is what the captured call returned: buffers that every
+    ``graph.replay()`` rewrites. The capture of :func:`capture_filter` and of
+    :func:`bayesfilt.nn.decode.capture_decode_step`."""
+    import torch
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            body()
+    torch.cuda.current_stream(device).wait_stream(side)
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = body()
+    return graph, out
