@@ -398,11 +398,26 @@ def test_scan_backward_compiles_for_sm90():
     prior readout and the variance off."""
     from conftest import compile_for_sm90
     base = {"SB": 4, "BM": 16, "FAST": True, "DEFER_G": 8, "BSTAGES": 1, "CKPF": True, "L2PF": 2, "PFROWS": 4,
-            "REL": True, "MC": 2048, "SC": 16, "ALG": True, "VAR": True, "MOM": False, "PRIOR": False, "MODE": 0}
+            "REL": True, "MC": 2048, "SC": 16, "ALG": True, "VAR": True, "MOM": False, "PRIOR": False, "MODE": 0,
+            "FOLD": False}
     compile_for_sm90("bayesfilt.nn.kernels._kla_triton",
                      [("_bwd_kernel", base),
                       ("_bwd_kernel", {**base, "MOM": True}),
-                      ("_bwd_kernel", {**base, "MOM": True, "MODE": 1, "PRIOR": True, "VAR": False})])
+                      ("_bwd_kernel", {**base, "MOM": True, "MODE": 1, "PRIOR": True, "VAR": False}),
+                      ("_bwd_kernel", {**base, "FOLD": True})])
+
+
+def test_scan_forward_compiles_for_sm90():
+    """The forward compiled for sm_90 on the CPU (the interpreter does not type-check as the compiler does):
+    the time-chunked plan's joint chunk maps (MODE 3: ``_pow2_inv``'s bit casts) and the sweep that applies
+    them (MODE 0 with JOINT), the two-sweep maps (MODE 1, 2), and the unchunked default (MODE 0)."""
+    from conftest import compile_for_sm90
+    base = {"SB": 16, "BM": 32, "CK": 8, "FAST": True, "DEFER_Y": True, "L2PF": 2, "PFROWS": 2, "PRIOR": False,
+            "WRITE_CK": True, "MODE": 0, "NSTAGES": 1, "VAR": True, "JOINT": False}
+    compile_for_sm90("bayesfilt.nn.kernels._kla_triton",
+                     [("_fwd_kernel", {**base, "MODE": 3}), ("_fwd_kernel", {**base, "JOINT": True}),
+                      ("_fwd_kernel", {**base, "MODE": 1}), ("_fwd_kernel", {**base, "MODE": 2}),
+                      ("_fwd_kernel_any_m", {**base, "BM": 16})])
 
 
 def test_kla_scan_adjoint_argument_interpreted():

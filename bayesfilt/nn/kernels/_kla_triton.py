@@ -281,37 +281,29 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, e, f, g, t0, t_end, a, a2, p,
         valid = tok < t_end
         vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s,
                               mmask, smask, MASKED)
-        if MODE == 3:
-            # the chunk's map R of (n, d, nu) (w = n/d, mu = nu/d), one linear step M_t per token:
-            # n_t = a^2 n + p d,  d_t = d + phi_t n_t,  nu_t = a nu + u_t n_t  (docs/math/kla.md)
+        if MODE == 1 or MODE == 3:
+            # MODE 1: the Möbius map R of w (2x2); MODE 3: the map R of (n, d, nu) (w = n/d, mu = nu/d), one
+            # linear step per token: n_t = a^2 n + p d, d_t = d + phi_t n_t, nu_t = a nu + u_t n_t (docs/math/kla.md)
             phi = lv * kk * kk                          # phi_t
-            uu = lv * vv * kk                           # u_t
             x2 = a2 * x + p * z                         # n row of M_t @ R
             y2 = a2 * y + p * u
             z2 = z + phi * x2                           # d row: old d row + phi_t * new n row
             u2 = u + phi * y2
-            e2 = a * e + uu * x2                        # nu row: a * old nu row + u_t * new n row
-            f2 = a * f + uu * y2
-            g2 = a * g
-            sc = _pow2_inv(x2 + y2 + z2 + u2)           # exact rescaling (all of x..u >= 0)
+            if MODE == 3:
+                uu = lv * vv * kk                       # u_t
+                e2 = a * e + uu * x2                    # nu row: a * old nu row + u_t * new n row
+                f2 = a * f + uu * y2
+                g2 = a * g
+                sc = _pow2_inv(x2 + y2 + z2 + u2)       # exact rescaling (all of x..u >= 0)
+                e = _keep(e2 * sc, e, valid, MASKED)
+                f = _keep(f2 * sc, f, valid, MASKED)
+                g = _keep(g2 * sc, g, valid, MASKED)
+            else:
+                sc = _rcp(x2 + y2 + z2 + u2, FAST)      # renormalise (all entries >= 0)
             x = _keep(x2 * sc, x, valid, MASKED)
             y = _keep(y2 * sc, y, valid, MASKED)
             z = _keep(z2 * sc, z, valid, MASKED)
             u = _keep(u2 * sc, u, valid, MASKED)
-            e = _keep(e2 * sc, e, valid, MASKED)
-            f = _keep(f2 * sc, f, valid, MASKED)
-            g = _keep(g2 * sc, g, valid, MASKED)
-        elif MODE == 1:
-            phi = lv * kk * kk                          # phi_t
-            x2 = a2 * x + p * z                         # M_t @ R, numerator rows
-            y2 = a2 * y + p * u
-            z2 = z + phi * x2                           # denominator = phi * numerator + old
-            u2 = u + phi * y2
-            nrm = _rcp(x2 + y2 + z2 + u2, FAST)         # renormalise (all entries >= 0)
-            x = _keep(x2 * nrm, x, valid, MASKED)
-            y = _keep(y2 * nrm, y, valid, MASKED)
-            z = _keep(z2 * nrm, z, valid, MASKED)
-            u = _keep(u2 * nrm, u, valid, MASKED)
         else:
             phi = lv * kk * kk                          # phi_t = Lv_t k_t^2
             uu = lv * vv * kk                           # u_t = Lv_t v_t k_t
