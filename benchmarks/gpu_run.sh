@@ -59,6 +59,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s17f       # issue 4: with one-sweep chunk maps, other time-chunk counts at both shapes (A/B)
 #   bash benchmarks/gpu_run.sh COMMIT s17g       # issue 4: the backward with 8 s-lanes per program (bwd_sb 8: half the partial sums to fold), A/B
 #   bash benchmarks/gpu_run.sh COMMIT s17h       # issue 4: bwd_fold (dv, dLv added up over s-blocks in the kernel): GPU tests, A/B
+#   bash benchmarks/gpu_run.sh COMMIT s18a       # session 18: GPU tests left from s17 (graphs, KLA kernels); MAD fuzzy recall (mad-lab generator)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1183,6 +1184,25 @@ s17h)
     # its GPU tests and the joint-map ones (the kernels' source changed since s17e), then interleaved A/B
     kla_tests ${PT_TIMEOUT:-170} "backward_fold or joint_chunk_maps or gpu_matrix and not deferred and not multi_warp and not variance_off and (case0 or case4)"
     kla_ab ${AB_TIMEOUT:-100} $stage "main long" '[{}, {"bwd_fold": 1}]' 3
+    ;;
+s18a)
+    # session 18's first call (kind nvidia-h200; carry .tcache .whl): the GPU tests not run after session 17's
+    # last commits (warm_and_capture e810227: CUDA-graph capture of the filter and of decoding; the forward's
+    # MODE 1/3 rows shared 7c004cd: every KLA kernel GPU test but the timed-out-of-use variants), in the
+    # background, while MAD's fuzzy recall (now mad-lab's generator) trains kla, kla_p0, attention, gla
+    ( timeout ${PT_TIMEOUT:-420} python3 -m pytest -v -n 6 -p no:cacheprovider -rfE --tb=short -m gpu \
+        tests/test_kla_triton.py tests/test_determinism_gpu.py -k "not multi_warp and not deferred" \
+        --junitxml "$OUT/gpu_tests_${stage}_kla.xml" > "$LOG/ptests_kla.log" 2>&1
+      el "KLA GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests_kla.log" | tail -n 12 ) &
+    ( timeout ${PG_TIMEOUT:-300} python3 -m pytest -v -n 2 -p no:cacheprovider -rfE --tb=short \
+        tests/test_parallel_graph.py tests/test_decode_graph_gpu.py \
+        --junitxml "$OUT/gpu_tests_${stage}_graph.xml" > "$LOG/ptests_graph.log" 2>&1
+      el "graph GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests_graph.log" | tail -n 12 ) &
+    timeout ${MAD_TIMEOUT:-430} python3 benchmarks/kla_mad.py --tasks fuzzy_recall --seeds 0 1 \
+        --steps ${MAD_STEPS:-4000} --max-seconds ${MAD_SECONDS:-240} --kill-after 330 --workdir /tmp/kla_mad \
+        --out "$OUT/kla_mad_${stage}_fuzzy.json" > "$LOG/mad.log" 2>&1
+    el "kla_mad rc=$?"; tail -n 12 "$LOG/mad.log" | cut -c1-300
+    wait
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

@@ -289,8 +289,9 @@ def test_failed_build_leaves_no_run_and_stop_after_zero_takes_no_step(tmp_path, 
 
 
 def test_micro_batches_without_labels_add_nothing(tmp_path, one_torch_thread):
-    """fuzzy_recall labels few positions: most 2-row micro-batches hold no label (loss NaN on its own)."""
-    cfg = TrainConfig(task="fuzzy_recall", length=12, n_train=64, n_test=16, d_model=8, d_state=2, steps=6,
+    """in_context_recall at L = 6 labels a row only when one of its 3 keys repeats (about 1 row in 3): many
+    2-row micro-batches hold no label (loss NaN on its own), while each 16-row batch holds some."""
+    cfg = TrainConfig(task="in_context_recall", length=6, n_train=64, n_test=16, d_model=8, d_state=2, steps=6,
                       batch_size=16, eval_every=3, warmup=2, seed=5)
     train(cfg, tmp_path / "single", progress=False)
     res = train_distributed(cfg, tmp_path / "accum", DistributedConfig(grad_accum=8), progress=False)

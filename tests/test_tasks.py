@@ -98,19 +98,57 @@ def test_noisy_recall_twenty_percent_noise_from_separate_vocab():
     _check_recall(task.train, noise_from=16)
 
 
-def test_fuzzy_recall_spans_and_labels():
-    task = mad_task("fuzzy_recall", seed=0, n_train=50, n_test=1)
+def _fuzzy_pairs(tokens, pad=15, first_value=7):
+    """The (key, value) spans of one fuzzy-recall row, after its left padding, with the index of each
+    value span's first token: spans alternate between key tokens (< 7) and value tokens (7..14)."""
+    start = 0
+    while tokens[start] == pad:
+        start += 1
+    runs = []
+    for t in range(start, len(tokens)):
+        kind = tokens[t] >= first_value
+        if runs and runs[-1][0] == kind:
+            runs[-1][1].append(int(tokens[t]))
+        else:
+            runs.append((kind, [int(tokens[t])], t))
+    assert all(not k for k, _, _ in runs[0::2]) and all(v for v, _, _ in runs[1::2]) and len(runs) % 2 == 0
+    return [(tuple(k), tuple(v), at) for (_, k, _), (_, v, at) in zip(runs[0::2], runs[1::2])]
+
+
+def _check_fuzzy_split(split, key_sizes, test):
+    for x, y in zip(split.inputs, split.targets):
+        tokens = np.append(x, y[-1])                       # the last label is the row's last token
+        label = np.append(IGNORE, y)                       # label[t]: what position t - 1 is scored on
+        pairs = _fuzzy_pairs(tokens)
+        kv = {}
+        for j, (key, val, at) in enumerate(pairs):
+            assert len(key) in key_sizes and 1 <= len(val) <= 3
+            assert len(set(key)) == len(key) and len(set(val)) == len(val)     # spans of distinct tokens
+            assert kv.setdefault(key, val) == val                              # one value per key in a row
+            if test:                                       # scored: values of keys seen before, and the query
+                recalled = key in [k for k, _, _ in pairs[:j]] or j == len(pairs) - 1
+                want = list(val) if recalled else [IGNORE] * len(val)
+                assert list(label[at:at + len(val)]) == want
+                assert (label[at - len(key):at] == IGNORE).all()
+
+
+def test_fuzzy_recall_follows_mad_reference_layout():
+    task = mad_task("fuzzy_recall", seed=0, n_train=60, n_test=60)
+    assert task.vocab_size == 16 and task.train.inputs.shape == (60, 128) and task.test.inputs.shape == (60, 128)
+    _check_fuzzy_split(task.train, {1, 2, 3}, test=False)
+    _check_fuzzy_split(task.test, {3}, test=True)
+    sizes = {len(k) for x, y in zip(task.train.inputs, task.train.targets) for k, _, _ in
+             _fuzzy_pairs(np.append(x, y[-1]))}
+    assert sizes == {1, 2, 3}                              # training mixes key spans of 1-3 tokens
     x, y = task.train.inputs, task.train.targets
-    lab = y != IGNORE
-    assert lab.any()
-    np.testing.assert_array_equal(y[:, :-1][lab[:, :-1]], x[:, 1:][lab[:, :-1]])   # each label is the next token
-    assert (x[:, 1:][lab[:, :-1]] >= 8).all()                                           # and it is a value token
-    for row in x:                                       # spans of 1-3 tokens: no run of > 3 keys or values
-        kinds = row >= 8
-        run = 1
-        for i in range(1, len(row)):
-            run = run + 1 if kinds[i] == kinds[i - 1] else 1
-            assert run <= 3 or i < 3
+    np.testing.assert_array_equal(y[:, :-1], x[:, 1:])     # training: next-token labels everywhere (MAD)
+    lab = task.test.targets != IGNORE
+    assert lab[:, -1].all()                                # the query's last value token is always scored
+    assert 1 <= lab.sum(1).mean() < 10                     # and few others: keys of 3 tokens rarely repeat
+    # the probe pair appears before the query in most rows (the reference may not fit it in)
+    before = [p[-1][0] in [k for k, _, _ in p[:-1]] for p in
+              (_fuzzy_pairs(np.append(x, y[-1])) for x, y in zip(task.test.inputs, task.test.targets))]
+    assert np.mean(before) > 0.8
 
 
 def test_selective_copy():
@@ -123,6 +161,19 @@ def test_selective_copy():
         assert len(data) == 16
         np.testing.assert_array_equal(y[marker + 1:], data)
         assert (y[:marker + 1] == IGNORE).all() and (x[marker + 1:] == 14).all()
+
+
+def test_selective_copy_spreads_blanks_as_mad_reference():
+    """MAD's reference inserts each blank in front of a uniformly chosen data token: the blanks before each
+    data token are multinomial (mean (L - 33) / 16 each) and none follow the last one."""
+    x = mad_task("selective_copy", seed=1, n_train=400, n_test=1).train.inputs
+    assert (x[:, 256 - 18] != 14).all()                   # the last data token sits just before the marker
+    pos = np.array([np.flatnonzero(row[:256 - 17] != 14) for row in x])        # [N, 16] data positions
+    gaps = np.diff(np.concatenate([np.full((len(x), 1), -1), pos], axis=1), axis=1) - 1
+    mean = (256 - 33) / 16
+    sd = np.sqrt((256 - 33) * (1 / 16) * (15 / 16))
+    assert np.abs(gaps.mean(0) - mean).max() < 5 * sd / np.sqrt(len(x))      # every gap, 5 standard errors
+    assert abs(gaps.std() - sd) < 0.1 * sd
 
 
 def test_compression():

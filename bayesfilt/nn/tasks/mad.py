@@ -6,14 +6,22 @@ Our concrete layouts (seeded, NumPy only; IGNORE = -100 marks unlabelled positio
 - in-context recall: keys are tokens 0..7, values 8..15. Each sequence draws its own map
   key -> value and is L/2 pairs (key, value). Multi-query: every key position whose key
   occurred earlier in the sequence is labelled with its value (the next token).
-- fuzzy recall: as recall, but each sequence uses 8 distinct, prefix-free key spans of 1-3 key
-  tokens and value spans of 1-3 value tokens; once a key span repeats, its last token is
-  labelled with the first value token and each value token with the next one.
+- fuzzy recall (the generator of MAD's reference code, mad-lab, rewritten here): vocabulary 16 =
+  key tokens 0..6, value tokens 7..14 and a pad token (15). A key is an ordered span of 1-3
+  distinct key tokens, a value an ordered span of 1-3 distinct value tokens; each sequence draws
+  its own map key -> value as keys first appear. One probe pair is placed at a random point and
+  repeated at the end; the sequence is left-padded to L. Training sequences mix key spans of 1-3
+  tokens and are labelled for next-token prediction at every position (MAD trains the recall tasks
+  as language models); test sequences use keys of 3 tokens only and label the value tokens of keys
+  seen before (the final probe's among them). As in the reference, a probe whose first occurrence
+  did not fit before the end is still scored.
 - noisy recall: as recall, with 20% of the positions noise tokens from a separate noise vocabulary
   of 16 (tokens 16..31), inserted between pairs; noise positions are unlabelled.
 - selective copy: vocabulary 16 = 14 data tokens (0..13), blank (14) and copy marker (15).
-  L = 256: a context of L - 17 positions holding 16 data tokens at random positions (blank
-  elsewhere), the marker, then 16 blank slots labelled with the 16 data tokens in order.
+  L = 256: a context of L - 17 positions holding 16 data tokens with the L - 33 blanks spread
+  before them as in MAD's reference code (each blank goes in front of a uniformly chosen data
+  token, so the last data token sits just before the marker), the marker, then 16 blank slots
+  labelled with the 16 data tokens in order.
 - compression: L = 32: 31 random tokens from 15 data tokens (0..14) then the compression token
   (15). The model's hidden state at the compression token is decoded by a 2-layer MLP
   (widths 240, 120) into each of the 31 tokens (targets [N, 31]; readout "compression").
@@ -24,6 +32,8 @@ Our concrete layouts (seeded, NumPy only; IGNORE = -100 marks unlabelled positio
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -65,32 +75,45 @@ def _recall_split(rng, n, length, n_keys, n_values, noise_vocab, frac_noise):
     return Split(x, y)
 
 
-def _fuzzy_split(rng, n, length, n_keys_tok, n_values_tok, n_pairs_distinct=8, max_span=3):
+def _motifs(n_tokens: int, size: int) -> np.ndarray:
+    """[P, size] every ordered span of ``size`` distinct tokens of 0..n_tokens-1 (P = n!/(n-size)!)."""
+    return np.array(list(itertools.permutations(range(n_tokens), size)), dtype=np.int64).reshape(-1, size)
+
+
+def _fuzzy_split(rng, n, length, train: bool, n_key_tok=7, n_value_tok=8, max_key=3, max_value=3):
+    """MAD's fuzzy in-context recall (module docstring): keys of 1..max_key tokens from 0..n_key_tok-1
+    (test: max_key only), values of 1..max_value tokens from the next n_value_tok ids, pad = the id after."""
+    pad = n_key_tok + n_value_tok
+    keys = {s: _motifs(n_key_tok, s) for s in range(1, max_key + 1)}
+    values = {s: n_key_tok + _motifs(n_value_tok, s) for s in range(1, max_value + 1)}
+    key_sizes = list(range(1, max_key + 1)) if train else [max_key]
     x = np.empty((n, length), dtype=np.int64)
     y = np.full((n, length), IGNORE, dtype=np.int64)
+
+    def draw(table, sizes):
+        motifs = table[sizes[int(rng.integers(len(sizes)))]]
+        return tuple(int(t) for t in motifs[int(rng.integers(len(motifs)))])
+
     for i in range(n):
-        keys: list[tuple] = []
-        while len(keys) < n_pairs_distinct:                            # distinct, prefix-free key spans
-            span = tuple(rng.integers(0, n_keys_tok, size=rng.integers(1, max_span + 1)))
-            if any(span[:len(k)] == k or k[:len(span)] == span for k in keys):
-                continue
-            keys.append(span)
-        values = [tuple(n_keys_tok + rng.integers(0, n_values_tok, size=rng.integers(1, max_span + 1)))
-                  for _ in keys]
-        seq, lab, seen = [], [], set()
-        while len(seq) < length:
-            j = int(rng.integers(0, n_pairs_distinct))
-            k, v = keys[j], values[j]
-            lab.extend([IGNORE] * (len(k) - 1))
-            lab.append(v[0] if j in seen else IGNORE)                  # last key token -> first value token
-            lab.extend([v[m + 1] if j in seen else IGNORE for m in range(len(v) - 1)])
-            lab.append(IGNORE)                                         # last value token: the next key is random
-            seq.extend(k)
-            seq.extend(v)
-            seen.add(j)
-        x[i] = seq[:length]
-        y[i] = lab[:length]
-        y[i, length - 1] = IGNORE                                      # its next token is cut off
+        k_probe, v_probe = draw(keys, key_sizes), draw(values, list(values))
+        kvp = len(k_probe) + len(v_probe)
+        probe_at = int(rng.integers(max(1, length - 2 * kvp)))  # where the probe pair first appears
+        seq, lab, kv, presented = [], [], {}, set()
+        while len(seq) < length - kvp - (max_key + max_value):  # room left for one more pair and the probe
+            k, v_new = draw(keys, key_sizes), draw(values, list(values))
+            if k_probe not in presented and len(seq) >= probe_at:
+                k, v_new = k_probe, v_probe                     # the probe's first, unscored occurrence
+            v = kv.setdefault(k, v_probe if k == k_probe else v_new)
+            seq += [*k, *v]
+            lab += [IGNORE] * len(k) + (list(v) if k in presented else [IGNORE] * len(v))
+            presented.add(k)
+        seq += [*k_probe, *v_probe]                             # the query: the probe again, its value scored
+        lab += [IGNORE] * len(k_probe) + list(v_probe)
+        n_pad = max(0, length + 1 - len(seq))
+        seq, lab = [pad] * n_pad + seq, [IGNORE] * n_pad + lab  # length + 1 tokens: inputs and next tokens
+        seq, lab = seq[-(length + 1):], lab[-(length + 1):]
+        x[i] = seq[:-1]
+        y[i] = seq[1:] if train else lab[1:]                    # position t predicts token t + 1
     return Split(x, y)
 
 
@@ -100,7 +123,8 @@ def _selective_copy_split(rng, n, length, vocab, n_copy):
     x = np.full((n, length), blank, dtype=np.int64)
     y = np.full((n, length), IGNORE, dtype=np.int64)
     for i in range(n):
-        pos = np.sort(rng.choice(ctx, size=n_copy, replace=False))
+        before = rng.multinomial(ctx - n_copy, np.full(n_copy, 1.0 / n_copy))   # blanks in front of each data token
+        pos = np.arange(n_copy) + np.cumsum(before)
         data = rng.integers(0, vocab - 2, size=n_copy)
         x[i, pos] = data
         x[i, ctx] = marker
@@ -162,28 +186,30 @@ def mad_task(name: str, *, seed: int = 0, n_train: int | None = None, n_test: in
     if name in ("in_context_recall", "noisy_recall"):
         noise = 16 if name == "noisy_recall" else 0
         frac = 0.2 if name == "noisy_recall" else 0.0
-        make = lambda r, nn: _recall_split(r, nn, length, 8, 8, noise, frac)    # noqa: E731
+        make = lambda r, nn, tr: _recall_split(r, nn, length, 8, 8, noise, frac)    # noqa: E731
         vocab = 16 + noise
         settings.update(keys=8, values=8, noise_vocab=noise, frac_noise=frac, multi_query=True)
     elif name == "fuzzy_recall":
-        make = lambda r, nn: _fuzzy_split(r, nn, length, 8, 8)       # noqa: E731
+        make = lambda r, nn, tr: _fuzzy_split(r, nn, length, tr)     # noqa: E731 (train and test differ)
         vocab = 16
-        settings.update(keys=8, values=8, span=(1, 3), distinct_keys=8)
+        settings.update(key_tokens=7, value_tokens=8, pad_token=15, span=(1, 3), test_key_span=3,
+                        train_labels="next token", generator="mad-lab")
     elif name == "selective_copy":
         if length < 33:                                               # 16 data tokens + marker + 16 slots
             raise value_error("length", f"selective copy needs length >= 33, got {length}", "pass length >= 33")
-        make = lambda r, nn: _selective_copy_split(r, nn, length, 16, 16)   # noqa: E731
+        make = lambda r, nn, tr: _selective_copy_split(r, nn, length, 16, 16)   # noqa: E731
         vocab = 16
         settings.update(n_copy=16)
     elif name == "compression":
-        make = lambda r, nn: _compression_split(r, nn, length, 16)   # noqa: E731
+        make = lambda r, nn, tr: _compression_split(r, nn, length, 16)   # noqa: E731
         vocab, readout = 16, "compression"
         settings.update(decoder_widths=(240, 120))
     else:
         kv = 128 + rng_for(seed, tid, 2).integers(0, 128, size=128)    # the fixed map key -> value
-        make = lambda r, nn: _memorization_split(r, kv, nn, length, 128)     # noqa: E731
+        make = lambda r, nn, tr: _memorization_split(r, kv, nn, length, 128)     # noqa: E731
         vocab = 256
         settings.update(keys=128, values=128)
     n_classes = vocab if n_classes is None else n_classes
-    return Task(name=name, train=make(rng_for(seed, tid, 0), n_train), test=make(rng_for(seed, tid, 1), n_test),
+    return Task(name=name, train=make(rng_for(seed, tid, 0), n_train, True),
+                test=make(rng_for(seed, tid, 1), n_test, False),
                 vocab_size=vocab, n_classes=n_classes, readout=readout, settings=settings)
