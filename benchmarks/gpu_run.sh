@@ -60,6 +60,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s17g       # issue 4: the backward with 8 s-lanes per program (bwd_sb 8: half the partial sums to fold), A/B
 #   bash benchmarks/gpu_run.sh COMMIT s17h       # issue 4: bwd_fold (dv, dLv added up over s-blocks in the kernel): GPU tests, A/B
 #   bash benchmarks/gpu_run.sh COMMIT s18a       # session 18: GPU tests left from s17 (graphs, KLA kernels); MAD fuzzy recall (mad-lab generator)
+#   bash benchmarks/gpu_run.sh COMMIT s18b       # session 18: MAD selective copy (mad-lab layout), KLA, MAD's 200 epochs, lr x weight-decay grid
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1203,6 +1204,15 @@ s18a)
         --out "$OUT/kla_mad_${stage}_fuzzy.json" > "$LOG/mad.log" 2>&1
     el "kla_mad rc=$?"; tail -n 12 "$LOG/mad.log" | cut -c1-300
     wait
+    ;;
+s18b)
+    # session 18 (kind nvidia-h200; carry .tcache): selective copy at MAD's protocol, 200 epochs of 12,800
+    # sequences (20,000 steps at batch 128) for each lr x weight decay of a part of MAD's grid, KLA, seed 0
+    timeout ${MAD_TIMEOUT:-545} python3 benchmarks/kla_mad.py --tasks selective_copy --mixers ${MAD_MIXERS:-kla} \
+        --seeds 0 --lr ${MAD_LRS:-5e-4 1e-3} --weight-decay ${MAD_WDS:-0 0.1} --steps ${MAD_STEPS:-20000} \
+        --max-seconds ${MAD_SECONDS:-465} --kill-after 520 --workdir /tmp/kla_mad \
+        --out "$OUT/kla_mad_${stage}_selcopy.json" > "$LOG/mad.log" 2>&1
+    el "kla_mad rc=$?"; tail -n 12 "$LOG/mad.log" | cut -c1-300
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

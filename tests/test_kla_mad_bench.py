@@ -1,0 +1,46 @@
+"""benchmarks/kla_mad.py: the lr x weight-decay grid (best run per seed, as MAD's protocol) and a tiny CPU run."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def mad():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("kla_mad_bench", BENCH / "kla_mad.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(seed, lr, wd, acc, mixer="kla"):
+    return dict(task="selective_copy", mixer=mixer, seed=seed, lr=lr, weight_decay=wd, accuracy=acc)
+
+
+def test_summary_takes_each_seeds_best_grid_point(mad):
+    rows = [_row(0, 1e-3, 0.0, 0.60), _row(0, 5e-4, 0.1, 0.80), _row(0, 5e-4, 0.0, None),
+            _row(1, 1e-3, 0.0, 0.70), _row(1, 5e-4, 0.1, 0.50)]
+    best = mad.best_of_grid(rows)
+    assert sorted((r["seed"], r["lr"], r["weight_decay"]) for r in best) == [(0, 5e-4, 0.1), (1, 1e-3, 0.0)]
+    cell = mad.summarize(rows, ["selective_copy"], ["kla"])["table"]["selective_copy"]["kla"]
+    assert cell["ours_pct"] == 75.0 and cell["per_seed_pct"] == [80.0, 70.0]      # mean of the per-seed bests
+    assert cell["diff_pts"] == round(75.0 - mad.PAPER_KLA["selective_copy"], 2)
+    assert {(g["seed"], g["lr"]) for g in cell["grid_point"]} == {(0, 5e-4), (1, 1e-3)}
+
+
+def test_quick_run_with_a_grid(mad, tmp_path):
+    out = tmp_path / "mad.json"
+    rc = mad.main(["--quick", "--tasks", "in_context_recall", "--mixers", "kla", "--lr", "1e-3", "2e-3",
+                   "--workdir", str(tmp_path / "w"), "--out", str(out), "--no-warm"])
+    assert rc == 0
+    rec = json.loads(out.read_text())
+    runs = [r for r in rec["runs"] if r.get("status") != "skipped"]
+    assert sorted(r["lr"] for r in runs) == [1e-3, 2e-3] and all(r["accuracy"] is not None for r in runs)
+    assert rec["summary"]["table"]["in_context_recall"]["kla"]["seeds"] == 1     # one seed, its better run
+    assert rec["settings"]["grid"] is not None and (tmp_path / "w" / "in_context_recall-kla-0-lr0.001-wd0.1").is_dir()
