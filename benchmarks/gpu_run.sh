@@ -61,6 +61,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s17h       # issue 4: bwd_fold (dv, dLv added up over s-blocks in the kernel): GPU tests, A/B
 #   bash benchmarks/gpu_run.sh COMMIT s18a       # session 18: GPU tests left from s17 (graphs, KLA kernels); MAD fuzzy recall (mad-lab generator)
 #   bash benchmarks/gpu_run.sh COMMIT s18b       # session 18: MAD selective copy (mad-lab layout), KLA, MAD's 200 epochs, lr x weight-decay grid
+#   bash benchmarks/gpu_run.sh COMMIT s18c       # session 18: s18b's best grid point (lr 1e-3, wd 0): KLA seed 1; KLA p = 0, GLA, attention seed 0
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1213,6 +1214,18 @@ s18b)
         --max-seconds ${MAD_SECONDS:-465} --kill-after 520 --workdir /tmp/kla_mad \
         --out "$OUT/kla_mad_${stage}_selcopy.json" > "$LOG/mad.log" 2>&1
     el "kla_mad rc=$?"; tail -n 12 "$LOG/mad.log" | cut -c1-300
+    ;;
+s18c)
+    # session 18 (kind nvidia-h200; carry .tcache .whl): selective copy at s18b's best grid point (lr 1e-3, weight
+    # decay 0, 20,000-step schedule): a second KLA seed, and KLA p = 0, GLA and attention with seed 0, 4 runs at once
+    common18c="--tasks selective_copy --lr 1e-3 --weight-decay 0 --steps 20000 --max-seconds ${MAD_SECONDS:-465} --kill-after 520"
+    timeout 545 python3 benchmarks/kla_mad.py $common18c --mixers kla --seeds 1 --workdir /tmp/kla_mad_a \
+        --out "$OUT/kla_mad_${stage}_kla.json" > "$LOG/mad_a.log" 2>&1 &
+    timeout 545 python3 benchmarks/kla_mad.py $common18c --mixers kla_p0 gla attention --seeds 0 --workdir /tmp/kla_mad_b \
+        --out "$OUT/kla_mad_${stage}_others.json" > "$LOG/mad_b.log" 2>&1
+    el "kla_mad (others) rc=$?"; tail -n 8 "$LOG/mad_b.log" | cut -c1-300
+    wait
+    el "kla_mad (kla seed 1) done"; tail -n 6 "$LOG/mad_a.log" | cut -c1-300
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
