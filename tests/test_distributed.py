@@ -37,6 +37,7 @@ from bayesfilt.nn.distributed import (DistributedConfig, optimizer_state_by_inde
                                       optimizer_state_by_name, rank_batches, set_multicast_env,
                                       train_distributed)
 from bayesfilt.nn.train import TrainConfig, batch_indices, train  # noqa: E402
+from bayesfilt.nn.tasks import make_task  # noqa: E402
 
 # 20 steps (a checkpoint every 2) of a tiny model: long enough to kill a rank mid-run.
 # in_context_recall at length 16 labels 1-5 positions of a row, so ranks and micro-batches hold
@@ -286,6 +287,25 @@ def test_failed_build_leaves_no_run_and_stop_after_zero_takes_no_step(tmp_path, 
                       eval_every=2, warmup=1)
     res = train_distributed(cfg, tmp_path / "d", progress=False, stop_after=0)
     assert res["status"] == "stopped" and res["step"] == 0
+
+
+def test_a_batch_without_labels_is_a_zero_step_in_both_loops(tmp_path, one_torch_thread):
+    """in_context_recall at L = 4 labels a row only when its second key repeats the first (1 in 8): some whole
+    4-row batches hold no label. Both loops take such a step with loss 0 and zero gradients (AdamW still
+    decays the weights); train() used to call it a divergence (the mean over no labels is NaN)."""
+    cfg = TrainConfig(task="in_context_recall", length=4, n_train=64, n_test=16, d_model=8, d_state=2, steps=8,
+                      batch_size=4, eval_every=4, warmup=2, seed=5)
+    task = make_task("in_context_recall", length=4, n_train=64, n_test=16, seed=5)
+    empty = [s for s in range(cfg.steps)
+             if not (task.train.targets[batch_indices(cfg.seed, s, cfg.batch_size, 64)] != -100).any()]
+    assert empty                                            # the case under test occurs
+    single = train(cfg, tmp_path / "single", progress=False)
+    assert single["status"] == "done" and single["step"] == cfg.steps
+    res = train_distributed(cfg, tmp_path / "dist", DistributedConfig(grad_accum=2), progress=False)
+    a, b = (load_checkpoint(tmp_path / x / "checkpoint.pt") for x in ("single", "dist"))
+    losses = {h["step"]: h["loss"] for h in a["history"] if "loss" in h}
+    assert [losses[s + 1] for s in empty] == [0.0] * len(empty)
+    assert res["status"] == "done" and _max_diff(a["model"], b["model"]) < WEIGHT_TOL
 
 
 def test_micro_batches_without_labels_add_nothing(tmp_path, one_torch_thread):

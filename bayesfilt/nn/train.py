@@ -598,8 +598,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     try:
         while status == "done" and step < cfg.steps:
             idx = batch_indices(cfg.seed, step, cfg.batch_size, n)
+            y_np = task.train.targets[idx]
             x = torch.from_numpy(task.train.inputs[idx]).to(device)
-            y = torch.from_numpy(task.train.targets[idx]).to(device)
+            y = torch.from_numpy(y_np).to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step)
             gen = None
@@ -607,6 +608,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
                 gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
             with _autocast(cfg, device):
                 loss, logits = model.loss_and_logits(x, y, cfg.posterior_samples, gen)
+            if not (y_np != -100).any():                    # nothing labelled (the mean is NaN): loss 0, zero
+                loss = logits.sum() * 0.0                   # gradients, as train_distributed; not a divergence
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
