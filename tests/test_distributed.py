@@ -306,6 +306,9 @@ def test_a_batch_without_labels_is_a_zero_step_in_both_loops(tmp_path, one_torch
     losses = {h["step"]: h["loss"] for h in a["history"] if "loss" in h}
     assert [losses[s + 1] for s in empty] == [0.0] * len(empty)
     assert res["status"] == "done" and _max_diff(a["model"], b["model"]) < WEIGHT_TOL
+    from bayesfilt.nn.train import TaskModel, evaluate      # evaluation batches without labels add nothing
+    scores = evaluate(TaskModel(cfg, task), task, cfg, torch.device("cpu"), batch_size=2)
+    assert np.isfinite(scores["eval_loss"]) and scores["eval_loss"] > 0
 
 
 def test_micro_batches_without_labels_add_nothing(tmp_path, one_torch_thread):

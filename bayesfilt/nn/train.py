@@ -418,7 +418,7 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
         with _autocast(cfg, device):
             loss, logits = model.loss_and_logits(x, y)
         c, t, s, _, last = _accuracy(logits, y)
-        tot_loss += float(loss) * t
+        tot_loss += float(loss) * t if t else 0.0           # a batch without labels has loss NaN
         tot_tok += t
         c_tok += c
         c_seq += s
