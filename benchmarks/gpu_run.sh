@@ -62,6 +62,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s18a       # session 18: GPU tests left from s17 (graphs, KLA kernels); MAD fuzzy recall (mad-lab generator)
 #   bash benchmarks/gpu_run.sh COMMIT s18b       # session 18: MAD selective copy (mad-lab layout), KLA, MAD's 200 epochs, lr x weight-decay grid
 #   bash benchmarks/gpu_run.sh COMMIT s18c       # session 18: s18b's best grid point (lr 1e-3, wd 0): KLA seed 1; KLA p = 0, GLA, attention seed 0
+#   bash benchmarks/gpu_run.sh COMMIT s18d       # issue 4: the backward's 8 x 8 tile (half the dv, dLv partial sums, twice dk, dq's), A/B at the main shape
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1226,6 +1227,12 @@ s18c)
     el "kla_mad (others) rc=$?"; tail -n 8 "$LOG/mad_b.log" | cut -c1-300
     wait
     el "kla_mad (kla seed 1) done"; tail -n 6 "$LOG/mad_a.log" | cut -c1-300
+    ;;
+s18d)
+    # session 18's last call (kind nvidia-h200; carry .tcache): the backward with an 8 x 8 lane tile (bwd_sb 8,
+    # bwd_bm 8): 2 partial sums of dv, dLv to fold instead of 4, 256 of dk, dq instead of 128 (about 0.5 GB
+    # less partial-sum traffic at the main shape); the same 64 lanes per one-warp program as the 4 x 16 default
+    kla_ab ${AB_TIMEOUT:-220} $stage main '[{}, {"bwd_sb": 8, "bwd_bm": 8}]' ${AB_ROUNDS:-3}
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

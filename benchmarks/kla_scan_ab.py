@@ -70,11 +70,20 @@ def main(argv=None) -> int:
         xs = _inputs(*shape, grad=True)
         gy, gyv = torch.randn(*shape[:3], device="cuda"), torch.randn(*shape[:3], device="cuda")
         timers = [_timers(shape, t, gy, gyv, xs) for t in args.tunes]
+        grads = []
         for tm in timers:                               # compile / first launch outside the rounds
-            for f in tm.values():
+            for k, f in tm.items():
                 f()
-        for x in xs:
-            x.grad = None
+                if k == "fwdbwd":                       # this variant's gradients, for the parity row
+                    grads.append([x.grad.clone() for x in xs])
+            for x in xs:
+                x.grad = None
+        # each variant's gradients against the first variant's (relative RMS): a tune that computes
+        # something else shows here before its times mean anything
+        parity = [{n: float((g - g0).pow(2).mean().sqrt() / g0.pow(2).mean().sqrt().clamp_min(1e-30))
+                   for n, g, g0 in zip(("v", "lambda_v", "k", "q", "a_bar", "p_bar"), gs, grads[0])}
+                  for gs in grads]
+        print(name, "gradients against the first variant (rel. RMS):", parity, flush=True)
         times = [{k: [] for k in ("fwd", "fwdbwd", "bwd")} for _ in args.tunes]
         for r in range(args.rounds):
             for i, tm in enumerate(timers):
@@ -83,7 +92,8 @@ def main(argv=None) -> int:
                                                 grad_to_none=xs if k == "fwdbwd" else None))
             print(name, "round", r, [{k: round(v[-1], 4) for k, v in t.items()} for t in times], flush=True)
         res["shapes"][name] = {"B_L_M_S": shape, "variants": [
-            {"tune": t, "ms": times[i], "median_ms": {k: statistics.median(v) for k, v in times[i].items()},
+            {"tune": t, "grad_rel_rms_vs_first": parity[i], "ms": times[i],
+             "median_ms": {k: statistics.median(v) for k, v in times[i].items()},
              "min_ms": {k: min(v) for k, v in times[i].items()}} for i, t in enumerate(args.tunes)]}
         with open(args.out, "w") as fh:
             json.dump(res, fh, indent=1)
