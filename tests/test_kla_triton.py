@@ -606,6 +606,15 @@ def test_backward_fold_interpreted():
     _check_same(1, 19, 5, 16, {**F, "bwd_mom": 1}, {"bwd_mom": 1}, inexact=sums, init=True, prior=False)
 
 
+def test_backward_tile_8x8_interpreted():
+    """The backward's 8 x 8 tile (bwd_sb 8, bwd_bm 8: 2 s-block partial sums of dv, dLv instead of 4, twice the
+    m-block partial sums of dk, dq; docs/kla_kernels.md, "The backward's 8 x 8 tile") against the float64
+    reference and the default tile, with partial last s- and m-blocks (S = 12, M = 21) and the prior readout."""
+    T = {"bwd_sb": 8, "bwd_bm": 8}
+    sums = ("grad_v", "grad_lambda_v", "grad_k", "grad_q")
+    _check_same(1, 19, 21, 12, T, {}, inexact=sums, init=True, prior=True)
+
+
 def test_extreme_inputs_small():
     """a near 0 and 1, p = 0, very large and very small value precisions.
 
@@ -932,6 +941,16 @@ def test_gpu_matrix_backward_fold(case):
     unfolded backward, compiled; unchunked and time-chunked."""
     B, L, M, S, init, prior, nc = case
     _check_same(B, L, M, S, {"bwd_fold": 1}, {}, init=init, prior=prior, num_chunks=nc)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("case", [GPU_CASES[1], GPU_CASES[3], GPU_CASES[4], GPU_CASES[6]])
+def test_gpu_matrix_backward_tile_8x8(case):
+    """The backward's 8 x 8 tile against the reference and the default 4 x 16 tile, compiled (S = 5, 7, 33:
+    partial s-blocks; a time-chunked case). Not yet run on a GPU (session 18's device time ran out)."""
+    B, L, M, S, init, prior, nc = case
+    _check_same(B, L, M, S, {"bwd_sb": 8, "bwd_bm": 8}, {}, init=init, prior=prior, num_chunks=nc)
 
 
 @pytest.mark.gpu
