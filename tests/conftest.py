@@ -19,6 +19,21 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+def load_script(path, name: str):
+    """Import the Python file ``path`` (a benchmark or docs script, not a package module) as module ``name``.
+    Its own folder goes on sys.path first, for scripts that import their siblings (benchmarks/_common.py)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    path = Path(path)
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def max_rel(a, b):
     """max |a - b| / max(|b|, 1), elementwise: relative where b is large, absolute near 0."""
     a, b = np.asarray(a, float), np.asarray(b, float)

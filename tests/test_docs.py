@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -338,10 +339,7 @@ def test_example_runs(script, tmp_path):
 
 
 def _gen_tables():
-    spec = importlib.util.spec_from_file_location("gen_tables", ROOT / "docs" / "gen_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "docs" / "gen_tables.py", "gen_tables")
 
 
 def test_backends_page_lists_every_tolerance():

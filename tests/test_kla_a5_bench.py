@@ -1,22 +1,17 @@
 """benchmarks/kla_a5.py: run specs, the score (sequence accuracy >= 0.9), the summary, and a resumable tiny sweep."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def a5():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("kla_a5_bench", BENCH / "kla_a5.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(BENCH / "kla_a5.py", "kla_a5_bench")
 
 
 def test_parse_runs(a5):

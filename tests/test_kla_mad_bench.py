@@ -1,22 +1,17 @@
 """benchmarks/kla_mad.py: the lr x weight-decay grid (best run per seed, as MAD's protocol) and a tiny CPU run."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def mad():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("kla_mad_bench", BENCH / "kla_mad.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(BENCH / "kla_mad.py", "kla_mad_bench")
 
 
 def _row(seed, lr, wd, acc, mixer="kla"):

@@ -39,12 +39,10 @@ def test_benchmarks_record_the_commit_through_one_helper():
     """benchmarks/_common.git_state is the one place that asks git for the commit; it equals `git rev-parse
     HEAD` and says whether bayesfilt/ is modified. The scripts use it instead of their own copies
     (distributed_lm.py excepted: another engineer's file at the time of writing)."""
-    import importlib.util
+    from conftest import load_script
     import subprocess
 
-    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "benchmarks" / "_common.py")
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
+    common = load_script(ROOT / "benchmarks" / "_common.py", "bench_common")
     sha, dirty = common.git_state()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     if head.returncode == 0:

@@ -221,14 +221,12 @@ def test_bits_per_char_of_a_uniform_model_is_log2_v():
 def test_benchmark_matches_parameter_counts_within_5_percent():
     """benchmarks/lm_text.py's widths: counted on the meta device, equal to a real model's count, within ±5%."""
     import argparse
-    import importlib.util
+    from conftest import load_script
     from pathlib import Path
 
     from bayesfilt.nn.lm import count_parameters
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "lm_text.py"
-    spec = importlib.util.spec_from_file_location("lm_text_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(path, "lm_text_bench")
     for layers, d, heads, S in ((6, 256, 8, 16), (2, 32, 2, 8), (4, 128, 4, 16)):
         args = argparse.Namespace(layers=layers, heads=heads, d_state=S, expand=2, d_model=d)
         budget = bench.n_params(75, d, args, "kla")
