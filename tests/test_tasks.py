@@ -137,9 +137,10 @@ def test_fuzzy_recall_follows_mad_reference_layout():
     assert task.vocab_size == 16 and task.train.inputs.shape == (60, 128) and task.test.inputs.shape == (60, 128)
     _check_fuzzy_split(task.train, {1, 2, 3}, test=False)
     _check_fuzzy_split(task.test, {3}, test=True)
-    sizes = {len(k) for x, y in zip(task.train.inputs, task.train.targets) for k, _, _ in
-             _fuzzy_pairs(np.append(x, y[-1]))}
-    assert sizes == {1, 2, 3}                              # training mixes key spans of 1-3 tokens
+    train_pairs = [p for x, y in zip(task.train.inputs, task.train.targets) for p in _fuzzy_pairs(np.append(x, y[-1]))]
+    test_pairs = [p for x, y in zip(task.test.inputs, task.test.targets) for p in _fuzzy_pairs(np.append(x, y[-1]))]
+    assert {len(k) for k, _, _ in train_pairs} == {1, 2, 3}                 # training mixes key spans of 1-3 tokens
+    assert {len(v) for _, v, _ in train_pairs} == {len(v) for _, v, _ in test_pairs} == {1, 2, 3}   # values: both
     x, y = task.train.inputs, task.train.targets
     np.testing.assert_array_equal(y[:, :-1], x[:, 1:])     # training: next-token labels everywhere (MAD)
     lab = task.test.targets != IGNORE
@@ -149,6 +150,10 @@ def test_fuzzy_recall_follows_mad_reference_layout():
     before = [p[-1][0] in [k for k, _, _ in p[:-1]] for p in
               (_fuzzy_pairs(np.append(x, y[-1])) for x, y in zip(task.test.inputs, task.test.targets))]
     assert np.mean(before) > 0.8
+    # its first appearance is at a uniform point of the row (the reference draws it below L - 2 x probe size)
+    first = [next(at for k, _, at in p if k == p[-1][0]) / 128 for p in
+             (_fuzzy_pairs(np.append(x, y[-1])) for x, y in zip(task.test.inputs, task.test.targets))]
+    assert 0.3 < np.mean(first) < 0.7 and min(first) < 0.2 and max(first) > 0.8
 
 
 def test_selective_copy():
@@ -196,6 +201,14 @@ def test_memorization_fixed_map():
             assert (y[1::2] == IGNORE).all()
             for k, v in zip(keys, vals):
                 assert kv.setdefault(k, v) == v            # one map for every sequence and both splits
+
+
+def test_fuzzy_recall_length_bound():
+    """The smallest L that leaves room for the probe pair (up to 3 + 3 tokens) twice; shorter is refused."""
+    task = mad_task("fuzzy_recall", length=13, n_train=50, n_test=50)
+    assert task.train.inputs.shape == (50, 13) and (task.train.inputs[:, 0] == 15).all()    # always some padding
+    with pytest.raises(BayesfiltError, match="length >= 13"):
+        mad_task("fuzzy_recall", length=12, n_train=2, n_test=1)
 
 
 def test_selective_copy_length_bound():

@@ -10,7 +10,7 @@ Our concrete layouts (seeded, NumPy only; IGNORE = -100 marks unlabelled positio
   key tokens 0..6, value tokens 7..14 and a pad token (15). A key is an ordered span of 1-3
   distinct key tokens, a value an ordered span of 1-3 distinct value tokens; each sequence draws
   its own map key -> value as keys first appear. One probe pair is placed at a random point and
-  repeated at the end; the sequence is left-padded to L. Training sequences mix key spans of 1-3
+  repeated at the end; the sequence is left-padded to L (L >= 13). Training sequences mix key spans of 1-3
   tokens and are labelled for next-token prediction at every position (MAD trains the recall tasks
   as language models); test sequences use keys of 3 tokens only and label the value tokens of keys
   seen before (the final probe's among them). As in the reference, a probe whose first occurrence
@@ -97,7 +97,7 @@ def _fuzzy_split(rng, n, length, train: bool, n_key_tok=7, n_value_tok=8, max_ke
     for i in range(n):
         k_probe, v_probe = draw(keys, key_sizes), draw(values, list(values))
         kvp = len(k_probe) + len(v_probe)
-        probe_at = int(rng.integers(max(1, length - 2 * kvp)))  # where the probe pair first appears
+        probe_at = int(rng.integers(length - 2 * kvp))          # where the probe pair first appears
         seq, lab, kv, presented = [], [], {}, set()
         while len(seq) < length - kvp - (max_key + max_value):  # room left for one more pair and the probe
             k, v_new = draw(keys, key_sizes), draw(values, list(values))
@@ -109,9 +109,8 @@ def _fuzzy_split(rng, n, length, train: bool, n_key_tok=7, n_value_tok=8, max_ke
             presented.add(k)
         seq += [*k_probe, *v_probe]                             # the query: the probe again, its value scored
         lab += [IGNORE] * len(k_probe) + list(v_probe)
-        n_pad = max(0, length + 1 - len(seq))
+        n_pad = length + 1 - len(seq)                           # >= 2: the loop stopped below length - kvp
         seq, lab = [pad] * n_pad + seq, [IGNORE] * n_pad + lab  # length + 1 tokens: inputs and next tokens
-        seq, lab = seq[-(length + 1):], lab[-(length + 1):]
         x[i] = seq[:-1]
         y[i] = seq[1:] if train else lab[1:]                    # position t predicts token t + 1
     return Split(x, y)
@@ -190,6 +189,9 @@ def mad_task(name: str, *, seed: int = 0, n_train: int | None = None, n_test: in
         vocab = 16 + noise
         settings.update(keys=8, values=8, noise_vocab=noise, frac_noise=frac, multi_query=True)
     elif name == "fuzzy_recall":
+        if length < 13:                                               # the probe's place is drawn below L - 2 (3 + 3)
+            raise value_error("length", f"fuzzy recall needs length >= 13 (room for a probe pair of up to 3 + 3 "
+                              f"tokens twice), got {length}", "pass length >= 13")
         make = lambda r, nn, tr: _fuzzy_split(r, nn, length, tr)     # noqa: E731 (train and test differ)
         vocab = 16
         settings.update(key_tokens=7, value_tokens=8, pad_token=15, span=(1, 3), test_key_span=3,
