@@ -43,9 +43,10 @@ and the averages of GLA, Gated DeltaNet and Mamba) and the difference in points.
 
 Learning rate and weight decay. ``--lr`` and ``--weight-decay`` take several values: every
 (task, mixer, seed) then runs once per pair, and the summary takes the best run of the grid for
-each (task, mixer, seed) before the mean over seeds, as MAD's protocol does (its grid: lr 1e-4,
-5e-4, 1e-3 and weight decay 0, 0.1, 200 epochs; Poli et al. 2024). Each row keeps its lr and
-weight decay; the summary names the grid point each score came from.
+each (task, mixer, seed), then the mean over seeds. MAD's protocol (Poli et al. 2024) also keeps the
+best run of its grid (lr 1e-4, 5e-4, 1e-3 x weight decay 0, 0.1, 200 epochs) for each task setting,
+and then averages over harder variants of the task (not run here). Each row keeps its lr and weight
+decay; the summary names the grid point each score came from.
 
 Usage::
 

@@ -32,10 +32,12 @@ def test_summary_takes_each_seeds_best_grid_point(mad):
 def test_quick_run_with_a_grid(mad, tmp_path):
     out = tmp_path / "mad.json"
     rc = mad.main(["--quick", "--tasks", "in_context_recall", "--mixers", "kla", "--lr", "1e-3", "2e-3",
-                   "--workdir", str(tmp_path / "w"), "--out", str(out), "--no-warm"])
+                   "--weight-decay", "0", "0.1", "--workdir", str(tmp_path / "w"), "--out", str(out), "--no-warm"])
     assert rc == 0
     rec = json.loads(out.read_text())
     runs = [r for r in rec["runs"] if r.get("status") != "skipped"]
-    assert sorted(r["lr"] for r in runs) == [1e-3, 2e-3] and all(r["accuracy"] is not None for r in runs)
+    assert sorted((r["lr"], r["weight_decay"]) for r in runs) == [(1e-3, 0.0), (1e-3, 0.1), (2e-3, 0.0), (2e-3, 0.1)]
+    assert all(r["accuracy"] is not None for r in runs)
+    assert {r["command"].split("--weight-decay ")[1].split()[0] for r in runs} == {"0.0", "0.1"}   # passed on
     assert rec["summary"]["table"]["in_context_recall"]["kla"]["seeds"] == 1     # one seed, its better run
     assert rec["settings"]["grid"] is not None and (tmp_path / "w" / "in_context_recall-kla-0-lr0.001-wd0.1").is_dir()
