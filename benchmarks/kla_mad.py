@@ -37,7 +37,8 @@ Score. ``bayesfilt train`` evaluates the token accuracy over the labelled positi
 test split (``eval_acc``: the recalled values, the copied tokens, every reconstructed token of
 compression, every memorised value); that is MAD's accuracy (Poli et al. 2024), the metric the
 paper's table reports, in percent. The score of a run is its best evaluation over training
-(MAD reports the best test accuracy of its runs); the final evaluation is recorded beside it.
+(MAD's own score is the final model's test accuracy, the best over its learning-rate and
+weight-decay grid; ours records the final evaluation beside the best).
 The summary is the mean over seeds, next to the paper's numbers (TARGETS.md section 4: KLA per task,
 and the averages of GLA, Gated DeltaNet and Mamba) and the difference in points.
 
