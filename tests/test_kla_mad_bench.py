@@ -14,8 +14,9 @@ def mad():
     return load_script(BENCH / "kla_mad.py", "kla_mad_bench")
 
 
-def _row(seed, lr, wd, acc, mixer="kla"):
-    return dict(task="selective_copy", mixer=mixer, seed=seed, lr=lr, weight_decay=wd, accuracy=acc)
+def _row(seed, lr, wd, acc, mixer="kla", final=None):
+    return dict(task="selective_copy", mixer=mixer, seed=seed, lr=lr, weight_decay=wd, accuracy=acc,
+                final_accuracy=acc if final is None else final)
 
 
 def test_summary_takes_each_seeds_best_grid_point(mad):
@@ -27,6 +28,15 @@ def test_summary_takes_each_seeds_best_grid_point(mad):
     assert cell["ours_pct"] == 75.0 and cell["per_seed_pct"] == [80.0, 70.0]      # mean of the per-seed bests
     assert cell["diff_pts"] == round(75.0 - mad.PAPER_KLA["selective_copy"], 2)
     assert {(g["seed"], g["lr"]) for g in cell["grid_point"]} == {(0, 5e-4), (1, 1e-3)}
+
+
+def test_summary_also_scores_as_mad_final_evaluations(mad):
+    """MAD scores a run by its final model: the grid point is chosen on the final evaluations too."""
+    rows = [_row(0, 1e-3, 0.0, 0.90, final=0.60), _row(0, 5e-4, 0.0, 0.80, final=0.79),
+            _row(1, 1e-3, 0.0, 0.70, final=0.70)]
+    cell = mad.summarize(rows, ["selective_copy"], ["kla"])["table"]["selective_copy"]["kla"]
+    assert cell["ours_pct"] == 80.0                          # best evaluations: 90 (seed 0), 70 (seed 1)
+    assert cell["final_pct"] == 74.5                         # final ones, seed 0's best final at lr 5e-4: 79
 
 
 def test_quick_run_with_a_grid(mad, tmp_path):
