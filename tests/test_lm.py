@@ -6,7 +6,8 @@ torch = pytest.importorskip("torch")
 
 from bayesfilt.errors import BayesfiltError  # noqa: E402
 from bayesfilt.nn import KLAConfig, KLALanguageModel  # noqa: E402
-from bayesfilt.nn.lm import MIXERS, CausalSelfAttention, CompressionDecoder, fla_available  # noqa: E402
+from bayesfilt.nn.lm import (MIXERS, CausalSelfAttention, CompressionDecoder, fla_available,  # noqa: E402
+                             labelled_cross_entropy)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -148,3 +149,23 @@ def test_filter_posterior_variance():
     assert var.shape == (2, 2, 8) and bool((var > 0).all())
     with pytest.raises(BayesfiltError, match="kind"):
         lm.posterior_variance(torch.randint(0, 11, (2, 8)), kind="prior")
+
+
+def test_labelled_cross_entropy_is_the_mean_and_zero_without_labels():
+    """The mean over labelled positions bit for bit like F.cross_entropy (value and gradient, CPU); with no
+    labelled position 0 and zero gradients instead of NaN (which the training loops took for a divergence)."""
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(3)
+    lg = (torch.randn(3, 7, 5, generator=g) * 3).requires_grad_()
+    t = torch.randint(0, 5, (3, 7), generator=g)
+    t[torch.rand(3, 7, generator=g) < 0.5] = -100
+    ref = lg.detach().clone().requires_grad_()
+    want = F.cross_entropy(ref.flatten(0, 1), t.flatten(), ignore_index=-100)
+    got = labelled_cross_entropy(lg, t)
+    want.backward()
+    got.backward()
+    assert torch.equal(got, want) and torch.equal(lg.grad, ref.grad)
+    lg.grad = None
+    none = labelled_cross_entropy(lg, torch.full((3, 7), -100))
+    none.backward()
+    assert float(none) == 0.0 and torch.equal(lg.grad, torch.zeros_like(lg))

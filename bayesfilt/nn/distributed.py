@@ -344,14 +344,11 @@ def train_step(fwd, model: TaskModel, opt, task, cfg: TrainConfig, dcfg: Distrib
         with ctx:
             with _autocast(cfg, device):
                 loss, logits = fwd(xs[a], ys[a], cfg.posterior_samples, gen)
-            if counts[a]:
-                (loss * (world_size * counts[a] / total)).backward()
-            else:                                                       # nothing labelled: zero gradients
-                (logits.sum() * 0.0).backward()
+            # (a micro-batch without labels has loss 0 and zero gradients: labelled_cross_entropy)
+            (loss * (world_size * counts[a] / total)).backward()
         with torch.no_grad():
             mask = ys[a] != -100
-            if counts[a]:
-                stats[0] += loss.detach().double() * counts[a]
+            stats[0] += loss.detach().double() * counts[a]
             stats[1] += ((logits.argmax(-1) == ys[a]) & mask).sum()
             stats[2] += mask.sum()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -515,7 +512,7 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
         with _autocast(cfg, device):
             loss, logits = model.loss_and_logits(x, y)
         c, t, s, _, last = _accuracy(logits, y)
-        part = float(loss) * t if t else 0.0                           # a batch without labels has loss NaN
+        part = float(loss) * t
         sums += torch.tensor([part, t, c, s, last], dtype=torch.float64, device=device)
     dist.all_reduce(sums)
     model.train()

@@ -29,6 +29,29 @@ from .decode import _check_cuda_graph, _ids_need_check, capture_decode_step, dec
 from .layer import KLALayer
 
 
+
+def labelled_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labelled positions (targets -100 are ignored), and 0 with zero gradients
+    when no position is labelled (the plain mean is then NaN, which the training loops would take for a
+    divergence). Equal to ``F.cross_entropy(..., ignore_index=-100)`` otherwise (the same sum over the same count).
+
+    Args:
+        logits: [..., C] scores (computed in float32).
+        targets: [...] class ids or -100.
+
+    Returns:
+        the scalar loss.
+
+    Example:
+        >>> import torch
+        >>> float(labelled_cross_entropy(torch.zeros(2, 3, 4), torch.full((2, 3), -100)))
+        0.0
+    """
+    targets = targets.flatten()
+    total = F.cross_entropy(logits.flatten(0, -2).float(), targets, ignore_index=-100, reduction="sum")
+    return total / (targets != -100).sum().clamp_min(1)
+
+
 class KVCache(NamedTuple):
     """Keys and values seen so far by a :class:`CausalSelfAttention` mixer (its decoding state).
 
@@ -412,7 +435,7 @@ class KLALanguageModel(nn.Module):
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, *, posterior_samples: int = 0,
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy over labelled positions (targets -100 are ignored) and the logits.
+        """Mean cross-entropy over labelled positions (targets -100 are ignored; 0 when none is) and the logits.
 
         With ``posterior_samples = K > 0`` ("KLA+") the last block's mixer output is sampled K
         times from N(y, y_var) (reparameterised) and the loss is the mean over the samples;
@@ -436,7 +459,7 @@ class KLALanguageModel(nn.Module):
         posterior_samples = as_int(posterior_samples, "posterior_samples", low=0, fix="pass K >= 0 (0: the plain loss)")
         if posterior_samples == 0:
             logits = self(tokens)
-            return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100), logits
+            return labelled_cross_entropy(logits, targets), logits
         last = self.blocks[-1]
         if not isinstance(last.mixer, KLALayer):
             raise value_error("posterior_samples", "needs a KLA mixer in the last block", "use mixer='kla' or 0")
@@ -459,7 +482,7 @@ class KLALanguageModel(nn.Module):
             if i == 0:
                 logits = lg
                 continue
-            total = total + F.cross_entropy(lg.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+            total = total + labelled_cross_entropy(lg, targets)
         return total / posterior_samples, logits
 
     @torch.no_grad()
@@ -571,5 +594,5 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-__all__ = ["CausalSelfAttention", "CompressionDecoder", "KLALanguageModel", "KVCache", "MIXERS", "count_parameters",
+__all__ = ["CausalSelfAttention", "CompressionDecoder", "KLALanguageModel", "KVCache", "MIXERS", "count_parameters", "labelled_cross_entropy",
            "fla_available"]

@@ -25,14 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import type_error, value_error
 from ..validation import as_int, as_real_scalar
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .config import A_INITS, BACKENDS, KLAConfig
-from .lm import MIXERS, CompressionDecoder, KLALanguageModel, count_parameters
+from .lm import MIXERS, CompressionDecoder, KLALanguageModel, count_parameters, labelled_cross_entropy
 from .tasks import Task
 from .text import ALL_TASKS as TASKS, make_any_task as make_task   # the synthetic tasks and "lm"
 
@@ -246,7 +245,7 @@ class TaskModel(nn.Module):
                         if task.readout == "compression" else None)
 
     def loss_and_logits(self, x, y, posterior_samples: int = 0, generator=None):
-        """Mean cross-entropy over labelled positions and the logits aligned with ``y``.
+        """Mean cross-entropy over labelled positions (0 when none is) and the logits aligned with ``y``.
 
         Args:
             x: [B, L] input token ids.
@@ -262,7 +261,7 @@ class TaskModel(nn.Module):
         if self.decoder is None:
             return self.lm.loss(x, y, posterior_samples=posterior_samples, generator=generator)
         logits = self.decoder(self.lm.hidden(x)[:, -1])                # read out at the compression token
-        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100), logits
+        return labelled_cross_entropy(logits, y), logits
 
 
 @dataclass
@@ -418,7 +417,7 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
         with _autocast(cfg, device):
             loss, logits = model.loss_and_logits(x, y)
         c, t, s, _, last = _accuracy(logits, y)
-        tot_loss += float(loss) * t if t else 0.0           # a batch without labels has loss NaN
+        tot_loss += float(loss) * t
         tot_tok += t
         c_tok += c
         c_seq += s
@@ -598,9 +597,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     try:
         while status == "done" and step < cfg.steps:
             idx = batch_indices(cfg.seed, step, cfg.batch_size, n)
-            y_np = task.train.targets[idx]
             x = torch.from_numpy(task.train.inputs[idx]).to(device)
-            y = torch.from_numpy(y_np).to(device)
+            y = torch.from_numpy(task.train.targets[idx]).to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step)
             gen = None
@@ -608,8 +606,6 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
                 gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
             with _autocast(cfg, device):
                 loss, logits = model.loss_and_logits(x, y, cfg.posterior_samples, gen)
-            if not (y_np != -100).any():                    # nothing labelled (the mean is NaN): loss 0, zero
-                loss = logits.sum() * 0.0                   # gradients, as train_distributed; not a divergence
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
