@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import sys
 import tempfile
@@ -173,14 +174,14 @@ def summarize(rows: list, tasks, mixers) -> dict:
     for task in tasks:
         table[task] = {}
         for mixer in mixers:
-            accs = [100 * r["accuracy"] for r in rows if r["task"] == task and r["mixer"] == mixer
-                    and r.get("accuracy") is not None]
+            mine = [r for r in rows if r["task"] == task and r["mixer"] == mixer]
+            accs = [100 * r["accuracy"] for r in mine]
+            fin = [100 * r["final_accuracy"] for r in final if r["task"] == task and r["mixer"] == mixer]
             cell = {"ours_pct": None if not accs else round(mean(accs), 2), "seeds": len(accs),
                     "per_seed_pct": [round(a, 2) for a in accs],
                     "grid_point": [{"seed": r["seed"], "lr": r.get("lr"), "weight_decay": r.get("weight_decay")}
-                                   for r in rows if r["task"] == task and r["mixer"] == mixer]}
-            fin = [100 * r["final_accuracy"] for r in final if r["task"] == task and r["mixer"] == mixer]
-            cell["final_pct"] = None if not fin else round(mean(fin), 2)     # scored as MAD scores a run
+                                   for r in mine],
+                    "final_pct": None if not fin else round(mean(fin), 2)}         # scored as MAD scores a run
             if mixer == "kla":
                 cell["paper_pct"] = PAPER_KLA[task]
                 if accs:
@@ -262,6 +263,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gdn-heads", type=int, default=8, help="8: GDN state = 4,096 (docstring)")
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: 2 tasks x 2 mixers, tiny, a few steps")
     args = ap.parse_args(argv)
+    if min(args.lr) <= 0 or min(args.weight_decay) < 0:
+        ap.error(f"--lr must be > 0 and --weight-decay >= 0, got {args.lr} and {args.weight_decay}")
 
     import torch
     cuda = torch.cuda.is_available()
@@ -300,7 +303,7 @@ def main(argv=None) -> int:
     for t in tasks:
         for m in mixers:
             reason = unavailable(m, cuda)
-            for seed, (lr, wd) in ((seed, g) for seed in args.seeds for g in grid):
+            for seed, (lr, wd) in itertools.product(args.seeds, grid):
                 base = {"task": t, "mixer": m, "seed": seed, "lr": lr, "weight_decay": wd}
                 if reason:
                     skipped.append({**base, "status": "skipped", "reason": reason})

@@ -51,3 +51,10 @@ def test_quick_run_with_a_grid(mad, tmp_path):
     assert {r["command"].split("--weight-decay ")[1].split()[0] for r in runs} == {"0.0", "0.1"}   # passed on
     assert rec["summary"]["table"]["in_context_recall"]["kla"]["seeds"] == 1     # one seed, its better run
     assert rec["settings"]["grid"] is not None and (tmp_path / "w" / "in_context_recall-kla-0-lr0.001-wd0.1").is_dir()
+
+
+@pytest.mark.parametrize("flags", [["--lr", "0"], ["--lr", "1e-3", "0"], ["--weight-decay", "-0.1"]])
+def test_grid_refuses_bad_values(mad, flags, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        mad.main(["--quick", "--workdir", str(tmp_path), *flags])
+    assert "--lr must be > 0 and --weight-decay >= 0" in capsys.readouterr().err
