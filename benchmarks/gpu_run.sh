@@ -63,6 +63,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s18b       # session 18: MAD selective copy (mad-lab layout), KLA, MAD's 200 epochs, lr x weight-decay grid
 #   bash benchmarks/gpu_run.sh COMMIT s18c       # session 18: s18b's best grid point (lr 1e-3, wd 0): KLA seed 1; KLA p = 0, GLA, attention seed 0
 #   bash benchmarks/gpu_run.sh COMMIT s18d       # issue 4: the backward's 8 x 8 tile (half the dv, dLv partial sums, twice dk, dq's), A/B at the main shape
+#   bash benchmarks/gpu_run.sh COMMIT s19a       # (2 GPUs) 8 x 8 tile: A/B at the long shape, its GPU tests; A5 depth 3 and 4 at length 20 (A5_RESUME)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1233,6 +1234,29 @@ s18d)
     # bwd_bm 8): 2 partial sums of dv, dLv to fold instead of 4, 256 of dk, dq instead of 128 (about 0.5 GB
     # less partial-sum traffic at the main shape); the same 64 lanes per one-warp program as the 4 x 16 default
     kla_ab ${AB_TIMEOUT:-220} $stage main '[{}, {"bwd_sb": 8, "bwd_bm": 8}]' ${AB_ROUNDS:-3}
+    ;;
+s19a)
+    # session 19 (kind nvidia-h200-x2; carry .tcache, and .a5work when resuming with A5_RESUME=--resume): GPU 0 first
+    # times the backward's 8 x 8 tile at the long shape alone on its GPU, then runs its GPU tests beside A5 with 4 KLA
+    # blocks; GPU 1 trains A5 with 3 KLA blocks alone. Both A5 runs at length 20 with the 12,000-step recipe of
+    # docs/notes_a5.md 5.3, resumable, to fill in the fewest blocks per length beyond 9 (A5_SCORE=--prefix-scores)
+    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps ${A5_STEPS:-12000} --eval-every 500 --n-train 2000000 \
+       ${A5_RESUME:-} ${A5_SCORE:-} --seeds 0"
+    unpack_work a5s19
+    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py $A --runs kla:3:20 --kill-after ${A5_KILL:-500} \
+        --workdir /tmp/a5d3 --out "$OUT/kla_a5_s19_d3.json" > "$LOG/a5_d3.log" 2>&1 &
+    if [ -z "${A5_RESUME:-}" ]; then
+        CUDA_VISIBLE_DEVICES=0 kla_ab ${AB_TIMEOUT:-200} ${stage}_long long '[{}, {"bwd_sb": 8, "bwd_bm": 8}]' ${AB_ROUNDS:-3}
+    fi
+    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py $A --runs kla:4:20 \
+        --kill-after $(( ${A5_KILL:-500} + 10 - ($(date +%s) - T0) )) \
+        --workdir /tmp/a5d4 --out "$OUT/kla_a5_s19_d4.json" > "$LOG/a5_d4.log" 2>&1 &
+    if [ -z "${A5_RESUME:-}" ]; then
+        CUDA_VISIBLE_DEVICES=0 kla_tests ${PT_TIMEOUT:-240} "matrix_backward_tile_8x8"
+    fi
+    wait
+    el "a5 done"; tail -n 3 "$LOG"/a5_d*.log | cut -c1-400
+    pack_work a5s19 a5d3 a5d4
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
