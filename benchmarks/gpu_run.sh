@@ -64,6 +64,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s18c       # session 18: s18b's best grid point (lr 1e-3, wd 0): KLA seed 1; KLA p = 0, GLA, attention seed 0
 #   bash benchmarks/gpu_run.sh COMMIT s18d       # issue 4: the backward's 8 x 8 tile (half the dv, dLv partial sums, twice dk, dq's), A/B at the main shape
 #   bash benchmarks/gpu_run.sh COMMIT s19a       # (2 GPUs) 8 x 8 tile: A/B at the long shape, its GPU tests; A5 depth 3 and 4 at length 20 (A5_RESUME)
+#   bash benchmarks/gpu_run.sh COMMIT s19b       # (2 GPUs) the KLA kernel GPU tests with the 8 x 8 backward default; MAD recall tasks (mad-lab layouts)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1257,6 +1258,20 @@ s19a)
     wait
     el "a5 done"; tail -n 3 "$LOG"/a5_d*.log | cut -c1-400
     pack_work a5s19 a5d3 a5d4
+    ;;
+s19b)
+    # session 19's last call (kind nvidia-h200-x2; carry .tcache .whl): GPU 0 runs the KLA kernel GPU tests with the
+    # backward's new default tile (8 x 8 for S >= 8); GPU 1 trains MAD's in-context and noisy recall in mad-lab's
+    # layouts (kla, kla_p0, attention, gla; seed 0; the harness's schedule, as the earlier rows of these tasks)
+    ( CUDA_VISIBLE_DEVICES=0 timeout ${PT_TIMEOUT:-470} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short -m gpu \
+        tests/test_kla_triton.py tests/test_determinism_gpu.py tests/test_kla_no_process_noise.py \
+        -k "not multi_warp and not deferred" --junitxml "$OUT/gpu_tests_${stage}_kla.xml" > "$LOG/ptests_kla.log" 2>&1
+      el "KLA GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests_kla.log" | tail -n 12 ) &
+    CUDA_VISIBLE_DEVICES=1 timeout ${MAD_TIMEOUT:-480} python3 benchmarks/kla_mad.py --tasks in_context_recall noisy_recall \
+        --mixers kla kla_p0 attention gla --seeds 0 --steps ${MAD_STEPS:-4000} --max-seconds ${MAD_SECONDS:-330} \
+        --kill-after 420 --workdir /tmp/kla_mad --out "$OUT/kla_mad_${stage}_recall.json" > "$LOG/mad.log" 2>&1
+    el "kla_mad rc=$?"; tail -n 12 "$LOG/mad.log" | cut -c1-300
+    wait
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac

@@ -555,7 +555,8 @@ def test_both_passes_take_the_forward_chunk_count(monkeypatch):
     monkeypatch.setattr(kla, "_sm_count", lambda device: 132)
     v, k = torch.empty(1).expand(1, 65536, 1024), torch.empty(1).expand(1, 65536, 16)
     fwd, bwd = kla._scan_plan(v, k, {}, "fwd"), kla._scan_plan(v, k, {}, "bwd")
-    own = kla.make_plan(1, 65536, 1024, 16, v.device, max_sb=kla._MAX_SB_BWD, bm=kla._BM_BWD)
+    max_sb, bm = kla._bwd_tile(16, {})
+    own = kla.make_plan(1, 65536, 1024, 16, v.device, max_sb=max_sb, bm=bm)
     assert fwd.NC > 1 and bwd.NC == fwd.NC and own.NC == 1
     assert kla._scan_plan(v, k, {"num_chunks": 3}, "bwd").NC == 3
 
@@ -592,27 +593,42 @@ def test_backward_fold_interpreted():
     """bwd_fold: the backward's programs sweep their s-blocks in turn and add dv, dLv up in the kernel (one
     [B, L, M] tensor each, no partial sums for the caller): the float64 reference's gradients and the unfolded
     backward's (dv, dLv summed in another order: to rounding; the rest bit for bit), with 4 and 5 s-blocks (a
-    partial last one), time chunks, the prior readout, per-token stores and the moment-form adjoint."""
+    partial last one: the 4 x 16 tile), time chunks, the prior readout, per-token stores and the moment-form
+    adjoint, and with the default 8 x 8 tile's 2 s-blocks."""
     from bayesfilt.nn.kernels.kla import _scan_plan
     v, k = torch.empty(1).expand(2, 64, 48), torch.empty(1).expand(2, 64, 16)
-    plain, folded = _scan_plan(v, k, {}, "bwd"), _scan_plan(v, k, {"bwd_fold": 1}, "bwd")
+    T4 = {"bwd_sb": 4, "bwd_bm": 16}
+    plain, folded = _scan_plan(v, k, T4, "bwd"), _scan_plan(v, k, {**T4, "bwd_fold": 1}, "bwd")
     assert folded.fold and not plain.fold and folded.s_partials == 1 and plain.s_partials == plain.NSB == 4
     assert folded.grid[0] * plain.NSB == plain.grid[0]
-    F = {"bwd_fold": 1}
+    F = {**T4, "bwd_fold": 1}
     sums = ("grad_v", "grad_lambda_v")
-    _check_same(1, 27, 5, 16, F, {}, inexact=sums, init=True, prior=True, num_chunks=2)
-    _check_same(1, 19, 5, 20, F, {}, inexact=sums, init=False, prior=False)
-    _check_same(1, 19, 5, 16, {**F, "bwd_defer": 0}, {"bwd_defer": 0}, inexact=sums, init=True, prior=False)
-    _check_same(1, 19, 5, 16, {**F, "bwd_mom": 1}, {"bwd_mom": 1}, inexact=sums, init=True, prior=False)
+    _check_same(1, 27, 5, 16, F, T4, inexact=sums, init=True, prior=True, num_chunks=2)
+    _check_same(1, 19, 5, 20, F, T4, inexact=sums, init=False, prior=False)
+    _check_same(1, 19, 5, 16, {**F, "bwd_defer": 0}, {**T4, "bwd_defer": 0}, inexact=sums, init=True, prior=False)
+    _check_same(1, 19, 5, 16, {**F, "bwd_mom": 1}, {**T4, "bwd_mom": 1}, inexact=sums, init=True, prior=False)
+    _check_same(1, 19, 5, 16, {"bwd_fold": 1}, {}, inexact=sums, init=True, prior=False)
 
 
 def test_backward_tile_8x8_interpreted():
-    """The backward's 8 x 8 tile (bwd_sb 8, bwd_bm 8: 2 s-block partial sums of dv, dLv instead of 4, twice the
-    m-block partial sums of dk, dq; docs/kla_kernels.md, "The backward's 8 x 8 tile") against the float64
-    reference and the default tile, with partial last s- and m-blocks (S = 12, M = 21) and the prior readout."""
-    T = {"bwd_sb": 8, "bwd_bm": 8}
+    """The backward's 8 x 8 tile (the default for S >= 8 since session 19: 2 s-block partial sums of dv, dLv
+    instead of 4, twice the m-block partial sums of dk, dq; docs/kla_kernels.md, "The backward's 8 x 8 tile")
+    against the float64 reference and the 4 x 16 tile, with partial last s- and m-blocks (S = 12, M = 21) and
+    the prior readout."""
     sums = ("grad_v", "grad_lambda_v", "grad_k", "grad_q")
-    _check_same(1, 19, 21, 12, T, {}, inexact=sums, init=True, prior=True)
+    _check_same(1, 19, 21, 12, {}, {"bwd_sb": 4, "bwd_bm": 16}, inexact=sums, init=True, prior=True)
+
+
+def test_backward_default_tile():
+    """The backward's default lane tile: 8 x 8 when S >= 8, 4 x 16 below (S = 5..7 in two 4-lane s-blocks, as
+    before session 19); explicit ``bwd_sb`` / ``bwd_bm`` keys win, and ``bwd_sb`` 4 alone gives the 4 x 16 tile."""
+    from bayesfilt.nn.kernels import kla
+    tile = lambda M, S, tune: (lambda p: (p.SB, p.BM, p.NSB))(          # noqa: E731
+        kla._scan_plan(torch.empty(1).expand(8, 64, M), torch.empty(1).expand(8, 64, S), tune, "bwd"))
+    assert tile(64, 16, {}) == (8, 8, 2) and tile(64, 33, {}) == (8, 8, 5) and tile(64, 8, {}) == (8, 8, 1)
+    assert tile(64, 7, {}) == (4, 16, 2) and tile(64, 4, {}) == (4, 16, 1) and tile(64, 1, {}) == (1, 16, 1)
+    assert tile(64, 16, {"bwd_sb": 4}) == (4, 16, 4) and tile(64, 16, {"bwd_bm": 16}) == (8, 16, 2)
+    assert tile(64, 7, {"bwd_sb": 8}) == (8, 8, 1)
 
 
 def test_extreme_inputs_small():
@@ -947,10 +963,11 @@ def test_gpu_matrix_backward_fold(case):
 @gpu
 @pytest.mark.parametrize("case", [GPU_CASES[1], GPU_CASES[3], GPU_CASES[4], GPU_CASES[6]])
 def test_gpu_matrix_backward_tile_8x8(case):
-    """The backward's 8 x 8 tile against the reference and the default 4 x 16 tile, compiled (S = 5, 7, 33:
-    partial s-blocks; a time-chunked case). Not yet run on a GPU (session 18's device time ran out)."""
+    """The backward's 8 x 8 tile against the reference and the 4 x 16 tile (the default before session 19),
+    compiled (S = 5, 7, 33: partial s-blocks; a time-chunked case). Passed on an H200 in stage s19a (c9c1016)."""
     B, L, M, S, init, prior, nc = case
-    _check_same(B, L, M, S, {"bwd_sb": 8, "bwd_bm": 8}, {}, init=init, prior=prior, num_chunks=nc)
+    _check_same(B, L, M, S, {"bwd_sb": 8, "bwd_bm": 8}, {"bwd_sb": 4, "bwd_bm": 16}, init=init, prior=prior,
+                num_chunks=nc)
 
 
 @pytest.mark.gpu

@@ -49,9 +49,22 @@ _L2PF, _PFROWS, _CKPF = 2, True, True
 #: at most this many s-lanes per program in the forward / backward (larger S: several
 #: s-blocks and a fixed-order sum of their partial outputs)
 _MAX_SB_FWD = 16
-_MAX_SB_BWD = 4
+_MAX_SB_BWD = 8
+#: the backward's m-tile: 8 channels beside an 8-lane s-block, else 16 (64 lanes per one-warp program either way).
+#: The 8 x 8 tile (S >= 8) folds half as many partial dv, dLv over s-blocks as the 4 x 16 tile, the default before
+#: session 19: on the H200 forward+backward 3.396 -> 3.345 ms at B=8 L=2048 M=2048 S=16 (s18d, 60bfd93,
+#: kla_scan_ab_s18d_60bfd93.json) and 9.689 -> 9.545 ms at B=1 L=65536 M=1024 S=16 (s19a, c9c1016,
+#: kla_scan_ab_s19a_long_c9c1016.json); timed at S = 16 only. S < 8 keeps the 4 x 16 tile
+_BM_BWD_SB8 = 8
 #: shortest time chunk worth a separate program
 _MIN_CHUNK = 256
+
+
+def _bwd_tile(S: int, tune: dict) -> tuple:
+    """(max_sb, bm) of the backward for S state lanes under the tuning keys ``bwd_sb``, ``bwd_bm``: at most 8
+    s-lanes when S >= 8, else 4; 8 channels beside an 8-lane s-block, else ``_BM_BWD`` = 16."""
+    max_sb = tune.get("bwd_sb", _MAX_SB_BWD if S >= 8 else 4)
+    return max_sb, tune.get("bwd_bm", _BM_BWD_SB8 if min(next_pow2(S), max_sb) >= 8 else _BM_BWD)
 
 
 @dataclass(frozen=True)
@@ -415,8 +428,8 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     fold = _key(tune, "bwd_fold", _BWD_FOLD, (0, 1), "pass 0 or 1")
     mspec = _key(tune, "fwd_mspec", 1, (0, 1), "pass 0 or 1") if "fwd_mspec" in tune else None  # None: the plan decides
     return make_plan(B, L, M, S, device, num_chunks=num_chunks,
-                     max_sb=tune.get(pass_ + "_sb", _MAX_SB_FWD if pass_ == "fwd" else _MAX_SB_BWD),
-                     bm=tune.get(pass_ + "_bm", None if pass_ == "fwd" else _BM_BWD),
+                     max_sb=tune.get("fwd_sb", _MAX_SB_FWD) if pass_ == "fwd" else _bwd_tile(S, tune)[0],
+                     bm=tune.get("fwd_bm") if pass_ == "fwd" else _bwd_tile(S, tune)[1],
                      maxnreg=tune.get(pass_ + "_maxnreg"),
                      defer_y=bool(tune.get("fwd_defer", _FWD_DEFER)) and pass_ == "fwd",
                      defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0,
@@ -435,7 +448,7 @@ def _bwd_blocks(M, S, tune: dict) -> tuple:
     """(NSB, NMB) of the backward's plan (``_plan_for``), from M, S and the tune keys alone: the fake
     backward op's partial-sum shapes, without make_plan's decisions on B and L (which would put guards
     on them under torch.compile with dynamic shapes)."""
-    _, NSB, _, NMB = _blocks(M, S, tune.get("bwd_sb", _MAX_SB_BWD), tune.get("bwd_bm", _BM_BWD))
+    _, NSB, _, NMB = _blocks(M, S, *_bwd_tile(S, tune))
     if tune.get("bwd_fold", _BWD_FOLD):                 # the kernel adds dv, dLv over the s-blocks itself
         NSB = 1
     return NSB, NMB                                     # (an explicit bm: make_plan keeps it)
