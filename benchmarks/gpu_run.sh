@@ -1267,6 +1267,10 @@ s19b)
         tests/test_kla_triton.py tests/test_determinism_gpu.py tests/test_kla_no_process_noise.py \
         -k "not multi_warp and not deferred" --junitxml "$OUT/gpu_tests_${stage}_kla.xml" > "$LOG/ptests_kla.log" 2>&1
       el "KLA GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests_kla.log" | tail -n 12 ) &
+    # beside the tests on GPU 0: A5's step rate with the epoch's order remembered (s19a: about 14 steps/s per run)
+    CUDA_VISIBLE_DEVICES=0 timeout 300 python3 benchmarks/kla_a5.py --runs kla:3:20 --batch-size 1024 --lr 2e-3 \
+        --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 --seeds 0 --max-seconds 120 --workdir /tmp/a5rate \
+        --out "$OUT/kla_a5_${stage}_rate.json" > "$LOG/a5_rate.log" 2>&1 &
     CUDA_VISIBLE_DEVICES=1 timeout ${MAD_TIMEOUT:-480} python3 benchmarks/kla_mad.py --tasks in_context_recall noisy_recall \
         --mixers kla kla_p0 attention gla --seeds 0 --steps ${MAD_STEPS:-4000} --max-seconds ${MAD_SECONDS:-330} \
         --kill-after 420 --workdir /tmp/kla_mad --out "$OUT/kla_mad_${stage}_recall.json" > "$LOG/mad.log" 2>&1

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -129,6 +130,19 @@ def test_batches_cover_each_epoch_once():
     n, bs = 10, 4
     idx = [i for step in range(5) for i in batch_indices(0, step, bs, n)]
     assert sorted(idx[:10]) == list(range(10)) and sorted(idx[10:20]) == list(range(10))
+
+
+def test_batches_are_the_epoch_permutations():
+    """Each step's indices are positions of the per-epoch permutations seeded (seed, 7, epoch), drawn here
+    independently, also for a batch that straddles an epoch boundary and for seeds and sizes interleaved (the
+    permutations are remembered between calls: a stale one would show); the remembered arrays are read-only."""
+    from bayesfilt.nn.train import _epoch_permutation
+    for seed, n, bs in ((0, 10, 4), (3, 7, 5), (0, 10, 4), (1, 10, 4), (0, 11, 4)):
+        stream = np.concatenate([np.random.default_rng([seed, 7, e]).permutation(n) for e in range(4)])
+        got = np.concatenate([batch_indices(seed, step, bs, n) for step in range(5)])
+        np.testing.assert_array_equal(got, stream[:5 * bs])
+    with pytest.raises(ValueError):
+        _epoch_permutation(0, 0, 10)[0] = 1
 
 
 def test_config_validation():
