@@ -16,6 +16,7 @@ The references are independent of bayesfilt.nn.distributed: the single-process t
    NCCL backend and the GPU kernels, against a single-process run on one GPU.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -37,13 +38,16 @@ from bayesfilt.nn.distributed import (DistributedConfig, optimizer_state_by_inde
                                       optimizer_state_by_name, rank_batches, set_multicast_env,
                                       train_distributed)
 from bayesfilt.nn.train import TrainConfig, batch_indices, train  # noqa: E402
-from bayesfilt.nn.tasks import make_task  # noqa: E402
+from bayesfilt.nn.tasks import Split, make_task  # noqa: E402
 
 # 20 steps (a checkpoint every 2) of a tiny model: long enough to kill a rank mid-run.
-# in_context_recall at length 16 labels 1-5 positions of a row, so ranks and micro-batches hold
-# different numbers of labelled tokens: the loss weighting matters (a mean of micro-batch means is
-# ~4e-3 off). n_test 513: split over 2 ranks as 257 + 256 rows, i.e. 2 and 1 evaluation batches of
-# 256, so the FSDP2 rank with fewer rows must run a dummy forward to keep the all-gathers in step.
+# in_context_recall at length 16 (rows of 15 positions, as MAD) labels every training position but
+# scores 1-7 positions of a test row, so the ranks' evaluation batches hold different numbers of
+# labelled tokens and the evaluation's weighting matters. (Training rows are all labelled alike now,
+# so these runs no longer test the training loss's weighting across ranks; the in-process
+# tests below do, on thinned labels.) n_test 513: split over 2 ranks as 257 + 256 rows, i.e. 2 and 1
+# evaluation batches of 256, so the FSDP2 rank with fewer rows must run a dummy forward to keep the
+# all-gathers in step.
 TINY = ["train", "in_context_recall", "--length", "16", "--n-train", "64", "--n-test", "513", "--d-model", "8",
         "--d-state", "2", "--batch-size", "8", "--steps", "20", "--eval-every", "2", "--warmup", "5", "--seed", "3",
         "--device", "cpu", "--no-progress"]
@@ -289,19 +293,26 @@ def test_failed_build_leaves_no_run_and_stop_after_zero_takes_no_step(tmp_path, 
     assert res["status"] == "stopped" and res["step"] == 0
 
 
+def _thinned(task, keep, seed):
+    """``task`` with each training row's labels kept with probability ``keep`` (the others unlabelled). MAD's
+    recall tasks label every training position; thinned, some batches and micro-batches hold no label."""
+    rows = np.random.default_rng(seed).random(len(task.train)) < keep
+    return dataclasses.replace(task, train=Split(task.train.inputs, np.where(rows[:, None], task.train.targets, -100)))
+
+
 def test_a_batch_without_labels_is_a_zero_step_in_both_loops(tmp_path, one_torch_thread):
-    """in_context_recall at L = 4 labels a row only when its second key repeats the first (1 in 8): some whole
-    4-row batches hold no label. Both loops take such a step with loss 0 and zero gradients (AdamW still
-    decays the weights); train() used to call it a divergence (the mean over no labels is NaN)."""
+    """in_context_recall at L = 4 with 1 training row in 8 labelled: some whole 4-row batches hold no label.
+    Both loops take such a step with loss 0 and zero gradients (AdamW still decays the weights); train() used
+    to call it a divergence (the mean over no labels is NaN)."""
     cfg = TrainConfig(task="in_context_recall", length=4, n_train=64, n_test=16, d_model=8, d_state=2, steps=8,
                       batch_size=4, eval_every=4, warmup=2, seed=5)
-    task = make_task("in_context_recall", length=4, n_train=64, n_test=16, seed=5)
+    task = _thinned(make_task("in_context_recall", length=4, n_train=64, n_test=16, seed=5), 1 / 8, seed=0)
     empty = [s for s in range(cfg.steps)
              if not (task.train.targets[batch_indices(cfg.seed, s, cfg.batch_size, 64)] != -100).any()]
     assert empty                                            # the case under test occurs
-    single = train(cfg, tmp_path / "single", progress=False)
+    single = train(cfg, tmp_path / "single", progress=False, task=task)
     assert single["status"] == "done" and single["step"] == cfg.steps
-    res = train_distributed(cfg, tmp_path / "dist", DistributedConfig(grad_accum=2), progress=False)
+    res = train_distributed(cfg, tmp_path / "dist", DistributedConfig(grad_accum=2), progress=False, task=task)
     a, b = (load_checkpoint(tmp_path / x / "checkpoint.pt") for x in ("single", "dist"))
     losses = {h["step"]: h["loss"] for h in a["history"] if "loss" in h}
     assert [losses[s + 1] for s in empty] == [0.0] * len(empty)
@@ -312,12 +323,16 @@ def test_a_batch_without_labels_is_a_zero_step_in_both_loops(tmp_path, one_torch
 
 
 def test_micro_batches_without_labels_add_nothing(tmp_path, one_torch_thread):
-    """in_context_recall at L = 6 labels a row only when one of its 3 keys repeats (about 1 row in 3): many
-    2-row micro-batches hold no label (loss NaN on its own), while each 16-row batch holds some."""
+    """in_context_recall at L = 6 with 1 training row in 3 labelled: many 2-row micro-batches hold no label
+    (loss NaN on its own), while each 16-row batch holds some."""
     cfg = TrainConfig(task="in_context_recall", length=6, n_train=64, n_test=16, d_model=8, d_state=2, steps=6,
                       batch_size=16, eval_every=3, warmup=2, seed=5)
-    train(cfg, tmp_path / "single", progress=False)
-    res = train_distributed(cfg, tmp_path / "accum", DistributedConfig(grad_accum=8), progress=False)
+    task = _thinned(make_task("in_context_recall", length=6, n_train=64, n_test=16, seed=5), 1 / 3, seed=0)
+    micro = [batch_indices(cfg.seed, s, cfg.batch_size, 64).reshape(8, 2) for s in range(cfg.steps)]
+    labelled = np.array([[(task.train.targets[m] != -100).any() for m in b] for b in micro])    # [steps, 8]
+    assert not labelled.all() and labelled.any(axis=1).all()        # the case under test occurs
+    train(cfg, tmp_path / "single", progress=False, task=task)
+    res = train_distributed(cfg, tmp_path / "accum", DistributedConfig(grad_accum=8), progress=False, task=task)
     assert res["status"] == "done"
     a, b = (load_checkpoint(tmp_path / x / "checkpoint.pt") for x in ("single", "accum"))
     w = _max_diff(a["model"], b["model"])

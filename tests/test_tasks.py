@@ -65,37 +65,74 @@ def test_word_problem_any_length_and_errors():
         make_task("nope")
 
 
-def _check_recall(split, n_kv=16, noise_from=None):
-    for x, y in zip(split.inputs, split.targets):
-        kv, t = {}, 0
-        while t < len(x):
-            if noise_from is not None and x[t] >= noise_from:
-                assert y[t] == IGNORE
-                t += 1
+def _check_recall_rows(split, train, noise=False):
+    """Walk every row of an in-context (or noisy) recall split as MAD's reference lays it out: two-token
+    slots, each a (key 0..7, value 8..15) pair or (noisy) two noise tokens 16..31, then the query key as
+    the last input. One map per row. Training: each position is labelled with the next token (the
+    last with the query's value); test: exactly the key positions whose key was shown before in a pair,
+    with that key's value (so every scored position is recallable), and the query."""
+    x, y = split.inputs, split.targets
+    if train:
+        np.testing.assert_array_equal(y[:, :-1], x[:, 1:])
+    for row, lab in zip(x, y):
+        shown = {}
+        for t in range(0, len(row) - 1, 2):
+            key, val = row[t], row[t + 1]
+            if key >= 16:
+                assert noise and 16 <= key < 32 and 16 <= val < 32           # noise fills a whole slot
+                if not train:
+                    assert lab[t] == lab[t + 1] == IGNORE
                 continue
-            k, v = x[t], x[t + 1]
-            assert 0 <= k < 8 <= v < n_kv
-            assert y[t + 1] == IGNORE
-            if k in kv:
-                assert v == kv[k] and y[t] == v            # a repeated key: labelled with its (consistent) value
-            else:
-                assert y[t] == IGNORE                      # first occurrence: nothing to recall
-            kv[k] = v
-            t += 2
+            assert 0 <= key < 8 <= val < 16
+            if not train:
+                assert lab[t] == (shown[key] if key in shown else IGNORE) and lab[t + 1] == IGNORE
+            assert shown.setdefault(key, val) == val
+        query = row[-1]
+        assert query in shown and lab[-1] == shown[query]                    # the query: a shown key
 
 
-def test_in_context_recall_paper_settings_and_semantics():
+def test_in_context_recall_follows_mad_reference_layout():
     task = mad_task("in_context_recall", seed=0)
-    assert (len(task.train), len(task.test), task.train.inputs.shape[1], task.vocab_size) == (12_800, 1_280, 128, 16)
-    _check_recall(mad_task("in_context_recall", seed=0, n_train=100, n_test=1).train)
+    assert (len(task.train), len(task.test), task.vocab_size, task.n_classes) == (12_800, 1_280, 16, 16)
+    assert task.train.inputs.shape[1] == task.test.inputs.shape[1] == 127    # L - 1 of L = 128 tokens, as MAD
+    assert task.settings["train_labels"] == "next token" and task.settings["generator"] == "mad-lab"
+    small = mad_task("in_context_recall", seed=0, n_train=300, n_test=300)
+    _check_recall_rows(small.train, train=True)
+    _check_recall_rows(small.test, train=False)
+    x = small.test.inputs
+    assert (x[:, :-1:2] < 8).all()                                          # no noise: 63 pairs, then the query
+    scored = (small.test.targets != IGNORE).sum(1)
+    distinct = np.array([len(set(row[:-1:2])) for row in x])
+    np.testing.assert_array_equal(scored, 63 - distinct + 1)                 # every repeated key and the query
+    # the query is drawn from all shown keys, not tied to the last pair: it repeats the last key 1 time in 8
+    assert 0.06 < np.mean(x[:, -1] == x[:, -3]) < 0.2
+    assert set(np.unique(x[:, -1])) == set(range(8))
 
 
-def test_noisy_recall_twenty_percent_noise_from_separate_vocab():
-    task = mad_task("noisy_recall", seed=0, n_train=100, n_test=1)
-    assert task.vocab_size == 32
-    frac = (task.train.inputs >= 16).mean()
-    assert abs(frac - 0.2) < 0.01
-    _check_recall(task.train, noise_from=16)
+def test_noisy_recall_follows_mad_reference_layout():
+    """Noise comes in two-token slots in place of pairs, each slot with probability 0.2 except one pair slot
+    per row: 0.2 x 62 = 12.4 noise slots per row on average (binomial, sd 3.15), 19.4% of the 128 tokens."""
+    task = mad_task("noisy_recall", seed=0, n_train=400, n_test=300)
+    assert (task.vocab_size, task.n_classes, task.train.inputs.shape) == (32, 32, (400, 127))
+    assert task.settings["frac_noise"] == 0.2 and task.settings["noise_vocab"] == 16
+    _check_recall_rows(task.train, train=True, noise=True)
+    _check_recall_rows(task.test, train=False, noise=True)
+    slots = task.train.inputs[:, :-1:2]                                       # [N, 63] first token of each slot
+    n_noise = (slots >= 16).sum(1)
+    assert abs(n_noise.mean() - 12.4) < 5 * 3.15 / np.sqrt(400)
+    assert 2.5 < n_noise.std() < 3.8 and n_noise.max() < 63                   # random per row; a pair always left
+    noise_tokens = task.train.inputs[task.train.inputs >= 16]
+    assert set(np.unique(noise_tokens)) == set(range(16, 32))
+
+
+def test_recall_smallest_length():
+    """L = 4: one pair, then the query (always that pair's key, always scored); odd lengths are refused."""
+    for name in ("in_context_recall", "noisy_recall"):
+        task = mad_task(name, length=4, n_train=20, n_test=20)
+        x, y = task.test.inputs, task.test.targets
+        assert x.shape == (20, 3) and (x[:, 0] < 8).all() and (x[:, 2] == x[:, 0]).all()
+        np.testing.assert_array_equal(y[:, 2], x[:, 1])
+        assert (y[:, :2] == IGNORE).all()
 
 
 def _fuzzy_pairs(tokens, pad=15, first_value=7):
@@ -217,7 +254,7 @@ def test_selective_copy_length_bound():
         mad_task("selective_copy", length=32, n_train=2, n_test=1)
 
 
-@pytest.mark.parametrize("name", ["in_context_recall", "memorization"])
+@pytest.mark.parametrize("name", ["in_context_recall", "noisy_recall", "memorization"])
 def test_pair_tasks_need_even_length(name):
     with pytest.raises(BayesfiltError, match="even"):
         mad_task(name, length=7, n_train=2, n_test=1)

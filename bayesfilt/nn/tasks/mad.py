@@ -3,9 +3,15 @@ Architectures") with the settings of the KLA paper (arXiv 2602.10743, single blo
 
 Our concrete layouts (seeded, NumPy only; IGNORE = -100 marks unlabelled positions):
 
-- in-context recall: keys are tokens 0..7, values 8..15. Each sequence draws its own map
-  key -> value and is L/2 pairs (key, value). Multi-query: every key position whose key
-  occurred earlier in the sequence is labelled with its value (the next token).
+- in-context recall (the generator of MAD's reference code, mad-lab, rewritten here; multi-query):
+  keys are tokens 0..7, values 8..15. Each sequence draws its own map key -> value (a value drawn
+  uniformly per key, so two keys may share one) and is L/2 - 1 pairs (key, value) with keys drawn
+  uniformly (they repeat), then a final query pair: a key drawn uniformly from the keys the row has
+  shown, with its value. The row is the first L - 1 of these L tokens (the query's key is its last
+  input; rows have L - 1 positions, as in the reference) and position t predicts token t + 1.
+  Training rows are labelled with the next token at every position (MAD trains the recall tasks as
+  language models); test rows only where a key's value follows and the key was shown before: the
+  repeated keys and the final query (always recallable). L is even and >= 4.
 - fuzzy recall (the generator of MAD's reference code, mad-lab, rewritten here): vocabulary 16 =
   key tokens 0..6, value tokens 7..14 and a pad token (15). A key is an ordered span of 1-3
   distinct key tokens, a value an ordered span of 1-3 distinct value tokens; each sequence draws
@@ -15,8 +21,12 @@ Our concrete layouts (seeded, NumPy only; IGNORE = -100 marks unlabelled positio
   as language models); test sequences use keys of 3 tokens only and label the value tokens of keys
   seen before (the final probe's among them). As in the reference, a probe whose first occurrence
   did not fit before the end is still scored.
-- noisy recall: as recall, with 20% of the positions noise tokens from a separate noise vocabulary
-  of 16 (tokens 16..31), inserted between pairs; noise positions are unlabelled.
+- noisy recall: as in-context recall (vocabulary 32), but each of the L/2 - 1 two-token slots before
+  the query holds, with probability 0.2, two noise tokens drawn uniformly (with repetition) from
+  16..31 instead of a pair; one slot drawn per row always holds a pair (the reference draws that slot
+  among all L/2 slots, the query's included, so it can miss; ours never does). About 19% of the L
+  tokens are noise. Training rows: the next token everywhere, noise included; test rows: as recall
+  (noise positions unlabelled).
 - selective copy: vocabulary 16 = 14 data tokens (0..13), blank (14) and copy marker (15).
   L = 256: a context of L - 17 positions holding 16 data tokens with the L - 33 blanks spread
   before them as in MAD's reference code (each blank goes in front of a uniformly chosen data
@@ -45,33 +55,39 @@ MAD_TASKS = {"in_context_recall": 11, "fuzzy_recall": 12, "noisy_recall": 13, "s
              "compression": 15, "memorization": 16}
 
 
-def _recall_split(rng, n, length, n_keys, n_values, noise_vocab, frac_noise):
-    vocab_kv = n_keys + n_values
-    n_noise = int(round(frac_noise * length))
-    if (length - n_noise) % 2:
-        n_noise += 1
-    n_pairs = (length - n_noise) // 2
-    x = np.empty((n, length), dtype=np.int64)
-    y = np.full((n, length), IGNORE, dtype=np.int64)
-    for i in range(n):
-        kv = rng.integers(n_keys, vocab_kv, size=n_keys)               # this sequence's map key -> value
-        keys = rng.integers(0, n_keys, size=n_pairs)
-        items = np.concatenate([np.zeros(n_pairs, bool), np.ones(n_noise, bool)])   # False: pair, True: noise
-        rng.shuffle(items)
-        seen = np.zeros(n_keys, bool)
-        t, j = 0, 0
-        for is_noise in items:
-            if is_noise:
-                x[i, t] = vocab_kv + rng.integers(0, noise_vocab)
-                t += 1
-            else:
-                k = keys[j]
-                j += 1
-                x[i, t], x[i, t + 1] = k, kv[k]
-                if seen[k]:
-                    y[i, t] = kv[k]                                    # recall: the key's value comes next
-                seen[k] = True
-                t += 2
+def _recall_split(rng, n, length, train: bool, n_keys=8, n_values=8, noise_vocab=0, frac_noise=0.0):
+    """MAD's in-context recall, multi-query, and its noisy variant (module docstring): [N, L - 1] rows.
+
+    L/2 - 1 slots of two tokens, each a (key, value) pair or, with probability ``frac_noise``, two noise
+    tokens (one slot drawn per row is always a pair), then a final query pair whose key is one of the
+    row's keys; the row is the first L - 1 tokens and position t is labelled with token t + 1."""
+    n_slots = length // 2 - 1
+    rows = np.arange(n)[:, None]                                          # [N, 1]
+    kv = rng.integers(n_keys, n_keys + n_values, size=(n, n_keys))        # [N, K] this row's map key -> value
+    keys = rng.integers(0, n_keys, size=(n, n_slots))                     # [N, S] the key of each slot
+    values = kv[rows, keys]                                               # [N, S]
+    noise = np.zeros((n, n_slots), dtype=bool)                            # [N, S] slot holds two noise tokens
+    if frac_noise > 0:
+        noise = rng.random((n, n_slots)) < frac_noise
+        noise[np.arange(n), rng.integers(0, n_slots, size=n)] = False     # one pair per row at least
+    pair = ~noise
+    body = np.stack([keys, values], axis=-1)                              # [N, S, 2]
+    if frac_noise > 0:
+        junk = rng.integers(n_keys + n_values, n_keys + n_values + noise_vocab, size=(n, n_slots, 2))
+        body = np.where(noise[..., None], junk, body)
+    hits = (keys[..., None] == np.arange(n_keys)) & pair[..., None]       # [N, S, K] key k shown in slot s
+    shown = hits.any(axis=1)                                              # [N, K] keys the row shows
+    query = np.where(shown, rng.random((n, n_keys)), -1.0).argmax(axis=1)  # [N] uniform over the shown keys
+    answer = kv[np.arange(n), query]                                      # [N]
+    tokens = np.concatenate([body.reshape(n, 2 * n_slots), query[:, None], answer[:, None]], axis=1)  # [N, L]
+    x = tokens[:, :-1]
+    if train:
+        return Split(x, tokens[:, 1:].copy())                            # next token everywhere (MAD)
+    earlier = np.cumsum(hits, axis=1, dtype=np.int32) - hits              # [N, S, K] times shown before slot s
+    repeat = pair & (np.take_along_axis(earlier, keys[..., None], axis=2)[..., 0] > 0)   # [N, S]
+    y = np.full((n, length - 1), IGNORE, dtype=np.int64)
+    y[:, 0:2 * n_slots:2] = np.where(repeat, values, IGNORE)              # a repeated key: its value comes next
+    y[:, -1] = answer                                                     # the query: always a shown key
     return Split(x, y)
 
 
@@ -157,7 +173,8 @@ def mad_task(name: str, *, seed: int = 0, n_train: int | None = None, n_test: in
         name: one of :data:`MAD_TASKS`.
         seed: random seed; the same seed always gives the same data.
         n_train, n_test: numbers of sequences (defaults: 12,800 / 1,280; memorisation 256 / 256).
-        length: L (defaults: recall tasks 128, selective copy 256, compression and memorisation 32).
+        length: L (defaults: recall tasks 128, selective copy 256, compression and memorisation 32). In-context
+            and noisy recall generate L tokens and keep the first L - 1 as the row (``settings["row_length"]``).
 
     Returns:
         the :class:`~bayesfilt.nn.tasks.Task` (train and test splits, vocabulary, readout, settings).
@@ -165,7 +182,7 @@ def mad_task(name: str, *, seed: int = 0, n_train: int | None = None, n_test: in
     Example:
         >>> t = mad_task("in_context_recall", n_train=4, n_test=2, seed=0)
         >>> t.vocab_size, t.train.inputs.shape
-        (16, (4, 128))
+        (16, (4, 127))
     """
     if name not in MAD_TASKS:
         raise value_error("name", f"unknown MAD task {name!r}", f"pass one of {sorted(MAD_TASKS)}")
@@ -177,7 +194,7 @@ def mad_task(name: str, *, seed: int = 0, n_train: int | None = None, n_test: in
     length = default_len if length is None else length
     if length < 4:
         raise value_error("length", f"must be >= 4, got {length}", "pass a longer sequence length")
-    if name in ("in_context_recall", "memorization") and length % 2:
+    if name in ("in_context_recall", "noisy_recall", "memorization") and length % 2:
         raise value_error("length", f"{name} is made of (key, value) pairs: the length must be even, got {length}",
                           f"pass length={length + 1}")
     settings = dict(name=name, seed=seed, n_train=n_train, n_test=n_test, length=length)
@@ -185,9 +202,12 @@ def mad_task(name: str, *, seed: int = 0, n_train: int | None = None, n_test: in
     if name in ("in_context_recall", "noisy_recall"):
         noise = 16 if name == "noisy_recall" else 0
         frac = 0.2 if name == "noisy_recall" else 0.0
-        make = lambda r, nn, tr: _recall_split(r, nn, length, 8, 8, noise, frac)    # noqa: E731
+        make = lambda r, nn, tr: _recall_split(r, nn, length, tr, 8, 8, noise, frac)    # noqa: E731
         vocab = 16 + noise
-        settings.update(keys=8, values=8, noise_vocab=noise, frac_noise=frac, multi_query=True)
+        settings.update(keys=8, values=8, noise_vocab=noise, frac_noise=frac, noise_unit=2, multi_query=True,
+                        row_length=length - 1, train_labels="next token",
+                        test_labels="the value after each repeated key and after the final query",
+                        generator="mad-lab")
     elif name == "fuzzy_recall":
         if length < 13:                                               # the probe's place is drawn below L - 2 (3 + 3)
             raise value_error("length", f"fuzzy recall needs length >= 13 (room for a probe pair of up to 3 + 3 "
