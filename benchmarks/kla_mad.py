@@ -379,7 +379,8 @@ def main(argv=None) -> int:
         row.update(rc=job["rc"], wall_s=job["wall_s"], status="killed" if job["killed"] else "no result")
         run = read_run(job["out"], job["log"])
         row.update(_score(run))
-        row["state_size"] = state_size(job["mixer"], args, task_settings[job["task"]]["length"])["state"]
+        ts = task_settings[job["task"]]                                 # recall rows hold L - 1 positions
+        row["state_size"] = state_size(job["mixer"], args, ts.get("row_length", ts["length"]))["state"]
         if run["result"] is None:
             row["log_tail"] = run["log_tail"]
         row["command"] = " ".join(job["cmd"][1:])

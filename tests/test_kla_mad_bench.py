@@ -58,3 +58,14 @@ def test_grid_refuses_bad_values(mad, flags, tmp_path, capsys):
     with pytest.raises(SystemExit):
         mad.main(["--quick", "--workdir", str(tmp_path), *flags])
     assert "--lr must be > 0 and --weight-decay >= 0" in capsys.readouterr().err
+
+
+def test_attention_state_counts_the_rows_positions(mad, tmp_path):
+    """Recall rows hold L - 1 positions (MAD's layout): attention's KV cache is 2 x (L - 1) x d_model."""
+    out = tmp_path / "mad.json"
+    assert mad.main(["--quick", "--tasks", "in_context_recall", "--mixers", "attention", "--workdir",
+                     str(tmp_path / "w"), "--out", str(out), "--no-warm"]) == 0
+    rec = json.loads(out.read_text())
+    (run,) = [r for r in rec["runs"] if r.get("status") != "skipped"]
+    d_model = int(run["command"].split("--d-model ")[1].split()[0])
+    assert run["state_size"] == 2 * (mad.QUICK_LENGTH["in_context_recall"] - 1) * d_model
