@@ -65,6 +65,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s18d       # issue 4: the backward's 8 x 8 tile (half the dv, dLv partial sums, twice dk, dq's), A/B at the main shape
 #   bash benchmarks/gpu_run.sh COMMIT s19a       # (2 GPUs) 8 x 8 tile: A/B at the long shape, its GPU tests; A5 depth 3 and 4 at length 20 (A5_RESUME)
 #   bash benchmarks/gpu_run.sh COMMIT s19b       # (2 GPUs) the KLA kernel GPU tests with the 8 x 8 backward default; MAD recall tasks (mad-lab layouts)
+#   bash benchmarks/gpu_run.sh COMMIT s19c       # (2 GPUs) A5: 1 and 2 KLA blocks through the whole 12,000-step schedule at length 20
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1276,6 +1277,17 @@ s19b)
         --kill-after 420 --workdir /tmp/kla_mad --out "$OUT/kla_mad_${stage}_recall.json" > "$LOG/mad.log" 2>&1
     el "kla_mad rc=$?"; tail -n 12 "$LOG/mad.log" | cut -c1-300
     wait
+    ;;
+s19c)
+    # session 19 (kind nvidia-h200-x2): with the epoch's order remembered (db182e7, ~41 steps/s in s19b) the 12,000-step
+    # recipe fits one call: 2 KLA blocks on GPU 0 and 1 block on GPU 1, length 20, seed 0, defaults, prefix scores
+    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 --seeds 0 --prefix-scores"
+    CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py $A --runs kla:2:20 --kill-after ${A5_KILL:-400} \
+        --workdir /tmp/a5c2 --out "$OUT/kla_a5_${stage}_d2.json" > "$LOG/a5_c2.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py $A --runs kla:1:20 --kill-after ${A5_KILL:-400} \
+        --workdir /tmp/a5c1 --out "$OUT/kla_a5_${stage}_d1.json" > "$LOG/a5_c1.log" 2>&1 &
+    wait
+    el "a5 done"; tail -n 3 "$LOG"/a5_c*.log | cut -c1-600
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
