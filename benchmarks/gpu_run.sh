@@ -1281,11 +1281,11 @@ s19b)
 s19c)
     # session 19 (kind nvidia-h200-x2): with the epoch's order remembered (db182e7, ~41 steps/s in s19b) the 12,000-step
     # recipe fits one call: 2 KLA blocks on GPU 0 and 1 block on GPU 1, length 20, seed 0, defaults, prefix scores
-    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 --seeds 0 --prefix-scores"
+    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 --seeds ${A5_SEEDS:-0} --prefix-scores"
     CUDA_VISIBLE_DEVICES=0 python3 benchmarks/kla_a5.py $A --runs kla:2:20 --kill-after ${A5_KILL:-400} \
-        --workdir /tmp/a5c2 --out "$OUT/kla_a5_${stage}_d2.json" > "$LOG/a5_c2.log" 2>&1 &
+        --workdir /tmp/a5c2s${A5_SEEDS:-0} --out "$OUT/kla_a5_${stage}_d2_s${A5_SEEDS:-0}.json" > "$LOG/a5_c2.log" 2>&1 &
     CUDA_VISIBLE_DEVICES=1 python3 benchmarks/kla_a5.py $A --runs kla:1:20 --kill-after ${A5_KILL:-400} \
-        --workdir /tmp/a5c1 --out "$OUT/kla_a5_${stage}_d1.json" > "$LOG/a5_c1.log" 2>&1 &
+        --workdir /tmp/a5c1s${A5_SEEDS:-0} --out "$OUT/kla_a5_${stage}_d1_s${A5_SEEDS:-0}.json" > "$LOG/a5_c1.log" 2>&1 &
     wait
     el "a5 done"; tail -n 3 "$LOG"/a5_c*.log | cut -c1-600
     ;;
