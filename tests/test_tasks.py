@@ -123,6 +123,8 @@ def test_noisy_recall_follows_mad_reference_layout():
     assert 2.5 < n_noise.std() < 3.8 and n_noise.max() < 63                   # random per row; a pair always left
     noise_tokens = task.train.inputs[task.train.inputs >= 16]
     assert set(np.unique(noise_tokens)) == set(range(16, 32))
+    first, second = task.train.inputs[:, 0:126:2], task.train.inputs[:, 1:126:2]
+    assert 0.03 < np.mean(first[slots >= 16] == second[slots >= 16]) < 0.1     # two independent draws: 1 in 16 equal
 
 
 def test_recall_smallest_length():
