@@ -628,7 +628,7 @@ def test_backward_default_tile():
     assert tile(64, 16, {}) == (8, 8, 2) and tile(64, 33, {}) == (8, 8, 5) and tile(64, 8, {}) == (8, 8, 1)
     assert tile(64, 7, {}) == (4, 16, 2) and tile(64, 4, {}) == (4, 16, 1) and tile(64, 1, {}) == (1, 16, 1)
     assert tile(64, 16, {"bwd_sb": 4}) == (4, 16, 4) and tile(64, 16, {"bwd_bm": 16}) == (8, 16, 2)
-    assert tile(64, 7, {"bwd_sb": 8}) == (8, 8, 1)
+    assert tile(64, 7, {"bwd_sb": 8}) == (8, 8, 1) and tile(64, 16, {"bwd_sb": 16}) == (16, 8, 1)
 
 
 def test_extreme_inputs_small():

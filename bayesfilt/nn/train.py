@@ -341,7 +341,9 @@ def batch_indices(seed: int, step: int, batch_size: int, n: int) -> np.ndarray:
 def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     """The order of the ``n`` training sequences in ``epoch`` (read-only), remembered for the steps of that epoch:
     drawn anew for every step it took 56 ms at n = 2,000,000 (the A5 runs' training set) on the dev machine,
-    where an A5 step on the H200 took about 70 ms in all (14 steps/s, stage s19a); 0.5 ms per step remembered."""
+    where an A5 step on the H200 took about 70 ms in all (14 steps/s, stage s19a); 0.5 ms per step remembered.
+    A memo of a pure function (module-level, like ``lru_cache`` elsewhere here): two runs interleaved in one process,
+    or a batch spanning three epochs, evict each other's orders (still correct, then drawn again)."""
     perm = np.random.default_rng([seed, 7, epoch]).permutation(n)
     perm.flags.writeable = False
     return perm

@@ -62,7 +62,8 @@ _MIN_CHUNK = 256
 
 def _bwd_tile(S: int, tune: dict) -> tuple:
     """(max_sb, bm) of the backward for S state lanes under the tuning keys ``bwd_sb``, ``bwd_bm``: at most 8
-    s-lanes when S >= 8, else 4; 8 channels beside an 8-lane s-block, else ``_BM_BWD`` = 16."""
+    s-lanes when S >= 8, else 4; 8 channels beside an s-block of 8 or more lanes (also an explicit ``bwd_sb`` 16
+    without ``bwd_bm``: a 16 x 8 tile), else ``_BM_BWD`` = 16."""
     max_sb = tune.get("bwd_sb", _MAX_SB_BWD if S >= 8 else 4)
     return max_sb, tune.get("bwd_bm", _BM_BWD_SB8 if min(next_pow2(S), max_sb) >= 8 else _BM_BWD)
 
@@ -427,9 +428,9 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     joint = _key(tune, "fwd_joint", _FWD_JOINT, (0, 1), "pass 0 or 1")
     fold = _key(tune, "bwd_fold", _BWD_FOLD, (0, 1), "pass 0 or 1")
     mspec = _key(tune, "fwd_mspec", 1, (0, 1), "pass 0 or 1") if "fwd_mspec" in tune else None  # None: the plan decides
+    max_sb, bm = (tune.get("fwd_sb", _MAX_SB_FWD), tune.get("fwd_bm")) if pass_ == "fwd" else _bwd_tile(S, tune)
     return make_plan(B, L, M, S, device, num_chunks=num_chunks,
-                     max_sb=tune.get("fwd_sb", _MAX_SB_FWD) if pass_ == "fwd" else _bwd_tile(S, tune)[0],
-                     bm=tune.get("fwd_bm") if pass_ == "fwd" else _bwd_tile(S, tune)[1],
+                     max_sb=max_sb, bm=bm,
                      maxnreg=tune.get(pass_ + "_maxnreg"),
                      defer_y=bool(tune.get("fwd_defer", _FWD_DEFER)) and pass_ == "fwd",
                      defer_g=_bwd_defer(tune) if pass_ == "bwd" else 0,
