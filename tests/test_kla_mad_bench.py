@@ -37,6 +37,10 @@ def test_summary_also_scores_as_mad_final_evaluations(mad):
     cell = mad.summarize(rows, ["selective_copy"], ["kla"])["table"]["selective_copy"]["kla"]
     assert cell["ours_pct"] == 80.0                          # best evaluations: 90 (seed 0), 70 (seed 1)
     assert cell["final_pct"] == 74.5                         # final ones, seed 0's best final at lr 5e-4: 79
+    assert cell["final_class_pct"] is None                   # rows from before session 19 carry no class accuracy
+    rows = [dict(r, final_class_accuracy=c) for r, c in zip(rows, (0.5, 0.7, 0.6))]
+    cell = mad.summarize(rows, ["selective_copy"], ["kla"])["table"]["selective_copy"]["kla"]
+    assert cell["final_class_pct"] == 65.0                   # the class accuracies of those same final rows: 70, 60
 
 
 def test_quick_run_with_a_grid(mad, tmp_path):
@@ -48,6 +52,7 @@ def test_quick_run_with_a_grid(mad, tmp_path):
     runs = [r for r in rec["runs"] if r.get("status") != "skipped"]
     assert sorted((r["lr"], r["weight_decay"]) for r in runs) == [(1e-3, 0.0), (1e-3, 0.1), (2e-3, 0.0), (2e-3, 0.1)]
     assert all(r["accuracy"] is not None for r in runs)
+    assert all(0.0 <= r["final_class_accuracy"] <= 1.0 for r in runs)           # MAD's metric recorded per run
     assert {r["command"].split("--weight-decay ")[1].split()[0] for r in runs} == {"0.0", "0.1"}   # passed on
     assert rec["summary"]["table"]["in_context_recall"]["kla"]["seeds"] == 1     # one seed, its better run
     assert rec["settings"]["grid"] is not None and (tmp_path / "w" / "in_context_recall-kla-0-lr0.001-wd0.1").is_dir()

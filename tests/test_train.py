@@ -145,6 +145,21 @@ def test_batches_are_the_epoch_permutations():
         _epoch_permutation(0, 0, 10)[0] = 1
 
 
+def test_class_accuracy_by_hand():
+    """Accuracy averaged over classes (MAD's metric) against counts done by hand: unlabelled positions are left
+    out, a class only ever predicted wrongly counts as 0, a class never labelled nor predicted is left out."""
+    from bayesfilt.nn.train import _class_counts, class_accuracy
+    y = torch.tensor([[0, 0, 2, -100], [2, 2, -100, 1]])
+    pred = torch.tensor([[0, 3, 2, 1], [2, 0, 1, 3]])
+    logits = torch.nn.functional.one_hot(pred, 5).float()
+    counts = _class_counts(logits, y)
+    # labelled (label, prediction): (0,0) (0,3) (2,2) (2,2) (2,0) (1,3)
+    assert counts.tolist() == [[1, 0, 2, 0, 0], [1, 0, 0, 2, 0], [1, 1, 1, 0, 0]]
+    # classes 0..3 used: 0 -> 1/2, 1 -> 0/1, 2 -> 2/3, 3 -> 0 (never labelled, predicted twice); 4 unused
+    assert class_accuracy(counts) == pytest.approx((0.5 + 0.0 + 2 / 3 + 0.0) / 4)
+    assert class_accuracy(torch.zeros(3, 5, dtype=torch.int64)) == 0.0
+
+
 def test_config_validation():
     for bad in ({"task": "x"}, {"mixer": "rnn"}, {"steps": 0}, {"lr": -1.0}, {"dtype": "fp8"},
                 {"target_acc": 2.0}, {"posterior_samples": 2, "mixer": "attention"}, {"n_train": 0},

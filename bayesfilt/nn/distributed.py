@@ -57,8 +57,8 @@ from torch import nn
 
 from ..errors import BayesfiltError, type_error, value_error
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .train import (TaskModel, TrainConfig, _accuracy, _append_metrics, _autocast, _check_limits, _evaluate_when_due,
-                    _finish, _prepare_out, _progress_bar, _Progress, _stop_for_time,
+from .train import (TaskModel, TrainConfig, _accuracy, _append_metrics, _autocast, _check_limits, _class_counts,
+                    _evaluate_when_due, class_accuracy, _finish, _prepare_out, _progress_bar, _Progress, _stop_for_time,
                     _param_names, _write_metrics, batch_indices, lr_at, make_optimizer, make_task, nonfinite_message,
                     raise_if_diverged)
 
@@ -476,7 +476,7 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
         fsdp: whether ``model`` is sharded with FSDP2.
 
     Returns:
-        dict with eval_loss, eval_acc, eval_seq_acc, eval_last_acc (the same on every rank).
+        dict with eval_loss, eval_acc, eval_class_acc, eval_seq_acc, eval_last_acc (the same on every rank).
 
     Example:
         >>> import torch.distributed as dist
@@ -488,7 +488,7 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
         >>> fwd = wrap_model(model, task, DistributedConfig(), device)
         >>> opt = make_optimizer(model, cfg)
         >>> sorted(evaluate_distributed(model, task, cfg, device, rank, world))
-        ['eval_acc', 'eval_last_acc', 'eval_loss', 'eval_seq_acc']
+        ['eval_acc', 'eval_class_acc', 'eval_last_acc', 'eval_loss', 'eval_seq_acc']
         >>> del fwd, opt                      # free the DDP reducer while its process group is alive
         >>> dist.destroy_process_group()
     """
@@ -499,6 +499,7 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
     per = -(-n // world_size)
     lo, hi = min(n, rank * per), min(n, (rank + 1) * per)
     sums = torch.zeros(5, dtype=torch.float64, device=device)
+    counts = torch.zeros(3, task.n_classes, dtype=torch.int64, device=device)     # tp, fp, fn per class
     for b in range(-(-per // EVAL_BATCH)):
         i, j = lo + b * EVAL_BATCH, min(hi, lo + (b + 1) * EVAL_BATCH)
         if i >= j:
@@ -512,12 +513,15 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
         with _autocast(cfg, device):
             loss, logits = model.loss_and_logits(x, y)
         c, t, s, _, last = _accuracy(logits, y)
+        counts += _class_counts(logits, y)
         part = float(loss) * t
         sums += torch.tensor([part, t, c, s, last], dtype=torch.float64, device=device)
     dist.all_reduce(sums)
+    dist.all_reduce(counts)
     model.train()
     loss_sum, tok, c_tok, c_seq, c_last = sums.tolist()
-    return {"eval_loss": loss_sum / max(tok, 1), "eval_acc": c_tok / max(tok, 1), "eval_seq_acc": c_seq / n,
+    return {"eval_loss": loss_sum / max(tok, 1), "eval_acc": c_tok / max(tok, 1),
+            "eval_class_acc": class_accuracy(counts.cpu()) if n else 0.0, "eval_seq_acc": c_seq / n,
             "eval_last_acc": c_last / n}
 
 

@@ -385,6 +385,40 @@ def _accuracy(logits, y) -> tuple[int, int, int, int, int]:
     return int(correct.sum()), int(mask.sum()), int(seq_ok.sum()), int(y.shape[0]), int(last_ok.sum())
 
 
+def _class_counts(logits, y) -> torch.Tensor:
+    """[3, C] int64 counts over the labelled positions: true positives, false positives and false negatives of each
+    class c (tp: predicted c where the label is c; fp: predicted c where the label is another class; fn: label c,
+    predicted another class)."""
+    C = logits.shape[-1]
+    mask = y != -100
+    label, pred = y[mask], logits.argmax(-1)[mask]
+    hit = pred == label
+    return torch.stack([torch.bincount(label[hit], minlength=C), torch.bincount(pred[~hit], minlength=C),
+                        torch.bincount(label[~hit], minlength=C)])
+
+
+def class_accuracy(counts: torch.Tensor) -> float:
+    """Accuracy averaged over classes ("macro", as torchmetrics' ``MulticlassAccuracy`` computes it by default,
+    the metric of MAD's reference code): the mean over classes of tp / (tp + fn), 0 for a class never labelled,
+    over the classes with any tp, fp or fn (a class only ever predicted wrongly counts as 0).
+
+    Args:
+        counts: [3, C] tp, fp, fn per class (``_class_counts``, summed over batches).
+
+    Returns:
+        the class-averaged accuracy in [0, 1] (0.0 when no position is labelled).
+
+    Example (3 of 4 right over 3 classes: per class 0.5, 1 and 1):
+        >>> y, pred = torch.tensor([[2, 1, 0, 0]]), torch.tensor([[2, 1, 0, 1]])
+        >>> round(class_accuracy(_class_counts(torch.nn.functional.one_hot(pred, 3).float(), y)), 4)
+        0.8333
+    """
+    tp, fp, fn = counts.double()
+    used = (tp + fp + fn) > 0                                   # classes that occur in the labels or the predictions
+    per_class = tp / (tp + fn).clamp(min=1)                      # tp / (tp + fn); 0 for a class never labelled
+    return float(per_class[used].mean()) if bool(used.any()) else 0.0
+
+
 def _autocast(cfg: TrainConfig, device: torch.device):
     if cfg.dtype == "bfloat16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -408,7 +442,8 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
 
     Returns:
         dict with ``eval_loss`` (mean cross-entropy per labelled token, nats), ``eval_acc``
-        (fraction of labelled tokens predicted right), ``eval_seq_acc`` (fraction of sequences
+        (fraction of labelled tokens predicted right), ``eval_class_acc`` (that accuracy per class, averaged
+        over classes: :func:`class_accuracy`, MAD's metric), ``eval_seq_acc`` (fraction of sequences
         with every label right) and ``eval_last_acc`` (fraction whose last label is right).
 
     Example:
@@ -418,25 +453,26 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
         >>> cfg = TrainConfig(task="a5", length=4, d_model=16, d_state=4)
         >>> scores = evaluate(TaskModel(cfg, task), task, cfg, torch.device("cpu"))
         >>> sorted(scores), 0.0 <= scores["eval_acc"] <= 1.0
-        (['eval_acc', 'eval_last_acc', 'eval_loss', 'eval_seq_acc'], True)
+        (['eval_acc', 'eval_class_acc', 'eval_last_acc', 'eval_loss', 'eval_seq_acc'], True)
     """
     model.eval()
     n = len(task.test) if cfg.eval_size is None else min(cfg.eval_size, len(task.test))
-    tot_loss, tot_tok, c_tok, c_seq, c_last = 0.0, 0, 0, 0, 0
+    tot_loss, tot_tok, c_tok, c_seq, c_last, counts = 0.0, 0, 0, 0, 0, 0
     for i in range(0, n, batch_size):
         x = torch.from_numpy(task.test.inputs[i:min(n, i + batch_size)]).to(device)
         y = torch.from_numpy(task.test.targets[i:min(n, i + batch_size)]).to(device)
         with _autocast(cfg, device):
             loss, logits = model.loss_and_logits(x, y)
         c, t, s, _, last = _accuracy(logits, y)
+        counts = counts + _class_counts(logits, y)
         tot_loss += float(loss) * t
         tot_tok += t
         c_tok += c
         c_seq += s
         c_last += last
     model.train()
-    return {"eval_loss": tot_loss / max(tot_tok, 1), "eval_acc": c_tok / max(tot_tok, 1), "eval_seq_acc": c_seq / n,
-            "eval_last_acc": c_last / n}
+    return {"eval_loss": tot_loss / max(tot_tok, 1), "eval_acc": c_tok / max(tot_tok, 1),
+            "eval_class_acc": class_accuracy(counts) if n else 0.0, "eval_seq_acc": c_seq / n, "eval_last_acc": c_last / n}
 
 
 def _json_line(rec: dict) -> str:
