@@ -408,7 +408,8 @@ def class_accuracy(counts: torch.Tensor) -> float:
     Returns:
         the class-averaged accuracy in [0, 1] (0.0 when no position is labelled).
 
-    Example (3 of 4 right over 3 classes: per class 0.5, 1 and 1):
+    Example:
+        >>> # 3 of 4 right over 3 classes: per class 0.5, 1 and 1
         >>> y, pred = torch.tensor([[2, 1, 0, 0]]), torch.tensor([[2, 1, 0, 1]])
         >>> round(class_accuracy(_class_counts(torch.nn.functional.one_hot(pred, 3).float(), y)), 4)
         0.8333
