@@ -158,6 +158,9 @@ def test_class_accuracy_by_hand():
     # classes 0..3 used: 0 -> 1/2, 1 -> 0/1, 2 -> 2/3, 3 -> 0 (never labelled, predicted twice); 4 unused
     assert class_accuracy(counts) == pytest.approx((0.5 + 0.0 + 2 / 3 + 0.0) / 4)
     assert class_accuracy(torch.zeros(3, 5, dtype=torch.int64)) == 0.0
+    for bad in (counts.float(), counts[:2], counts[0], -counts, counts.tolist()):
+        with pytest.raises(BayesfiltError, match="counts"):
+            class_accuracy(bad)
 
 
 def test_config_validation():

@@ -29,7 +29,6 @@ from .decode import _check_cuda_graph, _ids_need_check, capture_decode_step, dec
 from .layer import KLALayer
 
 
-
 def labelled_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the labelled positions (targets -100 are ignored), and 0 with zero gradients
     when no position is labelled (the plain mean is then NaN, which the training loops would take for a
@@ -594,5 +593,5 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-__all__ = ["CausalSelfAttention", "CompressionDecoder", "KLALanguageModel", "KVCache", "MIXERS", "count_parameters", "labelled_cross_entropy",
-           "fla_available"]
+__all__ = ["CausalSelfAttention", "CompressionDecoder", "KLALanguageModel", "KVCache", "MIXERS", "count_parameters",
+           "labelled_cross_entropy", "fla_available"]

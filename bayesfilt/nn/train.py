@@ -408,12 +408,20 @@ def class_accuracy(counts: torch.Tensor) -> float:
     Returns:
         the class-averaged accuracy in [0, 1] (0.0 when no position is labelled).
 
+    Raises:
+        BayesfiltValueError: ``counts`` is not an integer tensor of shape [3, C] with non-negative entries.
+
     Example:
         >>> # 3 of 4 right over 3 classes: per class 0.5, 1 and 1
         >>> y, pred = torch.tensor([[2, 1, 0, 0]]), torch.tensor([[2, 1, 0, 1]])
         >>> round(class_accuracy(_class_counts(torch.nn.functional.one_hot(pred, 3).float(), y)), 4)
         0.8333
     """
+    if (not isinstance(counts, torch.Tensor) or counts.ndim != 2 or counts.shape[0] != 3
+            or counts.is_floating_point() or bool((counts < 0).any())):
+        raise value_error("counts", f"must be an integer tensor [3, C] of counts >= 0 (tp, fp, fn per class), got "
+                          f"{type(counts).__name__} {tuple(getattr(counts, 'shape', ()))}",
+                          "pass _class_counts(logits, y) summed over batches")
     tp, fp, fn = counts.double()
     used = (tp + fp + fn) > 0                                   # classes that occur in the labels or the predictions
     per_class = tp / (tp + fn).clamp(min=1)                      # tp / (tp + fn); 0 for a class never labelled
@@ -473,7 +481,8 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
         c_last += last
     model.train()
     return {"eval_loss": tot_loss / max(tot_tok, 1), "eval_acc": c_tok / max(tot_tok, 1),
-            "eval_class_acc": class_accuracy(counts) if n else 0.0, "eval_seq_acc": c_seq / n, "eval_last_acc": c_last / n}
+            "eval_class_acc": class_accuracy(counts) if n else 0.0, "eval_seq_acc": c_seq / n,
+            "eval_last_acc": c_last / n}
 
 
 def _json_line(rec: dict) -> str:
