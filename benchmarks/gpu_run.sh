@@ -66,6 +66,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s19a       # (2 GPUs) 8 x 8 tile: A/B at the long shape, its GPU tests; A5 depth 3 and 4 at length 20 (A5_RESUME)
 #   bash benchmarks/gpu_run.sh COMMIT s19b       # (2 GPUs) the KLA kernel GPU tests with the 8 x 8 backward default; MAD recall tasks (mad-lab layouts)
 #   bash benchmarks/gpu_run.sh COMMIT s19c       # (2 GPUs) A5: 1 and 2 KLA blocks through the whole 12,000-step schedule at length 20
+#   bash benchmarks/gpu_run.sh COMMIT s20a       # A5 best of 5 (1, 2 blocks seeds 2-4), 3 blocks seed 1, attention 2/4 layers, 12,000 steps; MAD fuzzy recall (A5_RESUME)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1288,6 +1289,33 @@ s19c)
         --workdir /tmp/a5c1s${A5_SEEDS:-0} --out "$OUT/kla_a5_${stage}_d1_s${A5_SEEDS:-0}.json" > "$LOG/a5_c1.log" 2>&1 &
     wait
     el "a5 done"; tail -n 3 "$LOG"/a5_c*.log | cut -c1-600
+    ;;
+s20a)
+    # session 20 (kind nvidia-h200; carry .tcache, and .a5work when resuming with A5_RESUME=--resume): every run of
+    # A5's 12,000-step recipe (docs/notes_a5.md 5.3; length 20, batch 1024, lr 2e-3, prefix scores) that the table
+    # still lacks, all on one GPU: KLA 1 and 2 blocks seeds 2, 3, 4 (best of 5 with s19c's seeds 0, 1), 3 blocks seed 1,
+    # and attention 2 and 4 layers (seed 0) in the same harness. Beside them, on a first call, MAD's fuzzy recall as
+    # in s18a (kla, kla_p0, attention, gla; seeds 0, 1; 4,000 steps), now with the class-averaged metric recorded.
+    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 --prefix-scores ${A5_RESUME:-}"
+    K=${A5_KILL:-520}
+    export OMP_NUM_THREADS=1
+    unpack_work a5s20
+    python3 benchmarks/kla_a5.py $A --runs kla:1:20 kla:2:20 --seeds 2,3,4 --kill-after $K \
+        --workdir /tmp/a5s20k --out "$OUT/kla_a5_${stage}_d12.json" > "$LOG/a5_k.log" 2>&1 &
+    python3 benchmarks/kla_a5.py $A --runs kla:3:20 --seeds 1 --kill-after $K \
+        --workdir /tmp/a5s20d3 --out "$OUT/kla_a5_${stage}_d3.json" > "$LOG/a5_d3.log" 2>&1 &
+    python3 benchmarks/kla_a5.py $A --runs attention:2:20 attention:4:20 --seeds 0 --kill-after $K \
+        --workdir /tmp/a5s20att --out "$OUT/kla_a5_${stage}_att.json" > "$LOG/a5_att.log" 2>&1 &
+    if [ -z "${A5_RESUME:-}" ]; then
+        timeout ${MAD_TIMEOUT:-480} python3 benchmarks/kla_mad.py --tasks fuzzy_recall --seeds 0 1 \
+            --steps ${MAD_STEPS:-4000} --max-seconds ${MAD_SECONDS:-330} --kill-after 420 --workdir /tmp/kla_mad \
+            --out "$OUT/kla_mad_${stage}_fuzzy.json" > "$LOG/mad.log" 2>&1
+        el "kla_mad rc=$?"; tail -n 12 "$LOG/mad.log" | cut -c1-300
+    fi
+    wait
+    el "a5 done"; tail -n 4 "$LOG"/a5_*.log | cut -c1-600
+    # no pack_work: nine runs' checkpoints (~60 MB) exceed what a call returns beside the results; a resume
+    # (A5_RESUME=--resume) needs the same warm machine (its /tmp)
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
