@@ -67,6 +67,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s19b       # (2 GPUs) the KLA kernel GPU tests with the 8 x 8 backward default; MAD recall tasks (mad-lab layouts)
 #   bash benchmarks/gpu_run.sh COMMIT s19c       # (2 GPUs) A5: 1 and 2 KLA blocks through the whole 12,000-step schedule at length 20
 #   bash benchmarks/gpu_run.sh COMMIT s20a       # A5 best of 5 (1, 2 blocks seeds 2-4), 3 blocks seed 1, attention 2/4 layers, 12,000 steps; MAD fuzzy recall (A5_RESUME)
+#   bash benchmarks/gpu_run.sh COMMIT s20b       # MAD fuzzy recall under MAD's protocol: KLA lr x weight-decay grid, 20,000 steps; GLA, attention
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1316,6 +1317,18 @@ s20a)
     el "a5 done"; tail -n 4 "$LOG"/a5_*.log | cut -c1-600
     # no pack_work: nine runs' checkpoints (~60 MB) exceed what a call returns beside the results; a resume
     # (A5_RESUME=--resume) needs the same warm machine (its /tmp)
+    ;;
+s20b)
+    # session 20 (kind nvidia-h200; carry .tcache .whl): fuzzy recall under MAD's protocol (200 epochs of 12,800 rows:
+    # 20,000 steps at batch 128; a part of MAD's grid) as s18b ran selective copy: KLA, seed 0, lr 5e-4 / 1e-3 x weight
+    # decay 0 / 0.1; beside it attention and GLA at lr 1e-3, weight decay 0 (s18b's best point), seed 0; six runs at once
+    c20="--tasks fuzzy_recall --seeds 0 --steps ${MAD_STEPS:-20000} --max-seconds ${MAD_SECONDS:-440} --kill-after 500"
+    timeout 540 python3 benchmarks/kla_mad.py $c20 --mixers kla --lr 5e-4 1e-3 --weight-decay 0 0.1 \
+        --workdir /tmp/kla_mad_a --out "$OUT/kla_mad_${stage}_kla.json" > "$LOG/mad_a.log" 2>&1 &
+    timeout 540 python3 benchmarks/kla_mad.py $c20 --mixers attention gla --lr 1e-3 --weight-decay 0 \
+        --workdir /tmp/kla_mad_b --out "$OUT/kla_mad_${stage}_others.json" > "$LOG/mad_b.log" 2>&1 &
+    wait
+    el "kla_mad done"; tail -n 8 "$LOG"/mad_*.log | cut -c1-300
     ;;
 *) echo "unknown stage $stage"; exit 2 ;;
 esac
