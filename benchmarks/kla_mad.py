@@ -37,8 +37,8 @@ Score. ``bayesfilt train`` evaluates the token accuracy over the labelled positi
 test split (``eval_acc``: the recalled values, the copied tokens, every reconstructed token of
 compression, every memorised value); that is MAD's accuracy (Poli et al. 2024), the metric the
 paper's table reports, in percent. The score of a run is its best evaluation over training
-(MAD's own score is the final model's test accuracy, the best over its learning-rate and
-weight-decay grid; ours records the final evaluation beside the best).
+(MAD's own score is the test accuracy of the checkpoint with the lowest test loss, the best over its
+learning-rate and weight-decay grid; ours records the final evaluation and that score beside the best).
 The summary is the mean over seeds, next to the paper's numbers (TARGETS.md section 4: KLA per task,
 and the averages of GLA, Gated DeltaNet and Mamba) and the difference in points.
 
@@ -49,8 +49,13 @@ best run of its grid (lr 1e-4, 5e-4, 1e-3 x weight decay 0, 0.1, 200 epochs) for
 and then averages over harder variants of the task (not run here). Each row keeps its lr and weight
 decay; the summary names the grid point each score came from, and gives beside each cell
 ``final_pct``: the same scored as MAD scores a run (its final evaluation, the grid point chosen on it), and
-``final_class_pct``: that final evaluation's accuracy averaged over classes, the metric of MAD's reference code
-(torchmetrics' ``MulticlassAccuracy`` by default; ``bayesfilt.nn.train.class_accuracy``), for runs since session 19.
+``final_class_pct``: that final evaluation's accuracy averaged over classes over the whole test split
+(``bayesfilt.nn.train.class_accuracy``), for runs since session 19; and ``mad_pct``: the accuracy as MAD's
+reference code (mad-lab) reports it, for runs since session 20: torchmetrics' ``MulticlassAccuracy`` (macro
+average) of each test batch of 128 rows, averaged over the batches (``eval_mad_acc``,
+``bayesfilt.nn.train.batch_class_accuracy``), taken at the evaluation with the lowest test loss (mad-lab scores the
+checkpoint of least test perplexity), the best over the grid per seed, then the mean over seeds. mad-lab's
+published per-task score also averages that over harder variants of each task (not run here).
 
 Usage::
 
@@ -130,6 +135,13 @@ def unavailable(mixer: str, cuda: bool) -> str | None:
     return None
 
 
+def _mad_accuracy(evals: list) -> float | None:
+    """``eval_mad_acc`` of the evaluation with the lowest ``eval_loss`` (the first of equals), None when the run's
+    evaluations did not record it (before session 20) or none has a finite loss."""
+    scored = [h for h in evals if h.get("eval_loss") is not None and h.get("eval_mad_acc") is not None]
+    return min(scored, key=lambda h: h["eval_loss"])["eval_mad_acc"] if scored else None
+
+
 def _score(run: dict) -> dict:
     """Status, steps and accuracies of one finished or killed run (accuracies as fractions)."""
     r, hist = run["result"], run["history"]
@@ -139,6 +151,9 @@ def _score(run: dict) -> dict:
            "final_accuracy": evals[-1]["eval_acc"] if evals else None,
            # MAD's metric: the final evaluation's accuracy averaged over classes (absent before session 19)
            "final_class_accuracy": evals[-1].get("eval_class_acc") if evals else None,
+           # MAD's reported accuracy (per-batch class average, eval_mad_acc, since session 20) of the evaluation with
+           # the lowest test loss: mad-lab scores the checkpoint of least test perplexity
+           "mad_accuracy": _mad_accuracy(evals),
            "curve": [(h["step"], round(h["eval_acc"], 4)) for h in evals]}
     if r is not None:
         row.update(status=r["status"], steps=r["step"], parameters=r["parameters"],
@@ -154,7 +169,7 @@ def _score(run: dict) -> dict:
 def best_of_grid(rows: list, score: str = "accuracy") -> list:
     """One row per (task, mixer, seed): the best ``score`` over the lr x weight-decay grid (MAD's protocol);
     ties keep the first row. Rows without that score are left out. ``score``: "accuracy" (a run's best
-    evaluation, ours) or "final_accuracy" (its last, as MAD scores a run)."""
+    evaluation, ours), "final_accuracy" (its last) or "mad_accuracy" (mad-lab's score of a run: ``_mad_accuracy``)."""
     best = {}
     for r in rows:
         if r.get(score) is None:
@@ -171,8 +186,8 @@ def summarize(rows: list, tasks, mixers) -> dict:
     def mean(xs):
         return sum(xs) / len(xs) if xs else None
 
-    final = best_of_grid(rows, "final_accuracy")            # MAD's way: final evaluations, best of the grid
-    rows = best_of_grid(rows)
+    final = best_of_grid(rows, "final_accuracy")            # final evaluations, best of the grid
+    rows_all, rows = rows, best_of_grid(rows)
 
     table, averages = {}, {}
     for task in tasks:
@@ -183,13 +198,19 @@ def summarize(rows: list, tasks, mixers) -> dict:
             fin = [100 * r["final_accuracy"] for r in final if r["task"] == task and r["mixer"] == mixer]
             fin_cls = [100 * r["final_class_accuracy"] for r in final if r["task"] == task and r["mixer"] == mixer
                        and r.get("final_class_accuracy") is not None]
+            mad_rows = [r for r in rows_all if r["task"] == task and r["mixer"] == mixer]
+            mad_best = [100 * r["mad_accuracy"] for r in best_of_grid(mad_rows, "mad_accuracy")]
+            n_seeds = len({r["seed"] for r in mad_rows})
             cell = {"ours_pct": None if not accs else round(mean(accs), 2), "seeds": len(accs),
                     "per_seed_pct": [round(a, 2) for a in accs],
                     "grid_point": [{"seed": r["seed"], "lr": r.get("lr"), "weight_decay": r.get("weight_decay")}
                                    for r in mine],
                     "final_pct": None if not fin else round(mean(fin), 2),         # scored as MAD scores a run
                     # and with MAD's metric (accuracy averaged over classes), where the runs recorded it
-                    "final_class_pct": None if not fin_cls or len(fin_cls) < len(fin) else round(mean(fin_cls), 2)}
+                    "final_class_pct": None if not fin_cls or len(fin_cls) < len(fin) else round(mean(fin_cls), 2),
+                    # scored as mad-lab reports a task setting: per seed the best over the grid of eval_mad_acc at
+                    # the lowest test loss, then the mean over seeds (None unless every seed recorded it)
+                    "mad_pct": None if not mad_best or len(mad_best) < n_seeds else round(mean(mad_best), 2)}
             if mixer == "kla":
                 cell["paper_pct"] = PAPER_KLA[task]
                 if accs:

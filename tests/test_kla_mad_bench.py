@@ -43,6 +43,22 @@ def test_summary_also_scores_as_mad_final_evaluations(mad):
     assert cell["final_class_pct"] == 65.0                   # the class accuracies of those same final rows: 70, 60
 
 
+def test_mad_score_at_the_lowest_test_loss(mad):
+    """mad-lab scores the checkpoint of least test perplexity: eval_mad_acc at the evaluation with the lowest
+    eval_loss (not the last, not the best accuracy); the summary takes each seed's best over the grid."""
+    evals = [{"step": 1, "eval_acc": 0.5, "eval_loss": 2.0, "eval_mad_acc": 0.30},
+             {"step": 2, "eval_acc": 0.7, "eval_loss": 1.0, "eval_mad_acc": 0.40},
+             {"step": 3, "eval_acc": 0.9, "eval_loss": 1.5, "eval_mad_acc": 0.60}]
+    assert mad._mad_accuracy(evals) == 0.40
+    assert mad._mad_accuracy([{k: v for k, v in e.items() if k != "eval_mad_acc"} for e in evals]) is None
+    rows = [dict(_row(0, 1e-3, 0.0, 0.90), mad_accuracy=0.40), dict(_row(0, 5e-4, 0.0, 0.80), mad_accuracy=0.50),
+            dict(_row(1, 1e-3, 0.0, 0.70), mad_accuracy=0.20)]
+    cell = mad.summarize(rows, ["selective_copy"], ["kla"])["table"]["selective_copy"]["kla"]
+    assert cell["mad_pct"] == 35.0                           # seed 0: 50 (lr 5e-4), seed 1: 20
+    rows[2]["mad_accuracy"] = None                           # a seed without the score: no cell value
+    assert mad.summarize(rows, ["selective_copy"], ["kla"])["table"]["selective_copy"]["kla"]["mad_pct"] is None
+
+
 def test_quick_run_with_a_grid(mad, tmp_path):
     out = tmp_path / "mad.json"
     rc = mad.main(["--quick", "--tasks", "in_context_recall", "--mixers", "kla", "--lr", "1e-3", "2e-3",
@@ -52,7 +68,8 @@ def test_quick_run_with_a_grid(mad, tmp_path):
     runs = [r for r in rec["runs"] if r.get("status") != "skipped"]
     assert sorted((r["lr"], r["weight_decay"]) for r in runs) == [(1e-3, 0.0), (1e-3, 0.1), (2e-3, 0.0), (2e-3, 0.1)]
     assert all(r["accuracy"] is not None for r in runs)
-    assert all(0.0 <= r["final_class_accuracy"] <= 1.0 for r in runs)           # MAD's metric recorded per run
+    assert all(0.0 <= r["final_class_accuracy"] <= 1.0 for r in runs)           # class-averaged, recorded per run
+    assert all(0.0 <= r["mad_accuracy"] <= 1.0 for r in runs)                   # mad-lab's score, per run
     assert {r["command"].split("--weight-decay ")[1].split()[0] for r in runs} == {"0.0", "0.1"}   # passed on
     assert rec["summary"]["table"]["in_context_recall"]["kla"]["seeds"] == 1     # one seed, its better run
     assert rec["settings"]["grid"] is not None and (tmp_path / "w" / "in_context_recall-kla-0-lr0.001-wd0.1").is_dir()

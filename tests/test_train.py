@@ -163,6 +163,53 @@ def test_class_accuracy_by_hand():
             class_accuracy(bad)
 
 
+def _mad_batch_accuracy_numpy(pred, y, n_classes, rows):
+    """MAD's reported accuracy restated with NumPy: per batch of ``rows`` rows, the mean over the classes with any
+    tp, fp or fn of tp / (tp + fn) (0 when never labelled), then the mean over batches weighted by their rows."""
+    total = 0.0
+    for k in range(0, len(y), rows):
+        p, t = pred[k:k + rows], y[k:k + rows]
+        keep = t != -100
+        p, t = p[keep], t[keep]
+        scores = []
+        for c in range(n_classes):
+            tp, fp, fn = np.sum((p == c) & (t == c)), np.sum((p == c) & (t != c)), np.sum((p != c) & (t == c))
+            if tp + fp + fn:
+                scores.append(tp / (tp + fn) if tp + fn else 0.0)
+        total += len(y[k:k + rows]) * (np.mean(scores) if scores else 0.0)
+    return total / len(y)
+
+
+def test_batch_class_accuracy_by_hand_and_in_evaluate():
+    """MAD's reported accuracy (class-averaged per test batch of 128 rows, then averaged over batches): by hand on
+    two batches, and through ``evaluate`` against a NumPy restatement when the evaluation's own batches (100 rows)
+    do not line up with MAD's (128) and the last batch is short."""
+    from bayesfilt.nn.tasks import mad_task
+    from bayesfilt.nn.train import (MAD_TEST_BATCH, TaskModel, _add_block_counts, batch_class_accuracy,
+                                    evaluate)
+    y = torch.tensor([[0, 0], [1, -100], [1, 1]])
+    logits = torch.nn.functional.one_hot(torch.tensor([[0, 1], [1, 0], [0, 1]]), 3).float()
+    blocks = torch.zeros(2, 3, 3, dtype=torch.int64)
+    _add_block_counts(blocks, logits[1:], y[1:], row0=1, rows=2)     # rows 1, 2 of the split: row 1 in batch 0
+    _add_block_counts(blocks, logits[:1], y[:1], row0=0, rows=2)
+    # batch 0 (rows 0, 1): labels 0, 0, 1 predicted 0, 1, 1 -> class 0: 1/2, class 1: 1/1 -> 0.75
+    # batch 1 (row 2): labels 1, 1 predicted 0, 1 -> class 0: 0 (only predicted), class 1: 1/2 -> 0.25
+    assert batch_class_accuracy(blocks, n_rows=3, rows=2) == pytest.approx((2 * 0.75 + 1 * 0.25) / 3)
+    with pytest.raises(BayesfiltError, match="blocks"):
+        batch_class_accuracy(blocks[:1], n_rows=3, rows=2)
+    task = mad_task("fuzzy_recall", n_train=8, n_test=300, length=24, seed=1)
+    cfg = TrainConfig(task="fuzzy_recall", length=24, d_model=16, d_state=4, mixer="attention")
+    torch.manual_seed(0)
+    model = TaskModel(cfg, task)
+    got = evaluate(model, task, cfg, torch.device("cpu"), batch_size=100)
+    with torch.no_grad():
+        model.eval()
+        pred = model.loss_and_logits(torch.from_numpy(task.test.inputs), torch.from_numpy(task.test.targets))[1]
+    want = _mad_batch_accuracy_numpy(pred.argmax(-1).numpy(), task.test.targets, task.n_classes, MAD_TEST_BATCH)
+    assert got["eval_mad_acc"] == pytest.approx(want, abs=1e-12)
+    assert got["eval_mad_acc"] != pytest.approx(got["eval_class_acc"], abs=1e-6)      # not the pooled metric
+
+
 def test_config_validation():
     for bad in ({"task": "x"}, {"mixer": "rnn"}, {"steps": 0}, {"lr": -1.0}, {"dtype": "fp8"},
                 {"target_acc": 2.0}, {"posterior_samples": 2, "mixer": "attention"}, {"n_train": 0},

@@ -428,6 +428,53 @@ def class_accuracy(counts: torch.Tensor) -> float:
     return float(per_class[used].mean()) if bool(used.any()) else 0.0
 
 
+#: Test rows per batch in MAD's reference code (its test loader's batch size), over which it averages per class.
+MAD_TEST_BATCH = 128
+
+
+def _add_block_counts(blocks: torch.Tensor, logits, y, row0: int, rows: int = MAD_TEST_BATCH) -> None:
+    """Add the class counts (:func:`_class_counts`) of test rows ``row0 ..`` (logits [N, L, C], y [N, L]) to
+    ``blocks`` [n_blocks, 3, C], row ``row0 + r`` going to block ``(row0 + r) // rows``: the counts of each
+    ``rows``-row test batch, however the evaluation itself is batched or split over ranks."""
+    r, n = 0, y.shape[0]
+    while r < n:
+        k = (row0 + r) // rows
+        e = min(n, (k + 1) * rows - row0)                       # the end of block k within these rows
+        blocks[k] += _class_counts(logits[r:e], y[r:e]).to(blocks.device)
+        r = e
+
+
+def batch_class_accuracy(blocks: torch.Tensor, n_rows: int, rows: int = MAD_TEST_BATCH) -> float:
+    """The test accuracy as MAD's reference code reports it: :func:`class_accuracy` of each test batch of
+    ``rows`` rows, averaged over the batches weighted by their rows (the epoch mean that PyTorch Lightning
+    takes of a value logged per batch; the last batch may be shorter).
+
+    Args:
+        blocks: [ceil(n_rows / rows), 3, C] tp, fp, fn per class of each batch.
+        n_rows: test rows scored.
+        rows: rows per batch (MAD: 128).
+
+    Returns:
+        the batch-averaged class accuracy in [0, 1] (0.0 when ``n_rows`` is 0).
+
+    Raises:
+        BayesfiltValueError: ``blocks`` does not hold one [3, C] count table per batch of ``n_rows``.
+
+    Example:
+        >>> # batch 1: labels 0, 0 predicted 0, 1 -> classes 0 (1/2) and 1 (0) -> 0.25; batch 2: all right -> 1
+        >>> blocks = torch.tensor([[[1, 0], [0, 1], [1, 0]], [[2, 0], [0, 0], [0, 0]]])
+        >>> batch_class_accuracy(blocks, n_rows=3, rows=2)      # (2 * 0.25 + 1 * 1.0) / 3
+        0.5
+    """
+    n_blocks = -(-n_rows // rows)
+    if not isinstance(blocks, torch.Tensor) or blocks.ndim != 3 or blocks.shape[0] != n_blocks:
+        raise value_error("blocks", f"must be a [{n_blocks}, 3, C] tensor of counts (one per batch of {rows} of "
+                          f"{n_rows} rows), got {type(blocks).__name__} {tuple(getattr(blocks, 'shape', ()))}",
+                          "accumulate them with _add_block_counts over the scored rows")
+    weights = [min(rows, n_rows - k * rows) for k in range(n_blocks)]       # rows per batch
+    return sum(w * class_accuracy(b) for w, b in zip(weights, blocks)) / n_rows if n_rows else 0.0
+
+
 def _autocast(cfg: TrainConfig, device: torch.device):
     if cfg.dtype == "bfloat16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -452,7 +499,9 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
     Returns:
         dict with ``eval_loss`` (mean cross-entropy per labelled token, nats), ``eval_acc``
         (fraction of labelled tokens predicted right), ``eval_class_acc`` (that accuracy per class, averaged
-        over classes: :func:`class_accuracy`, MAD's metric), ``eval_seq_acc`` (fraction of sequences
+        over classes: :func:`class_accuracy`), ``eval_mad_acc`` (the class-averaged accuracy of each test batch of
+        128 rows, averaged over the batches: :func:`batch_class_accuracy`, the accuracy MAD's reference code
+        reports), ``eval_seq_acc`` (fraction of sequences
         with every label right) and ``eval_last_acc`` (fraction whose last label is right).
 
     Example:
@@ -462,11 +511,12 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
         >>> cfg = TrainConfig(task="a5", length=4, d_model=16, d_state=4)
         >>> scores = evaluate(TaskModel(cfg, task), task, cfg, torch.device("cpu"))
         >>> sorted(scores), 0.0 <= scores["eval_acc"] <= 1.0
-        (['eval_acc', 'eval_class_acc', 'eval_last_acc', 'eval_loss', 'eval_seq_acc'], True)
+        (['eval_acc', 'eval_class_acc', 'eval_last_acc', 'eval_loss', 'eval_mad_acc', 'eval_seq_acc'], True)
     """
     model.eval()
     n = len(task.test) if cfg.eval_size is None else min(cfg.eval_size, len(task.test))
     tot_loss, tot_tok, c_tok, c_seq, c_last, counts = 0.0, 0, 0, 0, 0, 0
+    blocks = torch.zeros(-(-n // MAD_TEST_BATCH), 3, task.n_classes, dtype=torch.int64)   # per MAD test batch
     for i in range(0, n, batch_size):
         x = torch.from_numpy(task.test.inputs[i:min(n, i + batch_size)]).to(device)
         y = torch.from_numpy(task.test.targets[i:min(n, i + batch_size)]).to(device)
@@ -474,6 +524,7 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
             loss, logits = model.loss_and_logits(x, y)
         c, t, s, _, last = _accuracy(logits, y)
         counts = counts + _class_counts(logits, y)
+        _add_block_counts(blocks, logits, y, i)
         tot_loss += float(loss) * t
         tot_tok += t
         c_tok += c
@@ -481,8 +532,8 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
         c_last += last
     model.train()
     return {"eval_loss": tot_loss / max(tot_tok, 1), "eval_acc": c_tok / max(tot_tok, 1),
-            "eval_class_acc": class_accuracy(counts) if n else 0.0, "eval_seq_acc": c_seq / n,
-            "eval_last_acc": c_last / n}
+            "eval_class_acc": class_accuracy(counts) if n else 0.0, "eval_mad_acc": batch_class_accuracy(blocks, n),
+            "eval_seq_acc": c_seq / n, "eval_last_acc": c_last / n}
 
 
 def _json_line(rec: dict) -> str:
