@@ -210,6 +210,32 @@ def test_batch_class_accuracy_by_hand_and_in_evaluate():
     assert got["eval_mad_acc"] != pytest.approx(got["eval_class_acc"], abs=1e-6)      # not the pooled metric
 
 
+def test_class_accuracies_match_torchmetrics():
+    """The two class-averaged accuracies against torchmetrics' MulticlassAccuracy itself (the metric of MAD's
+    reference code, built as mad-lab builds it: num_classes, ignore_index -100, default macro average): pooled over
+    all rows (class_accuracy) and per batch of rows averaged by rows as Lightning averages a per-batch value
+    (batch_class_accuracy), on random predictions where some classes are only ever predicted, some never occur
+    and whole rows are unlabelled."""
+    import torchmetrics as tm                         # a test extra (pyproject's [test]): installed by `make test`
+    from bayesfilt.nn.train import _add_block_counts, _class_counts, batch_class_accuracy, class_accuracy
+    rng = np.random.default_rng(3)
+    for n, L, C, rows in ((37, 9, 6, 8), (300, 5, 16, 128), (5, 3, 4, 2)):
+        y = rng.integers(0, C - 2, size=(n, L))                   # the last two classes are never labels
+        y[rng.random((n, L)) < 0.3] = -100
+        y[0] = -100                                               # a row without labels
+        logits = torch.from_numpy(rng.normal(size=(n, L, C)))
+        y_t = torch.from_numpy(y)
+        ref = tm.classification.MulticlassAccuracy(num_classes=C, ignore_index=-100)
+        want_pooled = float(ref(logits.argmax(-1).reshape(-1), y_t.reshape(-1)))
+        assert class_accuracy(_class_counts(logits, y_t)) == pytest.approx(want_pooled, abs=1e-6)
+        per_batch = [(min(rows, n - k), float(ref(logits[k:k + rows].argmax(-1).reshape(-1),
+                                                     y_t[k:k + rows].reshape(-1)))) for k in range(0, n, rows)]
+        want_batched = sum(w * a for w, a in per_batch) / n
+        blocks = torch.zeros(-(-n // rows), 3, C, dtype=torch.int64)
+        _add_block_counts(blocks, logits, y_t, 0, rows)
+        assert batch_class_accuracy(blocks, n, rows) == pytest.approx(want_batched, abs=1e-6)
+
+
 def test_config_validation():
     for bad in ({"task": "x"}, {"mixer": "rnn"}, {"steps": 0}, {"lr": -1.0}, {"dtype": "fp8"},
                 {"target_acc": 2.0}, {"posterior_samples": 2, "mixer": "attention"}, {"n_train": 0},
