@@ -128,7 +128,8 @@ def prefix_seq_acc(run_dir, device: str | None = None, batch: int = 1024) -> lis
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ck = load_checkpoint(ck_path, map_location=dev)
     cfg = TrainConfig(**ck["config"])
-    task = make_task(cfg.task, seed=cfg.seed, length=cfg.length, n_train=cfg.n_train, n_test=cfg.n_test)
+    task = make_task(cfg.task, seed=cfg.seed, length=cfg.length, n_train=cfg.n_train, n_test=cfg.n_test,
+                     bos=cfg.bos)
     model = TaskModel(cfg, task).to(dev)
     model.load_state_dict(ck["model"])
     model.eval()
@@ -137,7 +138,7 @@ def prefix_seq_acc(run_dir, device: str | None = None, batch: int = 1024) -> lis
         for i in range(0, len(task.test), batch):
             x = torch.from_numpy(task.test.inputs[i:i + batch]).to(dev)
             y = torch.from_numpy(task.test.targets[i:i + batch]).to(dev)
-            ok.append((model.lm(x).argmax(-1) == y).cpu())
+            ok.append((model.lm(x).argmax(-1) == y)[:, int(cfg.bos):].cpu())   # a BOS position is unlabelled
     right = torch.cat(ok).cummin(dim=1).values                  # [N, L]: first t labels all right
     return [round(v, 4) for v in right.float().mean(0).tolist()]
 
@@ -198,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dt-per-state", action="store_true",
                     help="every KLA run learns one step Δ per lane instead of per channel (the authors' code; "
                          "docs/notes_a5.md section 5.1)")
+    ap.add_argument("--bos", action="store_true",
+                    help="a beginning-of-sequence token before every word, unlabelled (Merrill et al.'s input format)")
     ap.add_argument("--prefix-scores", action="store_true",
                     help="also score every prefix length 1..L of each final checkpoint (prefix_seq_acc)")
     ap.add_argument("--quick", action="store_true")
@@ -222,6 +225,8 @@ def main(argv=None) -> int:
         extra = extra + ["--dt-per-state"]
     if args.p_init is not None:
         extra = extra + ["--p-init", str(args.p_init)]
+    if args.bos:
+        extra = extra + ["--bos"]
     if args.no_decay_dynamics:
         extra = extra + ["--no-decay-dynamics"]
     if args.resume and args.workdir is None:
@@ -259,7 +264,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
     record = {"benchmark": "kla_a5", "seeds": seeds, "d_model": args.d_model, "batch_size": args.batch_size,
               "lr": args.lr, "steps": args.steps, "warmup": args.warmup, "n_train": args.n_train,
-              "n_test": args.n_test, "target_acc": args.target_acc, "a_init": args.a_init or "s4d-real",
+              "n_test": args.n_test, "target_acc": args.target_acc, "a_init": args.a_init or "s4d-real", "bos": args.bos,
               "conv_kernel": args.conv_kernel or 4, "dt_per_state": args.dt_per_state,
               "p_init": 0.01 if args.p_init is None else args.p_init, "decay_dynamics": not args.no_decay_dynamics,
               "max_seconds_per_run": args.max_seconds,

@@ -61,3 +61,16 @@ def test_tiny_sweep_then_resume(a5, tmp_path):
     assert [r["status"] for r in again["runs"]] == ["done", "done"]
     assert (work / "kla-1-3-s0" / "result.json").read_bytes() == before        # the finished run was not rerun
     assert len(list(work.glob("kla-1-3-s1.resume*.log"))) == 1 and not list(work.glob("kla-1-3-s0.resume*.log"))
+
+
+def test_bos_runs_score_the_word_positions(a5, tmp_path):
+    """With --bos the children train on words with a BOS token first; the prefix scores cover the word's L
+    positions (the BOS position is unlabelled) and the last equals the trainer's own sequence accuracy."""
+    out = tmp_path / "a5.json"
+    assert a5.main(["--quick", "--runs", "attention:1:3", "--seeds", "0", "--workdir", str(tmp_path / "w"),
+                    "--out", str(out), "--steps", "4", "--bos", "--prefix-scores"]) == 0
+    rec = json.loads(out.read_text())
+    (r,) = rec["runs"]
+    assert rec["bos"] is True and json.loads((tmp_path / "w" / "attention-1-3-s0" / "config.json").read_text())["bos"]
+    assert len(r["prefix_seq_acc"]) == 3
+    assert r["prefix_seq_acc"][-1] == pytest.approx(r["curve"][-1][3], abs=1e-4)

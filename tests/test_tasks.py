@@ -65,6 +65,44 @@ def test_word_problem_any_length_and_errors():
         make_task("nope")
 
 
+@pytest.mark.parametrize("group", ["a5", "s5"])
+def test_word_problem_bos(group):
+    """bos=True puts token n (the group's order) before the same words, unlabelled; the labels are unchanged, the
+    input vocabulary grows by one, the classes do not; any other task refuses it."""
+    plain, bos = (make_task(group, length=5, seed=3, bos=b, **SMALL) for b in (False, True))
+    n = len(group_elements(group))
+    for a, b in ((plain.train, bos.train), (plain.test, bos.test)):
+        assert b.inputs.shape == (a.inputs.shape[0], 6) and (b.inputs[:, 0] == n).all()
+        np.testing.assert_array_equal(b.inputs[:, 1:], a.inputs)
+        assert (b.targets[:, 0] == IGNORE).all()
+        np.testing.assert_array_equal(b.targets[:, 1:], a.targets)
+    assert (bos.vocab_size, bos.n_classes, plain.vocab_size) == (n + 1, n, n) and bos.settings["bos"] is True
+    for bad in (dict(name="in_context_recall", bos=True), dict(name="a5", bos=1)):
+        with pytest.raises(BayesfiltError, match="bos"):
+            make_task(length=8, **SMALL, **bad)
+
+
+def test_attention_needs_bos_for_a_constant_prefix():
+    """Why bos exists: on a word starting x, x, every attention layer sees the same values at positions 1 and 2
+    (rotary positions move only the scores), so the untrained model's outputs there are equal and it cannot
+    answer both x and x o x; with a BOS token first they differ. KLA's filter tells the positions apart without
+    it (its precision grows with every token)."""
+    import torch
+
+    from bayesfilt.nn.train import TaskModel, TrainConfig
+    x = torch.tensor([[7, 7, 3, 9]])
+    for mixer, bos, same in (("attention", False, True), ("attention", True, False), ("kla", False, False)):
+        cfg = TrainConfig(task="a5", length=4, d_model=16, d_state=4, layers=2, mixer=mixer, bos=bos)
+        task = make_task("a5", length=4, bos=bos, **SMALL)
+        torch.manual_seed(0)
+        model = TaskModel(cfg, task).eval()
+        inp = torch.cat([torch.full((1, 1), 60), x], dim=1) if bos else x
+        with torch.no_grad():
+            out = model.lm(inp)[0, int(bos):]                   # the outputs at the word's positions 1, 2, ...
+        assert torch.allclose(out[0], out[1], atol=1e-5) is same, (mixer, bos)
+        assert not torch.allclose(out[1], out[2], atol=1e-5)    # the third token differs: always told apart
+
+
 def _check_recall_rows(split, train, noise=False):
     """Walk every row of an in-context (or noisy) recall split as MAD's reference lays it out: two-token
     slots, each a (key 0..7, value 8..15) pair or (noisy) two noise tokens 16..31, then the query key as

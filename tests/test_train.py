@@ -240,7 +240,8 @@ def test_config_validation():
     for bad in ({"task": "x"}, {"mixer": "rnn"}, {"steps": 0}, {"lr": -1.0}, {"dtype": "fp8"},
                 {"target_acc": 2.0}, {"posterior_samples": 2, "mixer": "attention"}, {"n_train": 0},
                 {"a_init": "ones"}, {"conv_kernel": 0}, {"conv_kernel": 2.0}, {"lr": True}, {"grad_clip": True},
-                {"device": "bogus"}, {"device": 0}, {"task": "compression", "posterior_samples": 2}):
+                {"device": "bogus"}, {"device": 0}, {"task": "compression", "posterior_samples": 2},
+                {"task": "in_context_recall", "bos": True}, {"bos": 1}):
         with pytest.raises(BayesfiltError):
             TrainConfig(**bad)
     assert TrainConfig(mixer="hybrid", layers=2, posterior_samples=2).posterior_samples == 2   # its last block is KLA

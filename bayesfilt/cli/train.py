@@ -33,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--no-decay-dynamics", action="store_true",
                    help="leave KLA's a and p out of AdamW's weight decay (by default they are decayed with the "
                         "matrices, which pulls a towards 1 and p towards 0.69; docs/notes_a5.md 5.7)")
+    p.add_argument("--bos", action="store_true",
+                   help="word problems: a beginning-of-sequence token before every word (as Merrill et al.'s code; "
+                        "attention needs it to tell the positions of a constant prefix apart)")
     p.add_argument("--posterior-samples", type=int, default=0, help="KLA+: loss averaged over K posterior samples")
     p.add_argument("--length", type=int, default=None, help="sequence length (default: the task's)")
     p.add_argument("--n-train", type=int, default=None, help="training sequences (default: the task's)")
@@ -84,7 +87,7 @@ def run(args) -> int:
                       mixer=args.mixer, layers=args.layers, d_model=args.d_model, d_state=args.d_state,
                       expand=args.expand, n_heads=args.heads, process_noise=not args.no_process_noise,
                       a_init=args.a_init, p_init=args.p_init, conv_kernel=args.conv_kernel, dt_per_state=args.dt_per_state,
-                      decay_dynamics=not args.no_decay_dynamics,
+                      decay_dynamics=not args.no_decay_dynamics, bos=args.bos,
                       posterior_samples=args.posterior_samples,
                       steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip,

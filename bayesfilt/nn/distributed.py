@@ -610,8 +610,8 @@ def _train(cfg, out, dcfg, rank, world, device, *, resume, force, progress, stop
         dist.barrier()
         if rank != 0:
             task = task()
-    task = make_task(cfg.task, seed=cfg.seed, length=cfg.length, n_train=cfg.n_train, n_test=cfg.n_test) \
-        if task is None else task
+    task = make_task(cfg.task, seed=cfg.seed, length=cfg.length, n_train=cfg.n_train, n_test=cfg.n_test,
+                     bos=cfg.bos) if task is None else task
     torch.manual_seed(cfg.seed)
     model = TaskModel(cfg, task).to(device)                 # same initial weights on every rank (same seed)
     # the output folder after the task and the model, as in train(): a setting that fails there

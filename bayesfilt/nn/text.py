@@ -501,12 +501,12 @@ def lm_task(*, seed: int = 0, length: int | None = None, n_train: int | None = N
 
 
 def make_any_task(name: str, *, seed: int = 0, length: int | None = None, n_train: int | None = None,
-                  n_test: int | None = None) -> Task:
+                  n_test: int | None = None, bos: bool = False) -> Task:
     """:func:`~bayesfilt.nn.tasks.make_task` plus ``"lm"`` (:func:`lm_task`, default cache folder).
 
     Args:
         name: a name in :data:`ALL_TASKS`.
-        seed, length, n_train, n_test: as in :func:`~bayesfilt.nn.tasks.make_task`.
+        seed, length, n_train, n_test, bos: as in :func:`~bayesfilt.nn.tasks.make_task`.
 
     Returns:
         the :class:`~bayesfilt.nn.tasks.Task`.
@@ -515,9 +515,9 @@ def make_any_task(name: str, *, seed: int = 0, length: int | None = None, n_trai
         >>> make_any_task("a5", length=3, n_train=4, n_test=2).name
         'a5'
     """
-    if name == LM_TASK:
+    if name == LM_TASK and not bos:
         return lm_task(seed=seed, length=length, n_train=n_train, n_test=n_test)
-    return make_task(name, seed=seed, length=length, n_train=n_train, n_test=n_test)
+    return make_task(name, seed=seed, length=length, n_train=n_train, n_test=n_test, bos=bos)
 
 
 def cli_task(cfg, cache_dir: str | os.PathLike | None = None) -> Task | None:

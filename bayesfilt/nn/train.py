@@ -33,7 +33,7 @@ from ..validation import as_int, as_real_scalar
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .config import A_INITS, BACKENDS, KLAConfig
 from .lm import MIXERS, CompressionDecoder, KLALanguageModel, count_parameters, labelled_cross_entropy
-from .tasks import Task
+from .tasks import GROUPS, Task
 from .text import ALL_TASKS as TASKS, make_any_task as make_task   # the synthetic tasks and "lm"
 
 OUTPUT_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "result.json")
@@ -68,6 +68,9 @@ class TrainConfig:
             the trainer's behaviour since its start; it pulls a towards 1 and p towards 0.69 whatever
             their start). False leaves them undecayed, as Mamba does with its A_log; with
             ``a_init="constant"`` that learned A5 fastest on a CPU probe (docs/notes_a5.md 5.7).
+        bos: word problems only: a beginning-of-sequence token before every word (default False;
+            :func:`~bayesfilt.nn.tasks.word_problem_task`), as Merrill et al.'s code feeds its models. Attention
+            needs it to tell apart the positions of a constant prefix.
         posterior_samples: K > 0 trains "KLA+" (loss averaged over K posterior samples; needs a KLA
             last block, mixer "kla" or "hybrid", and a sequence readout: not the compression task).
         steps: maximum optimiser steps.
@@ -111,6 +114,7 @@ class TrainConfig:
     conv_kernel: int = 4
     dt_per_state: bool = False
     decay_dynamics: bool = True
+    bos: bool = False
     posterior_samples: int = 0
     steps: int = 2000
     batch_size: int = 64
@@ -167,11 +171,13 @@ class TrainConfig:
             torch.device(self.device)
         except (RuntimeError, ValueError):
             raise value_error("device", f"is {self.device!r}", "pass 'cpu', 'cuda' or 'cuda:N'") from None
-        for name in ("process_noise", "dt_per_state", "decay_dynamics"):
+        for name in ("process_noise", "dt_per_state", "decay_dynamics", "bos"):
             if not isinstance(getattr(self, name), bool):
                 raise type_error(name, f"must be a bool, got {getattr(self, name)!r}", "pass True or False")
         if self.a_init not in A_INITS:
             raise value_error("a_init", f"is {self.a_init!r}", f"pass one of {A_INITS}")
+        if self.bos and self.task not in GROUPS:
+            raise value_error("bos", f"is for the word problems {GROUPS}, not task {self.task!r}", "pass bos=False")
         as_real_scalar(self.p_init, "p_init", low=0.0, fix="pass p_init >= 0 (the paper's 0.01)")
 
     def kla_config(self) -> KLAConfig:
@@ -670,8 +676,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     stop_after, max_seconds = _check_limits(stop_after, max_seconds)
     # the task and the model first: settings that fail there (e.g. an odd recall length) must not
     # leave a config.json behind that blocks the corrected run's folder
-    task = make_task(cfg.task, seed=cfg.seed, length=cfg.length, n_train=cfg.n_train, n_test=cfg.n_test) \
-        if task is None else task
+    task = make_task(cfg.task, seed=cfg.seed, length=cfg.length, n_train=cfg.n_train, n_test=cfg.n_test,
+                     bos=cfg.bos) if task is None else task
     torch.manual_seed(cfg.seed)
     model = TaskModel(cfg, task).to(device)
     _prepare_out(out, cfg, resume=resume, force=force)

@@ -16,7 +16,7 @@ TASKS = tuple(GROUPS) + tuple(MAD_TASKS)
 
 
 def make_task(name: str, *, seed: int = 0, length: int | None = None, n_train: int | None = None,
-              n_test: int | None = None) -> Task:
+              n_test: int | None = None, bos: bool = False) -> Task:
     """Build task ``name`` (see :data:`TASKS`) with the paper's settings unless overridden.
 
     Args:
@@ -24,6 +24,7 @@ def make_task(name: str, *, seed: int = 0, length: int | None = None, n_train: i
         seed: random seed.
         length: sequence length (word problems default 16; MAD tasks their paper length).
         n_train, n_test: numbers of sequences (word problems default 100,000 / 2,000).
+        bos: word problems only: a beginning-of-sequence token before every word (:func:`word_problem_task`).
 
     Returns:
         the :class:`Task`.
@@ -34,7 +35,9 @@ def make_task(name: str, *, seed: int = 0, length: int | None = None, n_train: i
     """
     if name in GROUPS:                                  # (both generators check seed and sizes: check_args)
         kw = {k: v for k, v in dict(length=length, n_train=n_train, n_test=n_test).items() if v is not None}
-        return word_problem_task(name, seed=seed, **kw)
+        return word_problem_task(name, seed=seed, bos=bos, **kw)
+    if bos:
+        raise value_error("bos", f"is for the word problems {GROUPS}, not {name!r}", "pass bos=False")
     if name in MAD_TASKS:
         return mad_task(name, seed=seed, length=length, n_train=n_train, n_test=n_test)
     raise value_error("task", f"unknown task {name!r}", f"pass one of {TASKS}")

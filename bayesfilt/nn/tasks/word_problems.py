@@ -18,7 +18,7 @@ from itertools import permutations
 import numpy as np
 
 from ...errors import value_error
-from .base import Split, Task, check_args, rng_for
+from .base import IGNORE, Split, Task, check_args, rng_for
 
 GROUPS = ("a5", "s5")
 
@@ -88,7 +88,7 @@ def word_problem(group: str, n: int, length: int, *, seed: int, split: int = 0) 
 
 
 def word_problem_task(group: str = "a5", *, length: int = 16, n_train: int = 100_000, n_test: int = 2_000,
-                      seed: int = 0) -> Task:
+                      seed: int = 0, bos: bool = False) -> Task:
     """The word-problem task for ``group`` at one ``length`` (train and test splits).
 
     Args:
@@ -96,9 +96,16 @@ def word_problem_task(group: str = "a5", *, length: int = 16, n_train: int = 100
         length: L.
         n_train, n_test: numbers of training and test sequences.
         seed: random seed.
+        bos: prepend a beginning-of-sequence token (id = the group's order, 60 for A5) to every word, unlabelled,
+            as Merrill et al.'s code does (its tokenizer puts [BOS] first). The words and their labels are the
+            same; rows get L + 1 positions and the input vocabulary one more token. Attention needs it: without
+            a first token of its own, the positions of a constant prefix (x, x, ...) hold identical values, so
+            causal attention (rotary positions move only the scores) gives them identical outputs and cannot
+            tell x from x ∘ x (docs/kla.md, A5).
 
     Returns:
-        the :class:`~bayesfilt.nn.tasks.Task` (vocabulary = classes = the group's elements). No
+        the :class:`~bayesfilt.nn.tasks.Task` (vocabulary = classes = the group's elements; with ``bos`` one more
+        input token). No
         test word is also a training word (see :func:`_unseen_words`; from length 6 on this
         practically never changes the test split, at length 3 it replaces most of it), except
         where too few other words exist (length 1; length 2 with thousands of training words).
@@ -109,11 +116,22 @@ def word_problem_task(group: str = "a5", *, length: int = 16, n_train: int = 100
         (60, 60, (8, 4))
     """
     check_args(seed, length=length, n_train=n_train, n_test=n_test)
+    if not isinstance(bos, bool):
+        raise value_error("bos", f"must be True or False, got {bos!r}", "pass bos=True to prepend a BOS token")
     n_el = len(group_elements(group))
     train = word_problem(group, n_train, length, seed=seed, split=0)
-    return Task(name=group, train=train, test=_unseen_words(group, n_test, length, seed, train.inputs),
-                vocab_size=n_el, n_classes=n_el,
-                settings=dict(group=group, length=length, n_train=n_train, n_test=n_test, seed=seed))
+    test = _unseen_words(group, n_test, length, seed, train.inputs)
+    if bos:
+        train, test = _with_bos(train, n_el), _with_bos(test, n_el)
+    return Task(name=group, train=train, test=test, vocab_size=n_el + bos, n_classes=n_el,
+                settings=dict(group=group, length=length, n_train=n_train, n_test=n_test, seed=seed, bos=bos))
+
+
+def _with_bos(split: Split, bos_id: int) -> Split:
+    """``split`` with token ``bos_id`` before every row, unlabelled: inputs and targets [N, L + 1]."""
+    n = split.inputs.shape[0]
+    return Split(np.concatenate([np.full((n, 1), bos_id, dtype=np.int64), split.inputs], axis=1),
+                 np.concatenate([np.full((n, 1), IGNORE, dtype=np.int64), split.targets], axis=1))
 
 
 def _unseen_words(group: str, n: int, length: int, seed: int, seen: np.ndarray) -> Split:
