@@ -68,6 +68,8 @@
 #   bash benchmarks/gpu_run.sh COMMIT s19c       # (2 GPUs) A5: 1 and 2 KLA blocks through the whole 12,000-step schedule at length 20
 #   bash benchmarks/gpu_run.sh COMMIT s20a       # A5 best of 5 (1, 2 blocks seeds 2-4), 3 blocks seed 1, attention 2/4 layers, 12,000 steps; MAD fuzzy recall (A5_RESUME)
 #   bash benchmarks/gpu_run.sh COMMIT s20b       # MAD fuzzy recall under MAD's protocol: KLA lr x weight-decay grid, 20,000 steps; GLA, attention
+#   bash benchmarks/gpu_run.sh COMMIT s21a       # (prepared in session 20, not yet run) A5 with a BOS token: attention 2/4 layers, KLA 1/2 blocks (A5_RESUME)
+#   bash benchmarks/gpu_run.sh COMMIT s21b       # (prepared in session 20, not yet run) MAD fuzzy recall with mad-lab's metric (eval_mad_acc)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1326,6 +1328,30 @@ s20b)
     timeout 540 python3 benchmarks/kla_mad.py $c20 --mixers kla --lr 5e-4 1e-3 --weight-decay 0 0.1 \
         --workdir /tmp/kla_mad_a --out "$OUT/kla_mad_${stage}_kla.json" > "$LOG/mad_a.log" 2>&1 &
     timeout 540 python3 benchmarks/kla_mad.py $c20 --mixers attention gla --lr 1e-3 --weight-decay 0 \
+        --workdir /tmp/kla_mad_b --out "$OUT/kla_mad_${stage}_others.json" > "$LOG/mad_b.log" 2>&1 &
+    wait
+    el "kla_mad done"; tail -n 8 "$LOG"/mad_*.log | cut -c1-300
+    ;;
+s21a)
+    # prepared in session 20 (kind nvidia-h200; carry .tcache; resume with A5_RESUME=--resume on the same warm machine):
+    # A5's 12,000-step recipe with a BOS token before every word (--bos, as Merrill et al.'s inputs): attention 2 and 4
+    # layers, whose session-20 runs without it missed every test word starting x, x, and KLA 1 and 2 blocks in the
+    # same input format; seed 0; four runs sharing the GPU
+    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 --prefix-scores --bos ${A5_RESUME:-}"
+    export OMP_NUM_THREADS=1
+    python3 benchmarks/kla_a5.py $A --runs attention:2:20 attention:4:20 kla:1:20 kla:2:20 --seeds 0 \
+        --kill-after ${A5_KILL:-520} --workdir /tmp/a5s21 --out "$OUT/kla_a5_${stage}_bos.json" > "$LOG/a5_bos.log" 2>&1
+    el "a5 rc=$?"; tail -n 6 "$LOG/a5_bos.log" | cut -c1-600
+    ;;
+s21b)
+    # prepared in session 20 (kind nvidia-h200; carry .tcache .whl): fuzzy recall under MAD's protocol at the grid points
+    # s20b found best for KLA (lr 5e-4, weight decay 0 and 0.1), now recording mad-lab's accuracy (eval_mad_acc: macro
+    # per 128-row test batch; kla_mad.py's mad_pct at the lowest test loss): KLA seeds 0 and 1, and attention and GLA
+    # (seed 0) at lr 5e-4, weight decay 0.1
+    c21="--tasks fuzzy_recall --steps ${MAD_STEPS:-20000} --max-seconds ${MAD_SECONDS:-440} --kill-after 500"
+    timeout 540 python3 benchmarks/kla_mad.py $c21 --mixers kla --seeds 0 1 --lr 5e-4 --weight-decay 0 0.1 \
+        --workdir /tmp/kla_mad_a --out "$OUT/kla_mad_${stage}_kla.json" > "$LOG/mad_a.log" 2>&1 &
+    timeout 540 python3 benchmarks/kla_mad.py $c21 --mixers attention gla --seeds 0 --lr 5e-4 --weight-decay 0.1 \
         --workdir /tmp/kla_mad_b --out "$OUT/kla_mad_${stage}_others.json" > "$LOG/mad_b.log" 2>&1 &
     wait
     el "kla_mad done"; tail -n 8 "$LOG"/mad_*.log | cut -c1-300
