@@ -197,6 +197,10 @@ def test_batch_class_accuracy_by_hand_and_in_evaluate():
     assert batch_class_accuracy(blocks, n_rows=3, rows=2) == pytest.approx((2 * 0.75 + 1 * 0.25) / 3)
     with pytest.raises(BayesfiltError, match="blocks"):
         batch_class_accuracy(blocks[:1], n_rows=3, rows=2)
+    for bad, n_rows, rows, name in ((blocks, 3, 0, "rows"), (blocks, -1, 2, "n_rows"), (blocks, 3.0, 2, "n_rows"),
+                                    (blocks.float(), 3, 2, "blocks"), (blocks[:, :2], 3, 2, "blocks")):
+        with pytest.raises(BayesfiltError, match=rf"^{name}:"):          # named, not a ZeroDivisionError
+            batch_class_accuracy(bad, n_rows=n_rows, rows=rows)
     task = mad_task("fuzzy_recall", n_train=8, n_test=300, length=24, seed=1)
     cfg = TrainConfig(task="fuzzy_recall", length=24, d_model=16, d_state=4, mixer="attention")
     torch.manual_seed(0)

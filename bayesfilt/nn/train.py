@@ -464,7 +464,8 @@ def batch_class_accuracy(blocks: torch.Tensor, n_rows: int, rows: int = MAD_TEST
         the batch-averaged class accuracy in [0, 1] (0.0 when ``n_rows`` is 0).
 
     Raises:
-        BayesfiltValueError: ``blocks`` does not hold one [3, C] count table per batch of ``n_rows``.
+        BayesfiltValueError: ``blocks`` does not hold one integer [3, C] count table per batch of ``n_rows``;
+            ``n_rows`` < 0 or ``rows`` < 1 (BayesfiltTypeError: not an int).
 
     Example:
         >>> # batch 1: labels 0, 0 predicted 0, 1 -> classes 0 (1/2) and 1 (0) -> 0.25; batch 2: all right -> 1
@@ -472,10 +473,14 @@ def batch_class_accuracy(blocks: torch.Tensor, n_rows: int, rows: int = MAD_TEST
         >>> batch_class_accuracy(blocks, n_rows=3, rows=2)      # (2 * 0.25 + 1 * 1.0) / 3
         0.5
     """
+    n_rows = as_int(n_rows, "n_rows", low=0, fix="pass the number of test rows scored (>= 0)")
+    rows = as_int(rows, "rows", low=1, fix=f"pass the rows per test batch (MAD: {MAD_TEST_BATCH})")
     n_blocks = -(-n_rows // rows)
-    if not isinstance(blocks, torch.Tensor) or blocks.ndim != 3 or blocks.shape[0] != n_blocks:
-        raise value_error("blocks", f"must be a [{n_blocks}, 3, C] tensor of counts (one per batch of {rows} of "
-                          f"{n_rows} rows), got {type(blocks).__name__} {tuple(getattr(blocks, 'shape', ()))}",
+    if (not isinstance(blocks, torch.Tensor) or blocks.ndim != 3 or blocks.shape[0] != n_blocks
+            or blocks.shape[1] != 3 or blocks.is_floating_point()):
+        raise value_error("blocks", f"must be an integer [{n_blocks}, 3, C] tensor of counts (one per batch of {rows} "
+                          f"of {n_rows} rows), got {type(blocks).__name__} {tuple(getattr(blocks, 'shape', ()))} "
+                          f"{getattr(blocks, 'dtype', '')}",
                           "accumulate them with _add_block_counts over the scored rows")
     weights = [min(rows, n_rows - k * rows) for k in range(n_blocks)]       # rows per batch
     return sum(w * class_accuracy(b) for w, b in zip(weights, blocks)) / n_rows if n_rows else 0.0
