@@ -280,6 +280,16 @@ def test_world_of_one_with_accumulation_resumes_bit_for_bit(tmp_path, one_torch_
     assert train(cfg, tmp_path / "single", progress=False, resume=True)["step"] == 6
 
 
+def test_world_of_one_builds_the_word_problem_with_bos(tmp_path, one_torch_thread):
+    """train_distributed builds the task from the config as train() does, BOS token included: the input
+    vocabulary is the group's 60 elements plus the BOS token, and train() continues the checkpoint."""
+    cfg = TrainConfig(task="a5", length=4, n_train=32, n_test=8, d_model=8, d_state=2, steps=2, batch_size=4,
+                      eval_every=2, warmup=1, bos=True)
+    train_distributed(cfg, tmp_path / "d", progress=False, stop_after=1)
+    assert load_checkpoint(tmp_path / "d" / "checkpoint.pt")["model"]["lm.embed.weight"].shape[0] == 61
+    assert train(cfg, tmp_path / "d", progress=False, resume=True)["step"] == 2
+
+
 def test_failed_build_leaves_no_run_and_stop_after_zero_takes_no_step(tmp_path, one_torch_thread):
     """As train(): a setting that fails when the task is built (an odd recall length) leaves no
     config.json in the folder, and stop_after at the current step takes no step (it took one)."""
