@@ -48,7 +48,8 @@ each (task, mixer, seed), then the mean over seeds. MAD's protocol (Poli et al. 
 best run of its grid (lr 1e-4, 5e-4, 1e-3 x weight decay 0, 0.1, 200 epochs) for each task setting,
 and then averages over harder variants of the task (not run here). Each row keeps its lr and weight
 decay; the summary names the grid point each score came from, and gives beside each cell
-``final_pct``: the same scored as MAD scores a run (its final evaluation, the grid point chosen on it), and
+``final_pct``: the same scored by each run's final evaluation (the grid point chosen on it; before session 20
+this was taken for MAD's way of scoring a run, which mad-lab's code does not bear out: see ``mad_pct``), and
 ``final_class_pct``: that final evaluation's accuracy averaged over classes over the whole test split
 (``bayesfilt.nn.train.class_accuracy``), for runs since session 19; and ``mad_pct``: the accuracy as MAD's
 reference code (mad-lab) reports it, for runs since session 20: torchmetrics' ``MulticlassAccuracy`` (macro
@@ -149,7 +150,7 @@ def _score(run: dict) -> dict:
     best = max((h["eval_acc"] for h in evals), default=None)
     row = {"steps": hist[-1]["step"] if hist else 0, "accuracy": best,
            "final_accuracy": evals[-1]["eval_acc"] if evals else None,
-           # MAD's metric: the final evaluation's accuracy averaged over classes (absent before session 19)
+           # the final evaluation's accuracy averaged over classes over the whole test split (absent before session 19)
            "final_class_accuracy": evals[-1].get("eval_class_acc") if evals else None,
            # MAD's reported accuracy (per-batch class average, eval_mad_acc, since session 20) of the evaluation with
            # the lowest test loss: mad-lab scores the checkpoint of least test perplexity
@@ -205,8 +206,8 @@ def summarize(rows: list, tasks, mixers) -> dict:
                     "per_seed_pct": [round(a, 2) for a in accs],
                     "grid_point": [{"seed": r["seed"], "lr": r.get("lr"), "weight_decay": r.get("weight_decay")}
                                    for r in mine],
-                    "final_pct": None if not fin else round(mean(fin), 2),         # scored as MAD scores a run
-                    # and with MAD's metric (accuracy averaged over classes), where the runs recorded it
+                    "final_pct": None if not fin else round(mean(fin), 2),         # the final evaluations
+                    # and their accuracy averaged over classes (whole test split), where the runs recorded it
                     "final_class_pct": None if not fin_cls or len(fin_cls) < len(fin) else round(mean(fin_cls), 2),
                     # scored as mad-lab reports a task setting: per seed the best over the grid of eval_mad_acc at
                     # the lowest test loss, then the mean over seeds (None unless every seed recorded it)
