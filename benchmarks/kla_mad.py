@@ -37,7 +37,7 @@ Score. ``bayesfilt train`` evaluates the token accuracy over the labelled positi
 test split (``eval_acc``: the recalled values, the copied tokens, every reconstructed token of
 compression, every memorised value); that is MAD's accuracy (Poli et al. 2024), the metric the
 paper's table reports, in percent. The score of a run is its best evaluation over training
-(MAD's own score is the test accuracy of the checkpoint with the lowest test loss, the best over its
+(MAD's own score is the test accuracy of the checkpoint with the lowest test perplexity, the best over its
 learning-rate and weight-decay grid; ours records the final evaluation and that score beside the best).
 The summary is the mean over seeds, next to the paper's numbers (TARGETS.md section 4: KLA per task,
 and the averages of GLA, Gated DeltaNet and Mamba) and the difference in points.
@@ -55,7 +55,8 @@ this was taken for MAD's way of scoring a run, which mad-lab's code does not bea
 reference code (mad-lab) reports it, for runs since session 20: torchmetrics' ``MulticlassAccuracy`` (macro
 average) of each test batch of 128 rows, averaged over the batches (``eval_mad_acc``,
 ``bayesfilt.nn.train.batch_class_accuracy``), taken at the evaluation with the lowest test loss (mad-lab scores the
-checkpoint of least test perplexity), the best over the grid per seed, then the mean over seeds. mad-lab's
+checkpoint of least test perplexity, the mean over 128-row batches of exp(batch mean loss); the lowest loss stands
+in for it and may pick another evaluation), the best over the grid per seed, then the mean over seeds. mad-lab's
 published per-task score also averages that over harder variants of each task (not run here).
 
 Usage::
@@ -357,7 +358,7 @@ def main(argv=None) -> int:
                            "concurrency": args.concurrency or len(jobs), "runs": len(jobs),
                            "omp_num_threads_per_run": 1, "tasks": task_settings},
               "state_size": {m: state_size(m, args, length=None) for m in mixers},
-              "score": "MAD accuracy: test token accuracy over the labelled positions (eval_acc). A run's "
+              "score": "test token accuracy over the labelled positions (eval_acc; MAD's own score is mad_accuracy). A run's "
                        "'accuracy' is its best evaluation, 'final_accuracy' its last (fractions); the summary "
                        "is the mean of 'accuracy' over seeds, in %",
               "notes": ["Matched state size (numbers carried from token to token, per sequence and block): "

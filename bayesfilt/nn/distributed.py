@@ -57,10 +57,10 @@ from torch import nn
 
 from ..errors import BayesfiltError, type_error, value_error
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .train import (TaskModel, TrainConfig, _accuracy, _append_metrics, _autocast, _check_limits, _class_counts,
-                    _evaluate_when_due, class_accuracy, _add_block_counts, batch_class_accuracy, MAD_TEST_BATCH, _finish, _prepare_out, _progress_bar, _Progress, _stop_for_time,
-                    _param_names, _write_metrics, batch_indices, lr_at, make_optimizer, make_task, nonfinite_message,
-                    raise_if_diverged)
+from .train import (MAD_TEST_BATCH, TaskModel, TrainConfig, _accuracy, _add_block_counts, _append_metrics, _autocast,
+                    _check_limits, _evaluate_when_due, _finish, _param_names, _prepare_out, _Progress, _progress_bar,
+                    _stop_for_time, _write_metrics, batch_class_accuracy, batch_indices, class_accuracy, lr_at,
+                    make_optimizer, make_task, nonfinite_message, raise_if_diverged)
 
 #: Environment variables set (with ``os.environ.setdefault``) before the process group starts.
 MULTICAST_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -500,7 +500,6 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
     per = -(-n // world_size)
     lo, hi = min(n, rank * per), min(n, (rank + 1) * per)
     sums = torch.zeros(5, dtype=torch.float64, device=device)
-    counts = torch.zeros(3, task.n_classes, dtype=torch.int64, device=device)     # tp, fp, fn per class
     blocks = torch.zeros(-(-n // MAD_TEST_BATCH), 3, task.n_classes, dtype=torch.int64, device=device)  # per MAD batch
     for b in range(-(-per // EVAL_BATCH)):
         i, j = lo + b * EVAL_BATCH, min(hi, lo + (b + 1) * EVAL_BATCH)
@@ -515,18 +514,17 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
         with _autocast(cfg, device):
             loss, logits = model.loss_and_logits(x, y)
         c, t, s, _, last = _accuracy(logits, y)
-        counts += _class_counts(logits, y)
-        _add_block_counts(blocks, logits, y, i)                        # rows i.. of the whole test split
+        _add_block_counts(blocks, logits, y, i)         # tp, fp, fn per class of each MAD test batch (rows i..)
         part = float(loss) * t
         sums += torch.tensor([part, t, c, s, last], dtype=torch.float64, device=device)
     dist.all_reduce(sums)
-    dist.all_reduce(counts)
     dist.all_reduce(blocks)
     model.train()
     loss_sum, tok, c_tok, c_seq, c_last = sums.tolist()
     return {"eval_loss": loss_sum / max(tok, 1), "eval_acc": c_tok / max(tok, 1),
-            "eval_class_acc": class_accuracy(counts.cpu()) if n else 0.0,
-            "eval_mad_acc": batch_class_accuracy(blocks.cpu(), n), "eval_seq_acc": c_seq / n, "eval_last_acc": c_last / n}
+            "eval_class_acc": class_accuracy(blocks.sum(0).cpu()) if n else 0.0,
+            "eval_mad_acc": batch_class_accuracy(blocks.cpu(), n), "eval_seq_acc": c_seq / n,
+            "eval_last_acc": c_last / n}
 
 
 def train_distributed(cfg: TrainConfig, out: str | os.PathLike, dcfg: DistributedConfig | None = None, *,

@@ -526,16 +526,15 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
     """
     model.eval()
     n = len(task.test) if cfg.eval_size is None else min(cfg.eval_size, len(task.test))
-    tot_loss, tot_tok, c_tok, c_seq, c_last, counts = 0.0, 0, 0, 0, 0, 0
-    blocks = torch.zeros(-(-n // MAD_TEST_BATCH), 3, task.n_classes, dtype=torch.int64)   # per MAD test batch
+    tot_loss, tot_tok, c_tok, c_seq, c_last = 0.0, 0, 0, 0, 0
+    blocks = torch.zeros(-(-n // MAD_TEST_BATCH), 3, task.n_classes, dtype=torch.int64, device=device)  # per MAD batch
     for i in range(0, n, batch_size):
         x = torch.from_numpy(task.test.inputs[i:min(n, i + batch_size)]).to(device)
         y = torch.from_numpy(task.test.targets[i:min(n, i + batch_size)]).to(device)
         with _autocast(cfg, device):
             loss, logits = model.loss_and_logits(x, y)
         c, t, s, _, last = _accuracy(logits, y)
-        counts = counts + _class_counts(logits, y)
-        _add_block_counts(blocks, logits, y, i)
+        _add_block_counts(blocks, logits, y, i)                 # the class counts of each MAD test batch
         tot_loss += float(loss) * t
         tot_tok += t
         c_tok += c
@@ -543,7 +542,8 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
         c_last += last
     model.train()
     return {"eval_loss": tot_loss / max(tot_tok, 1), "eval_acc": c_tok / max(tot_tok, 1),
-            "eval_class_acc": class_accuracy(counts) if n else 0.0, "eval_mad_acc": batch_class_accuracy(blocks, n),
+            "eval_class_acc": class_accuracy(blocks.sum(0)) if n else 0.0,
+            "eval_mad_acc": batch_class_accuracy(blocks, n),
             "eval_seq_acc": c_seq / n, "eval_last_acc": c_last / n}
 
 

@@ -17,7 +17,7 @@ from itertools import permutations
 
 import numpy as np
 
-from ...errors import value_error
+from ...errors import type_error, value_error
 from .base import IGNORE, Split, Task, check_args, rng_for
 
 GROUPS = ("a5", "s5")
@@ -117,7 +117,7 @@ def word_problem_task(group: str = "a5", *, length: int = 16, n_train: int = 100
     """
     check_args(seed, length=length, n_train=n_train, n_test=n_test)
     if not isinstance(bos, bool):
-        raise value_error("bos", f"must be True or False, got {bos!r}", "pass bos=True to prepend a BOS token")
+        raise type_error("bos", f"must be a bool, got {bos!r}", "pass True or False")
     n_el = len(group_elements(group))
     train = word_problem(group, n_train, length, seed=seed, split=0)
     test = _unseen_words(group, n_test, length, seed, train.inputs)
