@@ -54,9 +54,10 @@ this was taken for MAD's way of scoring a run, which mad-lab's code does not bea
 (``bayesfilt.nn.train.class_accuracy``), for runs since session 19; and ``mad_pct``: the accuracy as MAD's
 reference code (mad-lab) reports it, for runs since session 20: torchmetrics' ``MulticlassAccuracy`` (macro
 average) of each test batch of 128 rows, averaged over the batches (``eval_mad_acc``,
-``bayesfilt.nn.train.batch_class_accuracy``), taken at the evaluation with the lowest test loss (mad-lab scores the
-checkpoint of least test perplexity, the mean over 128-row batches of exp(batch mean loss); the lowest loss stands
-in for it and may pick another evaluation), the best over the grid per seed, then the mean over seeds. mad-lab's
+``bayesfilt.nn.train.batch_class_accuracy``), taken at the evaluation with the lowest test perplexity as mad-lab
+logs it (``eval_mad_ppl``: torchmetrics' ``Perplexity`` of each 128-row test batch, averaged over the batches;
+``bayesfilt.nn.train.batch_perplexity``; mad-lab scores the checkpoint that minimises it), the best over the grid per
+seed, then the mean over seeds. mad-lab's
 published per-task score also averages that over harder variants of each task (not run here).
 
 Usage::
@@ -73,6 +74,7 @@ import argparse
 import importlib.util
 import itertools
 import json
+import math
 import sys
 import tempfile
 import time
@@ -138,10 +140,12 @@ def unavailable(mixer: str, cuda: bool) -> str | None:
 
 
 def _mad_accuracy(evals: list) -> float | None:
-    """``eval_mad_acc`` of the evaluation with the lowest ``eval_loss`` (the first of equals), None when the run's
-    evaluations did not record it (before session 20) or none has a finite loss."""
-    scored = [h for h in evals if h.get("eval_loss") is not None and h.get("eval_mad_acc") is not None]
-    return min(scored, key=lambda h: h["eval_loss"])["eval_mad_acc"] if scored else None
+    """``eval_mad_acc`` of the evaluation with the lowest ``eval_mad_ppl`` (mad-lab's checkpoint: the lowest test
+    perplexity as it logs it; the first of equals), None when the run's evaluations did not record both (before
+    session 20) or no perplexity is finite (a NaN is written as null)."""
+    scored = [h for h in evals if h.get("eval_mad_ppl") is not None and h.get("eval_mad_acc") is not None
+              and math.isfinite(h["eval_mad_ppl"])]
+    return min(scored, key=lambda h: h["eval_mad_ppl"])["eval_mad_acc"] if scored else None
 
 
 def _score(run: dict) -> dict:
@@ -154,7 +158,7 @@ def _score(run: dict) -> dict:
            # the final evaluation's accuracy averaged over classes over the whole test split (absent before session 19)
            "final_class_accuracy": evals[-1].get("eval_class_acc") if evals else None,
            # MAD's reported accuracy (per-batch class average, eval_mad_acc, since session 20) of the evaluation with
-           # the lowest test loss: mad-lab scores the checkpoint of least test perplexity
+           # the lowest test perplexity as mad-lab logs it (eval_mad_ppl): mad-lab scores that checkpoint
            "mad_accuracy": _mad_accuracy(evals),
            "curve": [(h["step"], round(h["eval_acc"], 4)) for h in evals]}
     if r is not None:
@@ -211,7 +215,7 @@ def summarize(rows: list, tasks, mixers) -> dict:
                     # and their accuracy averaged over classes (whole test split), where the runs recorded it
                     "final_class_pct": None if not fin_cls or len(fin_cls) < len(fin) else round(mean(fin_cls), 2),
                     # scored as mad-lab reports a task setting: per seed the best over the grid of eval_mad_acc at
-                    # the lowest test loss, then the mean over seeds (None unless every seed recorded it)
+                    # the lowest test perplexity, then the mean over seeds (None unless every seed recorded it)
                     "mad_pct": None if not mad_best or len(mad_best) < n_seeds else round(mean(mad_best), 2)}
             if mixer == "kla":
                 cell["paper_pct"] = PAPER_KLA[task]

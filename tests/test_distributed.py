@@ -132,6 +132,8 @@ def _compare_to_single(root, name, record_property, backend="gloo", tol=WEIGHT_T
     assert [a["acc"] for a in mr] == pytest.approx([b["acc"] for b in mg], abs=1e-12)
     for key in ("eval_acc", "eval_class_acc", "eval_mad_acc"):     # the same predictions, counted across ranks
         assert [a.get(key) for a in mr] == pytest.approx([b.get(key) for b in mg], abs=1e-12)
+    ppl = [(a["eval_mad_ppl"], b["eval_mad_ppl"]) for a, b in zip(mr, mg) if "eval_mad_ppl" in a]
+    assert ppl and all(x == pytest.approx(y, rel=1e-6) for x, y in ppl)          # NLL summed across ranks
     print(f"{name}: max |dw| {w:.3g}, max |d AdamW moment| {m:.3g}, max |d loss| {loss:.3g}, "
           f"max rel d grad_norm {gn:.3g}, max |d eval_loss| {ev:.3g}")
     for k, v in (("weights", w), ("adam", m), ("loss", loss), ("grad_norm_rel", gn), ("eval_loss", ev)):

@@ -44,11 +44,13 @@ def test_summary_also_scores_as_mad_final_evaluations(mad):
 
 
 def test_mad_score_at_the_lowest_test_loss(mad):
-    """mad-lab scores the checkpoint of least test perplexity: eval_mad_acc at the evaluation with the lowest
-    eval_loss (not the last, not the best accuracy); the summary takes each seed's best over the grid."""
-    evals = [{"step": 1, "eval_acc": 0.5, "eval_loss": 2.0, "eval_mad_acc": 0.30},
-             {"step": 2, "eval_acc": 0.7, "eval_loss": 1.0, "eval_mad_acc": 0.40},
-             {"step": 3, "eval_acc": 0.9, "eval_loss": 1.5, "eval_mad_acc": 0.60}]
+    """mad-lab scores the checkpoint of least test perplexity as it logs it: eval_mad_acc at the evaluation with the
+    lowest eval_mad_ppl (not the last, not the best accuracy, not the lowest eval_loss; a null perplexity is
+    skipped); the summary takes each seed's best over the grid."""
+    evals = [{"step": 1, "eval_acc": 0.5, "eval_loss": 2.0, "eval_mad_ppl": 7.0, "eval_mad_acc": 0.30},
+             {"step": 2, "eval_acc": 0.7, "eval_loss": 1.1, "eval_mad_ppl": 3.0, "eval_mad_acc": 0.40},
+             {"step": 3, "eval_acc": 0.9, "eval_loss": 1.0, "eval_mad_ppl": 3.5, "eval_mad_acc": 0.60},
+             {"step": 4, "eval_acc": 0.8, "eval_loss": 0.9, "eval_mad_ppl": None, "eval_mad_acc": 0.70}]
     assert mad._mad_accuracy(evals) == 0.40
     assert mad._mad_accuracy([{k: v for k, v in e.items() if k != "eval_mad_acc"} for e in evals]) is None
     rows = [dict(_row(0, 1e-3, 0.0, 0.90), mad_accuracy=0.40), dict(_row(0, 5e-4, 0.0, 0.80), mad_accuracy=0.50),

@@ -221,7 +221,8 @@ def test_class_accuracies_match_torchmetrics():
     (batch_class_accuracy), on random predictions where some classes are only ever predicted, some never occur
     and whole rows are unlabelled."""
     import torchmetrics as tm                         # a test extra (pyproject's [test]): installed by `make test`
-    from bayesfilt.nn.train import _add_block_counts, _class_counts, batch_class_accuracy, class_accuracy
+    from bayesfilt.nn.train import (_add_block_counts, _add_block_nll, _class_counts, batch_class_accuracy,
+                                    batch_perplexity, class_accuracy)
     rng = np.random.default_rng(3)
     for n, L, C, rows in ((37, 9, 6, 8), (300, 5, 16, 128), (5, 3, 4, 2)):
         y = rng.integers(0, C - 2, size=(n, L))                   # the last two classes are never labels
@@ -238,6 +239,13 @@ def test_class_accuracies_match_torchmetrics():
         blocks = torch.zeros(-(-n // rows), 3, C, dtype=torch.int64)
         _add_block_counts(blocks, logits, y_t, 0, rows)
         assert batch_class_accuracy(blocks, n, rows) == pytest.approx(want_batched, abs=1e-6)
+        ppl = tm.text.Perplexity(ignore_index=-100)                # mad-lab's 'ppl', per batch, averaged by rows
+        want_ppl = sum(min(rows, n - k) * float(ppl(logits[k:k + rows].float(), y_t[k:k + rows]))
+                       for k in range(0, n, rows)) / n
+        nll = torch.zeros(-(-n // rows), 2, dtype=torch.float64)
+        for start in range(0, n, 7):                               # evaluation batches of 7 rows
+            _add_block_nll(nll, logits[start:start + 7], y_t[start:start + 7], start, rows)
+        assert batch_perplexity(nll, n, rows) == pytest.approx(want_ppl, rel=1e-5)
 
 
 def test_config_validation():

@@ -57,10 +57,11 @@ from torch import nn
 
 from ..errors import BayesfiltError, type_error, value_error
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .train import (MAD_TEST_BATCH, TaskModel, TrainConfig, _accuracy, _add_block_counts, _append_metrics, _autocast,
-                    _check_limits, _evaluate_when_due, _finish, _param_names, _prepare_out, _Progress, _progress_bar,
-                    _stop_for_time, _write_metrics, batch_class_accuracy, batch_indices, class_accuracy, lr_at,
-                    make_optimizer, make_task, nonfinite_message, raise_if_diverged)
+from .train import (MAD_TEST_BATCH, TaskModel, TrainConfig, _accuracy, _add_block_counts, _add_block_nll,
+                    _append_metrics, _autocast, _check_limits, _evaluate_when_due, _finish, _param_names, _prepare_out,
+                    _Progress, _progress_bar, _stop_for_time, _write_metrics, batch_class_accuracy, batch_indices,
+                    batch_perplexity, class_accuracy, lr_at, make_optimizer, make_task, nonfinite_message,
+                    raise_if_diverged)
 
 #: Environment variables set (with ``os.environ.setdefault``) before the process group starts.
 MULTICAST_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -476,8 +477,8 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
         fsdp: whether ``model`` is sharded with FSDP2.
 
     Returns:
-        dict with eval_loss, eval_acc, eval_class_acc, eval_mad_acc, eval_seq_acc, eval_last_acc (the same on every
-        rank).
+        dict with eval_loss, eval_acc, eval_class_acc, eval_mad_acc, eval_mad_ppl, eval_seq_acc, eval_last_acc (the
+        same on every rank).
 
     Example:
         >>> import torch.distributed as dist
@@ -489,7 +490,7 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
         >>> fwd = wrap_model(model, task, DistributedConfig(), device)
         >>> opt = make_optimizer(model, cfg)
         >>> sorted(evaluate_distributed(model, task, cfg, device, rank, world))
-        ['eval_acc', 'eval_class_acc', 'eval_last_acc', 'eval_loss', 'eval_mad_acc', 'eval_seq_acc']
+        ['eval_acc', 'eval_class_acc', 'eval_last_acc', 'eval_loss', 'eval_mad_acc', 'eval_mad_ppl', 'eval_seq_acc']
         >>> del fwd, opt                      # free the DDP reducer while its process group is alive
         >>> dist.destroy_process_group()
     """
@@ -501,6 +502,7 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
     lo, hi = min(n, rank * per), min(n, (rank + 1) * per)
     sums = torch.zeros(5, dtype=torch.float64, device=device)
     blocks = torch.zeros(-(-n // MAD_TEST_BATCH), 3, task.n_classes, dtype=torch.int64, device=device)  # per MAD batch
+    nll = torch.zeros(blocks.shape[0], 2, dtype=torch.float64, device=device)       # NLL sum, tokens per MAD batch
     for b in range(-(-per // EVAL_BATCH)):
         i, j = lo + b * EVAL_BATCH, min(hi, lo + (b + 1) * EVAL_BATCH)
         if i >= j:
@@ -515,15 +517,19 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
             loss, logits = model.loss_and_logits(x, y)
         c, t, s, _, last = _accuracy(logits, y)
         _add_block_counts(blocks, logits, y, i)         # tp, fp, fn per class of each MAD test batch (rows i..)
+        _add_block_nll(nll, logits, y, i)
         part = float(loss) * t
         sums += torch.tensor([part, t, c, s, last], dtype=torch.float64, device=device)
     dist.all_reduce(sums)
     dist.all_reduce(blocks)
+    dist.all_reduce(nll)
     model.train()
     loss_sum, tok, c_tok, c_seq, c_last = sums.tolist()
     return {"eval_loss": loss_sum / max(tok, 1), "eval_acc": c_tok / max(tok, 1),
             "eval_class_acc": class_accuracy(blocks.sum(0).cpu()) if n else 0.0,
-            "eval_mad_acc": batch_class_accuracy(blocks.cpu(), n), "eval_seq_acc": c_seq / n,
+            "eval_mad_acc": batch_class_accuracy(blocks.cpu(), n),
+            "eval_mad_ppl": batch_perplexity(nll, n) if n else 0.0,
+            "eval_seq_acc": c_seq / n,
             "eval_last_acc": c_last / n}
 
 

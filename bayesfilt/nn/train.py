@@ -438,16 +438,68 @@ def class_accuracy(counts: torch.Tensor) -> float:
 MAD_TEST_BATCH = 128
 
 
-def _add_block_counts(blocks: torch.Tensor, logits, y, row0: int, rows: int = MAD_TEST_BATCH) -> None:
-    """Add the class counts (:func:`_class_counts`) of test rows ``row0 ..`` (logits [N, L, C], y [N, L]) to
-    ``blocks`` [n_blocks, 3, C], row ``row0 + r`` going to block ``(row0 + r) // rows``: the counts of each
-    ``rows``-row test batch, however the evaluation itself is batched or split over ranks."""
-    r, n = 0, y.shape[0]
+def _block_slices(n: int, row0: int, rows: int = MAD_TEST_BATCH):
+    """(k, r, e) for the rows r..e-1 of n rows that start at row ``row0`` of the test split and fall in its
+    ``rows``-row batch k: row ``row0 + r`` belongs to batch ``(row0 + r) // rows``, however the evaluation itself
+    is batched or split over ranks."""
+    r = 0
     while r < n:
         k = (row0 + r) // rows
-        e = min(n, (k + 1) * rows - row0)                       # the end of block k within these rows
-        blocks[k] += _class_counts(logits[r:e], y[r:e]).to(blocks.device)
+        e = min(n, (k + 1) * rows - row0)                       # the end of batch k within these rows
+        yield k, r, e
         r = e
+
+
+def _add_block_counts(blocks: torch.Tensor, logits, y, row0: int, rows: int = MAD_TEST_BATCH) -> None:
+    """Add the class counts (:func:`_class_counts`) of test rows ``row0 ..`` (logits [N, L, C], y [N, L]) to
+    ``blocks`` [n_blocks, 3, C]: the counts of each ``rows``-row test batch (:func:`_block_slices`)."""
+    for k, r, e in _block_slices(y.shape[0], row0, rows):
+        blocks[k] += _class_counts(logits[r:e], y[r:e]).to(blocks.device)
+
+
+def _add_block_nll(nll: torch.Tensor, logits, y, row0: int, rows: int = MAD_TEST_BATCH) -> None:
+    """Add the summed negative log-likelihood of the labelled tokens and their count, of test rows ``row0 ..``
+    (logits [N, L, C], y [N, L]), to ``nll`` [n_blocks, 2] (float64) per ``rows``-row test batch."""
+    tok = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                            ignore_index=-100, reduction="none").view(y.shape)   # -log p(y_t)
+    for k, r, e in _block_slices(y.shape[0], row0, rows):
+        nll[k, 0] += tok[r:e].sum().double().to(nll.device)
+        nll[k, 1] += (y[r:e] != -100).sum().to(nll.device)
+
+
+def batch_perplexity(nll: torch.Tensor, n_rows: int, rows: int = MAD_TEST_BATCH) -> float:
+    """The test perplexity as MAD's reference code logs it (the value its checkpoint choice minimises):
+    exp(mean negative log-likelihood of the labelled tokens) of each test batch of ``rows`` rows (torchmetrics'
+    ``Perplexity``), averaged over the batches weighted by their rows.
+
+    Args:
+        nll: [ceil(n_rows / rows), 2] summed negative log-likelihood and labelled-token count of each batch.
+        n_rows: test rows scored (>= 1).
+        rows: rows per batch (MAD: 128).
+
+    Returns:
+        the batch-averaged perplexity (NaN when a batch holds no labelled token, as torchmetrics gives).
+
+    Raises:
+        BayesfiltValueError: ``nll`` is not a [n_batches, 2] tensor for ``n_rows`` rows; ``n_rows`` < 1 or
+            ``rows`` < 1 (BayesfiltTypeError: not an int).
+
+    Example:
+        >>> import math
+        >>> nll = torch.tensor([[2.0, 2.0], [0.0, 1.0]], dtype=torch.float64)   # batch 1: mean 1; batch 2: 0
+        >>> round(batch_perplexity(nll, n_rows=3, rows=2), 6) == round((2 * math.e + 1 * 1.0) / 3, 6)
+        True
+    """
+    n_rows = as_int(n_rows, "n_rows", low=1, fix="pass the number of test rows scored (>= 1)")
+    rows = as_int(rows, "rows", low=1, fix=f"pass the rows per test batch (MAD: {MAD_TEST_BATCH})")
+    n_blocks = -(-n_rows // rows)
+    if not isinstance(nll, torch.Tensor) or tuple(nll.shape) != (n_blocks, 2):
+        raise value_error("nll", f"must be a [{n_blocks}, 2] tensor (summed NLL, labelled tokens per batch of {rows} "
+                          f"of {n_rows} rows), got {type(nll).__name__} {tuple(getattr(nll, 'shape', ()))}",
+                          "accumulate it with _add_block_nll over the scored rows")
+    weights = torch.tensor([min(rows, n_rows - k * rows) for k in range(n_blocks)], dtype=torch.float64)
+    per_batch = torch.exp(nll[:, 0].double().cpu() / nll[:, 1].double().cpu())       # 0 / 0 -> NaN
+    return float((weights * per_batch).sum() / n_rows)
 
 
 def batch_class_accuracy(blocks: torch.Tensor, n_rows: int, rows: int = MAD_TEST_BATCH) -> float:
@@ -512,7 +564,8 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
         (fraction of labelled tokens predicted right), ``eval_class_acc`` (that accuracy per class, averaged
         over classes: :func:`class_accuracy`), ``eval_mad_acc`` (the class-averaged accuracy of each test batch of
         128 rows, averaged over the batches: :func:`batch_class_accuracy`, the accuracy MAD's reference code
-        reports), ``eval_seq_acc`` (fraction of sequences
+        reports), ``eval_mad_ppl`` (the perplexity of each such batch, averaged likewise: :func:`batch_perplexity`,
+        which MAD's checkpoint choice minimises), ``eval_seq_acc`` (fraction of sequences
         with every label right) and ``eval_last_acc`` (fraction whose last label is right).
 
     Example:
@@ -521,13 +574,16 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
         >>> task = make_task("a5", length=4, n_train=8, n_test=4)
         >>> cfg = TrainConfig(task="a5", length=4, d_model=16, d_state=4)
         >>> scores = evaluate(TaskModel(cfg, task), task, cfg, torch.device("cpu"))
-        >>> sorted(scores), 0.0 <= scores["eval_acc"] <= 1.0
-        (['eval_acc', 'eval_class_acc', 'eval_last_acc', 'eval_loss', 'eval_mad_acc', 'eval_seq_acc'], True)
+        >>> print(*sorted(scores))
+        eval_acc eval_class_acc eval_last_acc eval_loss eval_mad_acc eval_mad_ppl eval_seq_acc
+        >>> 0.0 <= scores["eval_acc"] <= 1.0
+        True
     """
     model.eval()
     n = len(task.test) if cfg.eval_size is None else min(cfg.eval_size, len(task.test))
     tot_loss, tot_tok, c_tok, c_seq, c_last = 0.0, 0, 0, 0, 0
     blocks = torch.zeros(-(-n // MAD_TEST_BATCH), 3, task.n_classes, dtype=torch.int64, device=device)  # per MAD batch
+    nll = torch.zeros(blocks.shape[0], 2, dtype=torch.float64, device=device)       # NLL sum, tokens per MAD batch
     for i in range(0, n, batch_size):
         x = torch.from_numpy(task.test.inputs[i:min(n, i + batch_size)]).to(device)
         y = torch.from_numpy(task.test.targets[i:min(n, i + batch_size)]).to(device)
@@ -535,6 +591,7 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
             loss, logits = model.loss_and_logits(x, y)
         c, t, s, _, last = _accuracy(logits, y)
         _add_block_counts(blocks, logits, y, i)                 # the class counts of each MAD test batch
+        _add_block_nll(nll, logits, y, i)
         tot_loss += float(loss) * t
         tot_tok += t
         c_tok += c
@@ -543,7 +600,7 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
     model.train()
     return {"eval_loss": tot_loss / max(tot_tok, 1), "eval_acc": c_tok / max(tot_tok, 1),
             "eval_class_acc": class_accuracy(blocks.sum(0)) if n else 0.0,
-            "eval_mad_acc": batch_class_accuracy(blocks, n),
+            "eval_mad_acc": batch_class_accuracy(blocks, n), "eval_mad_ppl": batch_perplexity(nll, n) if n else 0.0,
             "eval_seq_acc": c_seq / n, "eval_last_acc": c_last / n}
 
 
