@@ -70,6 +70,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s20b       # MAD fuzzy recall under MAD's protocol: KLA lr x weight-decay grid, 20,000 steps; GLA, attention
 #   bash benchmarks/gpu_run.sh COMMIT s21a       # A5 with a BOS token: attention 2/4 layers, KLA 1/2 blocks (A5_RESUME)
 #   bash benchmarks/gpu_run.sh COMMIT s21b       # MAD fuzzy recall with mad-lab's metric (eval_mad_acc, eval_mad_ppl): KLA seeds 0, 1; attention, GLA
+#   bash benchmarks/gpu_run.sh COMMIT s21c       # s21a with seed 1 (A5 with a BOS token: attention 2/4 layers, KLA 1/2 blocks)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1342,6 +1343,15 @@ s21a)
     python3 benchmarks/kla_a5.py $A --runs attention:2:20 attention:4:20 kla:1:20 kla:2:20 --seeds 0 \
         --kill-after ${A5_KILL:-520} --workdir /tmp/a5s21 --out "$OUT/kla_a5_${stage}_bos.json" > "$LOG/a5_bos.log" 2>&1
     el "a5 rc=$?"; tail -n 6 "$LOG/a5_bos.log" | cut -c1-600
+    ;;
+s21c)
+    # session 21 (kind nvidia-h200; carry .tcache): s21a's four runs again with seed 1 (A5 with a BOS token: attention 2/4
+    # layers, KLA 1/2 blocks), to see whether s21a's seed-0 answers (attention 7/17, KLA 3/6) hold
+    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 --prefix-scores --bos ${A5_RESUME:-}"
+    export OMP_NUM_THREADS=1
+    python3 benchmarks/kla_a5.py $A --runs attention:2:20 attention:4:20 kla:1:20 kla:2:20 --seeds 1 \
+        --kill-after ${A5_KILL:-520} --workdir /tmp/a5s21c --out "$OUT/kla_a5_${stage}_bos.json" > "$LOG/a5_bos1.log" 2>&1
+    el "a5 rc=$?"; tail -n 6 "$LOG/a5_bos1.log" | cut -c1-600
     ;;
 s21b)
     # prepared in session 20, trimmed in session 21 (kind nvidia-h200; carry .tcache .whl): fuzzy recall under MAD's
