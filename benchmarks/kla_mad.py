@@ -139,13 +139,19 @@ def unavailable(mixer: str, cuda: bool) -> str | None:
     return None
 
 
-def _mad_accuracy(evals: list) -> float | None:
-    """``eval_mad_acc`` of the evaluation with the lowest ``eval_mad_ppl`` (mad-lab's checkpoint: the lowest test
-    perplexity as it logs it; the first of equals), None when the run's evaluations did not record both (before
-    session 20) or no perplexity is finite (a NaN is written as null)."""
+def _mad_checkpoint(evals: list) -> dict | None:
+    """The evaluation with the lowest ``eval_mad_ppl`` (mad-lab's checkpoint: the lowest test perplexity as it logs
+    it; the first of equals), None when the run's evaluations did not record both ``eval_mad_ppl`` and
+    ``eval_mad_acc`` (before session 20) or no perplexity is finite (a NaN is written as null)."""
     scored = [h for h in evals if h.get("eval_mad_ppl") is not None and h.get("eval_mad_acc") is not None
               and math.isfinite(h["eval_mad_ppl"])]
-    return min(scored, key=lambda h: h["eval_mad_ppl"])["eval_mad_acc"] if scored else None
+    return min(scored, key=lambda h: h["eval_mad_ppl"]) if scored else None
+
+
+def _mad_accuracy(evals: list) -> float | None:
+    """``eval_mad_acc`` of ``_mad_checkpoint(evals)``: mad-lab's score of a run (None where it has no checkpoint)."""
+    h = _mad_checkpoint(evals)
+    return None if h is None else h["eval_mad_acc"]
 
 
 def _score(run: dict) -> dict:
@@ -160,7 +166,15 @@ def _score(run: dict) -> dict:
            # MAD's reported accuracy (per-batch class average, eval_mad_acc, since session 20) of the evaluation with
            # the lowest test perplexity as mad-lab logs it (eval_mad_ppl): mad-lab scores that checkpoint
            "mad_accuracy": _mad_accuracy(evals),
-           "curve": [(h["step"], round(h["eval_acc"], 4)) for h in evals]}
+           # that evaluation's step, and the highest eval_mad_acc of the run (at any evaluation; not mad-lab's score)
+           "mad_step": (_mad_checkpoint(evals) or {}).get("step"),
+           "best_mad_accuracy": max((h["eval_mad_acc"] for h in evals if h.get("eval_mad_acc") is not None),
+                                    default=None),
+           "curve": [(h["step"], round(h["eval_acc"], 4)) for h in evals],
+           # (step, eval_mad_acc, eval_mad_ppl) of every evaluation that recorded both (since session 21)
+           "mad_curve": [(h["step"], round(h["eval_mad_acc"], 4), round(h["eval_mad_ppl"], 4)) for h in evals
+                         if h.get("eval_mad_acc") is not None and h.get("eval_mad_ppl") is not None
+                         and math.isfinite(h["eval_mad_ppl"])]}
     if r is not None:
         row.update(status=r["status"], steps=r["step"], parameters=r["parameters"],
                    accuracy=r["best_eval_acc"] if r["best_eval_acc"] >= 0 else best,
@@ -228,7 +242,7 @@ def summarize(rows: list, tasks, mixers) -> dict:
                "all_six_tasks": len(vals) == len(TASKS)}
         if mixer in PAPER_AVERAGE:
             avg["paper_pct"] = PAPER_AVERAGE[mixer]
-            if vals:
+            if avg["all_six_tasks"]:                 # the paper's average is over six tasks: no difference to fewer
                 avg["diff_pts"] = round(mean(vals) - PAPER_AVERAGE[mixer], 2)
         averages[mixer] = avg
     drop = None
@@ -254,8 +268,16 @@ def format_table(summary: dict, tasks, mixers) -> str:
     lines = ["task".ljust(20) + "".join(m.rjust(w) for m in mixers)]
     for t in tasks:
         lines.append(t.ljust(20) + "".join(cell(summary["table"][t][m]).rjust(w) for m in mixers))
-    lines.append("average".ljust(20) + "".join(cell(summary["averages"][m]).rjust(w) for m in mixers))
+    avg = {m: summary["averages"][m] for m in mixers}           # the paper's six-task average beside six tasks only
+    lines.append("average".ljust(20) + "".join(
+        cell(a if a["all_six_tasks"] else {k: v for k, v in a.items() if k != "paper_pct"}).rjust(w)
+        for a in avg.values()))
     lines.append("accuracy in % (best test token accuracy, mean over seeds); (paper) where TARGETS.md gives it")
+    for t in tasks:                                             # mad-lab's score where the runs recorded it
+        mad = {m: summary["table"][t][m].get("mad_pct") for m in mixers}
+        if any(v is not None for v in mad.values()):
+            lines.append(f"{t}, mad-lab's score (mad_pct): " + ", ".join(
+                f"{m} {'-' if v is None else f'{v:.2f}'}" for m, v in mad.items()))
     d = summary["p0_drop"]
     if d is not None and d["ours_pts"] is not None:
         lines.append(f"kla_p0 - kla: {d['ours_pts']:+.2f} points over {d['tasks']} tasks (paper {d['paper_pts']:+.2f})")

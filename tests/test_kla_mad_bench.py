@@ -93,3 +93,28 @@ def test_attention_state_counts_the_rows_positions(mad, tmp_path):
     (run,) = [r for r in rec["runs"] if r.get("status") != "skipped"]
     d_model = int(run["command"].split("--d-model ")[1].split()[0])
     assert run["state_size"] == 2 * (mad.QUICK_LENGTH["in_context_recall"] - 1) * d_model
+
+
+def test_mad_checkpoint_step_peak_and_curve(mad):
+    """A run records the step of mad-lab's checkpoint (lowest eval_mad_ppl), the highest eval_mad_acc of any
+    evaluation, and (step, eval_mad_acc, eval_mad_ppl) per evaluation that recorded both finite."""
+    hist = [{"step": 100, "eval_acc": 0.5, "eval_mad_ppl": 7.0, "eval_mad_acc": 0.30},
+            {"step": 200, "eval_acc": 0.7, "eval_mad_ppl": 3.0, "eval_mad_acc": 0.40},
+            {"step": 300, "eval_acc": 0.9, "eval_mad_ppl": float("nan"), "eval_mad_acc": 0.65},
+            {"step": 400, "eval_acc": 0.8, "eval_mad_ppl": 3.5, "eval_mad_acc": 0.60}]
+    row = mad._score({"result": None, "history": hist, "stdout": None})
+    assert (row["mad_accuracy"], row["mad_step"], row["best_mad_accuracy"]) == (0.40, 200, 0.65)
+    assert row["mad_curve"] == [(100, 0.3, 7.0), (200, 0.4, 3.0), (400, 0.6, 3.5)]
+    old = mad._score({"result": None, "history": [{"step": 1, "eval_acc": 0.5}], "stdout": None})
+    assert (old["mad_accuracy"], old["mad_step"], old["best_mad_accuracy"], old["mad_curve"]) == (None, None, None, [])
+
+
+def test_average_differs_from_the_paper_over_all_six_tasks_only(mad):
+    """The paper's KLA average is over six tasks: a run of fewer tasks shows no difference to it."""
+    rows = [_row(0, 1e-3, 0.0, 0.75)]
+    summary = mad.summarize(rows, ["selective_copy"], ["kla"])
+    assert summary["averages"]["kla"]["all_six_tasks"] is False and "diff_pts" not in summary["averages"]["kla"]
+    assert "(86.69)" not in mad.format_table(summary, ["selective_copy"], ["kla"]).splitlines()[2]
+    rows = [dict(_row(0, 1e-3, 0.0, 0.75), task=t) for t in mad.TASKS]
+    summary = mad.summarize(rows, list(mad.TASKS), ["kla"])
+    assert summary["averages"]["kla"]["diff_pts"] == round(75.0 - mad.PAPER_AVERAGE["kla"], 2)
