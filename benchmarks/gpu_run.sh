@@ -71,6 +71,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s21a       # A5 with a BOS token: attention 2/4 layers, KLA 1/2 blocks (A5_RESUME)
 #   bash benchmarks/gpu_run.sh COMMIT s21b       # MAD fuzzy recall with mad-lab's metric (eval_mad_acc, eval_mad_ppl): KLA seeds 0, 1; attention, GLA
 #   bash benchmarks/gpu_run.sh COMMIT s21c       # s21a with seed 1 (A5 with a BOS token: attention 2/4 layers, KLA 1/2 blocks)
+#   bash benchmarks/gpu_run.sh COMMIT s21d       # MAD fuzzy recall, KLA seed 0 at lr 1e-3 (wd 0, 0.1) and 5e-4 (wd 0), mad-lab's score
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1352,6 +1353,18 @@ s21c)
     python3 benchmarks/kla_a5.py $A --runs attention:2:20 attention:4:20 kla:1:20 kla:2:20 --seeds 1 \
         --kill-after ${A5_KILL:-520} --workdir /tmp/a5s21c --out "$OUT/kla_a5_${stage}_bos.json" > "$LOG/a5_bos1.log" 2>&1
     el "a5 rc=$?"; tail -n 6 "$LOG/a5_bos1.log" | cut -c1-600
+    ;;
+s21d)
+    # session 21's last call (kind nvidia-h200; carry .tcache): KLA seed 0 on fuzzy recall at three more points of MAD's
+    # lr x weight-decay grid (lr 1e-3 with wd 0 and 0.1, lr 5e-4 with wd 0), mad-lab's score per run (mad_accuracy,
+    # now with mad_step and mad_curve), so that mad_pct is a best over four grid points for seed 0 (with s21b)
+    c21="--tasks fuzzy_recall --steps 20000 --max-seconds ${MAD_SECONDS:-265} --kill-after 300 --mixers kla --seeds 0"
+    timeout 330 python3 benchmarks/kla_mad.py $c21 --lr 1e-3 --weight-decay 0 0.1 \
+        --workdir /tmp/kla_mad_d1 --out "$OUT/kla_mad_${stage}_lr1e-3.json" > "$LOG/mad_d1.log" 2>&1 &
+    timeout 330 python3 benchmarks/kla_mad.py $c21 --lr 5e-4 --weight-decay 0 --no-warm \
+        --workdir /tmp/kla_mad_d2 --out "$OUT/kla_mad_${stage}_lr5e-4.json" > "$LOG/mad_d2.log" 2>&1 &
+    wait
+    el "kla_mad done"; tail -n 4 "$LOG"/mad_*.log | cut -c1-300
     ;;
 s21b)
     # prepared in session 20, trimmed in session 21 (kind nvidia-h200; carry .tcache .whl): fuzzy recall under MAD's
