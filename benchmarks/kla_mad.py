@@ -171,8 +171,12 @@ def _score(run: dict) -> dict:
            "best_mad_accuracy": max((h["eval_mad_acc"] for h in evals if h.get("eval_mad_acc") is not None),
                                     default=None),
            "curve": [(h["step"], round(h["eval_acc"], 4)) for h in evals],
-           # (step, eval_mad_acc, eval_mad_ppl) of every evaluation that recorded both (since session 21)
-           "mad_curve": [(h["step"], round(h["eval_mad_acc"], 4), round(h["eval_mad_ppl"], 4)) for h in evals
+           # predicted-but-never-labelled classes per 128-row batch at that evaluation (eval_mad_stray; session 21)
+           "mad_stray": (_mad_checkpoint(evals) or {}).get("eval_mad_stray"),
+           # (step, eval_mad_acc, eval_mad_ppl, eval_mad_stray or None) of every evaluation that recorded the first
+           # two (since session 21)
+           "mad_curve": [(h["step"], round(h["eval_mad_acc"], 4), round(h["eval_mad_ppl"], 4),
+                          None if h.get("eval_mad_stray") is None else round(h["eval_mad_stray"], 3)) for h in evals
                          if h.get("eval_mad_acc") is not None and h.get("eval_mad_ppl") is not None
                          and math.isfinite(h["eval_mad_ppl"])]}
     if r is not None:

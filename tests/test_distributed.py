@@ -130,7 +130,7 @@ def _compare_to_single(root, name, record_property, backend="gloo", tol=WEIGHT_T
     gn = max(abs(a["grad_norm"] - b["grad_norm"]) / a["grad_norm"] for a, b in zip(mr, mg))
     ev = max(abs(a["eval_loss"] - b["eval_loss"]) for a, b in zip(mr, mg) if "eval_loss" in a)
     assert [a["acc"] for a in mr] == pytest.approx([b["acc"] for b in mg], abs=1e-12)
-    for key in ("eval_acc", "eval_class_acc", "eval_mad_acc"):     # the same predictions, counted across ranks
+    for key in ("eval_acc", "eval_class_acc", "eval_mad_acc", "eval_mad_stray"):   # the same predictions, all ranks
         assert [a.get(key) for a in mr] == pytest.approx([b.get(key) for b in mg], abs=1e-12)
     ppl = [(a["eval_mad_ppl"], b["eval_mad_ppl"]) for a, b in zip(mr, mg) if "eval_mad_ppl" in a]
     assert ppl and all(x == pytest.approx(y, rel=1e-6) for x, y in ppl)          # NLL summed across ranks

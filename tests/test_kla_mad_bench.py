@@ -96,17 +96,21 @@ def test_attention_state_counts_the_rows_positions(mad, tmp_path):
 
 
 def test_mad_checkpoint_step_peak_and_curve(mad):
-    """A run records the step of mad-lab's checkpoint (lowest eval_mad_ppl), the highest eval_mad_acc of any
-    evaluation, and (step, eval_mad_acc, eval_mad_ppl) per evaluation that recorded both finite."""
+    """A run records the step of mad-lab's checkpoint (lowest eval_mad_ppl) and its stray-class count, the highest
+    eval_mad_acc of any evaluation, and (step, eval_mad_acc, eval_mad_ppl, eval_mad_stray) per evaluation that
+    recorded the first two (the perplexity finite)."""
     hist = [{"step": 100, "eval_acc": 0.5, "eval_mad_ppl": 7.0, "eval_mad_acc": 0.30},
             {"step": 200, "eval_acc": 0.7, "eval_mad_ppl": 3.0, "eval_mad_acc": 0.40},
             {"step": 300, "eval_acc": 0.9, "eval_mad_ppl": float("nan"), "eval_mad_acc": 0.65},
             {"step": 400, "eval_acc": 0.8, "eval_mad_ppl": 3.5, "eval_mad_acc": 0.60}]
+    hist[1]["eval_mad_stray"] = 2.5                          # recorded since session 21
     row = mad._score({"result": None, "history": hist, "stdout": None})
     assert (row["mad_accuracy"], row["mad_step"], row["best_mad_accuracy"]) == (0.40, 200, 0.65)
-    assert row["mad_curve"] == [(100, 0.3, 7.0), (200, 0.4, 3.0), (400, 0.6, 3.5)]
+    assert row["mad_stray"] == 2.5
+    assert row["mad_curve"] == [(100, 0.3, 7.0, None), (200, 0.4, 3.0, 2.5), (400, 0.6, 3.5, None)]
     old = mad._score({"result": None, "history": [{"step": 1, "eval_acc": 0.5}], "stdout": None})
     assert (old["mad_accuracy"], old["mad_step"], old["best_mad_accuracy"], old["mad_curve"]) == (None, None, None, [])
+    assert old["mad_stray"] is None
 
 
 def test_average_differs_from_the_paper_over_all_six_tasks_only(mad):

@@ -186,7 +186,7 @@ def test_batch_class_accuracy_by_hand_and_in_evaluate():
     do not line up with MAD's (128) and the last batch is short."""
     from bayesfilt.nn.tasks import mad_task
     from bayesfilt.nn.train import (MAD_TEST_BATCH, TaskModel, _add_block_counts, batch_class_accuracy,
-                                    evaluate)
+                                    batch_stray_classes, evaluate)
     y = torch.tensor([[0, 0], [1, -100], [1, 1]])
     logits = torch.nn.functional.one_hot(torch.tensor([[0, 1], [1, 0], [0, 1]]), 3).float()
     blocks = torch.zeros(2, 3, 3, dtype=torch.int64)
@@ -195,6 +195,10 @@ def test_batch_class_accuracy_by_hand_and_in_evaluate():
     # batch 0 (rows 0, 1): labels 0, 0, 1 predicted 0, 1, 1 -> class 0: 1/2, class 1: 1/1 -> 0.75
     # batch 1 (row 2): labels 1, 1 predicted 0, 1 -> class 0: 0 (only predicted), class 1: 1/2 -> 0.25
     assert batch_class_accuracy(blocks, n_rows=3, rows=2) == pytest.approx((2 * 0.75 + 1 * 0.25) / 3)
+    # predicted but never labelled: none in batch 0 (classes 0, 1 both labelled), class 0 in batch 1
+    assert batch_stray_classes(blocks, n_rows=3, rows=2) == pytest.approx((2 * 0 + 1 * 1) / 3)
+    with pytest.raises(BayesfiltError, match=r"^blocks:"):
+        batch_stray_classes(blocks[:1], n_rows=3, rows=2)
     with pytest.raises(BayesfiltError, match="blocks"):
         batch_class_accuracy(blocks[:1], n_rows=3, rows=2)
     for bad, n_rows, rows, name in ((blocks, 3, 0, "rows"), (blocks, -1, 2, "n_rows"), (blocks, 3.0, 2, "n_rows"),
@@ -212,6 +216,13 @@ def test_batch_class_accuracy_by_hand_and_in_evaluate():
     want = _mad_batch_accuracy_numpy(pred.argmax(-1).numpy(), task.test.targets, task.n_classes, MAD_TEST_BATCH)
     assert got["eval_mad_acc"] == pytest.approx(want, abs=1e-12)
     assert got["eval_mad_acc"] != pytest.approx(got["eval_class_acc"], abs=1e-6)      # not the pooled metric
+    pred_np, y_np = pred.argmax(-1).numpy(), task.test.targets
+    stray = [(len(range(k, min(k + MAD_TEST_BATCH, len(y_np)))),
+              len(set(pred_np[k:k + MAD_TEST_BATCH][y_np[k:k + MAD_TEST_BATCH] != -100].tolist())
+                  - set(y_np[k:k + MAD_TEST_BATCH][y_np[k:k + MAD_TEST_BATCH] != -100].tolist())))
+             for k in range(0, len(y_np), MAD_TEST_BATCH)]        # predicted at labelled positions, never labels
+    assert got["eval_mad_stray"] == pytest.approx(sum(w * c for w, c in stray) / len(y_np), abs=1e-12)
+    assert got["eval_mad_stray"] > 0                                      # an untrained model strays: the test can fail
 
 
 def test_class_accuracies_match_torchmetrics():

@@ -60,8 +60,8 @@ from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from .train import (MAD_TEST_BATCH, TaskModel, TrainConfig, _accuracy, _add_block_counts, _add_block_nll,
                     _append_metrics, _autocast, _check_limits, _evaluate_when_due, _finish, _param_names, _prepare_out,
                     _Progress, _progress_bar, _stop_for_time, _write_metrics, batch_class_accuracy, batch_indices,
-                    batch_perplexity, class_accuracy, lr_at, make_optimizer, make_task, nonfinite_message,
-                    raise_if_diverged)
+                    batch_perplexity, batch_stray_classes, class_accuracy, lr_at, make_optimizer, make_task,
+                    nonfinite_message, raise_if_diverged)
 
 #: Environment variables set (with ``os.environ.setdefault``) before the process group starts.
 MULTICAST_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -477,8 +477,8 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
         fsdp: whether ``model`` is sharded with FSDP2.
 
     Returns:
-        dict with eval_loss, eval_acc, eval_class_acc, eval_mad_acc, eval_mad_ppl, eval_seq_acc, eval_last_acc (the
-        same on every rank).
+        dict with eval_loss, eval_acc, eval_class_acc, eval_mad_acc, eval_mad_ppl, eval_mad_stray, eval_seq_acc,
+        eval_last_acc (the same on every rank).
 
     Example:
         >>> import torch.distributed as dist
@@ -489,8 +489,8 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
         >>> model = TaskModel(cfg, task)
         >>> fwd = wrap_model(model, task, DistributedConfig(), device)
         >>> opt = make_optimizer(model, cfg)
-        >>> sorted(evaluate_distributed(model, task, cfg, device, rank, world))
-        ['eval_acc', 'eval_class_acc', 'eval_last_acc', 'eval_loss', 'eval_mad_acc', 'eval_mad_ppl', 'eval_seq_acc']
+        >>> print(*sorted(evaluate_distributed(model, task, cfg, device, rank, world)))
+        eval_acc eval_class_acc eval_last_acc eval_loss eval_mad_acc eval_mad_ppl eval_mad_stray eval_seq_acc
         >>> del fwd, opt                      # free the DDP reducer while its process group is alive
         >>> dist.destroy_process_group()
     """
@@ -529,6 +529,7 @@ def evaluate_distributed(model: nn.Module, task, cfg: TrainConfig, device: torch
             "eval_class_acc": class_accuracy(blocks.sum(0).cpu()) if n else 0.0,
             "eval_mad_acc": batch_class_accuracy(blocks.cpu(), n),
             "eval_mad_ppl": batch_perplexity(nll, n) if n else 0.0,
+            "eval_mad_stray": batch_stray_classes(blocks.cpu(), n),
             "eval_seq_acc": c_seq / n,
             "eval_last_acc": c_last / n}
 

@@ -525,6 +525,39 @@ def batch_class_accuracy(blocks: torch.Tensor, n_rows: int, rows: int = MAD_TEST
         >>> batch_class_accuracy(blocks, n_rows=3, rows=2)      # (2 * 0.25 + 1 * 1.0) / 3
         0.5
     """
+    n_rows, weights = _check_blocks(blocks, n_rows, rows)
+    return sum(w * class_accuracy(b) for w, b in zip(weights, blocks)) / n_rows if n_rows else 0.0
+
+
+def batch_stray_classes(blocks: torch.Tensor, n_rows: int, rows: int = MAD_TEST_BATCH) -> float:
+    """How many classes each test batch of ``rows`` rows predicts at its labelled positions without ever having
+    them as a label there, averaged over the batches weighted by their rows: the classes that enter
+    :func:`batch_class_accuracy`'s mean with a score of 0 however the labelled classes are predicted.
+
+    Args:
+        blocks: [ceil(n_rows / rows), 3, C] tp, fp, fn per class of each batch.
+        n_rows: test rows scored.
+        rows: rows per batch (MAD: 128).
+
+    Returns:
+        the batch-averaged count of predicted-only classes (0.0 when ``n_rows`` is 0).
+
+    Raises:
+        BayesfiltValueError: as :func:`batch_class_accuracy`.
+
+    Example:
+        >>> # batch 1: labels 0, 0 predicted 0, 1 -> class 1 only predicted; batch 2: all right -> none
+        >>> blocks = torch.tensor([[[1, 0], [0, 1], [1, 0]], [[2, 0], [0, 0], [0, 0]]])
+        >>> round(batch_stray_classes(blocks, n_rows=3, rows=2), 4)      # (2 * 1 + 1 * 0) / 3
+        0.6667
+    """
+    n_rows, weights = _check_blocks(blocks, n_rows, rows)
+    stray = ((blocks[:, 1] > 0) & (blocks[:, 0] + blocks[:, 2] == 0)).sum(-1)      # fp > 0, never labelled
+    return sum(w * int(k) for w, k in zip(weights, stray)) / n_rows if n_rows else 0.0
+
+
+def _check_blocks(blocks, n_rows, rows) -> tuple:
+    """Validate per-batch count tables for ``n_rows`` rows in batches of ``rows``; (n_rows, rows per batch)."""
     n_rows = as_int(n_rows, "n_rows", low=0, fix="pass the number of test rows scored (>= 0)")
     rows = as_int(rows, "rows", low=1, fix=f"pass the rows per test batch (MAD: {MAD_TEST_BATCH})")
     n_blocks = -(-n_rows // rows)
@@ -534,8 +567,7 @@ def batch_class_accuracy(blocks: torch.Tensor, n_rows: int, rows: int = MAD_TEST
                           f"of {n_rows} rows), got {type(blocks).__name__} {tuple(getattr(blocks, 'shape', ()))} "
                           f"{getattr(blocks, 'dtype', '')}",
                           "accumulate them with _add_block_counts over the scored rows")
-    weights = [min(rows, n_rows - k * rows) for k in range(n_blocks)]       # rows per batch
-    return sum(w * class_accuracy(b) for w, b in zip(weights, blocks)) / n_rows if n_rows else 0.0
+    return n_rows, [min(rows, n_rows - k * rows) for k in range(n_blocks)]
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -565,7 +597,8 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
         over classes: :func:`class_accuracy`), ``eval_mad_acc`` (the class-averaged accuracy of each test batch of
         128 rows, averaged over the batches: :func:`batch_class_accuracy`, the accuracy MAD's reference code
         reports), ``eval_mad_ppl`` (the perplexity of each such batch, averaged likewise: :func:`batch_perplexity`,
-        which MAD's checkpoint choice minimises), ``eval_seq_acc`` (fraction of sequences
+        which MAD's checkpoint choice minimises), ``eval_mad_stray`` (classes predicted but never a label, per such
+        batch, averaged likewise: :func:`batch_stray_classes`), ``eval_seq_acc`` (fraction of sequences
         with every label right) and ``eval_last_acc`` (fraction whose last label is right).
 
     Example:
@@ -575,7 +608,7 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
         >>> cfg = TrainConfig(task="a5", length=4, d_model=16, d_state=4)
         >>> scores = evaluate(TaskModel(cfg, task), task, cfg, torch.device("cpu"))
         >>> print(*sorted(scores))
-        eval_acc eval_class_acc eval_last_acc eval_loss eval_mad_acc eval_mad_ppl eval_seq_acc
+        eval_acc eval_class_acc eval_last_acc eval_loss eval_mad_acc eval_mad_ppl eval_mad_stray eval_seq_acc
         >>> 0.0 <= scores["eval_acc"] <= 1.0
         True
     """
@@ -601,6 +634,7 @@ def evaluate(model: TaskModel, task: Task, cfg: TrainConfig, device: torch.devic
     return {"eval_loss": tot_loss / max(tot_tok, 1), "eval_acc": c_tok / max(tot_tok, 1),
             "eval_class_acc": class_accuracy(blocks.sum(0)) if n else 0.0,
             "eval_mad_acc": batch_class_accuracy(blocks, n), "eval_mad_ppl": batch_perplexity(nll, n) if n else 0.0,
+            "eval_mad_stray": batch_stray_classes(blocks, n),
             "eval_seq_acc": c_seq / n, "eval_last_acc": c_last / n}
 
 
