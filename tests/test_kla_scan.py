@@ -16,8 +16,10 @@ from bayesfilt.filters.diagonal import diagonal_information_filter  # noqa: E402
 from bayesfilt.nn.functional import (KLAScanFunction, KLAState, check_backends, kla_scan,  # noqa: E402
                                      kla_step, random_inputs)
 from bayesfilt.nn.reference import kla_scan_reference  # noqa: E402
+import bayesfilt.nn.functional as kla_functional  # noqa: E402
 from bayesfilt.scan.diagonal import (affine_combine, diagonal_filter_adjoint,  # noqa: E402
-                                     diagonal_filter_scan, mobius_combine)
+                                     diagonal_filter_adjoint_loop, diagonal_filter_loop, diagonal_filter_scan,
+                                     mobius_combine)
 from bayesfilt.tolerances import tolerance  # noqa: E402
 
 F64 = torch.float64
@@ -68,9 +70,16 @@ def test_combines_are_associative_and_compose_maps():
 SHAPES = [(1, 1, 2, 3), (2, 3, 3, 5), (3, 64, 2, 7), (2, 1000, 2, 3), (1, 4097, 2, 3)]
 
 
+def _force_loop(monkeypatch, loop: bool):
+    """Make the torch backend on the CPU take the time loop (loop=True) or the tree (False) at any lane count."""
+    monkeypatch.setattr(kla_functional, "LOOP_MIN_LANES", 0 if loop else 2 ** 62)
+
+
 @pytest.mark.parametrize("B, L, M, S", SHAPES)
 @pytest.mark.parametrize("initial", [True, False])
-def test_parallel_forms_equal_reference_float64(B, L, M, S, initial):
+@pytest.mark.parametrize("loop", [False, True])
+def test_parallel_forms_equal_reference_float64(B, L, M, S, initial, loop, monkeypatch):
+    _force_loop(monkeypatch, loop)
     ins = random_inputs(B, L, M, S, seed=L + B, with_initial_state=initial)
     prior = L % 2 == 0                                  # both readouts across the matrix
     ref = numpy_ref(ins, prior)
@@ -80,6 +89,9 @@ def test_parallel_forms_equal_reference_float64(B, L, M, S, initial):
         out = diagonal_filter_scan(*a, prior_readout=prior, schedule=sched, chunk=7 if L > 7 else None)
         for got, want in ((out.y, ref.y), (out.y_var, ref.y_var), (out.lams, ref.lams), (out.etas, ref.etas)):
             assert max_rel(got, want) < 1e-10, sched
+    out = diagonal_filter_loop(*a, prior_readout=prior, paths=True)            # the time loop, paths kept
+    for got, want in ((out.y, ref.y), (out.y_var, ref.y_var), (out.lams, ref.lams), (out.etas, ref.etas)):
+        assert max_rel(got, want) < 1e-10, "loop"
     init = KLAState(ins[6], ins[7]) if initial else None
     for backend in ("torch", "reference"):
         y, y_var, st = kla_scan(*ins[:6], initial_state=init, prior_readout=prior, backend=backend)
@@ -103,7 +115,9 @@ def _cot(B, L, M, S, seed, dtype=F64):
 
 @pytest.mark.parametrize("B, L, M, S", [(1, 1, 2, 3), (2, 3, 3, 5), (2, 64, 2, 7), (1, 300, 2, 3)])
 @pytest.mark.parametrize("prior", [False, True])
-def test_adjoint_equals_autograd_of_reference_float64(B, L, M, S, prior):
+@pytest.mark.parametrize("loop", [False, True])
+def test_adjoint_equals_autograd_of_reference_float64(B, L, M, S, prior, loop, monkeypatch):
+    _force_loop(monkeypatch, loop)
     ins = random_inputs(B, L, M, S, seed=2 * L + prior)
     cot = _cot(B, L, M, S, seed=L)
     want = _grads(lambda *x: kla_scan_reference(*x, prior_readout=prior), ins, cot)
@@ -117,7 +131,13 @@ def test_adjoint_equals_autograd_of_reference_float64(B, L, M, S, prior):
         for name, g, w in zip(GRAD_NAMES, got, want):
             assert rel_rms(g, w) < 1e-10, name
     # the adjoint as plain NumPy (array-generic code) agrees too
-    npg = diagonal_filter_adjoint(*[x.numpy() for x in ins], *[c.numpy() for c in cot], prior_readout=prior)
+    adjoint = diagonal_filter_adjoint_loop if loop else diagonal_filter_adjoint
+    npg = adjoint(*[x.numpy() for x in ins], *[c.numpy() for c in cot], prior_readout=prior)
+    for name, g, w in zip(GRAD_NAMES, npg, want):
+        assert rel_rms(g, w) < 1e-10, name
+    # no upstream gradient given for a readout or the final state (None) is a zero one
+    npg = adjoint(*[x.numpy() for x in ins], cot[0].numpy(), None, prior_readout=prior)
+    want = _grads(lambda *x: kla_scan_reference(*x, prior_readout=prior), ins, [cot[0]] + [c * 0 for c in cot[1:]])
     for name, g, w in zip(GRAD_NAMES, npg, want):
         assert rel_rms(g, w) < 1e-10, name
 
@@ -176,7 +196,9 @@ def test_torch_compile_gives_equal_results():
 # ---------------------------------------------------------------------------------- float32
 @pytest.mark.parametrize("B, L, M, S, initial", [(2, 1, 3, 5, True), (2, 3, 2, 3, False), (3, 64, 4, 6, True),
                                                  (2, 1000, 2, 3, False), (1, 4097, 3, 5, True)])
-def test_float32_within_tolerance_of_float64(B, L, M, S, initial):
+@pytest.mark.parametrize("loop", [False, True])
+def test_float32_within_tolerance_of_float64(B, L, M, S, initial, loop, monkeypatch):
+    _force_loop(monkeypatch, loop)
     ins64 = random_inputs(B, L, M, S, seed=11 + L, with_initial_state=initial)
     ins32 = [x.float() for x in ins64]
     rounded = [x.double() for x in ins32]              # the float64 reference sees the same (rounded) inputs
@@ -242,7 +264,9 @@ def _extreme(L, a=None, p=None, lv_scale=1.0, M=2, S=3, seed=0):
     (4097, 0.9, 0.05, 1e-6),         # tiny lambda_v
     (300, 0.97, 0.0, 1.0),           # p = 0, a < 1: lam grows like a^(-2t) (finite at this L)
 ])
-def test_extreme_inputs_float32_finite_and_accurate(L, a, p, lv_scale):
+@pytest.mark.parametrize("loop", [False, True])
+def test_extreme_inputs_float32_finite_and_accurate(L, a, p, lv_scale, loop, monkeypatch):
+    _force_loop(monkeypatch, loop)
     ins32 = _extreme(L, a, p, lv_scale)
     ref = numpy_ref([x.double() for x in ins32])
     ins = [x.clone().requires_grad_() for x in ins32]
@@ -253,6 +277,33 @@ def test_extreme_inputs_float32_finite_and_accurate(L, a, p, lv_scale):
     (y.sum() + y_var.sum() + st.lam.sum() + st.eta.sum()).backward()
     for x in ins:
         assert torch.isfinite(x.grad).all()
+
+
+def test_cpu_dispatch_takes_the_loop_from_loop_min_lanes(monkeypatch):
+    """The torch backend on the CPU runs the time loop (forward and adjoint) at >= LOOP_MIN_LANES lanes and the tree
+    below; both give the reference's outputs and gradients."""
+    calls = []
+    for name in ("diagonal_filter_loop", "diagonal_filter_adjoint_loop", "diagonal_filter_scan",
+                 "diagonal_filter_adjoint"):
+        real = getattr(kla_functional, name)
+        monkeypatch.setattr(kla_functional, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name)
+                            or _real(*a, **kw))
+    lanes = kla_functional.LOOP_MIN_LANES
+    for B, M, S, want in ((2, lanes // 32, 16, "loop"), (1, lanes // 32 - 1, 32, "tree")):
+        calls.clear()
+        ins = random_inputs(B, 5, M, S, seed=B)
+        cot = _cot(B, 5, M, S, seed=B)
+
+        def via_api(*x):
+            y, y_var, st = kla_scan(*x[:6], initial_state=KLAState(x[6], x[7]), backend="torch")
+            return y, y_var, st.lam, st.eta
+
+        got = _grads(via_api, ins, cot)
+        ref = _grads(kla_scan_reference, ins, cot)
+        for name, g, w in zip(GRAD_NAMES, got, ref):
+            assert rel_rms(g, w) < 1e-10, name
+        loops = ["diagonal_filter_loop", "diagonal_filter_adjoint_loop"]
+        assert calls == (loops if want == "loop" else ["diagonal_filter_scan", "diagonal_filter_adjoint"]), calls
 
 
 def test_range_overflow_saturates_the_state():

@@ -504,3 +504,16 @@ def test_stop_after_at_or_below_the_current_step_takes_no_step(tmp_path):
     assert train(TrainConfig(steps=6, **TINY), out, progress=False, resume=True, stop_after=3)["step"] == 3
     assert train(TrainConfig(steps=6, **TINY), out, progress=False, resume=True, stop_after=3)["step"] == 3
     assert train(TrainConfig(steps=6, **TINY), out, progress=False, resume=True)["step"] == 6
+
+
+def test_bos_on_a_task_without_words_is_refused_by_name(tmp_path, capsys):
+    """--bos on a task other than the word problems: the CLI's error names the flag and says to drop it;
+    make_any_task refuses bos for the character LM by name, before building anything."""
+    from bayesfilt.nn.text import make_any_task
+    assert main(["train", "selective_copy", "--bos", "--steps", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--bos:" in err and "drop --bos" in err and "selective_copy" in err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(BayesfiltError, match=r"^bos:.*'lm'"):
+        make_any_task("lm", bos=True)

@@ -83,6 +83,9 @@ def run(args) -> int:
         raise value_error("--device", f"is {device!r}", "pass cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise value_error("--device", f"is {device!r} but no CUDA device is available", "pass --device cpu")
+    from ..nn.tasks import GROUPS
+    if args.bos and args.task not in GROUPS:                 # the flag, not TrainConfig's field, is what to drop
+        raise value_error("--bos", f"is for the word problems {GROUPS}, not task {args.task!r}", "drop --bos")
     cfg = TrainConfig(task=args.task, length=args.length, n_train=args.n_train, n_test=args.n_test,
                       mixer=args.mixer, layers=args.layers, d_model=args.d_model, d_state=args.d_state,
                       expand=args.expand, n_heads=args.heads, process_noise=not args.no_process_noise,

@@ -515,7 +515,9 @@ def make_any_task(name: str, *, seed: int = 0, length: int | None = None, n_trai
         >>> make_any_task("a5", length=3, n_train=4, n_test=2).name
         'a5'
     """
-    if name == LM_TASK and not bos:
+    if name == LM_TASK:
+        if bos:
+            raise value_error("bos", "is for the word problems, not the character LM task 'lm'", "pass bos=False")
         return lm_task(seed=seed, length=length, n_train=n_train, n_test=n_test)
     return make_task(name, seed=seed, length=length, n_train=n_train, n_test=n_test, bos=bos)
 

@@ -1,0 +1,118 @@
+"""The KLA scan's torch backend on the CPU: the parallel tree against the time loop (session 21).
+
+``bayesfilt.nn.functional`` runs the ``"torch"`` backend on the CPU as a loop over time vectorised over the
+B x M x S lanes (``bayesfilt.scan.diagonal.diagonal_filter_loop`` / ``diagonal_filter_adjoint_loop``) from
+``LOOP_MIN_LANES`` lanes, and as the parallel Möbius + affine tree below. This script times both forms at
+shapes from few lanes and long sequences to MAD's training shape (d_model 128: M = 256, S = 16, batch 128,
+L = 128), float32, forward alone and forward + adjoint backward (each backward recomputes its forward, as the
+custom op does), best of a few runs (``_common.best_of``), and the public ``kla_scan`` (forward + backward
+through autograd) as a user gets it. Parity first: at every shape the two forms' y, y_var and every gradient
+against each other (float32, relative RMS).
+
+Usage: python benchmarks/kla_scan_cpu.py [--quick] [--out benchmarks/results/kla_scan_cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import best_of, git_state, torch_record  # noqa: E402
+
+from bayesfilt.nn.functional import LOOP_MIN_LANES, kla_scan  # noqa: E402
+from bayesfilt.scan.diagonal import (diagonal_filter_adjoint, diagonal_filter_adjoint_loop,  # noqa: E402
+                                     diagonal_filter_loop, diagonal_filter_scan)
+
+#: (B, L, M, S): few lanes and long L, where the tree wins, up to MAD's training shape, where the loop does
+SHAPES = [(1, 4096, 2, 3), (1, 4096, 16, 8), (1, 4096, 32, 16), (2, 2048, 64, 16), (4, 1024, 64, 16),
+          (8, 512, 128, 16), (128, 128, 256, 16)]
+QUICK = [(1, 256, 2, 3), (2, 64, 64, 32)]
+
+
+def inputs(B: int, L: int, M: int, S: int, seed: int = 0) -> tuple:
+    """Float32 filter inputs and upstream gradients: v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, L, M, generator=g), torch.rand(B, L, M, generator=g) + 0.5,
+            torch.randn(B, L, S, generator=g) / S ** 0.5, torch.randn(B, L, S, generator=g) / S ** 0.5,
+            torch.rand(M, S, generator=g) * 0.5 + 0.45, torch.rand(M, S, generator=g) * 0.01,
+            torch.ones(B, M, S), torch.zeros(B, M, S), torch.randn(B, L, M, generator=g),
+            torch.randn(B, L, M, generator=g))
+
+
+def rel_rms(x, ref) -> float:
+    return float(torch.linalg.vector_norm((x - ref).double()) / torch.linalg.vector_norm(ref.double()).clamp(min=1e-300))
+
+
+def one_shape(B: int, L: int, M: int, S: int, repeats: int) -> dict:
+    """Times (s) of both forms at one shape, and their agreement."""
+    x = inputs(B, L, M, S)
+    fwd_args, grads = x[:8], x[8:]
+    with torch.no_grad():
+        tree_out, loop_out = diagonal_filter_scan(*fwd_args), diagonal_filter_loop(*fwd_args)
+        tree_g = diagonal_filter_adjoint(*fwd_args, *grads)
+        loop_g = diagonal_filter_adjoint_loop(*fwd_args, *grads)
+        parity = {"y": rel_rms(loop_out.y, tree_out.y), "y_var": rel_rms(loop_out.y_var, tree_out.y_var),
+                  **{f"grad_{n}": rel_rms(a, b) for n, a, b in
+                     zip(("v", "lambda_v", "k", "q", "a_bar", "p_bar", "lam0", "eta0"), loop_g, tree_g)}}
+        row = {"shape": [B, L, M, S], "lanes": B * M * S, "parity_rel_rms_loop_vs_tree": parity,
+               "tree_forward_s": best_of(lambda: diagonal_filter_scan(*fwd_args), repeats),
+               "loop_forward_s": best_of(lambda: diagonal_filter_loop(*fwd_args), repeats),
+               "tree_backward_s": best_of(lambda: diagonal_filter_adjoint(*fwd_args, *grads), repeats),
+               "loop_backward_s": best_of(lambda: diagonal_filter_adjoint_loop(*fwd_args, *grads), repeats)}
+    leaves = [t.clone().requires_grad_() for t in x[:6]]
+
+    def public():
+        y, y_var, _ = kla_scan(*leaves, backend="torch")
+        torch.autograd.grad((y * grads[0]).sum() + (y_var * grads[1]).sum(), leaves)
+
+    row["kla_scan_forward_backward_s"] = best_of(public, repeats)
+    row["kla_scan_form"] = "loop" if B * M * S >= LOOP_MIN_LANES else "tree"
+    row["loop_speedup_forward_backward"] = ((row["tree_forward_s"] + row["tree_backward_s"])
+                                            / (row["loop_forward_s"] + row["loop_backward_s"]))
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="two small shapes, one run each (a smoke test)")
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs per timing (default 3)")
+    ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/kla_scan_cpu.json; "
+                                                 "--quick: kla_scan_cpu_quick.json there)")
+    args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error(f"--repeats is {args.repeats}; pass 1 or more")
+    shapes, repeats = (QUICK, 1) if args.quick else (SHAPES, args.repeats)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   "kla_scan_cpu_quick.json" if args.quick else "kla_scan_cpu.json")
+    sha, dirty = git_state()
+    rows = []
+    for shp in shapes:
+        rows.append(one_shape(*shp, repeats))
+        r = rows[-1]
+        print(f"B, L, M, S = {tuple(shp)} ({r['lanes']} lanes): tree {r['tree_forward_s']:.3f} + "
+              f"{r['tree_backward_s']:.3f} s, loop {r['loop_forward_s']:.3f} + {r['loop_backward_s']:.3f} s "
+              f"(x{r['loop_speedup_forward_backward']:.2f}); kla_scan ({r['kla_scan_form']}) "
+              f"{r['kla_scan_forward_backward_s']:.3f} s; parity max "
+              f"{max(r['parity_rel_rms_loop_vs_tree'].values()):.1e}", flush=True)
+    worst = max(max(r["parity_rel_rms_loop_vs_tree"].values()) for r in rows)
+    record = {"benchmark": "kla_scan_cpu", **torch_record(), "cpu_count": os.cpu_count(),
+              "torch_threads": torch.get_num_threads(), "numpy": np.__version__, "git_commit": sha,
+              "git_dirty_bayesfilt": dirty, "dtype": "float32", "repeats": repeats,
+              "loop_min_lanes": LOOP_MIN_LANES, "parity_worst_rel_rms": worst,
+              "what": "seconds, best of repeats; backward = the adjoint with its forward recomputed; kla_scan = "
+                      "the public call's forward + backward (autograd), with the form it picks", "rows": rows}
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"wrote {out}")
+    return 0 if worst < 1e-4 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
