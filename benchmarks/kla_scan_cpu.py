@@ -31,8 +31,8 @@ from bayesfilt.scan.diagonal import (diagonal_filter_adjoint, diagonal_filter_ad
 
 #: (B, L, M, S): few lanes and long L, where the tree wins, up to MAD's training shape, where the loop does
 SHAPES = [(1, 4096, 2, 3), (1, 4096, 16, 8), (1, 4096, 32, 16), (2, 2048, 64, 16), (4, 1024, 64, 16),
-          (8, 512, 128, 16), (128, 128, 256, 16)]
-QUICK = [(1, 256, 2, 3), (2, 64, 64, 32)]
+          (8, 512, 64, 16), (4, 1024, 128, 16), (8, 512, 128, 16), (128, 128, 256, 16)]
+QUICK = [(1, 256, 2, 3), (2, 64, 128, 32)]
 
 
 def inputs(B: int, L: int, M: int, S: int, seed: int = 0) -> tuple:

@@ -86,11 +86,11 @@ def _schedule(L: int) -> tuple[str, Optional[int]]:
 
 #: Lanes (B x M x S) from which the ``"torch"`` backend runs on the CPU as a loop over time, vectorised over the
 #: lanes (``bayesfilt.scan.diagonal.diagonal_filter_loop`` and ``diagonal_filter_adjoint_loop``), instead of the
-#: parallel tree. Measured on the 2-core dev machine (float32, forward + adjoint, session 21): 6-512 lanes at
-#: L = 4096, tree 0.02-0.31 s against the loop's ~1.5 s (the loop pays ~0.36 ms per step of host overhead);
-#: 2,048 lanes at L = 2048, tree 0.62 s, loop 0.79 s; 524,288 lanes at L = 128 (MAD's d_model 128, batch 128),
-#: tree 29.7 s, loop 1.8 s. On CUDA the tree stays (the ``"triton"`` backend is the fast path there).
-LOOP_MIN_LANES = 4096
+#: parallel tree. The loop pays a fixed host cost per step (about 0.3 ms for forward + adjoint on the 2-core dev
+#: machine), the tree memory traffic per lane-step that grows once its [B, L, M, S] arrays leave the caches:
+#: ``benchmarks/results/kla_scan_cpu.json`` (float32, forward + adjoint) has the tree faster up to 4,096 lanes and
+#: the loop from 8,192 (docs/kla.md, "The scan on the CPU"). On CUDA the tree stays (``"triton"`` is the fast path).
+LOOP_MIN_LANES = 8192
 
 
 def _use_loop(v, k) -> bool:
