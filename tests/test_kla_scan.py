@@ -304,6 +304,10 @@ def test_cpu_dispatch_takes_the_loop_from_loop_min_lanes(monkeypatch):
             assert rel_rms(g, w) < 1e-10, name
         loops = ["diagonal_filter_loop", "diagonal_filter_adjoint_loop"]
         assert calls == (loops if want == "loop" else ["diagonal_filter_scan", "diagonal_filter_adjoint"]), calls
+    # off the CPU (CUDA; here the meta device stands in for it) the tree stays at any lane count
+    for dev, loop in (("cpu", True), ("meta", False)):
+        v, k = torch.empty(2, 5, lanes // 32, device=dev), torch.empty(2, 5, 16, device=dev)
+        assert kla_functional._use_loop(v, k) == loop, dev
 
 
 def test_range_overflow_saturates_the_state():
