@@ -19,3 +19,19 @@ def test_quick_run_writes_both_forms(tmp_path):
         assert max(r["parity_rel_rms_loop_vs_tree"].values()) < 1e-4
         assert r["kla_scan_form"] == ("loop" if r["lanes"] >= rec["loop_min_lanes"] else "tree")
     assert {r["kla_scan_form"] for r in rec["rows"]} == {"loop", "tree"}      # the quick shapes cover both
+
+
+def test_forms_that_disagree_are_not_timed(tmp_path, monkeypatch):
+    """Parity first: a loop form whose output differs from the tree's is reported, not timed, and the run fails."""
+    bench = load_script(BENCH / "kla_scan_cpu.py", "kla_scan_cpu_bench_bad")
+    real = bench.diagonal_filter_loop
+
+    def off_by_a_bit(*args, **kw):
+        out = real(*args, **kw)
+        return out._replace(y=out.y * 1.01)
+
+    monkeypatch.setattr(bench, "diagonal_filter_loop", off_by_a_bit)
+    out = tmp_path / "bad.json"
+    assert bench.main(["--quick", "--out", str(out)]) == 1
+    rows = json.loads(out.read_text())["rows"]
+    assert all(r["status"] == "parity failed" and "tree_forward_s" not in r for r in rows)

@@ -14,10 +14,10 @@ Backends:
 - ``"reference"``: the sequential torch loop (``bayesfilt.nn.reference``), differentiated
   by autograd: slow, the yardstick.
 - ``"torch"``: the parallel Möbius + affine scans (``bayesfilt.scan.diagonal``), vectorised
-  over lanes and time, CPU or GPU (on the CPU with at least ``LOOP_MIN_LANES`` lanes B x M x S: the same
-  recurrences as a loop over time vectorised over the lanes, much faster there); gradients by the exact adjoint recurrences (reverse
-  affine scans), registered as the torch custom ops ``bayesfilt::kla_scan`` /
-  ``bayesfilt::kla_scan_backward`` (so ``torch.compile`` and CUDA graphs see one opaque op
+  over lanes and time, CPU or GPU (on the CPU with at least ``LOOP_MIN_LANES`` lanes B x M x S: the
+  same recurrences as a loop over time vectorised over the lanes, much faster there); gradients by the
+  exact adjoint recurrences (reverse affine scans, or the reverse loop), registered as the torch
+  custom ops ``bayesfilt::kla_scan`` / ``bayesfilt::kla_scan_backward`` (so ``torch.compile`` and CUDA graphs see one opaque op
   with a fake-tensor shape rule and an autograd formula). :class:`KLAScanFunction` is the
   same forward/backward as a ``torch.autograd.Function``. Where the information form
   overflows (p = 0: lam_t grows like a^(-2t)), forward and backward are recomputed in the
@@ -86,7 +86,7 @@ def _schedule(L: int) -> tuple[str, Optional[int]]:
 
 #: Lanes (B x M x S) from which the ``"torch"`` backend runs on the CPU as a loop over time, vectorised over the
 #: lanes (``bayesfilt.scan.diagonal.diagonal_filter_loop`` and ``diagonal_filter_adjoint_loop``), instead of the
-#: parallel tree. The loop pays a fixed host cost per step (about 0.3 ms for forward + adjoint on the 2-core dev
+#: parallel tree. The loop pays a fixed host cost per step (about 0.36 ms for forward + adjoint on the 2-core dev
 #: machine), the tree memory traffic per lane-step that grows once its [B, L, M, S] arrays leave the caches:
 #: ``benchmarks/results/kla_scan_cpu.json`` (float32, forward + adjoint) has the tree faster up to 2,048 lanes, the
 #: two within 1.5x at 4,096 (each the faster in one of two runs), and the loop 1.7-11.6x faster from 8,192 (docs/kla.md,
@@ -237,7 +237,8 @@ class KLAScanFunction(torch.autograd.Function):
     """The torch parallel KLA scan with the exact adjoint backward, as an autograd Function.
 
     ``forward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout)`` returns
-    ``(y, y_var, lam_L, eta_L)``; ``backward`` runs the reverse affine scans of
+    ``(y, y_var, lam_L, eta_L)``; ``backward`` runs (from ``LOOP_MIN_LANES`` lanes on the CPU as the reverse
+    loop ``diagonal_filter_adjoint_loop``) the reverse affine scans of
     ``bayesfilt.scan.diagonal.diagonal_filter_adjoint`` (docs/math/kla.md, "Adjoint"): the
     specification the fused GPU backward follows. The inputs must already be validated
     and of one float dtype (use :func:`kla_scan` for checked inputs).

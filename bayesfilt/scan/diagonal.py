@@ -7,6 +7,8 @@ is positive since every entry is >= 0 and the diagonal > 0) gives every lam_t. G
 precision path, eta_t = f_t eta_{t-1} + beta_t with f_t = a / (a^2 + p lam_{t-1}) is an
 affine recursion, scanned with pairs (A, b). docs/math/kla.md derives both and the adjoint
 (backward) recurrences, which are two more affine scans run in reverse time.
+:func:`diagonal_filter_loop` and :func:`diagonal_filter_adjoint_loop` run the same recurrences as loops over
+time, vectorised over the lanes (the torch backend's form on the CPU with many lanes).
 
 Everything here is array-generic: the same code runs on NumPy arrays and on torch tensors
 (CPU or GPU), vectorised over all lanes and, in the tree schedule, over time. No
@@ -585,21 +587,23 @@ def diagonal_filter_adjoint_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_
     g_v, g_lv, g_k, g_q = _empty(v, (B, L, M)), _empty(v, (B, L, M)), _empty(k, (B, L, S)), _empty(q, (B, L, S))
     g_y = v * 0 if g_y is None else g_y                              # None = zero
     g_y_var = v * 0 if g_y_var is None else g_y_var
-    a2 = a_bar * a_bar
+    a2 = a_bar * a_bar                                               # a^2
     c_mean = a_bar if prior_readout else 1.0                         # y_t = sum q c_mean mu_t
     c_var = a2 if prior_readout else 1.0                             # y_var_t = sum q^2 (c_var / lam_t [+ p])
-    g_a, g_p = a_bar * 0, p_bar * 0
-    carry_eta, carry_lam = lam0 * 0, lam0 * 0                        # f_{t+1} G_eta_{t+1}; f_{t+1}^2 G_lam_{t+1} + K_{t+1}
+    g_a, g_p = a_bar * 0, p_bar * 0                                  # dLoss/da, dLoss/dp, summed over b and t
+    # f_{t+1} G_eta_{t+1} and f_{t+1}^2 G_lam_{t+1} + K_{t+1}: zero after the last step
+    carry_eta, carry_lam = lam0 * 0, lam0 * 0
     for t in range(L - 1, -1, -1):
         lam, eta = lams[:, t], etas[:, t]                            # lam_t, eta_t
         lam_p, eta_p = (lams[:, t - 1], etas[:, t - 1]) if t else (lam0, eta0)    # lam_{t-1}, eta_{t-1}
-        kt, qt = k[:, t, None, :], q[:, t, None, :]
-        lv, vv = lambda_v[:, t, :, None], v[:, t, :, None]
+        kt, qt = k[:, t, None, :], q[:, t, None, :]                  # k_t[s], q_t[s] over m
+        lv, vv = lambda_v[:, t, :, None], v[:, t, :, None]           # lambda_v_t[m], v_t[m] over s
         gy, gv = g_y[:, t, :, None], g_y_var[:, t, :, None]          # dLoss/dy_t, dLoss/dy_var_t over s
-        inv = 1.0 / lam
+        inv = 1.0 / lam                                              # 1 / lam_t
         mu = eta * inv                                               # mu_t
         G_eta = gy * qt * c_mean * inv + carry_eta                   # r_eta_t + f_{t+1} G_eta_{t+1}
-        G_lam = -(gy * qt * c_mean * mu + gv * qt * qt * c_var * inv) * inv + carry_lam   # r_lam_t + ...
+        r_lam = -(gy * qt * c_mean * mu + gv * qt * qt * c_var * inv) * inv    # -(q c mu + q^2 c_v / lam) / lam
+        G_lam = r_lam + carry_lam                                    # r_lam_t + f_{t+1}^2 G_lam_{t+1} + K_{t+1}
         if t == L - 1:                                               # the final state's upstream gradients
             G_eta = G_eta if g_eta is None else G_eta + g_eta
             G_lam = G_lam if g_lam is None else G_lam + g_lam
@@ -613,6 +617,7 @@ def diagonal_filter_adjoint_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_
         var = c_var * inv + p_bar if prior_readout else inv          # d y_var_t / d q_t^2
         g_q[:, t] = (gy * c_mean * mu).sum(1) + 2.0 * q[:, t] * (gv * var).sum(1)   # dy/dq = c mu, dy_var/dq = 2 q var
         r = lam_p / d                                                # predicted precision lam_{t-1} / d_t
+        # d lam_t/da = -2 a lam_{t-1} / d_t^2, d f_t/da = (p lam_{t-1} - a^2) / d_t^2
         g_a = g_a + (G_lam * (-2.0 * a_bar * r / d) + G_eta * eta_p * ((p_bar * r - a_bar * f) / d)).sum(0)
         g_p = g_p + (G_lam * (-r * r) + G_eta * eta_p * (-f * r)).sum(0)   # d lam_t/dp = -r^2, d f_t/dp = -f r
         if prior_readout:
