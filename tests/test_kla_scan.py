@@ -466,3 +466,22 @@ def test_variance_off_returns_none_and_the_same_rest(backend, prior):
         runs.append([y, st.lam, st.eta] + list(torch.autograd.grad(loss, xs)))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+
+
+def test_check_command_covers_the_cpu_loop(monkeypatch):
+    """`bayesfilt check` has rows for the torch backend's time loop (LOOP_MIN_LANES lanes on the CPU) beside the
+    default shape's tree rows; the loop rows come from the loop (a broken loop fails them, not the tree rows)."""
+    from bayesfilt.cli.check import kla_rows
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    rows = kla_rows()
+    loop = [r for r in rows if r.variant.startswith("cpu loop: ")]
+    assert len(loop) == 12 and all(r.backend == "torch" and r.passed for r in loop)
+    real = kla_functional.diagonal_filter_loop
+
+    def broken(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return out._replace(y=out.y * 1.01)
+
+    monkeypatch.setattr(kla_functional, "diagonal_filter_loop", broken)
+    rows = kla_rows()
+    assert [r.variant for r in rows if r.passed is False] == ["cpu loop: y"]
