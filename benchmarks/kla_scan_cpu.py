@@ -7,7 +7,9 @@ shapes from few lanes and long sequences to MAD's training shape (d_model 128: M
 L = 128), float32, forward alone and forward + adjoint backward (each backward recomputes its forward, as the
 custom op does), best of a few runs (``_common.best_of``), and the public ``kla_scan`` (forward + backward
 through autograd) as a user gets it. Parity first: at every shape the two forms' y, y_var and every gradient
-against each other (float32, relative RMS).
+against each other (float32, relative RMS). From ``LOOP_MIN_LANES`` lanes also p = 0, where the backend runs the
+moment form and differentiates it by ``torch.func.vjp``: the time loop (``diagonal_filter_loop_moments``) and,
+while memory allows (``P0_TREE_MAX``), the tree.
 
 Usage: python benchmarks/kla_scan_cpu.py [--quick] [--out benchmarks/results/kla_scan_cpu.json]
 """
@@ -27,11 +29,15 @@ from _common import best_of, git_state, torch_record  # noqa: E402
 
 from bayesfilt.nn.functional import LOOP_MIN_LANES, kla_scan  # noqa: E402
 from bayesfilt.scan.diagonal import (diagonal_filter_adjoint, diagonal_filter_adjoint_loop,  # noqa: E402
-                                     diagonal_filter_loop, diagonal_filter_scan)
+                                     diagonal_filter_loop, diagonal_filter_loop_moments, diagonal_filter_scan,
+                                     diagonal_filter_scan_moments)
 
 #: (B, L, M, S): few lanes and long L, where the tree wins, up to MAD's training shape, where the loop does
 SHAPES = [(1, 4096, 2, 3), (1, 4096, 16, 8), (1, 4096, 32, 16), (2, 2048, 64, 16), (4, 1024, 64, 16),
-          (8, 512, 64, 16), (4, 1024, 128, 16), (8, 512, 128, 16), (128, 128, 256, 16)]
+          (8, 512, 64, 16), (4, 1024, 128, 16), (8, 512, 128, 16), (32, 128, 256, 16), (128, 128, 256, 16)]
+#: largest B L M S at which the p = 0 (moment form) rows also time the tree, whose reverse-mode pass keeps every
+#: level's [B, L, M, S] arrays (5.2 GB peak at 2^24 in a probe; about 20 GB at MAD's shape, most of this machine)
+P0_TREE_MAX = 2 ** 24
 QUICK = [(1, 256, 2, 3), (2, 64, 128, 32)]
 #: relative RMS within which the two float32 forms must agree before they are timed
 PARITY_TOL = 1e-4
@@ -77,10 +83,36 @@ def one_shape(B: int, L: int, M: int, S: int, repeats: int) -> dict:
         torch.autograd.grad((y * grads[0]).sum() + (y_var * grads[1]).sum(), leaves)
 
     row["kla_scan_forward_backward_s"] = best_of(public, repeats)
+    if B * M * S >= LOOP_MIN_LANES:                               # p = 0: the moment form, differentiated by vjp
+        row.update(p0_moments(x, repeats, tree=B * L * M * S <= P0_TREE_MAX))
     row["kla_scan_form"] = "loop" if B * M * S >= LOOP_MIN_LANES else "tree"
     row["loop_speedup_forward_backward"] = ((row["tree_forward_s"] + row["tree_backward_s"])
                                             / (row["loop_forward_s"] + row["loop_backward_s"]))
     return row
+
+
+def p0_moments(x: tuple, repeats: int, tree: bool) -> dict:
+    """Forward + reverse-mode backward (``torch.func.vjp``, as the torch backend differentiates p = 0) of the moment
+    form at p = 0: the time loop, and the tree when ``tree``; their y agree first (relative RMS)."""
+    args = list(x[:8])
+    args[5] = torch.zeros_like(args[5])                           # p = 0
+
+    def run(loop: bool):
+        def fwd(*xs):
+            if loop:
+                o = diagonal_filter_loop_moments(*xs)
+                return o.y, o.y_var, o.lams, o.etas
+            o = diagonal_filter_scan_moments(*xs)
+            return o.y, o.y_var, o.lams[:, -1], o.etas[:, -1]
+        outs, vjp = torch.func.vjp(fwd, *args)
+        vjp(tuple(torch.ones_like(o) for o in outs))
+        return outs[0]
+
+    out = {"p0_loop_vjp_s": best_of(lambda: run(True), repeats)}
+    if tree:
+        out["p0_parity_rel_rms_loop_vs_tree"] = rel_rms(run(True), run(False))
+        out["p0_tree_vjp_s"] = best_of(lambda: run(False), repeats)
+    return out
 
 
 def main(argv=None) -> int:
@@ -107,14 +139,18 @@ def main(argv=None) -> int:
               f"{r['tree_backward_s']:.3f} s, loop {r['loop_forward_s']:.3f} + {r['loop_backward_s']:.3f} s "
               f"(x{r['loop_speedup_forward_backward']:.2f}); kla_scan ({r['kla_scan_form']}) "
               f"{r['kla_scan_forward_backward_s']:.3f} s; parity max "
-              f"{max(r['parity_rel_rms_loop_vs_tree'].values()):.1e}", flush=True)
-    worst = max(max(r["parity_rel_rms_loop_vs_tree"].values()) for r in rows)
+              f"{max(r['parity_rel_rms_loop_vs_tree'].values()):.1e}"
+              + (f"; p = 0 (moments, vjp): loop {r['p0_loop_vjp_s']:.3f} s" if "p0_loop_vjp_s" in r else "")
+              + (f", tree {r['p0_tree_vjp_s']:.3f} s" if "p0_tree_vjp_s" in r else ""), flush=True)
+    worst = max([max(r["parity_rel_rms_loop_vs_tree"].values()) for r in rows]
+                + [r["p0_parity_rel_rms_loop_vs_tree"] for r in rows if "p0_parity_rel_rms_loop_vs_tree" in r])
     record = {"benchmark": "kla_scan_cpu", **torch_record(), "cpu_count": os.cpu_count(),
               "torch_threads": torch.get_num_threads(), "numpy": np.__version__, "git_commit": sha,
               "git_dirty_bayesfilt": dirty, "dtype": "float32", "repeats": repeats,
               "loop_min_lanes": LOOP_MIN_LANES, "parity_worst_rel_rms": worst,
               "what": "seconds, best of repeats; backward = the adjoint with its forward recomputed; kla_scan = "
-                      "the public call's forward + backward (autograd), with the form it picks", "rows": rows}
+                      "the public call's forward + backward (autograd), with the form it picks; p0_*: the moment "
+                      "form at p = 0, forward + torch.func.vjp, loop and (up to P0_TREE_MAX) tree", "rows": rows}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(record, f, indent=1)

@@ -13,9 +13,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bayesfilt.filters.diagonal import diagonal_information_filter  # noqa: E402
+import bayesfilt.nn.functional as kla_functional  # noqa: E402
 from bayesfilt.nn.functional import KLAState, kla_scan, kla_step  # noqa: E402
 from bayesfilt.nn.reference import kla_scan_reference  # noqa: E402
-from bayesfilt.scan.diagonal import diagonal_filter_scan, diagonal_filter_scan_moments  # noqa: E402
+from bayesfilt.scan.diagonal import (diagonal_filter_loop_moments, diagonal_filter_scan,  # noqa: E402
+                                     diagonal_filter_scan_moments)
 
 F64 = torch.float64
 
@@ -46,6 +48,10 @@ def test_moment_form_equals_information_form_float64(prior):
     mom = diagonal_filter_scan_moments(*ins, prior_readout=prior)
     assert rel_rms(mom.y, info.y) < 1e-12 and rel_rms(mom.y_var, info.y_var) < 1e-12
     assert rel_rms(mom.lams, 1 / info.lams) < 1e-12 and rel_rms(mom.etas, info.etas / info.lams) < 1e-12
+    loop = diagonal_filter_loop_moments(*ins, prior_readout=prior)            # the time loop: final moments only
+    assert rel_rms(loop.y, info.y) < 1e-12 and rel_rms(loop.y_var, info.y_var) < 1e-12
+    assert rel_rms(loop.lams, 1 / info.lams[:, -1]) < 1e-12
+    assert rel_rms(loop.etas, info.etas[:, -1] / info.lams[:, -1]) < 1e-12
 
 
 @pytest.mark.parametrize("backend", ["torch", "reference"])
@@ -60,8 +66,11 @@ def test_p0_float32_equals_numpy_spec_where_float64_is_finite(backend):
     assert rel_rms(y, spec.y) < 1e-4 and rel_rms(y_var, spec.y_var) < 1e-4
 
 
-@pytest.mark.parametrize("backend", ["torch", "reference"])
-def test_p0_a09_L4096_float32_finite_and_equal_to_float64_reference(backend):
+@pytest.mark.parametrize("backend", ["torch", "reference", "torch-loop"])
+def test_p0_a09_L4096_float32_finite_and_equal_to_float64_reference(backend, monkeypatch):
+    if backend == "torch-loop":                       # the torch backend's CPU time loops
+        _force_loop(monkeypatch, True)
+        backend = "torch"
     ins = inputs(4096, B=1, M=2, S=3, seed=2)
     ref = kla_scan_reference(*ins)
     xs = [x.float().requires_grad_() for x in ins]
@@ -141,12 +150,20 @@ def test_cli_training_without_process_noise_has_finite_losses(tmp_path, capsys):
     assert np.isfinite(recs[-1]["eval_loss"])
 
 
+def _force_loop(monkeypatch, loop: bool):
+    """The torch backend's CPU time loops (information and moment form) at any lane count, or the tree."""
+    monkeypatch.setattr(kla_functional, "LOOP_MIN_LANES", 0 if loop else 2 ** 62)
+
+
 @pytest.mark.parametrize("dtype,L,a", [(torch.float32, 90, 0.8), (torch.float64, 60, 0.5)])
-def test_p0_gradient_wrt_p_torch_backend(dtype, L, a):
+@pytest.mark.parametrize("loop", [False, True])
+def test_p0_gradient_wrt_p_torch_backend(dtype, L, a, loop, monkeypatch):
     """d/dp at p = 0: the adjoint's two terms grow like a^(-4t) and cancel (float32: 0.8 relative
     error at a = 0.8, L = 90, found in review, session 8; float64 later: -737 for 77.4 at a = 0.5,
     L = 60, session 9), so the torch backend differentiates the moment form when p has zeros and its
-    gradient is wanted, in both dtypes. Against float64 autograd of the reference."""
+    gradient is wanted, in both dtypes. Against float64 autograd of the reference; the parallel tree and
+    the CPU time loop alike."""
+    _force_loop(monkeypatch, loop)
     ins = inputs(L, B=1, M=2, S=3, a=a, seed=5)
     xs = [x.to(dtype).requires_grad_() for x in ins[:6]]
     y, y_var, _ = kla_scan(*xs, backend="torch", validate=False)
@@ -159,10 +176,12 @@ def test_p0_gradient_wrt_p_torch_backend(dtype, L, a):
 
 
 @pytest.mark.parametrize("L", [62, 63, 64, 65, 66])
-def test_p0_state_finite_at_the_overflow_token(L):
+@pytest.mark.parametrize("loop", [False, True])
+def test_p0_state_finite_at_the_overflow_token(L, loop, monkeypatch):
     """a = 0.5, p = 0: lam_t ~ 4^t passes float32's range at t ~ 64. On that token y can still be
     finite while lam_L is inf; the torch backend then takes the moment form too (it returned the
     information form's inf state, and the saturation made it NaN; found in review, session 8)."""
+    _force_loop(monkeypatch, loop)
     g = torch.Generator().manual_seed(L)
     ins = [torch.randn(1, L, 1, generator=g, dtype=F64), torch.ones(1, L, 1, dtype=F64),
            torch.ones(1, L, 1, dtype=F64), torch.ones(1, L, 1, dtype=F64),
@@ -173,11 +192,13 @@ def test_p0_state_finite_at_the_overflow_token(L):
     assert float((y.double() - ref[0]).abs().max()) < 1e-4
 
 
-def test_p0_gradient_through_a_saturated_final_state_is_finite():
+@pytest.mark.parametrize("loop", [False, True])
+def test_p0_gradient_through_a_saturated_final_state_is_finite(loop, monkeypatch):
     """float32, p = 0, a = 0.8, L = 200: the final variance underflows to 0 and the returned state is
     saturated at LAM_MAX. A loss through the final state's mean had NaN d/dp and inf d/d(eta0) (the
     backward divided by the underflowed variance); it now differentiates what the forward returned,
     and matches float64 autograd of the reference (whose state is not saturated there)."""
+    _force_loop(monkeypatch, loop)
     ins = inputs(200, B=1, M=1, S=2, a=0.8, seed=1)
     lam0, eta0 = torch.ones(1, 1, 2, dtype=F64), torch.zeros(1, 1, 2, dtype=F64) + 0.3
     xs = [x.float().requires_grad_() for x in ins[:6]] + [lam0.float().requires_grad_(), eta0.float().requires_grad_()]

@@ -485,3 +485,30 @@ def test_check_command_covers_the_cpu_loop(monkeypatch):
     monkeypatch.setattr(kla_functional, "diagonal_filter_loop", broken)
     rows = kla_rows()
     assert [r.variant for r in rows if r.passed is False] == ["cpu loop: y"]
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_moment_form_takes_the_loop_with_the_information_form(loop, monkeypatch):
+    """Where the torch backend falls back to the moment form (p = 0 with its gradient wanted; an overflowing
+    information form), it runs the moment form as the time loop when the information form runs as one, else the
+    tree; the gradients are float64 autograd of the reference's either way."""
+    _force_loop(monkeypatch, loop)
+    calls = []
+    for name in ("diagonal_filter_loop_moments", "diagonal_filter_scan_moments"):
+        real = getattr(kla_functional, name)
+        monkeypatch.setattr(kla_functional, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name)
+                            or _real(*a, **kw))
+    ins = list(random_inputs(2, 30, 3, 4, seed=4))
+    ins[5] = ins[5] * 0                                            # p = 0: the backward differentiates the moments
+    cot = _cot(2, 30, 3, 4, seed=4)
+
+    def via_api(*x):
+        y, y_var, st = kla_scan(*x[:6], initial_state=KLAState(x[6], x[7]), backend="torch")
+        return y, y_var, st.lam, st.eta
+
+    got = _grads(via_api, ins, cot)
+    want = _grads(kla_scan_reference, ins, cot)
+    for name, g, w in zip(GRAD_NAMES, got, want):
+        assert rel_rms(g, w) < 1e-10, name
+    form = "diagonal_filter_loop_moments" if loop else "diagonal_filter_scan_moments"
+    assert calls and set(calls) == {form}, calls

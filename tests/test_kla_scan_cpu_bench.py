@@ -19,6 +19,9 @@ def test_quick_run_writes_both_forms(tmp_path):
         assert max(r["parity_rel_rms_loop_vs_tree"].values()) < 1e-4
         assert r["kla_scan_form"] == ("loop" if r["lanes"] >= rec["loop_min_lanes"] else "tree")
     assert {r["kla_scan_form"] for r in rec["rows"]} == {"loop", "tree"}      # the quick shapes cover both
+    for r in rec["rows"]:                                 # p = 0 (moment form, vjp) where the loop runs
+        assert ("p0_loop_vjp_s" in r) == (r["kla_scan_form"] == "loop")
+    assert all(r["p0_parity_rel_rms_loop_vs_tree"] < 1e-4 for r in rec["rows"] if "p0_tree_vjp_s" in r)
 
 
 def test_forms_that_disagree_are_not_timed(tmp_path, monkeypatch):

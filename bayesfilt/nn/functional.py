@@ -43,7 +43,7 @@ import torch
 from ..errors import BayesfiltError, type_error, value_error
 from ..validation import check_bool
 from ..scan.diagonal import (diagonal_filter_adjoint, diagonal_filter_adjoint_loop, diagonal_filter_loop,
-                             diagonal_filter_scan, diagonal_filter_scan_moments)
+                             diagonal_filter_loop_moments, diagonal_filter_scan, diagonal_filter_scan_moments)
 from .reference import kla_scan_reference, kla_step_reference, lam_max, moments_to_state
 
 __all__ = ["BACKENDS", "CheckRow", "KLAScanFunction", "KLAState", "check_backends", "kla_scan", "kla_step",
@@ -125,8 +125,18 @@ def _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: boo
         return res                                             # (a finite y beside an inf lam_L: moment form)
     # the information form overflowed (p = 0: lam_t grows like a^(-2t)); the moment form (variance
     # and mean per lane) is the same filter with bounded quantities (docs/math/kla.md)
+    out = _moments_forward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout)
+    return (out.y, out.y_var, *moments_to_state(out.lams, out.etas))     # (lams, etas: sig2_L, mu_L here)
+
+
+def _moments_forward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: bool):
+    """The moment form's (y, y_var, sig2_L, mu_L) as a DiagonalScanOutput: the time loop where the information
+    form runs as one (``_use_loop``), else the parallel tree."""
+    if _use_loop(v, k):
+        return diagonal_filter_loop_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout)
+    sched, chunk = _schedule(v.shape[1])
     out = diagonal_filter_scan_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, sched, chunk)
-    return (out.y, out.y_var, *moments_to_state(out.lams[:, -1], out.etas[:, -1]))   # (lams, etas: sig2, mu here)
+    return out._replace(lams=out.lams[:, -1], etas=out.etas[:, -1])
 
 
 def _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout: bool,
@@ -155,11 +165,9 @@ def _moments_vjp(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_la
     Used where the information-form adjoint overflows (p = 0: its factors grow like a^(-2t));
     the moment form's coefficients are bounded. ``torch.func.vjp`` also works inside the custom
     op's implementation, where the autograd dispatch keys are excluded."""
-    sched, chunk = _schedule(v.shape[1])
-
     def fwd(*xs):
-        out = diagonal_filter_scan_moments(*xs, prior_readout, sched, chunk)
-        return out.y, out.y_var, out.lams[:, -1], out.etas[:, -1]
+        out = _moments_forward(*xs, prior_readout)
+        return out.y, out.y_var, out.lams, out.etas
 
     (_, _, sig2, mu), vjp = torch.func.vjp(fwd, v, lambda_v, k, q, a_bar, p_bar, lam0, eta0)
     # the state the forward returned (moments_to_state): lam_L = 1/max(sig2_L, 1/LAM_MAX), eta_L = mu_L lam_L.

@@ -46,7 +46,8 @@ import numpy as np
 from .core import SCHEDULES, scan as core_scan
 
 __all__ = ["SCHEDULES", "affine_combine", "diagonal_filter_adjoint", "diagonal_filter_adjoint_loop",
-           "diagonal_filter_loop", "diagonal_filter_scan", "mobius_combine", "precision_path", "readout", "scan"]
+           "diagonal_filter_loop", "diagonal_filter_loop_moments", "diagonal_filter_scan", "mobius_combine",
+           "precision_path", "readout", "scan"]
 
 
 # ----------------------------------------------------------------------------- array helpers
@@ -59,6 +60,13 @@ def _cat(xs: Sequence, axis: int):
         return np.concatenate(xs, axis=axis)
     import torch
     return torch.cat(list(xs), dim=axis)
+
+
+def _stack(xs: Sequence, axis: int):
+    if _is_numpy(xs[0]):
+        return np.stack(xs, axis=axis)
+    import torch
+    return torch.stack(list(xs), dim=axis)
 
 
 def _flip(x, axis: int):
@@ -543,6 +551,51 @@ def diagonal_filter_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_read
         if paths:
             lams[:, t], etas[:, t] = lam, eta
     return DiagonalScanOutput(y, y_var, lams if paths else lam, etas if paths else eta)
+
+
+def diagonal_filter_loop_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: bool = False):
+    """:func:`diagonal_filter_scan_moments` (the moment form, free of overflow at p = 0) as a loop over time.
+
+    The same per-lane recurrences in variance and mean, one step per iteration, vectorised over the lanes; the
+    outputs are built by stacking, without in-place writes, so ``torch.func.vjp`` differentiates it (the torch
+    backend's gradients at p = 0 on the CPU with many lanes). NumPy or torch, no validation.
+
+    Args:
+        v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: as :func:`diagonal_filter_scan`.
+
+    Returns:
+        :class:`DiagonalScanOutput`: y, y_var (B, L, M); ``lams`` and ``etas`` hold the final variance sig2_L
+        and mean mu_L (B, M, S), not lam and eta.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> B, L, M, S = 2, 9, 3, 4
+        >>> args = (rng.standard_normal((B, L, M)), rng.uniform(0.5, 2.0, (B, L, M)), rng.standard_normal((B, L, S)),
+        ...         rng.standard_normal((B, L, S)), rng.uniform(0.5, 1.0, (M, S)), np.zeros((M, S)),
+        ...         np.full((B, M, S), 2.0), rng.standard_normal((B, M, S)))
+        >>> tree, loop = diagonal_filter_scan_moments(*args), diagonal_filter_loop_moments(*args)
+        >>> bool(np.abs(loop.y - tree.y).max() < 1e-12 and np.allclose(loop.lams, tree.lams[:, -1]))
+        True
+    """
+    L = v.shape[1]
+    a2 = a_bar * a_bar                                               # a^2
+    sig2, mu = 1.0 / lam0, eta0 / lam0                               # sig2_0 = 1 / lam_0, mu_0 = eta_0 / lam_0
+    ys, y_vars = [], []
+    for t in range(L):
+        kt, qt = k[:, t, None, :], q[:, t, None, :]                  # k_t[s], q_t[s] over m
+        lv = lambda_v[:, t, :, None]                                 # lambda_v_t[m] over s
+        prior_var = a2 * sig2 + p_bar                                # P_t = a^2 sig2_{t-1} + p
+        den = 1.0 + lv * kt * kt * prior_var                         # 1 + phi_t P_t
+        mu = (a_bar / den) * mu + prior_var * lv * kt * v[:, t, :, None] / den   # mu_t = g_t mu_{t-1} + h_t
+        sig2 = prior_var / den                                       # sig2_t = P_t / (1 + phi_t P_t)
+        if prior_readout:
+            ys.append((qt * (a_bar * mu)).sum(-1))                   # y_t = sum_s q_t a mu_t
+            y_vars.append((qt * qt * (a2 * sig2 + p_bar)).sum(-1))   # y_var_t = sum_s q_t^2 (a^2 sig2_t + p)
+        else:
+            ys.append((qt * mu).sum(-1))                             # y_t = sum_s q_t mu_t
+            y_vars.append((qt * qt * sig2).sum(-1))                  # y_var_t = sum_s q_t^2 sig2_t
+    return DiagonalScanOutput(_stack(ys, 1), _stack(y_vars, 1), sig2, mu)
 
 
 def diagonal_filter_adjoint_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam=None, g_eta=None,
