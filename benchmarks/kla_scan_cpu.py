@@ -35,8 +35,9 @@ from bayesfilt.scan.diagonal import (diagonal_filter_adjoint, diagonal_filter_ad
 #: (B, L, M, S): few lanes and long L, where the tree wins, up to MAD's training shape, where the loop does
 SHAPES = [(1, 4096, 2, 3), (1, 4096, 16, 8), (1, 4096, 32, 16), (2, 2048, 64, 16), (4, 1024, 64, 16),
           (8, 512, 64, 16), (4, 1024, 128, 16), (8, 512, 128, 16), (32, 128, 256, 16), (128, 128, 256, 16)]
-#: largest B L M S at which the p = 0 (moment form) rows also time the tree, whose reverse-mode pass keeps every
-#: level's [B, L, M, S] arrays (5.2 GB peak at 2^24 in a probe; about 20 GB at MAD's shape, most of this machine)
+#: largest B L M S at which the p = 0 (moment form) rows also time the tree, whose reverse-mode pass keeps several
+#: [B, L, M, S] arrays per level (an uncommitted probe on the 2-core dev machine peaked at 5.2 GB at 2^24, so MAD's
+#: shape, 2^26, would need most of its 23 GB)
 P0_TREE_MAX = 2 ** 24
 QUICK = [(1, 256, 2, 3), (2, 64, 128, 32)]
 #: relative RMS within which the two float32 forms must agree before they are timed

@@ -88,9 +88,10 @@ def _schedule(L: int) -> tuple[str, Optional[int]]:
 #: lanes (``bayesfilt.scan.diagonal.diagonal_filter_loop`` and ``diagonal_filter_adjoint_loop``), instead of the
 #: parallel tree. The loop pays a fixed host cost per step (about 0.36 ms for forward + adjoint on the 2-core dev
 #: machine), the tree memory traffic per lane-step that grows once its [B, L, M, S] arrays leave the caches:
-#: ``benchmarks/results/kla_scan_cpu.json`` (float32, forward + adjoint) has the tree faster up to 2,048 lanes, the
-#: two within 1.5x at 4,096 (each the faster in one of two runs), and the loop 1.7-11.6x faster from 8,192 (docs/kla.md,
-#: "The scan on the CPU"). On CUDA the tree stays (``"triton"`` is the fast path there).
+#: ``benchmarks/results/kla_scan_cpu_c9db663.json`` and ``kla_scan_cpu.json`` (float32, forward + adjoint, two
+#: runs) have the tree faster up to 2,048 lanes, the two close at 4,096 (the loop 1.2x and 1.5x faster; the tree
+#: 1.5x in an earlier run not kept), and the loop 1.7-11.6x faster from 8,192 (docs/kla.md, "The scan on the CPU").
+#: On CUDA the tree stays (``"triton"`` is the fast path there).
 LOOP_MIN_LANES = 8192
 
 
