@@ -1358,7 +1358,16 @@ s21c)
 s21d)
     # session 21's last call (kind nvidia-h200; carry .tcache): KLA seed 0 on fuzzy recall at three more points of MAD's
     # lr x weight-decay grid (lr 1e-3 with wd 0 and 0.1, lr 5e-4 with wd 0), mad-lab's score per run (mad_accuracy,
-    # now with mad_step and mad_curve), so that mad_pct is a best over four grid points for seed 0 (with s22a)
+    # now with mad_step and mad_curve), so that mad_pct is a best over four grid points for seed 0 (with s21b)
+    c21="--tasks fuzzy_recall --steps 20000 --max-seconds ${MAD_SECONDS:-265} --kill-after 300 --mixers kla --seeds 0"
+    timeout 330 python3 benchmarks/kla_mad.py $c21 --lr 1e-3 --weight-decay 0 0.1 \
+        --workdir /tmp/kla_mad_d1 --out "$OUT/kla_mad_${stage}_lr1e-3.json" > "$LOG/mad_d1.log" 2>&1 &
+    timeout 330 python3 benchmarks/kla_mad.py $c21 --lr 5e-4 --weight-decay 0 --no-warm \
+        --workdir /tmp/kla_mad_d2 --out "$OUT/kla_mad_${stage}_lr5e-4.json" > "$LOG/mad_d2.log" 2>&1 &
+    wait
+    el "kla_mad done"; tail -n 4 "$LOG"/mad_*.log | cut -c1-300
+    ;;
+s22a)
     # prepared in session 21, not yet run (kind nvidia-h200; carry .tcache): MAD's lr x weight-decay grid on fuzzy
     # recall, completed for KLA seed 0 with mad-lab's score (lr 1e-4 at weight decay 0 and 0.1; lr 5e-4, weight
     # decay 0 to the end, which s21d cut at 62%) and seed 1 at lr 5e-4, weight decay 0; every evaluation records
@@ -1368,15 +1377,6 @@ s21d)
         --workdir /tmp/kla_mad_e1 --out "$OUT/kla_mad_${stage}_lr1e-4.json" > "$LOG/mad_e1.log" 2>&1 &
     timeout 540 python3 benchmarks/kla_mad.py $c22 --seeds 0 1 --lr 5e-4 --weight-decay 0 --no-warm \
         --workdir /tmp/kla_mad_e2 --out "$OUT/kla_mad_${stage}_lr5e-4.json" > "$LOG/mad_e2.log" 2>&1 &
-    wait
-    el "kla_mad done"; tail -n 4 "$LOG"/mad_*.log | cut -c1-300
-    ;;
-s21b)
-    c21="--tasks fuzzy_recall --steps 20000 --max-seconds ${MAD_SECONDS:-265} --kill-after 300 --mixers kla --seeds 0"
-    timeout 330 python3 benchmarks/kla_mad.py $c21 --lr 1e-3 --weight-decay 0 0.1 \
-        --workdir /tmp/kla_mad_d1 --out "$OUT/kla_mad_${stage}_lr1e-3.json" > "$LOG/mad_d1.log" 2>&1 &
-    timeout 330 python3 benchmarks/kla_mad.py $c21 --lr 5e-4 --weight-decay 0 --no-warm \
-        --workdir /tmp/kla_mad_d2 --out "$OUT/kla_mad_${stage}_lr5e-4.json" > "$LOG/mad_d2.log" 2>&1 &
     wait
     el "kla_mad done"; tail -n 4 "$LOG"/mad_*.log | cut -c1-300
     ;;
