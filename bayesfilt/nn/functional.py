@@ -17,13 +17,15 @@ Backends:
   over lanes and time, CPU or GPU (on the CPU with at least ``LOOP_MIN_LANES`` lanes B x M x S: the
   same recurrences as a loop over time vectorised over the lanes, much faster there); gradients by the
   exact adjoint recurrences (reverse affine scans, or the reverse loop), registered as the torch
-  custom ops ``bayesfilt::kla_scan`` / ``bayesfilt::kla_scan_backward`` (so ``torch.compile`` and CUDA graphs see one opaque op
-  with a fake-tensor shape rule and an autograd formula). :class:`KLAScanFunction` is the
-  same forward/backward as a ``torch.autograd.Function``. Where the information form
+  custom ops ``bayesfilt::kla_scan`` / ``bayesfilt::kla_scan_backward`` (so ``torch.compile`` and CUDA
+  graphs see one opaque op with a fake-tensor shape rule and an autograd formula). :class:`KLAScanFunction`
+  is the same forward/backward as a ``torch.autograd.Function``. Where the information form
   overflows (p = 0: lam_t grows like a^(-2t)), forward and backward are recomputed in the
-  identical moment form (``bayesfilt.scan.diagonal.diagonal_filter_scan_moments``; gradients
-  by ``torch.func.vjp`` of it), so y and y_var stay finite; the returned state (lam, eta)
-  may then hold inf (docs/math/kla.md, section 6). The reference loop runs the moment form.
+  identical moment form (``bayesfilt.scan.diagonal.diagonal_filter_scan_moments``, or
+  ``diagonal_filter_loop_moments`` where the loop runs; gradients by ``torch.func.vjp`` of it), so y and
+  y_var stay finite; the returned state (lam, eta) then has lam saturated at ``LAM_MAX``
+  (``bayesfilt.nn.reference.moments_to_state``; docs/math/kla.md, section 6). The reference loop runs the
+  moment form.
 - ``"triton"``: the fused GPU kernels of ``bayesfilt.nn.kernels`` (imported lazily).
 - ``"auto"``: ``"triton"`` for CUDA tensors when the kernels import, else ``"torch"``.
 
