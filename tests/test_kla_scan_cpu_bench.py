@@ -38,3 +38,19 @@ def test_forms_that_disagree_are_not_timed(tmp_path, monkeypatch):
     assert bench.main(["--quick", "--out", str(out)]) == 1
     rows = json.loads(out.read_text())["rows"]
     assert all(r["status"] == "parity failed" and "tree_forward_s" not in r for r in rows)
+
+
+def test_p0_forms_that_disagree_are_not_timed(tmp_path, monkeypatch):
+    """Parity first at p = 0 too: a moment-form loop whose output differs from the tree's is not timed."""
+    bench = load_script(BENCH / "kla_scan_cpu.py", "kla_scan_cpu_bench_bad_p0")
+    real = bench.diagonal_filter_loop_moments
+
+    def off_by_a_bit(*args, **kw):
+        out = real(*args, **kw)
+        return out._replace(etas=out.etas * 1.01)
+
+    monkeypatch.setattr(bench, "diagonal_filter_loop_moments", off_by_a_bit)
+    out = tmp_path / "bad.json"
+    assert bench.main(["--quick", "--out", str(out)]) == 1
+    loop_rows = [r for r in json.loads(out.read_text())["rows"] if r["kla_scan_form"] == "loop"]
+    assert loop_rows and all(r["p0_status"] == "parity failed" and "p0_loop_vjp_s" not in r for r in loop_rows)
