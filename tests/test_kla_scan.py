@@ -512,3 +512,13 @@ def test_moment_form_takes_the_loop_with_the_information_form(loop, monkeypatch)
         assert rel_rms(g, w) < 1e-10, name
     form = "diagonal_filter_loop_moments" if loop else "diagonal_filter_scan_moments"
     assert calls and set(calls) == {form}, calls
+    if loop:                                  # past MOMENTS_LOOP_MAX_L the moment form takes the tree even so
+        calls.clear()
+        L = kla_functional.MOMENTS_LOOP_MAX_L + 1
+        ins = list(random_inputs(1, L, 1, 2, seed=5))
+        ins[5] = ins[5] * 0
+        xs = [x.float().requires_grad_() for x in ins]
+        y, y_var, _ = kla_scan(*xs[:6], initial_state=KLAState(xs[6], xs[7]), backend="torch")
+        (y.sum() + y_var.sum()).backward()
+        assert calls and set(calls) == {"diagonal_filter_scan_moments"}, calls
+        assert all(torch.isfinite(x.grad).all() for x in xs)

@@ -132,10 +132,16 @@ def _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: boo
     return (out.y, out.y_var, *moments_to_state(out.lams, out.etas))     # (lams, etas: sig2_L, mu_L here)
 
 
+#: Longest sequence for which the moment form runs as the time loop (where ``_use_loop``): ``torch.func.vjp``
+#: differentiates it through an autograd graph one step deep per token, and at L = 65536 (loop forced, 6 lanes) a
+#: CI worker crashed in session 21; longer sequences take the tree (tested at L = 4096).
+MOMENTS_LOOP_MAX_L = 4096
+
+
 def _moments_forward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: bool):
     """The moment form's (y, y_var, sig2_L, mu_L) as a DiagonalScanOutput: the time loop where the information
-    form runs as one (``_use_loop``), else the parallel tree."""
-    if _use_loop(v, k):
+    form runs as one (``_use_loop``) and L <= MOMENTS_LOOP_MAX_L, else the parallel tree."""
+    if _use_loop(v, k) and v.shape[1] <= MOMENTS_LOOP_MAX_L:
         return diagonal_filter_loop_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout)
     sched, chunk = _schedule(v.shape[1])
     out = diagonal_filter_scan_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, sched, chunk)
