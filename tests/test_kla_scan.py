@@ -279,26 +279,33 @@ def test_extreme_inputs_float32_finite_and_accurate(L, a, p, lv_scale, loop, mon
         assert torch.isfinite(x.grad).all()
 
 
-def test_cpu_dispatch_takes_the_loop_from_loop_min_lanes(monkeypatch):
-    """The torch backend on the CPU runs the time loop (forward and adjoint) at >= LOOP_MIN_LANES lanes and the tree
-    below; both give the reference's outputs and gradients."""
+def _spy(monkeypatch, *names) -> list:
+    """Wrap these functions of bayesfilt.nn.functional so that each call appends its name to the returned list."""
     calls = []
-    for name in ("diagonal_filter_loop", "diagonal_filter_adjoint_loop", "diagonal_filter_scan",
-                 "diagonal_filter_adjoint"):
+    for name in names:
         real = getattr(kla_functional, name)
         monkeypatch.setattr(kla_functional, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name)
                             or _real(*a, **kw))
+    return calls
+
+
+def _torch_api(*x):
+    """kla_scan's torch backend from an explicit initial state: (y, y_var, lam_L, eta_L)."""
+    y, y_var, st = kla_scan(*x[:6], initial_state=KLAState(x[6], x[7]), backend="torch")
+    return y, y_var, st.lam, st.eta
+
+
+def test_cpu_dispatch_takes_the_loop_from_loop_min_lanes(monkeypatch):
+    """The torch backend on the CPU runs the time loop (forward and adjoint) at >= LOOP_MIN_LANES lanes and the tree
+    below; both give the reference's outputs and gradients."""
+    calls = _spy(monkeypatch, "diagonal_filter_loop", "diagonal_filter_adjoint_loop", "diagonal_filter_scan",
+                 "diagonal_filter_adjoint")
     lanes = kla_functional.LOOP_MIN_LANES
     for B, M, S, want in ((2, lanes // 32, 16, "loop"), (1, lanes // 32 - 1, 32, "tree")):
         calls.clear()
         ins = random_inputs(B, 5, M, S, seed=B)
         cot = _cot(B, 5, M, S, seed=B)
-
-        def via_api(*x):
-            y, y_var, st = kla_scan(*x[:6], initial_state=KLAState(x[6], x[7]), backend="torch")
-            return y, y_var, st.lam, st.eta
-
-        got = _grads(via_api, ins, cot)
+        got = _grads(_torch_api, ins, cot)
         ref = _grads(kla_scan_reference, ins, cot)
         for name, g, w in zip(GRAD_NAMES, got, ref):
             assert rel_rms(g, w) < 1e-10, name
@@ -493,20 +500,11 @@ def test_moment_form_takes_the_loop_with_the_information_form(loop, monkeypatch)
     information form), it runs the moment form as the time loop when the information form runs as one, else the
     tree; the gradients are float64 autograd of the reference's either way."""
     _force_loop(monkeypatch, loop)
-    calls = []
-    for name in ("diagonal_filter_loop_moments", "diagonal_filter_scan_moments"):
-        real = getattr(kla_functional, name)
-        monkeypatch.setattr(kla_functional, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name)
-                            or _real(*a, **kw))
+    calls = _spy(monkeypatch, "diagonal_filter_loop_moments", "diagonal_filter_scan_moments")
     ins = list(random_inputs(2, 30, 3, 4, seed=4))
     ins[5] = ins[5] * 0                                            # p = 0: the backward differentiates the moments
     cot = _cot(2, 30, 3, 4, seed=4)
-
-    def via_api(*x):
-        y, y_var, st = kla_scan(*x[:6], initial_state=KLAState(x[6], x[7]), backend="torch")
-        return y, y_var, st.lam, st.eta
-
-    got = _grads(via_api, ins, cot)
+    got = _grads(_torch_api, ins, cot)
     want = _grads(kla_scan_reference, ins, cot)
     for name, g, w in zip(GRAD_NAMES, got, want):
         assert rel_rms(g, w) < 1e-10, name

@@ -24,33 +24,29 @@ def test_quick_run_writes_both_forms(tmp_path):
     assert all(r["p0_parity_rel_rms_loop_vs_tree"] < 1e-4 for r in rec["rows"] if "p0_tree_vjp_s" in r)
 
 
-def test_forms_that_disagree_are_not_timed(tmp_path, monkeypatch):
-    """Parity first: a loop form whose output differs from the tree's is reported, not timed, and the run fails."""
-    bench = load_script(BENCH / "kla_scan_cpu.py", "kla_scan_cpu_bench_bad")
-    real = bench.diagonal_filter_loop
+def _perturbed_run(tmp_path, monkeypatch, name: str, field: str) -> list:
+    """The quick benchmark's rows with ``name``'s output ``field`` off by 1%; the run must fail (exit 1)."""
+    bench = load_script(BENCH / "kla_scan_cpu.py", f"kla_scan_cpu_bench_{name}")
+    real = getattr(bench, name)
 
     def off_by_a_bit(*args, **kw):
         out = real(*args, **kw)
-        return out._replace(y=out.y * 1.01)
+        return out._replace(**{field: getattr(out, field) * 1.01})
 
-    monkeypatch.setattr(bench, "diagonal_filter_loop", off_by_a_bit)
+    monkeypatch.setattr(bench, name, off_by_a_bit)
     out = tmp_path / "bad.json"
     assert bench.main(["--quick", "--out", str(out)]) == 1
-    rows = json.loads(out.read_text())["rows"]
+    return json.loads(out.read_text())["rows"]
+
+
+def test_forms_that_disagree_are_not_timed(tmp_path, monkeypatch):
+    """Parity first: a loop form whose output differs from the tree's is reported, not timed, and the run fails."""
+    rows = _perturbed_run(tmp_path, monkeypatch, "diagonal_filter_loop", "y")
     assert all(r["status"] == "parity failed" and "tree_forward_s" not in r for r in rows)
 
 
 def test_p0_forms_that_disagree_are_not_timed(tmp_path, monkeypatch):
     """Parity first at p = 0 too: a moment-form loop whose output differs from the tree's is not timed."""
-    bench = load_script(BENCH / "kla_scan_cpu.py", "kla_scan_cpu_bench_bad_p0")
-    real = bench.diagonal_filter_loop_moments
-
-    def off_by_a_bit(*args, **kw):
-        out = real(*args, **kw)
-        return out._replace(etas=out.etas * 1.01)
-
-    monkeypatch.setattr(bench, "diagonal_filter_loop_moments", off_by_a_bit)
-    out = tmp_path / "bad.json"
-    assert bench.main(["--quick", "--out", str(out)]) == 1
-    loop_rows = [r for r in json.loads(out.read_text())["rows"] if r["kla_scan_form"] == "loop"]
+    rows = _perturbed_run(tmp_path, monkeypatch, "diagonal_filter_loop_moments", "etas")
+    loop_rows = [r for r in rows if r["kla_scan_form"] == "loop"]
     assert loop_rows and all(r["p0_status"] == "parity failed" and "p0_loop_vjp_s" not in r for r in loop_rows)
