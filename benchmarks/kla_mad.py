@@ -159,20 +159,21 @@ def _score(run: dict) -> dict:
     r, hist = run["result"], run["history"]
     evals = [h for h in hist if "eval_acc" in h]
     best = max((h["eval_acc"] for h in evals), default=None)
+    ckpt = _mad_checkpoint(evals) or {}                     # the evaluation mad-lab scores (empty: none recorded)
     row = {"steps": hist[-1]["step"] if hist else 0, "accuracy": best,
            "final_accuracy": evals[-1]["eval_acc"] if evals else None,
            # the final evaluation's accuracy averaged over classes over the whole test split (absent before session 19)
            "final_class_accuracy": evals[-1].get("eval_class_acc") if evals else None,
            # MAD's reported accuracy (per-batch class average, eval_mad_acc, since session 20) of the evaluation with
            # the lowest test perplexity as mad-lab logs it (eval_mad_ppl): mad-lab scores that checkpoint
-           "mad_accuracy": _mad_accuracy(evals),
+           "mad_accuracy": ckpt.get("eval_mad_acc"),
            # that evaluation's step, and the highest eval_mad_acc of the run (at any evaluation; not mad-lab's score)
-           "mad_step": (_mad_checkpoint(evals) or {}).get("step"),
+           "mad_step": ckpt.get("step"),
            "best_mad_accuracy": max((h["eval_mad_acc"] for h in evals if h.get("eval_mad_acc") is not None),
                                     default=None),
            "curve": [(h["step"], round(h["eval_acc"], 4)) for h in evals],
            # predicted-but-never-labelled classes per 128-row batch at that evaluation (eval_mad_stray; session 21)
-           "mad_stray": (_mad_checkpoint(evals) or {}).get("eval_mad_stray"),
+           "mad_stray": ckpt.get("eval_mad_stray"),
            # (step, eval_mad_acc, eval_mad_ppl, eval_mad_stray or None) of every evaluation that recorded the first
            # two (since session 21)
            "mad_curve": [(h["step"], round(h["eval_mad_acc"], 4), round(h["eval_mad_ppl"], 4),
