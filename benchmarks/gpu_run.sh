@@ -73,6 +73,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s21c       # s21a with seed 1 (A5 with a BOS token: attention 2/4 layers, KLA 1/2 blocks)
 #   bash benchmarks/gpu_run.sh COMMIT s21d       # MAD fuzzy recall, KLA seed 0 at lr 1e-3 (wd 0, 0.1) and 5e-4 (wd 0), mad-lab's score
 #   bash benchmarks/gpu_run.sh COMMIT s22a       # (prepared in session 21, not yet run) fuzzy recall: KLA grid completed for seed 0, seed 1 at lr 5e-4 / wd 0
+#   bash benchmarks/gpu_run.sh COMMIT s22b       # A5 with the authors' newer inits (p = 3aΔ, Λv = d_state): 1/2 blocks, two recipes
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1379,6 +1380,20 @@ s22a)
         --workdir /tmp/kla_mad_e2 --out "$OUT/kla_mad_${stage}_lr5e-4.json" > "$LOG/mad_e2.log" 2>&1 &
     wait
     el "kla_mad done"; tail -n 4 "$LOG"/mad_*.log | cut -c1-300
+    ;;
+s22b)
+    # session 22 (kind nvidia-h200; carry .tcache): A5's 12,000-step recipe of docs/notes_a5.md 5.3 with the two
+    # initialisations of the authors' newer code (5.12): p = 3·a·Δ per lane and Λv = d_state = 16 for every token at
+    # the start; once on our defaults otherwise (a_s = s + 1, one Δ per channel) and once with the rest of the
+    # authors' shape (a = 1, one Δ per lane, a and p undecayed); 1 and 2 blocks, seed 0; four runs sharing the GPU
+    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 --prefix-scores \
+       --p-init-rule 3a-dt --lambda-v-init 16 --runs kla:1:20 kla:2:20 --seeds 0 --kill-after ${A5_KILL:-540} ${A5_RESUME:-}"
+    export OMP_NUM_THREADS=1
+    python3 benchmarks/kla_a5.py $A --workdir /tmp/a5s22a --out "$OUT/kla_a5_${stage}_init.json" > "$LOG/a5_init.log" 2>&1 &
+    python3 benchmarks/kla_a5.py $A --a-init constant --dt-per-state --no-decay-dynamics --workdir /tmp/a5s22b \
+        --out "$OUT/kla_a5_${stage}_authors.json" > "$LOG/a5_authors.log" 2>&1 &
+    wait
+    el "a5 done"; tail -n 3 "$LOG"/a5_*.log | cut -c1-600
     ;;
 s21b)
     # prepared in session 20, trimmed in session 21 (kind nvidia-h200; carry .tcache .whl): fuzzy recall under MAD's

@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "the only path between positions; docs/notes_a5.md section 5.6)")
     ap.add_argument("--p-init", type=float, default=None,
                     help="KLA's initial process noise passed to every run (default: the CLI's, 0.01)")
+    ap.add_argument("--p-init-rule", default=None, choices=("constant", "3a-dt"),
+                    help="KLA's initial p passed to every run (default: the CLI's, constant; 3a-dt: p = 3·a·Δ per lane, "
+                         "the authors' newer code; docs/notes_a5.md 5.12)")
+    ap.add_argument("--lambda-v-init", type=float, default=None,
+                    help="KLA's initial value precision, the same for every token, passed to every run (default: "
+                         "input-dependent; the authors' newer code: d_state)")
     ap.add_argument("--no-decay-dynamics", action="store_true",
                     help="every run leaves KLA's a and p out of weight decay (docs/notes_a5.md 5.7)")
     ap.add_argument("--dt-per-state", action="store_true",
@@ -225,6 +231,10 @@ def main(argv=None) -> int:
         extra = extra + ["--dt-per-state"]
     if args.p_init is not None:
         extra = extra + ["--p-init", str(args.p_init)]
+    if args.p_init_rule:
+        extra = extra + ["--p-init-rule", args.p_init_rule]
+    if args.lambda_v_init is not None:
+        extra = extra + ["--lambda-v-init", str(args.lambda_v_init)]
     if args.bos:
         extra = extra + ["--bos"]
     if args.no_decay_dynamics:
@@ -267,6 +277,7 @@ def main(argv=None) -> int:
               "n_test": args.n_test, "target_acc": args.target_acc, "a_init": args.a_init or "s4d-real", "bos": args.bos,
               "conv_kernel": args.conv_kernel or 4, "dt_per_state": args.dt_per_state,
               "p_init": 0.01 if args.p_init is None else args.p_init, "decay_dynamics": not args.no_decay_dynamics,
+              "p_init_rule": args.p_init_rule or "constant", "lambda_v_init": args.lambda_v_init,
               "max_seconds_per_run": args.max_seconds,
               "kill_after": args.kill_after, "resumed": args.resume, "concurrency": args.concurrency or len(todo),
               "wall_s": time.time() - t0, **torch_record(), "git_commit": git_state()[0],

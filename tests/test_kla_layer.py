@@ -143,6 +143,36 @@ def test_initialisation_follows_the_paper():
     torch.testing.assert_close(torch.exp(layer.log_a[0]), torch.arange(1.0, 17.0))
 
 
+@pytest.mark.parametrize("dt_per_state", [False, True])
+def test_p_init_rule_3a_dt_starts_each_lane_at_three_a_dt(dt_per_state):
+    """p_init_rule="3a-dt": p = 3·a·Δ from each lane's own initial a and Δ (the authors' newer rule), not p_init."""
+    torch.manual_seed(1)
+    layer = KLALayer(16, KLAConfig(d_state=4, p_init_rule="3a-dt", p_init=0.5, dt_per_state=dt_per_state))
+    a = torch.exp(layer.log_a.detach())                                # a_s = s + 1 (s4d-real)
+    dt = torch.exp(layer.log_dt.detach())
+    dt = dt if dt.ndim == 2 else dt[:, None].expand(-1, 4)
+    torch.testing.assert_close(F.softplus(layer.p_raw.detach()), 3 * a * dt)
+    assert float(dt.std()) > 0                                         # Δ differs between lanes: a real check
+
+
+def test_lambda_v_init_makes_the_value_precision_constant_at_the_start():
+    """lambda_v_init = c: Λv = c for every token and channel at initialisation (zero weights, a bias), and those
+    weights learn from there; the default starts input-dependent."""
+    torch.manual_seed(2)
+    x = torch.randn(2, 7, 16)
+    seen = {}
+    for c in (None, 4.0, 16.0):
+        layer = KLALayer(16, KLAConfig(d_state=4, lambda_v_init=c))
+        lambda_v = layer._sensor(x, None)[3][1]                         # [B, L, M]
+        seen[c] = lambda_v.detach()
+        if c is not None:
+            torch.testing.assert_close(lambda_v, torch.full_like(lambda_v, c))
+            lambda_v.sum().backward()
+            M = layer.d_inner
+            assert float(layer.sensor.weight.grad[M:2 * M].abs().sum()) > 0
+    assert float(seen[None].std()) > 1e-3                             # input-dependent without the option
+
+
 def test_gradients_agree_across_backends():
     x = torch.randn(2, 7, 8, dtype=torch.float64)
     grads = {}
@@ -230,6 +260,7 @@ def test_layer_rejects_bad_inputs():
 BAD_VALUES = {
     "d_state": [0, 2.5, True], "expand": [0, "2"], "conv_kernel": [0, None], "dt_min": [0.0, -1.0, float("nan")],
     "dt_max": [0.0, float("inf")], "a_init": ["zeros"], "a_init_value": [0.0, -2.0], "p_init": [-0.01, "x"],
+    "p_init_rule": ["3a_dt", None], "lambda_v_init": [0.0, -1.0, 1e4, float("nan"), "16"],
     "process_noise": [1, "yes"], "dt_per_state": [1, "no"], "qk_norm": [0], "gating": [None], "skip": [1.0], "precision_floor": [0.0],
     "init_precision": [-1.0, 0.0], "bias": ["no"], "backend": ["cuda", ""],
 }

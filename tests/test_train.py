@@ -396,6 +396,23 @@ def test_p_init_reaches_the_layer(tmp_path):
     assert saved["p_init"] == 0.5 and saved["decay_dynamics"] is False
 
 
+def test_p_init_rule_and_lambda_v_init_reach_the_layer(tmp_path):
+    """CLI --p-init-rule / --lambda-v-init -> TrainConfig -> KLAConfig -> the layer's start; bad values refused."""
+    cfg = TrainConfig(d_model=8, d_state=4, p_init_rule="3a-dt", lambda_v_init=4.0)
+    kc = cfg.kla_config()
+    assert (kc.p_init_rule, kc.lambda_v_init) == ("3a-dt", 4.0)
+    assert (TrainConfig().kla_config().p_init_rule, TrainConfig().kla_config().lambda_v_init) == ("constant", None)
+    for name, bad in (("p_init_rule", "3adt"), ("lambda_v_init", 0.0), ("lambda_v_init", "4"),
+                      ("lambda_v_init", float("inf"))):
+        with pytest.raises(BayesfiltError, match=name):
+            TrainConfig(**{name: bad})
+    args = ["train", "a5", "--d-model", "8", "--d-state", "4", "--length", "3", "--n-train", "16", "--n-test", "8",
+            "--eval-every", "1", "--warmup", "0", "--batch-size", "4", "--device", "cpu", "--no-progress", "--steps", "1"]
+    assert main([*args, "--p-init-rule", "3a-dt", "--lambda-v-init", "4", "--out", str(tmp_path / "r")]) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["p_init_rule"] == "3a-dt" and saved["lambda_v_init"] == 4.0
+
+
 def test_cli_train_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "a5", "--mixer", "attention", "--layers", "1", "--d-model", "16", "--seed", "1",

@@ -25,6 +25,12 @@ def register(sub) -> None:
                         "as in the authors' released code)")
     p.add_argument("--p-init", type=float, default=0.01,
                    help="KLA's initial process noise p (default: %(default)s, the paper's)")
+    p.add_argument("--p-init-rule", default="constant", choices=("constant", "3a-dt"),
+                   help="KLA's initial p: constant (--p-init in every lane, default) or 3a-dt (p = 3·a·Δ per lane, "
+                        "the authors' newer code; docs/notes_a5.md 5.12)")
+    p.add_argument("--lambda-v-init", type=float, default=None,
+                   help="KLA's initial value precision, the same for every token (zero weights, a bias; the authors' "
+                        "newer code uses d_state); default: input-dependent from the start")
     p.add_argument("--conv-kernel", type=int, default=4,
                    help="KLA's causal convolution width (default: %(default)s; 1: no mixing outside the scan)")
     p.add_argument("--dt-per-state", action="store_true",
@@ -89,7 +95,8 @@ def run(args) -> int:
     cfg = TrainConfig(task=args.task, length=args.length, n_train=args.n_train, n_test=args.n_test,
                       mixer=args.mixer, layers=args.layers, d_model=args.d_model, d_state=args.d_state,
                       expand=args.expand, n_heads=args.heads, process_noise=not args.no_process_noise,
-                      a_init=args.a_init, p_init=args.p_init, conv_kernel=args.conv_kernel, dt_per_state=args.dt_per_state,
+                      a_init=args.a_init, p_init=args.p_init, p_init_rule=args.p_init_rule,
+                      lambda_v_init=args.lambda_v_init, conv_kernel=args.conv_kernel, dt_per_state=args.dt_per_state,
                       decay_dynamics=not args.no_decay_dynamics, bos=args.bos,
                       posterior_samples=args.posterior_samples,
                       steps=args.steps,

@@ -18,6 +18,9 @@ BACKENDS = ("auto", "reference", "torch", "triton")
 #: How the continuous decay rates a are initialised.
 A_INITS = ("s4d-real", "constant")
 
+#: How the continuous process noise p is initialised: ``p_init`` everywhere, or 3·a·Δ per lane.
+P_INIT_RULES = ("constant", "3a-dt")
+
 
 @dataclass(frozen=True)
 class KLAConfig:
@@ -47,6 +50,10 @@ class KLAConfig:
             at a = 1, i.e. ``"constant"`` (docs/notes_a5.md, section 5).
         a_init_value: the value of a when ``a_init == "constant"`` (default 1.0; must be > 0).
         p_init: initial continuous process-noise intensity p >= 0 (paper: 0.01).
+        p_init_rule: ``"constant"`` (default) starts p = ``p_init`` in every lane, as the paper's
+            text; ``"3a-dt"`` starts each lane at p = 3·a·Δ from its own initial a and Δ (coupled
+            only at initialisation; ``p_init`` is then unused), the rule of the authors' newer code
+            (docs/notes_a5.md section 5.12).
         process_noise: learn p (True, the paper's KLA) or fix p = 0, which makes the filter
             a linear fixed-gate recurrence (the paper's ablation, about -4.7 MAD points).
         qk_norm: L2-normalise keys and queries over the state axis (paper: True).
@@ -58,6 +65,12 @@ class KLAConfig:
             u is Mamba's D skip and holds the scalar as the case of equal entries.
         precision_floor: the 1e-4 in Λv = 1 / (softplus(raw) + 1e-4), which bounds the
             value precision above by 1 / precision_floor (paper: 1e-4; must be > 0).
+        lambda_v_init: ``None`` (default) leaves the value precision's rows of the sensor projection
+            at the default ``nn.Linear`` initialisation, so Λv starts input-dependent; a value c > 0
+            starts those rows at zero weights with the bias that gives Λv = c for every token (they are
+            learned from there). The authors' newer code starts at c = d_state, which with
+            L2-normalised keys makes Λv·Σ_s k_s² = d_state (docs/notes_a5.md section 5.12). Must be
+            below 1 / precision_floor.
         init_precision: λ_0, the prior precision of each lane at the start of a sequence
             (DESIGN.md default 1.0; must be > 0).
         bias: whether in_proj and out_proj carry a bias (default False, as in Mamba).
@@ -80,11 +93,13 @@ class KLAConfig:
     a_init: str = "s4d-real"
     a_init_value: float = 1.0
     p_init: float = 0.01
+    p_init_rule: str = "constant"
     process_noise: bool = True
     qk_norm: bool = True
     gating: bool = True
     skip: bool = True
     precision_floor: float = 1e-4
+    lambda_v_init: float | None = None
     init_precision: float = 1.0
     bias: bool = False
     backend: str = "auto"
@@ -111,6 +126,15 @@ class KLAConfig:
         if self.a_init not in A_INITS:
             raise value_error("KLAConfig.a_init", f"unknown initialisation {self.a_init!r}",
                               f"pass one of {A_INITS}")
+        if self.p_init_rule not in P_INIT_RULES:
+            raise value_error("KLAConfig.p_init_rule", f"unknown rule {self.p_init_rule!r}",
+                              f"pass one of {P_INIT_RULES}")
+        if self.lambda_v_init is not None:
+            _check_float("lambda_v_init", self.lambda_v_init)
+            if not 0 < self.lambda_v_init < 1 / self.precision_floor:
+                raise value_error("KLAConfig.lambda_v_init", f"must be in (0, 1 / precision_floor = "
+                                  f"{1 / self.precision_floor:g}), got {self.lambda_v_init!r}",
+                                  "pass None (input-dependent start) or a precision such as d_state")
         if self.backend not in BACKENDS:
             raise value_error("KLAConfig.backend", f"unknown backend {self.backend!r}",
                               f"pass one of {BACKENDS}")

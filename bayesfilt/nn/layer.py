@@ -118,7 +118,8 @@ class KLALayer(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Initialise as the paper: Δ log-uniform in [dt_min, dt_max], a per ``a_init``, p = p_init."""
+        """Initialise as the paper: Δ log-uniform in [dt_min, dt_max], a per ``a_init``, p per ``p_init_rule``
+        (p = p_init by default), and, with ``lambda_v_init``, Λv constant over tokens."""
         cfg = self.config
         nn.init.kaiming_uniform_(self.conv_weight, a=math.sqrt(5))
         fan_in = self.conv_kernel
@@ -132,8 +133,17 @@ class KLALayer(nn.Module):
             a = torch.full((self.d_inner, self.d_state), cfg.a_init_value)
         self.log_a.copy_(torch.log(a))
         if self.p_raw is not None:
-            p0 = max(cfg.p_init, 1e-12)
-            self.p_raw.fill_(math.log(math.expm1(p0)) if p0 < 20 else p0)   # softplus^-1(p_init)
+            if cfg.p_init_rule == "3a-dt":
+                dt = torch.exp(self.log_dt)                            # Δ, [M, S] or [M]
+                p0 = (3.0 * a * (dt if dt.ndim == 2 else dt[:, None])).clamp(min=1e-12)   # p = 3 a Δ per lane
+            else:
+                p0 = torch.full_like(a, max(cfg.p_init, 1e-12))        # p = p_init
+            self.p_raw.copy_(torch.where(p0 < 20, torch.log(torch.expm1(p0.clamp(max=20))), p0))   # softplus^-1(p)
+        if cfg.lambda_v_init is not None:
+            M = self.d_inner                                           # rows M..2M of sensor give raw
+            self.sensor.weight[M:2 * M].zero_()                        # Λv starts the same for every token
+            self.sensor.bias[M:2 * M].fill_(math.log(math.expm1(1.0 / cfg.lambda_v_init - cfg.precision_floor)))
+            # softplus(raw) + floor = 1 / Λv  =>  raw = softplus^-1(1 / lambda_v_init - floor)
         if self.skip is not None:
             self.skip.fill_(1.0)
 

@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import type_error, value_error
 from ..validation import as_int, as_real_scalar
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .config import A_INITS, BACKENDS, KLAConfig
+from .config import A_INITS, BACKENDS, P_INIT_RULES, KLAConfig
 from .lm import MIXERS, CompressionDecoder, KLALanguageModel, count_parameters, labelled_cross_entropy
 from .tasks import GROUPS, Task
 from .text import ALL_TASKS as TASKS, make_any_task as make_task   # the synthetic tasks and "lm"
@@ -57,6 +57,10 @@ class TrainConfig:
         process_noise: KLA learns p (True) or fixes p = 0 (the ablation).
         p_init: KLA's initial process-noise intensity p >= 0 (:class:`KLAConfig`'s ``p_init``, the
             paper's 0.01).
+        p_init_rule: KLA's rule for the initial p (:class:`KLAConfig`'s ``p_init_rule``: "constant", p =
+            ``p_init``, or "3a-dt", p = 3·a·Δ per lane as in the authors' newer code).
+        lambda_v_init: KLA's initial value precision Λv, the same for every token (:class:`KLAConfig`'s
+            ``lambda_v_init``; None, the default: input-dependent from the start).
         a_init: KLA's initialisation of the decay rates a (:class:`KLAConfig`'s ``a_init``:
             "s4d-real", a_s = s + 1, or "constant", a = 1 in every lane as in the authors' code).
         conv_kernel: width of KLA's causal depthwise convolution (paper: 4; 1 leaves the scan as the
@@ -111,6 +115,8 @@ class TrainConfig:
     process_noise: bool = True
     a_init: str = "s4d-real"
     p_init: float = 0.01
+    p_init_rule: str = "constant"
+    lambda_v_init: float | None = None
     conv_kernel: int = 4
     dt_per_state: bool = False
     decay_dynamics: bool = True
@@ -179,17 +185,24 @@ class TrainConfig:
         if self.bos and self.task not in GROUPS:
             raise value_error("bos", f"is for the word problems {GROUPS}, not task {self.task!r}", "pass bos=False")
         as_real_scalar(self.p_init, "p_init", low=0.0, fix="pass p_init >= 0 (the paper's 0.01)")
+        if self.p_init_rule not in P_INIT_RULES:
+            raise value_error("p_init_rule", f"is {self.p_init_rule!r}", f"pass one of {P_INIT_RULES}")
+        if self.lambda_v_init is not None:
+            as_real_scalar(self.lambda_v_init, "lambda_v_init", low=0.0, low_open=True,
+                           fix="pass None or a precision > 0 (e.g. d_state)")
 
     def kla_config(self) -> KLAConfig:
         """The :class:`KLAConfig` this run uses (paper defaults except the fields set here).
 
         Returns:
-            ``KLAConfig(d_state, expand, conv_kernel, dt_per_state, process_noise, a_init, p_init, backend)``
+            ``KLAConfig(d_state, expand, conv_kernel, dt_per_state, process_noise, a_init, p_init, p_init_rule,
+            lambda_v_init, backend)``
             from this config's fields.
         """
         return KLAConfig(d_state=self.d_state, expand=self.expand, conv_kernel=self.conv_kernel,
                          dt_per_state=self.dt_per_state, process_noise=self.process_noise, a_init=self.a_init,
-                         p_init=float(self.p_init),
+                         p_init=float(self.p_init), p_init_rule=self.p_init_rule,
+                         lambda_v_init=None if self.lambda_v_init is None else float(self.lambda_v_init),
                          backend=self.backend)
 
 
