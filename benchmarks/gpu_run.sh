@@ -74,6 +74,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s21d       # MAD fuzzy recall, KLA seed 0 at lr 1e-3 (wd 0, 0.1) and 5e-4 (wd 0), mad-lab's score
 #   bash benchmarks/gpu_run.sh COMMIT s22a       # (prepared in session 21, not yet run) fuzzy recall: KLA grid completed for seed 0, seed 1 at lr 5e-4 / wd 0
 #   bash benchmarks/gpu_run.sh COMMIT s22b       # A5 with the authors' newer inits (p = 3aΔ, Λv = d_state): 1/2 blocks, two recipes
+#   bash benchmarks/gpu_run.sh COMMIT s22c       # fuzzy recall with the authors' newer inits: KLA lr 5e-4, wd 0 / 0.1, seeds 0 / 1
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1394,6 +1395,19 @@ s22b)
         --out "$OUT/kla_a5_${stage}_authors.json" > "$LOG/a5_authors.log" 2>&1 &
     wait
     el "a5 done"; tail -n 3 "$LOG"/a5_*.log | cut -c1-600
+    ;;
+s22c)
+    # session 22 (kind nvidia-h200; carry .tcache): fuzzy recall under MAD's protocol with the authors' newer
+    # initialisations (p = 3·a·Δ, Λv = d_state = 16 at the start; docs/notes_a5.md 5.12), KLA seeds 0 and 1 at lr 5e-4
+    # with weight decay 0 and 0.1: the controls are s22a (wd 0, both seeds) and s21b (wd 0.1, both seeds)
+    c22="--tasks fuzzy_recall --steps 20000 --max-seconds ${MAD_SECONDS:-400} --kill-after 480 --mixers kla --lr 5e-4"
+    c22="$c22 --p-init-rule 3a-dt --lambda-v-init 16"
+    timeout 530 python3 benchmarks/kla_mad.py $c22 --seeds 0 1 --weight-decay 0 \
+        --workdir /tmp/kla_mad_f1 --out "$OUT/kla_mad_${stage}_wd0.json" > "$LOG/mad_f1.log" 2>&1 &
+    timeout 530 python3 benchmarks/kla_mad.py $c22 --seeds 0 1 --weight-decay 0.1 --no-warm \
+        --workdir /tmp/kla_mad_f2 --out "$OUT/kla_mad_${stage}_wd0.1.json" > "$LOG/mad_f2.log" 2>&1 &
+    wait
+    el "kla_mad done"; tail -n 4 "$LOG"/mad_*.log | cut -c1-300
     ;;
 s21b)
     # prepared in session 20, trimmed in session 21 (kind nvidia-h200; carry .tcache .whl): fuzzy recall under MAD's

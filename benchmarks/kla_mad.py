@@ -101,10 +101,12 @@ QUICK_LENGTH = {"in_context_recall": 16, "fuzzy_recall": 16, "noisy_recall": 16,
 
 def mixer_flags(mixer: str, args) -> dict:
     """The ``bayesfilt train`` flags that make ``mixer`` (``kla_p0`` is ``kla`` with ``--no-process-noise``)."""
+    inits = {"p_init_rule": getattr(args, "p_init_rule", None), "lambda_v_init": getattr(args, "lambda_v_init", None)}
     if mixer == "kla":
-        return {"mixer": "kla", "d_state": args.d_state}
-    if mixer == "kla_p0":
-        return {"mixer": "kla", "d_state": args.d_state, "no_process_noise": True}
+        return {"mixer": "kla", "d_state": args.d_state, **inits}
+    if mixer == "kla_p0":                                                # p = 0: no p to initialise
+        return {"mixer": "kla", "d_state": args.d_state, "no_process_noise": True,
+                "lambda_v_init": inits["lambda_v_init"]}
     heads = {"attention": args.attention_heads, "gla": args.gla_heads, "gdn": args.gdn_heads}[mixer]
     if mixer == "gla" and args.gla_kernel == "recurrent":
         return {"mixer": "gla_recurrent", "heads": heads}                # same layer, fla's recurrent kernel
@@ -317,6 +319,12 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--d-state", type=int, default=16, help="KLA's S (default: %(default)s)")
+    ap.add_argument("--p-init-rule", default=None, choices=("constant", "3a-dt"),
+                    help="KLA's initial p (default: the CLI's, constant; 3a-dt: p = 3·a·Δ per lane, the authors' "
+                         "newer code; docs/notes_a5.md 5.12)")
+    ap.add_argument("--lambda-v-init", type=float, default=None,
+                    help="KLA's initial value precision, the same for every token (default: input-dependent; the "
+                         "authors' newer code: d_state)")
     ap.add_argument("--attention-heads", type=int, default=4)
     ap.add_argument("--gla-heads", type=int, default=2, help="2: GLA state = KLA's 4,096 means (docstring)")
     ap.add_argument("--gla-kernel", choices=("recurrent", "chunk"), default="recurrent",
@@ -377,6 +385,7 @@ def main(argv=None) -> int:
                              "cmd": train_command(t, work / name, **flags)})
     record = {"benchmark": "kla_mad", **torch_record(), "git_commit": git_state()[0], "quick": args.quick,
               "settings": {"layers": 1, "d_model": args.d_model, "kla_d_state": args.d_state, "kla_expand": 2,
+                           "kla_p_init_rule": args.p_init_rule or "constant", "kla_lambda_v_init": args.lambda_v_init,
                            "heads": {"attention": args.attention_heads, "gla": args.gla_heads,
                                      "gdn": args.gdn_heads},
                            "gla_kernel": args.gla_kernel,
