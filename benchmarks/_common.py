@@ -73,6 +73,16 @@ def filterpy_filter(model, P0_fp, y):
 
 
 # --------------------------------------------------------------------------- `bayesfilt train` runs
+def add_kla_init_args(ap, scope: str = "") -> None:
+    """Add ``--p-init-rule`` and ``--lambda-v-init`` (KLA's initialisations, passed on to ``bayesfilt train``)."""
+    ap.add_argument("--p-init-rule", default=None, choices=("constant", "3a-dt"),
+                    help=f"KLA's initial p{scope} (default: the CLI's, constant; 3a-dt: p = 3·a·Δ per lane, the "
+                         "authors' newer code; docs/notes_a5.md 5.12)")
+    ap.add_argument("--lambda-v-init", type=float, default=None,
+                    help=f"KLA's initial value precision, the same for every token{scope} (default: input-dependent; "
+                         "the authors' newer code: d_state)")
+
+
 def train_command(task: str, out, **flags) -> list:
     """The command line of one ``bayesfilt train TASK`` child (this interpreter, ``--force --no-progress``).
 

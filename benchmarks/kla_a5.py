@@ -36,7 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import git_state, read_run, run_processes, torch_record, train_command  # noqa: E402
+from _common import add_kla_init_args, git_state, read_run, run_processes, torch_record, train_command  # noqa: E402
 
 #: The default sweep (docs/notes_a5.md): KLA 1 block at 3..10, 2 blocks at 8..20 every 4, attention 1/2/4 at 4 and 8.
 DEFAULT_RUNS = ("kla:1:3-10", "kla:2:8-20/4", "attention:1:4,8", "attention:2:4,8", "attention:4:8")
@@ -194,12 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "the only path between positions; docs/notes_a5.md section 5.6)")
     ap.add_argument("--p-init", type=float, default=None,
                     help="KLA's initial process noise passed to every run (default: the CLI's, 0.01)")
-    ap.add_argument("--p-init-rule", default=None, choices=("constant", "3a-dt"),
-                    help="KLA's initial p passed to every run (default: the CLI's, constant; 3a-dt: p = 3·a·Δ per lane, "
-                         "the authors' newer code; docs/notes_a5.md 5.12)")
-    ap.add_argument("--lambda-v-init", type=float, default=None,
-                    help="KLA's initial value precision, the same for every token, passed to every run (default: "
-                         "input-dependent; the authors' newer code: d_state)")
+    add_kla_init_args(ap, ", passed to every run")
     ap.add_argument("--no-decay-dynamics", action="store_true",
                     help="every run leaves KLA's a and p out of weight decay (docs/notes_a5.md 5.7)")
     ap.add_argument("--dt-per-state", action="store_true",

@@ -82,7 +82,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import git_state, read_run, run_processes, torch_record, train_command  # noqa: E402
+from _common import add_kla_init_args, git_state, read_run, run_processes, torch_record, train_command  # noqa: E402
 
 #: The MAD tasks, with the names the CLI uses.
 TASKS = ("in_context_recall", "fuzzy_recall", "noisy_recall", "selective_copy", "compression", "memorization")
@@ -101,12 +101,11 @@ QUICK_LENGTH = {"in_context_recall": 16, "fuzzy_recall": 16, "noisy_recall": 16,
 
 def mixer_flags(mixer: str, args) -> dict:
     """The ``bayesfilt train`` flags that make ``mixer`` (``kla_p0`` is ``kla`` with ``--no-process-noise``)."""
-    inits = {"p_init_rule": getattr(args, "p_init_rule", None), "lambda_v_init": getattr(args, "lambda_v_init", None)}
     if mixer == "kla":
-        return {"mixer": "kla", "d_state": args.d_state, **inits}
+        return {"mixer": "kla", "d_state": args.d_state, "p_init_rule": args.p_init_rule,
+                "lambda_v_init": args.lambda_v_init}
     if mixer == "kla_p0":                                                # p = 0: no p to initialise
-        return {"mixer": "kla", "d_state": args.d_state, "no_process_noise": True,
-                "lambda_v_init": inits["lambda_v_init"]}
+        return {"mixer": "kla", "d_state": args.d_state, "no_process_noise": True, "lambda_v_init": args.lambda_v_init}
     heads = {"attention": args.attention_heads, "gla": args.gla_heads, "gdn": args.gdn_heads}[mixer]
     if mixer == "gla" and args.gla_kernel == "recurrent":
         return {"mixer": "gla_recurrent", "heads": heads}                # same layer, fla's recurrent kernel
@@ -319,12 +318,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--d-state", type=int, default=16, help="KLA's S (default: %(default)s)")
-    ap.add_argument("--p-init-rule", default=None, choices=("constant", "3a-dt"),
-                    help="KLA's initial p (default: the CLI's, constant; 3a-dt: p = 3·a·Δ per lane, the authors' "
-                         "newer code; docs/notes_a5.md 5.12)")
-    ap.add_argument("--lambda-v-init", type=float, default=None,
-                    help="KLA's initial value precision, the same for every token (default: input-dependent; the "
-                         "authors' newer code: d_state)")
+    add_kla_init_args(ap)
     ap.add_argument("--attention-heads", type=int, default=4)
     ap.add_argument("--gla-heads", type=int, default=2, help="2: GLA state = KLA's 4,096 means (docstring)")
     ap.add_argument("--gla-kernel", choices=("recurrent", "chunk"), default="recurrent",
