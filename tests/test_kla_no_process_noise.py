@@ -210,3 +210,35 @@ def test_p0_gradient_through_a_saturated_final_state_is_finite(loop, monkeypatch
     for name, a, b in zip(("p_bar", "eta0"), (xs[5], xs[7]), (xr[5], xr[7])):
         assert torch.isfinite(a.grad).all(), name
         assert rel_rms(a.grad, b.grad) < 1e-4, name
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_p0_gradient_through_a_large_unsaturated_final_state(loop, monkeypatch):
+    """float32, p = 0, a = 0.5, L = 40: lam_L ~ 4^40 ~ 1e24 is representable and not saturated, but the
+    moment-form backward's cotangent of the final variance, -(g_lam + g_eta mu) lam_L^2 ~ 1e48, is not: a loss
+    through the final state gave inf and NaN gradients for every input although the true ones (but d/dp) are
+    ~1e24 at most. They now match float64 autograd of the reference; d/dp (~ -lam_L^2 here) is inf of the
+    right sign where the float64 value passes float32's range."""
+    _force_loop(monkeypatch, loop)
+    ins = inputs(40, B=1, M=2, S=2, a=0.5, seed=3)
+    xs = [x.float().requires_grad_() for x in ins]
+    _, _, st = kla_scan(*xs[:6], initial_state=KLAState(*xs[6:]), backend="torch", validate=False)
+    assert float(st.lam.detach().min()) > 1e20 and torch.isfinite(st.lam).all()
+    (st.lam.sum() + st.eta.sum()).backward()
+    xr = [x.detach().clone().requires_grad_() for x in ins]
+    _, _, lamr, etar = kla_scan_reference(*xr)
+    (lamr.sum() + etar.sum()).backward()
+    names = ("v", "lambda_v", "k", "q", "a_bar", "p_bar", "lam0", "eta0")
+    for name, a, b in zip(names, xs, xr):
+        if name == "q":                                  # the state does not depend on q
+            assert float(a.grad.abs().max()) == 0.0
+            continue
+        if name == "p_bar":
+            big = b.grad.abs() > torch.finfo(torch.float32).max
+            assert bool(big.any()), "the test wants d/dp past float32's range somewhere"
+            assert torch.equal(torch.isinf(a.grad), big) and torch.equal(a.grad[big].sign(), b.grad[big].sign())
+            a, b = a.grad[~big], b.grad[~big]
+            assert a.numel() == 0 or rel_rms(a, b) < 1e-4, name
+            continue
+        assert torch.isfinite(a.grad).all(), name
+        assert rel_rms(a.grad, b.grad) < 1e-4, name

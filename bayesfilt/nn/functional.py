@@ -173,20 +173,37 @@ def _moments_vjp(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_la
 
     Used where the information-form adjoint overflows (p = 0: its factors grow like a^(-2t));
     the moment form's coefficients are bounded. ``torch.func.vjp`` also works inside the custom
-    op's implementation, where the autograd dispatch keys are excluded."""
-    def fwd(*xs):
-        out = _moments_forward(*xs, prior_readout)
+    op's implementation, where the autograd dispatch keys are excluded. In float32 the cotangent of the
+    final variance, -(g_lam + g_eta mu_L) lam_L^2, overflows once lam_L passes ~1e19 although lam_L itself
+    (up to LAM_MAX = 1e30) and most gradients are representable; where the result is not finite from finite
+    inputs it is recomputed in float64 with float32's saturation and cast back (only d/dp, ~ -lam_L^2 at
+    p = 0, may then be inf: its true value)."""
+    xs = (v, lambda_v, k, q, a_bar, p_bar, lam0, eta0)
+    gs = (g_y, g_y_var, g_lam, g_eta)
+    sat = lam_max(v.dtype)
+    grads = _moments_vjp_at(xs, gs, prior_readout, sat)
+    if v.dtype == torch.float64 or _finite(*grads) or not _finite(*xs, *gs):
+        return grads
+    wide = _moments_vjp_at(tuple(x.double() for x in xs), tuple(g.double() for g in gs), prior_readout, sat)
+    return tuple(g.to(x.dtype) for g, x in zip(wide, xs))
+
+
+def _moments_vjp_at(xs, gs, prior_readout: bool, sat: float):
+    """``_moments_vjp`` in the inputs' dtype, the final state saturating at precision ``sat``."""
+    def fwd(*ins):
+        out = _moments_forward(*ins, prior_readout)
         return out.y, out.y_var, out.lams, out.etas
 
-    (_, _, sig2, mu), vjp = torch.func.vjp(fwd, v, lambda_v, k, q, a_bar, p_bar, lam0, eta0)
-    # the state the forward returned (moments_to_state): lam_L = 1/max(sig2_L, 1/LAM_MAX), eta_L = mu_L lam_L.
+    g_y, g_y_var, g_lam, g_eta = gs
+    (_, _, sig2, mu), vjp = torch.func.vjp(fwd, *xs)
+    # the state the forward returned (moments_to_state): lam_L = 1/max(sig2_L, 1/sat), eta_L = mu_L lam_L.
     # Unsaturated: dL/dsig2 = -(g_lam + g_eta mu) lam^2, dL/dmu = g_eta lam; saturated (p = 0 shrinks sig2_L,
-    # in float32 to 0): lam_L is the constant LAM_MAX, so dL/dsig2 = 0 and dL/dmu = g_eta LAM_MAX. (1/sig2
+    # in float32 to 0): lam_L is the constant sat, so dL/dsig2 = 0 and dL/dmu = g_eta sat. (1/sig2
     # with sig2 = 0 gave inf and NaN gradients; autograd through the floor gives 0 * inf there.) Zero where
     # the upstream gradient is zero.
-    inv = 1.0 / sig2.clamp(min=1.0 / lam_max(sig2.dtype))        # lam_L
+    inv = 1.0 / sig2.clamp(min=1.0 / sat)                        # lam_L
     g_tot = g_lam + g_eta * mu
-    live = (g_tot != 0) & (sig2 * lam_max(sig2.dtype) > 1.0)     # not saturated, a gradient to pass
+    live = (g_tot != 0) & (sig2 * sat > 1.0)                     # not saturated, a gradient to pass
     g_sig2 = torch.where(live, -(g_tot * inv) * inv, torch.zeros_like(sig2))
     g_mu = torch.where(g_eta != 0, g_eta * inv, torch.zeros_like(mu))
     return tuple(vjp((g_y, g_y_var, g_sig2, g_mu)))
