@@ -8,8 +8,9 @@ L = 128), float32, forward alone and forward + adjoint backward (each backward r
 custom op does), best of a few runs (``_common.best_of``), and the public ``kla_scan`` (forward + backward
 through autograd) as a user gets it. Parity first: at every shape the two forms' y, y_var and every gradient
 against each other (float32, relative RMS). From ``LOOP_MIN_LANES`` lanes also p = 0, where the backend runs the
-moment form and differentiates it by ``torch.func.vjp``: the time loop (``diagonal_filter_loop_moments``) and,
-while memory allows (``P0_TREE_MAX``), the tree.
+moment form and differentiates it by its adjoint (``diagonal_filter_adjoint_moments(_loop)``; before session 25 by
+``torch.func.vjp``, timed beside it): the time loop (``diagonal_filter_loop_moments``) and, while memory allows
+(``P0_TREE_MAX``), the tree.
 
 Usage: python benchmarks/kla_scan_cpu.py [--quick] [--out benchmarks/results/kla_scan_cpu.json]
 """
@@ -29,6 +30,7 @@ from _common import best_of, git_state, torch_record  # noqa: E402
 
 from bayesfilt.nn.functional import LOOP_MIN_LANES, kla_scan  # noqa: E402
 from bayesfilt.scan.diagonal import (diagonal_filter_adjoint, diagonal_filter_adjoint_loop,  # noqa: E402
+                                     diagonal_filter_adjoint_moments, diagonal_filter_adjoint_moments_loop,
                                      diagonal_filter_loop, diagonal_filter_loop_moments, diagonal_filter_scan,
                                      diagonal_filter_scan_moments)
 
@@ -95,29 +97,48 @@ def one_shape(B: int, L: int, M: int, S: int, repeats: int) -> dict:
 
 
 def p0_moments(x: tuple, repeats: int, tree: bool) -> dict:
-    """Forward + reverse-mode backward (``torch.func.vjp``, as the torch backend differentiates p = 0) of the moment
-    form at p = 0: the time loop, and the tree when ``tree``. Parity first: with the tree, the two forms' y and
-    every gradient agree (relative RMS) before either is timed; without it, only the loop is timed."""
+    """Forward + backward of the moment form at p = 0 two ways: its adjoint (docs/math/kla.md §7; the forward's
+    paths, then ``diagonal_filter_adjoint_moments(_loop)``, as the torch backend differentiates p = 0 since session
+    25) and reverse-mode autodiff of the forward (``torch.func.vjp``, the backend's way before), as the time loop
+    and, when ``tree``, the tree. Parity first: every gradient of the adjoint against the vjp's, and the loop
+    against the tree, agree (relative RMS) before anything is timed."""
     args = list(x[:8])
     args[5] = torch.zeros_like(args[5])                           # p = 0
+    B, _, M = args[0].shape
+    S = args[2].shape[-1]
+    ones = (torch.ones_like(args[0]), torch.ones_like(args[0]), torch.ones(B, M, S), torch.ones(B, M, S))
 
-    def run(loop: bool):
+    def vjp(loop: bool):
         def fwd(*xs):
             if loop:
                 o = diagonal_filter_loop_moments(*xs)
                 return o.y, o.y_var, o.lams, o.etas
             o = diagonal_filter_scan_moments(*xs)
             return o.y, o.y_var, o.lams[:, -1], o.etas[:, -1]
-        outs, vjp = torch.func.vjp(fwd, *args)
-        return (outs[0], *vjp(tuple(torch.ones_like(o) for o in outs)))
+        outs, pull = torch.func.vjp(fwd, *args)
+        return (outs[0], *pull(ones))
 
-    out = {}
-    if tree:
-        out["p0_parity_rel_rms_loop_vs_tree"] = max(rel_rms(a, b) for a, b in zip(run(True), run(False)))
-        if out["p0_parity_rel_rms_loop_vs_tree"] >= PARITY_TOL:
-            return dict(out, p0_status="parity failed")
-        out["p0_tree_vjp_s"] = best_of(lambda: run(False), repeats)
-    out["p0_loop_vjp_s"] = best_of(lambda: run(True), repeats)
+    def adjoint(loop: bool):
+        with torch.no_grad():
+            if loop:
+                o = diagonal_filter_loop_moments(*args, paths=True)
+                return (o.y, *diagonal_filter_adjoint_moments_loop(*args, *ones, paths=(o.lams, o.etas)))
+            o = diagonal_filter_scan_moments(*args)
+            return (o.y, *diagonal_filter_adjoint_moments(*args, *ones, paths=(o.lams, o.etas)))
+
+    forms = [True, False] if tree else [True]
+    runs = {(how, loop): fn(loop) for how, fn in (("vjp", vjp), ("adjoint", adjoint)) for loop in forms}
+    ref = runs[("vjp", True)]
+    out = {"p0_parity_rel_rms_vs_loop_vjp": {f"{how}_{'loop' if loop else 'tree'}": max(rel_rms(a, b) for a, b in
+                                                                                       zip(got, ref))
+                                             for (how, loop), got in runs.items() if (how, loop) != ("vjp", True)}}
+    del runs
+    if max(out["p0_parity_rel_rms_vs_loop_vjp"].values()) >= PARITY_TOL:
+        return dict(out, p0_status="parity failed")
+    for loop in forms:
+        name = "loop" if loop else "tree"
+        out[f"p0_{name}_vjp_s"] = best_of(lambda: vjp(loop), repeats)
+        out[f"p0_{name}_adjoint_s"] = best_of(lambda: adjoint(loop), repeats)
     return out
 
 
@@ -146,17 +167,22 @@ def main(argv=None) -> int:
               f"(x{r['loop_speedup_forward_backward']:.2f}); kla_scan ({r['kla_scan_form']}) "
               f"{r['kla_scan_forward_backward_s']:.3f} s; parity max "
               f"{max(r['parity_rel_rms_loop_vs_tree'].values()):.1e}"
-              + (f"; p = 0 (moments, vjp): loop {r['p0_loop_vjp_s']:.3f} s" if "p0_loop_vjp_s" in r else "")
-              + (f", tree {r['p0_tree_vjp_s']:.3f} s" if "p0_tree_vjp_s" in r else ""), flush=True)
+              + (f"; p = 0 (moments), adjoint / vjp: loop {r['p0_loop_adjoint_s']:.3f} / {r['p0_loop_vjp_s']:.3f} s"
+                 if "p0_loop_vjp_s" in r else "")
+              + (f", tree {r['p0_tree_adjoint_s']:.3f} / {r['p0_tree_vjp_s']:.3f} s" if "p0_tree_vjp_s" in r else ""),
+              flush=True)
     worst = max([max(r["parity_rel_rms_loop_vs_tree"].values()) for r in rows]
-                + [r["p0_parity_rel_rms_loop_vs_tree"] for r in rows if "p0_parity_rel_rms_loop_vs_tree" in r])
+                + [max(r["p0_parity_rel_rms_vs_loop_vjp"].values()) for r in rows
+                   if "p0_parity_rel_rms_vs_loop_vjp" in r])
     record = {"benchmark": "kla_scan_cpu", **torch_record(), "cpu_count": os.cpu_count(),
               "torch_threads": torch.get_num_threads(), "numpy": np.__version__, "git_commit": sha,
               "git_dirty_bayesfilt": dirty, "dtype": "float32", "repeats": repeats,
               "loop_min_lanes": LOOP_MIN_LANES, "parity_worst_rel_rms": worst,
               "what": "seconds, best of repeats; backward = the adjoint with its forward recomputed; kla_scan = "
                       "the public call's forward + backward (autograd), with the form it picks; p0_*: the moment "
-                      "form at p = 0, forward + torch.func.vjp, loop and (up to P0_TREE_MAX) tree", "rows": rows}
+                      "form at p = 0, forward + backward by its adjoint (p0_*_adjoint_s, the torch backend's way since "
+                      "session 25) and by torch.func.vjp (p0_*_vjp_s, before), loop and (up to P0_TREE_MAX) tree",
+              "rows": rows}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(record, f, indent=1)

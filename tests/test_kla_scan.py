@@ -497,10 +497,13 @@ def test_check_command_covers_the_cpu_loop(monkeypatch):
 @pytest.mark.parametrize("loop", [False, True])
 def test_moment_form_takes_the_loop_with_the_information_form(loop, monkeypatch):
     """Where the torch backend falls back to the moment form (p = 0 with its gradient wanted; an overflowing
-    information form), it runs the moment form as the time loop when the information form runs as one, else the
-    tree; the gradients are float64 autograd of the reference's either way."""
+    information form), it runs the moment form and its adjoint (docs/math/kla.md §7) as time loops when the
+    information form runs as one, else as the tree; the gradients are float64 autograd of the reference's either
+    way."""
     _force_loop(monkeypatch, loop)
-    calls = _spy(monkeypatch, "diagonal_filter_loop_moments", "diagonal_filter_scan_moments")
+    names = ("diagonal_filter_loop_moments", "diagonal_filter_scan_moments", "diagonal_filter_adjoint_moments_loop",
+             "diagonal_filter_adjoint_moments")
+    calls = _spy(monkeypatch, *names)
     ins = list(random_inputs(2, 30, 3, 4, seed=4))
     ins[5] = ins[5] * 0                                            # p = 0: the backward differentiates the moments
     cot = _cot(2, 30, 3, 4, seed=4)
@@ -508,15 +511,5 @@ def test_moment_form_takes_the_loop_with_the_information_form(loop, monkeypatch)
     want = _grads(kla_scan_reference, ins, cot)
     for name, g, w in zip(GRAD_NAMES, got, want):
         assert rel_rms(g, w) < 1e-10, name
-    form = "diagonal_filter_loop_moments" if loop else "diagonal_filter_scan_moments"
-    assert calls and set(calls) == {form}, calls
-    if loop:                                  # past MOMENTS_LOOP_MAX_L the moment form takes the tree even so
-        calls.clear()
-        L = kla_functional.MOMENTS_LOOP_MAX_L + 1
-        ins = list(random_inputs(1, L, 1, 2, seed=5))
-        ins[5] = ins[5] * 0
-        xs = [x.float().requires_grad_() for x in ins]
-        y, y_var, _ = kla_scan(*xs[:6], initial_state=KLAState(xs[6], xs[7]), backend="torch")
-        (y.sum() + y_var.sum()).backward()
-        assert calls and set(calls) == {"diagonal_filter_scan_moments"}, calls
-        assert all(torch.isfinite(x.grad).all() for x in xs)
+    forms = set(names[0::2] if loop else names[1::2])
+    assert calls and set(calls) == forms, calls

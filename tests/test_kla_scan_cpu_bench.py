@@ -19,9 +19,11 @@ def test_quick_run_writes_both_forms(tmp_path):
         assert max(r["parity_rel_rms_loop_vs_tree"].values()) < 1e-4
         assert r["kla_scan_form"] == ("loop" if r["lanes"] >= rec["loop_min_lanes"] else "tree")
     assert {r["kla_scan_form"] for r in rec["rows"]} == {"loop", "tree"}      # the quick shapes cover both
-    for r in rec["rows"]:                                 # p = 0 (moment form, vjp) where the loop runs
-        assert ("p0_loop_vjp_s" in r) == (r["kla_scan_form"] == "loop")
-    assert all(r["p0_parity_rel_rms_loop_vs_tree"] < 1e-4 for r in rec["rows"] if "p0_tree_vjp_s" in r)
+    for r in rec["rows"]:                                 # p = 0 (moment form: adjoint and vjp) where the loop runs
+        assert ("p0_loop_vjp_s" in r) == ("p0_loop_adjoint_s" in r) == (r["kla_scan_form"] == "loop")
+        if "p0_tree_vjp_s" in r:
+            assert set(r["p0_parity_rel_rms_vs_loop_vjp"]) == {"adjoint_loop", "vjp_tree", "adjoint_tree"}
+            assert max(r["p0_parity_rel_rms_vs_loop_vjp"].values()) < 1e-4
 
 
 def _perturbed_run(tmp_path, monkeypatch, name: str, field: str) -> list:
@@ -50,3 +52,11 @@ def test_p0_forms_that_disagree_are_not_timed(tmp_path, monkeypatch):
     rows = _perturbed_run(tmp_path, monkeypatch, "diagonal_filter_loop_moments", "etas")
     loop_rows = [r for r in rows if r["kla_scan_form"] == "loop"]
     assert loop_rows and all(r["p0_status"] == "parity failed" and "p0_loop_vjp_s" not in r for r in loop_rows)
+
+
+def test_p0_adjoint_that_disagrees_is_not_timed(tmp_path, monkeypatch):
+    """Parity first for the moment-form adjoint: a loop adjoint whose lambda_v gradient is off by 1% against the
+    vjp of the forward is not timed, and the run fails."""
+    rows = _perturbed_run(tmp_path, monkeypatch, "diagonal_filter_adjoint_moments_loop", "lambda_v")
+    loop_rows = [r for r in rows if r["kla_scan_form"] == "loop"]
+    assert loop_rows and all(r["p0_status"] == "parity failed" and "p0_loop_adjoint_s" not in r for r in loop_rows)

@@ -534,3 +534,44 @@ def test_bos_on_a_task_without_words_is_refused_by_name(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
     with pytest.raises(BayesfiltError, match=r"^bos:.*'lm'"):
         make_any_task("lm", bos=True)
+
+
+def _choices(parser, dest: str) -> tuple:
+    """The ``choices`` of the option stored in ``dest``, looked up in ``parser`` (and its subparsers)."""
+    import argparse
+    for action in parser._actions:
+        if action.dest == dest:
+            return tuple(action.choices)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found = _choices(sub, dest)
+                if found:
+                    return found
+    return ()
+
+
+def test_cli_and_benchmark_init_choices_are_the_configs():
+    """The torch-free parsers (``bayesfilt train``, benchmarks/_common.py) spell the init choices out; they must be
+    KLAConfig's own (a config value the CLI cannot pass, or a CLI value the config refuses, fails here)."""
+    import argparse
+    from pathlib import Path
+
+    from conftest import load_script
+
+    from bayesfilt.cli import build_parser
+    from bayesfilt.nn.config import A_INITS, P_INIT_RULES
+    parser = build_parser()
+    assert set(_choices(parser, "a_init")) == set(A_INITS)
+    assert set(_choices(parser, "p_init_rule")) == set(P_INIT_RULES)
+    common = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "_common.py", "bench_common_choices")
+    ap = argparse.ArgumentParser()
+    common.add_kla_init_args(ap)
+    assert set(_choices(ap, "p_init_rule")) == set(P_INIT_RULES)
+
+
+def test_train_config_checks_the_kla_fields_as_kla_config_does():
+    """A KLA field that KLAConfig refuses is refused when the TrainConfig is made, not later when the model is
+    built: lambda_v_init at or above 1 / precision_floor (1e4), an unknown a_init or p_init_rule."""
+    for name, bad in (("lambda_v_init", 1e9), ("a_init", "s4d"), ("p_init_rule", "3adt")):
+        with pytest.raises(BayesfiltError, match=name):
+            TrainConfig(**{name: bad})

@@ -22,7 +22,8 @@ Backends:
   is the same forward/backward as a ``torch.autograd.Function``. Where the information form
   overflows (p = 0: lam_t grows like a^(-2t)), forward and backward are recomputed in the
   identical moment form (``bayesfilt.scan.diagonal.diagonal_filter_scan_moments``, or
-  ``diagonal_filter_loop_moments`` where the loop runs; gradients by ``torch.func.vjp`` of it), so y and
+  ``diagonal_filter_loop_moments`` where the loop runs; gradients by its adjoint, ``diagonal_filter_adjoint_moments``
+  or ``diagonal_filter_adjoint_moments_loop``), so y and
   y_var stay finite; the returned state (lam, eta) then has lam saturated at ``LAM_MAX``
   (``bayesfilt.nn.reference.moments_to_state``; docs/math/kla.md, section 6). The reference loop runs the
   moment form.
@@ -44,8 +45,9 @@ import torch
 
 from ..errors import BayesfiltError, type_error, value_error
 from ..validation import check_bool
-from ..scan.diagonal import (diagonal_filter_adjoint, diagonal_filter_adjoint_loop, diagonal_filter_loop,
-                             diagonal_filter_loop_moments, diagonal_filter_scan, diagonal_filter_scan_moments)
+from ..scan.diagonal import (diagonal_filter_adjoint, diagonal_filter_adjoint_loop, diagonal_filter_adjoint_moments,
+                             diagonal_filter_adjoint_moments_loop, diagonal_filter_loop, diagonal_filter_loop_moments,
+                             diagonal_filter_scan, diagonal_filter_scan_moments)
 from .reference import kla_scan_reference, kla_step_reference, lam_max, moments_to_state
 
 __all__ = ["BACKENDS", "CheckRow", "KLAScanFunction", "KLAState", "check_backends", "kla_scan", "kla_step",
@@ -132,20 +134,15 @@ def _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: boo
     return (out.y, out.y_var, *moments_to_state(out.lams, out.etas))     # (lams, etas: sig2_L, mu_L here)
 
 
-#: Longest sequence for which the moment form runs as the time loop (where ``_use_loop``): ``torch.func.vjp``
-#: differentiates it through an autograd graph one step deep per token, and at L = 65536 (loop forced, 6 lanes) a
-#: CI worker crashed in session 21; longer sequences take the tree (tested at L = 4096).
-MOMENTS_LOOP_MAX_L = 4096
-
-
-def _moments_forward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: bool):
-    """The moment form's (y, y_var, sig2_L, mu_L) as a DiagonalScanOutput: the time loop where the information
-    form runs as one (``_use_loop``) and L <= MOMENTS_LOOP_MAX_L, else the parallel tree."""
-    if _use_loop(v, k) and v.shape[1] <= MOMENTS_LOOP_MAX_L:
-        return diagonal_filter_loop_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout)
+def _moments_forward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: bool, paths: bool = False):
+    """The moment form's y, y_var and variance and mean as a DiagonalScanOutput: the time loop where the information
+    form runs as one (``_use_loop``), else the parallel tree; ``lams``, ``etas`` the final sig2_L, mu_L, or with
+    ``paths`` the paths sig2_1..sig2_L, mu_1..mu_L (B, L, M, S)."""
+    if _use_loop(v, k):
+        return diagonal_filter_loop_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, paths)
     sched, chunk = _schedule(v.shape[1])
     out = diagonal_filter_scan_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, sched, chunk)
-    return out._replace(lams=out.lams[:, -1], etas=out.etas[:, -1])
+    return out if paths else out._replace(lams=out.lams[:, -1], etas=out.etas[:, -1])
 
 
 def _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout: bool,
@@ -156,7 +153,8 @@ def _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_l
         # that gradient long before anything overflows (0.8 relative error at a = 0.8, L = 90; docs/math/kla.md,
         # Ranges); float64 only later (-737 for 77.4 at a = 0.5, L = 60): differentiate the moment form
         # instead, which is exact
-        return _moments_vjp(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout)
+        return _moments_backward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta,
+                                 prior_readout)
     if _use_loop(v, k):
         grads = tuple(diagonal_filter_adjoint_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam,
                                                    g_eta, prior_readout))
@@ -165,48 +163,47 @@ def _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_l
                                               g_eta, prior_readout, sched, chunk))
     if _finite(*grads) or not _finite(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta):
         return grads
-    return _moments_vjp(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout)
+    return _moments_backward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout)
 
 
-def _moments_vjp(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout: bool):
-    """Exact gradients by reverse-mode differentiation of the moment-form forward.
+def _moments_backward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout: bool):
+    """Exact gradients by the moment form's adjoint (docs/math/kla.md §7; the loop or the tree as the forward).
 
-    Used where the information-form adjoint overflows (p = 0: its factors grow like a^(-2t));
-    the moment form's coefficients are bounded. ``torch.func.vjp`` also works inside the custom
-    op's implementation, where the autograd dispatch keys are excluded. In float32 the cotangent of the
-    final variance, -(g_lam + g_eta mu_L) lam_L^2, overflows once lam_L passes ~1e19 although lam_L itself
-    (up to LAM_MAX = 1e30) and most gradients are representable; where the result is not finite from finite
-    inputs it is recomputed in float64 with float32's saturation and cast back (only d/dp, ~ -lam_L^2 at
-    p = 0, may then be inf: its true value)."""
+    Used where the information-form adjoint overflows or cancels (p = 0: its factors grow like a^(-2t)); the
+    moment form's factors are bounded by 1. In float32 the cotangent of the final variance,
+    -(g_lam + g_eta mu_L) lam_L^2, overflows once lam_L passes ~1e19 although lam_L itself (up to LAM_MAX = 1e30)
+    and most gradients are representable; where the result is not finite from finite inputs it is recomputed in
+    float64 with float32's saturation and cast back (only d/dp, ~ -lam_L^2 at p = 0, may then be inf: its true
+    value)."""
     xs = (v, lambda_v, k, q, a_bar, p_bar, lam0, eta0)
     gs = (g_y, g_y_var, g_lam, g_eta)
     sat = lam_max(v.dtype)
-    grads = _moments_vjp_at(xs, gs, prior_readout, sat)
+    grads = _moments_backward_at(xs, gs, prior_readout, sat)
     if v.dtype == torch.float64 or _finite(*grads) or not _finite(*xs, *gs):
         return grads
-    wide = _moments_vjp_at(tuple(x.double() for x in xs), tuple(g.double() for g in gs), prior_readout, sat)
+    wide = _moments_backward_at(tuple(x.double() for x in xs), tuple(g.double() for g in gs), prior_readout, sat)
     return tuple(g.to(x.dtype) for g, x in zip(wide, xs))
 
 
-def _moments_vjp_at(xs, gs, prior_readout: bool, sat: float):
-    """``_moments_vjp`` in the inputs' dtype, the final state saturating at precision ``sat``."""
-    def fwd(*ins):
-        out = _moments_forward(*ins, prior_readout)
-        return out.y, out.y_var, out.lams, out.etas
-
+def _moments_backward_at(xs, gs, prior_readout: bool, sat: float):
+    """``_moments_backward`` in the inputs' dtype, the final state saturating at precision ``sat``."""
     g_y, g_y_var, g_lam, g_eta = gs
-    (_, _, sig2, mu), vjp = torch.func.vjp(fwd, *xs)
+    out = _moments_forward(*xs, prior_readout, paths=True)
+    sig2, mu = out.lams[:, -1], out.etas[:, -1]                  # w_L, mu_L
     # the state the forward returned (moments_to_state): lam_L = 1/max(sig2_L, 1/sat), eta_L = mu_L lam_L.
     # Unsaturated: dL/dsig2 = -(g_lam + g_eta mu) lam^2, dL/dmu = g_eta lam; saturated (p = 0 shrinks sig2_L,
-    # in float32 to 0): lam_L is the constant sat, so dL/dsig2 = 0 and dL/dmu = g_eta sat. (1/sig2
-    # with sig2 = 0 gave inf and NaN gradients; autograd through the floor gives 0 * inf there.) Zero where
-    # the upstream gradient is zero.
+    # in float32 to 0): lam_L is the constant sat, so dL/dsig2 = 0 and dL/dmu = g_eta sat. Zero where the
+    # upstream gradient is zero (0 * inf would be NaN).
     inv = 1.0 / sig2.clamp(min=1.0 / sat)                        # lam_L
     g_tot = g_lam + g_eta * mu
     live = (g_tot != 0) & (sig2 * sat > 1.0)                     # not saturated, a gradient to pass
     g_sig2 = torch.where(live, -(g_tot * inv) * inv, torch.zeros_like(sig2))
     g_mu = torch.where(g_eta != 0, g_eta * inv, torch.zeros_like(mu))
-    return tuple(vjp((g_y, g_y_var, g_sig2, g_mu)))
+    paths = (out.lams, out.etas)
+    if _use_loop(xs[0], xs[2]):
+        return tuple(diagonal_filter_adjoint_moments_loop(*xs, g_y, g_y_var, g_sig2, g_mu, prior_readout, paths))
+    sched, chunk = _schedule(xs[0].shape[1])
+    return tuple(diagonal_filter_adjoint_moments(*xs, g_y, g_y_var, g_sig2, g_mu, prior_readout, sched, chunk, paths))
 
 
 # ============================================================================ custom ops

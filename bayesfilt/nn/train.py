@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import type_error, value_error
 from ..validation import as_int, as_real_scalar
 from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from .config import A_INITS, BACKENDS, P_INIT_RULES, KLAConfig
+from .config import BACKENDS, KLAConfig
 from .lm import MIXERS, CompressionDecoder, KLALanguageModel, count_parameters, labelled_cross_entropy
 from .tasks import GROUPS, Task
 from .text import ALL_TASKS as TASKS, make_any_task as make_task   # the synthetic tasks and "lm"
@@ -180,16 +180,13 @@ class TrainConfig:
         for name in ("process_noise", "dt_per_state", "decay_dynamics", "bos"):
             if not isinstance(getattr(self, name), bool):
                 raise type_error(name, f"must be a bool, got {getattr(self, name)!r}", "pass True or False")
-        if self.a_init not in A_INITS:
-            raise value_error("a_init", f"is {self.a_init!r}", f"pass one of {A_INITS}")
         if self.bos and self.task not in GROUPS:
             raise value_error("bos", f"is for the word problems {GROUPS}, not task {self.task!r}", "pass bos=False")
         as_real_scalar(self.p_init, "p_init", low=0.0, fix="pass p_init >= 0 (the paper's 0.01)")
-        if self.p_init_rule not in P_INIT_RULES:
-            raise value_error("p_init_rule", f"is {self.p_init_rule!r}", f"pass one of {P_INIT_RULES}")
         if self.lambda_v_init is not None:
             as_real_scalar(self.lambda_v_init, "lambda_v_init", low=0.0, low_open=True,
                            fix="pass None or a precision > 0 (e.g. d_state)")
+        self.kla_config()                   # the KLA fields as KLAConfig checks them (a_init, p_init_rule, ranges)
 
     def kla_config(self) -> KLAConfig:
         """The :class:`KLAConfig` this run uses (paper defaults except the fields set here).

@@ -46,7 +46,8 @@ import numpy as np
 from .core import SCHEDULES, scan as core_scan
 
 __all__ = ["SCHEDULES", "affine_combine", "diagonal_filter_adjoint", "diagonal_filter_adjoint_loop",
-           "diagonal_filter_loop", "diagonal_filter_loop_moments", "diagonal_filter_scan", "mobius_combine",
+           "diagonal_filter_adjoint_moments", "diagonal_filter_adjoint_moments_loop", "diagonal_filter_loop",
+           "diagonal_filter_loop_moments", "diagonal_filter_scan", "diagonal_filter_scan_moments", "mobius_combine",
            "precision_path", "readout", "scan"]
 
 
@@ -553,19 +554,22 @@ def diagonal_filter_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_read
     return DiagonalScanOutput(y, y_var, lams if paths else lam, etas if paths else eta)
 
 
-def diagonal_filter_loop_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: bool = False):
+def diagonal_filter_loop_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: bool = False,
+                                 paths: bool = False):
     """:func:`diagonal_filter_scan_moments` (the moment form, free of overflow at p = 0) as a loop over time.
 
     The same per-lane recurrences in variance and mean, one step per iteration, vectorised over the lanes; the
-    outputs are built by stacking, without in-place writes, so ``torch.func.vjp`` differentiates it (the torch
-    backend's gradients at p = 0 on the CPU with many lanes). NumPy or torch, no validation.
+    outputs are built by stacking, without in-place writes (autograd differentiates it). NumPy or torch, no
+    validation.
 
     Args:
         v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: as :func:`diagonal_filter_scan`.
+        paths: also return the paths sig2_1..sig2_L and mu_1..mu_L (B, L, M, S), which
+            :func:`diagonal_filter_adjoint_moments_loop` reads.
 
     Returns:
-        :class:`DiagonalScanOutput`: y, y_var (B, L, M); ``lams`` and ``etas`` hold the final variance sig2_L
-        and mean mu_L (B, M, S), not lam and eta.
+        :class:`DiagonalScanOutput`: y, y_var (B, L, M); ``lams`` and ``etas`` hold the variance and mean,
+        not lam and eta: the paths when ``paths``, else the final sig2_L and mu_L (B, M, S).
 
     Example:
         >>> import numpy as np
@@ -581,7 +585,7 @@ def diagonal_filter_loop_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, pr
     L = v.shape[1]
     a2 = a_bar * a_bar                                               # a^2
     sig2, mu = 1.0 / lam0, eta0 / lam0                               # sig2_0 = 1 / lam_0, mu_0 = eta_0 / lam_0
-    ys, y_vars = [], []
+    ys, y_vars, sig2s, mus = [], [], [], []
     for t in range(L):
         kt, qt = k[:, t, None, :], q[:, t, None, :]                  # k_t[s], q_t[s] over m
         lv = lambda_v[:, t, :, None]                                 # lambda_v_t[m] over s
@@ -595,6 +599,11 @@ def diagonal_filter_loop_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, pr
         else:
             ys.append((qt * mu).sum(-1))                             # y_t = sum_s q_t mu_t
             y_vars.append((qt * qt * sig2).sum(-1))                  # y_var_t = sum_s q_t^2 sig2_t
+        if paths:
+            sig2s.append(sig2)
+            mus.append(mu)
+    if paths:
+        return DiagonalScanOutput(_stack(ys, 1), _stack(y_vars, 1), _stack(sig2s, 1), _stack(mus, 1))
     return DiagonalScanOutput(_stack(ys, 1), _stack(y_vars, 1), sig2, mu)
 
 
@@ -677,6 +686,202 @@ def diagonal_filter_adjoint_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_
             g_a = g_a + (gy * qt * mu + gv * qt * qt * 2.0 * a_bar * inv).sum(0)    # the readout's own a, p
             g_p = g_p + (gv * qt * qt).sum(0)
     return DiagonalScanGrads(g_v, g_lv, g_k, g_q, g_a, g_p, carry_lam, carry_eta)
+
+
+def _moment_step_terms(w_prev, mu_prev, phi, u, a_bar, p_bar):
+    """One step's coefficients of the moment form (docs/math/kla.md §7), any matching shapes."""
+    P = a_bar * a_bar * w_prev + p_bar                               # P_t = a^2 w_{t-1} + p
+    g = 1.0 / (1.0 + phi * P)                                        # g_t = 1 / (1 + phi_t P_t)
+    nu = u - phi * (a_bar * mu_prev)                                 # nu_t = u_t - phi_t a mu_{t-1}
+    return g, nu
+
+
+def _moment_local_grads(Hw, Hm, w, w_prev, mu_prev, g, nu, a_bar):
+    """dLoss/dP_t, dLoss/du_t, dLoss/dphi_t and step t's share of dLoss/da (§7), from the adjoint of (w_t, mu_t)
+    with token t's readout added (Hw, Hm)."""
+    X = Hw + Hm * nu                                                 # X_t = H^w_t + H^mu_t nu_t (d mu_t/d w_t = nu_t)
+    GP = g * g * X                                                   # dLoss/dP_t (d w_t/d P_t = g_t^2)
+    Gu = w * Hm                                                      # dLoss/du_t (d mu_t/d u_t = w_t)
+    Gphi = -w * (w * X + a_bar * mu_prev * Hm)                       # dLoss/dphi_t (d w_t/d phi_t = -w_t^2)
+    ga = GP * 2.0 * a_bar * w_prev + Hm * g * mu_prev                # d P_t/da = 2 a w_{t-1}, d mu_t/da|w = g mu_{t-1}
+    return X, GP, Gu, Gphi, ga
+
+
+def diagonal_filter_adjoint_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_w=None, g_mu=None,
+                                    prior_readout: bool = False, schedule: str = "tree", chunk: int | None = None,
+                                    paths: tuple | None = None) -> DiagonalScanGrads:
+    """Exact gradients of the moment form (:func:`diagonal_filter_scan_moments`) by its adjoint; NumPy or torch.
+
+    The adjoint of docs/math/kla.md §7, which the Triton backward's moment form (``adjoint="moment"``) follows:
+    it carries dLoss/dw_t and dLoss/dmu_t (w_t = 1/lam_t the variance, mu_t the mean), whose factors are bounded
+    by 1 (a g_t, a^2 g_t^2 with g_t = 1/(1 + phi_t P_t)), so it stays finite at p = 0 where the information
+    form's adjoint (:func:`diagonal_filter_adjoint`) overflows. Two reverse affine scans:
+
+        H^mu_t = r^mu_t + a g_{t+1} H^mu_{t+1}
+        H^w_t  = r^w_t  + a^2 g_{t+1}^2 (H^w_{t+1} + nu_{t+1} H^mu_{t+1})
+
+    (H the adjoints with token t's readout included, r the readout's injections), then per-step local
+    derivatives.
+
+    Args:
+        v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, prior_readout, schedule, chunk: as
+            :func:`diagonal_filter_adjoint`.
+        g_w, g_mu: upstream gradients of the final variance w_L and mean mu_L, (B, M, S) (None = zero). The
+            final state's (lam_L, eta_L) convert to them as dLoss/dw_L = -lam_L^2 (g_lam + mu_L g_eta),
+            dLoss/dmu_L = lam_L g_eta (``bayesfilt.nn.functional`` does, with the state's saturation).
+        paths: optional (sig2s, mus) of the forward, (B, L, M, S) each (the ``lams``, ``etas`` of
+            :func:`diagonal_filter_scan_moments`).
+
+    Returns:
+        :class:`DiagonalScanGrads` with one gradient per input (lam0 and eta0 those of the information-form
+        initial state, through w_0 = 1/lam_0 and mu_0 = eta_0/lam_0).
+
+    Example:
+        At p = 0 the gradient agrees with a central finite difference of the moment form:
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(1)
+        >>> B, L, M, S = 1, 6, 2, 3
+        >>> v, lambda_v = rng.standard_normal((B, L, M)), rng.uniform(0.5, 2.0, (B, L, M))
+        >>> k, q = rng.standard_normal((B, L, S)), rng.standard_normal((B, L, S))
+        >>> a_bar, p_bar = rng.uniform(0.5, 1.0, (M, S)), np.zeros((M, S))
+        >>> lam0, eta0 = np.ones((B, M, S)), np.zeros((B, M, S))
+        >>> g_y = rng.standard_normal((B, L, M))
+        >>> grads = diagonal_filter_adjoint_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, None)
+        >>> def loss(a):
+        ...     return float((g_y * diagonal_filter_scan_moments(v, lambda_v, k, q, a, p_bar, lam0, eta0).y).sum())
+        >>> e = np.zeros((M, S)); e[0, 1] = 1e-6
+        >>> fd = (loss(a_bar + e) - loss(a_bar - e)) / 2e-6
+        >>> bool(abs(grads.a_bar[0, 1] - fd) < 1e-6)
+        True
+    """
+    if paths is None:
+        out = diagonal_filter_scan_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, schedule, chunk)
+        ws, mus = out.lams, out.etas
+    else:
+        ws, mus = paths
+    zero_y = ws[..., 0] * 0
+    g_y = zero_y if g_y is None else g_y
+    g_y_var = zero_y if g_y_var is None else g_y_var
+    w0 = 1.0 / lam0                                                  # w_0 = 1 / lam_0
+    mu0 = eta0 * w0                                                  # mu_0 = eta_0 / lam_0
+    w_prev = _cat([w0[:, None], _take(ws, 0, -1)], 1)                # w_{t-1}
+    mu_prev = _cat([mu0[:, None], _take(mus, 0, -1)], 1)             # mu_{t-1}
+    kt = k[:, :, None, :]
+    lv = lambda_v[..., None]
+    vv = v[..., None]
+    qs = q[:, :, None, :]
+    gy = g_y[..., None]
+    gv = g_y_var[..., None]
+    a2 = a_bar * a_bar
+    g, nu = _moment_step_terms(w_prev, mu_prev, lv * kt * kt, lv * vv * kt, a_bar, p_bar)   # phi_t, u_t
+    c_mean = a_bar if prior_readout else 1.0                         # y_t = sum q c_mean mu_t
+    c_var = a2 if prior_readout else 1.0                             # y_var_t = sum q^2 (c_var w_t [+ p])
+    r_mu = gy * qs * c_mean                                          # d y_t / d mu_t
+    r_w = gv * qs * qs * c_var                                       # d y_var_t / d w_t
+    if g_mu is not None:
+        r_mu = _cat([_take(r_mu, 0, -1), _take(r_mu, -1, None) + g_mu[:, None]], 1)
+    if g_w is not None:
+        r_w = _cat([_take(r_w, 0, -1), _take(r_w, -1, None) + g_w[:, None]], 1)
+    Hm = _reverse(a_bar * g, r_mu, schedule, chunk)                  # H^mu_t = r^mu_t + a g_{t+1} H^mu_{t+1}
+    J = a2 * g * g                                                   # d w_t / d w_{t-1} = a^2 g_t^2
+    K = J * nu * Hm                                                  # step t's share of H^w_{t-1} through mu_t
+    K_next = _cat([_take(K, 1, None), _take(K, 0, 1) * 0], 1)        # K_{t+1} (0 after L)
+    Hw = _reverse(J, r_w + K_next, schedule, chunk)                  # H^w_t = r^w_t + J_{t+1} H^w_{t+1} + K_{t+1}
+    X, GP, Gu, Gphi, ga = _moment_local_grads(Hw, Hm, ws, w_prev, mu_prev, g, nu, a_bar)
+    g_v = lambda_v * (kt * Gu).sum(-1)                               # d u/dv = lv k
+    g_lv = (kt * kt * Gphi + vv * kt * Gu).sum(-1)                   # d phi/dlv = k^2, d u/dlv = v k
+    g_k = (lv * (2.0 * kt * Gphi + vv * Gu)).sum(2)                  # d phi/dk = 2 lv k, d u/dk = lv v
+    var = a2 * ws + p_bar if prior_readout else ws                   # d y_var_t / d q_t^2
+    g_q = (gy * c_mean * mus).sum(2) + 2.0 * q * (gv * var).sum(2)   # dy/dq = c mu, dy_var/dq = 2 q var
+    g_a = ga.sum(1).sum(0)
+    g_p = GP.sum(1).sum(0)                                           # d P_t / dp = 1
+    if prior_readout:
+        g_a = g_a + (gy * qs * mus + gv * qs * qs * 2.0 * a_bar * ws).sum(1).sum(0)   # the readout's own a, p
+        g_p = g_p + (gv * qs * qs).sum(1).sum(0)
+    # one more step back: H^w_0 = a^2 g_1^2 X_1 = a^2 dLoss/dP_1, H^mu_0 = a g_1 H^mu_1
+    Hw0 = a2 * _take(GP, 0, 1)[:, 0]
+    Hm0 = a_bar * _take(g, 0, 1)[:, 0] * _take(Hm, 0, 1)[:, 0]
+    g_lam0 = -w0 * (w0 * Hw0 + mu0 * Hm0)                            # d w_0/d lam_0 = -w_0^2, d mu_0/d lam_0 = -mu_0 w_0
+    g_eta0 = w0 * Hm0                                                # d mu_0/d eta_0 = w_0
+    return DiagonalScanGrads(g_v, g_lv, g_k, g_q, g_a, g_p, g_lam0, g_eta0)
+
+
+def diagonal_filter_adjoint_moments_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_w=None,
+                                         g_mu=None, prior_readout: bool = False,
+                                         paths: tuple | None = None) -> DiagonalScanGrads:
+    """The gradients of :func:`diagonal_filter_adjoint_moments` by one reverse loop over time (lanes vectorised).
+
+    The §7 step (docs/math/kla.md) folded from t = L down to 1, with each step's local derivatives taken as it
+    passes. NumPy or torch, no validation.
+
+    Args:
+        v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_w, g_mu, prior_readout: as
+            :func:`diagonal_filter_adjoint_moments`.
+        paths: optional (sig2s, mus) of the forward, (B, L, M, S) each (``diagonal_filter_loop_moments(...,
+            paths=True)``); recomputed when None.
+
+    Returns:
+        :class:`DiagonalScanGrads` with one gradient per input.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(1)
+        >>> B, L, M, S = 2, 7, 2, 3
+        >>> args = (rng.standard_normal((B, L, M)), rng.uniform(0.5, 2.0, (B, L, M)), rng.standard_normal((B, L, S)),
+        ...         rng.standard_normal((B, L, S)), rng.uniform(0.5, 1.0, (M, S)), np.zeros((M, S)),
+        ...         np.full((B, M, S), 2.0), rng.standard_normal((B, M, S)))
+        >>> g = (rng.standard_normal((B, L, M)), rng.standard_normal((B, L, M)), rng.standard_normal((B, M, S)))
+        >>> tree = diagonal_filter_adjoint_moments(*args, *g)
+        >>> loop = diagonal_filter_adjoint_moments_loop(*args, *g)
+        >>> all(np.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(tree, loop))
+        True
+    """
+    if paths is None:
+        out = diagonal_filter_loop_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, paths=True)
+        ws, mus = out.lams, out.etas
+    else:
+        ws, mus = paths
+    B, L, M = v.shape
+    S = k.shape[-1]
+    g_v, g_lv, g_k, g_q = _empty(v, (B, L, M)), _empty(v, (B, L, M)), _empty(k, (B, L, S)), _empty(q, (B, L, S))
+    g_y = v * 0 if g_y is None else g_y                              # None = zero
+    g_y_var = v * 0 if g_y_var is None else g_y_var
+    a2 = a_bar * a_bar
+    c_mean = a_bar if prior_readout else 1.0                         # y_t = sum q c_mean mu_t
+    c_var = a2 if prior_readout else 1.0                             # y_var_t = sum q^2 (c_var w_t [+ p])
+    w0 = 1.0 / lam0                                                  # w_0 = 1 / lam_0
+    mu0 = eta0 * w0                                                  # mu_0 = eta_0 / lam_0
+    g_a, g_p = a_bar * 0, p_bar * 0                                  # dLoss/da, dLoss/dp, summed over b and t
+    carry_w, carry_mu = lam0 * 0, lam0 * 0                           # dLoss/dw_t, dLoss/dmu_t through later steps
+    for t in range(L - 1, -1, -1):
+        w, mu = ws[:, t], mus[:, t]                                  # w_t, mu_t
+        w_p, mu_p = (ws[:, t - 1], mus[:, t - 1]) if t else (w0, mu0)    # w_{t-1}, mu_{t-1}
+        kt, qt = k[:, t, None, :], q[:, t, None, :]                  # k_t[s], q_t[s] over m
+        lv, vv = lambda_v[:, t, :, None], v[:, t, :, None]           # lambda_v_t[m], v_t[m] over s
+        gy, gv = g_y[:, t, :, None], g_y_var[:, t, :, None]          # dLoss/dy_t, dLoss/dy_var_t over s
+        g, nu = _moment_step_terms(w_p, mu_p, lv * kt * kt, lv * vv * kt, a_bar, p_bar)
+        Hm = gy * qt * c_mean + carry_mu                             # H^mu_t with token t's readout
+        Hw = gv * qt * qt * c_var + carry_w                          # H^w_t with token t's readout
+        if t == L - 1:                                               # the final state's upstream gradients
+            Hm = Hm if g_mu is None else Hm + g_mu
+            Hw = Hw if g_w is None else Hw + g_w
+        X, GP, Gu, Gphi, ga = _moment_local_grads(Hw, Hm, w, w_p, mu_p, g, nu, a_bar)
+        carry_w = a2 * GP                                            # dLoss/dw_{t-1} = a^2 dLoss/dP_t
+        carry_mu = a_bar * g * Hm                                    # dLoss/dmu_{t-1} = a g_t H^mu_t
+        g_v[:, t] = lambda_v[:, t] * (kt * Gu).sum(-1)               # d u/dv = lv k
+        g_lv[:, t] = (kt * kt * Gphi + vv * kt * Gu).sum(-1)         # d phi/dlv = k^2, d u/dlv = v k
+        g_k[:, t] = (lv * (2.0 * kt * Gphi + vv * Gu)).sum(1)        # d phi/dk = 2 lv k, d u/dk = lv v
+        var = a2 * w + p_bar if prior_readout else w                 # d y_var_t / d q_t^2
+        g_q[:, t] = (gy * c_mean * mu).sum(1) + 2.0 * q[:, t] * (gv * var).sum(1)
+        g_a = g_a + ga.sum(0)
+        g_p = g_p + GP.sum(0)                                        # d P_t / dp = 1
+        if prior_readout:
+            g_a = g_a + (gy * qt * mu + gv * qt * qt * 2.0 * a_bar * w).sum(0)    # the readout's own a, p
+            g_p = g_p + (gv * qt * qt).sum(0)
+    g_lam0 = -w0 * (w0 * carry_w + mu0 * carry_mu)                   # d w_0/d lam_0 = -w_0^2, d mu_0/d lam_0 = -mu_0 w_0
+    g_eta0 = w0 * carry_mu                                           # d mu_0/d eta_0 = w_0
+    return DiagonalScanGrads(g_v, g_lv, g_k, g_q, g_a, g_p, g_lam0, g_eta0)
 
 
 def _reverse(coef, offset, schedule, chunk):
