@@ -75,6 +75,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s22a       # (prepared in session 21, not yet run) fuzzy recall: KLA grid completed for seed 0, seed 1 at lr 5e-4 / wd 0
 #   bash benchmarks/gpu_run.sh COMMIT s22b       # A5 with the authors' newer inits (p = 3aΔ, Λv = d_state): 1/2 blocks, two recipes
 #   bash benchmarks/gpu_run.sh COMMIT s22c       # fuzzy recall with the authors' newer inits: KLA lr 5e-4, wd 0 / 0.1, seeds 0 / 1
+#   bash benchmarks/gpu_run.sh COMMIT s25a       # session 25: the KLA GPU test files (torch backend's moment-form adjoint vs Triton at p = 0)
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1408,6 +1409,16 @@ s22c)
         --workdir /tmp/kla_mad_f2 --out "$OUT/kla_mad_${stage}_wd0.1.json" > "$LOG/mad_f2.log" 2>&1 &
     wait
     el "kla_mad done"; tail -n 4 "$LOG"/mad_*.log | cut -c1-300
+    ;;
+s25a)
+    # session 25 (kind nvidia-h200; PACK_CACHE=1 returns the compile cache): the KLA GPU test files at the session's
+    # commit, after the torch backend's p = 0 backward moved from torch.func.vjp to the moment form's adjoint
+    # (test_kla_layer_gpu.py::test_no_process_noise_on_triton_matches_torch compares it with the Triton backward)
+    timeout ${PT_TIMEOUT:-540} python3 -m pytest -v -n ${PT_WORKERS:-12} -p no:cacheprovider -rfE --tb=short \
+        tests/test_kla_layer_gpu.py tests/test_kla_triton.py tests/test_determinism_gpu.py tests/test_conv_triton.py \
+        tests/test_decode_graph_gpu.py tests/test_kla_no_process_noise.py tests/test_kla_moment_adjoint.py \
+        --junitxml "$OUT/gpu_tests_${stage}.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 20
     ;;
 s21b)
     # prepared in session 20, trimmed in session 21 (kind nvidia-h200; carry .tcache .whl): fuzzy recall under MAD's
