@@ -76,6 +76,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s22b       # A5 with the authors' newer inits (p = 3aΔ, Λv = d_state): 1/2 blocks, two recipes
 #   bash benchmarks/gpu_run.sh COMMIT s22c       # fuzzy recall with the authors' newer inits: KLA lr 5e-4, wd 0 / 0.1, seeds 0 / 1
 #   bash benchmarks/gpu_run.sh COMMIT s25a       # session 25: the KLA GPU test files (torch backend's moment-form adjoint vs Triton at p = 0)
+#   bash benchmarks/gpu_run.sh COMMIT s25b       # session 25: what s25a left: three interpreter tests made device-portable, the timed-out case
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1419,6 +1420,17 @@ s25a)
         tests/test_decode_graph_gpu.py tests/test_kla_no_process_noise.py tests/test_kla_moment_adjoint.py \
         --junitxml "$OUT/gpu_tests_${stage}.xml" > "$LOG/ptests.log" 2>&1
     el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 20
+    ;;
+s25b)
+    # session 25, after s25a (kind nvidia-h200): its three failures, tests that built a weight or the layer on the
+    # CPU beside CUDA inputs (made device-portable), and the case its time limit cut
+    timeout ${PT_TIMEOUT:-480} python3 -m pytest -v -n 4 -p no:cacheprovider -rfE --tb=short \
+        "tests/test_kla_triton.py::test_kla_scan_adjoint_argument_interpreted" \
+        "tests/test_kla_triton.py::test_moment_form_final_state_gradient_saturated_interpreted" \
+        "tests/test_kla_triton.py::test_filter_readout_without_process_noise_has_finite_gradients_interpreted" \
+        "tests/test_kla_triton.py::test_gpu_matrix_variance_off[case11-tune11]" \
+        --junitxml "$OUT/gpu_tests_${stage}.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed|Error" "$LOG/ptests.log" | tail -n 20
     ;;
 s21b)
     # prepared in session 20, trimmed in session 21 (kind nvidia-h200; carry .tcache .whl): fuzzy recall under MAD's

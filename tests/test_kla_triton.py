@@ -429,7 +429,7 @@ def test_kla_scan_adjoint_argument_interpreted():
     from bayesfilt.nn.functional import kla_scan
     _kernels()
     xs = _inputs(1, 64, 5, 4, seed=3, a_range=(0.05, 0.3), p_range=(0.0, 0.0))
-    w = torch.randn(1, 64, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    w = torch.randn(1, 64, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64).to(DEV)
     xr = [x.detach().double().requires_grad_() for x in xs]
     (kla_scan_reference(*xr)[0] * w).sum().backward()
     xt = [x.detach().float().requires_grad_() for x in xs]
@@ -476,7 +476,7 @@ def test_moment_form_final_state_gradient_saturated_interpreted():
     kla = _kernels()
     xs = _inputs(1, 70, 3, 4, seed=7, a_range=(0.3, 0.4), p_range=(0.0, 0.0))
     g = torch.Generator().manual_seed(1)
-    w = [torch.randn(1, 70, 3, generator=g), torch.randn(1, 3, 4, generator=g), torch.randn(1, 3, 4, generator=g)]
+    w = [torch.randn(*shape, generator=g).to(DEV) for shape in ((1, 70, 3), (1, 3, 4), (1, 3, 4))]
 
     def loss(y, lam, eta):
         return (y * w[0]).sum() + 1e-30 * ((lam * w[1]).sum() + (eta * w[2]).sum())
@@ -499,10 +499,10 @@ def test_filter_readout_without_process_noise_has_finite_gradients_interpreted()
     _kernels()
     torch.manual_seed(0)
     layer = KLALayer(8, KLAConfig(d_state=4, process_noise=False, a_init="constant", a_init_value=2.0,
-                                  backend="triton"))
+                                  backend="triton")).to(DEV)
     with torch.no_grad():
         layer.log_dt.fill_(0.0)                          # a = exp(-2): lam_t ~ a^(-2t) overflows after ~22 tokens
-    y, y_var = layer.filter_readout(torch.randn(1, 40, 8))
+    y, y_var = layer.filter_readout(torch.randn(1, 40, 8).to(DEV))
     (y.sum() + y_var.sum()).backward()
     bad = [n for n, p in layer.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
     assert torch.isfinite(y).all() and not bad, bad
