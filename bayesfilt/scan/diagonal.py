@@ -386,6 +386,29 @@ class DiagonalScanGrads(NamedTuple):
     eta0: object
 
 
+def _input_grads(lv, vv, kt, G_phi, G_u) -> tuple:
+    """dLoss/dv, dLoss/dlambda_v, dLoss/dk from the adjoints of phi = lambda_v k^2 and u = lambda_v v k per lane
+    (docs/math/kla.md §4 with (G_phi, G_u) = (G^lam, G^eta), §7 with (Phi, U)): of every step, lanes (B, L, M, S),
+    or of one step, (B, M, S); lv, vv broadcast over s, kt over m."""
+    g_v = lv[..., 0] * (kt * G_u).sum(-1)                            # d u/dv = lv k
+    g_lv = (kt * kt * G_phi + vv * kt * G_u).sum(-1)                 # d phi/dlv = k^2, d u/dlv = v k
+    g_k = (lv * (2.0 * kt * G_phi + vv * G_u)).sum(-2)               # d phi/dk = 2 lv k, d u/dk = lv v
+    return g_v, g_lv, g_k
+
+
+def _loop_grads_setup(v, k, q, a_bar, g_y, g_y_var, prior_readout: bool) -> tuple:
+    """What the reverse loops start from: the (B, L, M) and (B, L, S) gradient buffers of v, lambda_v, k, q, the
+    upstream gradients of y and y_var (None = zero), a^2 and the readout's factors c_mean, c_var
+    (y_t = sum q c_mean mu_t, y_var_t = sum q^2 (c_var var_t [+ p]))."""
+    B, L, M = v.shape
+    S = k.shape[-1]
+    bufs = _empty(v, (B, L, M)), _empty(v, (B, L, M)), _empty(k, (B, L, S)), _empty(q, (B, L, S))
+    g_y = v * 0 if g_y is None else g_y
+    g_y_var = v * 0 if g_y_var is None else g_y_var
+    a2 = a_bar * a_bar
+    return (*bufs, g_y, g_y_var, a2, a_bar if prior_readout else 1.0, a2 if prior_readout else 1.0)
+
+
 def diagonal_filter_adjoint(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam=None, g_eta=None,
                             prior_readout: bool = False, schedule: str = "tree", chunk: int | None = None,
                             paths: tuple | None = None) -> DiagonalScanGrads:
@@ -475,9 +498,7 @@ def diagonal_filter_adjoint(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_
     kt = k[:, :, None, :]
     lv = lambda_v[..., None]
     vv = v[..., None]
-    g_v = lambda_v * (kt * G_eta).sum(-1)                            # d beta/dv = lv k
-    g_lv = (kt * kt * G_lam + vv * kt * G_eta).sum(-1)               # d phi/dlv = k^2, d beta/dlv = v k
-    g_k = (2.0 * lv * kt * G_lam + lv * vv * G_eta).sum(2)           # d phi/dk = 2 lv k, d beta/dk = lv v
+    g_v, g_lv, g_k = _input_grads(lv, vv, kt, G_lam, G_eta)         # d lam_t/d phi_t = d eta_t/d beta_t = 1
     if prior_readout:
         g_q = (gy * a_bar * mu).sum(2) + 2.0 * q * (gv * (a2 * inv_lam + p_bar)).sum(2)
     else:
@@ -644,14 +665,9 @@ def diagonal_filter_adjoint_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_
         lams, etas = out.lams, out.etas
     else:
         lams, etas = paths
-    B, L, M = v.shape
-    S = k.shape[-1]
-    g_v, g_lv, g_k, g_q = _empty(v, (B, L, M)), _empty(v, (B, L, M)), _empty(k, (B, L, S)), _empty(q, (B, L, S))
-    g_y = v * 0 if g_y is None else g_y                              # None = zero
-    g_y_var = v * 0 if g_y_var is None else g_y_var
-    a2 = a_bar * a_bar                                               # a^2
-    c_mean = a_bar if prior_readout else 1.0                         # y_t = sum q c_mean mu_t
-    c_var = a2 if prior_readout else 1.0                             # y_var_t = sum q^2 (c_var / lam_t [+ p])
+    L = v.shape[1]
+    g_v, g_lv, g_k, g_q, g_y, g_y_var, a2, c_mean, c_var = _loop_grads_setup(v, k, q, a_bar, g_y, g_y_var,
+                                                                             prior_readout)
     g_a, g_p = a_bar * 0, p_bar * 0                                  # dLoss/da, dLoss/dp, summed over b and t
     # f_{t+1} G_eta_{t+1} and f_{t+1}^2 G_lam_{t+1} + K_{t+1}: zero after the last step
     carry_eta, carry_lam = lam0 * 0, lam0 * 0
@@ -673,9 +689,7 @@ def diagonal_filter_adjoint_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_
         f = a_bar / d                                                # f_t = a / d_t
         carry_eta = f * G_eta                                        # f_t G_eta_t, for step t - 1
         carry_lam = f * f * G_lam - p_bar * f / d * eta_p * G_eta    # f_t^2 G_lam_t + K_t
-        g_v[:, t] = lambda_v[:, t] * (kt * G_eta).sum(-1)            # d beta/dv = lv k
-        g_lv[:, t] = (kt * kt * G_lam + vv * kt * G_eta).sum(-1)     # d phi/dlv = k^2, d beta/dlv = v k
-        g_k[:, t] = (2.0 * lv * kt * G_lam + lv * vv * G_eta).sum(1)  # d phi/dk = 2 lv k, d beta/dk = lv v
+        g_v[:, t], g_lv[:, t], g_k[:, t] = _input_grads(lv, vv, kt, G_lam, G_eta)
         var = c_var * inv + p_bar if prior_readout else inv          # d y_var_t / d q_t^2
         g_q[:, t] = (gy * c_mean * mu).sum(1) + 2.0 * q[:, t] * (gv * var).sum(1)   # dy/dq = c mu, dy_var/dq = 2 q var
         r = lam_p / d                                                # predicted precision lam_{t-1} / d_t
@@ -789,9 +803,7 @@ def diagonal_filter_adjoint_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0,
     K_next = _cat([_take(K, 1, None), _take(K, 0, 1) * 0], 1)        # K_{t+1} (0 after L)
     Hw = _reverse(J, r_w + K_next, schedule, chunk)                  # H^w_t = r^w_t + J_{t+1} H^w_{t+1} + K_{t+1}
     X, GP, Gu, Gphi, ga = _moment_local_grads(Hw, Hm, ws, w_prev, mu_prev, g, nu, a_bar)
-    g_v = lambda_v * (kt * Gu).sum(-1)                               # d u/dv = lv k
-    g_lv = (kt * kt * Gphi + vv * kt * Gu).sum(-1)                   # d phi/dlv = k^2, d u/dlv = v k
-    g_k = (lv * (2.0 * kt * Gphi + vv * Gu)).sum(2)                  # d phi/dk = 2 lv k, d u/dk = lv v
+    g_v, g_lv, g_k = _input_grads(lv, vv, kt, Gphi, Gu)
     var = a2 * ws + p_bar if prior_readout else ws                   # d y_var_t / d q_t^2
     g_q = (gy * c_mean * mus).sum(2) + 2.0 * q * (gv * var).sum(2)   # dy/dq = c mu, dy_var/dq = 2 q var
     g_a = ga.sum(1).sum(0)
@@ -842,14 +854,9 @@ def diagonal_filter_adjoint_moments_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, 
         ws, mus = out.lams, out.etas
     else:
         ws, mus = paths
-    B, L, M = v.shape
-    S = k.shape[-1]
-    g_v, g_lv, g_k, g_q = _empty(v, (B, L, M)), _empty(v, (B, L, M)), _empty(k, (B, L, S)), _empty(q, (B, L, S))
-    g_y = v * 0 if g_y is None else g_y                              # None = zero
-    g_y_var = v * 0 if g_y_var is None else g_y_var
-    a2 = a_bar * a_bar
-    c_mean = a_bar if prior_readout else 1.0                         # y_t = sum q c_mean mu_t
-    c_var = a2 if prior_readout else 1.0                             # y_var_t = sum q^2 (c_var w_t [+ p])
+    L = v.shape[1]
+    g_v, g_lv, g_k, g_q, g_y, g_y_var, a2, c_mean, c_var = _loop_grads_setup(v, k, q, a_bar, g_y, g_y_var,
+                                                                             prior_readout)
     w0 = 1.0 / lam0                                                  # w_0 = 1 / lam_0
     mu0 = eta0 * w0                                                  # mu_0 = eta_0 / lam_0
     g_a, g_p = a_bar * 0, p_bar * 0                                  # dLoss/da, dLoss/dp, summed over b and t
@@ -869,9 +876,7 @@ def diagonal_filter_adjoint_moments_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, 
         X, GP, Gu, Gphi, ga = _moment_local_grads(Hw, Hm, w, w_p, mu_p, g, nu, a_bar)
         carry_w = a2 * GP                                            # dLoss/dw_{t-1} = a^2 dLoss/dP_t
         carry_mu = a_bar * g * Hm                                    # dLoss/dmu_{t-1} = a g_t H^mu_t
-        g_v[:, t] = lambda_v[:, t] * (kt * Gu).sum(-1)               # d u/dv = lv k
-        g_lv[:, t] = (kt * kt * Gphi + vv * kt * Gu).sum(-1)         # d phi/dlv = k^2, d u/dlv = v k
-        g_k[:, t] = (lv * (2.0 * kt * Gphi + vv * Gu)).sum(1)        # d phi/dk = 2 lv k, d u/dk = lv v
+        g_v[:, t], g_lv[:, t], g_k[:, t] = _input_grads(lv, vv, kt, Gphi, Gu)
         var = a2 * w + p_bar if prior_readout else w                 # d y_var_t / d q_t^2
         g_q[:, t] = (gy * c_mean * mu).sum(1) + 2.0 * q[:, t] * (gv * var).sum(1)
         g_a = g_a + ga.sum(0)
