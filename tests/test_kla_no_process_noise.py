@@ -242,3 +242,70 @@ def test_p0_gradient_through_a_large_unsaturated_final_state(loop, monkeypatch):
             continue
         assert torch.isfinite(a.grad).all(), name
         assert rel_rms(a.grad, b.grad) < 1e-4, name
+
+
+@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize("dtype, L, scale", [(torch.float32, 55, 1e-30), (F64, 405, 1e-240)])
+def test_p0_gradient_through_an_information_form_state_past_lam_max(loop, dtype, L, scale, monkeypatch):
+    """p = 0, a = 0.5: the information form's lam_L (float32: 2e33 at L = 55; float64: 1e244 at L = 405) is finite
+    but past LAM_MAX, so the torch backend's forward keeps the information form and the state comes back saturated.
+    A loss through the saturated eta_L: d/dp was 2.9e-2 (float32) and 1.8e-2 (float64) off, since the backward
+    took the state for the moment form's (docs/math/kla.md §6, found in session 14). Now every gradient matches
+    autograd of the reference in the same dtype (which saturates the same way)."""
+    _force_loop(monkeypatch, loop)
+    ins = inputs(L, B=1, M=2, S=2, a=0.5, seed=3)
+    g = torch.Generator().manual_seed(9)
+    w = [torch.randn(1, L, 2, generator=g, dtype=F64).to(dtype), torch.randn(1, 2, 2, generator=g, dtype=F64).to(dtype)]
+    xs = [x.to(dtype).requires_grad_() for x in ins]
+    with torch.no_grad():
+        info = diagonal_filter_scan(*[x.detach() for x in xs])
+    assert torch.isfinite(info.lams[:, -1]).all() and bool((info.lams[:, -1] > kla_functional.lam_max(dtype)).all())
+    y, _, st = kla_scan(*xs[:6], initial_state=KLAState(*xs[6:]), backend="torch", validate=False)
+    ((y * w[0]).sum() + scale * (st.eta * w[1]).sum()).backward()
+    xr = [x.detach().clone().requires_grad_() for x in xs]
+    yr, _, _, etar = kla_scan_reference(*xr)
+    ((yr * w[0]).sum() + scale * (etar * w[1]).sum()).backward()
+    for name, a, b in zip(("v", "lambda_v", "k", "q", "a_bar", "p_bar", "lam0", "eta0"), xs, xr):
+        assert rel_rms(a.grad, b.grad) < 1e-4, name
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_p0_final_state_cotangent_below_saturation_float32(loop, monkeypatch):
+    """float32, p = 0, a = 0.5, L = 48: lam_L = 1.3e29, below saturation. A cotangent on the final state enters the
+    moment-form adjoint as two large terms that cancel (docs/math/kla.md §7); in float32 d/dp came out 0.26 off.
+    The backward now runs in float64 whenever the final state has a cotangent: every gradient matches float64
+    autograd of the reference at the same (float32-rounded) inputs."""
+    _force_loop(monkeypatch, loop)
+    ins = inputs(48, B=1, M=2, S=2, a=0.5, seed=3)
+    g = torch.Generator().manual_seed(9)
+    w = [torch.randn(1, 48, 2, generator=g, dtype=F64), torch.randn(1, 2, 2, generator=g, dtype=F64)]
+    xs = [x.float().requires_grad_() for x in ins]
+    y, _, st = kla_scan(*xs[:6], initial_state=KLAState(*xs[6:]), backend="torch", validate=False)
+    assert float(st.lam.detach().max()) < 1e30
+    ((y * w[0].float()).sum() + 1e-30 * (st.eta * w[1].float()).sum()).backward()
+    xr = [x.detach().double().requires_grad_() for x in xs]
+    yr, _, _, etar = kla_scan_reference(*xr)
+    ((yr * w[0]).sum() + 1e-30 * (etar * w[1]).sum()).backward()
+    for name, a, b in zip(("v", "lambda_v", "k", "q", "a_bar", "p_bar", "lam0", "eta0"), xs, xr):
+        assert torch.isfinite(a.grad).all() and rel_rms(a.grad, b.grad) < 1e-4, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_saturation_adjoint_is_autograd_of_the_saturation(dtype):
+    """``_saturation_adjoint`` (the backward's chain rule through the saturation of the information form's state,
+    (lam, eta) -> (lam s, eta s), s = min(1, LAM_MAX / lam)) against float64 autograd of the same map written in
+    scaled variables lam = LAM_MAX l, where nothing overflows (autograd of ``_saturated`` itself forms lam^2, which
+    overflows at these magnitudes and drops ds/dlam), with lanes below, at and above LAM_MAX."""
+    sat = kla_functional.lam_max(dtype)
+    g = torch.Generator().manual_seed(2)
+    ell = torch.tensor([1e-6, 0.5, 1.0, 2.0, 1e3, 3.0], dtype=F64)              # lam / LAM_MAX
+    eta_s = torch.randn(6, generator=g, dtype=F64) * ell                      # eta / LAM_MAX
+    g_lam, g_eta = (torch.randn(6, generator=g, dtype=F64) for _ in range(2))  # cotangents times LAM_MAX
+    leaves = [ell.clone().requires_grad_(), eta_s.clone().requires_grad_()]
+    s = torch.where(leaves[0] > 1, 1 / leaves[0], torch.ones_like(leaves[0]))
+    lam_out, eta_out = leaves[0] * s, leaves[1] * s                          # over LAM_MAX
+    want = torch.autograd.grad((lam_out * g_lam).sum() + (eta_out * g_eta).sum(), leaves)
+    got = kla_functional._saturation_adjoint((ell * sat).to(dtype), (eta_s * sat).to(dtype), (g_lam / sat).to(dtype),
+                                             (g_eta / sat).to(dtype))
+    for a, b in zip(got, want):                     # the same loss in both variables: d/dlam = (d/dl) / LAM_MAX
+        assert torch.allclose(a.double() * sat, b, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0), (a, b)

@@ -127,7 +127,9 @@ def _forward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout: boo
         out = diagonal_filter_scan(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout, sched, chunk)
         res = out.y, out.y_var, out.lams[:, -1].clone(), out.etas[:, -1].clone()
     if _finite(*res) or not _finite(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0):
-        return res                                             # (a finite y beside an inf lam_L: moment form)
+        # (a finite y beside an inf lam_L: moment form.) The state saturated at LAM_MAX as the moment form's is, so
+        # that one backward boundary fits both forms (_saturation_adjoint, _moments_backward_at)
+        return (*res[:2], *_saturated(*res[2:]))
     # the information form overflowed (p = 0: lam_t grows like a^(-2t)); the moment form (variance
     # and mean per lane) is the same filter with bounded quantities (docs/math/kla.md)
     out = _moments_forward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, prior_readout)
@@ -155,15 +157,33 @@ def _backward_raw(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_l
         # instead, which is exact
         return _moments_backward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta,
                                  prior_readout)
+    xs = (v, lambda_v, k, q, a_bar, p_bar, lam0, eta0)
     if _use_loop(v, k):
-        grads = tuple(diagonal_filter_adjoint_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam,
-                                                   g_eta, prior_readout))
+        out = diagonal_filter_loop(*xs, prior_readout, paths=True)
+        g_lam_u, g_eta_u = _saturation_adjoint(out.lams[:, -1], out.etas[:, -1], g_lam, g_eta)
+        grads = tuple(diagonal_filter_adjoint_loop(*xs, g_y, g_y_var, g_lam_u, g_eta_u, prior_readout,
+                                                   (out.lams, out.etas)))
     else:
-        grads = tuple(diagonal_filter_adjoint(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam,
-                                              g_eta, prior_readout, sched, chunk))
+        out = diagonal_filter_scan(*xs, prior_readout, sched, chunk)
+        g_lam_u, g_eta_u = _saturation_adjoint(out.lams[:, -1], out.etas[:, -1], g_lam, g_eta)
+        grads = tuple(diagonal_filter_adjoint(*xs, g_y, g_y_var, g_lam_u, g_eta_u, prior_readout, sched, chunk,
+                                              (out.lams, out.etas)))
     if _finite(*grads) or not _finite(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta):
         return grads
     return _moments_backward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout)
+
+
+def _saturation_adjoint(lam, eta, g_lam, g_eta):
+    """The cotangents of the information form's unsaturated final state (lam, eta) from those of the saturated
+    state the forward returns, (lam s, eta s) with s = min(1, LAM_MAX / lam) (``_saturated``). Unsaturated lanes
+    pass them on; in a saturated lane lam s = LAM_MAX is a constant and eta s = eta LAM_MAX / lam, so
+    dL/dlam = -g_eta eta LAM_MAX / lam^2 and dL/deta = g_eta LAM_MAX / lam."""
+    sat = lam_max(lam.dtype)
+    over = lam > sat
+    if not bool(over.any()):
+        return g_lam, g_eta
+    s = sat / lam
+    return (torch.where(over, -(g_eta * (eta * s)) / lam, g_lam), torch.where(over, g_eta * s, g_eta))
 
 
 def _moments_backward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam, g_eta, prior_readout: bool):
@@ -174,13 +194,18 @@ def _moments_backward(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var,
     -(g_lam + g_eta mu_L) lam_L^2, overflows once lam_L passes ~1e19 although lam_L itself (up to LAM_MAX = 1e30)
     and most gradients are representable; where the result is not finite from finite inputs it is recomputed in
     float64 with float32's saturation and cast back (only d/dp, ~ -lam_L^2 at p = 0, may then be inf: its true
-    value)."""
+    value). A backward with a cotangent on the final state runs in float64 from the start (below)."""
     xs = (v, lambda_v, k, q, a_bar, p_bar, lam0, eta0)
     gs = (g_y, g_y_var, g_lam, g_eta)
     sat = lam_max(v.dtype)
-    grads = _moments_backward_at(xs, gs, prior_readout, sat)
-    if v.dtype == torch.float64 or _finite(*grads) or not _finite(*xs, *gs):
-        return grads
+    # a cotangent on the final state enters as dL/dw_L = -lam_L^2 (g_lam + mu_L g_eta) and dL/dmu_L = lam_L g_eta,
+    # which cancel in the steps before (docs/math/kla.md §7): float32 lost d/dp to 26% at a = 0.5, p = 0, L = 48
+    # (lam_L = 1.3e29), so such a backward runs in float64 from the start
+    final = bool((g_lam != 0).any()) or bool((g_eta != 0).any())
+    if v.dtype == torch.float64 or not final:
+        grads = _moments_backward_at(xs, gs, prior_readout, sat)
+        if v.dtype == torch.float64 or _finite(*grads) or not _finite(*xs, *gs):
+            return grads
     wide = _moments_backward_at(tuple(x.double() for x in xs), tuple(g.double() for g in gs), prior_readout, sat)
     return tuple(g.to(x.dtype) for g, x in zip(wide, xs))
 
