@@ -6,8 +6,8 @@ layer at a few positions of one random sequence:
 
 - the paper's defaults (a_s = s + 1 per state, p = 0.01 everywhere, Λv input-dependent from the start);
 - ``a_init="constant"``: a = 1 in every lane, as in the authors' released code;
-- the authors' newer code: ``p_init_rule="3a-dt"`` (p = 3·a·Δ per lane) and ``lambda_v_init=d_state``
-  (Λv the same for every token at the start);
+- the authors' newer code: a = 1 as above, ``p_init_rule="3a-dt"`` (p = 3·a·Δ per lane) and
+  ``lambda_v_init=d_state`` (Λv the same for every token at the start);
 - ``process_noise=False``: p = 0, the paper's ablation.
 
 The same choices are ``bayesfilt train --a-init``, ``--p-init-rule``, ``--lambda-v-init`` and

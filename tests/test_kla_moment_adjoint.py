@@ -4,12 +4,15 @@ torch backend at p = 0: that backend's backward used to differentiate the moment
 inside its custom op, which ``torch.library.opcheck`` and dispatch modes such as ``FlopCounterMode`` could not
 run ("Cannot access storage of TensorWrapper")."""
 
+import copy
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from bayesfilt.nn.functional import kla_scan  # noqa: E402
+from bayesfilt.nn.reference import kla_scan_reference  # noqa: E402
 from bayesfilt.scan.diagonal import (SCHEDULES, diagonal_filter_adjoint_moments,  # noqa: E402
                                      diagonal_filter_adjoint_moments_loop, diagonal_filter_loop_moments)
 
@@ -102,3 +105,86 @@ def test_flop_counter_mode_at_p0():
     for name, a, b in zip(NAMES, counted, plain):
         assert torch.equal(a, b), name
     assert float(plain[5].abs().max()) > 0                           # d/dp at p = 0 was computed
+
+
+def _mp_loss(xs, cot, prior, mp):
+    """The loss sum(cot * (y, y_var, w_L, mu_L)) of the moment form, one lane at a time in mpmath (the §7 forward
+    written out once more, independent of the library): xs, cot as nested lists of mpf."""
+    v, lv, k, q, a, p, lam0, eta0 = xs
+    gy, gv, gw, gm = cot
+    B, L, M, S = len(v), len(v[0]), len(v[0][0]), len(k[0][0])
+    total = mp.mpf(0)
+    for b in range(B):
+        for m in range(M):
+            for s in range(S):
+                w, mu = 1 / lam0[b][m][s], eta0[b][m][s] / lam0[b][m][s]
+                for t in range(L):
+                    phi = lv[b][t][m] * k[b][t][s] ** 2
+                    u = lv[b][t][m] * v[b][t][m] * k[b][t][s]
+                    P = a[m][s] ** 2 * w + p[m][s]
+                    w_new = P / (1 + phi * P)
+                    mu = a[m][s] * mu + w_new * (u - phi * a[m][s] * mu)
+                    w = w_new
+                    qq = q[b][t][s]
+                    mean, var = (a[m][s] * mu, a[m][s] ** 2 * w + p[m][s]) if prior else (mu, w)
+                    total += gy[b][t][m] * qq * mean + gv[b][t][m] * qq * qq * var
+                total += gw[b][m][s] * w + gm[b][m][s] * mu
+    return total
+
+
+@pytest.mark.parametrize("prior", [False, True])
+def test_weak_prior_gradients_against_high_precision(prior):
+    """A weak prior with a large mean (lam_0 = 1e-30 and 1e-8, eta_0 of order 1, so mu_0 ~ 1e30 and 1e8), p = 0 and
+    p > 0 lanes: every gradient of both adjoints (tree and loop) against 50-digit derivatives of an mpmath forward.
+    The first version's dLoss/dphi_t took the difference of w_t nu_t and a mu_{t-1}, both ~|mu_0|, for the small
+    mu_1 (review, session 25: dLoss/dlambda_v 1.7e14 off at lam_0 = 1e-30), and its dLoss/dlam_0 the difference of
+    two products (float64 autograd of the forward has that second loss too, so it cannot serve here)."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 50
+    g = torch.Generator().manual_seed(12)
+    B, L, M, S = 1, 3, 1, 2
+    r = lambda *sh: torch.randn(*sh, generator=g, dtype=F64)        # noqa: E731
+    xs = [r(B, L, M), 0.5 + torch.rand(B, L, M, generator=g, dtype=F64), r(B, L, S), r(B, L, S),
+          torch.tensor([[0.6, 0.9]], dtype=F64), torch.tensor([[0.0, 0.05]], dtype=F64),
+          torch.tensor([[[1e-30, 1e-8]]], dtype=F64), r(B, M, S)]
+    cot = [r(B, L, M), r(B, L, M), r(B, M, S), r(B, M, S)]
+    mp_xs = [[[[mp.mpf(float(e)) for e in row] for row in mat] for mat in x] if x.dim() == 3 else
+             [[mp.mpf(float(e)) for e in row] for row in x] for x in xs]
+    mp_cot = [[[[mp.mpf(float(e)) for e in row] for row in mat] for mat in c] for c in cot]
+
+    def partial(i, idx):
+        """dLoss/d(xs[i][idx]) by mpmath's numerical derivative at 50 digits."""
+        def f(h):
+            moved = copy.deepcopy(mp_xs)
+            node = moved[i]
+            for j in idx[:-1]:
+                node = node[j]
+            node[idx[-1]] += h
+            return _mp_loss(moved, mp_cot, prior, mp)
+        return float(mp.diff(f, 0))
+
+    want = [torch.tensor([partial(i, idx) for idx in np.ndindex(*x.shape)], dtype=F64).reshape(x.shape)
+            for i, x in enumerate(xs)]
+    for fn in (diagonal_filter_adjoint_moments, diagonal_filter_adjoint_moments_loop):
+        for name, a, b in zip(NAMES, fn(*xs, *cot, prior_readout=prior), want):
+            assert rel_rms(a, b) < 1e-10, (fn.__name__, name, rel_rms(a, b))
+
+
+def test_weak_prior_torch_backend_float32():
+    """The review's case through ``kla_scan(backend="torch")`` in float32: p = 0, lam_0 = 1e-8, eta_0 of order 1, a
+    loss on y. dLoss/dlambda_v was 3.0e-4 off float64 autograd of the reference (above the 1e-4 promise) with the
+    cancelling dLoss/dphi_t; the gradients that autograd gets right (all but lam_0) agree within 1e-4 now."""
+    g = torch.Generator().manual_seed(0)
+    B, L, M, S = 2, 9, 2, 3
+    ins = [torch.randn(B, L, M, generator=g), 0.5 + torch.rand(B, L, M, generator=g), torch.randn(B, L, S, generator=g),
+           torch.randn(B, L, S, generator=g), 0.3 + 0.7 * torch.rand(M, S, generator=g), torch.zeros(M, S),
+           torch.full((B, M, S), 1e-8), torch.randn(B, M, S, generator=g)]
+    gy = torch.randn(B, L, M, generator=g, dtype=F64)
+    xs = [x.clone().requires_grad_() for x in ins]
+    y, _, _ = kla_scan(*xs[:6], initial_state=(xs[6], xs[7]), backend="torch", validate=False)
+    (y.double() * gy).sum().backward()
+    xr = [x.double().requires_grad_() for x in ins]
+    (kla_scan_reference(*xr)[0] * gy).sum().backward()
+    for name, a, b in zip(NAMES, xs, xr):
+        if name != "lam0":
+            assert rel_rms(a.grad.double(), b.grad) < 1e-4, name

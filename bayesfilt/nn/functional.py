@@ -215,15 +215,13 @@ def _moments_backward_at(xs, gs, prior_readout: bool, sat: float):
     g_y, g_y_var, g_lam, g_eta = gs
     out = _moments_forward(*xs, prior_readout, paths=True)
     sig2, mu = out.lams[:, -1], out.etas[:, -1]                  # w_L, mu_L
-    # the state the forward returned (moments_to_state): lam_L = 1/max(sig2_L, 1/sat), eta_L = mu_L lam_L.
-    # Unsaturated: dL/dsig2 = -(g_lam + g_eta mu) lam^2, dL/dmu = g_eta lam; saturated (p = 0 shrinks sig2_L,
-    # in float32 to 0): lam_L is the constant sat, so dL/dsig2 = 0 and dL/dmu = g_eta sat. Zero where the
-    # upstream gradient is zero (0 * inf would be NaN).
+    # the state the forward returned (moments_to_state, or the information form's saturated): lam_L =
+    # 1/max(sig2_L, 1/sat), eta_L = mu_L lam_L. Unsaturated: dL/dsig2 = -(g_lam + g_eta mu) lam^2, dL/dmu = g_eta lam;
+    # saturated (p = 0 shrinks sig2_L, in float32 to 0): lam_L is the constant sat, so dL/dsig2 = 0 and
+    # dL/dmu = g_eta sat. (The clamp keeps lam_L finite: 1/sig2 with sig2 = 0 gave inf and NaN gradients.)
     inv = 1.0 / sig2.clamp(min=1.0 / sat)                        # lam_L
-    g_tot = g_lam + g_eta * mu
-    live = (g_tot != 0) & (sig2 * sat > 1.0)                     # not saturated, a gradient to pass
-    g_sig2 = torch.where(live, -(g_tot * inv) * inv, torch.zeros_like(sig2))
-    g_mu = torch.where(g_eta != 0, g_eta * inv, torch.zeros_like(mu))
+    g_sig2 = torch.where(sig2 * sat > 1.0, -((g_lam + g_eta * mu) * inv) * inv, torch.zeros_like(sig2))
+    g_mu = g_eta * inv
     paths = (out.lams, out.etas)
     if _use_loop(xs[0], xs[2]):
         return tuple(diagonal_filter_adjoint_moments_loop(*xs, g_y, g_y_var, g_sig2, g_mu, prior_readout, paths))

@@ -8,7 +8,10 @@ precision path, eta_t = f_t eta_{t-1} + beta_t with f_t = a / (a^2 + p lam_{t-1}
 affine recursion, scanned with pairs (A, b). docs/math/kla.md derives both and the adjoint
 (backward) recurrences, which are two more affine scans run in reverse time.
 :func:`diagonal_filter_loop` and :func:`diagonal_filter_adjoint_loop` run the same recurrences as loops over
-time, vectorised over the lanes (the torch backend's form on the CPU with many lanes).
+time, vectorised over the lanes (the torch backend's form on the CPU with many lanes). The moment form (variance
+and mean per lane, free of overflow at p = 0) has the same four: :func:`diagonal_filter_scan_moments`,
+:func:`diagonal_filter_loop_moments` and their adjoints :func:`diagonal_filter_adjoint_moments`,
+:func:`diagonal_filter_adjoint_moments_loop` (docs/math/kla.md §6-7).
 
 Everything here is array-generic: the same code runs on NumPy arrays and on torch tensors
 (CPU or GPU), vectorised over all lanes and, in the tree schedule, over time. No
@@ -374,7 +377,8 @@ def readout(lams, etas, q, a_bar, p_bar, prior_readout: bool = False):
 
 
 class DiagonalScanGrads(NamedTuple):
-    """Gradients returned by :func:`diagonal_filter_adjoint` (shapes of the matching inputs)."""
+    """Gradients returned by the adjoints (:func:`diagonal_filter_adjoint`, :func:`diagonal_filter_adjoint_loop`,
+    :func:`diagonal_filter_adjoint_moments`, :func:`diagonal_filter_adjoint_moments_loop`), shaped as the inputs."""
 
     v: object
     lambda_v: object
@@ -710,15 +714,28 @@ def _moment_step_terms(w_prev, mu_prev, phi, u, a_bar, p_bar):
     return g, nu
 
 
-def _moment_local_grads(Hw, Hm, w, w_prev, mu_prev, g, nu, a_bar):
+def _moment_local_grads(Hw, Hm, w, mu, w_prev, mu_prev, g, nu, a_bar):
     """dLoss/dP_t, dLoss/du_t, dLoss/dphi_t and step t's share of dLoss/da (§7), from the adjoint of (w_t, mu_t)
     with token t's readout added (Hw, Hm)."""
     X = Hw + Hm * nu                                                 # X_t = H^w_t + H^mu_t nu_t (d mu_t/d w_t = nu_t)
-    GP = g * g * X                                                   # dLoss/dP_t (d w_t/d P_t = g_t^2)
+    GP = g * (g * X)                                                 # dLoss/dP_t (d w_t/d P_t = g_t^2; g^2 may underflow)
     Gu = w * Hm                                                      # dLoss/du_t (d mu_t/d u_t = w_t)
-    Gphi = -w * (w * X + a_bar * mu_prev * Hm)                       # dLoss/dphi_t (d w_t/d phi_t = -w_t^2)
+    # dLoss/dphi_t = -w_t (w_t X_t + a mu_{t-1} H^mu_t) (d w_t/d phi_t = -w_t^2, d nu_t/d phi_t = -a mu_{t-1});
+    # w_t nu_t + a mu_{t-1} = mu_t, so the same is -w_t (w_t H^w_t + mu_t H^mu_t), without the cancellation of
+    # w_t nu_t against a mu_{t-1} when the mean moves far in one step (a weak prior)
+    Gphi = -w * (w * Hw + mu * Hm)
     ga = GP * 2.0 * a_bar * w_prev + Hm * g * mu_prev                # d P_t/da = 2 a w_{t-1}, d mu_t/da|w = g mu_{t-1}
-    return X, GP, Gu, Gphi, ga
+    return GP, Gu, Gphi, ga
+
+
+def _moment_initial_grads(w0, mu0, Hw1, Hm1, g1, phi1, u1, a_bar, p_bar):
+    """dLoss/dlam_0 and dLoss/deta_0 from the adjoint of (w_1, mu_1) with token 1's readout added (§7). With
+    H^w_0 = a^2 g_1^2 X_1 and H^mu_0 = a g_1 H^mu_1, dLoss/dlam_0 = -w_0 (w_0 H^w_0 + mu_0 H^mu_0); expanded, that is
+    -w_0 a g_1^2 (a w_0 H^w_1 + H^mu_1 (a w_0 u_1 + mu_0 (1 + p phi_1))), whose terms do not cancel for a small
+    lam_0 (a weak prior) as the two products do."""
+    g_lam0 = -w0 * a_bar * g1 * g1 * (a_bar * w0 * Hw1 + Hm1 * (a_bar * w0 * u1 + mu0 * (1.0 + p_bar * phi1)))
+    g_eta0 = w0 * (a_bar * g1 * Hm1)                                 # d mu_0/d eta_0 = w_0
+    return g_lam0, g_eta0
 
 
 def diagonal_filter_adjoint_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_w=None, g_mu=None,
@@ -788,7 +805,8 @@ def diagonal_filter_adjoint_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0,
     gy = g_y[..., None]
     gv = g_y_var[..., None]
     a2 = a_bar * a_bar
-    g, nu = _moment_step_terms(w_prev, mu_prev, lv * kt * kt, lv * vv * kt, a_bar, p_bar)   # phi_t, u_t
+    phi, u = lv * kt * kt, lv * vv * kt                              # phi_t = lambda_v k^2, u_t = lambda_v v k
+    g, nu = _moment_step_terms(w_prev, mu_prev, phi, u, a_bar, p_bar)
     c_mean = a_bar if prior_readout else 1.0                         # y_t = sum q c_mean mu_t
     c_var = a2 if prior_readout else 1.0                             # y_var_t = sum q^2 (c_var w_t [+ p])
     r_mu = gy * qs * c_mean                                          # d y_t / d mu_t
@@ -802,7 +820,7 @@ def diagonal_filter_adjoint_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0,
     K = J * nu * Hm                                                  # step t's share of H^w_{t-1} through mu_t
     K_next = _cat([_take(K, 1, None), _take(K, 0, 1) * 0], 1)        # K_{t+1} (0 after L)
     Hw = _reverse(J, r_w + K_next, schedule, chunk)                  # H^w_t = r^w_t + J_{t+1} H^w_{t+1} + K_{t+1}
-    X, GP, Gu, Gphi, ga = _moment_local_grads(Hw, Hm, ws, w_prev, mu_prev, g, nu, a_bar)
+    GP, Gu, Gphi, ga = _moment_local_grads(Hw, Hm, ws, mus, w_prev, mu_prev, g, nu, a_bar)
     g_v, g_lv, g_k = _input_grads(lv, vv, kt, Gphi, Gu)
     var = a2 * ws + p_bar if prior_readout else ws                   # d y_var_t / d q_t^2
     g_q = (gy * c_mean * mus).sum(2) + 2.0 * q * (gv * var).sum(2)   # dy/dq = c mu, dy_var/dq = 2 q var
@@ -811,12 +829,8 @@ def diagonal_filter_adjoint_moments(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0,
     if prior_readout:
         g_a = g_a + (gy * qs * mus + gv * qs * qs * 2.0 * a_bar * ws).sum(1).sum(0)   # the readout's own a, p
         g_p = g_p + (gv * qs * qs).sum(1).sum(0)
-    # one more step back: H^w_0 = a^2 g_1^2 X_1 = a^2 dLoss/dP_1, H^mu_0 = a g_1 H^mu_1
-    Hw0 = a2 * _take(GP, 0, 1)[:, 0]
-    Hm0 = a_bar * _take(g, 0, 1)[:, 0] * _take(Hm, 0, 1)[:, 0]
-    g_lam0 = -w0 * (w0 * Hw0 + mu0 * Hm0)                            # d w_0/d lam_0 = -w_0^2, d mu_0/d lam_0 = -mu_0 w_0
-    g_eta0 = w0 * Hm0                                                # d mu_0/d eta_0 = w_0
-    return DiagonalScanGrads(g_v, g_lv, g_k, g_q, g_a, g_p, g_lam0, g_eta0)
+    first = [_take(x, 0, 1)[:, 0] for x in (Hw, Hm, g, phi, u)]     # step 1's
+    return DiagonalScanGrads(g_v, g_lv, g_k, g_q, g_a, g_p, *_moment_initial_grads(w0, mu0, *first, a_bar, p_bar))
 
 
 def diagonal_filter_adjoint_moments_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_w=None,
@@ -867,13 +881,14 @@ def diagonal_filter_adjoint_moments_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, 
         kt, qt = k[:, t, None, :], q[:, t, None, :]                  # k_t[s], q_t[s] over m
         lv, vv = lambda_v[:, t, :, None], v[:, t, :, None]           # lambda_v_t[m], v_t[m] over s
         gy, gv = g_y[:, t, :, None], g_y_var[:, t, :, None]          # dLoss/dy_t, dLoss/dy_var_t over s
-        g, nu = _moment_step_terms(w_p, mu_p, lv * kt * kt, lv * vv * kt, a_bar, p_bar)
+        phi, u = lv * kt * kt, lv * vv * kt                          # phi_t = lambda_v k^2, u_t = lambda_v v k
+        g, nu = _moment_step_terms(w_p, mu_p, phi, u, a_bar, p_bar)
         Hm = gy * qt * c_mean + carry_mu                             # H^mu_t with token t's readout
         Hw = gv * qt * qt * c_var + carry_w                          # H^w_t with token t's readout
         if t == L - 1:                                               # the final state's upstream gradients
             Hm = Hm if g_mu is None else Hm + g_mu
             Hw = Hw if g_w is None else Hw + g_w
-        X, GP, Gu, Gphi, ga = _moment_local_grads(Hw, Hm, w, w_p, mu_p, g, nu, a_bar)
+        GP, Gu, Gphi, ga = _moment_local_grads(Hw, Hm, w, mu, w_p, mu_p, g, nu, a_bar)
         carry_w = a2 * GP                                            # dLoss/dw_{t-1} = a^2 dLoss/dP_t
         carry_mu = a_bar * g * Hm                                    # dLoss/dmu_{t-1} = a g_t H^mu_t
         g_v[:, t], g_lv[:, t], g_k[:, t] = _input_grads(lv, vv, kt, Gphi, Gu)
@@ -884,9 +899,9 @@ def diagonal_filter_adjoint_moments_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, 
         if prior_readout:
             g_a = g_a + (gy * qt * mu + gv * qt * qt * 2.0 * a_bar * w).sum(0)    # the readout's own a, p
             g_p = g_p + (gv * qt * qt).sum(0)
-    g_lam0 = -w0 * (w0 * carry_w + mu0 * carry_mu)                   # d w_0/d lam_0 = -w_0^2, d mu_0/d lam_0 = -mu_0 w_0
-    g_eta0 = w0 * carry_mu                                           # d mu_0/d eta_0 = w_0
-    return DiagonalScanGrads(g_v, g_lv, g_k, g_q, g_a, g_p, g_lam0, g_eta0)
+    # (Hw, Hm, g, phi, u are step 1's after the loop)
+    return DiagonalScanGrads(g_v, g_lv, g_k, g_q, g_a, g_p, *_moment_initial_grads(w0, mu0, Hw, Hm, g, phi, u, a_bar,
+                                                                                   p_bar))
 
 
 def _reverse(coef, offset, schedule, chunk):
