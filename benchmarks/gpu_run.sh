@@ -77,6 +77,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s22c       # fuzzy recall with the authors' newer inits: KLA lr 5e-4, wd 0 / 0.1, seeds 0 / 1
 #   bash benchmarks/gpu_run.sh COMMIT s25a       # session 25: the KLA GPU test files (torch backend's moment-form adjoint vs Triton at p = 0)
 #   bash benchmarks/gpu_run.sh COMMIT s25b       # session 25: what s25a left: three interpreter tests made device-portable, the timed-out case
+#   bash benchmarks/gpu_run.sh COMMIT s25c       # session 25's last check: the torch backend's p = 0 / saturation changes on CUDA beside Triton
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1431,6 +1432,14 @@ s25b)
         "tests/test_kla_triton.py::test_gpu_matrix_variance_off[case11-tune11]" \
         --junitxml "$OUT/gpu_tests_${stage}.xml" > "$LOG/ptests.log" 2>&1
     el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed|Error" "$LOG/ptests.log" | tail -n 20
+    ;;
+s25c)
+    # session 25's last call (kind nvidia-h200): after the saturated-state and weak-prior fixes of the torch backend
+    # (34f6bdf, f3a5eaf), its tests on CUDA and the layer tests that compare it with the Triton backward
+    timeout ${PT_TIMEOUT:-420} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short \
+        tests/test_kla_layer_gpu.py tests/test_kla_no_process_noise.py tests/test_kla_moment_adjoint.py \
+        tests/test_determinism_gpu.py --junitxml "$OUT/gpu_tests_${stage}.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 20
     ;;
 s21b)
     # prepared in session 20, trimmed in session 21 (kind nvidia-h200; carry .tcache .whl): fuzzy recall under MAD's
