@@ -110,7 +110,9 @@ def _saturated(lam, eta) -> KLAState:
     (lam s, eta s), s = min(1, LAM_MAX / lam). With p = 0, lam_t grows like a^(-2t); a capped state
     stays finite, so a following kla_step / kla_scan from it does not overflow (y and the mean are
     unchanged; the variance 1/lam is floored at 1/LAM_MAX). s = 1 (and its gradient 0) otherwise.
-    The Triton kernels saturate their states themselves (no extra launches per decoded token)."""
+    Every backend returns its state saturated: the torch op's information form through this (its backward
+    undoes it by hand, ``_saturation_adjoint``), the moment form and the reference through ``moments_to_state``,
+    the Triton kernels themselves (no extra launches per decoded token)."""
     s = (lam_max(lam.dtype) / lam).clamp(max=1.0)
     return KLAState(lam * s, eta * s)
 
@@ -571,7 +573,7 @@ def kla_scan(v, lambda_v, k, q, a_bar, p_bar, *, initial_state=None, prior_reado
         y, y_var, lam, eta = torch.ops.bayesfilt.kla_scan(*args, bool(prior_readout))
     y_var = y_var if variance else None                 # computed by these backends, dropped unasked
     y, y_var, lam, eta = _check_outputs((y, y_var, lam, eta), validate, compute)
-    return y.to(out_dtype), _to_or_none(y_var, out_dtype), _saturated(lam, eta)
+    return y.to(out_dtype), _to_or_none(y_var, out_dtype), KLAState(lam, eta)   # saturated by the backend
 
 
 def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = False, backend: str = "auto",
@@ -614,7 +616,7 @@ def kla_step(v, lambda_v, k, q, a_bar, p_bar, state, *, prior_readout: bool = Fa
     args = [x.to(compute) for x in (v, lambda_v, k, q, a_bar, p_bar)]
     y, y_var, lam, eta = _check_outputs(kla_step_reference(*args, lam0, eta0, prior_readout=bool(prior_readout)),
                                         validate, compute)
-    return y.to(v.dtype), y_var.to(v.dtype), _saturated(lam, eta)
+    return y.to(v.dtype), y_var.to(v.dtype), KLAState(lam, eta)   # saturated by the reference (moments_to_state)
 
 
 # ============================================================================ backend check
