@@ -137,8 +137,9 @@ def test_weak_prior_gradients_against_high_precision(prior):
     """A weak prior with a large mean (lam_0 = 1e-30 and 1e-8, eta_0 of order 1, so mu_0 ~ 1e30 and 1e8), p = 0 and
     p > 0 lanes: every gradient of both adjoints (tree and loop) against 50-digit derivatives of an mpmath forward.
     The first version's dLoss/dphi_t took the difference of w_t nu_t and a mu_{t-1}, both ~|mu_0|, for the small
-    mu_1 (dLoss/dlambda_v 4.6e9 to 1.7e14 off at lam_0 = 1e-30, by the draw; 4.8e12 in this test), and its dLoss/dlam_0 the difference of
-    two products (float64 autograd of the forward has that second loss too, so it cannot serve here)."""
+    mu_1 (dLoss/dlambda_v 4.6e9 to 1.7e14 off at lam_0 = 1e-30, by the draw; 4.8e12 in this test), and its
+    dLoss/dlam_0 the difference of two products (float64 autograd of the forward has that second loss too, so it
+    cannot serve here)."""
     mp = pytest.importorskip("mpmath")
     mp.mp.dps = 50
     g = torch.Generator().manual_seed(12)
