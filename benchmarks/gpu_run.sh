@@ -78,6 +78,8 @@
 #   bash benchmarks/gpu_run.sh COMMIT s25a       # session 25: the KLA GPU test files (torch backend's moment-form adjoint vs Triton at p = 0)
 #   bash benchmarks/gpu_run.sh COMMIT s25b       # session 25: what s25a left: three interpreter tests made device-portable, the timed-out case
 #   bash benchmarks/gpu_run.sh COMMIT s25c       # session 25's last check: the torch backend's p = 0 / saturation changes on CUDA beside Triton
+#   bash benchmarks/gpu_run.sh COMMIT s26a       # session 26: the weak-prior kernel change timed against d6d1d9d's kernels (main shape)
+#   bash benchmarks/gpu_run.sh COMMIT s26b       # session 26: the KLA GPU tests after it, then the long shape's A/B
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1440,6 +1442,37 @@ s25c)
         tests/test_kla_layer_gpu.py tests/test_kla_no_process_noise.py tests/test_kla_moment_adjoint.py \
         tests/test_determinism_gpu.py --junitxml "$OUT/gpu_tests_${stage}.xml" > "$LOG/ptests.log" 2>&1
     el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 20
+    ;;
+s26a)
+    # session 26 (kind nvidia-h200; PACK_CACHE=1 returns the compile cache): the kernels' mean update after a weak
+    # prior (_mean: g_t a mu + w_t u_t where g_t < 1/2) and the moment-form adjoint's stable dL/dlam_0, timed in one
+    # process against the kernels of BASE (default d6d1d9d, from the device copy's .git; kla_scan_ab.py --baseline),
+    # both adjoint forms, the main shape; then the weak-prior tests compiled
+    git show ${BASE:-d6d1d9d}:bayesfilt/nn/kernels/_kla_triton.py > /tmp/base_kla_triton.py \
+        && el "baseline kernels ${BASE:-d6d1d9d}"
+    timeout ${AB_TIMEOUT:-420} python3 benchmarks/kla_scan_ab.py --shapes ${AB_SHAPES:-main} \
+        --tunes '[{}, {"bwd_mom": 1}]' --baseline /tmp/base_kla_triton.py --baseline-tunes '[{}, {"bwd_mom": 1}]' \
+        --rounds ${AB_ROUNDS:-3} --out "$OUT/kla_scan_ab_$stage.json" > "$LOG/kla_scan_ab_$stage.log" 2>&1
+    el "kla_scan_ab rc=$?"; tail -n 6 "$LOG/kla_scan_ab_$stage.log" | cut -c1-400
+    timeout ${PT_TIMEOUT:-120} python3 -m pytest -v -n 2 -p no:cacheprovider -rfE --tb=short tests/test_kla_triton.py \
+        -k "weak_prior" --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 14
+    ;;
+s26b)
+    # session 26, after s26a (kind nvidia-h200; carry .tcache): the KLA GPU test files after the kernels' weak-prior
+    # changes (the whole of test_kla_triton.py compiled, the layer's torch-vs-Triton comparisons, p = 0), then, with
+    # the time left, the long shape's A/B against BASE (default tunes only)
+    timeout ${PT_TIMEOUT:-450} python3 -m pytest -v -n ${PT_WORKERS:-12} -p no:cacheprovider -rfE --tb=short \
+        tests/test_kla_triton.py tests/test_kla_layer_gpu.py tests/test_kla_no_process_noise.py \
+        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 20
+    left=$(( ${AB_END:-585} - ($(date +%s) - T0) ))
+    if [ $left -gt 60 ]; then
+        git show ${BASE:-d6d1d9d}:bayesfilt/nn/kernels/_kla_triton.py > /tmp/base_kla_triton.py
+        timeout $left python3 benchmarks/kla_scan_ab.py --shapes long --tunes '[{}]' --baseline /tmp/base_kla_triton.py \
+            --rounds ${AB_ROUNDS:-3} --out "$OUT/kla_scan_ab_${stage}_long.json" > "$LOG/kla_scan_ab_$stage.log" 2>&1
+        el "kla_scan_ab long rc=$?"; tail -n 3 "$LOG/kla_scan_ab_$stage.log" | cut -c1-400
+    fi
     ;;
 s21b)
     # prepared in session 20, trimmed in session 21 (kind nvidia-h200; carry .tcache .whl): fuzzy recall under MAD's

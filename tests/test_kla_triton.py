@@ -82,8 +82,13 @@ def _triton(xs, prior, init, weights=None, dtype=torch.float32, num_chunks=None,
     return [o.detach() for o in out], [x.grad for x in xt] if weights is not None else None
 
 
-def _check(B, L, M, S, *, init, prior, num_chunks=None, seed=0, tol=RTOL, grads=True, tune=None, **kw):
+def _check(B, L, M, S, *, init, prior, num_chunks=None, seed=0, tol=RTOL, grads=True, tune=None, lam0=None, **kw):
+    """Every output and gradient of the Triton scan against float64 autograd of the reference (relative RMS
+    within ``tol``). ``lam0``: an initial precision of that value in every lane (with ``init``; eta_0 stays
+    of order 1, so the prior mean is of order 1/lam0)."""
     xs = _inputs(B, L, M, S, seed=seed, **kw)
+    if lam0 is not None:
+        xs[6] = torch.full_like(xs[6], lam0)
     if not init:
         xs[6], xs[7] = torch.ones_like(xs[6]), torch.zeros_like(xs[7])
     g = torch.Generator().manual_seed(seed + 1)
@@ -508,11 +513,15 @@ def test_filter_readout_without_process_noise_has_finite_gradients_interpreted()
     assert torch.isfinite(y).all() and not bad, bad
 
 
-def _p0_gradients(B, L, M, S, *, prior, num_chunks=None, tune=None, a_range=(0.05, 0.3), seed=11, ref=None):
+def _p0_gradients(B, L, M, S, *, prior, num_chunks=None, tune=None, a_range=(0.05, 0.3), seed=11, ref=None,
+                  lam0=None):
     """p = 0 with a well below 1 (lam_t ~ a^(-2t) leaves float32's range within 30-80 tokens): the
     gradients of a loss on y and y_var (none reaches the final state, which saturates) through the
-    Triton backward, against the float64 ``ref`` (default: autograd of the sequential reference)."""
+    Triton backward, against the float64 ``ref`` (default: autograd of the sequential reference).
+    ``lam0``: an initial precision of that value in every lane (eta_0 of order 1)."""
     xs = _inputs(B, L, M, S, seed=seed, a_range=a_range, p_range=(0.0, 0.0))
+    if lam0 is not None:
+        xs[6] = torch.full_like(xs[6], lam0)
     g = torch.Generator().manual_seed(seed + 1)
     w = [torch.randn(B, L, M, generator=g, dtype=torch.float64).to(DEV) for _ in range(2)]
     if ref is None:
@@ -545,6 +554,39 @@ def test_moment_form_adjoint_p0_interpreted():
     _p0_gradients(1, 200, 5, 4, prior=False, tune=MOM)
     _p0_gradients(2, 131, 5, 3, prior=True, num_chunks=3, tune=MOM)
     _p0_gradients(1, 64, 21, 4, prior=False, num_chunks=2, tune={**MOM, "bwd_stages": 2}, a_range=(0.5, 0.9))
+
+
+def test_weak_prior_with_a_large_mean_interpreted():
+    """An initial state lam_0 = 1e-8 with eta_0 of order 1: a prior mean of order 1e8 that the first token
+    overrides (g_1 ~ 1e-8). The kernels' innovation form a mu + w_t (u_t - phi_t a mu) cancels there; they
+    switch to g_t a mu + w_t u_t where g_t < 1/2 (docs/math/kla.md §7, "Weak priors"). Before (d6d1d9d): y
+    1.7e-2 off after one token, the moment-form gradients up to 0.35 off (benchmarks/kla_weak_prior.py). Both
+    adjoint forms, one token and several, p = 0 (moment form only: the information form's adjoint overflows
+    there) and p > 0, the prior readout, time chunks (the joint chunk maps carry the start state)."""
+    for tune in (INFO, MOM):
+        _check(2, 1, 5, 3, init=True, prior=False, lam0=1e-8, tune=tune)
+        _check(2, 9, 5, 3, init=True, prior=True, lam0=1e-8, tune=tune)
+        _check(1, 27, 21, 4, init=True, prior=False, num_chunks=2, lam0=1e-8, tune=tune)
+    _check(2, 9, 5, 3, init=True, prior=False, lam0=1e-8, tune=MOM, p_range=(0.0, 0.0))
+    _check(1, 20, 5, 3, init=True, prior=True, lam0=1e-8, tune=MOM, p_range=(0.0, 0.0), num_chunks=2)
+
+
+def _library_moment_adjoint(xs, prior, w):
+    """float64 gradients of sum(w0 y + w1 y_var) by the library's moment-form adjoint
+    (``diagonal_filter_adjoint_moments_loop``; checked against 50-digit derivatives in
+    tests/test_kla_moment_adjoint.py), where autograd of the reference cancels (d/dlam_0 after lam_0 << 1e-8)."""
+    from bayesfilt.scan.diagonal import diagonal_filter_adjoint_moments_loop
+    x64 = [x.detach().double().cpu() for x in xs]
+    return [g.to(DEV) for g in diagonal_filter_adjoint_moments_loop(*x64, w[0].cpu(), w[1].cpu(), prior_readout=prior)]
+
+
+def test_very_weak_prior_moment_form_interpreted():
+    """lam_0 = 1e-25: g_1 ~ 1e-25, so g_1^2 underflows float32 (the adjoint forms g (g X)), and float64
+    autograd's own d/dlam_0 has no digits left; the reference is the library's float64 moment-form adjoint.
+    Every gradient of a loss on y and y_var (p = 0, the moment form) within the bound, with time chunks."""
+    _p0_gradients(2, 9, 5, 3, prior=False, tune=MOM, a_range=(0.5, 1.0), lam0=1e-25, ref=_library_moment_adjoint)
+    _p0_gradients(1, 27, 21, 4, prior=True, num_chunks=2, tune=MOM, a_range=(0.5, 1.0), lam0=1e-25,
+                  ref=_library_moment_adjoint)
 
 
 def test_both_passes_take_the_forward_chunk_count(monkeypatch):

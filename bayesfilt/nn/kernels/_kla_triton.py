@@ -151,6 +151,20 @@ def _pow2_inv(x):
 
 
 @triton.jit
+def _mean(amu, w, g, phi, uu):
+    """mu_t from the prior mean a mu_{t-1} (docs/math/kla.md §7, "Weak priors"):
+
+        g_t >= 1/2:  mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1})   (innovation form)
+        g_t <  1/2:  mu_t = g_t a mu_{t-1} + w_t u_t
+
+    The same value (g_t = 1 - phi_t w_t). The innovation form adds a small correction to the prior mean, so a
+    rounding of g_t near 1 (p = 0, long sequences) does not touch the whole mean; but where the token outweighs
+    the prior (g_t << 1, e.g. after a weak prior lam_0 << 1 with a large mean) its two terms ~ a mu_{t-1}
+    cancel, and the second form, whose g_t is accurate to a few ulp, keeps the digits."""
+    return tl.where(g < 0.5, g * amu + w * uu, amu + w * (uu - phi * amu))
+
+
+@triton.jit
 def _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
          MASKED: tl.constexpr, I: tl.constexpr = -1):
     """Load token `tok` of batch b: v, Lv [1,BM] and k, q [SB,1] as float32.
@@ -310,8 +324,7 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, e, f, g, t0, t_end, a, a2, p,
             P = a2 * w + p                              # P_t = a^2 w_{t-1} + p
             gain = _rcp(1.0 + phi * P, FAST)            # g_t = 1/(1 + phi_t P_t)
             w_new = P * gain                            # w_t = P_t g_t
-            amu = a * mu                                # prior mean a mu_{t-1}
-            mu_new = amu + w_new * (uu - phi * amu)     # mu_t = a mu + w_t (u_t - phi_t a mu) (= a g_t mu + w_t u_t)
+            mu_new = _mean(a * mu, w_new, gain, phi, uu)   # mu_t = a mu + w_t (u_t - phi_t a mu) = g_t a mu + w_t u_t
             w = _keep(w_new, w, valid, MASKED)
             mu = _keep(mu_new, mu, valid, MASKED)
             if MODE == 2:
@@ -582,8 +595,7 @@ def _frec_m(w, mu, tok, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S
     P = a2 * w + p                                      # P_t = a^2 w_{t-1} + p
     g = _rcp(1.0 + phi * P, FAST)                       # g_t = 1/(1 + phi_t P_t)
     w_n = P * g                                         # w_t = P_t g_t
-    amu = a * mu
-    mu_n = amu + w_n * (uu - phi * amu)                 # mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1})
+    mu_n = _mean(a * mu, w_n, g, phi, uu)               # mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1})
     return _keep(w_n, w, valid, MASKED), _keep(mu_n, mu, valid, MASKED)
 
 
@@ -596,7 +608,9 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
             FOLD: tl.constexpr = False):
     """Adjoint of one step in covariance (moment) form (tune key ``bwd_mom``; docs/math/kla.md,
     "The adjoint in moment form"), given the state (w, mu) before it and the adjoint (Hw, Hm) of
-    (w_t, mu_t) from later steps; returns the adjoint of (w_{t-1}, mu_{t-1}) and the accumulators.
+    (w_t, mu_t) from later steps; returns the adjoint of (w_{t-1}, mu_{t-1}), the accumulators, and last
+    (Hw_t, Hm_t), the adjoint of (w_t, mu_t) with this token's readout added (the stable dL/dlam_0 needs
+    token 1's, ``_bwd_lanes``).
 
     Every factor is bounded (g_t, a g_t, a^2 g_t^2 <= 1; w, mu as in the forward), so that p = 0,
     where the information form's lam_t grows like a^(-2t), stays finite; one reciprocal per step
@@ -630,7 +644,7 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
     w = P * g                                           # w_t = P_t g_t
     amu = a * mup                                       # a mu_{t-1}
     nu = uu - phi * amu                                 # nu_t = u_t - phi_t a mu_{t-1}
-    mu = amu + w * nu                                   # mu_t = a mu_{t-1} + w_t nu_t
+    mu = _mean(amu, w, g, phi, uu)                      # mu_t = a mu_{t-1} + w_t nu_t, as _frec_m
     if VAR:
         q2 = qq * qq
     if PRIOR:
@@ -646,7 +660,7 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
         else:
             Hw_t = Hw
     X = Hw_t + Hm_t * nu                                # dL/dw_t through w_t and mu_t = ... + w_t nu_t
-    GP = (g * g) * X                                    # dL/dP_t (dw_t/dP_t = g_t^2)
+    GP = g * (g * X)                                    # dL/dP_t (dw_t/dP_t = g_t^2; g^2 alone may underflow)
     ag = a * g
     Hw_o = _keep(a2 * GP, Hw, valid, MASKED)            # P_t = a^2 w_{t-1} + p
     Hm_o = _keep(ag * Hm_t, Hm, valid, MASKED)          # dmu_t/dmu_{t-1} = a (1 - phi_t w_t) = a g_t
@@ -657,7 +671,7 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
         cmm = _keep(ag * cmm, cmm, valid, MASKED)
     else:
         Gu = Hm_t * w                                   # dL/du_t = Hm_t w_t
-        Gphi = -w * (w * X + amu * Hm_t)                # dL/dphi_t: dw_t/dphi = -w_t^2, dmu_t/dphi = -w_t (w_t nu_t + a mu_{t-1})
+        Gphi = -w * (w * Hw_t + mu * Hm_t)              # dL/dphi_t: dw_t/dphi = -w_t^2, dmu_t/dphi = -w_t mu_t
         ga_n = ga + GP * ((2.0 * a) * wp) + Hm_t * (g * mup)   # dP_t/da = 2 a w_{t-1}, dmu_t/da = g_t mu_{t-1}
         gp_n = gp + GP                                  # dP_t/dp = 1
         ga_n, gp_n, Xq = _readout_grads(ga_n, gp_n, gy, gyv, qq, mu, w, a, a2, p, PRIOR, VAR)
@@ -666,7 +680,7 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
         gvt, glvt, gkt, gqt = _gput(Gphi, Gu, Xq, vv, lv, kk, k2, gvt, glvt, gkt, gqt, I, t0, tok, t_end,
                                     gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m, s,
                                     mmask, smask, om, MASKED, DEFER_G, FOLD=FOLD)
-    return Hw_o, Hm_o, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt
+    return Hw_o, Hm_o, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, Hw_t, Hm_t
 
 
 @triton.jit
@@ -840,9 +854,11 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     # reverse: tokens t0+7 .. t0, from the states before them
     lams = (l0, l1, l2, l3, l4, l5, l6, l7)
     etas = (e0, e1, e2, e3, e4, e5, e6, e7)
+    H1w = Hl                                            # MOM: the adjoint after token t0 (readout included)
+    H1m = He
     for i in tl.static_range(7, -1, -1):
         if MOM:
-            Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec_m(
+            Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, H1w, H1m = _brec_m(
                 lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, vb,
                 lvb, kb, qb, gyb, gyvb, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
                 s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, VAR, FOLD=FOLD)
@@ -851,7 +867,7 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
                 lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, vb,
                 lvb, kb, qb, gyb, gyvb, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
                 s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, ALG, VAR, FOLD=FOLD)
-    return Hl, He, ga, gp, cll, cle, cee
+    return Hl, He, ga, gp, cll, cle, cee, H1w, H1m
 
 
 @triton.jit
@@ -919,6 +935,8 @@ def _bwd_lanes(
     cee = zero + 1.0
     ga = zero
     gp = zero
+    H1w = Hl                                            # MOM: the adjoint after the chunk's first token
+    H1m = He
 
     CK = BWD_CK                                         # the recompute is written for 8
     t_start = c * LC
@@ -941,12 +959,12 @@ def _bwd_lanes(
             else:
                 l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask, MOM)
             if jj == 0:                                 # the last block may be partial
-                Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
+                Hl, He, ga, gp, cll, cle, cee, H1w, H1m = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
                     m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR, MOM, FOLD=FOLD)
             else:
-                Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
+                Hl, He, ga, gp, cll, cle, cee, H1w, H1m = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
                     m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR, MOM, FOLD=FOLD)
@@ -956,14 +974,14 @@ def _bwd_lanes(
         # copies of the next blocks' inputs; docs/kla_kernels.md, "Pipelined loads")
         t0 = t_start + (n_sub - 1) * CK
         l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask, MOM)
-        Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
+        Hl, He, ga, gp, cll, cle, cee, H1w, H1m = _bwd_sub(
             l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
             q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
             m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, VAR=VAR, MOM=MOM, FOLD=FOLD)
         for jj in tl.range(1, n_sub, num_stages=BSTAGES):
             t0 = t_start + (n_sub - 1 - jj) * CK
             l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask, MOM)
-            Hl, He, ga, gp, cll, cle, cee = _bwd_sub(
+            Hl, He, ga, gp, cll, cle, cee, H1w, H1m = _bwd_sub(
                 l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                 q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
                 m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, VAR=VAR, MOM=MOM, FOLD=FOLD)
@@ -980,9 +998,18 @@ def _bwd_lanes(
         tl.store(ga_ptr + pbase + ms, ga, mask=lmask)
         tl.store(gp_ptr + pbase + ms, gp, mask=lmask)
         if c == 0:
-            if MOM:                                     # (w_0, mu_0) = (1/lam_0, eta_0/lam_0): dw/dlam = -w^2,
-                w0, mu0 = _bwd_ckpt_raw(ck_ptr, b, NCK, 0, MSs, ms, lmask)   # dmu/dlam = -mu w, dmu/deta = w
-                tl.store(gl0_ptr + bms + ms, -w0 * (w0 * Hl + mu0 * He), mask=lmask)
+            if MOM:
+                # (w_0, mu_0) = (1/lam_0, eta_0/lam_0): dL/dlam_0 = -w_0 (w_0 Hw_0 + mu_0 Hm_0), dL/deta_0 = w_0 Hm_0.
+                # The two products cancel after a weak prior (lam_0 << 1, large mu_0); expanded through token 1
+                # (docs/math/kla.md §7, "Weak priors"; bayesfilt.scan.diagonal._moment_initial_grads):
+                # -w_0 a g_1^2 (a w_0 Hw_1 + Hm_1 (a w_0 u_1 + mu_0 (1 + p phi_1))), (Hw_1, Hm_1) = (H1w, H1m)
+                w0, mu0 = _bwd_ckpt_raw(ck_ptr, b, NCK, 0, MSs, ms, lmask)
+                vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, 0, L, b, L, M, S, m, s, mmask, smask, False)
+                phi = lv * kk * kk                      # phi_1
+                g1 = 1.0 / (1.0 + phi * (a2 * w0 + p))  # g_1 = 1/(1 + phi_1 P_1)
+                aw0 = a * w0
+                gl0 = -(aw0 * g1) * (g1 * (aw0 * H1w + H1m * (aw0 * (lv * vv * kk) + mu0 * (1.0 + p * phi))))
+                tl.store(gl0_ptr + bms + ms, gl0, mask=lmask)
                 tl.store(ge0_ptr + bms + ms, w0 * He, mask=lmask)
             else:
                 tl.store(gl0_ptr + bms + ms, Hl, mask=lmask)
