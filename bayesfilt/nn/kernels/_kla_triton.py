@@ -265,12 +265,15 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, e, f, g, t0, t_end, a, a2, p,
                MODE: tl.constexpr, PRIOR: tl.constexpr, CK: tl.constexpr, MASKED: tl.constexpr,
                FAST: tl.constexpr, DEFER_Y: tl.constexpr = False, L2PF: tl.constexpr = 0,
                SB: tl.constexpr = 1, BM: tl.constexpr = 1, pid_m=0, PFROWS: tl.constexpr = 0,
-               VAR: tl.constexpr = True):
+               VAR: tl.constexpr = True, MEAN: tl.constexpr = False):
     """CK tokens t0 .. t0+CK-1 of one program (MASKED: tokens >= t_end leave all unchanged).
 
     Carried: the state (w, mu); MODE 1: the Möbius map (x, y, z, u) of w; MODE 2: the affine map
     (A, bb) of mu; MODE 3: the map of (n, d, nu), [[x, y, 0], [z, u, 0], [e, f, g]]
     (docs/math/kla.md 3.1); the other modes pass the entries they do not use through unchanged.
+
+    MEAN (MODE 0; tune key ``mean_switch``): the mean update switches to g_t a mu + w_t u_t where g_t < 1/2
+    (``_mean``), accurate after a weak prior with a large mean; False: the innovation form alone.
 
     VAR (MODE 0): also compute and store y_var; False: no y_var is computed, yv_ptr is never
     written (the caller may pass any pointer), y is the same.
@@ -324,7 +327,11 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, e, f, g, t0, t_end, a, a2, p,
             P = a2 * w + p                              # P_t = a^2 w_{t-1} + p
             gain = _rcp(1.0 + phi * P, FAST)            # g_t = 1/(1 + phi_t P_t)
             w_new = P * gain                            # w_t = P_t g_t
-            mu_new = _mean(a * mu, w_new, gain, phi, uu)   # mu_t = a mu + w_t (u_t - phi_t a mu) = g_t a mu + w_t u_t
+            amu = a * mu                                # prior mean a mu_{t-1}
+            if MEAN:
+                mu_new = _mean(amu, w_new, gain, phi, uu)   # mu_t = a mu + w_t (u_t - phi_t a mu) = g_t a mu + w_t u_t
+            else:
+                mu_new = amu + w_new * (uu - phi * amu)     # mu_t = a mu + w_t (u_t - phi_t a mu) (= a g_t mu + w_t u_t)
             w = _keep(w_new, w, valid, MASKED)
             mu = _keep(mu_new, mu, valid, MASKED)
             if MODE == 2:
@@ -371,7 +378,7 @@ def _fwd_kernel(
     MODE: tl.constexpr, PRIOR: tl.constexpr, WRITE_CK: tl.constexpr,
     SB: tl.constexpr, BM: tl.constexpr, CK: tl.constexpr, FAST: tl.constexpr, DEFER_Y: tl.constexpr = False,
     NSTAGES: tl.constexpr = 1, L2PF: tl.constexpr = 0, PFROWS: tl.constexpr = 0, VAR: tl.constexpr = True,
-    JOINT: tl.constexpr = False,
+    JOINT: tl.constexpr = False, MEAN: tl.constexpr = False,
 ):
     # VAR (MODE 0): compute and store y_var; False (nobody asked for the variance): y_var is neither
     # computed nor stored and yv_ptr is never written (``_fwd_block``). MODE 1, 2 and 3 never touch it.
@@ -411,7 +418,7 @@ def _fwd_kernel(
         w, mu, x, y, z, u, A, bb, e, f, g = _fwd_block(
             w, mu, x, y, z, u, A, bb, e, f, g, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
             yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, False, FAST, DEFER_Y,
-            L2PF, SB, BM, pid_m, PFROWS, VAR)
+            L2PF, SB, BM, pid_m, PFROWS, VAR, MEAN)
     if t_full < t_end:                                  # the last, partial block
         if MODE == 0:
             if WRITE_CK:
@@ -420,7 +427,7 @@ def _fwd_kernel(
                 tl.store(ck_ptr + ckb + MSs + ms, mu, mask=lmask)
         w, mu, x, y, z, u, A, bb, e, f, g = _fwd_block(
             w, mu, x, y, z, u, A, bb, e, f, g, t_full, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, y_ptr,
-            yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, True, FAST, DEFER_Y, VAR=VAR)
+            yv_ptr, b, sb, B, L, M, S, m, s, mmask, smask, MODE, PRIOR, CK, True, FAST, DEFER_Y, VAR=VAR, MEAN=MEAN)
 
     if MODE == 1 or MODE == 3:
         base = (b.to(tl.int64) * NC + c) * 4 * MSs
@@ -584,9 +591,10 @@ def _brec(lamp, etap, Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_
 
 @triton.jit
 def _frec_m(w, mu, tok, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S, m, s,
-            mmask, smask, MASKED: tl.constexpr, FAST: tl.constexpr, I: tl.constexpr = -1):
+            mmask, smask, MASKED: tl.constexpr, FAST: tl.constexpr, I: tl.constexpr = -1, MEAN: tl.constexpr = False):
     """Recompute one step (token tok) in covariance form from the state (w, mu) before it, with the
-    forward's operations in the forward's order (``_fwd_block``, MODE 0): the same states, bit for bit."""
+    forward's operations in the forward's order (``_fwd_block``, MODE 0, the same MEAN): the same states,
+    bit for bit."""
     valid = tok < t_end
     vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, tok, t_end, b, L, M, S, m, s, mmask, smask,
                           MASKED, I)
@@ -595,7 +603,11 @@ def _frec_m(w, mu, tok, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S
     P = a2 * w + p                                      # P_t = a^2 w_{t-1} + p
     g = _rcp(1.0 + phi * P, FAST)                       # g_t = 1/(1 + phi_t P_t)
     w_n = P * g                                         # w_t = P_t g_t
-    mu_n = _mean(a * mu, w_n, g, phi, uu)               # mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1})
+    amu = a * mu
+    if MEAN:
+        mu_n = _mean(amu, w_n, g, phi, uu)              # mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1})
+    else:
+        mu_n = amu + w_n * (uu - phi * amu)             # mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1})
     return _keep(w_n, w, valid, MASKED), _keep(mu_n, mu, valid, MASKED)
 
 
@@ -605,7 +617,7 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
             b, pid_m, sb, B, L, M, S, m, s, mmask, smask,
             SUMMARY: tl.constexpr, PRIOR: tl.constexpr, MASKED: tl.constexpr, FAST: tl.constexpr,
             I: tl.constexpr, DEFER_G: tl.constexpr, REL: tl.constexpr = False, VAR: tl.constexpr = True,
-            FOLD: tl.constexpr = False):
+            FOLD: tl.constexpr = False, MEAN: tl.constexpr = False):
     """Adjoint of one step in covariance (moment) form (tune key ``bwd_mom``; docs/math/kla.md,
     "The adjoint in moment form"), given the state (w, mu) before it and the adjoint (Hw, Hm) of
     (w_t, mu_t) from later steps; returns the adjoint of (w_{t-1}, mu_{t-1}), the accumulators, and last
@@ -644,7 +656,10 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
     w = P * g                                           # w_t = P_t g_t
     amu = a * mup                                       # a mu_{t-1}
     nu = uu - phi * amu                                 # nu_t = u_t - phi_t a mu_{t-1}
-    mu = _mean(amu, w, g, phi, uu)                      # mu_t = a mu_{t-1} + w_t nu_t, as _frec_m
+    if MEAN:
+        mu = _mean(amu, w, g, phi, uu)                  # mu_t = a mu_{t-1} + w_t nu_t, as _frec_m
+    else:
+        mu = amu + w * nu                               # mu_t = a mu_{t-1} + w_t nu_t
     if VAR:
         q2 = qq * qq
     if PRIOR:
@@ -782,11 +797,12 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
              DEFER_G: tl.constexpr = 0, L2PF: tl.constexpr = 0, SB: tl.constexpr = 1,
              BM: tl.constexpr = 1, PFROWS: tl.constexpr = 0, REL: tl.constexpr = False,
              ALG: tl.constexpr = False, VAR: tl.constexpr = True, MOM: tl.constexpr = False,
-             FOLD: tl.constexpr = False):
+             FOLD: tl.constexpr = False, MEAN: tl.constexpr = False):
     """Backward over tokens t0 .. t0+7 from the state (l0, e0) before token t0 (FOLD: ``_gstore``).
 
     MOM (tune key ``bwd_mom``): (l0, e0) is the state in covariance form (w, mu) and (Hl, He) the
-    adjoint of (w, mu): recompute and adjoint in moment form (``_frec_m``, ``_brec_m``; ALG unused).
+    adjoint of (w, mu): recompute and adjoint in moment form (``_frec_m``, ``_brec_m``; ALG unused), with
+    the forward's mean update (MEAN, ``_fwd_block``).
 
     REL (tune key ``bwd_rel``; M and S are then compile-time constants): the block's loads address
     row (b, t0) of each input once, in int64, and token I's lanes from there (``_tok``, I >= 0), so
@@ -829,13 +845,13 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
         vb, lvb, gyb, gyvb, kb, qb = v_ptr, lv_ptr, gy_ptr, gyv_ptr, k_ptr, q_ptr
     # recompute the 7 states after tokens t0 .. t0+6 (kept in registers)
     if MOM:
-        l1, e1 = _frec_m(l0, e0, t0 + 0, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 0 if REL else -1)
-        l2, e2 = _frec_m(l1, e1, t0 + 1, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 1 if REL else -1)
-        l3, e3 = _frec_m(l2, e2, t0 + 2, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 2 if REL else -1)
-        l4, e4 = _frec_m(l3, e3, t0 + 3, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 3 if REL else -1)
-        l5, e5 = _frec_m(l4, e4, t0 + 4, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 4 if REL else -1)
-        l6, e6 = _frec_m(l5, e5, t0 + 5, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 5 if REL else -1)
-        l7, e7 = _frec_m(l6, e6, t0 + 6, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 6 if REL else -1)
+        l1, e1 = _frec_m(l0, e0, t0 + 0, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 0 if REL else -1, MEAN)
+        l2, e2 = _frec_m(l1, e1, t0 + 1, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 1 if REL else -1, MEAN)
+        l3, e3 = _frec_m(l2, e2, t0 + 2, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 2 if REL else -1, MEAN)
+        l4, e4 = _frec_m(l3, e3, t0 + 3, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 3 if REL else -1, MEAN)
+        l5, e5 = _frec_m(l4, e4, t0 + 4, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 4 if REL else -1, MEAN)
+        l6, e6 = _frec_m(l5, e5, t0 + 5, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 5 if REL else -1, MEAN)
+        l7, e7 = _frec_m(l6, e6, t0 + 6, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 6 if REL else -1, MEAN)
     else:
         l1, e1 = _frec(l0, e0, t0 + 0, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 0 if REL else -1, ALG)
         l2, e2 = _frec(l1, e1, t0 + 1, t_end, a, a2, p, vb, lvb, kb, qb, b, L, M, S, m, s, mmask, smask, MASKED, FAST, 1 if REL else -1, ALG)
@@ -861,7 +877,7 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
             Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, H1w, H1m = _brec_m(
                 lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, vb,
                 lvb, kb, qb, gyb, gyvb, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S, m,
-                s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, VAR, FOLD=FOLD)
+                s, mmask, smask, MODE == 1, PRIOR, MASKED, FAST, i, DEFER_G, REL, VAR, FOLD=FOLD, MEAN=MEAN)
         else:
             Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt = _brec(
                 lams[i], etas[i], Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, t0, t_end, a, a2, p, vb,
@@ -905,7 +921,7 @@ def _bwd_lanes(
     MODE: tl.constexpr, PRIOR: tl.constexpr, SB: tl.constexpr, BM: tl.constexpr, FAST: tl.constexpr,
     DEFER_G: tl.constexpr, BSTAGES: tl.constexpr, CKPF: tl.constexpr, L2PF: tl.constexpr,
     PFROWS: tl.constexpr, REL: tl.constexpr, ALG: tl.constexpr, VAR: tl.constexpr, MOM: tl.constexpr,
-    EVEN: tl.constexpr, FOLD: tl.constexpr, sbf,
+    EVEN: tl.constexpr, FOLD: tl.constexpr, sbf, MEAN: tl.constexpr = False,
 ):
     """The backward of one program's lanes (``_bwd_kernel``; FOLD: of its s-block ``sbf``)."""
     pid_m, sb, b, c, m, s, mmask, smask, lmask, ms, a, p = _program(a_ptr, p_ptr, B, M, S, NMB, NSB, SB, BM, EVEN,
@@ -962,12 +978,12 @@ def _bwd_lanes(
                 Hl, He, ga, gp, cll, cle, cee, H1w, H1m = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR, MOM, FOLD=FOLD)
+                    m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR, MOM, FOLD=FOLD, MEAN=MEAN)
             else:
                 Hl, He, ga, gp, cll, cle, cee, H1w, H1m = _bwd_sub(
                     l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                     q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR, MOM, FOLD=FOLD)
+                    m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, L2PF, SB, BM, PFROWS, REL, ALG, VAR, MOM, FOLD=FOLD, MEAN=MEAN)
     else:
         # BSTAGES > 1 (tune key bwd_stages): the last, possibly partial block first, then the loop over
         # the whole blocks without a branch, which Triton's pipeliner can software-pipeline (cp.async
@@ -977,14 +993,14 @@ def _bwd_lanes(
         Hl, He, ga, gp, cll, cle, cee, H1w, H1m = _bwd_sub(
             l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
             q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-            m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, VAR=VAR, MOM=MOM, FOLD=FOLD)
+            m, s, mmask, smask, MODE, PRIOR, True, FAST, DEFER_G, VAR=VAR, MOM=MOM, FOLD=FOLD, MEAN=MEAN)
         for jj in tl.range(1, n_sub, num_stages=BSTAGES):
             t0 = t_start + (n_sub - 1 - jj) * CK
             l0, e0 = _bwd_ckpt(ck_ptr, b, NCK, t0, MSs, ms, lmask, MOM)
             Hl, He, ga, gp, cll, cle, cee, H1w, H1m = _bwd_sub(
                 l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr,
                 q_ptr, gy_ptr, gyv_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, b, pid_m, sb, B, L, M, S,
-                m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, VAR=VAR, MOM=MOM, FOLD=FOLD)
+                m, s, mmask, smask, MODE, PRIOR, False, FAST, DEFER_G, VAR=VAR, MOM=MOM, FOLD=FOLD, MEAN=MEAN)
 
     if MODE == 1:
         base = (b.to(tl.int64) * NC + c) * 5 * MSs
@@ -1028,10 +1044,12 @@ def _bwd_kernel(
     BSTAGES: tl.constexpr = 1, CKPF: tl.constexpr = False, L2PF: tl.constexpr = 0,
     PFROWS: tl.constexpr = 0, REL: tl.constexpr = False, MC: tl.constexpr = 0, SC: tl.constexpr = 0,
     ALG: tl.constexpr = False, VAR: tl.constexpr = True, MOM: tl.constexpr = False, FOLD: tl.constexpr = False,
+    MEAN: tl.constexpr = False,
 ):
     # MOM (tune key bwd_mom): the adjoint runs in moment form (``_brec_m``): glL, geL hold the adjoint
     # of the final state as (w_L, mu_L) (the caller converts it), (Hl, He) carry the adjoint of (w, mu)
-    # and the chunk summaries its map; gl0, ge0 are converted back to (lam_0, eta_0) at the end.
+    # and the chunk summaries its map; gl0, ge0 are converted back to (lam_0, eta_0) at the end. MEAN (tune
+    # key mean_switch; MOM only): the recompute's mean update is the forward's (``_fwd_block``, ``_mean``).
     # REL (tune key bwd_rel, with MC = M and SC = S, the same sizes as compile-time constants): each
     # 8-token block addresses row (b, t0) of its inputs once and a token's lanes from there, so that
     # the row offset I M of token I becomes a load's immediate offset (``_bwd_sub``); where BM divides
@@ -1050,13 +1068,13 @@ def _bwd_kernel(
             _bwd_lanes(v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, gy_ptr, gyv_ptr, ck_ptr, glL_ptr, geL_ptr,
                        bsum_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, ga_ptr, gp_ptr, gl0_ptr, ge0_ptr,
                        B, L, M, S, LC, NC, NMB, NSB, MODE, PRIOR, SB, BM, FAST, DEFER_G, BSTAGES, CKPF, L2PF,
-                       PFROWS, REL, ALG, VAR, MOM, EVEN, True, sbf)
+                       PFROWS, REL, ALG, VAR, MOM, EVEN, True, sbf, MEAN)
             tl.debug_barrier()                          # this s-block's stores before the next one's loads
     else:
         _bwd_lanes(v_ptr, lv_ptr, k_ptr, q_ptr, a_ptr, p_ptr, gy_ptr, gyv_ptr, ck_ptr, glL_ptr, geL_ptr,
                    bsum_ptr, gv_ptr, glv_ptr, gk_ptr, gq_ptr, ga_ptr, gp_ptr, gl0_ptr, ge0_ptr,
                    B, L, M, S, LC, NC, NMB, NSB, MODE, PRIOR, SB, BM, FAST, DEFER_G, BSTAGES, CKPF, L2PF,
-                   PFROWS, REL, ALG, VAR, MOM, EVEN, False, 0)
+                   PFROWS, REL, ALG, VAR, MOM, EVEN, False, 0, MEAN)
 
 
 # ----------------------------------------------------------------------------- decode step

@@ -99,6 +99,8 @@ class Plan:
                                    # of the map of w and then the affine map of mu (MODE 1, 2) (fwd_joint)
     fold: bool = False             # backward: a program sweeps its s-blocks in turn and adds up dv, dLv itself,
                                    # instead of one program per s-block and NSB partial sums (bwd_fold)
+    mean: bool = False             # forward (and the moment-form backward's recompute): the mean update switches
+                                   # to g a mu + w u where g < 1/2, accurate after a weak prior (mean_switch)
 
     @property
     def s_partials(self) -> int:
@@ -121,7 +123,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
               defer_y: bool = True, defer_g: int = 8, num_warps: int = 1, stages: int = 1,
               mspec: bool | None = None, l2pf: int = _L2PF, pfrows: bool = _PFROWS, ckpf: bool = _CKPF,
               rel: bool = False, alg: bool = False, mom: bool = False, joint: bool = True,
-              fold: bool = False) -> Plan:
+              fold: bool = False, mean: bool = False) -> Plan:
     """Choose the lane tile and the number of time chunks for one scan.
 
     Time is split into chunks only when the lanes alone give fewer programs than the GPU
@@ -153,6 +155,9 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     ``fold`` (backward): one program per m-block sweeps the s-blocks in turn and adds each one's dv, dLv
     to the earlier ones' in a fixed order, so they come back as one (1, B, L, M) tensor each instead of
     NSB partial sums that the caller adds up (``scan_backward``).
+    ``mean``: the forward's mean update (and the moment-form backward's recompute of it) is
+    g_t a mu_{t-1} + w_t u_t where g_t < 1/2 and the innovation form elsewhere, accurate after a weak prior
+    with a large mean (docs/math/kla.md §7, "Weak priors"; docs/kla_kernels.md, "The mean update").
     """
     SB, NSB, BM, NMB = _blocks(M, S, max_sb, bm)
     programs = NMB * NSB * B
@@ -175,7 +180,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     return Plan(B, L, M, S, BM, SB, NSB, NMB, LC, NC, num_warps=int(num_warps), maxnreg=maxnreg,
                 defer_y=bool(defer_y), defer_g=int(defer_g), stages=int(stages), mspec=mspec, l2pf=int(l2pf),
                 pfrows=bool(pfrows), ckpf=bool(ckpf), rel=bool(rel), alg=bool(alg), mom=bool(mom),
-                joint=bool(joint), fold=bool(fold))
+                joint=bool(joint), fold=bool(fold), mean=bool(mean))
 
 
 def _blocks(M, S, max_sb: int, bm) -> tuple:
@@ -259,6 +264,8 @@ def scan_forward(v, lv, k, q, aT, pT, w0T, mu0T, plan: Plan, prior: bool, keep_c
         kw0["JOINT"] = True
     if not var:                                         # absent by default: the default launch is unchanged
         kw0["VAR"] = False                              # (MODE 1, 2, 3 never touch y_var: one build for both)
+    if plan.mean:                                       # absent by default: the default launch is unchanged
+        kw0["MEAN"] = True                              # (MODE 1, 2, 3 carry maps, not the mean itself)
     launch_all(launches + [(kern, plan.grid, args, kw0)])
     y = y.sum(0) if plan.NSB > 1 else y[0]
     yv = (yv.sum(0) if plan.NSB > 1 else yv[0]) if var else None
@@ -295,6 +302,8 @@ def scan_backward(v, lv, k, q, aT, pT, gy, gyv, ck, glamT, getaT, plan: Plan, pr
         kw.update(REL=True, MC=M, SC=S)
     if plan.mom:                                        # (the moment form has no ALG variant)
         kw["MOM"] = True
+        if plan.mean:                                   # its recompute follows the forward's mean update
+            kw["MEAN"] = True
     elif plan.alg:
         kw["ALG"] = True
     if plan.fold:                                       # absent by default: the default launch is unchanged
@@ -324,7 +333,8 @@ def _T(x):
 _TUNE_KEYS = frozenset({"num_chunks", "fwd_sb", "bwd_sb", "fwd_bm", "bwd_bm", "fwd_maxnreg", "bwd_maxnreg",
                         "fwd_defer", "bwd_defer", "bwd_group", "fwd_warps", "bwd_warps", "fwd_stages",
                         "bwd_stages", "fwd_mspec", "fwd_l2pf", "bwd_l2pf", "bwd_ckpf", "fwd_pfrows",
-                        "bwd_pfrows", "bwd_rel", "bwd_alg", "bwd_mom", "fwd_joint", "bwd_fold"})
+                        "bwd_pfrows", "bwd_rel", "bwd_alg", "bwd_mom", "fwd_joint", "bwd_fold",
+                        "mean_switch"})
 
 
 def _tune_str(tune) -> str:
@@ -414,7 +424,8 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     ``bwd_stages`` > 1, has neither); ``bwd_mom`` 0 or 1: the backward's adjoint in moment form (finite
     for p = 0; docs/math/kla.md, "The adjoint in moment form"); ``fwd_joint`` 0 or 1: a time-chunked
     forward's chunk maps of (w, mu) in one sweep (``make_plan``'s ``joint``); ``bwd_fold`` 0 or 1: the
-    backward adds dv, dLv over its s-blocks itself (``make_plan``'s ``fold``)."""
+    backward adds dv, dLv over its s-blocks itself (``make_plan``'s ``fold``); ``mean_switch`` 0 or 1 (both
+    passes; ``kla_scan_triton`` sets 1 exactly when an initial state is given): ``make_plan``'s ``mean``."""
     B, L, M = shape
     num_chunks = tune.get("num_chunks")
     if num_chunks is None and pass_ == "bwd":          # (the forward's own plan makes this choice itself)
@@ -427,6 +438,7 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
     mom = _key(tune, "bwd_mom", _BWD_MOM, (0, 1), "pass 0 or 1")
     joint = _key(tune, "fwd_joint", _FWD_JOINT, (0, 1), "pass 0 or 1")
     fold = _key(tune, "bwd_fold", _BWD_FOLD, (0, 1), "pass 0 or 1")
+    mean = _key(tune, "mean_switch", 0, (0, 1), "pass 0 or 1")
     mspec = _key(tune, "fwd_mspec", 1, (0, 1), "pass 0 or 1") if "fwd_mspec" in tune else None  # None: the plan decides
     max_sb, bm = (tune.get("fwd_sb", _MAX_SB_FWD), tune.get("fwd_bm")) if pass_ == "fwd" else _bwd_tile(S, tune)
     return make_plan(B, L, M, S, device, num_chunks=num_chunks,
@@ -442,7 +454,7 @@ def _plan_for(shape: tuple, S: int, device: torch.device, tune: dict, pass_: str
                      rel=bool(rel) and pass_ == "bwd" and stages == 1,   # (the pipelined backward
                      alg=bool(alg) and pass_ == "bwd" and stages == 1,   # has neither)
                      mom=bool(mom) and pass_ == "bwd", joint=bool(joint) and pass_ == "fwd",
-                     fold=bool(fold) and pass_ == "bwd")
+                     fold=bool(fold) and pass_ == "bwd", mean=bool(mean))
 
 
 def _bwd_blocks(M, S, tune: dict) -> tuple:
@@ -620,7 +632,11 @@ def kla_scan_triton(v, lambda_v, k, q, a_bar, p_bar, initial_state=None, prior_r
     # the backward's form is fixed here, in the tune string that both the backward's plan (_plan_for) and
     # the autograd function's final-state conversion (_moment_adjoint) read: a later change of _BWD_MOM (or a
     # cached plan or decision from before it) cannot make them disagree (a silently wrong gradient)
-    tune = {"bwd_mom": _BWD_MOM, **dict(_tune or {}), **({"num_chunks": _num_chunks} if _num_chunks else {})}
+    # the mean update's switch for weak priors (mean_switch; docs/kla_kernels.md, "The mean update") only with an
+    # initial state: from the default one (lam_0 = 1, eta_0 = 0) no mean is large enough for the innovation form to
+    # cancel, and the switch costs the forward 6% (s26a)
+    tune = {"bwd_mom": _BWD_MOM, "mean_switch": int(initial_state is not None), **dict(_tune or {}),
+            **({"num_chunks": _num_chunks} if _num_chunks else {})}
     if initial_state is None:
         lam0 = torch.ones(B, M, S, device=v.device, dtype=torch.float32)
         eta0 = torch.zeros(B, M, S, device=v.device, dtype=torch.float32)
