@@ -81,6 +81,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s26a       # session 26: the weak-prior kernel change timed against d6d1d9d's kernels (main shape)
 #   bash benchmarks/gpu_run.sh COMMIT s26b       # session 26: the switch as a tune key (mean_switch): its cost, main and long shapes
 #   bash benchmarks/gpu_run.sh COMMIT s26c       # session 26: the KLA GPU tests after the weak-prior changes
+#   bash benchmarks/gpu_run.sh COMMIT s26d       # session 26: s26c's cut case, the weak-prior probe compiled
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1366,7 +1367,19 @@ s21c)
 s21d)
     # session 21's last call (kind nvidia-h200; carry .tcache): KLA seed 0 on fuzzy recall at three more points of MAD's
     # lr x weight-decay grid (lr 1e-3 with wd 0 and 0.1, lr 5e-4 with wd 0), mad-lab's score per run (mad_accuracy,
-    # now with mad_step and mad_curve), so that mad_pct is a best over four grid points for seed 0 (with s21b)
+    # now with mad_step and mad_curve), so that mad_pct is a best over four grid points for seed 0 (with s26d)
+    # session 26's last call (kind nvidia-h200): the case s26c's time limit cut, then the weak-prior probe with the
+    # kernels compiled (benchmarks/kla_weak_prior.py; the committed JSON before it was the interpreter's)
+    timeout ${PT_TIMEOUT:-200} python3 -m pytest -v -p no:cacheprovider -rfE --tb=short \
+        "tests/test_kla_triton.py::test_gpu_matrix_multi_warp[case34-tune34]" \
+        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1 &
+    timeout ${WP_TIMEOUT:-400} python3 benchmarks/kla_weak_prior.py --out "$OUT/kla_weak_prior_$stage.json" \
+        > "$LOG/kla_weak_prior.log" 2>&1
+    el "kla_weak_prior rc=$?"; tail -n 26 "$LOG/kla_weak_prior.log" | cut -c1-200
+    wait
+    el "GPU tests done"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 5
+    ;;
+s21b)
     c21="--tasks fuzzy_recall --steps 20000 --max-seconds ${MAD_SECONDS:-265} --kill-after 300 --mixers kla --seeds 0"
     timeout 330 python3 benchmarks/kla_mad.py $c21 --lr 1e-3 --weight-decay 0 0.1 \
         --workdir /tmp/kla_mad_d1 --out "$OUT/kla_mad_${stage}_lr1e-3.json" > "$LOG/mad_d1.log" 2>&1 &
