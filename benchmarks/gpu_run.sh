@@ -1367,19 +1367,7 @@ s21c)
 s21d)
     # session 21's last call (kind nvidia-h200; carry .tcache): KLA seed 0 on fuzzy recall at three more points of MAD's
     # lr x weight-decay grid (lr 1e-3 with wd 0 and 0.1, lr 5e-4 with wd 0), mad-lab's score per run (mad_accuracy,
-    # now with mad_step and mad_curve), so that mad_pct is a best over four grid points for seed 0 (with s26d)
-    # session 26's last call (kind nvidia-h200): the case s26c's time limit cut, then the weak-prior probe with the
-    # kernels compiled (benchmarks/kla_weak_prior.py; the committed JSON before it was the interpreter's)
-    timeout ${PT_TIMEOUT:-200} python3 -m pytest -v -p no:cacheprovider -rfE --tb=short \
-        "tests/test_kla_triton.py::test_gpu_matrix_multi_warp[case34-tune34]" \
-        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1 &
-    timeout ${WP_TIMEOUT:-400} python3 benchmarks/kla_weak_prior.py --out "$OUT/kla_weak_prior_$stage.json" \
-        > "$LOG/kla_weak_prior.log" 2>&1
-    el "kla_weak_prior rc=$?"; tail -n 26 "$LOG/kla_weak_prior.log" | cut -c1-200
-    wait
-    el "GPU tests done"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 5
-    ;;
-s21b)
+    # now with mad_step and mad_curve), so that mad_pct is a best over four grid points for seed 0 (with s21b)
     c21="--tasks fuzzy_recall --steps 20000 --max-seconds ${MAD_SECONDS:-265} --kill-after 300 --mixers kla --seeds 0"
     timeout 330 python3 benchmarks/kla_mad.py $c21 --lr 1e-3 --weight-decay 0 0.1 \
         --workdir /tmp/kla_mad_d1 --out "$OUT/kla_mad_${stage}_lr1e-3.json" > "$LOG/mad_d1.log" 2>&1 &
@@ -1491,114 +1479,17 @@ s26c)
         --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
     el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 20
     ;;
-s21b)
-    c21="--tasks fuzzy_recall --steps 20000 --max-seconds ${MAD_SECONDS:-265} --kill-after 300 --mixers kla --seeds 0"
-    timeout 330 python3 benchmarks/kla_mad.py $c21 --lr 1e-3 --weight-decay 0 0.1 \
-        --workdir /tmp/kla_mad_d1 --out "$OUT/kla_mad_${stage}_lr1e-3.json" > "$LOG/mad_d1.log" 2>&1 &
-    timeout 330 python3 benchmarks/kla_mad.py $c21 --lr 5e-4 --weight-decay 0 --no-warm \
-        --workdir /tmp/kla_mad_d2 --out "$OUT/kla_mad_${stage}_lr5e-4.json" > "$LOG/mad_d2.log" 2>&1 &
+s26d)
+    # session 26's last call (kind nvidia-h200): the case s26c's time limit cut, then the weak-prior probe with the
+    # kernels compiled (benchmarks/kla_weak_prior.py; the committed JSON before it was the interpreter's)
+    timeout ${PT_TIMEOUT:-200} python3 -m pytest -v -p no:cacheprovider -rfE --tb=short \
+        "tests/test_kla_triton.py::test_gpu_matrix_multi_warp[case34-tune34]" \
+        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1 &
+    timeout ${WP_TIMEOUT:-400} python3 benchmarks/kla_weak_prior.py --out "$OUT/kla_weak_prior_$stage.json" \
+        > "$LOG/kla_weak_prior.log" 2>&1
+    el "kla_weak_prior rc=$?"; tail -n 26 "$LOG/kla_weak_prior.log" | cut -c1-200
     wait
-    el "kla_mad done"; tail -n 4 "$LOG"/mad_*.log | cut -c1-300
-    ;;
-s22a)
-    # prepared in session 21, not yet run (kind nvidia-h200; carry .tcache): MAD's lr x weight-decay grid on fuzzy
-    # recall, completed for KLA seed 0 with mad-lab's score (lr 1e-4 at weight decay 0 and 0.1; lr 5e-4, weight
-    # decay 0 to the end, which s21d cut at 62%) and seed 1 at lr 5e-4, weight decay 0; every evaluation records
-    # eval_mad_stray (classes predicted but never labelled per 128-row batch: why mad-lab's score falls late)
-    c22="--tasks fuzzy_recall --steps 20000 --max-seconds ${MAD_SECONDS:-440} --kill-after 500 --mixers kla"
-    timeout 540 python3 benchmarks/kla_mad.py $c22 --seeds 0 --lr 1e-4 --weight-decay 0 0.1 \
-        --workdir /tmp/kla_mad_e1 --out "$OUT/kla_mad_${stage}_lr1e-4.json" > "$LOG/mad_e1.log" 2>&1 &
-    timeout 540 python3 benchmarks/kla_mad.py $c22 --seeds 0 1 --lr 5e-4 --weight-decay 0 --no-warm \
-        --workdir /tmp/kla_mad_e2 --out "$OUT/kla_mad_${stage}_lr5e-4.json" > "$LOG/mad_e2.log" 2>&1 &
-    wait
-    el "kla_mad done"; tail -n 4 "$LOG"/mad_*.log | cut -c1-300
-    ;;
-s22b)
-    # session 22 (kind nvidia-h200; carry .tcache): A5's 12,000-step recipe of docs/notes_a5.md 5.3 with the two
-    # initialisations of the authors' newer code (5.12): p = 3·a·Δ per lane and Λv = d_state = 16 for every token at
-    # the start; once on our defaults otherwise (a_s = s + 1, one Δ per channel) and once with the rest of the
-    # authors' shape (a = 1, one Δ per lane, a and p undecayed); 1 and 2 blocks, seed 0; four runs sharing the GPU
-    A="--batch-size 1024 --lr 2e-3 --warmup 200 --steps 12000 --eval-every 500 --n-train 2000000 --prefix-scores \
-       --p-init-rule 3a-dt --lambda-v-init 16 --runs kla:1:20 kla:2:20 --seeds 0 --kill-after ${A5_KILL:-540} ${A5_RESUME:-}"
-    export OMP_NUM_THREADS=1
-    python3 benchmarks/kla_a5.py $A --workdir /tmp/a5s22a --out "$OUT/kla_a5_${stage}_init.json" > "$LOG/a5_init.log" 2>&1 &
-    python3 benchmarks/kla_a5.py $A --a-init constant --dt-per-state --no-decay-dynamics --workdir /tmp/a5s22b \
-        --out "$OUT/kla_a5_${stage}_authors.json" > "$LOG/a5_authors.log" 2>&1 &
-    wait
-    el "a5 done"; tail -n 3 "$LOG"/a5_*.log | cut -c1-600
-    ;;
-s22c)
-    # session 22 (kind nvidia-h200; carry .tcache): fuzzy recall under MAD's protocol with the authors' newer
-    # initialisations (p = 3·a·Δ, Λv = d_state = 16 at the start; docs/notes_a5.md 5.12), KLA seeds 0 and 1 at lr 5e-4
-    # with weight decay 0 and 0.1: the controls are s22a (wd 0, both seeds) and s21b (wd 0.1, both seeds)
-    c22="--tasks fuzzy_recall --steps 20000 --max-seconds ${MAD_SECONDS:-400} --kill-after 480 --mixers kla --lr 5e-4"
-    c22="$c22 --p-init-rule 3a-dt --lambda-v-init 16"
-    timeout 530 python3 benchmarks/kla_mad.py $c22 --seeds 0 1 --weight-decay 0 \
-        --workdir /tmp/kla_mad_f1 --out "$OUT/kla_mad_${stage}_wd0.json" > "$LOG/mad_f1.log" 2>&1 &
-    timeout 530 python3 benchmarks/kla_mad.py $c22 --seeds 0 1 --weight-decay 0.1 --no-warm \
-        --workdir /tmp/kla_mad_f2 --out "$OUT/kla_mad_${stage}_wd0.1.json" > "$LOG/mad_f2.log" 2>&1 &
-    wait
-    el "kla_mad done"; tail -n 4 "$LOG"/mad_*.log | cut -c1-300
-    ;;
-s25a)
-    # session 25 (kind nvidia-h200; PACK_CACHE=1 returns the compile cache): the KLA GPU test files at the session's
-    # commit, after the torch backend's p = 0 backward moved from torch.func.vjp to the moment form's adjoint
-    # (test_kla_layer_gpu.py::test_no_process_noise_on_triton_matches_torch compares it with the Triton backward)
-    timeout ${PT_TIMEOUT:-540} python3 -m pytest -v -n ${PT_WORKERS:-12} -p no:cacheprovider -rfE --tb=short \
-        tests/test_kla_layer_gpu.py tests/test_kla_triton.py tests/test_determinism_gpu.py tests/test_conv_triton.py \
-        tests/test_decode_graph_gpu.py tests/test_kla_no_process_noise.py tests/test_kla_moment_adjoint.py \
-        --junitxml "$OUT/gpu_tests_${stage}.xml" > "$LOG/ptests.log" 2>&1
-    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 20
-    ;;
-s25b)
-    # session 25, after s25a (kind nvidia-h200): its three failures, tests that built a weight or the layer on the
-    # CPU beside CUDA inputs (made device-portable), and the case its time limit cut
-    timeout ${PT_TIMEOUT:-480} python3 -m pytest -v -n 4 -p no:cacheprovider -rfE --tb=short \
-        "tests/test_kla_triton.py::test_kla_scan_adjoint_argument_interpreted" \
-        "tests/test_kla_triton.py::test_moment_form_final_state_gradient_saturated_interpreted" \
-        "tests/test_kla_triton.py::test_filter_readout_without_process_noise_has_finite_gradients_interpreted" \
-        "tests/test_kla_triton.py::test_gpu_matrix_variance_off[case11-tune11]" \
-        --junitxml "$OUT/gpu_tests_${stage}.xml" > "$LOG/ptests.log" 2>&1
-    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed|Error" "$LOG/ptests.log" | tail -n 20
-    ;;
-s25c)
-    # session 25's last call (kind nvidia-h200): after the saturated-state and weak-prior fixes of the torch backend
-    # (34f6bdf, f3a5eaf), its tests on CUDA and the layer tests that compare it with the Triton backward
-    timeout ${PT_TIMEOUT:-420} python3 -m pytest -v -n 8 -p no:cacheprovider -rfE --tb=short \
-        tests/test_kla_layer_gpu.py tests/test_kla_no_process_noise.py tests/test_kla_moment_adjoint.py \
-        tests/test_determinism_gpu.py --junitxml "$OUT/gpu_tests_${stage}.xml" > "$LOG/ptests.log" 2>&1
-    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 20
-    ;;
-s26a)
-    # session 26 (kind nvidia-h200; PACK_CACHE=1 returns the compile cache): the kernels' mean update after a weak
-    # prior (_mean: g_t a mu + w_t u_t where g_t < 1/2) and the moment-form adjoint's stable dL/dlam_0, timed in one
-    # process against the kernels of BASE (default d6d1d9d, from the device copy's .git; kla_scan_ab.py --baseline),
-    # both adjoint forms, the main shape; then the weak-prior tests compiled
-    git show ${BASE:-d6d1d9d}:bayesfilt/nn/kernels/_kla_triton.py > /tmp/base_kla_triton.py \
-        && el "baseline kernels ${BASE:-d6d1d9d}"
-    timeout ${AB_TIMEOUT:-420} python3 benchmarks/kla_scan_ab.py --shapes ${AB_SHAPES:-main} \
-        --tunes '[{}, {"bwd_mom": 1}]' --baseline /tmp/base_kla_triton.py --baseline-tunes '[{}, {"bwd_mom": 1}]' \
-        --rounds ${AB_ROUNDS:-3} --out "$OUT/kla_scan_ab_$stage.json" > "$LOG/kla_scan_ab_$stage.log" 2>&1
-    el "kla_scan_ab rc=$?"; tail -n 6 "$LOG/kla_scan_ab_$stage.log" | cut -c1-400
-    timeout ${PT_TIMEOUT:-120} python3 -m pytest -v -n 2 -p no:cacheprovider -rfE --tb=short tests/test_kla_triton.py \
-        -k "weak_prior" --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
-    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 14
-    ;;
-s26b)
-    # session 26, after s26a (kind nvidia-h200; carry .tcache): the KLA GPU test files after the kernels' weak-prior
-    # changes (the whole of test_kla_triton.py compiled, the layer's torch-vs-Triton comparisons, p = 0), then, with
-    # the time left, the long shape's A/B against BASE (default tunes only)
-    timeout ${PT_TIMEOUT:-450} python3 -m pytest -v -n ${PT_WORKERS:-12} -p no:cacheprovider -rfE --tb=short \
-        tests/test_kla_triton.py tests/test_kla_layer_gpu.py tests/test_kla_no_process_noise.py \
-        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
-    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 20
-    left=$(( ${AB_END:-585} - ($(date +%s) - T0) ))
-    if [ $left -gt 60 ]; then
-        git show ${BASE:-d6d1d9d}:bayesfilt/nn/kernels/_kla_triton.py > /tmp/base_kla_triton.py
-        timeout $left python3 benchmarks/kla_scan_ab.py --shapes long --tunes '[{}]' --baseline /tmp/base_kla_triton.py \
-            --rounds ${AB_ROUNDS:-3} --out "$OUT/kla_scan_ab_${stage}_long.json" > "$LOG/kla_scan_ab_$stage.log" 2>&1
-        el "kla_scan_ab long rc=$?"; tail -n 3 "$LOG/kla_scan_ab_$stage.log" | cut -c1-400
-    fi
+    el "GPU tests done"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 5
     ;;
 s21b)
     # prepared in session 20, trimmed in session 21 (kind nvidia-h200; carry .tcache .whl): fuzzy recall under MAD's
