@@ -559,7 +559,7 @@ def test_moment_form_adjoint_p0_interpreted():
 def test_weak_prior_with_a_large_mean_interpreted():
     """An initial state lam_0 = 1e-8 with eta_0 of order 1: a prior mean of order 1e8 that the first token
     overrides (g_1 ~ 1e-8). The kernels' innovation form a mu + w_t (u_t - phi_t a mu) cancels there; with an
-    initial state they switch to g_t a mu + w_t u_t where g_t < 1/2 (docs/math/kla.md §7, "Weak priors"). Before (d6d1d9d): y
+    initial state they switch to g_t a mu + w_t u_t where g_t < 1/2 (docs/math/kla.md §7, "Weak priors in the Triton kernels"). Before (d6d1d9d): y
     1.7e-2 off after one token, the moment-form gradients up to 0.35 off (benchmarks/kla_weak_prior.py). Both
     adjoint forms, one token and several, p = 0 (moment form only: the information form's adjoint overflows
     there) and p > 0, the prior readout, time chunks (the joint chunk maps carry the start state)."""

@@ -12,7 +12,9 @@ reciprocal per lane-step instead of two:
 
 (the last line equals a g_t mu_{t-1} + w_t u_t since g_t = 1 - phi_t w_t; in this innovation form a
 rounding error of g_t touches only the correction, not the whole mean, which matters over long
-sequences with p = 0, where g_t -> 1 and the mean is an average of many tokens).
+sequences with p = 0, where g_t -> 1 and the mean is an average of many tokens; with MEAN (tune key
+mean_switch, on when an initial state is given) the update is g_t a mu_{t-1} + w_t u_t where g_t < 1/2, which
+does not cancel after a weak prior with a large mean: ``_mean``).
 
 (w_t = 1/(1/P_t + phi_t) and lam_{t-1}/(a^2 + p lam_{t-1}) = 1/P_t: the same filter.)
 Readout: y = sum_s q mu, y_var = sum_s q^2 w; prior readout: y = sum_s q a mu,
@@ -152,7 +154,7 @@ def _pow2_inv(x):
 
 @triton.jit
 def _mean(amu, w, g, phi, uu):
-    """mu_t from the prior mean a mu_{t-1} (docs/math/kla.md §7, "Weak priors"):
+    """mu_t from the prior mean a mu_{t-1} (docs/math/kla.md §7, "Weak priors in the Triton kernels"):
 
         g_t >= 1/2:  mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1})   (innovation form)
         g_t <  1/2:  mu_t = g_t a mu_{t-1} + w_t u_t
@@ -1017,7 +1019,7 @@ def _bwd_lanes(
             if MOM:
                 # (w_0, mu_0) = (1/lam_0, eta_0/lam_0): dL/dlam_0 = -w_0 (w_0 Hw_0 + mu_0 Hm_0), dL/deta_0 = w_0 Hm_0.
                 # The two products cancel after a weak prior (lam_0 << 1, large mu_0); expanded through token 1
-                # (docs/math/kla.md §7, "Weak priors"; bayesfilt.scan.diagonal._moment_initial_grads):
+                # (docs/math/kla.md §7, "Weak priors in the Triton kernels"; bayesfilt.scan.diagonal._moment_initial_grads):
                 # -w_0 a g_1^2 (a w_0 Hw_1 + Hm_1 (a w_0 u_1 + mu_0 (1 + p phi_1))), (Hw_1, Hm_1) = (H1w, H1m)
                 w0, mu0 = _bwd_ckpt_raw(ck_ptr, b, NCK, 0, MSs, ms, lmask)
                 vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, 0, L, b, L, M, S, m, s, mmask, smask, False)

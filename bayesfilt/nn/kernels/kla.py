@@ -157,7 +157,7 @@ def make_plan(B: int, L: int, M: int, S: int, device: torch.device, *, num_chunk
     NSB partial sums that the caller adds up (``scan_backward``).
     ``mean``: the forward's mean update (and the moment-form backward's recompute of it) is
     g_t a mu_{t-1} + w_t u_t where g_t < 1/2 and the innovation form elsewhere, accurate after a weak prior
-    with a large mean (docs/math/kla.md §7, "Weak priors"; docs/kla_kernels.md, "The mean update").
+    with a large mean (docs/math/kla.md §7, "Weak priors in the Triton kernels"; docs/kla_kernels.md, "Forward").
     """
     SB, NSB, BM, NMB = _blocks(M, S, max_sb, bm)
     programs = NMB * NSB * B
@@ -632,7 +632,7 @@ def kla_scan_triton(v, lambda_v, k, q, a_bar, p_bar, initial_state=None, prior_r
     # the backward's form is fixed here, in the tune string that both the backward's plan (_plan_for) and
     # the autograd function's final-state conversion (_moment_adjoint) read: a later change of _BWD_MOM (or a
     # cached plan or decision from before it) cannot make them disagree (a silently wrong gradient)
-    # the mean update's switch for weak priors (mean_switch; docs/kla_kernels.md, "The mean update") only with an
+    # the mean update's switch for weak priors (mean_switch; docs/kla_kernels.md, "Forward") only with an
     # initial state: from the default one (lam_0 = 1, eta_0 = 0) no mean is large enough for the innovation form to
     # cancel, and the switch costs the forward 6% (s26a)
     tune = {"bwd_mom": _BWD_MOM, "mean_switch": int(initial_state is not None), **dict(_tune or {}),
