@@ -400,17 +400,29 @@ def _input_grads(lv, vv, kt, G_phi, G_u) -> tuple:
     return g_v, g_lv, g_k
 
 
-def _loop_grads_setup(v, k, q, a_bar, g_y, g_y_var, prior_readout: bool) -> tuple:
-    """What the reverse loops start from: the (B, L, M) and (B, L, S) gradient buffers of v, lambda_v, k, q, the
-    upstream gradients of y and y_var (None = zero), a^2 and the readout's factors c_mean, c_var
-    (y_t = sum q c_mean mu_t, y_var_t = sum q^2 (c_var var_t [+ p]))."""
+class _LoopSetup(NamedTuple):
+    """What the reverse loops start from (``_loop_grads_setup``)."""
+    g_v: object                     # (B, L, M) gradient buffers, filled by the loop
+    g_lv: object
+    g_k: object                     # (B, L, S)
+    g_q: object
+    g_y: object                     # upstream gradients of y and y_var, (B, L, M) (zeros for None)
+    g_y_var: object
+    a2: object                      # a^2, (M, S)
+    c_mean: object                  # the readout's factors: y_t = sum q c_mean mu_t,
+    c_var: object                   # y_var_t = sum q^2 (c_var var_t [+ p]) (a, a^2 for the prior readout, else 1)
+
+
+def _loop_grads_setup(v, k, q, a_bar, g_y, g_y_var, prior_readout: bool) -> _LoopSetup:
+    """What the reverse loops start from: the gradient buffers of v, lambda_v, k, q, the upstream gradients of y
+    and y_var (None = zero), a^2 and the readout's factors (:class:`_LoopSetup`)."""
     B, L, M = v.shape
     S = k.shape[-1]
     bufs = _empty(v, (B, L, M)), _empty(v, (B, L, M)), _empty(k, (B, L, S)), _empty(q, (B, L, S))
     g_y = v * 0 if g_y is None else g_y
     g_y_var = v * 0 if g_y_var is None else g_y_var
     a2 = a_bar * a_bar
-    return (*bufs, g_y, g_y_var, a2, a_bar if prior_readout else 1.0, a2 if prior_readout else 1.0)
+    return _LoopSetup(*bufs, g_y, g_y_var, a2, a_bar if prior_readout else 1.0, a2 if prior_readout else 1.0)
 
 
 def diagonal_filter_adjoint(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam=None, g_eta=None,
