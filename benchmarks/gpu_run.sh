@@ -82,6 +82,7 @@
 #   bash benchmarks/gpu_run.sh COMMIT s26b       # session 26: the switch as a tune key (mean_switch): its cost, main and long shapes
 #   bash benchmarks/gpu_run.sh COMMIT s26c       # session 26: the KLA GPU tests after the weak-prior changes
 #   bash benchmarks/gpu_run.sh COMMIT s26d       # session 26: s26c's cut case, the weak-prior probe compiled
+#   bash benchmarks/gpu_run.sh COMMIT s26e       # session 26, after the review: the weak-prior and moment-form tests compiled
 #   bash benchmarks/gpu_run.sh COMMIT dist       # issue 9 (kind nvidia-h200-x2): NCCL tests, tokens/s and scaling
 # Triton's compile cache travels between calls: carried in as .tcache/tcache.tgz* (parts of at most
 # 15 MiB), written back as $OUT/tcache.tgz* after the stages when PACK_CACHE=1 (Triton 3.6 on the device takes about a
@@ -1451,7 +1452,7 @@ s26a)
     # process against the kernels of BASE (default d6d1d9d, from the device copy's .git; kla_scan_ab.py --baseline),
     # both adjoint forms, the main shape; then the weak-prior tests compiled
     git show ${BASE:-d6d1d9d}:bayesfilt/nn/kernels/_kla_triton.py > /tmp/base_kla_triton.py \
-        && el "baseline kernels ${BASE:-d6d1d9d}"
+        && el "baseline kernels ${BASE:-d6d1d9d}" || { el "no baseline kernels ${BASE:-d6d1d9d}"; continue; }
     timeout ${AB_TIMEOUT:-420} python3 benchmarks/kla_scan_ab.py --shapes ${AB_SHAPES:-main} \
         --tunes '[{}, {"bwd_mom": 1}]' --baseline /tmp/base_kla_triton.py --baseline-tunes '[{}, {"bwd_mom": 1}]' \
         --rounds ${AB_ROUNDS:-3} --out "$OUT/kla_scan_ab_$stage.json" > "$LOG/kla_scan_ab_$stage.log" 2>&1
@@ -1465,7 +1466,7 @@ s26b)
     # default only with an initial state); the default forward against BASE's (default d6d1d9d) and the switch's
     # cost, main and long shapes (AB_SHAPES), in one process
     git show ${BASE:-d6d1d9d}:bayesfilt/nn/kernels/_kla_triton.py > /tmp/base_kla_triton.py \
-        && el "baseline kernels ${BASE:-d6d1d9d}"
+        && el "baseline kernels ${BASE:-d6d1d9d}" || { el "no baseline kernels ${BASE:-d6d1d9d}"; continue; }
     timeout ${AB_TIMEOUT:-560} python3 benchmarks/kla_scan_ab.py --shapes ${AB_SHAPES:-main long} \
         --tunes '[{}, {"mean_switch": 1}]' --baseline /tmp/base_kla_triton.py \
         --rounds ${AB_ROUNDS:-3} --out "$OUT/kla_scan_ab_$stage.json" > "$LOG/kla_scan_ab_$stage.log" 2>&1
@@ -1488,8 +1489,17 @@ s26d)
     timeout ${WP_TIMEOUT:-400} python3 benchmarks/kla_weak_prior.py --out "$OUT/kla_weak_prior_$stage.json" \
         > "$LOG/kla_weak_prior.log" 2>&1
     el "kla_weak_prior rc=$?"; tail -n 26 "$LOG/kla_weak_prior.log" | cut -c1-200
-    wait
-    el "GPU tests done"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 5
+    wait $!
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 5
+    ;;
+s26e)
+    # session 26, after the review (kind nvidia-h200): _mean takes MEAN itself (the same operations), token 1's
+    # placeholder comments, new weak-prior cases (the moment form's pipelined loop and s-block fold): the weak-prior
+    # and moment-form tests compiled, and the joint chunk-map and p = 0 cases of the matrix
+    timeout ${PT_TIMEOUT:-430} python3 -m pytest -v -n ${PT_WORKERS:-12} -p no:cacheprovider -rfE --tb=short \
+        tests/test_kla_triton.py -k "weak_prior or moment_form or joint or p0 or decode_step" \
+        --junitxml "$OUT/gpu_tests_$stage.xml" > "$LOG/ptests.log" 2>&1
+    el "GPU tests rc=$?"; grep -E "FAILED|ERROR|passed|failed" "$LOG/ptests.log" | tail -n 20
     ;;
 s21b)
     # prepared in session 20, trimmed in session 21 (kind nvidia-h200; carry .tcache .whl): fuzzy recall under MAD's

@@ -559,16 +559,21 @@ def test_moment_form_adjoint_p0_interpreted():
 def test_weak_prior_with_a_large_mean_interpreted():
     """An initial state lam_0 = 1e-8 with eta_0 of order 1: a prior mean of order 1e8 that the first token
     overrides (g_1 ~ 1e-8). The kernels' innovation form a mu + w_t (u_t - phi_t a mu) cancels there; with an
-    initial state they switch to g_t a mu + w_t u_t where g_t < 1/2 (docs/math/kla.md §7, "Weak priors in the Triton kernels"). Before (d6d1d9d): y
-    1.7e-2 off after one token, the moment-form gradients up to 0.35 off (benchmarks/kla_weak_prior.py). Both
-    adjoint forms, one token and several, p = 0 (moment form only: the information form's adjoint overflows
-    there) and p > 0, the prior readout, time chunks (the joint chunk maps carry the start state)."""
+    initial state they switch to g_t a mu + w_t u_t where g_t < 1/2 (docs/math/kla.md §7, "Weak priors in the
+    Triton kernels"). Before (d3a6f3c, interpreter): y 1.7e-2 off after one token, the moment-form gradients up to
+    0.35 off (benchmarks/kla_weak_prior.py). Both adjoint forms, one token and several, p = 0 (moment form only:
+    the information form's adjoint overflows there) and p > 0, the prior readout, time chunks (the joint chunk
+    maps carry the start state), and the moment-form backward's pipelined loop and s-block fold (which carry
+    token 1's adjoint for dlam_0 their own way)."""
     for tune in (INFO, MOM):
         _check(2, 1, 5, 3, init=True, prior=False, lam0=1e-8, tune=tune)
         _check(2, 9, 5, 3, init=True, prior=True, lam0=1e-8, tune=tune)
         _check(1, 27, 21, 4, init=True, prior=False, num_chunks=2, lam0=1e-8, tune=tune)
     _check(2, 9, 5, 3, init=True, prior=False, lam0=1e-8, tune=MOM, p_range=(0.0, 0.0))
     _check(1, 20, 5, 3, init=True, prior=True, lam0=1e-8, tune=MOM, p_range=(0.0, 0.0), num_chunks=2)
+    _check(2, 1, 5, 3, init=True, prior=False, lam0=1e-8, tune={**MOM, "bwd_stages": 2})
+    _check(1, 20, 5, 3, init=True, prior=True, lam0=1e-8, tune={**MOM, "bwd_stages": 2}, num_chunks=2)
+    _check(1, 13, 21, 20, init=True, prior=False, lam0=1e-8, tune={**MOM, "bwd_fold": 1})
     # the switch is kla_scan_triton's default exactly when an initial state is given (tune key mean_switch);
     # forced off, the innovation form alone is what the kernels computed before
     from bayesfilt.nn.kernels.kla import _scan_plan

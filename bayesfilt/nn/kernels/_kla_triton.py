@@ -153,8 +153,10 @@ def _pow2_inv(x):
 
 
 @triton.jit
-def _mean(amu, w, g, phi, uu):
-    """mu_t from the prior mean a mu_{t-1} (docs/math/kla.md §7, "Weak priors in the Triton kernels"):
+def _mean(amu, w, g, phi, uu, MEAN: tl.constexpr):
+    """mu_t from the prior mean a mu_{t-1} (docs/math/kla.md §7, "Weak priors in the Triton kernels"). MEAN False
+    (the default launches): the innovation form mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1}); MEAN (tune key
+    ``mean_switch``):
 
         g_t >= 1/2:  mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1})   (innovation form)
         g_t <  1/2:  mu_t = g_t a mu_{t-1} + w_t u_t
@@ -163,7 +165,10 @@ def _mean(amu, w, g, phi, uu):
     rounding of g_t near 1 (p = 0, long sequences) does not touch the whole mean; but where the token outweighs
     the prior (g_t << 1, e.g. after a weak prior lam_0 << 1 with a large mean) its two terms ~ a mu_{t-1}
     cancel, and the second form, whose g_t is accurate to a few ulp, keeps the digits."""
-    return tl.where(g < 0.5, g * amu + w * uu, amu + w * (uu - phi * amu))
+    if MEAN:
+        return tl.where(g < 0.5, g * amu + w * uu, amu + w * (uu - phi * amu))
+    else:
+        return amu + w * (uu - phi * amu)
 
 
 @triton.jit
@@ -329,11 +334,7 @@ def _fwd_block(w, mu, x, y, z, u, A, bb, e, f, g, t0, t_end, a, a2, p,
             P = a2 * w + p                              # P_t = a^2 w_{t-1} + p
             gain = _rcp(1.0 + phi * P, FAST)            # g_t = 1/(1 + phi_t P_t)
             w_new = P * gain                            # w_t = P_t g_t
-            amu = a * mu                                # prior mean a mu_{t-1}
-            if MEAN:
-                mu_new = _mean(amu, w_new, gain, phi, uu)   # mu_t = a mu + w_t (u_t - phi_t a mu) = g_t a mu + w_t u_t
-            else:
-                mu_new = amu + w_new * (uu - phi * amu)     # mu_t = a mu + w_t (u_t - phi_t a mu) (= a g_t mu + w_t u_t)
+            mu_new = _mean(a * mu, w_new, gain, phi, uu, MEAN)   # mu_t = a mu + w_t (u_t - phi_t a mu) = g_t a mu + w_t u_t
             w = _keep(w_new, w, valid, MASKED)
             mu = _keep(mu_new, mu, valid, MASKED)
             if MODE == 2:
@@ -605,11 +606,7 @@ def _frec_m(w, mu, tok, t_end, a, a2, p, v_ptr, lv_ptr, k_ptr, q_ptr, b, L, M, S
     P = a2 * w + p                                      # P_t = a^2 w_{t-1} + p
     g = _rcp(1.0 + phi * P, FAST)                       # g_t = 1/(1 + phi_t P_t)
     w_n = P * g                                         # w_t = P_t g_t
-    amu = a * mu
-    if MEAN:
-        mu_n = _mean(amu, w_n, g, phi, uu)              # mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1})
-    else:
-        mu_n = amu + w_n * (uu - phi * amu)             # mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1})
+    mu_n = _mean(a * mu, w_n, g, phi, uu, MEAN)         # mu_t = a mu_{t-1} + w_t (u_t - phi_t a mu_{t-1}), as the forward
     return _keep(w_n, w, valid, MASKED), _keep(mu_n, mu, valid, MASKED)
 
 
@@ -658,10 +655,7 @@ def _brec_m(wp, mup, Hw, Hm, ga, gp, cww, cwm, cmm, gvt, glvt, gkt, gqt, t0, t_e
     w = P * g                                           # w_t = P_t g_t
     amu = a * mup                                       # a mu_{t-1}
     nu = uu - phi * amu                                 # nu_t = u_t - phi_t a mu_{t-1}
-    if MEAN:
-        mu = _mean(amu, w, g, phi, uu)                  # mu_t = a mu_{t-1} + w_t nu_t, as _frec_m
-    else:
-        mu = amu + w * nu                               # mu_t = a mu_{t-1} + w_t nu_t
+    mu = _mean(amu, w, g, phi, uu, MEAN)                # mu_t = a mu_{t-1} + w_t nu_t, as _frec_m
     if VAR:
         q2 = qq * qq
     if PRIOR:
@@ -872,8 +866,8 @@ def _bwd_sub(l0, e0, Hl, He, ga, gp, cll, cle, cee, t0, t_end, a, a2, p,
     # reverse: tokens t0+7 .. t0, from the states before them
     lams = (l0, l1, l2, l3, l4, l5, l6, l7)
     etas = (e0, e1, e2, e3, e4, e5, e6, e7)
-    H1w = Hl                                            # MOM: the adjoint after token t0 (readout included)
-    H1m = He
+    H1w = Hl                                            # MOM: set by token t0's step to the adjoint of (w, mu)
+    H1m = He                                            # after it, its readout included (a placeholder till then)
     for i in tl.static_range(7, -1, -1):
         if MOM:
             Hl, He, ga, gp, cll, cle, cee, gvt, glvt, gkt, gqt, H1w, H1m = _brec_m(
@@ -953,8 +947,8 @@ def _bwd_lanes(
     cee = zero + 1.0
     ga = zero
     gp = zero
-    H1w = Hl                                            # MOM: the adjoint after the chunk's first token
-    H1m = He
+    H1w = Hl                                            # MOM: the adjoint after the chunk's first token (set when
+    H1m = He                                            # its block runs, last; a placeholder till then)
 
     CK = BWD_CK                                         # the recompute is written for 8
     t_start = c * LC
@@ -1022,7 +1016,7 @@ def _bwd_lanes(
                 # (docs/math/kla.md §7, "Weak priors in the Triton kernels"; bayesfilt.scan.diagonal._moment_initial_grads):
                 # -w_0 a g_1^2 (a w_0 Hw_1 + Hm_1 (a w_0 u_1 + mu_0 (1 + p phi_1))), (Hw_1, Hm_1) = (H1w, H1m)
                 w0, mu0 = _bwd_ckpt_raw(ck_ptr, b, NCK, 0, MSs, ms, lmask)
-                vv, lv, kk, qq = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, 0, L, b, L, M, S, m, s, mmask, smask, False)
+                vv, lv, kk, _q1 = _tok(v_ptr, lv_ptr, k_ptr, q_ptr, 0, L, b, L, M, S, m, s, mmask, smask, False)
                 phi = lv * kk * kk                      # phi_1
                 g1 = 1.0 / (1.0 + phi * (a2 * w0 + p))  # g_1 = 1/(1 + phi_1 P_1)
                 aw0 = a * w0
