@@ -91,6 +91,10 @@ def main(argv=None) -> int:
                     help="JSON list of tune dicts for the --baseline kernels (default: [{}])")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if "--baseline-tunes" in (argv if argv is not None else sys.argv) and not args.baseline:
+        ap.error("--baseline-tunes needs --baseline FILE (the kernels to run them on)")
+    if args.baseline and not os.path.isfile(args.baseline):
+        ap.error(f"--baseline {args.baseline!r} is not a file; pass a copy of bayesfilt/nn/kernels/_kla_triton.py")
     for t in args.tunes + args.baseline_tunes:
         _tune_str(t)                                    # refuse unknown keys before anything runs
     base = _load_kernels(args.baseline) if args.baseline else None

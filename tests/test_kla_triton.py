@@ -579,6 +579,8 @@ def test_weak_prior_with_a_large_mean_interpreted():
     from bayesfilt.nn.kernels.kla import _scan_plan
     v, k = torch.empty(2, 19, 21), torch.empty(2, 19, 4)
     assert not _scan_plan(v, k, {}, "fwd").mean and _scan_plan(v, k, {"mean_switch": 1}, "bwd").mean
+    with pytest.raises(ValueError, match="mean_switch"):
+        _scan_plan(v, k, {"mean_switch": 2}, "fwd")
     with pytest.raises(AssertionError, match="rel RMS over"):
         _check(2, 1, 5, 3, init=True, prior=False, lam0=1e-8, tune={"mean_switch": 0})
 

@@ -425,6 +425,23 @@ def _loop_grads_setup(v, k, q, a_bar, g_y, g_y_var, prior_readout: bool) -> _Loo
     return _LoopSetup(*bufs, g_y, g_y_var, a2, a_bar if prior_readout else 1.0, a2 if prior_readout else 1.0)
 
 
+def _loop_token(v, lambda_v, k, q, g_y, g_y_var, t: int) -> tuple:
+    """Token t of the reverse loops, broadcast over the lanes: k_t[s], q_t[s] (B, 1, S) and lambda_v_t[m], v_t[m],
+    dLoss/dy_t[m], dLoss/dy_var_t[m] (B, M, 1)."""
+    return (k[:, t, None, :], q[:, t, None, :], lambda_v[:, t, :, None], v[:, t, :, None], g_y[:, t, :, None],
+            g_y_var[:, t, :, None])
+
+
+def _loop_readout_grads(gy, gv, qt, q_t, mu, w, a_bar, p_bar, c_mean, c_var, prior_readout: bool) -> tuple:
+    """The readout's own gradients at one token, from the posterior (w_t = 1/lam_t, mu_t): dLoss/dq_t (B, S) and,
+    with the prior readout, its terms of dLoss/da and dLoss/dp summed over b (None without)."""
+    var = c_var * w + p_bar if prior_readout else w                  # d y_var_t / d q_t^2
+    g_q = (gy * c_mean * mu).sum(1) + 2.0 * q_t * (gv * var).sum(1)  # dy/dq = c mu, dy_var/dq = 2 q var
+    if not prior_readout:
+        return g_q, None, None
+    return g_q, (gy * qt * mu + gv * qt * qt * 2.0 * a_bar * w).sum(0), (gv * qt * qt).sum(0)
+
+
 def diagonal_filter_adjoint(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_y, g_y_var, g_lam=None, g_eta=None,
                             prior_readout: bool = False, schedule: str = "tree", chunk: int | None = None,
                             paths: tuple | None = None) -> DiagonalScanGrads:
@@ -690,9 +707,7 @@ def diagonal_filter_adjoint_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_
     for t in range(L - 1, -1, -1):
         lam, eta = lams[:, t], etas[:, t]                            # lam_t, eta_t
         lam_p, eta_p = (lams[:, t - 1], etas[:, t - 1]) if t else (lam0, eta0)    # lam_{t-1}, eta_{t-1}
-        kt, qt = k[:, t, None, :], q[:, t, None, :]                  # k_t[s], q_t[s] over m
-        lv, vv = lambda_v[:, t, :, None], v[:, t, :, None]           # lambda_v_t[m], v_t[m] over s
-        gy, gv = g_y[:, t, :, None], g_y_var[:, t, :, None]          # dLoss/dy_t, dLoss/dy_var_t over s
+        kt, qt, lv, vv, gy, gv = _loop_token(v, lambda_v, k, q, g_y, g_y_var, t)
         inv = 1.0 / lam                                              # 1 / lam_t
         mu = eta * inv                                               # mu_t
         G_eta = gy * qt * c_mean * inv + carry_eta                   # r_eta_t + f_{t+1} G_eta_{t+1}
@@ -706,15 +721,14 @@ def diagonal_filter_adjoint_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, eta0, g_
         carry_eta = f * G_eta                                        # f_t G_eta_t, for step t - 1
         carry_lam = f * f * G_lam - p_bar * f / d * eta_p * G_eta    # f_t^2 G_lam_t + K_t
         g_v[:, t], g_lv[:, t], g_k[:, t] = _input_grads(lv, vv, kt, G_lam, G_eta)
-        var = c_var * inv + p_bar if prior_readout else inv          # d y_var_t / d q_t^2
-        g_q[:, t] = (gy * c_mean * mu).sum(1) + 2.0 * q[:, t] * (gv * var).sum(1)   # dy/dq = c mu, dy_var/dq = 2 q var
+        g_q[:, t], ga_r, gp_r = _loop_readout_grads(gy, gv, qt, q[:, t], mu, inv, a_bar, p_bar, c_mean, c_var,
+                                                    prior_readout)
         r = lam_p / d                                                # predicted precision lam_{t-1} / d_t
         # d lam_t/da = -2 a lam_{t-1} / d_t^2, d f_t/da = (p lam_{t-1} - a^2) / d_t^2
         g_a = g_a + (G_lam * (-2.0 * a_bar * r / d) + G_eta * eta_p * ((p_bar * r - a_bar * f) / d)).sum(0)
         g_p = g_p + (G_lam * (-r * r) + G_eta * eta_p * (-f * r)).sum(0)   # d lam_t/dp = -r^2, d f_t/dp = -f r
-        if prior_readout:
-            g_a = g_a + (gy * qt * mu + gv * qt * qt * 2.0 * a_bar * inv).sum(0)    # the readout's own a, p
-            g_p = g_p + (gv * qt * qt).sum(0)
+        if prior_readout:                                            # the readout's own a, p
+            g_a, g_p = g_a + ga_r, g_p + gp_r
     return DiagonalScanGrads(g_v, g_lv, g_k, g_q, g_a, g_p, carry_lam, carry_eta)
 
 
@@ -890,9 +904,7 @@ def diagonal_filter_adjoint_moments_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, 
     for t in range(L - 1, -1, -1):
         w, mu = ws[:, t], mus[:, t]                                  # w_t, mu_t
         w_p, mu_p = (ws[:, t - 1], mus[:, t - 1]) if t else (w0, mu0)    # w_{t-1}, mu_{t-1}
-        kt, qt = k[:, t, None, :], q[:, t, None, :]                  # k_t[s], q_t[s] over m
-        lv, vv = lambda_v[:, t, :, None], v[:, t, :, None]           # lambda_v_t[m], v_t[m] over s
-        gy, gv = g_y[:, t, :, None], g_y_var[:, t, :, None]          # dLoss/dy_t, dLoss/dy_var_t over s
+        kt, qt, lv, vv, gy, gv = _loop_token(v, lambda_v, k, q, g_y, g_y_var, t)
         phi, u = lv * kt * kt, lv * vv * kt                          # phi_t = lambda_v k^2, u_t = lambda_v v k
         g, nu = _moment_step_terms(w_p, mu_p, phi, u, a_bar, p_bar)
         Hm = gy * qt * c_mean + carry_mu                             # H^mu_t with token t's readout
@@ -904,13 +916,12 @@ def diagonal_filter_adjoint_moments_loop(v, lambda_v, k, q, a_bar, p_bar, lam0, 
         carry_w = a2 * GP                                            # dLoss/dw_{t-1} = a^2 dLoss/dP_t
         carry_mu = a_bar * g * Hm                                    # dLoss/dmu_{t-1} = a g_t H^mu_t
         g_v[:, t], g_lv[:, t], g_k[:, t] = _input_grads(lv, vv, kt, Gphi, Gu)
-        var = a2 * w + p_bar if prior_readout else w                 # d y_var_t / d q_t^2
-        g_q[:, t] = (gy * c_mean * mu).sum(1) + 2.0 * q[:, t] * (gv * var).sum(1)
+        g_q[:, t], ga_r, gp_r = _loop_readout_grads(gy, gv, qt, q[:, t], mu, w, a_bar, p_bar, c_mean, c_var,
+                                                    prior_readout)
         g_a = g_a + ga.sum(0)
         g_p = g_p + GP.sum(0)                                        # d P_t / dp = 1
-        if prior_readout:
-            g_a = g_a + (gy * qt * mu + gv * qt * qt * 2.0 * a_bar * w).sum(0)    # the readout's own a, p
-            g_p = g_p + (gv * qt * qt).sum(0)
+        if prior_readout:                                            # the readout's own a, p
+            g_a, g_p = g_a + ga_r, g_p + gp_r
     # (Hw, Hm, g, phi, u are step 1's after the loop)
     return DiagonalScanGrads(g_v, g_lv, g_k, g_q, g_a, g_p, *_moment_initial_grads(w0, mu0, Hw, Hm, g, phi, u, a_bar,
                                                                                    p_bar))
